@@ -1,0 +1,181 @@
+/* SPDX-License-Identifier: GPL-2.0 OR BSD-3-Clause */
+/*
+ * Types shared by the kernel programs (bpf/) and the daemon (user/).
+ *
+ * Fixed-width __u32-style types only and no libc: this header is included
+ * both by BPF C (after vmlinux.h) and by user space (after <linux/types.h>).
+ * Map values that may grow carry explicit reserved fields so that an old
+ * daemon can read a newer kernel object's values and vice versa.
+ */
+#ifndef EGRESSD_SHARED_H
+#define EGRESSD_SHARED_H
+
+#ifndef __VMLINUX_H__
+#include <linux/types.h>
+#endif
+
+#define EGR_COMM_LEN 16
+#define EGR_MAX_POLICIES 1024
+#define EGR_MAX_CONNS 65536
+#define EGR_MAX_PORTS 4096
+#define EGR_MAX_CIDRS 4096
+#define EGR_MAX_DNS_SERVERS 16
+/* How many cgroup ancestors the kernel walks to find a policy binding. */
+#define EGR_MAX_CGROUP_DEPTH 16
+
+#ifndef EGR_AF_INET
+#define EGR_AF_INET 2
+#define EGR_AF_INET6 10
+#endif
+
+/*
+ * Verdicts and reasons. One enum for every consumer:
+ *  - bpf/redirect.bpf.c: kernel fast denials (reported in struct egr_event);
+ *  - user/proxy.c: decisions after peeking SNI/Host;
+ *  - user/audit.c: the "reason" field of every audit record (egr_reason_name());
+ *  - tools/egressctl.c and tests/e2e: match on the names printed by audit.
+ * Never renumber: values appear in logs that other tools parse.
+ */
+enum egr_verdict {
+	EGR_VERDICT_NONE = 0,
+	EGR_VERDICT_ALLOW = 1,
+	EGR_VERDICT_DENY = 2,
+	/* audit mode: would have been denied, was allowed */
+	EGR_VERDICT_AUDIT = 3,
+};
+
+enum egr_reason {
+	EGR_REASON_NONE = 0,
+	/* allowed: a policy allow rule matched */
+	EGR_REASON_RULE_ALLOW = 1,
+	/* denied: a policy deny rule matched (deny wins over allow) */
+	EGR_REASON_RULE_DENY = 2,
+	/* denied: no allow rule matched */
+	EGR_REASON_NO_MATCH = 3,
+	/* kernel: the origin's cgroup has no policy binding (fail closed) */
+	EGR_REASON_NO_POLICY = 4,
+	/* kernel: loopback (or unspecified) destination other than the proxy */
+	EGR_REASON_LOOPBACK = 5,
+	/* kernel: no rule of the policy allows this port */
+	EGR_REASON_PORT = 6,
+	/* kernel: destination inside a denied CIDR */
+	EGR_REASON_CIDR = 7,
+	/* kernel: UDP (other than DNS) is not relayed */
+	EGR_REASON_UDP = 8,
+	/* kernel: socket type/protocol not covered by the hooks */
+	EGR_REASON_PROTO = 9,
+	/* proxy: accepted connection without an origin record */
+	EGR_REASON_NO_ORIGIN = 10,
+	/* proxy: SNI/Host is an IP literal or not a valid host name */
+	EGR_REASON_BAD_NAME = 11,
+	/* proxy: no SNI/Host (unknown protocol or TLS without SNI) and no
+	 * IP rule allows the original destination */
+	EGR_REASON_NO_NAME = 12,
+	/* proxy: malformed ClientHello / HTTP head */
+	EGR_REASON_MALFORMED = 13,
+	/* proxy: ClientHello/head did not arrive in time (slowloris) */
+	EGR_REASON_PEEK_TIMEOUT = 14,
+	/* proxy: ClientHello/head larger than the peek limit */
+	EGR_REASON_TOO_LARGE = 15,
+	/* proxy: name did not resolve */
+	EGR_REASON_RESOLVE = 16,
+	/* proxy: name resolved only to loopback/private/link-local/metadata */
+	EGR_REASON_PRIVATE_ADDR = 17,
+	/* proxy: every resolved address refused the connection / timed out */
+	EGR_REASON_UPSTREAM = 18,
+	/* proxy: per-cgroup concurrent connection limit reached */
+	EGR_REASON_CONN_LIMIT = 19,
+	/* proxy: internal error (allocation, socket) -- fail closed */
+	EGR_REASON_INTERNAL = 20,
+	/* proxy: DNS traffic allowed to the configured resolver (until the
+	 * DNS proxy exists) */
+	EGR_REASON_DNS = 21,
+	EGR_REASON_MAX,
+};
+
+/* struct egr_origin.flags */
+#define EGR_ORIGIN_V4MAPPED (1U << 0) /* connect6 to ::ffff:a.b.c.d */
+#define EGR_ORIGIN_KEYED (1U << 1)    /* sockops stored egr_conns key */
+#define EGR_ORIGIN_TCP (1U << 2)
+#define EGR_ORIGIN_UDP (1U << 3)
+
+/*
+ * Key of the hand-off hash (egr_conns): the client end of the redirected
+ * connection, as the proxy sees it as the peer of the accepted socket.
+ * IPv4 addresses are stored v4-mapped (::ffff:a.b.c.d). The netns cookie
+ * separates agents in different network namespaces that all use 127.0.0.1.
+ */
+struct egr_conn_key {
+	__u64 netns_cookie;
+	__u8 addr[16];
+	__u16 port; /* host byte order */
+	__u16 pad[3];
+};
+
+/*
+ * Who connected where. Kept in sk_storage of the agent's socket (from
+ * connect4/6 on) and copied into egr_conns at TCP_CONNECT_CB.
+ */
+struct egr_origin {
+	__u8 dst_addr[16]; /* original destination; IPv4 stored v4-mapped */
+	__u16 dst_port;    /* host byte order */
+	__u16 family;      /* EGR_AF_INET or EGR_AF_INET6 of the destination */
+	__u32 flags;       /* EGR_ORIGIN_* */
+	__u64 cgroup_id;   /* cgroup of the task that called connect() */
+	__u64 netns_cookie;
+	__u64 sock_cookie;
+	__u32 tgid;
+	__u32 pid;
+	__u32 uid;
+	__u32 gid;
+	__u32 policy_id;
+	__u32 reserved0;
+	char comm[EGR_COMM_LEN];
+	struct egr_conn_key key; /* valid with EGR_ORIGIN_KEYED */
+	__u64 reserved[2];
+};
+
+/* Per-policy settings the kernel needs (egr_policies array). */
+#define EGR_POLICY_ANY_PORT (1U << 0) /* some allow rule matches every port */
+#define EGR_POLICY_AUDIT (1U << 1)    /* audit mode: log, never deny in kernel */
+#define EGR_POLICY_VALID (1U << 31)   /* slot in use */
+
+struct egr_policy_info {
+	__u32 flags;
+	__u32 reserved[3];
+};
+
+struct egr_port_key {
+	__u32 policy_id;
+	__u16 port; /* host byte order */
+	__u16 pad;
+};
+
+/* LPM trie key: prefixlen counts the 32 bits of policy_id plus address bits. */
+struct egr_cidr_key {
+	__u32 prefixlen;
+	__u32 policy_id;
+	__u8 addr[16]; /* IPv4 v4-mapped */
+};
+
+/* DNS servers that UDP/TCP port 53 may reach until the DNS proxy exists. */
+struct egr_dns_key {
+	__u8 addr[16]; /* IPv4 v4-mapped */
+};
+
+enum egr_event_type {
+	EGR_EVENT_DENY = 1, /* kernel refused a connect/sendmsg */
+	EGR_EVENT_AUDIT = 2, /* audit mode: kernel would have refused */
+};
+
+/* Ring buffer record (egr_events) for kernel-side decisions. */
+struct egr_event {
+	__u64 ts_ns; /* bpf_ktime_get_ns() */
+	__u32 type;  /* enum egr_event_type */
+	__u32 reason; /* enum egr_reason */
+	__u32 proto;  /* IPPROTO_TCP / IPPROTO_UDP / other */
+	__u32 reserved;
+	struct egr_origin origin;
+};
+
+#endif /* EGRESSD_SHARED_H */

@@ -1,0 +1,74 @@
+/* SPDX-License-Identifier: GPL-2.0 OR BSD-3-Clause */
+/*
+ * Audit sink: one record per connection (and per kernel denial), text or
+ * JSON lines, to its own file (never mixed into diagnostics unless the
+ * user asks for stderr). Thread-safe. Also keeps the set of denied
+ * destinations for the summary printed when `egressd run` ends.
+ */
+#ifndef EGR_AUDIT_H
+#define EGR_AUDIT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <time.h>
+
+#include "addr.h"
+#include "egressd_shared.h"
+
+enum audit_format {
+	AUDIT_TEXT = 0,
+	AUDIT_JSON = 1,
+};
+
+struct audit_record {
+	struct timespec start;  /* CLOCK_REALTIME */
+	struct timespec end;
+	const char *cgroup;     /* cgroup path, may be NULL */
+	uint64_t cgroup_id;
+	uint32_t pid;           /* tgid of the process that connected */
+	uint32_t uid;
+	char comm[EGR_COMM_LEN + 1];
+	int proto;              /* IPPROTO_TCP / IPPROTO_UDP */
+	bool has_dst;
+	struct egr_addr dst;    /* original destination */
+	uint16_t dst_port;
+	const char *sni;        /* SNI from the ClientHello, NULL if none */
+	const char *host;       /* HTTP Host, NULL if none */
+	const char *alpn;       /* NULL if none */
+	bool ech;
+	bool has_resolved;
+	struct egr_addr resolved; /* address the proxy connected to */
+	enum egr_verdict verdict;
+	enum egr_reason reason;
+	const char *rule;       /* text of the rule that matched, NULL if none */
+	const char *policy;     /* policy name */
+	const char *origin;     /* "kernel" or "proxy" */
+	uint64_t bytes_up;      /* agent -> upstream */
+	uint64_t bytes_down;    /* upstream -> agent */
+	const char *detail;     /* free text (error), NULL if none */
+};
+
+struct audit_options {
+	const char *path;          /* NULL: no per-connection log file */
+	enum audit_format format;
+	/* Also print denials as one text line each to stderr. */
+	bool denials_to_stderr;
+};
+
+struct audit;
+
+int audit_open(struct audit **out, const struct audit_options *opts);
+void audit_close(struct audit *a); /* accepts NULL */
+void audit_write(struct audit *a, const struct audit_record *r);
+/* Reopen the file (log rotation). */
+int audit_reopen(struct audit *a);
+
+/* One-screen summary of denied destinations with the --allow that would
+ * admit each; prints nothing if there were none. */
+void audit_print_summary(struct audit *a, FILE *out);
+
+const char *egr_reason_name(enum egr_reason r);
+const char *egr_verdict_name(enum egr_verdict v);
+
+#endif

@@ -1,0 +1,37 @@
+/* SPDX-License-Identifier: GPL-2.0 OR BSD-3-Clause */
+/* One configuration, filled by the command line, passed down. */
+#ifndef EGR_CONFIG_H
+#define EGR_CONFIG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "audit.h"
+
+struct config {
+	unsigned workers;              /* proxy threads; 0 = one per core */
+	unsigned peek_timeout_ms;      /* ClientHello/HTTP head (slowloris) */
+	unsigned connect_timeout_ms;   /* upstream connect, per address */
+	unsigned resolve_timeout_ms;
+	unsigned idle_timeout_ms;      /* relay with no bytes either way */
+	unsigned max_conns_per_cgroup;
+	unsigned max_conns;            /* whole proxy */
+	const char *dns_servers;       /* c-ares servers csv; NULL = resolv.conf */
+	struct audit_options audit;
+	int verbose;
+};
+
+#define CONFIG_DEFAULTS {                     \
+	.workers = 0,                         \
+	.peek_timeout_ms = 10000,             \
+	.connect_timeout_ms = 10000,          \
+	.resolve_timeout_ms = 5000,           \
+	.idle_timeout_ms = 600000,            \
+	.max_conns_per_cgroup = 4096,         \
+	.max_conns = 65536,                   \
+	.dns_servers = NULL,                  \
+	.audit = { .path = NULL, .format = AUDIT_TEXT, .denials_to_stderr = true }, \
+	.verbose = 0,                         \
+}
+
+#endif

@@ -1,0 +1,54 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-3-Clause
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "log.h"
+
+static enum egr_log_level log_level = EGR_LOG_INFO;
+static const char *log_prefix = "egressd";
+static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
+
+void log_set_level(enum egr_log_level level)
+{
+	log_level = level;
+}
+
+enum egr_log_level log_get_level(void)
+{
+	return log_level;
+}
+
+void log_set_prefix(const char *prefix)
+{
+	log_prefix = prefix;
+}
+
+void log_vmsg(enum egr_log_level level, const char *fmt, va_list ap)
+{
+	static const char *const names[] = { "error", "warning", "info", "debug" };
+	char line[2048];
+	size_t n;
+
+	if (level > log_level)
+		return;
+	vsnprintf(line, sizeof(line), fmt, ap);
+	n = strlen(line);
+	while (n && line[n - 1] == '\n')
+		line[--n] = '\0';
+	pthread_mutex_lock(&log_lock);
+	if (level == EGR_LOG_INFO)
+		fprintf(stderr, "%s: %s\n", log_prefix, line);
+	else
+		fprintf(stderr, "%s: %s: %s\n", log_prefix, names[level], line);
+	pthread_mutex_unlock(&log_lock);
+}
+
+void log_msg(enum egr_log_level level, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	log_vmsg(level, fmt, ap);
+	va_end(ap);
+}

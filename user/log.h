@@ -1,0 +1,28 @@
+/* SPDX-License-Identifier: GPL-2.0 OR BSD-3-Clause */
+/* Diagnostics to stderr with levels. Audit records do not go here (audit.h). */
+#ifndef EGR_LOG_H
+#define EGR_LOG_H
+
+#include <stdarg.h>
+
+enum egr_log_level {
+	EGR_LOG_ERROR = 0,
+	EGR_LOG_WARN = 1,
+	EGR_LOG_INFO = 2,
+	EGR_LOG_DEBUG = 3,
+};
+
+void log_set_level(enum egr_log_level level);
+enum egr_log_level log_get_level(void);
+/* Prefix printed before every line, e.g. "egressd". */
+void log_set_prefix(const char *prefix);
+void log_msg(enum egr_log_level level, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+void log_vmsg(enum egr_log_level level, const char *fmt, va_list ap);
+
+#define log_error(...) log_msg(EGR_LOG_ERROR, __VA_ARGS__)
+#define log_warn(...) log_msg(EGR_LOG_WARN, __VA_ARGS__)
+#define log_info(...) log_msg(EGR_LOG_INFO, __VA_ARGS__)
+#define log_debug(...) log_msg(EGR_LOG_DEBUG, __VA_ARGS__)
+
+#endif

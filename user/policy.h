@@ -1,0 +1,115 @@
+/* SPDX-License-Identifier: GPL-2.0 OR BSD-3-Clause */
+/*
+ * Policy: named allow/deny rule lists, loaded from JSON files (jansson) or
+ * --allow/--deny flags, matched by the proxy and summarised for the kernel.
+ * Documented for users in docs/policy.md.
+ *
+ * Rule syntax (strings):
+ *   example.com            exact name, ports 443 and 80
+ *   *.example.com          any subdomain (not the apex), ports 443 and 80
+ *   example.com:8443       one port ("*" = any port)
+ *   192.0.2.7, 192.0.2.0/24[:port], [2001:db8::1]:443, 2001:db8::/32
+ *                          IP/CIDR, any port unless one is given
+ * Names: case-insensitive, trailing dot ignored. Deny rules win over allow.
+ */
+#ifndef EGR_POLICY_H
+#define EGR_POLICY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "addr.h"
+#include "egressd_shared.h"
+
+enum policy_mode {
+	POLICY_ENFORCE = 0,
+	POLICY_AUDIT = 1,
+};
+
+enum policy_rule_kind {
+	RULE_DOMAIN = 0,
+	RULE_CIDR = 1,
+};
+
+struct policy_rule {
+	enum policy_rule_kind kind;
+	char *text;     /* canonical text, used in audit records and messages */
+	char *source;   /* where it came from: "policy.json:12" or "--allow" */
+	/* RULE_DOMAIN */
+	char *domain;   /* lowercase, no trailing dot, without the "*." */
+	bool wildcard;  /* "*.domain": strict subdomains only */
+	/* RULE_CIDR */
+	struct egr_addr net;
+	unsigned prefixlen; /* in the 128-bit mapped space */
+	/* ports: any_port, or port != 0, or (domain only) default 443+80 */
+	bool any_port;
+	uint16_t port;  /* 0 = default */
+};
+
+struct policy {
+	char *name;
+	enum policy_mode mode;
+	struct policy_rule *allow;
+	size_t n_allow;
+	struct policy_rule *deny;
+	size_t n_deny;
+};
+
+struct policy *policy_new(const char *name);
+void policy_free(struct policy *p); /* accepts NULL */
+
+/* Parse one rule string and append it. source names where it came from.
+ * On error returns -EINVAL and writes "reason" into err. */
+int policy_add_rule(struct policy *p, bool deny, const char *text,
+		    const char *source, char *err, size_t errlen);
+
+/* Load a JSON policy file into p (rules are appended, name/mode set).
+ * On error returns -errno and writes "FILE:LINE: FIELD: reason" into err;
+ * p is then left unchanged (nothing half-applied). */
+int policy_load_file(struct policy *p, const char *path, char *err, size_t errlen);
+/* Same, from memory; name is used in messages in place of a file name. */
+int policy_load_buffer(struct policy *p, const char *name, const char *buf,
+		       size_t len, char *err, size_t errlen);
+
+/* The built-in policy for coding agents (used when none is given). */
+struct policy *policy_default(void);
+
+/* Write p as a JSON policy file that policy_load_file() accepts. */
+int policy_write_json(const struct policy *p, FILE *out);
+
+struct policy_decision {
+	enum egr_verdict verdict; /* ALLOW or DENY (mode is applied by caller) */
+	enum egr_reason reason;   /* RULE_ALLOW, RULE_DENY, NO_MATCH */
+	const struct policy_rule *rule; /* matching rule, NULL for NO_MATCH */
+};
+
+/* Decision for a connection that named a host (SNI or Host) to port.
+ * host must already be valid (hello_hostname_valid). Only domain rules are
+ * consulted; deny domain rules win. */
+void policy_decide_name(const struct policy *p, const char *host, uint16_t port,
+			struct policy_decision *d);
+
+/* Decision by address alone (IP/CIDR rules; deny CIDR rules win). Used for
+ * connections without a name, and to check deny CIDRs against the address a
+ * name resolved to. */
+void policy_decide_addr(const struct policy *p, const struct egr_addr *a,
+			uint16_t port, struct policy_decision *d);
+
+/* An allow CIDR rule covers a (and port): the rule "names" the address, so a
+ * resolved private/loopback/link-local address is acceptable. */
+bool policy_names_addr(const struct policy *p, const struct egr_addr *a, uint16_t port);
+
+/* Summary for the kernel fast path: the set of ports any allow rule can
+ * match. Sets *any_port if some rule allows every port; otherwise fills
+ * ports[0..*n) (deduplicated, sorted). Returns -E2BIG if more than max. */
+int policy_allowed_ports(const struct policy *p, bool *any_port,
+			 uint16_t *ports, size_t max, size_t *n);
+
+/* "--allow RULE" text that would admit host (or address) and port; used in
+ * the exit summary. Returns buf. */
+const char *policy_suggest_rule(const char *host, const struct egr_addr *a,
+				uint16_t port, char *buf, size_t len);
+
+#endif

@@ -1,0 +1,51 @@
+/* SPDX-License-Identifier: GPL-2.0 OR BSD-3-Clause */
+/*
+ * The transparent proxy: listeners on 127.0.0.1:P and [::1]:P (one
+ * SO_REUSEPORT pair per worker thread, each worker its own epoll loop),
+ * origin lookup in the kernel's egr_conns hash, ClientHello / HTTP head
+ * peek, policy decision, asynchronous resolution (c-ares), upstream
+ * connect, splice() relay, one audit record per connection.
+ *
+ * Lifecycle: proxy_create() binds (so the port is known and connections
+ * queue before any thread runs), proxy_start() spawns the workers,
+ * proxy_stop() asks them to finish and joins, proxy_destroy() frees.
+ */
+#ifndef EGR_PROXY_H
+#define EGR_PROXY_H
+
+#include <stdint.h>
+
+#include "audit.h"
+#include "config.h"
+#include "egressd_shared.h"
+#include "policy.h"
+
+struct proxy;
+
+struct proxy_params {
+	const struct config *cfg;
+	/* Selects the policy for an origin (by cgroup id / policy_id).
+	 * Returning NULL denies the connection (fail closed). */
+	const struct policy *(*policy_for)(void *ctx, const struct egr_origin *o);
+	/* cgroup path for audit records, may return NULL */
+	const char *(*cgroup_name)(void *ctx, uint64_t cgroup_id);
+	void *ctx;
+	int conns_map_fd;   /* egr_conns (struct egr_conn_key -> struct egr_origin) */
+	struct audit *audit;
+	/* Ports to listen on; 0 = pick an ephemeral port (same for v4 and v6). */
+	uint16_t port;
+	/* Addresses to listen on (default 127.0.0.1 and ::1). */
+	const char *listen4;
+	const char *listen6;
+};
+
+int proxy_create(struct proxy **out, const struct proxy_params *params);
+/* Port of the listeners (host byte order). */
+uint16_t proxy_port(const struct proxy *p);
+/* Listening on ::1 too (false if IPv6 is unavailable). */
+int proxy_has_v6(const struct proxy *p);
+int proxy_start(struct proxy *p);
+void proxy_stop(struct proxy *p);
+void proxy_destroy(struct proxy *p); /* accepts NULL */
+
+#endif
