@@ -6,6 +6,7 @@
 
 .DELETE_ON_ERROR:
 .SUFFIXES:
+.SECONDARY:
 
 BUILD ?= build
 PREFIX ?= /usr/local

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-3-Clause
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "log.h"
@@ -27,12 +28,19 @@ void log_set_prefix(const char *prefix)
 void log_vmsg(enum egr_log_level level, const char *fmt, va_list ap)
 {
 	static const char *const names[] = { "error", "warning", "info", "debug" };
-	char line[2048];
+	char buf[1024], *line = buf;
+	va_list ap2;
 	size_t n;
+	int len;
 
 	if (level > log_level)
 		return;
-	vsnprintf(line, sizeof(line), fmt, ap);
+	/* libbpf hands over whole verifier logs: no truncation */
+	va_copy(ap2, ap);
+	len = vsnprintf(buf, sizeof(buf), fmt, ap);
+	if (len >= (int)sizeof(buf) && vasprintf(&line, fmt, ap2) < 0)
+		line = buf;
+	va_end(ap2);
 	n = strlen(line);
 	while (n && line[n - 1] == '\n')
 		line[--n] = '\0';
@@ -42,6 +50,8 @@ void log_vmsg(enum egr_log_level level, const char *fmt, va_list ap)
 	else
 		fprintf(stderr, "%s: %s: %s\n", log_prefix, names[level], line);
 	pthread_mutex_unlock(&log_lock);
+	if (line != buf)
+		free(line);
 }
 
 void log_msg(enum egr_log_level level, const char *fmt, ...)

@@ -1,0 +1,533 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-3-Clause
+/*
+ * The kernel side of egressd: every TCP connect() from an enforced cgroup is
+ * sent to the proxy on loopback, with the original destination and the
+ * process that asked recorded for the proxy; what no rule could ever allow
+ * is refused right here with EPERM.
+ *
+ * Programs (all attached to the enforced cgroup only):
+ *   cgroup/connect4, cgroup/connect6   verdict + origin record + rewrite
+ *   sockops (TCP_CONNECT_CB)           origin -> egr_conns, keyed by the
+ *                                      client's address/port (known only
+ *                                      after the source port is chosen)
+ *   cgroup/sock_release                drop egr_conns entries never accepted
+ *   cgroup/getpeername4/6              show the original destination
+ *   cgroup/sendmsg4/6                  unconnected UDP: DNS to the
+ *                                      configured resolvers only
+ *   cgroup/sock_create                 only TCP and UDP sockets
+ */
+#include "egr_helpers.bpf.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* Set by the loader between open and load. */
+const volatile __u32 proxy_ip4 = 0;     /* network order, e.g. 127.0.0.1 */
+const volatile __u32 proxy_ip6[4] = {}; /* network order, e.g. ::1 */
+const volatile __u16 proxy_port = 0;    /* host order; 0 = proxy not up */
+const volatile __u8 proxy_has_v6 = 0;
+
+/* Origin of every redirected socket, for as long as the socket lives. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct egr_origin);
+} egr_origins SEC(".maps");
+
+/*
+ * Hand-off to the proxy: client address/port -> origin. The proxy deletes on
+ * accept, sock_release deletes what was never accepted. Deliberately not an
+ * LRU: an LRU would silently evict the origin of a live connection under
+ * pressure; a full hash makes the insert fail and the proxy deny (closed).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, EGR_MAX_CONNS);
+	__type(key, struct egr_conn_key);
+	__type(value, struct egr_origin);
+} egr_conns SEC(".maps");
+
+/* cgroup id -> policy id. A cgroup in none of these is denied everything. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, __u32);
+} egr_cgroups SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, EGR_MAX_POLICIES);
+	__type(key, __u32);
+	__type(value, struct egr_policy_info);
+} egr_policies SEC(".maps");
+
+/* Ports some allow rule of the policy can match. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, EGR_MAX_PORTS);
+	__type(key, struct egr_port_key);
+	__type(value, __u8);
+} egr_ports SEC(".maps");
+
+/* Denied CIDRs (any port) per policy. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, EGR_MAX_CIDRS);
+	__type(key, struct egr_cidr_key);
+	__type(value, __u8);
+} egr_cidrs SEC(".maps");
+
+/* Resolvers reachable on port 53 (until the DNS proxy replaces this). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, EGR_MAX_DNS_SERVERS);
+	__type(key, struct egr_dns_key);
+	__type(value, __u8);
+} egr_dns SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+} egr_events SEC(".maps");
+
+enum egr_stat {
+	EGR_STAT_REDIRECTED = 0,
+	EGR_STAT_DENIED = 1,
+	EGR_STAT_EVENTS_LOST = 2,
+	EGR_STAT_CONNS_FULL = 3,
+	EGR_STAT_MAX,
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, EGR_STAT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} egr_stats SEC(".maps");
+
+static __always_inline void egr_count(__u32 stat)
+{
+	__u64 *v = bpf_map_lookup_elem(&egr_stats, &stat);
+
+	if (v)
+		*v += 1;
+}
+
+/* Deepest cgroup on the current task's path that has a policy binding. */
+static __always_inline int egr_policy_lookup(__u64 *cgid, __u32 *policy_id)
+{
+	__u64 id = bpf_get_current_cgroup_id();
+	__u32 *pid = bpf_map_lookup_elem(&egr_cgroups, &id);
+	int level;
+
+	*cgid = id;
+	if (pid) {
+		*policy_id = *pid;
+		return 0;
+	}
+	for (level = EGR_MAX_CGROUP_DEPTH; level >= 0; level--) {
+		id = bpf_get_current_ancestor_cgroup_id(level);
+		if (!id)
+			continue;
+		pid = bpf_map_lookup_elem(&egr_cgroups, &id);
+		if (pid) {
+			*policy_id = *pid;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+static __always_inline void egr_fill_task(struct egr_origin *o)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u64 uid_gid = bpf_get_current_uid_gid();
+
+	o->tgid = pid_tgid >> 32;
+	o->pid = (__u32)pid_tgid;
+	o->uid = (__u32)uid_gid;
+	o->gid = uid_gid >> 32;
+	bpf_get_current_comm(o->comm, sizeof(o->comm));
+}
+
+static __always_inline void egr_emit(__u32 type, __u32 reason, __u32 proto,
+				     const __u8 *dst, __u16 port, __u16 family,
+				     __u64 cgid, __u32 policy_id, __u64 netns)
+{
+	struct egr_event *e = bpf_ringbuf_reserve(&egr_events, sizeof(*e), 0);
+
+	if (!e) {
+		egr_count(EGR_STAT_EVENTS_LOST);
+		return;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	e->ts_ns = bpf_ktime_get_ns();
+	e->type = type;
+	e->reason = reason;
+	e->proto = proto;
+	__builtin_memcpy(e->origin.dst_addr, dst, 16);
+	e->origin.dst_port = port;
+	e->origin.family = family;
+	e->origin.cgroup_id = cgid;
+	e->origin.policy_id = policy_id;
+	e->origin.netns_cookie = netns;
+	egr_fill_task(&e->origin);
+	bpf_ringbuf_submit(e, 0);
+}
+
+static __always_inline bool egr_is_dns_server(const __u8 *dst, __u16 port)
+{
+	struct egr_dns_key k;
+
+	if (port != 53)
+		return false;
+	__builtin_memcpy(k.addr, dst, 16);
+	return bpf_map_lookup_elem(&egr_dns, &k) != NULL;
+}
+
+/*
+ * Decide a TCP connect() or UDP send to dst:port. Returns 0 to redirect
+ * (TCP) / let through (UDP DNS), 1 to let through unchanged (audit mode),
+ * or -EPERM with *reason set.
+ */
+static __always_inline int egr_decide(const __u8 *dst, __u16 port, bool udp,
+				      __u32 policy_id, __u32 *reason)
+{
+	struct egr_policy_info *pi;
+	struct egr_port_key pk = {};
+	struct egr_cidr_key ck = {};
+	bool audit;
+
+	pi = bpf_map_lookup_elem(&egr_policies, &policy_id);
+	if (!pi || !(pi->flags & EGR_POLICY_VALID)) {
+		*reason = EGR_REASON_NO_POLICY;
+		return -EPERM;
+	}
+	audit = pi->flags & EGR_POLICY_AUDIT;
+
+	if (egr_is_dns_server(dst, port))
+		return 0;
+	if (udp) {
+		*reason = EGR_REASON_UDP;
+		return audit ? 1 : -EPERM;
+	}
+	if (egr_addr_is_local(dst)) {
+		*reason = EGR_REASON_LOOPBACK;
+		return audit ? 1 : -EPERM;
+	}
+	if (audit)
+		return 0; /* the proxy logs what enforce would deny */
+	if (!(pi->flags & EGR_POLICY_ANY_PORT)) {
+		pk.policy_id = policy_id;
+		pk.port = port;
+		if (!bpf_map_lookup_elem(&egr_ports, &pk)) {
+			*reason = EGR_REASON_PORT;
+			return -EPERM;
+		}
+	}
+	ck.prefixlen = 32 + 128;
+	ck.policy_id = policy_id;
+	__builtin_memcpy(ck.addr, dst, 16);
+	if (bpf_map_lookup_elem(&egr_cidrs, &ck)) {
+		*reason = EGR_REASON_CIDR;
+		return -EPERM;
+	}
+	return 0;
+}
+
+/*
+ * Common connect path. dst is v4-mapped for IPv4 (also for connect6 to a
+ * v4-mapped address). Returns 1 (allow the syscall) or 0 (EPERM).
+ */
+static __always_inline int egr_connect(struct bpf_sock_addr *ctx, const __u8 *dst,
+				       __u16 port, __u16 family, bool v4mapped)
+{
+	bool udp = ctx->type == EGR_SOCK_DGRAM;
+	__u32 proto = udp ? EGR_IPPROTO_UDP : EGR_IPPROTO_TCP;
+	__u64 netns = bpf_get_netns_cookie(ctx);
+	__u32 reason = EGR_REASON_NONE, policy_id = 0;
+	struct egr_origin *o;
+	struct bpf_sock *sk;
+	__u64 cgid;
+	int verdict;
+
+	if (ctx->type != EGR_SOCK_STREAM && !udp)
+		return 1; /* no other types reach connect hooks (sock_create) */
+
+	if (egr_policy_lookup(&cgid, &policy_id)) {
+		egr_emit(EGR_EVENT_DENY, EGR_REASON_NO_POLICY, proto, dst, port,
+			 family, cgid, 0, netns);
+		egr_count(EGR_STAT_DENIED);
+		return 0;
+	}
+	verdict = egr_decide(dst, port, udp, policy_id, &reason);
+	if (verdict < 0) {
+		egr_emit(EGR_EVENT_DENY, reason, proto, dst, port, family, cgid,
+			 policy_id, netns);
+		egr_count(EGR_STAT_DENIED);
+		return 0;
+	}
+	if (verdict == 1) {
+		egr_emit(EGR_EVENT_AUDIT, reason, proto, dst, port, family, cgid,
+			 policy_id, netns);
+		return 1;
+	}
+	if (udp)
+		return 1; /* DNS to a configured resolver, not redirected */
+
+	if (!proxy_port) {
+		egr_emit(EGR_EVENT_DENY, EGR_REASON_INTERNAL, proto, dst, port,
+			 family, cgid, policy_id, netns);
+		return 0;
+	}
+	if (family == EGR_AF_INET6 && !v4mapped && !proxy_has_v6) {
+		egr_emit(EGR_EVENT_DENY, EGR_REASON_INTERNAL, proto, dst, port,
+			 family, cgid, policy_id, netns);
+		return 0;
+	}
+
+	sk = ctx->sk;
+	if (!sk)
+		return 0;
+	o = bpf_sk_storage_get(&egr_origins, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!o) {
+		egr_emit(EGR_EVENT_DENY, EGR_REASON_INTERNAL, proto, dst, port,
+			 family, cgid, policy_id, netns);
+		return 0;
+	}
+	__builtin_memcpy(o->dst_addr, dst, 16);
+	o->dst_port = port;
+	o->family = v4mapped ? EGR_AF_INET : family;
+	o->flags = EGR_ORIGIN_TCP | (v4mapped ? EGR_ORIGIN_V4MAPPED : 0);
+	o->cgroup_id = cgid;
+	o->netns_cookie = netns;
+	o->sock_cookie = bpf_get_socket_cookie(ctx);
+	o->policy_id = policy_id;
+	egr_fill_task(o);
+	__builtin_memset(&o->key, 0, sizeof(o->key));
+
+	if (family == EGR_AF_INET) {
+		ctx->user_ip4 = proxy_ip4;
+	} else if (v4mapped) {
+		ctx->user_ip6[0] = 0;
+		ctx->user_ip6[1] = 0;
+		ctx->user_ip6[2] = bpf_htonl(0xffff);
+		ctx->user_ip6[3] = proxy_ip4;
+	} else {
+		ctx->user_ip6[0] = proxy_ip6[0];
+		ctx->user_ip6[1] = proxy_ip6[1];
+		ctx->user_ip6[2] = proxy_ip6[2];
+		ctx->user_ip6[3] = proxy_ip6[3];
+	}
+	ctx->user_port = bpf_htons(proxy_port);
+	egr_count(EGR_STAT_REDIRECTED);
+	return 1;
+}
+
+SEC("cgroup/connect4")
+int egr_connect4(struct bpf_sock_addr *ctx)
+{
+	__u8 dst[16];
+
+	egr_addr_set_v4(dst, ctx->user_ip4);
+	return egr_connect(ctx, dst, bpf_ntohs(ctx->user_port), EGR_AF_INET, false);
+}
+
+/*
+ * The kernel sends a connect6() to ::ffff:a.b.c.d straight down the IPv4 TCP
+ * path without running connect4, so the v4-mapped case is decided here with
+ * the IPv4 rules and redirected to the proxy's IPv4 address, v4-mapped.
+ */
+SEC("cgroup/connect6")
+int egr_connect6(struct bpf_sock_addr *ctx)
+{
+	__u32 ip6[4];
+	__u8 dst[16];
+
+	ip6[0] = ctx->user_ip6[0];
+	ip6[1] = ctx->user_ip6[1];
+	ip6[2] = ctx->user_ip6[2];
+	ip6[3] = ctx->user_ip6[3];
+	egr_addr_set_v6(dst, ip6);
+	return egr_connect(ctx, dst, bpf_ntohs(ctx->user_port), EGR_AF_INET6,
+			   egr_addr_is_v4(dst));
+}
+
+/*
+ * Runs once the source port is chosen (also for TCP Fast Open, where the SYN
+ * leaves from sendmsg). Publishes the origin under the client's address and
+ * port, which is all the proxy sees of the accepted connection.
+ */
+SEC("sockops")
+int egr_sockops(struct bpf_sock_ops *skops)
+{
+	struct egr_conn_key key = {};
+	struct egr_origin *o;
+	struct bpf_sock *sk;
+	__u32 ip6[4], ip4, family;
+
+	if (skops->op != BPF_SOCK_OPS_TCP_CONNECT_CB)
+		return 1;
+	sk = skops->sk;
+	if (!sk)
+		return 1;
+	o = bpf_sk_storage_get(&egr_origins, sk, 0, 0);
+	if (!o || !(o->flags & EGR_ORIGIN_TCP))
+		return 1;
+
+	/* Context fields must be read at constant offsets: volatile keeps
+	 * clang from merging the v4 and v6 loads into one computed pointer,
+	 * which the verifier rejects. */
+	ip4 = *(volatile __u32 *)&skops->local_ip4;
+	ip6[0] = *(volatile __u32 *)&skops->local_ip6[0];
+	ip6[1] = *(volatile __u32 *)&skops->local_ip6[1];
+	ip6[2] = *(volatile __u32 *)&skops->local_ip6[2];
+	ip6[3] = *(volatile __u32 *)&skops->local_ip6[3];
+	family = *(volatile __u32 *)&skops->family;
+	key.netns_cookie = o->netns_cookie;
+	if (family == EGR_AF_INET || (o->flags & EGR_ORIGIN_V4MAPPED))
+		egr_addr_set_v4(key.addr, ip4);
+	else
+		egr_addr_set_v6(key.addr, ip6);
+	key.port = (__u16)skops->local_port;
+	o->key = key;
+	o->flags |= EGR_ORIGIN_KEYED;
+	if (bpf_map_update_elem(&egr_conns, &key, o, BPF_ANY)) {
+		/* The proxy will find no origin and deny: closed, counted. */
+		o->flags &= ~EGR_ORIGIN_KEYED;
+		egr_count(EGR_STAT_CONNS_FULL);
+	}
+	return 1;
+}
+
+SEC("cgroup/sock_release")
+int egr_sock_release(struct bpf_sock *sk)
+{
+	struct egr_conn_key key;
+	struct egr_origin *o, *v;
+
+	o = bpf_sk_storage_get(&egr_origins, sk, 0, 0);
+	if (!o || !(o->flags & EGR_ORIGIN_KEYED))
+		return 1;
+	key = o->key;
+	v = bpf_map_lookup_elem(&egr_conns, &key);
+	/* Only our own entry: compare the socket cookie. */
+	if (v && v->sock_cookie == o->sock_cookie)
+		bpf_map_delete_elem(&egr_conns, &key);
+	return 1;
+}
+
+SEC("cgroup/getpeername4")
+int egr_getpeername4(struct bpf_sock_addr *ctx)
+{
+	struct egr_origin *o;
+	struct bpf_sock *sk = ctx->sk;
+
+	if (!sk)
+		return 1;
+	o = bpf_sk_storage_get(&egr_origins, sk, 0, 0);
+	if (!o || !(o->flags & EGR_ORIGIN_TCP) || o->family != EGR_AF_INET)
+		return 1;
+	ctx->user_ip4 = ((__u32 *)o->dst_addr)[3];
+	ctx->user_port = bpf_htons(o->dst_port);
+	return 1;
+}
+
+SEC("cgroup/getpeername6")
+int egr_getpeername6(struct bpf_sock_addr *ctx)
+{
+	struct egr_origin *o;
+	struct bpf_sock *sk = ctx->sk;
+	const __u32 *w;
+
+	if (!sk)
+		return 1;
+	o = bpf_sk_storage_get(&egr_origins, sk, 0, 0);
+	if (!o || !(o->flags & EGR_ORIGIN_TCP))
+		return 1;
+	w = (const __u32 *)o->dst_addr;
+	ctx->user_ip6[0] = w[0];
+	ctx->user_ip6[1] = w[1];
+	ctx->user_ip6[2] = w[2];
+	ctx->user_ip6[3] = w[3];
+	ctx->user_port = bpf_htons(o->dst_port);
+	return 1;
+}
+
+/* Unconnected UDP (sendto/sendmsg/sendmmsg): DNS to a resolver or nothing. */
+static __always_inline int egr_sendmsg(struct bpf_sock_addr *ctx, const __u8 *dst,
+				       __u16 family)
+{
+	__u64 netns = bpf_get_netns_cookie(ctx);
+	__u16 port = bpf_ntohs(ctx->user_port);
+	__u32 reason = EGR_REASON_NONE, policy_id = 0;
+	__u64 cgid;
+	int verdict;
+
+	if (egr_policy_lookup(&cgid, &policy_id)) {
+		egr_emit(EGR_EVENT_DENY, EGR_REASON_NO_POLICY, EGR_IPPROTO_UDP,
+			 dst, port, family, cgid, 0, netns);
+		return 0;
+	}
+	verdict = egr_decide(dst, port, true, policy_id, &reason);
+	if (verdict < 0) {
+		egr_emit(EGR_EVENT_DENY, reason, EGR_IPPROTO_UDP, dst, port,
+			 family, cgid, policy_id, netns);
+		egr_count(EGR_STAT_DENIED);
+		return 0;
+	}
+	if (verdict == 1)
+		egr_emit(EGR_EVENT_AUDIT, reason, EGR_IPPROTO_UDP, dst, port,
+			 family, cgid, policy_id, netns);
+	return 1;
+}
+
+SEC("cgroup/sendmsg4")
+int egr_sendmsg4(struct bpf_sock_addr *ctx)
+{
+	__u8 dst[16];
+
+	egr_addr_set_v4(dst, ctx->user_ip4);
+	return egr_sendmsg(ctx, dst, EGR_AF_INET);
+}
+
+SEC("cgroup/sendmsg6")
+int egr_sendmsg6(struct bpf_sock_addr *ctx)
+{
+	__u32 ip6[4];
+	__u8 dst[16];
+
+	ip6[0] = ctx->user_ip6[0];
+	ip6[1] = ctx->user_ip6[1];
+	ip6[2] = ctx->user_ip6[2];
+	ip6[3] = ctx->user_ip6[3];
+	egr_addr_set_v6(dst, ip6);
+	return egr_sendmsg(ctx, dst, EGR_AF_INET6);
+}
+
+/*
+ * Only TCP and UDP have connect/sendmsg hooks. Raw and ping (ICMP datagram)
+ * sockets, SCTP, UDP-Lite and MPTCP would carry data past them, so they
+ * cannot be created inside an enforced cgroup.
+ */
+SEC("cgroup/sock_create")
+int egr_sock_create(struct bpf_sock *sk)
+{
+	__u8 none[16] = {};
+	__u64 cgid;
+	__u32 policy_id = 0;
+
+	if (sk->family != EGR_AF_INET && sk->family != EGR_AF_INET6)
+		return 1;
+	if (sk->type == EGR_SOCK_STREAM && sk->protocol == EGR_IPPROTO_TCP)
+		return 1;
+	if (sk->type == EGR_SOCK_DGRAM && sk->protocol == EGR_IPPROTO_UDP)
+		return 1;
+	egr_policy_lookup(&cgid, &policy_id);
+	egr_emit(EGR_EVENT_DENY, EGR_REASON_PROTO, sk->protocol, none, 0,
+		 sk->family, cgid, policy_id, 0);
+	egr_count(EGR_STAT_DENIED);
+	return 0;
+}

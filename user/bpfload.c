@@ -1,0 +1,303 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-3-Clause
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+
+#include "bpfload.h"
+#include "log.h"
+#include "redirect.skel.h"
+
+#define EGR_MAX_ATTACH 16
+
+struct egr_bpf {
+	struct redirect_bpf *skel;
+	int conns_fd;
+	bool loaded;
+	int cgroup_fd; /* dup of the cgroup we attached to, -1 if none */
+	struct {
+		int prog_fd;
+		enum bpf_attach_type type;
+	} attached[EGR_MAX_ATTACH];
+	int n_attached;
+	struct ring_buffer *rb;
+	egr_bpf_event_fn event_fn;
+	void *event_ctx;
+};
+
+static int egr_libbpf_print(enum libbpf_print_level level, const char *fmt, va_list ap)
+{
+	/* libbpf's warnings explain verifier and attach failures; its debug
+	 * output is only interesting with -vv. */
+	if (level == LIBBPF_DEBUG && log_get_level() < EGR_LOG_DEBUG)
+		return 0;
+	log_vmsg(level == LIBBPF_WARN ? EGR_LOG_WARN : EGR_LOG_DEBUG, fmt, ap);
+	return 0;
+}
+
+int egr_bpf_prepare(struct egr_bpf **out)
+{
+	struct egr_bpf *b;
+	int err;
+
+	libbpf_set_print(egr_libbpf_print);
+	b = calloc(1, sizeof(*b));
+	if (!b)
+		return -ENOMEM;
+	b->conns_fd = -1;
+	b->cgroup_fd = -1;
+	b->skel = redirect_bpf__open();
+	if (!b->skel) {
+		err = -errno;
+		log_error("cannot open BPF object: %s", strerror(-err));
+		free(b);
+		return err;
+	}
+	b->conns_fd = bpf_map_create(BPF_MAP_TYPE_HASH, "egr_conns",
+				     sizeof(struct egr_conn_key),
+				     sizeof(struct egr_origin), EGR_MAX_CONNS, NULL);
+	if (b->conns_fd < 0) {
+		err = -errno;
+		log_error("cannot create BPF map egr_conns: %s", strerror(-err));
+		egr_bpf_destroy(b);
+		return err;
+	}
+	err = bpf_map__reuse_fd(b->skel->maps.egr_conns, b->conns_fd);
+	if (err) {
+		log_error("cannot reuse map egr_conns: %s", strerror(-err));
+		egr_bpf_destroy(b);
+		return err;
+	}
+	*out = b;
+	return 0;
+}
+
+int egr_bpf_conns_fd(const struct egr_bpf *b)
+{
+	return b->conns_fd;
+}
+
+int egr_bpf_load(struct egr_bpf *b, uint16_t proxy_port, bool proxy_v6)
+{
+	struct in6_addr lo6 = IN6ADDR_LOOPBACK_INIT;
+	int err;
+
+	b->skel->rodata->proxy_ip4 = htonl(INADDR_LOOPBACK);
+	memcpy((void *)b->skel->rodata->proxy_ip6, &lo6, 16);
+	b->skel->rodata->proxy_port = proxy_port;
+	b->skel->rodata->proxy_has_v6 = proxy_v6;
+	err = redirect_bpf__load(b->skel);
+	if (err) {
+		log_error("cannot load BPF programs: %s (kernel 6.1+ with "
+			  "CONFIG_CGROUP_BPF and BTF, and CAP_BPF/CAP_NET_ADMIN "
+			  "or root are required)", strerror(-err));
+		return err;
+	}
+	b->loaded = true;
+	return 0;
+}
+
+static int egr_map_fd(struct bpf_map *m)
+{
+	return bpf_map__fd(m);
+}
+
+int egr_bpf_set_policy(struct egr_bpf *b, uint32_t policy_id, const struct policy *p)
+{
+	struct egr_policy_info info = { .flags = EGR_POLICY_VALID };
+	uint16_t ports[EGR_MAX_PORTS];
+	bool any_port = false;
+	size_t n = 0, i;
+	uint8_t one = 1;
+	int err;
+
+	if (policy_id >= EGR_MAX_POLICIES)
+		return -EINVAL;
+	err = policy_allowed_ports(p, &any_port, ports, EGR_MAX_PORTS, &n);
+	if (err == -E2BIG) {
+		any_port = true; /* too many to list: let the proxy decide */
+	} else if (err) {
+		return err;
+	}
+	if (any_port)
+		info.flags |= EGR_POLICY_ANY_PORT;
+	if (p->mode == POLICY_AUDIT)
+		info.flags |= EGR_POLICY_AUDIT;
+	for (i = 0; !any_port && i < n; i++) {
+		struct egr_port_key k = { .policy_id = policy_id, .port = ports[i] };
+
+		if (bpf_map_update_elem(egr_map_fd(b->skel->maps.egr_ports), &k, &one, BPF_ANY)) {
+			err = -errno;
+			log_error("cannot fill BPF map egr_ports: %s", strerror(-err));
+			return err;
+		}
+	}
+	for (i = 0; i < p->n_deny; i++) {
+		const struct policy_rule *r = &p->deny[i];
+		struct egr_cidr_key k = { .policy_id = policy_id };
+
+		/* Only port-independent CIDR denials can be decided before
+		 * the proxy has seen the connection. */
+		if (r->kind != RULE_CIDR || !r->any_port)
+			continue;
+		k.prefixlen = 32 + r->prefixlen;
+		memcpy(k.addr, r->net.b, 16);
+		if (bpf_map_update_elem(egr_map_fd(b->skel->maps.egr_cidrs), &k, &one, BPF_ANY)) {
+			err = -errno;
+			log_error("cannot fill BPF map egr_cidrs: %s", strerror(-err));
+			return err;
+		}
+	}
+	/* Last: the policy becomes valid only once its maps are complete. */
+	if (bpf_map_update_elem(egr_map_fd(b->skel->maps.egr_policies), &policy_id, &info, BPF_ANY)) {
+		err = -errno;
+		log_error("cannot fill BPF map egr_policies: %s", strerror(-err));
+		return err;
+	}
+	return 0;
+}
+
+int egr_bpf_bind_cgroup(struct egr_bpf *b, uint64_t cgroup_id, uint32_t policy_id)
+{
+	__u64 id = cgroup_id;
+	__u32 pid = policy_id;
+
+	if (bpf_map_update_elem(egr_map_fd(b->skel->maps.egr_cgroups), &id, &pid, BPF_ANY)) {
+		int err = -errno;
+
+		log_error("cannot fill BPF map egr_cgroups: %s", strerror(-err));
+		return err;
+	}
+	return 0;
+}
+
+int egr_bpf_add_dns_server(struct egr_bpf *b, const struct egr_addr *a)
+{
+	struct egr_dns_key k;
+	uint8_t one = 1;
+
+	memcpy(k.addr, a->b, 16);
+	if (bpf_map_update_elem(egr_map_fd(b->skel->maps.egr_dns), &k, &one, BPF_ANY)) {
+		int err = -errno;
+
+		log_error("cannot fill BPF map egr_dns: %s", strerror(-err));
+		return err;
+	}
+	return 0;
+}
+
+int egr_bpf_attach(struct egr_bpf *b, int cgroup_fd)
+{
+	struct bpf_program *prog;
+	int err;
+
+	if (!b->loaded || b->n_attached)
+		return -EINVAL;
+	b->cgroup_fd = dup(cgroup_fd);
+	if (b->cgroup_fd < 0)
+		return -errno;
+	bpf_object__for_each_program(prog, b->skel->obj) {
+		enum bpf_attach_type type = bpf_program__expected_attach_type(prog);
+		int fd = bpf_program__fd(prog);
+
+		if (b->n_attached >= EGR_MAX_ATTACH) {
+			err = -E2BIG;
+			goto fail;
+		}
+		if (bpf_prog_attach(fd, b->cgroup_fd, type, BPF_F_ALLOW_MULTI)) {
+			err = -errno;
+			log_error("cannot attach BPF program %s to the cgroup: %s",
+				  bpf_program__name(prog), strerror(-err));
+			goto fail;
+		}
+		b->attached[b->n_attached].prog_fd = fd;
+		b->attached[b->n_attached].type = type;
+		b->n_attached++;
+	}
+	return 0;
+fail:
+	egr_bpf_detach(b);
+	return err;
+}
+
+void egr_bpf_detach(struct egr_bpf *b)
+{
+	int i;
+
+	if (!b || b->cgroup_fd < 0)
+		return;
+	/* Reverse order: connect hooks go last, so that nothing is
+	 * redirected to a proxy whose hand-off program is already gone. */
+	for (i = b->n_attached - 1; i >= 0; i--) {
+		if (bpf_prog_detach2(b->attached[i].prog_fd, b->cgroup_fd, b->attached[i].type))
+			log_warn("cannot detach BPF program (type %d): %s",
+				 b->attached[i].type, strerror(errno));
+	}
+	b->n_attached = 0;
+	close(b->cgroup_fd);
+	b->cgroup_fd = -1;
+}
+
+static int egr_rb_cb(void *ctx, void *data, size_t size)
+{
+	struct egr_bpf *b = ctx;
+
+	if (size >= sizeof(struct egr_event) && b->event_fn)
+		b->event_fn(b->event_ctx, data);
+	return 0;
+}
+
+int egr_bpf_events_open(struct egr_bpf *b, egr_bpf_event_fn fn, void *ctx)
+{
+	b->event_fn = fn;
+	b->event_ctx = ctx;
+	b->rb = ring_buffer__new(bpf_map__fd(b->skel->maps.egr_events), egr_rb_cb, b, NULL);
+	if (!b->rb) {
+		int err = -errno;
+
+		log_error("cannot open the BPF event ring buffer: %s", strerror(-err));
+		return err;
+	}
+	return 0;
+}
+
+int egr_bpf_poll(struct egr_bpf *b, int timeout_ms)
+{
+	int n = ring_buffer__poll(b->rb, timeout_ms);
+
+	return n == -EINTR ? 0 : n;
+}
+
+void egr_bpf_destroy(struct egr_bpf *b)
+{
+	if (!b)
+		return;
+	egr_bpf_detach(b);
+	ring_buffer__free(b->rb);
+	redirect_bpf__destroy(b->skel);
+	if (b->conns_fd >= 0)
+		close(b->conns_fd);
+	free(b);
+}
+
+int egr_bpf_probe(char *err, size_t errlen)
+{
+	if (access("/sys/kernel/btf/vmlinux", R_OK)) {
+		snprintf(err, errlen, "kernel BTF (/sys/kernel/btf/vmlinux) is missing: "
+			 "a kernel built with CONFIG_DEBUG_INFO_BTF=y (5.8+, 6.1+ "
+			 "recommended) is required");
+		return -ENOENT;
+	}
+	if (libbpf_probe_bpf_prog_type(BPF_PROG_TYPE_CGROUP_SOCK_ADDR, NULL) != 1) {
+		snprintf(err, errlen, "this kernel cannot load cgroup socket-address "
+			 "BPF programs: run as root (or with CAP_BPF and "
+			 "CAP_NET_ADMIN) on a kernel with CONFIG_CGROUP_BPF=y");
+		return -EPERM;
+	}
+	return 0;
+}

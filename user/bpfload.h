@@ -1,0 +1,48 @@
+/* SPDX-License-Identifier: GPL-2.0 OR BSD-3-Clause */
+/*
+ * Loader for bpf/redirect.bpf.c: open -> set rodata -> load -> fill maps ->
+ * attach to cgroups we created -> (run) -> detach -> destroy.
+ *
+ * Attachment uses BPF_PROG_ATTACH with BPF_F_ALLOW_MULTI rather than bpf
+ * links owned by our file descriptors: if egressd is killed, the programs
+ * stay attached to the cgroup and keep redirecting to the dead proxy port,
+ * so the cgroup fails closed until it is removed (egressd cleanup / the
+ * next run).
+ */
+#ifndef EGR_BPFLOAD_H
+#define EGR_BPFLOAD_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "addr.h"
+#include "egressd_shared.h"
+#include "policy.h"
+
+struct egr_bpf;
+
+/* Create the object and the egr_conns hand-off map (so that the proxy can
+ * be created with its fd before the programs are loaded). */
+int egr_bpf_prepare(struct egr_bpf **out);
+int egr_bpf_conns_fd(const struct egr_bpf *b);
+/* Set the proxy address and load the programs into the kernel. */
+int egr_bpf_load(struct egr_bpf *b, uint16_t proxy_port, bool proxy_v6);
+/* Fill the kernel's view of policy policy_id (ports, denied CIDRs, mode). */
+int egr_bpf_set_policy(struct egr_bpf *b, uint32_t policy_id, const struct policy *p);
+int egr_bpf_bind_cgroup(struct egr_bpf *b, uint64_t cgroup_id, uint32_t policy_id);
+int egr_bpf_add_dns_server(struct egr_bpf *b, const struct egr_addr *a);
+/* Attach every program to the cgroup open at cgroup_fd. All or nothing. */
+int egr_bpf_attach(struct egr_bpf *b, int cgroup_fd);
+/* Detach what egr_bpf_attach attached. */
+void egr_bpf_detach(struct egr_bpf *b);
+
+typedef void (*egr_bpf_event_fn)(void *ctx, const struct egr_event *e);
+/* Start consuming kernel events; egr_bpf_poll() delivers them to fn. */
+int egr_bpf_events_open(struct egr_bpf *b, egr_bpf_event_fn fn, void *ctx);
+int egr_bpf_poll(struct egr_bpf *b, int timeout_ms);
+void egr_bpf_destroy(struct egr_bpf *b); /* accepts NULL; detaches */
+
+/* Kernel feature probe: returns 0 or -errno with a message in err. */
+int egr_bpf_probe(char *err, size_t errlen);
+
+#endif

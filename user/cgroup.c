@@ -1,0 +1,279 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-3-Clause
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <linux/magic.h>
+
+#include "cgroup.h"
+#include "log.h"
+
+static int cgroup_is_cgroup2(const char *path)
+{
+	struct statfs st;
+
+	return statfs(path, &st) == 0 && st.f_type == CGROUP2_SUPER_MAGIC;
+}
+
+int cgroup_find_mount(char *mnt, size_t len, char *err, size_t errlen)
+{
+	char line[4096], dev[256], dir[PATH_MAX], type[64];
+	static const char *const guesses[] = { "/sys/fs/cgroup", "/sys/fs/cgroup/unified" };
+	char tmpl[] = "/run/egressd-cgroup2.XXXXXX";
+	FILE *f;
+	size_t i;
+
+	f = fopen("/proc/mounts", "re");
+	if (f) {
+		while (fgets(line, sizeof(line), f)) {
+			if (sscanf(line, "%255s %4095s %63s", dev, dir, type) != 3)
+				continue;
+			if (strcmp(type, "cgroup2") || !cgroup_is_cgroup2(dir))
+				continue;
+			snprintf(mnt, len, "%s", dir);
+			fclose(f);
+			return 0;
+		}
+		fclose(f);
+	}
+	for (i = 0; i < sizeof(guesses) / sizeof(guesses[0]); i++) {
+		if (cgroup_is_cgroup2(guesses[i])) {
+			snprintf(mnt, len, "%s", guesses[i]);
+			return 0;
+		}
+	}
+	/* Not visible here (ip netns exec remounts /sys): mount the same
+	 * hierarchy privately, in a mount namespace of our own so nothing
+	 * leaks into the caller's. */
+	if (unshare(CLONE_NEWNS)) {
+		snprintf(err, errlen, "no cgroup v2 hierarchy is mounted and a private "
+			 "mount namespace cannot be created (%s); mount cgroup2 "
+			 "(mount -t cgroup2 none /sys/fs/cgroup)", strerror(errno));
+		return -errno;
+	}
+	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL)) {
+		snprintf(err, errlen, "cannot make mounts private: %s", strerror(errno));
+		return -errno;
+	}
+	mkdir("/run", 0755);
+	if (!mkdtemp(tmpl)) {
+		snprintf(err, errlen, "cannot create a cgroup2 mount point: %s", strerror(errno));
+		return -errno;
+	}
+	if (mount("cgroup2", tmpl, "cgroup2", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL)) {
+		int e = errno;
+
+		rmdir(tmpl);
+		snprintf(err, errlen, "no cgroup v2 hierarchy is mounted and mounting one "
+			 "failed (%s): egressd needs cgroup v2 (unified or hybrid "
+			 "hierarchy)", strerror(e));
+		return -e;
+	}
+	/* The mount namespace is ours: the directory can go at once while
+	 * the mount stays usable; removing it is impossible while mounted,
+	 * so detach-on-exit of the namespace cleans it up. */
+	snprintf(mnt, len, "%s", tmpl);
+	return 0;
+}
+
+int cgroup_self_path(char *path, size_t len)
+{
+	char line[PATH_MAX + 16];
+	FILE *f = fopen("/proc/self/cgroup", "re");
+	int err = -ENOENT;
+
+	if (!f)
+		return -errno;
+	while (fgets(line, sizeof(line), f)) {
+		if (strncmp(line, "0::", 3))
+			continue;
+		line[strcspn(line, "\n")] = '\0';
+		/* "(deleted)" or paths outside our cgroup namespace ("/..")
+		 * cannot be used: fall back to the mount root. */
+		if (strstr(line + 3, "/..") || strstr(line + 3, " (deleted)"))
+			snprintf(path, len, "/");
+		else
+			snprintf(path, len, "%s", line + 3);
+		err = 0;
+		break;
+	}
+	fclose(f);
+	return err;
+}
+
+int cgroup_create(const char *parent, char *path_out, size_t len, int *fd_out)
+{
+	int n, fd;
+
+	n = snprintf(path_out, len, "%s/" CGROUP_RUN_PREFIX "%d", parent, (int)getpid());
+	if (n < 0 || (size_t)n >= len)
+		return -ENAMETOOLONG;
+	if (mkdir(path_out, 0755)) {
+		if (errno != EEXIST)
+			return -errno;
+		/* a previous run with our pid that was killed: reuse after
+		 * emptying it, it is ours */
+		cgroup_kill_all(path_out, 2000);
+	}
+	fd = open(path_out, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0) {
+		int err = -errno;
+
+		rmdir(path_out);
+		return err;
+	}
+	*fd_out = fd;
+	return 0;
+}
+
+uint64_t cgroup_id(const char *path)
+{
+	struct stat st;
+
+	/* On cgroup2 the kernfs inode number is the cgroup id. */
+	if (stat(path, &st))
+		return 0;
+	return st.st_ino;
+}
+
+static int cgroup_write(const char *dir, const char *file, const char *val)
+{
+	char p[PATH_MAX];
+	int fd, err = 0;
+
+	snprintf(p, sizeof(p), "%s/%s", dir, file);
+	fd = open(p, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (write(fd, val, strlen(val)) < 0)
+		err = -errno;
+	close(fd);
+	return err;
+}
+
+static int cgroup_populated(const char *dir)
+{
+	char p[PATH_MAX], line[128];
+	int populated = -1;
+	FILE *f;
+
+	snprintf(p, sizeof(p), "%s/cgroup.events", dir);
+	f = fopen(p, "re");
+	if (!f)
+		return -errno;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "populated %d", &populated) == 1)
+			break;
+	fclose(f);
+	return populated;
+}
+
+static void cgroup_kill_each(const char *dir)
+{
+	char p[PATH_MAX];
+	FILE *f;
+	int pid;
+
+	snprintf(p, sizeof(p), "%s/cgroup.procs", dir);
+	f = fopen(p, "re");
+	if (!f)
+		return;
+	while (fscanf(f, "%d", &pid) == 1)
+		kill(pid, SIGKILL);
+	fclose(f);
+}
+
+int cgroup_kill_all(const char *path, int timeout_ms)
+{
+	struct timespec ts = { 0, 10 * 1000 * 1000 };
+	int waited = 0, populated;
+
+	if (cgroup_write(path, "cgroup.kill", "1"))
+		cgroup_kill_each(path);
+	for (;;) {
+		populated = cgroup_populated(path);
+		if (populated <= 0)
+			return populated < 0 ? populated : 0;
+		if (waited >= timeout_ms)
+			return -EBUSY;
+		cgroup_kill_each(path); /* forks that raced the kill */
+		nanosleep(&ts, NULL);
+		waited += 10;
+	}
+}
+
+int cgroup_remove(const char *path)
+{
+	int tries;
+
+	for (tries = 0; tries < 100; tries++) {
+		if (!rmdir(path) || errno == ENOENT)
+			return 0;
+		if (errno != EBUSY)
+			return -errno;
+		cgroup_kill_all(path, 100);
+	}
+	return -EBUSY;
+}
+
+static int cgroup_owner_alive(int pid)
+{
+	char p[64], comm[64] = "";
+	FILE *f;
+
+	if (pid <= 0 || pid == getpid())
+		return 0;
+	snprintf(p, sizeof(p), "/proc/%d/comm", pid);
+	f = fopen(p, "re");
+	if (!f)
+		return 0;
+	if (!fgets(comm, sizeof(comm), f))
+		comm[0] = '\0';
+	fclose(f);
+	return strncmp(comm, "egressd", 7) == 0;
+}
+
+int cgroup_cleanup_stale(const char *parent)
+{
+	char p[PATH_MAX];
+	struct dirent *de;
+	int removed = 0;
+	DIR *d;
+
+	d = opendir(parent);
+	if (!d)
+		return -errno;
+	while ((de = readdir(d))) {
+		char *end;
+		long pid;
+
+		if (strncmp(de->d_name, CGROUP_RUN_PREFIX, strlen(CGROUP_RUN_PREFIX)))
+			continue;
+		pid = strtol(de->d_name + strlen(CGROUP_RUN_PREFIX), &end, 10);
+		if (*end || pid <= 0 || pid > INT_MAX)
+			continue;
+		if (cgroup_owner_alive((int)pid))
+			continue;
+		snprintf(p, sizeof(p), "%s/%s", parent, de->d_name);
+		if (cgroup_kill_all(p, 2000) == 0 && cgroup_remove(p) == 0) {
+			log_info("removed %s left behind by a run that was killed", p);
+			removed++;
+		} else {
+			log_warn("cannot remove %s left behind by a killed run: %s",
+				 p, strerror(errno));
+		}
+	}
+	closedir(d);
+	return removed;
+}

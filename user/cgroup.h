@@ -1,0 +1,35 @@
+/* SPDX-License-Identifier: GPL-2.0 OR BSD-3-Clause */
+/*
+ * cgroup v2 handling for `egressd run`: find (or privately mount) the
+ * unified hierarchy, create the run's own transient cgroup, empty and
+ * remove it, and clean up after runs that were killed.
+ *
+ * Only cgroups named "egressd.run.<pid>" that egressd created are ever
+ * touched; nothing is attached to or changed in a cgroup the machine had.
+ */
+#ifndef EGR_CGROUP_H
+#define EGR_CGROUP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define CGROUP_RUN_PREFIX "egressd.run."
+
+/* Mount point of the cgroup2 hierarchy. If none is visible (e.g. under
+ * `ip netns exec`, which remounts /sys), mounts one in a private mount
+ * namespace (call before starting threads). */
+int cgroup_find_mount(char *mnt, size_t len, char *err, size_t errlen);
+/* The calling process's cgroup path ("/..." relative to the mount). */
+int cgroup_self_path(char *path, size_t len);
+/* mkdir <parent>/egressd.run.<pid>; returns an O_DIRECTORY fd. */
+int cgroup_create(const char *parent, char *path_out, size_t len, int *fd_out);
+uint64_t cgroup_id(const char *path); /* 0 on error */
+/* Kill every process in the cgroup (cgroup.kill, or SIGKILL each pid on
+ * kernels before 5.14) and wait up to timeout_ms for it to become empty. */
+int cgroup_kill_all(const char *path, int timeout_ms);
+int cgroup_remove(const char *path);
+/* Remove egressd.run.* cgroups under parent whose egressd is gone.
+ * Returns how many were removed. */
+int cgroup_cleanup_stale(const char *parent);
+
+#endif

@@ -1,0 +1,57 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-3-Clause
+/* egressd: command dispatch. */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "log.h"
+#include "policy_cli.h"
+#include "run.h"
+
+static void usage(FILE *out)
+{
+	fprintf(out,
+"Usage: egressd COMMAND [ARGS]\n"
+"\n"
+"Transparent egress enforcement for AI agents: whatever an agent runs, its\n"
+"network traffic goes only where its policy allows, and every attempt is\n"
+"logged with the process that made it.\n"
+"\n"
+"Commands:\n"
+"  run [OPTIONS] -- CMD [ARG...]   run CMD in its own enforced cgroup\n"
+"                                  (egressd run --help for the options)\n"
+"  policy show-default             print the built-in default policy (JSON)\n"
+"  policy check FILE...            validate policy files\n"
+"  cleanup                         remove cgroups left by killed runs\n"
+"  version                         print the version\n"
+"  help                            this text\n");
+}
+
+int main(int argc, char **argv)
+{
+	const char *cmd;
+
+	log_set_prefix("egressd");
+	if (argc < 2) {
+		usage(stderr);
+		return 2;
+	}
+	cmd = argv[1];
+	if (!strcmp(cmd, "run"))
+		return run_main(argc - 1, argv + 1);
+	if (!strcmp(cmd, "policy"))
+		return policy_cli_main("egressd", argc - 2, argv + 2);
+	if (!strcmp(cmd, "cleanup"))
+		return run_cleanup_main(argc - 1, argv + 1);
+	if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
+		printf("egressd %s\n", EGRESSD_VERSION);
+		return 0;
+	}
+	if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
+		usage(stdout);
+		return 0;
+	}
+	fprintf(stderr, "egressd: unknown command '%s'\n\n", cmd);
+	usage(stderr);
+	return 2;
+}

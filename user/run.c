@@ -1,0 +1,841 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-3-Clause
+/*
+ * egressd run: one command in its own enforced cgroup.
+ *
+ *   parse + validate everything (nothing created yet)
+ *   -> find cgroup2 (mount privately if invisible) -> clean up killed runs
+ *   -> bind the proxy (port known, connections queue)
+ *   -> load the programs with that port -> fill policy maps
+ *   -> create egressd.run.<pid> -> attach the programs to it only
+ *   -> clone3(CLONE_INTO_CGROUP): CMD never runs an instruction outside
+ *   -> start proxy workers and the kernel-event reader
+ *   -> wait for CMD, forwarding signals
+ *   -> kill what CMD left in the cgroup -> stop proxy -> detach -> rmdir
+ *
+ * The child is created before any thread exists, so it is an ordinary
+ * fork-like copy of a single-threaded process and may call getpwnam,
+ * setgroups and execvp safely.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <grp.h>
+#include <limits.h>
+#include <linux/capability.h>
+#include <linux/sched.h>
+#include <pthread.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "addr.h"
+#include "audit.h"
+#include "bpfload.h"
+#include "cgroup.h"
+#include "config.h"
+#include "log.h"
+#include "policy.h"
+#include "proxy.h"
+#include "run.h"
+
+#define RUN_MAX_RULES 4096
+
+struct run_opts {
+	const char *policy_file;
+	const char *allow[RUN_MAX_RULES];
+	size_t n_allow;
+	const char *deny[RUN_MAX_RULES];
+	size_t n_deny;
+	bool with_default;
+	const char *user;
+	bool allow_root_agent;
+	bool quiet;
+	char **cmd;
+};
+
+struct run_state {
+	struct config cfg;
+	struct policy *policy;
+	struct audit *audit;
+	struct egr_bpf *bpf;
+	struct proxy *proxy;
+	char mount[PATH_MAX];
+	char parent[PATH_MAX];
+	char cgroup[PATH_MAX];
+	const char *cgroup_rel; /* path relative to the mount, for records */
+	uint64_t cgroup_id;
+	int cgroup_fd;
+	bool cgroup_created;
+	pthread_t events_thread;
+	bool events_running;
+	volatile sig_atomic_t events_stop;
+	struct egr_addr dns[EGR_MAX_DNS_SERVERS];
+	size_t n_dns;
+};
+
+void run_usage(FILE *out)
+{
+	fprintf(out,
+"Usage: egressd run [OPTIONS] -- CMD [ARG...]\n"
+"\n"
+"Run CMD in its own cgroup whose network traffic can only go where the\n"
+"policy allows: every TCP connection is redirected to egressd's proxy,\n"
+"which allows it by TLS SNI / HTTP Host / address; other UDP than DNS,\n"
+"raw sockets and loopback services are refused. Every decision is logged.\n"
+"\n"
+"Policy (default: the built-in policy for coding agents, see\n"
+"`egressd policy show-default`; any of these replaces it):\n"
+"  -a, --allow RULE         allow RULE (repeatable): example.com, *.example.com,\n"
+"                           example.com:8443, 192.0.2.0/24, [2001:db8::1]:443\n"
+"  -d, --deny RULE          deny RULE (repeatable); deny wins over allow\n"
+"  -p, --policy FILE        JSON policy file (docs/policy.md)\n"
+"      --with-default       also include the built-in default policy\n"
+"\n"
+"The agent:\n"
+"  -u, --user NAME          run CMD as NAME (default: the sudo caller)\n"
+"      --allow-root-agent   allow CMD to run as root (root inside the cgroup\n"
+"                           can leave it; do not use for untrusted agents)\n"
+"\n"
+"Logging:\n"
+"  -l, --log FILE           audit log: one record per connection\n"
+"      --log-format FMT     text (default) or json\n"
+"  -q, --quiet              no denial lines or summary on stderr\n"
+"  -v, --verbose            more diagnostics (twice: debug)\n"
+"\n"
+"Proxy:\n"
+"      --workers N          proxy threads (default: one per core)\n"
+"      --dns-server ADDR[:PORT]  resolver the proxy uses (default: resolv.conf)\n"
+"      --peek-timeout MS    wait for ClientHello / HTTP head (default 10000)\n"
+"      --connect-timeout MS upstream connect timeout per address (default 10000)\n"
+"      --idle-timeout MS    close relays idle this long (default 600000)\n"
+"      --max-conns N        concurrent connections of the cgroup (default 4096)\n"
+"\n"
+"Exit status: CMD's status; 128+N if CMD was killed by signal N; 2 if\n"
+"egressd itself could not start (the message says why).\n");
+}
+
+enum {
+	OPT_WITH_DEFAULT = 256,
+	OPT_ALLOW_ROOT,
+	OPT_LOG_FORMAT,
+	OPT_WORKERS,
+	OPT_DNS_SERVER,
+	OPT_PEEK_TIMEOUT,
+	OPT_CONNECT_TIMEOUT,
+	OPT_IDLE_TIMEOUT,
+	OPT_MAX_CONNS,
+};
+
+static int parse_uint(const char *opt, const char *s, unsigned min, unsigned max, unsigned *out)
+{
+	unsigned long v;
+	char *end;
+
+	errno = 0;
+	v = strtoul(s, &end, 10);
+	if (errno || end == s || *end || s[0] == '-' || v < min || v > max) {
+		fprintf(stderr, "egressd: %s: '%s' is not a number from %u to %u\n",
+			opt, s, min, max);
+		return -EINVAL;
+	}
+	*out = (unsigned)v;
+	return 0;
+}
+
+static int run_parse(int argc, char **argv, struct run_opts *o, struct config *cfg)
+{
+	static const struct option longopts[] = {
+		{ "allow", required_argument, NULL, 'a' },
+		{ "deny", required_argument, NULL, 'd' },
+		{ "policy", required_argument, NULL, 'p' },
+		{ "with-default", no_argument, NULL, OPT_WITH_DEFAULT },
+		{ "user", required_argument, NULL, 'u' },
+		{ "allow-root-agent", no_argument, NULL, OPT_ALLOW_ROOT },
+		{ "log", required_argument, NULL, 'l' },
+		{ "log-format", required_argument, NULL, OPT_LOG_FORMAT },
+		{ "quiet", no_argument, NULL, 'q' },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "workers", required_argument, NULL, OPT_WORKERS },
+		{ "dns-server", required_argument, NULL, OPT_DNS_SERVER },
+		{ "peek-timeout", required_argument, NULL, OPT_PEEK_TIMEOUT },
+		{ "connect-timeout", required_argument, NULL, OPT_CONNECT_TIMEOUT },
+		{ "idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT },
+		{ "max-conns", required_argument, NULL, OPT_MAX_CONNS },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	int c;
+
+	opterr = 0;
+	optind = 1;
+	/* '+': stop at the first non-option, CMD's options are CMD's */
+	while ((c = getopt_long(argc, argv, "+:a:d:p:u:l:qvh", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'a':
+		case 'd':
+			if ((c == 'a' ? o->n_allow : o->n_deny) >= RUN_MAX_RULES) {
+				fprintf(stderr, "egressd: too many --%s rules (max %d)\n",
+					c == 'a' ? "allow" : "deny", RUN_MAX_RULES);
+				return -EINVAL;
+			}
+			if (c == 'a')
+				o->allow[o->n_allow++] = optarg;
+			else
+				o->deny[o->n_deny++] = optarg;
+			break;
+		case 'p':
+			if (o->policy_file) {
+				fprintf(stderr, "egressd: --policy given twice\n");
+				return -EINVAL;
+			}
+			o->policy_file = optarg;
+			break;
+		case OPT_WITH_DEFAULT:
+			o->with_default = true;
+			break;
+		case 'u':
+			o->user = optarg;
+			break;
+		case OPT_ALLOW_ROOT:
+			o->allow_root_agent = true;
+			break;
+		case 'l':
+			cfg->audit.path = optarg;
+			break;
+		case OPT_LOG_FORMAT:
+			if (!strcmp(optarg, "text")) {
+				cfg->audit.format = AUDIT_TEXT;
+			} else if (!strcmp(optarg, "json")) {
+				cfg->audit.format = AUDIT_JSON;
+			} else {
+				fprintf(stderr, "egressd: --log-format: '%s' is not text or json\n", optarg);
+				return -EINVAL;
+			}
+			break;
+		case 'q':
+			o->quiet = true;
+			cfg->audit.denials_to_stderr = false;
+			break;
+		case 'v':
+			cfg->verbose++;
+			break;
+		case OPT_WORKERS:
+			if (parse_uint("--workers", optarg, 1, 256, &cfg->workers))
+				return -EINVAL;
+			break;
+		case OPT_DNS_SERVER:
+			cfg->dns_servers = optarg;
+			break;
+		case OPT_PEEK_TIMEOUT:
+			if (parse_uint("--peek-timeout", optarg, 1, 3600000, &cfg->peek_timeout_ms))
+				return -EINVAL;
+			break;
+		case OPT_CONNECT_TIMEOUT:
+			if (parse_uint("--connect-timeout", optarg, 1, 3600000, &cfg->connect_timeout_ms))
+				return -EINVAL;
+			break;
+		case OPT_IDLE_TIMEOUT:
+			if (parse_uint("--idle-timeout", optarg, 1, 86400000, &cfg->idle_timeout_ms))
+				return -EINVAL;
+			break;
+		case OPT_MAX_CONNS:
+			if (parse_uint("--max-conns", optarg, 1, 1000000, &cfg->max_conns_per_cgroup))
+				return -EINVAL;
+			break;
+		case 'h':
+			run_usage(stdout);
+			exit(0);
+		case ':':
+			fprintf(stderr, "egressd: option '%s' needs a value (see egressd run --help)\n",
+				argv[optind - 1]);
+			return -EINVAL;
+		default:
+			fprintf(stderr, "egressd: unknown option '%s' (see egressd run --help)\n",
+				argv[optind - 1]);
+			return -EINVAL;
+		}
+	}
+	if (optind < argc && !strcmp(argv[optind], "--"))
+		optind++;
+	if (optind >= argc) {
+		fprintf(stderr, "egressd: no command given: egressd run [OPTIONS] -- CMD [ARG...]\n");
+		return -EINVAL;
+	}
+	o->cmd = &argv[optind];
+	return 0;
+}
+
+static struct policy *run_build_policy(const struct run_opts *o)
+{
+	char err[1024];
+	struct policy *p;
+	size_t i;
+
+	if (!o->policy_file && !o->n_allow && !o->n_deny)
+		return policy_default();
+	p = o->with_default ? policy_default() : policy_new(o->policy_file ? o->policy_file : "command-line");
+	if (!p) {
+		fprintf(stderr, "egressd: out of memory\n");
+		return NULL;
+	}
+	if (o->policy_file && policy_load_file(p, o->policy_file, err, sizeof(err))) {
+		fprintf(stderr, "egressd: %s\n", err);
+		goto fail;
+	}
+	for (i = 0; i < o->n_allow; i++) {
+		if (policy_add_rule(p, false, o->allow[i], "--allow", err, sizeof(err))) {
+			fprintf(stderr, "egressd: --allow '%s': %s\n", o->allow[i], err);
+			goto fail;
+		}
+	}
+	for (i = 0; i < o->n_deny; i++) {
+		if (policy_add_rule(p, true, o->deny[i], "--deny", err, sizeof(err))) {
+			fprintf(stderr, "egressd: --deny '%s': %s\n", o->deny[i], err);
+			goto fail;
+		}
+	}
+	return p;
+fail:
+	policy_free(p);
+	return NULL;
+}
+
+struct run_user {
+	uid_t uid;
+	gid_t gid;
+	char name[256];
+	char home[PATH_MAX];
+	bool is_root;
+};
+
+static int run_resolve_user(const struct run_opts *o, struct run_user *u)
+{
+	const char *sudo_uid = getenv("SUDO_UID");
+	struct passwd *pw = NULL;
+
+	if (o->user) {
+		char *end;
+		unsigned long id;
+
+		pw = getpwnam(o->user);
+		if (!pw) {
+			errno = 0;
+			id = strtoul(o->user, &end, 10);
+			if (!errno && *end == '\0' && end != o->user)
+				pw = getpwuid((uid_t)id);
+		}
+		if (!pw) {
+			fprintf(stderr, "egressd: --user '%s': no such user\n", o->user);
+			return -ENOENT;
+		}
+	} else if (sudo_uid && geteuid() == 0) {
+		char *end;
+		unsigned long id;
+
+		errno = 0;
+		id = strtoul(sudo_uid, &end, 10);
+		if (errno || *end || end == sudo_uid) {
+			fprintf(stderr, "egressd: SUDO_UID '%s' is not a number\n", sudo_uid);
+			return -EINVAL;
+		}
+		pw = getpwuid((uid_t)id);
+		if (!pw) {
+			fprintf(stderr, "egressd: SUDO_UID %lu has no passwd entry; use --user NAME\n", id);
+			return -ENOENT;
+		}
+	}
+	if (pw) {
+		u->uid = pw->pw_uid;
+		u->gid = pw->pw_gid;
+		snprintf(u->name, sizeof(u->name), "%s", pw->pw_name);
+		snprintf(u->home, sizeof(u->home), "%s", pw->pw_dir);
+	} else {
+		u->uid = geteuid();
+		u->gid = getegid();
+		u->name[0] = '\0';
+	}
+	u->is_root = u->uid == 0;
+	if (u->is_root && !o->allow_root_agent) {
+		fprintf(stderr,
+			"egressd: refusing to run the command as root: root inside the cgroup "
+			"can detach the programs or move itself out of the cgroup. Run egressd "
+			"through sudo (the command runs as you), pass --user NAME, or, for a "
+			"trusted command only, --allow-root-agent\n");
+		return -EPERM;
+	}
+	return 0;
+}
+
+static int run_read_resolvers(struct run_state *s)
+{
+	char line[512], addr[256];
+	FILE *f = fopen("/etc/resolv.conf", "re");
+
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f) && s->n_dns < EGR_MAX_DNS_SERVERS) {
+		char *pct;
+
+		if (sscanf(line, " nameserver %255s", addr) != 1)
+			continue;
+		pct = strchr(addr, '%'); /* fe80::1%eth0 */
+		if (pct)
+			*pct = '\0';
+		if (addr_parse(addr, &s->dns[s->n_dns]) == 0)
+			s->n_dns++;
+	}
+	fclose(f);
+	return 0;
+}
+
+/* mount + cgroup path ("/" means the mount itself) */
+static int run_join(char *out, size_t len, const char *mnt, const char *path)
+{
+	int n = snprintf(out, len, "%s%s", mnt, strcmp(path, "/") ? path : "");
+
+	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
+
+static const struct policy *run_policy_for(void *ctx, const struct egr_origin *o)
+{
+	struct run_state *s = ctx;
+
+	return o->policy_id == 0 ? s->policy : NULL;
+}
+
+static const char *run_cgroup_name(void *ctx, uint64_t id)
+{
+	struct run_state *s = ctx;
+
+	return id == s->cgroup_id ? s->cgroup_rel : NULL;
+}
+
+static void run_on_event(void *ctx, const struct egr_event *e)
+{
+	struct run_state *s = ctx;
+	struct audit_record r = { 0 };
+	uint64_t now_real, now_mono, at;
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	now_real = (uint64_t)ts.tv_sec * 1000000000ull + ts.tv_nsec;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	now_mono = (uint64_t)ts.tv_sec * 1000000000ull + ts.tv_nsec;
+	at = now_real - (now_mono > e->ts_ns ? now_mono - e->ts_ns : 0);
+	r.start.tv_sec = at / 1000000000ull;
+	r.start.tv_nsec = at % 1000000000ull;
+	r.end = r.start;
+	r.cgroup_id = e->origin.cgroup_id;
+	r.cgroup = run_cgroup_name(s, e->origin.cgroup_id);
+	r.pid = e->origin.tgid;
+	r.uid = e->origin.uid;
+	memcpy(r.comm, e->origin.comm, EGR_COMM_LEN);
+	r.comm[EGR_COMM_LEN] = '\0';
+	r.proto = e->proto;
+	r.has_dst = e->reason != EGR_REASON_PROTO;
+	memcpy(r.dst.b, e->origin.dst_addr, 16);
+	r.dst_port = e->origin.dst_port;
+	r.verdict = e->type == EGR_EVENT_AUDIT ? EGR_VERDICT_AUDIT : EGR_VERDICT_DENY;
+	r.reason = e->reason;
+	r.policy = s->policy->name;
+	r.origin = "kernel";
+	audit_write(s->audit, &r);
+}
+
+static void *run_events_thread(void *arg)
+{
+	struct run_state *s = arg;
+
+	while (!s->events_stop)
+		egr_bpf_poll(s->bpf, 100);
+	egr_bpf_poll(s->bpf, 0); /* what arrived while stopping */
+	return NULL;
+}
+
+/* Capabilities a root agent must not keep: they would let it detach the
+ * programs, load its own, open raw sockets or leave the cgroup. */
+static const int run_drop_caps[] = {
+	CAP_SYS_ADMIN, CAP_NET_ADMIN, CAP_NET_RAW, CAP_BPF, CAP_PERFMON,
+	CAP_SYS_MODULE, CAP_SYS_PTRACE, CAP_SYS_RAWIO, CAP_SETPCAP,
+	CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER, CAP_SYS_CHROOT,
+	CAP_SETUID, CAP_SETGID,
+};
+
+static int run_drop_root_caps(void)
+{
+	struct __user_cap_header_struct hdr = { .version = _LINUX_CAPABILITY_VERSION_3 };
+	struct __user_cap_data_struct data[2];
+	size_t i;
+
+	if (syscall(SYS_capget, &hdr, data))
+		return -errno;
+	for (i = 0; i < sizeof(run_drop_caps) / sizeof(run_drop_caps[0]); i++) {
+		int cap = run_drop_caps[i];
+
+		if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) && errno != EINVAL)
+			return -errno;
+		data[cap / 32].effective &= ~(1u << (cap % 32));
+		data[cap / 32].permitted &= ~(1u << (cap % 32));
+		data[cap / 32].inheritable &= ~(1u << (cap % 32));
+	}
+	if (syscall(SYS_capset, &hdr, data))
+		return -errno;
+	return 0;
+}
+
+/* In the child, between clone and exec. */
+static void run_child(const struct run_opts *o, const struct run_user *u, int cgroup_fd,
+		      bool in_cgroup, int errfd)
+{
+	sigset_t none;
+	int i;
+
+	sigemptyset(&none);
+	for (i = 1; i < NSIG; i++)
+		signal(i, SIG_DFL);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+
+	if (!in_cgroup) {
+		/* fork fallback: join the cgroup before anything else runs */
+		if (write(cgroup_fd, "0", 1) != 1)
+			goto fail;
+	}
+	close(cgroup_fd);
+
+	/* setuid binaries (sudo, su) must not give the agent root back */
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
+		goto fail;
+	if (u->is_root) {
+		if (run_drop_root_caps())
+			goto fail;
+	} else {
+		if (u->name[0] ? initgroups(u->name, u->gid) : setgroups(0, NULL))
+			goto fail;
+		if (setresgid(u->gid, u->gid, u->gid) || setresuid(u->uid, u->uid, u->uid))
+			goto fail;
+		if (u->name[0]) {
+			setenv("USER", u->name, 1);
+			setenv("LOGNAME", u->name, 1);
+			setenv("HOME", u->home, 1);
+		}
+	}
+	execvp(o->cmd[0], o->cmd);
+fail:
+	{
+		int e = errno;
+
+		if (write(errfd, &e, sizeof(e)) < 0) {
+			/* nothing more we can do */
+		}
+		_exit(127);
+	}
+}
+
+static pid_t run_spawn(const struct run_opts *o, const struct run_user *u, int cgroup_fd,
+		       int *child_errno)
+{
+	struct clone_args args = {
+		.flags = CLONE_INTO_CGROUP,
+		.exit_signal = SIGCHLD,
+		.cgroup = (__u64)cgroup_fd,
+	};
+	int pipefd[2], e = 0;
+	bool in_cgroup = true;
+	ssize_t n;
+	pid_t pid;
+
+	*child_errno = 0;
+	if (pipe2(pipefd, O_CLOEXEC))
+		return -errno;
+	pid = syscall(SYS_clone3, &args, sizeof(args));
+	if (pid < 0 && (errno == ENOSYS || errno == E2BIG || errno == EINVAL)) {
+		in_cgroup = false;
+		/* fork fallback writes to cgroup.procs itself */
+		int procs = openat(cgroup_fd, "cgroup.procs", O_WRONLY | O_CLOEXEC);
+
+		if (procs < 0) {
+			e = -errno;
+			close(pipefd[0]);
+			close(pipefd[1]);
+			return e;
+		}
+		pid = fork();
+		if (pid == 0) {
+			close(pipefd[0]);
+			run_child(o, u, procs, false, pipefd[1]);
+		}
+		close(procs);
+	} else if (pid == 0) {
+		close(pipefd[0]);
+		run_child(o, u, cgroup_fd, in_cgroup, pipefd[1]);
+	}
+	if (pid < 0) {
+		e = -errno;
+		close(pipefd[0]);
+		close(pipefd[1]);
+		return e;
+	}
+	close(pipefd[1]);
+	/* exec succeeded when the CLOEXEC pipe closes without data */
+	do {
+		n = read(pipefd[0], &e, sizeof(e));
+	} while (n < 0 && errno == EINTR);
+	close(pipefd[0]);
+	if (n == sizeof(e))
+		*child_errno = e;
+	return pid;
+}
+
+static void run_teardown(struct run_state *s)
+{
+	if (s->cgroup_created) {
+		int err = cgroup_kill_all(s->cgroup, 5000);
+
+		if (err)
+			log_warn("processes left in %s could not be killed: %s",
+				 s->cgroup, strerror(-err));
+	}
+	if (s->events_running) {
+		s->events_stop = 1;
+		pthread_join(s->events_thread, NULL);
+		s->events_running = false;
+	}
+	if (s->proxy) {
+		proxy_stop(s->proxy);
+		proxy_destroy(s->proxy);
+		s->proxy = NULL;
+	}
+	egr_bpf_destroy(s->bpf); /* detaches */
+	s->bpf = NULL;
+	if (s->cgroup_fd >= 0) {
+		close(s->cgroup_fd);
+		s->cgroup_fd = -1;
+	}
+	if (s->cgroup_created) {
+		int err = cgroup_remove(s->cgroup);
+
+		if (err)
+			log_warn("cannot remove cgroup %s: %s (egressd cleanup removes it)",
+				 s->cgroup, strerror(-err));
+		s->cgroup_created = false;
+	}
+}
+
+static bool run_signal_from_terminal(const siginfo_t *si)
+{
+	/* The terminal sends ^C / ^\ to the whole foreground process group,
+	 * CMD included: forwarding would deliver it twice. */
+	return si->si_code == SI_KERNEL;
+}
+
+static int run_wait(struct run_state *s, pid_t child, const sigset_t *set)
+{
+	siginfo_t si;
+	int status;
+
+	for (;;) {
+		if (sigwaitinfo(set, &si) < 0) {
+			if (errno == EINTR)
+				continue;
+			log_error("sigwaitinfo: %s", strerror(errno));
+			return 1;
+		}
+		if (si.si_signo == SIGCHLD) {
+			pid_t r = waitpid(child, &status, WNOHANG);
+
+			if (r == child)
+				break;
+			continue;
+		}
+		if ((si.si_signo == SIGINT || si.si_signo == SIGQUIT) &&
+		    run_signal_from_terminal(&si))
+			continue;
+		kill(child, si.si_signo);
+	}
+	if (WIFEXITED(status))
+		return WEXITSTATUS(status);
+	if (WIFSIGNALED(status))
+		return 128 + WTERMSIG(status);
+	return 1;
+}
+
+int run_main(int argc, char **argv)
+{
+	struct run_state s = { .cfg = CONFIG_DEFAULTS, .cgroup_fd = -1 };
+	struct run_opts o = { 0 };
+	struct proxy_params pp = { 0 };
+	struct run_user u;
+	char err[1024], self[PATH_MAX];
+	sigset_t set;
+	int ret = RUN_EXIT_USAGE, e, child_errno;
+	pid_t child = -1;
+
+	if (run_parse(argc, argv, &o, &s.cfg))
+		return RUN_EXIT_USAGE;
+	if (s.cfg.verbose)
+		log_set_level(s.cfg.verbose > 1 ? EGR_LOG_DEBUG : EGR_LOG_INFO);
+	else
+		log_set_level(EGR_LOG_WARN);
+
+	/* Everything that can be checked without creating anything. */
+	s.policy = run_build_policy(&o);
+	if (!s.policy)
+		return RUN_EXIT_USAGE;
+	if (run_resolve_user(&o, &u))
+		goto out;
+	if (geteuid() != 0) {
+		fprintf(stderr, "egressd: egressd run needs root to load and attach BPF programs "
+			"and create a cgroup: run it with sudo (the command still runs as you)\n");
+		goto out;
+	}
+	if (egr_bpf_probe(err, sizeof(err))) {
+		fprintf(stderr, "egressd: %s\n", err);
+		goto out;
+	}
+	if (cgroup_find_mount(s.mount, sizeof(s.mount), err, sizeof(err))) {
+		fprintf(stderr, "egressd: %s\n", err);
+		goto out;
+	}
+	if (cgroup_self_path(self, sizeof(self)))
+		snprintf(self, sizeof(self), "/");
+	if (run_join(s.parent, sizeof(s.parent), s.mount, self)) {
+		fprintf(stderr, "egressd: cgroup path too long: %s%s\n", s.mount, self);
+		goto out;
+	}
+	cgroup_cleanup_stale(s.parent);
+	if (strcmp(s.parent, s.mount))
+		cgroup_cleanup_stale(s.mount);
+
+	e = audit_open(&s.audit, &s.cfg.audit);
+	if (e) {
+		fprintf(stderr, "egressd: cannot open audit log %s: %s\n",
+			s.cfg.audit.path ? s.cfg.audit.path : "-", strerror(-e));
+		goto out;
+	}
+	if (egr_bpf_prepare(&s.bpf))
+		goto out;
+	run_read_resolvers(&s);
+
+	pp.cfg = &s.cfg;
+	pp.policy_for = run_policy_for;
+	pp.cgroup_name = run_cgroup_name;
+	pp.ctx = &s;
+	pp.conns_map_fd = egr_bpf_conns_fd(s.bpf);
+	pp.audit = s.audit;
+	pp.dns_servers = s.dns;
+	pp.n_dns_servers = s.n_dns;
+	e = proxy_create(&s.proxy, &pp);
+	if (e) {
+		fprintf(stderr, "egressd: cannot start the proxy: %s\n", strerror(-e));
+		goto out;
+	}
+	if (egr_bpf_load(s.bpf, proxy_port(s.proxy), proxy_has_v6(s.proxy)))
+		goto out;
+	if (egr_bpf_set_policy(s.bpf, 0, s.policy))
+		goto out;
+	for (size_t i = 0; i < s.n_dns; i++)
+		if (egr_bpf_add_dns_server(s.bpf, &s.dns[i]))
+			goto out;
+
+	e = cgroup_create(s.parent, s.cgroup, sizeof(s.cgroup), &s.cgroup_fd);
+	if (e) {
+		fprintf(stderr, "egressd: cannot create a cgroup under %s: %s\n",
+			s.parent, strerror(-e));
+		goto out;
+	}
+	s.cgroup_created = true;
+	s.cgroup_rel = s.cgroup + strlen(s.mount);
+	s.cgroup_id = cgroup_id(s.cgroup);
+	if (!s.cgroup_id || egr_bpf_bind_cgroup(s.bpf, s.cgroup_id, 0))
+		goto out;
+	if (egr_bpf_attach(s.bpf, s.cgroup_fd))
+		goto out;
+	if (egr_bpf_events_open(s.bpf, run_on_event, &s))
+		goto out;
+	log_info("enforcing policy '%s' on %s (proxy 127.0.0.1:%u)", s.policy->name,
+		 s.cgroup, proxy_port(s.proxy));
+
+	/* Signals are taken synchronously by the main thread; every thread
+	 * started from here on inherits the mask. */
+	sigemptyset(&set);
+	sigaddset(&set, SIGCHLD);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SIGQUIT);
+	sigaddset(&set, SIGUSR1);
+	sigaddset(&set, SIGUSR2);
+	sigaddset(&set, SIGWINCH);
+	sigaddset(&set, SIGCONT);
+	sigaddset(&set, SIGTSTP);
+	sigprocmask(SIG_BLOCK, &set, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	child = run_spawn(&o, &u, s.cgroup_fd, &child_errno);
+	if (child < 0) {
+		fprintf(stderr, "egressd: cannot start %s: %s\n", o.cmd[0], strerror(-child));
+		goto out;
+	}
+	if (child_errno) {
+		waitpid(child, NULL, 0);
+		fprintf(stderr, "egressd: cannot run %s: %s\n", o.cmd[0], strerror(child_errno));
+		ret = child_errno == ENOENT ? 127 : 126;
+		goto out;
+	}
+	e = proxy_start(s.proxy);
+	if (e) {
+		fprintf(stderr, "egressd: cannot start the proxy workers: %s\n", strerror(-e));
+		kill(child, SIGKILL);
+		waitpid(child, NULL, 0);
+		goto out;
+	}
+	if (pthread_create(&s.events_thread, NULL, run_events_thread, &s) == 0)
+		s.events_running = true;
+	else
+		log_warn("cannot start the kernel event reader: kernel denials will not be logged");
+
+	ret = run_wait(&s, child, &set);
+out:
+	run_teardown(&s);
+	if (s.audit && !o.quiet)
+		audit_print_summary(s.audit, stderr);
+	audit_close(s.audit);
+	policy_free(s.policy);
+	return ret;
+}
+
+int run_cleanup_main(int argc, char **argv)
+{
+	char mnt[PATH_MAX], self[PATH_MAX], parent[PATH_MAX], err[512];
+	int n = 0, r;
+
+	(void)argc;
+	(void)argv;
+	if (geteuid() != 0) {
+		fprintf(stderr, "egressd: cleanup needs root\n");
+		return RUN_EXIT_USAGE;
+	}
+	if (cgroup_find_mount(mnt, sizeof(mnt), err, sizeof(err))) {
+		fprintf(stderr, "egressd: %s\n", err);
+		return RUN_EXIT_USAGE;
+	}
+	r = cgroup_cleanup_stale(mnt);
+	if (r > 0)
+		n += r;
+	if (!cgroup_self_path(self, sizeof(self)) && strcmp(self, "/")) {
+		r = run_join(parent, sizeof(parent), mnt, self) ? 0 : cgroup_cleanup_stale(parent);
+		if (r > 0)
+			n += r;
+	}
+	printf("removed %d cgroup%s left by killed runs\n", n, n == 1 ? "" : "s");
+	return 0;
+}
