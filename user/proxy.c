@@ -1,0 +1,1917 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-3-Clause
+/*
+ * The transparent proxy (interface in proxy.h).
+ *
+ * Threads: N workers, each with its own epoll loop (loop.h), its own c-ares
+ * resolver (resolver.h) and its own SO_REUSEPORT listeners on 127.0.0.1:P
+ * and [::1]:P; the kernel spreads connections over the workers. Nothing on
+ * the per-byte path is shared; only the per-cgroup connection counters
+ * (accept and close) take a mutex.
+ *
+ * Connection state machine (one struct conn per accepted socket):
+ *
+ *   ACCEPTED  origin lookup: egr_conns[{netns cookie, peer addr, peer port}]
+ *      |      (lookup-and-delete). No origin -> deny NO_ORIGIN: a process
+ *      |      outside an enforced cgroup must not use us as an open relay.
+ *      |      No policy -> NO_POLICY. Limits -> CONN_LIMIT. Original
+ *      |      destination = a configured DNS server, port 53 -> allow (DNS),
+ *      |      straight to CONNECT.
+ *      v
+ *   PEEK      read the first bytes (buffer grows up to HELLO_MAX_BYTES):
+ *      |      TLS -> hello_parse (SNI, ALPN, ECH), HTTP -> http_head_parse
+ *      |      (Host), anything else -> no name. Server-speaks-first
+ *      |      protocols (ssh, smtp): if nothing arrives within 300 ms and an
+ *      |      IP rule allows the original destination, go on without a
+ *      |      name. Peek timeout: PEEK_TIMEOUT (bytes seen) / NO_NAME (none).
+ *      v
+ *   DECIDE    name: invalid -> BAD_NAME; domain rules; no domain rule
+ *      |      matched -> IP rules on the ORIGINAL address (then connect
+ *      |      there). No name: IP rules on the original address, NO_NAME
+ *      |      if none allows. Audit mode: a deny is logged as "audit" and the
+ *      |      connection proceeds as if allowed.
+ *      v
+ *   RESOLVE   (domain rules only) the name is resolved by us, never taken
+ *      |      from the agent. Answers that are not public unless a CIDR rule
+ *      |      names them, and answers a deny CIDR covers, are dropped:
+ *      |      PRIVATE_ADDR / RULE_DENY / RESOLVE when nothing is left.
+ *      v
+ *   CONNECT   non-blocking connect to each candidate in turn (v6/v4
+ *      |      interleaved), connect_timeout_ms each; all failed -> UPSTREAM.
+ *      v
+ *   FLUSH     write the peeked bytes upstream, free the peek buffer.
+ *      v
+ *   RELAY     splice() through one pipe per direction (zero copy), level-
+ *      |      triggered interest: a direction whose pipe holds data waits for
+ *      |      EPOLLOUT on its destination and stops reading its source.
+ *      |      EOF -> shutdown(SHUT_WR) on the other side once the pipe is
+ *      |      empty; both directions finished -> close. Error -> close, and
+ *      |      reset the other side (SO_LINGER 0) so its peer sees a failure.
+ *      |      Idle timeout: no byte either way for idle_timeout_ms (checked
+ *      |      lazily, so the effective bound is between 1x and 2x).
+ *      v
+ *   CLOSED    exactly one audit record per accepted connection.
+ *
+ * Handlers never free a connection: they set close_scheduled, and the
+ * outermost entry point (fd event, timer, resolver callback) frees it when
+ * it unwinds (conn_enter/conn_leave nesting count).
+ *
+ * Deny behaviour -- the client fails fast, it never hangs:
+ *  - TLS: a fatal alert record (access_denied(49), or internal_error(80)
+ *    when resolution/upstream failed), record version 0x0303, then FIN;
+ *  - plain HTTP: "HTTP/1.1 403 Forbidden" (502 for resolution/upstream
+ *    failures) with Connection: close and a one-line text body
+ *    "egressd: <host>:<port> denied: <reason>";
+ *  - anything else (and no origin, limits): RST (SO_LINGER {1, 0}).
+ */
+#include <arpa/inet.h>
+#include <ares.h>
+#include <bpf/bpf.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "hello.h"
+#include "httphead.h"
+#include "log.h"
+#include "loop.h"
+#include "proxy.h"
+#include "resolver.h"
+
+#ifndef SO_NETNS_COOKIE
+#define SO_NETNS_COOKIE 71
+#endif
+
+#define PROXY_FIRST_BYTE_MS 300 /* server-speaks-first grace */
+#define PROXY_GRACE_MS 1000     /* proxy_stop(): live connections' last second */
+#define PROXY_ACCEPT_PAUSE_MS 100 /* after EMFILE/ENFILE/ENOMEM */
+#define PROXY_ACCEPT_BATCH 64
+#define PROXY_PIPE_SIZE (256 * 1024)
+#define PROXY_PIPE_POOL 32      /* spare pipes per worker */
+#define PROXY_PEEK_INITIAL 4096
+#define PROXY_RELAY_BUDGET (1024 * 1024) /* per direction and wakeup: fairness */
+#define PROXY_MAX_WORKERS 256
+#define CG_BUCKETS 256
+
+enum conn_state {
+	CONN_ACCEPTED,
+	CONN_PEEK,
+	CONN_DECIDE,
+	CONN_RESOLVE,
+	CONN_CONNECT,
+	CONN_FLUSH,
+	CONN_RELAY,
+	CONN_CLOSED,
+};
+
+enum peek_proto {
+	PROTO_UNKNOWN = 0,
+	PROTO_TLS,
+	PROTO_HTTP,
+};
+
+enum conn_side {
+	SIDE_CLIENT = 0,
+	SIDE_UPSTREAM = 1,
+};
+
+/* Result classes of read/write/splice (HAProxy raw_sock style). */
+enum io_class {
+	IO_DATA,
+	IO_EOF,
+	IO_AGAIN, /* re-arm and wait */
+	IO_INTR,  /* retry now */
+	IO_ERROR, /* errno holds the error */
+};
+
+struct relay_pipe {
+	int rfd, wfd;
+	size_t len; /* bytes sitting in the pipe */
+	size_t cap;
+};
+
+struct relay_dir {
+	struct relay_pipe pipe;
+	bool src_eof;  /* source sent FIN */
+	bool dst_shut; /* FIN forwarded to the destination */
+};
+
+enum { DIR_UP = 0, DIR_DOWN = 1 };
+
+struct worker;
+
+struct conn {
+	struct worker *w;
+	struct conn *prev, *next;
+	enum conn_state state;
+	bool close_scheduled;
+	int busy; /* entry points on the stack */
+	int cfd, ufd;
+
+	struct timespec start;
+	struct egr_origin origin;
+	bool has_origin;
+	bool counted_cgroup;
+	struct egr_addr peer;
+	uint16_t peer_port;
+	struct egr_addr orig; /* original destination */
+	uint16_t orig_port;
+	const struct policy *policy;
+
+	/* peek */
+	uint8_t *buf;
+	size_t buf_len, buf_cap, buf_off;
+	enum peek_proto proto;
+	bool c_eof; /* client FIN seen while peeking */
+	char name[256];
+	bool name_valid;
+	bool ech;
+	char alpn[256];
+
+	/* decision */
+	enum egr_verdict verdict;
+	enum egr_reason reason;
+	const struct policy_rule *rule;
+
+	/* resolve + connect */
+	struct resolver_query *q;
+	struct egr_addr cands[RESOLVER_MAX_ADDRS];
+	size_t n_cands, cand_idx;
+	struct egr_addr resolved;
+	bool has_resolved;
+
+	/* relay */
+	struct relay_dir dir[2];
+	uint64_t bytes_up, bytes_down;
+	uint64_t last_active_ms;
+
+	struct loop_timer timer;      /* state deadline: peek/resolve/connect/idle */
+	struct loop_timer first_timer; /* 300 ms first byte */
+
+	bool rst_client, rst_upstream;
+	int err;
+	char detail[160];
+};
+
+struct worker {
+	struct proxy *p;
+	unsigned id;
+	pthread_t thread;
+	bool thread_started;
+	struct loop *loop;
+	struct resolver *res;
+	int lfd4, lfd6;
+	bool accept_paused;
+	bool stopping;
+	struct conn *conns;
+	size_t n_conns;
+	struct loop_timer_list *tl_peek, *tl_first, *tl_resolve, *tl_connect, *tl_idle;
+	struct loop_timer_list *tl_grace, *tl_accept;
+	struct loop_timer grace_timer, accept_timer;
+	struct relay_pipe spare[PROXY_PIPE_POOL];
+	size_t n_spare;
+};
+
+struct cg_entry {
+	uint64_t id;
+	unsigned count;
+	uint64_t last_warn_ms;
+	struct cg_entry *next;
+};
+
+struct proxy {
+	struct proxy_params params;
+	const struct config *cfg;
+	uint16_t port;
+	int has_v6;
+	unsigned n_workers;
+	struct worker *workers;
+	bool started;
+	atomic_uint n_conns;
+	pthread_mutex_t cg_lock;
+	struct cg_entry *cg[CG_BUCKETS];
+};
+
+static const uint8_t tls_alert_access_denied[] = { 0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 49 };
+static const uint8_t tls_alert_internal_error[] = { 0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 80 };
+
+static void conn_relay_start(struct conn *c);
+static void conn_connect_next(struct conn *c);
+static void conn_decide(struct conn *c);
+static void conn_fd_cb(struct loop *l, int fd, void *data, int events);
+static void conn_timer_cb(struct loop *l, struct loop_timer *t);
+
+/* ---- small helpers ---------------------------------------------------- */
+
+static enum io_class io_classify(ssize_t n)
+{
+	if (n > 0)
+		return IO_DATA;
+	if (n == 0)
+		return IO_EOF;
+	if (errno == EAGAIN || errno == EWOULDBLOCK)
+		return IO_AGAIN;
+	if (errno == EINTR)
+		return IO_INTR;
+	return IO_ERROR;
+}
+
+static uint64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static int sock_error(int fd)
+{
+	int err = 0;
+	socklen_t len = sizeof(err);
+
+	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+		return errno;
+	return err;
+}
+
+static void sock_set_reset(int fd)
+{
+	struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+
+	if (fd >= 0)
+		setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+}
+
+static void sock_set_nodelay(int fd)
+{
+	int one = 1;
+
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+static bool addr_eq(const struct egr_addr *a, const struct egr_addr *b)
+{
+	return !memcmp(a->b, b->b, sizeof(a->b));
+}
+
+/* ---- per-cgroup connection counters ----------------------------------- */
+
+static unsigned cg_bucket(uint64_t id)
+{
+	id ^= id >> 33;
+	id *= 0xff51afd7ed558ccdULL;
+	id ^= id >> 33;
+	return (unsigned)(id % CG_BUCKETS);
+}
+
+/* Returns 0 and counts the connection, or -EBUSY at the limit; *warn says
+ * whether this refusal should be logged (once per second per cgroup). */
+static int cg_acquire(struct proxy *p, uint64_t id, unsigned limit, bool *warn)
+{
+	struct cg_entry *e, **head = &p->cg[cg_bucket(id)];
+	int ret = 0;
+
+	*warn = false;
+	pthread_mutex_lock(&p->cg_lock);
+	for (e = *head; e; e = e->next)
+		if (e->id == id)
+			break;
+	if (!e) {
+		e = calloc(1, sizeof(*e));
+		if (!e) {
+			ret = -ENOMEM;
+			goto out;
+		}
+		e->id = id;
+		e->next = *head;
+		*head = e;
+	}
+	if (limit && e->count >= limit) {
+		uint64_t now = mono_ms();
+
+		if (!e->last_warn_ms || now - e->last_warn_ms >= 1000) {
+			e->last_warn_ms = now;
+			*warn = true;
+		}
+		ret = -EBUSY;
+		goto out;
+	}
+	e->count++;
+out:
+	pthread_mutex_unlock(&p->cg_lock);
+	return ret;
+}
+
+static void cg_release(struct proxy *p, uint64_t id)
+{
+	struct cg_entry *e, **pe = &p->cg[cg_bucket(id)];
+
+	pthread_mutex_lock(&p->cg_lock);
+	for (; (e = *pe); pe = &e->next) {
+		if (e->id != id)
+			continue;
+		/* Entries with connections stay, so the warning rate limit
+		 * holds exactly while the limit is being hit. */
+		if (e->count && --e->count == 0) {
+			*pe = e->next;
+			free(e);
+		}
+		break;
+	}
+	pthread_mutex_unlock(&p->cg_lock);
+}
+
+/* ---- pipes ------------------------------------------------------------ */
+
+static int pipe_get(struct worker *w, struct relay_pipe *out)
+{
+	int fds[2], sz;
+
+	if (w->n_spare) {
+		*out = w->spare[--w->n_spare];
+		return 0;
+	}
+	if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) < 0)
+		return -errno;
+	/* Bigger pipes mean fewer wakeups per MiB; refusal (pipe-max-size,
+	 * per-user page limits) just keeps the default 64 KiB. */
+	fcntl(fds[1], F_SETPIPE_SZ, PROXY_PIPE_SIZE);
+	sz = fcntl(fds[1], F_GETPIPE_SZ);
+	out->rfd = fds[0];
+	out->wfd = fds[1];
+	out->len = 0;
+	out->cap = sz > 0 ? (size_t)sz : 65536;
+	return 0;
+}
+
+static void pipe_put(struct worker *w, struct relay_pipe *pp)
+{
+	if (pp->rfd < 0)
+		return;
+	/* A pipe with data left in it (connection died mid-transfer) must not
+	 * leak those bytes into the next connection. */
+	if (!pp->len && w->n_spare < PROXY_PIPE_POOL && !w->stopping) {
+		w->spare[w->n_spare++] = *pp;
+	} else {
+		close(pp->rfd);
+		close(pp->wfd);
+	}
+	pp->rfd = pp->wfd = -1;
+	pp->len = 0;
+}
+
+/* ---- connection lifecycle --------------------------------------------- */
+
+static void conn_enter(struct conn *c)
+{
+	c->busy++;
+}
+
+static void conn_schedule_close(struct conn *c)
+{
+	c->close_scheduled = true;
+}
+
+static void conn_set_detail(struct conn *c, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static void conn_set_detail(struct conn *c, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (c->detail[0]) /* keep the first (root) cause */
+		return;
+	va_start(ap, fmt);
+	vsnprintf(c->detail, sizeof(c->detail), fmt, ap);
+	va_end(ap);
+}
+
+static void conn_audit(struct conn *c)
+{
+	struct proxy *p = c->w->p;
+	struct audit_record r;
+	char peerbuf[INET6_ADDRSTRLEN];
+	char detail[sizeof(c->detail) + 64];
+
+	if (!p->params.audit)
+		return;
+	memset(&r, 0, sizeof(r));
+	r.start = c->start;
+	clock_gettime(CLOCK_REALTIME, &r.end);
+	r.proto = IPPROTO_TCP;
+	if (c->has_origin) {
+		if (p->params.cgroup_name)
+			r.cgroup = p->params.cgroup_name(p->params.ctx, c->origin.cgroup_id);
+		r.cgroup_id = c->origin.cgroup_id;
+		r.pid = c->origin.tgid;
+		r.uid = c->origin.uid;
+		memcpy(r.comm, c->origin.comm, EGR_COMM_LEN);
+		r.comm[EGR_COMM_LEN] = '\0';
+		r.has_dst = true;
+		r.dst = c->orig;
+		r.dst_port = c->orig_port;
+		r.detail = c->detail[0] ? c->detail : NULL;
+	} else {
+		/* Nobody to name: say where the connection came from. */
+		snprintf(detail, sizeof(detail), "%s%sfrom %s:%u", c->detail,
+			 c->detail[0] ? "; " : "",
+			 addr_to_str(&c->peer, peerbuf, sizeof(peerbuf)), c->peer_port);
+		r.detail = detail;
+	}
+	if (c->name[0]) {
+		if (c->proto == PROTO_TLS)
+			r.sni = c->name;
+		else
+			r.host = c->name;
+	}
+	r.alpn = c->alpn[0] ? c->alpn : NULL;
+	r.ech = c->ech;
+	r.has_resolved = c->has_resolved;
+	r.resolved = c->resolved;
+	r.verdict = c->verdict;
+	r.reason = c->reason;
+	r.rule = c->rule ? c->rule->text : NULL;
+	r.policy = c->policy ? c->policy->name : NULL;
+	r.origin = "proxy";
+	r.bytes_up = c->bytes_up;
+	r.bytes_down = c->bytes_down;
+	audit_write(p->params.audit, &r);
+}
+
+static void conn_close_fd(struct conn *c, int *fd, bool reset)
+{
+	if (*fd < 0)
+		return;
+	loop_del(c->w->loop, *fd);
+	if (reset)
+		sock_set_reset(*fd);
+	close(*fd);
+	*fd = -1;
+}
+
+static void conn_finish(struct conn *c)
+{
+	struct worker *w = c->w;
+	struct proxy *p = w->p;
+
+	c->state = CONN_CLOSED;
+	loop_timer_stop(&c->timer);
+	loop_timer_stop(&c->first_timer);
+	if (c->q) {
+		resolver_cancel(c->q);
+		c->q = NULL;
+	}
+	conn_close_fd(c, &c->ufd, c->rst_upstream);
+	conn_close_fd(c, &c->cfd, c->rst_client);
+	pipe_put(w, &c->dir[DIR_UP].pipe);
+	pipe_put(w, &c->dir[DIR_DOWN].pipe);
+	free(c->buf);
+	c->buf = NULL;
+	conn_audit(c);
+	if (c->counted_cgroup)
+		cg_release(p, c->origin.cgroup_id);
+	atomic_fetch_sub(&p->n_conns, 1);
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		w->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	w->n_conns--;
+	free(c);
+	if (w->stopping && !w->n_conns)
+		loop_stop(w->loop);
+}
+
+static void conn_leave(struct conn *c)
+{
+	if (--c->busy == 0 && c->close_scheduled)
+		conn_finish(c);
+}
+
+/* An I/O error on one side: close, and reset the other side so its peer
+ * sees a failure rather than a clean end of stream. */
+static void conn_io_error(struct conn *c, enum conn_side side, const char *op, int err)
+{
+	c->err = err;
+	conn_set_detail(c, "%s %s: %s", side == SIDE_CLIENT ? "client" : "upstream",
+			op, strerror(err));
+	log_debug("proxy: connection from port %u: %s", c->peer_port, c->detail);
+	if (side == SIDE_CLIENT)
+		c->rst_upstream = true;
+	else
+		c->rst_client = true;
+	conn_schedule_close(c);
+}
+
+static bool reason_is_failure(enum egr_reason r)
+{
+	return r == EGR_REASON_RESOLVE || r == EGR_REASON_UPSTREAM ||
+	       r == EGR_REASON_INTERNAL;
+}
+
+/* Best effort: the response is small and the socket buffer empty, so one
+ * non-blocking send either fits or the client is already gone. */
+static void conn_send_deny_response(struct conn *c)
+{
+	char buf[768], body[400], addrbuf[INET6_ADDRSTRLEN];
+	const char *host;
+	const void *msg = NULL;
+	size_t len = 0;
+	ssize_t n;
+	int blen;
+
+	if (c->cfd < 0)
+		return;
+	if (c->proto == PROTO_TLS) {
+		msg = reason_is_failure(c->reason) ? tls_alert_internal_error
+						   : tls_alert_access_denied;
+		len = sizeof(tls_alert_access_denied);
+	} else if (c->proto == PROTO_HTTP) {
+		host = c->name[0] ? c->name : addr_to_str(&c->orig, addrbuf, sizeof(addrbuf));
+		blen = snprintf(body, sizeof(body), "egressd: %s:%u denied: %s\n", host,
+				c->orig_port, egr_reason_name(c->reason));
+		if (blen < 0 || (size_t)blen >= sizeof(body))
+			blen = (int)strlen(body);
+		len = (size_t)snprintf(buf, sizeof(buf),
+				       "HTTP/1.1 %s\r\n"
+				       "Content-Type: text/plain\r\n"
+				       "Content-Length: %d\r\n"
+				       "Connection: close\r\n"
+				       "\r\n%s",
+				       reason_is_failure(c->reason) ? "502 Bad Gateway"
+								    : "403 Forbidden",
+				       blen, body);
+		if (len >= sizeof(buf))
+			len = sizeof(buf) - 1;
+		msg = buf;
+	}
+	if (!msg) {
+		c->rst_client = true;
+		return;
+	}
+	do
+		n = send(c->cfd, msg, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+	while (n < 0 && errno == EINTR);
+	if (n != (ssize_t)len) {
+		c->rst_client = true;
+		return;
+	}
+	/* FIN after the response; drain what the client already sent so that
+	 * close() does not turn into a RST that could discard the response. */
+	shutdown(c->cfd, SHUT_WR);
+	for (int i = 0; i < 16; i++) {
+		n = recv(c->cfd, buf, sizeof(buf), MSG_DONTWAIT);
+		if (n <= 0 && !(n < 0 && errno == EINTR))
+			break;
+	}
+}
+
+static void conn_deny(struct conn *c, enum egr_reason reason,
+		      const struct policy_rule *rule)
+{
+	char abuf[INET6_ADDRSTRLEN];
+
+	c->verdict = EGR_VERDICT_DENY;
+	c->reason = reason;
+	c->rule = rule;
+	log_debug("proxy: deny %s %s:%u (%s)", c->name[0] ? c->name : "-",
+		  c->has_origin ? addr_to_str(&c->orig, abuf, sizeof(abuf)) : "?",
+		  c->orig_port, egr_reason_name(reason));
+	conn_send_deny_response(c);
+	conn_schedule_close(c);
+}
+
+/* A policy denial: enforced, or in audit mode logged as "audit" and the
+ * connection goes on. Returns true if the caller should proceed. */
+static bool conn_policy_deny(struct conn *c, enum egr_reason reason,
+			     const struct policy_rule *rule)
+{
+	if (c->policy && c->policy->mode == POLICY_AUDIT) {
+		/* The first would-be denial is the interesting one. */
+		if (c->verdict != EGR_VERDICT_AUDIT) {
+			c->verdict = EGR_VERDICT_AUDIT;
+			c->reason = reason;
+			c->rule = rule;
+		}
+		return true;
+	}
+	conn_deny(c, reason, rule);
+	return false;
+}
+
+static void conn_allow(struct conn *c, const struct policy_decision *d)
+{
+	if (c->verdict == EGR_VERDICT_AUDIT)
+		return;
+	c->verdict = EGR_VERDICT_ALLOW;
+	c->reason = d->reason;
+	c->rule = d->rule;
+}
+
+/* ---- connect ---------------------------------------------------------- */
+
+static void conn_connect_original(struct conn *c)
+{
+	c->cands[0] = c->orig;
+	c->n_cands = 1;
+	c->cand_idx = 0;
+	conn_connect_next(c);
+}
+
+static void conn_connected(struct conn *c)
+{
+	struct worker *w = c->w;
+
+	loop_timer_stop(&c->timer);
+	c->has_resolved = true;
+	c->last_active_ms = loop_now_ms(w->loop);
+	loop_timer_start(w->loop, w->tl_idle, &c->timer, conn_timer_cb);
+	if (c->buf_len > c->buf_off) {
+		c->state = CONN_FLUSH;
+		if (loop_mod(w->loop, c->ufd, LOOP_WRITE) < 0) {
+			conn_deny(c, EGR_REASON_INTERNAL, NULL);
+			return;
+		}
+		/* Writable right after connect: try at once. */
+		conn_fd_cb(w->loop, c->ufd, c, LOOP_WRITE);
+		return;
+	}
+	conn_relay_start(c);
+}
+
+static void conn_connect_next(struct conn *c)
+{
+	struct worker *w = c->w;
+	char abuf[INET6_ADDRSTRLEN];
+
+	c->state = CONN_CONNECT;
+	while (c->cand_idx < c->n_cands) {
+		const struct egr_addr *a = &c->cands[c->cand_idx++];
+		struct sockaddr_storage ss;
+		socklen_t slen = addr_to_sockaddr(a, c->orig_port, &ss);
+		int fd, err;
+
+		c->resolved = *a;
+		fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+		if (fd < 0) {
+			c->err = errno;
+			continue;
+		}
+		sock_set_nodelay(fd);
+		if (connect(fd, (struct sockaddr *)&ss, slen) == 0 || errno == EINPROGRESS) {
+			c->ufd = fd;
+			err = loop_add(w->loop, fd, LOOP_WRITE, conn_fd_cb, c);
+			if (err) {
+				c->err = -err;
+				close(fd);
+				c->ufd = -1;
+				continue;
+			}
+			loop_timer_start(w->loop, w->tl_connect, &c->timer, conn_timer_cb);
+			return;
+		}
+		c->err = errno;
+		log_debug("proxy: connect %s port %u: %s",
+			  addr_to_str(a, abuf, sizeof(abuf)), c->orig_port, strerror(errno));
+		close(fd);
+	}
+	conn_set_detail(c, "connect %s port %u: %s",
+			addr_to_str(&c->resolved, abuf, sizeof(abuf)), c->orig_port,
+			strerror(c->err ? c->err : ECONNREFUSED));
+	/* has_resolved tells the audit record which address failed last. */
+	c->has_resolved = c->n_cands > 0;
+	conn_deny(c, EGR_REASON_UPSTREAM, c->rule);
+}
+
+static void conn_connect_event(struct conn *c, int events)
+{
+	char abuf[INET6_ADDRSTRLEN];
+	int err = sock_error(c->ufd);
+
+	if (!err && (events & (LOOP_WRITE | LOOP_ERR | LOOP_HUP)) == LOOP_WRITE) {
+		conn_connected(c);
+		return;
+	}
+	if (!err)
+		err = ECONNREFUSED;
+	c->err = err;
+	log_debug("proxy: connect %s port %u: %s",
+		  addr_to_str(&c->resolved, abuf, sizeof(abuf)), c->orig_port, strerror(err));
+	conn_close_fd(c, &c->ufd, false);
+	loop_timer_stop(&c->timer);
+	conn_connect_next(c);
+}
+
+/* ---- flush + relay ---------------------------------------------------- */
+
+static void conn_flush(struct conn *c)
+{
+	while (c->buf_off < c->buf_len) {
+		ssize_t n = send(c->ufd, c->buf + c->buf_off, c->buf_len - c->buf_off,
+				 MSG_NOSIGNAL | MSG_DONTWAIT);
+
+		switch (io_classify(n)) {
+		case IO_DATA:
+			c->buf_off += (size_t)n;
+			c->bytes_up += (uint64_t)n;
+			c->last_active_ms = loop_now_ms(c->w->loop);
+			continue;
+		case IO_INTR:
+			continue;
+		case IO_AGAIN:
+			return; /* EPOLLOUT is armed */
+		case IO_EOF:
+			errno = EPIPE;
+			/* fallthrough */
+		case IO_ERROR:
+			conn_io_error(c, SIDE_UPSTREAM, "write", errno);
+			return;
+		}
+	}
+	/* The peek buffer exists only until here: a relayed connection
+	 * costs the struct and two pipes. */
+	free(c->buf);
+	c->buf = NULL;
+	c->buf_len = c->buf_cap = c->buf_off = 0;
+	conn_relay_start(c);
+}
+
+static int relay_fd(const struct conn *c, int dir, bool src)
+{
+	if (dir == DIR_UP)
+		return src ? c->cfd : c->ufd;
+	return src ? c->ufd : c->cfd;
+}
+
+/* Move bytes of one direction until the source is dry, the destination
+ * is full or the budget is spent. Returns -1 if the connection failed. */
+static int relay_pump(struct conn *c, int dir)
+{
+	struct relay_dir *d = &c->dir[dir];
+	int src = relay_fd(c, dir, true), dst = relay_fd(c, dir, false);
+	enum conn_side src_side = dir == DIR_UP ? SIDE_CLIENT : SIDE_UPSTREAM;
+	enum conn_side dst_side = dir == DIR_UP ? SIDE_UPSTREAM : SIDE_CLIENT;
+	uint64_t *bytes = dir == DIR_UP ? &c->bytes_up : &c->bytes_down;
+	size_t budget = PROXY_RELAY_BUDGET;
+	ssize_t n;
+
+	for (;;) {
+		if (d->pipe.len) {
+			n = splice(d->pipe.rfd, NULL, dst, NULL, d->pipe.len,
+				   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+			switch (io_classify(n)) {
+			case IO_DATA:
+				d->pipe.len -= (size_t)n;
+				*bytes += (uint64_t)n;
+				c->last_active_ms = loop_now_ms(c->w->loop);
+				continue;
+			case IO_INTR:
+				continue;
+			case IO_AGAIN:
+				return 0; /* wait for EPOLLOUT on dst */
+			case IO_EOF:
+				errno = EPIPE;
+				/* fallthrough */
+			case IO_ERROR:
+				conn_io_error(c, dst_side, "write", errno);
+				return -1;
+			}
+		}
+		if (d->src_eof) {
+			if (!d->dst_shut) {
+				/* ENOTCONN if the peer is gone: the other
+				 * direction will find out. */
+				shutdown(dst, SHUT_WR);
+				d->dst_shut = true;
+			}
+			return 0;
+		}
+		if (!budget)
+			return 0; /* level-triggered: we come back */
+		n = splice(src, NULL, d->pipe.wfd, NULL, d->pipe.cap,
+			   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+		switch (io_classify(n)) {
+		case IO_DATA:
+			d->pipe.len += (size_t)n;
+			budget = (size_t)n >= budget ? 0 : budget - (size_t)n;
+			continue;
+		case IO_EOF:
+			d->src_eof = true;
+			continue;
+		case IO_INTR:
+			continue;
+		case IO_AGAIN:
+			return 0;
+		case IO_ERROR:
+			conn_io_error(c, src_side, "read", errno);
+			return -1;
+		}
+	}
+}
+
+/* Interest 0 means "not registered" during the relay: a socket whose peer
+ * has finished (FIN read, or pending because our pipe is full) and to which
+ * we sent FIN reports EPOLLHUP whatever the mask, so a registration with
+ * mask 0 would spin while the other side drains. A socket that dies while
+ * not registered is noticed at its next read/write, or by the idle timer. */
+static int relay_set_interest(struct conn *c, int fd, int mask)
+{
+	if (!mask) {
+		if (loop_mask(c->w->loop, fd) >= 0)
+			return loop_del(c->w->loop, fd);
+		return 0;
+	}
+	return loop_add(c->w->loop, fd, mask, conn_fd_cb, c);
+}
+
+static void relay_update_interest(struct conn *c)
+{
+	struct relay_dir *up = &c->dir[DIR_UP], *down = &c->dir[DIR_DOWN];
+	int cmask = 0, umask = 0;
+
+	/* Read a source only while its pipe is empty: a full destination
+	 * stops the source instead of spinning on EPOLLIN. */
+	if (!up->src_eof && !up->pipe.len)
+		cmask |= LOOP_READ;
+	if (down->pipe.len)
+		cmask |= LOOP_WRITE;
+	if (!down->src_eof && !down->pipe.len)
+		umask |= LOOP_READ;
+	if (up->pipe.len)
+		umask |= LOOP_WRITE;
+	if (relay_set_interest(c, c->cfd, cmask) < 0 ||
+	    relay_set_interest(c, c->ufd, umask) < 0) {
+		conn_set_detail(c, "epoll: %s", strerror(errno));
+		c->rst_client = c->rst_upstream = true;
+		conn_schedule_close(c);
+	}
+}
+
+static void conn_relay_event(struct conn *c, enum conn_side side, int events)
+{
+	int fd = side == SIDE_CLIENT ? c->cfd : c->ufd;
+	bool up, down;
+
+	if (events & LOOP_ERR) {
+		int err = sock_error(fd);
+
+		conn_io_error(c, side, "socket", err ? err : EIO);
+		return;
+	}
+	/* Only the directions this event can move. */
+	if (side == SIDE_CLIENT) {
+		up = events & (LOOP_READ | LOOP_HUP);
+		down = events & (LOOP_WRITE | LOOP_HUP);
+	} else {
+		down = events & (LOOP_READ | LOOP_HUP);
+		up = events & (LOOP_WRITE | LOOP_HUP);
+	}
+	if (up && relay_pump(c, DIR_UP) < 0)
+		return;
+	if (down && relay_pump(c, DIR_DOWN) < 0)
+		return;
+	if (c->dir[DIR_UP].dst_shut && c->dir[DIR_DOWN].dst_shut) {
+		conn_schedule_close(c); /* both directions finished cleanly */
+		return;
+	}
+	relay_update_interest(c);
+}
+
+static void conn_relay_start(struct conn *c)
+{
+	struct worker *w = c->w;
+
+	c->state = CONN_RELAY;
+	if (pipe_get(w, &c->dir[DIR_UP].pipe) < 0 || pipe_get(w, &c->dir[DIR_DOWN].pipe) < 0) {
+		conn_set_detail(c, "pipe: %s", strerror(errno));
+		c->verdict = EGR_VERDICT_DENY;
+		c->reason = EGR_REASON_INTERNAL;
+		c->rst_client = c->rst_upstream = true;
+		conn_schedule_close(c);
+		return;
+	}
+	/* The client may have sent its request and FIN before we connected. */
+	c->dir[DIR_UP].src_eof = c->c_eof;
+	/* Try both directions once; then epoll takes over. */
+	if (relay_pump(c, DIR_UP) < 0 || relay_pump(c, DIR_DOWN) < 0)
+		return;
+	if (c->dir[DIR_UP].dst_shut && c->dir[DIR_DOWN].dst_shut) {
+		conn_schedule_close(c);
+		return;
+	}
+	relay_update_interest(c);
+}
+
+/* ---- resolve ---------------------------------------------------------- */
+
+static void conn_resolved(void *arg, int status, const struct egr_addr *addrs, size_t n)
+{
+	struct conn *c = arg;
+	const struct policy *pol = c->policy;
+	struct policy_decision d;
+	const struct policy_rule *deny_rule = NULL;
+	bool dropped_private = false;
+	size_t i, kept = 0;
+
+	conn_enter(c);
+	c->q = NULL;
+	loop_timer_stop(&c->timer);
+	if (status || !n) {
+		conn_set_detail(c, "resolve %s: %s", c->name,
+				status ? strerror(-status) : "no address");
+		if (conn_policy_deny(c, EGR_REASON_RESOLVE, NULL))
+			conn_connect_original(c);
+		goto out;
+	}
+	for (i = 0; i < n; i++) {
+		if (addr_classify(&addrs[i]) != ADDR_PUBLIC &&
+		    !policy_names_addr(pol, &addrs[i], c->orig_port)) {
+			dropped_private = true;
+			continue;
+		}
+		policy_decide_addr(pol, &addrs[i], c->orig_port, &d);
+		if (d.verdict == EGR_VERDICT_DENY && d.reason == EGR_REASON_RULE_DENY) {
+			deny_rule = d.rule;
+			continue;
+		}
+		c->cands[kept++] = addrs[i];
+	}
+	if (!kept) {
+		char abuf[INET6_ADDRSTRLEN];
+
+		c->resolved = addrs[0];
+		c->has_resolved = true;
+		conn_set_detail(c, "%s resolved to %s%s", c->name,
+				addr_to_str(&addrs[0], abuf, sizeof(abuf)),
+				n > 1 ? " and others" : "");
+		if (!conn_policy_deny(c, dropped_private ? EGR_REASON_PRIVATE_ADDR
+							 : EGR_REASON_RULE_DENY,
+				      dropped_private ? NULL : deny_rule))
+			goto out;
+		c->has_resolved = false;
+		/* audit mode: connect where the name really points */
+		memcpy(c->cands, addrs, n * sizeof(*addrs));
+		kept = n;
+	}
+	c->n_cands = kept;
+	c->cand_idx = 0;
+	conn_connect_next(c);
+out:
+	conn_leave(c);
+}
+
+static void conn_resolve(struct conn *c)
+{
+	struct worker *w = c->w;
+	int err;
+
+	c->state = CONN_RESOLVE;
+	loop_timer_start(w->loop, w->tl_resolve, &c->timer, conn_timer_cb);
+	err = resolver_lookup(w->res, c->name, conn_resolved, c, &c->q);
+	if (err) {
+		c->q = NULL;
+		conn_set_detail(c, "resolver: %s", strerror(-err));
+		conn_deny(c, EGR_REASON_INTERNAL, NULL);
+	}
+}
+
+/* ---- decide ----------------------------------------------------------- */
+
+static void conn_decide(struct conn *c)
+{
+	const struct policy *pol = c->policy;
+	struct policy_decision d, da;
+
+	c->state = CONN_DECIDE;
+	loop_timer_stop(&c->timer);
+	loop_timer_stop(&c->first_timer);
+	/* Nothing more to read until upstream is there to take it. */
+	loop_mod(c->w->loop, c->cfd, 0);
+
+	if (!c->name[0]) {
+		policy_decide_addr(pol, &c->orig, c->orig_port, &d);
+		if (d.verdict == EGR_VERDICT_ALLOW) {
+			conn_allow(c, &d);
+		} else if (!conn_policy_deny(c, d.reason == EGR_REASON_NO_MATCH
+							? EGR_REASON_NO_NAME : d.reason,
+					     d.rule)) {
+			return;
+		}
+		conn_connect_original(c);
+		return;
+	}
+	if (!c->name_valid) {
+		if (conn_policy_deny(c, EGR_REASON_BAD_NAME, NULL))
+			conn_connect_original(c);
+		return;
+	}
+	policy_decide_name(pol, c->name, c->orig_port, &d);
+	if (d.verdict == EGR_VERDICT_ALLOW) {
+		conn_allow(c, &d);
+		conn_resolve(c);
+		return;
+	}
+	if (d.reason == EGR_REASON_NO_MATCH) {
+		/* An IP rule allows the address the agent chose, whatever name
+		 * it sends; then we connect exactly there. */
+		policy_decide_addr(pol, &c->orig, c->orig_port, &da);
+		if (da.verdict == EGR_VERDICT_ALLOW) {
+			conn_allow(c, &da);
+			conn_connect_original(c);
+			return;
+		}
+		if (da.reason == EGR_REASON_RULE_DENY)
+			d = da;
+	}
+	if (conn_policy_deny(c, d.reason, d.rule))
+		conn_resolve(c);
+}
+
+/* ---- peek ------------------------------------------------------------- */
+
+/* "GE", "OPTIO": could still become an HTTP request line. */
+static bool maybe_partial_method(const uint8_t *b, size_t len)
+{
+	size_t i;
+
+	if (len >= 16)
+		return false;
+	for (i = 0; i < len; i++)
+		if (!((b[i] >= 'A' && b[i] <= 'Z') || b[i] == '-' || b[i] == '_'))
+			return false;
+	return true;
+}
+
+/* Returns true when the peek is over (decided or denied). */
+static bool conn_peek_parse(struct conn *c)
+{
+	int r;
+
+	if (c->proto == PROTO_UNKNOWN) {
+		if (hello_looks_like_tls(c->buf, c->buf_len)) {
+			c->proto = PROTO_TLS;
+		} else if (http_head_looks_like_http(c->buf, c->buf_len)) {
+			c->proto = PROTO_HTTP;
+		} else if (maybe_partial_method(c->buf, c->buf_len)) {
+			return false;
+		} else {
+			conn_decide(c); /* unknown protocol: no name */
+			return true;
+		}
+	}
+	if (c->proto == PROTO_TLS) {
+		struct hello_info hi;
+
+		r = hello_parse(c->buf, c->buf_len, &hi);
+		switch (r) {
+		case HELLO_NEED_MORE:
+			return false;
+		case HELLO_OK:
+			if (hi.has_sni) {
+				snprintf(c->name, sizeof(c->name), "%s", hi.sni);
+				c->name_valid = hi.sni_valid;
+			}
+			if (hi.has_alpn)
+				snprintf(c->alpn, sizeof(c->alpn), "%s", hi.alpn);
+			c->ech = hi.has_ech;
+			conn_decide(c);
+			return true;
+		case HELLO_NOT_TLS:
+			c->proto = PROTO_UNKNOWN;
+			conn_decide(c);
+			return true;
+		case HELLO_TOO_LARGE:
+			if (conn_policy_deny(c, EGR_REASON_TOO_LARGE, NULL))
+				conn_decide(c);
+			return true;
+		default:
+			if (conn_policy_deny(c, EGR_REASON_MALFORMED, NULL))
+				conn_decide(c);
+			return true;
+		}
+	}
+	{
+		struct http_head_info hh;
+
+		r = http_head_parse(c->buf, c->buf_len, &hh);
+		switch (r) {
+		case HTTP_HEAD_NEED_MORE:
+			if (c->buf_len >= HTTP_HEAD_MAX_BYTES) {
+				if (conn_policy_deny(c, EGR_REASON_TOO_LARGE, NULL))
+					conn_decide(c);
+				return true;
+			}
+			return false;
+		case HTTP_HEAD_OK:
+			if (hh.has_host) {
+				snprintf(c->name, sizeof(c->name), "%s", hh.host);
+				c->name_valid = hh.host_valid;
+			}
+			conn_decide(c);
+			return true;
+		case HTTP_HEAD_NOT_HTTP:
+			c->proto = PROTO_UNKNOWN;
+			conn_decide(c);
+			return true;
+		case HTTP_HEAD_TOO_LARGE:
+			if (conn_policy_deny(c, EGR_REASON_TOO_LARGE, NULL))
+				conn_decide(c);
+			return true;
+		default:
+			if (conn_policy_deny(c, EGR_REASON_MALFORMED, NULL))
+				conn_decide(c);
+			return true;
+		}
+	}
+}
+
+static void conn_peek_read(struct conn *c)
+{
+	for (;;) {
+		ssize_t n;
+
+		if (c->buf_len == c->buf_cap) {
+			size_t cap = c->buf_cap ? c->buf_cap * 2 : PROXY_PEEK_INITIAL;
+			uint8_t *nb;
+
+			if (c->buf_cap >= HELLO_MAX_BYTES) {
+				/* Parsers report TOO_LARGE before this. */
+				if (conn_policy_deny(c, EGR_REASON_TOO_LARGE, NULL))
+					conn_decide(c);
+				return;
+			}
+			if (cap > HELLO_MAX_BYTES)
+				cap = HELLO_MAX_BYTES;
+			nb = realloc(c->buf, cap);
+			if (!nb) {
+				conn_set_detail(c, "peek buffer: out of memory");
+				conn_deny(c, EGR_REASON_INTERNAL, NULL);
+				return;
+			}
+			c->buf = nb;
+			c->buf_cap = cap;
+		}
+		n = read(c->cfd, c->buf + c->buf_len, c->buf_cap - c->buf_len);
+		switch (io_classify(n)) {
+		case IO_DATA:
+			c->buf_len += (size_t)n;
+			loop_timer_stop(&c->first_timer);
+			if (conn_peek_parse(c))
+				return;
+			continue;
+		case IO_INTR:
+			continue;
+		case IO_AGAIN:
+			return;
+		case IO_EOF:
+			c->c_eof = true;
+			/* Nothing sent, or nothing we could parse: the
+			 * client spoke its last; decide by address. A TLS or
+			 * HTTP head cut short is malformed. */
+			if (c->proto != PROTO_UNKNOWN) {
+				if (conn_policy_deny(c, EGR_REASON_MALFORMED, NULL))
+					conn_decide(c);
+			} else {
+				conn_decide(c);
+			}
+			return;
+		case IO_ERROR:
+			conn_io_error(c, SIDE_CLIENT, "read", errno);
+			return;
+		}
+	}
+}
+
+static void conn_peek_timeout(struct conn *c)
+{
+	if (!c->buf_len) {
+		/* Silent client: a server-speaks-first protocol that no IP
+		 * rule allows (else the first-byte timer went on already). */
+		conn_set_detail(c, "no data from client within %u ms",
+				c->w->p->cfg->peek_timeout_ms);
+		conn_decide(c);
+		return;
+	}
+	conn_set_detail(c, "%zu bytes of %s in %u ms", c->buf_len,
+			c->proto == PROTO_TLS ? "ClientHello" :
+			c->proto == PROTO_HTTP ? "HTTP head" : "data",
+			c->w->p->cfg->peek_timeout_ms);
+	if (conn_policy_deny(c, EGR_REASON_PEEK_TIMEOUT, NULL))
+		conn_decide(c);
+}
+
+/* ---- entry points ----------------------------------------------------- */
+
+static void conn_client_event(struct conn *c, int events)
+{
+	switch (c->state) {
+	case CONN_PEEK:
+		conn_peek_read(c);
+		break;
+	case CONN_RELAY:
+		conn_relay_event(c, SIDE_CLIENT, events);
+		break;
+	default:
+		/* Not reading the client now: only its disappearance counts. */
+		if (events & (LOOP_ERR | LOOP_HUP)) {
+			int err = sock_error(c->cfd);
+
+			conn_io_error(c, SIDE_CLIENT, "closed", err ? err : ECONNRESET);
+		}
+		break;
+	}
+}
+
+static void conn_upstream_event(struct conn *c, int events)
+{
+	switch (c->state) {
+	case CONN_CONNECT:
+		conn_connect_event(c, events);
+		break;
+	case CONN_FLUSH:
+		conn_flush(c);
+		break;
+	case CONN_RELAY:
+		conn_relay_event(c, SIDE_UPSTREAM, events);
+		break;
+	default:
+		break;
+	}
+}
+
+static void conn_fd_cb(struct loop *l, int fd, void *data, int events)
+{
+	struct conn *c = data;
+
+	if (c->close_scheduled)
+		return;
+	conn_enter(c);
+	if (fd == c->cfd)
+		conn_client_event(c, events);
+	else if (fd == c->ufd)
+		conn_upstream_event(c, events);
+	conn_leave(c);
+}
+
+static void conn_timer_cb(struct loop *l, struct loop_timer *t)
+{
+	struct conn *c = t->data;
+	struct worker *w = c->w;
+
+	if (c->close_scheduled)
+		return;
+	conn_enter(c);
+	if (t == &c->first_timer) {
+		/* Nothing yet from the client and an IP rule would allow the
+		 * destination: a server-speaks-first protocol; go. */
+		if (c->state == CONN_PEEK && !c->buf_len)
+			conn_decide(c);
+		goto out;
+	}
+	switch (c->state) {
+	case CONN_PEEK:
+		conn_peek_timeout(c);
+		break;
+	case CONN_RESOLVE:
+		resolver_cancel(c->q);
+		c->q = NULL;
+		conn_set_detail(c, "resolve %s: timed out after %u ms", c->name,
+				w->p->cfg->resolve_timeout_ms);
+		if (conn_policy_deny(c, EGR_REASON_RESOLVE, NULL))
+			conn_connect_original(c);
+		break;
+	case CONN_CONNECT:
+		c->err = ETIMEDOUT;
+		conn_close_fd(c, &c->ufd, false);
+		conn_connect_next(c);
+		break;
+	case CONN_FLUSH:
+	case CONN_RELAY:
+		if (loop_now_ms(l) - c->last_active_ms < loop_timer_list_duration(w->tl_idle)) {
+			loop_timer_start(l, w->tl_idle, &c->timer, conn_timer_cb);
+			break;
+		}
+		conn_set_detail(c, "idle for %u ms", w->p->cfg->idle_timeout_ms);
+		conn_schedule_close(c);
+		break;
+	default:
+		break;
+	}
+out:
+	conn_leave(c);
+}
+
+/* ---- accept ----------------------------------------------------------- */
+
+static bool conn_is_dns(const struct conn *c)
+{
+	const struct proxy_params *pp = &c->w->p->params;
+	size_t i;
+
+	if (c->orig_port != 53)
+		return false;
+	for (i = 0; i < pp->n_dns_servers; i++)
+		if (addr_eq(&pp->dns_servers[i], &c->orig))
+			return true;
+	return false;
+}
+
+static void conn_start(struct conn *c)
+{
+	struct worker *w = c->w;
+	struct proxy *p = w->p;
+	const struct config *cfg = p->cfg;
+	struct egr_conn_key key;
+	struct policy_decision d;
+	socklen_t olen;
+	uint64_t cookie = 0;
+	bool warn;
+	int err;
+
+	sock_set_nodelay(c->cfd);
+	/* Registered from the start (mask 0) so that a client that vanishes
+	 * while we resolve or connect is noticed (EPOLLERR/EPOLLHUP). */
+	if (loop_add(w->loop, c->cfd, 0, conn_fd_cb, c) < 0) {
+		conn_set_detail(c, "epoll: %s", strerror(errno));
+		conn_deny(c, EGR_REASON_INTERNAL, NULL);
+		return;
+	}
+
+	olen = sizeof(cookie);
+	if (getsockopt(c->cfd, SOL_SOCKET, SO_NETNS_COOKIE, &cookie, &olen) < 0)
+		cookie = 0; /* pre-5.14 kernel: the BPF side cannot key by it either */
+	memset(&key, 0, sizeof(key));
+	key.netns_cookie = cookie;
+	memcpy(key.addr, c->peer.b, sizeof(key.addr));
+	key.port = c->peer_port;
+	if (p->params.conns_map_fd < 0 ||
+	    bpf_map_lookup_and_delete_elem(p->params.conns_map_fd, &key, &c->origin) < 0) {
+		if (p->params.conns_map_fd >= 0 && errno != ENOENT)
+			conn_set_detail(c, "egr_conns lookup: %s", strerror(errno));
+		conn_deny(c, EGR_REASON_NO_ORIGIN, NULL);
+		return;
+	}
+	c->has_origin = true;
+	memcpy(c->orig.b, c->origin.dst_addr, sizeof(c->orig.b));
+	c->orig_port = c->origin.dst_port;
+
+	if (cfg->max_conns && atomic_load(&p->n_conns) > cfg->max_conns) {
+		log_warn("proxy: %u connections, limit --max-conns=%u reached; denying",
+			 atomic_load(&p->n_conns) - 1, cfg->max_conns);
+		conn_deny(c, EGR_REASON_CONN_LIMIT, NULL);
+		return;
+	}
+	err = cg_acquire(p, c->origin.cgroup_id, cfg->max_conns_per_cgroup, &warn);
+	if (err) {
+		if (warn) {
+			const char *cg = p->params.cgroup_name ?
+				p->params.cgroup_name(p->params.ctx, c->origin.cgroup_id) : NULL;
+
+			log_warn("proxy: cgroup %s (id %llu) has %u connections open, "
+				 "limit max_conns_per_cgroup=%u reached; denying new ones",
+				 cg ? cg : "?", (unsigned long long)c->origin.cgroup_id,
+				 cfg->max_conns_per_cgroup, cfg->max_conns_per_cgroup);
+		}
+		conn_deny(c, err == -EBUSY ? EGR_REASON_CONN_LIMIT : EGR_REASON_INTERNAL, NULL);
+		return;
+	}
+	c->counted_cgroup = true;
+
+	c->policy = p->params.policy_for ? p->params.policy_for(p->params.ctx, &c->origin)
+					 : NULL;
+	if (!c->policy) {
+		conn_deny(c, EGR_REASON_NO_POLICY, NULL);
+		return;
+	}
+
+	if (conn_is_dns(c)) {
+		/* The agent's resolver from resolv.conf, until the DNS proxy
+		 * exists: relayed as is. */
+		c->verdict = EGR_VERDICT_ALLOW;
+		c->reason = EGR_REASON_DNS;
+		conn_connect_original(c);
+		return;
+	}
+
+	c->state = CONN_PEEK;
+	if (loop_mod(w->loop, c->cfd, LOOP_READ) < 0) {
+		conn_deny(c, EGR_REASON_INTERNAL, NULL);
+		return;
+	}
+	loop_timer_start(w->loop, w->tl_peek, &c->timer, conn_timer_cb);
+	policy_decide_addr(c->policy, &c->orig, c->orig_port, &d);
+	if (d.verdict == EGR_VERDICT_ALLOW || c->policy->mode == POLICY_AUDIT)
+		loop_timer_start(w->loop, w->tl_first, &c->first_timer, conn_timer_cb);
+	/* Data may already be queued (the client wrote right after connect). */
+	conn_peek_read(c);
+}
+
+static void worker_accept_one(struct worker *w, int fd, const struct sockaddr_storage *ss)
+{
+	struct proxy *p = w->p;
+	struct conn *c;
+
+	c = calloc(1, sizeof(*c));
+	if (!c) {
+		log_error("proxy: out of memory for a connection; resetting it");
+		sock_set_reset(fd);
+		close(fd);
+		return;
+	}
+	c->w = w;
+	c->cfd = fd;
+	c->ufd = -1;
+	c->dir[DIR_UP].pipe.rfd = c->dir[DIR_UP].pipe.wfd = -1;
+	c->dir[DIR_DOWN].pipe.rfd = c->dir[DIR_DOWN].pipe.wfd = -1;
+	c->timer.data = c;
+	c->first_timer.data = c;
+	c->state = CONN_ACCEPTED;
+	clock_gettime(CLOCK_REALTIME, &c->start);
+	addr_from_sockaddr(&c->peer, &c->peer_port, (const struct sockaddr *)ss);
+	atomic_fetch_add(&p->n_conns, 1);
+	c->next = w->conns;
+	if (w->conns)
+		w->conns->prev = c;
+	w->conns = c;
+	w->n_conns++;
+
+	conn_enter(c);
+	conn_start(c);
+	conn_leave(c);
+}
+
+static void worker_accept_resume(struct loop *l, struct loop_timer *t)
+{
+	struct worker *w = t->data;
+
+	w->accept_paused = false;
+	if (w->lfd4 >= 0)
+		loop_mod(l, w->lfd4, LOOP_READ);
+	if (w->lfd6 >= 0)
+		loop_mod(l, w->lfd6, LOOP_READ);
+}
+
+static void worker_accept_cb(struct loop *l, int lfd, void *data, int events)
+{
+	struct worker *w = data;
+	int i;
+
+	for (i = 0; i < PROXY_ACCEPT_BATCH && !w->stopping; i++) {
+		struct sockaddr_storage ss;
+		socklen_t slen = sizeof(ss);
+		int fd = accept4(lfd, (struct sockaddr *)&ss, &slen,
+				 SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+		if (fd >= 0) {
+			worker_accept_one(w, fd, &ss);
+			continue;
+		}
+		if (errno == EINTR || errno == ECONNABORTED)
+			continue;
+		if (errno == EAGAIN || errno == EWOULDBLOCK)
+			return;
+		if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+			/* Level-triggered accept would spin: pause briefly. */
+			log_warn("proxy: accept: %s; pausing %d ms", strerror(errno),
+				 PROXY_ACCEPT_PAUSE_MS);
+			w->accept_paused = true;
+			if (w->lfd4 >= 0)
+				loop_mod(l, w->lfd4, 0);
+			if (w->lfd6 >= 0)
+				loop_mod(l, w->lfd6, 0);
+			loop_timer_start(l, w->tl_accept, &w->accept_timer, worker_accept_resume);
+			return;
+		}
+		log_error("proxy: accept: %s", strerror(errno));
+		return;
+	}
+}
+
+/* ---- workers ---------------------------------------------------------- */
+
+static void worker_close_listeners(struct worker *w)
+{
+	if (w->lfd4 >= 0) {
+		loop_del(w->loop, w->lfd4);
+		close(w->lfd4);
+		w->lfd4 = -1;
+	}
+	if (w->lfd6 >= 0) {
+		loop_del(w->loop, w->lfd6);
+		close(w->lfd6);
+		w->lfd6 = -1;
+	}
+	loop_timer_stop(&w->accept_timer);
+}
+
+static void worker_grace_cb(struct loop *l, struct loop_timer *t)
+{
+	loop_stop(l);
+}
+
+static void *worker_main(void *arg)
+{
+	struct worker *w = arg;
+	sigset_t all;
+	int err;
+
+	/* Signals belong to the main thread; SIGPIPE from splice() to a
+	 * closed socket stays pending here, harmlessly, and EPIPE is handled. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, NULL);
+
+	err = loop_run(w->loop);
+	if (err)
+		log_error("proxy: worker %u: event loop: %s", w->id, strerror(-err));
+
+	/* proxy_stop(): no new connections, a last second for live ones. */
+	w->stopping = true;
+	worker_close_listeners(w);
+	if (w->n_conns) {
+		loop_timer_start(w->loop, w->tl_grace, &w->grace_timer, worker_grace_cb);
+		loop_run(w->loop);
+	}
+	while (w->conns) {
+		struct conn *c = w->conns;
+
+		conn_set_detail(c, "proxy shutting down");
+		c->rst_client = c->rst_upstream = c->state != CONN_RELAY;
+		conn_finish(c);
+	}
+	loop_timer_stop(&w->grace_timer);
+	return NULL;
+}
+
+static int listen_socket(int family, const char *addr, uint16_t port, int *out)
+{
+	struct sockaddr_storage ss;
+	socklen_t slen;
+	int fd, one = 1, err;
+
+	memset(&ss, 0, sizeof(ss));
+	if (family == AF_INET) {
+		struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+
+		sin->sin_family = AF_INET;
+		sin->sin_port = htons(port);
+		if (inet_pton(AF_INET, addr, &sin->sin_addr) != 1)
+			return -EINVAL;
+		slen = sizeof(*sin);
+	} else {
+		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
+
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_port = htons(port);
+		if (inet_pton(AF_INET6, addr, &sin6->sin6_addr) != 1)
+			return -EINVAL;
+		slen = sizeof(*sin6);
+	}
+	fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0 ||
+	    (family == AF_INET6 &&
+	     setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) < 0) ||
+	    bind(fd, (struct sockaddr *)&ss, slen) < 0 || listen(fd, SOMAXCONN) < 0) {
+		err = -errno;
+		close(fd);
+		return err;
+	}
+	*out = fd;
+	return 0;
+}
+
+static uint16_t socket_port(int fd)
+{
+	struct sockaddr_storage ss;
+	socklen_t slen = sizeof(ss);
+
+	if (getsockname(fd, (struct sockaddr *)&ss, &slen) < 0)
+		return 0;
+	if (ss.ss_family == AF_INET)
+		return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+	return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+}
+
+static void proxy_close_listeners(struct proxy *p)
+{
+	unsigned i;
+
+	for (i = 0; i < p->n_workers; i++) {
+		struct worker *w = &p->workers[i];
+
+		if (w->lfd4 >= 0)
+			close(w->lfd4);
+		if (w->lfd6 >= 0)
+			close(w->lfd6);
+		w->lfd4 = w->lfd6 = -1;
+	}
+}
+
+/* Bind every worker's pair on one port. With port 0 the first IPv4 bind
+ * picks it; if [::1] happens to be taken on that port, start over. */
+static int proxy_bind(struct proxy *p)
+{
+	const char *l4 = p->params.listen4 ? p->params.listen4 : "127.0.0.1";
+	const char *l6 = p->params.listen6 ? p->params.listen6 : "::1";
+	int attempt, err = 0;
+	unsigned i;
+
+	for (attempt = 0; attempt < 8; attempt++) {
+		uint16_t port = p->params.port;
+
+		p->has_v6 = 1;
+		for (i = 0; i < p->n_workers; i++) {
+			struct worker *w = &p->workers[i];
+
+			err = listen_socket(AF_INET, l4, port, &w->lfd4);
+			if (err) {
+				log_error("proxy: listen %s port %u: %s", l4, port, strerror(-err));
+				goto fail;
+			}
+			if (!port)
+				port = socket_port(w->lfd4);
+			if (!p->has_v6)
+				continue;
+			err = listen_socket(AF_INET6, l6, port, &w->lfd6);
+			if (err == -EADDRINUSE && !p->params.port && i == 0)
+				break; /* retry with another ephemeral port */
+			if (err && i == 0) {
+				log_warn("proxy: listen [%s] port %u: %s; IPv4 only", l6, port,
+					 strerror(-err));
+				p->has_v6 = 0;
+				err = 0;
+				continue;
+			}
+			if (err) {
+				log_error("proxy: listen [%s] port %u: %s", l6, port,
+					  strerror(-err));
+				goto fail;
+			}
+		}
+		if (!err) {
+			p->port = port;
+			return 0;
+		}
+		proxy_close_listeners(p);
+	}
+	return err;
+fail:
+	proxy_close_listeners(p);
+	return err;
+}
+
+static unsigned worker_count(const struct config *cfg)
+{
+	long n = cfg->workers;
+
+	if (!n)
+		n = sysconf(_SC_NPROCESSORS_ONLN);
+	if (n < 1)
+		n = 1;
+	if (n > PROXY_MAX_WORKERS)
+		n = PROXY_MAX_WORKERS;
+	return (unsigned)n;
+}
+
+static unsigned ms_or(unsigned v, unsigned dflt)
+{
+	return v ? v : dflt;
+}
+
+static int worker_init(struct worker *w)
+{
+	const struct config *cfg = w->p->cfg;
+	int err;
+
+	err = loop_create(&w->loop);
+	if (err)
+		return err;
+	err = resolver_create(&w->res, w->loop, cfg->dns_servers,
+			      ms_or(cfg->resolve_timeout_ms, 5000));
+	if (err)
+		return err;
+	w->tl_peek = loop_timer_list_create(w->loop, ms_or(cfg->peek_timeout_ms, 10000));
+	w->tl_first = loop_timer_list_create(w->loop, PROXY_FIRST_BYTE_MS);
+	w->tl_resolve = loop_timer_list_create(w->loop, ms_or(cfg->resolve_timeout_ms, 5000));
+	w->tl_connect = loop_timer_list_create(w->loop, ms_or(cfg->connect_timeout_ms, 10000));
+	w->tl_idle = loop_timer_list_create(w->loop, ms_or(cfg->idle_timeout_ms, 600000));
+	w->tl_grace = loop_timer_list_create(w->loop, PROXY_GRACE_MS);
+	w->tl_accept = loop_timer_list_create(w->loop, PROXY_ACCEPT_PAUSE_MS);
+	if (!w->tl_peek || !w->tl_first || !w->tl_resolve || !w->tl_connect ||
+	    !w->tl_idle || !w->tl_grace || !w->tl_accept)
+		return -ENOMEM;
+	w->accept_timer.data = w;
+	w->grace_timer.data = w;
+	return 0;
+}
+
+static void proxy_ares_init(void)
+{
+	int st = ares_library_init(ARES_LIB_INIT_ALL);
+
+	if (st != ARES_SUCCESS)
+		log_error("proxy: ares_library_init: %s", ares_strerror(st));
+}
+
+int proxy_create(struct proxy **out, const struct proxy_params *params)
+{
+	static pthread_once_t ares_once = PTHREAD_ONCE_INIT;
+	struct proxy *p;
+	unsigned i;
+	int err;
+
+	if (!params || !params->cfg)
+		return -EINVAL;
+	/* c-ares' global init is not thread-safe; on Linux it does nothing
+	 * that we need to undo. */
+	pthread_once(&ares_once, proxy_ares_init);
+	p = calloc(1, sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	p->params = *params;
+	p->cfg = params->cfg;
+	pthread_mutex_init(&p->cg_lock, NULL);
+	atomic_init(&p->n_conns, 0);
+	p->n_workers = worker_count(p->cfg);
+	p->workers = calloc(p->n_workers, sizeof(*p->workers));
+	if (!p->workers) {
+		err = -ENOMEM;
+		goto fail;
+	}
+	for (i = 0; i < p->n_workers; i++) {
+		p->workers[i].p = p;
+		p->workers[i].id = i;
+		p->workers[i].lfd4 = p->workers[i].lfd6 = -1;
+	}
+	for (i = 0; i < p->n_workers; i++) {
+		err = worker_init(&p->workers[i]);
+		if (err) {
+			log_error("proxy: worker %u: %s", i, strerror(-err));
+			goto fail;
+		}
+	}
+	err = proxy_bind(p);
+	if (err)
+		goto fail;
+	for (i = 0; i < p->n_workers; i++) {
+		struct worker *w = &p->workers[i];
+
+		err = loop_add(w->loop, w->lfd4, LOOP_READ, worker_accept_cb, w);
+		if (!err && w->lfd6 >= 0)
+			err = loop_add(w->loop, w->lfd6, LOOP_READ, worker_accept_cb, w);
+		if (err)
+			goto fail;
+	}
+	log_debug("proxy: %u workers on 127.0.0.1%s port %u", p->n_workers,
+		  p->has_v6 ? " and ::1" : "", p->port);
+	*out = p;
+	return 0;
+fail:
+	proxy_destroy(p);
+	return err;
+}
+
+uint16_t proxy_port(const struct proxy *p)
+{
+	return p->port;
+}
+
+int proxy_has_v6(const struct proxy *p)
+{
+	return p->has_v6;
+}
+
+int proxy_start(struct proxy *p)
+{
+	unsigned i;
+	int err;
+
+	if (p->started)
+		return -EALREADY;
+	for (i = 0; i < p->n_workers; i++) {
+		struct worker *w = &p->workers[i];
+
+		err = pthread_create(&w->thread, NULL, worker_main, w);
+		if (err) {
+			log_error("proxy: starting worker %u: %s", i, strerror(err));
+			p->started = true;
+			proxy_stop(p);
+			return -err;
+		}
+		w->thread_started = true;
+	}
+	p->started = true;
+	return 0;
+}
+
+void proxy_stop(struct proxy *p)
+{
+	unsigned i;
+
+	if (!p || !p->started)
+		return;
+	for (i = 0; i < p->n_workers; i++)
+		if (p->workers[i].thread_started)
+			loop_stop(p->workers[i].loop);
+	for (i = 0; i < p->n_workers; i++) {
+		struct worker *w = &p->workers[i];
+
+		if (!w->thread_started)
+			continue;
+		pthread_join(w->thread, NULL);
+		w->thread_started = false;
+	}
+	p->started = false;
+}
+
+void proxy_destroy(struct proxy *p)
+{
+	unsigned i, b;
+
+	if (!p)
+		return;
+	proxy_stop(p);
+	for (i = 0; p->workers && i < p->n_workers; i++) {
+		struct worker *w = &p->workers[i];
+
+		/* Never started: listeners and connections are still ours. */
+		w->stopping = true;
+		if (w->loop) {
+			worker_close_listeners(w);
+			while (w->conns)
+				conn_finish(w->conns);
+		}
+		while (w->n_spare) {
+			struct relay_pipe *pp = &w->spare[--w->n_spare];
+
+			close(pp->rfd);
+			close(pp->wfd);
+		}
+		resolver_destroy(w->res);
+		loop_destroy(w->loop);
+	}
+	free(p->workers);
+	for (b = 0; b < CG_BUCKETS; b++) {
+		while (p->cg[b]) {
+			struct cg_entry *e = p->cg[b];
+
+			p->cg[b] = e->next;
+			free(e);
+		}
+	}
+	pthread_mutex_destroy(&p->cg_lock);
+	free(p);
+}
