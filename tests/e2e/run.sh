@@ -1,0 +1,730 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0 OR BSD-3-Clause
+#
+# End-to-end cases for egressd on the hermetic namespace bed (lib.sh,
+# README.md). Each case proves one behaviour or defeats one attack with real
+# clients inside the enforced cgroup and prints
+#   ok - NAME | not ok - NAME: why | skip - NAME: why
+# The last line is "e2e: N passed, N failed, N skipped"; the exit status is
+# non-zero on any failure, and under CI=true also on any skip.
+#
+# usage: tests/e2e/run.sh [-l] [PATTERN...]   (run cases whose name contains
+#                                              any PATTERN; -l lists them)
+# env:   EGRESSD=path (default ./egressd of this repo)
+#        E2E_RUNNER=direct  run the clients WITHOUT egressd: the allow cases
+#                           must pass and the deny cases must fail
+#        E2E_KEEP=1         keep the bed's temp dir (logs) after the run
+#        E2E_TIMEOUT=secs   per agent run (default 20)
+
+set -uo pipefail
+
+# shellcheck source=tests/e2e/lib.sh
+. "$(cd "$(dirname "$0")" && pwd)/lib.sh"
+
+EGRESSD=${EGRESSD:-$E2E_REPO/egressd}
+E2E_RUNNER=${E2E_RUNNER:-egressd}
+# Client stderr into stdout (egressd's own stderr goes to $CASE_STDERR).
+MERGE=(sh -c 'exec "$@" 2>&1' sh)
+# Same, then a last line "@ms N": the client's own run time, measured
+# inside the agent so egressd's start-up is not counted.
+TIMED=(sh -c 's=$(date +%s%N); "$@" 2>&1; rc=$?;
+	echo "@ms $(( ($(date +%s%N) - s) / 1000000 ))"; exit $rc' sh)
+FAST_MS=3000
+
+CASES=(
+	curl_https_allowed
+	curl_http_allowed
+	curl_ipv6_allowed
+	node_fetch_https_allowed
+	python_urllib_https_allowed
+	python_urllib_http_allowed
+	curl_evil_denied
+	node_evil_denied
+	python_evil_denied
+	forged_sni
+	bare_ip_no_sni
+	ipv6_evil_denied
+	ipv4_mapped_evil_denied
+	tcp_fastopen_redirected
+	io_uring_connect_redirected
+	loopback_service_unreachable
+	getpeername_original
+	origin_2000
+	udp_denied
+	dns_resolves_inside
+	deny_rule_wins
+	wildcard_not_apex
+	exit_status_passthrough
+	refuses_root_agent
+	bad_policy_error
+	cleanup_after_kill
+	nothing_left_behind
+)
+
+# ---------------------------------------------------------------------
+# Case plumbing. A case runs in a subshell; fail/skip end it.
+
+fail() {
+	printf '%s' "$*" >"$WHYF"
+	exit 1
+}
+skip() {
+	printf '%s' "$*" >"$WHYF"
+	exit 77
+}
+note() { printf '%s\n' "$*" >>"$NOTEF"; }
+need_egressd() {
+	[ "$E2E_RUNNER" = direct ] && skip "needs egressd (E2E_RUNNER=direct)"
+	return 0
+}
+# Split TIMED output: $BODY (without the @ms line) and $MS.
+timed_split() {
+	MS=$(sed -n 's/^@ms //p' <<<"$1" | tail -n 1)
+	BODY=$(grep -v '^@ms ' <<<"$1")
+	MS=${MS:-99999}
+}
+oneline() { tr '\n' ' ' <<<"$1" | cut -c1-200; }
+
+# deny_fast LABEL RC OUTPUT: the attempt failed, quickly, and did not get an
+# answer from evil.test. Fails the case otherwise.
+deny_fast() {
+	local label=$1 rc=$2
+	timed_split "$3"
+	[ "$rc" -ne 0 ] || fail "$label: succeeded: $(oneline "$BODY")"
+	[ "$rc" -ne 124 ] && [ "$rc" -ne 137 ] || fail "$label: hung (timeout)"
+	[ "$MS" -lt $FAST_MS ] || fail "$label: took ${MS} ms (not a fast denial)"
+	grep -q 'hello from evil' <<<"$BODY" && fail "$label: evil.test answered"
+	note "$label: denied in ${MS} ms: $(oneline "$BODY")"
+}
+# evil_untouched: evil.test's server logged nothing since log_mark.
+evil_untouched() {
+	sleep 0.2
+	local n
+	n=$(log_new evil.test)
+	[ -z "$n" ] || fail "evil.test was contacted ($1): $(oneline "$n")"
+}
+
+# ---------------------------------------------------------------------
+# Allowed traffic through the proxy, real clients.
+
+case_curl_https_allowed() {
+	local out
+	log_mark allowed.test
+	out=$(egr --allow allowed.test -- "${MERGE[@]}" curl -sS --max-time 10 \
+		--cacert "$E2E_CA" https://allowed.test/) ||
+		fail "curl exit $?: $(oneline "$out")"
+	[ "$out" = "hello from allowed.test" ] || fail "reply: $(oneline "$out")"
+	log_new allowed.test | grep -q '"sni": "allowed.test"' ||
+		fail "allowed.test's server saw no TLS request with SNI allowed.test"
+}
+
+case_curl_http_allowed() {
+	local out
+	log_mark allowed.test
+	out=$(egr --allow allowed.test -- "${MERGE[@]}" curl -sS --max-time 10 \
+		http://allowed.test/) || fail "curl exit $?: $(oneline "$out")"
+	[ "$out" = "hello from allowed.test" ] || fail "reply: $(oneline "$out")"
+	log_new allowed.test | grep -q '"host": "allowed.test"' ||
+		fail "allowed.test's server saw no request with Host allowed.test"
+}
+
+case_curl_ipv6_allowed() {
+	local out
+	out=$(egr --allow allowed.test -- "${MERGE[@]}" curl -6 -sS \
+		--max-time 10 --cacert "$E2E_CA" https://allowed.test/) ||
+		fail "curl -6 exit $?: $(oneline "$out")"
+	[ "$out" = "hello from allowed.test" ] || fail "reply: $(oneline "$out")"
+}
+
+NODE_FETCH='const u = process.argv[1];
+fetch(u, { signal: AbortSignal.timeout(10000) }).then(async (r) => {
+	const t = await r.text();
+	if (!r.ok) { console.log("HTTP " + r.status); process.exit(1); }
+	process.stdout.write(t);
+}).catch((e) => {
+	const c = e.cause || e;
+	console.log("error: " + (c.code || "") + " " + (c.message || c));
+	process.exit(1);
+});'
+
+case_node_fetch_https_allowed() {
+	command -v node >/dev/null || skip "node not installed"
+	local out
+	log_mark allowed.test
+	# A proxy in the environment that would fail if it were used: Node's
+	# fetch ignores it, which is why the redirect is in the kernel.
+	out=$(egr --allow allowed.test -- "${MERGE[@]}" \
+		env HTTPS_PROXY=http://127.0.0.1:9 HTTP_PROXY=http://127.0.0.1:9 \
+		node -e "$NODE_FETCH" https://allowed.test/) ||
+		fail "node exit $?: $(oneline "$out")"
+	[ "$out" = "hello from allowed.test" ] || fail "reply: $(oneline "$out")"
+	log_new allowed.test | grep -q '"sni": "allowed.test"' ||
+		fail "allowed.test's server saw no TLS request"
+}
+
+py_http_allowed() {
+	local out
+	out=$(egr --allow allowed.test -- "${CLIENT[@]}" http "$1") ||
+		fail "urllib failed: $(oneline "$out")"
+	[ "$(jget body <<<"$out")" = "hello from allowed.test" ] ||
+		fail "reply: $(oneline "$out")"
+}
+case_python_urllib_https_allowed() { py_http_allowed https://allowed.test/; }
+case_python_urllib_http_allowed() { py_http_allowed http://allowed.test/; }
+
+# ---------------------------------------------------------------------
+# Denied destinations: fast, and the server never sees a packet.
+
+case_curl_evil_denied() {
+	local out rc url
+	log_mark evil.test
+	for url in https://evil.test/ http://evil.test/; do
+		out=$(egr --allow allowed.test -- "${TIMED[@]}" curl -sS -f \
+			--max-time 10 --cacert "$E2E_CA" "$url")
+		rc=$?
+		deny_fast "curl $url" $rc "$out"
+	done
+	evil_untouched curl
+}
+
+case_node_evil_denied() {
+	command -v node >/dev/null || skip "node not installed"
+	local out rc url
+	log_mark evil.test
+	for url in https://evil.test/ http://evil.test/; do
+		out=$(egr --allow allowed.test -- "${TIMED[@]}" \
+			node -e "$NODE_FETCH" "$url")
+		rc=$?
+		deny_fast "node fetch $url" $rc "$out"
+	done
+	evil_untouched node
+}
+
+case_python_evil_denied() {
+	local out rc url
+	log_mark evil.test
+	for url in https://evil.test/ http://evil.test/; do
+		out=$(egr --allow allowed.test -- "${TIMED[@]}" \
+			"${CLIENT[@]}" http "$url")
+		rc=$?
+		deny_fast "urllib $url" $rc "$out"
+	done
+	evil_untouched python
+}
+
+# Connect to evil's address but claim to be allowed.test (SNI or Host):
+# the proxy must not trust the agent's address for a name rule.
+case_forged_sni() {
+	local out
+	log_mark evil.test
+	out=$(egr --allow allowed.test -- "${MERGE[@]}" timeout 8 \
+		openssl s_client -connect $EVIL4:443 -servername allowed.test \
+		-CAfile "$E2E_CA" -brief)
+	note "s_client: $(oneline "$out")"
+	evil_untouched "openssl s_client SNI allowed.test"
+	out=$(egr --allow allowed.test -- "${CLIENT[@]}" raw $EVIL4 443 \
+		--tls --sni allowed.test --host allowed.test)
+	grep -q 'hello from evil' <<<"$out" && fail "evil.test answered: $out"
+	note "python TLS: $(oneline "$out")"
+	evil_untouched "python SNI allowed.test"
+	out=$(egr --allow allowed.test -- "${CLIENT[@]}" raw $EVIL4 80 \
+		--host allowed.test)
+	grep -q 'hello from evil' <<<"$out" && fail "evil.test answered: $out"
+	note "python HTTP Host allowed.test: $(oneline "$out")"
+	evil_untouched "python Host allowed.test"
+}
+
+case_bare_ip_no_sni() {
+	local out
+	log_mark allowed.test
+	out=$(egr --allow allowed.test -- "${CLIENT[@]}" raw $ALLOWED4 443 \
+		--tls --host allowed.test) &&
+		fail "TLS without SNI went through: $(oneline "$out")"
+	[ "$(jget addr <<<"$out")" = $ALLOWED4 ] ||
+		fail "the client did not run: $(oneline "$out")"
+	note "$(oneline "$out")"
+	sleep 0.2
+	[ -z "$(log_new allowed.test)" ] ||
+		fail "allowed.test's server was contacted: $(oneline "$(log_new allowed.test)")"
+}
+
+case_ipv6_evil_denied() {
+	local out rc
+	log_mark evil.test
+	out=$(egr --allow allowed.test -- "${TIMED[@]}" curl -6 -sS -f \
+		--max-time 10 --cacert "$E2E_CA" https://evil.test/)
+	rc=$?
+	deny_fast "curl -6 https://evil.test" $rc "$out"
+	out=$(egr --allow allowed.test -- "${TIMED[@]}" "${CLIENT[@]}" raw \
+		$EVIL6 443 --tls --sni evil.test --host evil.test)
+	rc=$?
+	deny_fast "python [$EVIL6]:443" $rc "$out"
+	out=$(egr --allow allowed.test -- "${TIMED[@]}" "${CLIENT[@]}" raw \
+		$EVIL6 80 --host evil.test)
+	rc=$?
+	deny_fast "python [$EVIL6]:80" $rc "$out"
+	evil_untouched IPv6
+}
+
+# The kernel routes an IPv4-mapped destination on an AF_INET6 socket to the
+# IPv4 path without running connect4: connect6 must handle it.
+case_ipv4_mapped_evil_denied() {
+	local out name
+	log_mark evil.test
+	for name in evil.test allowed.test; do
+		out=$(egr --allow allowed.test -- "${CLIENT[@]}" raw \
+			::ffff:$EVIL4 443 --tls --sni $name --host $name)
+		note "::ffff:$EVIL4:443 SNI $name: $(oneline "$out")"
+		grep -q 'hello from evil' <<<"$out" && fail "evil answered: $out"
+		out=$(egr --allow allowed.test -- "${CLIENT[@]}" raw \
+			::ffff:$EVIL4 80 --host $name)
+		note "::ffff:$EVIL4:80 Host $name: $(oneline "$out")"
+		grep -q 'hello from evil' <<<"$out" && fail "evil answered: $out"
+	done
+	evil_untouched "IPv4-mapped"
+}
+
+# MSG_FASTOPEN connects inside sendto(); run twice so the second one uses
+# the cookie and really carries the request in the SYN.
+case_tcp_fastopen_redirected() {
+	local out i
+	for i in 1 2; do
+		out=$(egr --allow allowed.test -- "${CLIENT[@]}" raw $ALLOWED4 80 \
+			--fastopen --host allowed.test) ||
+			fail "TFO to allowed.test failed: $(oneline "$out")"
+		[ "$(jget body <<<"$out")" = "hello from allowed.test" ] ||
+			fail "TFO reply: $(oneline "$out")"
+	done
+	log_mark evil.test
+	for i in 1 2; do
+		out=$(egr --allow allowed.test -- "${CLIENT[@]}" raw $EVIL4 80 \
+			--fastopen --host evil.test)
+		note "TFO to evil #$i: $(oneline "$out")"
+		grep -q 'hello from evil' <<<"$out" && fail "evil answered: $out"
+	done
+	evil_untouched "TFO"
+}
+
+case_io_uring_connect_redirected() {
+	local out
+	out=$(egr --allow allowed.test -- "$E2E_DIR/bin/uring_connect" $ALLOWED4 \
+		80 allowed.test) || fail "io_uring to allowed.test: $(oneline "$out")"
+	grep -q 'hello from allowed.test' <<<"$out" ||
+		fail "io_uring reply: $(oneline "$out")"
+	log_mark evil.test
+	out=$(egr --allow allowed.test -- "$E2E_DIR/bin/uring_connect" $EVIL4 80 evil.test)
+	note "evil v4: $(oneline "$out")"
+	out=$(egr --allow allowed.test -- "$E2E_DIR/bin/uring_connect" $EVIL6 80 evil.test)
+	note "evil v6: $(oneline "$out")"
+	evil_untouched "io_uring"
+}
+
+# A service on the runner's loopback (metadata proxy, docker socket
+# forwarder, dev server) must not be reachable from the agent.
+case_loopback_service_unreachable() {
+	local out pid a
+	ip netns exec "$NS_HOST" "$E2E_PY" "$E2E_DIR/bin/server.py" --name loopback \
+		--addr 127.0.0.1 --addr ::1 --http 8099 \
+		--log "$E2E_DIR/srv/loopback.log" \
+		--ready "$E2E_DIR/run/loopback.ready" </dev/null \
+		>>"$E2E_DIR/logs/servers.out" 2>&1 &
+	pid=$!
+	bed_track $pid
+	bed_wait_file "$E2E_DIR/run/loopback.ready" 10 || fail "server did not start"
+	for a in 127.0.0.1 ::1; do
+		out=$(cd "$E2E_DIR" && in_host "${CLIENT[@]}" raw $a 8099 \
+			--host localhost) || fail "outside the cgroup, $a failed: $out"
+	done
+	log_mark loopback
+	for a in 127.0.0.1 ::1; do
+		out=$(egr --allow allowed.test -- "${CLIENT[@]}" raw $a 8099 \
+			--host localhost) && fail "inside, $a:8099 reachable: $(oneline "$out")"
+		[ "$(jget errname <<<"$out")" = EPERM ] ||
+			fail "inside, $a:8099: expected EPERM, got: $(oneline "$out")"
+	done
+	[ -z "$(log_new loopback)" ] || fail "loopback server was contacted"
+	bed_stop_pid $pid
+}
+
+case_getpeername_original() {
+	local out
+	out=$(egr --allow allowed.test -- "${CLIENT[@]}" raw $ALLOWED4 80 \
+		--host allowed.test) || fail "connect failed: $(oneline "$out")"
+	[ "$(jget peer <<<"$out")" = "[\"$ALLOWED4\", 80]" ] ||
+		fail "getpeername: $(jget peer <<<"$out")"
+	[ "$(jget body <<<"$out")" = "hello from allowed.test" ] ||
+		fail "reply: $(oneline "$out")"
+	out=$(egr --allow allowed.test -- "${CLIENT[@]}" raw $ALLOWED6 80 \
+		--host allowed.test) || fail "IPv6 connect failed: $(oneline "$out")"
+	[ "$(jget peer <<<"$out")" = "[\"$ALLOWED6\", 80]" ] ||
+		fail "IPv6 getpeername: $(jget peer <<<"$out")"
+}
+
+# 2,000 parallel connections from 8 processes, each to its own port on
+# other.test (a CIDR rule, no name): every client must get its own port
+# back (origins never mixed up), and the audit log must attribute each one
+# to the right process and port.
+case_origin_2000() {
+	local res=$E2E_DIR/run/origin.jsonl t0 t1 check
+	t0=$(now_ms)
+	E2E_TIMEOUT=120 egr --allow $OTHER4 -- "${CLIENT[@]}" echo $OTHER4 \
+		$ECHO_PORTS 8 --timeout 90 >"$res"
+	t1=$(now_ms)
+	note "2000 connections in $((t1 - t0)) ms"
+	check=$("$E2E_PY" - "$res" "$CASE_AUDIT" "$E2E_RUNNER" "$OTHER4" <<'EOF'
+import collections, json, sys
+res, audit, runner, dst = sys.argv[1:5]
+rows = [json.loads(l) for l in open(res) if l.strip()]
+bad = [r for r in rows if r.get("got") != r.get("port")]
+ports = {r.get("port") for r in rows}
+if len(rows) != 2000 or len(ports) != 2000:
+    print("clients reported %d results for %d ports" % (len(rows), len(ports)))
+    sys.exit(1)
+if bad:
+    print("%d connections got the wrong answer, e.g. %s" % (len(bad), bad[:3]))
+    sys.exit(1)
+if runner == "direct":
+    print("SKIP-AUDIT")
+    sys.exit(0)
+want = collections.Counter((r["pid"], r["port"]) for r in rows)
+recs = []
+for l in open(audit):
+    try:
+        o = json.loads(l)
+    except ValueError:
+        print("audit line is not JSON: %r" % l[:120])
+        sys.exit(1)
+    if o.get("dst") == dst and o.get("verdict") == "allow":
+        recs.append(o)
+got = collections.Counter((o.get("pid"), o.get("dst_port")) for o in recs)
+if len(recs) != 2000 or got != want:
+    missing = list((want - got).elements())[:3]
+    extra = list((got - want).elements())[:3]
+    print("audit: %d allow records to %s; missing %s extra %s"
+          % (len(recs), dst, missing, extra))
+    sys.exit(1)
+print("ok")
+EOF
+	) || fail "$check"
+	[ $((t1 - t0)) -lt 100000 ] || fail "took $((t1 - t0)) ms"
+	[ "$check" = SKIP-AUDIT ] && skip "traffic ok; audit log needs egressd"
+	return 0
+}
+
+case_udp_denied() {
+	local out a p
+	log_mark evil.test
+	for a in "$EVIL4 443" "$EVIL4 123" "$EVIL4 443 --connect" \
+		"$EVIL6 443" "$EVIL6 123 --connect"; do
+		# shellcheck disable=SC2086
+		out=$(egr --allow allowed.test -- "${CLIENT[@]}" udp $a) &&
+			fail "UDP $a: sent: $(oneline "$out")"
+		p=$(jget errname <<<"$out")
+		[ "$p" = EPERM ] || fail "UDP $a: expected EPERM, got: $(oneline "$out")"
+	done
+	evil_untouched UDP
+}
+
+case_dns_resolves_inside() {
+	local out
+	local m
+	m=$(wc -l <"$E2E_DIR/logs/dnsmasq.log")
+	out=$(egr --allow allowed.test -- "${MERGE[@]}" getent ahostsv4 \
+		allowed.test) || fail "getent ahostsv4 failed: $(oneline "$out")"
+	grep -q "^$ALLOWED4 " <<<"$out" || fail "getent ahostsv4: $(oneline "$out")"
+	out=$(egr --allow allowed.test -- "${MERGE[@]}" getent hosts \
+		allowed.test) || fail "getent hosts failed: $(oneline "$out")"
+	grep -Eq "^($ALLOWED4|$ALLOWED6) " <<<"$out" ||
+		fail "getent hosts: $(oneline "$out")"
+	tail -n +$((m + 1)) "$E2E_DIR/logs/dnsmasq.log" |
+		grep -q 'query\[A\] allowed.test' ||
+		fail "dnsmasq logged no query for allowed.test"
+}
+
+case_deny_rule_wins() {
+	local out rc
+	out=$(egr --allow '*.allowed.test' --allow allowed.test \
+		--deny allowed.test -- "${MERGE[@]}" curl -sS --max-time 10 \
+		--cacert "$E2E_CA" https://api.allowed.test/) ||
+		fail "api.allowed.test (only the apex is denied) failed: $(oneline "$out")"
+	[ "$out" = "hello from api.allowed.test" ] || fail "reply: $out"
+	log_mark allowed.test
+	out=$(egr --allow '*.allowed.test' --allow allowed.test \
+		--deny allowed.test -- "${TIMED[@]}" curl -sS -f --max-time 10 \
+		--cacert "$E2E_CA" https://allowed.test/)
+	rc=$?
+	timed_split "$out"
+	[ $rc -ne 0 ] || fail "allowed.test reachable despite --deny: $BODY"
+	[ "$MS" -lt $FAST_MS ] || fail "denial took $MS ms"
+	sleep 0.2
+	[ -z "$(log_new allowed.test)" ] || fail "allowed.test's server was contacted"
+}
+
+case_wildcard_not_apex() {
+	local out rc
+	out=$(egr --allow '*.allowed.test' -- "${MERGE[@]}" curl -sS \
+		--max-time 10 --cacert "$E2E_CA" https://api.allowed.test/) ||
+		fail "api.allowed.test failed: $(oneline "$out")"
+	[ "$out" = "hello from api.allowed.test" ] || fail "reply: $out"
+	log_mark allowed.test
+	out=$(egr --allow '*.allowed.test' -- "${TIMED[@]}" curl -sS -f \
+		--max-time 10 --cacert "$E2E_CA" https://allowed.test/)
+	rc=$?
+	timed_split "$out"
+	[ $rc -ne 0 ] || fail "*.allowed.test admitted the apex allowed.test"
+	[ "$MS" -lt $FAST_MS ] || fail "denial took $MS ms"
+	sleep 0.2
+	[ -z "$(log_new allowed.test)" ] || fail "allowed.test's server was contacted"
+}
+
+case_exit_status_passthrough() {
+	local rc
+	egr --allow allowed.test -- sh -c 'exit 7'
+	rc=$?
+	[ $rc -eq 7 ] || fail "exit status $rc, want 7"
+	egr --allow allowed.test -- true || fail "true: exit status $?"
+}
+
+case_refuses_root_agent() {
+	need_egressd
+	local out rc errf=$E2E_DIR/cases/refuses_root_agent.err
+	out=$(egr_raw run --allow allowed.test -- id -u 2>"$errf")
+	rc=$?
+	[ $rc -eq 2 ] || fail "exit status $rc, want 2 (stdout: $(oneline "$out"))"
+	[ -z "$out" ] || fail "the command ran: $(oneline "$out")"
+	[ -s "$errf" ] || fail "no explanation on stderr"
+	note "stderr: $(oneline "$(cat "$errf")")"
+	out=$(egr_raw run --allow-root-agent --allow allowed.test -- id -u \
+		2>>"$CASE_STDERR") || fail "--allow-root-agent: exit $?"
+	[ "$out" = 0 ] || fail "--allow-root-agent ran as uid '$out'"
+}
+
+case_bad_policy_error() {
+	need_egressd
+	local f=$E2E_DIR/run/typo-policy.json errf=$E2E_DIR/cases/bad_policy.err
+	local before after rc
+	before=$(cg_list_egressd)
+	printf '{\n  "name": "typo",\n  "allow": [\n    "allowed.test",,\n    "api.allowed.test"\n  ]\n}\n' >"$f"
+	egr_raw run --user nobody --policy "$f" -- true 2>"$errf" >/dev/null
+	rc=$?
+	[ $rc -eq 2 ] || fail "syntax typo: exit status $rc, want 2"
+	[ "$(grep -c . "$errf")" -eq 1 ] ||
+		fail "syntax typo: want one line, got: $(oneline "$(cat "$errf")")"
+	grep -q "typo-policy.json:4\b" "$errf" ||
+		fail "syntax typo: does not name typo-policy.json:4: $(cat "$errf")"
+	note "syntax: $(cat "$errf")"
+	# A misspelled key must not be ignored: "dney" would silently drop
+	# every deny rule.
+	printf '{\n  "name": "typo",\n  "allow": ["allowed.test"],\n  "dney": ["evil.test"]\n}\n' >"$f"
+	egr_raw run --user nobody --policy "$f" -- true 2>"$errf" >/dev/null
+	rc=$?
+	[ $rc -eq 2 ] || fail "unknown key: exit status $rc, want 2"
+	[ "$(grep -c . "$errf")" -eq 1 ] ||
+		fail "unknown key: want one line, got: $(oneline "$(cat "$errf")")"
+	grep -q "typo-policy.json:[0-9]" "$errf" ||
+		fail "unknown key: does not name file:line: $(cat "$errf")"
+	note "unknown key: $(cat "$errf")"
+	after=$(cg_list_egressd)
+	[ "$before" = "$after" ] || fail "cgroup left behind: $(comm -13 \
+		<(echo "$before") <(echo "$after") | tr '\n' ' ')"
+}
+
+# SIGKILL egressd while its command runs: the command must lose the network
+# (fail closed), and the next run must remove the leftover cgroup.
+case_cleanup_after_kill() {
+	need_egressd
+	local outf=$E2E_DIR/run/loop.out pidf=$E2E_DIR/run/loop.pid
+	local epid lpid cg i after
+	: >"$outf"
+	chmod 666 "$outf"
+	(cd "$E2E_DIR" && exec ip netns exec "$NS_HOST" "$EGRESSD" run \
+		--user nobody --allow allowed.test --log "$CASE_AUDIT" \
+		--log-format json -- env -i PATH=/usr/bin:/bin "${CLIENT[@]}" loop \
+		$ALLOWED4 80 "$outf" "$pidf" --timeout 60 \
+		</dev/null >/dev/null 2>>"$CASE_STDERR") &
+	epid=$!
+	bed_track $epid
+	bed_wait_file "$pidf" 15 || fail "the command did not start"
+	lpid=$(cat "$pidf")
+	bed_track "$lpid"
+	for ((i = 0; i < 100; i++)); do
+		grep -q ' ok$' "$outf" && break
+		sleep 0.1
+	done
+	grep -q ' ok$' "$outf" || fail "no connection worked before the kill: $(tail -n 2 "$outf" | tr '\n' ' ')"
+	cg=$(awk -F: '$1 == "0" { print $3 }' "/proc/$lpid/cgroup")
+	echo "$cg" >>"$E2E_DIR/leftover_cgroups"
+	kill -KILL "$epid"
+	wait "$epid" 2>/dev/null
+	sleep 1
+	after=$(date +%s.%N)
+	sleep 2
+	if kill -0 "$lpid" 2>/dev/null; then
+		awk -v t="$after" '$1 > t' "$outf" >"$outf.after"
+		[ "$(grep -c . "$outf.after")" -ge 3 ] ||
+			fail "the command stopped probing after the kill"
+		grep -q ' ok$' "$outf.after" &&
+			fail "network still worked after egressd died (fail open): $(grep -c ' ok$' "$outf.after") ok"
+		note "after kill: $(sort -u -k2 "$outf.after" | cut -d' ' -f2- | tr '\n' ',')"
+	else
+		note "the command died with egressd"
+	fi
+	# shellcheck disable=SC2016
+	cg_run "test -d \"\$CG$cg\"" ||
+		note "cgroup $cg already gone before the next run"
+	egr --allow allowed.test -- true || fail "the next run failed: exit $?"
+	for ((i = 0; i < 30; i++)); do
+		kill -0 "$lpid" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -0 "$lpid" 2>/dev/null && fail "the next run left the old command running"
+	cg_run "test -d \"\$CG$cg\"" && fail "the next run left cgroup $cg"
+	return 0
+}
+
+case_nothing_left_behind() {
+	local pids i now ns left=
+	for ((i = 0; i < 30; i++)); do
+		pids=$(ip netns pids "$NS_HOST" 2>/dev/null | paste -sd,)
+		[ -z "$pids" ] && break
+		sleep 0.1
+	done
+	if [ -n "$pids" ]; then
+		# shellcheck disable=SC2086
+		left+="processes in the host netns: $(ps -o pid=,stat=,user=,args= \
+			-p "$pids" 2>/dev/null | cut -c1-120 | tr '\n' ';' | tr -s ' ') "
+	fi
+	now=$(cg_list_egressd)
+	now=$(comm -13 "$E2E_SNAP/cgroups" <(echo "$now") | grep .)
+	[ -z "$now" ] || left+="cgroups: $(echo "$now" | tr '\n' ' '); "
+	now=$(bpf_list_egr)
+	now=$(comm -13 "$E2E_SNAP/progs" <(echo "$now") | grep .)
+	[ -z "$now" ] || left+="BPF programs: $(echo "$now" | tr '\n' ' '); "
+	E2E_KEEP=1 bed_teardown 2>/dev/null
+	for ns in "$NS_HOST" "$NS_NET"; do
+		ip netns list | grep -qw "^$ns" && left+="netns $ns; "
+	done
+	[ -e "/etc/netns/$NS_HOST" ] && left+="/etc/netns/$NS_HOST; "
+	while read -r i; do
+		[ -n "$i" ] && kill -0 "$i" 2>/dev/null && left+="pid $i; "
+	done <"$E2E_SNAP/pids"
+	[ -z "$left" ] || fail "left behind: $left"
+}
+
+# ---------------------------------------------------------------------
+
+PASS=0
+FAILED=0
+SKIPPED=0
+
+report() { # STATUS NAME WHY
+	case $1 in
+	ok) echo "ok - $2"; PASS=$((PASS + 1)) ;;
+	skip) echo "skip - $2: $3"; SKIPPED=$((SKIPPED + 1)) ;;
+	*) echo "not ok - $2: $3"; FAILED=$((FAILED + 1)) ;;
+	esac
+}
+
+run_case() {
+	local name=$1 rc why
+	CASE_AUDIT=$E2E_DIR/cases/$name.audit.jsonl
+	CASE_STDERR=$E2E_DIR/cases/$name.stderr
+	WHYF=$E2E_DIR/cases/$name.why
+	NOTEF=$E2E_DIR/cases/$name.notes
+	: >"$CASE_AUDIT"
+	: >"$CASE_STDERR"
+	: >"$WHYF"
+	: >"$NOTEF"
+	local npids pid
+	npids=$(wc -l <"$E2E_DIR/pids")
+	(set +e; "case_$name")
+	rc=$?
+	# Helpers a case started (and agents it tracked) end with the case,
+	# also when it failed half-way.
+	tail -n +$((npids + 1)) "$E2E_DIR/pids" | while read -r pid; do
+		[ -n "$pid" ] && bed_stop_pid "$pid"
+	done
+	why=$(cat "$WHYF" 2>/dev/null)
+	if [ -n "${E2E_VERBOSE:-}" ] || [ $rc -ne 0 ]; then
+		sed 's/^/#   /' "$NOTEF" 2>/dev/null
+	fi
+	case $rc in
+	0) report ok "$name" ;;
+	77) report skip "$name" "$why" ;;
+	*)
+		report fail "$name" "${why:-exit status $rc}"
+		if [ -s "$CASE_STDERR" ]; then
+			echo "#   egressd stderr (last lines):"
+			tail -n 6 "$CASE_STDERR" | cut -c1-300 | sed 's/^/#     /'
+		fi
+		;;
+	esac
+}
+
+selected() {
+	local name=$1 p
+	[ ${#FILTER[@]} -eq 0 ] && return 0
+	for p in "${FILTER[@]}"; do
+		[[ $name == *"$p"* ]] && return 0
+	done
+	return 1
+}
+
+summary() {
+	echo "e2e: $PASS passed, $FAILED failed, $SKIPPED skipped"
+	[ $FAILED -eq 0 ] || exit 1
+	[ "${CI:-}" = true ] && [ $SKIPPED -gt 0 ] && exit 1
+	exit 0
+}
+
+skip_all() {
+	local n
+	for n in "${CASES[@]}"; do
+		selected "$n" && report skip "$n" "$1"
+	done
+	summary
+}
+
+FILTER=()
+for a in "$@"; do
+	case $a in
+	-l) printf '%s\n' "${CASES[@]}"; exit 0 ;;
+	-h | --help) sed -n '3,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	*) FILTER+=("$a") ;;
+	esac
+done
+
+[ "$(id -u)" -eq 0 ] || skip_all "needs root (network namespaces, cgroups, BPF)"
+if [ "$E2E_RUNNER" != direct ] && [ ! -x "$EGRESSD" ]; then
+	skip_all "$EGRESSD not built (make)"
+fi
+for tool in ip dnsmasq openssl curl dig unshare setpriv bpftool; do
+	command -v $tool >/dev/null || skip_all "$tool not installed (make deps)"
+done
+
+trap 'bed_teardown' EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+# Agents and egressd inherit this; 2,000 proxied connections need fds.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+if ! bed_setup; then
+	for n in "${CASES[@]}"; do
+		selected "$n" && report fail "$n" "test bed setup failed"
+	done
+	summary
+fi
+# What existed before (another egressd on this machine): not ours to flag.
+E2E_SNAP=$E2E_DIR/snap
+mkdir -p "$E2E_SNAP"
+cg_list_egressd >"$E2E_SNAP/cgroups"
+bpf_list_egr >"$E2E_SNAP/progs"
+CLIENT=("$E2E_PY" "$E2E_DIR/bin/client.py")
+bed_log "bed $E2E_ID ready in $E2E_DIR (runner: $E2E_RUNNER)"
+
+for n in "${CASES[@]}"; do
+	selected "$n" || continue
+	cp "$E2E_DIR/pids" "$E2E_SNAP/pids"
+	run_case "$n"
+done
+summary
