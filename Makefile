@@ -52,7 +52,7 @@ FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BINS := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRCS))
 FUZZ_SECONDS ?= 60
 
-.PHONY: all clean deps test unit e2e check fuzz bench install vmlinux static
+.PHONY: all clean deps test unit e2e check fuzz bench bench-deps install vmlinux static
 
 all: egressd egressctl
 
@@ -141,6 +141,15 @@ static:
 
 bench: all
 	$(Q)tests/bench/run.sh
+
+# Benchmark peers. policy-rc.d keeps the nginx package from starting its
+# own service on the machine's port 80 during the install.
+BENCH_DEPS := nginx-light wrk
+bench-deps:
+	apt-get update
+	printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(BENCH_DEPS); \
+		rc=$$?; rm -f /usr/sbin/policy-rc.d; exit $$rc
 
 vmlinux:
 	$(BPFTOOL) btf dump file /sys/kernel/btf/vmlinux format c > vmlinux.h

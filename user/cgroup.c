@@ -66,6 +66,13 @@ int cgroup_find_mount(char *mnt, size_t len, char *err, size_t errlen)
 		snprintf(err, errlen, "cannot make mounts private: %s", strerror(errno));
 		return -errno;
 	}
+	/* /sys/fs/cgroup exists in every sysfs and nothing is mounted on it
+	 * here: mounting over it inside our own namespace leaves nothing
+	 * behind on the host. */
+	if (!mount("cgroup2", "/sys/fs/cgroup", "cgroup2", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL)) {
+		snprintf(mnt, len, "/sys/fs/cgroup");
+		return 0;
+	}
 	mkdir("/run", 0755);
 	if (!mkdtemp(tmpl)) {
 		snprintf(err, errlen, "cannot create a cgroup2 mount point: %s", strerror(errno));

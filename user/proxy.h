@@ -13,6 +13,7 @@
 #ifndef EGR_PROXY_H
 #define EGR_PROXY_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "audit.h"
@@ -37,6 +38,11 @@ struct proxy_params {
 	/* Addresses to listen on (default 127.0.0.1 and ::1). */
 	const char *listen4;
 	const char *listen6;
+	/* Resolvers the agent may reach on port 53 (the daemon's resolv.conf)
+	 * until the DNS proxy exists: a redirected TCP/53 connection to one of
+	 * them is relayed as-is and logged with EGR_REASON_DNS. */
+	const struct egr_addr *dns_servers;
+	size_t n_dns_servers;
 };
 
 int proxy_create(struct proxy **out, const struct proxy_params *params);
