@@ -1,0 +1,453 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-3-Clause
+/* user/audit.c: record formats, stderr denials, summary, names. */
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <netinet/in.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "audit.h"
+
+static char *slurp(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	char *buf;
+	long n;
+
+	assert_non_null(f);
+	fseek(f, 0, SEEK_END);
+	n = ftell(f);
+	rewind(f);
+	buf = calloc(1, (size_t)n + 1);
+	assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
+	fclose(f);
+	return buf;
+}
+
+static void tmp_path(char *path, size_t len, const char *tag)
+{
+	snprintf(path, len, "/tmp/test_audit_%s_%d.log", tag, (int)getpid());
+	unlink(path);
+}
+
+/* A denied HTTPS connection as the proxy reports it. */
+static void deny_record(struct audit_record *r)
+{
+	memset(r, 0, sizeof(*r));
+	r->start.tv_sec = 1795795200; /* 2026-11-27T16:00:00Z */
+	r->start.tv_nsec = 100000000;
+	r->end.tv_sec = 1795795200;
+	r->end.tv_nsec = 123000000;
+	r->cgroup = "/sys/fs/cgroup/egressd/run-1";
+	r->cgroup_id = 4242;
+	r->pid = 123;
+	r->uid = 1000;
+	strcpy(r->comm, "curl");
+	r->proto = IPPROTO_TCP;
+	r->has_dst = true;
+	assert_int_equal(addr_parse("192.0.2.66", &r->dst), 0);
+	r->dst_port = 443;
+	r->sni = "evil.test";
+	r->alpn = "h2,http/1.1";
+	r->verdict = EGR_VERDICT_DENY;
+	r->reason = EGR_REASON_NO_MATCH;
+	r->policy = "default";
+	r->origin = "proxy";
+}
+
+static void test_json_line(void **state)
+{
+	struct audit_options o = { .format = AUDIT_JSON };
+	struct audit_record r;
+	struct audit *a;
+	char path[128], *text, *nl;
+	json_error_t jerr;
+	json_t *j;
+
+	tmp_path(path, sizeof(path), "json");
+	o.path = path;
+	assert_int_equal(audit_open(&a, &o), 0);
+	deny_record(&r);
+	audit_write(a, &r);
+	r.verdict = EGR_VERDICT_ALLOW;
+	r.reason = EGR_REASON_RULE_ALLOW;
+	r.rule = "*.allowed.test";
+	r.sni = NULL;
+	r.alpn = NULL;
+	r.host = "x.allowed.test";
+	r.ech = true;
+	r.has_resolved = true;
+	assert_int_equal(addr_parse("2001:db8::7", &r.resolved), 0);
+	r.bytes_up = 517;
+	r.bytes_down = 1ULL << 33;
+	r.end.tv_sec += 2;
+	r.detail = "ok";
+	audit_write(a, &r);
+	audit_close(a);
+
+	text = slurp(path);
+	nl = strchr(text, '\n');
+	assert_non_null(nl);
+	*nl = '\0';
+	j = json_loads(text, 0, &jerr);
+	if (!j)
+		fail_msg("line 1 is not JSON: %s: %s", jerr.text, text);
+	assert_string_equal(json_string_value(json_object_get(j, "time")), "2026-11-27T16:00:00.123Z");
+	assert_string_equal(json_string_value(json_object_get(j, "start")), "2026-11-27T16:00:00.100Z");
+	assert_string_equal(json_string_value(json_object_get(j, "cgroup")),
+			    "/sys/fs/cgroup/egressd/run-1");
+	assert_int_equal(json_integer_value(json_object_get(j, "cgroup_id")), 4242);
+	assert_int_equal(json_integer_value(json_object_get(j, "pid")), 123);
+	assert_int_equal(json_integer_value(json_object_get(j, "uid")), 1000);
+	assert_string_equal(json_string_value(json_object_get(j, "comm")), "curl");
+	assert_string_equal(json_string_value(json_object_get(j, "proto")), "tcp");
+	assert_string_equal(json_string_value(json_object_get(j, "dst")), "192.0.2.66");
+	assert_int_equal(json_integer_value(json_object_get(j, "dst_port")), 443);
+	assert_string_equal(json_string_value(json_object_get(j, "sni")), "evil.test");
+	assert_string_equal(json_string_value(json_object_get(j, "alpn")), "h2,http/1.1");
+	assert_string_equal(json_string_value(json_object_get(j, "verdict")), "deny");
+	assert_string_equal(json_string_value(json_object_get(j, "reason")), "no_match");
+	assert_string_equal(json_string_value(json_object_get(j, "policy")), "default");
+	assert_string_equal(json_string_value(json_object_get(j, "origin")), "proxy");
+	assert_int_equal(json_integer_value(json_object_get(j, "bytes_up")), 0);
+	assert_int_equal(json_integer_value(json_object_get(j, "duration_ms")), 23);
+	/* absent values are omitted */
+	assert_null(json_object_get(j, "host"));
+	assert_null(json_object_get(j, "rule"));
+	assert_null(json_object_get(j, "resolved"));
+	assert_null(json_object_get(j, "detail"));
+	assert_null(json_object_get(j, "ech"));
+	json_decref(j);
+
+	j = json_loads(nl + 1, 0, &jerr);
+	if (!j)
+		fail_msg("line 2 is not JSON: %s: %s", jerr.text, nl + 1);
+	assert_string_equal(json_string_value(json_object_get(j, "verdict")), "allow");
+	assert_string_equal(json_string_value(json_object_get(j, "reason")), "rule_allow");
+	assert_string_equal(json_string_value(json_object_get(j, "rule")), "*.allowed.test");
+	assert_string_equal(json_string_value(json_object_get(j, "host")), "x.allowed.test");
+	assert_string_equal(json_string_value(json_object_get(j, "resolved")), "2001:db8::7");
+	assert_true(json_is_true(json_object_get(j, "ech")));
+	assert_int_equal(json_integer_value(json_object_get(j, "bytes_up")), 517);
+	assert_int_equal(json_integer_value(json_object_get(j, "bytes_down")), 1LL << 33);
+	assert_int_equal(json_integer_value(json_object_get(j, "duration_ms")), 2023);
+	assert_string_equal(json_string_value(json_object_get(j, "detail")), "ok");
+	assert_null(json_object_get(j, "sni"));
+	json_decref(j);
+	/* exactly two lines */
+	assert_null(strchr(strchr(nl + 1, '\n') + 1, '\n'));
+	free(text);
+	unlink(path);
+}
+
+static void test_json_hostile_bytes(void **state)
+{
+	struct audit_options o = { .format = AUDIT_JSON };
+	struct audit_record r;
+	struct audit *a;
+	char path[128], *text;
+	json_t *j;
+
+	tmp_path(path, sizeof(path), "hostile");
+	o.path = path;
+	assert_int_equal(audit_open(&a, &o), 0);
+	deny_record(&r);
+	strcpy(r.comm, "a\n\"b\xff");
+	r.sni = "x\xc3(.test";
+	audit_write(a, &r);
+	audit_close(a);
+	text = slurp(path);
+	assert_non_null(strchr(text, '\n'));
+	assert_int_equal(strchr(text, '\n')[1], '\0');
+	j = json_loads(text, 0, NULL);
+	assert_non_null(j);
+	assert_string_equal(json_string_value(json_object_get(j, "comm")), "a\\x0a\"b\\xff");
+	assert_string_equal(json_string_value(json_object_get(j, "sni")), "x\\xc3(.test");
+	json_decref(j);
+	free(text);
+	unlink(path);
+}
+
+static void test_text_line(void **state)
+{
+	struct audit_options o = { .format = AUDIT_TEXT };
+	struct audit_record r;
+	struct audit *a;
+	char path[128], *text;
+
+	tmp_path(path, sizeof(path), "text");
+	o.path = path;
+	assert_int_equal(audit_open(&a, &o), 0);
+	deny_record(&r);
+	r.alpn = NULL;
+	audit_write(a, &r);
+	/* an agent naming itself to forge a second record */
+	deny_record(&r);
+	strcpy(r.comm, "x\nallow pid=1");
+	r.sni = NULL;
+	r.alpn = NULL;
+	r.has_dst = true;
+	assert_int_equal(addr_parse("2001:db8::1", &r.dst), 0);
+	r.dst_port = 8443;
+	r.cgroup = NULL;
+	r.cgroup_id = 0;
+	r.verdict = EGR_VERDICT_AUDIT;
+	r.reason = EGR_REASON_RULE_DENY;
+	r.rule = "2001:db8::/32";
+	audit_write(a, &r);
+	audit_close(a);
+
+	text = slurp(path);
+	assert_string_equal(text,
+		"2026-11-27T16:00:00.123Z deny pid=123 comm=curl dst=192.0.2.66:443 sni=evil.test "
+		"reason=no_match rule=- policy=default up=0 down=0 dur=23ms uid=1000 proto=tcp "
+		"origin=proxy cgroup=/sys/fs/cgroup/egressd/run-1 cgroup_id=4242\n"
+		"2026-11-27T16:00:00.123Z audit pid=123 comm=x\\x0aallow\\x20pid=1 "
+		"dst=[2001:db8::1]:8443 reason=rule_deny rule=2001:db8::/32 policy=default "
+		"up=0 down=0 dur=23ms uid=1000 proto=tcp origin=proxy\n");
+	free(text);
+	unlink(path);
+}
+
+static void test_reopen(void **state)
+{
+	struct audit_options o = { .format = AUDIT_TEXT };
+	struct audit_record r;
+	struct audit *a;
+	char path[128], rotated[160], *text;
+
+	tmp_path(path, sizeof(path), "rot");
+	snprintf(rotated, sizeof(rotated), "%s.1", path);
+	o.path = path;
+	assert_int_equal(audit_open(&a, &o), 0);
+	deny_record(&r);
+	audit_write(a, &r);
+	assert_int_equal(rename(path, rotated), 0);
+	assert_int_equal(audit_reopen(a), 0);
+	r.pid = 77;
+	audit_write(a, &r);
+	audit_close(a);
+	text = slurp(rotated);
+	assert_non_null(strstr(text, "pid=123 "));
+	assert_null(strstr(text, "pid=77 "));
+	free(text);
+	text = slurp(path);
+	assert_non_null(strstr(text, "pid=77 "));
+	free(text);
+	unlink(path);
+	unlink(rotated);
+
+	o.path = "/nonexistent-dir/x.log";
+	assert_int_equal(audit_open(&a, &o), -ENOENT);
+	assert_null(a);
+	audit_close(NULL);
+}
+
+/* Capture what a function prints to stderr. */
+static char *capture_stderr(void (*fn)(void *), void *arg)
+{
+	char path[128];
+	int saved, fd;
+
+	tmp_path(path, sizeof(path), "stderr");
+	fflush(stderr);
+	saved = dup(2);
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	assert_true(saved >= 0 && fd >= 0);
+	dup2(fd, 2);
+	close(fd);
+	fn(arg);
+	fflush(stderr);
+	dup2(saved, 2);
+	close(saved);
+	char *text = slurp(path);
+	unlink(path);
+	return text;
+}
+
+static void write_denials(void *arg)
+{
+	struct audit *a = arg;
+	struct audit_record r;
+
+	deny_record(&r);
+	audit_write(a, &r);
+	r.verdict = EGR_VERDICT_ALLOW; /* allowed: not on stderr */
+	r.reason = EGR_REASON_RULE_ALLOW;
+	audit_write(a, &r);
+	deny_record(&r);
+	r.sni = NULL;
+	r.reason = EGR_REASON_PORT;
+	r.dst_port = 25;
+	audit_write(a, &r);
+	deny_record(&r);
+	r.verdict = EGR_VERDICT_AUDIT;
+	r.reason = EGR_REASON_RULE_DENY;
+	r.rule = "evil.test";
+	strcpy(r.comm, "node");
+	r.pid = 9;
+	audit_write(a, &r);
+}
+
+static void test_stderr_denials(void **state)
+{
+	struct audit_options o = { .path = NULL, .denials_to_stderr = true };
+	struct audit *a;
+	char *text;
+
+	assert_int_equal(audit_open(&a, &o), 0);
+	text = capture_stderr(write_denials, a);
+	assert_string_equal(text,
+		"egressd: denied curl[123] -> evil.test:443 (192.0.2.66): no allow rule matches\n"
+		"egressd: denied curl[123] -> 192.0.2.66:25: no rule allows port 25\n"
+		"egressd: audit: would deny node[9] -> evil.test:443 (192.0.2.66): "
+		"denied by rule evil.test\n");
+	free(text);
+	audit_close(a);
+
+	/* off: nothing on stderr */
+	o.denials_to_stderr = false;
+	assert_int_equal(audit_open(&a, &o), 0);
+	text = capture_stderr(write_denials, a);
+	assert_string_equal(text, "");
+	free(text);
+	audit_close(a);
+}
+
+static void test_summary(void **state)
+{
+	struct audit_options o = { .path = NULL };
+	struct audit_record r;
+	struct audit *a;
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f;
+	int i;
+
+	assert_int_equal(audit_open(&a, &o), 0);
+	/* nothing denied: nothing printed */
+	f = open_memstream(&buf, &len);
+	deny_record(&r);
+	r.verdict = EGR_VERDICT_ALLOW;
+	audit_write(a, &r);
+	audit_print_summary(a, f);
+	fclose(f);
+	assert_int_equal(len, 0);
+	free(buf);
+
+	for (i = 0; i < 3; i++) {
+		deny_record(&r);
+		if (i == 2)
+			r.sni = "EVIL.test."; /* same destination */
+		audit_write(a, &r);
+	}
+	deny_record(&r);
+	r.sni = NULL;
+	r.reason = EGR_REASON_NO_NAME;
+	r.dst_port = 22;
+	strcpy(r.comm, "ssh");
+	audit_write(a, &r);
+	deny_record(&r);
+	r.sni = "api.test";
+	r.dst_port = 8443;
+	audit_write(a, &r);
+	deny_record(&r);
+	r.sni = NULL;
+	r.reason = EGR_REASON_LOOPBACK;
+	assert_int_equal(addr_parse("127.0.0.1", &r.dst), 0);
+	r.dst_port = 6379;
+	strcpy(r.comm, "redis-cli");
+	audit_write(a, &r);
+
+	buf = NULL;
+	f = open_memstream(&buf, &len);
+	audit_print_summary(a, f);
+	fclose(f);
+	assert_string_equal(buf,
+		"egressd: 4 destinations were denied:\n"
+		"  DESTINATION     ATTEMPTS  WHO        TO ALLOW\n"
+		"  evil.test:443          3  curl       --allow evil.test\n"
+		"  127.0.0.1:6379         1  redis-cli  (loopback destination)\n"
+		"  192.0.2.66:22          1  ssh        --allow 192.0.2.66:22\n"
+		"  api.test:8443          1  curl       --allow api.test:8443\n");
+	free(buf);
+	audit_close(a);
+}
+
+static void test_summary_bounded(void **state)
+{
+	struct audit_options o = { .path = NULL };
+	struct audit_record r;
+	struct audit *a;
+	char *buf = NULL, name[64];
+	size_t len = 0, lines = 0;
+	FILE *f;
+	int i;
+
+	assert_int_equal(audit_open(&a, &o), 0);
+	for (i = 0; i < 1100; i++) {
+		deny_record(&r);
+		snprintf(name, sizeof(name), "h%d.test", i);
+		r.sni = name;
+		audit_write(a, &r);
+	}
+	f = open_memstream(&buf, &len);
+	audit_print_summary(a, f);
+	fclose(f);
+	for (char *p = buf; (p = strchr(p, '\n')); p++)
+		lines++;
+	assert_int_equal(lines, 2 + 1000 + 1);
+	assert_non_null(strstr(buf, "  ... and 100 more denied attempts to destinations not listed\n"));
+	free(buf);
+	audit_close(a);
+}
+
+static void test_names(void **state)
+{
+	int i, j;
+
+	for (i = 0; i < EGR_REASON_MAX; i++) {
+		const char *n = egr_reason_name((enum egr_reason)i);
+
+		assert_non_null(n);
+		assert_string_not_equal(n, "unknown");
+		for (j = 0; n[j]; j++)
+			assert_true((n[j] >= 'a' && n[j] <= 'z') || n[j] == '_');
+		for (j = 0; j < i; j++)
+			assert_string_not_equal(n, egr_reason_name((enum egr_reason)j));
+	}
+	assert_string_equal(egr_reason_name(EGR_REASON_RULE_ALLOW), "rule_allow");
+	assert_string_equal(egr_reason_name(EGR_REASON_NO_MATCH), "no_match");
+	assert_string_equal(egr_reason_name(EGR_REASON_LOOPBACK), "loopback");
+	assert_string_equal(egr_reason_name(EGR_REASON_PORT), "port");
+	assert_string_equal(egr_reason_name(EGR_REASON_NO_ORIGIN), "no_origin");
+	assert_string_equal(egr_reason_name(EGR_REASON_MAX), "unknown");
+	assert_string_equal(egr_verdict_name(EGR_VERDICT_NONE), "none");
+	assert_string_equal(egr_verdict_name(EGR_VERDICT_ALLOW), "allow");
+	assert_string_equal(egr_verdict_name(EGR_VERDICT_DENY), "deny");
+	assert_string_equal(egr_verdict_name(EGR_VERDICT_AUDIT), "audit");
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_json_line),
+		cmocka_unit_test(test_json_hostile_bytes),
+		cmocka_unit_test(test_text_line),
+		cmocka_unit_test(test_reopen),
+		cmocka_unit_test(test_stderr_denials),
+		cmocka_unit_test(test_summary),
+		cmocka_unit_test(test_summary_bounded),
+		cmocka_unit_test(test_names),
+	};
+
+	return cmocka_run_group_tests_name("audit", tests, NULL, NULL);
+}

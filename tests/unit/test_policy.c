@@ -1,0 +1,826 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-3-Clause
+/* user/policy.c: rule parsing, matching, JSON files, kernel summary. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "policy.h"
+
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+/* --- rule strings ------------------------------------------------------- */
+
+static const struct {
+	const char *in;
+	const char *canon; /* NULL: rejected with err */
+	const char *err;
+} rule_cases[] = {
+	{ "example.com", "example.com", NULL },
+	{ "Example.COM.", "example.com", NULL },
+	{ "*.example.com", "*.example.com", NULL },
+	{ "*.Example.com:8443", "*.example.com:8443", NULL },
+	{ "example.com:*", "example.com:*", NULL },
+	{ "example.com:443", "example.com:443", NULL },
+	{ "example.com:65535", "example.com:65535", NULL },
+	{ "_acme-challenge.example.com", "_acme-challenge.example.com", NULL },
+	{ "localhost", "localhost", NULL },
+	{ "xn--bcher-kva.example", "xn--bcher-kva.example", NULL },
+	{ "a.b-c.d", "a.b-c.d", NULL },
+	{ "3com.com", "3com.com", NULL },
+	{ "192.0.2.7", "192.0.2.7", NULL },
+	{ "192.0.2.7:443", "192.0.2.7:443", NULL },
+	{ "192.0.2.0/24", "192.0.2.0/24", NULL },
+	{ "192.0.2.0/24:443", "192.0.2.0/24:443", NULL },
+	{ "192.0.2.0/24:*", "192.0.2.0/24", NULL },
+	{ "192.0.2.7/32", "192.0.2.7", NULL },
+	{ "0.0.0.0/0", "0.0.0.0/0", NULL },
+	{ "2001:db8::1", "2001:db8::1", NULL },
+	{ "2001:DB8::/32", "2001:db8::/32", NULL },
+	{ "[2001:db8::1]:443", "[2001:db8::1]:443", NULL },
+	{ "[2001:db8::]/32:443", "[2001:db8::]/32:443", NULL },
+	{ "[2001:db8::/32]:443", "[2001:db8::]/32:443", NULL },
+	{ "[2001:db8::1]", "2001:db8::1", NULL },
+	{ "[2001:db8::]/32", "2001:db8::/32", NULL },
+	{ "[2001:db8::1]:*", "2001:db8::1", NULL },
+	{ "::ffff:192.0.2.0/120", "192.0.2.0/24", NULL },
+	{ "::/0", "::/0", NULL },
+
+	{ "", NULL, "empty rule" },
+	{ "*", NULL, "a bare '*' would allow every destination; list the domains" },
+	{ "*:443", NULL, "a bare '*' would allow every destination; list the domains" },
+	{ "*.", NULL, "invalid domain name" },
+	{ ".", NULL, "invalid domain name" },
+	{ "*.com", NULL, "wildcard over a top-level domain would allow half the internet; "
+			 "name the domain, e.g. *.example.com" },
+	{ "*.test.", NULL, "wildcard over a top-level domain would allow half the internet; "
+			   "name the domain, e.g. *.example.test" },
+	{ "foo.*.com", NULL, "invalid domain name ('*' is only allowed as a whole first label "
+			     "(*.example.com))" },
+	{ "*foo.com", NULL, "invalid domain name ('*' is only allowed as a whole first label "
+			    "(*.example.com))" },
+	{ "**.example.com", NULL, "invalid domain name ('*' is only allowed as a whole first "
+				  "label (*.example.com))" },
+	{ "*.*.example.com", NULL, "invalid domain name ('*' is only allowed as a whole first "
+				   "label (*.example.com))" },
+	{ "example..com", NULL, "invalid domain name (empty label)" },
+	{ ".example.com", NULL, "invalid domain name (empty label)" },
+	{ "-a.com", NULL, "invalid domain name (label starts with '-')" },
+	{ "a-.com", NULL, "invalid domain name (label ends with '-')" },
+	{ "exa$mple.com", NULL, "invalid domain name (invalid character)" },
+	{ "b\xc3\xbc" "cher.de", NULL,
+	  "invalid domain name (non-ASCII character; write IDNs in their xn-- form)" },
+	{ "example.123", NULL, "invalid domain name (all-numeric last label)" },
+	{ "exa mple.com", NULL, "contains whitespace or control characters" },
+	{ "example.com\n", NULL, "contains whitespace or control characters" },
+	{ "example.com:0", NULL, "invalid port \"0\" (1-65535 or *)" },
+	{ "example.com:65536", NULL, "invalid port \"65536\" (1-65535 or *)" },
+	{ "example.com:0443", NULL, "invalid port \"0443\" (1-65535 or *)" },
+	{ "example.com:-1", NULL, "invalid port \"-1\" (1-65535 or *)" },
+	{ "example.com:", NULL, "empty port after ':'" },
+	{ "example.com:443:80", NULL, "more than one ':' (an IPv6 address with a port needs "
+				      "brackets: [2001:db8::1]:443)" },
+	{ "https://example.com", NULL, "looks like a URL; write the host name only (example.com)" },
+	{ "example.com/path", NULL, "'/' is only allowed in IP CIDR rules; a rule names a host, "
+				    "not a URL path" },
+	{ "192.0.2.1/24", NULL, "host bits set, did you mean 192.0.2.0/24" },
+	{ "192.0.2.1/24:443", NULL, "host bits set, did you mean 192.0.2.0/24" },
+	{ "2001:db8::1/32", NULL, "host bits set, did you mean 2001:db8::/32" },
+	{ "[2001:db8::1]/32:443", NULL, "host bits set, did you mean 2001:db8::/32" },
+	{ "192.0.2.0/33", NULL, "invalid prefix length \"33\" (0-32)" },
+	{ "192.0.2.0/", NULL, "invalid prefix length \"\" (0-32)" },
+	{ "2001:db8::/129", NULL, "invalid prefix length \"129\" (0-128)" },
+	{ "192.0.2.256", NULL, "invalid IPv4 address" },
+	{ "1.2.3", NULL, "invalid IPv4 address" },
+	{ "0177.0.0.1", NULL, "invalid IPv4 address" },
+	{ "[192.0.2.1]:443", NULL, "invalid IPv6 address" },
+	{ "[2001:db8::1", NULL, "missing ']'" },
+	{ "[2001:db8::1]443", NULL, "unexpected \"443\" after ']'" },
+	{ "2001:db8::g", NULL, "more than one ':' (an IPv6 address with a port needs brackets: "
+			       "[2001:db8::1]:443)" },
+	{ "2001:db8:::1", NULL, "invalid IPv6 address (write [2001:db8::1]:443 to give a port)" },
+};
+
+static void test_rule_parse(void **state)
+{
+	size_t i;
+
+	for (i = 0; i < ARRAY_SIZE(rule_cases); i++) {
+		struct policy *p = policy_new("t");
+		char err[256] = "";
+		int r;
+
+		assert_non_null(p);
+		r = policy_add_rule(p, false, rule_cases[i].in, "test", err, sizeof(err));
+		if (rule_cases[i].canon) {
+			if (r)
+				fail_msg("\"%s\": rejected: %s", rule_cases[i].in, err);
+			assert_int_equal(p->n_allow, 1);
+			if (strcmp(p->allow[0].text, rule_cases[i].canon))
+				fail_msg("\"%s\": canonical \"%s\", want \"%s\"",
+					 rule_cases[i].in, p->allow[0].text, rule_cases[i].canon);
+			assert_string_equal(p->allow[0].source, "test");
+			/* the canonical text parses to itself */
+			assert_int_equal(policy_add_rule(p, true, p->allow[0].text, NULL,
+							 err, sizeof(err)), 0);
+			assert_string_equal(p->deny[0].text, p->allow[0].text);
+		} else {
+			if (r != -EINVAL)
+				fail_msg("\"%s\": accepted as \"%s\"", rule_cases[i].in,
+					 p->n_allow ? p->allow[0].text : "?");
+			if (strcmp(err, rule_cases[i].err))
+				fail_msg("\"%s\": error \"%s\", want \"%s\"", rule_cases[i].in,
+					 err, rule_cases[i].err);
+			assert_int_equal(p->n_allow, 0);
+		}
+		policy_free(p);
+	}
+}
+
+static void test_rule_fields(void **state)
+{
+	struct policy *p = policy_new("t");
+	struct egr_addr a;
+	char err[256];
+
+	assert_int_equal(policy_add_rule(p, false, "*.Example.com", NULL, err, sizeof(err)), 0);
+	assert_int_equal(p->allow[0].kind, RULE_DOMAIN);
+	assert_true(p->allow[0].wildcard);
+	assert_string_equal(p->allow[0].domain, "example.com");
+	assert_false(p->allow[0].any_port);
+	assert_int_equal(p->allow[0].port, 0);
+
+	assert_int_equal(policy_add_rule(p, false, "192.0.2.0/24", NULL, err, sizeof(err)), 0);
+	assert_int_equal(p->allow[1].kind, RULE_CIDR);
+	assert_int_equal(p->allow[1].prefixlen, 96 + 24);
+	assert_true(p->allow[1].any_port);
+	assert_int_equal(addr_parse("192.0.2.0", &a), 0);
+	assert_memory_equal(&p->allow[1].net, &a, sizeof(a));
+
+	assert_int_equal(policy_add_rule(p, false, "[2001:db8::]/48:8443", NULL, err,
+					 sizeof(err)), 0);
+	assert_int_equal(p->allow[2].prefixlen, 48);
+	assert_false(p->allow[2].any_port);
+	assert_int_equal(p->allow[2].port, 8443);
+	policy_free(p);
+}
+
+/* --- matching ----------------------------------------------------------- */
+
+static const char *const match_allow[] = {
+	"example.com", "*.wild.test", "api.test:8443", "any.test:*", "*.both.test",
+	"blocked.both.test", "192.0.2.0/24:443", "198.51.100.7", "2001:db8::/32",
+	"[2001:db8:1::1]:22",
+};
+static const char *const match_deny[] = {
+	"blocked.both.test", "*.bad.wild.test", "192.0.2.128/25", "198.51.100.0/24:25",
+	"[2001:db8:dead::]/48",
+};
+
+static struct policy *match_policy(void)
+{
+	struct policy *p = policy_new("match");
+	char err[256];
+	size_t i;
+
+	assert_non_null(p);
+	for (i = 0; i < ARRAY_SIZE(match_allow); i++)
+		assert_int_equal(policy_add_rule(p, false, match_allow[i], "t", err, sizeof(err)), 0);
+	for (i = 0; i < ARRAY_SIZE(match_deny); i++)
+		assert_int_equal(policy_add_rule(p, true, match_deny[i], "t", err, sizeof(err)), 0);
+	return p;
+}
+
+static const struct {
+	const char *host;
+	uint16_t port;
+	enum egr_verdict verdict;
+	enum egr_reason reason;
+	const char *rule;
+} name_cases[] = {
+	{ "example.com", 443, EGR_VERDICT_ALLOW, EGR_REASON_RULE_ALLOW, "example.com" },
+	{ "example.com", 80, EGR_VERDICT_ALLOW, EGR_REASON_RULE_ALLOW, "example.com" },
+	{ "example.com", 8080, EGR_VERDICT_DENY, EGR_REASON_NO_MATCH, NULL },
+	{ "example.com", 22, EGR_VERDICT_DENY, EGR_REASON_NO_MATCH, NULL },
+	{ "EXAMPLE.Com.", 443, EGR_VERDICT_ALLOW, EGR_REASON_RULE_ALLOW, "example.com" },
+	{ "www.example.com", 443, EGR_VERDICT_DENY, EGR_REASON_NO_MATCH, NULL },
+	{ "notexample.com", 443, EGR_VERDICT_DENY, EGR_REASON_NO_MATCH, NULL },
+	{ "example.com.evil.test", 443, EGR_VERDICT_DENY, EGR_REASON_NO_MATCH, NULL },
+	{ "wild.test", 443, EGR_VERDICT_DENY, EGR_REASON_NO_MATCH, NULL },
+	{ "a.wild.test", 443, EGR_VERDICT_ALLOW, EGR_REASON_RULE_ALLOW, "*.wild.test" },
+	{ "A.Wild.Test.", 80, EGR_VERDICT_ALLOW, EGR_REASON_RULE_ALLOW, "*.wild.test" },
+	{ "a.b.wild.test", 443, EGR_VERDICT_ALLOW, EGR_REASON_RULE_ALLOW, "*.wild.test" },
+	{ "xwild.test", 443, EGR_VERDICT_DENY, EGR_REASON_NO_MATCH, NULL },
+	{ ".wild.test", 443, EGR_VERDICT_DENY, EGR_REASON_NO_MATCH, NULL },
+	{ "a.wild.test", 22, EGR_VERDICT_DENY, EGR_REASON_NO_MATCH, NULL },
+	{ "api.test", 8443, EGR_VERDICT_ALLOW, EGR_REASON_RULE_ALLOW, "api.test:8443" },
+	{ "api.test", 443, EGR_VERDICT_DENY, EGR_REASON_NO_MATCH, NULL },
+	{ "any.test", 1, EGR_VERDICT_ALLOW, EGR_REASON_RULE_ALLOW, "any.test:*" },
+	{ "any.test", 65535, EGR_VERDICT_ALLOW, EGR_REASON_RULE_ALLOW, "any.test:*" },
+	{ "x.any.test", 443, EGR_VERDICT_DENY, EGR_REASON_NO_MATCH, NULL },
+	/* deny wins, and deny wildcards are strict too */
+	{ "x.bad.wild.test", 443, EGR_VERDICT_DENY, EGR_REASON_RULE_DENY, "*.bad.wild.test" },
+	{ "bad.wild.test", 443, EGR_VERDICT_ALLOW, EGR_REASON_RULE_ALLOW, "*.wild.test" },
+	{ "blocked.both.test", 443, EGR_VERDICT_DENY, EGR_REASON_RULE_DENY, "blocked.both.test" },
+	{ "Blocked.Both.Test.", 80, EGR_VERDICT_DENY, EGR_REASON_RULE_DENY, "blocked.both.test" },
+	/* the deny rule has default ports: another port is decided by allow */
+	{ "blocked.both.test", 8080, EGR_VERDICT_DENY, EGR_REASON_NO_MATCH, NULL },
+	{ "other.both.test", 443, EGR_VERDICT_ALLOW, EGR_REASON_RULE_ALLOW, "*.both.test" },
+	{ "evil.test", 443, EGR_VERDICT_DENY, EGR_REASON_NO_MATCH, NULL },
+	/* names never match address rules */
+	{ "192.0.2.1", 443, EGR_VERDICT_DENY, EGR_REASON_NO_MATCH, NULL },
+	{ "", 443, EGR_VERDICT_DENY, EGR_REASON_NO_MATCH, NULL },
+};
+
+static void test_decide_name(void **state)
+{
+	struct policy *p = match_policy();
+	size_t i;
+
+	for (i = 0; i < ARRAY_SIZE(name_cases); i++) {
+		struct policy_decision d;
+
+		memset(&d, 0xaa, sizeof(d));
+		policy_decide_name(p, name_cases[i].host, name_cases[i].port, &d);
+		if (d.verdict != name_cases[i].verdict || d.reason != name_cases[i].reason)
+			fail_msg("%s:%u: verdict %d reason %d, want %d %d", name_cases[i].host,
+				 name_cases[i].port, d.verdict, d.reason,
+				 name_cases[i].verdict, name_cases[i].reason);
+		if (name_cases[i].rule) {
+			assert_non_null(d.rule);
+			assert_string_equal(d.rule->text, name_cases[i].rule);
+		} else {
+			assert_null(d.rule);
+		}
+	}
+	policy_free(p);
+}
+
+static const struct {
+	const char *addr;
+	uint16_t port;
+	enum egr_verdict verdict;
+	enum egr_reason reason;
+	const char *rule;
+	bool names;
+} addr_cases[] = {
+	{ "192.0.2.1", 443, EGR_VERDICT_ALLOW, EGR_REASON_RULE_ALLOW, "192.0.2.0/24:443", true },
+	{ "::ffff:192.0.2.1", 443, EGR_VERDICT_ALLOW, EGR_REASON_RULE_ALLOW, "192.0.2.0/24:443", true },
+	{ "192.0.2.1", 80, EGR_VERDICT_DENY, EGR_REASON_NO_MATCH, NULL, false },
+	{ "192.0.2.200", 443, EGR_VERDICT_DENY, EGR_REASON_RULE_DENY, "192.0.2.128/25", true },
+	{ "192.0.2.128", 1, EGR_VERDICT_DENY, EGR_REASON_RULE_DENY, "192.0.2.128/25", false },
+	{ "198.51.100.7", 22, EGR_VERDICT_ALLOW, EGR_REASON_RULE_ALLOW, "198.51.100.7", true },
+	{ "198.51.100.7", 25, EGR_VERDICT_DENY, EGR_REASON_RULE_DENY, "198.51.100.0/24:25", true },
+	{ "198.51.100.8", 22, EGR_VERDICT_DENY, EGR_REASON_NO_MATCH, NULL, false },
+	{ "203.0.113.1", 443, EGR_VERDICT_DENY, EGR_REASON_NO_MATCH, NULL, false },
+	{ "2001:db8:5::1", 9999, EGR_VERDICT_ALLOW, EGR_REASON_RULE_ALLOW, "2001:db8::/32", true },
+	{ "2001:db8:1::1", 22, EGR_VERDICT_ALLOW, EGR_REASON_RULE_ALLOW, "2001:db8::/32", true },
+	{ "2001:db8:dead::1", 443, EGR_VERDICT_DENY, EGR_REASON_RULE_DENY, "2001:db8:dead::/48", true },
+	{ "2001:db9::1", 443, EGR_VERDICT_DENY, EGR_REASON_NO_MATCH, NULL, false },
+	/* v4 rules do not leak into v6 space and back */
+	{ "::192.0.2.1", 443, EGR_VERDICT_DENY, EGR_REASON_NO_MATCH, NULL, false },
+	{ "10.0.0.1", 443, EGR_VERDICT_DENY, EGR_REASON_NO_MATCH, NULL, false },
+};
+
+static void test_decide_addr(void **state)
+{
+	struct policy *p = match_policy();
+	size_t i;
+
+	for (i = 0; i < ARRAY_SIZE(addr_cases); i++) {
+		struct policy_decision d;
+		struct egr_addr a;
+
+		assert_int_equal(addr_parse(addr_cases[i].addr, &a), 0);
+		policy_decide_addr(p, &a, addr_cases[i].port, &d);
+		if (d.verdict != addr_cases[i].verdict || d.reason != addr_cases[i].reason)
+			fail_msg("%s:%u: verdict %d reason %d, want %d %d", addr_cases[i].addr,
+				 addr_cases[i].port, d.verdict, d.reason,
+				 addr_cases[i].verdict, addr_cases[i].reason);
+		if (addr_cases[i].rule) {
+			assert_non_null(d.rule);
+			assert_string_equal(d.rule->text, addr_cases[i].rule);
+		} else {
+			assert_null(d.rule);
+		}
+		if (policy_names_addr(p, &a, addr_cases[i].port) != addr_cases[i].names)
+			fail_msg("%s:%u: names_addr want %d", addr_cases[i].addr,
+				 addr_cases[i].port, addr_cases[i].names);
+	}
+	policy_free(p);
+}
+
+static void test_empty_policy_denies(void **state)
+{
+	struct policy *p = policy_new(NULL);
+	struct policy_decision d;
+	struct egr_addr a;
+
+	policy_decide_name(p, "example.com", 443, &d);
+	assert_int_equal(d.verdict, EGR_VERDICT_DENY);
+	assert_int_equal(d.reason, EGR_REASON_NO_MATCH);
+	addr_parse("192.0.2.1", &a);
+	policy_decide_addr(p, &a, 443, &d);
+	assert_int_equal(d.verdict, EGR_VERDICT_DENY);
+	policy_decide_name(NULL, "example.com", 443, &d);
+	assert_int_equal(d.verdict, EGR_VERDICT_DENY);
+	assert_false(policy_names_addr(p, &a, 443));
+	policy_free(p);
+	policy_free(NULL);
+}
+
+/* --- allowed ports ------------------------------------------------------ */
+
+static void add_all(struct policy *p, bool deny, const char *const *rules, size_t n)
+{
+	char err[256];
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if (policy_add_rule(p, deny, rules[i], "t", err, sizeof(err)))
+			fail_msg("%s: %s", rules[i], err);
+}
+
+static void test_allowed_ports(void **state)
+{
+	static const char *const allow[] = {
+		"api.test:8443", "example.com", "192.0.2.0/24:22", "[2001:db8::1]:8443",
+		"*.x.test:80",
+	};
+	static const char *const deny[] = { "evil.test:25", "192.0.2.0/24" };
+	struct policy *p = policy_new("t");
+	uint16_t ports[8];
+	bool any;
+	size_t n;
+
+	assert_int_equal(policy_allowed_ports(p, &any, ports, 8, &n), 0);
+	assert_false(any);
+	assert_int_equal(n, 0);
+
+	add_all(p, false, allow, ARRAY_SIZE(allow));
+	add_all(p, true, deny, ARRAY_SIZE(deny)); /* deny rules add no port */
+	assert_int_equal(policy_allowed_ports(p, &any, ports, 8, &n), 0);
+	assert_false(any);
+	assert_int_equal(n, 4);
+	assert_int_equal(ports[0], 22);
+	assert_int_equal(ports[1], 80);
+	assert_int_equal(ports[2], 443);
+	assert_int_equal(ports[3], 8443);
+	assert_int_equal(policy_allowed_ports(p, &any, ports, 3, &n), -E2BIG);
+
+	add_all(p, false, (const char *const[]){ "any.test:*" }, 1);
+	assert_int_equal(policy_allowed_ports(p, &any, ports, 8, &n), 0);
+	assert_true(any);
+	policy_free(p);
+
+	p = policy_new("t");
+	add_all(p, false, (const char *const[]){ "198.51.100.0/24" }, 1);
+	assert_int_equal(policy_allowed_ports(p, &any, ports, 8, &n), 0);
+	assert_true(any);
+	policy_free(p);
+}
+
+/* --- suggestions -------------------------------------------------------- */
+
+static const struct {
+	const char *host, *addr;
+	uint16_t port;
+	const char *want;
+} suggest_cases[] = {
+	{ "evil.test", NULL, 443, "evil.test" },
+	{ "Evil.Test.", "192.0.2.66", 80, "evil.test" },
+	{ "evil.test", NULL, 8443, "evil.test:8443" },
+	{ NULL, "192.0.2.1", 22, "192.0.2.1:22" },
+	{ NULL, "::ffff:192.0.2.1", 443, "192.0.2.1:443" },
+	{ NULL, "2001:db8::1", 443, "[2001:db8::1]:443" },
+	/* an IP-literal name falls back to the address */
+	{ "192.0.2.9", "192.0.2.9", 443, "192.0.2.9:443" },
+	{ "bad name!", "192.0.2.9", 443, "192.0.2.9:443" },
+};
+
+static void test_suggest(void **state)
+{
+	size_t i;
+
+	for (i = 0; i < ARRAY_SIZE(suggest_cases); i++) {
+		struct egr_addr a, *ap = NULL;
+		struct policy_decision d;
+		struct policy *p;
+		char buf[300], err[256];
+
+		if (suggest_cases[i].addr) {
+			assert_int_equal(addr_parse(suggest_cases[i].addr, &a), 0);
+			ap = &a;
+		}
+		policy_suggest_rule(suggest_cases[i].host, ap, suggest_cases[i].port,
+				    buf, sizeof(buf));
+		assert_string_equal(buf, suggest_cases[i].want);
+		/* the suggestion really admits what was denied */
+		p = policy_new("t");
+		assert_int_equal(policy_add_rule(p, false, buf, "--allow", err, sizeof(err)), 0);
+		if (p->allow[0].kind == RULE_DOMAIN)
+			policy_decide_name(p, suggest_cases[i].host, suggest_cases[i].port, &d);
+		else
+			policy_decide_addr(p, ap, suggest_cases[i].port, &d);
+		assert_int_equal(d.verdict, EGR_VERDICT_ALLOW);
+		policy_free(p);
+	}
+}
+
+/* --- JSON files --------------------------------------------------------- */
+
+static const struct {
+	const char *what;
+	const char *text;
+	const char *err;
+} file_cases[] = {
+	{ "syntax error (trailing comma)",
+	  "{\n  \"name\": \"x\",\n  \"allow\": [\n    \"a.com\",\n  ]\n}\n",
+	  "p.json:5: syntax error: unexpected token near ']'" },
+	{ "empty file", "", "p.json:1: syntax error: '[' or '{' expected near end of file" },
+	{ "duplicate key",
+	  "{\n  \"allow\": [],\n  \"allow\": []\n}\n",
+	  "p.json:3: syntax error: duplicate object key near '\"allow\"'" },
+	{ "unknown field with suggestion",
+	  "{\n  \"name\": \"x\",\n  \"alow\": [\"a.com\"]\n}\n",
+	  "p.json:3: alow: unknown field (did you mean \"allow\"?)" },
+	{ "unknown field, transposed",
+	  "{\n  \"mdoe\": \"audit\"\n}\n",
+	  "p.json:2: mdoe: unknown field (did you mean \"mode\"?)" },
+	{ "unknown field without suggestion",
+	  "{\n  \"name\": \"x\",\n\n  \"policies\": {}\n}\n",
+	  "p.json:4: policies: unknown field (expected name, mode, allow, deny)" },
+	{ "top level not an object", "\n[\"a.com\"]\n",
+	  "p.json:2: top level: expected an object, got an array" },
+	{ "allow not an array",
+	  "{\n  \"name\": \"x\",\n  \"allow\":\n    \"a.com\"\n}\n",
+	  "p.json:4: allow: expected an array of rule strings, got a string" },
+	{ "rule not a string",
+	  "{\n  \"deny\": [\n    \"a.com\",\n    443\n  ]\n}\n",
+	  "p.json:4: deny[1]: expected a rule string, got a number" },
+	{ "bad rule in allow[3] on line 9",
+	  "{\n"
+	  "  \"name\": \"dev\",\n"
+	  "  \"mode\": \"enforce\",\n"
+	  "  \"allow\": [\n"
+	  "    \"api.anthropic.com\",\n"
+	  "    \"github.com\",\n"
+	  "\n"
+	  "    \"pypi.org\",\n"
+	  "    \"*.\"\n"
+	  "  ]\n"
+	  "}\n",
+	  "p.json:9: allow[3]: \"*.\": invalid domain name" },
+	{ "bad rule after nested junk in another key",
+	  "{\n"
+	  "  \"deny\": [\"a.com\"],\n"
+	  "  \"allow\": [\n"
+	  "    \"ok.com\", \"x.com:99999\"\n"
+	  "  ]\n"
+	  "}\n",
+	  "p.json:4: allow[1]: \"x.com:99999\": invalid port \"99999\" (1-65535 or *)" },
+	{ "locator skips strings with brackets and escaped quotes",
+	  "{\n"
+	  "  \"name\": \"x\",\n"
+	  "  \"allow\": [\n"
+	  "    [\"]\", \"\\\"]\"], {\"a\": \"}\"},\n"
+	  "    \"*\"\n"
+	  "  ]\n"
+	  "}\n",
+	  "p.json:4: allow[0]: expected a rule string, got an array" },
+	{ "escaped key is found by the locator",
+	  "{\n"
+	  "  \"name\": \"x\",\n"
+	  "  \"\\u0061llow\": [\n"
+	  "    \"ok.com\",\n"
+	  "    \"192.0.2.1/24\"\n"
+	  "  ]\n"
+	  "}\n",
+	  "p.json:5: allow[1]: \"192.0.2.1/24\": host bits set, did you mean 192.0.2.0/24" },
+	{ "bad mode",
+	  "{\n  \"name\": \"x\",\n  \"mode\": \"block\"\n}\n",
+	  "p.json:3: mode: \"block\": must be \"enforce\" or \"audit\"" },
+	{ "mode wrong type",
+	  "{\n  \"mode\": true\n}\n",
+	  "p.json:2: mode: expected a string, got a boolean" },
+	{ "bad name",
+	  "{\n  \"name\": \"my policy\"\n}\n",
+	  "p.json:2: name: \"my policy\": must be 1-64 characters of A-Z a-z 0-9 . _ -" },
+	{ "name wrong type",
+	  "{\"name\": null}",
+	  "p.json:1: name: expected a string, got null" },
+	{ "control characters in a rule are quoted",
+	  "{\"allow\": [\"a\\nb.com\"]}",
+	  "p.json:1: allow[0]: \"a\\x0ab.com\": contains whitespace or control characters" },
+	{ "wildcard over a TLD",
+	  "{\n  \"deny\": [\n    \"*.com\"\n  ]\n}",
+	  "p.json:3: deny[0]: \"*.com\": wildcard over a top-level domain would allow half the "
+	  "internet; name the domain, e.g. *.example.com" },
+};
+
+static struct policy *orig_policy(void)
+{
+	struct policy *p = policy_new("orig");
+	char err[256];
+
+	assert_int_equal(policy_add_rule(p, false, "keep.test", "t", err, sizeof(err)), 0);
+	assert_int_equal(policy_add_rule(p, true, "192.0.2.0/24", "t", err, sizeof(err)), 0);
+	return p;
+}
+
+static void assert_orig(const struct policy *p)
+{
+	assert_string_equal(p->name, "orig");
+	assert_int_equal(p->mode, POLICY_ENFORCE);
+	assert_int_equal(p->n_allow, 1);
+	assert_int_equal(p->n_deny, 1);
+	assert_string_equal(p->allow[0].text, "keep.test");
+	assert_string_equal(p->deny[0].text, "192.0.2.0/24");
+}
+
+static void test_file_errors(void **state)
+{
+	size_t i;
+
+	for (i = 0; i < ARRAY_SIZE(file_cases); i++) {
+		struct policy *p = orig_policy();
+		char err[512] = "";
+		int r;
+
+		r = policy_load_buffer(p, "p.json", file_cases[i].text,
+				       strlen(file_cases[i].text), err, sizeof(err));
+		if (r >= 0)
+			fail_msg("%s: accepted", file_cases[i].what);
+		if (strcmp(err, file_cases[i].err))
+			fail_msg("%s:\n got: %s\nwant: %s", file_cases[i].what, err,
+				 file_cases[i].err);
+		/* nothing half-applied */
+		assert_orig(p);
+		policy_free(p);
+	}
+}
+
+static void test_file_unchanged_after_late_error(void **state)
+{
+	static const char text[] =
+		"{\n"
+		"  \"name\": \"new\",\n"
+		"  \"mode\": \"audit\",\n"
+		"  \"allow\": [\"a.test\", \"b.test\", \"*.c.test:8443\"],\n"
+		"  \"deny\": [\"d.test\", \"e..test\"]\n"
+		"}\n";
+	struct policy *p = orig_policy();
+	char err[512];
+
+	assert_int_equal(policy_load_buffer(p, "p.json", text, strlen(text), err,
+					    sizeof(err)), -EINVAL);
+	assert_string_equal(err, "p.json:5: deny[1]: \"e..test\": invalid domain name (empty label)");
+	assert_orig(p);
+	policy_free(p);
+}
+
+/* jansson accepts "[1\0]" (a NUL ends the number); the line locator once
+ * looped forever on it (found by fuzz_policy). */
+static void test_file_nul_after_number(void **state)
+{
+	static const char text[] = "{\"allow\":\n [1\0]}";
+	struct policy *p = orig_policy();
+	char err[256];
+
+	assert_int_equal(policy_load_buffer(p, "p.json", text, sizeof(text) - 1, err,
+					    sizeof(err)), -EINVAL);
+	assert_string_equal(err, "p.json:2: allow[0]: expected a rule string, got a number");
+	assert_orig(p);
+	policy_free(p);
+}
+
+static void test_file_too_large(void **state)
+{
+	size_t len = 1024 * 1024 + 1;
+	char *big = malloc(len);
+	struct policy *p = orig_policy();
+	char err[256];
+
+	memset(big, ' ', len);
+	big[0] = '{';
+	big[len - 1] = '}';
+	assert_int_equal(policy_load_buffer(p, "big.json", big, len, err, sizeof(err)), -EFBIG);
+	assert_string_equal(err, "big.json: larger than 1048576 bytes");
+	assert_orig(p);
+	/* just under the limit is fine */
+	assert_int_equal(policy_load_buffer(p, "big.json", big, len - 1 - 1, err,
+					    sizeof(err)), -EINVAL); /* no closing brace */
+	big[len - 2] = '}';
+	assert_int_equal(policy_load_buffer(p, "big.json", big, len - 1, err, sizeof(err)), 0);
+	free(big);
+	policy_free(p);
+}
+
+static void test_file_ok(void **state)
+{
+	static const char text[] =
+		"{\n"
+		"  \"name\": \"dev-agent\",\n"
+		"  \"mode\": \"audit\",\n"
+		"  \"allow\": [\n"
+		"    \"Api.Example.com\",\n"
+		"    \"*.example.org:8443\",\n"
+		"    \"192.0.2.0/24:443\",\n"
+		"    \"example.net\", \"example.net\"\n"
+		"  ],\n"
+		"  \"deny\": [\"evil.example.org\"]\n"
+		"}\n";
+	struct policy *p = orig_policy();
+	struct policy_decision d;
+	char err[256];
+
+	assert_int_equal(policy_load_buffer(p, "p.json", text, strlen(text), err,
+					    sizeof(err)), 0);
+	assert_string_equal(p->name, "dev-agent");
+	assert_int_equal(p->mode, POLICY_AUDIT);
+	/* appended after what p had; duplicates tolerated */
+	assert_int_equal(p->n_allow, 1 + 5);
+	assert_int_equal(p->n_deny, 1 + 1);
+	assert_string_equal(p->allow[0].text, "keep.test");
+	assert_string_equal(p->allow[1].text, "api.example.com");
+	assert_string_equal(p->allow[1].source, "p.json:5");
+	assert_string_equal(p->allow[2].source, "p.json:6");
+	assert_string_equal(p->allow[4].source, "p.json:8");
+	assert_string_equal(p->allow[5].source, "p.json:8");
+	assert_string_equal(p->deny[1].text, "evil.example.org");
+	assert_string_equal(p->deny[1].source, "p.json:10");
+	/* the deny rule has default ports, so 8443 falls to the allow wildcard */
+	policy_decide_name(p, "evil.example.org", 8443, &d);
+	assert_int_equal(d.reason, EGR_REASON_RULE_ALLOW);
+	policy_decide_name(p, "evil.example.org", 443, &d);
+	assert_int_equal(d.reason, EGR_REASON_RULE_DENY);
+	policy_decide_name(p, "x.example.org", 8443, &d);
+	assert_int_equal(d.reason, EGR_REASON_RULE_ALLOW);
+
+	/* absent name/mode leave them as they are */
+	assert_int_equal(policy_load_buffer(p, "q.json", "{\"allow\": [\"more.test\"]}", 24,
+					    err, sizeof(err)), 0);
+	assert_string_equal(p->name, "dev-agent");
+	assert_int_equal(p->mode, POLICY_AUDIT);
+	assert_int_equal(p->n_allow, 7);
+	assert_string_equal(p->allow[6].source, "q.json:1");
+	policy_free(p);
+}
+
+static void test_load_file(void **state)
+{
+	char path[] = "/tmp/test_policy_XXXXXX";
+	static const char text[] = "{\n  \"name\": \"f\",\n  \"allow\": [\"a.test\", \"*.\"]\n}\n";
+	struct policy *p = policy_new("orig");
+	char err[512], want[600];
+	int fd = mkstemp(path);
+
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+	close(fd);
+	assert_int_equal(policy_load_file(p, path, err, sizeof(err)), -EINVAL);
+	snprintf(want, sizeof(want), "%s:3: allow[1]: \"*.\": invalid domain name", path);
+	assert_string_equal(err, want);
+	unlink(path);
+	assert_int_equal(policy_load_file(p, path, err, sizeof(err)), -ENOENT);
+	snprintf(want, sizeof(want), "%s: No such file or directory", path);
+	assert_string_equal(err, want);
+	assert_int_equal(policy_load_file(p, "/tmp", err, sizeof(err)), -EINVAL);
+	assert_string_equal(err, "/tmp: not a regular file");
+	assert_int_equal(p->n_allow, 0);
+	policy_free(p);
+}
+
+static void roundtrip(const struct policy *p)
+{
+	struct policy *q = policy_new("other");
+	char *buf = NULL, err[256];
+	size_t len = 0, i;
+	FILE *f = open_memstream(&buf, &len);
+
+	assert_non_null(f);
+	assert_int_equal(policy_write_json(p, f), 0);
+	fclose(f);
+	if (p->n_allow)
+		assert_non_null(strstr(buf, "\n  \"allow\": [\n    \""));
+	if (policy_load_buffer(q, "out.json", buf, len, err, sizeof(err)))
+		fail_msg("%s\n%s", err, buf);
+	assert_string_equal(q->name, p->name);
+	assert_int_equal(q->mode, p->mode);
+	assert_int_equal(q->n_allow, p->n_allow);
+	assert_int_equal(q->n_deny, p->n_deny);
+	for (i = 0; i < p->n_allow; i++)
+		assert_string_equal(q->allow[i].text, p->allow[i].text);
+	for (i = 0; i < p->n_deny; i++)
+		assert_string_equal(q->deny[i].text, p->deny[i].text);
+	free(buf);
+	policy_free(q);
+}
+
+static void test_write_json_roundtrip(void **state)
+{
+	struct policy *p = match_policy();
+	struct policy *d = policy_default();
+	struct policy *e = policy_new("empty");
+
+	p->mode = POLICY_AUDIT;
+	roundtrip(p);
+	roundtrip(d);
+	roundtrip(e);
+	policy_free(p);
+	policy_free(d);
+	policy_free(e);
+}
+
+static void test_default_policy(void **state)
+{
+	static const struct {
+		const char *host;
+		uint16_t port;
+		enum egr_verdict verdict;
+	} cases[] = {
+		{ "api.anthropic.com", 443, EGR_VERDICT_ALLOW },
+		{ "claude.ai", 443, EGR_VERDICT_ALLOW },
+		{ "github.com", 443, EGR_VERDICT_ALLOW },
+		{ "api.github.com", 443, EGR_VERDICT_ALLOW },
+		{ "uploads.github.com", 443, EGR_VERDICT_ALLOW },
+		{ "avatars.githubusercontent.com", 443, EGR_VERDICT_ALLOW },
+		{ "registry.npmjs.org", 443, EGR_VERDICT_ALLOW },
+		{ "files.pythonhosted.org", 443, EGR_VERDICT_ALLOW },
+		{ "index.crates.io", 443, EGR_VERDICT_ALLOW },
+		{ "proxy.golang.org", 443, EGR_VERDICT_ALLOW },
+		{ "evil.test", 443, EGR_VERDICT_DENY },
+		{ "anthropic.com", 443, EGR_VERDICT_DENY },
+		{ "github.com", 22, EGR_VERDICT_DENY },   /* ssh needs the DNS proxy */
+		{ "githubusercontent.com", 443, EGR_VERDICT_DENY },
+		{ "api.anthropic.com.evil.test", 443, EGR_VERDICT_DENY },
+	};
+	struct policy *p = policy_default();
+	struct policy_decision d;
+	uint16_t ports[4];
+	bool any;
+	size_t i, n;
+
+	assert_non_null(p);
+	assert_string_equal(p->name, "default");
+	assert_int_equal(p->mode, POLICY_ENFORCE);
+	assert_int_equal(p->n_allow, 18);
+	assert_int_equal(p->n_deny, 0);
+	for (i = 0; i < ARRAY_SIZE(cases); i++) {
+		policy_decide_name(p, cases[i].host, cases[i].port, &d);
+		if (d.verdict != cases[i].verdict)
+			fail_msg("%s:%u: verdict %d", cases[i].host, cases[i].port, d.verdict);
+	}
+	assert_int_equal(policy_allowed_ports(p, &any, ports, 4, &n), 0);
+	assert_false(any);
+	assert_int_equal(n, 2);
+	assert_int_equal(ports[0], 80);
+	assert_int_equal(ports[1], 443);
+	policy_free(p);
+}
+
+static void test_rule_limit(void **state)
+{
+	struct policy *p = policy_new("t");
+	char err[256], rule[64];
+	int i;
+
+	for (i = 0; i < 10000; i++) {
+		snprintf(rule, sizeof(rule), "h%d.test", i);
+		assert_int_equal(policy_add_rule(p, i & 1, rule, NULL, err, sizeof(err)), 0);
+	}
+	assert_int_equal(policy_add_rule(p, false, "one.more.test", NULL, err, sizeof(err)), -E2BIG);
+	assert_string_equal(err, "too many rules (at most 10000)");
+	assert_string_equal(p->allow[4999].text, "h9998.test");
+	policy_free(p);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_rule_parse),
+		cmocka_unit_test(test_rule_fields),
+		cmocka_unit_test(test_decide_name),
+		cmocka_unit_test(test_decide_addr),
+		cmocka_unit_test(test_empty_policy_denies),
+		cmocka_unit_test(test_allowed_ports),
+		cmocka_unit_test(test_suggest),
+		cmocka_unit_test(test_file_errors),
+		cmocka_unit_test(test_file_unchanged_after_late_error),
+		cmocka_unit_test(test_file_nul_after_number),
+		cmocka_unit_test(test_file_too_large),
+		cmocka_unit_test(test_file_ok),
+		cmocka_unit_test(test_load_file),
+		cmocka_unit_test(test_write_json_roundtrip),
+		cmocka_unit_test(test_default_policy),
+		cmocka_unit_test(test_rule_limit),
+	};
+
+	return cmocka_run_group_tests_name("policy", tests, NULL, NULL);
+}

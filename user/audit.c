@@ -1,0 +1,681 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-3-Clause
+/*
+ * Audit sink: one line per decision, text or JSON, plus the set of denied
+ * destinations for the summary `egressd run` prints when it ends.
+ *
+ * Most fields come from the untrusted side (comm, SNI, Host, ALPN), so text
+ * values are escaped to one token each: an agent must not be able to forge
+ * a second record or a fake field by naming itself "curl\nallow ...".
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "audit.h"
+#include "policy.h"
+
+/* Distinct denied destinations remembered for the summary; an agent
+ * scanning the internet must not grow the daemon without bound. */
+#define AUDIT_MAX_DESTS 1000
+#define AUDIT_LINE_MAX 4096
+
+struct audit_dest {
+	char dest[300];     /* "evil.test:443", "192.0.2.9:22", "[2001:db8::1]:443" */
+	char advice[320];   /* "--allow evil.test" or "(reason)" */
+	char comm[EGR_COMM_LEN * 4 + 1];
+	uint32_t pid;
+	uint64_t count;
+};
+
+struct audit {
+	pthread_mutex_t lock;
+	char *path;
+	FILE *f;
+	enum audit_format format;
+	bool denials_to_stderr;
+	struct audit_dest *dests;
+	size_t n_dests;
+	size_t cap_dests;
+	uint64_t dropped;
+};
+
+static const char *const reason_names[] = {
+	[EGR_REASON_NONE] = "none",
+	[EGR_REASON_RULE_ALLOW] = "rule_allow",
+	[EGR_REASON_RULE_DENY] = "rule_deny",
+	[EGR_REASON_NO_MATCH] = "no_match",
+	[EGR_REASON_NO_POLICY] = "no_policy",
+	[EGR_REASON_LOOPBACK] = "loopback",
+	[EGR_REASON_PORT] = "port",
+	[EGR_REASON_CIDR] = "cidr",
+	[EGR_REASON_UDP] = "udp",
+	[EGR_REASON_PROTO] = "proto",
+	[EGR_REASON_NO_ORIGIN] = "no_origin",
+	[EGR_REASON_BAD_NAME] = "bad_name",
+	[EGR_REASON_NO_NAME] = "no_name",
+	[EGR_REASON_MALFORMED] = "malformed",
+	[EGR_REASON_PEEK_TIMEOUT] = "peek_timeout",
+	[EGR_REASON_TOO_LARGE] = "too_large",
+	[EGR_REASON_RESOLVE] = "resolve",
+	[EGR_REASON_PRIVATE_ADDR] = "private_addr",
+	[EGR_REASON_UPSTREAM] = "upstream",
+	[EGR_REASON_CONN_LIMIT] = "conn_limit",
+	[EGR_REASON_INTERNAL] = "internal",
+	[EGR_REASON_DNS] = "dns",
+};
+_Static_assert(sizeof(reason_names) / sizeof(reason_names[0]) == EGR_REASON_MAX,
+	       "every enum egr_reason value needs a name");
+
+/* What a person reads on stderr and in the summary. */
+static const char *const reason_texts[] = {
+	[EGR_REASON_NONE] = "no reason given",
+	[EGR_REASON_RULE_ALLOW] = "allowed by rule",
+	[EGR_REASON_RULE_DENY] = "denied by a deny rule",
+	[EGR_REASON_NO_MATCH] = "no allow rule matches",
+	[EGR_REASON_NO_POLICY] = "no policy for this cgroup",
+	[EGR_REASON_LOOPBACK] = "loopback destination",
+	[EGR_REASON_PORT] = "no rule allows this port",
+	[EGR_REASON_CIDR] = "address in a denied range",
+	[EGR_REASON_UDP] = "UDP other than DNS is not relayed",
+	[EGR_REASON_PROTO] = "socket type not allowed",
+	[EGR_REASON_NO_ORIGIN] = "origin of the connection unknown",
+	[EGR_REASON_BAD_NAME] = "SNI/Host is an IP address or not a valid name",
+	[EGR_REASON_NO_NAME] = "no SNI/Host and no address rule allows it",
+	[EGR_REASON_MALFORMED] = "malformed TLS ClientHello or HTTP request",
+	[EGR_REASON_PEEK_TIMEOUT] = "ClientHello/request not received in time",
+	[EGR_REASON_TOO_LARGE] = "ClientHello/request head too large",
+	[EGR_REASON_RESOLVE] = "name did not resolve",
+	[EGR_REASON_PRIVATE_ADDR] = "name resolves to a private/loopback/metadata address",
+	[EGR_REASON_UPSTREAM] = "upstream unreachable",
+	[EGR_REASON_CONN_LIMIT] = "connection limit reached",
+	[EGR_REASON_INTERNAL] = "internal error",
+	[EGR_REASON_DNS] = "DNS to the configured resolver",
+};
+_Static_assert(sizeof(reason_texts) / sizeof(reason_texts[0]) == EGR_REASON_MAX,
+	       "every enum egr_reason value needs a text");
+
+const char *egr_reason_name(enum egr_reason r)
+{
+	if ((unsigned)r < EGR_REASON_MAX)
+		return reason_names[r];
+	return "unknown";
+}
+
+const char *egr_verdict_name(enum egr_verdict v)
+{
+	switch (v) {
+	case EGR_VERDICT_NONE:
+		return "none";
+	case EGR_VERDICT_ALLOW:
+		return "allow";
+	case EGR_VERDICT_DENY:
+		return "deny";
+	case EGR_VERDICT_AUDIT:
+		return "audit";
+	}
+	return "unknown";
+}
+
+static const char *reason_text(enum egr_reason r)
+{
+	if ((unsigned)r < EGR_REASON_MAX)
+		return reason_texts[r];
+	return "unknown reason";
+}
+
+/* Reasons an allow rule can fix: the summary suggests one for these only
+ * (a deny rule wins anyway; loopback, UDP, malformed input cannot be allowed). */
+static bool reason_allowable(enum egr_reason r)
+{
+	return r == EGR_REASON_NO_MATCH || r == EGR_REASON_PORT ||
+	       r == EGR_REASON_NO_NAME || r == EGR_REASON_PRIVATE_ADDR;
+}
+
+/* --- formatting helpers ------------------------------------------------- */
+
+struct buf {
+	char *s;
+	size_t len, cap;
+};
+
+static void bputs(struct buf *b, const char *s)
+{
+	size_t n = strlen(s);
+
+	if (b->len + n >= b->cap)
+		n = b->cap - b->len - 1;
+	memcpy(b->s + b->len, s, n);
+	b->len += n;
+	b->s[b->len] = '\0';
+}
+
+static void bprintf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void bprintf(struct buf *b, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(b->s + b->len, b->cap - b->len, fmt, ap);
+	va_end(ap);
+	if (n > 0)
+		b->len += (size_t)n < b->cap - b->len ? (size_t)n : b->cap - b->len - 1;
+}
+
+/* One token: printable ASCII except space and backslash as is, others \xNN. */
+static void besc(struct buf *b, const char *s)
+{
+	char hex[5];
+
+	for (; *s && b->len + 5 < b->cap; s++) {
+		unsigned char c = (unsigned char)*s;
+
+		if (c <= 0x20 || c >= 0x7f || c == '\\') {
+			snprintf(hex, sizeof(hex), "\\x%02x", c);
+			bputs(b, hex);
+		} else {
+			b->s[b->len++] = (char)c;
+			b->s[b->len] = '\0';
+		}
+	}
+}
+
+static void esc_into(char *out, size_t len, const char *s)
+{
+	struct buf b = { out, 0, len };
+
+	out[0] = '\0';
+	besc(&b, s);
+}
+
+static void iso_time(const struct timespec *ts, char *out, size_t len)
+{
+	unsigned ms = (unsigned)(ts->tv_nsec / 1000000) % 1000;
+	time_t t = ts->tv_sec;
+	struct tm tm;
+	char day[32];
+
+	if (!gmtime_r(&t, &tm) || !strftime(day, sizeof(day), "%Y-%m-%dT%H:%M:%S", &tm))
+		snprintf(day, sizeof(day), "1970-01-01T00:00:00");
+	snprintf(out, len, "%.19s.%03uZ", day, ms);
+}
+
+static uint64_t duration_ms(const struct timespec *start, const struct timespec *end)
+{
+	int64_t ms;
+
+	if (!start->tv_sec && !start->tv_nsec)
+		return 0;
+	ms = ((int64_t)end->tv_sec - start->tv_sec) * 1000 +
+	     ((int64_t)end->tv_nsec - start->tv_nsec) / 1000000;
+	return ms > 0 ? (uint64_t)ms : 0;
+}
+
+/* "192.0.2.1:443" or "[2001:db8::1]:443" */
+static void addr_port_str(const struct egr_addr *a, uint16_t port, char *out, size_t len)
+{
+	char s[INET6_ADDRSTRLEN];
+
+	addr_to_str(a, s, sizeof(s));
+	if (addr_is_v4(a))
+		snprintf(out, len, "%s:%u", s, port);
+	else
+		snprintf(out, len, "[%s]:%u", s, port);
+}
+
+static const char *record_name(const struct audit_record *r)
+{
+	if (r->sni && *r->sni)
+		return r->sni;
+	if (r->host && *r->host)
+		return r->host;
+	return NULL;
+}
+
+static bool is_denial(const struct audit_record *r)
+{
+	return r->verdict == EGR_VERDICT_DENY || r->verdict == EGR_VERDICT_AUDIT;
+}
+
+/* --- records ------------------------------------------------------------ */
+
+static void format_text(const struct audit_record *r, const struct timespec *end,
+			struct buf *b)
+{
+	char t[40], a[64];
+
+	iso_time(end, t, sizeof(t));
+	bprintf(b, "%s %s pid=%u comm=", t, egr_verdict_name(r->verdict), r->pid);
+	besc(b, r->comm[0] ? r->comm : "-");
+	if (r->has_dst) {
+		addr_port_str(&r->dst, r->dst_port, a, sizeof(a));
+		bprintf(b, " dst=%s", a);
+	} else {
+		bputs(b, " dst=-");
+	}
+	if (r->sni) {
+		bputs(b, " sni=");
+		besc(b, r->sni);
+	}
+	if (r->host) {
+		bputs(b, " host=");
+		besc(b, r->host);
+	}
+	if (r->alpn) {
+		bputs(b, " alpn=");
+		besc(b, r->alpn);
+	}
+	if (r->ech)
+		bputs(b, " ech=1");
+	if (r->has_resolved) {
+		addr_to_str(&r->resolved, a, sizeof(a));
+		bprintf(b, " resolved=%s", a);
+	}
+	bprintf(b, " reason=%s rule=", egr_reason_name(r->reason));
+	besc(b, r->rule ? r->rule : "-");
+	bputs(b, " policy=");
+	besc(b, r->policy ? r->policy : "-");
+	bprintf(b, " up=%llu down=%llu dur=%llums uid=%u proto=",
+		(unsigned long long)r->bytes_up, (unsigned long long)r->bytes_down,
+		(unsigned long long)duration_ms(&r->start, end), r->uid);
+	if (r->proto == IPPROTO_TCP)
+		bputs(b, "tcp");
+	else if (r->proto == IPPROTO_UDP)
+		bputs(b, "udp");
+	else
+		bprintf(b, "%d", r->proto);
+	if (r->origin) {
+		bputs(b, " origin=");
+		besc(b, r->origin);
+	}
+	if (r->cgroup) {
+		bputs(b, " cgroup=");
+		besc(b, r->cgroup);
+	}
+	if (r->cgroup_id)
+		bprintf(b, " cgroup_id=%llu", (unsigned long long)r->cgroup_id);
+	if (r->detail) {
+		bputs(b, " detail=");
+		besc(b, r->detail);
+	}
+	bputs(b, "\n");
+}
+
+/* jansson refuses invalid UTF-8; agent-supplied bytes may be anything. */
+static json_t *jstr(const char *s)
+{
+	char tmp[1024];
+	json_t *v = json_string(s);
+
+	if (v)
+		return v;
+	esc_into(tmp, sizeof(tmp), s);
+	return json_string(tmp);
+}
+
+static void jset(json_t *o, const char *key, json_t *v)
+{
+	if (v)
+		json_object_set_new(o, key, v);
+}
+
+static char *format_json(const struct audit_record *r, const struct timespec *end)
+{
+	char t[40], a[64];
+	json_t *o = json_object();
+	char *s;
+
+	if (!o)
+		return NULL;
+	iso_time(end, t, sizeof(t));
+	jset(o, "time", json_string(t));
+	if (r->start.tv_sec || r->start.tv_nsec) {
+		iso_time(&r->start, t, sizeof(t));
+		jset(o, "start", json_string(t));
+	}
+	if (r->cgroup)
+		jset(o, "cgroup", jstr(r->cgroup));
+	if (r->cgroup_id)
+		jset(o, "cgroup_id", json_integer((json_int_t)r->cgroup_id));
+	if (r->pid) {
+		jset(o, "pid", json_integer(r->pid));
+		jset(o, "uid", json_integer(r->uid));
+	}
+	if (r->comm[0])
+		jset(o, "comm", jstr(r->comm));
+	if (r->proto == IPPROTO_TCP)
+		jset(o, "proto", json_string("tcp"));
+	else if (r->proto == IPPROTO_UDP)
+		jset(o, "proto", json_string("udp"));
+	else if (r->proto)
+		jset(o, "proto", json_integer(r->proto));
+	if (r->has_dst) {
+		jset(o, "dst", json_string(addr_to_str(&r->dst, a, sizeof(a))));
+		jset(o, "dst_port", json_integer(r->dst_port));
+	}
+	if (r->sni)
+		jset(o, "sni", jstr(r->sni));
+	if (r->host)
+		jset(o, "host", jstr(r->host));
+	if (r->alpn)
+		jset(o, "alpn", jstr(r->alpn));
+	if (r->ech)
+		jset(o, "ech", json_true());
+	if (r->has_resolved)
+		jset(o, "resolved", json_string(addr_to_str(&r->resolved, a, sizeof(a))));
+	jset(o, "verdict", json_string(egr_verdict_name(r->verdict)));
+	jset(o, "reason", json_string(egr_reason_name(r->reason)));
+	if (r->rule)
+		jset(o, "rule", jstr(r->rule));
+	if (r->policy)
+		jset(o, "policy", jstr(r->policy));
+	if (r->origin)
+		jset(o, "origin", jstr(r->origin));
+	jset(o, "bytes_up", json_integer((json_int_t)r->bytes_up));
+	jset(o, "bytes_down", json_integer((json_int_t)r->bytes_down));
+	jset(o, "duration_ms", json_integer((json_int_t)duration_ms(&r->start, end)));
+	if (r->detail)
+		jset(o, "detail", jstr(r->detail));
+	s = json_dumps(o, JSON_COMPACT);
+	json_decref(o);
+	return s;
+}
+
+/* "curl[123] -> evil.test:443 (192.0.2.66)" */
+static void format_dest(const struct audit_record *r, struct buf *b)
+{
+	const char *name = record_name(r);
+	char a[64];
+
+	if (name) {
+		besc(b, name);
+		bprintf(b, ":%u", r->dst_port);
+		if (r->has_dst) {
+			addr_to_str(&r->dst, a, sizeof(a));
+			bprintf(b, " (%s)", a);
+		}
+	} else if (r->has_dst) {
+		addr_port_str(&r->dst, r->dst_port, a, sizeof(a));
+		bputs(b, a);
+	} else {
+		bputs(b, "?");
+	}
+}
+
+static void print_denial(const struct audit_record *r)
+{
+	char line[1024];
+	struct buf b = { line, 0, sizeof(line) };
+
+	line[0] = '\0';
+	bputs(&b, r->verdict == EGR_VERDICT_AUDIT ? "egressd: audit: would deny " :
+						    "egressd: denied ");
+	besc(&b, r->comm[0] ? r->comm : "?");
+	bprintf(&b, "[%u] -> ", r->pid);
+	format_dest(r, &b);
+	bputs(&b, ": ");
+	if (r->reason == EGR_REASON_RULE_DENY && r->rule) {
+		bputs(&b, "denied by rule ");
+		besc(&b, r->rule);
+	} else if (r->reason == EGR_REASON_PORT) {
+		bprintf(&b, "no rule allows port %u", r->dst_port);
+	} else {
+		bputs(&b, reason_text(r->reason));
+	}
+	if (r->detail) {
+		bputs(&b, " (");
+		besc(&b, r->detail);
+		bputs(&b, ")");
+	}
+	fprintf(stderr, "%s\n", line);
+}
+
+static void remember_denial(struct audit *a, const struct audit_record *r)
+{
+	const char *name = record_name(r);
+	char dest[300], rule[300], addr[64];
+	struct buf b = { dest, 0, sizeof(dest) };
+	struct audit_dest *d;
+	size_t i;
+
+	dest[0] = '\0';
+	if (name) {
+		char lower[256];
+
+		for (i = 0; name[i] && i + 1 < sizeof(lower); i++)
+			lower[i] = (char)tolower((unsigned char)name[i]);
+		lower[i] = '\0';
+		if (i && lower[i - 1] == '.')
+			lower[i - 1] = '\0';
+		besc(&b, lower);
+		bprintf(&b, ":%u", r->dst_port);
+	} else if (r->has_dst) {
+		addr_port_str(&r->dst, r->dst_port, addr, sizeof(addr));
+		bputs(&b, addr);
+	} else {
+		bputs(&b, "?");
+	}
+	for (i = 0; i < a->n_dests; i++) {
+		if (!strcmp(a->dests[i].dest, dest)) {
+			a->dests[i].count++;
+			return;
+		}
+	}
+	if (a->n_dests >= AUDIT_MAX_DESTS) {
+		a->dropped++;
+		return;
+	}
+	if (a->n_dests == a->cap_dests) {
+		size_t cap = a->cap_dests ? a->cap_dests * 2 : 16;
+		struct audit_dest *nd;
+
+		if (cap > AUDIT_MAX_DESTS)
+			cap = AUDIT_MAX_DESTS;
+		nd = realloc(a->dests, cap * sizeof(*nd));
+		if (!nd) {
+			a->dropped++;
+			return;
+		}
+		a->dests = nd;
+		a->cap_dests = cap;
+	}
+	d = &a->dests[a->n_dests++];
+	memset(d, 0, sizeof(*d));
+	snprintf(d->dest, sizeof(d->dest), "%s", dest);
+	esc_into(d->comm, sizeof(d->comm), r->comm[0] ? r->comm : "?");
+	d->pid = r->pid;
+	d->count = 1;
+	rule[0] = '\0';
+	if (reason_allowable(r->reason)) {
+		const struct egr_addr *ap = r->has_dst ? &r->dst : NULL;
+
+		/* A private answer is admitted by naming the address it resolved to. */
+		if (r->reason == EGR_REASON_PRIVATE_ADDR && r->has_resolved)
+			policy_suggest_rule(NULL, &r->resolved, r->dst_port, rule, sizeof(rule));
+		else if (r->reason == EGR_REASON_NO_NAME)
+			policy_suggest_rule(NULL, ap, r->dst_port, rule, sizeof(rule));
+		else
+			policy_suggest_rule(name, ap, r->dst_port, rule, sizeof(rule));
+	}
+	if (rule[0])
+		snprintf(d->advice, sizeof(d->advice), "--allow %s", rule);
+	else
+		snprintf(d->advice, sizeof(d->advice), "(%s)", reason_text(r->reason));
+}
+
+void audit_write(struct audit *a, const struct audit_record *r)
+{
+	char line[AUDIT_LINE_MAX];
+	struct buf b = { line, 0, sizeof(line) };
+	struct timespec end;
+	char *js = NULL;
+
+	if (!a || !r)
+		return;
+	end = r->end;
+	if (!end.tv_sec && !end.tv_nsec)
+		clock_gettime(CLOCK_REALTIME, &end);
+	line[0] = '\0';
+	if (a->path) {
+		if (a->format == AUDIT_JSON)
+			js = format_json(r, &end);
+		else
+			format_text(r, &end, &b);
+	}
+	pthread_mutex_lock(&a->lock);
+	if (a->f) {
+		if (js) {
+			fputs(js, a->f);
+			fputc('\n', a->f);
+		} else if (line[0]) {
+			/* a cut line still ends the record */
+			if (line[b.len - 1] != '\n')
+				line[b.len - 1] = '\n';
+			fputs(line, a->f);
+		}
+		fflush(a->f);
+	}
+	if (is_denial(r)) {
+		if (a->denials_to_stderr)
+			print_denial(r);
+		remember_denial(a, r);
+	}
+	pthread_mutex_unlock(&a->lock);
+	free(js);
+}
+
+static FILE *open_log(const char *path, int *err)
+{
+	FILE *f;
+	int fd;
+
+	/* O_APPEND: each record lands whole at the end, also with other
+	 * writers and across rotation by copytruncate. */
+	fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+	if (fd < 0) {
+		*err = -errno;
+		return NULL;
+	}
+	f = fdopen(fd, "a");
+	if (!f) {
+		*err = -errno;
+		close(fd);
+		return NULL;
+	}
+	setvbuf(f, NULL, _IOLBF, 0);
+	return f;
+}
+
+int audit_open(struct audit **out, const struct audit_options *opts)
+{
+	struct audit *a;
+	int err = 0;
+
+	*out = NULL;
+	a = calloc(1, sizeof(*a));
+	if (!a)
+		return -ENOMEM;
+	pthread_mutex_init(&a->lock, NULL);
+	a->format = opts ? opts->format : AUDIT_TEXT;
+	a->denials_to_stderr = opts ? opts->denials_to_stderr : false;
+	if (opts && opts->path) {
+		a->path = strdup(opts->path);
+		if (!a->path) {
+			err = -ENOMEM;
+			goto fail;
+		}
+		a->f = open_log(a->path, &err);
+		if (!a->f)
+			goto fail;
+	}
+	*out = a;
+	return 0;
+fail:
+	audit_close(a);
+	return err;
+}
+
+void audit_close(struct audit *a)
+{
+	if (!a)
+		return;
+	if (a->f)
+		fclose(a->f);
+	pthread_mutex_destroy(&a->lock);
+	free(a->dests);
+	free(a->path);
+	free(a);
+}
+
+int audit_reopen(struct audit *a)
+{
+	FILE *f;
+	int err = 0;
+
+	if (!a || !a->path)
+		return 0;
+	f = open_log(a->path, &err);
+	if (!f)
+		return err; /* keep writing to the old file rather than lose records */
+	pthread_mutex_lock(&a->lock);
+	if (a->f)
+		fclose(a->f);
+	a->f = f;
+	pthread_mutex_unlock(&a->lock);
+	return 0;
+}
+
+static int dest_cmp(const void *x, const void *y)
+{
+	const struct audit_dest *a = x, *b = y;
+
+	if (a->count != b->count)
+		return a->count < b->count ? 1 : -1;
+	return strcmp(a->dest, b->dest);
+}
+
+void audit_print_summary(struct audit *a, FILE *out)
+{
+	int wd = (int)strlen("DESTINATION"), ww = (int)strlen("WHO");
+	size_t i;
+
+	if (!a)
+		return;
+	pthread_mutex_lock(&a->lock);
+	if (!a->n_dests) {
+		pthread_mutex_unlock(&a->lock);
+		return;
+	}
+	qsort(a->dests, a->n_dests, sizeof(*a->dests), dest_cmp);
+	for (i = 0; i < a->n_dests; i++) {
+		int l = (int)strlen(a->dests[i].dest);
+
+		if (l > wd)
+			wd = l < 48 ? l : 48;
+		l = (int)strlen(a->dests[i].comm);
+		if (l > ww)
+			ww = l < 20 ? l : 20;
+	}
+	fprintf(out, "egressd: %zu destination%s denied:\n", a->n_dests,
+		a->n_dests == 1 ? " was" : "s were");
+	fprintf(out, "  %-*s  %8s  %-*s  %s\n", wd, "DESTINATION", "ATTEMPTS", ww, "WHO",
+		"TO ALLOW");
+	for (i = 0; i < a->n_dests; i++) {
+		const struct audit_dest *d = &a->dests[i];
+
+		fprintf(out, "  %-*s  %8llu  %-*s  %s\n", wd, d->dest,
+			(unsigned long long)d->count, ww, d->comm, d->advice);
+	}
+	if (a->dropped)
+		fprintf(out, "  ... and %llu more denied attempts to destinations not listed\n",
+			(unsigned long long)a->dropped);
+	pthread_mutex_unlock(&a->lock);
+}

@@ -1,0 +1,1345 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-3-Clause
+/*
+ * Policy rules: parsing (rule strings, JSON files), matching, and the
+ * summary the kernel fast path needs. User documentation: docs/policy.md.
+ *
+ * Policy files are written by people, so errors name the file, the line
+ * and the field, and a failed load leaves the policy untouched: a daemon
+ * reloading a broken file keeps enforcing the old rules.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <arpa/inet.h>
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "policy.h"
+
+/* A policy file is a short allowlist; anything bigger is a mistake or an
+ * attack on the parser. */
+#define POLICY_MAX_FILE (1024 * 1024)
+#define POLICY_MAX_RULES 10000
+#define POLICY_MAX_RULE_LEN 300
+#define POLICY_MAX_NAME_LEN 64
+#define NAME_MAX_LEN 253
+
+static void seterr(char *err, size_t errlen, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void seterr(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!err || !errlen)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+}
+
+/* --- host names --------------------------------------------------------- */
+
+/*
+ * Validate and normalise a DNS name: lowercase, one trailing dot dropped,
+ * LDH labels (plus '_', which real names such as _acme-challenge use) of
+ * 1..63 characters, at most 253 in all, and not all-numeric at the end
+ * (that is an IPv4 address to most resolvers). Our own copy of the rules
+ * hello_hostname_valid() enforces on SNI/Host, so that policy.c links
+ * without the TLS parser. out must hold NAME_MAX_LEN + 1 bytes.
+ * Returns NULL if valid, else the reason.
+ */
+static const char *name_normalise(const char *in, size_t len, char *out)
+{
+	size_t i, label = 0;
+	bool numeric = true;
+
+	if (len && in[len - 1] == '.')
+		len--;
+	if (!len)
+		return "";
+	if (len > NAME_MAX_LEN)
+		return "longer than 253 characters";
+	for (i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)in[i];
+
+		if (c == '.') {
+			if (!label)
+				return "empty label";
+			if (out[i - 1] == '-')
+				return "label ends with '-'";
+			label = 0;
+			numeric = true;
+			out[i] = '.';
+			continue;
+		}
+		if (c >= 0x80)
+			return "non-ASCII character; write IDNs in their xn-- form";
+		c = (unsigned char)tolower(c);
+		if (!(isalnum(c) || c == '-' || c == '_')) {
+			if (c == '*')
+				return "'*' is only allowed as a whole first label (*.example.com)";
+			return "invalid character";
+		}
+		if (c == '-' && !label)
+			return "label starts with '-'";
+		if (!isdigit(c))
+			numeric = false;
+		if (++label > 63)
+			return "label longer than 63 characters";
+		out[i] = (char)c;
+	}
+	if (out[len - 1] == '-')
+		return "label ends with '-'";
+	if (numeric)
+		return "all-numeric last label";
+	out[len] = '\0';
+	return NULL;
+}
+
+/* Lowercase copy without the trailing dot, for matching names that the
+ * caller already validated. false if it cannot be a rule's name. */
+static bool name_lower(const char *in, char *out)
+{
+	size_t len = strlen(in), i;
+
+	if (len && in[len - 1] == '.')
+		len--;
+	if (!len || len > NAME_MAX_LEN)
+		return false;
+	for (i = 0; i < len; i++)
+		out[i] = (char)tolower((unsigned char)in[i]);
+	out[len] = '\0';
+	return true;
+}
+
+/* --- rules -------------------------------------------------------------- */
+
+static void rule_clear(struct policy_rule *r)
+{
+	free(r->text);
+	free(r->source);
+	free(r->domain);
+	memset(r, 0, sizeof(*r));
+}
+
+/* Digits only, no sign, no leading zeros beyond a single "0". */
+static int parse_uint(const char *s, size_t len, unsigned max, unsigned *out)
+{
+	unsigned v = 0;
+	size_t i;
+
+	if (!len || len > 5 || (len > 1 && s[0] == '0'))
+		return -EINVAL;
+	for (i = 0; i < len; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return -EINVAL;
+		v = v * 10 + (unsigned)(s[i] - '0');
+	}
+	if (v > max)
+		return -ERANGE;
+	*out = v;
+	return 0;
+}
+
+/* ":PORT" or ":*" suffix (without the colon). */
+static int parse_port(const char *s, size_t len, struct policy_rule *r,
+		      char *err, size_t errlen)
+{
+	unsigned v;
+
+	if (len == 1 && s[0] == '*') {
+		r->any_port = true;
+		r->port = 0;
+		return 0;
+	}
+	if (!len) {
+		seterr(err, errlen, "empty port after ':'");
+		return -EINVAL;
+	}
+	if (parse_uint(s, len, 65535, &v) || v == 0) {
+		seterr(err, errlen, "invalid port \"%.*s\" (1-65535 or *)",
+		       (int)(len > 16 ? 16 : len), s);
+		return -EINVAL;
+	}
+	r->any_port = false;
+	r->port = (uint16_t)v;
+	return 0;
+}
+
+static void v6_str(const struct egr_addr *a, char *buf, size_t len)
+{
+	/* Always the IPv6 spelling, also for v4-mapped nets shorter than /96. */
+	if (!inet_ntop(AF_INET6, a->b, buf, len))
+		snprintf(buf, len, "?");
+}
+
+static bool cidr_is_v4(const struct policy_rule *r)
+{
+	return addr_is_v4(&r->net) && r->prefixlen >= 96;
+}
+
+/* Canonical text of a parsed rule; one spelling per meaning. */
+static int rule_format(const struct policy_rule *r, char *buf, size_t len)
+{
+	char a[INET6_ADDRSTRLEN], pfx[8] = "", port[8] = "";
+	bool v4;
+
+	if (r->kind == RULE_DOMAIN) {
+		if (r->any_port)
+			snprintf(port, sizeof(port), ":*");
+		else if (r->port)
+			snprintf(port, sizeof(port), ":%u", r->port);
+		return snprintf(buf, len, "%s%s%s", r->wildcard ? "*." : "",
+				r->domain, port);
+	}
+	v4 = cidr_is_v4(r);
+	if (v4)
+		addr_to_str(&r->net, a, sizeof(a));
+	else
+		v6_str(&r->net, a, sizeof(a));
+	if (r->prefixlen != 128)
+		snprintf(pfx, sizeof(pfx), "/%u", v4 ? r->prefixlen - 96 : r->prefixlen);
+	if (!r->any_port)
+		snprintf(port, sizeof(port), ":%u", r->port);
+	if (!v4 && !r->any_port)
+		return snprintf(buf, len, "[%s]%s%s", a, pfx, port);
+	return snprintf(buf, len, "%s%s%s", a, pfx, port);
+}
+
+static void mask_net(struct egr_addr *a, unsigned prefixlen)
+{
+	unsigned i;
+
+	for (i = 0; i < 16; i++) {
+		unsigned bits = prefixlen > i * 8 ? prefixlen - i * 8 : 0;
+
+		if (bits < 8)
+			a->b[i] &= (uint8_t)(0xff << (8 - bits));
+	}
+}
+
+/*
+ * Address part of an IP rule: "A" or "A/N". v6 says which family the
+ * syntax promised (brackets or several colons). Sets net and prefixlen.
+ */
+static int parse_cidr(const char *s, size_t len, bool v6, bool bare,
+		      struct policy_rule *r, char *err, size_t errlen)
+{
+	char buf[INET6_ADDRSTRLEN + 8];
+	const char *slash = memchr(s, '/', len);
+	size_t alen = slash ? (size_t)(slash - s) : len;
+	unsigned plen, max;
+	struct egr_addr masked;
+
+	if (alen >= INET6_ADDRSTRLEN) {
+		seterr(err, errlen, "invalid IP address");
+		return -EINVAL;
+	}
+	memcpy(buf, s, alen);
+	buf[alen] = '\0';
+	if (addr_parse(buf, &r->net) || (v6 != (strchr(buf, ':') != NULL))) {
+		if (v6 && bare)
+			seterr(err, errlen, "invalid IPv6 address (write [2001:db8::1]:443 to give a port)");
+		else if (v6)
+			seterr(err, errlen, "invalid IPv6 address");
+		else
+			seterr(err, errlen, "invalid IPv4 address");
+		return -EINVAL;
+	}
+	max = v6 ? 128 : 32;
+	if (slash) {
+		if (parse_uint(slash + 1, len - alen - 1, max, &plen)) {
+			seterr(err, errlen, "invalid prefix length \"%.*s\" (0-%u)",
+			       (int)(len - alen - 1 > 8 ? 8 : len - alen - 1),
+			       slash + 1, max);
+			return -EINVAL;
+		}
+	} else {
+		plen = max;
+	}
+	r->kind = RULE_CIDR;
+	r->prefixlen = v6 ? plen : plen + 96;
+	masked = r->net;
+	mask_net(&masked, r->prefixlen);
+	if (memcmp(&masked, &r->net, sizeof(masked))) {
+		char a[INET6_ADDRSTRLEN];
+
+		if (v6)
+			v6_str(&masked, a, sizeof(a));
+		else
+			addr_to_str(&masked, a, sizeof(a));
+		seterr(err, errlen, "host bits set, did you mean %s/%u", a, plen);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static bool all_digits_dots(const char *s, size_t len)
+{
+	bool digit = false;
+	size_t i;
+
+	for (i = 0; i < len; i++) {
+		if (s[i] >= '0' && s[i] <= '9')
+			digit = true;
+		else if (s[i] != '.')
+			return false;
+	}
+	return digit;
+}
+
+static int parse_domain(const char *s, size_t len, struct policy_rule *r,
+			char *err, size_t errlen)
+{
+	char name[NAME_MAX_LEN + 1];
+	const char *why;
+
+	if (len == 1 && s[0] == '*') {
+		seterr(err, errlen, "a bare '*' would allow every destination; list the domains");
+		return -EINVAL;
+	}
+	r->kind = RULE_DOMAIN;
+	if (len >= 2 && s[0] == '*' && s[1] == '.') {
+		r->wildcard = true;
+		s += 2;
+		len -= 2;
+	}
+	why = name_normalise(s, len, name);
+	if (why) {
+		if (*why)
+			seterr(err, errlen, "invalid domain name (%s)", why);
+		else
+			seterr(err, errlen, "invalid domain name");
+		return -EINVAL;
+	}
+	if (r->wildcard && !strchr(name, '.')) {
+		seterr(err, errlen,
+		       "wildcard over a top-level domain would allow half the internet; "
+		       "name the domain, e.g. *.example.%s", name);
+		return -EINVAL;
+	}
+	r->domain = strdup(name);
+	return r->domain ? 0 : -ENOMEM;
+}
+
+/* Parse text into r (text and domain allocated; source left to caller). */
+static int rule_parse(const char *text, struct policy_rule *r, char *err, size_t errlen)
+{
+	char canon[POLICY_MAX_RULE_LEN + 64];
+	size_t len = strlen(text), i, colons = 0;
+	const char *colon;
+	int ret;
+
+	memset(r, 0, sizeof(*r));
+	if (!len) {
+		seterr(err, errlen, "empty rule");
+		return -EINVAL;
+	}
+	if (len > POLICY_MAX_RULE_LEN) {
+		seterr(err, errlen, "rule longer than %d characters", POLICY_MAX_RULE_LEN);
+		return -EINVAL;
+	}
+	for (i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)text[i];
+
+		if (c <= ' ' || c == 0x7f) {
+			seterr(err, errlen, "contains whitespace or control characters");
+			return -EINVAL;
+		}
+		colons += c == ':';
+	}
+
+	if (strstr(text, "://")) {
+		seterr(err, errlen, "looks like a URL; write the host name only (example.com)");
+		return -EINVAL;
+	}
+	if (text[0] == '[') {
+		/* [v6]:port, [v6]/len:port, and [v6/len]:port for good measure */
+		const char *close = strchr(text, ']'), *rest;
+		bool inner_slash;
+
+		if (!close) {
+			seterr(err, errlen, "missing ']'");
+			return -EINVAL;
+		}
+		inner_slash = memchr(text + 1, '/', (size_t)(close - text - 1)) != NULL;
+		rest = close + 1;
+		if (*rest == '/' && !inner_slash) {
+			/* append "/N" to the bracketed part for parse_cidr */
+			char tmp[POLICY_MAX_RULE_LEN + 1];
+			const char *end = strchr(rest, ':');
+			size_t alen = (size_t)(close - text - 1);
+			size_t plen = end ? (size_t)(end - rest) : strlen(rest);
+
+			memcpy(tmp, text + 1, alen);
+			memcpy(tmp + alen, rest, plen);
+			tmp[alen + plen] = '\0';
+			ret = parse_cidr(tmp, alen + plen, true, false, r, err, errlen);
+			rest += plen;
+		} else {
+			ret = parse_cidr(text + 1, (size_t)(close - text - 1), true,
+					 false, r, err, errlen);
+		}
+		if (ret)
+			goto fail;
+		r->any_port = true;
+		if (*rest == ':') {
+			ret = parse_port(rest + 1, strlen(rest + 1), r, err, errlen);
+			if (ret)
+				goto fail;
+		} else if (*rest) {
+			seterr(err, errlen, "unexpected \"%.16s\" after ']'", rest);
+			ret = -EINVAL;
+			goto fail;
+		}
+	} else if (colons >= 2) {
+		if (strspn(text, "0123456789abcdefABCDEF:./") != len) {
+			seterr(err, errlen, "more than one ':' (an IPv6 address with a port "
+			       "needs brackets: [2001:db8::1]:443)");
+			return -EINVAL;
+		}
+		ret = parse_cidr(text, len, true, true, r, err, errlen);
+		if (ret)
+			goto fail;
+		r->any_port = true;
+	} else {
+		size_t hlen;
+
+		const char *slash;
+
+		colon = strchr(text, ':');
+		hlen = colon ? (size_t)(colon - text) : len;
+		slash = memchr(text, '/', hlen);
+		if (slash && !all_digits_dots(text, (size_t)(slash - text))) {
+			seterr(err, errlen, "'/' is only allowed in IP CIDR rules; "
+			       "a rule names a host, not a URL path");
+			ret = -EINVAL;
+			goto fail;
+		}
+		if (slash || all_digits_dots(text, hlen)) {
+			ret = parse_cidr(text, hlen, false, false, r, err, errlen);
+			if (ret)
+				goto fail;
+			r->any_port = true;
+		} else {
+			ret = parse_domain(text, hlen, r, err, errlen);
+			if (ret)
+				goto fail;
+		}
+		if (colon) {
+			ret = parse_port(colon + 1, len - hlen - 1, r, err, errlen);
+			if (ret)
+				goto fail;
+		}
+	}
+
+	rule_format(r, canon, sizeof(canon));
+	r->text = strdup(canon);
+	if (!r->text) {
+		ret = -ENOMEM;
+		goto fail;
+	}
+	return 0;
+fail:
+	rule_clear(r);
+	return ret;
+}
+
+static size_t rules_cap(size_t n)
+{
+	size_t c = 8;
+
+	if (!n)
+		return 0;
+	while (c < n)
+		c *= 2;
+	return c;
+}
+
+/* Make room for want rules in *v (holding n). Keeps *v on failure. */
+static int rules_reserve(struct policy_rule **v, size_t n, size_t want)
+{
+	struct policy_rule *nv;
+
+	if (want <= rules_cap(n) && (n || !want))
+		return 0;
+	nv = realloc(*v, rules_cap(want) * sizeof(**v));
+	if (!nv)
+		return -ENOMEM;
+	*v = nv;
+	return 0;
+}
+
+struct policy *policy_new(const char *name)
+{
+	struct policy *p = calloc(1, sizeof(*p));
+
+	if (!p)
+		return NULL;
+	p->name = strdup(name ? name : "unnamed");
+	if (!p->name) {
+		free(p);
+		return NULL;
+	}
+	p->mode = POLICY_ENFORCE;
+	return p;
+}
+
+void policy_free(struct policy *p)
+{
+	size_t i;
+
+	if (!p)
+		return;
+	for (i = 0; i < p->n_allow; i++)
+		rule_clear(&p->allow[i]);
+	for (i = 0; i < p->n_deny; i++)
+		rule_clear(&p->deny[i]);
+	free(p->allow);
+	free(p->deny);
+	free(p->name);
+	free(p);
+}
+
+int policy_add_rule(struct policy *p, bool deny, const char *text,
+		    const char *source, char *err, size_t errlen)
+{
+	struct policy_rule r, **v = deny ? &p->deny : &p->allow;
+	size_t *n = deny ? &p->n_deny : &p->n_allow;
+	int ret;
+
+	if (!text) {
+		seterr(err, errlen, "empty rule");
+		return -EINVAL;
+	}
+	if (p->n_allow + p->n_deny >= POLICY_MAX_RULES) {
+		seterr(err, errlen, "too many rules (at most %d)", POLICY_MAX_RULES);
+		return -E2BIG;
+	}
+	ret = rule_parse(text, &r, err, errlen);
+	if (ret)
+		return ret;
+	if (source) {
+		r.source = strdup(source);
+		if (!r.source)
+			goto nomem;
+	}
+	if (rules_reserve(v, *n, *n + 1))
+		goto nomem;
+	(*v)[(*n)++] = r;
+	return 0;
+nomem:
+	rule_clear(&r);
+	seterr(err, errlen, "out of memory");
+	return -ENOMEM;
+}
+
+/* --- JSON files --------------------------------------------------------- */
+
+/*
+ * jansson reports no positions for values, so errors in values are placed
+ * by walking the raw text again. The text already parsed as JSON, which
+ * keeps this walker simple; it still checks every bound.
+ */
+struct lx {
+	const char *s;
+	size_t n, i;
+	int line;
+};
+
+static void lx_ws(struct lx *x)
+{
+	while (x->i < x->n) {
+		char c = x->s[x->i];
+
+		if (c == '\n')
+			x->line++;
+		else if (c != ' ' && c != '\t' && c != '\r')
+			break;
+		x->i++;
+	}
+}
+
+static void utf8_put(char *out, size_t *o, uint32_t cp)
+{
+	if (cp < 0x80) {
+		out[(*o)++] = (char)cp;
+	} else if (cp < 0x800) {
+		out[(*o)++] = (char)(0xc0 | cp >> 6);
+		out[(*o)++] = (char)(0x80 | (cp & 0x3f));
+	} else if (cp < 0x10000) {
+		out[(*o)++] = (char)(0xe0 | cp >> 12);
+		out[(*o)++] = (char)(0x80 | ((cp >> 6) & 0x3f));
+		out[(*o)++] = (char)(0x80 | (cp & 0x3f));
+	} else {
+		out[(*o)++] = (char)(0xf0 | cp >> 18);
+		out[(*o)++] = (char)(0x80 | ((cp >> 12) & 0x3f));
+		out[(*o)++] = (char)(0x80 | ((cp >> 6) & 0x3f));
+		out[(*o)++] = (char)(0x80 | (cp & 0x3f));
+	}
+}
+
+static bool hex4(const char *s, size_t avail, uint32_t *v)
+{
+	size_t i;
+
+	if (avail < 4)
+		return false;
+	*v = 0;
+	for (i = 0; i < 4; i++) {
+		int c = (unsigned char)s[i], d;
+
+		if (c >= '0' && c <= '9')
+			d = c - '0';
+		else if (c >= 'a' && c <= 'f')
+			d = c - 'a' + 10;
+		else if (c >= 'A' && c <= 'F')
+			d = c - 'A' + 10;
+		else
+			return false;
+		*v = *v << 4 | (uint32_t)d;
+	}
+	return true;
+}
+
+/*
+ * At a '"': skip the string; with out != NULL also decode it into a
+ * malloc'ed buffer (decoded text is never longer than the raw text, and
+ * 4-byte UTF-8 comes from 12 raw bytes, so the raw length bounds it).
+ */
+static bool lx_string(struct lx *x, char **out)
+{
+	size_t start, o = 0;
+	char *dec = NULL;
+
+	if (x->i >= x->n || x->s[x->i] != '"')
+		return false;
+	start = ++x->i;
+	while (x->i < x->n && x->s[x->i] != '"')
+		x->i += x->s[x->i] == '\\' ? 2 : 1;
+	if (x->i >= x->n)
+		return false;
+	if (out) {
+		size_t i;
+
+		dec = malloc(x->i - start + 1);
+		if (!dec)
+			return false;
+		for (i = start; i < x->i; i++) {
+			char c = x->s[i];
+			uint32_t cp, lo;
+
+			if (c != '\\') {
+				dec[o++] = c;
+				continue;
+			}
+			c = x->s[++i];
+			switch (c) {
+			case 'b': dec[o++] = '\b'; break;
+			case 'f': dec[o++] = '\f'; break;
+			case 'n': dec[o++] = '\n'; break;
+			case 'r': dec[o++] = '\r'; break;
+			case 't': dec[o++] = '\t'; break;
+			case 'u':
+				if (!hex4(x->s + i + 1, x->i - i - 1, &cp))
+					break;
+				i += 4;
+				if (cp >= 0xd800 && cp < 0xdc00 && i + 2 < x->i &&
+				    x->s[i + 1] == '\\' && x->s[i + 2] == 'u' &&
+				    hex4(x->s + i + 3, x->i - i - 3, &lo) &&
+				    lo >= 0xdc00 && lo < 0xe000) {
+					cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+					i += 6;
+				}
+				utf8_put(dec, &o, cp);
+				break;
+			default:
+				dec[o++] = c;
+			}
+		}
+		dec[o] = '\0';
+		*out = dec;
+	}
+	x->i++;
+	return true;
+}
+
+/* Skip one value of any kind, iteratively (nesting depth is unbounded). */
+static bool lx_value(struct lx *x)
+{
+	size_t depth = 0;
+
+	if (x->i >= x->n)
+		return false;
+	if (x->s[x->i] == '"')
+		return lx_string(x, NULL);
+	if (x->s[x->i] != '{' && x->s[x->i] != '[') {
+		size_t start = x->i;
+
+		/* jansson ends a number at a NUL byte and accepts the rest
+		 * ("[1\0]"), so stop at anything unexpected and report no
+		 * progress instead of looping on it */
+		while (x->i < x->n) {
+			char c = x->s[x->i];
+
+			if (!isalnum((unsigned char)c) && c != '+' && c != '-' && c != '.')
+				break;
+			x->i++;
+		}
+		return x->i > start;
+	}
+	while (x->i < x->n) {
+		char c = x->s[x->i];
+
+		if (c == '"') {
+			if (!lx_string(x, NULL))
+				return false;
+			continue;
+		}
+		if (c == '{' || c == '[')
+			depth++;
+		else if (c == '}' || c == ']')
+			depth--;
+		else if (c == '\n')
+			x->line++;
+		x->i++;
+		if (!depth)
+			return true;
+	}
+	return false;
+}
+
+struct loc {
+	int key_line;
+	int value_line;
+	int *elem_line; /* caller's array */
+	size_t max_elem;
+};
+
+/* Line of the first non-blank character. */
+static int locate_root(const char *buf, size_t len)
+{
+	struct lx x = { buf, len, 0, 1 };
+
+	lx_ws(&x);
+	return x.line;
+}
+
+/* Find top-level key in buf: its line, its value's line and, if the value
+ * is an array, the line of each element. Returns false if not found. */
+static bool locate(const char *buf, size_t len, const char *key, struct loc *l)
+{
+	struct lx x = { buf, len, 0, 1 };
+
+	lx_ws(&x);
+	if (x.i >= x.n || x.s[x.i] != '{')
+		return false;
+	x.i++;
+	for (;;) {
+		char *k = NULL;
+		bool match;
+		int kline;
+
+		lx_ws(&x);
+		if (x.i >= x.n || x.s[x.i] == '}')
+			return false;
+		kline = x.line;
+		if (!lx_string(&x, &k))
+			return false;
+		match = !strcmp(k, key);
+		free(k);
+		lx_ws(&x);
+		if (x.i >= x.n || x.s[x.i] != ':')
+			return false;
+		x.i++;
+		lx_ws(&x);
+		if (match) {
+			size_t idx = 0;
+
+			l->key_line = kline;
+			l->value_line = x.line;
+			if (x.i >= x.n || x.s[x.i] != '[' || !l->elem_line)
+				return true;
+			x.i++;
+			for (;;) {
+				lx_ws(&x);
+				if (x.i >= x.n || x.s[x.i] == ']')
+					return true;
+				if (idx < l->max_elem)
+					l->elem_line[idx++] = x.line;
+				if (!lx_value(&x))
+					return true;
+				lx_ws(&x);
+				if (x.i < x.n && x.s[x.i] == ',')
+					x.i++;
+			}
+		}
+		if (!lx_value(&x))
+			return false;
+		lx_ws(&x);
+		if (x.i < x.n && x.s[x.i] == ',')
+			x.i++;
+	}
+}
+
+/* Quote untrusted text for a one-line message: printable ASCII as is,
+ * everything else as \xNN, long text cut with "...". */
+static const char *esc(const char *s, char *buf, size_t len)
+{
+	size_t o = 0;
+
+	for (; *s && o + 8 < len; s++) {
+		unsigned char c = (unsigned char)*s;
+
+		if (o > 60) {
+			memcpy(buf + o, "...", 3);
+			o += 3;
+			break;
+		}
+		if (c < 0x20 || c >= 0x7f || c == '"' || c == '\\')
+			o += (size_t)snprintf(buf + o, len - o, "\\x%02x", c);
+		else
+			buf[o++] = (char)c;
+	}
+	buf[o] = '\0';
+	return buf;
+}
+
+static const char *json_type_name(const json_t *v)
+{
+	switch (json_typeof(v)) {
+	case JSON_OBJECT: return "an object";
+	case JSON_ARRAY: return "an array";
+	case JSON_STRING: return "a string";
+	case JSON_INTEGER:
+	case JSON_REAL: return "a number";
+	case JSON_TRUE:
+	case JSON_FALSE: return "a boolean";
+	case JSON_NULL: return "null";
+	}
+	return "?";
+}
+
+static unsigned edit_distance(const char *a, const char *b)
+{
+	unsigned d[33][33];
+	size_t la = strlen(a), lb = strlen(b), i, j;
+
+	if (la > 32 || lb > 32)
+		return 99;
+	for (i = 0; i <= la; i++)
+		d[i][0] = (unsigned)i;
+	for (j = 0; j <= lb; j++)
+		d[0][j] = (unsigned)j;
+	for (i = 1; i <= la; i++) {
+		for (j = 1; j <= lb; j++) {
+			unsigned cost = tolower((unsigned char)a[i - 1]) !=
+					tolower((unsigned char)b[j - 1]);
+			unsigned m = d[i - 1][j] + 1;
+
+			if (d[i][j - 1] + 1 < m)
+				m = d[i][j - 1] + 1;
+			if (d[i - 1][j - 1] + cost < m)
+				m = d[i - 1][j - 1] + cost;
+			/* adjacent transposition: "mdoe" */
+			if (i > 1 && j > 1 && a[i - 1] == b[j - 2] &&
+			    a[i - 2] == b[j - 1] && d[i - 2][j - 2] + 1 < m)
+				m = d[i - 2][j - 2] + 1;
+			d[i][j] = m;
+		}
+	}
+	return d[la][lb];
+}
+
+static const char *const known_keys[] = { "name", "mode", "allow", "deny" };
+
+static bool policy_name_valid(const char *s)
+{
+	size_t i, len = strlen(s);
+
+	if (!len || len > POLICY_MAX_NAME_LEN)
+		return false;
+	for (i = 0; i < len; i++)
+		if (!(isalnum((unsigned char)s[i]) || strchr("._-", s[i])))
+			return false;
+	return true;
+}
+
+struct load_ctx {
+	const char *file;
+	const char *buf;
+	size_t len;
+	char *err;
+	size_t errlen;
+};
+
+static int key_line(const struct load_ctx *c, const char *key)
+{
+	struct loc l = { .key_line = 1 };
+
+	locate(c->buf, c->len, key, &l);
+	return l.key_line;
+}
+
+static int load_rules(const struct load_ctx *c, struct policy *tmp, bool deny,
+		      const char *key, json_t *arr)
+{
+	char source[512], rerr[256], e[256];
+	struct loc l = { .key_line = 1, .value_line = 1 };
+	size_t i, n;
+	int *lines = NULL, ret = 0;
+	json_t *v;
+
+	locate(c->buf, c->len, key, &l);
+	if (!json_is_array(arr)) {
+		seterr(c->err, c->errlen, "%s:%d: %s: expected an array of rule strings, got %s",
+		       c->file, l.value_line, key, json_type_name(arr));
+		return -EINVAL;
+	}
+	n = json_array_size(arr);
+	if (n > POLICY_MAX_RULES) {
+		seterr(c->err, c->errlen, "%s:%d: %s: too many rules (at most %d)",
+		       c->file, l.value_line, key, POLICY_MAX_RULES);
+		return -E2BIG;
+	}
+	if (n) {
+		lines = calloc(n, sizeof(*lines));
+		if (!lines) {
+			seterr(c->err, c->errlen, "%s: out of memory", c->file);
+			return -ENOMEM;
+		}
+		for (i = 0; i < n; i++)
+			lines[i] = l.value_line;
+		l.elem_line = lines;
+		l.max_elem = n;
+		locate(c->buf, c->len, key, &l);
+	}
+	json_array_foreach(arr, i, v) {
+		if (!json_is_string(v)) {
+			seterr(c->err, c->errlen, "%s:%d: %s[%zu]: expected a rule string, got %s",
+			       c->file, lines[i], key, i, json_type_name(v));
+			ret = -EINVAL;
+			break;
+		}
+		snprintf(source, sizeof(source), "%s:%d", c->file, lines[i]);
+		ret = policy_add_rule(tmp, deny, json_string_value(v), source,
+				      rerr, sizeof(rerr));
+		if (ret) {
+			seterr(c->err, c->errlen, "%s:%d: %s[%zu]: \"%s\": %s", c->file,
+			       lines[i], key, i, esc(json_string_value(v), e, sizeof(e)),
+			       rerr);
+			break;
+		}
+	}
+	free(lines);
+	return ret;
+}
+
+int policy_load_buffer(struct policy *p, const char *name, const char *buf,
+		       size_t len, char *err, size_t errlen)
+{
+	struct load_ctx c = { name ? name : "<policy>", buf, len, err, errlen };
+	struct policy *tmp = NULL;
+	char *newname = NULL, e[256];
+	bool has_mode = false;
+	enum policy_mode mode = POLICY_ENFORCE;
+	json_error_t jerr;
+	json_t *root, *v;
+	const char *key;
+	int ret = 0;
+
+	if (len > POLICY_MAX_FILE) {
+		seterr(err, errlen, "%s: larger than %d bytes", c.file, POLICY_MAX_FILE);
+		return -EFBIG;
+	}
+	root = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
+	if (!root) {
+		/* jansson quotes the offending token: keep it on one line */
+		for (char *t = jerr.text; *t; t++)
+			if ((unsigned char)*t < 0x20 || (unsigned char)*t >= 0x7f)
+				*t = '?';
+		seterr(err, errlen, "%s:%d: syntax error: %s", c.file,
+		       jerr.line > 0 ? jerr.line : 1, jerr.text);
+		return -EINVAL;
+	}
+	if (!json_is_object(root)) {
+		seterr(err, errlen, "%s:%d: top level: expected an object, got %s",
+		       c.file, locate_root(buf, len), json_type_name(root));
+		ret = -EINVAL;
+		goto out;
+	}
+	tmp = policy_new(NULL);
+	if (!tmp) {
+		ret = -ENOMEM;
+		seterr(err, errlen, "%s: out of memory", c.file);
+		goto out;
+	}
+	json_object_foreach(root, key, v) {
+		if (!strcmp(key, "name")) {
+			const char *s = json_string_value(v);
+
+			if (!s) {
+				seterr(err, errlen, "%s:%d: name: expected a string, got %s",
+				       c.file, key_line(&c, key), json_type_name(v));
+				ret = -EINVAL;
+				goto out;
+			}
+			if (!policy_name_valid(s)) {
+				seterr(err, errlen,
+				       "%s:%d: name: \"%s\": must be 1-%d characters of A-Z a-z 0-9 . _ -",
+				       c.file, key_line(&c, key), esc(s, e, sizeof(e)),
+				       POLICY_MAX_NAME_LEN);
+				ret = -EINVAL;
+				goto out;
+			}
+			free(newname);
+			newname = strdup(s);
+			if (!newname) {
+				ret = -ENOMEM;
+				seterr(err, errlen, "%s: out of memory", c.file);
+				goto out;
+			}
+		} else if (!strcmp(key, "mode")) {
+			const char *s = json_string_value(v);
+
+			if (!s) {
+				seterr(err, errlen, "%s:%d: mode: expected a string, got %s",
+				       c.file, key_line(&c, key), json_type_name(v));
+				ret = -EINVAL;
+				goto out;
+			}
+			if (!strcmp(s, "enforce")) {
+				mode = POLICY_ENFORCE;
+			} else if (!strcmp(s, "audit")) {
+				mode = POLICY_AUDIT;
+			} else {
+				seterr(err, errlen,
+				       "%s:%d: mode: \"%s\": must be \"enforce\" or \"audit\"",
+				       c.file, key_line(&c, key), esc(s, e, sizeof(e)));
+				ret = -EINVAL;
+				goto out;
+			}
+			has_mode = true;
+		} else if (!strcmp(key, "allow") || !strcmp(key, "deny")) {
+			ret = load_rules(&c, tmp, !strcmp(key, "deny"), key, v);
+			if (ret)
+				goto out;
+		} else {
+			const char *best = NULL;
+			unsigned bestd = 3, d;
+			size_t i;
+
+			for (i = 0; i < sizeof(known_keys) / sizeof(known_keys[0]); i++) {
+				d = edit_distance(key, known_keys[i]);
+				if (d < bestd) {
+					bestd = d;
+					best = known_keys[i];
+				}
+			}
+			if (best)
+				seterr(err, errlen,
+				       "%s:%d: %s: unknown field (did you mean \"%s\"?)",
+				       c.file, key_line(&c, key), esc(key, e, sizeof(e)), best);
+			else
+				seterr(err, errlen,
+				       "%s:%d: %s: unknown field (expected name, mode, allow, deny)",
+				       c.file, key_line(&c, key), esc(key, e, sizeof(e)));
+			ret = -EINVAL;
+			goto out;
+		}
+	}
+
+	if (p->n_allow + p->n_deny + tmp->n_allow + tmp->n_deny > POLICY_MAX_RULES) {
+		seterr(err, errlen, "%s: too many rules in all (at most %d)", c.file,
+		       POLICY_MAX_RULES);
+		ret = -E2BIG;
+		goto out;
+	}
+	/* Commit: allocate everything first, then move; nothing fails after. */
+	if (rules_reserve(&p->allow, p->n_allow, p->n_allow + tmp->n_allow) ||
+	    rules_reserve(&p->deny, p->n_deny, p->n_deny + tmp->n_deny)) {
+		seterr(err, errlen, "%s: out of memory", c.file);
+		ret = -ENOMEM;
+		goto out;
+	}
+	if (tmp->n_allow)
+		memcpy(p->allow + p->n_allow, tmp->allow, tmp->n_allow * sizeof(*tmp->allow));
+	if (tmp->n_deny)
+		memcpy(p->deny + p->n_deny, tmp->deny, tmp->n_deny * sizeof(*tmp->deny));
+	p->n_allow += tmp->n_allow;
+	p->n_deny += tmp->n_deny;
+	tmp->n_allow = tmp->n_deny = 0;
+	if (newname) {
+		free(p->name);
+		p->name = newname;
+		newname = NULL;
+	}
+	if (has_mode)
+		p->mode = mode;
+out:
+	free(newname);
+	policy_free(tmp);
+	json_decref(root);
+	return ret;
+}
+
+int policy_load_file(struct policy *p, const char *path, char *err, size_t errlen)
+{
+	struct stat st;
+	char *buf = NULL;
+	size_t len = 0;
+	int fd, ret;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		ret = -errno;
+		seterr(err, errlen, "%s: %s", path, strerror(-ret));
+		return ret;
+	}
+	if (fstat(fd, &st)) {
+		ret = -errno;
+		seterr(err, errlen, "%s: %s", path, strerror(-ret));
+		goto out;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		ret = -EINVAL;
+		seterr(err, errlen, "%s: not a regular file", path);
+		goto out;
+	}
+	/* One byte more than allowed, to notice files that grew since fstat. */
+	buf = malloc(POLICY_MAX_FILE + 1);
+	if (!buf) {
+		ret = -ENOMEM;
+		seterr(err, errlen, "%s: out of memory", path);
+		goto out;
+	}
+	while (len < POLICY_MAX_FILE + 1) {
+		ssize_t r = read(fd, buf + len, POLICY_MAX_FILE + 1 - len);
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0) {
+			ret = -errno;
+			seterr(err, errlen, "%s: %s", path, strerror(-ret));
+			goto out;
+		}
+		if (!r)
+			break;
+		len += (size_t)r;
+	}
+	ret = policy_load_buffer(p, path, buf, len, err, errlen);
+out:
+	free(buf);
+	close(fd);
+	return ret;
+}
+
+static json_t *rules_json(const struct policy_rule *v, size_t n)
+{
+	json_t *a = json_array();
+	size_t i;
+
+	if (!a)
+		return NULL;
+	for (i = 0; i < n; i++) {
+		if (json_array_append_new(a, json_string(v[i].text))) {
+			json_decref(a);
+			return NULL;
+		}
+	}
+	return a;
+}
+
+int policy_write_json(const struct policy *p, FILE *out)
+{
+	json_t *o = json_object();
+	int ret = -ENOMEM;
+
+	if (!o)
+		return -ENOMEM;
+	if (json_object_set_new(o, "name", json_string(p->name ? p->name : "unnamed")) ||
+	    json_object_set_new(o, "mode", json_string(p->mode == POLICY_AUDIT ?
+							"audit" : "enforce")) ||
+	    json_object_set_new(o, "allow", rules_json(p->allow, p->n_allow)) ||
+	    json_object_set_new(o, "deny", rules_json(p->deny, p->n_deny)))
+		goto out;
+	ret = -EIO;
+	if (json_dumpf(o, out, JSON_INDENT(2)) || fputc('\n', out) == EOF)
+		goto out;
+	ret = 0;
+out:
+	json_decref(o);
+	return ret;
+}
+
+/* --- matching ----------------------------------------------------------- */
+
+static bool domain_port_match(const struct policy_rule *r, uint16_t port)
+{
+	if (r->any_port)
+		return true;
+	if (r->port)
+		return r->port == port;
+	return port == 443 || port == 80;
+}
+
+static bool domain_match(const struct policy_rule *r, const char *host, size_t hlen)
+{
+	size_t dlen;
+
+	if (r->kind != RULE_DOMAIN)
+		return false;
+	if (!r->wildcard)
+		return !strcmp(host, r->domain);
+	dlen = strlen(r->domain);
+	/* strict subdomain: at least one label before ".domain" */
+	return hlen > dlen + 1 && host[hlen - dlen - 1] == '.' &&
+	       !strcmp(host + hlen - dlen, r->domain);
+}
+
+static const struct policy_rule *find_name(const struct policy_rule *v, size_t n,
+					   const char *host, size_t hlen, uint16_t port)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if (domain_match(&v[i], host, hlen) && domain_port_match(&v[i], port))
+			return &v[i];
+	return NULL;
+}
+
+static void decide(struct policy_decision *d, const struct policy_rule *deny,
+		   const struct policy_rule *allow)
+{
+	if (deny) {
+		d->verdict = EGR_VERDICT_DENY;
+		d->reason = EGR_REASON_RULE_DENY;
+		d->rule = deny;
+	} else if (allow) {
+		d->verdict = EGR_VERDICT_ALLOW;
+		d->reason = EGR_REASON_RULE_ALLOW;
+		d->rule = allow;
+	} else {
+		d->verdict = EGR_VERDICT_DENY;
+		d->reason = EGR_REASON_NO_MATCH;
+		d->rule = NULL;
+	}
+}
+
+void policy_decide_name(const struct policy *p, const char *host, uint16_t port,
+			struct policy_decision *d)
+{
+	char name[NAME_MAX_LEN + 1];
+	const struct policy_rule *deny = NULL, *allow = NULL;
+	size_t hlen;
+
+	if (p && host && name_lower(host, name)) {
+		hlen = strlen(name);
+		deny = find_name(p->deny, p->n_deny, name, hlen, port);
+		if (!deny)
+			allow = find_name(p->allow, p->n_allow, name, hlen, port);
+	}
+	decide(d, deny, allow);
+}
+
+static const struct policy_rule *find_addr(const struct policy_rule *v, size_t n,
+					   const struct egr_addr *a, uint16_t port)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if (v[i].kind == RULE_CIDR && (v[i].any_port || v[i].port == port) &&
+		    addr_in_prefix(a, &v[i].net, v[i].prefixlen))
+			return &v[i];
+	return NULL;
+}
+
+void policy_decide_addr(const struct policy *p, const struct egr_addr *a,
+			uint16_t port, struct policy_decision *d)
+{
+	const struct policy_rule *deny = NULL, *allow = NULL;
+
+	if (p && a) {
+		deny = find_addr(p->deny, p->n_deny, a, port);
+		if (!deny)
+			allow = find_addr(p->allow, p->n_allow, a, port);
+	}
+	decide(d, deny, allow);
+}
+
+bool policy_names_addr(const struct policy *p, const struct egr_addr *a, uint16_t port)
+{
+	return p && a && find_addr(p->allow, p->n_allow, a, port);
+}
+
+int policy_allowed_ports(const struct policy *p, bool *any_port,
+			 uint16_t *ports, size_t max, size_t *n)
+{
+	uint8_t set[65536 / 8];
+	size_t i, count = 0;
+
+	memset(set, 0, sizeof(set));
+	*any_port = false;
+	*n = 0;
+	for (i = 0; i < p->n_allow; i++) {
+		const struct policy_rule *r = &p->allow[i];
+
+		if (r->any_port) {
+			*any_port = true;
+			return 0;
+		}
+		if (r->port) {
+			set[r->port / 8] |= (uint8_t)(1 << (r->port % 8));
+		} else {
+			set[443 / 8] |= 1 << (443 % 8);
+			set[80 / 8] |= 1 << (80 % 8);
+		}
+	}
+	for (i = 1; i < 65536; i++) {
+		if (!(set[i / 8] & (1 << (i % 8))))
+			continue;
+		if (count >= max) {
+			*n = count;
+			return -E2BIG;
+		}
+		ports[count++] = (uint16_t)i;
+	}
+	*n = count;
+	return 0;
+}
+
+const char *policy_suggest_rule(const char *host, const struct egr_addr *a,
+				uint16_t port, char *buf, size_t len)
+{
+	char name[NAME_MAX_LEN + 1], s[INET6_ADDRSTRLEN];
+	struct egr_addr tmp;
+
+	if (!len)
+		return buf;
+	buf[0] = '\0';
+	/* Only names a rule could spell; IP-literal SNI falls back to the
+	 * address, which is what an allow rule would have to name. */
+	if (host && addr_parse(host, &tmp) &&
+	    !name_normalise(host, strlen(host), name)) {
+		if (port == 443 || port == 80)
+			snprintf(buf, len, "%s", name);
+		else
+			snprintf(buf, len, "%s:%u", name, port);
+		return buf;
+	}
+	if (!a)
+		return buf;
+	addr_to_str(a, s, sizeof(s));
+	if (!port)
+		snprintf(buf, len, "%s", s);
+	else if (addr_is_v4(a))
+		snprintf(buf, len, "%s:%u", s, port);
+	else
+		snprintf(buf, len, "[%s]:%u", s, port);
+	return buf;
+}
