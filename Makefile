@@ -108,6 +108,10 @@ $(BUILD)/fuzz/fuzz_policy: tests/fuzz/fuzz_policy.c user/policy.c user/addr.c us
 	$(call msg,FUZZ-CC,$@)
 	$(Q)$(CLANG) $(FUZZ_CFLAGS) $^ -ljansson -lpthread -o $@
 
+$(BUILD)/fuzz/fuzz_dnsmsg: tests/fuzz/fuzz_dnsmsg.c user/dnsmsg.c user/addr.c | $(BUILD)/fuzz
+	$(call msg,FUZZ-CC,$@)
+	$(Q)$(CLANG) $(FUZZ_CFLAGS) $^ -o $@
+
 unit: $(UNIT_BINS)
 	$(Q)tests/run-unit.sh $(UNIT_BINS)
 
@@ -130,7 +134,11 @@ check:
 	$(Q)tests/fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_BINS)
 	$(Q)$(MAKE) --no-print-directory static
 
-build-san-unit: $(UNIT_BINS)
+build-san-$(BUILD)/fuzz/fuzz_dnsmsg: tests/fuzz/fuzz_dnsmsg.c user/dnsmsg.c user/addr.c | $(BUILD)/fuzz
+	$(call msg,FUZZ-CC,$@)
+	$(Q)$(CLANG) $(FUZZ_CFLAGS) $^ -o $@
+
+unit: $(UNIT_BINS)
 	$(Q)tests/run-unit.sh $(UNIT_BINS)
 
 static:

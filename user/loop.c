@@ -157,6 +157,11 @@ int loop_add(struct loop *l, int fd, int mask, loop_fd_cb cb, void *data)
 	if (err)
 		return err;
 	op = l->regs[fd].mask < 0 ? EPOLL_CTL_ADD : EPOLL_CTL_MOD;
+	/* The relay re-states its interest after every pump: an unchanged
+	 * registration must not cost a syscall. */
+	if (op == EPOLL_CTL_MOD && l->regs[fd].mask == (mask & (LOOP_READ | LOOP_WRITE)) &&
+	    l->regs[fd].cb == cb && l->regs[fd].data == data)
+		return 0;
 	if (epoll_ctl(l->epfd, op, fd, &ev) < 0)
 		return -errno;
 	l->regs[fd].mask = mask & (LOOP_READ | LOOP_WRITE);
