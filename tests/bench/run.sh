@@ -22,6 +22,7 @@ BENCH_ROUNDS=${BENCH_ROUNDS:-5}
 BENCH_SECONDS=${BENCH_SECONDS:-5}
 BENCH_BULK_MIB=${BENCH_BULK_MIB:-100}
 BENCH_CONNS=${BENCH_CONNS:-8}
+BENCH_ONLY=${BENCH_ONLY:-}   # "bulk" or "conns" to run one benchmark
 OUT=$REPO/build/bench
 export E2E_TIMEOUT=$((BENCH_SECONDS + 60))
 
@@ -91,10 +92,24 @@ run_client() {
 	fi
 }
 
-bulk() { # MiB/s
-	run_client "$1" curl -sS --cacert "$E2E_CA" -o /dev/null \
-		-w '%{speed_download}\n' "$URL/bulk" |
-		awk '{ printf "%.1f\n", $1 / 1048576 }'
+# bulk MODE: prints "MiB/s egressd-CPU-ms-per-100MiB" (CPU: utime+stime of
+# the egressd process, read from /proc by the agent's parent-side wrapper;
+# "-" for direct).
+bulk() {
+	local tck
+	tck=$(getconf CLK_TCK)
+	run_client "$1" sh -c '
+		cpu() { [ "$1" = egressd ] && awk "{ print \$14 + \$15 }" /proc/$PPID/stat || echo 0; }
+		a=$(cpu "$1")
+		s=$(curl -sS --cacert "$2" -o /dev/null -w "%{speed_download} %{size_download}" "$3")
+		b=$(cpu "$1")
+		echo "$s $a $b"' sh "$1" "$E2E_CA" "$URL/bulk" |
+		awk -v mode="$1" -v tck="$tck" '{
+			cpu = ($4 - $3) * 1000 / tck
+			per = $2 > 0 ? cpu * 104857600 / $2 : 0
+			if (mode == "egressd") printf "%.1f %.0f\n", $1 / 1048576, per
+			else printf "%.1f -\n", $1 / 1048576
+		}'
 }
 
 conns() { # req/s, a new TLS connection per request
@@ -110,19 +125,25 @@ for ((r = 1; r <= BENCH_ROUNDS; r++)); do
 	# Interleave, alternating which mode goes first.
 	if ((r % 2)); then order="direct egressd"; else order="egressd direct"; fi
 	for mode in $order; do
-		v=$(bulk "$mode")
-		samples[bulk_$mode]+="$v "
-		v=$(conns "$mode")
-		samples[conns_$mode]+="$v "
+		if [ "$BENCH_ONLY" != conns ]; then
+			read -r v c < <(bulk "$mode")
+			samples[bulk_$mode]+="$v "
+			[ "$mode" = egressd ] && samples[cpu_egressd]+="$c "
+		fi
+		if [ "$BENCH_ONLY" != bulk ]; then
+			v=$(conns "$mode")
+			samples[conns_$mode]+="$v "
+		fi
 	done
 	printf '# round %d/%d done\n' "$r" "$BENCH_ROUNDS" >&2
 done
 
-med() { tr ' ' '\n' <<<"${samples[$1]}" | grep -v '^$' | median; }
+med() { tr ' ' '\n' <<<"${samples[$1]:-}" | grep -v '^$' | median; }
 bd=$(med bulk_direct) be=$(med bulk_egressd)
 cd_=$(med conns_direct) ce=$(med conns_egressd)
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "nan" }'; }
 rb=$(ratio "$be" "$bd") rc=$(ratio "$ce" "$cd_")
+cpu=$(med cpu_egressd)
 
 cat >"$OUT/results.json" <<JSON
 {
@@ -135,7 +156,8 @@ cat >"$OUT/results.json" <<JSON
   "conns_concurrency": $BENCH_CONNS,
   "bulk_mib_s": { "direct": $bd, "egressd": $be, "ratio": $rb,
                   "samples_direct": [$(echo ${samples[bulk_direct]} | tr ' ' ',')],
-                  "samples_egressd": [$(echo ${samples[bulk_egressd]} | tr ' ' ',')] },
+                  "samples_egressd": [$(echo ${samples[bulk_egressd]} | tr ' ' ',')],
+                  "egressd_cpu_ms_per_100mib": $cpu },
   "new_conn_req_s": { "direct": $cd_, "egressd": $ce, "ratio": $rc,
                   "samples_direct": [$(echo ${samples[conns_direct]} | tr ' ' ',')],
                   "samples_egressd": [$(echo ${samples[conns_egressd]} | tr ' ' ',')] }
@@ -144,5 +166,6 @@ JSON
 
 printf '\n%-34s %12s %12s %8s\n' "benchmark (median of $BENCH_ROUNDS)" direct egressd ratio
 printf '%-34s %12s %12s %8s\n' "TLS bulk ${BENCH_BULK_MIB} MiB (MiB/s)" "$bd" "$be" "$rb"
+printf '%-34s %12s %12s %8s\n' "egressd CPU per 100 MiB (ms)" - "$cpu" -
 printf '%-34s %12s %12s %8s\n' "new TLS conn per request (req/s)" "$cd_" "$ce" "$rc"
 printf '\nresults: %s\n' "$OUT/results.json"
