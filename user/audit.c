@@ -171,14 +171,17 @@ static void bprintf(struct buf *b, const char *fmt, ...)
 }
 
 /* One token: printable ASCII except space and backslash as is, others \xNN. */
-static void besc(struct buf *b, const char *s)
+/* Agent-controlled text can never break a line or forge a field: control
+ * bytes, non-ASCII and backslashes become \xNN; spaces too, except in the
+ * human-readable stderr lines (keep_space). */
+static void besc_mode(struct buf *b, const char *s, bool keep_space)
 {
 	char hex[5];
 
 	for (; *s && b->len + 5 < b->cap; s++) {
 		unsigned char c = (unsigned char)*s;
 
-		if (c <= 0x20 || c >= 0x7f || c == '\\') {
+		if (c < 0x20 || (c == 0x20 && !keep_space) || c >= 0x7f || c == '\\') {
 			snprintf(hex, sizeof(hex), "\\x%02x", c);
 			bputs(b, hex);
 		} else {
@@ -186,6 +189,11 @@ static void besc(struct buf *b, const char *s)
 			b->s[b->len] = '\0';
 		}
 	}
+}
+
+static void besc(struct buf *b, const char *s)
+{
+	besc_mode(b, s, false);
 }
 
 static void esc_into(char *out, size_t len, const char *s)
@@ -432,7 +440,7 @@ static void print_denial(const struct audit_record *r)
 	}
 	if (r->detail) {
 		bputs(&b, " (");
-		besc(&b, r->detail);
+		besc_mode(&b, r->detail, true);
 		bputs(&b, ")");
 	}
 	fprintf(stderr, "%s\n", line);

@@ -120,6 +120,11 @@ conns() { # req/s, a new TLS connection per request
 
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "nan"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.2f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
+# Warm-up, not counted: page cache for the object, first-run costs.
+for mode in direct egressd; do
+	[ "$BENCH_ONLY" != conns ] && bulk "$mode" >/dev/null
+done
+
 declare -A samples
 for ((r = 1; r <= BENCH_ROUNDS; r++)); do
 	# Interleave, alternating which mode goes first.
