@@ -12,6 +12,7 @@
 #define EGR_RESOLVER_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "addr.h"
 #include "loop.h"
@@ -45,5 +46,50 @@ void resolver_cancel(struct resolver_query *q);
 
 /* Lookups started and not yet finished (including cancelled ones). */
 size_t resolver_pending(const struct resolver *r);
+
+/*
+ * Answer cache (one per resolver, so per worker and lock-free): answers are
+ * kept for the smallest TTL of the answer (addresses and CNAMEs), clamped
+ * to [RESOLVER_TTL_MIN_MS, RESOLVER_TTL_MAX_MS]; "no such name" and "no
+ * address" for RESOLVER_NEG_TTL_MS. Timeouts and server failures are never
+ * cached. Lookups of a name already in flight join that query. A cache hit
+ * calls back synchronously, inside resolver_lookup() (see its contract),
+ * and sets *handle to NULL before doing so.
+ */
+#define RESOLVER_CACHE_DEFAULT 4096 /* names */
+#define RESOLVER_TTL_MIN_MS 1000
+#define RESOLVER_TTL_MAX_MS 300000
+#define RESOLVER_NEG_TTL_MS 5000
+
+struct resolver_stats {
+	uint64_t hits;      /* answered from the cache */
+	uint64_t misses;    /* sent upstream */
+	uint64_t coalesced; /* joined a query in flight */
+	uint64_t evictions; /* dropped for room before they expired */
+	size_t entries;     /* names cached or in flight */
+};
+
+/* Bound the cache to max_names (0 = no caching; in-flight lookups are
+ * still shared). Shrinking evicts at once. */
+void resolver_set_cache_size(struct resolver *r, size_t max_names);
+void resolver_get_stats(const struct resolver *r, struct resolver_stats *st);
+
+/*
+ * Connect outcome memory (the "remember what failed" part of Happy
+ * Eyeballs, RFC 8305 section 4): a name with an AAAA record whose server
+ * only listens on IPv4 (or an unreachable v6 path) would otherwise cost
+ * every connection a failed connect first. Per resolver, so per worker.
+ */
+#define RESOLVER_FAIL_MEMORY_MS 60000
+#define RESOLVER_FAIL_SLOTS 256
+
+/* Connecting to a:port failed (refused, unreachable, timed out). */
+void resolver_note_connect_failure(struct resolver *r, const struct egr_addr *a,
+				   uint16_t port);
+/* Stable reorder: addresses that failed on port within the last
+ * RESOLVER_FAIL_MEMORY_MS go last, the others keep their order. Nothing is
+ * dropped: a remembered failure only costs its place in the queue. */
+void resolver_order_candidates(struct resolver *r, struct egr_addr *addrs, size_t n,
+			       uint16_t port);
 
 #endif
