@@ -12,8 +12,10 @@
  *                                      after the source port is chosen)
  *   cgroup/sock_release                drop egr_conns entries never accepted
  *   cgroup/getpeername4/6              show the original destination
- *   cgroup/sendmsg4/6                  unconnected UDP: DNS to the
- *                                      configured resolvers only
+ *   cgroup/sendmsg4/6                  unconnected UDP: DNS (port 53, any
+ *                                      server) to the DNS proxy, else EPERM
+ *   cgroup/recvmsg4/6                  DNS replies appear to come from the
+ *                                      server the application asked
  *   cgroup/sock_create                 only TCP and UDP sockets
  */
 #include "egr_helpers.bpf.h"
@@ -79,13 +81,18 @@ struct {
 	__type(value, __u8);
 } egr_cidrs SEC(".maps");
 
-/* Resolvers reachable on port 53 (until the DNS proxy replaces this). */
+/*
+ * UDP sockets that sent DNS to the proxy: socket cookie -> origin. The DNS
+ * proxy finds the cookie of a datagram's sender with sock_diag (the source
+ * port of a connected UDP socket is not chosen yet when connect4 runs, so
+ * it cannot be keyed by address like egr_conns). Removed at sock_release.
+ */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, EGR_MAX_DNS_SERVERS);
-	__type(key, struct egr_dns_key);
-	__type(value, __u8);
-} egr_dns SEC(".maps");
+	__uint(max_entries, EGR_MAX_CONNS);
+	__type(key, __u64);
+	__type(value, struct egr_origin);
+} egr_udp_socks SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -177,20 +184,10 @@ static __always_inline void egr_emit(__u32 type, __u32 reason, __u32 proto,
 	bpf_ringbuf_submit(e, 0);
 }
 
-static __always_inline bool egr_is_dns_server(const __u8 *dst, __u16 port)
-{
-	struct egr_dns_key k;
-
-	if (port != 53)
-		return false;
-	__builtin_memcpy(k.addr, dst, 16);
-	return bpf_map_lookup_elem(&egr_dns, &k) != NULL;
-}
-
 /*
- * Decide a TCP connect() or UDP send to dst:port. Returns 0 to redirect
- * (TCP) / let through (UDP DNS), 1 to let through unchanged (audit mode),
- * or -EPERM with *reason set.
+ * Decide a TCP connect() or UDP send to dst:port. Returns 0 to redirect to
+ * the proxy (TCP) or the DNS proxy (UDP port 53), 1 to let through
+ * unchanged (audit mode), or -EPERM with *reason set.
  */
 static __always_inline int egr_decide(const __u8 *dst, __u16 port, bool udp,
 				      __u32 policy_id, __u32 *reason)
@@ -207,7 +204,9 @@ static __always_inline int egr_decide(const __u8 *dst, __u16 port, bool udp,
 	}
 	audit = pi->flags & EGR_POLICY_AUDIT;
 
-	if (egr_is_dns_server(dst, port))
+	/* DNS to any server, the one in resolv.conf or an attacker's, goes
+	 * to our DNS proxy: it answers only names the policy allows. */
+	if (port == 53)
 		return 0;
 	if (udp) {
 		*reason = EGR_REASON_UDP;
@@ -274,9 +273,6 @@ static __always_inline int egr_connect(struct bpf_sock_addr *ctx, const __u8 *ds
 			 policy_id, netns);
 		return 1;
 	}
-	if (udp)
-		return 1; /* DNS to a configured resolver, not redirected */
-
 	if (!proxy_port) {
 		egr_emit(EGR_EVENT_DENY, EGR_REASON_INTERNAL, proto, dst, port,
 			 family, cgid, policy_id, netns);
@@ -300,13 +296,21 @@ static __always_inline int egr_connect(struct bpf_sock_addr *ctx, const __u8 *ds
 	__builtin_memcpy(o->dst_addr, dst, 16);
 	o->dst_port = port;
 	o->family = v4mapped ? EGR_AF_INET : family;
-	o->flags = EGR_ORIGIN_TCP | (v4mapped ? EGR_ORIGIN_V4MAPPED : 0);
+	o->flags = (udp ? EGR_ORIGIN_UDP : EGR_ORIGIN_TCP) |
+		   (v4mapped ? EGR_ORIGIN_V4MAPPED : 0);
 	o->cgroup_id = cgid;
 	o->netns_cookie = netns;
 	o->sock_cookie = bpf_get_socket_cookie(ctx);
 	o->policy_id = policy_id;
 	egr_fill_task(o);
 	__builtin_memset(&o->key, 0, sizeof(o->key));
+	if (udp && bpf_map_update_elem(&egr_udp_socks, &o->sock_cookie, o, BPF_ANY)) {
+		/* The DNS proxy could not tell who asked: refuse now. */
+		egr_count(EGR_STAT_CONNS_FULL);
+		egr_emit(EGR_EVENT_DENY, EGR_REASON_INTERNAL, proto, dst, port,
+			 family, cgid, policy_id, netns);
+		return 0;
+	}
 
 	if (family == EGR_AF_INET) {
 		ctx->user_ip4 = proxy_ip4;
@@ -409,7 +413,15 @@ int egr_sock_release(struct bpf_sock *sk)
 	struct egr_origin *o, *v;
 
 	o = bpf_sk_storage_get(&egr_origins, sk, 0, 0);
-	if (!o || !(o->flags & EGR_ORIGIN_KEYED))
+	if (!o)
+		return 1;
+	if (o->flags & EGR_ORIGIN_UDP) {
+		__u64 cookie = o->sock_cookie;
+
+		bpf_map_delete_elem(&egr_udp_socks, &cookie);
+		return 1;
+	}
+	if (!(o->flags & EGR_ORIGIN_KEYED))
 		return 1;
 	key = o->key;
 	v = bpf_map_lookup_elem(&egr_conns, &key);
@@ -428,7 +440,7 @@ int egr_getpeername4(struct bpf_sock_addr *ctx)
 	if (!sk)
 		return 1;
 	o = bpf_sk_storage_get(&egr_origins, sk, 0, 0);
-	if (!o || !(o->flags & EGR_ORIGIN_TCP) || o->family != EGR_AF_INET)
+	if (!o || !(o->flags & (EGR_ORIGIN_TCP | EGR_ORIGIN_UDP)) || o->family != EGR_AF_INET)
 		return 1;
 	ctx->user_ip4 = ((__u32 *)o->dst_addr)[3];
 	ctx->user_port = bpf_htons(o->dst_port);
@@ -445,7 +457,7 @@ int egr_getpeername6(struct bpf_sock_addr *ctx)
 	if (!sk)
 		return 1;
 	o = bpf_sk_storage_get(&egr_origins, sk, 0, 0);
-	if (!o || !(o->flags & EGR_ORIGIN_TCP))
+	if (!o || !(o->flags & (EGR_ORIGIN_TCP | EGR_ORIGIN_UDP)))
 		return 1;
 	w = (const __u32 *)o->dst_addr;
 	ctx->user_ip6[0] = w[0];
@@ -456,41 +468,18 @@ int egr_getpeername6(struct bpf_sock_addr *ctx)
 	return 1;
 }
 
-/* Unconnected UDP (sendto/sendmsg/sendmmsg): DNS to a resolver or nothing. */
-static __always_inline int egr_sendmsg(struct bpf_sock_addr *ctx, const __u8 *dst,
-				       __u16 family)
-{
-	__u64 netns = bpf_get_netns_cookie(ctx);
-	__u16 port = bpf_ntohs(ctx->user_port);
-	__u32 reason = EGR_REASON_NONE, policy_id = 0;
-	__u64 cgid;
-	int verdict;
-
-	if (egr_policy_lookup(&cgid, &policy_id)) {
-		egr_emit(EGR_EVENT_DENY, EGR_REASON_NO_POLICY, EGR_IPPROTO_UDP,
-			 dst, port, family, cgid, 0, netns);
-		return 0;
-	}
-	verdict = egr_decide(dst, port, true, policy_id, &reason);
-	if (verdict < 0) {
-		egr_emit(EGR_EVENT_DENY, reason, EGR_IPPROTO_UDP, dst, port,
-			 family, cgid, policy_id, netns);
-		egr_count(EGR_STAT_DENIED);
-		return 0;
-	}
-	if (verdict == 1)
-		egr_emit(EGR_EVENT_AUDIT, reason, EGR_IPPROTO_UDP, dst, port,
-			 family, cgid, policy_id, netns);
-	return 1;
-}
-
+/*
+ * Unconnected UDP (sendto/sendmsg/sendmmsg; connected sockets never get
+ * here): DNS goes to the DNS proxy, everything else is refused. Same path
+ * as connect: egr_connect() checks the socket type.
+ */
 SEC("cgroup/sendmsg4")
 int egr_sendmsg4(struct bpf_sock_addr *ctx)
 {
 	__u8 dst[16];
 
 	egr_addr_set_v4(dst, ctx->user_ip4);
-	return egr_sendmsg(ctx, dst, EGR_AF_INET);
+	return egr_connect(ctx, dst, bpf_ntohs(ctx->user_port), EGR_AF_INET, false);
 }
 
 SEC("cgroup/sendmsg6")
@@ -504,7 +493,69 @@ int egr_sendmsg6(struct bpf_sock_addr *ctx)
 	ip6[2] = ctx->user_ip6[2];
 	ip6[3] = ctx->user_ip6[3];
 	egr_addr_set_v6(dst, ip6);
-	return egr_sendmsg(ctx, dst, EGR_AF_INET6);
+	return egr_connect(ctx, dst, bpf_ntohs(ctx->user_port), EGR_AF_INET6,
+			   egr_addr_is_v4(dst));
+}
+
+/*
+ * A DNS reply comes from the DNS proxy; resolvers (glibc, c-ares, Go) drop
+ * answers whose source is not the server they asked, so the source is
+ * shown as the original server.
+ */
+SEC("cgroup/recvmsg4")
+int egr_recvmsg4(struct bpf_sock_addr *ctx)
+{
+	struct egr_origin *o;
+	struct bpf_sock *sk = ctx->sk;
+
+	if (!sk)
+		return 1;
+	o = bpf_sk_storage_get(&egr_origins, sk, 0, 0);
+	if (!o || !(o->flags & EGR_ORIGIN_UDP) || o->family != EGR_AF_INET)
+		return 1;
+	if (ctx->user_ip4 != proxy_ip4 || ctx->user_port != bpf_htons(proxy_port))
+		return 1;
+	ctx->user_ip4 = ((__u32 *)o->dst_addr)[3];
+	ctx->user_port = bpf_htons(o->dst_port);
+	return 1;
+}
+
+SEC("cgroup/recvmsg6")
+int egr_recvmsg6(struct bpf_sock_addr *ctx)
+{
+	struct egr_origin *o;
+	struct bpf_sock *sk = ctx->sk;
+	const __u32 *w;
+	__u32 ip6[4];
+	__u8 src[16];
+	bool from_proxy;
+
+	if (!sk)
+		return 1;
+	o = bpf_sk_storage_get(&egr_origins, sk, 0, 0);
+	if (!o || !(o->flags & EGR_ORIGIN_UDP))
+		return 1;
+	if (ctx->user_port != bpf_htons(proxy_port))
+		return 1;
+	ip6[0] = ctx->user_ip6[0];
+	ip6[1] = ctx->user_ip6[1];
+	ip6[2] = ctx->user_ip6[2];
+	ip6[3] = ctx->user_ip6[3];
+	egr_addr_set_v6(src, ip6);
+	if (egr_addr_is_v4(src))
+		from_proxy = ip6[3] == proxy_ip4;
+	else
+		from_proxy = ip6[0] == proxy_ip6[0] && ip6[1] == proxy_ip6[1] &&
+			     ip6[2] == proxy_ip6[2] && ip6[3] == proxy_ip6[3];
+	if (!from_proxy)
+		return 1;
+	w = (const __u32 *)o->dst_addr;
+	ctx->user_ip6[0] = w[0];
+	ctx->user_ip6[1] = w[1];
+	ctx->user_ip6[2] = w[2];
+	ctx->user_ip6[3] = w[3];
+	ctx->user_port = bpf_htons(o->dst_port);
+	return 1;
 }
 
 /*

@@ -19,7 +19,6 @@
 #define EGR_MAX_CONNS 65536
 #define EGR_MAX_PORTS 4096
 #define EGR_MAX_CIDRS 4096
-#define EGR_MAX_DNS_SERVERS 16
 /* How many cgroup ancestors the kernel walks to find a policy binding. */
 #define EGR_MAX_CGROUP_DEPTH 16
 
@@ -87,8 +86,7 @@ enum egr_reason {
 	EGR_REASON_CONN_LIMIT = 19,
 	/* proxy: internal error (allocation, socket) -- fail closed */
 	EGR_REASON_INTERNAL = 20,
-	/* proxy: DNS traffic allowed to the configured resolver (until the
-	 * DNS proxy exists) */
+	/* proxy: TCP port 53, handed to the DNS proxy (which logs each query) */
 	EGR_REASON_DNS = 21,
 	EGR_REASON_MAX,
 };
@@ -155,11 +153,6 @@ struct egr_port_key {
 struct egr_cidr_key {
 	__u32 prefixlen;
 	__u32 policy_id;
-	__u8 addr[16]; /* IPv4 v4-mapped */
-};
-
-/* DNS servers that UDP/TCP port 53 may reach until the DNS proxy exists. */
-struct egr_dns_key {
 	__u8 addr[16]; /* IPv4 v4-mapped */
 };
 

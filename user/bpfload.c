@@ -176,18 +176,12 @@ int egr_bpf_bind_cgroup(struct egr_bpf *b, uint64_t cgroup_id, uint32_t policy_i
 	return 0;
 }
 
-int egr_bpf_add_dns_server(struct egr_bpf *b, const struct egr_addr *a)
+int egr_bpf_udp_origin(struct egr_bpf *b, uint64_t cookie, struct egr_origin *o)
 {
-	struct egr_dns_key k;
-	uint8_t one = 1;
+	__u64 key = cookie;
 
-	memcpy(k.addr, a->b, 16);
-	if (bpf_map_update_elem(egr_map_fd(b->skel->maps.egr_dns), &k, &one, BPF_ANY)) {
-		int err = -errno;
-
-		log_error("cannot fill BPF map egr_dns: %s", strerror(-err));
-		return err;
-	}
+	if (bpf_map_lookup_elem(egr_map_fd(b->skel->maps.egr_udp_socks), &key, o))
+		return -errno;
 	return 0;
 }
 

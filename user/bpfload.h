@@ -30,7 +30,9 @@ int egr_bpf_load(struct egr_bpf *b, uint16_t proxy_port, bool proxy_v6);
 /* Fill the kernel's view of policy policy_id (ports, denied CIDRs, mode). */
 int egr_bpf_set_policy(struct egr_bpf *b, uint32_t policy_id, const struct policy *p);
 int egr_bpf_bind_cgroup(struct egr_bpf *b, uint64_t cgroup_id, uint32_t policy_id);
-int egr_bpf_add_dns_server(struct egr_bpf *b, const struct egr_addr *a);
+/* Origin of a UDP socket that sent DNS to the DNS proxy, by socket cookie
+ * (sockdiag_udp_cookie). 0 or -ENOENT. */
+int egr_bpf_udp_origin(struct egr_bpf *b, uint64_t cookie, struct egr_origin *o);
 /* Attach every program to the cgroup open at cgroup_fd. All or nothing. */
 int egr_bpf_attach(struct egr_bpf *b, int cgroup_fd);
 /* Detach what egr_bpf_attach attached. */

@@ -1247,6 +1247,22 @@ void policy_decide_name(const struct policy *p, const char *host, uint16_t port,
 	decide(d, deny, allow);
 }
 
+bool policy_name_resolvable(const struct policy *p, const char *name)
+{
+	size_t i, nlen;
+
+	if (!p || !name || !*name)
+		return false;
+	nlen = strlen(name);
+	for (i = 0; i < p->n_deny; i++)
+		if (p->deny[i].any_port && domain_match(&p->deny[i], name, nlen))
+			return false;
+	for (i = 0; i < p->n_allow; i++)
+		if (domain_match(&p->allow[i], name, nlen))
+			return true;
+	return false;
+}
+
 static const struct policy_rule *find_addr(const struct policy_rule *v, size_t n,
 					   const struct egr_addr *a, uint16_t port)
 {

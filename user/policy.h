@@ -91,6 +91,12 @@ struct policy_decision {
 void policy_decide_name(const struct policy *p, const char *host, uint16_t port,
 			struct policy_decision *d);
 
+/* Whether the DNS proxy may resolve name (lowercase, no trailing dot) at
+ * all: some allow domain rule matches it on some port, and no deny domain
+ * rule for every port (":*") matches it. The port is decided later, when
+ * the agent connects. */
+bool policy_name_resolvable(const struct policy *p, const char *name);
+
 /* Decision by address alone (IP/CIDR rules; deny CIDR rules win). Used for
  * connections without a name, and to check deny CIDRs against the address a
  * name resolved to. */

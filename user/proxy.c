@@ -85,6 +85,7 @@
 #include "httphead.h"
 #include "log.h"
 #include "loop.h"
+#include "dnsproxy.h"
 #include "proxy.h"
 #include "resolver.h"
 
@@ -162,6 +163,7 @@ struct conn {
 	struct egr_origin origin;
 	bool has_origin;
 	bool counted_cgroup;
+	bool handed_off; /* the fd went to the DNS proxy */
 	struct egr_addr peer;
 	uint16_t peer_port;
 	struct egr_addr orig; /* original destination */
@@ -174,6 +176,8 @@ struct conn {
 	enum peek_proto proto;
 	bool c_eof; /* client FIN seen while peeking */
 	char name[256];
+	char dns_name[256]; /* no SNI/Host: the name the DNS proxy answered
+			     * with this address to this cgroup */
 	bool name_valid;
 	bool ech;
 	char alpn[256];
@@ -240,6 +244,7 @@ struct proxy {
 	atomic_uint n_conns;
 	pthread_mutex_t cg_lock;
 	struct cg_entry *cg[CG_BUCKETS];
+	struct dnsproxy *dns;
 };
 
 static const uint8_t tls_alert_access_denied[] = { 0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 49 };
@@ -248,6 +253,7 @@ static const uint8_t tls_alert_internal_error[] = { 0x15, 0x03, 0x03, 0x00, 0x02
 static void conn_relay_start(struct conn *c);
 static void conn_connect_next(struct conn *c);
 static void conn_decide(struct conn *c);
+static bool conn_decide_dns_name(struct conn *c, struct policy_decision *d);
 static void conn_fd_cb(struct loop *l, int fd, void *data, int events);
 static void conn_timer_cb(struct loop *l, struct loop_timer *t);
 
@@ -297,11 +303,6 @@ static void sock_set_nodelay(int fd)
 	int one = 1;
 
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-}
-
-static bool addr_eq(const struct egr_addr *a, const struct egr_addr *b)
-{
-	return !memcmp(a->b, b->b, sizeof(a->b));
 }
 
 /* ---- per-cgroup connection counters ----------------------------------- */
@@ -473,6 +474,8 @@ static void conn_audit(struct conn *c)
 			r.sni = c->name;
 		else
 			r.host = c->name;
+	} else if (c->dns_name[0]) {
+		r.host = c->dns_name;
 	}
 	r.alpn = c->alpn[0] ? c->alpn : NULL;
 	r.ech = c->ech;
@@ -517,7 +520,8 @@ static void conn_finish(struct conn *c)
 	pipe_put(w, &c->dir[DIR_DOWN].pipe);
 	free(c->buf);
 	c->buf = NULL;
-	conn_audit(c);
+	if (!c->handed_off)
+		conn_audit(c); /* DNS over TCP: the DNS proxy logs each query */
 	if (c->counted_cgroup)
 		cg_release(p, c->origin.cgroup_id);
 	atomic_fetch_sub(&p->n_conns, 1);
@@ -724,6 +728,7 @@ static void conn_connect_next(struct conn *c)
 		c->err = errno;
 		log_debug("proxy: connect %s port %u: %s",
 			  addr_to_str(a, abuf, sizeof(abuf)), c->orig_port, strerror(errno));
+		resolver_note_connect_failure(w->res, a, c->orig_port);
 		close(fd);
 	}
 	conn_set_detail(c, "connect %s port %u: %s",
@@ -746,6 +751,7 @@ static void conn_connect_event(struct conn *c, int events)
 	if (!err)
 		err = ECONNREFUSED;
 	c->err = err;
+	resolver_note_connect_failure(c->w->res, &c->resolved, c->orig_port);
 	log_debug("proxy: connect %s port %u: %s",
 		  addr_to_str(&c->resolved, abuf, sizeof(abuf)), c->orig_port, strerror(err));
 	conn_close_fd(c, &c->ufd, false);
@@ -1004,6 +1010,8 @@ static void conn_resolved(void *arg, int status, const struct egr_addr *addrs, s
 		memcpy(c->cands, addrs, n * sizeof(*addrs));
 		kept = n;
 	}
+	/* Addresses that just failed on this port are tried last. */
+	resolver_order_candidates(c->w->res, c->cands, kept, c->orig_port);
 	c->n_cands = kept;
 	c->cand_idx = 0;
 	conn_connect_next(c);
@@ -1028,6 +1036,19 @@ static void conn_resolve(struct conn *c)
 
 /* ---- decide ----------------------------------------------------------- */
 
+static bool conn_decide_dns_name(struct conn *c, struct policy_decision *d)
+{
+	struct dnsproxy *dns = c->w->p->dns;
+
+	if (!dns || !dnsproxy_name_for_addr(dns, c->origin.cgroup_id, &c->orig,
+					    c->dns_name, sizeof(c->dns_name))) {
+		c->dns_name[0] = '\0';
+		return false;
+	}
+	policy_decide_name(c->policy, c->dns_name, c->orig_port, d);
+	return d->verdict == EGR_VERDICT_ALLOW;
+}
+
 static void conn_decide(struct conn *c)
 {
 	const struct policy *pol = c->policy;
@@ -1043,6 +1064,11 @@ static void conn_decide(struct conn *c)
 		policy_decide_addr(pol, &c->orig, c->orig_port, &d);
 		if (d.verdict == EGR_VERDICT_ALLOW) {
 			conn_allow(c, &d);
+		} else if (d.reason == EGR_REASON_NO_MATCH && conn_decide_dns_name(c, &da)) {
+			/* ssh and other protocols without SNI/Host: a name
+			 * rule for this port, and our DNS proxy gave this
+			 * address for that name to this cgroup. */
+			conn_allow(c, &da);
 		} else if (!conn_policy_deny(c, d.reason == EGR_REASON_NO_MATCH
 							? EGR_REASON_NO_NAME : d.reason,
 					     d.rule)) {
@@ -1333,6 +1359,7 @@ static void conn_timer_cb(struct loop *l, struct loop_timer *t)
 		break;
 	case CONN_CONNECT:
 		c->err = ETIMEDOUT;
+		resolver_note_connect_failure(w->res, &c->resolved, c->orig_port);
 		conn_close_fd(c, &c->ufd, false);
 		conn_connect_next(c);
 		break;
@@ -1354,17 +1381,34 @@ out:
 
 /* ---- accept ----------------------------------------------------------- */
 
-static bool conn_is_dns(const struct conn *c)
+void proxy_set_dnsproxy(struct proxy *p, struct dnsproxy *d)
 {
-	const struct proxy_params *pp = &c->w->p->params;
-	size_t i;
+	p->dns = d;
+}
+
+/*
+ * TCP port 53, whatever server the agent asked: DNS over TCP goes to the
+ * DNS proxy, which applies the policy per query and logs each one. This
+ * connection then leaves the proxy without a record of its own.
+ */
+static bool conn_handoff_dns(struct conn *c)
+{
+	struct proxy *p = c->w->p;
+	int fd;
 
 	if (c->orig_port != 53)
 		return false;
-	for (i = 0; i < pp->n_dns_servers; i++)
-		if (addr_eq(&pp->dns_servers[i], &c->orig))
-			return true;
-	return false;
+	if (!p->dns) {
+		conn_deny(c, EGR_REASON_NO_NAME, NULL);
+		return true;
+	}
+	loop_del(c->w->loop, c->cfd);
+	fd = c->cfd;
+	c->cfd = -1;
+	dnsproxy_take_tcp(p->dns, fd, &c->origin);
+	c->handed_off = true;
+	conn_schedule_close(c);
+	return true;
 }
 
 static void conn_start(struct conn *c)
@@ -1435,14 +1479,8 @@ static void conn_start(struct conn *c)
 		return;
 	}
 
-	if (conn_is_dns(c)) {
-		/* The agent's resolver from resolv.conf, until the DNS proxy
-		 * exists: relayed as is. */
-		c->verdict = EGR_VERDICT_ALLOW;
-		c->reason = EGR_REASON_DNS;
-		conn_connect_original(c);
+	if (conn_handoff_dns(c))
 		return;
-	}
 
 	c->state = CONN_PEEK;
 	if (loop_mod(w->loop, c->cfd, LOOP_READ) < 0) {
@@ -1451,7 +1489,8 @@ static void conn_start(struct conn *c)
 	}
 	loop_timer_start(w->loop, w->tl_peek, &c->timer, conn_timer_cb);
 	policy_decide_addr(c->policy, &c->orig, c->orig_port, &d);
-	if (d.verdict == EGR_VERDICT_ALLOW || c->policy->mode == POLICY_AUDIT)
+	if (d.verdict == EGR_VERDICT_ALLOW || c->policy->mode == POLICY_AUDIT ||
+	    conn_decide_dns_name(c, &d))
 		loop_timer_start(w->loop, w->tl_first, &c->first_timer, conn_timer_cb);
 	/* Data may already be queued (the client wrote right after connect). */
 	conn_peek_read(c);

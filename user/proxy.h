@@ -38,18 +38,18 @@ struct proxy_params {
 	/* Addresses to listen on (default 127.0.0.1 and ::1). */
 	const char *listen4;
 	const char *listen6;
-	/* Resolvers the agent may reach on port 53 (the daemon's resolv.conf)
-	 * until the DNS proxy exists: a redirected TCP/53 connection to one of
-	 * them is relayed as-is and logged with EGR_REASON_DNS. */
-	const struct egr_addr *dns_servers;
-	size_t n_dns_servers;
 };
+
+struct dnsproxy;
 
 int proxy_create(struct proxy **out, const struct proxy_params *params);
 /* Port of the listeners (host byte order). */
 uint16_t proxy_port(const struct proxy *p);
 /* Listening on ::1 too (false if IPv6 is unavailable). */
 int proxy_has_v6(const struct proxy *p);
+/* DNS over TCP (original destination port 53) is handed to d; without
+ * one such connections are denied. Call before proxy_start(). */
+void proxy_set_dnsproxy(struct proxy *p, struct dnsproxy *d);
 int proxy_start(struct proxy *p);
 void proxy_stop(struct proxy *p);
 void proxy_destroy(struct proxy *p); /* accepts NULL */

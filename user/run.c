@@ -22,6 +22,8 @@
 #include <grp.h>
 #include <limits.h>
 #include <linux/capability.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
 #include <linux/sched.h>
 #include <pthread.h>
 #include <pwd.h>
@@ -42,10 +44,12 @@
 #include "bpfload.h"
 #include "cgroup.h"
 #include "config.h"
+#include "dnsproxy.h"
 #include "log.h"
 #include "policy.h"
 #include "proxy.h"
 #include "run.h"
+#include "sockdiag.h"
 
 #define RUN_MAX_RULES 4096
 
@@ -78,8 +82,7 @@ struct run_state {
 	pthread_t events_thread;
 	bool events_running;
 	volatile sig_atomic_t events_stop;
-	struct egr_addr dns[EGR_MAX_DNS_SERVERS];
-	size_t n_dns;
+	struct dnsproxy *dns;
 };
 
 void run_usage(FILE *out)
@@ -375,28 +378,6 @@ static int run_resolve_user(const struct run_opts *o, struct run_user *u)
 	return 0;
 }
 
-static int run_read_resolvers(struct run_state *s)
-{
-	char line[512], addr[256];
-	FILE *f = fopen("/etc/resolv.conf", "re");
-
-	if (!f)
-		return 0;
-	while (fgets(line, sizeof(line), f) && s->n_dns < EGR_MAX_DNS_SERVERS) {
-		char *pct;
-
-		if (sscanf(line, " nameserver %255s", addr) != 1)
-			continue;
-		pct = strchr(addr, '%'); /* fe80::1%eth0 */
-		if (pct)
-			*pct = '\0';
-		if (addr_parse(addr, &s->dns[s->n_dns]) == 0)
-			s->n_dns++;
-	}
-	fclose(f);
-	return 0;
-}
-
 /* mount + cgroup path ("/" means the mount itself) */
 static int run_join(char *out, size_t len, const char *mnt, const char *path)
 {
@@ -459,6 +440,36 @@ static void *run_events_thread(void *arg)
 		egr_bpf_poll(s->bpf, 100);
 	egr_bpf_poll(s->bpf, 0); /* what arrived while stopping */
 	return NULL;
+}
+
+/* Who sent a DNS datagram: the sender's socket cookie (sock_diag), then
+ * the origin the sendmsg/connect hook recorded under it. */
+static int run_origin_for_udp(void *ctx, const struct sockaddr *peer, socklen_t peer_len,
+			      struct egr_origin *o)
+{
+	struct run_state *s = ctx;
+	struct sockaddr_storage local = { 0 };
+	uint64_t cookie;
+	int err;
+
+	(void)peer_len;
+	if (peer->sa_family == AF_INET) {
+		struct sockaddr_in *in = (struct sockaddr_in *)&local;
+
+		in->sin_family = AF_INET;
+		in->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		in->sin_port = htons(dnsproxy_port(s->dns));
+	} else {
+		struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&local;
+
+		in6->sin6_family = AF_INET6;
+		in6->sin6_addr = in6addr_loopback;
+		in6->sin6_port = htons(dnsproxy_port(s->dns));
+	}
+	err = sockdiag_udp_cookie((struct sockaddr *)&local, peer, &cookie);
+	if (err)
+		return err;
+	return egr_bpf_udp_origin(s->bpf, cookie, o);
 }
 
 /* Capabilities a root agent must not keep: they would let it detach the
@@ -614,6 +625,11 @@ static void run_teardown(struct run_state *s)
 		proxy_destroy(s->proxy);
 		s->proxy = NULL;
 	}
+	if (s->dns) {
+		dnsproxy_stop(s->dns);
+		dnsproxy_destroy(s->dns);
+		s->dns = NULL;
+	}
 	egr_bpf_destroy(s->bpf); /* detaches */
 	s->bpf = NULL;
 	if (s->cgroup_fd >= 0) {
@@ -673,6 +689,7 @@ int run_main(int argc, char **argv)
 	struct run_state s = { .cfg = CONFIG_DEFAULTS, .cgroup_fd = -1 };
 	struct run_opts o = { 0 };
 	struct proxy_params pp = { 0 };
+	struct dnsproxy_params dp = { 0 };
 	struct run_user u;
 	char err[1024], self[PATH_MAX];
 	sigset_t set;
@@ -723,7 +740,6 @@ int run_main(int argc, char **argv)
 	}
 	if (egr_bpf_prepare(&s.bpf))
 		goto out;
-	run_read_resolvers(&s);
 
 	pp.cfg = &s.cfg;
 	pp.policy_for = run_policy_for;
@@ -731,20 +747,32 @@ int run_main(int argc, char **argv)
 	pp.ctx = &s;
 	pp.conns_map_fd = egr_bpf_conns_fd(s.bpf);
 	pp.audit = s.audit;
-	pp.dns_servers = s.dns;
-	pp.n_dns_servers = s.n_dns;
 	e = proxy_create(&s.proxy, &pp);
 	if (e) {
 		fprintf(stderr, "egressd: cannot start the proxy: %s\n", strerror(-e));
 		goto out;
 	}
+	/* The DNS proxy takes the same port number for UDP: one port for
+	 * the kernel programs to redirect to, TCP and UDP. */
+	dp.cfg = &s.cfg;
+	dp.policy_for = run_policy_for;
+	dp.cgroup_name = run_cgroup_name;
+	dp.origin_for_udp = run_origin_for_udp;
+	dp.ctx = &s;
+	dp.audit = s.audit;
+	dp.port = proxy_port(s.proxy);
+	dp.upstream = s.cfg.dns_servers;
+	e = dnsproxy_create(&s.dns, &dp);
+	if (e) {
+		fprintf(stderr, "egressd: cannot start the DNS proxy on port %u: %s\n",
+			proxy_port(s.proxy), strerror(-e));
+		goto out;
+	}
+	proxy_set_dnsproxy(s.proxy, s.dns);
 	if (egr_bpf_load(s.bpf, proxy_port(s.proxy), proxy_has_v6(s.proxy)))
 		goto out;
 	if (egr_bpf_set_policy(s.bpf, 0, s.policy))
 		goto out;
-	for (size_t i = 0; i < s.n_dns; i++)
-		if (egr_bpf_add_dns_server(s.bpf, &s.dns[i]))
-			goto out;
 
 	e = cgroup_create(s.parent, s.cgroup, sizeof(s.cgroup), &s.cgroup_fd);
 	if (e) {
@@ -791,7 +819,9 @@ int run_main(int argc, char **argv)
 		ret = child_errno == ENOENT ? 127 : 126;
 		goto out;
 	}
-	e = proxy_start(s.proxy);
+	e = dnsproxy_start(s.dns);
+	if (!e)
+		e = proxy_start(s.proxy);
 	if (e) {
 		fprintf(stderr, "egressd: cannot start the proxy workers: %s\n", strerror(-e));
 		kill(child, SIGKILL);

@@ -11,16 +11,24 @@ in-kernel EPERM from a proxy reset or a TLS alert.
   http URL                          urllib (honours SSL_CERT_FILE)
   raw ADDR PORT [options]           one TCP connection, optionally TLS
   udp ADDR PORT [--connect]         one datagram
+  dns NAME [--server A] [--via V]   hand-made DNS query: V = connect, sendto,
+                                    sendmsg, sendmmsg (ctypes) or tcp
+  resolve NAME                      socket.getaddrinfo
+  ssh ADDR PORT [--resolve NAME]    SSH-style exchange (client line, banner)
+  socks                             which socket types can be created
   echo ADDR LO-HI PROCS             parallel connections to a port-echo range
   loop ADDR PORT OUT PIDFILE        connect every 0.3 s, log each result
 """
 import argparse
+import ctypes
 import errno
 import json
 import os
 import selectors
 import socket
+import random
 import ssl
+import struct
 import sys
 import time
 import urllib.error
@@ -140,6 +148,269 @@ def cmd_udp(a):
         res.update(ok=False, **err_fields(e))
     out(res)
     return 0 if res["ok"] else 1
+
+
+QTYPES = {"A": 1, "NS": 2, "CNAME": 5, "NULL": 10, "TXT": 16, "AAAA": 28,
+          "ANY": 255}
+RCODES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN",
+          4: "NOTIMP", 5: "REFUSED"}
+
+
+def dns_query(name, qtype, qid):
+    q = struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 0)
+    for label in name.rstrip(".").split("."):
+        q += bytes([len(label)]) + label.encode()
+    return q + b"\0" + struct.pack("!HH", qtype, 1)
+
+
+def dns_skip_name(msg, i):
+    while True:
+        n = msg[i]
+        if n == 0:
+            return i + 1
+        if n & 0xC0 == 0xC0:
+            return i + 2
+        i += 1 + n
+
+
+def dns_parse(msg):
+    """id, rcode name and the answers (A/AAAA as text, others as type)."""
+    qid, flags, qd, an = struct.unpack("!HHHH", msg[:8])
+    i = 12
+    for _ in range(qd):
+        i = dns_skip_name(msg, i) + 4
+    answers = []
+    for _ in range(an):
+        i = dns_skip_name(msg, i)
+        rtype, _, _, rdlen = struct.unpack("!HHIH", msg[i:i + 10])
+        rdata = msg[i + 10:i + 10 + rdlen]
+        i += 10 + rdlen
+        if rtype == 1 and rdlen == 4:
+            answers.append(socket.inet_ntop(socket.AF_INET, rdata))
+        elif rtype == 28 and rdlen == 16:
+            answers.append(socket.inet_ntop(socket.AF_INET6, rdata))
+        else:
+            answers.append("type%d" % rtype)
+    return {"id": qid, "qr": bool(flags & 0x8000),
+            "rcode": RCODES.get(flags & 0xF, str(flags & 0xF)),
+            "answers": answers}
+
+
+def sockaddr_bytes(addr, port):
+    if ":" in addr:
+        return (struct.pack("=H", socket.AF_INET6) + struct.pack("!HI", port, 0)
+                + socket.inet_pton(socket.AF_INET6, addr) + struct.pack("=I", 0))
+    return (struct.pack("=H", socket.AF_INET) + struct.pack("!H", port) +
+            socket.inet_aton(addr) + b"\0" * 8)
+
+
+class Iovec(ctypes.Structure):
+    _fields_ = [("iov_base", ctypes.c_void_p), ("iov_len", ctypes.c_size_t)]
+
+
+class Msghdr(ctypes.Structure):
+    _fields_ = [("msg_name", ctypes.c_void_p), ("msg_namelen", ctypes.c_uint32),
+                ("msg_iov", ctypes.POINTER(Iovec)),
+                ("msg_iovlen", ctypes.c_size_t),
+                ("msg_control", ctypes.c_void_p),
+                ("msg_controllen", ctypes.c_size_t),
+                ("msg_flags", ctypes.c_int)]
+
+
+class Mmsghdr(ctypes.Structure):
+    _fields_ = [("msg_hdr", Msghdr), ("msg_len", ctypes.c_uint)]
+
+
+def sendmmsg_to(sock, payloads, addr, port):
+    """One sendmmsg(2) call carrying every payload to addr:port, through
+    libc (Python has no binding): the sendmsg hook runs once per message."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    name = ctypes.create_string_buffer(sockaddr_bytes(addr, port))
+    bufs = [ctypes.create_string_buffer(p, len(p)) for p in payloads]
+    iovs = (Iovec * len(bufs))()
+    msgs = (Mmsghdr * len(bufs))()
+    for k, b in enumerate(bufs):
+        iovs[k].iov_base = ctypes.cast(b, ctypes.c_void_p)
+        iovs[k].iov_len = len(payloads[k])
+        h = msgs[k].msg_hdr
+        h.msg_name = ctypes.cast(name, ctypes.c_void_p)
+        h.msg_namelen = len(name.raw)
+        h.msg_iov = ctypes.pointer(iovs[k])
+        h.msg_iovlen = 1
+    n = libc.sendmmsg(sock.fileno(), msgs, len(bufs), 0)
+    if n < 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+    return n
+
+
+def resolv_conf_server():
+    try:
+        with open("/etc/resolv.conf") as f:
+            for line in f:
+                w = line.split()
+                if len(w) >= 2 and w[0] == "nameserver":
+                    return w[1]
+    except OSError:
+        pass
+    return "127.0.0.1"
+
+
+def cmd_dns(a):
+    server = a.server or resolv_conf_server()
+    qtype = QTYPES.get(a.qtype.upper()) or int(a.qtype)
+    res = {"name": a.name, "server": server, "port": a.port, "via": a.via,
+           "qtype": a.qtype}
+    rng = random.Random()
+    ids = [rng.randrange(1, 65536) for _ in range(a.count)]
+    queries = [dns_query(a.name, qtype, i) for i in ids]
+    t0 = time.monotonic()
+    s = None
+    try:
+        if a.via == "tcp":
+            s = socket.socket(family_of(server), socket.SOCK_STREAM)
+            s.settimeout(a.timeout)
+            s.connect((server, a.port))
+            res["peer"] = list(s.getpeername()[:2])
+            replies = []
+            for q in queries:
+                s.sendall(struct.pack("!H", len(q)) + q)
+                buf = b""
+                while len(buf) < 2 or len(buf) < 2 + struct.unpack(
+                        "!H", buf[:2])[0]:
+                    chunk = s.recv(4096)
+                    if not chunk:
+                        raise ConnectionError("connection closed")
+                    buf += chunk
+                replies.append((buf[2:], res["peer"]))
+        else:
+            s = socket.socket(family_of(server), socket.SOCK_DGRAM)
+            s.settimeout(a.timeout)
+            if a.via == "connect":
+                s.connect((server, a.port))
+                res["peer"] = list(s.getpeername()[:2])
+                for q in queries:
+                    s.send(q)
+            elif a.via == "sendto":
+                for q in queries:
+                    s.sendto(q, (server, a.port))
+            elif a.via == "sendmsg":
+                for q in queries:
+                    s.sendmsg([q], [], 0, (server, a.port))
+            else:
+                res["sent"] = sendmmsg_to(s, queries, server, a.port)
+            replies = []
+            end = time.monotonic() + a.timeout
+            while len(replies) < len(queries):
+                s.settimeout(max(0.01, end - time.monotonic()))
+                data, src = s.recvfrom(4096)
+                replies.append((data, list(src[:2])))
+        out_replies = []
+        for data, src in replies:
+            r = dns_parse(data)
+            r["from"] = src
+            out_replies.append(r)
+        res["replies"] = out_replies
+        first = out_replies[0]
+        res.update(rcode=first["rcode"], answers=first["answers"],
+                   source=first["from"])
+        got = sorted(r["id"] for r in out_replies)
+        res["ids_match"] = got == sorted(ids)
+        res["ok"] = res["ids_match"] and all(r["qr"] for r in out_replies)
+        if not res["ok"]:
+            res["error"] = "reply ids %s for queries %s" % (got, sorted(ids))
+    except Exception as e:  # noqa: BLE001
+        res.update(ok=False, **err_fields(e))
+    finally:
+        if s is not None:
+            s.close()
+    res["elapsed"] = round(time.monotonic() - t0, 3)
+    out(res)
+    return 0 if res["ok"] else 1
+
+
+def cmd_resolve(a):
+    t0 = time.monotonic()
+    res = {"name": a.name}
+    try:
+        infos = socket.getaddrinfo(a.name, a.port, proto=socket.IPPROTO_TCP)
+        res.update(ok=True, addrs=sorted({i[4][0] for i in infos}))
+    except socket.gaierror as e:
+        names = {v: k for k, v in vars(socket).items() if k.startswith("EAI_")
+                 and isinstance(v, int)}
+        res.update(ok=False, gaierror=names.get(e.errno, str(e.errno)),
+                   error=str(e))
+    except Exception as e:  # noqa: BLE001
+        res.update(ok=False, **err_fields(e))
+    res["elapsed"] = round(time.monotonic() - t0, 3)
+    out(res)
+    return 0 if res["ok"] else 1
+
+
+def cmd_ssh(a):
+    """What ssh does: (optionally) resolve the name, connect to an address,
+    send the version line, read the server's."""
+    t0 = time.monotonic()
+    res = {"addr": a.addr, "port": a.port}
+    s = None
+    try:
+        if a.resolve:
+            infos = socket.getaddrinfo(a.resolve, a.port, socket.AF_INET,
+                                       socket.SOCK_STREAM)
+            res["resolved"] = sorted({i[4][0] for i in infos})
+        s = socket.socket(family_of(a.addr), socket.SOCK_STREAM)
+        s.settimeout(a.timeout)
+        s.connect((a.addr, a.port))
+        s.sendall(b"SSH-2.0-client\r\n")
+        data = b""
+        while b"\n" not in data and len(data) < 4096:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        res["banner"] = data.decode("latin-1").strip()
+        res["ok"] = data.startswith(b"SSH-")
+        if not res["ok"]:
+            res["error"] = "no banner"
+    except Exception as e:  # noqa: BLE001
+        res.update(ok=False, **err_fields(e))
+    finally:
+        if s is not None:
+            s.close()
+    res["elapsed"] = round(time.monotonic() - t0, 3)
+    out(res)
+    return 0 if res["ok"] else 1
+
+
+SOCKS = {
+    "ping": (socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_ICMP),
+    "ping6": (socket.AF_INET6, socket.SOCK_DGRAM, socket.IPPROTO_ICMPV6),
+    "raw": (socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP),
+    "raw6": (socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6),
+    "udplite": (socket.AF_INET, socket.SOCK_DGRAM, 136),
+    "udplite6": (socket.AF_INET6, socket.SOCK_DGRAM, 136),
+    "sctp": (socket.AF_INET, socket.SOCK_STREAM, 132),
+    "sctp_seq": (socket.AF_INET, socket.SOCK_SEQPACKET, 132),
+    "mptcp": (socket.AF_INET, socket.SOCK_STREAM, 262),
+    "tcp": (socket.AF_INET, socket.SOCK_STREAM, 0),
+    "udp": (socket.AF_INET, socket.SOCK_DGRAM, 0),
+}
+
+
+def cmd_socks(a):
+    """Try to create each kind of socket: "ok" or the errno name."""
+    res = {}
+    for name in a.kinds or sorted(SOCKS):
+        if name not in SOCKS:
+            res[name] = "unknown kind"
+            continue
+        try:
+            socket.socket(*SOCKS[name]).close()
+            res[name] = "ok"
+        except OSError as e:
+            res[name] = errno.errorcode.get(e.errno, str(e.errno))
+    out(res)
+    return 0
 
 
 def echo_worker(addr, ports, deadline):
@@ -279,6 +550,29 @@ def main():
     p.add_argument("port", type=int)
     p.add_argument("--connect", action="store_true")
     p.set_defaults(fn=cmd_udp)
+    p = sub.add_parser("dns")
+    p.add_argument("name")
+    p.add_argument("--server", help="default: /etc/resolv.conf's first")
+    p.add_argument("--port", type=int, default=53)
+    p.add_argument("--qtype", default="A")
+    p.add_argument("--via", default="connect",
+                   choices=["connect", "sendto", "sendmsg", "sendmmsg", "tcp"])
+    p.add_argument("--count", type=int, default=1, help="queries (ids)")
+    p.add_argument("--timeout", type=float, default=4)
+    p.set_defaults(fn=cmd_dns)
+    p = sub.add_parser("resolve")
+    p.add_argument("name")
+    p.add_argument("--port", type=int, default=443)
+    p.set_defaults(fn=cmd_resolve)
+    p = sub.add_parser("ssh")
+    p.add_argument("addr")
+    p.add_argument("port", type=int)
+    p.add_argument("--resolve", help="getaddrinfo this name first")
+    p.add_argument("--timeout", type=float, default=8)
+    p.set_defaults(fn=cmd_ssh)
+    p = sub.add_parser("socks")
+    p.add_argument("kinds", nargs="*", help=", ".join(sorted(SOCKS)))
+    p.set_defaults(fn=cmd_socks)
     p = sub.add_parser("echo")
     p.add_argument("addr")
     p.add_argument("range")

@@ -31,6 +31,11 @@ EVIL4=192.0.2.66
 EVIL6=2001:db8::66
 OTHER4=192.0.2.20
 DNS4=192.0.2.53
+# Names whose answers must never be handed to an agent (DNS rebinding):
+# rebind.test points at the runner's loopback, meta.test at the cloud
+# metadata address, which a server on net's loopback plays.
+REBIND4=127.0.0.1
+META4=169.254.169.254
 ECHO_PORTS=20000-21999   # port-echo range on other.test
 
 bed_log() { printf '# %s\n' "$*" >&2; }
@@ -98,7 +103,7 @@ bed_netns() {
 	# dummy driver); net has no default route, so nothing it receives can
 	# be sent on anywhere.
 	local a
-	for a in $ALLOWED4 $API4 $EVIL4 $OTHER4 $DNS4; do
+	for a in $ALLOWED4 $API4 $EVIL4 $OTHER4 $DNS4 $META4; do
 		ip -n "$NS_NET" addr add "$a/32" dev lo || return 1
 	done
 	for a in $ALLOWED6 $EVIL6; do
@@ -108,6 +113,10 @@ bed_netns() {
 	# server TCP Fast Open for tcp_fastopen_redirected.
 	in_host sysctl -qw net.ipv4.tcp_fastopen=3 || return 1
 	in_net sysctl -qw net.ipv4.tcp_fastopen=3 || return 1
+	# Also per namespace: anyone may open ping (ICMP datagram) sockets in
+	# the runner's namespace, so sock_create_refused can show that only
+	# the enforced cgroup is refused them.
+	in_host sysctl -qw net.ipv4.ping_group_range="0 2147483647" || return 1
 	# ip netns exec bind-mounts these over /etc/resolv.conf and /etc/hosts.
 	mkdir -p "/etc/netns/$NS_HOST" || return 1
 	echo "nameserver $DNS4" >"/etc/netns/$NS_HOST/resolv.conf"
@@ -125,6 +134,8 @@ bed_dns() {
 		--host-record=api.allowed.test,$API4 \
 		--host-record=evil.test,$EVIL4,$EVIL6 \
 		--host-record=other.test,$OTHER4 \
+		--host-record=rebind.test,$REBIND4 \
+		--host-record=meta.test,$META4 \
 		--log-queries --log-facility="$log" \
 		</dev/null >"$E2E_DIR/logs/dnsmasq.out" 2>&1 &
 	bed_track $!
@@ -157,14 +168,18 @@ bed_servers() {
 		--cert "$p/allowed.test.pem" --key "$p/allowed.test.key"
 	bed_server api.allowed.test --addr $API4 --tls 443 --http 80 \
 		--cert "$p/api.allowed.test.pem" --key "$p/api.allowed.test.key"
+	# evil.test also runs the attacker's own DNS server (UDP and TCP 53)
+	# and an ssh-style port.
 	bed_server evil.test --addr $EVIL4 --addr $EVIL6 \
 		--tls 443 --tls 8443 --http 80 --http 8080 --udp 443 --udp 123 \
+		--dns 53 --banner 22 \
 		--cert "$p/evil.test.pem" --key "$p/evil.test.key"
 	bed_server other.test --addr $OTHER4 --tls 443 --http 80 \
-		--echo $ECHO_PORTS \
+		--echo $ECHO_PORTS --banner 22 \
 		--cert "$p/other.test.pem" --key "$p/other.test.key"
+	bed_server meta.test --addr $META4 --http 80
 	local n
-	for n in allowed.test api.allowed.test evil.test other.test; do
+	for n in allowed.test api.allowed.test evil.test other.test meta.test; do
 		if ! bed_wait_file "$E2E_DIR/run/$n.ready" 20; then
 			bed_log "server $n did not start:"
 			sed 's/^/#   /' "$E2E_DIR/logs/servers.out" >&2
@@ -282,6 +297,13 @@ bed_teardown() {
 # ---------------------------------------------------------------------
 # Running agents.
 #
+# The agent's clean environment (env -i ...), trusting the bed's CA: sets
+# the caller's envv array.
+agent_env() {
+	envv=(env -i PATH=/usr/local/bin:/usr/bin:/bin HOME="$E2E_DIR/home"
+		LANG=C.UTF-8 SSL_CERT_FILE="$E2E_CA" NODE_EXTRA_CA_CERTS="$E2E_CA")
+}
+
 # egr [egressd-run options] -- CMD...
 # Runs CMD as nobody in the host netns through `egressd run` with the
 # options given (never the built-in default policy: every case passes its
@@ -297,20 +319,28 @@ egr() {
 		shift
 	done
 	[ $# -gt 0 ] && shift
-	local envv=(env -i PATH=/usr/local/bin:/usr/bin:/bin
-		HOME="$E2E_DIR/home" LANG=C.UTF-8
-		SSL_CERT_FILE="$E2E_CA" NODE_EXTRA_CA_CERTS="$E2E_CA")
+	local envv
+	agent_env
 	if [ "$E2E_RUNNER" = direct ]; then
-		(cd "$E2E_DIR" && timeout -k 3 "$E2E_TIMEOUT" \
-			ip netns exec "$NS_HOST" setpriv --reuid="$E2E_NOBODY_UID" \
-			--regid="$E2E_NOBODY_GID" --clear-groups "${envv[@]}" "$@" \
-			</dev/null)
+		outside "$@"
 	else
 		(cd "$E2E_DIR" && timeout -k 5 "$E2E_TIMEOUT" \
 			ip netns exec "$NS_HOST" "$EGRESSD" run --user nobody \
 			--log "$CASE_AUDIT" --log-format json "${opts[@]}" \
 			-- "${envv[@]}" "$@" </dev/null 2>>"$CASE_STDERR")
 	fi
+}
+
+# outside CMD...: CMD as nobody in the host netns, with egr's environment,
+# but never inside egressd (what egr does with E2E_RUNNER=direct): for the
+# "works outside the cgroup" half of a case.
+outside() {
+	local envv
+	agent_env
+	(cd "$E2E_DIR" && timeout -k 3 "$E2E_TIMEOUT" \
+		ip netns exec "$NS_HOST" setpriv --reuid="$E2E_NOBODY_UID" \
+		--regid="$E2E_NOBODY_GID" --clear-groups "${envv[@]}" "$@" \
+		</dev/null)
 }
 
 # egressd itself (not through run --user), in the host netns.

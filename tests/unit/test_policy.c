@@ -801,6 +801,56 @@ static void test_rule_limit(void **state)
 	policy_free(p);
 }
 
+/* --- DNS: which names the DNS proxy may resolve ------------------------- */
+
+static void test_name_resolvable(void **state)
+{
+	static const char *const allow[] = {
+		"allowed.test", "*.wild.test", "ssh.test:22", "any.test:*",
+		"both.test", "192.0.2.0/24", "sub.deny.test",
+	};
+	static const char *const deny[] = {
+		"blocked.any.test:*", "*.wild.test:*", "ports.test", "both.test:443",
+		"deny.test:*",
+	};
+	static const struct {
+		const char *name;
+		bool resolvable;
+	} cases[] = {
+		{ "allowed.test", true },
+		{ "www.allowed.test", false },     /* exact rule: not its subdomains */
+		{ "a.wild.test", false },          /* denied on every port */
+		{ "wild.test", false },            /* wildcard: strict subdomains only */
+		{ "ssh.test", true },              /* allowed on port 22 only: still resolvable */
+		{ "any.test", true },
+		{ "blocked.any.test", false },
+		{ "both.test", true },             /* denied on 443 only, 80 still allowed */
+		{ "ports.test", false },           /* only a deny rule: no allow matches */
+		{ "sub.deny.test", true },         /* deny.test:* is exact, not *.deny.test */
+		{ "deny.test", false },
+		{ "evil.test", false },
+		{ "allowed.test.evil.test", false },
+		{ "192.0.2.7", false },            /* CIDR rules name no domain */
+		{ "", false },
+	};
+	struct policy *p = policy_new("dns");
+	char err[256];
+	size_t i;
+
+	assert_non_null(p);
+	for (i = 0; i < ARRAY_SIZE(allow); i++)
+		assert_int_equal(policy_add_rule(p, false, allow[i], NULL, err, sizeof(err)), 0);
+	for (i = 0; i < ARRAY_SIZE(deny); i++)
+		assert_int_equal(policy_add_rule(p, true, deny[i], NULL, err, sizeof(err)), 0);
+	for (i = 0; i < ARRAY_SIZE(cases); i++)
+		if (policy_name_resolvable(p, cases[i].name) != cases[i].resolvable)
+			fail_msg("%s: expected %s", cases[i].name,
+				 cases[i].resolvable ? "resolvable" : "not resolvable");
+	assert_false(policy_name_resolvable(NULL, "allowed.test"));
+	assert_false(policy_name_resolvable(p, NULL));
+	policy_free(p);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -820,6 +870,7 @@ int main(void)
 		cmocka_unit_test(test_write_json_roundtrip),
 		cmocka_unit_test(test_default_policy),
 		cmocka_unit_test(test_rule_limit),
+		cmocka_unit_test(test_name_resolvable),
 	};
 
 	return cmocka_run_group_tests_name("policy", tests, NULL, NULL);
