@@ -418,6 +418,12 @@ static void format_dest(const struct audit_record *r, struct buf *b)
 	}
 }
 
+/* A query answered by the DNS proxy (not a connection to port 53). */
+static bool record_is_dns(const struct audit_record *r)
+{
+	return r->origin && !strcmp(r->origin, "dns");
+}
+
 static void print_denial(const struct audit_record *r)
 {
 	char line[1024];
@@ -428,7 +434,12 @@ static void print_denial(const struct audit_record *r)
 						    "egressd: denied ");
 	besc(&b, r->comm[0] ? r->comm : "?");
 	bprintf(&b, "[%u] -> ", r->pid);
-	format_dest(r, &b);
+	if (record_is_dns(r) && record_name(r)) {
+		bputs(&b, "DNS query for ");
+		besc(&b, record_name(r));
+	} else {
+		format_dest(r, &b);
+	}
 	bputs(&b, ": ");
 	if (r->reason == EGR_REASON_RULE_DENY && r->rule) {
 		bputs(&b, "denied by rule ");
@@ -464,7 +475,10 @@ static void remember_denial(struct audit *a, const struct audit_record *r)
 		if (i && lower[i - 1] == '.')
 			lower[i - 1] = '\0';
 		besc(&b, lower);
-		bprintf(&b, ":%u", r->dst_port);
+		if (record_is_dns(r))
+			bputs(&b, " (DNS)");
+		else
+			bprintf(&b, ":%u", r->dst_port);
 	} else if (r->has_dst) {
 		addr_port_str(&r->dst, r->dst_port, addr, sizeof(addr));
 		bputs(&b, addr);
@@ -510,6 +524,9 @@ static void remember_denial(struct audit *a, const struct audit_record *r)
 			policy_suggest_rule(NULL, &r->resolved, r->dst_port, rule, sizeof(rule));
 		else if (r->reason == EGR_REASON_NO_NAME)
 			policy_suggest_rule(NULL, ap, r->dst_port, rule, sizeof(rule));
+		else if (record_is_dns(r))
+			/* a denied lookup: the name, not the resolver's port */
+			policy_suggest_rule(name, NULL, 443, rule, sizeof(rule));
 		else
 			policy_suggest_rule(name, ap, r->dst_port, rule, sizeof(rule));
 	}

@@ -382,6 +382,36 @@ static void test_summary(void **state)
 	audit_close(a);
 }
 
+/* A lookup the DNS proxy refused is advised as the name, not name:53. */
+static void test_summary_dns(void **state)
+{
+	struct audit_options o = { .path = NULL };
+	struct audit_record r;
+	struct audit *a;
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f;
+
+	(void)state;
+	assert_int_equal(audit_open(&a, &o), 0);
+	deny_record(&r);
+	r.sni = NULL;
+	r.host = "evil.test";
+	r.proto = IPPROTO_UDP;
+	r.dst_port = 53;
+	r.origin = "dns";
+	strcpy(r.comm, "dig");
+	audit_write(a, &r);
+	f = open_memstream(&buf, &len);
+	audit_print_summary(a, f);
+	fclose(f);
+	assert_non_null(strstr(buf, "evil.test (DNS)"));
+	assert_non_null(strstr(buf, "--allow evil.test\n"));
+	assert_null(strstr(buf, ":53"));
+	free(buf);
+	audit_close(a);
+}
+
 static void test_summary_bounded(void **state)
 {
 	struct audit_options o = { .path = NULL };
@@ -445,6 +475,7 @@ int main(void)
 		cmocka_unit_test(test_reopen),
 		cmocka_unit_test(test_stderr_denials),
 		cmocka_unit_test(test_summary),
+		cmocka_unit_test(test_summary_dns),
 		cmocka_unit_test(test_summary_bounded),
 		cmocka_unit_test(test_names),
 	};
