@@ -161,7 +161,7 @@ static __always_inline void egr_fill_task(struct egr_origin *o)
 
 static __always_inline void egr_emit(__u32 type, __u32 reason, __u32 proto,
 				     const __u8 *dst, __u16 port, __u16 family,
-				     __u64 cgid, __u32 policy_id, __u64 netns)
+				     __u64 cgid, __u32 policy_id, __u64 netns, __u32 op)
 {
 	struct egr_event *e = bpf_ringbuf_reserve(&egr_events, sizeof(*e), 0);
 
@@ -174,6 +174,7 @@ static __always_inline void egr_emit(__u32 type, __u32 reason, __u32 proto,
 	e->type = type;
 	e->reason = reason;
 	e->proto = proto;
+	e->op = op;
 	__builtin_memcpy(e->origin.dst_addr, dst, 16);
 	e->origin.dst_port = port;
 	e->origin.family = family;
@@ -241,7 +242,7 @@ static __always_inline int egr_decide(const __u8 *dst, __u16 port, bool udp,
  * v4-mapped address). Returns 1 (allow the syscall) or 0 (EPERM).
  */
 static __always_inline int egr_connect(struct bpf_sock_addr *ctx, const __u8 *dst,
-				       __u16 port, __u16 family, bool v4mapped)
+				       __u16 port, __u16 family, bool v4mapped, __u32 op)
 {
 	bool udp = ctx->type == EGR_SOCK_DGRAM;
 	__u32 proto = udp ? EGR_IPPROTO_UDP : EGR_IPPROTO_TCP;
@@ -257,30 +258,30 @@ static __always_inline int egr_connect(struct bpf_sock_addr *ctx, const __u8 *ds
 
 	if (egr_policy_lookup(&cgid, &policy_id)) {
 		egr_emit(EGR_EVENT_DENY, EGR_REASON_NO_POLICY, proto, dst, port,
-			 family, cgid, 0, netns);
+			 family, cgid, 0, netns, op);
 		egr_count(EGR_STAT_DENIED);
 		return 0;
 	}
 	verdict = egr_decide(dst, port, udp, policy_id, &reason);
 	if (verdict < 0) {
 		egr_emit(EGR_EVENT_DENY, reason, proto, dst, port, family, cgid,
-			 policy_id, netns);
+			 policy_id, netns, op);
 		egr_count(EGR_STAT_DENIED);
 		return 0;
 	}
 	if (verdict == 1) {
 		egr_emit(EGR_EVENT_AUDIT, reason, proto, dst, port, family, cgid,
-			 policy_id, netns);
+			 policy_id, netns, op);
 		return 1;
 	}
 	if (!proxy_port) {
 		egr_emit(EGR_EVENT_DENY, EGR_REASON_INTERNAL, proto, dst, port,
-			 family, cgid, policy_id, netns);
+			 family, cgid, policy_id, netns, op);
 		return 0;
 	}
 	if (family == EGR_AF_INET6 && !v4mapped && !proxy_has_v6) {
 		egr_emit(EGR_EVENT_DENY, EGR_REASON_INTERNAL, proto, dst, port,
-			 family, cgid, policy_id, netns);
+			 family, cgid, policy_id, netns, op);
 		return 0;
 	}
 
@@ -290,7 +291,7 @@ static __always_inline int egr_connect(struct bpf_sock_addr *ctx, const __u8 *ds
 	o = bpf_sk_storage_get(&egr_origins, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!o) {
 		egr_emit(EGR_EVENT_DENY, EGR_REASON_INTERNAL, proto, dst, port,
-			 family, cgid, policy_id, netns);
+			 family, cgid, policy_id, netns, op);
 		return 0;
 	}
 	__builtin_memcpy(o->dst_addr, dst, 16);
@@ -308,7 +309,7 @@ static __always_inline int egr_connect(struct bpf_sock_addr *ctx, const __u8 *ds
 		/* The DNS proxy could not tell who asked: refuse now. */
 		egr_count(EGR_STAT_CONNS_FULL);
 		egr_emit(EGR_EVENT_DENY, EGR_REASON_INTERNAL, proto, dst, port,
-			 family, cgid, policy_id, netns);
+			 family, cgid, policy_id, netns, op);
 		return 0;
 	}
 
@@ -336,7 +337,8 @@ int egr_connect4(struct bpf_sock_addr *ctx)
 	__u8 dst[16];
 
 	egr_addr_set_v4(dst, ctx->user_ip4);
-	return egr_connect(ctx, dst, bpf_ntohs(ctx->user_port), EGR_AF_INET, false);
+	return egr_connect(ctx, dst, bpf_ntohs(ctx->user_port), EGR_AF_INET, false,
+			   EGR_OP_CONNECT);
 }
 
 /*
@@ -356,7 +358,7 @@ int egr_connect6(struct bpf_sock_addr *ctx)
 	ip6[3] = ctx->user_ip6[3];
 	egr_addr_set_v6(dst, ip6);
 	return egr_connect(ctx, dst, bpf_ntohs(ctx->user_port), EGR_AF_INET6,
-			   egr_addr_is_v4(dst));
+			   egr_addr_is_v4(dst), EGR_OP_CONNECT);
 }
 
 /*
@@ -479,7 +481,8 @@ int egr_sendmsg4(struct bpf_sock_addr *ctx)
 	__u8 dst[16];
 
 	egr_addr_set_v4(dst, ctx->user_ip4);
-	return egr_connect(ctx, dst, bpf_ntohs(ctx->user_port), EGR_AF_INET, false);
+	return egr_connect(ctx, dst, bpf_ntohs(ctx->user_port), EGR_AF_INET, false,
+			   EGR_OP_SENDMSG);
 }
 
 SEC("cgroup/sendmsg6")
@@ -494,7 +497,7 @@ int egr_sendmsg6(struct bpf_sock_addr *ctx)
 	ip6[3] = ctx->user_ip6[3];
 	egr_addr_set_v6(dst, ip6);
 	return egr_connect(ctx, dst, bpf_ntohs(ctx->user_port), EGR_AF_INET6,
-			   egr_addr_is_v4(dst));
+			   egr_addr_is_v4(dst), EGR_OP_SENDMSG);
 }
 
 /*
@@ -578,7 +581,7 @@ int egr_sock_create(struct bpf_sock *sk)
 		return 1;
 	egr_policy_lookup(&cgid, &policy_id);
 	egr_emit(EGR_EVENT_DENY, EGR_REASON_PROTO, sk->protocol, none, 0,
-		 sk->family, cgid, policy_id, 0);
+		 sk->family, cgid, policy_id, 0, EGR_OP_SOCK_CREATE);
 	egr_count(EGR_STAT_DENIED);
 	return 0;
 }

@@ -161,13 +161,20 @@ enum egr_event_type {
 	EGR_EVENT_AUDIT = 2, /* audit mode: kernel would have refused */
 };
 
+/* Which hook decided. */
+enum egr_event_op {
+	EGR_OP_CONNECT = 1,
+	EGR_OP_SENDMSG = 2,
+	EGR_OP_SOCK_CREATE = 3,
+};
+
 /* Ring buffer record (egr_events) for kernel-side decisions. */
 struct egr_event {
 	__u64 ts_ns; /* bpf_ktime_get_ns() */
 	__u32 type;  /* enum egr_event_type */
 	__u32 reason; /* enum egr_reason */
 	__u32 proto;  /* IPPROTO_TCP / IPPROTO_UDP / other */
-	__u32 reserved;
+	__u32 op;     /* enum egr_event_op */
 	struct egr_origin origin;
 };
 

@@ -569,9 +569,10 @@ void audit_write(struct audit *a, const struct audit_record *r)
 		fflush(a->f);
 	}
 	if (is_denial(r)) {
-		if (a->denials_to_stderr)
+		if (a->denials_to_stderr && !r->quiet)
 			print_denial(r);
-		remember_denial(a, r);
+		if (!r->quiet)
+			remember_denial(a, r);
 	}
 	pthread_mutex_unlock(&a->lock);
 	free(js);

@@ -47,6 +47,9 @@ struct audit_record {
 	uint64_t bytes_up;      /* agent -> upstream */
 	uint64_t bytes_down;    /* upstream -> agent */
 	const char *detail;     /* free text (error), NULL if none */
+	/* Only in the audit file: not on stderr, not in the exit summary
+	 * (e.g. glibc's UDP connect() probes for address sorting). */
+	bool quiet;
 };
 
 struct audit_options {

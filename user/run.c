@@ -430,6 +430,16 @@ static void run_on_event(void *ctx, const struct egr_event *e)
 	r.reason = e->reason;
 	r.policy = s->policy->name;
 	r.origin = "kernel";
+	if (e->proto == IPPROTO_UDP && e->op == EGR_OP_CONNECT && e->reason == EGR_REASON_UDP) {
+		/* glibc's getaddrinfo connect()s a UDP socket to every answer
+		 * to pick source addresses (RFC 6724), sending nothing: on
+		 * record, but not worth a line on the terminal. A real send
+		 * on such a socket is impossible (it was not connected). */
+		r.detail = "udp connect";
+		r.quiet = true;
+	} else if (e->op == EGR_OP_SENDMSG) {
+		r.detail = "udp sendmsg";
+	}
 	audit_write(s->audit, &r);
 }
 
