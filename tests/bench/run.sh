@@ -118,7 +118,7 @@ conns() { # req/s, a new TLS connection per request
 		awk '/^Requests\/sec:/ { print $2 }'
 }
 
-median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "nan"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.2f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "null"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.2f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 # Warm-up, not counted: page cache for the object, first-run costs.
 for mode in direct egressd; do
@@ -146,7 +146,7 @@ done
 med() { tr ' ' '\n' <<<"${samples[$1]:-}" | grep -v '^$' | median; }
 bd=$(med bulk_direct) be=$(med bulk_egressd)
 cd_=$(med conns_direct) ce=$(med conns_egressd)
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "nan" }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a != "null" && b != "null" && b + 0 > 0) printf "%.3f", a / b; else print "null" }'; }
 rb=$(ratio "$be" "$bd") rc=$(ratio "$ce" "$cd_")
 cpu=$(med cpu_egressd)
 
@@ -160,12 +160,12 @@ cat >"$OUT/results.json" <<JSON
   "conns_seconds": $BENCH_SECONDS,
   "conns_concurrency": $BENCH_CONNS,
   "bulk_mib_s": { "direct": $bd, "egressd": $be, "ratio": $rb,
-                  "samples_direct": [$(echo ${samples[bulk_direct]} | tr ' ' ',')],
-                  "samples_egressd": [$(echo ${samples[bulk_egressd]} | tr ' ' ',')],
+                  "samples_direct": [$(echo ${samples[bulk_direct]:-} | tr ' ' ',')],
+                  "samples_egressd": [$(echo ${samples[bulk_egressd]:-} | tr ' ' ',')],
                   "egressd_cpu_ms_per_100mib": $cpu },
   "new_conn_req_s": { "direct": $cd_, "egressd": $ce, "ratio": $rc,
-                  "samples_direct": [$(echo ${samples[conns_direct]} | tr ' ' ',')],
-                  "samples_egressd": [$(echo ${samples[conns_egressd]} | tr ' ' ',')] }
+                  "samples_direct": [$(echo ${samples[conns_direct]:-} | tr ' ' ',')],
+                  "samples_egressd": [$(echo ${samples[conns_egressd]:-} | tr ' ' ',')] }
 }
 JSON
 
