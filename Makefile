@@ -31,7 +31,7 @@ CFLAGS ?= -O2 -g
 EXTRA_CFLAGS ?=
 USER_CFLAGS := $(CFLAGS) $(EXTRA_CFLAGS) $(WARN) -std=gnu11 -D_GNU_SOURCE \
 	-Iinclude -Iuser -I$(BUILD) -DEGRESSD_VERSION='"$(VERSION)"'
-LDLIBS := -lbpf -lelf -lz -lcares -ljansson -lhttp_parser -lmaxminddb -lpthread
+LDLIBS := -lbpf -lelf -lz -lcares -ljansson -lhttp_parser -lmaxminddb -lssl -lcrypto -lpthread
 BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -Wall -Werror \
 	-Iinclude -I. -I$(BUILD)
 
