@@ -86,9 +86,9 @@ $(BUILD)/obj/main.o: user/main.c $(wildcard user/*.h) $(SKELS) | $(BUILD)/obj
 	$(call msg,CC,$@)
 	$(Q)$(CC) $(USER_CFLAGS) -c $< -o $@
 
-egressctl: tools/egressctl.c $(LIB)
+egressctl: tools/egressctl.c tools/egressctl_ca.c tools/egressctl_ca.h $(LIB)
 	$(call msg,LINK,$@)
-	$(Q)$(CC) $(USER_CFLAGS) $< $(LIB) $(LDLIBS) -o $@
+	$(Q)$(CC) $(USER_CFLAGS) -Itools tools/egressctl.c tools/egressctl_ca.c $(LIB) $(LDLIBS) -o $@
 
 $(BUILD)/unit/%: tests/unit/%.c $(LIB) | $(BUILD)/unit
 	$(call msg,CC,$@)
