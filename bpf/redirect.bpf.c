@@ -331,23 +331,21 @@ static __always_inline int egr_connect(struct bpf_sock_addr *ctx, const __u8 *ds
 	return 1;
 }
 
-SEC("cgroup/connect4")
-int egr_connect4(struct bpf_sock_addr *ctx)
+static __always_inline int egr_sock_addr4(struct bpf_sock_addr *ctx, __u32 op)
 {
 	__u8 dst[16];
 
 	egr_addr_set_v4(dst, ctx->user_ip4);
-	return egr_connect(ctx, dst, bpf_ntohs(ctx->user_port), EGR_AF_INET, false,
-			   EGR_OP_CONNECT);
+	return egr_connect(ctx, dst, bpf_ntohs(ctx->user_port), EGR_AF_INET, false, op);
 }
 
 /*
- * The kernel sends a connect6() to ::ffff:a.b.c.d straight down the IPv4 TCP
- * path without running connect4, so the v4-mapped case is decided here with
- * the IPv4 rules and redirected to the proxy's IPv4 address, v4-mapped.
+ * The kernel sends a connect6() (or a UDP sendmsg) to ::ffff:a.b.c.d down
+ * the IPv4 path without running the IPv4 hook, so the v4-mapped case is
+ * decided here with the IPv4 rules and redirected to the proxy's IPv4
+ * address, v4-mapped.
  */
-SEC("cgroup/connect6")
-int egr_connect6(struct bpf_sock_addr *ctx)
+static __always_inline int egr_sock_addr6(struct bpf_sock_addr *ctx, __u32 op)
 {
 	__u32 ip6[4];
 	__u8 dst[16];
@@ -358,7 +356,19 @@ int egr_connect6(struct bpf_sock_addr *ctx)
 	ip6[3] = ctx->user_ip6[3];
 	egr_addr_set_v6(dst, ip6);
 	return egr_connect(ctx, dst, bpf_ntohs(ctx->user_port), EGR_AF_INET6,
-			   egr_addr_is_v4(dst), EGR_OP_CONNECT);
+			   egr_addr_is_v4(dst), op);
+}
+
+SEC("cgroup/connect4")
+int egr_connect4(struct bpf_sock_addr *ctx)
+{
+	return egr_sock_addr4(ctx, EGR_OP_CONNECT);
+}
+
+SEC("cgroup/connect6")
+int egr_connect6(struct bpf_sock_addr *ctx)
+{
+	return egr_sock_addr6(ctx, EGR_OP_CONNECT);
 }
 
 /*
@@ -478,26 +488,13 @@ int egr_getpeername6(struct bpf_sock_addr *ctx)
 SEC("cgroup/sendmsg4")
 int egr_sendmsg4(struct bpf_sock_addr *ctx)
 {
-	__u8 dst[16];
-
-	egr_addr_set_v4(dst, ctx->user_ip4);
-	return egr_connect(ctx, dst, bpf_ntohs(ctx->user_port), EGR_AF_INET, false,
-			   EGR_OP_SENDMSG);
+	return egr_sock_addr4(ctx, EGR_OP_SENDMSG);
 }
 
 SEC("cgroup/sendmsg6")
 int egr_sendmsg6(struct bpf_sock_addr *ctx)
 {
-	__u32 ip6[4];
-	__u8 dst[16];
-
-	ip6[0] = ctx->user_ip6[0];
-	ip6[1] = ctx->user_ip6[1];
-	ip6[2] = ctx->user_ip6[2];
-	ip6[3] = ctx->user_ip6[3];
-	egr_addr_set_v6(dst, ip6);
-	return egr_connect(ctx, dst, bpf_ntohs(ctx->user_port), EGR_AF_INET6,
-			   egr_addr_is_v4(dst), EGR_OP_SENDMSG);
+	return egr_sock_addr6(ctx, EGR_OP_SENDMSG);
 }
 
 /*
