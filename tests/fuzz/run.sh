@@ -49,6 +49,7 @@ for bin in "$@"; do
 	# Hellos up to HELLO_MAX_BYTES (64 KiB) and just beyond.
 	hello) extra=-max_len=70000 ;;
 	httphead) extra=-max_len=20000 ;;
+	httpreq) extra=-max_len=40000 ;;
 	esac
 
 	if [ ! -x "$bin" ]; then

@@ -1,0 +1,501 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-3-Clause
+/*
+ * Unit tests for user/reqrule.c: path normalization and glob tables
+ * (the tricky paths an agent would use to walk out of an allowed prefix),
+ * Host vs SNI (domain fronting), the rule decision with body limits and
+ * credential choice, the string parsers, and env:/file: value sources
+ * whose errors must name the source and never carry a value.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "reqrule.h"
+
+static const struct norm_case {
+	const char *target;
+	const char *want; /* NULL: refused */
+} norm_cases[] = {
+	{ "/", "/" },
+	{ "/repos/acme/x", "/repos/acme/x" },
+	{ "/repos/acme/x?a=1&b=/../", "/repos/acme/x" },
+	{ "/repos/acme/", "/repos/acme/" },
+	{ "/repos/%61cme/%7Euser", "/repos/acme/~user" },
+	{ "/a%3ab", "/a%3Ab" },
+	{ "/a%20b", "/a%20b" },
+	{ "/repos/acme/../evil", NULL },
+	{ "/repos/acme/%2e%2e/evil", NULL },
+	{ "/repos/acme/%2E./evil", NULL },
+	{ "/repos/acme/..", NULL },
+	{ "/repos/acme/..;/evil", NULL },
+	{ "/repos/./acme", NULL },
+	{ "/repos/acme%2Fevil", NULL },
+	{ "/repos/acme%2fevil", NULL },
+	{ "/repos/acme%5Cevil", NULL },
+	{ "/repos/acme\\evil", NULL },
+	{ "/repos/acme%00", NULL },
+	{ "/repos/acme//x", NULL },
+	{ "//repos/acme", NULL },
+	{ "/a%", NULL },
+	{ "/a%4", NULL },
+	{ "/a%zz", NULL },
+	{ "/a#frag", NULL },
+	{ "repos/acme", NULL },
+	{ "", NULL },
+	{ "/...", "/..." },
+	{ "/.well-known/x", "/.well-known/x" },
+};
+
+static void test_normalize(void **state)
+{
+	for (size_t i = 0; i < sizeof(norm_cases) / sizeof(norm_cases[0]); i++) {
+		const struct norm_case *c = &norm_cases[i];
+		char out[REQRULE_PATH_MAX];
+		int err = reqrule_normalize_path(c->target, out, sizeof(out));
+
+		if (!c->want) {
+			if (err != -EINVAL)
+				fail_msg("%s: want refused, got %d (%s)", c->target, err, out);
+			continue;
+		}
+		if (err)
+			fail_msg("%s: refused %d", c->target, err);
+		assert_string_equal(out, c->want);
+	}
+}
+
+static const struct glob_case {
+	const char *glob;
+	const char *path;
+	bool match;
+} glob_cases[] = {
+	{ "/repos/acme/**", "/repos/acme", true },
+	{ "/repos/acme/**", "/repos/acme/", true },
+	{ "/repos/acme/**", "/repos/acme/x", true },
+	{ "/repos/acme/**", "/repos/acme/x/y/z", true },
+	{ "/repos/acme/**", "/repos/acmeevil", false },
+	{ "/repos/acme/**", "/repos/acmeevil/x", false },
+	{ "/repos/acme/**", "/repos", false },
+	{ "/repos/acme/**", "/REPOS/acme/x", false },
+	{ "/repos/*", "/repos/acme", true },
+	{ "/repos/*", "/repos/", false },
+	{ "/repos/*", "/repos/acme/x", false },
+	{ "/repos/*/issues", "/repos/acme/issues", true },
+	{ "/repos/*/issues", "/repos/acme/x/issues", false },
+	{ "/repos/**/issues", "/repos/issues", true },
+	{ "/repos/**/issues", "/repos/a/b/issues", true },
+	{ "/repos/**/issues", "/repos/a/b/issues/1", false },
+	{ "/**", "/", true },
+	{ "/**", "/anything/at/all", true },
+	{ "/", "/", true },
+	{ "/", "/x", false },
+	{ "/repos/acme/", "/repos/acme/", true },
+	{ "/repos/acme/", "/repos/acme", false },
+	{ "/repos/acme", "/repos/acme/", false },
+	{ "/*/*.git/info/refs", "/acme/repo.git/info/refs", true },
+	{ "/*/*.git/info/refs", "/acme/repo/info/refs", false },
+	{ "/*/*.git/info/refs", "/acme/.git/info/refs", true },
+	{ "/a*b", "/ab", true },
+	{ "/a*b", "/axxb", true },
+	{ "/a*b", "/axxbc", false },
+	{ "*", "*", true },
+	{ "*", "/x", false },
+	{ "/**", "*", false },
+	{ "/**/**/**/**/x", "/a/b/c/d/e/f/g/h/i/j/k/l/m/n/o/p/q/r/s/t/u/v/w/y", false },
+};
+
+static void test_glob_table(void **state)
+{
+	for (size_t i = 0; i < sizeof(glob_cases) / sizeof(glob_cases[0]); i++) {
+		const struct glob_case *c = &glob_cases[i];
+
+		if (reqrule_glob_match(c->glob, c->path) != c->match)
+			fail_msg("glob %s path %s: want %d", c->glob, c->path, c->match);
+	}
+}
+
+static void test_glob_valid(void **state)
+{
+	static const char *const ok[] = { "/", "/repos/acme/**", "*", "/a/*.git", "/a/" };
+	static const char *const bad[] = { "", "repos", "/a//b", "/a/../b", "/a/./b",
+					   "/a?x", "/a#x", "/a%2F", "/a\\b", "/a b",
+					   "/a**", "/**x/y" };
+
+	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++)
+		if (reqrule_glob_valid(ok[i]))
+			fail_msg("glob %s refused", ok[i]);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		if (!reqrule_glob_valid(bad[i]))
+			fail_msg("glob %s accepted", bad[i]);
+}
+
+static const struct host_case {
+	const char *host;
+	const char *sni;
+	int want;
+} host_cases[] = {
+	{ "api.test", "api.test", 1 },
+	{ "API.Test", "api.test", 1 },
+	{ "api.test", "API.TEST", 1 },
+	{ "api.test.", "api.test", 1 },
+	{ "api.test", "api.test.", 1 },
+	{ "api.test:443", "api.test", 1 },
+	{ "api.test.:443", "api.test", 1 },
+	{ "api.test:", "api.test", 1 },
+	{ "api.test:8443", "api.test", 0 },
+	{ "api.test:80", "api.test", 0 },
+	{ "evil.test", "api.test", 0 },
+	{ "api.test.evil.test", "api.test", 0 },
+	{ "api.tes", "api.test", 0 },
+	{ "xapi.test", "api.test", 0 },
+	{ "api.test..", "api.test", 0 },
+	{ "[2001:db8::1]", "api.test", 0 },
+	{ "[2001:db8::1]:443", "api.test", 0 },
+	{ "api.test:x", "api.test", -EINVAL },
+	{ "api.test:443:443", "api.test", -EINVAL },
+	{ "user@api.test", "api.test", -EINVAL },
+	{ "api.test/x", "api.test", -EINVAL },
+	{ "api test", "api.test", -EINVAL },
+	{ "", "api.test", -EINVAL },
+	{ ":443", "api.test", -EINVAL },
+	{ "[2001:db8::1", "api.test", -EINVAL },
+};
+
+static void test_host_table(void **state)
+{
+	for (size_t i = 0; i < sizeof(host_cases) / sizeof(host_cases[0]); i++) {
+		const struct host_case *c = &host_cases[i];
+		int got = reqrule_host_matches(c->host, c->sni);
+
+		if (got != c->want)
+			fail_msg("host '%s' sni '%s': got %d want %d", c->host, c->sni,
+				 got, c->want);
+	}
+}
+
+static struct reqrule_host host;
+
+static int setup(void **state)
+{
+	struct reqrule r;
+
+	assert_int_equal(reqrule_host_init(&host, "api.test"), 0);
+	assert_int_equal(reqrule_init(&r, "no-secrets", "deny", "*",
+				      "/repos/acme/secret/**", NULL), 0);
+	assert_int_equal(reqrule_host_add_rule(&host, &r), 0);
+	assert_int_equal(reqrule_init(&r, "read-acme", "allow", "GET,HEAD",
+				      "/repos/acme/** /user /repos/acmex/**", NULL), 0);
+	assert_int_equal(reqrule_host_add_rule(&host, &r), 0);
+	assert_int_equal(reqrule_init(&r, "push-acme", "allow", "POST",
+				      "/repos/acme/*/git-upload-pack,/repos/acme/*/issues",
+				      "64k"), 0);
+	assert_int_equal(reqrule_host_add_rule(&host, &r), 0);
+	assert_int_equal(reqrule_init(&r, "options", "allow", "OPTIONS", "*", NULL), 0);
+	assert_int_equal(reqrule_host_add_rule(&host, &r), 0);
+	assert_int_equal(reqrule_host_add_cred(&host, "github-token", "Authorization",
+					       "", "env:EGR_TEST_TOKEN"), 0);
+	assert_int_equal(reqrule_host_add_cred(&host, "acme-token", "authorization",
+					       "/repos/acme", "env:EGR_TEST_ACME"), 0);
+	assert_int_equal(reqrule_host_add_cred(&host, "api-key", "X-Api-Key",
+					       "/user", "file:/nonexistent"), 0);
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	reqrule_host_free(&host);
+	return 0;
+}
+
+static const struct check_case {
+	const char *what;
+	const char *method, *target, *host;
+	int64_t cl; /* -1: none */
+	int status;
+	const char *rule;   /* rule_name, NULL: none */
+	const char *cred;   /* name of the Authorization credential, or NULL */
+} check_cases[] = {
+	{ "allowed get", "GET", "/repos/acme/x", "api.test", -1, 0, "read-acme", "acme-token" },
+	{ "allowed head", "HEAD", "/repos/acme", "api.test", -1, 0, "read-acme", "acme-token" },
+	{ "query ignored", "GET", "/repos/acme/x?path=/repos/evil", "api.test", -1, 0, "read-acme", "acme-token" },
+	{ "query cannot allow", "GET", "/repos/evil?/repos/acme/x", "api.test", -1, 403, "default", NULL },
+	{ "trailing slash", "GET", "/repos/acme/", "api.test", -1, 0, "read-acme", "acme-token" },
+	{ "user", "GET", "/user", "api.test", -1, 0, "read-acme", "github-token" },
+	{ "cred prefix boundary", "GET", "/repos/acmex/y", "api.test", -1, 0, "read-acme", "github-token" },
+	{ "user prefix boundary", "GET", "/repos/acmeevil", "api.test", -1, 403, "default", NULL },
+	{ "post denied path", "POST", "/repos/evil/x/issues", "api.test", -1, 403, "default", NULL },
+	{ "post allowed", "POST", "/repos/acme/r/issues", "api.test", 10, 0, "push-acme", "acme-token" },
+	{ "method not listed", "DELETE", "/repos/acme/x", "api.test", -1, 403, "default", NULL },
+	{ "deny rule first", "GET", "/repos/acme/secret/x", "api.test", -1, 403, "no-secrets", NULL },
+	{ "deny rule any method", "POST", "/repos/acme/secret", "api.test", -1, 403, "no-secrets", NULL },
+	{ "dot-dot", "GET", "/repos/acme/../evil", "api.test", -1, 400, NULL, NULL },
+	{ "encoded dot-dot", "GET", "/repos/acme/%2e%2e/evil", "api.test", -1, 400, NULL, NULL },
+	{ "encoded slash", "GET", "/repos/acme%2Fevil", "api.test", -1, 400, NULL, NULL },
+	{ "double slash", "GET", "/repos/acme//x", "api.test", -1, 400, NULL, NULL },
+	{ "leading double slash", "GET", "//repos/acme", "api.test", -1, 400, NULL, NULL },
+	{ "dot segment to deny", "GET", "/repos/acme/./secret/x", "api.test", -1, 400, NULL, NULL },
+	{ "encoded unreserved", "GET", "/repos/%61cme/x", "api.test", -1, 0, "read-acme", "acme-token" },
+	{ "host case", "GET", "/repos/acme/x", "API.TEST", -1, 0, "read-acme", "acme-token" },
+	{ "host dot", "GET", "/repos/acme/x", "api.test.", -1, 0, "read-acme", "acme-token" },
+	{ "host 443", "GET", "/repos/acme/x", "api.test:443", -1, 0, "read-acme", "acme-token" },
+	{ "host 8443", "GET", "/repos/acme/x", "api.test:8443", -1, 421, NULL, NULL },
+	{ "fronting", "GET", "/repos/acme/x", "evil.test", -1, 421, NULL, NULL },
+	{ "missing host", "GET", "/repos/acme/x", NULL, -1, 400, NULL, NULL },
+	{ "empty host", "GET", "/repos/acme/x", "", -1, 400, NULL, NULL },
+	{ "bad host", "GET", "/repos/acme/x", "api.test@evil", -1, 400, NULL, NULL },
+	{ "absolute-form", "GET", "https://api.test/repos/acme/x", "api.test", -1, 0, "read-acme", "acme-token" },
+	{ "absolute-form :443", "GET", "https://API.test:443/repos/acme/x?q", "api.test", -1, 0, "read-acme", "acme-token" },
+	{ "absolute-form mismatch", "GET", "https://evil.test/repos/acme/x", "api.test", -1, 421, NULL, NULL },
+	{ "absolute-form 8443", "GET", "https://api.test:8443/repos/acme/x", "api.test", -1, 421, NULL, NULL },
+	{ "absolute-form userinfo", "GET", "https://api.test@evil.test/x", "api.test", -1, 400, NULL, NULL },
+	{ "absolute-form no path", "GET", "https://api.test", "api.test", -1, 403, "default", NULL },
+	{ "absolute-form other scheme", "GET", "ftp://api.test/x", "api.test", -1, 400, NULL, NULL },
+	{ "options star", "OPTIONS", "*", "api.test", -1, 0, "options", "github-token" },
+	{ "get star", "GET", "*", "api.test", -1, 400, NULL, NULL },
+	{ "connect", "CONNECT", "api.test:443", "api.test", -1, 403, "default", NULL },
+	{ "connect elsewhere", "CONNECT", "evil.test:443", "api.test", -1, 421, NULL, NULL },
+	{ "body at limit", "POST", "/repos/acme/r/issues", "api.test", 65536, 0, "push-acme", "acme-token" },
+	{ "body over limit", "POST", "/repos/acme/r/issues", "api.test", 65537, 413, "push-acme", NULL },
+};
+
+static void test_check_table(void **state)
+{
+	for (size_t i = 0; i < sizeof(check_cases) / sizeof(check_cases[0]); i++) {
+		const struct check_case *c = &check_cases[i];
+		struct reqrule_request req = {
+			.method = c->method, .target = c->target, .host = c->host,
+			.has_length = c->cl >= 0,
+			.content_length = c->cl >= 0 ? (uint64_t)c->cl : 0,
+		};
+		struct reqrule_result res;
+		const char *cred = NULL;
+		int st = reqrule_check(&host, "api.test", &req, &res);
+
+		if (st != c->status || res.status != st)
+			fail_msg("%s: status %d want %d (%s)", c->what, st, c->status,
+				 res.reason);
+		assert_non_null(res.reason);
+		if ((c->rule == NULL) != (res.rule_name == NULL) ||
+		    (c->rule && strcmp(c->rule, res.rule_name)))
+			fail_msg("%s: rule %s want %s", c->what, res.rule_name, c->rule);
+		for (size_t k = 0; k < res.n_creds; k++)
+			if (!strcasecmp(res.creds[k]->header, "authorization"))
+				cred = res.creds[k]->name;
+		if ((c->cred == NULL) != (cred == NULL) || (cred && strcmp(cred, c->cred)))
+			fail_msg("%s: credential %s want %s", c->what, cred, c->cred);
+		if (st)
+			assert_int_equal(res.n_creds, 0);
+	}
+}
+
+static void test_check_limits_and_creds(void **state)
+{
+	struct reqrule_request req = { .method = "POST", .target = "/repos/acme/r/git-upload-pack",
+				       .host = "api.test" };
+	struct reqrule_result res;
+
+	assert_int_equal(reqrule_check(&host, "api.test", &req, &res), 0);
+	assert_int_equal(res.max_body, 64 * 1024);
+	req.method = "GET";
+	req.target = "/repos/acme/x";
+	assert_int_equal(reqrule_check(&host, "api.test", &req, &res), 0);
+	assert_int_equal(res.max_body, REQRULE_NO_LIMIT);
+	/* Only the credential whose prefix covers /user: X-Api-Key. */
+	req.target = "/user";
+	assert_int_equal(reqrule_check(&host, "api.test", &req, &res), 0);
+	assert_int_equal(res.n_creds, 2);
+	/* The SNI itself with a trailing dot. */
+	assert_int_equal(reqrule_check(&host, "api.test.", &req, &res), 0);
+	/* Long path: 414, not a crash. */
+	char *t = malloc(REQRULE_PATH_MAX + 10);
+
+	assert_non_null(t);
+	memset(t, 'a', REQRULE_PATH_MAX + 9);
+	t[0] = '/';
+	t[REQRULE_PATH_MAX + 9] = '\0';
+	req.target = t;
+	assert_int_equal(reqrule_check(&host, "api.test", &req, &res), 414);
+	free(t);
+}
+
+static void test_parsers(void **state)
+{
+	uint64_t v;
+	struct reqrule r;
+
+	assert_int_equal(reqrule_parse_methods("GET,HEAD", &v), 0);
+	assert_int_equal(v, (1ULL << 1) | (1ULL << 2));
+	assert_int_equal(reqrule_parse_methods(" GET , POST ", &v), 0);
+	assert_int_equal(reqrule_parse_methods("*", &v), 0);
+	assert_int_equal(v, UINT64_MAX);
+	assert_int_equal(reqrule_parse_methods("M-SEARCH", &v), 0);
+	assert_int_equal(reqrule_parse_methods("get", &v), -EINVAL);
+	assert_int_equal(reqrule_parse_methods("GETX", &v), -EINVAL);
+	assert_int_equal(reqrule_parse_methods("", &v), -EINVAL);
+	assert_int_equal(reqrule_parse_methods(",", &v), -EINVAL);
+
+	assert_int_equal(reqrule_parse_size("1048576", &v), 0);
+	assert_int_equal(v, 1048576);
+	assert_int_equal(reqrule_parse_size("64k", &v), 0);
+	assert_int_equal(v, 65536);
+	assert_int_equal(reqrule_parse_size("10M", &v), 0);
+	assert_int_equal(v, 10ULL << 20);
+	assert_int_equal(reqrule_parse_size("1G", &v), 0);
+	assert_int_equal(v, 1ULL << 30);
+	assert_int_equal(reqrule_parse_size("none", &v), 0);
+	assert_int_equal(v, REQRULE_NO_LIMIT);
+	assert_int_equal(reqrule_parse_size("0", &v), 0);
+	assert_int_equal(v, 0);
+	assert_int_equal(reqrule_parse_size("1x", &v), -EINVAL);
+	assert_int_equal(reqrule_parse_size("1kb", &v), -EINVAL);
+	assert_int_equal(reqrule_parse_size("-1", &v), -EINVAL);
+	assert_int_equal(reqrule_parse_size("k", &v), -EINVAL);
+	assert_int_equal(reqrule_parse_size("99999999999999999999", &v), -ERANGE);
+	assert_int_equal(reqrule_parse_size("99999999999999G", &v), -ERANGE);
+
+	assert_int_equal(reqrule_init(&r, "x", "allow", "GET", "/a /b,/c", "1k"), 0);
+	assert_int_equal(r.n_globs, 3);
+	assert_string_equal(r.globs[2], "/c");
+	assert_int_equal(reqrule_init(&r, "x", "permit", "GET", "/a", NULL), -EINVAL);
+	assert_int_equal(reqrule_init(&r, "x", "allow", "GET", "", NULL), -EINVAL);
+	assert_int_equal(reqrule_init(&r, "x", "allow", "GET", "/a/../b", NULL), -EINVAL);
+	assert_int_equal(reqrule_init(&r, "", "allow", "GET", "/a", NULL), -EINVAL);
+
+	struct reqrule_host h;
+
+	assert_int_equal(reqrule_host_init(&h, "api.test"), 0);
+	assert_int_equal(reqrule_host_add_cred(&h, "t", "Bad Header", "", "env:X"), -EINVAL);
+	assert_int_equal(reqrule_host_add_cred(&h, "t", "X-A", "", "literal-secret"), -EINVAL);
+	assert_int_equal(reqrule_host_add_cred(&h, "t", "X-A", "nope", "env:X"), -EINVAL);
+	assert_int_equal(reqrule_host_add_cred(&h, "t", "X-A", NULL, "file:/run/x"), 0);
+	reqrule_host_free(&h);
+}
+
+#define SECRET "s3cr3t-VALUE-do-not-log"
+
+static void expect_err(const struct reqrule_cred *c, int want, const char *must)
+{
+	char val[64], err[256];
+	size_t len = 7;
+	int ret = reqrule_cred_resolve(c, val, sizeof(val), &len, err, sizeof(err));
+
+	if (ret != want)
+		fail_msg("%s: got %d want %d (%s)", c->source, ret, want, err);
+	assert_int_equal(len, 0);
+	assert_non_null(strstr(err, c->name));
+	if (must)
+		assert_non_null(strstr(err, must));
+	assert_null(strstr(err, "s3cr3t"));
+	assert_null(strstr(err, "VALUE"));
+}
+
+static void test_cred_resolve(void **state)
+{
+	char dir[] = "/tmp/egr-reqrule-XXXXXX";
+	char path[128], val[64], err[256];
+	struct reqrule_cred c = { .name = "github-token", .header = "Authorization" };
+	size_t len;
+	FILE *f;
+
+	/* env: present, with and without one trailing newline */
+	setenv("EGR_TEST_CRED", "Bearer " SECRET, 1);
+	snprintf(c.source, sizeof(c.source), "env:EGR_TEST_CRED");
+	assert_int_equal(reqrule_cred_resolve(&c, val, sizeof(val), &len, err, sizeof(err)), 0);
+	assert_string_equal(val, "Bearer " SECRET);
+	assert_int_equal(len, strlen(val));
+	setenv("EGR_TEST_CRED", SECRET "\n", 1);
+	assert_int_equal(reqrule_cred_resolve(&c, val, sizeof(val), &len, err, sizeof(err)), 0);
+	assert_string_equal(val, SECRET);
+
+	/* env: missing, bad name, value with controls, too long */
+	snprintf(c.source, sizeof(c.source), "env:EGR_TEST_MISSING");
+	unsetenv("EGR_TEST_MISSING");
+	expect_err(&c, -ENOENT, "env:EGR_TEST_MISSING");
+	snprintf(c.source, sizeof(c.source), "env:BAD-NAME");
+	expect_err(&c, -EINVAL, "env:BAD-NAME");
+	setenv("EGR_TEST_CRED", SECRET "\r\nX-Evil: 1", 1);
+	snprintf(c.source, sizeof(c.source), "env:EGR_TEST_CRED");
+	expect_err(&c, -EINVAL, "env:EGR_TEST_CRED");
+	setenv("EGR_TEST_CRED", SECRET SECRET SECRET SECRET, 1);
+	expect_err(&c, -EFBIG, "env:EGR_TEST_CRED");
+	setenv("EGR_TEST_CRED", "\n", 1);
+	expect_err(&c, -EINVAL, "empty");
+	setenv("EGR_TEST_CRED", " " SECRET, 1);
+	expect_err(&c, -EINVAL, "blanks");
+	unsetenv("EGR_TEST_CRED");
+
+	/* a literal secret by mistake where the source goes: not echoed */
+	snprintf(c.source, sizeof(c.source), SECRET);
+	expect_err(&c, -EINVAL, "env:NAME or file:/path");
+
+	/* file: */
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/token", dir);
+	f = fopen(path, "w");
+	assert_non_null(f);
+	fputs(SECRET "\n", f);
+	fclose(f);
+	snprintf(c.source, sizeof(c.source), "file:%s", path);
+	assert_int_equal(reqrule_cred_resolve(&c, val, sizeof(val), &len, err, sizeof(err)), 0);
+	assert_string_equal(val, SECRET);
+	assert_int_equal(len, strlen(SECRET));
+	/* one newline trimmed; a second stays and is a control character
+	 * in a header value, so the file as a whole is refused */
+	f = fopen(path, "w");
+	assert_non_null(f);
+	fputs(SECRET "\n\n", f);
+	fclose(f);
+	expect_err(&c, -EINVAL, path);
+	f = fopen(path, "w");
+	assert_non_null(f);
+	fputs(SECRET "\r\n", f);
+	fclose(f);
+	assert_int_equal(reqrule_cred_resolve(&c, val, sizeof(val), &len, err, sizeof(err)), 0);
+	assert_string_equal(val, SECRET);
+	f = fopen(path, "w");
+	assert_non_null(f);
+	fputs(SECRET "\nsecond line\n", f);
+	fclose(f);
+	expect_err(&c, -EINVAL, path);
+	f = fopen(path, "w");
+	assert_non_null(f);
+	for (int i = 0; i < 10; i++)
+		fputs(SECRET, f);
+	fclose(f);
+	expect_err(&c, -EFBIG, path);
+
+	/* missing file, a directory (unreadable as a file) */
+	snprintf(c.source, sizeof(c.source), "file:%s/missing", dir);
+	expect_err(&c, -ENOENT, "missing");
+	snprintf(c.source, sizeof(c.source), "file:%s", dir);
+	expect_err(&c, -EISDIR, dir);
+
+	unlink(path);
+	rmdir(dir);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_normalize),
+		cmocka_unit_test(test_glob_table),
+		cmocka_unit_test(test_glob_valid),
+		cmocka_unit_test(test_host_table),
+		cmocka_unit_test(test_check_table),
+		cmocka_unit_test(test_check_limits_and_creds),
+		cmocka_unit_test(test_parsers),
+		cmocka_unit_test(test_cred_resolve),
+	};
+
+	return cmocka_run_group_tests(tests, setup, teardown);
+}

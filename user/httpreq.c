@@ -1,0 +1,930 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-3-Clause
+/*
+ * HTTP/1.1 request stream processor (see httpreq.h).
+ *
+ * Two layers check each head. Our own byte-level pass is strict about what
+ * Debian's lenient http-parser lets through (header names with spaces,
+ * obs-fold, bare CR/LF, NUL, whitespace before the colon) and about framing
+ * a chain of proxies could read two ways (CL+TE, several CL or TE fields,
+ * codings other than "chunked"). http-parser then parses the same bytes
+ * and owns the framing of the body: body length, chunk sizes, trailers,
+ * where the message ends. What we emit is rebuilt from what http-parser
+ * reported, so the upstream server cannot read a different message
+ * boundary than the one we checked.
+ *
+ * We never read past the end of a head before it is accepted: bytes after
+ * an Upgrade/CONNECT head stay with the caller, untouched.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <http_parser.h>
+
+#include "httpreq.h"
+#include "reqrule.h"
+
+#define MAX_SETS 8
+#define SET_NAME_MAX 64
+#define TRAILER_NAME_MAX 256
+
+enum state {
+	ST_HEAD,        /* collecting a head */
+	ST_PENDING,     /* head parsed, waiting for accept/refuse */
+	ST_END_PENDING, /* accepted a head whose message is already complete */
+	ST_BODY,        /* body bytes go through http-parser */
+	ST_UPGRADED,    /* terminal: the rest is another protocol */
+	ST_REFUSED,     /* terminal */
+};
+
+struct httpreq {
+	enum state st;
+	int status;
+	const char *reason;
+	bool partial;
+
+	/* head being collected; NUL-terminated copies of its parts in strs */
+	uint8_t head[HTTPREQ_HEAD_MAX];
+	size_t head_len;
+	size_t skipped;            /* empty lines dropped before a head */
+	char strs[HTTPREQ_HEAD_MAX + 2 * HTTPREQ_MAX_HEADERS + 16];
+	struct httpreq_field fields[HTTPREQ_MAX_HEADERS];
+	struct httpreq_head h;
+	bool msg_complete;         /* http-parser finished the message */
+
+	http_parser p;
+	bool in_body;              /* callbacks belong to the body phase */
+	uint64_t max_body;
+	uint64_t body_bytes;
+	bool last_chunk;
+
+	/* trailer field being collected, and the re-serialized section */
+	char tr_name[TRAILER_NAME_MAX];
+	size_t tr_name_len;
+	char tr_value[HTTPREQ_TRAILER_MAX];
+	size_t tr_value_len;
+	bool tr_in_value;
+	char trailers[HTTPREQ_TRAILER_MAX];
+	size_t trailers_len;
+
+	char set_names[MAX_SETS][SET_NAME_MAX];
+	size_t n_set_names;
+
+	/* output: out[out_off..out_len) not yet taken by the caller */
+	uint8_t *out;
+	size_t out_off, out_len, out_cap;
+	uint64_t out_base;         /* stream offset of out[out_off] */
+	uint64_t req_start;        /* stream offset where this request began */
+
+	uint64_t count;
+};
+
+/* RFC 9110 5.6.2 tchar */
+static bool is_tchar(unsigned char ch)
+{
+	return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+	       (ch >= '0' && ch <= '9') || (ch && strchr("!#$%&'*+-.^_`|~", ch));
+}
+
+/* field-value octets: HTAB, SP, VCHAR, obs-text */
+static bool is_value_char(unsigned char ch)
+{
+	return ch == '\t' || (ch >= 0x20 && ch != 0x7f);
+}
+
+/*
+ * Field names compared as servers behind CGI/WSGI-style gateways see them:
+ * case-insensitive and with '_' equal to '-' (both become "HTTP_X_Y"), so
+ * "X_Api_Key" cannot ride along next to the "X-Api-Key" we set.
+ */
+static bool name_eq(const char *a, size_t alen, const char *b)
+{
+	size_t blen = strlen(b);
+
+	if (alen != blen)
+		return false;
+	for (size_t i = 0; i < alen; i++) {
+		unsigned char x = (unsigned char)a[i], y = (unsigned char)b[i];
+
+		if (x == '_')
+			x = '-';
+		if (y == '_')
+			y = '-';
+		if (x >= 'A' && x <= 'Z')
+			x += 'a' - 'A';
+		if (y >= 'A' && y <= 'Z')
+			y += 'a' - 'A';
+		if (x != y)
+			return false;
+	}
+	return true;
+}
+
+/* A framing field spelled with '_': refuse rather than guess. */
+static bool name_is(const char *name, const char *canon, bool *odd)
+{
+	if (!name_eq(name, strlen(name), canon))
+		return false;
+	if (strcasecmp(name, canon))
+		*odd = true;
+	return true;
+}
+
+/*
+ * Does a Connection value list this field name? A hop that honours it
+ * drops the field before the next one: "Connection: Content-Length"
+ * re-frames the request behind us, "Connection: Authorization" strips
+ * the credential we set.
+ */
+static bool connection_lists(const char *value, const char *name)
+{
+	const char *p = value;
+
+	while (*p) {
+		const char *s, *e;
+
+		while (*p == ' ' || *p == '\t' || *p == ',')
+			p++;
+		s = p;
+		while (*p && *p != ',')
+			p++;
+		e = p;
+		while (e > s && (e[-1] == ' ' || e[-1] == '\t'))
+			e--;
+		if (e > s && name_eq(s, (size_t)(e - s), name))
+			return true;
+	}
+	return false;
+}
+
+static bool any_connection_lists(const struct httpreq *r, const char *name)
+{
+	for (size_t i = 0; i < r->h.n_fields; i++)
+		if (name_eq(r->fields[i].name, strlen(r->fields[i].name),
+			    "connection") &&
+		    connection_lists(r->fields[i].value, name))
+			return true;
+	return false;
+}
+
+static int out_reserve(struct httpreq *r, size_t n)
+{
+	size_t need, cap;
+	uint8_t *p;
+
+	if (r->out_off && r->out_off == r->out_len)
+		r->out_off = r->out_len = 0;
+	if (n > SIZE_MAX / 2 - r->out_len)
+		return -ENOMEM;
+	need = r->out_len + n;
+	if (need <= r->out_cap)
+		return 0;
+	/* Slide unread bytes down before growing. */
+	if (r->out_off) {
+		memmove(r->out, r->out + r->out_off, r->out_len - r->out_off);
+		r->out_len -= r->out_off;
+		r->out_off = 0;
+		need = r->out_len + n;
+		if (need <= r->out_cap)
+			return 0;
+	}
+	cap = r->out_cap ? r->out_cap : 4096;
+	while (cap < need)
+		cap *= 2;
+	p = realloc(r->out, cap);
+	if (!p)
+		return -ENOMEM;
+	r->out = p;
+	r->out_cap = cap;
+	return 0;
+}
+
+static int out_add(struct httpreq *r, const void *data, size_t n)
+{
+	int err;
+
+	if (!n)
+		return 0;
+	err = out_reserve(r, n);
+	if (err)
+		return err;
+	memcpy(r->out + r->out_len, data, n);
+	r->out_len += n;
+	return 0;
+}
+
+static int out_str(struct httpreq *r, const char *s)
+{
+	return out_add(r, s, strlen(s));
+}
+
+static uint64_t out_pos(const struct httpreq *r)
+{
+	return r->out_base + (r->out_len - r->out_off);
+}
+
+static int refuse(struct httpreq *r, int status, const char *reason)
+{
+	uint64_t keep_to;
+
+	if (r->st == ST_REFUSED)
+		return HTTPREQ_EV_REFUSED;
+	/* Drop what of this request has not left yet; earlier, complete
+	 * requests stay queued. */
+	if (r->st == ST_BODY || r->st == ST_END_PENDING) {
+		keep_to = r->req_start > r->out_base ? r->req_start : r->out_base;
+		r->partial = r->out_base > r->req_start;
+		r->out_len = r->out_off + (size_t)(keep_to - r->out_base);
+	}
+	r->st = ST_REFUSED;
+	r->status = status;
+	r->reason = reason;
+	return HTTPREQ_EV_REFUSED;
+}
+
+/* ---- body phase callbacks (http-parser) ---- */
+
+static int cb_fail(struct httpreq *r, int status, const char *reason)
+{
+	if (!r->status) {
+		r->status = status;
+		r->reason = reason;
+	}
+	return -1;
+}
+
+static int cb_body(http_parser *p, const char *at, size_t len)
+{
+	struct httpreq *r = p->data;
+
+	if (!r->in_body)
+		return 0;
+	if (len > r->max_body || r->body_bytes > r->max_body - len)
+		return cb_fail(r, 413, "request body too large");
+	r->body_bytes += len;
+	if (out_add(r, at, len))
+		return cb_fail(r, 500, "out of memory");
+	return 0;
+}
+
+static int cb_chunk_header(http_parser *p)
+{
+	struct httpreq *r = p->data;
+	char line[32];
+
+	if (!r->in_body)
+		return 0;
+	if (p->content_length == 0) {
+		r->last_chunk = true;
+		return 0;
+	}
+	snprintf(line, sizeof(line), "%" PRIx64 "\r\n", p->content_length);
+	if (out_str(r, line))
+		return cb_fail(r, 500, "out of memory");
+	return 0;
+}
+
+static int cb_chunk_complete(http_parser *p)
+{
+	struct httpreq *r = p->data;
+
+	if (!r->in_body || r->last_chunk)
+		return 0;
+	if (out_add(r, "\r\n", 2))
+		return cb_fail(r, 500, "out of memory");
+	return 0;
+}
+
+static bool is_dropped_trailer(const struct httpreq *r, const char *n,
+			       size_t len)
+{
+	/* Fields that frame, route or authenticate have no business in a
+	 * trailer; RFC 9110 6.5.1 lets us drop trailer fields. */
+	static const char *const drop[] = {
+		"content-length", "transfer-encoding", "host", "trailer", "te",
+		"connection", "keep-alive", "upgrade", "expect", "authorization",
+		"proxy-authorization", "cookie", "content-type",
+		"content-encoding", "content-range",
+	};
+
+	for (size_t i = 0; i < sizeof(drop) / sizeof(drop[0]); i++)
+		if (name_eq(n, len, drop[i]))
+			return true;
+	for (size_t i = 0; i < r->n_set_names; i++)
+		if (name_eq(n, len, r->set_names[i]))
+			return true;
+	return false;
+}
+
+static int trailer_commit(struct httpreq *r)
+{
+	const char *v = r->tr_value;
+	size_t vlen = r->tr_value_len, nlen = r->tr_name_len;
+
+	r->tr_in_value = false;
+	r->tr_name_len = r->tr_value_len = 0;
+	if (nlen == 0)
+		return cb_fail(r, 400, "invalid trailer field");
+	for (size_t i = 0; i < nlen; i++)
+		if (!is_tchar((unsigned char)r->tr_name[i]))
+			return cb_fail(r, 400, "invalid trailer field name");
+	while (vlen && (v[0] == ' ' || v[0] == '\t')) {
+		v++;
+		vlen--;
+	}
+	while (vlen && (v[vlen - 1] == ' ' || v[vlen - 1] == '\t'))
+		vlen--;
+	for (size_t i = 0; i < vlen; i++)
+		if (!is_value_char((unsigned char)v[i]))
+			return cb_fail(r, 400, "invalid trailer field value");
+	if (is_dropped_trailer(r, r->tr_name, nlen))
+		return 0;
+	if (nlen + vlen + 4 > sizeof(r->trailers) - r->trailers_len)
+		return cb_fail(r, 431, "trailer section too large");
+	memcpy(r->trailers + r->trailers_len, r->tr_name, nlen);
+	r->trailers_len += nlen;
+	memcpy(r->trailers + r->trailers_len, ": ", 2);
+	r->trailers_len += 2;
+	memcpy(r->trailers + r->trailers_len, v, vlen);
+	r->trailers_len += vlen;
+	memcpy(r->trailers + r->trailers_len, "\r\n", 2);
+	r->trailers_len += 2;
+	return 0;
+}
+
+/* Trailer pieces may arrive split over several feeds: collect them. */
+static int cb_header_field(http_parser *p, const char *at, size_t len)
+{
+	struct httpreq *r = p->data;
+
+	if (!r->in_body)
+		return 0;
+	if (r->tr_in_value && trailer_commit(r))
+		return -1;
+	if (len > sizeof(r->tr_name) - r->tr_name_len)
+		return cb_fail(r, 431, "trailer field too large");
+	memcpy(r->tr_name + r->tr_name_len, at, len);
+	r->tr_name_len += len;
+	return 0;
+}
+
+static int cb_header_value(http_parser *p, const char *at, size_t len)
+{
+	struct httpreq *r = p->data;
+
+	if (!r->in_body)
+		return 0;
+	if (len > sizeof(r->tr_value) - r->tr_value_len)
+		return cb_fail(r, 431, "trailer field too large");
+	memcpy(r->tr_value + r->tr_value_len, at, len);
+	r->tr_value_len += len;
+	r->tr_in_value = true;
+	return 0;
+}
+
+static int cb_message_complete(http_parser *p)
+{
+	struct httpreq *r = p->data;
+
+	r->msg_complete = true;
+	if (r->in_body && r->h.chunked) {
+		/* A name without value (http-parser allows "Name\r\n" in
+		 * lenient mode) is refused by trailer_commit too. */
+		if ((r->tr_in_value || r->tr_name_len) && trailer_commit(r))
+			return -1;
+		if (out_str(r, "0\r\n") ||
+		    out_add(r, r->trailers, r->trailers_len) ||
+		    out_add(r, "\r\n", 2))
+			return cb_fail(r, 500, "out of memory");
+	}
+	/* Stop at the message boundary: the next head is ours to check. */
+	http_parser_pause(p, 1);
+	return 0;
+}
+
+static const http_parser_settings settings = {
+	.on_header_field = cb_header_field,
+	.on_header_value = cb_header_value,
+	.on_body = cb_body,
+	.on_message_complete = cb_message_complete,
+	.on_chunk_header = cb_chunk_header,
+	.on_chunk_complete = cb_chunk_complete,
+};
+
+/* ---- head ---- */
+
+static char *str_add(struct httpreq *r, size_t *used, const uint8_t *s,
+		     size_t len)
+{
+	char *d = r->strs + *used;
+
+	/* Fits: strs has room for every head byte plus a NUL per part. */
+	memcpy(d, s, len);
+	d[len] = '\0';
+	*used += len + 1;
+	return d;
+}
+
+/* Parse and check the request line; 0 or refusal event. */
+static int parse_request_line(struct httpreq *r, size_t *pos, size_t *su)
+{
+	const uint8_t *b = r->head;
+	size_t i = 0, m, t, eol;
+
+	while (is_tchar(b[i]))
+		i++;
+	m = i;
+	if (m == 0 || b[i] != ' ')
+		return refuse(r, 400, "malformed request line");
+	i++;
+	t = i;
+	while (b[i] > 0x20 && b[i] < 0x7f)
+		i++;
+	if (i == t || b[i] != ' ')
+		return refuse(r, 400, "malformed request line");
+	r->h.method = str_add(r, su, b, m);
+	r->h.target = str_add(r, su, b + t, i - t);
+	i++;
+	eol = i;
+	while (b[eol] != '\r')
+		eol++;
+	if (eol - i != 8 || memcmp(b + i, "HTTP/1.", 7) ||
+	    (b[i + 7] != '0' && b[i + 7] != '1'))
+		return refuse(r, 400, "unsupported HTTP version");
+	r->h.version_minor = (unsigned int)(b[i + 7] - '0');
+	*pos = eol + 2;
+	return 0;
+}
+
+/* Split and check field lines (head ends with CRLF CRLF, all CR before LF). */
+static int parse_fields(struct httpreq *r, size_t pos, size_t *su)
+{
+	const uint8_t *b = r->head;
+
+	while (!(b[pos] == '\r' && b[pos + 1] == '\n')) {
+		size_t ns = pos, ne, vs, ve;
+
+		if (b[pos] == ' ' || b[pos] == '\t')
+			return refuse(r, 400, "obsolete line folding");
+		while (is_tchar(b[pos]))
+			pos++;
+		ne = pos;
+		if (b[pos] != ':') {
+			if (b[pos] == ' ' || b[pos] == '\t')
+				return refuse(r, 400, "whitespace before colon");
+			return refuse(r, 400, "invalid field name");
+		}
+		if (ne == ns)
+			return refuse(r, 400, "empty field name");
+		pos++;
+		while (b[pos] == ' ' || b[pos] == '\t')
+			pos++;
+		vs = pos;
+		while (b[pos] != '\r') {
+			if (!is_value_char(b[pos]))
+				return refuse(r, 400, "invalid field value");
+			pos++;
+		}
+		ve = pos;
+		while (ve > vs && (b[ve - 1] == ' ' || b[ve - 1] == '\t'))
+			ve--;
+		if (r->h.n_fields == HTTPREQ_MAX_HEADERS)
+			return refuse(r, 431, "too many header fields");
+		r->fields[r->h.n_fields].name = str_add(r, su, b + ns, ne - ns);
+		r->fields[r->h.n_fields].value = str_add(r, su, b + vs, ve - vs);
+		r->h.n_fields++;
+		pos += 2;
+	}
+	return 0;
+}
+
+static bool parse_u64(const char *s, uint64_t *out)
+{
+	uint64_t v = 0;
+	size_t n = strlen(s);
+
+	/* RFC 9110 8.6: 1*DIGIT; no sign, no list, no blanks. */
+	if (n == 0 || n > 18)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return false;
+		v = v * 10 + (uint64_t)(s[i] - '0');
+	}
+	*out = v;
+	return true;
+}
+
+/* Framing decisions from the field list; 0 or refusal event. */
+static int check_framing(struct httpreq *r)
+{
+	unsigned int n_cl = 0, n_te = 0, n_host = 0;
+	bool odd = false;
+
+	for (size_t i = 0; i < r->h.n_fields; i++) {
+		const struct httpreq_field *f = &r->fields[i];
+
+		if (name_is(f->name, "content-length", &odd)) {
+			n_cl++;
+			if (!parse_u64(f->value, &r->h.content_length))
+				return refuse(r, 400, "invalid Content-Length");
+			r->h.has_length = true;
+		} else if (name_is(f->name, "transfer-encoding", &odd)) {
+			n_te++;
+			/* Only "chunked" alone: any other coding list is
+			 * where front and back ends start to disagree. */
+			if (strcasecmp(f->value, "chunked"))
+				return refuse(r, 400, "unsupported Transfer-Encoding");
+			r->h.chunked = true;
+		} else if (name_is(f->name, "host", &odd)) {
+			n_host++;
+			r->h.host = f->value;
+		} else if (name_eq(f->name, strlen(f->name), "expect")) {
+			if (!strcasecmp(f->value, "100-continue"))
+				r->h.expect_continue = true;
+		} else if (name_eq(f->name, strlen(f->name), "upgrade")) {
+			r->h.upgrade_proto = f->value;
+		}
+	}
+	if (odd)
+		return refuse(r, 400, "framing field name with underscore");
+	if (n_cl > 1)
+		return refuse(r, 400, "several Content-Length fields");
+	if (n_te > 1)
+		return refuse(r, 400, "several Transfer-Encoding fields");
+	if (n_cl && n_te)
+		return refuse(r, 400, "both Content-Length and Transfer-Encoding");
+	if (n_te && r->h.version_minor == 0)
+		return refuse(r, 400, "Transfer-Encoding in HTTP/1.0");
+	if (n_host > 1)
+		return refuse(r, 400, "several Host fields");
+	if (any_connection_lists(r, "content-length") ||
+	    any_connection_lists(r, "transfer-encoding") ||
+	    any_connection_lists(r, "host"))
+		return refuse(r, 400, "Connection names a framing field");
+	return 0;
+}
+
+static int parse_head(struct httpreq *r)
+{
+	size_t pos = 0, su = 0, n;
+	enum http_errno herr;
+	int ret;
+
+	memset(&r->h, 0, sizeof(r->h));
+	r->h.fields = r->fields;
+	r->h.head_len = r->head_len;
+	r->msg_complete = false;
+
+	ret = parse_request_line(r, &pos, &su);
+	if (ret)
+		return ret;
+	ret = parse_fields(r, pos, &su);
+	if (ret)
+		return ret;
+	ret = check_framing(r);
+	if (ret)
+		return ret;
+
+	/* The same bytes through http-parser: it must agree on everything
+	 * and now holds the framing state for the body. */
+	http_parser_init(&r->p, HTTP_REQUEST);
+	r->p.data = r;
+	r->in_body = false;
+	n = http_parser_execute(&r->p, &settings, (const char *)r->head,
+				r->head_len);
+	herr = HTTP_PARSER_ERRNO(&r->p);
+	if (r->status)
+		return refuse(r, r->status, r->reason);
+	if ((herr != HPE_OK && herr != HPE_PAUSED) || n != r->head_len)
+		return refuse(r, 400, http_errno_description(herr));
+	if (herr == HPE_PAUSED)
+		http_parser_pause(&r->p, 0);
+	if (strcmp(http_method_str((enum http_method)r->p.method),
+		   r->h.method) ||
+	    r->p.http_major != 1 || r->p.http_minor != r->h.version_minor)
+		return refuse(r, 400, "malformed request line");
+	if (r->h.chunked != !!(r->p.flags & F_CHUNKED))
+		return refuse(r, 400, "ambiguous framing");
+	if (r->h.has_length && r->h.content_length != r->p.content_length &&
+	    !r->msg_complete)
+		return refuse(r, 400, "ambiguous framing");
+
+	r->h.upgrade = r->p.upgrade || r->p.method == HTTP_CONNECT;
+	if (r->h.upgrade &&
+	    (r->h.chunked || (r->h.has_length && r->h.content_length)))
+		return refuse(r, 400, "upgrade request with a body");
+	/* Without a body http-parser completes the message with the head. */
+	if (!r->h.upgrade && !r->msg_complete &&
+	    !r->h.chunked && !(r->h.has_length && r->h.content_length))
+		return refuse(r, 400, "ambiguous framing");
+	r->h.keep_alive = http_should_keep_alive(&r->p);
+	r->st = ST_PENDING;
+	return HTTPREQ_EV_HEAD;
+}
+
+static int feed_head(struct httpreq *r, const uint8_t *b, size_t len,
+		     size_t *used)
+{
+	for (size_t i = 0; i < len; i++) {
+		uint8_t ch = b[i];
+		bool after_cr = r->head_len && r->head[r->head_len - 1] == '\r';
+
+		*used = i + 1;
+		if (ch == '\0')
+			return refuse(r, 400, "NUL in request head");
+		if (after_cr && ch != '\n')
+			return refuse(r, 400, "bare CR in request head");
+		if (ch == '\n' && !after_cr)
+			return refuse(r, 400, "bare LF in request head");
+		if (r->head_len == HTTPREQ_HEAD_MAX)
+			return refuse(r, 431, "request head too large");
+		r->head[r->head_len++] = ch;
+		if (ch != '\n')
+			continue;
+		if (r->head_len == 2) {
+			/* RFC 9112 2.2: ignore empty lines before a
+			 * request line (some clients add CRLF after a
+			 * body); they are not forwarded. */
+			r->head_len = 0;
+			r->skipped += 2;
+			if (r->skipped > HTTPREQ_HEAD_MAX)
+				return refuse(r, 400, "empty lines instead of a request");
+			continue;
+		}
+		if (r->head_len >= 4 &&
+		    !memcmp(r->head + r->head_len - 4, "\r\n\r\n", 4)) {
+			r->skipped = 0;
+			return parse_head(r);
+		}
+	}
+	*used = len;
+	return HTTPREQ_EV_NEED_MORE;
+}
+
+static int end_message(struct httpreq *r)
+{
+	r->count++;
+	r->head_len = 0;
+	r->in_body = false;
+	r->st = ST_HEAD;
+	return HTTPREQ_EV_END;
+}
+
+static int feed_body(struct httpreq *r, const uint8_t *b, size_t len,
+		     size_t *used)
+{
+	enum http_errno herr;
+	size_t n;
+
+	/* len 0 would tell http-parser the stream ended. */
+	if (!len)
+		return HTTPREQ_EV_NEED_MORE;
+	n = http_parser_execute(&r->p, &settings, (const char *)b, len);
+	herr = HTTP_PARSER_ERRNO(&r->p);
+	*used = n;
+	if (r->status)
+		return refuse(r, r->status, r->reason);
+	if (herr == HPE_PAUSED) {
+		http_parser_pause(&r->p, 0);
+		return end_message(r);
+	}
+	if (herr != HPE_OK)
+		return refuse(r, 400, http_errno_description(herr));
+	return HTTPREQ_EV_NEED_MORE;
+}
+
+int httpreq_feed(struct httpreq *r, const void *buf, size_t len, size_t *used)
+{
+	if (!r || !used || (!buf && len))
+		return -EINVAL;
+	*used = 0;
+	switch (r->st) {
+	case ST_HEAD:
+		return len ? feed_head(r, buf, len, used) : HTTPREQ_EV_NEED_MORE;
+	case ST_PENDING:
+		return -EBUSY;
+	case ST_END_PENDING:
+		return end_message(r);
+	case ST_BODY:
+		return feed_body(r, buf, len, used);
+	case ST_UPGRADED:
+		return HTTPREQ_EV_UPGRADE;
+	case ST_REFUSED:
+		return HTTPREQ_EV_REFUSED;
+	}
+	return -EINVAL;
+}
+
+const struct httpreq_head *httpreq_head(const struct httpreq *r)
+{
+	return r && r->st == ST_PENDING ? &r->h : NULL;
+}
+
+static bool set_valid(const struct httpreq_set *s)
+{
+	size_t n;
+
+	if (!s->name || !s->value)
+		return false;
+	n = strlen(s->name);
+	if (n == 0 || n >= SET_NAME_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!is_tchar((unsigned char)s->name[i]))
+			return false;
+	n = strlen(s->value);
+	for (size_t i = 0; i < n; i++)
+		if (!is_value_char((unsigned char)s->value[i]))
+			return false;
+	/* Leading/trailing blanks would be trimmed by the server anyway. */
+	if (n && (s->value[0] == ' ' || s->value[0] == '\t' ||
+		  s->value[n - 1] == ' ' || s->value[n - 1] == '\t'))
+		return false;
+	return true;
+}
+
+static bool field_dropped(const struct httpreq *r, const char *name)
+{
+	size_t len = strlen(name);
+
+	/* Hop-by-hop: the agent's proxy credentials are not the upstream's
+	 * business. */
+	if (name_eq(name, len, "proxy-authorization"))
+		return true;
+	for (size_t i = 0; i < r->n_set_names; i++)
+		if (name_eq(name, len, r->set_names[i]))
+			return true;
+	return false;
+}
+
+static int emit_head(struct httpreq *r, const struct httpreq_set *sets,
+		     size_t n_sets)
+{
+	const struct httpreq_head *h = &r->h;
+	char ver[16];
+	int err;
+
+	snprintf(ver, sizeof(ver), " HTTP/1.%u\r\n", h->version_minor);
+	err = out_str(r, h->method) ?: out_str(r, " ") ?:
+	      out_str(r, h->target) ?: out_str(r, ver);
+	for (size_t i = 0; !err && i < h->n_fields; i++) {
+		if (field_dropped(r, h->fields[i].name))
+			continue;
+		err = out_str(r, h->fields[i].name) ?: out_str(r, ": ") ?:
+		      out_str(r, h->fields[i].value) ?: out_str(r, "\r\n");
+	}
+	for (size_t i = 0; !err && i < n_sets; i++)
+		err = out_str(r, sets[i].name) ?: out_str(r, ": ") ?:
+		      out_str(r, sets[i].value) ?: out_str(r, "\r\n");
+	return err ?: out_str(r, "\r\n");
+}
+
+int httpreq_accept(struct httpreq *r, const struct httpreq_set *sets,
+		   size_t n_sets, uint64_t max_body)
+{
+	int err;
+
+	if (!r || (!sets && n_sets))
+		return -EINVAL;
+	if (r->st != ST_PENDING)
+		return -EPROTO;
+	if (n_sets > MAX_SETS)
+		return -EINVAL;
+	for (size_t i = 0; i < n_sets; i++)
+		if (!set_valid(&sets[i]))
+			return -EINVAL;
+	for (size_t i = 0; i < n_sets; i++)
+		if (any_connection_lists(r, sets[i].name)) {
+			refuse(r, 400, "Connection names an injected field");
+			return -EPERM;
+		}
+	if (r->h.has_length && r->h.content_length > max_body) {
+		refuse(r, 413, "request body too large");
+		return -EFBIG;
+	}
+	r->n_set_names = n_sets;
+	for (size_t i = 0; i < n_sets; i++)
+		snprintf(r->set_names[i], SET_NAME_MAX, "%s", sets[i].name);
+
+	r->req_start = out_pos(r);
+	err = emit_head(r, sets, n_sets);
+	if (err) {
+		/* Nothing of a half-written head may go out. */
+		r->out_len = r->out_off + (size_t)(r->req_start - r->out_base);
+		refuse(r, 500, "out of memory");
+		return err;
+	}
+	r->max_body = max_body;
+	r->body_bytes = 0;
+	r->last_chunk = false;
+	r->tr_name_len = r->tr_value_len = r->trailers_len = 0;
+	r->tr_in_value = false;
+	if (r->h.upgrade) {
+		r->st = ST_UPGRADED;
+		r->count++;
+	} else if (r->msg_complete) {
+		r->st = ST_END_PENDING;
+	} else {
+		r->st = ST_BODY;
+		r->in_body = true;
+		r->msg_complete = false;
+	}
+	return 0;
+}
+
+void httpreq_refuse(struct httpreq *r, int status, const char *reason)
+{
+	if (r)
+		refuse(r, status, reason ? reason : "refused");
+}
+
+int httpreq_check(const struct httpreq *r, const struct reqrule_host *h,
+		  const char *sni, struct reqrule_result *res)
+{
+	const struct httpreq_head *head = httpreq_head(r);
+	struct reqrule_request req;
+
+	if (!head || !res) {
+		if (res)
+			memset(res, 0, sizeof(*res));
+		return -EINVAL;
+	}
+	req = (struct reqrule_request){
+		.method = head->method,
+		.target = head->target,
+		.host = head->host,
+		.has_length = head->has_length,
+		.content_length = head->content_length,
+	};
+	return reqrule_check(h, sni, &req, res);
+}
+
+const uint8_t *httpreq_out(const struct httpreq *r, size_t *len)
+{
+	if (!r || !r->out) {
+		if (len)
+			*len = 0;
+		return NULL;
+	}
+	if (len)
+		*len = r->out_len - r->out_off;
+	return r->out + r->out_off;
+}
+
+void httpreq_out_consume(struct httpreq *r, size_t n)
+{
+	if (!r)
+		return;
+	if (n > r->out_len - r->out_off)
+		n = r->out_len - r->out_off;
+	r->out_off += n;
+	r->out_base += n;
+	if (r->out_off == r->out_len)
+		r->out_off = r->out_len = 0;
+}
+
+int httpreq_status(const struct httpreq *r)
+{
+	return r && r->st == ST_REFUSED ? r->status : 0;
+}
+
+const char *httpreq_reason(const struct httpreq *r)
+{
+	return r && r->st == ST_REFUSED ? r->reason : NULL;
+}
+
+bool httpreq_partial(const struct httpreq *r)
+{
+	return r && r->st == ST_REFUSED && r->partial;
+}
+
+uint64_t httpreq_count(const struct httpreq *r)
+{
+	return r ? r->count : 0;
+}
+
+uint64_t httpreq_body_bytes(const struct httpreq *r)
+{
+	return r ? r->body_bytes : 0;
+}
+
+struct httpreq *httpreq_new(void)
+{
+	struct httpreq *r = calloc(1, sizeof(*r));
+
+	if (r)
+		r->st = ST_HEAD;
+	return r;
+}
+
+void httpreq_free(struct httpreq *r)
+{
+	if (!r)
+		return;
+	free(r->out);
+	free(r);
+}
