@@ -1,0 +1,1655 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-3-Clause
+/*
+ * Daemon configuration: parsing, validation, cgroup glob bindings.
+ * User documentation: docs/daemon.md.
+ *
+ * Everything is built into a fresh struct dconfig and handed out only when
+ * the whole file (and every file it references) is valid: a daemon told to
+ * reload a broken config keeps enforcing the old one.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <libgen.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "dconfig.h"
+#include "srt.h"
+
+/* A config is a page of JSON; anything bigger is a mistake. */
+#define DCONFIG_MAX_FILE (1024 * 1024)
+#define DCONFIG_MAX_POLICIES 1024
+#define DCONFIG_MAX_BINDINGS 1024
+#define DCONFIG_MAX_GLOB 4095
+#define DCONFIG_MAX_DNS 8
+#define POLICY_NAME_MAX 64
+/* Config fields live at most 4 levels down (policies.NAME.allow[i]); the
+ * tree goes deeper only to place errors in foreign (srt) files. */
+#define JPOS_MAX_DEPTH 32
+
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+/* --- JSON positions ----------------------------------------------------- */
+
+struct walk {
+	const char *s;
+	size_t n, i;
+	int line;
+};
+
+static void w_ws(struct walk *w)
+{
+	while (w->i < w->n) {
+		char c = w->s[w->i];
+
+		if (c == '\n')
+			w->line++;
+		else if (c != ' ' && c != '\t' && c != '\r')
+			return;
+		w->i++;
+	}
+}
+
+/* At '"': step over the string; with out, decode it. jansson decodes the
+ * token itself (escapes, surrogate pairs) so there is one JSON decoder. */
+static bool w_string(struct walk *w, char **out)
+{
+	size_t start = w->i;
+	bool escaped = false;
+
+	if (w->i >= w->n || w->s[w->i] != '"')
+		return false;
+	w->i++;
+	while (w->i < w->n && w->s[w->i] != '"') {
+		if (w->s[w->i] == '\\') {
+			escaped = true;
+			w->i++;
+		}
+		w->i++;
+	}
+	if (w->i >= w->n)
+		return false;
+	w->i++;
+	if (!out)
+		return true;
+	if (!escaped) {
+		*out = strndup(w->s + start + 1, w->i - start - 2);
+	} else {
+		json_t *v = json_loadb(w->s + start, w->i - start, JSON_DECODE_ANY, NULL);
+
+		*out = json_is_string(v) ? strdup(json_string_value(v)) : NULL;
+		json_decref(v);
+	}
+	return *out != NULL;
+}
+
+/* Step over one value of any kind, iteratively (nesting is unbounded). */
+static bool w_skip(struct walk *w)
+{
+	size_t depth = 0, start = w->i;
+
+	if (w->i >= w->n)
+		return false;
+	if (w->s[w->i] == '"')
+		return w_string(w, NULL);
+	if (w->s[w->i] != '{' && w->s[w->i] != '[') {
+		/* numbers and true/false/null; anything else ends the scalar
+		 * (jansson ends a number at a NUL byte, "[1\0]") */
+		while (w->i < w->n) {
+			char c = w->s[w->i];
+
+			if (!isalnum((unsigned char)c) && c != '+' && c != '-' && c != '.')
+				break;
+			w->i++;
+		}
+		return w->i > start;
+	}
+	while (w->i < w->n) {
+		char c = w->s[w->i];
+
+		if (c == '"') {
+			if (!w_string(w, NULL))
+				return false;
+			continue;
+		}
+		if (c == '{' || c == '[')
+			depth++;
+		else if (c == '}' || c == ']')
+			depth--;
+		else if (c == '\n')
+			w->line++;
+		w->i++;
+		if (!depth)
+			return true;
+	}
+	return false;
+}
+
+static bool w_value(struct walk *w, struct dconfig_jpos *j, unsigned depth)
+{
+	char close;
+
+	j->line = w->line;
+	if (!j->key_line)
+		j->key_line = w->line;
+	j->start = w->i;
+	if (w->i >= w->n)
+		return false;
+	if ((w->s[w->i] != '{' && w->s[w->i] != '[') || depth >= JPOS_MAX_DEPTH) {
+		if (!w_skip(w))
+			return false;
+		j->end = w->i;
+		return true;
+	}
+	j->object = w->s[w->i] == '{';
+	j->array = !j->object;
+	close = j->object ? '}' : ']';
+	w->i++;
+	w_ws(w);
+	if (w->i < w->n && w->s[w->i] == close) {
+		j->end = ++w->i;
+		return true;
+	}
+	for (;;) {
+		struct dconfig_jpos *kid, *kids;
+		char *key = NULL;
+		int key_line = 0;
+
+		w_ws(w);
+		if (j->object) {
+			key_line = w->line;
+			if (!w_string(w, &key))
+				return false;
+			w_ws(w);
+			if (w->i >= w->n || w->s[w->i] != ':') {
+				free(key);
+				return false;
+			}
+			w->i++;
+			w_ws(w);
+		}
+		kids = realloc(j->kids, (j->n_kids + 1) * sizeof(*kids));
+		if (!kids) {
+			free(key);
+			return false;
+		}
+		j->kids = kids;
+		kid = &j->kids[j->n_kids++];
+		memset(kid, 0, sizeof(*kid));
+		kid->key = key;
+		kid->key_line = key_line;
+		if (!w_value(w, kid, depth + 1))
+			return false;
+		w_ws(w);
+		if (w->i < w->n && w->s[w->i] == ',') {
+			w->i++;
+			continue;
+		}
+		if (w->i < w->n && w->s[w->i] == close) {
+			j->end = ++w->i;
+			return true;
+		}
+		return false;
+	}
+}
+
+static void jpos_clear(struct dconfig_jpos *j)
+{
+	size_t i;
+
+	for (i = 0; i < j->n_kids; i++)
+		jpos_clear(&j->kids[i]);
+	free(j->kids);
+	free(j->key);
+}
+
+void dconfig_jpos_free(struct dconfig_jpos *j)
+{
+	if (!j)
+		return;
+	jpos_clear(j);
+	free(j);
+}
+
+struct dconfig_jpos *dconfig_jpos_build(const char *buf, size_t len)
+{
+	struct walk w = { buf, len, 0, 1 };
+	struct dconfig_jpos *j = calloc(1, sizeof(*j));
+
+	if (!j)
+		return NULL;
+	w_ws(&w);
+	if (!w_value(&w, j, 0)) {
+		dconfig_jpos_free(j);
+		return NULL;
+	}
+	w_ws(&w);
+	if (w.i != w.n) {
+		dconfig_jpos_free(j);
+		return NULL;
+	}
+	return j;
+}
+
+const struct dconfig_jpos *dconfig_jpos_key(const struct dconfig_jpos *j, const char *key)
+{
+	size_t i;
+
+	if (!j || !j->object)
+		return NULL;
+	for (i = j->n_kids; i-- > 0;)
+		if (!strcmp(j->kids[i].key, key))
+			return &j->kids[i];
+	return NULL;
+}
+
+const struct dconfig_jpos *dconfig_jpos_idx(const struct dconfig_jpos *j, size_t i)
+{
+	if (!j || !j->array || i >= j->n_kids)
+		return NULL;
+	return &j->kids[i];
+}
+
+int dconfig_jpos_line(const struct dconfig_jpos *j, int fallback)
+{
+	return j ? j->line : fallback;
+}
+
+/* --- message helpers ---------------------------------------------------- */
+
+const char *dconfig_quote(const char *s, char *buf, size_t len)
+{
+	char cut[72];
+	size_t n = strlen(s);
+	bool more = n > 64;
+	json_t *v;
+	char *d;
+
+	if (!len)
+		return buf;
+	if (more) {
+		n = 64;
+		/* do not split a UTF-8 sequence */
+		while (n && ((unsigned char)s[n] & 0xc0) == 0x80)
+			n--;
+	}
+	memcpy(cut, s, n);
+	cut[n] = '\0';
+	v = json_string(cut);
+	d = v ? json_dumps(v, JSON_ENCODE_ANY | JSON_ENSURE_ASCII) : NULL;
+	json_decref(v);
+	if (!d) {
+		snprintf(buf, len, "\"?\"");
+		return buf;
+	}
+	if (more && strlen(d) >= 1)
+		d[strlen(d) - 1] = '\0'; /* reopen to append "..." */
+	snprintf(buf, len, "%s%s", d, more ? "...\"" : "");
+	free(d);
+	return buf;
+}
+
+const char *dconfig_json_type(const json_t *v)
+{
+	switch (json_typeof(v)) {
+	case JSON_OBJECT: return "an object";
+	case JSON_ARRAY: return "an array";
+	case JSON_STRING: return "a string";
+	case JSON_INTEGER: return "an integer";
+	case JSON_REAL: return "a number";
+	case JSON_TRUE:
+	case JSON_FALSE: return "a boolean";
+	case JSON_NULL: return "null";
+	}
+	return "?";
+}
+
+/* Optimal string alignment distance, case folded; three rolling rows. */
+static unsigned osa_distance(const char *a, const char *b)
+{
+	enum { MAXL = 64 };
+	unsigned r0[MAXL + 1] = { 0 }, r1[MAXL + 1], r2[MAXL + 1], *pp = r0, *p = r1, *c = r2, *t;
+	size_t la = strlen(a), lb = strlen(b), i, j;
+
+	if (la > MAXL || lb > MAXL)
+		return ~0u;
+	for (j = 0; j <= lb; j++)
+		p[j] = (unsigned)j;
+	for (i = 1; i <= la; i++) {
+		c[0] = (unsigned)i;
+		for (j = 1; j <= lb; j++) {
+			int ca = tolower((unsigned char)a[i - 1]);
+			int cb = tolower((unsigned char)b[j - 1]);
+			unsigned v = p[j - 1] + (ca != cb);
+
+			if (p[j] + 1 < v)
+				v = p[j] + 1;
+			if (c[j - 1] + 1 < v)
+				v = c[j - 1] + 1;
+			if (i > 1 && j > 1 && ca == tolower((unsigned char)b[j - 2]) &&
+			    tolower((unsigned char)a[i - 2]) == cb && pp[j - 2] + 1 < v)
+				v = pp[j - 2] + 1;
+			c[j] = v;
+		}
+		t = pp;
+		pp = p;
+		p = c;
+		c = t;
+	}
+	return p[lb];
+}
+
+const char *dconfig_suggest(const char *word, const char *const *cands, size_t n)
+{
+	const char *best = NULL;
+	size_t wl = strlen(word), i;
+	/* a third of the word, at least 1, at most 3 edits */
+	unsigned limit = wl >= 9 ? 3 : wl >= 3 ? (unsigned)(wl / 3) : 1, bestd = ~0u;
+
+	if (limit < 1)
+		limit = 1;
+	for (i = 0; i < n; i++) {
+		unsigned d = osa_distance(word, cands[i]);
+
+		if (d <= limit && d < bestd) {
+			bestd = d;
+			best = cands[i];
+		}
+	}
+	return best;
+}
+
+/* --- globs -------------------------------------------------------------- */
+
+struct comp {
+	const char *s;
+	size_t n;
+};
+
+/* Next '/'-separated component at *p (empty components skipped). */
+static bool next_comp(const char **p, struct comp *c)
+{
+	const char *s = *p;
+
+	while (*s == '/')
+		s++;
+	if (!*s) {
+		*p = s;
+		return false;
+	}
+	c->s = s;
+	while (*s && *s != '/')
+		s++;
+	c->n = (size_t)(s - c->s);
+	*p = s;
+	return true;
+}
+
+static bool is_dstar(const struct comp *c)
+{
+	return c->n == 2 && c->s[0] == '*' && c->s[1] == '*';
+}
+
+/* '*' within one component: the classic greedy match with one backtrack
+ * point, linear in practice and never exponential. */
+static bool comp_match(const struct comp *pat, const struct comp *str)
+{
+	size_t p = 0, s = 0, star_p = SIZE_MAX, star_s = 0;
+
+	while (s < str->n) {
+		if (p < pat->n && pat->s[p] == '*') {
+			star_p = p++;
+			star_s = s;
+		} else if (p < pat->n && pat->s[p] == str->s[s]) {
+			p++;
+			s++;
+		} else if (star_p != SIZE_MAX) {
+			p = star_p + 1;
+			s = ++star_s;
+		} else {
+			return false;
+		}
+	}
+	while (p < pat->n && pat->s[p] == '*')
+		p++;
+	return p == pat->n;
+}
+
+/* The same algorithm one level up: components are the characters and a
+ * "**" component is the star. */
+bool dconfig_glob_match(const char *glob, const char *path)
+{
+	const char *g = glob, *s = path, *star_g = NULL, *star_s = NULL;
+	struct comp gc = { NULL, 0 }, sc;
+
+	if (!glob || !path || *path != '/')
+		return false;
+	for (;;) {
+		const char *g_next = g, *s_next = s;
+		bool have_g = next_comp(&g_next, &gc);
+
+		if (!next_comp(&s_next, &sc))
+			break;
+		if (have_g && is_dstar(&gc)) {
+			/* "**" matches nothing for now */
+			star_g = g = g_next;
+			star_s = s;
+			continue;
+		}
+		if (have_g && comp_match(&gc, &sc)) {
+			g = g_next;
+			s = s_next;
+			continue;
+		}
+		if (!star_g)
+			return false;
+		/* let the last "**" take one more component, retry after it */
+		next_comp(&star_s, &sc);
+		s = star_s;
+		g = star_g;
+	}
+	/* path used up: only "**" may remain in the glob */
+	while (next_comp(&g, &gc))
+		if (!is_dstar(&gc))
+			return false;
+	return true;
+}
+
+const char *dconfig_glob_check(const char *glob)
+{
+	const char *p = glob;
+	size_t len = strlen(glob), ncomp = 0;
+	struct comp c;
+
+	if (!len)
+		return "empty cgroup glob";
+	if (glob[0] != '/')
+		return "must start with \"/\" (a path below the cgroup2 mount)";
+	if (len > DCONFIG_MAX_GLOB)
+		return "longer than 4095 characters";
+	if (len > 1 && glob[len - 1] == '/')
+		return "must not end with \"/\"";
+	if (strstr(glob, "//"))
+		return "empty path component (\"//\")";
+	while (next_comp(&p, &c)) {
+		size_t i;
+
+		if ((c.n == 1 && c.s[0] == '.') || (c.n == 2 && c.s[0] == '.' && c.s[1] == '.'))
+			return "\".\" and \"..\" components are not allowed";
+		for (i = 0; i < c.n; i++) {
+			unsigned char ch = (unsigned char)c.s[i];
+
+			if (ch < 0x20 || ch == 0x7f)
+				return "control character";
+			if (ch == '?' || ch == '[' || ch == ']' || ch == '\\' || ch == '{' || ch == '}')
+				return "only \"*\" and \"**\" are wildcards";
+			if (ch == '*' && i + 1 < c.n && c.s[i + 1] == '*' && !is_dstar(&c))
+				return "\"**\" must be a whole path component";
+		}
+		if (!ncomp++ && memchr(c.s, '*', c.n))
+			return "the first component must be literal: the programs would be "
+			       "attached to the root cgroup and enforce the whole machine";
+	}
+	if (!ncomp)
+		return "\"/\" is the root cgroup: binding it would enforce the whole machine";
+	return NULL;
+}
+
+static void glob_rank(struct dconfig_binding *b)
+{
+	const char *p = b->cgroup, *star = strchr(b->cgroup, '*');
+	struct comp c;
+	size_t i;
+
+	b->literal_prefix = star ? (size_t)(star - b->cgroup) : strlen(b->cgroup);
+	for (i = 0; b->cgroup[i]; i++)
+		b->literal_chars += b->cgroup[i] != '*';
+	while (next_comp(&p, &c)) {
+		if (is_dstar(&c))
+			b->double_stars++;
+		else if (!memchr(c.s, '*', c.n))
+			b->literal_components++;
+	}
+}
+
+/* >0 if a is more specific than b. */
+static int rank_cmp(const struct dconfig_binding *a, const struct dconfig_binding *b)
+{
+	if (a->literal_components != b->literal_components)
+		return a->literal_components > b->literal_components ? 1 : -1;
+	if (a->literal_prefix != b->literal_prefix)
+		return a->literal_prefix > b->literal_prefix ? 1 : -1;
+	if (a->literal_chars != b->literal_chars)
+		return a->literal_chars > b->literal_chars ? 1 : -1;
+	if (a->double_stars != b->double_stars)
+		return a->double_stars < b->double_stars ? 1 : -1;
+	return 0;
+}
+
+const struct dconfig_binding *dconfig_match(const struct dconfig *c, const char *cgroup_path)
+{
+	const struct dconfig_binding *best = NULL;
+	size_t i;
+
+	if (!c || !cgroup_path)
+		return NULL;
+	for (i = 0; i < c->n_bindings; i++) {
+		const struct dconfig_binding *b = &c->bindings[i];
+
+		if (dconfig_glob_match(b->cgroup, cgroup_path) &&
+		    (!best || rank_cmp(b, best) > 0))
+			best = b;
+	}
+	return best;
+}
+
+/* --- loading ------------------------------------------------------------ */
+
+struct ld {
+	const char *file;
+	char *dir;               /* for relative references */
+	const char *buf;
+	size_t len;
+	json_t *root;
+	struct dconfig_jpos *pos;
+	char *err;
+	size_t errlen;
+	struct dconfig *c;
+};
+
+static int fail(struct ld *l, int ret, int line, const char *field, const char *fmt, ...)
+	__attribute__((format(printf, 5, 6)));
+
+static int fail(struct ld *l, int ret, int line, const char *field, const char *fmt, ...)
+{
+	char reason[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(reason, sizeof(reason), fmt, ap);
+	va_end(ap);
+	if (l->err && l->errlen)
+		snprintf(l->err, l->errlen, "%s:%d: %s: %s", l->file, line, field, reason);
+	return ret;
+}
+
+static int nomem(struct ld *l)
+{
+	if (l->err && l->errlen)
+		snprintf(l->err, l->errlen, "%s: out of memory", l->file);
+	return -ENOMEM;
+}
+
+static int warn(struct ld *l, int line, const char *field, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+static int warn(struct ld *l, int line, const char *field, const char *fmt, ...)
+{
+	char reason[512], *w, **v;
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(reason, sizeof(reason), fmt, ap);
+	va_end(ap);
+	v = realloc(l->c->warnings, (l->c->n_warnings + 1) * sizeof(*v));
+	if (!v)
+		return nomem(l);
+	l->c->warnings = v;
+	if (asprintf(&w, "%s:%d: %s: %s", l->file, line, field, reason) < 0)
+		return nomem(l);
+	v[l->c->n_warnings++] = w;
+	return 0;
+}
+
+static void field_path(char *out, size_t len, const char *parent, const char *key)
+{
+	if (parent && *parent)
+		snprintf(out, len, "%s.%s", parent, key);
+	else
+		snprintf(out, len, "%s", key);
+}
+
+/*
+ * Check an object's members against the known names, in file order (so
+ * the first mistake in the file is the one reported): unknown names get a
+ * suggestion, repeated names are refused (jansson would keep the last one
+ * silently). Also checks that the walker and jansson agree.
+ */
+static int check_keys(struct ld *l, const json_t *obj, const struct dconfig_jpos *j,
+		      const char *path, const char *const *known, size_t n)
+{
+	char f[256], q[160];
+	size_t i, k;
+
+	if (!j || !j->object || json_object_size(obj) > j->n_kids)
+		return fail(l, -EINVAL, dconfig_jpos_line(j, 1), path[0] ? path : "top level",
+			    "cannot place fields (malformed text)");
+	for (i = 0; i < j->n_kids; i++) {
+		const struct dconfig_jpos *kid = &j->kids[i];
+
+		/* plain names print as they are (proxy.workers), others quoted */
+		if (*kid->key && strlen(kid->key) <= 64 &&
+		    strspn(kid->key, "abcdefghijklmnopqrstuvwxyz"
+			   "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.$") == strlen(kid->key))
+			field_path(f, sizeof(f), path, kid->key);
+		else
+			field_path(f, sizeof(f), path, dconfig_quote(kid->key, q, sizeof(q)));
+		if (!json_object_get(obj, kid->key))
+			return fail(l, -EINVAL, kid->key_line, f, "cannot place field (malformed text)");
+		for (k = 0; k < i; k++)
+			if (!strcmp(j->kids[k].key, kid->key))
+				return fail(l, -EINVAL, kid->key_line, f,
+					    "duplicate field (first on line %d)",
+					    j->kids[k].key_line);
+		if (!known)
+			continue;
+		for (k = 0; k < n; k++)
+			if (!strcmp(kid->key, known[k]))
+				break;
+		if (k < n)
+			continue;
+		{
+			const char *s = dconfig_suggest(kid->key, known, n);
+			char list[256] = "";
+			size_t o = 0;
+
+			if (s)
+				return fail(l, -EINVAL, kid->key_line, f,
+					    "unknown field (did you mean \"%s\"?)", s);
+			for (k = 0; k < n && o < sizeof(list); k++)
+				o += (size_t)snprintf(list + o, sizeof(list) - o, "%s%s",
+						      k ? ", " : "", known[k]);
+			return fail(l, -EINVAL, kid->key_line, f,
+				    "unknown field (expected %s)", list);
+		}
+	}
+	return 0;
+}
+
+static int want_type(struct ld *l, const json_t *v, const struct dconfig_jpos *j,
+		     const char *field, json_type type, const char *what)
+{
+	if (json_typeof(v) == type)
+		return 0;
+	return fail(l, -EINVAL, dconfig_jpos_line(j, 1), field, "expected %s, got %s",
+		    what, dconfig_json_type(v));
+}
+
+static int get_uint(struct ld *l, const json_t *obj, const struct dconfig_jpos *j,
+		    const char *parent, const char *key, unsigned min, unsigned max,
+		    unsigned *out)
+{
+	const json_t *v = json_object_get(obj, key);
+	const struct dconfig_jpos *vj = dconfig_jpos_key(j, key);
+	char f[128];
+	long long x;
+
+	if (!v)
+		return 0;
+	field_path(f, sizeof(f), parent, key);
+	if (json_is_real(v))
+		return fail(l, -EINVAL, dconfig_jpos_line(vj, 1), f,
+			    "expected an integer, got %g", json_real_value(v));
+	if (!json_is_integer(v))
+		return fail(l, -EINVAL, dconfig_jpos_line(vj, 1), f,
+			    "expected an integer, got %s", dconfig_json_type(v));
+	x = json_integer_value(v);
+	if (x < (long long)min || x > (long long)max)
+		return fail(l, -ERANGE, dconfig_jpos_line(vj, 1), f,
+			    "%lld is out of range (%u-%u)", x, min, max);
+	*out = (unsigned)x;
+	return 0;
+}
+
+/* String member (absent: *out untouched). Copies into *out. */
+static int get_str(struct ld *l, const json_t *obj, const struct dconfig_jpos *j,
+		   const char *parent, const char *key, bool nullable, char **out,
+		   const struct dconfig_jpos **pos)
+{
+	const json_t *v = json_object_get(obj, key);
+	char f[128], *s;
+
+	*pos = dconfig_jpos_key(j, key);
+	if (!v)
+		return 0;
+	field_path(f, sizeof(f), parent, key);
+	if (nullable && json_is_null(v)) {
+		free(*out);
+		*out = NULL;
+		return 1;
+	}
+	if (!json_is_string(v))
+		return fail(l, -EINVAL, dconfig_jpos_line(*pos, 1), f,
+			    "expected a string%s, got %s", nullable ? " or null" : "",
+			    dconfig_json_type(v));
+	if (strlen(json_string_value(v)) != json_string_length(v))
+		return fail(l, -EINVAL, dconfig_jpos_line(*pos, 1), f, "contains a NUL byte");
+	s = strdup(json_string_value(v));
+	if (!s)
+		return nomem(l);
+	free(*out);
+	*out = s;
+	return 1;
+}
+
+static bool has_ctl(const char *s)
+{
+	for (; *s; s++)
+		if ((unsigned char)*s < 0x20 || *s == 0x7f)
+			return true;
+	return false;
+}
+
+/* "IP:PORT" or "[IPv6]:PORT"; with port_optional, "IP" alone too. */
+static const char *parse_hostport(const char *s, bool port_optional, struct egr_addr *a,
+				  uint16_t *port)
+{
+	char host[64];
+	const char *ps = NULL;
+	size_t hl;
+	unsigned long v;
+	char *end;
+
+	if (s[0] == '[') {
+		const char *close = strchr(s, ']');
+
+		if (!close)
+			return "missing \"]\"";
+		hl = (size_t)(close - s - 1);
+		if (hl >= sizeof(host))
+			return "invalid IPv6 address";
+		memcpy(host, s + 1, hl);
+		host[hl] = '\0';
+		if (!strchr(host, ':') || addr_parse(host, a))
+			return "invalid IPv6 address";
+		if (close[1] == ':')
+			ps = close + 2;
+		else if (close[1])
+			return "unexpected text after \"]\"";
+	} else {
+		const char *colon = strchr(s, ':');
+
+		if (colon && strchr(colon + 1, ':')) {
+			if (!port_optional || addr_parse(s, a))
+				return "an IPv6 address needs brackets: [2001:db8::1]:53";
+			*port = 0;
+			return NULL;
+		}
+		hl = colon ? (size_t)(colon - s) : strlen(s);
+		if (hl >= sizeof(host))
+			return "invalid IPv4 address";
+		memcpy(host, s, hl);
+		host[hl] = '\0';
+		if (addr_parse(host, a) || strchr(host, ':'))
+			return "invalid IP address (a literal address is required, not a name)";
+		if (colon)
+			ps = colon + 1;
+	}
+	if (!ps) {
+		if (!port_optional)
+			return "missing \":PORT\"";
+		*port = 0;
+		return NULL;
+	}
+	if (!isdigit((unsigned char)ps[0]) || (ps[0] == '0' && ps[1]))
+		return "invalid port (1-65535)";
+	errno = 0;
+	v = strtoul(ps, &end, 10);
+	if (*end || errno || v < 1 || v > 65535)
+		return "invalid port (1-65535)";
+	*port = (uint16_t)v;
+	return NULL;
+}
+
+static int load_listen(struct ld *l, const json_t *obj, const struct dconfig_jpos *j)
+{
+	static const char *const known[] = { "control", "metrics" };
+	const struct dconfig_jpos *vj;
+	struct dconfig *c = l->c;
+	char q[160];
+	int r;
+
+	if ((r = want_type(l, obj, j, "listen", JSON_OBJECT, "an object")) ||
+	    (r = check_keys(l, obj, j, "listen", known, ARRAY_SIZE(known))))
+		return r;
+	r = get_str(l, obj, j, "listen", "control", false, &c->control_socket, &vj);
+	if (r < 0)
+		return r;
+	if (r) {
+		const char *s = c->control_socket;
+
+		if (s[0] != '/')
+			return fail(l, -EINVAL, vj->line, "listen.control",
+				    "%s: must be an absolute path", dconfig_quote(s, q, sizeof(q)));
+		if (strlen(s) >= sizeof(((struct sockaddr_un *)0)->sun_path))
+			return fail(l, -EINVAL, vj->line, "listen.control",
+				    "longer than %zu bytes (the limit of a Unix socket path)",
+				    sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
+		if (has_ctl(s))
+			return fail(l, -EINVAL, vj->line, "listen.control", "control character");
+	}
+	r = get_str(l, obj, j, "listen", "metrics", true, &c->metrics, &vj);
+	if (r < 0)
+		return r;
+	if (r && c->metrics) {
+		const char *s = c->metrics, *why;
+		char a[64];
+
+		c->metrics_unix = s[0] == '/';
+		if (c->metrics_unix) {
+			if (strlen(s) >= sizeof(((struct sockaddr_un *)0)->sun_path) || has_ctl(s))
+				return fail(l, -EINVAL, vj->line, "listen.metrics",
+					    "%s: invalid Unix socket path",
+					    dconfig_quote(s, q, sizeof(q)));
+			return 0;
+		}
+		why = parse_hostport(s, false, &c->metrics_addr, &c->metrics_port);
+		if (why)
+			return fail(l, -EINVAL, vj->line, "listen.metrics",
+				    "%s: %s (write ADDRESS:PORT or an absolute Unix socket path)",
+				    dconfig_quote(s, q, sizeof(q)), why);
+		if (addr_classify(&c->metrics_addr) != ADDR_LOOPBACK)
+			return warn(l, vj->line, "listen.metrics",
+				    "%s is not a loopback address: metrics are reachable from other hosts",
+				    addr_to_str(&c->metrics_addr, a, sizeof(a)));
+	}
+	return 0;
+}
+
+static int load_audit(struct ld *l, const json_t *obj, const struct dconfig_jpos *j)
+{
+	static const char *const known[] = { "path", "format" };
+	const struct dconfig_jpos *vj;
+	struct dconfig *c = l->c;
+	char *fmt = NULL, q[160];
+	int r;
+
+	if ((r = want_type(l, obj, j, "audit", JSON_OBJECT, "an object")) ||
+	    (r = check_keys(l, obj, j, "audit", known, ARRAY_SIZE(known))))
+		return r;
+	r = get_str(l, obj, j, "audit", "path", true, &c->audit_path, &vj);
+	if (r < 0)
+		return r;
+	if (r && c->audit_path) {
+		if (!strcmp(c->audit_path, "-")) {
+			free(c->audit_path);
+			c->audit_path = NULL;
+		} else if (c->audit_path[0] != '/' || has_ctl(c->audit_path)) {
+			return fail(l, -EINVAL, vj->line, "audit.path",
+				    "%s: must be an absolute path, or \"-\" for stdout",
+				    dconfig_quote(c->audit_path, q, sizeof(q)));
+		}
+	}
+	r = get_str(l, obj, j, "audit", "format", false, &fmt, &vj);
+	if (r < 0)
+		return r;
+	if (r) {
+		if (!strcmp(fmt, "json")) {
+			c->audit_format = AUDIT_JSON;
+		} else if (!strcmp(fmt, "text")) {
+			c->audit_format = AUDIT_TEXT;
+		} else {
+			r = fail(l, -EINVAL, vj->line, "audit.format",
+				 "%s: must be \"json\" or \"text\"", dconfig_quote(fmt, q, sizeof(q)));
+			free(fmt);
+			return r;
+		}
+	}
+	free(fmt);
+	return 0;
+}
+
+static int load_dns(struct ld *l, const json_t *obj, const struct dconfig_jpos *j)
+{
+	static const char *const known[] = { "upstream" };
+	const json_t *up, *v;
+	const struct dconfig_jpos *uj;
+	char csv[DCONFIG_MAX_DNS * 56] = "", q[160], f[64], a[64];
+	size_t i, n, o = 0;
+	int r;
+
+	if ((r = want_type(l, obj, j, "dns", JSON_OBJECT, "an object")) ||
+	    (r = check_keys(l, obj, j, "dns", known, ARRAY_SIZE(known))))
+		return r;
+	up = json_object_get(obj, "upstream");
+	uj = dconfig_jpos_key(j, "upstream");
+	if (!up || json_is_null(up))
+		return 0;
+	if (!json_is_string(up) && !json_is_array(up))
+		return fail(l, -EINVAL, dconfig_jpos_line(uj, 1), "dns.upstream",
+			    "expected an address or an array of addresses, got %s",
+			    dconfig_json_type(up));
+	n = json_is_array(up) ? json_array_size(up) : 1;
+	if (!n)
+		return fail(l, -EINVAL, dconfig_jpos_line(uj, 1), "dns.upstream",
+			    "empty list (leave dns.upstream out to use /etc/resolv.conf)");
+	if (n > DCONFIG_MAX_DNS)
+		return fail(l, -EINVAL, dconfig_jpos_line(uj, 1), "dns.upstream",
+			    "more than %d servers", DCONFIG_MAX_DNS);
+	for (i = 0; i < n; i++) {
+		const struct dconfig_jpos *ej = json_is_array(up) ? dconfig_jpos_idx(uj, i) : uj;
+		struct egr_addr ad;
+		uint16_t port;
+		const char *why;
+
+		v = json_is_array(up) ? json_array_get(up, i) : up;
+		if (json_is_array(up))
+			snprintf(f, sizeof(f), "dns.upstream[%zu]", i);
+		else
+			snprintf(f, sizeof(f), "dns.upstream");
+		if (!json_is_string(v))
+			return fail(l, -EINVAL, dconfig_jpos_line(ej, 1), f,
+				    "expected an address string, got %s", dconfig_json_type(v));
+		why = parse_hostport(json_string_value(v), true, &ad, &port);
+		if (why)
+			return fail(l, -EINVAL, dconfig_jpos_line(ej, 1), f, "%s: %s",
+				    dconfig_quote(json_string_value(v), q, sizeof(q)), why);
+		addr_to_str(&ad, a, sizeof(a));
+		/* c-ares's csv form; brackets only where a port follows */
+		if (addr_is_v4(&ad))
+			o += (size_t)snprintf(csv + o, sizeof(csv) - o, "%s%s:%u", i ? "," : "",
+					      a, port ? (unsigned)port : 53u);
+		else
+			o += (size_t)snprintf(csv + o, sizeof(csv) - o, "%s[%s]:%u", i ? "," : "",
+					      a, port ? (unsigned)port : 53u);
+	}
+	l->c->dns_servers = strdup(csv);
+	return l->c->dns_servers ? 0 : nomem(l);
+}
+
+static int load_proxy(struct ld *l, const json_t *obj, const struct dconfig_jpos *j)
+{
+	static const char *const known[] = {
+		"workers", "peek_timeout_ms", "connect_timeout_ms", "resolve_timeout_ms",
+		"idle_timeout_ms", "max_conns_per_cgroup", "max_conns",
+	};
+	struct dconfig *c = l->c;
+	int r;
+
+	if ((r = want_type(l, obj, j, "proxy", JSON_OBJECT, "an object")) ||
+	    (r = check_keys(l, obj, j, "proxy", known, ARRAY_SIZE(known))) ||
+	    (r = get_uint(l, obj, j, "proxy", "workers", 0, 256, &c->workers)) ||
+	    (r = get_uint(l, obj, j, "proxy", "peek_timeout_ms", 100, 600000,
+			  &c->peek_timeout_ms)) ||
+	    (r = get_uint(l, obj, j, "proxy", "connect_timeout_ms", 100, 600000,
+			  &c->connect_timeout_ms)) ||
+	    (r = get_uint(l, obj, j, "proxy", "resolve_timeout_ms", 100, 600000,
+			  &c->resolve_timeout_ms)) ||
+	    (r = get_uint(l, obj, j, "proxy", "idle_timeout_ms", 1000, 86400000,
+			  &c->idle_timeout_ms)) ||
+	    (r = get_uint(l, obj, j, "proxy", "max_conns_per_cgroup", 1, 1000000,
+			  &c->max_conns_per_cgroup)) ||
+	    (r = get_uint(l, obj, j, "proxy", "max_conns", 1, 10000000, &c->max_conns)))
+		return r;
+	if (c->max_conns_per_cgroup > c->max_conns) {
+		const struct dconfig_jpos *vj = dconfig_jpos_key(j, "max_conns_per_cgroup");
+
+		if (!vj)
+			vj = dconfig_jpos_key(j, "max_conns");
+		return fail(l, -EINVAL, dconfig_jpos_line(vj, j->line),
+			    "proxy.max_conns_per_cgroup",
+			    "%u is more than proxy.max_conns (%u)", c->max_conns_per_cgroup,
+			    c->max_conns);
+	}
+	return 0;
+}
+
+static bool policy_name_ok(const char *s)
+{
+	size_t i, len = strlen(s);
+
+	if (!len || len > POLICY_NAME_MAX)
+		return false;
+	for (i = 0; i < len; i++)
+		if (!(isalnum((unsigned char)s[i]) || strchr("._-", s[i])))
+			return false;
+	return true;
+}
+
+/* Absolute path of a reference, relative ones against the config's dir. */
+static char *resolve_ref(struct ld *l, const char *ref)
+{
+	char *out;
+
+	if (ref[0] == '/')
+		return strdup(ref);
+	if (asprintf(&out, "%s/%s", l->dir, ref) < 0)
+		return NULL;
+	return out;
+}
+
+/*
+ * A referenced file must be a regular file: checked here so that the error
+ * points at the reference, and so that a FIFO or device never blocks or
+ * floods the loader.
+ */
+static int check_ref(struct ld *l, const char *path, int line, const char *field)
+{
+	struct stat st;
+	char q[160];
+
+	if (stat(path, &st))
+		return fail(l, -errno, line, field, "%s: %s", dconfig_quote(path, q, sizeof(q)),
+			    strerror(errno));
+	if (!S_ISREG(st.st_mode))
+		return fail(l, -EINVAL, line, field, "%s: not a regular file",
+			    dconfig_quote(path, q, sizeof(q)));
+	return 0;
+}
+
+/*
+ * Inline policy: hand the object's own text to policy_load_buffer(), after
+ * as many newlines as precede it, so that policy.c's messages carry the
+ * config's file name and real line numbers; only the field needs the
+ * "policies.NAME." prefix.
+ */
+static int load_inline(struct ld *l, struct policy *p, const char *name,
+		       const struct dconfig_jpos *pj)
+{
+	char perr[512], *buf;
+	size_t pad = (size_t)(pj->line - 1), n = pj->end - pj->start, fl = strlen(l->file);
+	int r;
+
+	buf = malloc(pad + n + 1);
+	if (!buf)
+		return nomem(l);
+	memset(buf, '\n', pad);
+	memcpy(buf + pad, l->buf + pj->start, n);
+	perr[0] = '\0';
+	r = policy_load_buffer(p, l->file, buf, pad + n, perr, sizeof(perr));
+	free(buf);
+	if (!r)
+		return 0;
+	if (l->err && l->errlen) {
+		const char *rest = perr + fl;
+
+		if (!strncmp(perr, l->file, fl) && rest[0] == ':' && isdigit((unsigned char)rest[1])) {
+			size_t d = 1 + strspn(rest + 1, "0123456789");
+
+			if (!strncmp(rest + d, ": ", 2)) {
+				snprintf(l->err, l->errlen, "%s%.*s: policies.%s.%s", l->file,
+					 (int)d, rest, name, rest + d + 2);
+				return r;
+			}
+		}
+		if (!strncmp(perr, l->file, fl) && !strncmp(rest, ": ", 2))
+			rest += 2;
+		else
+			rest = perr;
+		snprintf(l->err, l->errlen, "%s:%d: policies.%s: %s", l->file, pj->line, name, rest);
+	}
+	return r;
+}
+
+static int set_mode(struct ld *l, struct policy *p, const json_t *v,
+		    const struct dconfig_jpos *vj, const char *name)
+{
+	char f[128], q[160];
+
+	snprintf(f, sizeof(f), "policies.%s.mode", name);
+	if (!json_is_string(v))
+		return fail(l, -EINVAL, dconfig_jpos_line(vj, 1), f, "expected a string, got %s",
+			    dconfig_json_type(v));
+	if (!strcmp(json_string_value(v), "enforce"))
+		p->mode = POLICY_ENFORCE;
+	else if (!strcmp(json_string_value(v), "audit"))
+		p->mode = POLICY_AUDIT;
+	else
+		return fail(l, -EINVAL, dconfig_jpos_line(vj, 1), f,
+			    "%s: must be \"enforce\" or \"audit\"",
+			    dconfig_quote(json_string_value(v), q, sizeof(q)));
+	return 0;
+}
+
+static int load_policy(struct ld *l, const char *name, const json_t *obj,
+		       const struct dconfig_jpos *j, struct dconfig_policy *dp)
+{
+	static const char *const known[] = { "mode", "allow", "deny", "file", "sandbox_runtime" };
+	const json_t *file = json_object_get(obj, "file");
+	const json_t *srt = json_object_get(obj, "sandbox_runtime");
+	const json_t *ref = file ? file : srt;
+	const char *refkey = file ? "file" : "sandbox_runtime";
+	const struct dconfig_jpos *rj;
+	char path[128], f[160], perr[512];
+	int r;
+
+	snprintf(path, sizeof(path), "policies.%s", name);
+	dp->line = j->key_line;
+	dp->name = strdup(name);
+	dp->policy = policy_new(name);
+	if (!dp->name || !dp->policy)
+		return nomem(l);
+	if ((r = want_type(l, obj, j, path, JSON_OBJECT, "an object")))
+		return r;
+	if (json_object_get(obj, "name") && dconfig_jpos_key(j, "name")) {
+		snprintf(f, sizeof(f), "%s.name", path);
+		return fail(l, -EINVAL, dconfig_jpos_key(j, "name")->key_line, f,
+			    "not needed: the policy is named by its key in \"policies\"");
+	}
+	if ((r = check_keys(l, obj, j, path, known, ARRAY_SIZE(known))))
+		return r;
+	if (file && srt)
+		return fail(l, -EINVAL, dconfig_jpos_key(j, "sandbox_runtime")->key_line, path,
+			    "\"file\" and \"sandbox_runtime\" are alternatives; give one");
+	if (!ref) {
+		dp->kind = DCONFIG_SRC_INLINE;
+		r = load_inline(l, dp->policy, name, j);
+		if (r)
+			return r;
+		/* a policy named by the config, whatever policy.c defaulted */
+		free(dp->policy->name);
+		dp->policy->name = strdup(name);
+		return dp->policy->name ? 0 : nomem(l);
+	}
+	rj = dconfig_jpos_key(j, refkey);
+	snprintf(f, sizeof(f), "policies.%s.%s", name, refkey);
+	{
+		const char *k = json_object_get(obj, "allow") ? "allow" :
+				json_object_get(obj, "deny") ? "deny" : NULL;
+
+		if (k)
+			return fail(l, -EINVAL, dconfig_jpos_key(j, k)->key_line, path,
+				    "\"%s\" cannot be combined with \"%s\"; put the rules in that file",
+				    k, refkey);
+	}
+	if (!json_is_string(ref) || !json_string_value(ref)[0])
+		return fail(l, -EINVAL, dconfig_jpos_line(rj, 1), f,
+			    "expected a file path, got %s",
+			    json_is_string(ref) ? "an empty string" : dconfig_json_type(ref));
+	if (strlen(json_string_value(ref)) != json_string_length(ref))
+		return fail(l, -EINVAL, dconfig_jpos_line(rj, 1), f, "contains a NUL byte");
+	dp->file = resolve_ref(l, json_string_value(ref));
+	if (!dp->file)
+		return nomem(l);
+	r = check_ref(l, dp->file, dconfig_jpos_line(rj, 1), f);
+	if (r)
+		return r;
+	dp->kind = file ? DCONFIG_SRC_FILE : DCONFIG_SRC_SRT;
+	perr[0] = '\0';
+	if (file)
+		r = policy_load_file(dp->policy, dp->file, perr, sizeof(perr));
+	else
+		r = srt_load_file(dp->policy, dp->file, perr, sizeof(perr));
+	if (r) {
+		/* the referenced file's own FILE:LINE, then where it was named */
+		if (l->err && l->errlen)
+			snprintf(l->err, l->errlen, "%s (%s in %s:%d)", perr, path, l->file,
+				 dconfig_jpos_line(rj, 1));
+		return r;
+	}
+	free(dp->policy->name);
+	dp->policy->name = strdup(name);
+	if (!dp->policy->name)
+		return nomem(l);
+	if (json_object_get(obj, "mode"))
+		return set_mode(l, dp->policy, json_object_get(obj, "mode"),
+				dconfig_jpos_key(j, "mode"), name);
+	return 0;
+}
+
+static int load_policies(struct ld *l, const json_t *obj, const struct dconfig_jpos *j)
+{
+	struct dconfig *c = l->c;
+	char q[160];
+	size_t i;
+	int r;
+
+	if ((r = want_type(l, obj, j, "policies", JSON_OBJECT, "an object")))
+		return r;
+	if (json_object_size(obj) > DCONFIG_MAX_POLICIES)
+		return fail(l, -E2BIG, j->line, "policies", "more than %d policies",
+			    DCONFIG_MAX_POLICIES);
+	/* names first, so that a duplicate is reported as such */
+	for (i = 0; i < j->n_kids; i++) {
+		const char *name = j->kids[i].key;
+
+		if (!policy_name_ok(name))
+			return fail(l, -EINVAL, j->kids[i].key_line, "policies",
+				    "%s: a policy name is 1-%d characters of A-Z a-z 0-9 . _ -",
+				    dconfig_quote(name, q, sizeof(q)), POLICY_NAME_MAX);
+	}
+	for (i = 0; i < j->n_kids; i++) {
+		size_t k;
+
+		for (k = 0; k < i; k++)
+			if (!strcmp(j->kids[k].key, j->kids[i].key))
+				return fail(l, -EINVAL, j->kids[i].key_line, "policies",
+					    "duplicate policy name \"%s\" (first defined on line %d)",
+					    j->kids[i].key, j->kids[k].key_line);
+	}
+	if ((r = check_keys(l, obj, j, "policies", NULL, 0)))
+		return r;
+	c->policies = calloc(j->n_kids ? j->n_kids : 1, sizeof(*c->policies));
+	if (!c->policies)
+		return nomem(l);
+	for (i = 0; i < j->n_kids; i++) {
+		const char *name = j->kids[i].key;
+
+		r = load_policy(l, name, json_object_get(obj, name), &j->kids[i],
+				&c->policies[c->n_policies++]);
+		if (r)
+			return r;
+	}
+	return 0;
+}
+
+const struct dconfig_policy *dconfig_policy(const struct dconfig *c, const char *name)
+{
+	size_t i;
+
+	if (!c || !name)
+		return NULL;
+	for (i = 0; i < c->n_policies; i++)
+		if (!strcmp(c->policies[i].name, name))
+			return &c->policies[i];
+	return NULL;
+}
+
+static int load_binding(struct ld *l, size_t idx, const json_t *obj,
+			const struct dconfig_jpos *j, struct dconfig_binding *b)
+{
+	static const char *const known[] = { "cgroup", "policy" };
+	const json_t *cg = json_object_get(obj, "cgroup"), *pol = json_object_get(obj, "policy");
+	const struct dconfig_jpos *cj = dconfig_jpos_key(j, "cgroup");
+	const struct dconfig_jpos *pj = dconfig_jpos_key(j, "policy");
+	struct dconfig_policy *dp = NULL;
+	char path[48], f[64], q[160];
+	const char *why;
+	size_t i;
+	int r;
+
+	snprintf(path, sizeof(path), "bindings[%zu]", idx);
+	b->index = idx;
+	b->line = dconfig_jpos_line(j, 1);
+	if ((r = want_type(l, obj, j, path, JSON_OBJECT, "an object")) ||
+	    (r = check_keys(l, obj, j, path, known, ARRAY_SIZE(known))))
+		return r;
+	if (!cg || !pol)
+		return fail(l, -EINVAL, b->line, path, "missing field \"%s\"",
+			    cg ? "policy" : "cgroup");
+	snprintf(f, sizeof(f), "%s.cgroup", path);
+	if (!json_is_string(cg))
+		return fail(l, -EINVAL, cj->line, f, "expected a path glob, got %s",
+			    dconfig_json_type(cg));
+	why = strlen(json_string_value(cg)) != json_string_length(cg) ? "contains a NUL byte" :
+	      dconfig_glob_check(json_string_value(cg));
+	if (why)
+		return fail(l, -EINVAL, cj->line, f, "%s: %s",
+			    dconfig_quote(json_string_value(cg), q, sizeof(q)), why);
+	for (i = 0; i < idx; i++)
+		if (!strcmp(l->c->bindings[i].cgroup, json_string_value(cg)))
+			return fail(l, -EINVAL, cj->line, f,
+				    "%s is already bound on line %d (to \"%s\")",
+				    dconfig_quote(json_string_value(cg), q, sizeof(q)),
+				    l->c->bindings[i].line, l->c->bindings[i].policy->name);
+	b->cgroup = strdup(json_string_value(cg));
+	if (!b->cgroup)
+		return nomem(l);
+	glob_rank(b);
+
+	snprintf(f, sizeof(f), "%s.policy", path);
+	if (!json_is_string(pol))
+		return fail(l, -EINVAL, pj->line, f, "expected a policy name, got %s",
+			    dconfig_json_type(pol));
+	for (i = 0; i < l->c->n_policies; i++)
+		if (!strcmp(l->c->policies[i].name, json_string_value(pol)))
+			dp = &l->c->policies[i];
+	if (!dp) {
+		const char **names = calloc(l->c->n_policies + 1, sizeof(*names));
+		const char *s;
+
+		if (!names)
+			return nomem(l);
+		for (i = 0; i < l->c->n_policies; i++)
+			names[i] = l->c->policies[i].name;
+		s = dconfig_suggest(json_string_value(pol), names, l->c->n_policies);
+		if (s)
+			r = fail(l, -EINVAL, pj->line, f, "unknown policy %s (did you mean \"%s\"?)",
+				 dconfig_quote(json_string_value(pol), q, sizeof(q)), s);
+		else if (!l->c->n_policies)
+			r = fail(l, -EINVAL, pj->line, f,
+				 "unknown policy %s (no policies are defined)",
+				 dconfig_quote(json_string_value(pol), q, sizeof(q)));
+		else
+			r = fail(l, -EINVAL, pj->line, f, "unknown policy %s",
+				 dconfig_quote(json_string_value(pol), q, sizeof(q)));
+		free(names);
+		return r;
+	}
+	dp->used = true;
+	b->policy = dp;
+	return 0;
+}
+
+static int load_bindings(struct ld *l, const json_t *arr, const struct dconfig_jpos *j)
+{
+	struct dconfig *c = l->c;
+	size_t i, n;
+	int r;
+
+	if ((r = want_type(l, arr, j, "bindings", JSON_ARRAY, "an array")))
+		return r;
+	n = json_array_size(arr);
+	if (n > DCONFIG_MAX_BINDINGS)
+		return fail(l, -E2BIG, j->line, "bindings", "more than %d bindings",
+			    DCONFIG_MAX_BINDINGS);
+	if (!j->array || j->n_kids != n)
+		return fail(l, -EINVAL, j->line, "bindings", "cannot place elements (malformed text)");
+	c->bindings = calloc(n ? n : 1, sizeof(*c->bindings));
+	if (!c->bindings)
+		return nomem(l);
+	for (i = 0; i < n; i++) {
+		r = load_binding(l, i, json_array_get(arr, i), &j->kids[i], &c->bindings[i]);
+		c->n_bindings = i + 1;
+		if (r)
+			return r;
+	}
+	return 0;
+}
+
+/* strcmp with '/' lowest, so that a path's descendants sort right after
+ * it ("/a", "/a/b", "/a-b") and not after its siblings. */
+static int path_cmp(const void *pa, const void *pb)
+{
+	const unsigned char *a = *(const unsigned char *const *)pa;
+	const unsigned char *b = *(const unsigned char *const *)pb;
+
+	for (; *a && *a == *b; a++, b++)
+		;
+	if (*a == *b)
+		return 0;
+	if (!*a || !*b)
+		return *a ? 1 : -1;
+	if (*a == '/' || *b == '/')
+		return *a == '/' ? -1 : 1;
+	return *a < *b ? -1 : 1;
+}
+
+/* "/a/b" lies at or below "/a". */
+static bool path_under(const char *p, const char *parent)
+{
+	size_t n = strlen(parent);
+
+	return !strncmp(p, parent, n) && (p[n] == '/' || !p[n]);
+}
+
+static int build_attach_points(struct ld *l)
+{
+	struct dconfig *c = l->c;
+	size_t i, k, n = 0;
+	char **v;
+
+	v = calloc(c->n_bindings ? c->n_bindings : 1, sizeof(*v));
+	if (!v)
+		return nomem(l);
+	c->attach_points = v;
+	for (i = 0; i < c->n_bindings; i++) {
+		const char *g = c->bindings[i].cgroup, *p = g;
+		size_t len = 0;
+		struct comp cp;
+
+		/* up to (not including) the first component with a '*' */
+		while (next_comp(&p, &cp) && !memchr(cp.s, '*', cp.n))
+			len = (size_t)(cp.s + cp.n - g);
+		v[n] = strndup(g, len);
+		if (!v[n])
+			return nomem(l);
+		c->n_attach_points = ++n;
+	}
+	qsort(v, n, sizeof(*v), path_cmp);
+	/* Sorted, an ancestor comes right before its descendants (and a
+	 * duplicate right after itself), so one pass keeps the topmost. */
+	for (i = 0, k = 0; i < n; i++) {
+		if (k && path_under(v[i], v[k - 1])) {
+			free(v[i]);
+			continue;
+		}
+		v[k++] = v[i];
+	}
+	c->n_attach_points = k;
+	return 0;
+}
+
+const char *const *dconfig_attach_points(const struct dconfig *c, size_t *n)
+{
+	if (!c) {
+		*n = 0;
+		return NULL;
+	}
+	*n = c->n_attach_points;
+	return (const char *const *)c->attach_points;
+}
+
+void dconfig_free(struct dconfig *c)
+{
+	size_t i;
+
+	if (!c)
+		return;
+	for (i = 0; i < c->n_policies; i++) {
+		free(c->policies[i].name);
+		free(c->policies[i].file);
+		policy_free(c->policies[i].policy);
+	}
+	free(c->policies);
+	for (i = 0; i < c->n_bindings; i++)
+		free(c->bindings[i].cgroup);
+	free(c->bindings);
+	for (i = 0; i < c->n_attach_points; i++)
+		free(c->attach_points[i]);
+	free(c->attach_points);
+	for (i = 0; i < c->n_warnings; i++)
+		free(c->warnings[i]);
+	free(c->warnings);
+	free(c->path);
+	free(c->control_socket);
+	free(c->metrics);
+	free(c->audit_path);
+	free(c->dns_servers);
+	free(c);
+}
+
+void dconfig_apply(const struct dconfig *c, struct config *cfg)
+{
+	cfg->workers = c->workers;
+	cfg->peek_timeout_ms = c->peek_timeout_ms;
+	cfg->connect_timeout_ms = c->connect_timeout_ms;
+	cfg->resolve_timeout_ms = c->resolve_timeout_ms;
+	cfg->idle_timeout_ms = c->idle_timeout_ms;
+	cfg->max_conns_per_cgroup = c->max_conns_per_cgroup;
+	cfg->max_conns = c->max_conns;
+	cfg->dns_servers = c->dns_servers;
+	cfg->audit.path = c->audit_path;
+	cfg->audit.format = c->audit_format;
+	/* a daemon's denials go to the audit sink, not to a terminal */
+	cfg->audit.denials_to_stderr = false;
+}
+
+static struct dconfig *dconfig_new(const char *name)
+{
+	static const struct config defaults = CONFIG_DEFAULTS;
+	struct dconfig *c = calloc(1, sizeof(*c));
+
+	if (!c)
+		return NULL;
+	c->path = strdup(name);
+	c->control_socket = strdup(DCONFIG_DEFAULT_CONTROL);
+	c->metrics = strdup(DCONFIG_DEFAULT_METRICS);
+	if (!c->path || !c->control_socket || !c->metrics) {
+		dconfig_free(c);
+		return NULL;
+	}
+	parse_hostport(c->metrics, false, &c->metrics_addr, &c->metrics_port);
+	c->audit_format = AUDIT_JSON;
+	c->workers = defaults.workers;
+	c->peek_timeout_ms = defaults.peek_timeout_ms;
+	c->connect_timeout_ms = defaults.connect_timeout_ms;
+	c->resolve_timeout_ms = defaults.resolve_timeout_ms;
+	c->idle_timeout_ms = defaults.idle_timeout_ms;
+	c->max_conns_per_cgroup = defaults.max_conns_per_cgroup;
+	c->max_conns = defaults.max_conns;
+	return c;
+}
+
+static int load_root(struct ld *l)
+{
+	static const char *const known[] = {
+		"listen", "audit", "dns", "proxy", "policies", "bindings",
+	};
+	const json_t *v;
+	size_t i;
+	int r;
+
+	if (!json_is_object(l->root))
+		return fail(l, -EINVAL, dconfig_jpos_line(l->pos, 1), "top level",
+			    "expected an object, got %s", dconfig_json_type(l->root));
+	if ((r = check_keys(l, l->root, l->pos, "", known, ARRAY_SIZE(known))))
+		return r;
+	if ((v = json_object_get(l->root, "listen")) &&
+	    (r = load_listen(l, v, dconfig_jpos_key(l->pos, "listen"))))
+		return r;
+	if ((v = json_object_get(l->root, "audit")) &&
+	    (r = load_audit(l, v, dconfig_jpos_key(l->pos, "audit"))))
+		return r;
+	if ((v = json_object_get(l->root, "dns")) &&
+	    (r = load_dns(l, v, dconfig_jpos_key(l->pos, "dns"))))
+		return r;
+	if ((v = json_object_get(l->root, "proxy")) &&
+	    (r = load_proxy(l, v, dconfig_jpos_key(l->pos, "proxy"))))
+		return r;
+	if ((v = json_object_get(l->root, "policies")) &&
+	    (r = load_policies(l, v, dconfig_jpos_key(l->pos, "policies"))))
+		return r;
+	if ((v = json_object_get(l->root, "bindings")) &&
+	    (r = load_bindings(l, v, dconfig_jpos_key(l->pos, "bindings"))))
+		return r;
+	if ((r = build_attach_points(l)))
+		return r;
+	if (!l->c->n_bindings &&
+	    (r = warn(l, dconfig_jpos_line(dconfig_jpos_key(l->pos, "bindings"), l->pos->line),
+		      "bindings", "no bindings: no cgroup is enforced")))
+		return r;
+	for (i = 0; i < l->c->n_policies; i++) {
+		const struct dconfig_policy *p = &l->c->policies[i];
+		char f[128];
+
+		if (p->used)
+			continue;
+		snprintf(f, sizeof(f), "policies.%s", p->name);
+		if ((r = warn(l, p->line, f, "not used by any binding")))
+			return r;
+	}
+	return 0;
+}
+
+int dconfig_load_buffer(const char *name, const char *buf, size_t len,
+			struct dconfig **out, char *err, size_t errlen)
+{
+	struct ld l = { .file = name ? name : "<config>", .buf = buf, .len = len,
+			.err = err, .errlen = errlen };
+	json_error_t jerr;
+	char *tmp;
+	int r;
+
+	if (err && errlen)
+		err[0] = '\0';
+	if (len > DCONFIG_MAX_FILE)
+		return fail(&l, -EFBIG, 1, "file", "larger than %d bytes", DCONFIG_MAX_FILE);
+	tmp = strdup(l.file);
+	if (!tmp)
+		return nomem(&l);
+	l.dir = strdup(dirname(tmp));
+	free(tmp);
+	if (!l.dir)
+		return nomem(&l);
+	/* Duplicates are found by check_keys, with both lines named. */
+	l.root = json_loadb(buf, len, 0, &jerr);
+	if (!l.root) {
+		for (char *t = jerr.text; *t; t++)
+			if ((unsigned char)*t < 0x20 || (unsigned char)*t >= 0x7f)
+				*t = '?';
+		if (err && errlen)
+			snprintf(err, errlen, "%s:%d: syntax error: %s", l.file,
+				 jerr.line > 0 ? jerr.line : 1, jerr.text);
+		r = -EINVAL;
+		goto out;
+	}
+	l.pos = dconfig_jpos_build(buf, len);
+	if (!l.pos) {
+		r = fail(&l, -EINVAL, 1, "syntax error",
+			 "unexpected bytes (NUL or other text the JSON walker refuses)");
+		goto out;
+	}
+	l.c = dconfig_new(l.file);
+	if (!l.c) {
+		r = nomem(&l);
+		goto out;
+	}
+	r = load_root(&l);
+	if (!r) {
+		*out = l.c;
+		l.c = NULL;
+	}
+out:
+	dconfig_free(l.c);
+	dconfig_jpos_free(l.pos);
+	json_decref(l.root);
+	free(l.dir);
+	return r;
+}
+
+int dconfig_load(const char *path, struct dconfig **out, char *err, size_t errlen)
+{
+	struct stat st;
+	char *buf = NULL;
+	size_t len = 0;
+	int fd, ret;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+	if (fd < 0) {
+		ret = -errno;
+		snprintf(err, errlen, "%s: %s", path, strerror(-ret));
+		return ret;
+	}
+	if (fstat(fd, &st)) {
+		ret = -errno;
+		snprintf(err, errlen, "%s: %s", path, strerror(-ret));
+		goto out;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		ret = -EINVAL;
+		snprintf(err, errlen, "%s: not a regular file", path);
+		goto out;
+	}
+	buf = malloc(DCONFIG_MAX_FILE + 1);
+	if (!buf) {
+		ret = -ENOMEM;
+		snprintf(err, errlen, "%s: out of memory", path);
+		goto out;
+	}
+	while (len < DCONFIG_MAX_FILE + 1) {
+		ssize_t r = read(fd, buf + len, DCONFIG_MAX_FILE + 1 - len);
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0) {
+			ret = -errno;
+			snprintf(err, errlen, "%s: %s", path, strerror(-ret));
+			goto out;
+		}
+		if (!r)
+			break;
+		len += (size_t)r;
+	}
+	ret = dconfig_load_buffer(path, buf, len, out, err, errlen);
+out:
+	free(buf);
+	close(fd);
+	return ret;
+}

@@ -1,0 +1,158 @@
+/* SPDX-License-Identifier: GPL-2.0 OR BSD-3-Clause */
+/*
+ * Daemon configuration (/etc/egressd/config.json): listeners, audit sink,
+ * DNS upstream, proxy knobs, named policies and the bindings of cgroup path
+ * globs to those policies. User documentation: docs/daemon.md.
+ *
+ * A load parses and validates everything (referenced policy files and
+ * sandbox-runtime settings included) into a new struct dconfig and returns
+ * it whole, or returns an error and nothing: hot reload keeps the old
+ * configuration when the new one is invalid. Errors are one line,
+ * "FILE:LINE: FIELD: reason"; errors inside a referenced policy file carry
+ * that file's name and line.
+ */
+#ifndef EGR_DCONFIG_H
+#define EGR_DCONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <jansson.h>
+
+#include "addr.h"
+#include "audit.h"
+#include "config.h"
+#include "policy.h"
+
+#define DCONFIG_DEFAULT_PATH "/etc/egressd/config.json"
+#define DCONFIG_DEFAULT_CONTROL "/run/egressd/control.sock"
+#define DCONFIG_DEFAULT_METRICS "127.0.0.1:9464"
+
+enum dconfig_policy_source {
+	DCONFIG_SRC_INLINE = 0,   /* "mode"/"allow"/"deny" in config.json */
+	DCONFIG_SRC_FILE = 1,     /* "file": an egressd policy file */
+	DCONFIG_SRC_SRT = 2,      /* "sandbox_runtime": a settings file */
+};
+
+struct dconfig_policy {
+	char *name;               /* key in "policies"; also policy->name */
+	struct policy *policy;
+	enum dconfig_policy_source kind;
+	char *file;               /* referenced file (resolved), NULL if inline */
+	int line;                 /* line of the definition in config.json */
+	bool used;                /* some binding names it */
+};
+
+struct dconfig_binding {
+	char *cgroup;             /* the glob as written */
+	const struct dconfig_policy *policy;
+	size_t index;             /* position in "bindings" */
+	int line;
+	/* Specificity, compared in this order (docs/daemon.md, "Bindings"). */
+	unsigned literal_components; /* components without '*' */
+	size_t literal_prefix;    /* bytes before the first '*' */
+	size_t literal_chars;     /* bytes that are not '*' */
+	unsigned double_stars;    /* "**" components (fewer wins) */
+};
+
+struct dconfig {
+	char *path;               /* file the config came from */
+	/* listen */
+	char *control_socket;     /* Unix socket path for egressctl */
+	char *metrics;            /* as written; NULL: metrics off */
+	bool metrics_unix;        /* metrics is a Unix socket path */
+	struct egr_addr metrics_addr; /* !metrics_unix */
+	uint16_t metrics_port;
+	/* audit */
+	char *audit_path;         /* NULL: stdout */
+	enum audit_format audit_format;
+	/* dns */
+	char *dns_servers;        /* c-ares csv "a:53,[b]:53"; NULL: resolv.conf */
+	/* proxy */
+	unsigned workers;
+	unsigned peek_timeout_ms;
+	unsigned connect_timeout_ms;
+	unsigned resolve_timeout_ms;
+	unsigned idle_timeout_ms;
+	unsigned max_conns_per_cgroup;
+	unsigned max_conns;
+
+	struct dconfig_policy *policies;
+	size_t n_policies;
+	struct dconfig_binding *bindings;
+	size_t n_bindings;
+	/* Cgroups the programs must be attached to: the literal prefix of each
+	 * glob, deduplicated, without any that lies below another. Sorted. */
+	char **attach_points;
+	size_t n_attach_points;
+	/* Not errors, but worth a log line: "FILE:LINE: FIELD: text". */
+	char **warnings;
+	size_t n_warnings;
+};
+
+/* Load and validate path. On success *out is a new config (free it with
+ * dconfig_free). On error returns -errno, writes one line into err and
+ * leaves *out untouched. */
+int dconfig_load(const char *path, struct dconfig **out, char *err, size_t errlen);
+/* Same from memory. name is used in messages; relative "file" and
+ * "sandbox_runtime" paths are resolved against name's directory. */
+int dconfig_load_buffer(const char *name, const char *buf, size_t len,
+			struct dconfig **out, char *err, size_t errlen);
+void dconfig_free(struct dconfig *c); /* accepts NULL */
+
+/* The binding for a cgroup path ("/agents.slice/job-1.scope", relative to
+ * the cgroup2 mount): the most specific matching binding, ties going to
+ * the first in the file. NULL: no binding; the caller denies everything. */
+const struct dconfig_binding *dconfig_match(const struct dconfig *c,
+					    const char *cgroup_path);
+/* Policy by name, NULL if none. */
+const struct dconfig_policy *dconfig_policy(const struct dconfig *c, const char *name);
+/* Attach points (see struct dconfig); *n receives the count. */
+const char *const *dconfig_attach_points(const struct dconfig *c, size_t *n);
+/* Copy the runtime knobs into cfg (strings point into c). */
+void dconfig_apply(const struct dconfig *c, struct config *cfg);
+
+/* Glob syntax check: NULL if valid, else the reason. */
+const char *dconfig_glob_check(const char *glob);
+/* Whether path (starting with '/') matches a valid glob: '*' matches
+ * within one component, a "**" component matches zero or more. */
+bool dconfig_glob_match(const char *glob, const char *path);
+
+/* --- JSON positions (shared with srt.c) ---------------------------------
+ * jansson reports no positions for values, so, as policy.c does, the raw
+ * text is walked again; here once, into a tree that mirrors the document,
+ * so that nested fields can be placed without re-scanning per lookup. */
+struct dconfig_jpos {
+	int line;                 /* line of the value's first byte */
+	int key_line;             /* line of its key (== line for elements) */
+	size_t start, end;        /* byte range of the value */
+	char *key;                /* decoded key, NULL for array elements */
+	struct dconfig_jpos *kids;
+	size_t n_kids;
+	bool object, array;
+};
+
+/* Build the tree for buf (which jansson already accepted). NULL if the
+ * text cannot be walked (out of memory or bytes jansson tolerates but
+ * the walker does not); callers then reject the document. */
+struct dconfig_jpos *dconfig_jpos_build(const char *buf, size_t len);
+void dconfig_jpos_free(struct dconfig_jpos *j);
+/* Member key of an object node (the last one if repeated: jansson keeps
+ * the last value too), NULL if absent or j is NULL. */
+const struct dconfig_jpos *dconfig_jpos_key(const struct dconfig_jpos *j, const char *key);
+/* Element i of an array node, NULL if absent or j is NULL. */
+const struct dconfig_jpos *dconfig_jpos_idx(const struct dconfig_jpos *j, size_t i);
+/* Line of j, or fallback if j is NULL. */
+int dconfig_jpos_line(const struct dconfig_jpos *j, int fallback);
+
+/* Quote untrusted text for a one-line message: in double quotes, with
+ * JSON escapes, ASCII only, cut with "..." after 64 bytes. s must be
+ * valid UTF-8 (jansson guarantees it for decoded values). Returns buf. */
+const char *dconfig_quote(const char *s, char *buf, size_t len);
+/* The candidate closest to word (edit distance with transpositions, case
+ * folded) if it is close enough to be a likely typo, else NULL. */
+const char *dconfig_suggest(const char *word, const char *const *cands, size_t n);
+/* "an object", "a string", ... for messages. */
+const char *dconfig_json_type(const json_t *v);
+
+#endif
