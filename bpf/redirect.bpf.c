@@ -437,9 +437,17 @@ int egr_sock_release(struct bpf_sock *sk)
 		return 1;
 	key = o->key;
 	v = bpf_map_lookup_elem(&egr_conns, &key);
-	/* Only our own entry: compare the socket cookie. */
-	if (v && v->sock_cookie == o->sock_cookie)
-		bpf_map_delete_elem(&egr_conns, &key);
+	/*
+	 * Only our own entry (compare the socket cookie). Not deleted here: a
+	 * client may connect, write and close before the proxy accepts, and
+	 * the connection still waits in the accept queue. Marked instead; the
+	 * proxy still finds it on accept, and what is never accepted is swept
+	 * from user space a few seconds later (egr_bpf_sweep_conns).
+	 */
+	if (v && v->sock_cookie == o->sock_cookie) {
+		v->released_ns = bpf_ktime_get_ns();
+		v->flags |= EGR_ORIGIN_RELEASED;
+	}
 	return 1;
 }
 

@@ -96,6 +96,8 @@ enum egr_reason {
 #define EGR_ORIGIN_KEYED (1U << 1)    /* sockops stored egr_conns key */
 #define EGR_ORIGIN_TCP (1U << 2)
 #define EGR_ORIGIN_UDP (1U << 3)
+#define EGR_ORIGIN_RELEASED (1U << 4) /* egr_conns entry: the client closed
+				       * before the proxy accepted */
 
 /*
  * Key of the hand-off hash (egr_conns): the client end of the redirected
@@ -130,7 +132,8 @@ struct egr_origin {
 	__u32 reserved0;
 	char comm[EGR_COMM_LEN];
 	struct egr_conn_key key; /* valid with EGR_ORIGIN_KEYED */
-	__u64 reserved[2];
+	__u64 released_ns; /* bpf_ktime_get_ns() at sock_release (RELEASED) */
+	__u64 reserved;
 };
 
 /* Per-policy settings the kernel needs (egr_policies array). */

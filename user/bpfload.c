@@ -4,6 +4,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <limits.h>
+#include <time.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <bpf/bpf.h>
@@ -17,6 +20,7 @@
 
 struct egr_bpf {
 	struct redirect_bpf *skel;
+	char pin_dir[PATH_MAX - 64]; /* "" unless pinned (daemon) */
 	int conns_fd;
 	bool loaded;
 	int cgroup_fd; /* dup of the cgroup we attached to, -1 if none */
@@ -40,8 +44,54 @@ static int egr_libbpf_print(enum libbpf_print_level level, const char *fmt, va_l
 	return 0;
 }
 
-int egr_bpf_prepare(struct egr_bpf **out)
+/* Pin path of map m under b->pin_dir. */
+static int egr_pin_path(const struct egr_bpf *b, const char *name, char *buf, size_t len)
 {
+	int n = snprintf(buf, len, "%s/%s", b->pin_dir, name);
+
+	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
+
+/* egr_conns is created before the programs (the proxy needs its fd
+ * first); pinned, an existing one is adopted so that hand-offs recorded
+ * by the programs still attached from a previous daemon are not lost. */
+static int egr_conns_create(struct egr_bpf *b)
+{
+	char path[PATH_MAX];
+	int err;
+
+	if (b->pin_dir[0]) {
+		err = egr_pin_path(b, "egr_conns", path, sizeof(path));
+		if (err)
+			return err;
+		b->conns_fd = bpf_obj_get(path);
+		if (b->conns_fd >= 0)
+			return 0;
+		if (errno != ENOENT) {
+			err = -errno;
+			log_error("cannot open pinned map %s: %s", path, strerror(-err));
+			return err;
+		}
+	}
+	b->conns_fd = bpf_map_create(BPF_MAP_TYPE_HASH, "egr_conns",
+				     sizeof(struct egr_conn_key),
+				     sizeof(struct egr_origin), EGR_MAX_CONNS, NULL);
+	if (b->conns_fd < 0) {
+		err = -errno;
+		log_error("cannot create BPF map egr_conns: %s", strerror(-err));
+		return err;
+	}
+	if (b->pin_dir[0] && bpf_obj_pin(b->conns_fd, path)) {
+		err = -errno;
+		log_error("cannot pin map %s: %s", path, strerror(-err));
+		return err;
+	}
+	return 0;
+}
+
+static int egr_bpf_open(struct egr_bpf **out, const char *pin_dir)
+{
+	struct bpf_map *m;
 	struct egr_bpf *b;
 	int err;
 
@@ -51,6 +101,13 @@ int egr_bpf_prepare(struct egr_bpf **out)
 		return -ENOMEM;
 	b->conns_fd = -1;
 	b->cgroup_fd = -1;
+	if (pin_dir) {
+		if (strlen(pin_dir) >= sizeof(b->pin_dir)) {
+			free(b);
+			return -ENAMETOOLONG;
+		}
+		snprintf(b->pin_dir, sizeof(b->pin_dir), "%s", pin_dir);
+	}
 	b->skel = redirect_bpf__open();
 	if (!b->skel) {
 		err = -errno;
@@ -58,23 +115,50 @@ int egr_bpf_prepare(struct egr_bpf **out)
 		free(b);
 		return err;
 	}
-	b->conns_fd = bpf_map_create(BPF_MAP_TYPE_HASH, "egr_conns",
-				     sizeof(struct egr_conn_key),
-				     sizeof(struct egr_origin), EGR_MAX_CONNS, NULL);
-	if (b->conns_fd < 0) {
-		err = -errno;
-		log_error("cannot create BPF map egr_conns: %s", strerror(-err));
-		egr_bpf_destroy(b);
-		return err;
-	}
+	err = egr_conns_create(b);
+	if (err)
+		goto fail;
 	err = bpf_map__reuse_fd(b->skel->maps.egr_conns, b->conns_fd);
 	if (err) {
 		log_error("cannot reuse map egr_conns: %s", strerror(-err));
-		egr_bpf_destroy(b);
-		return err;
+		goto fail;
+	}
+	if (b->pin_dir[0]) {
+		/* libbpf adopts a compatible pinned map or pins a new one. */
+		bpf_object__for_each_map(m, b->skel->obj) {
+			char path[PATH_MAX];
+
+			if (m == b->skel->maps.egr_conns || bpf_map__is_internal(m))
+				continue;
+			err = egr_pin_path(b, bpf_map__name(m), path, sizeof(path));
+			if (!err)
+				err = bpf_map__set_pin_path(m, path);
+			if (err)
+				goto fail;
+		}
 	}
 	*out = b;
 	return 0;
+fail:
+	egr_bpf_destroy(b);
+	return err;
+}
+
+int egr_bpf_prepare(struct egr_bpf **out)
+{
+	return egr_bpf_open(out, NULL);
+}
+
+int egr_bpf_prepare_pinned(struct egr_bpf **out, const char *pin_dir)
+{
+	if (mkdir(pin_dir, 0700) && errno != EEXIST) {
+		int err = -errno;
+
+		log_error("cannot create %s: %s (is bpffs mounted there or above?)",
+			  pin_dir, strerror(-err));
+		return err;
+	}
+	return egr_bpf_open(out, pin_dir);
 }
 
 int egr_bpf_conns_fd(const struct egr_bpf *b)
@@ -176,6 +260,15 @@ int egr_bpf_bind_cgroup(struct egr_bpf *b, uint64_t cgroup_id, uint32_t policy_i
 	return 0;
 }
 
+int egr_bpf_unbind_cgroup(struct egr_bpf *b, uint64_t cgroup_id)
+{
+	__u64 id = cgroup_id;
+
+	if (bpf_map_delete_elem(egr_map_fd(b->skel->maps.egr_cgroups), &id) && errno != ENOENT)
+		return -errno;
+	return 0;
+}
+
 int egr_bpf_udp_origin(struct egr_bpf *b, uint64_t cookie, struct egr_origin *o)
 {
 	__u64 key = cookie;
@@ -219,6 +312,78 @@ fail:
 	return err;
 }
 
+/*
+ * Daemon attachment: one bpf_link per program, pinned under
+ * <pin_dir>/links/<cgroup id>/<program>. The pins outlive the daemon, so a
+ * dead daemon leaves the cgroup redirected to a closed port (closed, not
+ * open). A restarted daemon finds the pins and swaps its new programs into
+ * the same links with BPF_LINK_UPDATE: at no instant is nothing attached.
+ */
+int egr_bpf_attach_pinned(struct egr_bpf *b, int cgroup_fd, uint64_t cgroup_id)
+{
+	char dir[PATH_MAX], path[PATH_MAX + 64];
+	struct bpf_program *prog;
+	int err = 0;
+
+	if (!b->loaded || !b->pin_dir[0])
+		return -EINVAL;
+	snprintf(dir, sizeof(dir), "%s/links", b->pin_dir);
+	if (mkdir(dir, 0700) && errno != EEXIST)
+		return -errno;
+	snprintf(dir, sizeof(dir), "%s/links/%llu", b->pin_dir, (unsigned long long)cgroup_id);
+	if (mkdir(dir, 0700) && errno != EEXIST)
+		return -errno;
+	bpf_object__for_each_program(prog, b->skel->obj) {
+		struct bpf_link *link;
+
+		snprintf(path, sizeof(path), "%s/%s", dir, bpf_program__name(prog));
+		link = access(path, F_OK) ? NULL : bpf_link__open(path);
+		if (link) {
+			err = bpf_link__update_program(link, prog);
+			if (err)
+				log_error("cannot update pinned link %s: %s", path, strerror(-err));
+			/* closes our fd only: the pin keeps the link */
+			bpf_link__destroy(link);
+		} else {
+			link = bpf_program__attach_cgroup(prog, cgroup_fd);
+			if (!link) {
+				err = -errno;
+				log_error("cannot attach BPF program %s to cgroup %llu: %s",
+					  bpf_program__name(prog),
+					  (unsigned long long)cgroup_id, strerror(-err));
+			} else {
+				err = bpf_link__pin(link, path);
+				if (err)
+					log_error("cannot pin link %s: %s", path, strerror(-err));
+				/* closes our fd: the link lives on while pinned,
+				 * and is released at once if pinning failed */
+				bpf_link__destroy(link);
+			}
+		}
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+int egr_bpf_unpin_cgroup(struct egr_bpf *b, uint64_t cgroup_id)
+{
+	char dir[PATH_MAX], path[PATH_MAX + 64];
+	struct bpf_program *prog;
+
+	if (!b->pin_dir[0])
+		return -EINVAL;
+	snprintf(dir, sizeof(dir), "%s/links/%llu", b->pin_dir, (unsigned long long)cgroup_id);
+	bpf_object__for_each_program(prog, b->skel->obj) {
+		snprintf(path, sizeof(path), "%s/%s", dir, bpf_program__name(prog));
+		if (unlink(path) && errno != ENOENT)
+			return -errno;
+	}
+	if (rmdir(dir) && errno != ENOENT)
+		return -errno;
+	return 0;
+}
+
 void egr_bpf_detach(struct egr_bpf *b)
 {
 	int i;
@@ -235,6 +400,37 @@ void egr_bpf_detach(struct egr_bpf *b)
 	b->n_attached = 0;
 	close(b->cgroup_fd);
 	b->cgroup_fd = -1;
+}
+
+int egr_bpf_sweep_conns(struct egr_bpf *b, uint64_t older_than_ns)
+{
+	enum { SWEEP_BATCH = 1024 };
+	struct egr_conn_key cur, next, *doomed;
+	struct egr_origin o;
+	struct timespec ts;
+	uint64_t now;
+	bool have = false;
+	int n = 0, removed = 0, i;
+
+	doomed = malloc(SWEEP_BATCH * sizeof(*doomed));
+	if (!doomed)
+		return -ENOMEM;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	now = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+	/* Collect first: deleting during get_next_key restarts the walk. */
+	while (n < SWEEP_BATCH && !bpf_map_get_next_key(b->conns_fd, have ? &cur : NULL, &next)) {
+		cur = next;
+		have = true;
+		if (bpf_map_lookup_elem(b->conns_fd, &cur, &o))
+			continue; /* accepted meanwhile */
+		if ((o.flags & EGR_ORIGIN_RELEASED) && now - o.released_ns >= older_than_ns)
+			doomed[n++] = cur;
+	}
+	for (i = 0; i < n; i++)
+		if (!bpf_map_delete_elem(b->conns_fd, &doomed[i]))
+			removed++;
+	free(doomed);
+	return removed;
 }
 
 static int egr_rb_cb(void *ctx, void *data, size_t size)

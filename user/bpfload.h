@@ -24,19 +24,34 @@ struct egr_bpf;
 /* Create the object and the egr_conns hand-off map (so that the proxy can
  * be created with its fd before the programs are loaded). */
 int egr_bpf_prepare(struct egr_bpf **out);
+/* The same, for the daemon: every map is pinned under pin_dir (on a bpffs),
+ * and maps already pinned there by a previous daemon are adopted. */
+int egr_bpf_prepare_pinned(struct egr_bpf **out, const char *pin_dir);
 int egr_bpf_conns_fd(const struct egr_bpf *b);
 /* Set the proxy address and load the programs into the kernel. */
 int egr_bpf_load(struct egr_bpf *b, uint16_t proxy_port, bool proxy_v6);
 /* Fill the kernel's view of policy policy_id (ports, denied CIDRs, mode). */
 int egr_bpf_set_policy(struct egr_bpf *b, uint32_t policy_id, const struct policy *p);
 int egr_bpf_bind_cgroup(struct egr_bpf *b, uint64_t cgroup_id, uint32_t policy_id);
+/* The cgroup inherits from its ancestors again (or is denied everything). */
+int egr_bpf_unbind_cgroup(struct egr_bpf *b, uint64_t cgroup_id);
 /* Origin of a UDP socket that sent DNS to the DNS proxy, by socket cookie
  * (sockdiag_udp_cookie). 0 or -ENOENT. */
 int egr_bpf_udp_origin(struct egr_bpf *b, uint64_t cookie, struct egr_origin *o);
 /* Attach every program to the cgroup open at cgroup_fd. All or nothing. */
 int egr_bpf_attach(struct egr_bpf *b, int cgroup_fd);
+/* Daemon: attach with bpf_links pinned under pin_dir/links/<cgroup id>/,
+ * or, if a previous daemon left them, swap the new programs into them. */
+int egr_bpf_attach_pinned(struct egr_bpf *b, int cgroup_fd, uint64_t cgroup_id);
+/* Remove those pins: the programs are detached from that cgroup. */
+int egr_bpf_unpin_cgroup(struct egr_bpf *b, uint64_t cgroup_id);
 /* Detach what egr_bpf_attach attached. */
 void egr_bpf_detach(struct egr_bpf *b);
+
+/* Delete egr_conns entries whose client closed more than older_than_ns
+ * ago without the proxy accepting (sock_release only marks them). Returns
+ * how many were removed. Call every few seconds. */
+int egr_bpf_sweep_conns(struct egr_bpf *b, uint64_t older_than_ns);
 
 typedef void (*egr_bpf_event_fn)(void *ctx, const struct egr_event *e);
 /* Start consuming kernel events; egr_bpf_poll() delivers them to fn. */

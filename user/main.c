@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "daemon.h"
 #include "log.h"
 #include "policy_cli.h"
 #include "run.h"
@@ -20,6 +21,8 @@ static void usage(FILE *out)
 "Commands:\n"
 "  run [OPTIONS] -- CMD [ARG...]   run CMD in its own enforced cgroup\n"
 "                                  (egressd run --help for the options)\n"
+"  daemon [--config FILE]          enforce a configuration on many cgroups\n"
+"                                  (egressd daemon --help)\n"
 "  policy show-default             print the built-in default policy (JSON)\n"
 "  policy check FILE...            validate policy files\n"
 "  cleanup                         remove cgroups left by killed runs\n"
@@ -41,6 +44,8 @@ int main(int argc, char **argv)
 		return run_main(argc - 1, argv + 1);
 	if (!strcmp(cmd, "policy"))
 		return policy_cli_main("egressd", argc - 2, argv + 2);
+	if (!strcmp(cmd, "daemon"))
+		return daemon_main(argc - 1, argv + 1);
 	if (!strcmp(cmd, "cleanup"))
 		return run_cleanup_main(argc - 1, argv + 1);
 	if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {

@@ -446,9 +446,14 @@ static void run_on_event(void *ctx, const struct egr_event *e)
 static void *run_events_thread(void *arg)
 {
 	struct run_state *s = arg;
+	unsigned ticks = 0;
 
-	while (!s->events_stop)
+	while (!s->events_stop) {
 		egr_bpf_poll(s->bpf, 100);
+		/* Hand-offs of clients that closed before we accepted. */
+		if (++ticks % 20 == 0)
+			egr_bpf_sweep_conns(s->bpf, 5000000000ull);
+	}
 	egr_bpf_poll(s->bpf, 0); /* what arrived while stopping */
 	return NULL;
 }

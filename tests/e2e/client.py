@@ -86,7 +86,7 @@ def cmd_raw(a):
                    "Connection: close\r\n\r\n" % a.host).encode()
         elif a.send is not None:
             req = a.send.encode()
-        want_reply = bool(req) or a.read
+        want_reply = (bool(req) or a.read) and not a.no_read
         if a.fastopen:
             # The connect happens inside sendto(): the data rides in the SYN
             # when a cookie is cached. The cgroup connect hook must see it.
@@ -540,6 +540,8 @@ def main():
     p.add_argument("--host", help="send GET / with this Host")
     p.add_argument("--send", help="send these bytes instead")
     p.add_argument("--read", action="store_true", help="read even if silent")
+    p.add_argument("--no-read", action="store_true",
+                   help="send and close at once, without waiting for a reply")
     p.add_argument("--tls", action="store_true")
     p.add_argument("--sni", help="SNI to send (with --tls); none if absent")
     p.add_argument("--fastopen", action="store_true")

@@ -34,6 +34,7 @@ FAST_MS=3000
 CASES=(
 	curl_https_allowed
 	curl_http_allowed
+	client_closes_before_accept
 	curl_ipv6_allowed
 	node_fetch_https_allowed
 	python_urllib_https_allowed
@@ -68,6 +69,7 @@ CASES=(
 	refuses_root_agent
 	bad_policy_error
 	cleanup_after_kill
+	daemon_enforces_bindings
 	nothing_left_behind
 )
 
@@ -126,6 +128,21 @@ case_curl_https_allowed() {
 	[ "$out" = "hello from allowed.test" ] || fail "reply: $(oneline "$out")"
 	log_new allowed.test | grep -q '"sni": "allowed.test"' ||
 		fail "allowed.test's server saw no TLS request with SNI allowed.test"
+}
+
+# A client that writes and closes before the proxy has accepted the
+# connection (fire-and-forget senders): its origin must still be found.
+case_client_closes_before_accept() {
+	local out n
+	log_mark allowed.test
+	out=$(egr --allow allowed.test -- sh -c '
+		for i in $(seq 1 20); do
+			"$@" || exit 1
+		done' sh "${CLIENT[@]}" raw "$ALLOWED4" 80 --host allowed.test \
+		--no-read) || fail "client failed: $(oneline "$out")"
+	sleep 0.5
+	n=$(log_new allowed.test | grep -c '"event": "request"')
+	[ "$n" -eq 20 ] || fail "allowed.test got $n of 20 requests; audit: $(grep -c no_origin "$CASE_AUDIT") no_origin"
 }
 
 case_curl_http_allowed() {
@@ -998,6 +1015,107 @@ case_cleanup_after_kill() {
 	kill -0 "$lpid" 2>/dev/null && fail "the next run left the old command running"
 	cg_run "test -d \"\$CG$cg\"" && fail "the next run left cgroup $cg"
 	return 0
+}
+
+# ---------------------------------------------------------------------
+# egressd daemon: bindings by cgroup glob, deny-all for unbound cgroups,
+# fail closed when killed, adoption of the pinned programs on restart,
+# reload (an invalid file leaves the running config). Its own cgroups
+# (egressd-e2e-daemon-*) and bpffs; all removed at the end.
+
+DAEMON_PORT=15001
+
+daemon_start() {
+	ip netns exec "$NS_HOST" "$EGRESSD" daemon --config "$DCFG" --bpffs "$DBPF" \
+		--port $DAEMON_PORT >>"$CASE_STDERR" 2>&1 &
+	DPID=$!
+	disown $DPID # its SIGKILL below is on purpose: no job notice
+	bed_track $DPID
+	local i
+	for ((i = 0; i < 50; i++)); do
+		grep -q "serving on port" "$CASE_STDERR" 2>/dev/null && return 0
+		kill -0 $DPID 2>/dev/null || return 1
+		sleep 0.1
+	done
+	return 1
+}
+
+# in_cg CGROUP CMD...: CMD as nobody in CGROUP, in the runner namespace.
+in_cg() {
+	local cg=$1
+	shift
+	timeout -k 3 "$E2E_TIMEOUT" ip netns exec "$NS_HOST" unshare -m sh -c '
+		mount -t cgroup2 none /sys/fs/cgroup &&
+		echo $$ >"/sys/fs/cgroup$0/cgroup.procs" &&
+		exec setpriv --reuid='"$E2E_NOBODY_UID"' --regid='"$E2E_NOBODY_GID"' \
+			--clear-groups "$@"' "$cg" "$@" </dev/null 2>&1
+}
+
+daemon_cleanup() {
+	[ -n "${DPID:-}" ] && bed_stop_pid "$DPID"
+	rm -rf "$DBPF/egressd" 2>/dev/null
+	umount "$DBPF" 2>/dev/null
+	cg_run 'for c in "$CG'"$DCG"'"/agents/*/ "$CG'"$DCG"'"/agents "$CG'"$DCG"'"; do
+		[ -d "$c" ] || continue
+		echo 1 >"$c/cgroup.kill" 2>/dev/null; rmdir "$c" 2>/dev/null
+	done; true'
+}
+
+case_daemon_enforces_bindings() {
+	need_egressd
+	local out
+	DCG=/egressd-e2e-daemon-$$
+	DBPF=$E2E_DIR/bpffs
+	DCFG=$E2E_DIR/daemon.json
+	trap daemon_cleanup EXIT
+	mkdir -p "$DBPF" && mount -t bpf bpf "$DBPF" || fail "cannot mount a bpffs"
+	cg_run 'mkdir -p "$CG'"$DCG"'/agents"' || fail "cannot create the test cgroup"
+	cat >"$DCFG" <<JSON
+{ "audit": { "path": "$CASE_AUDIT", "format": "json" },
+  "policies": { "agents": { "mode": "enforce", "allow": ["allowed.test"] } },
+  "bindings": [ { "cgroup": "$DCG/agents/job*", "policy": "agents" } ] }
+JSON
+	daemon_start || fail "daemon did not start: $(tail -3 "$CASE_STDERR")"
+	# Created after the daemon started: found by inotify.
+	cg_run 'mkdir "$CG'"$DCG"'/agents/job1" "$CG'"$DCG"'/agents/other"'
+	sleep 0.3
+	log_mark evil.test
+	out=$(in_cg "$DCG/agents/job1" curl -sS --max-time 5 --cacert "$E2E_CA" \
+		https://allowed.test/) || fail "job1 -> allowed.test: $(oneline "$out")"
+	out=$(in_cg "$DCG/agents/job1" curl -sS --max-time 5 --cacert "$E2E_CA" \
+		https://evil.test/) && fail "job1 -> evil.test succeeded"
+	out=$(in_cg "$DCG/agents/other" curl -sS --max-time 5 --cacert "$E2E_CA" \
+		https://allowed.test/) && fail "unbound cgroup reached allowed.test (no deny-all)"
+	evil_untouched "daemon"
+	grep -q '"reason":"no_match"\|"reason": "no_match"' "$CASE_AUDIT" ||
+		fail "audit log has no no_match record"
+
+	# SIGKILL: the pinned programs stay, the cgroup fails closed.
+	kill -9 "$DPID"
+	sleep 0.3
+	out=$(in_cg "$DCG/agents/job1" curl -sS --max-time 5 --cacert "$E2E_CA" \
+		https://allowed.test/) && fail "network worked with the daemon dead (fail open)"
+	note "daemon dead: $(oneline "$out")"
+	# Restart: adopts the pins and serves again.
+	daemon_start || fail "daemon did not restart: $(tail -3 "$CASE_STDERR")"
+	out=$(in_cg "$DCG/agents/job1" curl -sS --max-time 5 --cacert "$E2E_CA" \
+		https://allowed.test/) || fail "after restart: $(oneline "$out")"
+
+	# Reload: an invalid file is refused, the running config stays.
+	cp "$DCFG" "$DCFG.good"
+	echo '{ "policies": { "agents": { "alow": [] } } }' >"$DCFG"
+	kill -HUP "$DPID"
+	sleep 0.5
+	grep -q "reload refused" "$CASE_STDERR" || fail "invalid reload not refused"
+	out=$(in_cg "$DCG/agents/job1" curl -sS --max-time 5 --cacert "$E2E_CA" \
+		https://allowed.test/) || fail "after refused reload: $(oneline "$out")"
+	# A valid reload applies to new connections.
+	sed 's/\["allowed.test"\]/["allowed.test", "evil.test"]/' "$DCFG.good" >"$DCFG"
+	kill -HUP "$DPID"
+	sleep 0.5
+	grep -q "reloaded" "$CASE_STDERR" || fail "valid reload not applied"
+	out=$(in_cg "$DCG/agents/job1" curl -sS --max-time 5 --cacert "$E2E_CA" \
+		https://evil.test/) || fail "evil.test after the reload allowed it: $(oneline "$out")"
 }
 
 case_nothing_left_behind() {

@@ -1,0 +1,587 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-3-Clause
+/*
+ * egressd daemon: one proxy for many tenants, configured by dconfig.h.
+ *
+ *   load + validate the config (nothing starts on an error)
+ *   -> bind the proxy on its fixed port (same port across restarts: the
+ *      programs a previous daemon left attached redirect there)
+ *   -> load the programs with their maps pinned in bpffs (adopted if a
+ *      previous daemon pinned them) and fill the policy banks
+ *   -> attach with pinned links to every attach point, or swap the new
+ *      programs into the links a previous daemon pinned
+ *   -> bind every existing cgroup below the attach points that a binding
+ *      matches, and watch for new ones (inotify): a new cgroup is enforced
+ *      from its first instant (the programs sit on its parent), and gets
+ *      its policy as soon as we see it; until then, and forever if no
+ *      binding matches, it is denied everything (no policy = deny)
+ *   -> serve; SIGHUP reloads (validated completely first; an invalid file
+ *      leaves the running config in place); SIGTERM stops serving and
+ *      leaves the pins: the cgroups stay enforced, failing closed, until a
+ *      daemon comes back.
+ *
+ * Policies live in two banks of policy ids (EGR_MAX_POLICIES / 2 each);
+ * a reload writes the other bank and then rebinds the cgroups, so an
+ * origin recorded just before a reload still names a policy of the
+ * config it was recorded under.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <arpa/inet.h>
+#include <ftw.h>
+#include <getopt.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/inotify.h>
+#include <sys/mount.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
+#include <unistd.h>
+
+#include <linux/magic.h>
+
+#include "audit.h"
+#include "bpfload.h"
+#include "cgroup.h"
+#include "config.h"
+#include "daemon.h"
+#include "dconfig.h"
+#include "dnsproxy.h"
+#include "log.h"
+#include "proxy.h"
+#include "sockdiag.h"
+
+#define DAEMON_BANK (EGR_MAX_POLICIES / 2)
+#define DAEMON_MAX_WATCHES 65536
+
+struct daemon_watch {
+	int wd;
+	uint64_t id;
+	char *path; /* relative to the cgroup2 mount, "/a/b" */
+};
+
+struct daemon {
+	struct config cfg;
+	const char *config_path;
+	char pin_dir[PATH_MAX];
+	char mount[PATH_MAX];
+	uint16_t port;
+
+	pthread_mutex_t lock;    /* dc, bank, old */
+	struct dconfig *dc;
+	unsigned bank;           /* 0 or 1: where dc's policies are */
+	struct dconfig *prev;    /* the other bank's config, kept alive */
+	struct dconfig **retired;
+	size_t n_retired;
+
+	struct audit *audit;
+	struct egr_bpf *bpf;
+	struct proxy *proxy;
+	struct dnsproxy *dns;
+	int ino;
+	struct daemon_watch *watches;
+	size_t n_watches;
+};
+
+void daemon_usage(FILE *out)
+{
+	fprintf(out,
+"Usage: egressd daemon [--config FILE] [--bpffs DIR] [--port N] [-v]\n"
+"\n"
+"Enforce the policies of FILE (default " DCONFIG_DEFAULT_PATH ") on the\n"
+"cgroups its bindings name, for every process in them, until stopped.\n"
+"See docs/daemon.md.\n"
+"\n"
+"  -c, --config FILE   configuration (JSON)\n"
+"      --bpffs DIR     bpffs where programs and maps are pinned\n"
+"                      (default /sys/fs/bpf; pins go to DIR/egressd)\n"
+"      --port N        proxy port on 127.0.0.1 and ::1, TCP and UDP (default\n"
+"                      15001); keep it across restarts\n"
+"  -v, --verbose       more diagnostics\n"
+"\n"
+"Signals: SIGHUP reloads the configuration (an invalid one is refused and\n"
+"the running one stays); SIGTERM/SIGINT stop serving, leaving the cgroups\n"
+"enforced (connections fail) until the daemon runs again.\n");
+}
+
+/* ---- policies ------------------------------------------------------- */
+
+static const struct policy *daemon_policy_for(void *ctx, const struct egr_origin *o)
+{
+	struct daemon *d = ctx;
+	const struct policy *p = NULL;
+	unsigned bank = o->policy_id / DAEMON_BANK, idx = o->policy_id % DAEMON_BANK;
+	const struct dconfig *c;
+
+	pthread_mutex_lock(&d->lock);
+	c = bank == d->bank ? d->dc : d->prev;
+	if (c && idx < c->n_policies)
+		p = c->policies[idx].policy;
+	pthread_mutex_unlock(&d->lock);
+	return p;
+}
+
+static const char *daemon_cgroup_name(void *ctx, uint64_t id)
+{
+	struct daemon *d = ctx;
+	size_t i;
+
+	/* The watch table is only changed by the main thread; a stale read
+	 * here names a cgroup that was just removed, which is still true. */
+	for (i = 0; i < d->n_watches; i++)
+		if (d->watches[i].id == id)
+			return d->watches[i].path;
+	return NULL;
+}
+
+static int daemon_origin_for_udp(void *ctx, const struct sockaddr *peer, socklen_t peer_len,
+				 struct egr_origin *o)
+{
+	struct daemon *d = ctx;
+	struct sockaddr_storage local = { 0 };
+	uint64_t cookie;
+	int err;
+
+	(void)peer_len;
+	if (peer->sa_family == AF_INET) {
+		struct sockaddr_in *in = (struct sockaddr_in *)&local;
+
+		in->sin_family = AF_INET;
+		in->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		in->sin_port = htons(d->port);
+	} else {
+		struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&local;
+
+		in6->sin6_family = AF_INET6;
+		in6->sin6_addr = in6addr_loopback;
+		in6->sin6_port = htons(d->port);
+	}
+	err = sockdiag_udp_cookie((struct sockaddr *)&local, peer, &cookie);
+	if (err)
+		return err;
+	return egr_bpf_udp_origin(d->bpf, cookie, o);
+}
+
+/* Write the policies of c into bank: the kernel's view (ports, CIDRs). */
+static int daemon_fill_bank(struct daemon *d, const struct dconfig *c, unsigned bank)
+{
+	size_t i;
+	int err;
+
+	if (c->n_policies > DAEMON_BANK) {
+		log_error("%s: %zu policies, at most %d", c->path, c->n_policies, DAEMON_BANK);
+		return -E2BIG;
+	}
+	for (i = 0; i < c->n_policies; i++) {
+		err = egr_bpf_set_policy(d->bpf, bank * DAEMON_BANK + (unsigned)i,
+					 c->policies[i].policy);
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+/* ---- cgroups -------------------------------------------------------- */
+
+static int daemon_policy_index(const struct dconfig *c, const struct dconfig_binding *b)
+{
+	size_t i;
+
+	for (i = 0; i < c->n_policies; i++)
+		if (&c->policies[i] == b->policy)
+			return (int)i;
+	return -1;
+}
+
+/* Bind one cgroup (path relative to the mount) to its policy, if a binding
+ * matches; else it inherits from an ancestor, or is denied everything. */
+static void daemon_bind(struct daemon *d, const char *rel, uint64_t id)
+{
+	const struct dconfig_binding *b = dconfig_match(d->dc, rel);
+	int idx;
+
+	if (!b) {
+		egr_bpf_unbind_cgroup(d->bpf, id);
+		return;
+	}
+	idx = daemon_policy_index(d->dc, b);
+	if (idx < 0)
+		return;
+	if (egr_bpf_bind_cgroup(d->bpf, id, d->bank * DAEMON_BANK + (unsigned)idx) == 0)
+		log_info("cgroup %s: policy %s (binding %s)", rel, b->policy->name, b->cgroup);
+}
+
+static struct daemon *walk_daemon; /* nftw has no context argument */
+
+static int daemon_watch_add(struct daemon *d, const char *abs, const char *rel, uint64_t id)
+{
+	struct daemon_watch *w;
+	int wd;
+	size_t i;
+
+	wd = inotify_add_watch(d->ino, abs, IN_CREATE | IN_DELETE_SELF | IN_ONLYDIR);
+	if (wd < 0)
+		return -errno;
+	for (i = 0; i < d->n_watches; i++)
+		if (d->watches[i].wd == wd)
+			return 0;
+	if (d->n_watches >= DAEMON_MAX_WATCHES)
+		return -E2BIG;
+	w = realloc(d->watches, (d->n_watches + 1) * sizeof(*w));
+	if (!w)
+		return -ENOMEM;
+	d->watches = w;
+	w = &d->watches[d->n_watches];
+	w->wd = wd;
+	w->id = id;
+	w->path = strdup(rel);
+	if (!w->path)
+		return -ENOMEM;
+	d->n_watches++;
+	return 0;
+}
+
+static int daemon_walk_cb(const char *abs, const struct stat *st, int type, struct FTW *f)
+{
+	struct daemon *d = walk_daemon;
+	const char *rel = abs + strlen(d->mount);
+
+	(void)f;
+	if (type != FTW_D)
+		return 0;
+	if (!*rel)
+		rel = "/";
+	daemon_bind(d, rel, st->st_ino);
+	daemon_watch_add(d, abs, rel, st->st_ino);
+	return 0;
+}
+
+/* Bind and watch dir and everything below it. */
+static void daemon_walk(struct daemon *d, const char *abs)
+{
+	walk_daemon = d;
+	nftw(abs, daemon_walk_cb, 32, FTW_PHYS);
+}
+
+static int daemon_attach_all(struct daemon *d)
+{
+	size_t i, n;
+	const char *const *aps = dconfig_attach_points(d->dc, &n);
+
+	for (i = 0; i < n; i++) {
+		char abs[PATH_MAX];
+		int fd, err;
+
+		if (snprintf(abs, sizeof(abs), "%s%s", d->mount, aps[i]) >= (int)sizeof(abs))
+			return -ENAMETOOLONG;
+		fd = open(abs, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (fd < 0) {
+			err = -errno;
+			log_error("attach point %s (%s): %s: create the cgroup (e.g. the "
+				  "systemd slice) before starting egressd", aps[i], abs,
+				  strerror(-err));
+			return err;
+		}
+		err = egr_bpf_attach_pinned(d->bpf, fd, cgroup_id(abs));
+		close(fd);
+		if (err)
+			return err;
+		daemon_walk(d, abs);
+		log_info("enforcing below %s", aps[i]);
+	}
+	return 0;
+}
+
+static void daemon_inotify(struct daemon *d)
+{
+	char buf[64 * 1024] __attribute__((aligned(__alignof__(struct inotify_event))));
+	ssize_t n = read(d->ino, buf, sizeof(buf));
+	char *p;
+
+	for (p = buf; n > 0 && p < buf + n;) {
+		struct inotify_event *ev = (struct inotify_event *)p;
+		size_t i;
+
+		p += sizeof(*ev) + ev->len;
+		for (i = 0; i < d->n_watches; i++)
+			if (d->watches[i].wd == ev->wd)
+				break;
+		if (i == d->n_watches)
+			continue;
+		if (ev->mask & IN_DELETE_SELF) {
+			egr_bpf_unbind_cgroup(d->bpf, d->watches[i].id);
+			free(d->watches[i].path);
+			d->watches[i] = d->watches[--d->n_watches];
+			continue;
+		}
+		if ((ev->mask & IN_CREATE) && (ev->mask & IN_ISDIR) && ev->len) {
+			char abs[PATH_MAX];
+
+			if (snprintf(abs, sizeof(abs), "%s%s/%s", d->mount,
+				     strcmp(d->watches[i].path, "/") ? d->watches[i].path : "",
+				     ev->name) < (int)sizeof(abs))
+				daemon_walk(d, abs);
+		}
+	}
+}
+
+/* ---- reload --------------------------------------------------------- */
+
+static void daemon_reload(struct daemon *d)
+{
+	struct dconfig *c = NULL;
+	char err[1024];
+	unsigned bank;
+	size_t i;
+
+	if (dconfig_load(d->config_path, &c, err, sizeof(err))) {
+		log_error("reload refused, the running configuration stays: %s", err);
+		return;
+	}
+	for (i = 0; i < c->n_warnings; i++)
+		log_warn("%s", c->warnings[i]);
+	bank = !d->bank;
+	if (daemon_fill_bank(d, c, bank)) {
+		log_error("reload: cannot load the new policies into the kernel; "
+			  "the running configuration stays");
+		dconfig_free(c);
+		return;
+	}
+	pthread_mutex_lock(&d->lock);
+	/* The config two reloads back may still be referenced by a live
+	 * connection: retire it, never free it while running. */
+	if (d->prev) {
+		struct dconfig **r = realloc(d->retired, (d->n_retired + 1) * sizeof(*r));
+
+		if (r) {
+			d->retired = r;
+			d->retired[d->n_retired++] = d->prev;
+		}
+	}
+	d->prev = d->dc;
+	d->dc = c;
+	d->bank = bank;
+	pthread_mutex_unlock(&d->lock);
+	/* New attach points are attached; cgroups rebound to the new bank. */
+	if (daemon_attach_all(d))
+		log_error("reload: some attach points could not be attached (see above)");
+	log_info("reloaded %s: %zu policies, %zu bindings", d->config_path,
+		 c->n_policies, c->n_bindings);
+}
+
+/* ---- main ----------------------------------------------------------- */
+
+static int daemon_bpffs(const char *dir, char *pin_dir, size_t len)
+{
+	struct statfs st;
+
+	if (statfs(dir, &st) || st.f_type != BPF_FS_MAGIC) {
+		if (mkdir(dir, 0700) && errno != EEXIST)
+			return -errno;
+		if (mount("bpf", dir, "bpf", 0, "mode=0700")) {
+			int err = -errno;
+
+			log_error("%s is not a bpffs and mounting one failed: %s", dir,
+				  strerror(-err));
+			return err;
+		}
+	}
+	if (snprintf(pin_dir, len, "%s/egressd", dir) >= (int)len)
+		return -ENAMETOOLONG;
+	return 0;
+}
+
+int daemon_main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "bpffs", required_argument, NULL, 'b' },
+		{ "port", required_argument, NULL, 'p' },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct daemon d = { .cfg = CONFIG_DEFAULTS, .config_path = DCONFIG_DEFAULT_PATH,
+			    .port = 15001, .ino = -1, .lock = PTHREAD_MUTEX_INITIALIZER };
+	struct proxy_params pp = { 0 };
+	struct dnsproxy_params dp = { 0 };
+	const char *bpffs = "/sys/fs/bpf";
+	struct audit_options ao = { .format = AUDIT_JSON };
+	char err[1024];
+	int c, e, sfd = -1, ret = 2, verbose = 0;
+	sigset_t set;
+	size_t i;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "c:vh", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'c':
+			d.config_path = optarg;
+			break;
+		case 'b':
+			bpffs = optarg;
+			break;
+		case 'p': {
+			char *end;
+			long v = strtol(optarg, &end, 10);
+
+			if (*end || v < 1 || v > 65535) {
+				fprintf(stderr, "egressd: --port: '%s' is not a port number\n", optarg);
+				return 2;
+			}
+			d.port = (uint16_t)v;
+			break;
+		}
+		case 'v':
+			verbose++;
+			break;
+		case 'h':
+			daemon_usage(stdout);
+			return 0;
+		default:
+			fprintf(stderr, "egressd: see egressd daemon --help\n");
+			return 2;
+		}
+	}
+	log_set_level(verbose > 1 ? EGR_LOG_DEBUG : EGR_LOG_INFO);
+	if (dconfig_load(d.config_path, &d.dc, err, sizeof(err))) {
+		fprintf(stderr, "egressd: %s\n", err);
+		return 2;
+	}
+	for (i = 0; i < d.dc->n_warnings; i++)
+		log_warn("%s", d.dc->warnings[i]);
+	dconfig_apply(d.dc, &d.cfg);
+	if (geteuid() != 0) {
+		fprintf(stderr, "egressd: the daemon needs root (CAP_BPF, CAP_NET_ADMIN, "
+			"CAP_SYS_ADMIN)\n");
+		goto out;
+	}
+	if (egr_bpf_probe(err, sizeof(err))) {
+		fprintf(stderr, "egressd: %s\n", err);
+		goto out;
+	}
+	if (cgroup_find_mount(d.mount, sizeof(d.mount), err, sizeof(err))) {
+		fprintf(stderr, "egressd: %s\n", err);
+		goto out;
+	}
+	if (daemon_bpffs(bpffs, d.pin_dir, sizeof(d.pin_dir)))
+		goto out;
+
+	ao.path = d.dc->audit_path;
+	ao.format = d.dc->audit_format;
+	if (audit_open(&d.audit, &ao)) {
+		fprintf(stderr, "egressd: cannot open the audit log %s\n",
+			ao.path ? ao.path : "(stdout)");
+		goto out;
+	}
+	if (egr_bpf_prepare_pinned(&d.bpf, d.pin_dir))
+		goto out;
+	pp.cfg = &d.cfg;
+	pp.policy_for = daemon_policy_for;
+	pp.cgroup_name = daemon_cgroup_name;
+	pp.ctx = &d;
+	pp.conns_map_fd = egr_bpf_conns_fd(d.bpf);
+	pp.audit = d.audit;
+	pp.port = d.port;
+	e = proxy_create(&d.proxy, &pp);
+	if (e) {
+		fprintf(stderr, "egressd: cannot listen on port %u: %s\n", d.port, strerror(-e));
+		goto out;
+	}
+	dp.cfg = &d.cfg;
+	dp.policy_for = daemon_policy_for;
+	dp.cgroup_name = daemon_cgroup_name;
+	dp.origin_for_udp = daemon_origin_for_udp;
+	dp.ctx = &d;
+	dp.audit = d.audit;
+	dp.port = d.port;
+	dp.upstream = d.cfg.dns_servers;
+	e = dnsproxy_create(&d.dns, &dp);
+	if (e) {
+		fprintf(stderr, "egressd: cannot start the DNS proxy on port %u: %s\n",
+			d.port, strerror(-e));
+		goto out;
+	}
+	proxy_set_dnsproxy(d.proxy, d.dns);
+	if (egr_bpf_load(d.bpf, d.port, proxy_has_v6(d.proxy)))
+		goto out;
+	if (daemon_fill_bank(&d, d.dc, 0))
+		goto out;
+	d.ino = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+	if (d.ino < 0) {
+		fprintf(stderr, "egressd: inotify: %s\n", strerror(errno));
+		goto out;
+	}
+	sigemptyset(&set);
+	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigprocmask(SIG_BLOCK, &set, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	sfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+	if (sfd < 0)
+		goto out;
+	if (dnsproxy_start(d.dns) || proxy_start(d.proxy)) {
+		fprintf(stderr, "egressd: cannot start the proxy threads\n");
+		goto out;
+	}
+	/* Serving before attaching: the first redirected connection finds
+	 * a listener. */
+	if (daemon_attach_all(&d))
+		goto out;
+	log_info("serving on port %u, config %s, pins in %s", d.port, d.config_path, d.pin_dir);
+
+	for (;;) {
+		struct pollfd pfd[2] = { { sfd, POLLIN, 0 }, { d.ino, POLLIN, 0 } };
+		struct signalfd_siginfo si;
+		static unsigned ticks;
+
+		if (poll(pfd, 2, 100) < 0 && errno != EINTR)
+			break;
+		if (pfd[1].revents & POLLIN)
+			daemon_inotify(&d);
+		if ((pfd[0].revents & POLLIN) && read(sfd, &si, sizeof(si)) == sizeof(si)) {
+			if (si.ssi_signo == SIGHUP) {
+				daemon_reload(&d);
+				continue;
+			}
+			log_info("signal %u: stopping; enforced cgroups stay enforced "
+				 "(fail closed) until egressd runs again", si.ssi_signo);
+			ret = 0;
+			break;
+		}
+		if (++ticks % 20 == 0)
+			egr_bpf_sweep_conns(d.bpf, 5000000000ull);
+	}
+out:
+	if (sfd >= 0)
+		close(sfd);
+	if (d.proxy) {
+		proxy_stop(d.proxy);
+		proxy_destroy(d.proxy);
+	}
+	if (d.dns) {
+		dnsproxy_stop(d.dns);
+		dnsproxy_destroy(d.dns);
+	}
+	/* Not detached: the pins keep every attach point enforced. */
+	egr_bpf_destroy(d.bpf);
+	if (d.ino >= 0)
+		close(d.ino);
+	for (i = 0; i < d.n_watches; i++)
+		free(d.watches[i].path);
+	free(d.watches);
+	audit_close(d.audit);
+	for (i = 0; i < d.n_retired; i++)
+		dconfig_free(d.retired[i]);
+	free(d.retired);
+	dconfig_free(d.prev);
+	dconfig_free(d.dc);
+	return ret;
+}
