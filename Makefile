@@ -104,9 +104,9 @@ $(BUILD)/fuzz/fuzz_hello: tests/fuzz/fuzz_hello.c user/hello.c | $(BUILD)/fuzz
 $(BUILD)/fuzz/fuzz_httphead: tests/fuzz/fuzz_httphead.c user/httphead.c user/hello.c | $(BUILD)/fuzz
 	$(call msg,FUZZ-CC,$@)
 	$(Q)$(CLANG) $(FUZZ_CFLAGS) $^ -lhttp_parser -o $@
-$(BUILD)/fuzz/fuzz_policy: tests/fuzz/fuzz_policy.c user/policy.c user/addr.c user/hello.c user/log.c | $(BUILD)/fuzz
+$(BUILD)/fuzz/fuzz_policy: tests/fuzz/fuzz_policy.c user/policy.c user/reqrule.c user/addr.c user/hello.c user/log.c | $(BUILD)/fuzz
 	$(call msg,FUZZ-CC,$@)
-	$(Q)$(CLANG) $(FUZZ_CFLAGS) $^ -ljansson -lpthread -o $@
+	$(Q)$(CLANG) $(FUZZ_CFLAGS) $^ -ljansson -lhttp_parser -lpthread -o $@
 
 $(BUILD)/fuzz/fuzz_dnsmsg: tests/fuzz/fuzz_dnsmsg.c user/dnsmsg.c user/addr.c | $(BUILD)/fuzz
 	$(call msg,FUZZ-CC,$@)
@@ -116,9 +116,9 @@ $(BUILD)/fuzz/fuzz_httpreq: tests/fuzz/fuzz_httpreq.c user/httpreq.c user/reqrul
 	$(call msg,FUZZ-CC,$@)
 	$(Q)$(CLANG) $(FUZZ_CFLAGS) $^ -lhttp_parser -o $@
 
-$(BUILD)/fuzz/fuzz_dconfig: tests/fuzz/fuzz_dconfig.c user/dconfig.c user/srt.c user/policy.c user/addr.c user/hello.c user/log.c | $(BUILD)/fuzz
+$(BUILD)/fuzz/fuzz_dconfig: tests/fuzz/fuzz_dconfig.c user/dconfig.c user/srt.c user/policy.c user/reqrule.c user/addr.c user/hello.c user/log.c | $(BUILD)/fuzz
 	$(call msg,FUZZ-CC,$@)
-	$(Q)$(CLANG) $(FUZZ_CFLAGS) $^ -ljansson -lpthread -o $@
+	$(Q)$(CLANG) $(FUZZ_CFLAGS) $^ -ljansson -lhttp_parser -lpthread -o $@
 
 unit: $(UNIT_BINS)
 	$(Q)tests/run-unit.sh $(UNIT_BINS)
@@ -177,9 +177,12 @@ deps:
 	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(DEPS)
 
 install: all
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 \
+		$(DESTDIR)$(PREFIX)/lib/systemd/system
 	install -m 0755 egressd egressctl $(DESTDIR)$(PREFIX)/bin/
 	install -m 0644 docs/egressd.1 docs/egressctl.1 $(DESTDIR)$(PREFIX)/share/man/man1/
+	install -m 0644 deploy/systemd/egressd.service deploy/systemd/agents.slice \
+		deploy/systemd/agent@.service $(DESTDIR)$(PREFIX)/lib/systemd/system/
 
 clean:
 	rm -rf $(BUILD) build-san egressd egressctl

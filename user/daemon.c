@@ -92,7 +92,7 @@ struct daemon {
 void daemon_usage(FILE *out)
 {
 	fprintf(out,
-"Usage: egressd daemon [--config FILE] [--bpffs DIR] [--port N] [-v]\n"
+"Usage: egressd daemon [--config FILE] [--bpffs DIR] [--port N] [--check] [-v]\n"
 "\n"
 "Enforce the policies of FILE (default " DCONFIG_DEFAULT_PATH ") on the\n"
 "cgroups its bindings name, for every process in them, until stopped.\n"
@@ -103,6 +103,7 @@ void daemon_usage(FILE *out)
 "                      (default /sys/fs/bpf; pins go to DIR/egressd)\n"
 "      --port N        proxy port on 127.0.0.1 and ::1, TCP and UDP (default\n"
 "                      15001); keep it across restarts\n"
+"      --check         validate the configuration and exit (0 ok, 2 error)\n"
 "  -v, --verbose       more diagnostics\n"
 "\n"
 "Signals: SIGHUP reloads the configuration (an invalid one is refused and\n"
@@ -404,6 +405,7 @@ int daemon_main(int argc, char **argv)
 		{ "bpffs", required_argument, NULL, 'b' },
 		{ "port", required_argument, NULL, 'p' },
 		{ "verbose", no_argument, NULL, 'v' },
+		{ "check", no_argument, NULL, 'k' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -414,7 +416,7 @@ int daemon_main(int argc, char **argv)
 	const char *bpffs = "/sys/fs/bpf";
 	struct audit_options ao = { .format = AUDIT_JSON };
 	char err[1024];
-	int c, e, sfd = -1, ret = 2, verbose = 0;
+	int c, e, sfd = -1, ret = 2, verbose = 0, check = 0;
 	sigset_t set;
 	size_t i;
 
@@ -441,6 +443,9 @@ int daemon_main(int argc, char **argv)
 		case 'v':
 			verbose++;
 			break;
+		case 'k':
+			check = 1;
+			break;
 		case 'h':
 			daemon_usage(stdout);
 			return 0;
@@ -456,6 +461,13 @@ int daemon_main(int argc, char **argv)
 	}
 	for (i = 0; i < d.dc->n_warnings; i++)
 		log_warn("%s", d.dc->warnings[i]);
+	if (check) {
+		printf("%s: ok (%zu policies, %zu bindings, %zu attach points)\n",
+		       d.config_path, d.dc->n_policies, d.dc->n_bindings,
+		       d.dc->n_attach_points);
+		dconfig_free(d.dc);
+		return 0;
+	}
 	dconfig_apply(d.dc, &d.cfg);
 	if (geteuid() != 0) {
 		fprintf(stderr, "egressd: the daemon needs root (CAP_BPF, CAP_NET_ADMIN, "
