@@ -11,10 +11,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <arpa/inet.h>
+#include <http_parser.h>
 #include <jansson.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -118,6 +120,10 @@ static bool name_lower(const char *in, char *out)
 }
 
 /* --- rules -------------------------------------------------------------- */
+
+struct policy_rule;
+static bool domain_match(const struct policy_rule *r, const char *host, size_t hlen);
+static void intercept_clear(struct policy_intercept *e);
 
 static void rule_clear(struct policy_rule *r)
 {
@@ -500,6 +506,10 @@ void policy_free(struct policy *p)
 		rule_clear(&p->allow[i]);
 	for (i = 0; i < p->n_deny; i++)
 		rule_clear(&p->deny[i]);
+	for (i = 0; i < p->n_intercept; i++)
+		intercept_clear(&p->intercept[i]);
+	free(p->intercept);
+	free(p->upstream_ca);
 	free(p->allow);
 	free(p->deny);
 	free(p->name);
@@ -537,6 +547,217 @@ nomem:
 	rule_clear(&r);
 	seterr(err, errlen, "out of memory");
 	return -ENOMEM;
+}
+
+/* --- interception ------------------------------------------------------- */
+
+static void intercept_clear(struct policy_intercept *e)
+{
+	free(e->pattern);
+	free(e->domain);
+	free(e->source);
+	reqrule_host_free(&e->rules);
+	memset(e, 0, sizeof(*e));
+}
+
+/*
+ * "api.example.com" or "*.example.com" into e's pattern/domain/wildcard.
+ * Names only: interception checks the certificate name and the Host
+ * header against this, and applies on every port the allow rules open.
+ */
+static int intercept_pattern(const char *text, struct policy_intercept *e,
+			     char *err, size_t errlen)
+{
+	char name[NAME_MAX_LEN + 1], canon[NAME_MAX_LEN + 3];
+	size_t len = strlen(text);
+	const char *s = text, *why;
+	bool wildcard = false;
+
+	if (strchr(text, ':') || strchr(text, '/')) {
+		seterr(err, errlen, "write the host name only (no port, scheme or path): "
+		       "interception applies on every port the allow rules open");
+		return -EINVAL;
+	}
+	if (len == 1 && s[0] == '*') {
+		seterr(err, errlen, "a bare '*' would intercept every host; list the hosts");
+		return -EINVAL;
+	}
+	if (len >= 2 && s[0] == '*' && s[1] == '.') {
+		wildcard = true;
+		s += 2;
+		len -= 2;
+	}
+	if (all_digits_dots(s, len)) {
+		seterr(err, errlen, "an IP address cannot be intercepted (no name to "
+		       "mint a certificate for); name the host");
+		return -EINVAL;
+	}
+	why = name_normalise(s, len, name);
+	if (why) {
+		if (*why)
+			seterr(err, errlen, "invalid host name (%s)", why);
+		else
+			seterr(err, errlen, "invalid host name");
+		return -EINVAL;
+	}
+	if (wildcard && !strchr(name, '.')) {
+		seterr(err, errlen, "wildcard over a top-level domain; name the domain, "
+		       "e.g. *.example.%s", name);
+		return -EINVAL;
+	}
+	snprintf(canon, sizeof(canon), "%s%s", wildcard ? "*." : "", name);
+	e->wildcard = wildcard;
+	e->pattern = strdup(canon);
+	e->domain = strdup(name);
+	if (!e->pattern || !e->domain) {
+		seterr(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	if (reqrule_host_init(&e->rules, canon)) {
+		seterr(err, errlen, "invalid host name");
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static struct policy_intercept *find_intercept(const struct policy *p, const char *pattern)
+{
+	size_t i;
+
+	for (i = 0; p && i < p->n_intercept; i++)
+		if (!strcmp(p->intercept[i].pattern, pattern))
+			return &p->intercept[i];
+	return NULL;
+}
+
+/* The rule an intercept entry gets when it names none: every request. */
+static int add_allow_all(struct reqrule_host *h)
+{
+	struct reqrule r;
+	int ret = reqrule_init(&r, "all", "allow", "*", "/**", NULL);
+
+	return ret ? ret : reqrule_host_add_rule(h, &r);
+}
+
+static int intercept_append(struct policy *p, struct policy_intercept *e)
+{
+	struct policy_intercept *v;
+
+	v = realloc(p->intercept, (p->n_intercept + 1) * sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	p->intercept = v;
+	p->intercept[p->n_intercept++] = *e;
+	memset(e, 0, sizeof(*e));
+	return 0;
+}
+
+int policy_add_intercept(struct policy *p, const char *host, const char *source,
+			 struct reqrule_host **out, char *err, size_t errlen)
+{
+	struct policy_intercept e = { 0 }, *old;
+	int ret;
+
+	if (!p || !host) {
+		seterr(err, errlen, "empty host");
+		return -EINVAL;
+	}
+	ret = intercept_pattern(host, &e, err, errlen);
+	if (ret)
+		goto fail;
+	old = find_intercept(p, e.pattern);
+	if (old) {
+		intercept_clear(&e);
+		if (out)
+			*out = &old->rules;
+		return 0;
+	}
+	if (source && !(e.source = strdup(source)))
+		goto nomem;
+	if (add_allow_all(&e.rules) || intercept_append(p, &e))
+		goto nomem;
+	if (out)
+		*out = &p->intercept[p->n_intercept - 1].rules;
+	return 0;
+nomem:
+	seterr(err, errlen, "out of memory");
+	ret = -ENOMEM;
+fail:
+	intercept_clear(&e);
+	return ret;
+}
+
+/* Some allow domain rule of p lets e's names through (on some port). */
+static bool intercept_allowed_by(const struct policy *p, const struct policy_intercept *e)
+{
+	size_t i, dlen = strlen(e->domain);
+
+	for (i = 0; p && i < p->n_allow; i++) {
+		const struct policy_rule *r = &p->allow[i];
+		size_t rlen;
+
+		if (r->kind != RULE_DOMAIN)
+			continue;
+		if (!e->wildcard) {
+			if (domain_match(r, e->domain, dlen))
+				return true;
+			continue;
+		}
+		/* every subdomain of e->domain: only a wildcard rule over it
+		 * or over one of its parents */
+		if (!r->wildcard)
+			continue;
+		rlen = strlen(r->domain);
+		if (!strcmp(e->domain, r->domain) ||
+		    (dlen > rlen + 1 && e->domain[dlen - rlen - 1] == '.' &&
+		     !strcmp(e->domain + dlen - rlen, r->domain)))
+			return true;
+	}
+	return false;
+}
+
+int policy_check_intercept(const struct policy *p, char *err, size_t errlen)
+{
+	size_t i;
+
+	for (i = 0; p && i < p->n_intercept; i++) {
+		const struct policy_intercept *e = &p->intercept[i];
+
+		if (!intercept_allowed_by(p, e)) {
+			seterr(err, errlen, "%s (%s): is not allowed by any allow rule "
+			       "(add one, e.g. --allow %s)", e->pattern,
+			       e->source ? e->source : "intercept", e->pattern);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+const struct reqrule_host *policy_intercept_for(const struct policy *p, const char *host)
+{
+	char name[NAME_MAX_LEN + 1];
+	const struct policy_intercept *best = NULL;
+	size_t i, hlen, blen = 0;
+
+	if (!p || !host || !p->n_intercept || !name_lower(host, name))
+		return NULL;
+	hlen = strlen(name);
+	for (i = 0; i < p->n_intercept; i++) {
+		const struct policy_intercept *e = &p->intercept[i];
+		size_t dlen = strlen(e->domain);
+
+		if (!e->wildcard) {
+			if (!strcmp(name, e->domain))
+				return &e->rules;
+			continue;
+		}
+		if (hlen > dlen + 1 && name[hlen - dlen - 1] == '.' &&
+		    !strcmp(name + hlen - dlen, e->domain) && dlen > blen) {
+			best = e;
+			blen = dlen;
+		}
+	}
+	return best ? &best->rules : NULL;
 }
 
 /* --- JSON files --------------------------------------------------------- */
@@ -787,6 +1008,130 @@ static bool locate(const char *buf, size_t len, const char *key, struct loc *l)
 	}
 }
 
+/*
+ * Nested fields: one step of a path through the document, a key of an
+ * object or an index into an array. The text form ("intercept[0].host")
+ * names the field in messages; the steps find its line.
+ */
+#define FPATH_MAX 6
+
+struct fpath {
+	struct {
+		const char *key; /* NULL: idx */
+		size_t idx;
+	} c[FPATH_MAX];
+	size_t n;
+};
+
+static struct fpath fp_key(struct fpath f, const char *key)
+{
+	if (f.n < FPATH_MAX) {
+		f.c[f.n].key = key;
+		f.c[f.n].idx = 0;
+	}
+	f.n++;
+	return f;
+}
+
+static struct fpath fp_idx(struct fpath f, size_t idx)
+{
+	if (f.n < FPATH_MAX) {
+		f.c[f.n].key = NULL;
+		f.c[f.n].idx = idx;
+	}
+	f.n++;
+	return f;
+}
+
+static const char *fp_text(const struct fpath *f, char *buf, size_t len)
+{
+	size_t i, o = 0;
+
+	buf[0] = '\0';
+	for (i = 0; i < f->n && i < FPATH_MAX && o < len; i++) {
+		int w;
+
+		if (f->c[i].key)
+			w = snprintf(buf + o, len - o, "%s%s", i ? "." : "", f->c[i].key);
+		else
+			w = snprintf(buf + o, len - o, "[%zu]", f->c[i].idx);
+		if (w < 0)
+			break;
+		o += (size_t)w;
+	}
+	return buf;
+}
+
+/*
+ * Line of the value at f (of its key, with want_key and a key last); the
+ * line of the closest enclosing value if the walk cannot go on.
+ */
+static int locate_path(const char *buf, size_t len, const struct fpath *f, bool want_key)
+{
+	struct lx x = { buf, len, 0, 1 };
+	int line, kline = 0;
+	size_t k, j;
+
+	lx_ws(&x);
+	line = x.line;
+	for (k = 0; k < f->n && k < FPATH_MAX; k++) {
+		line = x.line;
+		kline = 0;
+		if (x.i >= x.n)
+			return line;
+		if (f->c[k].key) {
+			if (x.s[x.i] != '{')
+				return line;
+			x.i++;
+			for (;;) {
+				char *name = NULL;
+				bool match;
+				int kl;
+
+				lx_ws(&x);
+				if (x.i >= x.n || x.s[x.i] == '}')
+					return line;
+				kl = x.line;
+				if (!lx_string(&x, &name))
+					return line;
+				match = !strcmp(name, f->c[k].key);
+				free(name);
+				lx_ws(&x);
+				if (x.i >= x.n || x.s[x.i] != ':')
+					return line;
+				x.i++;
+				lx_ws(&x);
+				if (match) {
+					kline = kl;
+					break;
+				}
+				if (!lx_value(&x))
+					return line;
+				lx_ws(&x);
+				if (x.i < x.n && x.s[x.i] == ',')
+					x.i++;
+			}
+		} else {
+			if (x.s[x.i] != '[')
+				return line;
+			x.i++;
+			for (j = 0;; j++) {
+				lx_ws(&x);
+				if (x.i >= x.n || x.s[x.i] == ']')
+					return line;
+				if (j == f->c[k].idx)
+					break;
+				if (!lx_value(&x))
+					return line;
+				lx_ws(&x);
+				if (x.i < x.n && x.s[x.i] == ',')
+					x.i++;
+			}
+		}
+	}
+	return want_key && kline ? kline : x.line;
+}
+
 /* Quote untrusted text for a one-line message: printable ASCII as is,
  * everything else as \xNN, long text cut with "...". */
 static const char *esc(const char *s, char *buf, size_t len)
@@ -856,7 +1201,8 @@ static unsigned edit_distance(const char *a, const char *b)
 	return d[la][lb];
 }
 
-static const char *const known_keys[] = { "name", "mode", "allow", "deny" };
+static const char *const known_keys[] = { "name", "mode", "allow", "deny", "intercept",
+					   "upstream_ca" };
 
 static bool policy_name_valid(const char *s)
 {
@@ -938,6 +1284,496 @@ static int load_rules(const struct load_ctx *c, struct policy *tmp, bool deny,
 	}
 	free(lines);
 	return ret;
+}
+
+/* --- interception in files ---------------------------------------------- */
+
+#define IC_JOIN_MAX (REQRULE_MAX_GLOBS * (REQRULE_GLOB_MAX + 1))
+
+static const char *const intercept_keys[] = { "host", "rules", "max_body", "credentials" };
+static const char *const reqrule_keys[] = { "name", "action", "methods", "paths", "max_body" };
+static const char *const cred_keys[] = { "name", "header", "value", "path_prefix" };
+
+static int ferr(const struct load_ctx *c, const struct fpath *f, bool at_key,
+		const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+/* "FILE:LINE: FIELD: reason"; returns -EINVAL. */
+static int ferr(const struct load_ctx *c, const struct fpath *f, bool at_key,
+		const char *fmt, ...)
+{
+	char field[256], msg[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	seterr(c->err, c->errlen, "%s:%d: %s: %s", c->file,
+	       locate_path(c->buf, c->len, f, at_key), fp_text(f, field, sizeof(field)), msg);
+	return -EINVAL;
+}
+
+/* An unknown key in an object at f: suggest the closest known one. */
+static int unknown_key(const struct load_ctx *c, struct fpath f, const char *key,
+		       const char *const *known, size_t n)
+{
+	const char *best = NULL;
+	unsigned bestd = 3, d;
+	char e[256], list[256] = "", field[256];
+	size_t i, o = 0;
+	struct fpath k = fp_key(f, key);
+	int line = locate_path(c->buf, c->len, &k, true);
+
+	for (i = 0; i < n; i++) {
+		d = edit_distance(key, known[i]);
+		if (d < bestd) {
+			bestd = d;
+			best = known[i];
+		}
+		o += (size_t)snprintf(list + o, sizeof(list) - o, "%s%s", i ? ", " : "", known[i]);
+	}
+	fp_text(&f, field, sizeof(field));
+	if (best)
+		seterr(c->err, c->errlen, "%s:%d: %s.%s: unknown field (did you mean \"%s\"?)",
+		       c->file, line, field, esc(key, e, sizeof(e)), best);
+	else
+		seterr(c->err, c->errlen, "%s:%d: %s.%s: unknown field (expected %s)",
+		       c->file, line, field, esc(key, e, sizeof(e)), list);
+	return -EINVAL;
+}
+
+/* A size: a number of bytes, or "64k", "10M", "1G", "1MiB", "none". */
+static int ic_size(const struct load_ctx *c, const struct fpath *f, json_t *v,
+		   char *out, size_t outlen)
+{
+	char e[256];
+	uint64_t n;
+
+	if (json_is_integer(v)) {
+		if (json_integer_value(v) < 0)
+			return ferr(c, f, false, "must not be negative");
+		snprintf(out, outlen, "%lld", (long long)json_integer_value(v));
+		return 0;
+	}
+	if (!json_is_string(v))
+		return ferr(c, f, false, "expected a size (bytes, or \"64k\", \"1MiB\"), got %s",
+			    json_type_name(v));
+	snprintf(out, outlen, "%s", json_string_value(v));
+	/* "1MiB" is what people write; reqrule_parse_size takes "1M" */
+	{
+		size_t l = strlen(out);
+
+		if (l > 3 && !strcmp(out + l - 2, "iB") && strchr("kKmMgG", out[l - 3]))
+			out[l - 2] = '\0';
+	}
+	if (reqrule_parse_size(out, &n))
+		return ferr(c, f, false, "\"%s\": not a size (bytes, or 64k, 10M, 1G, 1MiB, none)",
+			    esc(json_string_value(v), e, sizeof(e)));
+	return 0;
+}
+
+/*
+ * A list of words: an array of strings or one string (separated by
+ * commas/spaces), joined with sep into out. check() validates one word
+ * and returns the reason it is wrong, or NULL.
+ */
+static int ic_words(const struct load_ctx *c, const struct fpath *f, json_t *v,
+		    const char *what, const char *(*check)(const char *w),
+		    char *out, size_t outlen)
+{
+	char e[256];
+	size_t i, o = 0;
+	json_t *w;
+
+	out[0] = '\0';
+	if (json_is_string(v)) {
+		json_t *a = json_array(), *one;
+		const char *s = json_string_value(v);
+		int ret;
+
+		if (!a)
+			return -ENOMEM;
+		while (*s) {
+			const char *end;
+
+			s += strspn(s, " ,");
+			if (!*s)
+				break;
+			end = s + strcspn(s, " ,");
+			one = json_stringn(s, (size_t)(end - s));
+			if (!one || json_array_append_new(a, one)) {
+				json_decref(a);
+				return -ENOMEM;
+			}
+			s = end;
+		}
+		/* errors then name the field, not an index the user did not write */
+		ret = json_array_size(a) ? 0 : ferr(c, f, false, "no %s given", what);
+		for (i = 0; !ret && i < json_array_size(a); i++) {
+			const char *why = check(json_string_value(json_array_get(a, i)));
+
+			if (why)
+				ret = ferr(c, f, false, "\"%s\": %s",
+					   esc(json_string_value(json_array_get(a, i)), e, sizeof(e)),
+					   why);
+		}
+		for (i = 0; !ret && i < json_array_size(a); i++) {
+			int w2 = snprintf(out + o, outlen - o, "%s%s", i ? "," : "",
+					  json_string_value(json_array_get(a, i)));
+
+			if (w2 < 0 || (size_t)w2 >= outlen - o)
+				ret = ferr(c, f, false, "too many %s", what);
+			else
+				o += (size_t)w2;
+		}
+		json_decref(a);
+		return ret;
+	}
+	if (!json_is_array(v))
+		return ferr(c, f, false, "expected an array of %s, got %s", what, json_type_name(v));
+	if (!json_array_size(v))
+		return ferr(c, f, false, "no %s given", what);
+	json_array_foreach(v, i, w) {
+		struct fpath fi = fp_idx(*f, i);
+		const char *s = json_string_value(w), *why;
+		int n;
+
+		if (!s)
+			return ferr(c, &fi, false, "expected a string, got %s", json_type_name(w));
+		if (!*s || strpbrk(s, " ,"))
+			return ferr(c, &fi, false, "\"%s\": one per element, without spaces or commas",
+				    esc(s, e, sizeof(e)));
+		why = check(s);
+		if (why)
+			return ferr(c, &fi, false, "\"%s\": %s", esc(s, e, sizeof(e)), why);
+		n = snprintf(out + o, outlen - o, "%s%s", i ? "," : "", s);
+		if (n < 0 || (size_t)n >= outlen - o)
+			return ferr(c, &fi, false, "too many %s", what);
+		o += (size_t)n;
+	}
+	return 0;
+}
+
+static const char *check_method(const char *w)
+{
+	uint64_t m;
+
+	return reqrule_parse_methods(w, &m) ?
+	       "not an HTTP method (uppercase, e.g. GET, POST; \"*\" for any)" : NULL;
+}
+
+static const char *check_glob(const char *w)
+{
+	if (!reqrule_glob_valid(w))
+		return NULL;
+	if (w[0] != '/')
+		return "a path glob starts with '/' (e.g. /repos/acme/**)";
+	return "invalid path glob (no '?', '#', '%', '\\', spaces, empty, \".\" or \"..\" "
+	       "segments; \"**\" only as a whole segment)";
+}
+
+static int ic_string(const struct load_ctx *c, const struct fpath *f, json_t *v,
+		     const char **out)
+{
+	*out = json_string_value(v);
+	if (!*out)
+		return ferr(c, f, false, "expected a string, got %s", json_type_name(v));
+	return 0;
+}
+
+static int ic_rule(const struct load_ctx *c, struct fpath f, json_t *o, size_t idx,
+		   const char *host_max_body, struct reqrule_host *h)
+{
+	char name[REQRULE_NAME_MAX], methods[1024] = "*", paths[IC_JOIN_MAX] = "/**";
+	char maxb[64] = "", e[256];
+	const char *action = "allow", *s, *key;
+	bool has_max = false;
+	struct reqrule r;
+	json_t *v;
+	int ret;
+
+	if (!json_is_object(o))
+		return ferr(c, &f, false, "expected an object, got %s", json_type_name(o));
+	snprintf(name, sizeof(name), "rules[%zu]", idx);
+	json_object_foreach(o, key, v) {
+		struct fpath k = fp_key(f, key);
+
+		if (!strcmp(key, "name")) {
+			ret = ic_string(c, &k, v, &s);
+			if (ret)
+				return ret;
+			if (!*s || strlen(s) >= REQRULE_NAME_MAX || strpbrk(s, "\"\\") ||
+			    strspn(s, " ") == strlen(s))
+				return ferr(c, &k, false, "\"%s\": 1-%d characters, no quotes",
+					    esc(s, e, sizeof(e)), REQRULE_NAME_MAX - 1);
+			for (const char *t = s; *t; t++)
+				if ((unsigned char)*t < 0x20 || *t == 0x7f)
+					return ferr(c, &k, false, "\"%s\": control characters",
+						    esc(s, e, sizeof(e)));
+			snprintf(name, sizeof(name), "%s", s);
+		} else if (!strcmp(key, "action")) {
+			ret = ic_string(c, &k, v, &action);
+			if (ret)
+				return ret;
+			if (strcmp(action, "allow") && strcmp(action, "deny"))
+				return ferr(c, &k, false, "\"%s\": must be \"allow\" or \"deny\"",
+					    esc(action, e, sizeof(e)));
+		} else if (!strcmp(key, "methods")) {
+			ret = ic_words(c, &k, v, "methods", check_method, methods, sizeof(methods));
+			if (ret)
+				return ret;
+		} else if (!strcmp(key, "paths")) {
+			ret = ic_words(c, &k, v, "path globs", check_glob, paths, sizeof(paths));
+			if (ret)
+				return ret;
+		} else if (!strcmp(key, "max_body")) {
+			ret = ic_size(c, &k, v, maxb, sizeof(maxb));
+			if (ret)
+				return ret;
+			has_max = true;
+		} else {
+			return unknown_key(c, f, key, reqrule_keys,
+					   sizeof(reqrule_keys) / sizeof(reqrule_keys[0]));
+		}
+	}
+	ret = reqrule_init(&r, name, action, methods, paths,
+			   has_max ? maxb : host_max_body);
+	if (ret == -E2BIG)
+		return ferr(c, &f, false, "at most %d path globs of under %d characters",
+			    REQRULE_MAX_GLOBS, REQRULE_GLOB_MAX);
+	if (ret)
+		return ferr(c, &f, false, "invalid rule (%s)", strerror(-ret));
+	return reqrule_host_add_rule(h, &r) ? -ENOMEM : 0;
+}
+
+static const char *check_header(const char *s)
+{
+	if (!*s)
+		return "empty header name";
+	for (; *s; s++)
+		if (!(isalnum((unsigned char)*s) || strchr("!#$%&'*+-.^_`|~", *s)))
+			return "not an HTTP header name";
+	return NULL;
+}
+
+static int ic_cred(const struct load_ctx *c, struct fpath f, json_t *o,
+		   struct reqrule_host *h)
+{
+	const char *name = NULL, *header = NULL, *value = NULL, *prefix = "", *key, *why;
+	char e[256];
+	json_t *v;
+	int ret;
+
+	if (!json_is_object(o))
+		return ferr(c, &f, false, "expected an object, got %s", json_type_name(o));
+	json_object_foreach(o, key, v) {
+		struct fpath k = fp_key(f, key);
+
+		if (!strcmp(key, "name")) {
+			ret = ic_string(c, &k, v, &name);
+			if (ret)
+				return ret;
+			if (!*name || strlen(name) >= REQRULE_NAME_MAX || strpbrk(name, "\"\\"))
+				return ferr(c, &k, false, "\"%s\": 1-%d characters, no quotes",
+					    esc(name, e, sizeof(e)), REQRULE_NAME_MAX - 1);
+		} else if (!strcmp(key, "header")) {
+			ret = ic_string(c, &k, v, &header);
+			if (ret)
+				return ret;
+			why = check_header(header);
+			if (why || strlen(header) >= REQRULE_HEADER_MAX)
+				return ferr(c, &k, false, "\"%s\": %s", esc(header, e, sizeof(e)),
+					    why ? why : "too long");
+			if (!strcasecmp(header, "host") || !strcasecmp(header, "content-length") ||
+			    !strcasecmp(header, "transfer-encoding") ||
+			    !strcasecmp(header, "connection"))
+				return ferr(c, &k, false, "\"%s\": a framing header cannot be a "
+					    "credential", esc(header, e, sizeof(e)));
+		} else if (!strcmp(key, "value")) {
+			value = json_string_value(v);
+			if (!value)
+				return ferr(c, &k, false, "expected \"env:NAME\" or \"file:/path\", "
+					    "got %s", json_type_name(v));
+			/* Never echo it: a literal secret here must not reach a log. */
+			if (strncmp(value, "env:", 4) && strncmp(value, "file:/", 6))
+				return ferr(c, &k, false, "must be \"env:NAME\" (egressd's "
+					    "environment) or \"file:/path\"; the secret itself "
+					    "never goes into a policy");
+			if (strlen(value) >= REQRULE_SOURCE_MAX)
+				return ferr(c, &k, false, "longer than %d characters",
+					    REQRULE_SOURCE_MAX - 1);
+			if (!strncmp(value, "env:", 4) &&
+			    (!value[4] || strspn(value + 4, "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+						 "abcdefghijklmnopqrstuvwxyz0123456789_") !=
+					  strlen(value + 4) || isdigit((unsigned char)value[4])))
+				return ferr(c, &k, false, "\"%s\": not a variable name",
+					    esc(value, e, sizeof(e)));
+		} else if (!strcmp(key, "path_prefix")) {
+			ret = ic_string(c, &k, v, &prefix);
+			if (ret)
+				return ret;
+			if ((*prefix && *prefix != '/') || strlen(prefix) >= REQRULE_GLOB_MAX ||
+			    strpbrk(prefix, " ?#%\\*"))
+				return ferr(c, &k, false, "\"%s\": a path starting with '/' "
+					    "(no '*', '?', '#', '%%', spaces)",
+					    esc(prefix, e, sizeof(e)));
+		} else if (!strcmp(key, "prefix")) {
+			return ferr(c, &k, true, "not supported: put the whole header value "
+				    "(e.g. \"Bearer TOKEN\") in the variable or file");
+		} else {
+			return unknown_key(c, f, key, cred_keys,
+					   sizeof(cred_keys) / sizeof(cred_keys[0]));
+		}
+	}
+	if (!header)
+		return ferr(c, &f, false, "\"header\" is required");
+	if (!value)
+		return ferr(c, &f, false, "\"value\" is required (\"env:NAME\" or \"file:/path\")");
+	for (size_t i = 0; i < h->n_creds; i++)
+		if (!strcasecmp(h->creds[i].header, header) &&
+		    !strcmp(h->creds[i].path_prefix, prefix))
+			return ferr(c, &f, false, "a second credential for header %s on the "
+				    "same path_prefix", header);
+	ret = reqrule_host_add_cred(h, name ? name : header, header, prefix, value);
+	if (ret == -ENOMEM)
+		return ret;
+	if (ret)
+		return ferr(c, &f, false, "invalid credential");
+	return 0;
+}
+
+static int ic_entry(const struct load_ctx *c, const struct policy *p, struct policy *tmp,
+		    struct fpath f, json_t *o)
+{
+	struct policy_intercept e = { 0 };
+	char rerr[256], maxb[64] = "", src[512];
+	const char *host = NULL, *key;
+	json_t *v, *rules = NULL, *creds = NULL, *x;
+	struct fpath fh = fp_key(f, "host");
+	bool has_max = false;
+	size_t i;
+	int ret;
+
+	if (!json_is_object(o))
+		return ferr(c, &f, false, "expected an object with \"host\", got %s",
+			    json_type_name(o));
+	json_object_foreach(o, key, v) {
+		struct fpath k = fp_key(f, key);
+
+		if (!strcmp(key, "host")) {
+			ret = ic_string(c, &k, v, &host);
+			if (ret)
+				return ret;
+		} else if (!strcmp(key, "rules")) {
+			if (!json_is_array(v))
+				return ferr(c, &k, false, "expected an array of rules, got %s",
+					    json_type_name(v));
+			rules = v;
+		} else if (!strcmp(key, "credentials")) {
+			if (!json_is_array(v))
+				return ferr(c, &k, false, "expected an array of credentials, "
+					    "got %s", json_type_name(v));
+			creds = v;
+		} else if (!strcmp(key, "max_body")) {
+			ret = ic_size(c, &k, v, maxb, sizeof(maxb));
+			if (ret)
+				return ret;
+			has_max = true;
+		} else {
+			return unknown_key(c, f, key, intercept_keys,
+					   sizeof(intercept_keys) / sizeof(intercept_keys[0]));
+		}
+	}
+	if (!host)
+		return ferr(c, &f, false, "\"host\" is required");
+	ret = intercept_pattern(host, &e, rerr, sizeof(rerr));
+	if (ret) {
+		char q[256];
+
+		intercept_clear(&e);
+		return ret == -ENOMEM ? ret : ferr(c, &fh, false, "\"%s\": %s",
+						   esc(host, q, sizeof(q)), rerr);
+	}
+	if (find_intercept(tmp, e.pattern) || find_intercept(p, e.pattern)) {
+		ret = ferr(c, &fh, false, "%s is intercepted twice; merge the entries",
+			   e.pattern);
+		goto fail;
+	}
+	snprintf(src, sizeof(src), "%s:%d", c->file, locate_path(c->buf, c->len, &fh, false));
+	e.source = strdup(src);
+	if (!e.source) {
+		ret = -ENOMEM;
+		goto fail;
+	}
+	if (!rules) {
+		ret = add_allow_all(&e.rules);
+		if (!ret && has_max)
+			ret = reqrule_parse_size(maxb, &e.rules.rules[0].max_body);
+		if (ret)
+			goto fail;
+	}
+	json_array_foreach(rules, i, x) {
+		struct fpath fr = fp_idx(fp_key(f, "rules"), i);
+
+		ret = ic_rule(c, fr, x, i, has_max ? maxb : NULL, &e.rules);
+		if (ret)
+			goto fail;
+	}
+	json_array_foreach(creds, i, x) {
+		struct fpath fc = fp_idx(fp_key(f, "credentials"), i);
+
+		ret = ic_cred(c, fc, x, &e.rules);
+		if (ret)
+			goto fail;
+	}
+	ret = intercept_append(tmp, &e);
+	if (ret)
+		goto fail;
+	return 0;
+fail:
+	if (ret == -ENOMEM)
+		seterr(c->err, c->errlen, "%s: out of memory", c->file);
+	intercept_clear(&e);
+	return ret;
+}
+
+static int load_intercept(const struct load_ctx *c, const struct policy *p,
+			  struct policy *tmp, json_t *arr)
+{
+	struct fpath f = fp_key((struct fpath){ .n = 0 }, "intercept");
+	size_t i;
+	json_t *v;
+	int ret;
+
+	if (!json_is_array(arr))
+		return ferr(c, &f, false, "expected an array of hosts to intercept, got %s",
+			    json_type_name(arr));
+	if (json_array_size(arr) > POLICY_MAX_RULES)
+		return ferr(c, &f, false, "too many entries (at most %d)", POLICY_MAX_RULES);
+	json_array_foreach(arr, i, v) {
+		ret = ic_entry(c, p, tmp, fp_idx(f, i), v);
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
+/* After the whole file: each intercepted host must be let through by an
+ * allow rule of the file or of what p already had. */
+static int check_intercept_allowed(const struct load_ctx *c, const struct policy *p,
+				   const struct policy *tmp)
+{
+	size_t i;
+
+	for (i = 0; i < tmp->n_intercept; i++) {
+		const struct policy_intercept *e = &tmp->intercept[i];
+		struct fpath f = fp_key(fp_idx(fp_key((struct fpath){ .n = 0 }, "intercept"), i),
+					"host");
+
+		if (!intercept_allowed_by(tmp, e) && !intercept_allowed_by(p, e))
+			return ferr(c, &f, false, "%s is not allowed by any allow rule",
+				    e->pattern);
+	}
+	return 0;
 }
 
 int policy_load_buffer(struct policy *p, const char *name, const char *buf,
@@ -1029,6 +1865,27 @@ int policy_load_buffer(struct policy *p, const char *name, const char *buf,
 			ret = load_rules(&c, tmp, !strcmp(key, "deny"), key, v);
 			if (ret)
 				goto out;
+		} else if (!strcmp(key, "intercept")) {
+			ret = load_intercept(&c, p, tmp, v);
+			if (ret)
+				goto out;
+		} else if (!strcmp(key, "upstream_ca")) {
+			const char *s = json_string_value(v);
+
+			if (!s || s[0] != '/') {
+				seterr(err, errlen, "%s:%d: upstream_ca: expected the absolute path "
+				       "of a PEM CA bundle, got %s", c.file, key_line(&c, key),
+				       s ? "a relative path" : json_type_name(v));
+				ret = -EINVAL;
+				goto out;
+			}
+			free(tmp->upstream_ca);
+			tmp->upstream_ca = strdup(s);
+			if (!tmp->upstream_ca) {
+				ret = -ENOMEM;
+				seterr(err, errlen, "%s: out of memory", c.file);
+				goto out;
+			}
 		} else {
 			const char *best = NULL;
 			unsigned bestd = 3, d;
@@ -1047,13 +1904,17 @@ int policy_load_buffer(struct policy *p, const char *name, const char *buf,
 				       c.file, key_line(&c, key), esc(key, e, sizeof(e)), best);
 			else
 				seterr(err, errlen,
-				       "%s:%d: %s: unknown field (expected name, mode, allow, deny)",
+				       "%s:%d: %s: unknown field (expected name, mode, allow, deny, "
+				       "intercept, upstream_ca)",
 				       c.file, key_line(&c, key), esc(key, e, sizeof(e)));
 			ret = -EINVAL;
 			goto out;
 		}
 	}
 
+	ret = check_intercept_allowed(&c, p, tmp);
+	if (ret)
+		goto out;
 	if (p->n_allow + p->n_deny + tmp->n_allow + tmp->n_deny > POLICY_MAX_RULES) {
 		seterr(err, errlen, "%s: too many rules in all (at most %d)", c.file,
 		       POLICY_MAX_RULES);
@@ -1066,6 +1927,26 @@ int policy_load_buffer(struct policy *p, const char *name, const char *buf,
 		seterr(err, errlen, "%s: out of memory", c.file);
 		ret = -ENOMEM;
 		goto out;
+	}
+	if (tmp->n_intercept) {
+		struct policy_intercept *iv = realloc(p->intercept, (p->n_intercept +
+						      tmp->n_intercept) * sizeof(*iv));
+
+		if (!iv) {
+			seterr(err, errlen, "%s: out of memory", c.file);
+			ret = -ENOMEM;
+			goto out;
+		}
+		p->intercept = iv;
+		memcpy(p->intercept + p->n_intercept, tmp->intercept,
+		       tmp->n_intercept * sizeof(*tmp->intercept));
+		p->n_intercept += tmp->n_intercept;
+		tmp->n_intercept = 0;
+	}
+	if (tmp->upstream_ca) {
+		free(p->upstream_ca);
+		p->upstream_ca = tmp->upstream_ca;
+		tmp->upstream_ca = NULL;
 	}
 	if (tmp->n_allow)
 		memcpy(p->allow + p->n_allow, tmp->allow, tmp->n_allow * sizeof(*tmp->allow));
@@ -1155,6 +2036,106 @@ static json_t *rules_json(const struct policy_rule *v, size_t n)
 	return a;
 }
 
+static json_t *methods_json(uint64_t mask)
+{
+	json_t *a = json_array();
+	unsigned i;
+
+	if (!a)
+		return NULL;
+	if (mask == UINT64_MAX) {
+		if (json_array_append_new(a, json_string("*")))
+			goto fail;
+		return a;
+	}
+	for (i = 0; i < 64; i++) {
+		const char *m;
+
+		if (!(mask & (1ULL << i)))
+			continue;
+		m = http_method_str((enum http_method)i);
+		if (!strcmp(m, "<unknown>"))
+			continue;
+		if (json_array_append_new(a, json_string(m)))
+			goto fail;
+	}
+	return a;
+fail:
+	json_decref(a);
+	return NULL;
+}
+
+/* One intercept entry. Credentials as their source ("env:NAME"), which is
+ * not secret; the value is never in the policy. */
+static json_t *intercept_json(const struct policy_intercept *e)
+{
+	json_t *o = json_object(), *rules = json_array(), *creds = json_array();
+	size_t i, g;
+
+	if (!o || !rules || !creds)
+		goto fail;
+	for (i = 0; i < e->rules.n_rules; i++) {
+		const struct reqrule *r = &e->rules.rules[i];
+		json_t *ro = json_object(), *paths = json_array();
+
+		if (!ro || !paths) {
+			json_decref(ro);
+			json_decref(paths);
+			goto fail;
+		}
+		if (json_array_append_new(rules, ro)) { /* frees ro */
+			json_decref(paths);
+			goto fail;
+		}
+		for (g = 0; g < r->n_globs; g++)
+			if (json_array_append_new(paths, json_string(r->globs[g]))) {
+				json_decref(paths);
+				goto fail;
+			}
+		if (json_object_set_new(ro, "name", json_string(r->name)) ||
+		    json_object_set_new(ro, "action", json_string(r->action == REQRULE_DENY ?
+								  "deny" : "allow")) ||
+		    json_object_set_new(ro, "methods", methods_json(r->methods)) ||
+		    json_object_set_new(ro, "paths", paths))
+			goto fail;
+		if (r->max_body != REQRULE_NO_LIMIT &&
+		    json_object_set_new(ro, "max_body", json_integer((json_int_t)r->max_body)))
+			goto fail;
+	}
+	for (i = 0; i < e->rules.n_creds; i++) {
+		const struct reqrule_cred *cr = &e->rules.creds[i];
+		json_t *co = json_object();
+
+		if (!co || json_array_append_new(creds, co)) /* frees co */
+			goto fail;
+		if (json_object_set_new(co, "name", json_string(cr->name)) ||
+		    json_object_set_new(co, "header", json_string(cr->header)) ||
+		    json_object_set_new(co, "value", json_string(cr->source)))
+			goto fail;
+		if (cr->path_prefix[0] &&
+		    json_object_set_new(co, "path_prefix", json_string(cr->path_prefix)))
+			goto fail;
+	}
+	if (json_object_set_new(o, "host", json_string(e->pattern)))
+		goto fail;
+	if (json_object_set_new(o, "rules", rules)) /* frees rules */
+		goto fail_o;
+	if (!e->rules.n_creds) {
+		json_decref(creds);
+		return o;
+	}
+	if (json_object_set_new(o, "credentials", creds))
+		goto fail_o2;
+	return o;
+fail:
+	json_decref(rules);
+fail_o:
+	json_decref(creds);
+fail_o2:
+	json_decref(o);
+	return NULL;
+}
+
 int policy_write_json(const struct policy *p, FILE *out)
 {
 	json_t *o = json_object();
@@ -1167,6 +2148,19 @@ int policy_write_json(const struct policy *p, FILE *out)
 							"audit" : "enforce")) ||
 	    json_object_set_new(o, "allow", rules_json(p->allow, p->n_allow)) ||
 	    json_object_set_new(o, "deny", rules_json(p->deny, p->n_deny)))
+		goto out;
+	if (p->n_intercept) {
+		json_t *a = json_array();
+		size_t i;
+
+		if (json_object_set_new(o, "intercept", a))
+			goto out;
+		for (i = 0; i < p->n_intercept; i++)
+			if (json_array_append_new(a, intercept_json(&p->intercept[i])))
+				goto out;
+	}
+	if (p->upstream_ca &&
+	    json_object_set_new(o, "upstream_ca", json_string(p->upstream_ca)))
 		goto out;
 	ret = -EIO;
 	if (json_dumpf(o, out, JSON_INDENT(2)) || fputc('\n', out) == EOF)

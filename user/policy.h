@@ -22,6 +22,7 @@
 
 #include "addr.h"
 #include "egressd_shared.h"
+#include "reqrule.h"
 
 enum policy_mode {
 	POLICY_ENFORCE = 0,
@@ -48,6 +49,19 @@ struct policy_rule {
 	uint16_t port;  /* 0 = default */
 };
 
+/*
+ * A host whose TLS egressd terminates to check each request and inject
+ * credentials (docs/interception.md). Credentials are kept as their
+ * source ("env:NAME", "file:/path"), never as values.
+ */
+struct policy_intercept {
+	char *pattern;  /* canonical: "api.example.com" or "*.example.com" */
+	char *domain;   /* lowercase, without the "*." */
+	bool wildcard;  /* "*.domain": strict subdomains only */
+	char *source;   /* "policy.json:12", "--intercept", "--inject" */
+	struct reqrule_host rules; /* rules.host = pattern */
+};
+
 struct policy {
 	char *name;
 	enum policy_mode mode;
@@ -55,6 +69,9 @@ struct policy {
 	size_t n_allow;
 	struct policy_rule *deny;
 	size_t n_deny;
+	struct policy_intercept *intercept;
+	size_t n_intercept;
+	char *upstream_ca; /* CA bundle for upstream TLS; NULL = system store */
 };
 
 struct policy *policy_new(const char *name);
@@ -112,6 +129,26 @@ bool policy_names_addr(const struct policy *p, const struct egr_addr *a, uint16_
  * ports[0..*n) (deduplicated, sorted). Returns -E2BIG if more than max. */
 int policy_allowed_ports(const struct policy *p, bool *any_port,
 			 uint16_t *ports, size_t max, size_t *n);
+
+/* TLS interception (issue 4): the request rules for host if the policy
+ * marks it "intercept" (exact name or "*.domain"), else NULL. An exact
+ * entry wins over a wildcard one, a longer wildcard over a shorter. */
+const struct reqrule_host *policy_intercept_for(const struct policy *p, const char *host);
+
+/*
+ * Mark host ("name" or "*.domain") intercepted, with one rule "all"
+ * allowing every method on every path, unless the policy already
+ * intercepts exactly that pattern (its rules are then kept). *out (may be
+ * NULL) receives the entry's rules, e.g. to add credentials. On error
+ * -EINVAL and "reason" in err.
+ */
+int policy_add_intercept(struct policy *p, const char *host, const char *source,
+			 struct reqrule_host **out, char *err, size_t errlen);
+
+/* Every intercepted host is allowed by some allow rule (an interception
+ * that no rule lets through is a mistake). 0, or -EINVAL with
+ * "HOST (SOURCE): is not allowed by any allow rule" in err. */
+int policy_check_intercept(const struct policy *p, char *err, size_t errlen);
 
 /* "--allow RULE" text that would admit host (or address) and port; used in
  * the exit summary. Returns buf. */

@@ -86,6 +86,7 @@
 #include "log.h"
 #include "loop.h"
 #include "dnsproxy.h"
+#include "intercept.h"
 #include "proxy.h"
 #include "resolver.h"
 
@@ -163,7 +164,7 @@ struct conn {
 	struct egr_origin origin;
 	bool has_origin;
 	bool counted_cgroup;
-	bool handed_off; /* the fd went to the DNS proxy */
+	bool handed_off; /* the fd(s) went to the DNS proxy / interception */
 	struct egr_addr peer;
 	uint16_t peer_port;
 	struct egr_addr orig; /* original destination */
@@ -183,6 +184,7 @@ struct conn {
 	char alpn[256];
 
 	/* decision */
+	const struct reqrule_host *icpt; /* TLS to an intercepted name */
 	enum egr_verdict verdict;
 	enum egr_reason reason;
 	const struct policy_rule *rule;
@@ -245,6 +247,7 @@ struct proxy {
 	pthread_mutex_t cg_lock;
 	struct cg_entry *cg[CG_BUCKETS];
 	struct dnsproxy *dns;
+	struct intercept *ic;
 };
 
 static const uint8_t tls_alert_access_denied[] = { 0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 49 };
@@ -673,12 +676,50 @@ static void conn_connect_original(struct conn *c)
 	conn_connect_next(c);
 }
 
+/* Interception (issue 4): the engine terminates TLS on both sockets,
+ * starting with the ClientHello we peeked, and audits each request; this
+ * connection leaves without a record of its own. */
+static void conn_handoff_intercept(struct conn *c)
+{
+	struct worker *w = c->w;
+	struct intercept_conn_info info = {
+		.origin = &c->origin,
+		.host = c->name,
+		.rules = c->icpt,
+		.policy = c->policy,
+		.rule = c->rule ? c->rule->text : NULL,
+		.upstream = c->resolved,
+		.upstream_port = c->orig_port,
+		.peeked = c->buf + c->buf_off,
+		.peeked_len = c->buf_len - c->buf_off,
+	};
+	int cfd = c->cfd, ufd = c->ufd, err;
+
+	loop_timer_stop(&c->timer);
+	loop_del(w->loop, cfd);
+	loop_del(w->loop, ufd);
+	c->cfd = c->ufd = -1;
+	err = intercept_take(w->p->ic, cfd, ufd, &info); /* closes both on error */
+	if (err) {
+		conn_set_detail(c, "interception: %s", strerror(-err));
+		c->verdict = EGR_VERDICT_DENY;
+		c->reason = EGR_REASON_INTERNAL;
+	} else {
+		c->handed_off = true;
+	}
+	conn_schedule_close(c);
+}
+
 static void conn_connected(struct conn *c)
 {
 	struct worker *w = c->w;
 
 	loop_timer_stop(&c->timer);
 	c->has_resolved = true;
+	if (c->icpt) {
+		conn_handoff_intercept(c);
+		return;
+	}
 	c->last_active_ms = loop_now_ms(w->loop);
 	loop_timer_start(w->loop, w->tl_idle, &c->timer, conn_timer_cb);
 	if (c->buf_len > c->buf_off) {
@@ -1085,6 +1126,10 @@ static void conn_decide(struct conn *c)
 	policy_decide_name(pol, c->name, c->orig_port, &d);
 	if (d.verdict == EGR_VERDICT_ALLOW) {
 		conn_allow(c, &d);
+		/* Plain HTTP to an intercepted name stays a relay: credentials
+		 * are never injected without TLS. */
+		if (c->w->p->ic && c->proto == PROTO_TLS)
+			c->icpt = policy_intercept_for(pol, c->name);
 		conn_resolve(c);
 		return;
 	}
@@ -1380,6 +1425,11 @@ out:
 }
 
 /* ---- accept ----------------------------------------------------------- */
+
+void proxy_set_intercept(struct proxy *p, struct intercept *ic)
+{
+	p->ic = ic;
+}
 
 void proxy_set_dnsproxy(struct proxy *p, struct dnsproxy *d)
 {

@@ -50,6 +50,12 @@ int proxy_has_v6(const struct proxy *p);
 /* DNS over TCP (original destination port 53) is handed to d; without
  * one such connections are denied. Call before proxy_start(). */
 void proxy_set_dnsproxy(struct proxy *p, struct dnsproxy *d);
+/* TLS connections to names the policy marks "intercept"
+ * (policy_intercept_for()) are handed to ic after the upstream connect;
+ * without one (or for plain HTTP) they are relayed as usual. Call before
+ * proxy_start(). */
+struct intercept;
+void proxy_set_intercept(struct proxy *p, struct intercept *ic);
 int proxy_start(struct proxy *p);
 void proxy_stop(struct proxy *p);
 void proxy_destroy(struct proxy *p); /* accepts NULL */

@@ -8,7 +8,8 @@
  *   -> load the programs with that port -> fill policy maps
  *   -> create egressd.run.<pid> -> attach the programs to it only
  *   -> clone3(CLONE_INTO_CGROUP): CMD never runs an instruction outside
- *   -> start proxy workers and the kernel-event reader
+ *   -> start the interception engine (if any host is intercepted), proxy
+ *      workers and the kernel-event reader
  *   -> wait for CMD, forwarding signals
  *   -> kill what CMD left in the cgroup -> stop proxy -> detach -> rmdir
  *
@@ -18,6 +19,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <getopt.h>
 #include <grp.h>
 #include <limits.h>
@@ -33,6 +35,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -42,16 +45,26 @@
 #include "addr.h"
 #include "audit.h"
 #include "bpfload.h"
+#include "ca.h"
 #include "cgroup.h"
 #include "config.h"
 #include "dnsproxy.h"
+#include "intercept.h"
 #include "log.h"
 #include "policy.h"
 #include "proxy.h"
+#include "reqrule.h"
 #include "run.h"
 #include "sockdiag.h"
 
 #define RUN_MAX_RULES 4096
+#define RUN_MAX_CRED_ENV 64
+
+/* Where every TLS client the agent may run looks for its CA bundle. */
+static const char *const run_ca_env[] = {
+	"SSL_CERT_FILE", "NODE_EXTRA_CA_CERTS", "REQUESTS_CA_BUNDLE",
+	"CURL_CA_BUNDLE", "GIT_SSL_CAINFO",
+};
 
 struct run_opts {
 	const char *policy_file;
@@ -63,7 +76,20 @@ struct run_opts {
 	const char *user;
 	bool allow_root_agent;
 	bool quiet;
+	const char *intercept[RUN_MAX_RULES];
+	size_t n_intercept;
+	const char *inject[RUN_MAX_RULES];
+	size_t n_inject;
+	const char *ca_dir;
+	const char *upstream_ca;
 	char **cmd;
+};
+
+/* What the child's environment gets, prepared before the clone. */
+struct run_child_env {
+	const char *bundle;  /* CA bundle for run_ca_env, NULL: none */
+	const char *unset[RUN_MAX_CRED_ENV]; /* credential variables */
+	size_t n_unset;
 };
 
 struct run_state {
@@ -83,6 +109,13 @@ struct run_state {
 	bool events_running;
 	volatile sig_atomic_t events_stop;
 	struct dnsproxy *dns;
+	/* TLS interception */
+	struct ca *ca;
+	struct intercept *ic;
+	bool ic_started;
+	char icdir[PATH_MAX];    /* this run's directory: bundle (+ fresh CA) */
+	char bundle[PATH_MAX];
+	struct run_child_env child_env;
 };
 
 void run_usage(FILE *out)
@@ -102,6 +135,23 @@ void run_usage(FILE *out)
 "  -d, --deny RULE          deny RULE (repeatable); deny wins over allow\n"
 "  -p, --policy FILE        JSON policy file (docs/policy.md)\n"
 "      --with-default       also include the built-in default policy\n"
+"\n"
+"TLS interception (docs/interception.md; the host must also be allowed):\n"
+"      --intercept HOST     terminate TLS to HOST (repeatable; *.example.com\n"
+"                           for subdomains): every request is checked (Host\n"
+"                           must match the SNI) and logged; all methods and\n"
+"                           paths allowed unless the policy file has rules\n"
+"      --inject 'HOST:HEADER=SOURCE'  set HEADER on requests to HOST (implies\n"
+"                           --intercept HOST), replacing what the agent sent;\n"
+"                           SOURCE is env:NAME (egressd's environment; under\n"
+"                           sudo: sudo --preserve-env=NAME) or file:/path.\n"
+"                           NAME is removed from CMD's environment\n"
+"      --ca-dir DIR         CA from `egressctl ca init --dir DIR` (default: a\n"
+"                           new CA for this run, deleted at exit)\n"
+"      --upstream-ca FILE   verify upstream servers against FILE (PEM) instead\n"
+"                           of the system store\n"
+"  CMD gets a CA bundle (system CAs + egressd's CA) in SSL_CERT_FILE,\n"
+"  NODE_EXTRA_CA_CERTS, REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE, GIT_SSL_CAINFO.\n"
 "\n"
 "The agent:\n"
 "  -u, --user NAME          run CMD as NAME (default: the sudo caller)\n"
@@ -137,6 +187,10 @@ enum {
 	OPT_CONNECT_TIMEOUT,
 	OPT_IDLE_TIMEOUT,
 	OPT_MAX_CONNS,
+	OPT_INTERCEPT,
+	OPT_INJECT,
+	OPT_CA_DIR,
+	OPT_UPSTREAM_CA,
 };
 
 static int parse_uint(const char *opt, const char *s, unsigned min, unsigned max, unsigned *out)
@@ -174,6 +228,10 @@ static int run_parse(int argc, char **argv, struct run_opts *o, struct config *c
 		{ "connect-timeout", required_argument, NULL, OPT_CONNECT_TIMEOUT },
 		{ "idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT },
 		{ "max-conns", required_argument, NULL, OPT_MAX_CONNS },
+		{ "intercept", required_argument, NULL, OPT_INTERCEPT },
+		{ "inject", required_argument, NULL, OPT_INJECT },
+		{ "ca-dir", required_argument, NULL, OPT_CA_DIR },
+		{ "upstream-ca", required_argument, NULL, OPT_UPSTREAM_CA },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -255,6 +313,24 @@ static int run_parse(int argc, char **argv, struct run_opts *o, struct config *c
 			if (parse_uint("--max-conns", optarg, 1, 1000000, &cfg->max_conns_per_cgroup))
 				return -EINVAL;
 			break;
+		case OPT_INTERCEPT:
+		case OPT_INJECT:
+			if ((c == OPT_INTERCEPT ? o->n_intercept : o->n_inject) >= RUN_MAX_RULES) {
+				fprintf(stderr, "egressd: too many --%s options (max %d)\n",
+					c == OPT_INTERCEPT ? "intercept" : "inject", RUN_MAX_RULES);
+				return -EINVAL;
+			}
+			if (c == OPT_INTERCEPT)
+				o->intercept[o->n_intercept++] = optarg;
+			else
+				o->inject[o->n_inject++] = optarg;
+			break;
+		case OPT_CA_DIR:
+			o->ca_dir = optarg;
+			break;
+		case OPT_UPSTREAM_CA:
+			o->upstream_ca = optarg;
+			break;
 		case 'h':
 			run_usage(stdout);
 			exit(0);
@@ -278,14 +354,65 @@ static int run_parse(int argc, char **argv, struct run_opts *o, struct config *c
 	return 0;
 }
 
+/* --inject 'HOST:HEADER=SOURCE' into the policy (HOST intercepted). */
+static int run_add_inject(struct policy *p, const char *arg)
+{
+	char host[300], header[REQRULE_HEADER_MAX], err[512];
+	const char *colon = strchr(arg, ':'), *eq = colon ? strchr(colon, '=') : NULL;
+	const char *source = eq ? eq + 1 : NULL;
+	struct reqrule_host *h;
+	size_t hl, i;
+
+	if (!colon || !eq || colon == arg || eq == colon + 1 ||
+	    (size_t)(colon - arg) >= sizeof(host) || (size_t)(eq - colon - 1) >= sizeof(header)) {
+		fprintf(stderr, "egressd: --inject: expected HOST:HEADER=SOURCE, e.g. "
+			"'api.example.com:x-api-key=env:API_KEY'\n");
+		return -EINVAL;
+	}
+	/* Never echo SOURCE when it is not a source: it may be the secret. */
+	if (strncmp(source, "env:", 4) && strncmp(source, "file:/", 6)) {
+		fprintf(stderr, "egressd: --inject %.*s: the value must be env:NAME or "
+			"file:/path, never the secret itself\n", (int)(eq - arg), arg);
+		return -EINVAL;
+	}
+	hl = (size_t)(colon - arg);
+	memcpy(host, arg, hl);
+	host[hl] = '\0';
+	memcpy(header, colon + 1, (size_t)(eq - colon - 1));
+	header[eq - colon - 1] = '\0';
+	if (policy_add_intercept(p, host, "--inject", &h, err, sizeof(err))) {
+		fprintf(stderr, "egressd: --inject '%s': %s\n", host, err);
+		return -EINVAL;
+	}
+	for (i = 0; i < h->n_creds; i++) {
+		if (!strcasecmp(h->creds[i].header, header) && !h->creds[i].path_prefix[0]) {
+			fprintf(stderr, "egressd: --inject %s:%s: %s already gets a %s "
+				"credential\n", host, header, host, header);
+			return -EINVAL;
+		}
+	}
+	if (reqrule_host_add_cred(h, header, header, "", source)) {
+		fprintf(stderr, "egressd: --inject %s:%s: invalid header name or source\n",
+			host, header);
+		return -EINVAL;
+	}
+	return 0;
+}
+
 static struct policy *run_build_policy(const struct run_opts *o)
 {
 	char err[1024];
 	struct policy *p;
 	size_t i;
 
-	if (!o->policy_file && !o->n_allow && !o->n_deny)
-		return policy_default();
+	if (!o->policy_file && !o->n_allow && !o->n_deny) {
+		p = policy_default();
+		if (!p) {
+			fprintf(stderr, "egressd: out of memory\n");
+			return NULL;
+		}
+		goto intercept;
+	}
 	p = o->with_default ? policy_default() : policy_new(o->policy_file ? o->policy_file : "command-line");
 	if (!p) {
 		fprintf(stderr, "egressd: out of memory\n");
@@ -306,6 +433,21 @@ static struct policy *run_build_policy(const struct run_opts *o)
 			fprintf(stderr, "egressd: --deny '%s': %s\n", o->deny[i], err);
 			goto fail;
 		}
+	}
+intercept:
+	for (i = 0; i < o->n_intercept; i++) {
+		if (policy_add_intercept(p, o->intercept[i], "--intercept", NULL, err,
+					 sizeof(err))) {
+			fprintf(stderr, "egressd: --intercept '%s': %s\n", o->intercept[i], err);
+			goto fail;
+		}
+	}
+	for (i = 0; i < o->n_inject; i++)
+		if (run_add_inject(p, o->inject[i]))
+			goto fail;
+	if (policy_check_intercept(p, err, sizeof(err))) {
+		fprintf(stderr, "egressd: intercept %s\n", err);
+		goto fail;
 	}
 	return p;
 fail:
@@ -488,6 +630,229 @@ static int run_origin_for_udp(void *ctx, const struct sockaddr *peer, socklen_t 
 	return egr_bpf_udp_origin(s->bpf, cookie, o);
 }
 
+/* --- TLS interception ---------------------------------------------------- */
+
+/*
+ * Each credential's source must give a value now, not at the agent's first
+ * request; and every env: variable is noted, to be removed from CMD's
+ * environment (the agent must not see what egressd injects for it).
+ */
+static int run_check_credentials(struct run_state *s)
+{
+	char *val = malloc(REQRULE_VALUE_MAX), err[512];
+	const struct policy *p = s->policy;
+	size_t i, j, k, len;
+	int ret = 0;
+
+	if (!val) {
+		fprintf(stderr, "egressd: out of memory\n");
+		return -ENOMEM;
+	}
+	for (i = 0; i < p->n_intercept && !ret; i++) {
+		const struct reqrule_host *h = &p->intercept[i].rules;
+
+		for (j = 0; j < h->n_creds && !ret; j++) {
+			const struct reqrule_cred *c = &h->creds[j];
+			bool env = !strncmp(c->source, "env:", 4);
+
+			ret = reqrule_cred_resolve(c, val, REQRULE_VALUE_MAX, &len, err,
+						   sizeof(err));
+			explicit_bzero(val, REQRULE_VALUE_MAX);
+			if (ret) {
+				if (env && ret == -ENOENT)
+					fprintf(stderr, "egressd: %s: %s (under sudo, pass it "
+						"with `sudo --preserve-env=%s egressd ...` or "
+						"`sudo %s=... egressd ...`)\n",
+						p->intercept[i].pattern, err, c->source + 4,
+						c->source + 4);
+				else
+					fprintf(stderr, "egressd: %s: %s\n",
+						p->intercept[i].pattern, err);
+				break;
+			}
+			if (!env)
+				continue;
+			for (k = 0; k < s->child_env.n_unset; k++)
+				if (!strcmp(s->child_env.unset[k], c->source + 4))
+					break;
+			if (k < s->child_env.n_unset)
+				continue;
+			if (s->child_env.n_unset == RUN_MAX_CRED_ENV) {
+				fprintf(stderr, "egressd: more than %d credential variables\n",
+					RUN_MAX_CRED_ENV);
+				ret = -E2BIG;
+				break;
+			}
+			s->child_env.unset[s->child_env.n_unset++] = c->source + 4;
+		}
+	}
+	free(val);
+	return ret;
+}
+
+static int run_rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)ftw;
+	/* best effort: what is left is reported by the caller */
+	if (flag == FTW_DP)
+		rmdir(path);
+	else
+		unlink(path);
+	return 0;
+}
+
+/*
+ * This run's directory, made by root: /run/egressd/run.XXXXXX (or
+ * /tmp/egressd-run.XXXXXX if /run/egressd is unusable). Mode 0711: the
+ * agent can open the bundle by its name, not list the directory; a fresh
+ * CA goes into its ca/ subdirectory (0700, key 0600).
+ */
+static int run_make_icdir(struct run_state *s)
+{
+	struct stat st;
+
+	if (mkdir("/run/egressd", 0755) && errno != EEXIST)
+		goto tmp;
+	if (lstat("/run/egressd", &st) || !S_ISDIR(st.st_mode) || st.st_uid != 0 ||
+	    (st.st_mode & 022))
+		goto tmp;
+	snprintf(s->icdir, sizeof(s->icdir), "/run/egressd/run.XXXXXX");
+	if (mkdtemp(s->icdir))
+		goto made;
+tmp:
+	snprintf(s->icdir, sizeof(s->icdir), "/tmp/egressd-run.XXXXXX");
+	if (!mkdtemp(s->icdir)) {
+		int e = -errno;
+
+		fprintf(stderr, "egressd: cannot create a directory for the CA bundle: %s\n",
+			strerror(-e));
+		s->icdir[0] = '\0';
+		return e;
+	}
+made:
+	if (chmod(s->icdir, 0711)) {
+		int e = -errno;
+
+		fprintf(stderr, "egressd: chmod %s: %s\n", s->icdir, strerror(-e));
+		return e;
+	}
+	return 0;
+}
+
+static int run_write_bundle(struct run_state *s)
+{
+	FILE *f;
+	int fd, e;
+
+	snprintf(s->bundle, sizeof(s->bundle), "%s/ca-bundle.crt", s->icdir);
+	fd = open(s->bundle, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+	if (fd < 0) {
+		e = -errno;
+		goto fail;
+	}
+	/* umask must not take the agent's read permission away */
+	if (fchmod(fd, 0644)) {
+		e = -errno;
+		close(fd);
+		goto fail;
+	}
+	f = fdopen(fd, "w");
+	if (!f) {
+		e = -errno;
+		close(fd);
+		goto fail;
+	}
+	e = ca_write_bundle(s->ca, NULL, f);
+	if (fclose(f) && !e)
+		e = -EIO;
+	if (!e)
+		return 0;
+fail:
+	fprintf(stderr, "egressd: cannot write the CA bundle %s: %s\n", s->bundle,
+		strerror(-e));
+	return e;
+}
+
+/* Everything interception needs before the child exists: no threads. */
+static int run_setup_intercept(struct run_state *s, const struct run_opts *o)
+{
+	struct intercept_params ip = { 0 };
+	const char *upstream = o->upstream_ca ? o->upstream_ca : s->policy->upstream_ca;
+	char err[1024], cadir[PATH_MAX];
+	int e;
+
+	if (!s->policy->n_intercept) {
+		if (o->ca_dir || o->upstream_ca)
+			log_warn("--ca-dir/--upstream-ca given but no host is intercepted");
+		return 0;
+	}
+	if (upstream && access(upstream, R_OK)) {
+		e = -errno;
+		fprintf(stderr, "egressd: upstream CA %s: %s\n", upstream, strerror(-e));
+		return e;
+	}
+	e = run_check_credentials(s);
+	if (e)
+		return e;
+	e = run_make_icdir(s);
+	if (e)
+		return e;
+	if (o->ca_dir) {
+		e = ca_load_dir(o->ca_dir, true, &s->ca, err, sizeof(err));
+	} else {
+		struct ca_init_opts copts = { 0 };
+
+		snprintf(cadir, sizeof(cadir), "%s/ca", s->icdir);
+		e = ca_init(cadir, &copts, &s->ca, err, sizeof(err));
+	}
+	if (e) {
+		fprintf(stderr, "egressd: %s\n", err);
+		return e;
+	}
+	e = run_write_bundle(s);
+	if (e)
+		return e;
+	s->child_env.bundle = s->bundle;
+
+	ip.cfg = &s->cfg;
+	ip.audit = s->audit;
+	ip.ca = s->ca;
+	ip.upstream_ca_file = upstream;
+	ip.cgroup_name = run_cgroup_name;
+	ip.ctx = s;
+	e = intercept_create(&s->ic, &ip);
+	if (e) {
+		fprintf(stderr, "egressd: cannot start TLS interception: %s\n", strerror(-e));
+		return e;
+	}
+	proxy_set_intercept(s->proxy, s->ic);
+	log_info("intercepting %zu host pattern(s); CA bundle for the command: %s",
+		 s->policy->n_intercept, s->bundle);
+	return 0;
+}
+
+static void run_teardown_intercept(struct run_state *s)
+{
+	if (s->ic) {
+		if (s->ic_started)
+			intercept_stop(s->ic);
+		intercept_destroy(s->ic);
+		s->ic = NULL;
+		s->ic_started = false;
+	}
+	ca_free(s->ca);
+	s->ca = NULL;
+	/* The fresh CA's key goes with the run. */
+	if (s->icdir[0]) {
+		nftw(s->icdir, run_rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+		if (!access(s->icdir, F_OK))
+			log_warn("cannot remove %s: remove it by hand (it may hold a CA key)",
+				 s->icdir);
+		s->icdir[0] = '\0';
+	}
+}
+
 /* Capabilities a root agent must not keep: they would let it detach the
  * programs, load its own, open raw sockets or leave the cgroup. */
 static const int run_drop_caps[] = {
@@ -520,10 +885,11 @@ static int run_drop_root_caps(void)
 }
 
 /* In the child, between clone and exec. */
-static void run_child(const struct run_opts *o, const struct run_user *u, int cgroup_fd,
-		      bool in_cgroup, int errfd)
+static void run_child(const struct run_opts *o, const struct run_user *u,
+		      const struct run_child_env *env, int cgroup_fd, bool in_cgroup, int errfd)
 {
 	sigset_t none;
+	size_t k;
 	int i;
 
 	sigemptyset(&none);
@@ -555,6 +921,13 @@ static void run_child(const struct run_opts *o, const struct run_user *u, int cg
 			setenv("HOME", u->home, 1);
 		}
 	}
+	/* Set here, not in egressd's own environment: egressd's upstream
+	 * verification must never trust its own CA. */
+	for (k = 0; k < env->n_unset; k++)
+		unsetenv(env->unset[k]);
+	for (k = 0; env->bundle && k < sizeof(run_ca_env) / sizeof(run_ca_env[0]); k++)
+		if (setenv(run_ca_env[k], env->bundle, 1))
+			goto fail;
 	execvp(o->cmd[0], o->cmd);
 fail:
 	{
@@ -567,8 +940,8 @@ fail:
 	}
 }
 
-static pid_t run_spawn(const struct run_opts *o, const struct run_user *u, int cgroup_fd,
-		       int *child_errno)
+static pid_t run_spawn(const struct run_opts *o, const struct run_user *u,
+		       const struct run_child_env *env, int cgroup_fd, int *child_errno)
 {
 	struct clone_args args = {
 		.flags = CLONE_INTO_CGROUP,
@@ -598,12 +971,12 @@ static pid_t run_spawn(const struct run_opts *o, const struct run_user *u, int c
 		pid = fork();
 		if (pid == 0) {
 			close(pipefd[0]);
-			run_child(o, u, procs, false, pipefd[1]);
+			run_child(o, u, env, procs, false, pipefd[1]);
 		}
 		close(procs);
 	} else if (pid == 0) {
 		close(pipefd[0]);
-		run_child(o, u, cgroup_fd, in_cgroup, pipefd[1]);
+		run_child(o, u, env, cgroup_fd, in_cgroup, pipefd[1]);
 	}
 	if (pid < 0) {
 		e = -errno;
@@ -636,11 +1009,19 @@ static void run_teardown(struct run_state *s)
 		pthread_join(s->events_thread, NULL);
 		s->events_running = false;
 	}
-	if (s->proxy) {
+	if (s->proxy)
 		proxy_stop(s->proxy);
+	/* No more hand-offs once the proxy stopped; the engine's connections
+	 * end before the proxy that created them is freed. */
+	if (s->ic && s->ic_started) {
+		intercept_stop(s->ic);
+		s->ic_started = false;
+	}
+	if (s->proxy) {
 		proxy_destroy(s->proxy);
 		s->proxy = NULL;
 	}
+	run_teardown_intercept(s);
 	if (s->dns) {
 		dnsproxy_stop(s->dns);
 		dnsproxy_destroy(s->dns);
@@ -785,6 +1166,8 @@ int run_main(int argc, char **argv)
 		goto out;
 	}
 	proxy_set_dnsproxy(s.proxy, s.dns);
+	if (run_setup_intercept(&s, &o))
+		goto out;
 	if (egr_bpf_load(s.bpf, proxy_port(s.proxy), proxy_has_v6(s.proxy)))
 		goto out;
 	if (egr_bpf_set_policy(s.bpf, 0, s.policy))
@@ -824,7 +1207,7 @@ int run_main(int argc, char **argv)
 	sigprocmask(SIG_BLOCK, &set, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
-	child = run_spawn(&o, &u, s.cgroup_fd, &child_errno);
+	child = run_spawn(&o, &u, &s.child_env, s.cgroup_fd, &child_errno);
 	if (child < 0) {
 		fprintf(stderr, "egressd: cannot start %s: %s\n", o.cmd[0], strerror(-child));
 		goto out;
@@ -836,6 +1219,10 @@ int run_main(int argc, char **argv)
 		goto out;
 	}
 	e = dnsproxy_start(s.dns);
+	if (!e && s.ic) {
+		e = intercept_start(s.ic);
+		s.ic_started = !e;
+	}
 	if (!e)
 		e = proxy_start(s.proxy);
 	if (e) {

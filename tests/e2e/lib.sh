@@ -82,6 +82,24 @@ bed_pki() {
 	E2E_CA=$d/ca.pem
 }
 
+# A dumb-HTTP git repository (static files after `git update-server-info`)
+# that allowed.test serves under /repo.git, for git ls-remote over HTTPS.
+bed_gitrepo() {
+	command -v git >/dev/null || return 0
+	local w=$E2E_DIR/run/gitwork r=$E2E_DIR/www/repo.git
+	mkdir -p "$E2E_DIR/www" || return 1
+	git init -q --bare -b main "$r" >/dev/null 2>&1 &&
+		git init -q -b main "$w" >/dev/null 2>&1 &&
+		echo "bed repository" >"$w/README" &&
+		git -C "$w" add README &&
+		git -C "$w" -c user.name=e2e -c user.email=e2e@allowed.test \
+			commit -q -m init &&
+		git -C "$w" push -q "$r" main 2>/dev/null &&
+		git --git-dir="$r" update-server-info || return 1
+	rm -rf "$w"
+	chmod -R a+rX "$E2E_DIR/www"
+}
+
 bed_netns() {
 	ip netns add "$NS_HOST" || return 1
 	ip netns add "$NS_NET" || return 1
@@ -165,6 +183,7 @@ bed_servers() {
 	local p=$E2E_DIR/pki
 	bed_server allowed.test --addr $ALLOWED4 --addr $ALLOWED6 \
 		--tls 443 --tls 8443 --http 80 --http 8080 \
+		--static /repo.git="$E2E_DIR/www/repo.git" \
 		--cert "$p/allowed.test.pem" --key "$p/allowed.test.key"
 	bed_server api.allowed.test --addr $API4 --tls 443 --http 80 \
 		--cert "$p/api.allowed.test.pem" --key "$p/api.allowed.test.key"
@@ -236,6 +255,7 @@ bed_setup() {
 	chmod 755 "$E2E_DIR"/bin/*
 	bed_build || { bed_log "building the attackers failed"; return 1; }
 	bed_pki || { bed_log "openssl failed"; return 1; }
+	bed_gitrepo || { bed_log "git repository for the bed failed"; return 1; }
 	bed_netns || { bed_log "network namespaces failed"; return 1; }
 	bed_servers || return 1
 	bed_dns || return 1
@@ -330,6 +350,26 @@ egr() {
 			--log "$CASE_AUDIT" --log-format json "${opts[@]}" \
 			-- "${envv[@]}" "$@" </dev/null 2>>"$CASE_STDERR")
 	fi
+}
+
+# egr_ic [egressd-run options] -- CMD...
+# Like egr, for TLS interception: CMD gets only what `egressd run` sets (no
+# env -i around CMD, which would drop the CA bundle variables), so egressd
+# itself starts from a clean environment plus the caller's IC_ENV array
+# (credentials, e.g. IC_ENV=(API_KEY=...)). egressd verifies upstream
+# servers against the bed's CA (a later --upstream-ca wins).
+egr_ic() {
+	local opts=()
+	while [ $# -gt 0 ] && [ "$1" != -- ]; do
+		opts+=("$1")
+		shift
+	done
+	[ $# -gt 0 ] && shift
+	(cd "$E2E_DIR" && timeout -k 5 "$E2E_TIMEOUT" \
+		ip netns exec "$NS_HOST" env -i PATH=/usr/local/bin:/usr/bin:/bin \
+		HOME="$E2E_DIR/home" LANG=C.UTF-8 "${IC_ENV[@]}" \
+		"$EGRESSD" run --user nobody --log "$CASE_AUDIT" --log-format json \
+		--upstream-ca "$E2E_CA" "${opts[@]}" -- "$@" </dev/null 2>>"$CASE_STDERR")
 }
 
 # outside CMD...: CMD as nobody in the host netns, with egr's environment,

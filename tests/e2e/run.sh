@@ -68,6 +68,13 @@ CASES=(
 	exit_status_passthrough
 	refuses_root_agent
 	bad_policy_error
+	intercept_curl_node_python_git
+	intercept_injects_credential
+	intercept_method_path_rules
+	intercept_domain_fronting
+	intercept_upstream_unverified
+	intercept_smuggling
+	not_intercepted_passthrough
 	cleanup_after_kill
 	daemon_enforces_bindings
 	nothing_left_behind
@@ -1145,6 +1152,264 @@ case_nothing_left_behind() {
 		[ -n "$i" ] && kill -0 "$i" 2>/dev/null && left+="pid $i; "
 	done <"$E2E_SNAP/pids"
 	[ -z "$left" ] || fail "left behind: $left"
+}
+
+# ---------------------------------------------------------------------
+# TLS interception (docs/interception.md). The agent gets only the
+# environment egressd sets (egr_ic): the CA bundle variables must be enough
+# for curl, Node, Python and git, with no --cacert.
+
+IC_ENV=()
+# Print the issuer of the certificate NAME:443 presents to the agent.
+IC_ISSUER='openssl s_client -connect "$1:443" -servername "$1" </dev/null 2>/dev/null |
+	openssl x509 -noout -issuer 2>&1'
+# Status line, then the body, of one raw request over TLS (SSL_CERT_FILE
+# trusts egressd's CA), for requests curl will not send.
+IC_RAW='import socket, ssl, sys
+ctx = ssl.create_default_context()
+s = ctx.wrap_socket(socket.create_connection((sys.argv[1], 443), timeout=8),
+                    server_hostname=sys.argv[1])
+s.sendall(sys.argv[2].encode().decode("unicode_escape").encode("latin-1"))
+data = b""
+try:
+    while len(data) < 65536:
+        b = s.recv(4096)
+        if not b:
+            break
+        data += b
+except (socket.timeout, ssl.SSLError, ConnectionError) as e:
+    data += ("\n[%r]" % e).encode()
+print(data.decode("latin-1"))'
+
+# ic_requests NAME: request events in NAME's server log since log_mark.
+ic_requests() { log_new "$1" | grep '"event": "request"'; }
+
+case_intercept_curl_node_python_git() {
+	need_egressd
+	local out want line
+	# The bed's repository works outside, with the bed's CA: proves the
+	# server side; inside, only egressd's bundle may be used.
+	if command -v git >/dev/null; then
+		want=$(git --git-dir="$E2E_DIR/www/repo.git" rev-parse main)
+		out=$(outside env GIT_SSL_CAINFO="$E2E_CA" git ls-remote \
+			https://allowed.test/repo.git 2>&1) ||
+			fail "outside git ls-remote: $(oneline "$out")"
+	fi
+	log_mark allowed.test
+	out=$(egr_ic --allow allowed.test --intercept allowed.test -- sh -c '
+		echo "issuer: $(sh -c "$1" sh allowed.test)"
+		echo "curl: $(curl -sS --max-time 10 https://allowed.test/ 2>&1)"
+		echo "node: $(node -e "$2" https://allowed.test/ 2>&1)"
+		echo "python: $(python3 -c "import urllib.request as u, sys
+print(u.urlopen(sys.argv[1], timeout=10).read().decode(), end=\"\")" https://allowed.test/ 2>&1)"
+		echo "git: $(git ls-remote https://allowed.test/repo.git 2>&1 | tr "\t\n" "  ")"
+		echo "bundle: $SSL_CERT_FILE $NODE_EXTRA_CA_CERTS $REQUESTS_CA_BUNDLE $CURL_CA_BUNDLE $GIT_SSL_CAINFO"
+		d=$(dirname "$SSL_CERT_FILE")
+		echo "key: $(cat "$d/ca/ca.key" 2>&1 | head -c 60)"
+		echo "list: $(ls "$d" 2>&1 | head -c 200)"
+		' sh "$IC_ISSUER" "$NODE_FETCH")
+	note "$out"
+	grep -q '^issuer: .*egressd local CA' <<<"$out" ||
+		fail "the agent did not get egressd's certificate: $(grep '^issuer' <<<"$out")"
+	for line in "curl: hello from allowed.test" "python: hello from allowed.test"; do
+		grep -qxF "$line" <<<"$out" || fail "expected '$line': $(oneline "$out")"
+	done
+	if command -v node >/dev/null; then
+		grep -qxF "node: hello from allowed.test" <<<"$out" ||
+			fail "node fetch: $(grep '^node' <<<"$out")"
+	fi
+	if command -v git >/dev/null; then
+		grep -q "^git: $want HEAD $want refs/heads/main" <<<"$out" ||
+			fail "git ls-remote: $(grep '^git' <<<"$out")"
+	fi
+	# every variable names the same readable bundle; the CA key is not
+	# readable and the directory not listable
+	grep -Eq '^bundle: (/[^ ]+/ca-bundle.crt)( \1){4}$' <<<"$out" ||
+		fail "CA bundle variables: $(grep '^bundle' <<<"$out")"
+	grep -q '^key: .*Permission denied' <<<"$out" ||
+		fail "CA key readable by the agent? $(grep '^key' <<<"$out")"
+	grep -q '^list: .*Permission denied' <<<"$out" ||
+		fail "run directory listable: $(grep '^list' <<<"$out")"
+	# egressd made the upstream requests, with SNI and Host allowed.test
+	[ "$(ic_requests allowed.test | grep -c '"sni": "allowed.test"')" -ge 3 ] ||
+		fail "allowed.test saw too few TLS requests: $(oneline "$(log_new allowed.test)")"
+	# the per-run directory (and the fresh CA key) is gone after the run
+	local dir
+	dir=$(sed -n 's/^bundle: \([^ ]*\)\/ca-bundle.crt .*/\1/p' <<<"$out")
+	[ -n "$dir" ] && [ ! -e "$dir" ] || fail "run directory $dir left behind"
+}
+
+case_intercept_injects_credential() {
+	need_egressd
+	local pol=$E2E_DIR/run/inject-policy.json out key auth echo rest
+	key=e2e-key-$RANDOM$RANDOM$RANDOM
+	auth="Bearer e2e-tok-$RANDOM$RANDOM$RANDOM"
+	cat >"$pol" <<-'EOF'
+	{
+	  "name": "inject",
+	  "allow": ["allowed.test"],
+	  "intercept": [
+	    { "host": "allowed.test",
+	      "credentials": [ { "name": "bed-token", "header": "Authorization",
+	                         "value": "env:E2E_AUTH" } ] }
+	  ]
+	}
+	EOF
+	log_mark allowed.test
+	IC_ENV=(E2E_AUTH="$auth" E2E_KEY="$key")
+	out=$(egr_ic --policy "$pol" --inject 'allowed.test:x-api-key=env:E2E_KEY' -- sh -c '
+		curl -sS --max-time 10 -H "Authorization: Bearer agent-fake" \
+			-H "x-api-key: agent-fake" https://allowed.test/echo 2>&1
+		echo "---rest"
+		env
+		echo "parent: $(cat /proc/$PPID/comm)"
+		echo "environ: $(cat /proc/$PPID/environ 2>&1 | tr "\0" " ")"
+		grep -rs "e2e-" /tmp /run/egressd 2>/dev/null | head -3
+		echo "---end"')
+	IC_ENV=()
+	echo=$(sed '/^---rest/,$d' <<<"$out")
+	rest=$(sed -n '/^---rest/,$p' <<<"$out")
+	note "$echo"
+	grep -qi "^Authorization: $auth" <<<"$echo" ||
+		fail "the server did not get the real Authorization: $(oneline "$echo")"
+	grep -qi "^x-api-key: $key" <<<"$echo" ||
+		fail "the server did not get the real x-api-key: $(oneline "$echo")"
+	grep -q 'agent-fake' <<<"$echo" && fail "the agent's own value reached the server"
+	[ "$(grep -ci '^authorization:' <<<"$echo")" = 1 ] ||
+		fail "Authorization sent more than once: $(oneline "$echo")"
+	ic_requests allowed.test | grep -qF "$key" ||
+		fail "the server log has no request with the key"
+	grep -q '^---end' <<<"$rest" || fail "agent script did not finish: $(oneline "$rest")"
+	grep -q '^parent: egressd' <<<"$rest" || fail "parent is not egressd: $(oneline "$rest")"
+	grep -q '^environ: .*Permission denied' <<<"$rest" ||
+		fail "/proc/<egressd>/environ readable: $(grep '^environ' <<<"$rest" | cut -c1-100)"
+	grep -q 'E2E_KEY\|E2E_AUTH' <<<"$rest" &&
+		fail "a credential variable is in the agent's environment"
+	grep -qF -e "$key" -e "${auth#Bearer }" <<<"$rest" &&
+		fail "a credential value is readable inside: $(oneline "$rest")"
+	grep -qF -e "$key" -e "${auth#Bearer }" "$CASE_AUDIT" "$CASE_STDERR" &&
+		fail "a credential value is in the audit log or egressd's stderr"
+	grep -q 'bed-token' "$CASE_AUDIT" ||
+		fail "the audit log does not name the injected credential"
+	return 0
+}
+
+IC_RULES_POLICY='{
+  "allow": ["allowed.test"],
+  "intercept": [
+    { "host": "allowed.test",
+      "rules": [
+        { "name": "read-public", "methods": ["GET", "HEAD"], "paths": ["/public/**"] },
+        { "name": "no-admin", "action": "deny", "methods": ["*"], "paths": ["/admin/**"] }
+      ] }
+  ]
+}'
+
+case_intercept_method_path_rules() {
+	need_egressd
+	local pol=$E2E_DIR/run/rules-policy.json out reqs
+	printf '%s\n' "$IC_RULES_POLICY" >"$pol"
+	log_mark allowed.test
+	out=$(egr_ic --policy "$pol" -- sh -c '
+		c() { curl -sS --max-time 10 -w "\n@%{http_code}" "$@" 2>&1 | tr "\n" " "; echo; }
+		echo "get: $(c https://allowed.test/public/readme)"
+		echo "post-admin: $(c -X POST -d x=1 https://allowed.test/admin/users)"
+		echo "post-public: $(c -X POST -d x=1 https://allowed.test/public/readme)"
+		echo "get-other: $(c https://allowed.test/private)"')
+	note "$out"
+	grep -q '^get: hello from allowed.test *@200' <<<"$out" ||
+		fail "allowed GET: $(grep '^get:' <<<"$out")"
+	grep -q '^post-admin: .*no-admin.*@403' <<<"$out" ||
+		fail "POST /admin: expected 403 naming no-admin: $(grep '^post-admin' <<<"$out")"
+	grep -q '^post-public: .*@403' <<<"$out" ||
+		fail "POST /public (no rule): $(grep '^post-public' <<<"$out")"
+	grep -q '^get-other: .*@403' <<<"$out" ||
+		fail "GET /private (no rule): $(grep '^get-other' <<<"$out")"
+	sleep 0.2
+	reqs=$(ic_requests allowed.test)
+	[ "$(grep -c . <<<"$reqs")" = 1 ] && grep -q 'GET /public/readme' <<<"$reqs" ||
+		fail "the server should have seen only GET /public/readme: $(oneline "$reqs")"
+	grep -q '"no-admin"' "$CASE_AUDIT" || fail "no audit record names rule no-admin"
+}
+
+case_intercept_domain_fronting() {
+	need_egressd
+	local out
+	log_mark evil.test
+	log_mark allowed.test
+	out=$(egr_ic --allow allowed.test --intercept allowed.test -- sh -c '
+		echo "host: $(curl -sS --max-time 10 -o /dev/null -w "%{http_code}" \
+			-H "Host: evil.test" https://allowed.test/ 2>&1)"
+		echo "absolute: $(curl -sS --max-time 10 -o /dev/null -w "%{http_code}" \
+			--request-target https://evil.test/ https://allowed.test/ 2>&1)"')
+	note "$out"
+	grep -Eq '^host: (421|403)$' <<<"$out" || fail "Host evil.test: $(grep '^host' <<<"$out")"
+	grep -Eq '^absolute: (421|403)$' <<<"$out" ||
+		fail "absolute-form to evil.test: $(grep '^absolute' <<<"$out")"
+	evil_untouched "domain fronting"
+	[ -z "$(ic_requests allowed.test)" ] ||
+		fail "allowed.test got a request: $(oneline "$(ic_requests allowed.test)")"
+}
+
+case_intercept_upstream_unverified() {
+	need_egressd
+	local d=$E2E_DIR/run/otherca out
+	mkdir -p "$d"
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+		-keyout "$d/ca.key" -out "$d/ca.pem" -days 2 -subj "/CN=unrelated CA" \
+		-addext basicConstraints=critical,CA:TRUE 2>/dev/null || fail "openssl"
+	log_mark allowed.test
+	out=$(egr_ic --allow allowed.test --intercept allowed.test \
+		--upstream-ca "$d/ca.pem" -- \
+		curl -sS --max-time 10 -w '\n@%{http_code}' https://allowed.test/ 2>&1)
+	note "$out"
+	grep -q '^@502$' <<<"$out" || fail "expected 502: $(oneline "$out")"
+	[ "$(grep -v '^@' <<<"$out" | grep -c .)" -ge 1 ] || fail "502 without a reason"
+	grep -q 'hello from allowed' <<<"$out" && fail "the request went through"
+	sleep 0.2
+	[ -z "$(ic_requests allowed.test)" ] ||
+		fail "allowed.test got a request: $(oneline "$(ic_requests allowed.test)")"
+}
+
+case_intercept_smuggling() {
+	need_egressd
+	local out
+	log_mark allowed.test
+	out=$(egr_ic --allow allowed.test --intercept allowed.test -- sh -c '
+		r() { echo "$1: $(python3 -c "$2" allowed.test "$3" 2>&1 | head -n 1)"; }
+		r cl-te "$1" "POST / HTTP/1.1\r\nHost: allowed.test\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: allowed.test\r\n\r\n"
+		r dup-cl "$1" "POST / HTTP/1.1\r\nHost: allowed.test\r\nContent-Length: 0\r\nContent-Length: 44\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: allowed.test\r\n\r\n"
+		r bad-chunk "$1" "POST / HTTP/1.1\r\nHost: allowed.test\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nGET /smuggled HTTP/1.1\r\nHost: allowed.test\r\n\r\n"
+		' sh "$IC_RAW")
+	note "$out"
+	grep -q '^cl-te: HTTP/1.1 400' <<<"$out" || fail "CL+TE: $(grep '^cl-te' <<<"$out")"
+	grep -q '^dup-cl: HTTP/1.1 400' <<<"$out" || fail "duplicate CL: $(grep '^dup-cl' <<<"$out")"
+	grep -q '^bad-chunk: HTTP/1.1 400' <<<"$out" ||
+		note "invalid chunk size answered: $(grep '^bad-chunk' <<<"$out")"
+	sleep 0.2
+	ic_requests allowed.test | grep -q smuggled && fail "a smuggled request reached the server"
+	# refused framing never reaches the server, not even as a first request
+	[ -z "$(ic_requests allowed.test)" ] ||
+		fail "the server got requests: $(oneline "$(ic_requests allowed.test)")"
+}
+
+case_not_intercepted_passthrough() {
+	need_egressd
+	local out
+	log_mark other.test
+	out=$(egr_ic --allow allowed.test --allow other.test --intercept allowed.test -- sh -c '
+		echo "other: $(sh -c "$1" sh other.test)"
+		echo "allowed: $(sh -c "$1" sh allowed.test)"
+		echo "curl: $(curl -sS --max-time 10 --cacert "$2" https://other.test/ 2>&1)"
+		' sh "$IC_ISSUER" "$E2E_CA")
+	note "$out"
+	grep -q '^other: .*egressd e2e test CA' <<<"$out" ||
+		fail "other.test not passed through: $(grep '^other' <<<"$out")"
+	grep -q '^allowed: .*egressd local CA' <<<"$out" ||
+		fail "allowed.test not intercepted: $(grep '^allowed' <<<"$out")"
+	grep -qxF 'curl: hello from other.test' <<<"$out" ||
+		fail "curl to other.test with the bed CA: $(grep '^curl' <<<"$out")"
+	log_new other.test | grep -q '"sni": "other.test"' || fail "other.test saw no request"
 }
 
 # ---------------------------------------------------------------------

@@ -15,7 +15,14 @@ prove that a server was never reached: its log stays empty.
 
 Log events:
   {"event":"accept","proto":"tcp","peer":..,"local":..,"port":..}
-  {"event":"request","port":..,"peer":..,"sni":..,"request":..,"host":..}
+  {"event":"request","port":..,"peer":..,"sni":..,"request":..,"host":..,
+   "headers":[[name, value], ...],"body_len":..}
+
+HTTP(S) answers "hello from <name>", except: GET /echo answers the request
+head it received (request line and headers, as text), so a test can see
+what a proxy in between sent; with --static PREFIX=DIR, paths under PREFIX
+are files of DIR (query dropped; 404 if missing), e.g. a dumb-HTTP git
+repository made with `git update-server-info`.
   {"event":"tls_error"|"bad_request","port":..,"peer":..,"error":..}
   {"event":"echo","port":..,"peer":..}
   {"event":"udp","port":..,"peer":..,"len":..}
@@ -41,6 +48,10 @@ class Server:
         self.log = open(args.log, "a", buffering=1)
         # What the DNS mode answers for every A question.
         self.addr4 = next((a for a in args.addr if ":" not in a), None)
+        self.static = []
+        for spec in args.static:
+            prefix, _, d = spec.partition("=")
+            self.static.append((prefix.rstrip("/") + "/", os.path.realpath(d)))
         self.ctx = None
         if args.tls:
             self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -161,20 +172,56 @@ class Server:
             self.write(event="bad_request", port=port, peer=list(peer[:2]),
                        sni=sni, error=repr(e))
             return
-        lines = head.decode("latin-1").split("\r\n")
+        text = head.decode("latin-1")
+        lines = text.split("\r\n")
         host = None
+        headers = []
+        clen = 0
         for line in lines[1:]:
+            if not line:
+                continue
             k, _, v = line.partition(":")
+            headers.append([k, v.strip()])
             if k.strip().lower() == "host":
                 host = v.strip()
+            if k.strip().lower() == "content-length" and v.strip().isdigit():
+                clen = min(int(v.strip()), 1 << 20)
+        body_len = 0
+        if clen:
+            try:
+                body_len = len(await asyncio.wait_for(reader.readexactly(clen), 5))
+            except (asyncio.TimeoutError, asyncio.IncompleteReadError):
+                pass
         self.write(event="request", port=port, peer=list(peer[:2]), sni=sni,
-                   request=lines[0], host=host, tls=tls)
-        body = ("hello from %s\n" % self.name).encode()
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
-                     b"X-Egr-Server: " + self.name.encode() + b"\r\n"
+                   request=lines[0], host=host, tls=tls, headers=headers,
+                   body_len=body_len)
+        parts = lines[0].split(" ")
+        path = parts[1].split("?")[0] if len(parts) > 1 else ""
+        status, ctype = b"200 OK", b"text/plain"
+        if path == "/echo":
+            body = text.encode("latin-1")
+        elif any(path.startswith(p) for p, _ in self.static):
+            body, status = self.static_file(path), b"200 OK"
+            if body is None:
+                body, status = b"not found\n", b"404 Not Found"
+        else:
+            body = ("hello from %s\n" % self.name).encode()
+        writer.write(b"HTTP/1.1 " + status + b"\r\nContent-Type: " + ctype +
+                     b"\r\nX-Egr-Server: " + self.name.encode() + b"\r\n"
                      b"Content-Length: %d\r\nConnection: close\r\n\r\n"
                      % len(body) + body)
         await writer.drain()
+
+    def static_file(self, path):
+        for prefix, root in self.static:
+            if not path.startswith(prefix):
+                continue
+            full = os.path.realpath(os.path.join(root, path[len(prefix):]))
+            if not full.startswith(root + "/") or not os.path.isfile(full):
+                return None
+            with open(full, "rb") as f:
+                return f.read()
+        return None
 
 
 def dns_question(msg):
@@ -279,6 +326,8 @@ def main():
                     help="attacker DNS server port (UDP and TCP)")
     ap.add_argument("--cert")
     ap.add_argument("--key")
+    ap.add_argument("--static", action="append", default=[],
+                    help="PREFIX=DIR: serve DIR's files under URL path PREFIX")
     ap.add_argument("--log", required=True)
     ap.add_argument("--ready", help="file written once every port is bound")
     args = ap.parse_args()

@@ -455,7 +455,8 @@ static const struct {
 	  "p.json:2: mdoe: unknown field (did you mean \"mode\"?)" },
 	{ "unknown field without suggestion",
 	  "{\n  \"name\": \"x\",\n\n  \"policies\": {}\n}\n",
-	  "p.json:4: policies: unknown field (expected name, mode, allow, deny)" },
+	  "p.json:4: policies: unknown field (expected name, mode, allow, deny, intercept, "
+	  "upstream_ca)" },
 	{ "top level not an object", "\n[\"a.com\"]\n",
 	  "p.json:2: top level: expected an object, got an array" },
 	{ "allow not an array",
@@ -851,6 +852,400 @@ static void test_name_resolvable(void **state)
 	policy_free(p);
 }
 
+/* --- TLS interception --------------------------------------------------- */
+
+static const char ic_text[] =
+	"{\n"                                                           /* 1 */
+	"  \"name\": \"gh\",\n"                                         /* 2 */
+	"  \"allow\": [\"api.github.com\", \"*.example.com\"],\n"       /* 3 */
+	"  \"intercept\": [\n"                                          /* 4 */
+	"    { \"host\": \"API.GitHub.com.\",\n"                        /* 5 */
+	"      \"rules\": [\n"                                          /* 6 */
+	"        { \"name\": \"read-acme\", \"methods\": [\"GET\", \"HEAD\"],\n" /* 7 */
+	"          \"paths\": [\"/repos/acme/**\"] },\n"                /* 8 */
+	"        { \"name\": \"no-delete\", \"action\": \"deny\", \"methods\": \"DELETE\",\n"
+	"          \"paths\": \"/**\", \"max_body\": 10 }\n"           /* 10 */
+	"      ],\n"                                                    /* 11 */
+	"      \"max_body\": \"1MiB\",\n"                              /* 12 */
+	"      \"credentials\": [ { \"name\": \"github\", \"header\": \"Authorization\",\n"
+	"                           \"value\": \"env:EGR_TEST_GH_TOKEN\", \"path_prefix\": \"/\" } ] },\n"
+	"    { \"host\": \"*.example.com\",\n"                          /* 15 */
+	"      \"credentials\": [ { \"header\": \"x-api-key\", \"value\": \"file:/run/secrets/k\" } ] }\n"
+	"  ],\n"                                                        /* 17 */
+	"  \"upstream_ca\": \"/etc/ssl/certs/ca-certificates.crt\"\n"  /* 18 */
+	"}\n";
+
+static void test_intercept_file_ok(void **state)
+{
+	struct policy *p = policy_new("orig");
+	const struct reqrule_host *h;
+	uint64_t get_head, del;
+	char err[512];
+
+	assert_int_equal(policy_load_buffer(p, "p.json", ic_text, strlen(ic_text), err,
+					    sizeof(err)), 0);
+	assert_int_equal(p->n_intercept, 2);
+	assert_string_equal(p->upstream_ca, "/etc/ssl/certs/ca-certificates.crt");
+
+	h = policy_intercept_for(p, "api.github.com");
+	assert_non_null(h);
+	assert_ptr_equal(h, &p->intercept[0].rules);
+	assert_string_equal(p->intercept[0].pattern, "api.github.com");
+	assert_string_equal(p->intercept[0].source, "p.json:5");
+	assert_string_equal(h->host, "api.github.com");
+	assert_int_equal(h->n_rules, 2);
+	assert_string_equal(h->rules[0].name, "read-acme");
+	assert_int_equal(h->rules[0].action, REQRULE_ALLOW);
+	assert_int_equal(reqrule_parse_methods("GET,HEAD", &get_head), 0);
+	assert_int_equal(h->rules[0].methods, get_head);
+	assert_int_equal(h->rules[0].n_globs, 1);
+	assert_string_equal(h->rules[0].globs[0], "/repos/acme/**");
+	assert_int_equal(h->rules[0].max_body, 1024 * 1024); /* the host's default */
+	assert_string_equal(h->rules[1].name, "no-delete");
+	assert_int_equal(h->rules[1].action, REQRULE_DENY);
+	assert_int_equal(reqrule_parse_methods("DELETE", &del), 0);
+	assert_int_equal(h->rules[1].methods, del);
+	assert_int_equal(h->rules[1].max_body, 10); /* the rule's own */
+	assert_int_equal(h->n_creds, 1);
+	assert_string_equal(h->creds[0].name, "github");
+	assert_string_equal(h->creds[0].header, "Authorization");
+	assert_string_equal(h->creds[0].source, "env:EGR_TEST_GH_TOKEN");
+	assert_string_equal(h->creds[0].path_prefix, "/");
+
+	/* case, trailing dot */
+	assert_ptr_equal(policy_intercept_for(p, "API.GITHUB.COM."), h);
+	/* not intercepted: other names, the parent of a wildcard */
+	assert_null(policy_intercept_for(p, "github.com"));
+	assert_null(policy_intercept_for(p, "x.api.github.com"));
+	assert_null(policy_intercept_for(p, "example.com"));
+	assert_null(policy_intercept_for(p, "evil.test"));
+	assert_null(policy_intercept_for(p, "badexample.com"));
+	assert_null(policy_intercept_for(p, NULL));
+	assert_null(policy_intercept_for(NULL, "api.github.com"));
+
+	/* wildcard: every strict subdomain, with the default "all" rule */
+	h = policy_intercept_for(p, "a.b.example.com");
+	assert_non_null(h);
+	assert_ptr_equal(h, policy_intercept_for(p, "api.example.com"));
+	assert_string_equal(h->host, "*.example.com");
+	assert_int_equal(h->n_rules, 1);
+	assert_string_equal(h->rules[0].name, "all");
+	assert_int_equal(h->rules[0].methods, UINT64_MAX);
+	assert_string_equal(h->rules[0].globs[0], "/**");
+	assert_int_equal(h->rules[0].max_body, REQRULE_NO_LIMIT);
+	assert_string_equal(h->creds[0].name, "x-api-key"); /* default: the header */
+	assert_string_equal(h->creds[0].source, "file:/run/secrets/k");
+	policy_free(p);
+}
+
+/* An exact entry wins over a wildcard, a longer wildcard over a shorter. */
+static void test_intercept_for_precedence(void **state)
+{
+	struct policy *p = policy_new("x");
+	struct reqrule_host *a, *b, *c, *again;
+	char err[256];
+
+	assert_int_equal(policy_add_intercept(p, "*.example.com", "t", &a, err, sizeof(err)), 0);
+	assert_int_equal(policy_add_intercept(p, "*.api.example.com", "t", &b, err,
+					      sizeof(err)), 0);
+	assert_int_equal(policy_add_intercept(p, "v1.api.example.com", "t", &c, err,
+					      sizeof(err)), 0);
+	/* pointers are stable once the policy is built */
+	a = &p->intercept[0].rules;
+	b = &p->intercept[1].rules;
+	c = &p->intercept[2].rules;
+	assert_ptr_equal(policy_intercept_for(p, "www.example.com"), a);
+	assert_ptr_equal(policy_intercept_for(p, "api.example.com"), a);
+	assert_ptr_equal(policy_intercept_for(p, "v2.api.example.com"), b);
+	assert_ptr_equal(policy_intercept_for(p, "v1.api.example.com"), c);
+	assert_null(policy_intercept_for(p, "example.com"));
+	/* the same pattern again returns the existing entry, rules kept */
+	assert_int_equal(reqrule_host_add_cred(c, "k", "x-api-key", "", "env:K"), 0);
+	assert_int_equal(policy_add_intercept(p, "V1.api.example.com", "t2", &again, err,
+					      sizeof(err)), 0);
+	assert_ptr_equal(again, c);
+	assert_int_equal(p->n_intercept, 3);
+	assert_int_equal(c->n_creds, 1);
+	policy_free(p);
+}
+
+static void test_intercept_add_and_check(void **state)
+{
+	static const struct {
+		const char *host;
+		const char *err; /* NULL: accepted */
+	} cases[] = {
+		{ "api.example.com", NULL },
+		{ "*.example.org", NULL },
+		{ "api.example.com:443", "write the host name only (no port, scheme or path): "
+		  "interception applies on every port the allow rules open" },
+		{ "https://api.example.com", "write the host name only (no port, scheme or path): "
+		  "interception applies on every port the allow rules open" },
+		{ "*", "a bare '*' would intercept every host; list the hosts" },
+		{ "*.com", "wildcard over a top-level domain; name the domain, e.g. *.example.com" },
+		{ "192.0.2.7", "an IP address cannot be intercepted (no name to mint a "
+		  "certificate for); name the host" },
+		{ "a..b", "invalid host name (empty label)" },
+		{ "", "invalid host name" },
+	};
+	struct reqrule_host *h;
+	char err[256];
+	size_t i;
+
+	for (i = 0; i < ARRAY_SIZE(cases); i++) {
+		struct policy *p = policy_new("x");
+		int r = policy_add_intercept(p, cases[i].host, "--intercept", &h, err,
+					     sizeof(err));
+
+		if (!cases[i].err) {
+			if (r)
+				fail_msg("%s: %s", cases[i].host, err);
+			assert_int_equal(p->n_intercept, 1);
+			assert_string_equal(h->rules[0].name, "all");
+		} else {
+			assert_int_equal(r, -EINVAL);
+			if (strcmp(err, cases[i].err))
+				fail_msg("%s:\n got: %s\nwant: %s", cases[i].host, err,
+					 cases[i].err);
+			assert_int_equal(p->n_intercept, 0);
+		}
+		policy_free(p);
+	}
+
+	/* check: an allow rule must let each intercepted host through */
+	{
+		struct policy *p = policy_new("x");
+
+		assert_int_equal(policy_add_intercept(p, "api.example.com", "--intercept", NULL,
+						      err, sizeof(err)), 0);
+		assert_int_equal(policy_check_intercept(p, err, sizeof(err)), -EINVAL);
+		assert_string_equal(err, "api.example.com (--intercept): is not allowed by any "
+				    "allow rule (add one, e.g. --allow api.example.com)");
+		assert_int_equal(policy_add_rule(p, false, "*.example.com:8443", NULL, err,
+						 sizeof(err)), 0);
+		assert_int_equal(policy_check_intercept(p, err, sizeof(err)), 0);
+		/* a wildcard intercept needs a wildcard allow over it */
+		assert_int_equal(policy_add_intercept(p, "*.v1.example.org", "--intercept",
+						      NULL, err, sizeof(err)), 0);
+		assert_int_equal(policy_add_rule(p, false, "v1.example.org", NULL, err,
+						 sizeof(err)), 0);
+		assert_int_equal(policy_check_intercept(p, err, sizeof(err)), -EINVAL);
+		assert_int_equal(policy_add_rule(p, false, "*.example.org", NULL, err,
+						 sizeof(err)), 0);
+		assert_int_equal(policy_check_intercept(p, err, sizeof(err)), 0);
+		policy_free(p);
+	}
+}
+
+#define IC_HEAD "{\n  \"allow\": [\"api.test\", \"*.wild.test\"],\n  \"intercept\": [\n"
+#define IC_TAIL "  ]\n}\n"
+
+static const struct {
+	const char *what;
+	const char *text;
+	const char *err;
+} ic_err_cases[] = {
+	{ "intercepted host not allowed",
+	  IC_HEAD "    { \"host\": \"api.test\" },\n    { \"host\": \"api.github.com\" }\n" IC_TAIL,
+	  "p.json:5: intercept[1].host: api.github.com is not allowed by any allow rule" },
+	{ "not allowed, wildcard under an exact allow",
+	  "{\n  \"intercept\": [{\"host\": \"*.api.test\"}],\n  \"allow\": [\"api.test\"]\n}\n",
+	  "p.json:2: intercept[0].host: *.api.test is not allowed by any allow rule" },
+	{ "intercept not an array",
+	  "{\n  \"intercept\": \"api.test\"\n}\n",
+	  "p.json:2: intercept: expected an array of hosts to intercept, got a string" },
+	{ "entry not an object",
+	  IC_HEAD "    \"api.test\"\n" IC_TAIL,
+	  "p.json:4: intercept[0]: expected an object with \"host\", got a string" },
+	{ "host missing",
+	  IC_HEAD "    { \"rules\": [] }\n" IC_TAIL,
+	  "p.json:4: intercept[0]: \"host\" is required" },
+	{ "host with a port",
+	  IC_HEAD "    {\n      \"host\": \"api.test:443\" }\n" IC_TAIL,
+	  "p.json:5: intercept[0].host: \"api.test:443\": write the host name only (no port, "
+	  "scheme or path): interception applies on every port the allow rules open" },
+	{ "host twice",
+	  IC_HEAD "    { \"host\": \"api.test\" },\n    { \"host\": \"API.test\" }\n" IC_TAIL,
+	  "p.json:5: intercept[1].host: api.test is intercepted twice; merge the entries" },
+	{ "unknown field in an entry",
+	  IC_HEAD "    { \"host\": \"api.test\",\n      \"rule\": [] }\n" IC_TAIL,
+	  "p.json:5: intercept[0].rule: unknown field (did you mean \"rules\"?)" },
+	{ "unknown field in a rule",
+	  IC_HEAD "    { \"host\": \"api.test\", \"rules\": [\n"
+	  "      { \"name\": \"r\" },\n      { \"method\": [\"GET\"] } ] }\n" IC_TAIL,
+	  "p.json:6: intercept[0].rules[1].method: unknown field (did you mean \"methods\"?)" },
+	{ "bad method",
+	  IC_HEAD "    { \"host\": \"api.test\", \"rules\": [\n"
+	  "      { \"methods\": [\"GET\",\n \"get\"] } ] }\n" IC_TAIL,
+	  "p.json:6: intercept[0].rules[0].methods[1]: \"get\": not an HTTP method (uppercase, "
+	  "e.g. GET, POST; \"*\" for any)" },
+	{ "bad method in a string list",
+	  IC_HEAD "    { \"host\": \"api.test\", \"rules\": [ { \"methods\": \"GET, FETCH\" } ] }\n"
+	  IC_TAIL,
+	  "p.json:4: intercept[0].rules[0].methods: \"FETCH\": not an HTTP method (uppercase, "
+	  "e.g. GET, POST; \"*\" for any)" },
+	{ "path glob without a slash",
+	  IC_HEAD "    { \"host\": \"api.test\", \"rules\": [\n"
+	  "      { \"paths\": [\"/ok/**\", \"repos/**\"] } ] }\n" IC_TAIL,
+	  "p.json:5: intercept[0].rules[0].paths[1]: \"repos/**\": a path glob starts with '/' "
+	  "(e.g. /repos/acme/**)" },
+	{ "path glob with dot segments",
+	  IC_HEAD "    { \"host\": \"api.test\", \"rules\": [ { \"paths\": [\"/a/../b\"] } ] }\n"
+	  IC_TAIL,
+	  "p.json:4: intercept[0].rules[0].paths[0]: \"/a/../b\": invalid path glob (no '?', '#', "
+	  "'%', '\\', spaces, empty, \".\" or \"..\" segments; \"**\" only as a whole segment)" },
+	{ "empty paths",
+	  IC_HEAD "    { \"host\": \"api.test\", \"rules\": [ { \"paths\": [] } ] }\n" IC_TAIL,
+	  "p.json:4: intercept[0].rules[0].paths: no path globs given" },
+	{ "bad action",
+	  IC_HEAD "    { \"host\": \"api.test\", \"rules\": [ { \"action\": \"block\" } ] }\n" IC_TAIL,
+	  "p.json:4: intercept[0].rules[0].action: \"block\": must be \"allow\" or \"deny\"" },
+	{ "bad max_body",
+	  IC_HEAD "    { \"host\": \"api.test\",\n      \"max_body\": \"1 MB\" }\n" IC_TAIL,
+	  "p.json:5: intercept[0].max_body: \"1 MB\": not a size (bytes, or 64k, 10M, 1G, 1MiB, "
+	  "none)" },
+	{ "literal secret is refused and not echoed",
+	  IC_HEAD "    { \"host\": \"api.test\", \"credentials\": [\n"
+	  "      { \"header\": \"Authorization\",\n        \"value\": \"Bearer ghp_s3cr3t\" } ] }\n"
+	  IC_TAIL,
+	  "p.json:6: intercept[0].credentials[0].value: must be \"env:NAME\" (egressd's "
+	  "environment) or \"file:/path\"; the secret itself never goes into a policy" },
+	{ "bad variable name",
+	  IC_HEAD "    { \"host\": \"api.test\", \"credentials\": [\n"
+	  "      { \"header\": \"x-api-key\", \"value\": \"env:A-B\" } ] }\n" IC_TAIL,
+	  "p.json:5: intercept[0].credentials[0].value: \"env:A-B\": not a variable name" },
+	{ "credential without header",
+	  IC_HEAD "    { \"host\": \"api.test\", \"credentials\": [\n"
+	  "      { \"value\": \"env:K\" } ] }\n" IC_TAIL,
+	  "p.json:5: intercept[0].credentials[0]: \"header\" is required" },
+	{ "framing header as credential",
+	  IC_HEAD "    { \"host\": \"api.test\", \"credentials\": [\n"
+	  "      { \"header\": \"Host\", \"value\": \"env:K\" } ] }\n" IC_TAIL,
+	  "p.json:5: intercept[0].credentials[0].header: \"Host\": a framing header cannot be a "
+	  "credential" },
+	{ "prefix is not supported",
+	  IC_HEAD "    { \"host\": \"api.test\", \"credentials\": [\n"
+	  "      { \"header\": \"Authorization\", \"value\": \"env:K\",\n"
+	  "        \"prefix\": \"Bearer \" } ] }\n" IC_TAIL,
+	  "p.json:6: intercept[0].credentials[0].prefix: not supported: put the whole header "
+	  "value (e.g. \"Bearer TOKEN\") in the variable or file" },
+	{ "two credentials for one header",
+	  IC_HEAD "    { \"host\": \"api.test\", \"credentials\": [\n"
+	  "      { \"header\": \"x-api-key\", \"value\": \"env:K\" },\n"
+	  "      { \"header\": \"X-Api-Key\", \"value\": \"env:L\" } ] }\n" IC_TAIL,
+	  "p.json:6: intercept[0].credentials[1]: a second credential for header X-Api-Key on "
+	  "the same path_prefix" },
+	{ "relative upstream_ca",
+	  "{\n  \"upstream_ca\": \"ca.pem\"\n}\n",
+	  "p.json:2: upstream_ca: expected the absolute path of a PEM CA bundle, got a "
+	  "relative path" },
+};
+
+static void test_intercept_file_errors(void **state)
+{
+	size_t i;
+
+	for (i = 0; i < ARRAY_SIZE(ic_err_cases); i++) {
+		struct policy *p = orig_policy();
+		char err[512] = "";
+		int r;
+
+		r = policy_load_buffer(p, "p.json", ic_err_cases[i].text,
+				       strlen(ic_err_cases[i].text), err, sizeof(err));
+		if (r >= 0)
+			fail_msg("%s: accepted", ic_err_cases[i].what);
+		if (strcmp(err, ic_err_cases[i].err))
+			fail_msg("%s:\n got: %s\nwant: %s", ic_err_cases[i].what, err,
+				 ic_err_cases[i].err);
+		assert_null(strstr(err, "s3cr3t"));
+		assert_orig(p);
+		assert_int_equal(p->n_intercept, 0);
+		assert_null(p->upstream_ca);
+		policy_free(p);
+	}
+}
+
+/* Allowed by what the policy already had (e.g. the built-in default). */
+static void test_intercept_allowed_by_earlier_rules(void **state)
+{
+	static const char text[] = "{\"intercept\": [{\"host\": \"keep.test\"}]}";
+	struct policy *p = orig_policy();
+	char err[256];
+
+	assert_int_equal(policy_load_buffer(p, "p.json", text, strlen(text), err,
+					    sizeof(err)), 0);
+	assert_non_null(policy_intercept_for(p, "keep.test"));
+	/* a second file cannot intercept the same host again */
+	assert_int_equal(policy_load_buffer(p, "q.json", text, strlen(text), err,
+					    sizeof(err)), -EINVAL);
+	assert_string_equal(err, "q.json:1: intercept[0].host: keep.test is intercepted twice; "
+			    "merge the entries");
+	assert_int_equal(p->n_intercept, 1);
+	policy_free(p);
+}
+
+/* Written back: the source of each credential, never its value. */
+static void test_intercept_write_json(void **state)
+{
+	struct policy *p = policy_new("orig"), *q = policy_new("q");
+	char *buf = NULL, err[512];
+	size_t len = 0, i, j;
+	FILE *f;
+
+	setenv("EGR_TEST_GH_TOKEN", "ghp_TopSecretValue", 1);
+	assert_int_equal(policy_load_buffer(p, "p.json", ic_text, strlen(ic_text), err,
+					    sizeof(err)), 0);
+	f = open_memstream(&buf, &len);
+	assert_non_null(f);
+	assert_int_equal(policy_write_json(p, f), 0);
+	fclose(f);
+	assert_null(strstr(buf, "TopSecret"));
+	assert_non_null(strstr(buf, "\"value\": \"env:EGR_TEST_GH_TOKEN\""));
+	assert_non_null(strstr(buf, "\"upstream_ca\": \"/etc/ssl/certs/ca-certificates.crt\""));
+	if (policy_load_buffer(q, "out.json", buf, len, err, sizeof(err)))
+		fail_msg("%s\n%s", err, buf);
+	assert_int_equal(q->n_intercept, p->n_intercept);
+	assert_string_equal(q->upstream_ca, p->upstream_ca);
+	for (i = 0; i < p->n_intercept; i++) {
+		const struct reqrule_host *a = &p->intercept[i].rules, *b = &q->intercept[i].rules;
+
+		assert_string_equal(q->intercept[i].pattern, p->intercept[i].pattern);
+		assert_int_equal(a->n_rules, b->n_rules);
+		for (j = 0; j < a->n_rules; j++) {
+			assert_string_equal(a->rules[j].name, b->rules[j].name);
+			assert_int_equal(a->rules[j].action, b->rules[j].action);
+			assert_int_equal(a->rules[j].methods, b->rules[j].methods);
+			assert_int_equal(a->rules[j].n_globs, b->rules[j].n_globs);
+			assert_string_equal(a->rules[j].globs[0], b->rules[j].globs[0]);
+			assert_int_equal(a->rules[j].max_body, b->rules[j].max_body);
+		}
+		assert_int_equal(a->n_creds, b->n_creds);
+		for (j = 0; j < a->n_creds; j++) {
+			assert_string_equal(a->creds[j].name, b->creds[j].name);
+			assert_string_equal(a->creds[j].header, b->creds[j].header);
+			assert_string_equal(a->creds[j].source, b->creds[j].source);
+			assert_string_equal(a->creds[j].path_prefix, b->creds[j].path_prefix);
+		}
+	}
+	/* policies without interception are written as before */
+	free(buf);
+	buf = NULL;
+	f = open_memstream(&buf, &len);
+	{
+		struct policy *o = orig_policy();
+
+		assert_int_equal(policy_write_json(o, f), 0);
+		policy_free(o);
+	}
+	fclose(f);
+	assert_null(strstr(buf, "intercept"));
+	assert_null(strstr(buf, "upstream_ca"));
+	free(buf);
+	unsetenv("EGR_TEST_GH_TOKEN");
+	policy_free(p);
+	policy_free(q);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -871,6 +1266,12 @@ int main(void)
 		cmocka_unit_test(test_default_policy),
 		cmocka_unit_test(test_rule_limit),
 		cmocka_unit_test(test_name_resolvable),
+		cmocka_unit_test(test_intercept_file_ok),
+		cmocka_unit_test(test_intercept_for_precedence),
+		cmocka_unit_test(test_intercept_add_and_check),
+		cmocka_unit_test(test_intercept_file_errors),
+		cmocka_unit_test(test_intercept_allowed_by_earlier_rules),
+		cmocka_unit_test(test_intercept_write_json),
 	};
 
 	return cmocka_run_group_tests_name("policy", tests, NULL, NULL);

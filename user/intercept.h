@@ -1,0 +1,80 @@
+/* SPDX-License-Identifier: GPL-2.0 OR BSD-3-Clause */
+/*
+ * TLS interception engine (issue 4). The TCP proxy decides, resolves and
+ * connects as for any connection; for a host the policy marks "intercept"
+ * it then hands both sockets here instead of splicing:
+ *
+ *   client TLS (leaf minted per SNI by ca.h, ALPN http/1.1 only)
+ *     -> each request: httpreq.h framing + reqrule.h rules (Host == SNI,
+ *        method/path, body size) -> credential headers injected
+ *     -> upstream TLS (SNI = host, certificate and host name verified
+ *        against the system store or the policy's upstream CA; a failure
+ *        is a 502 to the client, never an unverified connection)
+ *   one audit record per request.
+ *
+ * Runs its own thread(s) and loop(s) (loop.h); OpenSSL WANT_READ/WANT_WRITE
+ * map onto epoll interest; memory BIOs so the ClientHello the proxy already
+ * read is fed in first.
+ */
+#ifndef EGR_INTERCEPT_H
+#define EGR_INTERCEPT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "addr.h"
+#include "audit.h"
+#include "ca.h"
+#include "config.h"
+#include "egressd_shared.h"
+#include "policy.h"
+#include "reqrule.h"
+
+struct intercept;
+
+struct intercept_params {
+	const struct config *cfg;
+	struct audit *audit;
+	struct ca *ca;                 /* mints the leaves; must hold the key */
+	/* Trust store for upstream certificates. Set: used for every
+	 * connection (--upstream-ca). NULL: the connection's policy's
+	 * upstream_ca if it has one, else the system store. A file that
+	 * cannot be loaded means 502 for that connection's requests. */
+	const char *upstream_ca_file;
+	const char *(*cgroup_name)(void *ctx, uint64_t cgroup_id);
+	void *ctx;
+};
+
+/* cfg->workers threads (0 = one per core), each with its own loop.
+ * params->ca must outlive the engine (leaves are minted from the workers). */
+int intercept_create(struct intercept **out, const struct intercept_params *params);
+int intercept_start(struct intercept *ic);
+/* Closes every connection (their pending requests are audited as
+ * aborted) and joins the workers. Stop the proxy first: a take after
+ * stop is refused with -ESHUTDOWN. */
+void intercept_stop(struct intercept *ic);
+void intercept_destroy(struct intercept *ic); /* accepts NULL; stops first */
+
+struct intercept_conn_info {
+	const struct egr_origin *origin;
+	const char *host;              /* SNI, already allowed by policy */
+	const struct reqrule_host *rules; /* from policy_intercept_for() */
+	const struct policy *policy;   /* for the audit record's policy name */
+	const char *rule;              /* text of the allow rule that matched */
+	struct egr_addr upstream;      /* address cfd's peer is connected to */
+	uint16_t upstream_port;
+	const uint8_t *peeked;         /* bytes already read from the client */
+	size_t peeked_len;             /* (the ClientHello) */
+};
+
+/* Takes ownership of both fds in every case (closes them on error).
+ * Thread-safe; copies everything in info it needs (the rules included, so
+ * a policy reload does not pull them away). Before intercept_start() the
+ * connection waits in its worker's queue. Audit: one record per request
+ * (origin "intercept"; detail "METHOD PATH status=N[ cred=NAME,..][ why=
+ * TEXT]", path without the query; rule = the request rule's name), and
+ * one record for a connection that ended without any request. */
+int intercept_take(struct intercept *ic, int client_fd, int upstream_fd,
+		   const struct intercept_conn_info *info);
+
+#endif
