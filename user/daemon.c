@@ -50,6 +50,7 @@
 #include "bpfload.h"
 #include "cgroup.h"
 #include "config.h"
+#include "control.h"
 #include "daemon.h"
 #include "dconfig.h"
 #include "dnsproxy.h"
@@ -334,7 +335,9 @@ static void daemon_inotify(struct daemon *d)
 
 /* ---- reload --------------------------------------------------------- */
 
-static void daemon_reload(struct daemon *d)
+/* 0, or -EINVAL (invalid file) / -EIO with the reason in msg: egressctl
+ * reload shows it (control.c). */
+static int daemon_reload(struct daemon *d, char *msg, size_t msglen)
 {
 	struct dconfig *c = NULL;
 	char err[1024];
@@ -343,7 +346,8 @@ static void daemon_reload(struct daemon *d)
 
 	if (dconfig_load(d->config_path, &c, err, sizeof(err))) {
 		log_error("reload refused, the running configuration stays: %s", err);
-		return;
+		snprintf(msg, msglen, "%s", err);
+		return -EINVAL;
 	}
 	for (i = 0; i < c->n_warnings; i++)
 		log_warn("%s", c->warnings[i]);
@@ -351,8 +355,10 @@ static void daemon_reload(struct daemon *d)
 	if (daemon_fill_bank(d, c, bank)) {
 		log_error("reload: cannot load the new policies into the kernel; "
 			  "the running configuration stays");
+		snprintf(msg, msglen, "cannot load the new policies into the kernel; "
+			 "the running configuration stays");
 		dconfig_free(c);
-		return;
+		return -EIO;
 	}
 	pthread_mutex_lock(&d->lock);
 	/* The config two reloads back may still be referenced by a live
@@ -374,6 +380,39 @@ static void daemon_reload(struct daemon *d)
 		log_error("reload: some attach points could not be attached (see above)");
 	log_info("reloaded %s: %zu policies, %zu bindings", d->config_path,
 		 c->n_policies, c->n_bindings);
+	return 0;
+}
+
+/* ---- control socket (egressctl): callbacks, run on the main thread --- */
+
+static int daemon_ctl_status(void *ctx, struct control_status *st)
+{
+	struct daemon *d = ctx;
+	size_t i;
+
+	st->dc = d->dc;
+	st->config_path = d->config_path;
+	st->pin_dir = d->pin_dir;
+	st->port = d->port;
+	st->n_cgroups = d->n_watches;
+	/* Bound: a binding matches the cgroup or an ancestor (the kernel
+	 * inherits the nearest binding); the rest are denied everything. */
+	for (i = 0; i < d->n_watches; i++) {
+		char path[PATH_MAX], *slash;
+
+		snprintf(path, sizeof(path), "%s", d->watches[i].path);
+		while (!dconfig_match(d->dc, path) && (slash = strrchr(path, '/')) &&
+		       slash != path)
+			*slash = '\0';
+		if (dconfig_match(d->dc, path))
+			st->n_bound++;
+	}
+	return 0;
+}
+
+static int daemon_ctl_reload(void *ctx, char *err, size_t errlen)
+{
+	return daemon_reload(ctx, err, errlen);
 }
 
 /* ---- main ----------------------------------------------------------- */
@@ -415,6 +454,8 @@ int daemon_main(int argc, char **argv)
 	struct dnsproxy_params dp = { 0 };
 	const char *bpffs = "/sys/fs/bpf";
 	struct audit_options ao = { .format = AUDIT_JSON };
+	struct control *ctl = NULL;
+	struct control_params cp = { 0 };
 	char err[1024];
 	int c, e, sfd = -1, ret = 2, verbose = 0, check = 0;
 	sigset_t set;
@@ -548,19 +589,31 @@ int daemon_main(int argc, char **argv)
 	if (daemon_attach_all(&d))
 		goto out;
 	log_info("serving on port %u, config %s, pins in %s", d.port, d.config_path, d.pin_dir);
+	/* Not fatal: enforcement matters more than egressctl reaching us. */
+	cp.path = d.dc->control_socket ? d.dc->control_socket : DCONFIG_DEFAULT_CONTROL;
+	cp.audit_path = d.dc->audit_path;
+	cp.pin_dir = d.pin_dir;
+	cp.status = daemon_ctl_status;
+	cp.reload = daemon_ctl_reload;
+	cp.ctx = &d;
+	if (control_open(&ctl, &cp))
+		log_error("no control socket: egressctl cannot reach this daemon");
 
 	for (;;) {
-		struct pollfd pfd[2] = { { sfd, POLLIN, 0 }, { d.ino, POLLIN, 0 } };
+		struct pollfd pfd[3] = { { sfd, POLLIN, 0 }, { d.ino, POLLIN, 0 },
+					 { control_fd(ctl), POLLIN, 0 } };
 		struct signalfd_siginfo si;
 		static unsigned ticks;
 
-		if (poll(pfd, 2, 100) < 0 && errno != EINTR)
+		if (poll(pfd, 3, 100) < 0 && errno != EINTR)
 			break;
+		if (pfd[2].revents & POLLIN)
+			control_handle(ctl);
 		if (pfd[1].revents & POLLIN)
 			daemon_inotify(&d);
 		if ((pfd[0].revents & POLLIN) && read(sfd, &si, sizeof(si)) == sizeof(si)) {
 			if (si.ssi_signo == SIGHUP) {
-				daemon_reload(&d);
+				daemon_reload(&d, err, sizeof(err));
 				continue;
 			}
 			log_info("signal %u: stopping; enforced cgroups stay enforced "
@@ -572,6 +625,7 @@ int daemon_main(int argc, char **argv)
 			egr_bpf_sweep_conns(d.bpf, 5000000000ull);
 	}
 out:
+	control_close(ctl);
 	if (sfd >= 0)
 		close(sfd);
 	if (d.proxy) {

@@ -1070,7 +1070,8 @@ daemon_cleanup() {
 
 case_daemon_enforces_bindings() {
 	need_egressd
-	local out
+	local out rc i
+	local ctl=$E2E_REPO/egressctl dsock=$E2E_DIR/ctl/control.sock
 	DCG=/egressd-e2e-daemon-$$
 	DBPF=$E2E_DIR/bpffs
 	DCFG=$E2E_DIR/daemon.json
@@ -1078,7 +1079,8 @@ case_daemon_enforces_bindings() {
 	mkdir -p "$DBPF" && mount -t bpf bpf "$DBPF" || fail "cannot mount a bpffs"
 	cg_run 'mkdir -p "$CG'"$DCG"'/agents"' || fail "cannot create the test cgroup"
 	cat >"$DCFG" <<JSON
-{ "audit": { "path": "$CASE_AUDIT", "format": "json" },
+{ "listen": { "control": "$dsock" },
+  "audit": { "path": "$CASE_AUDIT", "format": "json" },
   "policies": { "agents": { "mode": "enforce", "allow": ["allowed.test"] } },
   "bindings": [ { "cgroup": "$DCG/agents/job*", "policy": "agents" } ] }
 JSON
@@ -1108,9 +1110,47 @@ JSON
 	out=$(in_cg "$DCG/agents/job1" curl -sS --max-time 5 --cacert "$E2E_CA" \
 		https://allowed.test/) || fail "after restart: $(oneline "$out")"
 
+	# egressctl over the control socket (the restarted daemon replaced
+	# the socket file the killed one left).
+	for ((i = 0; i < 50; i++)); do
+		out=$("$ctl" status --socket "$dsock" 2>&1) && break
+		sleep 0.1
+	done
+	note "egressctl status: $(oneline "$out")"
+	grep -q "attach points  *$DCG/agents\$" <<<"$out" ||
+		fail "egressctl status does not show the attach point: $(oneline "$out")"
+	grep -Eq "^  agents +enforce +1 +0 " <<<"$out" ||
+		fail "egressctl status does not show the policy: $(oneline "$out")"
+	# counted from the audit log since this daemon started: one allowed
+	# above, one denied here (records land when the connection closes)
+	in_cg "$DCG/agents/job1" curl -sS --max-time 5 --cacert "$E2E_CA" \
+		https://evil.test/ >/dev/null 2>&1 && fail "job1 -> evil.test succeeded"
+	for ((i = 0; i < 20; i++)); do
+		grep -Eq "connections +[1-9][0-9]* allowed, [1-9][0-9]* denied" <<<"$out" && break
+		sleep 0.1
+		out=$("$ctl" status --socket "$dsock" 2>&1)
+	done
+	grep -Eq "connections +[1-9][0-9]* allowed, [1-9][0-9]* denied" <<<"$out" ||
+		fail "egressctl status counters: $(oneline "$out")"
+	out=$("$ctl" status --socket "$dsock" --json) ||
+		fail "egressctl status --json failed"
+	python3 -c 'import json, sys; s = json.load(sys.stdin)
+assert s["policies"][0]["name"] == "agents" and s["cgroups"]["bound"] >= 1, s' <<<"$out" ||
+		fail "egressctl status --json: $(oneline "$out")"
+	out=$(setpriv --reuid 65534 --regid 65534 --clear-groups \
+		"$ctl" status --socket "$dsock" 2>&1); rc=$?
+	[ $rc = 1 ] && grep -q "Permission denied — the control socket is for root" <<<"$out" ||
+		fail "egressctl as nobody: rc $rc: $(oneline "$out")"
+	out=$("$ctl" status --socket "$E2E_DIR/ctl/none.sock" 2>&1); rc=$?
+	[ $rc = 1 ] && grep -q "No such file or directory — is egressd daemon running?" <<<"$out" ||
+		fail "egressctl without a daemon: rc $rc: $(oneline "$out")"
+
 	# Reload: an invalid file is refused, the running config stays.
 	cp "$DCFG" "$DCFG.good"
 	echo '{ "policies": { "agents": { "alow": [] } } }' >"$DCFG"
+	out=$("$ctl" reload --socket "$dsock" 2>&1); rc=$?
+	[ $rc = 2 ] && grep -q "^egressctl: $DCFG:1: policies.agents.alow: unknown field" <<<"$out" ||
+		fail "egressctl reload of an invalid file: rc $rc: $(oneline "$out")"
 	kill -HUP "$DPID"
 	sleep 0.5
 	grep -q "reload refused" "$CASE_STDERR" || fail "invalid reload not refused"
@@ -1118,8 +1158,8 @@ JSON
 		https://allowed.test/) || fail "after refused reload: $(oneline "$out")"
 	# A valid reload applies to new connections.
 	sed 's/\["allowed.test"\]/["allowed.test", "evil.test"]/' "$DCFG.good" >"$DCFG"
-	kill -HUP "$DPID"
-	sleep 0.5
+	out=$("$ctl" reload --socket "$dsock" 2>&1) ||
+		fail "egressctl reload of a valid file: $(oneline "$out")"
 	grep -q "reloaded" "$CASE_STDERR" || fail "valid reload not applied"
 	out=$(in_cg "$DCG/agents/job1" curl -sS --max-time 5 --cacert "$E2E_CA" \
 		https://evil.test/) || fail "evil.test after the reload allowed it: $(oneline "$out")"

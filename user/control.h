@@ -1,0 +1,59 @@
+/* SPDX-License-Identifier: GPL-2.0 OR BSD-3-Clause */
+/*
+ * The daemon's control socket for egressctl (protocol: docs/egressctl.md).
+ * A Unix stream socket, 0600, in a directory created 0700; peers whose
+ * SO_PEERCRED uid is not 0 get one error line and are closed.
+ *
+ * Served from the daemon's main loop: poll control_fd() and call
+ * control_handle() when it is readable. One client at a time, each bounded
+ * in time (CONTROL_CLIENT_MS), so the callbacks run on the main thread,
+ * never concurrently with a SIGHUP reload or the cgroup watcher.
+ */
+#ifndef EGR_CONTROL_H
+#define EGR_CONTROL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dconfig.h"
+
+/* A client must send its request and read the answer within this. */
+#define CONTROL_CLIENT_MS 2000
+
+struct control_status {
+	const struct dconfig *dc;  /* running configuration */
+	const char *config_path;
+	const char *pin_dir;
+	uint16_t port;
+	size_t n_cgroups;          /* cgroups watched below the attach points */
+	size_t n_bound;            /* of those, bound to a policy by a binding */
+};
+
+struct control_params {
+	const char *path;          /* socket path (dconfig control_socket) */
+	/* Counters come from this audit log (JSON or text lines), counted
+	 * from its size at control_open; NULL (stdout): no counters. */
+	const char *audit_path;
+	/* pin_dir/egr_stats (kernel denials); NULL: not reported. */
+	const char *pin_dir;
+	/* Fill st (pointers must stay valid until the call returns). */
+	int (*status)(void *ctx, struct control_status *st);
+	/* Reload synchronously: 0, or -errno with the one-line reason
+	 * ("FILE:LINE: FIELD: reason") in err. */
+	int (*reload)(void *ctx, char *err, size_t errlen);
+	void *ctx;
+};
+
+struct control;
+
+/* Create the directory (0700) if missing, refuse if a live daemon answers
+ * on path, replace a stale socket, bind and listen (0600). */
+int control_open(struct control **out, const struct control_params *p);
+int control_fd(const struct control *c);
+/* Accept and serve at most one client; never blocks longer than
+ * CONTROL_CLIENT_MS. */
+void control_handle(struct control *c);
+/* Close and unlink the socket. Accepts NULL. */
+void control_close(struct control *c);
+
+#endif
