@@ -54,6 +54,7 @@
 #include "daemon.h"
 #include "dconfig.h"
 #include "dnsproxy.h"
+#include "kevent.h"
 #include "log.h"
 #include "proxy.h"
 #include "sockdiag.h"
@@ -168,6 +169,21 @@ static int daemon_origin_for_udp(void *ctx, const struct sockaddr *peer, socklen
 	if (err)
 		return err;
 	return egr_bpf_udp_origin(d->bpf, cookie, o);
+}
+
+/* A decision the kernel took alone (port, CIDR, loopback, UDP, socket
+ * type, no binding): one audit record, like the proxy's. */
+static void daemon_on_event(void *ctx, const struct egr_event *e)
+{
+	struct daemon *d = ctx;
+	const struct policy *p;
+	struct audit_record r;
+
+	kevent_to_record(e, &r);
+	r.cgroup = daemon_cgroup_name(d, e->origin.cgroup_id);
+	p = e->reason == EGR_REASON_NO_POLICY ? NULL : daemon_policy_for(d, &e->origin);
+	r.policy = p ? p->name : NULL;
+	audit_write(d->audit, &r);
 }
 
 /* Write the policies of c into bank: the kernel's view (ports, CIDRs). */
@@ -566,6 +582,8 @@ int daemon_main(int argc, char **argv)
 		goto out;
 	if (daemon_fill_bank(&d, d.dc, 0))
 		goto out;
+	if (egr_bpf_events_open(d.bpf, daemon_on_event, &d))
+		goto out;
 	d.ino = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
 	if (d.ino < 0) {
 		fprintf(stderr, "egressd: inotify: %s\n", strerror(errno));
@@ -613,6 +631,9 @@ int daemon_main(int argc, char **argv)
 			daemon_inotify(&d);
 		if ((pfd[0].revents & POLLIN) && read(sfd, &si, sizeof(si)) == sizeof(si)) {
 			if (si.ssi_signo == SIGHUP) {
+				/* logrotate: reopen the audit file, then reload */
+				if (audit_reopen(d.audit))
+					log_warn("cannot reopen the audit log; still writing the old file");
 				daemon_reload(&d, err, sizeof(err));
 				continue;
 			}
@@ -621,6 +642,7 @@ int daemon_main(int argc, char **argv)
 			ret = 0;
 			break;
 		}
+		egr_bpf_poll(d.bpf, 0); /* kernel decisions into the audit log */
 		if (++ticks % 20 == 0)
 			egr_bpf_sweep_conns(d.bpf, 5000000000ull);
 	}

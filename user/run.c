@@ -50,6 +50,7 @@
 #include "config.h"
 #include "dnsproxy.h"
 #include "intercept.h"
+#include "kevent.h"
 #include "log.h"
 #include "policy.h"
 #include "proxy.h"
@@ -546,42 +547,11 @@ static const char *run_cgroup_name(void *ctx, uint64_t id)
 static void run_on_event(void *ctx, const struct egr_event *e)
 {
 	struct run_state *s = ctx;
-	struct audit_record r = { 0 };
-	uint64_t now_real, now_mono, at;
-	struct timespec ts;
+	struct audit_record r;
 
-	clock_gettime(CLOCK_REALTIME, &ts);
-	now_real = (uint64_t)ts.tv_sec * 1000000000ull + ts.tv_nsec;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	now_mono = (uint64_t)ts.tv_sec * 1000000000ull + ts.tv_nsec;
-	at = now_real - (now_mono > e->ts_ns ? now_mono - e->ts_ns : 0);
-	r.start.tv_sec = at / 1000000000ull;
-	r.start.tv_nsec = at % 1000000000ull;
-	r.end = r.start;
-	r.cgroup_id = e->origin.cgroup_id;
+	kevent_to_record(e, &r);
 	r.cgroup = run_cgroup_name(s, e->origin.cgroup_id);
-	r.pid = e->origin.tgid;
-	r.uid = e->origin.uid;
-	memcpy(r.comm, e->origin.comm, EGR_COMM_LEN);
-	r.comm[EGR_COMM_LEN] = '\0';
-	r.proto = e->proto;
-	r.has_dst = e->reason != EGR_REASON_PROTO;
-	memcpy(r.dst.b, e->origin.dst_addr, 16);
-	r.dst_port = e->origin.dst_port;
-	r.verdict = e->type == EGR_EVENT_AUDIT ? EGR_VERDICT_AUDIT : EGR_VERDICT_DENY;
-	r.reason = e->reason;
 	r.policy = s->policy->name;
-	r.origin = "kernel";
-	if (e->proto == IPPROTO_UDP && e->op == EGR_OP_CONNECT && e->reason == EGR_REASON_UDP) {
-		/* glibc's getaddrinfo connect()s a UDP socket to every answer
-		 * to pick source addresses (RFC 6724), sending nothing: on
-		 * record, but not worth a line on the terminal. A real send
-		 * on such a socket is impossible (it was not connected). */
-		r.detail = "udp connect";
-		r.quiet = true;
-	} else if (e->op == EGR_OP_SENDMSG) {
-		r.detail = "udp sendmsg";
-	}
 	audit_write(s->audit, &r);
 }
 

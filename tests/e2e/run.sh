@@ -1096,6 +1096,13 @@ JSON
 	out=$(in_cg "$DCG/agents/other" curl -sS --max-time 5 --cacert "$E2E_CA" \
 		https://allowed.test/) && fail "unbound cgroup reached allowed.test (no deny-all)"
 	evil_untouched "daemon"
+	# A decision the kernel takes alone (UDP to a non-DNS port) is in the
+	# daemon's audit log too.
+	in_cg "$DCG/agents/job1" "$E2E_PY" "$E2E_DIR/bin/client.py" udp "$EVIL4" 443 >/dev/null &&
+		fail "UDP to evil:443 was sent"
+	sleep 0.3
+	grep -Eq '"origin": ?"kernel"' "$CASE_AUDIT" ||
+		fail "no kernel decision in the daemon's audit log"
 	grep -q '"reason":"no_match"\|"reason": "no_match"' "$CASE_AUDIT" ||
 		fail "audit log has no no_match record"
 
