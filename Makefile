@@ -154,9 +154,12 @@ static:
 bench: all
 	$(Q)tests/bench/run.sh
 
-# Benchmark peers. policy-rc.d keeps the nginx package from starting its
-# own service on the machine's port 80 during the install.
-BENCH_DEPS := nginx-light wrk
+# Benchmark clients and peers (docs/BENCHMARKS.md). policy-rc.d keeps
+# the packages (nginx, haproxy, squid) from starting their own services on
+# the machine during the install: the bench starts its own copies inside
+# the test bed's namespaces only.
+BENCH_DEPS := nginx-light libnginx-mod-stream haproxy squid-openssl mitmproxy \
+	wrk curl nftables bpftool python3
 bench-deps:
 	apt-get update
 	printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
