@@ -7,6 +7,8 @@
  *
  * Programs (all attached to the enforced cgroup only):
  *   cgroup/connect4, cgroup/connect6   verdict + origin record + rewrite
+ *                                      (loopback refused, except a policy's
+ *                                      gateway addresses: egr_gateways)
  *   sockops (TCP_CONNECT_CB)           origin -> egr_conns, keyed by the
  *                                      client's address/port (known only
  *                                      after the source port is chosen)
@@ -80,6 +82,18 @@ struct {
 	__type(key, struct egr_cidr_key);
 	__type(value, __u8);
 } egr_cidrs SEC(".maps");
+
+/*
+ * Loopback addresses a policy serves as plain-HTTP gateways to an https
+ * upstream (policy "gateways"): the only loopback destinations that are
+ * redirected to the proxy rather than refused.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, EGR_MAX_GATEWAYS);
+	__type(key, struct egr_gateway_key);
+	__type(value, __u8);
+} egr_gateways SEC(".maps");
 
 /*
  * UDP sockets that sent DNS to the proxy: socket cookie -> origin. The DNS
@@ -214,6 +228,17 @@ static __always_inline int egr_decide(const __u8 *dst, __u16 port, bool udp,
 		return audit ? 1 : -EPERM;
 	}
 	if (egr_addr_is_local(dst)) {
+		struct egr_gateway_key gk = {};
+
+		/* A gateway is the proxy under another address: redirected
+		 * (in audit mode too, or it would reach whatever really
+		 * listens there), origin recorded; the proxy maps it onto
+		 * the gateway's upstream. Ports and CIDRs do not apply. */
+		gk.policy_id = policy_id;
+		gk.port = port;
+		__builtin_memcpy(gk.addr, dst, 16);
+		if (bpf_map_lookup_elem(&egr_gateways, &gk))
+			return 0;
 		*reason = EGR_REASON_LOOPBACK;
 		return audit ? 1 : -EPERM;
 	}

@@ -19,6 +19,7 @@
 #define EGR_MAX_CONNS 65536
 #define EGR_MAX_PORTS 4096
 #define EGR_MAX_CIDRS 4096
+#define EGR_MAX_GATEWAYS 1024
 /* How many cgroup ancestors the kernel walks to find a policy binding. */
 #define EGR_MAX_CGROUP_DEPTH 16
 
@@ -156,6 +157,19 @@ struct egr_port_key {
 struct egr_cidr_key {
 	__u32 prefixlen;
 	__u32 policy_id;
+	__u8 addr[16]; /* IPv4 v4-mapped */
+};
+
+/*
+ * Gateway addresses (egr_gateways): a loopback address+port of a policy
+ * that the kernel redirects to the proxy instead of refusing as loopback,
+ * because the policy maps it onto an https upstream (docs/interception.md,
+ * "Gateway mode"). Filled by user/bpfload.c from policy "gateways".
+ */
+struct egr_gateway_key {
+	__u32 policy_id;
+	__u16 port; /* host byte order */
+	__u16 pad;
 	__u8 addr[16]; /* IPv4 v4-mapped */
 };
 

@@ -191,6 +191,71 @@ static int egr_map_fd(struct bpf_map *m)
 	return bpf_map__fd(m);
 }
 
+static bool gateway_listed(const struct policy *p, const struct egr_gateway_key *k)
+{
+	for (size_t i = 0; i < p->n_gateways; i++) {
+		const struct policy_gateway *g = &p->gateways[i];
+
+		for (size_t j = 0; j < g->n_addrs; j++)
+			if (g->port == k->port && !memcmp(g->addrs[j].b, k->addr, 16))
+				return true;
+	}
+	return false;
+}
+
+/*
+ * The policy's gateway addresses: added first, then the ones a previous
+ * version of the policy had and this one has not are removed, so that a
+ * reload never makes a gateway that stays refuse connections meanwhile.
+ */
+static int egr_set_gateways(struct egr_bpf *b, uint32_t policy_id, const struct policy *p)
+{
+	int fd = egr_map_fd(b->skel->maps.egr_gateways);
+	struct egr_gateway_key cur, next, *doomed = NULL;
+	size_t n = 0, cap = 0, i, j;
+	bool have = false;
+	uint8_t one = 1;
+	int err = 0;
+
+	for (i = 0; i < p->n_gateways; i++) {
+		const struct policy_gateway *g = &p->gateways[i];
+
+		for (j = 0; j < g->n_addrs; j++) {
+			struct egr_gateway_key k = { .policy_id = policy_id, .port = g->port };
+
+			memcpy(k.addr, g->addrs[j].b, 16);
+			if (bpf_map_update_elem(fd, &k, &one, BPF_ANY)) {
+				err = -errno;
+				log_error("cannot fill BPF map egr_gateways: %s", strerror(-err));
+				return err;
+			}
+		}
+	}
+	/* Collect first: deleting during get_next_key restarts the walk. */
+	while (!bpf_map_get_next_key(fd, have ? &cur : NULL, &next)) {
+		cur = next;
+		have = true;
+		if (cur.policy_id != policy_id || gateway_listed(p, &cur))
+			continue;
+		if (n == cap) {
+			struct egr_gateway_key *v;
+
+			cap = cap ? cap * 2 : 16;
+			v = realloc(doomed, cap * sizeof(*v));
+			if (!v) {
+				free(doomed);
+				return -ENOMEM;
+			}
+			doomed = v;
+		}
+		doomed[n++] = cur;
+	}
+	for (i = 0; i < n; i++)
+		bpf_map_delete_elem(fd, &doomed[i]);
+	free(doomed);
+	return 0;
+}
+
 int egr_bpf_set_policy(struct egr_bpf *b, uint32_t policy_id, const struct policy *p)
 {
 	struct egr_policy_info info = { .flags = EGR_POLICY_VALID };
@@ -237,6 +302,9 @@ int egr_bpf_set_policy(struct egr_bpf *b, uint32_t policy_id, const struct polic
 			return err;
 		}
 	}
+	err = egr_set_gateways(b, policy_id, p);
+	if (err)
+		return err;
 	/* Last: the policy becomes valid only once its maps are complete. */
 	if (bpf_map_update_elem(egr_map_fd(b->skel->maps.egr_policies), &policy_id, &info, BPF_ANY)) {
 		err = -errno;

@@ -30,7 +30,8 @@ int egr_bpf_prepare_pinned(struct egr_bpf **out, const char *pin_dir);
 int egr_bpf_conns_fd(const struct egr_bpf *b);
 /* Set the proxy address and load the programs into the kernel. */
 int egr_bpf_load(struct egr_bpf *b, uint16_t proxy_port, bool proxy_v6);
-/* Fill the kernel's view of policy policy_id (ports, denied CIDRs, mode). */
+/* Fill the kernel's view of policy policy_id (ports, denied CIDRs, mode,
+ * gateway addresses; gateways the policy no longer has are removed). */
 int egr_bpf_set_policy(struct egr_bpf *b, uint32_t policy_id, const struct policy *p);
 int egr_bpf_bind_cgroup(struct egr_bpf *b, uint64_t cgroup_id, uint32_t policy_id);
 /* The cgroup inherits from its ancestors again (or is denied everything). */

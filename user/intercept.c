@@ -136,6 +136,12 @@ struct ic_conn {
 	size_t peeked_len;
 	struct timespec start;
 
+	/* gateway mode: plain HTTP from the client (no cssl) */
+	bool plain;
+	BIO *cint;              /* plain: our half of the pair */
+	char gw_name[INET6_ADDRSTRLEN + 8]; /* "127.0.0.1:8080" the client used */
+	char up_hostval[sizeof(((struct reqrule_host *)0)->host) + 8]; /* Host upstream */
+
 	/* client TLS */
 	SSL *cssl;
 	BIO *cnet;              /* network half of the pair */
@@ -364,13 +370,13 @@ static void audit_fill_origin(const struct ic_conn *c, struct audit_record *r)
 	r->has_dst = true;
 	memcpy(r->dst.b, c->origin.dst_addr, sizeof(r->dst.b));
 	r->dst_port = c->origin.dst_port;
-	r->sni = c->host;
+	r->sni = c->plain ? NULL : c->host; /* a gateway's client sends none */
 	r->host = c->host;
-	r->alpn = "http/1.1";
+	r->alpn = c->plain ? NULL : "http/1.1";
 	r->has_resolved = true;
 	r->resolved = c->upstream;
 	r->policy = c->policy_name;
-	r->origin = "intercept";
+	r->origin = c->plain ? "gateway" : "intercept";
 }
 
 /* One record per request: method, path (no query), status and the
@@ -502,6 +508,7 @@ static void conn_free(struct ic_conn *c)
 	conn_close_fd(c, &c->ufd);
 	conn_close_fd(c, &c->cfd);
 	SSL_free(c->cssl); /* frees the internal half of the pair */
+	BIO_free(c->cint); /* plain: no SSL owns it */
 	BIO_free(c->cnet);
 	SSL_free(c->ussl);
 	httpreq_free(c->hr);
@@ -638,6 +645,16 @@ static size_t cli_write(struct ic_conn *c, const void *buf, size_t len)
 
 	if (!len)
 		return 0;
+	if (c->plain) {
+		n = BIO_write(c->cint, buf, len > INT32_MAX ? INT32_MAX : (int)len);
+		if (n > 0)
+			return (size_t)n;
+		if (BIO_should_retry(c->cint))
+			return 0; /* the pair is full: flush first */
+		conn_set_detail(c, "client write: buffer error");
+		conn_fail(c, false);
+		return 0;
+	}
 	ERR_clear_error();
 	n = SSL_write(c->cssl, buf, len > INT32_MAX ? INT32_MAX : (int)len);
 	if (n > 0)
@@ -650,11 +667,37 @@ static size_t cli_write(struct ic_conn *c, const void *buf, size_t len)
 	return 0;
 }
 
+/* Gateway mode: the pair's plaintext into creq. */
+static bool cli_read_plain(struct ic_conn *c)
+{
+	bool moved = false;
+
+	while (!c->c_tls_eof && c->creq_len < sizeof(c->creq)) {
+		int n = BIO_read(c->cint, c->creq + c->creq_len,
+				 (int)(sizeof(c->creq) - c->creq_len));
+
+		if (n > 0) {
+			c->creq_len += (size_t)n;
+			moved = true;
+			continue;
+		}
+		if (c->c_eof && !BIO_ctrl_pending(c->cint)) {
+			c->c_tls_eof = true;
+			moved = true;
+		}
+		break;
+	}
+	return moved;
+}
+
 /* SSL_read from the client into creq. */
 static bool cli_decrypt(struct ic_conn *c)
 {
 	bool moved = false;
 	char eb[128];
+
+	if (c->plain)
+		return cli_read_plain(c);
 
 	while (!c->c_tls_eof && c->creq_len < sizeof(c->creq)) {
 		int n, e;
@@ -1026,14 +1069,119 @@ static void creds_wipe(struct ic_worker *w, int n)
 		explicit_bzero(w->credval[i], sizeof(w->credval[i]));
 }
 
+/*
+ * Gateway mode: does Host name the gateway the client connected to? Its
+ * address (IPv6 in brackets) or "localhost", with the gateway's port (or
+ * none for port 80). The gateway exists only for this cgroup and the
+ * upstream is fixed, so another name cannot front anything; but a page
+ * whose own name was rebound to the gateway address (DNS rebinding, a
+ * browser inside the cgroup) would send that name, and must not reach a
+ * credentialed upstream.
+ */
+static bool gw_host_ok(const struct ic_conn *c, const char *host)
+{
+	char name[INET6_ADDRSTRLEN + 2];
+	const char *port = NULL, *hs = host;
+	struct egr_addr a;
+	size_t hlen;
+	unsigned long v;
+	char *end;
+
+	if (host[0] == '[') {
+		const char *rb = strchr(host, ']');
+
+		if (!rb || (rb[1] && rb[1] != ':'))
+			return false;
+		hs = host + 1;
+		hlen = (size_t)(rb - hs);
+		port = rb[1] ? rb + 2 : NULL;
+	} else {
+		const char *colon = strchr(host, ':');
+
+		if (colon && strchr(colon + 1, ':'))
+			return false;
+		hlen = colon ? (size_t)(colon - host) : strlen(host);
+		port = colon ? colon + 1 : NULL;
+	}
+	if (!hlen || hlen >= sizeof(name))
+		return false;
+	memcpy(name, hs, hlen);
+	name[hlen] = '\0';
+	if (port) {
+		if (!*port || strspn(port, "0123456789") != strlen(port) || strlen(port) > 5)
+			return false;
+		v = strtoul(port, &end, 10);
+		if (v != c->origin.dst_port)
+			return false;
+	} else if (c->origin.dst_port != 80) {
+		return false;
+	}
+	if (host[0] != '[' && (!strcasecmp(name, "localhost") || !strcasecmp(name, "localhost.")))
+		return true;
+	if (addr_parse(name, &a))
+		return false;
+	if (host[0] == '[' && !strchr(name, ':'))
+		return false; /* "[127.0.0.1]" */
+	return !memcmp(a.b, c->origin.dst_addr, sizeof(a.b));
+}
+
+/* Gateway mode: refusals before the rules (always enforced, also in
+ * audit mode: such a request cannot be forwarded as the agent meant it).
+ * true if the request was refused. */
+static bool gw_refuse(struct ic_conn *c, const struct httpreq_head *h, struct ic_req *e)
+{
+	const char *bad = NULL;
+	char why[320];
+	int st = 0;
+
+	if (h->target[0] != '/' && strcmp(h->target, "*")) {
+		st = 400;
+		bad = "the gateway takes origin-form request targets (/path), "
+		      "not absolute-form or CONNECT";
+	} else if (!h->host || !*h->host) {
+		st = 400;
+		bad = "missing Host";
+	} else if (!gw_host_ok(c, h->host)) {
+		st = 421;
+		bad = "Host does not name the gateway";
+	}
+	if (!st)
+		return false;
+	req_set_path(e, NULL, h->target);
+	if (st == 421)
+		fmt_str(why, sizeof(why), "%s (Host %.120s, gateway %s)", bad, h->host,
+			c->gw_name);
+	else
+		fmt_str(why, sizeof(why), "%s", bad);
+	httpreq_refuse(c->hr, st, bad);
+	req_refuse_local(c, e, st, status_reason(st), why);
+	return true;
+}
+
+/* Gateway mode: the gateway's rules. The Host was checked against the
+ * gateway and is replaced, so the rules see the upstream's name. */
+static int gw_check(const struct ic_conn *c, const struct httpreq_head *h,
+		    struct reqrule_result *res)
+{
+	struct reqrule_request req = {
+		.method = h->method,
+		.target = h->target,
+		.host = c->host,
+		.has_length = h->has_length,
+		.content_length = h->content_length,
+	};
+
+	return reqrule_check(&c->rules, c->host, &req, res);
+}
+
 static void on_head(struct ic_conn *c)
 {
 	const struct httpreq_head *h = httpreq_head(c->hr);
 	struct reqrule_result res;
-	struct httpreq_set sets[REQRULE_MAX_CREDS];
+	struct httpreq_set sets[REQRULE_MAX_CREDS + 1];
 	struct ic_req *e;
 	char why[320];
-	int st, n, rc;
+	int st, n, rc, nset;
 
 	e = req_new(c);
 	if (!e) {
@@ -1052,7 +1200,13 @@ static void on_head(struct ic_conn *c)
 		req_refuse_local(c, e, 502, EGR_REASON_UPSTREAM, c->u_err);
 		return;
 	}
-	st = httpreq_check(c->hr, &c->rules, c->host, &res);
+	if (c->plain) {
+		if (gw_refuse(c, h, e))
+			return;
+		st = gw_check(c, h, &res);
+	} else {
+		st = httpreq_check(c->hr, &c->rules, c->host, &res);
+	}
 	req_set_path(e, res.path, h->target);
 	if (res.rule_name)
 		set_str(e->rule, sizeof(e->rule), res.rule_name);
@@ -1090,7 +1244,13 @@ static void on_head(struct ic_conn *c)
 		req_refuse_local(c, e, 502, EGR_REASON_INTERNAL, why);
 		return;
 	}
-	rc = httpreq_accept(c->hr, sets, (size_t)n, res.max_body);
+	nset = n;
+	if (c->plain) {
+		/* The agent named the gateway; the upstream gets its own. */
+		sets[nset].name = "Host";
+		sets[nset++].value = c->up_hostval;
+	}
+	rc = httpreq_accept(c->hr, sets, (size_t)nset, res.max_body);
 	creds_wipe(c->w, n);
 	if (rc == -EFBIG) {
 		fmt_str(why, sizeof(why), "request body too large (rule %s)",
@@ -1460,7 +1620,7 @@ static bool closing_step(struct ic_conn *c)
 		return true;
 	if (c->lout_off == c->lout_len && !c->notify_sent) {
 		c->notify_sent = true;
-		if (!c->no_notify && c->c_hs_done) {
+		if (!c->no_notify && c->c_hs_done && c->cssl) {
 			ERR_clear_error();
 			SSL_shutdown(c->cssl);
 			ERR_clear_error();
@@ -1670,12 +1830,12 @@ static int conn_start(struct ic_conn *c)
 	X509_VERIFY_PARAM *vp;
 
 	c->last_active_ms = loop_now_ms(w->loop);
-	c->cssl = SSL_new(ic->srv_ctx);
+	c->cssl = c->plain ? NULL : SSL_new(ic->srv_ctx);
 	c->ussl = c->up_ctx ? SSL_new(c->up_ctx) : NULL;
 	if (!c->up_ctx) {
 		/* The trust store could not be loaded: no unverified
 		 * fallback, every request gets the reason. */
-		if (!c->cssl)
+		if (!c->cssl && !c->plain)
 			goto ossl;
 		c->u_failed = true;
 		fmt_str(c->u_err, sizeof(c->u_err),
@@ -1683,12 +1843,19 @@ static int conn_start(struct ic_conn *c)
 		conn_close_fd(c, &c->ufd);
 		c->u_eof = true;
 	}
-	if (!c->cssl || (!c->ussl && !c->u_failed) ||
+	if ((!c->cssl && !c->plain) || (!c->ussl && !c->u_failed) ||
 	    !BIO_new_bio_pair(&internal, bsz, &c->cnet, bsz))
 		goto ossl;
-	SSL_set_bio(c->cssl, internal, internal);
-	SSL_set_app_data(c->cssl, c);
-	SSL_set_accept_state(c->cssl);
+	if (c->plain) {
+		/* Same pair as for TLS, read and written directly: one
+		 * client transport for both modes. */
+		c->cint = internal;
+		c->c_hs_done = true;
+	} else {
+		SSL_set_bio(c->cssl, internal, internal);
+		SSL_set_app_data(c->cssl, c);
+		SSL_set_accept_state(c->cssl);
+	}
 	if (c->peeked_len &&
 	    BIO_write(c->cnet, c->peeked, (int)c->peeked_len) != (int)c->peeked_len)
 		goto ossl;
@@ -1860,7 +2027,7 @@ int intercept_create(struct intercept **out, const struct intercept_params *para
 	long ncpu;
 	int err;
 
-	if (!out || !params || !params->cfg || !params->ca)
+	if (!out || !params || !params->cfg)
 		return -EINVAL;
 	*out = NULL;
 	ic = calloc(1, sizeof(*ic));
@@ -2077,7 +2244,8 @@ int intercept_take(struct intercept *ic, int client_fd, int upstream_fd,
 	int one_i = 1;
 
 	if (!ic || !info || !info->host || !info->rules || client_fd < 0 || upstream_fd < 0 ||
-	    strlen(info->host) >= sizeof(c->host)) {
+	    strlen(info->host) >= sizeof(c->host) || (info->gateway && !info->origin) ||
+	    (!info->gateway && !ic->params.ca)) {
 		if (client_fd >= 0)
 			close(client_fd);
 		if (upstream_fd >= 0)
@@ -2098,6 +2266,21 @@ int intercept_take(struct intercept *ic, int client_fd, int upstream_fd,
 	set_str(c->host, sizeof(c->host), info->host);
 	c->upstream = info->upstream;
 	c->upstream_port = info->upstream_port;
+	c->plain = info->gateway;
+	if (c->plain) {
+		char abuf[INET6_ADDRSTRLEN];
+		struct egr_addr ga;
+
+		memcpy(ga.b, c->origin.dst_addr, sizeof(ga.b));
+		addr_to_str(&ga, abuf, sizeof(abuf));
+		fmt_str(c->gw_name, sizeof(c->gw_name), addr_is_v4(&ga) ? "%s:%u" : "[%s]:%u",
+			abuf, c->origin.dst_port);
+		if (info->upstream_port == 443)
+			fmt_str(c->up_hostval, sizeof(c->up_hostval), "%s", c->host);
+		else
+			fmt_str(c->up_hostval, sizeof(c->up_hostval), "%s:%u", c->host,
+				info->upstream_port);
+	}
 	if (copy_rules(&c->rules, info->rules))
 		oom = true;
 	c->policy_name = dup_or_null(info->policy ? info->policy->name : NULL, &oom);

@@ -35,7 +35,9 @@ struct intercept;
 struct intercept_params {
 	const struct config *cfg;
 	struct audit *audit;
-	struct ca *ca;                 /* mints the leaves; must hold the key */
+	struct ca *ca;                 /* mints the leaves; must hold the key.
+	                                * NULL: gateways only (a TLS take is
+	                                * refused with -EINVAL) */
 	/* Trust store for upstream certificates. Set: used for every
 	 * connection (--upstream-ca). NULL: the connection's policy's
 	 * upstream_ca if it has one, else the system store. A file that
@@ -65,6 +67,18 @@ struct intercept_conn_info {
 	uint16_t upstream_port;
 	const uint8_t *peeked;         /* bytes already read from the client */
 	size_t peeked_len;             /* (the ClientHello) */
+	/*
+	 * Gateway mode (policy "gateways"): the client speaks plain HTTP to
+	 * a loopback gateway address (origin->dst_addr/dst_port). host is
+	 * the upstream's name (TLS SNI and verified certificate name, as
+	 * for interception), upstream_port its port, rules the gateway's.
+	 * Each request must be origin-form ("/path"; else 400) with a Host
+	 * naming the gateway: the address the client connected to or
+	 * "localhost", with the gateway's port (else 421: a page that
+	 * rebinds its own name to the gateway address must not borrow the
+	 * credential). The Host sent upstream is "host[:port]".
+	 */
+	bool gateway;
 };
 
 /* Takes ownership of both fds in every case (closes them on error).
@@ -73,7 +87,8 @@ struct intercept_conn_info {
  * connection waits in its worker's queue. Audit: one record per request
  * (origin "intercept"; detail "METHOD PATH status=N[ cred=NAME,..][ why=
  * TEXT]", path without the query; rule = the request rule's name), and
- * one record for a connection that ended without any request. */
+ * one record for a connection that ended without any request. Gateway
+ * connections are audited with origin "gateway" and no SNI. */
 int intercept_take(struct intercept *ic, int client_fd, int upstream_fd,
 		   const struct intercept_conn_info *info);
 

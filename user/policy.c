@@ -124,6 +124,7 @@ static bool name_lower(const char *in, char *out)
 struct policy_rule;
 static bool domain_match(const struct policy_rule *r, const char *host, size_t hlen);
 static void intercept_clear(struct policy_intercept *e);
+static void gateway_clear(struct policy_gateway *g);
 
 static void rule_clear(struct policy_rule *r)
 {
@@ -509,6 +510,9 @@ void policy_free(struct policy *p)
 	for (i = 0; i < p->n_intercept; i++)
 		intercept_clear(&p->intercept[i]);
 	free(p->intercept);
+	for (i = 0; i < p->n_gateways; i++)
+		gateway_clear(&p->gateways[i]);
+	free(p->gateways);
 	free(p->upstream_ca);
 	free(p->allow);
 	free(p->deny);
@@ -758,6 +762,275 @@ const struct reqrule_host *policy_intercept_for(const struct policy *p, const ch
 		}
 	}
 	return best ? &best->rules : NULL;
+}
+
+/* --- gateways ----------------------------------------------------------- */
+
+static void gateway_clear(struct policy_gateway *g)
+{
+	free(g->listen);
+	free(g->upstream);
+	free(g->host);
+	free(g->source);
+	reqrule_host_free(&g->rules);
+	memset(g, 0, sizeof(*g));
+}
+
+static int gw_port(const char *s, size_t len, uint16_t *port)
+{
+	unsigned v;
+
+	if (parse_uint(s, len, 65535, &v) || v == 0)
+		return -EINVAL;
+	*port = (uint16_t)v;
+	return 0;
+}
+
+/*
+ * "127.0.0.1:8080", "[::1]:8080" or "localhost:8080" into g->addrs/port/
+ * listen. Only loopback: the gateway is reached through the kernel
+ * redirect, and an address that leaves the host would be a real
+ * destination the agent could otherwise not reach.
+ */
+static int gateway_listen(const char *text, struct policy_gateway *g, char *err, size_t errlen)
+{
+	char host[64], canon[80], abuf[INET6_ADDRSTRLEN];
+	const char *colon, *h = text;
+	size_t hlen;
+
+	if (text[0] == '[') {
+		const char *rb = strchr(text, ']');
+
+		if (!rb || rb[1] != ':') {
+			seterr(err, errlen, "expected [ADDRESS]:PORT, e.g. [::1]:8080");
+			return -EINVAL;
+		}
+		h = text + 1;
+		hlen = (size_t)(rb - h);
+		colon = rb + 1;
+	} else {
+		colon = strrchr(text, ':');
+		if (!colon || strchr(text, ':') != colon) {
+			seterr(err, errlen, "expected ADDRESS:PORT with a loopback address, "
+			       "e.g. 127.0.0.1:8080 (IPv6 in brackets: [::1]:8080)");
+			return -EINVAL;
+		}
+		hlen = (size_t)(colon - text);
+	}
+	if (gw_port(colon + 1, strlen(colon + 1), &g->port)) {
+		seterr(err, errlen, "invalid port \"%.16s\" (1-65535)", colon + 1);
+		return -EINVAL;
+	}
+	if (g->port == 53) {
+		seterr(err, errlen, "port 53 is DNS, which always goes to egressd's DNS proxy");
+		return -EINVAL;
+	}
+	if (!hlen || hlen >= sizeof(host)) {
+		seterr(err, errlen, "expected ADDRESS:PORT with a loopback address");
+		return -EINVAL;
+	}
+	memcpy(host, h, hlen);
+	host[hlen] = '\0';
+	if (text[0] != '[' && !strcasecmp(host, "localhost")) {
+		addr_from_v4(&g->addrs[0], htonl(INADDR_LOOPBACK));
+		addr_from_v6(&g->addrs[1], in6addr_loopback.s6_addr);
+		g->n_addrs = 2;
+		snprintf(canon, sizeof(canon), "localhost:%u", g->port);
+	} else {
+		if (addr_parse(host, &g->addrs[0]) || (text[0] == '[') == addr_is_v4(&g->addrs[0])) {
+			seterr(err, errlen, "\"%.63s\" is not an IP address (or \"localhost\")",
+			       host);
+			return -EINVAL;
+		}
+		if (addr_classify(&g->addrs[0]) != ADDR_LOOPBACK) {
+			seterr(err, errlen, "%s is not a loopback address (127.0.0.0/8 or ::1): "
+			       "a gateway is an address only the agent's cgroup reaches",
+			       host);
+			return -EINVAL;
+		}
+		g->n_addrs = 1;
+		addr_to_str(&g->addrs[0], abuf, sizeof(abuf));
+		snprintf(canon, sizeof(canon), addr_is_v4(&g->addrs[0]) ? "%s:%u" : "[%s]:%u",
+			 abuf, g->port);
+	}
+	g->listen = strdup(canon);
+	if (!g->listen) {
+		seterr(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+/* "https://host[:port][/]" into g->host/upstream_port/upstream. */
+static int gateway_upstream(const char *text, struct policy_gateway *g, char *err,
+			    size_t errlen)
+{
+	char name[NAME_MAX_LEN + 1], canon[NAME_MAX_LEN + 16];
+	const char *s, *end, *colon, *why;
+	size_t len;
+
+	if (strncasecmp(text, "https://", 8)) {
+		seterr(err, errlen, "expected https://HOST[:PORT]%s",
+		       strncasecmp(text, "http://", 7) ? "" :
+		       " (the upstream leg is always TLS, verified)");
+		return -EINVAL;
+	}
+	s = text + 8;
+	end = s + strcspn(s, "/?#");
+	if (*end && strcmp(end, "/")) {
+		seterr(err, errlen, "no path: write the origin only (https://HOST[:PORT]); "
+		       "the agent's request paths are kept as they are");
+		return -EINVAL;
+	}
+	if (memchr(s, '@', (size_t)(end - s)) || *s == '[') {
+		seterr(err, errlen, "expected https://HOST[:PORT] with a host name");
+		return -EINVAL;
+	}
+	colon = memchr(s, ':', (size_t)(end - s));
+	len = (size_t)((colon ? colon : end) - s);
+	g->upstream_port = 443;
+	if (colon && gw_port(colon + 1, (size_t)(end - colon - 1), &g->upstream_port)) {
+		seterr(err, errlen, "invalid port (1-65535)");
+		return -EINVAL;
+	}
+	if (all_digits_dots(s, len)) {
+		seterr(err, errlen, "an IP address cannot be an upstream (its certificate "
+		       "is verified for a name); name the host");
+		return -EINVAL;
+	}
+	why = name_normalise(s, len, name);
+	if (why) {
+		seterr(err, errlen, "invalid host name%s%s%s", *why ? " (" : "", why,
+		       *why ? ")" : "");
+		return -EINVAL;
+	}
+	if (g->upstream_port == 443)
+		snprintf(canon, sizeof(canon), "https://%s", name);
+	else
+		snprintf(canon, sizeof(canon), "https://%s:%u", name, g->upstream_port);
+	g->host = strdup(name);
+	g->upstream = strdup(canon);
+	if (!g->host || !g->upstream) {
+		seterr(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	if (reqrule_host_init(&g->rules, name)) {
+		seterr(err, errlen, "invalid host name");
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* A gateway of p that answers on one of g's addresses and its port. */
+static const struct policy_gateway *gateway_overlap(const struct policy *p,
+						    const struct policy_gateway *g)
+{
+	for (size_t i = 0; g->n_addrs && i < g->n_addrs; i++) {
+		const struct policy_gateway *o = policy_gateway_for(p, &g->addrs[i], g->port);
+
+		if (o)
+			return o;
+	}
+	return NULL;
+}
+
+static int gateway_append(struct policy *p, struct policy_gateway *g)
+{
+	struct policy_gateway *v;
+
+	v = realloc(p->gateways, (p->n_gateways + 1) * sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	p->gateways = v;
+	p->gateways[p->n_gateways++] = *g;
+	memset(g, 0, sizeof(*g));
+	return 0;
+}
+
+int policy_add_gateway(struct policy *p, const char *listen, const char *upstream,
+		       const char *source, struct reqrule_host **out, char *err, size_t errlen)
+{
+	struct policy_gateway g = { 0 };
+	const struct policy_gateway *old;
+	char e[256];
+	int ret;
+
+	if (!p || !listen || !upstream) {
+		seterr(err, errlen, "empty gateway");
+		return -EINVAL;
+	}
+	ret = gateway_listen(listen, &g, e, sizeof(e));
+	if (ret) {
+		seterr(err, errlen, "listen %s", e);
+		goto fail;
+	}
+	ret = gateway_upstream(upstream, &g, e, sizeof(e));
+	if (ret) {
+		seterr(err, errlen, "upstream %s", e);
+		goto fail;
+	}
+	old = gateway_overlap(p, &g);
+	if (old) {
+		seterr(err, errlen, "%s is already a gateway (to %s, %s)", g.listen,
+		       old->upstream, old->source ? old->source : "policy");
+		ret = -EINVAL;
+		goto fail;
+	}
+	if (source && !(g.source = strdup(source)))
+		goto nomem;
+	if (add_allow_all(&g.rules) || gateway_append(p, &g))
+		goto nomem;
+	if (out)
+		*out = &p->gateways[p->n_gateways - 1].rules;
+	return 0;
+nomem:
+	seterr(err, errlen, "out of memory");
+	ret = -ENOMEM;
+fail:
+	gateway_clear(&g);
+	return ret;
+}
+
+const struct policy_gateway *policy_gateway_for(const struct policy *p,
+						 const struct egr_addr *a, uint16_t port)
+{
+	for (size_t i = 0; p && a && i < p->n_gateways; i++) {
+		const struct policy_gateway *g = &p->gateways[i];
+
+		if (g->port != port)
+			continue;
+		for (size_t j = 0; j < g->n_addrs; j++)
+			if (!memcmp(g->addrs[j].b, a->b, sizeof(a->b)))
+				return g;
+	}
+	return NULL;
+}
+
+static bool gateway_allowed_by(const struct policy *p, const struct policy_gateway *g)
+{
+	struct policy_decision d;
+
+	if (!p)
+		return false;
+	policy_decide_name(p, g->host, g->upstream_port, &d);
+	return d.verdict == EGR_VERDICT_ALLOW;
+}
+
+int policy_check_gateways(const struct policy *p, char *err, size_t errlen)
+{
+	for (size_t i = 0; p && i < p->n_gateways; i++) {
+		const struct policy_gateway *g = &p->gateways[i];
+
+		if (!gateway_allowed_by(p, g)) {
+			seterr(err, errlen, "%s (%s): upstream %s:%u is not allowed by any "
+			       "allow rule (add one, e.g. --allow %s%s%.0u)", g->listen,
+			       g->source ? g->source : "gateway", g->host, g->upstream_port,
+			       g->host, g->upstream_port == 443 ? "" : ":",
+			       g->upstream_port == 443 ? 0 : g->upstream_port);
+			return -EINVAL;
+		}
+	}
+	return 0;
 }
 
 /* --- JSON files --------------------------------------------------------- */
@@ -1202,7 +1475,7 @@ static unsigned edit_distance(const char *a, const char *b)
 }
 
 static const char *const known_keys[] = { "name", "mode", "allow", "deny", "intercept",
-					   "upstream_ca" };
+					   "upstream_ca", "gateways" };
 
 static bool policy_name_valid(const char *s)
 {
@@ -1776,6 +2049,152 @@ static int check_intercept_allowed(const struct load_ctx *c, const struct policy
 	return 0;
 }
 
+static const char *const gateway_keys[] = { "listen", "upstream", "rules", "max_body",
+					    "credentials" };
+
+/* One "gateways" entry: like an intercept entry, with listen + upstream in
+ * place of host. */
+static int gw_entry(const struct load_ctx *c, const struct policy *p, struct policy *tmp,
+		    struct fpath f, json_t *o)
+{
+	struct policy_gateway g = { 0 };
+	const struct policy_gateway *old;
+	char rerr[256], maxb[64] = "", src[512], q[256];
+	const char *listen = NULL, *upstream = NULL, *key;
+	json_t *v, *rules = NULL, *creds = NULL, *x;
+	struct fpath fl = fp_key(f, "listen"), fu = fp_key(f, "upstream");
+	bool has_max = false;
+	size_t i;
+	int ret;
+
+	if (!json_is_object(o))
+		return ferr(c, &f, false, "expected an object with \"listen\" and \"upstream\", "
+			    "got %s", json_type_name(o));
+	json_object_foreach(o, key, v) {
+		struct fpath k = fp_key(f, key);
+
+		if (!strcmp(key, "listen")) {
+			ret = ic_string(c, &k, v, &listen);
+		} else if (!strcmp(key, "upstream")) {
+			ret = ic_string(c, &k, v, &upstream);
+		} else if (!strcmp(key, "rules")) {
+			ret = json_is_array(v) ? 0 : ferr(c, &k, false, "expected an array of "
+							  "rules, got %s", json_type_name(v));
+			rules = v;
+		} else if (!strcmp(key, "credentials")) {
+			ret = json_is_array(v) ? 0 : ferr(c, &k, false, "expected an array of "
+							  "credentials, got %s",
+							  json_type_name(v));
+			creds = v;
+		} else if (!strcmp(key, "max_body")) {
+			ret = ic_size(c, &k, v, maxb, sizeof(maxb));
+			has_max = true;
+		} else {
+			return unknown_key(c, f, key, gateway_keys,
+					   sizeof(gateway_keys) / sizeof(gateway_keys[0]));
+		}
+		if (ret)
+			return ret;
+	}
+	if (!listen)
+		return ferr(c, &f, false, "\"listen\" is required (e.g. \"127.0.0.1:8080\")");
+	if (!upstream)
+		return ferr(c, &f, false, "\"upstream\" is required (e.g. "
+			    "\"https://api.example.com\")");
+	ret = gateway_listen(listen, &g, rerr, sizeof(rerr));
+	if (ret) {
+		if (ret != -ENOMEM)
+			ret = ferr(c, &fl, false, "\"%s\": %s", esc(listen, q, sizeof(q)), rerr);
+		goto fail;
+	}
+	ret = gateway_upstream(upstream, &g, rerr, sizeof(rerr));
+	if (ret) {
+		if (ret != -ENOMEM)
+			ret = ferr(c, &fu, false, "\"%s\": %s", esc(upstream, q, sizeof(q)), rerr);
+		goto fail;
+	}
+	old = gateway_overlap(tmp, &g);
+	if (!old)
+		old = gateway_overlap(p, &g);
+	if (old) {
+		ret = ferr(c, &fl, false, "%s is already a gateway (to %s, %s)", g.listen,
+			   old->upstream, old->source ? old->source : "policy");
+		goto fail;
+	}
+	snprintf(src, sizeof(src), "%s:%d", c->file, locate_path(c->buf, c->len, &fl, false));
+	g.source = strdup(src);
+	if (!g.source) {
+		ret = -ENOMEM;
+		goto fail;
+	}
+	if (!rules) {
+		ret = add_allow_all(&g.rules);
+		if (!ret && has_max)
+			ret = reqrule_parse_size(maxb, &g.rules.rules[0].max_body);
+		if (ret)
+			goto fail;
+	}
+	json_array_foreach(rules, i, x) {
+		ret = ic_rule(c, fp_idx(fp_key(f, "rules"), i), x, i, has_max ? maxb : NULL,
+			      &g.rules);
+		if (ret)
+			goto fail;
+	}
+	json_array_foreach(creds, i, x) {
+		ret = ic_cred(c, fp_idx(fp_key(f, "credentials"), i), x, &g.rules);
+		if (ret)
+			goto fail;
+	}
+	ret = gateway_append(tmp, &g);
+	if (ret)
+		goto fail;
+	return 0;
+fail:
+	if (ret == -ENOMEM)
+		seterr(c->err, c->errlen, "%s: out of memory", c->file);
+	gateway_clear(&g);
+	return ret;
+}
+
+static int load_gateways(const struct load_ctx *c, const struct policy *p,
+			 struct policy *tmp, json_t *arr)
+{
+	struct fpath f = fp_key((struct fpath){ .n = 0 }, "gateways");
+	size_t i;
+	json_t *v;
+	int ret;
+
+	if (!json_is_array(arr))
+		return ferr(c, &f, false, "expected an array of gateways, got %s",
+			    json_type_name(arr));
+	if (json_array_size(arr) > EGR_MAX_GATEWAYS / POLICY_GATEWAY_ADDRS)
+		return ferr(c, &f, false, "too many entries (at most %d)",
+			    EGR_MAX_GATEWAYS / POLICY_GATEWAY_ADDRS);
+	json_array_foreach(arr, i, v) {
+		ret = gw_entry(c, p, tmp, fp_idx(f, i), v);
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
+/* After the whole file: each gateway's upstream must be let through (host
+ * and port) by the file's rules or by what p already had. */
+static int check_gateways_allowed(const struct load_ctx *c, const struct policy *p,
+				  const struct policy *tmp)
+{
+	for (size_t i = 0; i < tmp->n_gateways; i++) {
+		const struct policy_gateway *g = &tmp->gateways[i];
+		struct fpath f = fp_key(fp_idx(fp_key((struct fpath){ .n = 0 }, "gateways"), i),
+					"upstream");
+
+		if (!gateway_allowed_by(tmp, g) && !gateway_allowed_by(p, g))
+			return ferr(c, &f, false, "%s:%u is not allowed by any allow rule",
+				    g->host, g->upstream_port);
+	}
+	return 0;
+}
+
 int policy_load_buffer(struct policy *p, const char *name, const char *buf,
 		       size_t len, char *err, size_t errlen)
 {
@@ -1869,6 +2288,10 @@ int policy_load_buffer(struct policy *p, const char *name, const char *buf,
 			ret = load_intercept(&c, p, tmp, v);
 			if (ret)
 				goto out;
+		} else if (!strcmp(key, "gateways")) {
+			ret = load_gateways(&c, p, tmp, v);
+			if (ret)
+				goto out;
 		} else if (!strcmp(key, "upstream_ca")) {
 			const char *s = json_string_value(v);
 
@@ -1905,7 +2328,7 @@ int policy_load_buffer(struct policy *p, const char *name, const char *buf,
 			else
 				seterr(err, errlen,
 				       "%s:%d: %s: unknown field (expected name, mode, allow, deny, "
-				       "intercept, upstream_ca)",
+				       "intercept, upstream_ca, gateways)",
 				       c.file, key_line(&c, key), esc(key, e, sizeof(e)));
 			ret = -EINVAL;
 			goto out;
@@ -1913,6 +2336,8 @@ int policy_load_buffer(struct policy *p, const char *name, const char *buf,
 	}
 
 	ret = check_intercept_allowed(&c, p, tmp);
+	if (!ret)
+		ret = check_gateways_allowed(&c, p, tmp);
 	if (ret)
 		goto out;
 	if (p->n_allow + p->n_deny + tmp->n_allow + tmp->n_deny > POLICY_MAX_RULES) {
@@ -1942,6 +2367,21 @@ int policy_load_buffer(struct policy *p, const char *name, const char *buf,
 		       tmp->n_intercept * sizeof(*tmp->intercept));
 		p->n_intercept += tmp->n_intercept;
 		tmp->n_intercept = 0;
+	}
+	if (tmp->n_gateways) {
+		struct policy_gateway *gv = realloc(p->gateways, (p->n_gateways +
+						    tmp->n_gateways) * sizeof(*gv));
+
+		if (!gv) {
+			seterr(err, errlen, "%s: out of memory", c.file);
+			ret = -ENOMEM;
+			goto out;
+		}
+		p->gateways = gv;
+		memcpy(p->gateways + p->n_gateways, tmp->gateways,
+		       tmp->n_gateways * sizeof(*tmp->gateways));
+		p->n_gateways += tmp->n_gateways;
+		tmp->n_gateways = 0;
 	}
 	if (tmp->upstream_ca) {
 		free(p->upstream_ca);
@@ -2136,6 +2576,24 @@ fail_o2:
 	return NULL;
 }
 
+/* A gateway entry: an intercept entry's rules and credentials, with
+ * listen and upstream in place of host. */
+static json_t *gateway_json(const struct policy_gateway *g)
+{
+	struct policy_intercept view = { .pattern = g->host, .rules = g->rules };
+	json_t *o = intercept_json(&view);
+
+	if (!o)
+		return NULL;
+	if (json_object_del(o, "host") ||
+	    json_object_set_new(o, "listen", json_string(g->listen)) ||
+	    json_object_set_new(o, "upstream", json_string(g->upstream))) {
+		json_decref(o);
+		return NULL;
+	}
+	return o;
+}
+
 int policy_write_json(const struct policy *p, FILE *out)
 {
 	json_t *o = json_object();
@@ -2157,6 +2615,16 @@ int policy_write_json(const struct policy *p, FILE *out)
 			goto out;
 		for (i = 0; i < p->n_intercept; i++)
 			if (json_array_append_new(a, intercept_json(&p->intercept[i])))
+				goto out;
+	}
+	if (p->n_gateways) {
+		json_t *a = json_array();
+		size_t i;
+
+		if (json_object_set_new(o, "gateways", a))
+			goto out;
+		for (i = 0; i < p->n_gateways; i++)
+			if (json_array_append_new(a, gateway_json(&p->gateways[i])))
 				goto out;
 	}
 	if (p->upstream_ca &&

@@ -62,6 +62,26 @@ struct policy_intercept {
 	struct reqrule_host rules; /* rules.host = pattern */
 };
 
+/*
+ * Gateway (docs/interception.md, "Gateway mode"): plain HTTP to a
+ * loopback address+port the agent uses as a base URL
+ * (ANTHROPIC_BASE_URL=http://127.0.0.1:8080) goes to an https upstream
+ * origin, with the request rules and credentials of an intercepted host,
+ * so the agent needs no CA and never holds the credential.
+ */
+#define POLICY_GATEWAY_ADDRS 2
+struct policy_gateway {
+	char *listen;   /* canonical: "127.0.0.1:8080", "[::1]:8080", "localhost:8080" */
+	struct egr_addr addrs[POLICY_GATEWAY_ADDRS]; /* v4-mapped; localhost: both */
+	size_t n_addrs;
+	uint16_t port;
+	char *upstream; /* canonical: "https://api.example.com" (":port" if not 443) */
+	char *host;     /* upstream host name, lowercase (TLS SNI, verified name) */
+	uint16_t upstream_port;
+	char *source;   /* "policy.json:12", "--gateway" */
+	struct reqrule_host rules; /* rules.host = host */
+};
+
 struct policy {
 	char *name;
 	enum policy_mode mode;
@@ -72,6 +92,8 @@ struct policy {
 	struct policy_intercept *intercept;
 	size_t n_intercept;
 	char *upstream_ca; /* CA bundle for upstream TLS; NULL = system store */
+	struct policy_gateway *gateways;
+	size_t n_gateways;
 };
 
 struct policy *policy_new(const char *name);
@@ -149,6 +171,26 @@ int policy_add_intercept(struct policy *p, const char *host, const char *source,
  * that no rule lets through is a mistake). 0, or -EINVAL with
  * "HOST (SOURCE): is not allowed by any allow rule" in err. */
 int policy_check_intercept(const struct policy *p, char *err, size_t errlen);
+
+/*
+ * Add a gateway: listen "127.0.0.1:8080" (any 127/8 address), "[::1]:8080"
+ * or "localhost:8080" (both 127.0.0.1 and ::1), upstream
+ * "https://host[:port]" (a name, no path). Its rules are one rule "all"
+ * allowing every request. *out (may be NULL) receives them, e.g. to add
+ * credentials. -EINVAL with "reason" in err (a listen address another
+ * gateway of p already uses, too).
+ */
+int policy_add_gateway(struct policy *p, const char *listen, const char *upstream,
+		       const char *source, struct reqrule_host **out, char *err, size_t errlen);
+
+/* The gateway of p at loopback address a (v4-mapped) and port, or NULL. */
+const struct policy_gateway *policy_gateway_for(const struct policy *p,
+						 const struct egr_addr *a, uint16_t port);
+
+/* Every gateway's upstream host is allowed on its port by some allow rule.
+ * 0, or -EINVAL with "LISTEN (SOURCE): upstream HOST:PORT is not allowed by
+ * any allow rule" in err. */
+int policy_check_gateways(const struct policy *p, char *err, size_t errlen);
 
 /* "--allow RULE" text that would admit host (or address) and port; used in
  * the exit summary. Returns buf. */

@@ -185,6 +185,9 @@ struct conn {
 
 	/* decision */
 	const struct reqrule_host *icpt; /* TLS to an intercepted name */
+	const struct policy_gateway *gw; /* plain HTTP to a gateway address */
+	uint16_t up_port; /* port to connect to: orig_port, or the gateway's
+			   * upstream port */
 	enum egr_verdict verdict;
 	enum egr_reason reason;
 	const struct policy_rule *rule;
@@ -587,7 +590,8 @@ static void conn_send_deny_response(struct conn *c)
 	} else if (c->proto == PROTO_HTTP) {
 		host = c->name[0] ? c->name : addr_to_str(&c->orig, addrbuf, sizeof(addrbuf));
 		blen = snprintf(body, sizeof(body), "egressd: %s:%u denied: %s\n", host,
-				c->orig_port, egr_reason_name(c->reason));
+				c->name[0] ? c->up_port : c->orig_port,
+				egr_reason_name(c->reason));
 		if (blen < 0 || (size_t)blen >= sizeof(body))
 			blen = (int)strlen(body);
 		len = (size_t)snprintf(buf, sizeof(buf),
@@ -678,20 +682,22 @@ static void conn_connect_original(struct conn *c)
 
 /* Interception (issue 4): the engine terminates TLS on both sockets,
  * starting with the ClientHello we peeked, and audits each request; this
- * connection leaves without a record of its own. */
+ * connection leaves without a record of its own. A gateway connection
+ * goes the same way, its client side plain HTTP with nothing peeked. */
 static void conn_handoff_intercept(struct conn *c)
 {
 	struct worker *w = c->w;
 	struct intercept_conn_info info = {
 		.origin = &c->origin,
 		.host = c->name,
-		.rules = c->icpt,
+		.rules = c->gw ? &c->gw->rules : c->icpt,
 		.policy = c->policy,
 		.rule = c->rule ? c->rule->text : NULL,
 		.upstream = c->resolved,
-		.upstream_port = c->orig_port,
-		.peeked = c->buf + c->buf_off,
-		.peeked_len = c->buf_len - c->buf_off,
+		.upstream_port = c->up_port,
+		.peeked = c->gw ? NULL : c->buf + c->buf_off,
+		.peeked_len = c->gw ? 0 : c->buf_len - c->buf_off,
+		.gateway = c->gw != NULL,
 	};
 	int cfd = c->cfd, ufd = c->ufd, err;
 
@@ -716,7 +722,7 @@ static void conn_connected(struct conn *c)
 
 	loop_timer_stop(&c->timer);
 	c->has_resolved = true;
-	if (c->icpt) {
+	if (c->icpt || c->gw) {
 		conn_handoff_intercept(c);
 		return;
 	}
@@ -744,7 +750,7 @@ static void conn_connect_next(struct conn *c)
 	while (c->cand_idx < c->n_cands) {
 		const struct egr_addr *a = &c->cands[c->cand_idx++];
 		struct sockaddr_storage ss;
-		socklen_t slen = addr_to_sockaddr(a, c->orig_port, &ss);
+		socklen_t slen = addr_to_sockaddr(a, c->up_port, &ss);
 		int fd, err;
 
 		c->resolved = *a;
@@ -768,12 +774,12 @@ static void conn_connect_next(struct conn *c)
 		}
 		c->err = errno;
 		log_debug("proxy: connect %s port %u: %s",
-			  addr_to_str(a, abuf, sizeof(abuf)), c->orig_port, strerror(errno));
-		resolver_note_connect_failure(w->res, a, c->orig_port);
+			  addr_to_str(a, abuf, sizeof(abuf)), c->up_port, strerror(errno));
+		resolver_note_connect_failure(w->res, a, c->up_port);
 		close(fd);
 	}
 	conn_set_detail(c, "connect %s port %u: %s",
-			addr_to_str(&c->resolved, abuf, sizeof(abuf)), c->orig_port,
+			addr_to_str(&c->resolved, abuf, sizeof(abuf)), c->up_port,
 			strerror(c->err ? c->err : ECONNREFUSED));
 	/* has_resolved tells the audit record which address failed last. */
 	c->has_resolved = c->n_cands > 0;
@@ -792,9 +798,9 @@ static void conn_connect_event(struct conn *c, int events)
 	if (!err)
 		err = ECONNREFUSED;
 	c->err = err;
-	resolver_note_connect_failure(c->w->res, &c->resolved, c->orig_port);
+	resolver_note_connect_failure(c->w->res, &c->resolved, c->up_port);
 	log_debug("proxy: connect %s port %u: %s",
-		  addr_to_str(&c->resolved, abuf, sizeof(abuf)), c->orig_port, strerror(err));
+		  addr_to_str(&c->resolved, abuf, sizeof(abuf)), c->up_port, strerror(err));
 	conn_close_fd(c, &c->ufd, false);
 	loop_timer_stop(&c->timer);
 	conn_connect_next(c);
@@ -1017,17 +1023,21 @@ static void conn_resolved(void *arg, int status, const struct egr_addr *addrs, s
 	if (status || !n) {
 		conn_set_detail(c, "resolve %s: %s", c->name,
 				status ? strerror(-status) : "no address");
-		if (conn_policy_deny(c, EGR_REASON_RESOLVE, NULL))
+		/* A gateway's original destination is the loopback address
+		 * itself: never connected to, whatever the mode. */
+		if (c->gw)
+			conn_deny(c, EGR_REASON_RESOLVE, NULL);
+		else if (conn_policy_deny(c, EGR_REASON_RESOLVE, NULL))
 			conn_connect_original(c);
 		goto out;
 	}
 	for (i = 0; i < n; i++) {
 		if (addr_classify(&addrs[i]) != ADDR_PUBLIC &&
-		    !policy_names_addr(pol, &addrs[i], c->orig_port)) {
+		    !policy_names_addr(pol, &addrs[i], c->up_port)) {
 			dropped_private = true;
 			continue;
 		}
-		policy_decide_addr(pol, &addrs[i], c->orig_port, &d);
+		policy_decide_addr(pol, &addrs[i], c->up_port, &d);
 		if (d.verdict == EGR_VERDICT_DENY && d.reason == EGR_REASON_RULE_DENY) {
 			deny_rule = d.rule;
 			continue;
@@ -1052,7 +1062,7 @@ static void conn_resolved(void *arg, int status, const struct egr_addr *addrs, s
 		kept = n;
 	}
 	/* Addresses that just failed on this port are tried last. */
-	resolver_order_candidates(c->w->res, c->cands, kept, c->orig_port);
+	resolver_order_candidates(c->w->res, c->cands, kept, c->up_port);
 	c->n_cands = kept;
 	c->cand_idx = 0;
 	conn_connect_next(c);
@@ -1399,12 +1409,14 @@ static void conn_timer_cb(struct loop *l, struct loop_timer *t)
 		c->q = NULL;
 		conn_set_detail(c, "resolve %s: timed out after %u ms", c->name,
 				w->p->cfg->resolve_timeout_ms);
-		if (conn_policy_deny(c, EGR_REASON_RESOLVE, NULL))
+		if (c->gw)
+			conn_deny(c, EGR_REASON_RESOLVE, NULL);
+		else if (conn_policy_deny(c, EGR_REASON_RESOLVE, NULL))
 			conn_connect_original(c);
 		break;
 	case CONN_CONNECT:
 		c->err = ETIMEDOUT;
-		resolver_note_connect_failure(w->res, &c->resolved, c->orig_port);
+		resolver_note_connect_failure(w->res, &c->resolved, c->up_port);
 		conn_close_fd(c, &c->ufd, false);
 		conn_connect_next(c);
 		break;
@@ -1461,6 +1473,46 @@ static bool conn_handoff_dns(struct conn *c)
 	return true;
 }
 
+/*
+ * Gateway (policy "gateways"): plain HTTP to a loopback address that the
+ * kernel redirected only because the policy maps it onto an https
+ * upstream. Nothing is peeked: the address fixes the upstream. Decided as
+ * a connection to the upstream's name and port, then resolved and
+ * connected as any name, and handed to the interception engine with a
+ * plain-HTTP client side. Returns true if the connection was taken (or
+ * denied) here.
+ */
+static bool conn_start_gateway(struct conn *c)
+{
+	const struct policy_gateway *gw;
+	struct policy_decision d;
+
+	/* Not a gateway (any more: the kernel may still know one a
+	 * reload removed): the usual path, where a loopback address goes
+	 * only where an IP rule names it. */
+	gw = policy_gateway_for(c->policy, &c->orig, c->orig_port);
+	if (!gw)
+		return false;
+	c->gw = gw;
+	c->proto = PROTO_HTTP; /* a denial is answered in HTTP */
+	snprintf(c->name, sizeof(c->name), "%s", gw->host);
+	c->name_valid = true;
+	c->up_port = gw->upstream_port;
+	if (!c->w->p->ic) {
+		conn_set_detail(c, "gateway %s: TLS interception is not running here",
+				gw->listen);
+		conn_deny(c, EGR_REASON_INTERNAL, NULL);
+		return true;
+	}
+	policy_decide_name(c->policy, gw->host, gw->upstream_port, &d);
+	if (d.verdict == EGR_VERDICT_ALLOW)
+		conn_allow(c, &d);
+	else if (!conn_policy_deny(c, d.reason, d.rule))
+		return true;
+	conn_resolve(c);
+	return true;
+}
+
 static void conn_start(struct conn *c)
 {
 	struct worker *w = c->w;
@@ -1499,6 +1551,7 @@ static void conn_start(struct conn *c)
 	c->has_origin = true;
 	memcpy(c->orig.b, c->origin.dst_addr, sizeof(c->orig.b));
 	c->orig_port = c->origin.dst_port;
+	c->up_port = c->orig_port;
 
 	if (cfg->max_conns && atomic_load(&p->n_conns) > cfg->max_conns) {
 		log_warn("proxy: %u connections, limit --max-conns=%u reached; denying",
@@ -1530,6 +1583,8 @@ static void conn_start(struct conn *c)
 	}
 
 	if (conn_handoff_dns(c))
+		return;
+	if (conn_start_gateway(c))
 		return;
 
 	c->state = CONN_PEEK;

@@ -81,6 +81,8 @@ struct run_opts {
 	size_t n_intercept;
 	const char *inject[RUN_MAX_RULES];
 	size_t n_inject;
+	const char *gateway[RUN_MAX_RULES];
+	size_t n_gateway;
 	const char *ca_dir;
 	const char *upstream_ca;
 	char **cmd;
@@ -151,8 +153,15 @@ void run_usage(FILE *out)
 "                           new CA for this run, deleted at exit)\n"
 "      --upstream-ca FILE   verify upstream servers against FILE (PEM) instead\n"
 "                           of the system store\n"
-"  CMD gets a CA bundle (system CAs + egressd's CA) in SSL_CERT_FILE,\n"
-"  NODE_EXTRA_CA_CERTS, REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE, GIT_SSL_CAINFO.\n"
+"      --gateway LISTEN=https://HOST[:PORT]  plain HTTP from CMD to the loopback\n"
+"                           address LISTEN (127.0.0.1:8080, [::1]:8080,\n"
+"                           localhost:8080) goes to https://HOST (verified\n"
+"                           TLS; HOST must be allowed); for SDK base URLs\n"
+"                           (ANTHROPIC_BASE_URL=http://127.0.0.1:8080); --inject\n"
+"                           HOST:... sets its credential (no CA needed)\n"
+"  With --intercept/--inject, CMD gets a CA bundle (system CAs + egressd's\n"
+"  CA) in SSL_CERT_FILE, NODE_EXTRA_CA_CERTS, REQUESTS_CA_BUNDLE,\n"
+"  CURL_CA_BUNDLE, GIT_SSL_CAINFO.\n"
 "\n"
 "The agent:\n"
 "  -u, --user NAME          run CMD as NAME (default: the sudo caller)\n"
@@ -192,6 +201,7 @@ enum {
 	OPT_INJECT,
 	OPT_CA_DIR,
 	OPT_UPSTREAM_CA,
+	OPT_GATEWAY,
 };
 
 static int parse_uint(const char *opt, const char *s, unsigned min, unsigned max, unsigned *out)
@@ -233,6 +243,7 @@ static int run_parse(int argc, char **argv, struct run_opts *o, struct config *c
 		{ "inject", required_argument, NULL, OPT_INJECT },
 		{ "ca-dir", required_argument, NULL, OPT_CA_DIR },
 		{ "upstream-ca", required_argument, NULL, OPT_UPSTREAM_CA },
+		{ "gateway", required_argument, NULL, OPT_GATEWAY },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -332,6 +343,14 @@ static int run_parse(int argc, char **argv, struct run_opts *o, struct config *c
 		case OPT_UPSTREAM_CA:
 			o->upstream_ca = optarg;
 			break;
+		case OPT_GATEWAY:
+			if (o->n_gateway >= RUN_MAX_RULES) {
+				fprintf(stderr, "egressd: too many --gateway options (max %d)\n",
+					RUN_MAX_RULES);
+				return -EINVAL;
+			}
+			o->gateway[o->n_gateway++] = optarg;
+			break;
 		case 'h':
 			run_usage(stdout);
 			exit(0);
@@ -355,13 +374,38 @@ static int run_parse(int argc, char **argv, struct run_opts *o, struct config *c
 	return 0;
 }
 
-/* --inject 'HOST:HEADER=SOURCE' into the policy (HOST intercepted). */
+/* HEADER from SOURCE on every request of h (for HOST), once. */
+static int run_add_cred(struct reqrule_host *h, const char *host, const char *header,
+			const char *source)
+{
+	for (size_t i = 0; i < h->n_creds; i++) {
+		if (!strcasecmp(h->creds[i].header, header) && !h->creds[i].path_prefix[0]) {
+			fprintf(stderr, "egressd: --inject %s:%s: %s already gets a %s "
+				"credential\n", host, header, host, header);
+			return -EINVAL;
+		}
+	}
+	if (reqrule_host_add_cred(h, header, header, "", source)) {
+		fprintf(stderr, "egressd: --inject %s:%s: invalid header name or source\n",
+			host, header);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/*
+ * --inject 'HOST:HEADER=SOURCE' into the policy. HOST is intercepted,
+ * unless it is the upstream of a gateway: then the gateway gets the
+ * credential, and HOST is intercepted as well only if --intercept or the
+ * policy file asked for it (a gateway needs no CA in the agent).
+ */
 static int run_add_inject(struct policy *p, const char *arg)
 {
 	char host[300], header[REQRULE_HEADER_MAX], err[512];
 	const char *colon = strchr(arg, ':'), *eq = colon ? strchr(colon, '=') : NULL;
 	const char *source = eq ? eq + 1 : NULL;
 	struct reqrule_host *h;
+	bool gateway = false, intercepted = false;
 	size_t hl, i;
 
 	if (!colon || !eq || colon == arg || eq == colon + 1 ||
@@ -381,20 +425,40 @@ static int run_add_inject(struct policy *p, const char *arg)
 	host[hl] = '\0';
 	memcpy(header, colon + 1, (size_t)(eq - colon - 1));
 	header[eq - colon - 1] = '\0';
+	for (i = 0; i < p->n_gateways; i++) {
+		if (strcasecmp(p->gateways[i].host, host))
+			continue;
+		gateway = true;
+		if (run_add_cred(&p->gateways[i].rules, host, header, source))
+			return -EINVAL;
+	}
+	for (i = 0; i < p->n_intercept; i++)
+		if (!strcasecmp(p->intercept[i].pattern, host))
+			intercepted = true;
+	if (gateway && !intercepted)
+		return 0;
 	if (policy_add_intercept(p, host, "--inject", &h, err, sizeof(err))) {
 		fprintf(stderr, "egressd: --inject '%s': %s\n", host, err);
 		return -EINVAL;
 	}
-	for (i = 0; i < h->n_creds; i++) {
-		if (!strcasecmp(h->creds[i].header, header) && !h->creds[i].path_prefix[0]) {
-			fprintf(stderr, "egressd: --inject %s:%s: %s already gets a %s "
-				"credential\n", host, header, host, header);
-			return -EINVAL;
-		}
+	return run_add_cred(h, host, header, source);
+}
+
+/* --gateway LISTEN=https://HOST[:PORT] */
+static int run_add_gateway(struct policy *p, const char *arg)
+{
+	char listen[128], err[512];
+	const char *eq = strchr(arg, '=');
+
+	if (!eq || eq == arg || (size_t)(eq - arg) >= sizeof(listen)) {
+		fprintf(stderr, "egressd: --gateway: expected LISTEN=https://HOST[:PORT], e.g. "
+			"127.0.0.1:8080=https://api.example.com\n");
+		return -EINVAL;
 	}
-	if (reqrule_host_add_cred(h, header, header, "", source)) {
-		fprintf(stderr, "egressd: --inject %s:%s: invalid header name or source\n",
-			host, header);
+	memcpy(listen, arg, (size_t)(eq - arg));
+	listen[eq - arg] = '\0';
+	if (policy_add_gateway(p, listen, eq + 1, "--gateway", NULL, err, sizeof(err))) {
+		fprintf(stderr, "egressd: --gateway '%s': %s\n", arg, err);
 		return -EINVAL;
 	}
 	return 0;
@@ -436,6 +500,9 @@ static struct policy *run_build_policy(const struct run_opts *o)
 		}
 	}
 intercept:
+	for (i = 0; i < o->n_gateway; i++)
+		if (run_add_gateway(p, o->gateway[i]))
+			goto fail;
 	for (i = 0; i < o->n_intercept; i++) {
 		if (policy_add_intercept(p, o->intercept[i], "--intercept", NULL, err,
 					 sizeof(err))) {
@@ -448,6 +515,10 @@ intercept:
 			goto fail;
 	if (policy_check_intercept(p, err, sizeof(err))) {
 		fprintf(stderr, "egressd: intercept %s\n", err);
+		goto fail;
+	}
+	if (policy_check_gateways(p, err, sizeof(err))) {
+		fprintf(stderr, "egressd: gateway %s\n", err);
 		goto fail;
 	}
 	return p;
@@ -618,8 +689,11 @@ static int run_check_credentials(struct run_state *s)
 		fprintf(stderr, "egressd: out of memory\n");
 		return -ENOMEM;
 	}
-	for (i = 0; i < p->n_intercept && !ret; i++) {
-		const struct reqrule_host *h = &p->intercept[i].rules;
+	for (i = 0; i < p->n_intercept + p->n_gateways && !ret; i++) {
+		const struct reqrule_host *h = i < p->n_intercept ? &p->intercept[i].rules :
+					       &p->gateways[i - p->n_intercept].rules;
+		const char *what = i < p->n_intercept ? p->intercept[i].pattern :
+				   p->gateways[i - p->n_intercept].upstream;
 
 		for (j = 0; j < h->n_creds && !ret; j++) {
 			const struct reqrule_cred *c = &h->creds[j];
@@ -633,11 +707,9 @@ static int run_check_credentials(struct run_state *s)
 					fprintf(stderr, "egressd: %s: %s (under sudo, pass it "
 						"with `sudo --preserve-env=%s egressd ...` or "
 						"`sudo %s=... egressd ...`)\n",
-						p->intercept[i].pattern, err, c->source + 4,
-						c->source + 4);
+						what, err, c->source + 4, c->source + 4);
 				else
-					fprintf(stderr, "egressd: %s: %s\n",
-						p->intercept[i].pattern, err);
+					fprintf(stderr, "egressd: %s: %s\n", what, err);
 				break;
 			}
 			if (!env)
@@ -752,7 +824,7 @@ static int run_setup_intercept(struct run_state *s, const struct run_opts *o)
 	char err[1024], cadir[PATH_MAX];
 	int e;
 
-	if (!s->policy->n_intercept) {
+	if (!s->policy->n_intercept && !s->policy->n_gateways) {
 		if (o->ca_dir || o->upstream_ca)
 			log_warn("--ca-dir/--upstream-ca given but no host is intercepted");
 		return 0;
@@ -765,6 +837,13 @@ static int run_setup_intercept(struct run_state *s, const struct run_opts *o)
 	e = run_check_credentials(s);
 	if (e)
 		return e;
+	if (!s->policy->n_intercept) {
+		/* Gateways only: the agent talks plain HTTP to them, so no
+		 * CA is made and none is put in its environment. */
+		if (o->ca_dir)
+			log_warn("--ca-dir given but no host is intercepted (gateways need no CA)");
+		goto engine;
+	}
 	e = run_make_icdir(s);
 	if (e)
 		return e;
@@ -784,7 +863,7 @@ static int run_setup_intercept(struct run_state *s, const struct run_opts *o)
 	if (e)
 		return e;
 	s->child_env.bundle = s->bundle;
-
+engine:
 	ip.cfg = &s->cfg;
 	ip.audit = s->audit;
 	ip.ca = s->ca;
@@ -797,8 +876,12 @@ static int run_setup_intercept(struct run_state *s, const struct run_opts *o)
 		return e;
 	}
 	proxy_set_intercept(s->proxy, s->ic);
-	log_info("intercepting %zu host pattern(s); CA bundle for the command: %s",
-		 s->policy->n_intercept, s->bundle);
+	if (s->policy->n_intercept)
+		log_info("intercepting %zu host pattern(s); CA bundle for the command: %s",
+			 s->policy->n_intercept, s->bundle);
+	for (size_t i = 0; i < s->policy->n_gateways; i++)
+		log_info("gateway http://%s -> %s", s->policy->gateways[i].listen,
+			 s->policy->gateways[i].upstream);
 	return 0;
 }
 

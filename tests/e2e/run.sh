@@ -74,6 +74,7 @@ CASES=(
 	intercept_domain_fronting
 	intercept_upstream_unverified
 	intercept_smuggling
+	gateway_mode
 	not_intercepted_passthrough
 	cleanup_after_kill
 	daemon_enforces_bindings
@@ -1304,6 +1305,8 @@ case_intercept_injects_credential() {
 	EOF
 	log_mark allowed.test
 	IC_ENV=(E2E_AUTH="$auth" E2E_KEY="$key")
+	# The search skips the bed's srv/: the fake internet's request logs
+	# (world-readable) hold what the servers received, values included.
 	out=$(egr_ic --policy "$pol" --inject 'allowed.test:x-api-key=env:E2E_KEY' -- sh -c '
 		curl -sS --max-time 10 -H "Authorization: Bearer agent-fake" \
 			-H "x-api-key: agent-fake" https://allowed.test/echo 2>&1
@@ -1311,7 +1314,7 @@ case_intercept_injects_credential() {
 		env
 		echo "parent: $(cat /proc/$PPID/comm)"
 		echo "environ: $(cat /proc/$PPID/environ 2>&1 | tr "\0" " ")"
-		grep -rs "e2e-" /tmp /run/egressd 2>/dev/null | head -3
+		grep -rs --exclude-dir=srv "e2e-" /tmp /run/egressd 2>/dev/null | head -3
 		echo "---end"')
 	IC_ENV=()
 	echo=$(sed '/^---rest/,$d' <<<"$out")
@@ -1416,6 +1419,71 @@ case_intercept_upstream_unverified() {
 	sleep 0.2
 	[ -z "$(ic_requests allowed.test)" ] ||
 		fail "allowed.test got a request: $(oneline "$(ic_requests allowed.test)")"
+}
+
+# Gateway mode (docs/interception.md): an SDK with a base URL
+# (ANTHROPIC_BASE_URL=http://127.0.0.1:8080) talks plain HTTP to a loopback
+# address that exists only through egressd, which sends it on as verified
+# TLS to the upstream with the credential. No CA in the agent, no token in
+# its environment; every other loopback port stays refused.
+case_gateway_mode() {
+	need_egressd
+	local tok out echo rest reqs
+	tok="Bearer e2e-gw-$RANDOM$RANDOM$RANDOM"
+	log_mark allowed.test
+	IC_ENV=(BED_TOKEN="$tok")
+	out=$(egr_ic --allow allowed.test --gateway 127.0.0.1:8080=https://allowed.test \
+		--inject 'allowed.test:Authorization=env:BED_TOKEN' -- sh -c '
+		curl -sS --max-time 10 -H "Authorization: Bearer agent-fake" \
+			http://127.0.0.1:8080/echo 2>&1
+		echo "---rest"
+		if command -v node >/dev/null; then
+			echo "node: $(node -e "$1" http://127.0.0.1:8080/ 2>&1)"
+		fi
+		echo "other: $("$2" "$3" raw 127.0.0.1 8081 --host localhost 2>&1)"
+		echo "fronted: $(curl -sS --max-time 10 -o /dev/null -w "%{http_code}" \
+			-H "Host: evil.test" http://127.0.0.1:8080/echo 2>&1)"
+		echo "bundle: ${SSL_CERT_FILE:-none} ${NODE_EXTRA_CA_CERTS:-none}"
+		env
+		echo "---end"' sh "$NODE_FETCH" "$E2E_PY" "$E2E_DIR/bin/client.py")
+	IC_ENV=()
+	echo=$(sed '/^---rest/,$d' <<<"$out" | tr -d '\r')
+	rest=$(sed -n '/^---rest/,$p' <<<"$out")
+	note "$echo"
+	note "$(grep -v '^[A-Z_]*=' <<<"$rest")"
+	grep -q '^---end' <<<"$rest" || fail "agent script did not finish: $(oneline "$out")"
+	grep -qi "^Authorization: $tok" <<<"$echo" ||
+		fail "the server did not get the real Authorization: $(oneline "$echo")"
+	grep -q 'agent-fake' <<<"$echo" && fail "the agent's own Authorization reached the server"
+	grep -qi '^Host: allowed.test$' <<<"$echo" ||
+		fail "the server did not see Host allowed.test: $(oneline "$echo")"
+	grep -q '127.0.0.1:8080' <<<"$echo" && fail "the gateway address reached the server"
+	if command -v node >/dev/null; then
+		grep -qxF "node: hello from allowed.test" <<<"$rest" ||
+			fail "node fetch via the gateway: $(grep '^node' <<<"$rest")"
+	fi
+	# upstream leg: TLS with SNI allowed.test, made by egressd
+	sleep 0.2
+	reqs=$(ic_requests allowed.test)
+	grep -q '"sni": "allowed.test"' <<<"$reqs" && grep -q '"host": "allowed.test"' <<<"$reqs" ||
+		fail "allowed.test saw no TLS request for allowed.test: $(oneline "$reqs")"
+	grep -q 'evil.test' <<<"$reqs" && fail "a request with Host evil.test went upstream"
+	grep -Eq '^fronted: (421|403)$' <<<"$rest" ||
+		fail "Host evil.test through the gateway: $(grep '^fronted' <<<"$rest")"
+	# another loopback port is still refused in the kernel
+	[ "$(jget errname <<<"$(sed -n 's/^other: //p' <<<"$rest")")" = EPERM ] ||
+		fail "127.0.0.1:8081: expected EPERM: $(grep '^other' <<<"$rest")"
+	# no CA was needed or handed out
+	grep -qxF 'bundle: none none' <<<"$rest" ||
+		fail "the run set a CA bundle for a gateway-only run: $(grep '^bundle' <<<"$rest")"
+	grep -q '^BED_TOKEN=' <<<"$rest" && fail "BED_TOKEN is in the agent's environment"
+	grep -qF "${tok#Bearer }" <<<"$rest" && fail "the token is readable inside"
+	grep -qF "${tok#Bearer }" "$CASE_AUDIT" "$CASE_STDERR" &&
+		fail "the token is in the audit log or egressd's stderr"
+	audit_find '(o.get("origin") == "gateway" and o.get("host") == "allowed.test" and
+		"GET /echo status=200 cred=Authorization" in (o.get("detail") or ""))' >/dev/null ||
+		fail "no gateway audit record naming the credential: $(head -c 600 "$CASE_AUDIT")"
+	return 0
 }
 
 case_intercept_smuggling() {

@@ -558,6 +558,7 @@ static const char *cgroup_name(void *ctx, uint64_t id)
 }
 
 static unsigned peek_ms = 3000, idle_ms = 5000;
+static bool engine_no_ca; /* gateways only: the engine has no CA */
 
 static void engine_start(bool trust_upstream)
 {
@@ -575,7 +576,7 @@ static void engine_start(bool trust_upstream)
 	assert_int_equal(audit_open(&F.audit, &ao), 0);
 	ip.cfg = &F.cfg;
 	ip.audit = F.audit;
-	ip.ca = F.ca;
+	ip.ca = engine_no_ca ? NULL : F.ca;
 	ip.upstream_ca_file = trust_upstream ? F.upca : NULL;
 	ip.cgroup_name = cgroup_name;
 	assert_int_equal(intercept_create(&F.ic, &ip), 0);
@@ -710,6 +711,10 @@ static void client_close(struct client *cl)
 
 static void client_send(struct client *cl, const char *s, size_t n)
 {
+	if (!cl->ssl) { /* gateway: plain HTTP */
+		assert_int_equal(send(cl->fd, s, n, MSG_NOSIGNAL), (ssize_t)n);
+		return;
+	}
 	assert_int_equal(SSL_write(cl->ssl, s, (int)n), (int)n);
 }
 
@@ -776,7 +781,8 @@ static int client_read_x(struct client *cl, struct resp *r, int max, bool *eof, 
 	if (eof)
 		*eof = false;
 	while (rr.n < max) {
-		int n = SSL_read(cl->ssl, buf, sizeof(buf));
+		int n = cl->ssl ? SSL_read(cl->ssl, buf, sizeof(buf))
+				: (int)recv(cl->fd, buf, sizeof(buf), 0);
 
 		if (n <= 0) {
 			if (eof)
@@ -1558,10 +1564,251 @@ static void test_stop_with_open_connection(void **state)
 
 /* After a failed assertion the engine is still up: stop it so that the
  * next case starts clean. */
+/* ---- gateway mode ------------------------------------------------------ */
+
+#define GW_PORT 8080
+
+/* A plain-HTTP client of the gateway 127.0.0.1:8080, handed over as the
+ * proxy does: origin = the gateway address, host = the upstream name. */
+static void gw_open(struct client *cl)
+{
+	struct intercept_conn_info info = { 0 };
+	static struct egr_origin o;
+	uint16_t lport;
+	int lfd, pfd, ufd;
+
+	memset(cl, 0, sizeof(*cl));
+	o = F.origin;
+	memset(o.dst_addr, 0, sizeof(o.dst_addr));
+	o.dst_addr[10] = o.dst_addr[11] = 0xff;
+	o.dst_addr[12] = 127;
+	o.dst_addr[15] = 1;
+	o.dst_port = GW_PORT;
+	lfd = listen_loopback(&lport);
+	cl->fd = connect_loopback(lport);
+	pfd = accept(lfd, NULL, NULL);
+	assert_true(pfd >= 0);
+	close(lfd);
+	ufd = connect_loopback(F.up.port);
+	info.origin = &o;
+	info.host = HOST;
+	info.rules = &F.rules;
+	info.policy = F.pol_stub;
+	info.rule = HOST;
+	info.upstream.b[10] = info.upstream.b[11] = 0xff;
+	info.upstream.b[12] = 127;
+	info.upstream.b[15] = 1;
+	info.upstream_port = F.up.port;
+	info.gateway = true;
+	assert_int_equal(intercept_take(F.ic, pfd, ufd, &info), 0);
+	set_timeouts(cl->fd, 5);
+}
+
+static void check_gw_record(json_t *j, const char *verdict, const char *reason,
+			    const char *detail_prefix)
+{
+	assert_string_equal(jget(j, "verdict"), verdict);
+	assert_string_equal(jget(j, "reason"), reason);
+	assert_string_equal(jget(j, "origin"), "gateway");
+	assert_null(jget(j, "sni")); /* the agent spoke plain HTTP */
+	assert_string_equal(jget(j, "host"), HOST);
+	assert_string_equal(jget(j, "dst"), "127.0.0.1");
+	assert_int_equal(jint(j, "dst_port"), GW_PORT);
+	assert_string_equal(jget(j, "resolved"), "127.0.0.1");
+	assert_string_equal(jget(j, "cgroup"), "/sys/fs/cgroup/agents/test");
+	assert_string_equal(jget(j, "policy"), "test-policy");
+	if (strncmp(jget(j, "detail"), detail_prefix, strlen(detail_prefix)))
+		fail_msg("detail \"%s\" does not start with \"%s\"", jget(j, "detail"),
+			 detail_prefix);
+}
+
+/* Plain HTTP in, verified TLS out: the credential replaces the agent's,
+ * Host becomes the upstream's, keep-alive works, and the engine needs no
+ * CA for it. */
+static void test_gateway_injects_and_rewrites_host(void **state)
+{
+	static const char req1[] =
+		"GET /repos/acme/x?token=abc HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n"
+		"Authorization: Bearer agent-placeholder\r\nAccept: */*\r\n\r\n";
+	static const char req2[] =
+		"HEAD /repos/acme/y HTTP/1.1\r\nhost: LOCALHOST:8080\r\n\r\n";
+	char want_host[64];
+	struct client cl;
+	struct resp r[1];
+	struct records rs;
+	bool eof;
+
+	engine_no_ca = true;
+	engine_start(true);
+	snprintf(want_host, sizeof(want_host), "\r\nHost: " HOST ":%u\r\n", F.up.port);
+	gw_open(&cl);
+	client_send(&cl, req1, sizeof(req1) - 1);
+	assert_int_equal(client_read(&cl, r, 1, NULL), 1);
+	assert_int_equal(r[0].status, 200);
+	r[0].body[r[0].body_len] = '\0';
+	assert_non_null(strstr(r[0].body, "GET /repos/acme/x?token=abc HTTP/1.1\r\n"));
+	assert_non_null(strstr(r[0].body, "\r\nAuthorization: " SECRET "\r\n"));
+	assert_non_null(strstr(r[0].body, want_host));
+	assert_null(strstr(r[0].body, "agent-placeholder"));
+	assert_null(strstr(r[0].body, "127.0.0.1:8080"));
+	/* kept alive: a second request, Host "localhost:PORT" */
+	client_send(&cl, req2, sizeof(req2) - 1);
+	assert_int_equal(client_read_x(&cl, r, 1, &eof, true), 1);
+	assert_int_equal(r[0].status, 200);
+	client_close(&cl);
+	engine_stop();
+
+	assert_int_equal(F.up.n_seen, 2);
+	assert_non_null(strstr(F.up.seen[1], want_host));
+	assert_null(strstr(F.up.seen[1], "LOCALHOST"));
+	records_load(&rs);
+	assert_int_equal(rs.n, 2);
+	check_gw_record(rs.rec[0], "allow", "rule_allow",
+			"GET /repos/acme/x status=200 cred=test-token");
+	assert_string_equal(jget(rs.rec[0], "rule"), "read-acme");
+	check_gw_record(rs.rec[1], "allow", "rule_allow",
+			"HEAD /repos/acme/y status=200 cred=test-token");
+	records_free(&rs);
+}
+
+static void test_gateway_denied_path_403(void **state)
+{
+	static const char req[] =
+		"POST /admin/users HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n"
+		"Content-Length: 5\r\n\r\nhello";
+	struct client cl;
+	struct resp r[1];
+	struct records rs;
+	bool eof;
+
+	engine_start(true);
+	gw_open(&cl);
+	client_send(&cl, req, sizeof(req) - 1);
+	assert_int_equal(client_read(&cl, r, 1, &eof), 1);
+	assert_int_equal(r[0].status, 403);
+	r[0].body[r[0].body_len] = '\0';
+	assert_non_null(strstr(r[0].body, "no-admin"));
+	assert_int_equal(client_read(&cl, r, 1, &eof), 0);
+	assert_true(eof);
+	client_close(&cl);
+	engine_stop();
+
+	assert_int_equal(F.up.n_seen, 0);
+	assert_int_equal(F.up.bytes, 0);
+	records_load(&rs);
+	assert_int_equal(rs.n, 1);
+	check_gw_record(rs.rec[0], "deny", "rule_deny", "POST /admin/users status=403");
+	records_free(&rs);
+}
+
+/* The gateway's own checks: Host must name the gateway (address or
+ * localhost, its port), targets must be origin-form. */
+static void test_gateway_host_and_target(void **state)
+{
+	static const struct {
+		const char *req;
+		int status;
+		const char *body;
+	} cases[] = {
+		{ "GET /repos/acme/x HTTP/1.1\r\nHost: evil.test:8080\r\n\r\n", 421,
+		  "Host does not name the gateway (Host evil.test:8080, gateway 127.0.0.1:8080)" },
+		{ "GET /repos/acme/x HTTP/1.1\r\nHost: 127.0.0.1:8081\r\n\r\n", 421,
+		  "Host does not name the gateway" },
+		{ "GET /repos/acme/x HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", 421,
+		  "Host does not name the gateway" },
+		{ "GET /repos/acme/x HTTP/1.1\r\nHost: " HOST "\r\n\r\n", 421,
+		  "Host does not name the gateway" },
+		{ "GET /repos/acme/x HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n", 421,
+		  "Host does not name the gateway" },
+		{ "GET http://127.0.0.1:8080/repos/acme/x HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n",
+		  400, "origin-form" },
+		{ "CONNECT " HOST ":443 HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n", 400,
+		  "origin-form" },
+		{ "GET /repos/acme/x HTTP/1.0\r\n\r\n", 400, "missing Host" },
+	};
+	struct records rs;
+
+	engine_start(true);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct client cl;
+		struct resp r[1];
+		bool eof;
+
+		gw_open(&cl);
+		client_send(&cl, cases[i].req, strlen(cases[i].req));
+		assert_int_equal(client_read(&cl, r, 1, &eof), 1);
+		if (r[0].status != cases[i].status)
+			fail_msg("case %zu: status %d, want %d", i, r[0].status, cases[i].status);
+		r[0].body[r[0].body_len] = '\0';
+		if (!strstr(r[0].body, cases[i].body))
+			fail_msg("case %zu: body \"%s\" lacks \"%s\"", i, r[0].body,
+				 cases[i].body);
+		client_close(&cl);
+	}
+	engine_stop();
+	assert_int_equal(F.up.n_seen, 0);
+	assert_int_equal(F.up.bytes, 0);
+	records_load(&rs);
+	assert_int_equal(rs.n, (int)(sizeof(cases) / sizeof(cases[0])));
+	check_gw_record(rs.rec[0], "deny", "bad_name", "GET /repos/acme/x status=421");
+	records_free(&rs);
+}
+
+static void test_gateway_untrusted_upstream_502(void **state)
+{
+	static const char req[] = "GET /repos/acme/x HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n";
+	struct client cl;
+	struct resp r[1];
+	struct records rs;
+
+	engine_no_ca = true;
+	engine_start(false); /* system store: the test upstream CA is unknown */
+	gw_open(&cl);
+	client_send(&cl, req, sizeof(req) - 1);
+	assert_int_equal(client_read(&cl, r, 1, NULL), 1);
+	assert_int_equal(r[0].status, 502);
+	r[0].body[r[0].body_len] = '\0';
+	assert_string_equal(r[0].body, "egressd: upstream certificate for " HOST
+			    " failed verification: unable to get local issuer certificate\n");
+	client_close(&cl);
+	engine_stop();
+
+	assert_int_equal(F.up.bytes, 0);
+	records_load(&rs);
+	assert_int_equal(rs.n, 1);
+	check_gw_record(rs.rec[0], "deny", "upstream", "GET /repos/acme/x status=502");
+	records_free(&rs);
+}
+
+/* Without a CA the engine serves gateways only: a TLS take is refused
+ * (and both sockets closed). */
+static void test_gateway_only_engine_refuses_tls(void **state)
+{
+	struct intercept_conn_info info = { 0 };
+	int sv[2], uv[2];
+	char c;
+
+	engine_no_ca = true;
+	engine_start(true);
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, uv), 0);
+	info.origin = &F.origin;
+	info.host = HOST;
+	info.rules = &F.rules;
+	info.policy = F.pol_stub;
+	assert_int_equal(intercept_take(F.ic, sv[1], uv[1], &info), -EINVAL);
+	assert_int_equal(read(sv[0], &c, 1), 0); /* closed */
+	assert_int_equal(read(uv[0], &c, 1), 0);
+	close(sv[0]);
+	close(uv[0]);
+	engine_stop();
+}
+
 static int teardown(void **state)
 {
 	client_no_verify = false;
 	client_stall = false;
+	engine_no_ca = false;
 	F.pol_stub->mode = POLICY_ENFORCE;
 	F.pol_stub->upstream_ca = NULL;
 	peek_ms = 3000;
@@ -1592,6 +1839,11 @@ int main(void)
 		cmocka_unit_test_teardown(test_many_connections, teardown),
 		cmocka_unit_test_teardown(test_client_half_close, teardown),
 		cmocka_unit_test_teardown(test_stop_with_open_connection, teardown),
+		cmocka_unit_test_teardown(test_gateway_injects_and_rewrites_host, teardown),
+		cmocka_unit_test_teardown(test_gateway_denied_path_403, teardown),
+		cmocka_unit_test_teardown(test_gateway_host_and_target, teardown),
+		cmocka_unit_test_teardown(test_gateway_untrusted_upstream_502, teardown),
+		cmocka_unit_test_teardown(test_gateway_only_engine_refuses_tls, teardown),
 	};
 
 	/* The test's own client and server write to sockets the engine may

@@ -456,7 +456,7 @@ static const struct {
 	{ "unknown field without suggestion",
 	  "{\n  \"name\": \"x\",\n\n  \"policies\": {}\n}\n",
 	  "p.json:4: policies: unknown field (expected name, mode, allow, deny, intercept, "
-	  "upstream_ca)" },
+	  "upstream_ca, gateways)" },
 	{ "top level not an object", "\n[\"a.com\"]\n",
 	  "p.json:2: top level: expected an object, got an array" },
 	{ "allow not an array",
@@ -1246,6 +1246,285 @@ static void test_intercept_write_json(void **state)
 	policy_free(q);
 }
 
+/* ---- gateways ---------------------------------------------------------- */
+
+static const struct {
+	const char *listen, *upstream;
+	const char *canon_listen, *canon_upstream, *host; /* NULL: refused */
+	uint16_t port, up_port;
+	size_t n_addrs;
+	const char *err;
+} gw_add_cases[] = {
+	{ "127.0.0.1:8080", "https://api.example.com", "127.0.0.1:8080",
+	  "https://api.example.com", "api.example.com", 8080, 443, 1, NULL },
+	{ "127.1.2.3:9", "HTTPS://API.Example.com:8443/", "127.1.2.3:9",
+	  "https://api.example.com:8443", "api.example.com", 9, 8443, 1, NULL },
+	{ "[::1]:8080", "https://api.example.com:443", "[::1]:8080",
+	  "https://api.example.com", "api.example.com", 8080, 443, 1, NULL },
+	{ "LocalHost:8080", "https://api.example.com", "localhost:8080",
+	  "https://api.example.com", "api.example.com", 8080, 443, 2, NULL },
+	{ "192.0.2.1:8080", "https://api.example.com", NULL, NULL, NULL, 0, 0, 0,
+	  "listen 192.0.2.1 is not a loopback address (127.0.0.0/8 or ::1): a gateway is "
+	  "an address only the agent's cgroup reaches" },
+	{ "0.0.0.0:8080", "https://api.example.com", NULL, NULL, NULL, 0, 0, 0,
+	  "listen 0.0.0.0 is not a loopback address (127.0.0.0/8 or ::1): a gateway is "
+	  "an address only the agent's cgroup reaches" },
+	{ "127.0.0.1", "https://api.example.com", NULL, NULL, NULL, 0, 0, 0,
+	  "listen expected ADDRESS:PORT with a loopback address, e.g. 127.0.0.1:8080 "
+	  "(IPv6 in brackets: [::1]:8080)" },
+	{ "127.0.0.1:0", "https://api.example.com", NULL, NULL, NULL, 0, 0, 0,
+	  "listen invalid port \"0\" (1-65535)" },
+	{ "127.0.0.1:53", "https://api.example.com", NULL, NULL, NULL, 0, 0, 0,
+	  "listen port 53 is DNS, which always goes to egressd's DNS proxy" },
+	{ "::1:8080", "https://api.example.com", NULL, NULL, NULL, 0, 0, 0,
+	  "listen expected ADDRESS:PORT with a loopback address, e.g. 127.0.0.1:8080 "
+	  "(IPv6 in brackets: [::1]:8080)" },
+	{ "[127.0.0.1]:8080", "https://api.example.com", NULL, NULL, NULL, 0, 0, 0,
+	  "listen \"127.0.0.1\" is not an IP address (or \"localhost\")" },
+	{ "127.0.0.1:8080", "http://api.example.com", NULL, NULL, NULL, 0, 0, 0,
+	  "upstream expected https://HOST[:PORT] (the upstream leg is always TLS, verified)" },
+	{ "127.0.0.1:8080", "https://api.example.com/v1", NULL, NULL, NULL, 0, 0, 0,
+	  "upstream no path: write the origin only (https://HOST[:PORT]); the agent's "
+	  "request paths are kept as they are" },
+	{ "127.0.0.1:8080", "https://192.0.2.7", NULL, NULL, NULL, 0, 0, 0,
+	  "upstream an IP address cannot be an upstream (its certificate is verified for "
+	  "a name); name the host" },
+	{ "127.0.0.1:8080", "https://user@api.example.com", NULL, NULL, NULL, 0, 0, 0,
+	  "upstream expected https://HOST[:PORT] with a host name" },
+	{ "127.0.0.1:8080", "https://api.example.com:99999", NULL, NULL, NULL, 0, 0, 0,
+	  "upstream invalid port (1-65535)" },
+	{ "127.0.0.1:8080", "https://*.example.com", NULL, NULL, NULL, 0, 0, 0,
+	  "upstream invalid host name ('*' is only allowed as a whole first label "
+	  "(*.example.com))" },
+};
+
+static void test_gateway_add(void **state)
+{
+	char err[512];
+	size_t i;
+
+	for (i = 0; i < ARRAY_SIZE(gw_add_cases); i++) {
+		struct policy *p = policy_new("x");
+		struct reqrule_host *h = NULL;
+		int r;
+
+		err[0] = '\0';
+		r = policy_add_gateway(p, gw_add_cases[i].listen, gw_add_cases[i].upstream,
+				       "--gateway", &h, err, sizeof(err));
+		if (gw_add_cases[i].err) {
+			assert_int_equal(r, -EINVAL);
+			if (strcmp(err, gw_add_cases[i].err))
+				fail_msg("%s=%s:\n got: %s\nwant: %s", gw_add_cases[i].listen,
+					 gw_add_cases[i].upstream, err, gw_add_cases[i].err);
+			assert_int_equal(p->n_gateways, 0);
+		} else {
+			const struct policy_gateway *g;
+
+			if (r)
+				fail_msg("%s=%s: %s", gw_add_cases[i].listen,
+					 gw_add_cases[i].upstream, err);
+			assert_int_equal(p->n_gateways, 1);
+			g = &p->gateways[0];
+			assert_string_equal(g->listen, gw_add_cases[i].canon_listen);
+			assert_string_equal(g->upstream, gw_add_cases[i].canon_upstream);
+			assert_string_equal(g->host, gw_add_cases[i].host);
+			assert_string_equal(g->rules.host, gw_add_cases[i].host);
+			assert_int_equal(g->port, gw_add_cases[i].port);
+			assert_int_equal(g->upstream_port, gw_add_cases[i].up_port);
+			assert_int_equal(g->n_addrs, gw_add_cases[i].n_addrs);
+			assert_ptr_equal(h, &g->rules);
+			assert_int_equal(h->n_rules, 1);
+			assert_string_equal(h->rules[0].name, "all");
+		}
+		policy_free(p);
+	}
+}
+
+static void test_gateway_lookup_and_check(void **state)
+{
+	struct policy *p = policy_new("x");
+	struct egr_addr a4, a4b, a6;
+	char err[512];
+
+	assert_int_equal(addr_parse("127.0.0.1", &a4), 0);
+	assert_int_equal(addr_parse("127.0.0.2", &a4b), 0);
+	assert_int_equal(addr_parse("::1", &a6), 0);
+	assert_int_equal(policy_add_gateway(p, "127.0.0.1:8080", "https://api.example.com",
+					    "--gateway", NULL, err, sizeof(err)), 0);
+	assert_int_equal(policy_add_gateway(p, "localhost:9000", "https://up.example.org:8443",
+					    "--gateway", NULL, err, sizeof(err)), 0);
+	assert_ptr_equal(policy_gateway_for(p, &a4, 8080), &p->gateways[0]);
+	assert_null(policy_gateway_for(p, &a4, 8081));
+	assert_null(policy_gateway_for(p, &a4b, 8080));
+	assert_null(policy_gateway_for(p, &a6, 8080));
+	assert_ptr_equal(policy_gateway_for(p, &a4, 9000), &p->gateways[1]);
+	assert_ptr_equal(policy_gateway_for(p, &a6, 9000), &p->gateways[1]);
+	/* one address+port, one gateway */
+	assert_int_equal(policy_add_gateway(p, "[::1]:9000", "https://api.example.com",
+					    "--gateway", NULL, err, sizeof(err)), -EINVAL);
+	assert_string_equal(err, "[::1]:9000 is already a gateway (to "
+			    "https://up.example.org:8443, --gateway)");
+	assert_int_equal(p->n_gateways, 2);
+
+	/* the upstream must be allowed, on its port */
+	assert_int_equal(policy_check_gateways(p, err, sizeof(err)), -EINVAL);
+	assert_string_equal(err, "127.0.0.1:8080 (--gateway): upstream api.example.com:443 is "
+			    "not allowed by any allow rule (add one, e.g. --allow api.example.com)");
+	assert_int_equal(policy_add_rule(p, false, "api.example.com", NULL, err, sizeof(err)), 0);
+	assert_int_equal(policy_add_rule(p, false, "up.example.org", NULL, err, sizeof(err)), 0);
+	assert_int_equal(policy_check_gateways(p, err, sizeof(err)), -EINVAL);
+	assert_string_equal(err, "localhost:9000 (--gateway): upstream up.example.org:8443 is "
+			    "not allowed by any allow rule (add one, e.g. --allow "
+			    "up.example.org:8443)");
+	assert_int_equal(policy_add_rule(p, false, "*.example.org:8443", NULL, err,
+					 sizeof(err)), 0);
+	assert_int_equal(policy_check_gateways(p, err, sizeof(err)), 0);
+	/* a deny rule wins */
+	assert_int_equal(policy_add_rule(p, true, "api.example.com", NULL, err, sizeof(err)), 0);
+	assert_int_equal(policy_check_gateways(p, err, sizeof(err)), -EINVAL);
+	policy_free(p);
+}
+
+static const char gw_text[] =
+	"{\n"
+	"  \"name\": \"sdk\",\n"
+	"  \"allow\": [\"api.anthropic.com\", \"api.test:8443\"],\n"
+	"  \"gateways\": [\n"
+	"    { \"listen\": \"127.0.0.1:8080\", \"upstream\": \"https://api.anthropic.com\",\n"
+	"      \"rules\": [ { \"name\": \"messages\", \"methods\": [\"POST\"],\n"
+	"                   \"paths\": [\"/v1/messages\"] } ],\n"
+	"      \"credentials\": [ { \"name\": \"anthropic\", \"header\": \"x-api-key\",\n"
+	"                         \"value\": \"env:EGR_TEST_ANTHROPIC\" } ] },\n"
+	"    { \"listen\": \"[::1]:9090\", \"upstream\": \"https://api.test:8443\",\n"
+	"      \"max_body\": \"1k\" }\n"
+	"  ]\n"
+	"}\n";
+
+static void test_gateway_file_ok_and_json(void **state)
+{
+	struct policy *p = policy_new("x"), *q = policy_new("q");
+	const struct policy_gateway *g;
+	char *buf = NULL, err[512];
+	size_t len = 0;
+	FILE *f;
+
+	if (policy_load_buffer(p, "p.json", gw_text, strlen(gw_text), err, sizeof(err)))
+		fail_msg("%s", err);
+	assert_int_equal(p->n_gateways, 2);
+	g = &p->gateways[0];
+	assert_string_equal(g->listen, "127.0.0.1:8080");
+	assert_string_equal(g->upstream, "https://api.anthropic.com");
+	assert_string_equal(g->source, "p.json:5");
+	assert_int_equal(g->rules.n_rules, 1);
+	assert_string_equal(g->rules.rules[0].name, "messages");
+	assert_int_equal(g->rules.n_creds, 1);
+	assert_string_equal(g->rules.creds[0].header, "x-api-key");
+	assert_string_equal(g->rules.creds[0].source, "env:EGR_TEST_ANTHROPIC");
+	g = &p->gateways[1];
+	assert_string_equal(g->listen, "[::1]:9090");
+	assert_int_equal(g->upstream_port, 8443);
+	assert_string_equal(g->rules.rules[0].name, "all");
+	assert_int_equal(g->rules.rules[0].max_body, 1024);
+	/* not intercepted by being a gateway's upstream */
+	assert_int_equal(p->n_intercept, 0);
+
+	f = open_memstream(&buf, &len);
+	assert_non_null(f);
+	assert_int_equal(policy_write_json(p, f), 0);
+	fclose(f);
+	assert_non_null(strstr(buf, "\"gateways\""));
+	assert_non_null(strstr(buf, "\"value\": \"env:EGR_TEST_ANTHROPIC\""));
+	assert_null(strstr(buf, "\"host\""));
+	if (policy_load_buffer(q, "out.json", buf, len, err, sizeof(err)))
+		fail_msg("%s\n%s", err, buf);
+	assert_int_equal(q->n_gateways, 2);
+	assert_string_equal(q->gateways[0].listen, p->gateways[0].listen);
+	assert_string_equal(q->gateways[0].upstream, p->gateways[0].upstream);
+	assert_string_equal(q->gateways[1].upstream, p->gateways[1].upstream);
+	assert_int_equal(q->gateways[0].rules.n_creds, 1);
+	assert_string_equal(q->gateways[0].rules.rules[0].name, "messages");
+	assert_int_equal(q->gateways[1].rules.rules[0].max_body, 1024);
+	free(buf);
+	policy_free(p);
+	policy_free(q);
+}
+
+#define GW_HEAD "{\n  \"allow\": [\"api.test\"],\n  \"gateways\": [\n"
+#define GW_TAIL "  ]\n}\n"
+
+static const struct {
+	const char *what;
+	const char *text;
+	const char *err;
+} gw_err_cases[] = {
+	{ "not an array", "{\n  \"gateways\": {}\n}\n",
+	  "p.json:2: gateways: expected an array of gateways, got an object" },
+	{ "entry not an object", GW_HEAD "    \"127.0.0.1:8080\"\n" GW_TAIL,
+	  "p.json:4: gateways[0]: expected an object with \"listen\" and \"upstream\", got a "
+	  "string" },
+	{ "listen missing", GW_HEAD "    { \"upstream\": \"https://api.test\" }\n" GW_TAIL,
+	  "p.json:4: gateways[0]: \"listen\" is required (e.g. \"127.0.0.1:8080\")" },
+	{ "upstream missing", GW_HEAD "    { \"listen\": \"127.0.0.1:8080\" }\n" GW_TAIL,
+	  "p.json:4: gateways[0]: \"upstream\" is required (e.g. \"https://api.example.com\")" },
+	{ "listen not loopback",
+	  GW_HEAD "    { \"upstream\": \"https://api.test\",\n"
+	  "      \"listen\": \"198.51.100.1:80\" }\n" GW_TAIL,
+	  "p.json:5: gateways[0].listen: \"198.51.100.1:80\": 198.51.100.1 is not a loopback "
+	  "address (127.0.0.0/8 or ::1): a gateway is an address only the agent's cgroup "
+	  "reaches" },
+	{ "upstream plain http",
+	  GW_HEAD "    { \"listen\": \"127.0.0.1:8080\",\n"
+	  "      \"upstream\": \"http://api.test\" }\n" GW_TAIL,
+	  "p.json:5: gateways[0].upstream: \"http://api.test\": expected https://HOST[:PORT] "
+	  "(the upstream leg is always TLS, verified)" },
+	{ "upstream not allowed",
+	  GW_HEAD "    { \"listen\": \"127.0.0.1:8080\", \"upstream\": \"https://api.test\" },\n"
+	  "    { \"listen\": \"127.0.0.1:8081\",\n"
+	  "      \"upstream\": \"https://api.test:8443\" }\n" GW_TAIL,
+	  "p.json:6: gateways[1].upstream: api.test:8443 is not allowed by any allow rule" },
+	{ "same listen twice",
+	  GW_HEAD "    { \"listen\": \"127.0.0.1:8080\", \"upstream\": \"https://api.test\" },\n"
+	  "    { \"listen\": \"localhost:8080\", \"upstream\": \"https://api.test\" }\n" GW_TAIL,
+	  "p.json:5: gateways[1].listen: localhost:8080 is already a gateway (to "
+	  "https://api.test, p.json:4)" },
+	{ "unknown key",
+	  GW_HEAD "    { \"listen\": \"127.0.0.1:8080\", \"upstream\": \"https://api.test\",\n"
+	  "      \"upstreams\": [] }\n" GW_TAIL,
+	  "p.json:5: gateways[0].upstreams: unknown field (did you mean \"upstream\"?)" },
+	{ "literal secret",
+	  GW_HEAD "    { \"listen\": \"127.0.0.1:8080\", \"upstream\": \"https://api.test\",\n"
+	  "      \"credentials\": [ { \"header\": \"x-api-key\", \"value\": \"s3cr3t\" } ] }\n"
+	  GW_TAIL,
+	  "p.json:5: gateways[0].credentials[0].value: must be \"env:NAME\" (egressd's "
+	  "environment) or \"file:/path\"; the secret itself never goes into a policy" },
+	{ "bad rule",
+	  GW_HEAD "    { \"listen\": \"127.0.0.1:8080\", \"upstream\": \"https://api.test\",\n"
+	  "      \"rules\": [ { \"methods\": [\"get\"] } ] }\n" GW_TAIL,
+	  "p.json:5: gateways[0].rules[0].methods[0]: \"get\": not an HTTP method (uppercase, "
+	  "e.g. GET, POST; \"*\" for any)" },
+};
+
+static void test_gateway_file_errors(void **state)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(gw_err_cases); i++) {
+		struct policy *p = orig_policy();
+		char err[512] = "";
+		int r;
+
+		r = policy_load_buffer(p, "p.json", gw_err_cases[i].text,
+				       strlen(gw_err_cases[i].text), err, sizeof(err));
+		if (r >= 0)
+			fail_msg("%s: accepted", gw_err_cases[i].what);
+		if (strcmp(err, gw_err_cases[i].err))
+			fail_msg("%s:\n got: %s\nwant: %s", gw_err_cases[i].what, err,
+				 gw_err_cases[i].err);
+		assert_null(strstr(err, "s3cr3t"));
+		assert_orig(p);
+		assert_int_equal(p->n_gateways, 0);
+		policy_free(p);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1272,6 +1551,10 @@ int main(void)
 		cmocka_unit_test(test_intercept_file_errors),
 		cmocka_unit_test(test_intercept_allowed_by_earlier_rules),
 		cmocka_unit_test(test_intercept_write_json),
+		cmocka_unit_test(test_gateway_add),
+		cmocka_unit_test(test_gateway_lookup_and_check),
+		cmocka_unit_test(test_gateway_file_ok_and_json),
+		cmocka_unit_test(test_gateway_file_errors),
 	};
 
 	return cmocka_run_group_tests_name("policy", tests, NULL, NULL);
