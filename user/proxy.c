@@ -590,7 +590,7 @@ static void conn_send_deny_response(struct conn *c)
 	} else if (c->proto == PROTO_HTTP) {
 		host = c->name[0] ? c->name : addr_to_str(&c->orig, addrbuf, sizeof(addrbuf));
 		blen = snprintf(body, sizeof(body), "egressd: %s:%u denied: %s\n", host,
-				c->name[0] ? c->up_port : c->orig_port,
+				(unsigned)(c->name[0] ? c->up_port : c->orig_port),
 				egr_reason_name(c->reason));
 		if (blen < 0 || (size_t)blen >= sizeof(body))
 			blen = (int)strlen(body);
