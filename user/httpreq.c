@@ -845,6 +845,12 @@ void httpreq_refuse(struct httpreq *r, int status, const char *reason)
 int httpreq_check(const struct httpreq *r, const struct reqrule_host *h,
 		  const char *sni, struct reqrule_result *res)
 {
+	return httpreq_check_port(r, h, sni, 443, res);
+}
+
+int httpreq_check_port(const struct httpreq *r, const struct reqrule_host *h,
+		       const char *sni, uint16_t port, struct reqrule_result *res)
+{
 	const struct httpreq_head *head = httpreq_head(r);
 	struct reqrule_request req;
 
@@ -859,6 +865,7 @@ int httpreq_check(const struct httpreq *r, const struct reqrule_host *h,
 		.host = head->host,
 		.has_length = head->has_length,
 		.content_length = head->content_length,
+		.port = port,
 	};
 	return reqrule_check(h, sni, &req, res);
 }

@@ -130,6 +130,9 @@ void httpreq_refuse(struct httpreq *r, int status, const char *reason);
  * against host rules h and the TLS SNI. Fills res; returns its status
  * (0 allow, else the HTTP status to answer). Does not accept or refuse.
  */
+/* The same for a connection to port (a Host port must equal it). */
+int httpreq_check_port(const struct httpreq *r, const struct reqrule_host *h,
+		       const char *sni, uint16_t port, struct reqrule_result *res);
 int httpreq_check(const struct httpreq *r, const struct reqrule_host *h,
 		  const char *sni, struct reqrule_result *res);
 

@@ -1205,7 +1205,7 @@ static void on_head(struct ic_conn *c)
 			return;
 		st = gw_check(c, h, &res);
 	} else {
-		st = httpreq_check(c->hr, &c->rules, c->host, &res);
+		st = httpreq_check_port(c->hr, &c->rules, c->host, c->upstream_port, &res);
 	}
 	req_set_path(e, res.path, h->target);
 	if (res.rule_name)

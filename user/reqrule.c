@@ -450,7 +450,7 @@ bool reqrule_glob_match(const char *glob, const char *path)
 	return prev[np];
 }
 
-int reqrule_host_matches(const char *auth, const char *sni)
+int reqrule_host_matches_port(const char *auth, const char *sni, uint16_t port)
 {
 	size_t alen, slen, hlen;
 	const char *colon;
@@ -478,7 +478,7 @@ int reqrule_host_matches(const char *auth, const char *sni)
 			return -EINVAL;
 	}
 	if (colon) {
-		unsigned long port = 0;
+		unsigned long p = 0;
 		const char *d = colon + 1;
 
 		/* RFC 3986: an empty port means the default. */
@@ -487,9 +487,11 @@ int reqrule_host_matches(const char *auth, const char *sni)
 		for (; *d; d++) {
 			if (*d < '0' || *d > '9')
 				return -EINVAL;
-			port = port * 10 + (unsigned long)(*d - '0');
+			p = p * 10 + (unsigned long)(*d - '0');
 		}
-		if (colon[1] && port != 443)
+		/* A port other than the connection's names another
+		 * service: not this one. */
+		if (colon[1] && p != (port ? port : 443))
 			return 0;
 	}
 	if (hlen && auth[hlen - 1] == '.')
@@ -518,6 +520,11 @@ static int host_verdict(struct reqrule_result *res, int m)
 	return 0;
 }
 
+int reqrule_host_matches(const char *auth, const char *sni)
+{
+	return reqrule_host_matches_port(auth, sni, 443);
+}
+
 /* Path for matching from the request-target; 0 or the status. */
 static int target_path(const struct reqrule_request *req, const char *sni,
 		       struct reqrule_result *res)
@@ -527,10 +534,10 @@ static int target_path(const struct reqrule_request *req, const char *sni,
 	int err;
 
 	if (!strcmp(req->method, "CONNECT")) {
-		/* authority-form; its port must be given and be 443 */
+		/* authority-form; its port must be given and be the connection's */
 		if (!strchr(t, ':') || t[strlen(t) - 1] == ':')
 			return fail(res, 400, "invalid CONNECT target");
-		err = host_verdict(res, reqrule_host_matches(t, sni));
+		err = host_verdict(res, reqrule_host_matches_port(t, sni, req->port));
 		if (err)
 			return err;
 		snprintf(res->path, sizeof(res->path), "*");
@@ -558,7 +565,7 @@ static int target_path(const struct reqrule_request *req, const char *sni,
 			return fail(res, 400, "invalid host");
 		memcpy(auth, a, (size_t)(e - a));
 		auth[e - a] = '\0';
-		err = host_verdict(res, reqrule_host_matches(auth, sni));
+		err = host_verdict(res, reqrule_host_matches_port(auth, sni, req->port));
 		if (err)
 			return err;
 		if (*e == '#')
@@ -620,7 +627,7 @@ int reqrule_check(const struct reqrule_host *h, const char *sni,
 		return fail(res, 400, "bad request");
 	if (!req->host || !*req->host)
 		return fail(res, 400, "missing Host");
-	err = host_verdict(res, reqrule_host_matches(req->host, sni));
+	err = host_verdict(res, reqrule_host_matches_port(req->host, sni, req->port));
 	if (err)
 		return err;
 	err = target_path(req, sni, res);

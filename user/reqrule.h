@@ -77,6 +77,8 @@ struct reqrule_request {
 	const char *host;        /* Host field value, NULL if none */
 	bool has_length;
 	uint64_t content_length;
+	uint16_t port;           /* the connection's port; 0 = 443. A Host
+				  * (or absolute-form) port must equal it */
 };
 
 struct reqrule_result {
@@ -125,6 +127,8 @@ bool reqrule_glob_match(const char *glob, const char *path);
  * syntax.
  */
 int reqrule_host_matches(const char *authority, const char *sni);
+/* The same for a connection to port (0 = 443): "host:port" must name it. */
+int reqrule_host_matches_port(const char *authority, const char *sni, uint16_t port);
 
 /* Decide on one request. Returns res->status. */
 int reqrule_check(const struct reqrule_host *h, const char *sni,

@@ -183,6 +183,18 @@ static void test_host_table(void **state)
 	}
 }
 
+/* On a connection to port 9443, Host must say 9443 (or nothing); 443 is
+ * then another service. */
+static void test_host_port(void **state)
+{
+	(void)state;
+	assert_int_equal(reqrule_host_matches_port("api.test:9443", "api.test", 9443), 1);
+	assert_int_equal(reqrule_host_matches_port("api.test", "api.test", 9443), 1);
+	assert_int_equal(reqrule_host_matches_port("api.test:443", "api.test", 9443), 0);
+	assert_int_equal(reqrule_host_matches_port("api.test:9443", "api.test", 0), 0);
+	assert_int_equal(reqrule_host_matches_port("evil.test:9443", "api.test", 9443), 0);
+}
+
 static struct reqrule_host host;
 
 static int setup(void **state)
@@ -491,6 +503,7 @@ int main(void)
 		cmocka_unit_test(test_glob_table),
 		cmocka_unit_test(test_glob_valid),
 		cmocka_unit_test(test_host_table),
+		cmocka_unit_test(test_host_port),
 		cmocka_unit_test(test_check_table),
 		cmocka_unit_test(test_check_limits_and_creds),
 		cmocka_unit_test(test_parsers),
