@@ -14,6 +14,7 @@
 
 #include "bpfload.h"
 #include "log.h"
+#include "sockdiag.h"
 #include "redirect.skel.h"
 
 #define EGR_MAX_ATTACH 16
@@ -335,6 +336,33 @@ int egr_bpf_unbind_cgroup(struct egr_bpf *b, uint64_t cgroup_id)
 	if (bpf_map_delete_elem(egr_map_fd(b->skel->maps.egr_cgroups), &id) && errno != ENOENT)
 		return -errno;
 	return 0;
+}
+
+int egr_bpf_udp_origin_from(struct egr_bpf *b, uint16_t port, const struct sockaddr *peer,
+			    struct egr_origin *o)
+{
+	struct sockaddr_storage local = { 0 };
+	uint64_t cookie;
+	int err;
+
+	/* The datagram came to our listener on the same family's loopback. */
+	if (peer->sa_family == AF_INET) {
+		struct sockaddr_in *in = (struct sockaddr_in *)&local;
+
+		in->sin_family = AF_INET;
+		in->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		in->sin_port = htons(port);
+	} else {
+		struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&local;
+
+		in6->sin6_family = AF_INET6;
+		in6->sin6_addr = in6addr_loopback;
+		in6->sin6_port = htons(port);
+	}
+	err = sockdiag_udp_cookie((struct sockaddr *)&local, peer, &cookie);
+	if (err)
+		return err;
+	return egr_bpf_udp_origin(b, cookie, o);
 }
 
 int egr_bpf_udp_origin(struct egr_bpf *b, uint64_t cookie, struct egr_origin *o)

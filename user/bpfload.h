@@ -14,6 +14,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include "addr.h"
 #include "egressd_shared.h"
@@ -39,6 +40,10 @@ int egr_bpf_unbind_cgroup(struct egr_bpf *b, uint64_t cgroup_id);
 /* Origin of a UDP socket that sent DNS to the DNS proxy, by socket cookie
  * (sockdiag_udp_cookie). 0 or -ENOENT. */
 int egr_bpf_udp_origin(struct egr_bpf *b, uint64_t cookie, struct egr_origin *o);
+/* Origin of the UDP socket at peer that sent a datagram to our DNS proxy
+ * on port (sock_diag finds its cookie). 0 or -errno. */
+int egr_bpf_udp_origin_from(struct egr_bpf *b, uint16_t port, const struct sockaddr *peer,
+			    struct egr_origin *o);
 /* Attach every program to the cgroup open at cgroup_fd. All or nothing. */
 int egr_bpf_attach(struct egr_bpf *b, int cgroup_fd);
 /* Daemon: attach with bpf_links pinned under pin_dir/links/<cgroup id>/,

@@ -57,7 +57,6 @@
 #include "kevent.h"
 #include "log.h"
 #include "proxy.h"
-#include "sockdiag.h"
 
 #define DAEMON_BANK (EGR_MAX_POLICIES / 2)
 #define DAEMON_MAX_WATCHES 65536
@@ -147,28 +146,9 @@ static int daemon_origin_for_udp(void *ctx, const struct sockaddr *peer, socklen
 				 struct egr_origin *o)
 {
 	struct daemon *d = ctx;
-	struct sockaddr_storage local = { 0 };
-	uint64_t cookie;
-	int err;
 
 	(void)peer_len;
-	if (peer->sa_family == AF_INET) {
-		struct sockaddr_in *in = (struct sockaddr_in *)&local;
-
-		in->sin_family = AF_INET;
-		in->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-		in->sin_port = htons(d->port);
-	} else {
-		struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&local;
-
-		in6->sin6_family = AF_INET6;
-		in6->sin6_addr = in6addr_loopback;
-		in6->sin6_port = htons(d->port);
-	}
-	err = sockdiag_udp_cookie((struct sockaddr *)&local, peer, &cookie);
-	if (err)
-		return err;
-	return egr_bpf_udp_origin(d->bpf, cookie, o);
+	return egr_bpf_udp_origin_from(d->bpf, d->port, peer, o);
 }
 
 /* A decision the kernel took alone (port, CIDR, loopback, UDP, socket

@@ -56,7 +56,6 @@
 #include "proxy.h"
 #include "reqrule.h"
 #include "run.h"
-#include "sockdiag.h"
 
 #define RUN_MAX_RULES 4096
 #define RUN_MAX_CRED_ENV 64
@@ -647,28 +646,9 @@ static int run_origin_for_udp(void *ctx, const struct sockaddr *peer, socklen_t 
 			      struct egr_origin *o)
 {
 	struct run_state *s = ctx;
-	struct sockaddr_storage local = { 0 };
-	uint64_t cookie;
-	int err;
 
 	(void)peer_len;
-	if (peer->sa_family == AF_INET) {
-		struct sockaddr_in *in = (struct sockaddr_in *)&local;
-
-		in->sin_family = AF_INET;
-		in->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-		in->sin_port = htons(dnsproxy_port(s->dns));
-	} else {
-		struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&local;
-
-		in6->sin6_family = AF_INET6;
-		in6->sin6_addr = in6addr_loopback;
-		in6->sin6_port = htons(dnsproxy_port(s->dns));
-	}
-	err = sockdiag_udp_cookie((struct sockaddr *)&local, peer, &cookie);
-	if (err)
-		return err;
-	return egr_bpf_udp_origin(s->bpf, cookie, o);
+	return egr_bpf_udp_origin_from(s->bpf, dnsproxy_port(s->dns), peer, o);
 }
 
 /* --- TLS interception ---------------------------------------------------- */
