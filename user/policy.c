@@ -1914,16 +1914,44 @@ static int ic_cred(const struct load_ctx *c, struct fpath f, json_t *o,
 	return 0;
 }
 
+/* "rules", "max_body" and "credentials" of an intercept or gateway entry
+ * at f into h. No "rules": one rule allowing every request. */
+static int load_reqrules(const struct load_ctx *c, struct fpath f, json_t *rules,
+			 json_t *creds, const char *maxb, struct reqrule_host *h)
+{
+	size_t i;
+	json_t *x;
+	int ret;
+
+	if (!rules) {
+		ret = add_allow_all(h);
+		if (!ret && maxb)
+			ret = reqrule_parse_size(maxb, &h->rules[0].max_body);
+		if (ret)
+			return ret;
+	}
+	json_array_foreach(rules, i, x) {
+		ret = ic_rule(c, fp_idx(fp_key(f, "rules"), i), x, i, maxb, h);
+		if (ret)
+			return ret;
+	}
+	json_array_foreach(creds, i, x) {
+		ret = ic_cred(c, fp_idx(fp_key(f, "credentials"), i), x, h);
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
 static int ic_entry(const struct load_ctx *c, const struct policy *p, struct policy *tmp,
 		    struct fpath f, json_t *o)
 {
 	struct policy_intercept e = { 0 };
 	char rerr[256], maxb[64] = "", src[512];
 	const char *host = NULL, *key;
-	json_t *v, *rules = NULL, *creds = NULL, *x;
+	json_t *v, *rules = NULL, *creds = NULL;
 	struct fpath fh = fp_key(f, "host");
 	bool has_max = false;
-	size_t i;
 	int ret;
 
 	if (!json_is_object(o))
@@ -1977,27 +2005,9 @@ static int ic_entry(const struct load_ctx *c, const struct policy *p, struct pol
 		ret = -ENOMEM;
 		goto fail;
 	}
-	if (!rules) {
-		ret = add_allow_all(&e.rules);
-		if (!ret && has_max)
-			ret = reqrule_parse_size(maxb, &e.rules.rules[0].max_body);
-		if (ret)
-			goto fail;
-	}
-	json_array_foreach(rules, i, x) {
-		struct fpath fr = fp_idx(fp_key(f, "rules"), i);
-
-		ret = ic_rule(c, fr, x, i, has_max ? maxb : NULL, &e.rules);
-		if (ret)
-			goto fail;
-	}
-	json_array_foreach(creds, i, x) {
-		struct fpath fc = fp_idx(fp_key(f, "credentials"), i);
-
-		ret = ic_cred(c, fc, x, &e.rules);
-		if (ret)
-			goto fail;
-	}
+	ret = load_reqrules(c, f, rules, creds, has_max ? maxb : NULL, &e.rules);
+	if (ret)
+		goto fail;
 	ret = intercept_append(tmp, &e);
 	if (ret)
 		goto fail;
@@ -2061,10 +2071,9 @@ static int gw_entry(const struct load_ctx *c, const struct policy *p, struct pol
 	const struct policy_gateway *old;
 	char rerr[256], maxb[64] = "", src[512], q[256];
 	const char *listen = NULL, *upstream = NULL, *key;
-	json_t *v, *rules = NULL, *creds = NULL, *x;
+	json_t *v, *rules = NULL, *creds = NULL;
 	struct fpath fl = fp_key(f, "listen"), fu = fp_key(f, "upstream");
 	bool has_max = false;
-	size_t i;
 	int ret;
 
 	if (!json_is_object(o))
@@ -2127,24 +2136,9 @@ static int gw_entry(const struct load_ctx *c, const struct policy *p, struct pol
 		ret = -ENOMEM;
 		goto fail;
 	}
-	if (!rules) {
-		ret = add_allow_all(&g.rules);
-		if (!ret && has_max)
-			ret = reqrule_parse_size(maxb, &g.rules.rules[0].max_body);
-		if (ret)
-			goto fail;
-	}
-	json_array_foreach(rules, i, x) {
-		ret = ic_rule(c, fp_idx(fp_key(f, "rules"), i), x, i, has_max ? maxb : NULL,
-			      &g.rules);
-		if (ret)
-			goto fail;
-	}
-	json_array_foreach(creds, i, x) {
-		ret = ic_cred(c, fp_idx(fp_key(f, "credentials"), i), x, &g.rules);
-		if (ret)
-			goto fail;
-	}
+	ret = load_reqrules(c, f, rules, creds, has_max ? maxb : NULL, &g.rules);
+	if (ret)
+		goto fail;
 	ret = gateway_append(tmp, &g);
 	if (ret)
 		goto fail;
