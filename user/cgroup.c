@@ -234,7 +234,7 @@ int cgroup_remove(const char *path)
 	return -EBUSY;
 }
 
-static int cgroup_owner_alive(int pid)
+int cgroup_owner_alive(int pid)
 {
 	char p[64], comm[64] = "";
 	FILE *f;

@@ -25,7 +25,7 @@ static void usage(FILE *out)
 "                                  (egressd daemon --help)\n"
 "  policy show-default             print the built-in default policy (JSON)\n"
 "  policy check FILE...            validate policy files\n"
-"  cleanup                         remove cgroups left by killed runs\n"
+"  cleanup                         remove what killed runs left (cgroups, CA dirs)\n"
 "  version                         print the version\n"
 "  help                            this text\n");
 }

@@ -17,6 +17,7 @@
  * fork-like copy of a single-threaded process and may call getpwnam,
  * setgroups and execvp safely.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -725,6 +726,52 @@ static int run_rm_entry(const char *path, const struct stat *st, int flag, struc
 }
 
 /*
+ * A run killed with SIGKILL leaves its directory behind, and with it the
+ * private key of its fresh CA: the next run (or egressd cleanup) removes
+ * the directories of runs whose egressd is gone. Their names carry the pid.
+ */
+static int run_cleanup_icdirs(void)
+{
+	static const struct { const char *dir, *prefix; } where[] = {
+		{ "/run/egressd", "run." },
+		{ "/tmp", "egressd-run." },
+	};
+	char path[PATH_MAX];
+	struct dirent *de;
+	int removed = 0;
+	size_t i;
+
+	for (i = 0; i < sizeof(where) / sizeof(where[0]); i++) {
+		size_t plen = strlen(where[i].prefix);
+		DIR *d = opendir(where[i].dir);
+		struct stat st;
+
+		if (!d)
+			continue;
+		while ((de = readdir(d))) {
+			char *end;
+			long pid;
+
+			if (strncmp(de->d_name, where[i].prefix, plen))
+				continue;
+			pid = strtol(de->d_name + plen, &end, 10);
+			if (*end != '.' || pid <= 0 || pid > INT_MAX ||
+			    cgroup_owner_alive((int)pid))
+				continue;
+			snprintf(path, sizeof(path), "%s/%s", where[i].dir, de->d_name);
+			/* ours only: a root-owned directory, not a link */
+			if (lstat(path, &st) || !S_ISDIR(st.st_mode) || st.st_uid != 0)
+				continue;
+			nftw(path, run_rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+			if (access(path, F_OK))
+				removed++;
+		}
+		closedir(d);
+	}
+	return removed;
+}
+
+/*
  * This run's directory, made by root: /run/egressd/run.XXXXXX (or
  * /tmp/egressd-run.XXXXXX if /run/egressd is unusable). Mode 0711: the
  * agent can open the bundle by its name, not list the directory; a fresh
@@ -739,11 +786,11 @@ static int run_make_icdir(struct run_state *s)
 	if (lstat("/run/egressd", &st) || !S_ISDIR(st.st_mode) || st.st_uid != 0 ||
 	    (st.st_mode & 022))
 		goto tmp;
-	snprintf(s->icdir, sizeof(s->icdir), "/run/egressd/run.XXXXXX");
+	snprintf(s->icdir, sizeof(s->icdir), "/run/egressd/run.%d.XXXXXX", (int)getpid());
 	if (mkdtemp(s->icdir))
 		goto made;
 tmp:
-	snprintf(s->icdir, sizeof(s->icdir), "/tmp/egressd-run.XXXXXX");
+	snprintf(s->icdir, sizeof(s->icdir), "/tmp/egressd-run.%d.XXXXXX", (int)getpid());
 	if (!mkdtemp(s->icdir)) {
 		int e = -errno;
 
@@ -1159,6 +1206,7 @@ int run_main(int argc, char **argv)
 		goto out;
 	}
 	cgroup_cleanup_stale(s.parent);
+	run_cleanup_icdirs();
 	if (strcmp(s.parent, s.mount))
 		cgroup_cleanup_stale(s.mount);
 
@@ -1294,6 +1342,9 @@ int run_cleanup_main(int argc, char **argv)
 		fprintf(stderr, "egressd: %s\n", err);
 		return RUN_EXIT_USAGE;
 	}
+	r = run_cleanup_icdirs();
+	if (r > 0)
+		n += r;
 	r = cgroup_cleanup_stale(mnt);
 	if (r > 0)
 		n += r;
@@ -1302,6 +1353,6 @@ int run_cleanup_main(int argc, char **argv)
 		if (r > 0)
 			n += r;
 	}
-	printf("removed %d cgroup%s left by killed runs\n", n, n == 1 ? "" : "s");
+	printf("removed %d leftover%s of killed runs (cgroups, CA directories)\n", n, n == 1 ? "" : "s");
 	return 0;
 }

@@ -1015,7 +1015,16 @@ case_cleanup_after_kill() {
 	# shellcheck disable=SC2016
 	cg_run "test -d \"\$CG$cg\"" ||
 		note "cgroup $cg already gone before the next run"
+	# What an --intercept run killed like this leaves: its directory
+	# with the run's CA key, named after its (dead) pid.
+	local dead stale
+	sh -c 'exit 0' &
+	dead=$!
+	wait "$dead"
+	stale=/run/egressd/run.$dead.e2etest
+	mkdir -p "$stale" && echo key >"$stale/ca.key"
 	egr --allow allowed.test -- true || fail "the next run failed: exit $?"
+	[ -e "$stale" ] && { rm -rf "$stale"; fail "the next run left $stale (a dead run's CA directory)"; }
 	for ((i = 0; i < 30; i++)); do
 		kill -0 "$lpid" 2>/dev/null || break
 		sleep 0.1
@@ -1253,7 +1262,7 @@ print(u.urlopen(sys.argv[1], timeout=10).read().decode(), end=\"\")" https://all
 		echo "git: $(git ls-remote https://allowed.test/repo.git 2>&1 | tr "\t\n" "  ")"
 		echo "bundle: $SSL_CERT_FILE $NODE_EXTRA_CA_CERTS $REQUESTS_CA_BUNDLE $CURL_CA_BUNDLE $GIT_SSL_CAINFO"
 		d=$(dirname "$SSL_CERT_FILE")
-		echo "key: $(cat "$d/ca/ca.key" 2>&1 | head -c 60)"
+		echo "key: $(cat "$d/ca/ca.key" 2>&1 | head -c 200)"
 		echo "list: $(ls "$d" 2>&1 | head -c 200)"
 		' sh "$IC_ISSUER" "$NODE_FETCH")
 	note "$out"
