@@ -59,6 +59,7 @@ BURST_CONNS = knob("BENCH_BURST_CONNS", 20000, 2000)
 BURST_PROCS = knob("BENCH_BURST_PROCS", 50, 10)
 BURST_SECONDS = knob("BENCH_BURST_SECONDS", 10.0, 2.0)
 ONLY = [r for r in E.get("BENCH_ROWS", "").split() if r]
+EGRESSD_BASE = E.get("BENCH_EGRESSD_BASE", "")
 SKIP_SCALE = E.get("BENCH_SCALE", "1") == "0"
 
 ALLOWED4 = E.get("ALLOWED4", "192.0.2.10")
@@ -209,6 +210,11 @@ ROWS = [
     Row("direct", "passthrough", "clients straight to the origin (baseline)"),
     Row("egressd", "passthrough",
         "egressd run --allow allowed.test:9443: SNI peek, splice relay"),
+] + ([
+    # Before/after of a change in one run: BENCH_EGRESSD_BASE=old/egressd
+    Row("egressd-base", "passthrough",
+        "the same with the build in BENCH_EGRESSD_BASE (%s)" % EGRESSD_BASE),
+] if EGRESSD_BASE else []) + [
     Row("haproxy-sni", "passthrough",
         "HAProxy mode tcp, req.ssl_sni allowlist, SNI router on 127.0.0.1:10443",
         "127.0.0.1:10443"),
@@ -495,19 +501,19 @@ def start_mitmproxy(r):
         "-s", d + "/mitm_allow.py"])), ("127.0.0.1", 8081)
 
 
-def egressd_argv(extra, cmd):
+def egressd_argv(extra, cmd, exe=None):
     return in_host(["env", "-i", "PATH=/usr/local/bin:/usr/bin:/bin",
                     "HOME=" + os.path.join(DIR, "home"), "LANG=C.UTF-8",
-                    EGRESSD, "run", "--user", NOBODY, "-q",
+                    exe or EGRESSD, "run", "--user", NOBODY, "-q",
                     "--workers", str(WORKERS)] + extra + ["--"] + cmd)
 
 
-def start_egressd(r, extra):
+def start_egressd(r, extra, exe=None):
     d = os.path.join(DIR, "runner-" + r.name)
     os.makedirs(d, exist_ok=True)
     os.chmod(d, 0o777)
     p = start(r.name, egressd_argv(
-        extra, ["/usr/bin/python3", BIN + "/runner.py", d, "10800"]))
+        extra, ["/usr/bin/python3", BIN + "/runner.py", d, "10800"], exe))
     r.runner = d
     hello = os.path.join(d, "hello.json")
     end = time.monotonic() + 20
@@ -665,6 +671,8 @@ def bring_up(err):
             continue
         if r.name == "egressd":
             p, why = start_egressd(r, ["--allow", HOST + ":9443"])
+        elif r.name == "egressd-base":
+            p, why = start_egressd(r, ["--allow", HOST + ":9443"], EGRESSD_BASE)
         elif r.name == "egressd-intercept":
             p, why = start_egressd(r, ["--allow", HOST + ":9443",
                                        "--intercept", HOST,
