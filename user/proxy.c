@@ -40,9 +40,10 @@
  *      v
  *   FLUSH     write the peeked bytes upstream, free the peek buffer.
  *      v
- *   RELAY     splice() through one pipe per direction (zero copy), level-
- *      |      triggered interest: a direction whose pipe holds data waits for
- *      |      EPOLLOUT on its destination and stops reading its source.
+ *   RELAY     splice() through a pipe per direction (zero copy), full
+ *      |      duplex: a direction reads its source while its pipe has room
+ *      |      and drains the pipe into the destination in the same pass;
+ *      |      the pipe is held only while bytes sit in it (level-triggered).
  *      |      EOF -> shutdown(SHUT_WR) on the other side once the pipe is
  *      |      empty; both directions finished -> close. Error -> close, and
  *      |      reset the other side (SO_LINGER 0) so its peer sees a failure.
@@ -77,6 +78,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -146,6 +148,7 @@ struct relay_dir {
 	struct relay_pipe pipe;
 	bool src_eof;  /* source sent FIN */
 	bool dst_shut; /* FIN forwarded to the destination */
+	bool pipe_full; /* source readable but the pipe has no free slot */
 };
 
 enum { DIR_UP = 0, DIR_DOWN = 1 };
@@ -383,6 +386,10 @@ static void cg_release(struct proxy *p, uint64_t id)
 static int pipe_get(struct worker *w, struct relay_pipe *out)
 {
 	int fds[2], sz;
+
+	/* Pipes are per direction and in-flight bytes only (taken on the
+	 * first byte, returned when drained), so the pool is what a busy
+	 * worker recycles; idle connections hold none. */
 
 	if (w->n_spare) {
 		*out = w->spare[--w->n_spare];
@@ -847,8 +854,31 @@ static int relay_fd(const struct conn *c, int dir, bool src)
 	return src ? c->ufd : c->cfd;
 }
 
-/* Move bytes of one direction until the source is dry, the destination
- * is full or the budget is spent. Returns -1 if the connection failed. */
+/* A source whose splice() into a non-empty pipe says EAGAIN is either dry
+ * or blocked by a pipe out of slots (a slot holds one skb fragment, so a
+ * pipe can be "full" well below its byte capacity). Only the first may wait
+ * for EPOLLIN: the second would spin on a readable socket. */
+static bool sock_has_input(int fd)
+{
+	int inq = 0;
+
+	return ioctl(fd, FIONREAD, &inq) == 0 && inq > 0;
+}
+
+static bool relay_can_read(const struct relay_dir *d)
+{
+	return !d->src_eof && !d->pipe_full &&
+	       (d->pipe.rfd < 0 || d->pipe.len < d->pipe.cap);
+}
+
+/* Move bytes of one direction, full duplex through its pipe: drain the pipe
+ * into the destination and refill it from the source in the same pass, so
+ * the source's receive window stays open while the destination catches up
+ * (a pipe that must empty before the next read halves the throughput of a
+ * bulk transfer). Stops when neither end can move, or when the budget is
+ * spent. The pipe is held only while bytes sit in it: an idle relayed
+ * connection costs two sockets, no pipes. Returns -1 if the connection
+ * failed. */
 static int relay_pump(struct conn *c, int dir)
 {
 	struct relay_dir *d = &c->dir[dir];
@@ -857,22 +887,28 @@ static int relay_pump(struct conn *c, int dir)
 	enum conn_side dst_side = dir == DIR_UP ? SIDE_UPSTREAM : SIDE_CLIENT;
 	uint64_t *bytes = dir == DIR_UP ? &c->bytes_up : &c->bytes_down;
 	size_t budget = PROXY_RELAY_BUDGET;
+	bool moved;
 	ssize_t n;
+	int err;
 
-	for (;;) {
+	do {
+		moved = false;
 		if (d->pipe.len) {
 			n = splice(d->pipe.rfd, NULL, dst, NULL, d->pipe.len,
 				   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
 			switch (io_classify(n)) {
 			case IO_DATA:
 				d->pipe.len -= (size_t)n;
+				d->pipe_full = false;
 				*bytes += (uint64_t)n;
 				c->last_active_ms = loop_now_ms(c->w->loop);
-				continue;
+				moved = true;
+				break;
 			case IO_INTR:
-				continue;
+				moved = true;
+				break;
 			case IO_AGAIN:
-				return 0; /* wait for EPOLLOUT on dst */
+				break; /* EPOLLOUT on dst */
 			case IO_EOF:
 				errno = EPIPE;
 				/* fallthrough */
@@ -881,36 +917,54 @@ static int relay_pump(struct conn *c, int dir)
 				return -1;
 			}
 		}
-		if (d->src_eof) {
-			if (!d->dst_shut) {
-				/* ENOTCONN if the peer is gone: the other
-				 * direction will find out. */
-				shutdown(dst, SHUT_WR);
-				d->dst_shut = true;
+		if (budget && relay_can_read(d)) {
+			if (d->pipe.rfd < 0) {
+				err = pipe_get(c->w, &d->pipe);
+				if (err < 0) {
+					/* EMFILE and friends: neither side can
+					 * be served, both are told. */
+					c->err = -err;
+					conn_set_detail(c, "pipe: %s", strerror(-err));
+					c->rst_client = c->rst_upstream = true;
+					conn_schedule_close(c);
+					return -1;
+				}
 			}
-			return 0;
+			n = splice(src, NULL, d->pipe.wfd, NULL, d->pipe.cap - d->pipe.len,
+				   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+			switch (io_classify(n)) {
+			case IO_DATA:
+				d->pipe.len += (size_t)n;
+				budget = (size_t)n >= budget ? 0 : budget - (size_t)n;
+				moved = true;
+				break;
+			case IO_EOF:
+				d->src_eof = true;
+				moved = true;
+				break;
+			case IO_INTR:
+				moved = true;
+				break;
+			case IO_AGAIN:
+				if (d->pipe.len && sock_has_input(src))
+					d->pipe_full = true;
+				break;
+			case IO_ERROR:
+				conn_io_error(c, src_side, "read", errno);
+				return -1;
+			}
 		}
-		if (!budget)
-			return 0; /* level-triggered: we come back */
-		n = splice(src, NULL, d->pipe.wfd, NULL, d->pipe.cap,
-			   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-		switch (io_classify(n)) {
-		case IO_DATA:
-			d->pipe.len += (size_t)n;
-			budget = (size_t)n >= budget ? 0 : budget - (size_t)n;
-			continue;
-		case IO_EOF:
-			d->src_eof = true;
-			continue;
-		case IO_INTR:
-			continue;
-		case IO_AGAIN:
-			return 0;
-		case IO_ERROR:
-			conn_io_error(c, src_side, "read", errno);
-			return -1;
-		}
+	} while (moved);
+
+	if (d->src_eof && !d->pipe.len && !d->dst_shut) {
+		/* ENOTCONN if the peer is gone: the other direction will
+		 * find out. */
+		shutdown(dst, SHUT_WR);
+		d->dst_shut = true;
 	}
+	if (!d->pipe.len)
+		pipe_put(c->w, &d->pipe);
+	return 0;
 }
 
 /* Interest 0 means "not registered" during the relay: a socket whose peer
@@ -933,13 +987,14 @@ static void relay_update_interest(struct conn *c)
 	struct relay_dir *up = &c->dir[DIR_UP], *down = &c->dir[DIR_DOWN];
 	int cmask = 0, umask = 0;
 
-	/* Read a source only while its pipe is empty: a full destination
-	 * stops the source instead of spinning on EPOLLIN. */
-	if (!up->src_eof && !up->pipe.len)
+	/* Read a source while its pipe has room; bytes in a pipe wait for
+	 * EPOLLOUT on their destination. A pipe out of slots stops its
+	 * source until the destination drains it (no spinning on EPOLLIN). */
+	if (relay_can_read(up))
 		cmask |= LOOP_READ;
 	if (down->pipe.len)
 		cmask |= LOOP_WRITE;
-	if (!down->src_eof && !down->pipe.len)
+	if (relay_can_read(down))
 		umask |= LOOP_READ;
 	if (up->pipe.len)
 		umask |= LOOP_WRITE;
@@ -983,17 +1038,8 @@ static void conn_relay_event(struct conn *c, enum conn_side side, int events)
 
 static void conn_relay_start(struct conn *c)
 {
-	struct worker *w = c->w;
-
 	c->state = CONN_RELAY;
-	if (pipe_get(w, &c->dir[DIR_UP].pipe) < 0 || pipe_get(w, &c->dir[DIR_DOWN].pipe) < 0) {
-		conn_set_detail(c, "pipe: %s", strerror(errno));
-		c->verdict = EGR_VERDICT_DENY;
-		c->reason = EGR_REASON_INTERNAL;
-		c->rst_client = c->rst_upstream = true;
-		conn_schedule_close(c);
-		return;
-	}
+	/* Pipes are taken from the worker's pool on the first byte. */
 	/* The client may have sent its request and FIN before we connected. */
 	c->dir[DIR_UP].src_eof = c->c_eof;
 	/* Try both directions once; then epoll takes over. */
