@@ -252,6 +252,9 @@ static __always_inline int egr_decide(const __u8 *dst, __u16 port, bool udp,
 			return -EPERM;
 		}
 	}
+	/* Most policies deny no CIDR: skip the trie walk for them. */
+	if (!(pi->flags & EGR_POLICY_CIDRS))
+		return 0;
 	ck.prefixlen = 32 + 128;
 	ck.policy_id = policy_id;
 	__builtin_memcpy(ck.addr, dst, 16);

@@ -140,6 +140,7 @@ struct egr_origin {
 /* Per-policy settings the kernel needs (egr_policies array). */
 #define EGR_POLICY_ANY_PORT (1U << 0) /* some allow rule matches every port */
 #define EGR_POLICY_AUDIT (1U << 1)    /* audit mode: log, never deny in kernel */
+#define EGR_POLICY_CIDRS (1U << 2)    /* egr_cidrs holds denials for this policy */
 #define EGR_POLICY_VALID (1U << 31)   /* slot in use */
 
 struct egr_policy_info {

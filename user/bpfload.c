@@ -302,6 +302,7 @@ int egr_bpf_set_policy(struct egr_bpf *b, uint32_t policy_id, const struct polic
 			log_error("cannot fill BPF map egr_cidrs: %s", strerror(-err));
 			return err;
 		}
+		info.flags |= EGR_POLICY_CIDRS;
 	}
 	err = egr_set_gateways(b, policy_id, p);
 	if (err)
