@@ -79,6 +79,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -104,6 +105,7 @@
 #define PROXY_PIPE_POOL 32      /* spare pipes per worker */
 #define PROXY_PEEK_INITIAL 4096
 #define PROXY_RELAY_BUDGET (1024 * 1024) /* per direction and wakeup: fairness */
+#define PROXY_COPY_MAX (16 * 1024) /* reads up to this are copied, not spliced */
 #define PROXY_MAX_WORKERS 256
 #define CG_BUCKETS 256
 
@@ -232,6 +234,7 @@ struct worker {
 	struct loop_timer grace_timer, accept_timer;
 	struct relay_pipe spare[PROXY_PIPE_POOL];
 	size_t n_spare;
+	char copybuf[PROXY_COPY_MAX]; /* relay: small reads, see relay_pump */
 };
 
 struct cg_entry {
@@ -379,6 +382,23 @@ static void cg_release(struct proxy *p, uint64_t id)
 		break;
 	}
 	pthread_mutex_unlock(&p->cg_lock);
+}
+
+unsigned long proxy_raise_nofile(struct rlimit *orig)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl))
+		return 0;
+	if (orig)
+		*orig = rl;
+	if (rl.rlim_cur < rl.rlim_max) {
+		struct rlimit up = { .rlim_cur = rl.rlim_max, .rlim_max = rl.rlim_max };
+
+		if (!setrlimit(RLIMIT_NOFILE, &up))
+			rl.rlim_cur = rl.rlim_max;
+	}
+	return (unsigned long)rl.rlim_cur;
 }
 
 /* ---- pipes ------------------------------------------------------------ */
@@ -871,14 +891,41 @@ static bool relay_can_read(const struct relay_dir *d)
 	       (d->pipe.rfd < 0 || d->pipe.len < d->pipe.cap);
 }
 
+/* Bytes of a short read that the destination did not take go into the
+ * (empty) pipe, which then continues as in the splice path. */
+static int relay_park(struct conn *c, struct relay_dir *d, const char *buf, size_t n)
+{
+	ssize_t w;
+	int err;
+
+	if (d->pipe.rfd < 0) {
+		err = pipe_get(c->w, &d->pipe);
+		if (err < 0)
+			return err;
+	}
+	w = write(d->pipe.wfd, buf, n);
+	if (w < 0)
+		return -errno;
+	if ((size_t)w != n)
+		return -ENOBUFS; /* an empty pipe holds at least 64 KiB */
+	d->pipe.len += n;
+	return 0;
+}
+
 /* Move bytes of one direction, full duplex through its pipe: drain the pipe
  * into the destination and refill it from the source in the same pass, so
  * the source's receive window stays open while the destination catches up
  * (a pipe that must empty before the next read halves the throughput of a
  * bulk transfer). Stops when neither end can move, or when the budget is
  * spent. The pipe is held only while bytes sit in it: an idle relayed
- * connection costs two sockets, no pipes. Returns -1 if the connection
- * failed. */
+ * connection costs two sockets, no pipes.
+ *
+ * A read into an empty pipe is first tried as a recv() into the worker's
+ * buffer and a send(): for the small messages of request/response traffic
+ * that is two cheap copies instead of two splices and an EAGAIN, and a
+ * short read tells that the socket is drained. A read that fills the
+ * buffer means bulk: the rest of this pass splices. Returns -1 if the
+ * connection failed. */
 static int relay_pump(struct conn *c, int dir)
 {
 	struct relay_dir *d = &c->dir[dir];
@@ -887,8 +934,8 @@ static int relay_pump(struct conn *c, int dir)
 	enum conn_side dst_side = dir == DIR_UP ? SIDE_UPSTREAM : SIDE_CLIENT;
 	uint64_t *bytes = dir == DIR_UP ? &c->bytes_up : &c->bytes_down;
 	size_t budget = PROXY_RELAY_BUDGET;
-	bool moved;
-	ssize_t n;
+	bool moved, src_dry = false, bulk = false;
+	ssize_t n, m;
 	int err;
 
 	do {
@@ -899,6 +946,8 @@ static int relay_pump(struct conn *c, int dir)
 			switch (io_classify(n)) {
 			case IO_DATA:
 				d->pipe.len -= (size_t)n;
+				if (d->pipe_full)
+					src_dry = false; /* it was full, not dry */
 				d->pipe_full = false;
 				*bytes += (uint64_t)n;
 				c->last_active_ms = loop_now_ms(c->w->loop);
@@ -917,25 +966,34 @@ static int relay_pump(struct conn *c, int dir)
 				return -1;
 			}
 		}
-		if (budget && relay_can_read(d)) {
-			if (d->pipe.rfd < 0) {
-				err = pipe_get(c->w, &d->pipe);
-				if (err < 0) {
-					/* EMFILE and friends: neither side can
-					 * be served, both are told. */
-					c->err = -err;
-					conn_set_detail(c, "pipe: %s", strerror(-err));
-					c->rst_client = c->rst_upstream = true;
-					conn_schedule_close(c);
-					return -1;
-				}
-			}
-			n = splice(src, NULL, d->pipe.wfd, NULL, d->pipe.cap - d->pipe.len,
-				   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+		if (!budget || src_dry || !relay_can_read(d))
+			continue;
+		if (!d->pipe.len && !bulk) {
+			char *buf = c->w->copybuf;
+
+			n = recv(src, buf, PROXY_COPY_MAX, MSG_DONTWAIT);
 			switch (io_classify(n)) {
 			case IO_DATA:
-				d->pipe.len += (size_t)n;
+				m = send(dst, buf, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL);
+				if (m < 0 && errno != EAGAIN && errno != EWOULDBLOCK &&
+				    errno != EINTR) {
+					conn_io_error(c, dst_side, "write", errno);
+					return -1;
+				}
+				if (m < 0)
+					m = 0;
+				*bytes += (uint64_t)m;
+				c->last_active_ms = loop_now_ms(c->w->loop);
+				if (m < n) {
+					err = relay_park(c, d, buf + m, (size_t)(n - m));
+					if (err < 0)
+						goto pipe_failed;
+				}
 				budget = (size_t)n >= budget ? 0 : budget - (size_t)n;
+				if (n == PROXY_COPY_MAX)
+					bulk = true;
+				else
+					src_dry = true;
 				moved = true;
 				break;
 			case IO_EOF:
@@ -946,13 +1004,43 @@ static int relay_pump(struct conn *c, int dir)
 				moved = true;
 				break;
 			case IO_AGAIN:
-				if (d->pipe.len && sock_has_input(src))
-					d->pipe_full = true;
+				src_dry = true;
 				break;
 			case IO_ERROR:
 				conn_io_error(c, src_side, "read", errno);
 				return -1;
 			}
+			continue;
+		}
+		if (d->pipe.rfd < 0) {
+			err = pipe_get(c->w, &d->pipe);
+			if (err < 0)
+				goto pipe_failed;
+		}
+		n = splice(src, NULL, d->pipe.wfd, NULL, d->pipe.cap - d->pipe.len,
+			   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+		switch (io_classify(n)) {
+		case IO_DATA:
+			d->pipe.len += (size_t)n;
+			budget = (size_t)n >= budget ? 0 : budget - (size_t)n;
+			moved = true;
+			break;
+		case IO_EOF:
+			d->src_eof = true;
+			moved = true;
+			break;
+		case IO_INTR:
+			moved = true;
+			break;
+		case IO_AGAIN:
+			if (d->pipe.len && sock_has_input(src))
+				d->pipe_full = true;
+			else
+				src_dry = true;
+			break;
+		case IO_ERROR:
+			conn_io_error(c, src_side, "read", errno);
+			return -1;
 		}
 	} while (moved);
 
@@ -965,6 +1053,14 @@ static int relay_pump(struct conn *c, int dir)
 	if (!d->pipe.len)
 		pipe_put(c->w, &d->pipe);
 	return 0;
+
+pipe_failed:
+	/* EMFILE and friends: neither side can be served, both are told. */
+	c->err = -err;
+	conn_set_detail(c, "pipe: %s", strerror(-err));
+	c->rst_client = c->rst_upstream = true;
+	conn_schedule_close(c);
+	return -1;
 }
 
 /* Interest 0 means "not registered" during the relay: a socket whose peer
@@ -1571,8 +1667,7 @@ static void conn_start(struct conn *c)
 	bool warn;
 	int err;
 
-	sock_set_nodelay(c->cfd);
-	/* Registered from the start (mask 0) so that a client that vanishes
+	/* (TCP_NODELAY comes from the listener.) Registered from the start (mask 0) so that a client that vanishes
 	 * while we resolve or connect is noticed (EPOLLERR/EPOLLHUP). */
 	if (loop_add(w->loop, c->cfd, 0, conn_fd_cb, c) < 0) {
 		conn_set_detail(c, "epoll: %s", strerror(errno));
@@ -1810,8 +1905,11 @@ static int listen_socket(int family, const char *addr, uint16_t port, int *out)
 	fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -errno;
+	/* TCP_NODELAY is inherited by accepted sockets: one syscall less per
+	 * connection than setting it on each. */
 	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
 	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0 ||
+	    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0 ||
 	    (family == AF_INET6 &&
 	     setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) < 0) ||
 	    bind(fd, (struct sockaddr *)&ss, slen) < 0 || listen(fd, SOMAXCONN) < 0) {

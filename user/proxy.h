@@ -43,6 +43,13 @@ struct proxy_params {
 struct dnsproxy;
 
 int proxy_create(struct proxy **out, const struct proxy_params *params);
+/* A relayed connection holds two descriptors (pipes only while bytes are
+ * in flight), and the usual soft RLIMIT_NOFILE of 1024 would cap egressd
+ * at ~500 connections: raise the soft limit to the hard one. *orig (may be
+ * NULL) receives the limit as it was, for children that must not inherit
+ * the raised one. Returns the soft limit now in force. */
+struct rlimit;
+unsigned long proxy_raise_nofile(struct rlimit *orig);
 /* Port of the listeners (host byte order). */
 uint16_t proxy_port(const struct proxy *p);
 /* Listening on ::1 too (false if IPv6 is unavailable). */
