@@ -538,6 +538,8 @@ int daemon_main(int argc, char **argv)
 	pp.conns_map_fd = egr_bpf_conns_fd(d.bpf);
 	pp.audit = d.audit;
 	pp.port = d.port;
+	log_info("daemon: RLIMIT_NOFILE %lu (two per relayed connection)",
+		 proxy_raise_nofile(NULL));
 	e = proxy_create(&d.proxy, &pp);
 	if (e) {
 		fprintf(stderr, "egressd: cannot listen on port %u: %s\n", d.port, strerror(-e));

@@ -36,6 +36,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
@@ -93,6 +94,8 @@ struct run_child_env {
 	const char *bundle;  /* CA bundle for run_ca_env, NULL: none */
 	const char *unset[RUN_MAX_CRED_ENV]; /* credential variables */
 	size_t n_unset;
+	struct rlimit nofile; /* the invoker's, not egressd's raised one */
+	bool has_nofile;
 };
 
 struct run_state {
@@ -1008,6 +1011,8 @@ static void run_child(const struct run_opts *o, const struct run_user *u,
 	for (k = 0; env->bundle && k < sizeof(run_ca_env) / sizeof(run_ca_env[0]); k++)
 		if (setenv(run_ca_env[k], env->bundle, 1))
 			goto fail;
+	if (env->has_nofile && setrlimit(RLIMIT_NOFILE, &env->nofile))
+		goto fail;
 	execvp(o->cmd[0], o->cmd);
 fail:
 	{
@@ -1225,6 +1230,7 @@ int run_main(int argc, char **argv)
 	pp.ctx = &s;
 	pp.conns_map_fd = egr_bpf_conns_fd(s.bpf);
 	pp.audit = s.audit;
+	s.child_env.has_nofile = proxy_raise_nofile(&s.child_env.nofile) > 0;
 	e = proxy_create(&s.proxy, &pp);
 	if (e) {
 		fprintf(stderr, "egressd: cannot start the proxy: %s\n", strerror(-e));

@@ -66,6 +66,7 @@ CASES=(
 	deny_rule_wins
 	wildcard_not_apex
 	exit_status_passthrough
+	fd_limits
 	refuses_root_agent
 	bad_policy_error
 	intercept_curl_node_python_git
@@ -926,6 +927,20 @@ case_exit_status_passthrough() {
 	rc=$?
 	[ $rc -eq 7 ] || fail "exit status $rc, want 7"
 	egr --allow allowed.test -- true || fail "true: exit status $?"
+}
+
+# egressd raises its own soft RLIMIT_NOFILE to the hard limit (a relayed
+# connection holds two descriptors); the agent keeps the invoker's.
+case_fd_limits() {
+	need_egressd
+	local out hard
+	hard=$(ulimit -Hn)
+	# shellcheck disable=SC2016
+	out=$(ulimit -Sn 512 && egr --allow allowed.test -- sh -c \
+		'echo "$(ulimit -Sn) $(awk "/open files/ {print \$4}" /proc/$PPID/limits)"') ||
+		fail "run failed: $(oneline "$out")"
+	[ "$out" = "512 $hard" ] ||
+		fail "agent's and egressd's soft limits: '$out', want '512 $hard'"
 }
 
 case_refuses_root_agent() {
