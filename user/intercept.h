@@ -85,8 +85,9 @@ struct intercept_conn_info {
  * Thread-safe; copies everything in info it needs (the rules included, so
  * a policy reload does not pull them away). Before intercept_start() the
  * connection waits in its worker's queue. Audit: one record per request
- * (origin "intercept"; detail "METHOD PATH status=N[ cred=NAME,..][ why=
- * TEXT]", path without the query; rule = the request rule's name), and
+ * (origin "intercept"; record.http: method, path without the query,
+ * status, credential names, body sizes; detail only the reason of a
+ * refusal or failure; rule = the request rule's name), and
  * one record for a connection that ended without any request. Gateway
  * connections are audited with origin "gateway" and no SNI. */
 int intercept_take(struct intercept *ic, int client_fd, int upstream_fd,

@@ -1318,7 +1318,7 @@ case_intercept_injects_credential() {
 	# (world-readable) hold what the servers received, values included.
 	out=$(egr_ic --policy "$pol" --inject 'allowed.test:x-api-key=env:E2E_KEY' -- sh -c '
 		curl -sS --max-time 10 -H "Authorization: Bearer agent-fake" \
-			-H "x-api-key: agent-fake" https://allowed.test/echo 2>&1
+			-H "x-api-key: agent-fake" "https://allowed.test/echo?q=e2e-query" 2>&1
 		echo "---rest"
 		env
 		echo "parent: $(cat /proc/$PPID/comm)"
@@ -1350,6 +1350,15 @@ case_intercept_injects_credential() {
 		fail "a credential value is in the audit log or egressd's stderr"
 	grep -q 'bed-token' "$CASE_AUDIT" ||
 		fail "the audit log does not name the injected credential"
+	# the request's own audit fields: path without the query string,
+	# both credentials by name
+	audit_find '(o.get("origin") == "intercept" and o.get("sni") == "allowed.test" and
+		o.get("http", {}).get("method") == "GET" and o["http"].get("path") == "/echo" and
+		o["http"].get("status") == 200 and
+		sorted(o["http"].get("credentials", [])) == ["bed-token", "x-api-key"] and
+		o["http"].get("resp_body_bytes", 0) > 0 and "detail" not in o)' >/dev/null ||
+		fail "no audit record with http fields GET /echo 200 [bed-token, x-api-key]: $(head -c 600 "$CASE_AUDIT")"
+	grep -q 'e2e-query' "$CASE_AUDIT" && fail "the query string is in the audit log"
 	return 0
 }
 
@@ -1389,6 +1398,15 @@ case_intercept_method_path_rules() {
 	[ "$(grep -c . <<<"$reqs")" = 1 ] && grep -q 'GET /public/readme' <<<"$reqs" ||
 		fail "the server should have seen only GET /public/readme: $(oneline "$reqs")"
 	grep -q '"no-admin"' "$CASE_AUDIT" || fail "no audit record names rule no-admin"
+	audit_find '(o.get("verdict") == "deny" and o.get("rule") == "no-admin" and
+		o.get("http", {}).get("method") == "POST" and
+		o["http"].get("path") == "/admin/users" and o["http"].get("status") == 403 and
+		o["http"].get("credentials") == [])' >/dev/null ||
+		fail "no audit record POST /admin/users 403 by no-admin: $(head -c 600 "$CASE_AUDIT")"
+	audit_find '(o.get("verdict") == "allow" and o.get("rule") == "read-public" and
+		o.get("http", {}).get("method") == "GET" and
+		o["http"].get("path") == "/public/readme" and o["http"].get("status") == 200)' \
+		>/dev/null || fail "no audit record GET /public/readme 200 by read-public"
 }
 
 case_intercept_domain_fronting() {
@@ -1490,7 +1508,9 @@ case_gateway_mode() {
 	grep -qF "${tok#Bearer }" "$CASE_AUDIT" "$CASE_STDERR" &&
 		fail "the token is in the audit log or egressd's stderr"
 	audit_find '(o.get("origin") == "gateway" and o.get("host") == "allowed.test" and
-		"GET /echo status=200 cred=Authorization" in (o.get("detail") or ""))' >/dev/null ||
+		o.get("http", {}).get("method") == "GET" and o["http"].get("path") == "/echo" and
+		o["http"].get("status") == 200 and
+		o["http"].get("credentials") == ["Authorization"])' >/dev/null ||
 		fail "no gateway audit record naming the credential: $(head -c 600 "$CASE_AUDIT")"
 	return 0
 }
