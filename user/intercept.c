@@ -186,6 +186,9 @@ struct ic_conn {
 	char lout[1024];        /* local answer */
 	size_t lout_len, lout_off;
 
+	void (*release)(void *ctx, uint64_t cgroup_id);
+	void *release_ctx;
+
 	uint64_t last_active_ms;
 	struct loop_timer timer;
 	enum egr_verdict verdict; /* connection-level record, no request */
@@ -521,6 +524,8 @@ static void conn_free(struct ic_conn *c)
 	free(c->cgroup);
 	free(c->peeked);
 	free(c->up_ca_path);
+	if (c->release)
+		c->release(c->release_ctx, c->origin.cgroup_id);
 	free(c);
 }
 
@@ -785,7 +790,7 @@ static int ic_sni_cb(SSL *ssl, int *alert, void *arg)
 		*alert = SSL_AD_UNRECOGNIZED_NAME;
 		return SSL_TLSEXT_ERR_ALERT_FATAL;
 	}
-	err = ca_leaf_for(ic->params.ca, c->host, &leaf);
+	err = ca_leaf_for(__atomic_load_n(&ic->params.ca, __ATOMIC_ACQUIRE), c->host, &leaf);
 	if (err) {
 		conn_set_detail(c, "no certificate for %s: %s", c->host, strerror(-err));
 		*alert = SSL_AD_INTERNAL_ERROR;
@@ -2121,6 +2126,12 @@ int intercept_start(struct intercept *ic)
 	return err;
 }
 
+void intercept_set_ca(struct intercept *ic, struct ca *ca)
+{
+	if (ic)
+		__atomic_store_n(&ic->params.ca, ca, __ATOMIC_RELEASE);
+}
+
 void intercept_stop(struct intercept *ic)
 {
 	if (!ic)
@@ -2259,7 +2270,10 @@ int intercept_take(struct intercept *ic, int client_fd, int upstream_fd,
 
 	if (!ic || !info || !info->host || !info->rules || client_fd < 0 || upstream_fd < 0 ||
 	    strlen(info->host) >= sizeof(c->host) || (info->gateway && !info->origin) ||
-	    (!info->gateway && !ic->params.ca)) {
+	    (!info->gateway && !__atomic_load_n(&ic->params.ca, __ATOMIC_ACQUIRE))) {
+		if (info && info->release)
+			info->release(info->release_ctx,
+				      info->origin ? info->origin->cgroup_id : 0);
 		if (client_fd >= 0)
 			close(client_fd);
 		if (upstream_fd >= 0)
@@ -2269,6 +2283,8 @@ int intercept_take(struct intercept *ic, int client_fd, int upstream_fd,
 	c = calloc(1, sizeof(*c));
 	if (!c)
 		goto oom;
+	c->release = info->release;
+	c->release_ctx = info->release_ctx;
 	c->cfd = client_fd;
 	c->ufd = upstream_fd;
 	c->timer.data = c;
@@ -2347,10 +2363,13 @@ int intercept_take(struct intercept *ic, int client_fd, int upstream_fd,
 	return 0;
 oom:
 	if (c) {
-		conn_free(c); /* closes both fds */
+		conn_free(c); /* closes both fds, releases */
 	} else {
 		close(client_fd);
 		close(upstream_fd);
+		if (info->release)
+			info->release(info->release_ctx,
+				      info->origin ? info->origin->cgroup_id : 0);
 	}
 	return -ENOMEM;
 }

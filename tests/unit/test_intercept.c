@@ -628,6 +628,17 @@ static size_t read_first_record(int fd, uint8_t *buf, size_t cap)
 /* Connect a client through the engine. sni: what the client sends;
  * host: what the "proxy" decided (info->host). Returns 0 if the client's
  * handshake (with name verification) succeeded. */
+/* The proxy's release callback: connection counts given back. */
+static int n_released;
+static uint64_t released_cgroup;
+
+static void count_release(void *ctx, uint64_t cgroup_id)
+{
+	(void)ctx;
+	n_released++;
+	released_cgroup = cgroup_id;
+}
+
 static int client_open(struct client *cl, const char *sni, const char *host)
 {
 	struct intercept_conn_info info = { 0 };
@@ -680,6 +691,7 @@ static int client_open(struct client *cl, const char *sni, const char *host)
 	info.upstream_port = F.up.port;
 	info.peeked = hello;
 	info.peeked_len = hl;
+	info.release = count_release;
 	assert_int_equal(intercept_take(F.ic, pfd, ufd, &info), 0);
 
 	set_timeouts(cl->fd, 5);
@@ -918,10 +930,12 @@ static void test_allowed_get_injects_credential(void **state)
 	struct records rs;
 
 	engine_start(true);
+	n_released = 0;
 	assert_int_equal(client_open(&cl, HOST, HOST), 0);
 	assert_int_equal(cl.verify, X509_V_OK);
 	assert_string_equal(cl.alpn, "http/1.1");
 	client_send(&cl, GET_ACME, strlen(GET_ACME));
+	assert_int_equal(n_released, 0); /* counted while it lives */
 	assert_int_equal(client_read(&cl, r, 1, NULL), 1);
 	assert_int_equal(r[0].status, 200);
 	r[0].body[r[0].body_len] = '\0';
@@ -931,6 +945,8 @@ static void test_allowed_get_injects_credential(void **state)
 	assert_non_null(strstr(r[0].body, "GET /repos/acme/x?token=abc HTTP/1.1\r\n"));
 	client_close(&cl);
 	engine_stop();
+	assert_int_equal(n_released, 1); /* once, when it really ended */
+	assert_int_equal(released_cgroup, 4242);
 
 	assert_int_equal(F.up.n_seen, 1);
 	records_load(&rs);
@@ -1818,7 +1834,10 @@ static void test_gateway_only_engine_refuses_tls(void **state)
 	info.host = HOST;
 	info.rules = &F.rules;
 	info.policy = F.pol_stub;
+	info.release = count_release;
+	n_released = 0;
 	assert_int_equal(intercept_take(F.ic, sv[1], uv[1], &info), -EINVAL);
+	assert_int_equal(n_released, 1); /* a refused take gives the counts back */
 	assert_int_equal(read(sv[0], &c, 1), 0); /* closed */
 	assert_int_equal(read(uv[0], &c, 1), 0);
 	close(sv[0]);
