@@ -255,6 +255,18 @@ static bool is_denial(const struct audit_record *r)
 
 /* --- records ------------------------------------------------------------ */
 
+static void format_text_http(const struct audit_http *h, struct buf *b)
+{
+	bputs(b, " method=");
+	besc(b, h->method);
+	bputs(b, " path=");
+	besc(b, h->path && *h->path ? h->path : "-");
+	bprintf(b, " status=%d creds=", h->status);
+	besc(b, h->creds && *h->creds ? h->creds : "-");
+	bprintf(b, " req_body=%llu resp_body=%llu", (unsigned long long)h->req_body,
+		(unsigned long long)h->resp_body);
+}
+
 static void format_text(const struct audit_record *r, const struct timespec *end,
 			struct buf *b)
 {
@@ -310,6 +322,8 @@ static void format_text(const struct audit_record *r, const struct timespec *end
 	}
 	if (r->cgroup_id)
 		bprintf(b, " cgroup_id=%llu", (unsigned long long)r->cgroup_id);
+	if (r->http.method)
+		format_text_http(&r->http, b);
 	if (r->detail) {
 		bputs(b, " detail=");
 		besc(b, r->detail);
@@ -333,6 +347,41 @@ static void jset(json_t *o, const char *key, json_t *v)
 {
 	if (v)
 		json_object_set_new(o, key, v);
+}
+
+/* {"method", "path", "status", "credentials": [names], "req_body_bytes",
+ * "resp_body_bytes"}; credentials is always there, [] if none. */
+static json_t *json_http(const struct audit_http *h)
+{
+	json_t *o = json_object(), *creds = json_array();
+	const char *s = h->creds;
+
+	if (!o || !creds) {
+		json_decref(o);
+		json_decref(creds);
+		return NULL;
+	}
+	jset(o, "method", jstr(h->method));
+	if (h->path && *h->path)
+		jset(o, "path", jstr(h->path));
+	if (h->status)
+		jset(o, "status", json_integer(h->status));
+	while (s && *s) {
+		char name[128];
+		size_t n = strcspn(s, ",");
+
+		snprintf(name, sizeof(name), "%.*s", (int)(n < sizeof(name) ? n : sizeof(name) - 1),
+			 s);
+		if (n)
+			json_array_append_new(creds, jstr(name));
+		s += n;
+		if (*s)
+			s++;
+	}
+	jset(o, "credentials", creds);
+	jset(o, "req_body_bytes", json_integer((json_int_t)h->req_body));
+	jset(o, "resp_body_bytes", json_integer((json_int_t)h->resp_body));
+	return o;
 }
 
 static char *format_json(const struct audit_record *r, const struct timespec *end)
@@ -390,6 +439,8 @@ static char *format_json(const struct audit_record *r, const struct timespec *en
 	jset(o, "bytes_up", json_integer((json_int_t)r->bytes_up));
 	jset(o, "bytes_down", json_integer((json_int_t)r->bytes_down));
 	jset(o, "duration_ms", json_integer((json_int_t)duration_ms(&r->start, end)));
+	if (r->http.method)
+		jset(o, "http", json_http(&r->http));
 	if (r->detail)
 		jset(o, "detail", jstr(r->detail));
 	s = json_dumps(o, JSON_COMPACT);
@@ -439,6 +490,12 @@ static void print_denial(const struct audit_record *r)
 		besc(&b, record_name(r));
 	} else {
 		format_dest(r, &b);
+	}
+	if (r->http.method) {
+		bputs(&b, " ");
+		besc(&b, r->http.method);
+		bputs(&b, " ");
+		besc(&b, r->http.path && *r->http.path ? r->http.path : "-");
 	}
 	bputs(&b, ": ");
 	if (r->reason == EGR_REASON_RULE_DENY && r->rule) {

@@ -50,6 +50,21 @@ struct audit_record {
 	/* Only in the audit file: not on stderr, not in the exit summary
 	 * (e.g. glibc's UDP connect() probes for address sorting). */
 	bool quiet;
+	/*
+	 * One HTTP request under TLS interception or gateway mode
+	 * (docs/interception.md, "Audit records"): JSON object "http", text
+	 * fields method= path= status= creds= req_body= resp_body=. method
+	 * NULL: not a request record, nothing written. Never a header value.
+	 */
+	struct audit_http {
+		const char *method;
+		const char *path;       /* normalized, query string dropped */
+		int status;             /* status answered, 0 if none */
+		const char *creds;      /* names (not values) of the credentials
+		                         * injected, comma-separated; NULL: none */
+		uint64_t req_body;      /* request body bytes (de-framed) */
+		uint64_t resp_body;     /* response body bytes (de-framed) */
+	} http;
 };
 
 struct audit_options {

@@ -1164,7 +1164,7 @@ int ca_leaf_for(struct ca *ca, const char *sni, struct ca_leaf *out)
 	err = normalize_name(sni, name);
 	if (err)
 		return err;
-	if (!ca->key)
+	if (!ca || !ca->key)
 		return -ENOKEY;
 	/* Refuse before signing anything: a leaf outside the constraints
 	 * would only fail later, in the client, with a worse message. */

@@ -48,12 +48,14 @@
 
 #include "audit.h"
 #include "bpfload.h"
+#include "ca.h"
 #include "cgroup.h"
 #include "config.h"
 #include "control.h"
 #include "daemon.h"
 #include "dconfig.h"
 #include "dnsproxy.h"
+#include "intercept.h"
 #include "kevent.h"
 #include "log.h"
 #include "proxy.h"
@@ -85,6 +87,14 @@ struct daemon {
 	struct egr_bpf *bpf;
 	struct proxy *proxy;
 	struct dnsproxy *dns;
+	/* TLS interception: created by the first config that intercepts or
+	 * has gateways, kept across reloads; CAs a reload replaced stay
+	 * allocated (connections hold their leaves) until exit. */
+	struct intercept *ic;
+	bool ic_started;
+	struct ca *ca;
+	struct ca **old_cas;
+	size_t n_old_cas;
 	int ino;
 	struct daemon_watch *watches;
 	size_t n_watches;
@@ -329,6 +339,126 @@ static void daemon_inotify(struct daemon *d)
 	}
 }
 
+/* ---- TLS interception ----------------------------------------------- */
+
+static bool str_same(const char *a, const char *b)
+{
+	return a == b || (a && b && !strcmp(a, b));
+}
+
+static bool daemon_same_ca(const struct dconfig *a, const struct dconfig *b)
+{
+	return str_same(a->ca_dir, b->ca_dir) && str_same(a->ca_cert, b->ca_cert) &&
+	       str_same(a->ca_key, b->ca_key);
+}
+
+/* The CA c names (NULL if none); errors "FILE:LINE: ca: reason". */
+static int daemon_load_ca(const struct dconfig *c, struct ca **out, char *err, size_t errlen)
+{
+	char e[768];
+	int r;
+
+	*out = NULL;
+	if (!c->ca_dir && !c->ca_cert)
+		return 0;
+	r = c->ca_dir ? ca_load_dir(c->ca_dir, true, out, e, sizeof(e)) :
+			ca_load(c->ca_cert, c->ca_key, out, e, sizeof(e));
+	if (r)
+		snprintf(err, errlen, "%s:%d: ca: %s", c->path, c->ca_line, e);
+	return r;
+}
+
+/* A credential whose source gives nothing now is answered 502 at each
+ * request (never sent without it); say so at load, not at the first
+ * request. */
+static void daemon_check_credentials(const struct dconfig *c)
+{
+	char *val = malloc(REQRULE_VALUE_MAX), err[512];
+	size_t i, j, k, len;
+
+	if (!val)
+		return;
+	for (i = 0; i < c->n_policies; i++) {
+		const struct policy *p = c->policies[i].policy;
+
+		for (j = 0; j < p->n_intercept + p->n_gateways; j++) {
+			const struct reqrule_host *h = j < p->n_intercept ?
+				&p->intercept[j].rules : &p->gateways[j - p->n_intercept].rules;
+
+			for (k = 0; k < h->n_creds; k++) {
+				if (reqrule_cred_resolve(&h->creds[k], val, REQRULE_VALUE_MAX,
+							 &len, err, sizeof(err)))
+					log_warn("policy %s: %s: %s (its requests get 502)",
+						 c->policies[i].name, h->host, err);
+				explicit_bzero(val, REQRULE_VALUE_MAX);
+			}
+		}
+	}
+	free(val);
+}
+
+/*
+ * Before c becomes the running config: the engine if c needs it and
+ * there is none yet (started at once if the daemon is serving), and the
+ * CA c names, loaded unless it is the running one. On success *ca is the
+ * CA to switch to (daemon_commit_ca); on error nothing changed and err
+ * says why.
+ */
+static int daemon_prepare_intercept(struct daemon *d, const struct dconfig *c, bool serving,
+				    struct ca **ca, char *err, size_t errlen)
+{
+	struct intercept_params ip = { 0 };
+	int e;
+
+	*ca = d->ca;
+	if (c == d->dc || !daemon_same_ca(d->dc, c)) { /* at start: c is d->dc */
+		e = daemon_load_ca(c, ca, err, errlen);
+		if (e)
+			return e;
+	}
+	daemon_check_credentials(c);
+	if (d->ic || !dconfig_needs_engine(c))
+		return 0;
+	ip.cfg = &d->cfg;
+	ip.audit = d->audit;
+	ip.ca = *ca;
+	ip.cgroup_name = daemon_cgroup_name;
+	ip.ctx = d;
+	e = intercept_create(&d->ic, &ip);
+	if (!e && serving) {
+		e = intercept_start(d->ic);
+		d->ic_started = !e;
+	}
+	if (e) {
+		snprintf(err, errlen, "cannot start TLS interception: %s", strerror(-e));
+		intercept_destroy(d->ic);
+		d->ic = NULL;
+		if (*ca != d->ca)
+			ca_free(*ca);
+		*ca = d->ca;
+		return e;
+	}
+	proxy_set_intercept(d->proxy, d->ic);
+	return 0;
+}
+
+static void daemon_commit_ca(struct daemon *d, struct ca *ca)
+{
+	struct ca **v;
+
+	if (ca == d->ca)
+		return;
+	intercept_set_ca(d->ic, ca);
+	if (d->ca) {
+		v = realloc(d->old_cas, (d->n_old_cas + 1) * sizeof(*v));
+		if (v) {
+			d->old_cas = v;
+			d->old_cas[d->n_old_cas++] = d->ca;
+		} /* else leaked on purpose: never freed under live connections */
+	}
+	d->ca = ca;
+}
+
 /* ---- reload --------------------------------------------------------- */
 
 /* 0, or -EINVAL (invalid file) / -EIO with the reason in msg: egressctl
@@ -336,6 +466,7 @@ static void daemon_inotify(struct daemon *d)
 static int daemon_reload(struct daemon *d, char *msg, size_t msglen)
 {
 	struct dconfig *c = NULL;
+	struct ca *ca = NULL;
 	char err[1024];
 	unsigned bank;
 	size_t i;
@@ -347,15 +478,26 @@ static int daemon_reload(struct daemon *d, char *msg, size_t msglen)
 	}
 	for (i = 0; i < c->n_warnings; i++)
 		log_warn("%s", c->warnings[i]);
+	if (daemon_prepare_intercept(d, c, true, &ca, err, sizeof(err))) {
+		log_error("reload refused, the running configuration stays: %s", err);
+		snprintf(msg, msglen, "%s", err);
+		dconfig_free(c);
+		return -EINVAL;
+	}
 	bank = !d->bank;
 	if (daemon_fill_bank(d, c, bank)) {
 		log_error("reload: cannot load the new policies into the kernel; "
 			  "the running configuration stays");
 		snprintf(msg, msglen, "cannot load the new policies into the kernel; "
 			 "the running configuration stays");
+		if (ca != d->ca)
+			ca_free(ca);
 		dconfig_free(c);
 		return -EIO;
 	}
+	/* Before the new policies are bound: their first connection finds
+	 * the CA they need. */
+	daemon_commit_ca(d, ca);
 	pthread_mutex_lock(&d->lock);
 	/* The config two reloads back may still be referenced by a live
 	 * connection: retire it, never free it while running. */
@@ -499,6 +641,14 @@ int daemon_main(int argc, char **argv)
 	for (i = 0; i < d.dc->n_warnings; i++)
 		log_warn("%s", d.dc->warnings[i]);
 	if (check) {
+		struct ca *ca = NULL;
+
+		if (daemon_load_ca(d.dc, &ca, err, sizeof(err))) {
+			fprintf(stderr, "egressd: %s\n", err);
+			dconfig_free(d.dc);
+			return 2;
+		}
+		ca_free(ca);
 		printf("%s: ok (%zu policies, %zu bindings, %zu attach points)\n",
 		       d.config_path, d.dc->n_policies, d.dc->n_bindings,
 		       d.dc->n_attach_points);
@@ -560,6 +710,15 @@ int daemon_main(int argc, char **argv)
 		goto out;
 	}
 	proxy_set_dnsproxy(d.proxy, d.dns);
+	{
+		struct ca *ca;
+
+		if (daemon_prepare_intercept(&d, d.dc, false, &ca, err, sizeof(err))) {
+			fprintf(stderr, "egressd: %s\n", err);
+			goto out;
+		}
+		daemon_commit_ca(&d, ca);
+	}
 	if (egr_bpf_load(d.bpf, d.port, proxy_has_v6(d.proxy)))
 		goto out;
 	if (daemon_fill_bank(&d, d.dc, 0))
@@ -580,7 +739,11 @@ int daemon_main(int argc, char **argv)
 	sfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
 	if (sfd < 0)
 		goto out;
-	if (dnsproxy_start(d.dns) || proxy_start(d.proxy)) {
+	if (d.ic) {
+		e = intercept_start(d.ic);
+		d.ic_started = !e;
+	}
+	if ((d.ic && !d.ic_started) || dnsproxy_start(d.dns) || proxy_start(d.proxy)) {
 		fprintf(stderr, "egressd: cannot start the proxy threads\n");
 		goto out;
 	}
@@ -632,10 +795,19 @@ out:
 	control_close(ctl);
 	if (sfd >= 0)
 		close(sfd);
-	if (d.proxy) {
+	if (d.proxy)
 		proxy_stop(d.proxy);
+	/* No more hand-offs; the engine's connections end (and give their
+	 * proxy counts back) before the proxy is freed. */
+	if (d.ic_started)
+		intercept_stop(d.ic);
+	if (d.proxy)
 		proxy_destroy(d.proxy);
-	}
+	intercept_destroy(d.ic);
+	ca_free(d.ca);
+	for (i = 0; i < d.n_old_cas; i++)
+		ca_free(d.old_cas[i]);
+	free(d.old_cas);
 	if (d.dns) {
 		dnsproxy_stop(d.dns);
 		dnsproxy_destroy(d.dns);

@@ -1110,7 +1110,11 @@ static int set_mode(struct ld *l, struct policy *p, const json_t *v,
 static int load_policy(struct ld *l, const char *name, const json_t *obj,
 		       const struct dconfig_jpos *j, struct dconfig_policy *dp)
 {
-	static const char *const known[] = { "mode", "allow", "deny", "file", "sandbox_runtime" };
+	/* inline: what a policy file holds (docs/policy.md) */
+	static const char *const known[] = { "mode", "allow", "deny", "intercept", "gateways",
+					     "upstream_ca", "file", "sandbox_runtime" };
+	static const char *const inline_only[] = { "allow", "deny", "intercept", "gateways",
+						   "upstream_ca" };
 	const json_t *file = json_object_get(obj, "file");
 	const json_t *srt = json_object_get(obj, "sandbox_runtime");
 	const json_t *ref = file ? file : srt;
@@ -1150,9 +1154,11 @@ static int load_policy(struct ld *l, const char *name, const json_t *obj,
 	rj = dconfig_jpos_key(j, refkey);
 	snprintf(f, sizeof(f), "policies.%s.%s", name, refkey);
 	{
-		const char *k = json_object_get(obj, "allow") ? "allow" :
-				json_object_get(obj, "deny") ? "deny" : NULL;
+		const char *k = NULL;
 
+		for (size_t i = 0; i < ARRAY_SIZE(inline_only) && !k; i++)
+			if (json_object_get(obj, inline_only[i]))
+				k = inline_only[i];
 		if (k)
 			return fail(l, -EINVAL, dconfig_jpos_key(j, k)->key_line, path,
 				    "\"%s\" cannot be combined with \"%s\"; put the rules in that file",
@@ -1452,7 +1458,27 @@ void dconfig_free(struct dconfig *c)
 	free(c->metrics);
 	free(c->audit_path);
 	free(c->dns_servers);
+	free(c->ca_dir);
+	free(c->ca_cert);
+	free(c->ca_key);
+	free(c->upstream_ca);
 	free(c);
+}
+
+bool dconfig_intercepts(const struct dconfig *c)
+{
+	for (size_t i = 0; c && i < c->n_policies; i++)
+		if (c->policies[i].policy->n_intercept)
+			return true;
+	return false;
+}
+
+bool dconfig_needs_engine(const struct dconfig *c)
+{
+	for (size_t i = 0; c && i < c->n_policies; i++)
+		if (c->policies[i].policy->n_intercept || c->policies[i].policy->n_gateways)
+			return true;
+	return false;
 }
 
 void dconfig_apply(const struct dconfig *c, struct config *cfg)
@@ -1497,10 +1523,93 @@ static struct dconfig *dconfig_new(const char *name)
 	return c;
 }
 
+/* An absolute path to a regular file or (dir) a directory. */
+static int get_path(struct ld *l, const json_t *obj, const struct dconfig_jpos *j,
+		    const char *parent, const char *key, bool dir, char **out)
+{
+	const struct dconfig_jpos *vj;
+	char f[64], q[160];
+	struct stat st;
+	int r;
+
+	r = get_str(l, obj, j, parent, key, false, out, &vj);
+	if (r <= 0)
+		return r;
+	snprintf(f, sizeof(f), "%s%s%s", parent, *parent ? "." : "", key);
+	if ((*out)[0] != '/' || has_ctl(*out))
+		return fail(l, -EINVAL, dconfig_jpos_line(vj, 1), f, "%s: must be an absolute path",
+			    dconfig_quote(*out, q, sizeof(q)));
+	if (stat(*out, &st))
+		return fail(l, -errno, dconfig_jpos_line(vj, 1), f, "%s: %s",
+			    dconfig_quote(*out, q, sizeof(q)), strerror(errno));
+	if (dir ? !S_ISDIR(st.st_mode) : !S_ISREG(st.st_mode))
+		return fail(l, -EINVAL, dconfig_jpos_line(vj, 1), f, "%s: not a %s",
+			    dconfig_quote(*out, q, sizeof(q)), dir ? "directory" : "regular file");
+	return 0;
+}
+
+/* "ca": {"dir": DIR} or {"cert": FILE, "key": FILE}. The files themselves
+ * (permissions, key matching the certificate) are checked by the daemon
+ * when it loads them (ca.h), with this line. */
+static int load_ca(struct ld *l, const json_t *obj, const struct dconfig_jpos *j)
+{
+	static const char *const known[] = { "dir", "cert", "key" };
+	struct dconfig *c = l->c;
+	int r;
+
+	if ((r = want_type(l, obj, j, "ca", JSON_OBJECT, "an object")) ||
+	    (r = check_keys(l, obj, j, "ca", known, ARRAY_SIZE(known))) ||
+	    (r = get_path(l, obj, j, "ca", "dir", true, &c->ca_dir)) ||
+	    (r = get_path(l, obj, j, "ca", "cert", false, &c->ca_cert)) ||
+	    (r = get_path(l, obj, j, "ca", "key", false, &c->ca_key)))
+		return r;
+	c->ca_line = dconfig_jpos_line(j, 1);
+	if (c->ca_dir && (c->ca_cert || c->ca_key))
+		return fail(l, -EINVAL, c->ca_line, "ca",
+			    "give either \"dir\" or \"cert\" and \"key\", not both");
+	if (!c->ca_dir && (!c->ca_cert || !c->ca_key))
+		return fail(l, -EINVAL, c->ca_line, "ca",
+			    "needs \"dir\" (made by egressctl ca init --dir DIR) or both "
+			    "\"cert\" and \"key\"");
+	return 0;
+}
+
+/*
+ * Interception across policies: an intercepting policy needs the CA (no
+ * engine can mint leaves without it: refused here, never a 502 at run
+ * time); the daemon's upstream_ca becomes the trust store of every policy
+ * that names none.
+ */
+static int check_intercept(struct ld *l)
+{
+	struct dconfig *c = l->c;
+	size_t i;
+
+	for (i = 0; i < c->n_policies; i++) {
+		struct dconfig_policy *dp = &c->policies[i];
+		char f[128];
+
+		if (dp->policy->n_intercept && !c->ca_dir && !c->ca_cert) {
+			snprintf(f, sizeof(f), "policies.%s", dp->name);
+			return fail(l, -EINVAL, dp->line, f,
+				    "intercepts %s but the daemon has no CA: add \"ca\": "
+				    "{\"dir\": \"/etc/egressd/ca\"} (made by egressctl ca init)",
+				    dp->policy->intercept[0].pattern);
+		}
+		if (c->upstream_ca && !dp->policy->upstream_ca &&
+		    (dp->policy->n_intercept || dp->policy->n_gateways)) {
+			dp->policy->upstream_ca = strdup(c->upstream_ca);
+			if (!dp->policy->upstream_ca)
+				return nomem(l);
+		}
+	}
+	return 0;
+}
+
 static int load_root(struct ld *l)
 {
 	static const char *const known[] = {
-		"listen", "audit", "dns", "proxy", "policies", "bindings",
+		"listen", "audit", "dns", "proxy", "ca", "upstream_ca", "policies", "bindings",
 	};
 	const json_t *v;
 	size_t i;
@@ -1523,8 +1632,15 @@ static int load_root(struct ld *l)
 	if ((v = json_object_get(l->root, "proxy")) &&
 	    (r = load_proxy(l, v, dconfig_jpos_key(l->pos, "proxy"))))
 		return r;
+	if ((v = json_object_get(l->root, "ca")) &&
+	    (r = load_ca(l, v, dconfig_jpos_key(l->pos, "ca"))))
+		return r;
+	if ((r = get_path(l, l->root, l->pos, "", "upstream_ca", false, &l->c->upstream_ca)))
+		return r;
 	if ((v = json_object_get(l->root, "policies")) &&
 	    (r = load_policies(l, v, dconfig_jpos_key(l->pos, "policies"))))
+		return r;
+	if ((r = check_intercept(l)))
 		return r;
 	if ((v = json_object_get(l->root, "bindings")) &&
 	    (r = load_bindings(l, v, dconfig_jpos_key(l->pos, "bindings"))))

@@ -76,6 +76,15 @@ struct dconfig {
 	unsigned idle_timeout_ms;
 	unsigned max_conns_per_cgroup;
 	unsigned max_conns;
+	/* TLS interception (docs/daemon.md, "Interception"): the CA as a
+	 * directory (ca.crt + ca.key) or two files; NULL: none, and then no
+	 * policy may intercept. upstream_ca: trust store for upstreams of
+	 * policies without their own (copied into them at load). */
+	char *ca_dir;
+	char *ca_cert;
+	char *ca_key;
+	int ca_line;              /* line of the "ca" value, for CA load errors */
+	char *upstream_ca;
 
 	struct dconfig_policy *policies;
 	size_t n_policies;
@@ -111,6 +120,11 @@ const struct dconfig_policy *dconfig_policy(const struct dconfig *c, const char 
 const char *const *dconfig_attach_points(const struct dconfig *c, size_t *n);
 /* Copy the runtime knobs into cfg (strings point into c). */
 void dconfig_apply(const struct dconfig *c, struct config *cfg);
+
+/* Whether any policy intercepts TLS / has gateways (the daemon then runs
+ * the interception engine). */
+bool dconfig_intercepts(const struct dconfig *c);
+bool dconfig_needs_engine(const struct dconfig *c);
 
 /* Glob syntax check: NULL if valid, else the reason. */
 const char *dconfig_glob_check(const char *glob);

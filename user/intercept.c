@@ -110,6 +110,7 @@ struct ic_req {
 	enum egr_verdict verdict;
 	enum egr_reason reason;
 	uint64_t up, down;
+	uint64_t req_body, resp_body; /* de-framed body bytes */
 };
 
 struct ic_worker;
@@ -184,6 +185,9 @@ struct ic_conn {
 	bool notify_sent, fin_sent;
 	char lout[1024];        /* local answer */
 	size_t lout_len, lout_off;
+
+	void (*release)(void *ctx, uint64_t cgroup_id);
+	void *release_ctx;
 
 	uint64_t last_active_ms;
 	struct loop_timer timer;
@@ -379,16 +383,13 @@ static void audit_fill_origin(const struct ic_conn *c, struct audit_record *r)
 	r->origin = c->plain ? "gateway" : "intercept";
 }
 
-/* One record per request: method, path (no query), status and the
- * credential NAMES go into detail as "METHOD PATH status=N cred=a,b
- * why=...", the free text last. */
+/* One record per request: method, path (no query), status, body sizes
+ * and the credential NAMES in the record's http part; detail only says
+ * why a request was refused or failed. */
 static void audit_req(struct ic_conn *c, const struct ic_req *e)
 {
 	struct audit *a = c->w->ic->params.audit;
 	struct audit_record r;
-	char detail[sizeof(e->method) + sizeof(e->path) + sizeof(e->creds) +
-		    sizeof(e->why) + 64];
-	int n;
 
 	if (!a)
 		return;
@@ -401,14 +402,13 @@ static void audit_req(struct ic_conn *c, const struct ic_req *e)
 	r.rule = e->rule[0] ? e->rule : NULL;
 	r.bytes_up = e->up;
 	r.bytes_down = e->down;
-	n = snprintf(detail, sizeof(detail), "%s %s status=%d",
-		     e->method[0] ? e->method : "-", e->path[0] ? e->path : "-",
-		     e->status);
-	if (e->creds[0] && n >= 0 && (size_t)n < sizeof(detail))
-		n += snprintf(detail + n, sizeof(detail) - (size_t)n, " cred=%s", e->creds);
-	if (e->why[0] && n >= 0 && (size_t)n < sizeof(detail))
-		fmt_str(detail + n, sizeof(detail) - (size_t)n, " why=%s", e->why);
-	r.detail = detail;
+	r.http.method = e->method[0] ? e->method : "-";
+	r.http.path = e->path[0] ? e->path : NULL;
+	r.http.status = e->status;
+	r.http.creds = e->creds[0] ? e->creds : NULL;
+	r.http.req_body = e->req_body;
+	r.http.resp_body = e->resp_body;
+	r.detail = e->why[0] ? e->why : NULL;
 	audit_write(a, &r);
 }
 
@@ -524,6 +524,8 @@ static void conn_free(struct ic_conn *c)
 	free(c->cgroup);
 	free(c->peeked);
 	free(c->up_ca_path);
+	if (c->release)
+		c->release(c->release_ctx, c->origin.cgroup_id);
 	free(c);
 }
 
@@ -788,7 +790,7 @@ static int ic_sni_cb(SSL *ssl, int *alert, void *arg)
 		*alert = SSL_AD_UNRECOGNIZED_NAME;
 		return SSL_TLSEXT_ERR_ALERT_FATAL;
 	}
-	err = ca_leaf_for(ic->params.ca, c->host, &leaf);
+	err = ca_leaf_for(__atomic_load_n(&ic->params.ca, __ATOMIC_ACQUIRE), c->host, &leaf);
 	if (err) {
 		conn_set_detail(c, "no certificate for %s: %s", c->host, strerror(-err));
 		*alert = SSL_AD_INTERNAL_ERROR;
@@ -1252,6 +1254,8 @@ static void on_head(struct ic_conn *c)
 	}
 	rc = httpreq_accept(c->hr, sets, (size_t)nset, res.max_body);
 	creds_wipe(c->w, n);
+	if (rc)
+		e->creds[0] = '\0'; /* nothing went upstream */
 	if (rc == -EFBIG) {
 		fmt_str(why, sizeof(why), "request body too large (rule %s)",
 			 res.rule_name ? res.rule_name : "-");
@@ -1299,6 +1303,7 @@ static void on_refused(struct ic_conn *c)
 		cur->verdict = EGR_VERDICT_DENY;
 		cur->reason = status_reason(status);
 		cur->body_open = false;
+		cur->req_body = httpreq_body_bytes(c->hr);
 		set_str(cur->why, sizeof(cur->why), reason);
 		c->hr_mode = HR_REFUSED;
 		if (c->q_head != cur || cur->resp_started) {
@@ -1364,8 +1369,10 @@ static bool requests(struct ic_conn *c)
 			moved = true;
 			continue;
 		case HTTPREQ_EV_END:
-			if (c->cur_up)
+			if (c->cur_up) {
 				c->cur_up->body_open = false;
+				c->cur_up->req_body = httpreq_body_bytes(c->hr);
+			}
 			moved = true;
 			continue;
 		case HTTPREQ_EV_NEED_MORE:
@@ -1407,6 +1414,16 @@ static int rp_on_headers_complete(http_parser *p)
 	return 0;
 }
 
+static int rp_on_body(http_parser *p, const char *at, size_t len)
+{
+	struct ic_conn *c = p->data;
+
+	(void)at;
+	if (c->q_head)
+		c->q_head->resp_body += len;
+	return 0;
+}
+
 static int rp_on_message_complete(http_parser *p)
 {
 	http_parser_pause(p, 1); /* one message at a time */
@@ -1415,6 +1432,7 @@ static int rp_on_message_complete(http_parser *p)
 
 static const http_parser_settings rp_settings = {
 	.on_headers_complete = rp_on_headers_complete,
+	.on_body = rp_on_body,
 	.on_message_complete = rp_on_message_complete,
 };
 
@@ -1471,6 +1489,7 @@ static void local_answer(struct ic_conn *c, struct ic_req *e)
 	c->lout_len = (size_t)n;
 	c->lout_off = 0;
 	e->down = (uint64_t)n;
+	e->resp_body = (uint64_t)blen;
 	req_pop(c);
 	req_abort_all(c, "aborted: an earlier request was refused");
 	conn_begin_closing(c);
@@ -2107,6 +2126,12 @@ int intercept_start(struct intercept *ic)
 	return err;
 }
 
+void intercept_set_ca(struct intercept *ic, struct ca *ca)
+{
+	if (ic)
+		__atomic_store_n(&ic->params.ca, ca, __ATOMIC_RELEASE);
+}
+
 void intercept_stop(struct intercept *ic)
 {
 	if (!ic)
@@ -2245,7 +2270,10 @@ int intercept_take(struct intercept *ic, int client_fd, int upstream_fd,
 
 	if (!ic || !info || !info->host || !info->rules || client_fd < 0 || upstream_fd < 0 ||
 	    strlen(info->host) >= sizeof(c->host) || (info->gateway && !info->origin) ||
-	    (!info->gateway && !ic->params.ca)) {
+	    (!info->gateway && !__atomic_load_n(&ic->params.ca, __ATOMIC_ACQUIRE))) {
+		if (info && info->release)
+			info->release(info->release_ctx,
+				      info->origin ? info->origin->cgroup_id : 0);
 		if (client_fd >= 0)
 			close(client_fd);
 		if (upstream_fd >= 0)
@@ -2255,6 +2283,8 @@ int intercept_take(struct intercept *ic, int client_fd, int upstream_fd,
 	c = calloc(1, sizeof(*c));
 	if (!c)
 		goto oom;
+	c->release = info->release;
+	c->release_ctx = info->release_ctx;
 	c->cfd = client_fd;
 	c->ufd = upstream_fd;
 	c->timer.data = c;
@@ -2333,10 +2363,13 @@ int intercept_take(struct intercept *ic, int client_fd, int upstream_fd,
 	return 0;
 oom:
 	if (c) {
-		conn_free(c); /* closes both fds */
+		conn_free(c); /* closes both fds, releases */
 	} else {
 		close(client_fd);
 		close(upstream_fd);
+		if (info->release)
+			info->release(info->release_ctx,
+				      info->origin ? info->origin->cgroup_id : 0);
 	}
 	return -ENOMEM;
 }

@@ -51,6 +51,11 @@ struct intercept_params {
  * params->ca must outlive the engine (leaves are minted from the workers). */
 int intercept_create(struct intercept **out, const struct intercept_params *params);
 int intercept_start(struct intercept *ic);
+/* Mint the leaves of new TLS connections with ca from now on (a daemon
+ * reload that changes the CA); NULL refuses new TLS takes. The old CA
+ * must stay allocated until intercept_destroy(): connections in flight
+ * hold its leaves. */
+void intercept_set_ca(struct intercept *ic, struct ca *ca);
 /* Closes every connection (their pending requests are audited as
  * aborted) and joins the workers. Stop the proxy first: a take after
  * stop is refused with -ESHUTDOWN. */
@@ -79,14 +84,20 @@ struct intercept_conn_info {
 	 * credential). The Host sent upstream is "host[:port]".
 	 */
 	bool gateway;
+	/* Called once, from any thread, when the connection really ends
+	 * (also when intercept_take() fails): the proxy's connection counts
+	 * follow the connection. NULL: nothing to call. */
+	void (*release)(void *ctx, uint64_t cgroup_id);
+	void *release_ctx;
 };
 
 /* Takes ownership of both fds in every case (closes them on error).
  * Thread-safe; copies everything in info it needs (the rules included, so
  * a policy reload does not pull them away). Before intercept_start() the
  * connection waits in its worker's queue. Audit: one record per request
- * (origin "intercept"; detail "METHOD PATH status=N[ cred=NAME,..][ why=
- * TEXT]", path without the query; rule = the request rule's name), and
+ * (origin "intercept"; record.http: method, path without the query,
+ * status, credential names, body sizes; detail only the reason of a
+ * refusal or failure; rule = the request rule's name), and
  * one record for a connection that ended without any request. Gateway
  * connections are audited with origin "gateway" and no SNI. */
 int intercept_take(struct intercept *ic, int client_fd, int upstream_fd,

@@ -169,6 +169,7 @@ struct conn {
 	struct egr_origin origin;
 	bool has_origin;
 	bool counted_cgroup;
+	bool counts_moved; /* the engine gives the counts back (hand-off) */
 	bool handed_off; /* the fd(s) went to the DNS proxy / interception */
 	struct egr_addr peer;
 	uint16_t peer_port;
@@ -557,7 +558,8 @@ static void conn_finish(struct conn *c)
 		conn_audit(c); /* DNS over TCP: the DNS proxy logs each query */
 	if (c->counted_cgroup)
 		cg_release(p, c->origin.cgroup_id);
-	atomic_fetch_sub(&p->n_conns, 1);
+	if (!c->counts_moved)
+		atomic_fetch_sub(&p->n_conns, 1);
 	if (c->prev)
 		c->prev->next = c->next;
 	else
@@ -707,13 +709,25 @@ static void conn_connect_original(struct conn *c)
 	conn_connect_next(c);
 }
 
+/* The engine ended a connection handed off to it: it no longer counts
+ * toward max_conns_per_cgroup / max_conns. Any thread. */
+static void conn_handoff_release(void *ctx, uint64_t cgroup_id)
+{
+	struct proxy *p = ctx;
+
+	cg_release(p, cgroup_id);
+	atomic_fetch_sub(&p->n_conns, 1);
+}
+
 /* Interception (issue 4): the engine terminates TLS on both sockets,
  * starting with the ClientHello we peeked, and audits each request; this
- * connection leaves without a record of its own. A gateway connection
- * goes the same way, its client side plain HTTP with nothing peeked. */
+ * connection leaves without a record of its own, its counts stay taken
+ * until the engine ends it. A gateway connection goes the same way, its
+ * client side plain HTTP with nothing peeked. */
 static void conn_handoff_intercept(struct conn *c)
 {
 	struct worker *w = c->w;
+	struct intercept *ic = __atomic_load_n(&w->p->ic, __ATOMIC_ACQUIRE);
 	struct intercept_conn_info info = {
 		.origin = &c->origin,
 		.host = c->name,
@@ -725,14 +739,26 @@ static void conn_handoff_intercept(struct conn *c)
 		.peeked = c->gw ? NULL : c->buf + c->buf_off,
 		.peeked_len = c->gw ? 0 : c->buf_len - c->buf_off,
 		.gateway = c->gw != NULL,
+		.release = c->counted_cgroup ? conn_handoff_release : NULL,
+		.release_ctx = w->p,
 	};
 	int cfd = c->cfd, ufd = c->ufd, err;
 
+	if (!ic) {
+		/* Never relayed unchecked: the policy wants its rules and
+		 * credentials applied, and nothing here can. */
+		conn_set_detail(c, "%s: TLS interception is not running here", c->name);
+		conn_deny(c, EGR_REASON_INTERNAL, NULL);
+		return;
+	}
 	loop_timer_stop(&c->timer);
 	loop_del(w->loop, cfd);
 	loop_del(w->loop, ufd);
 	c->cfd = c->ufd = -1;
-	err = intercept_take(w->p->ic, cfd, ufd, &info); /* closes both on error */
+	/* The engine releases the counts, also if the take fails. */
+	c->counts_moved = c->counted_cgroup;
+	c->counted_cgroup = false;
+	err = intercept_take(ic, cfd, ufd, &info); /* closes both on error */
 	if (err) {
 		conn_set_detail(c, "interception: %s", strerror(-err));
 		c->verdict = EGR_VERDICT_DENY;
@@ -1280,7 +1306,7 @@ static void conn_decide(struct conn *c)
 		conn_allow(c, &d);
 		/* Plain HTTP to an intercepted name stays a relay: credentials
 		 * are never injected without TLS. */
-		if (c->w->p->ic && c->proto == PROTO_TLS)
+		if (c->proto == PROTO_TLS)
 			c->icpt = policy_intercept_for(pol, c->name);
 		conn_resolve(c);
 		return;
@@ -1582,7 +1608,9 @@ out:
 
 void proxy_set_intercept(struct proxy *p, struct intercept *ic)
 {
-	p->ic = ic;
+	/* The daemon may set it while serving (a reload's first
+	 * intercepting policy). */
+	__atomic_store_n(&p->ic, ic, __ATOMIC_RELEASE);
 }
 
 void proxy_set_dnsproxy(struct proxy *p, struct dnsproxy *d)
@@ -1640,7 +1668,7 @@ static bool conn_start_gateway(struct conn *c)
 	snprintf(c->name, sizeof(c->name), "%s", gw->host);
 	c->name_valid = true;
 	c->up_port = gw->upstream_port;
-	if (!c->w->p->ic) {
+	if (!__atomic_load_n(&c->w->p->ic, __ATOMIC_ACQUIRE)) {
 		conn_set_detail(c, "gateway %s: TLS interception is not running here",
 				gw->listen);
 		conn_deny(c, EGR_REASON_INTERNAL, NULL);

@@ -217,6 +217,112 @@ static void test_text_line(void **state)
 	unlink(path);
 }
 
+/* A request under interception: the http part, as JSON and as text;
+ * credentials by name only; agent bytes in method/path escaped. */
+static void test_http_fields(void **state)
+{
+	struct audit_options o = { .format = AUDIT_JSON };
+	struct audit_record r;
+	struct audit *a;
+	char path[128], *text, *nl;
+	json_t *j, *h, *cr;
+
+	tmp_path(path, sizeof(path), "http");
+	o.path = path;
+	assert_int_equal(audit_open(&a, &o), 0);
+	deny_record(&r);
+	r.verdict = EGR_VERDICT_ALLOW;
+	r.reason = EGR_REASON_RULE_ALLOW;
+	r.origin = "intercept";
+	r.rule = "read-acme";
+	r.host = "api.example.com";
+	r.sni = "api.example.com";
+	r.http.method = "POST";
+	r.http.path = "/repos/acme/x";
+	r.http.status = 201;
+	r.http.creds = "github,extra";
+	r.http.req_body = 12;
+	r.http.resp_body = 1ULL << 32;
+	audit_write(a, &r);
+	/* refused before any credential: no status from upstream, a reason */
+	r.verdict = EGR_VERDICT_DENY;
+	r.reason = EGR_REASON_RULE_DENY;
+	r.http.method = "DELETE";
+	r.http.path = NULL;
+	r.http.status = 0;
+	r.http.creds = NULL;
+	r.http.req_body = 0;
+	r.http.resp_body = 0;
+	r.detail = "denied (rule no-delete)";
+	audit_write(a, &r);
+	/* not a request: no http part */
+	deny_record(&r);
+	audit_write(a, &r);
+	audit_close(a);
+
+	text = slurp(path);
+	nl = strchr(text, '\n');
+	assert_non_null(nl);
+	*nl = '\0';
+	j = json_loads(text, 0, NULL);
+	assert_non_null(j);
+	h = json_object_get(j, "http");
+	assert_true(json_is_object(h));
+	assert_string_equal(json_string_value(json_object_get(h, "method")), "POST");
+	assert_string_equal(json_string_value(json_object_get(h, "path")), "/repos/acme/x");
+	assert_int_equal(json_integer_value(json_object_get(h, "status")), 201);
+	cr = json_object_get(h, "credentials");
+	assert_int_equal(json_array_size(cr), 2);
+	assert_string_equal(json_string_value(json_array_get(cr, 0)), "github");
+	assert_string_equal(json_string_value(json_array_get(cr, 1)), "extra");
+	assert_int_equal(json_integer_value(json_object_get(h, "req_body_bytes")), 12);
+	assert_int_equal(json_integer_value(json_object_get(h, "resp_body_bytes")), 1LL << 32);
+	assert_string_equal(json_string_value(json_object_get(j, "rule")), "read-acme");
+	assert_null(json_object_get(j, "detail"));
+	json_decref(j);
+
+	text[strlen(text)] = '\n';
+	nl = strchr(nl + 1, '\n');
+	assert_non_null(nl);
+	*nl = '\0';
+	j = json_loads(strrchr(text, '\n') + 1, 0, NULL);
+	assert_non_null(j);
+	h = json_object_get(j, "http");
+	assert_string_equal(json_string_value(json_object_get(h, "method")), "DELETE");
+	assert_null(json_object_get(h, "path"));
+	assert_null(json_object_get(h, "status"));
+	assert_int_equal(json_array_size(json_object_get(h, "credentials")), 0);
+	assert_string_equal(json_string_value(json_object_get(j, "detail")),
+			    "denied (rule no-delete)");
+	json_decref(j);
+
+	j = json_loads(nl + 1, 0, NULL);
+	assert_non_null(j);
+	assert_null(json_object_get(j, "http"));
+	json_decref(j);
+	free(text);
+	unlink(path);
+
+	/* text: one token per field, agent bytes escaped */
+	o.format = AUDIT_TEXT;
+	assert_int_equal(audit_open(&a, &o), 0);
+	deny_record(&r);
+	r.http.method = "GET";
+	r.http.path = "/a b\nallow";
+	r.http.status = 403;
+	r.http.creds = "k";
+	r.http.resp_body = 40;
+	r.detail = "no rule";
+	audit_write(a, &r);
+	audit_close(a);
+	text = slurp(path);
+	assert_non_null(strstr(text, " method=GET path=/a\\x20b\\x0aallow status=403 creds=k "
+				    "req_body=0 resp_body=40 detail=no\\x20rule\n"));
+	assert_int_equal(strchr(text, '\n') - text + 1, (long)strlen(text));
+	free(text);
+	unlink(path);
+}
+
 static void test_reopen(void **state)
 {
 	struct audit_options o = { .format = AUDIT_TEXT };
@@ -472,6 +578,7 @@ int main(void)
 		cmocka_unit_test(test_json_line),
 		cmocka_unit_test(test_json_hostile_bytes),
 		cmocka_unit_test(test_text_line),
+		cmocka_unit_test(test_http_fields),
 		cmocka_unit_test(test_reopen),
 		cmocka_unit_test(test_stderr_denials),
 		cmocka_unit_test(test_summary),

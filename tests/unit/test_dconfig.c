@@ -160,6 +160,46 @@ static void test_warnings(void **state)
 	dconfig_free(c);
 }
 
+/* The CA section, and the daemon's upstream_ca given to the policies that
+ * intercept without their own. */
+static void test_intercept_ca(void **state)
+{
+	struct dconfig *c = NULL;
+	char err[512] = "";
+
+	(void)state;
+	assert_int_equal(load("{\"ca\": {\"dir\": \"/tmp\"}, \"upstream_ca\": \"/etc/passwd\",\n"
+			      " \"policies\": {\n"
+			      "  \"a\": {\"allow\": [\"api.example.com\"],\n"
+			      "   \"intercept\": [{\"host\": \"api.example.com\"}]},\n"
+			      "  \"b\": {\"allow\": [\"api.example.com\"], \"upstream_ca\": \"/etc/hostname\",\n"
+			      "   \"intercept\": [{\"host\": \"api.example.com\"}]},\n"
+			      "  \"c\": {\"allow\": [\"api.example.com\"]}},\n"
+			      " \"bindings\": [{\"cgroup\": \"/x/*\", \"policy\": \"a\"},\n"
+			      "  {\"cgroup\": \"/y/*\", \"policy\": \"b\"},\n"
+			      "  {\"cgroup\": \"/z/*\", \"policy\": \"c\"}]}", &c, err, sizeof(err)), 0);
+	assert_string_equal(c->ca_dir, "/tmp");
+	assert_int_equal(c->ca_line, 1);
+	assert_null(c->ca_cert);
+	assert_string_equal(c->upstream_ca, "/etc/passwd");
+	assert_true(dconfig_intercepts(c));
+	assert_true(dconfig_needs_engine(c));
+	assert_string_equal(dconfig_policy(c, "a")->policy->upstream_ca, "/etc/passwd");
+	assert_string_equal(dconfig_policy(c, "b")->policy->upstream_ca, "/etc/hostname");
+	assert_null(dconfig_policy(c, "c")->policy->upstream_ca);
+	dconfig_free(c);
+
+	/* gateways need no CA */
+	assert_int_equal(load("{\"policies\": {\"g\": {\"allow\": [\"api.example.com\"],\n"
+			      " \"gateways\": [{\"listen\": \"127.0.0.1:8080\",\n"
+			      "   \"upstream\": \"https://api.example.com\"}]}},\n"
+			      " \"bindings\": [{\"cgroup\": \"/x/*\", \"policy\": \"g\"}]}",
+			      &c, err, sizeof(err)), 0);
+	assert_false(dconfig_intercepts(c));
+	assert_true(dconfig_needs_engine(c));
+	dconfig_free(c);
+}
+
 /* --- every error, exactly ----------------------------------------------- */
 
 static const struct {
@@ -170,9 +210,9 @@ static const struct {
 	{ "\n[1]", "config.json:2: top level: expected an object, got an array" },
 	{ "{\n\"polices\": {}}", "config.json:2: polices: unknown field (did you mean \"policies\"?)" },
 	{ "{\"zzzzzz\": 1}", "config.json:1: zzzzzz: unknown field (expected listen, audit, dns, "
-	  "proxy, policies, bindings)" },
+	  "proxy, ca, upstream_ca, policies, bindings)" },
 	{ "{\"a b\": 1}", "config.json:1: \"a b\": unknown field (expected listen, audit, dns, "
-	  "proxy, policies, bindings)" },
+	  "proxy, ca, upstream_ca, policies, bindings)" },
 	{ "{\"proxy\": {},\n \"proxy\": {}}", "config.json:2: proxy: duplicate field (first on line 1)" },
 	{ "{\"proxy\": []}", "config.json:1: proxy: expected an object, got an array" },
 	{ "{\"proxy\": {\n \"worker\": 2}}", "config.json:2: proxy.worker: unknown field (did you mean \"workers\"?)" },
@@ -230,6 +270,25 @@ static const struct {
 	{ "{\"policies\": {\"x\": {\"sandbox_runtime\": \"/dev/null\"}}}",
 	  "config.json:1: policies.x.sandbox_runtime: \"/dev/null\": not a regular file" },
 	{ "{\"bindings\": {}}", "config.json:1: bindings: expected an array, got an object" },
+	/* interception: the CA, and nothing intercepts without it */
+	{ "{\"policies\": {\"a\": {\"allow\": [\"api.example.com\"],\n"
+	  " \"intercept\": [{\"host\": \"api.example.com\"}]}},\n"
+	  " \"bindings\": [{\"cgroup\": \"/x/*\", \"policy\": \"a\"}]}",
+	  "config.json:1: policies.a: intercepts api.example.com but the daemon has no CA: add "
+	  "\"ca\": {\"dir\": \"/etc/egressd/ca\"} (made by egressctl ca init)" },
+	{ "{\"ca\": {\"dir\": \"ca\"}}", "config.json:1: ca.dir: \"ca\": must be an absolute path" },
+	{ "{\"ca\": {\"dir\": \"/nonexistent/egressd/ca\"}}",
+	  "config.json:1: ca.dir: \"/nonexistent/egressd/ca\": No such file or directory" },
+	{ "{\"ca\": {\"dir\": \"/dev/null\"}}", "config.json:1: ca.dir: \"/dev/null\": not a directory" },
+	{ "{\"ca\": {\"cert\": \"/dev/null\"}}",
+	  "config.json:1: ca.cert: \"/dev/null\": not a regular file" },
+	{ "{\"ca\": {\n\"dri\": \"/tmp\"}}", "config.json:2: ca.dri: unknown field (did you mean \"dir\"?)" },
+	{ "{\"ca\": {}}", "config.json:1: ca: needs \"dir\" (made by egressctl ca init --dir DIR) or "
+	  "both \"cert\" and \"key\"" },
+	{ "{\"ca\": {\"dir\": \"/tmp\", \"key\": \"/etc/passwd\"}}",
+	  "config.json:1: ca: give either \"dir\" or \"cert\" and \"key\", not both" },
+	{ "{\"upstream_ca\": 3}", "config.json:1: upstream_ca: expected a string, got an integer" },
+	{ "{\"upstream_ca\": \"/tmp\"}", "config.json:1: upstream_ca: \"/tmp\": not a regular file" },
 	{ "{\n"
 	  "  \"policies\": {\n"
 	  "    \"ci-agents\": { \"allow\": [\"github.com\"] },\n"
@@ -666,6 +725,7 @@ int main(void)
 		cmocka_unit_test(test_defaults_and_variants),
 		cmocka_unit_test(test_warnings),
 		cmocka_unit_test(test_bad_configs),
+		cmocka_unit_test(test_intercept_ca),
 		cmocka_unit_test(test_referenced_files),
 		cmocka_unit_test(test_load_file_errors),
 		cmocka_unit_test(test_nothing_half_applied),
