@@ -52,6 +52,8 @@ struct netns {
 	uint64_t last_scan_ms, now_ms;
 	uint64_t due[NETNS_MAX_DUE];
 	size_t n_due;
+	bool warned_perm, warned_self;
+	pid_t self_pid;
 };
 
 /* ---- scheduling ----------------------------------------------------------- */
@@ -354,9 +356,27 @@ void netns_scan_cgroup(struct netns *n, const char *abs, const char *rel)
 	while (fscanf(f, "%d", &pid) == 1) {
 		struct stat st;
 
+		if (pid == n->self_pid && !n->warned_self) {
+			/* e.g. a DaemonSet pod below its own attach point */
+			n->warned_self = true;
+			log_error("the daemon itself is in the enforced cgroup %s: its own "
+				  "upstream connections are redirected and denied; run it "
+				  "outside every attach point (docs/kubernetes.md)", rel);
+		}
+
 		snprintf(path, sizeof(path), "/proc/%d/ns/net", pid);
-		if (stat(path, &st))
-			continue; /* exited, or a zombie */
+		if (stat(path, &st)) {
+			/* Exited, or a zombie; EACCES: another user's process and
+			 * no CAP_SYS_PTRACE (its namespace cannot be served). */
+			if ((errno == EACCES || errno == EPERM) && !n->warned_perm) {
+				n->warned_perm = true;
+				log_error("netns: %s: %s: the daemon needs CAP_SYS_PTRACE to find "
+					  "the network namespaces of other users' processes; "
+					  "theirs cannot connect (fail closed)", path,
+					  strerror(errno));
+			}
+			continue;
+		}
 		if ((uint64_t)st.st_ino == n->self_ino && (uint64_t)st.st_dev == n->self_dev)
 			continue; /* ours: the daemon's own listeners serve it */
 		entry_seen(n, pid, (uint64_t)st.st_ino, rel);
@@ -435,6 +455,7 @@ int netns_create(struct netns **out, const struct netns_params *p)
 	n->p = *p;
 	n->self_ino = (uint64_t)st.st_ino;
 	n->self_dev = (uint64_t)st.st_dev;
+	n->self_pid = getpid();
 	n->ino_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
 	if (n->ino_fd < 0) {
 		err = -errno;
