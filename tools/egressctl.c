@@ -279,6 +279,16 @@ static void print_status(json_t *s)
 	printf("\n  %-*s  %s\n", wc, "CGROUP", "POLICY");
 	for (i = 0; i < json_array_size(a) && (v = json_array_get(a, i)); i++)
 		printf("  %-*s  %s\n", wc, jstr(v, "cgroup", "?"), jstr(v, "policy", "?"));
+	a = json_object_get(s, "netns");
+	if (json_array_size(a))
+		printf("\n  %-12s  %-20s  %-9s  %-7s  %s\n", "NETNS", "COOKIE", "LISTENING",
+		       "PID", "CGROUP");
+	for (i = 0; i < json_array_size(a) && (v = json_array_get(a, i)); i++)
+		printf("  %-12lld  %-20lld  %-9s  %-7lld  %s\n", jint(v, "inode"),
+		       jint(v, "cookie"),
+		       !json_is_true(json_object_get(v, "listening")) ? "failed" :
+		       json_is_true(json_object_get(v, "ipv6")) ? "v4+v6" : "v4",
+		       jint(v, "pid"), jstr(v, "cgroup", "?"));
 }
 
 static int cmd_status(int argc, char **argv)

@@ -28,6 +28,7 @@
 
 #include "control.h"
 #include "log.h"
+#include "netns.h"
 
 #define CONTROL_REQ_MAX 4096
 /* Audit bytes counted per status request: a huge backlog is caught up
@@ -461,6 +462,16 @@ static json_t *status_json(struct control *c, const struct control_status *st)
 			"cgroup", dc->bindings[i].cgroup,
 			"policy", dc->bindings[i].policy->name));
 	json_object_set_new(s, "bindings", a);
+	a = json_array();
+	for (i = 0; st->netns && i < st->n_netns; i++)
+		json_array_append_new(a, json_pack("{s:I, s:I, s:I, s:s, s:b, s:b}",
+			"inode", (json_int_t)st->netns[i].ino,
+			"cookie", (json_int_t)st->netns[i].cookie,
+			"pid", (json_int_t)st->netns[i].pid,
+			"cgroup", st->netns[i].cgroup,
+			"listening", st->netns[i].ok,
+			"ipv6", st->netns[i].v6));
+	json_object_set_new(s, "netns", a);
 
 	counts_update(c);
 	if (c->cnt.available) {

@@ -17,6 +17,8 @@
 
 #include "dconfig.h"
 
+struct netns_info;
+
 /* A client must send its request and read the answer within this. */
 #define CONTROL_CLIENT_MS 2000
 
@@ -27,6 +29,9 @@ struct control_status {
 	uint16_t port;
 	size_t n_cgroups;          /* cgroups watched below the attach points */
 	size_t n_bound;            /* of those, bound to a policy by a binding */
+	/* Other network namespaces (pods) with listeners (netns.h). */
+	const struct netns_info *netns;
+	size_t n_netns;
 };
 
 struct control_params {

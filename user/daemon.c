@@ -42,6 +42,7 @@
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <linux/magic.h>
@@ -58,6 +59,7 @@
 #include "intercept.h"
 #include "kevent.h"
 #include "log.h"
+#include "netns.h"
 #include "proxy.h"
 
 #define DAEMON_BANK (EGR_MAX_POLICIES / 2)
@@ -95,6 +97,7 @@ struct daemon {
 	struct ca *ca;
 	struct ca **old_cas;
 	size_t n_old_cas;
+	struct netns *ns;        /* listeners in pods' network namespaces */
 	int ino;
 	struct daemon_watch *watches;
 	size_t n_watches;
@@ -267,6 +270,7 @@ static int daemon_walk_cb(const char *abs, const struct stat *st, int type, stru
 		rel = "/";
 	daemon_bind(d, rel, st->st_ino);
 	daemon_watch_add(d, abs, rel, st->st_ino);
+	netns_watch_cgroup(d->ns, abs);
 	return 0;
 }
 
@@ -459,6 +463,30 @@ static void daemon_commit_ca(struct daemon *d, struct ca *ca)
 	d->ca = ca;
 }
 
+/* Every watched cgroup (the enforced ones) through the netns scan: their
+ * processes' network namespaces get listeners (netns.h). */
+static void daemon_netns_scan(struct daemon *d)
+{
+	struct timespec ts;
+	uint64_t now;
+	size_t i;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	now = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+	if (!d->ns || !netns_scan_due(d->ns, now))
+		return;
+	netns_scan_begin(d->ns, now);
+	for (i = 0; i < d->n_watches; i++) {
+		char abs[PATH_MAX];
+		const char *rel = d->watches[i].path;
+
+		if (snprintf(abs, sizeof(abs), "%s%s", d->mount,
+			     strcmp(rel, "/") ? rel : "") < (int)sizeof(abs))
+			netns_scan_cgroup(d->ns, abs, rel);
+	}
+	netns_scan_end(d->ns);
+}
+
 /* ---- reload --------------------------------------------------------- */
 
 /* 0, or -EINVAL (invalid file) / -EIO with the reason in msg: egressctl
@@ -533,6 +561,7 @@ static int daemon_ctl_status(void *ctx, struct control_status *st)
 	st->pin_dir = d->pin_dir;
 	st->port = d->port;
 	st->n_cgroups = d->n_watches;
+	st->netns = netns_list(d->ns, &st->n_netns);
 	/* Bound: a binding matches the cgroup or an ancestor (the kernel
 	 * inherits the nearest binding); the rest are denied everything. */
 	for (i = 0; i < d->n_watches; i++) {
@@ -594,6 +623,7 @@ int daemon_main(int argc, char **argv)
 	struct audit_options ao = { .format = AUDIT_JSON };
 	struct control *ctl = NULL;
 	struct control_params cp = { 0 };
+	struct netns_params np = { 0 };
 	char err[1024];
 	int c, e, sfd = -1, ret = 2, verbose = 0, check = 0;
 	sigset_t set;
@@ -747,6 +777,14 @@ int daemon_main(int argc, char **argv)
 		fprintf(stderr, "egressd: cannot start the proxy threads\n");
 		goto out;
 	}
+	/* Pods' namespaces: without this their connections are refused
+	 * (fail closed), so it is not fatal. */
+	np.proxy = d.proxy;
+	np.dns = d.dns;
+	np.port = d.port;
+	if (netns_create(&d.ns, &np))
+		log_error("no listeners in other network namespaces: processes there "
+			  "(pods) cannot connect");
 	/* Serving before attaching: the first redirected connection finds
 	 * a listener. */
 	if (daemon_attach_all(&d))
@@ -763,17 +801,21 @@ int daemon_main(int argc, char **argv)
 		log_error("no control socket: egressctl cannot reach this daemon");
 
 	for (;;) {
-		struct pollfd pfd[3] = { { sfd, POLLIN, 0 }, { d.ino, POLLIN, 0 },
-					 { control_fd(ctl), POLLIN, 0 } };
+		struct pollfd pfd[4] = { { sfd, POLLIN, 0 }, { d.ino, POLLIN, 0 },
+					 { control_fd(ctl), POLLIN, 0 },
+					 { netns_fd(d.ns), POLLIN, 0 } };
 		struct signalfd_siginfo si;
 		static unsigned ticks;
 
-		if (poll(pfd, 3, 100) < 0 && errno != EINTR)
+		if (poll(pfd, 4, 100) < 0 && errno != EINTR)
 			break;
+		if (pfd[3].revents & POLLIN)
+			netns_handle(d.ns);
 		if (pfd[2].revents & POLLIN)
 			control_handle(ctl);
 		if (pfd[1].revents & POLLIN)
 			daemon_inotify(&d);
+		daemon_netns_scan(&d);
 		if ((pfd[0].revents & POLLIN) && read(sfd, &si, sizeof(si)) == sizeof(si)) {
 			if (si.ssi_signo == SIGHUP) {
 				/* logrotate: reopen the audit file, then reload */
@@ -793,6 +835,7 @@ int daemon_main(int argc, char **argv)
 	}
 out:
 	control_close(ctl);
+	netns_destroy(d.ns);
 	if (sfd >= 0)
 		close(sfd);
 	if (d.proxy)

@@ -43,6 +43,7 @@
 #include "dnsproxy.h"
 #include "log.h"
 #include "loop.h"
+#include "sockdiag.h"
 
 #define DNSP_MAX_INFLIGHT 1024     /* upstream queries at once; over: SERVFAIL */
 #define DNSP_MAX_TCP 256           /* DNS-over-TCP connections at once */
@@ -84,11 +85,26 @@ struct name_mem {
 
 struct tconn;
 
+/* UDP listeners in a pod's network namespace (netns.c), with a sock_diag
+ * socket made there for origin lookups. Alive while listed or while a
+ * query that arrived on it waits for upstream (it answers on ufd). */
+struct dns_lset {
+	struct dns_lset *next;
+	struct dnsproxy *d;
+	int id, fd4, fd6, diag;
+	unsigned refs;
+};
+
+struct dns_lreq {
+	int id, fd4, fd6, diag; /* fd4 < 0: remove set id */
+};
+
 struct dq {
 	struct dnsproxy *d;
 	int proto;                  /* IPPROTO_UDP / IPPROTO_TCP */
 	/* UDP: where to answer */
 	int ufd;
+	struct dns_lset *ls;        /* ufd belongs to it; NULL: ours */
 	struct sockaddr_storage peer;
 	socklen_t peer_len;
 	/* TCP: the connection, NULL once it closed */
@@ -163,6 +179,10 @@ struct dnsproxy {
 	struct handoff ho[DNSP_HANDOFF_MAX];
 	unsigned ho_n;
 	bool ho_closed;             /* destroy began: take_tcp closes fds itself */
+	struct dns_lreq *lreq;      /* dnsproxy_add/remove_listeners() */
+	size_t lreq_n;
+	struct dns_lset *lsets;     /* loop thread only */
+	int lseq;                   /* main thread only */
 
 	uint16_t ids[64];           /* random query IDs for upstream */
 	unsigned n_ids;
@@ -525,8 +545,21 @@ static int channel_init(struct dnsproxy *d)
 
 /* ---- answering ---------------------------------------------------------- */
 
+static void lset_unref(struct dns_lset *ls)
+{
+	if (--ls->refs)
+		return;
+	close(ls->fd4);
+	if (ls->fd6 >= 0)
+		close(ls->fd6);
+	close(ls->diag);
+	free(ls);
+}
+
 static void dq_free(struct dq *x)
 {
+	if (x->ls)
+		lset_unref(x->ls);
 	free(x);
 }
 
@@ -972,9 +1005,8 @@ static struct dq *dq_new(struct dnsproxy *d, int proto, const uint8_t *buf, size
 
 /* ---- UDP ---------------------------------------------------------------- */
 
-static void udp_cb(struct loop *l, int fd, void *data, int events)
+static void udp_read(struct dnsproxy *d, int fd, struct dns_lset *ls)
 {
-	struct dnsproxy *d = data;
 	unsigned i;
 
 	for (i = 0; i < DNSP_UDP_BATCH; i++) {
@@ -999,6 +1031,10 @@ static void udp_cb(struct loop *l, int fd, void *data, int events)
 			return;
 		}
 		x->ufd = fd;
+		if (ls) {
+			x->ls = ls;
+			ls->refs++;
+		}
 		x->peer = peer;
 		x->peer_len = plen;
 		if (d->params.origin_for_udp &&
@@ -1007,6 +1043,22 @@ static void udp_cb(struct loop *l, int fd, void *data, int events)
 			x->has_origin = true;
 		dq_handle(x);
 	}
+}
+
+static void udp_cb(struct loop *l, int fd, void *data, int events)
+{
+	udp_read(data, fd, NULL);
+}
+
+/* A pod's listener: its sender is found by sock_diag in the pod's
+ * namespace (origin_for_udp runs synchronously inside udp_read). */
+static void udp_netns_cb(struct loop *l, int fd, void *data, int events)
+{
+	struct dns_lset *ls = data;
+
+	sockdiag_use(ls->diag);
+	udp_read(ls->d, fd, ls);
+	sockdiag_use(-1);
 }
 
 /* ---- TCP ---------------------------------------------------------------- */
@@ -1233,12 +1285,66 @@ static void tconn_start(struct dnsproxy *d, int fd, const struct egr_origin *o)
 	tconn_cb(d->loop, fd, tc, LOOP_READ);
 }
 
+static void lset_unlist(struct dnsproxy *d, struct dns_lset *ls)
+{
+	struct dns_lset **pp;
+
+	for (pp = &d->lsets; *pp; pp = &(*pp)->next) {
+		if (*pp == ls) {
+			*pp = ls->next;
+			break;
+		}
+	}
+	loop_del(d->loop, ls->fd4);
+	if (ls->fd6 >= 0)
+		loop_del(d->loop, ls->fd6);
+	lset_unref(ls);
+}
+
+static void lreq_apply(struct dnsproxy *d, const struct dns_lreq *r)
+{
+	struct dns_lset *ls;
+
+	if (r->fd4 < 0) {
+		for (ls = d->lsets; ls; ls = ls->next)
+			if (ls->id == r->id)
+				break;
+		if (ls)
+			lset_unlist(d, ls);
+		return;
+	}
+	ls = calloc(1, sizeof(*ls));
+	if (!ls) {
+		log_error("dnsproxy: out of memory: no DNS listener in a pod namespace");
+		close(r->fd4);
+		if (r->fd6 >= 0)
+			close(r->fd6);
+		close(r->diag);
+		return;
+	}
+	ls->d = d;
+	ls->id = r->id;
+	ls->fd4 = r->fd4;
+	ls->fd6 = r->fd6;
+	ls->diag = r->diag;
+	ls->refs = 1;
+	ls->next = d->lsets;
+	d->lsets = ls;
+	if (loop_add(d->loop, ls->fd4, LOOP_READ, udp_netns_cb, ls) ||
+	    (ls->fd6 >= 0 && loop_add(d->loop, ls->fd6, LOOP_READ, udp_netns_cb, ls))) {
+		log_error("dnsproxy: cannot serve listener set %d", ls->id);
+		lset_unlist(d, ls);
+	}
+}
+
 static void handoff_cb(struct loop *l, int fd, void *data, int events)
 {
 	struct dnsproxy *d = data;
 	struct handoff batch[DNSP_HANDOFF_MAX];
+	struct dns_lreq *lq;
 	uint64_t v;
 	unsigned i, n;
+	size_t j, ln;
 
 	if (read(fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
 		log_debug("dnsproxy: eventfd: %s", strerror(errno));
@@ -1246,9 +1352,49 @@ static void handoff_cb(struct loop *l, int fd, void *data, int events)
 	n = d->ho_n;
 	memcpy(batch, d->ho, n * sizeof(batch[0]));
 	d->ho_n = 0;
+	lq = d->lreq;
+	ln = d->lreq_n;
+	d->lreq = NULL;
+	d->lreq_n = 0;
 	pthread_mutex_unlock(&d->ho_lock);
 	for (i = 0; i < n; i++)
 		tconn_start(d, batch[i].fd, &batch[i].origin);
+	for (j = 0; j < ln; j++)
+		lreq_apply(d, &lq[j]);
+	free(lq);
+}
+
+static void lreq_close(const struct dns_lreq *r)
+{
+	if (r->fd4 < 0)
+		return;
+	close(r->fd4);
+	if (r->fd6 >= 0)
+		close(r->fd6);
+	close(r->diag);
+}
+
+static int lreq_post(struct dnsproxy *d, const struct dns_lreq *r)
+{
+	struct dns_lreq *q = NULL;
+	uint64_t one = 1;
+	int err = 0;
+
+	pthread_mutex_lock(&d->ho_lock);
+	if (d->ho_closed)
+		err = -ESHUTDOWN;
+	else if (!(q = realloc(d->lreq, (d->lreq_n + 1) * sizeof(*q))))
+		err = -ENOMEM;
+	else {
+		d->lreq = q;
+		d->lreq[d->lreq_n++] = *r;
+	}
+	pthread_mutex_unlock(&d->ho_lock);
+	if (err)
+		return err;
+	if (write(d->evfd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+		log_warn("dnsproxy: eventfd: %s", strerror(errno));
+	return 0;
 }
 
 int dnsproxy_take_tcp(struct dnsproxy *d, int fd, const struct egr_origin *o)
@@ -1283,6 +1429,61 @@ int dnsproxy_take_tcp(struct dnsproxy *d, int fd, const struct egr_origin *o)
 }
 
 /* ---- sockets, thread, lifecycle ------------------------------------------ */
+
+static int udp_socket(int family, uint16_t port, int *out);
+
+int dnsproxy_listen_here(const struct dnsproxy *d, int *fd4, int *fd6, int *diag)
+{
+	int err;
+
+	*fd6 = -1;
+	err = udp_socket(AF_INET, d->port, fd4);
+	if (err)
+		return err;
+	*diag = sockdiag_open();
+	if (*diag < 0) {
+		err = *diag;
+		close(*fd4);
+		return err;
+	}
+	if (d->has_v6 && udp_socket(AF_INET6, d->port, fd6))
+		*fd6 = -1;
+	return 0;
+}
+
+int dnsproxy_add_listeners(struct dnsproxy *d, int fd4, int fd6, int diag)
+{
+	struct dns_lreq r = { .fd4 = fd4, .fd6 = fd6, .diag = diag };
+	int err;
+
+	if (fd4 < 0 || diag < 0) {
+		err = -EINVAL;
+		goto fail;
+	}
+	if (++d->lseq <= 0)
+		d->lseq = 1;
+	r.id = d->lseq;
+	err = lreq_post(d, &r);
+	if (err)
+		goto fail;
+	return r.id;
+fail:
+	if (fd4 >= 0)
+		close(fd4);
+	if (fd6 >= 0)
+		close(fd6);
+	if (diag >= 0)
+		close(diag);
+	return err;
+}
+
+void dnsproxy_remove_listeners(struct dnsproxy *d, int id)
+{
+	struct dns_lreq r = { .id = id, .fd4 = -1 };
+
+	if (id > 0 && lreq_post(d, &r) == -ENOMEM)
+		log_error("dnsproxy: out of memory: listener set %d stays open", id);
+}
 
 static int udp_socket(int family, uint16_t port, int *out)
 {
@@ -1498,6 +1699,12 @@ void dnsproxy_destroy(struct dnsproxy *d)
 	 * socket, which leaves the loop. */
 	if (d->channel_ok)
 		ares_destroy(d->channel);
+	/* Every query has been called back: only the list holds the sets. */
+	while (d->lsets)
+		lset_unlist(d, d->lsets);
+	for (i = 0; i < d->lreq_n; i++)
+		lreq_close(&d->lreq[i]);
+	free(d->lreq);
 	if (d->ufd4 >= 0)
 		close(d->ufd4);
 	if (d->ufd6 >= 0)

@@ -55,6 +55,20 @@ int dnsproxy_start(struct dnsproxy *d);
 void dnsproxy_stop(struct dnsproxy *d);
 void dnsproxy_destroy(struct dnsproxy *d); /* accepts NULL */
 
+/*
+ * UDP listeners in other network namespaces (pods, netns.c), as
+ * proxy_listen_here()/proxy_add_listeners() for the TCP proxy.
+ * dnsproxy_listen_here(): 127.0.0.1:P (and [::1]:P if available, else
+ * *fd6 = -1) plus a sock_diag socket (*diag), all in the calling thread's
+ * current network namespace. dnsproxy_add_listeners() takes ownership of
+ * the three fds in every case; returns the set's id (> 0) or -errno.
+ * dnsproxy_remove_listeners() stops reading them; they are closed once no
+ * query that came through them waits for an answer. Main thread only.
+ */
+int dnsproxy_listen_here(const struct dnsproxy *d, int *fd4, int *fd6, int *diag);
+int dnsproxy_add_listeners(struct dnsproxy *d, int fd4, int fd6, int diag);
+void dnsproxy_remove_listeners(struct dnsproxy *d, int id);
+
 /* DNS over TCP: the TCP proxy hands over an accepted agent connection
  * whose original destination port is 53 (origin already looked up).
  * Takes ownership of fd in every case. Thread-safe. */

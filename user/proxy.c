@@ -80,6 +80,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/resource.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -218,6 +219,17 @@ struct conn {
 	char detail[160];
 };
 
+/* A listener pair in a pod's network namespace (netns.c). Owned by the
+ * worker serving it; the main thread only posts mailbox requests. */
+struct extra_lset {
+	struct extra_lset *next;
+	int id, fd4, fd6;
+};
+
+struct extra_req {
+	int id, fd4, fd6; /* fd4 < 0: remove set id */
+};
+
 struct worker {
 	struct proxy *p;
 	unsigned id;
@@ -236,6 +248,13 @@ struct worker {
 	struct relay_pipe spare[PROXY_PIPE_POOL];
 	size_t n_spare;
 	char copybuf[PROXY_COPY_MAX]; /* relay: small reads, see relay_pump */
+	/* proxy_add_listeners()/proxy_remove_listeners(): requests from the
+	 * main thread (the loop is single-threaded), applied on mb_fd. */
+	pthread_mutex_t mb_lock;
+	int mb_fd;
+	struct extra_req *mb;
+	size_t mb_n;
+	struct extra_lset *extra;
 };
 
 struct cg_entry {
@@ -258,6 +277,7 @@ struct proxy {
 	struct cg_entry *cg[CG_BUCKETS];
 	struct dnsproxy *dns;
 	struct intercept *ic;
+	unsigned extra_seq; /* main thread only */
 };
 
 static const uint8_t tls_alert_access_denied[] = { 0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 49 };
@@ -1695,8 +1715,9 @@ static void conn_start(struct conn *c)
 	bool warn;
 	int err;
 
-	/* (TCP_NODELAY comes from the listener.) Registered from the start (mask 0) so that a client that vanishes
-	 * while we resolve or connect is noticed (EPOLLERR/EPOLLHUP). */
+	/* TCP_NODELAY comes from the listener. Registered from the start
+	 * (mask 0) so that a client that vanishes while we resolve or
+	 * connect is noticed (EPOLLERR/EPOLLHUP). */
 	if (loop_add(w->loop, c->cfd, 0, conn_fd_cb, c) < 0) {
 		conn_set_detail(c, "epoll: %s", strerror(errno));
 		conn_deny(c, EGR_REASON_INTERNAL, NULL);
@@ -1804,6 +1825,181 @@ static void worker_accept_one(struct worker *w, int fd, const struct sockaddr_st
 	conn_leave(c);
 }
 
+/* ---- listeners in pods' network namespaces ------------------------------ */
+
+static void worker_accept_cb(struct loop *l, int lfd, void *data, int events);
+
+static void worker_extra_mask(struct worker *w, int mask)
+{
+	struct extra_lset *x;
+
+	for (x = w->extra; x; x = x->next) {
+		loop_mod(w->loop, x->fd4, mask);
+		if (x->fd6 >= 0)
+			loop_mod(w->loop, x->fd6, mask);
+	}
+}
+
+static void extra_close(struct worker *w, struct extra_lset *x)
+{
+	loop_del(w->loop, x->fd4);
+	close(x->fd4);
+	if (x->fd6 >= 0) {
+		loop_del(w->loop, x->fd6);
+		close(x->fd6);
+	}
+	free(x);
+}
+
+static void worker_extra_apply(struct worker *w, const struct extra_req *r)
+{
+	struct extra_lset *x, **pp;
+	int mask = w->accept_paused ? 0 : LOOP_READ;
+
+	if (r->fd4 < 0) {
+		for (pp = &w->extra; *pp; pp = &(*pp)->next) {
+			if ((*pp)->id == r->id) {
+				x = *pp;
+				*pp = x->next;
+				extra_close(w, x);
+				return;
+			}
+		}
+		return;
+	}
+	x = calloc(1, sizeof(*x));
+	if (!x || loop_add(w->loop, r->fd4, mask, worker_accept_cb, w) ||
+	    (r->fd6 >= 0 && loop_add(w->loop, r->fd6, mask, worker_accept_cb, w))) {
+		/* Nothing listens in that namespace: its connections are
+		 * refused (closed, never open). */
+		log_error("proxy: worker %u: cannot serve listener set %d", w->id, r->id);
+		loop_del(w->loop, r->fd4);
+		close(r->fd4);
+		if (r->fd6 >= 0) {
+			loop_del(w->loop, r->fd6);
+			close(r->fd6);
+		}
+		free(x);
+		return;
+	}
+	x->id = r->id;
+	x->fd4 = r->fd4;
+	x->fd6 = r->fd6;
+	x->next = w->extra;
+	w->extra = x;
+}
+
+/* Take the queued requests; with apply false (stopping), only close. */
+static void worker_mailbox(struct worker *w, bool apply)
+{
+	struct extra_req *q;
+	uint64_t v;
+	size_t i, n;
+
+	if (read(w->mb_fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+		log_debug("proxy: eventfd: %s", strerror(errno));
+	pthread_mutex_lock(&w->mb_lock);
+	q = w->mb;
+	n = w->mb_n;
+	w->mb = NULL;
+	w->mb_n = 0;
+	pthread_mutex_unlock(&w->mb_lock);
+	for (i = 0; i < n; i++) {
+		if (apply)
+			worker_extra_apply(w, &q[i]);
+		else if (q[i].fd4 >= 0) {
+			close(q[i].fd4);
+			if (q[i].fd6 >= 0)
+				close(q[i].fd6);
+		}
+	}
+	free(q);
+}
+
+static void worker_mailbox_cb(struct loop *l, int fd, void *data, int events)
+{
+	struct worker *w = data;
+
+	worker_mailbox(w, !w->stopping);
+}
+
+static int worker_post(struct worker *w, const struct extra_req *r)
+{
+	struct extra_req *q;
+	uint64_t one = 1;
+
+	pthread_mutex_lock(&w->mb_lock);
+	q = realloc(w->mb, (w->mb_n + 1) * sizeof(*q));
+	if (q) {
+		w->mb = q;
+		w->mb[w->mb_n++] = *r;
+	}
+	pthread_mutex_unlock(&w->mb_lock);
+	if (!q)
+		return -ENOMEM;
+	if (write(w->mb_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+		log_warn("proxy: eventfd: %s", strerror(errno));
+	return 0;
+}
+
+static int listen_socket(int family, const char *addr, uint16_t port, int *out);
+
+int proxy_listen_here(const struct proxy *p, int *fd4, int *fd6)
+{
+	const char *l4 = p->params.listen4 ? p->params.listen4 : "127.0.0.1";
+	const char *l6 = p->params.listen6 ? p->params.listen6 : "::1";
+	int err;
+
+	*fd6 = -1;
+	err = listen_socket(AF_INET, l4, p->port, fd4);
+	if (err)
+		return err;
+	/* No IPv6 in that namespace: its v6 connects fail, closed. */
+	if (p->has_v6 && listen_socket(AF_INET6, l6, p->port, fd6))
+		*fd6 = -1;
+	return 0;
+}
+
+int proxy_add_listeners(struct proxy *p, int fd4, int fd6)
+{
+	struct extra_req r = { .fd4 = fd4, .fd6 = fd6 };
+	struct worker *w;
+	int err;
+
+	if (fd4 < 0 || !p->n_workers) {
+		err = -EINVAL;
+		goto fail;
+	}
+	/* One worker per namespace, round robin: pods are many and each is
+	 * small; the id says which worker holds the set. */
+	p->extra_seq++;
+	if (p->extra_seq > INT32_MAX / PROXY_MAX_WORKERS)
+		p->extra_seq = 1;
+	w = &p->workers[p->extra_seq % p->n_workers];
+	r.id = (int)(p->extra_seq * PROXY_MAX_WORKERS + w->id);
+	err = worker_post(w, &r);
+	if (err)
+		goto fail;
+	return r.id;
+fail:
+	if (fd4 >= 0)
+		close(fd4);
+	if (fd6 >= 0)
+		close(fd6);
+	return err;
+}
+
+void proxy_remove_listeners(struct proxy *p, int id)
+{
+	struct extra_req r = { .id = id, .fd4 = -1, .fd6 = -1 };
+	unsigned wi = (unsigned)id % PROXY_MAX_WORKERS;
+
+	if (id <= 0 || wi >= p->n_workers)
+		return;
+	if (worker_post(&p->workers[wi], &r))
+		log_error("proxy: out of memory: listener set %d stays open", id);
+}
+
 static void worker_accept_resume(struct loop *l, struct loop_timer *t)
 {
 	struct worker *w = t->data;
@@ -1813,6 +2009,7 @@ static void worker_accept_resume(struct loop *l, struct loop_timer *t)
 		loop_mod(l, w->lfd4, LOOP_READ);
 	if (w->lfd6 >= 0)
 		loop_mod(l, w->lfd6, LOOP_READ);
+	worker_extra_mask(w, LOOP_READ);
 }
 
 static void worker_accept_cb(struct loop *l, int lfd, void *data, int events)
@@ -1843,6 +2040,7 @@ static void worker_accept_cb(struct loop *l, int lfd, void *data, int events)
 				loop_mod(l, w->lfd4, 0);
 			if (w->lfd6 >= 0)
 				loop_mod(l, w->lfd6, 0);
+			worker_extra_mask(w, 0);
 			loop_timer_start(l, w->tl_accept, &w->accept_timer, worker_accept_resume);
 			return;
 		}
@@ -1865,6 +2063,14 @@ static void worker_close_listeners(struct worker *w)
 		close(w->lfd6);
 		w->lfd6 = -1;
 	}
+	while (w->extra) {
+		struct extra_lset *x = w->extra;
+
+		w->extra = x->next;
+		extra_close(w, x);
+	}
+	if (w->mb_fd >= 0)
+		worker_mailbox(w, false);
 	loop_timer_stop(&w->accept_timer);
 }
 
@@ -2071,7 +2277,10 @@ static int worker_init(struct worker *w)
 		return -ENOMEM;
 	w->accept_timer.data = w;
 	w->grace_timer.data = w;
-	return 0;
+	w->mb_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (w->mb_fd < 0)
+		return -errno;
+	return loop_add(w->loop, w->mb_fd, LOOP_READ, worker_mailbox_cb, w);
 }
 
 static void proxy_ares_init(void)
@@ -2111,6 +2320,8 @@ int proxy_create(struct proxy **out, const struct proxy_params *params)
 		p->workers[i].p = p;
 		p->workers[i].id = i;
 		p->workers[i].lfd4 = p->workers[i].lfd6 = -1;
+		p->workers[i].mb_fd = -1;
+		pthread_mutex_init(&p->workers[i].mb_lock, NULL);
 	}
 	for (i = 0; i < p->n_workers; i++) {
 		err = worker_init(&p->workers[i]);
@@ -2217,6 +2428,10 @@ void proxy_destroy(struct proxy *p)
 			close(pp->wfd);
 		}
 		resolver_destroy(w->res);
+		if (w->mb_fd >= 0)
+			close(w->mb_fd);
+		free(w->mb);
+		pthread_mutex_destroy(&w->mb_lock);
 		loop_destroy(w->loop);
 	}
 	free(p->workers);

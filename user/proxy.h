@@ -65,6 +65,22 @@ struct intercept;
 void proxy_set_intercept(struct proxy *p, struct intercept *ic);
 int proxy_start(struct proxy *p);
 void proxy_stop(struct proxy *p);
+
+/*
+ * Listeners in other network namespaces (pods, netns.c): the programs
+ * redirect to 127.0.0.1:P / [::1]:P of the socket's own namespace.
+ * proxy_listen_here(): a listener pair on the proxy's addresses and port
+ * in the calling thread's current network namespace (call it while
+ * setns()ed there; any thread). *fd6 = -1 when ::1 is unavailable there.
+ * proxy_add_listeners(): serve them on one worker (round robin over the
+ * workers, one worker per namespace); takes ownership of the fds in every
+ * case; returns the set's id (> 0) or -errno. proxy_remove_listeners():
+ * that worker closes the set (accepted connections go on). Both from one
+ * thread (the daemon's main thread) while the proxy runs.
+ */
+int proxy_listen_here(const struct proxy *p, int *fd4, int *fd6);
+int proxy_add_listeners(struct proxy *p, int fd4, int fd6);
+void proxy_remove_listeners(struct proxy *p, int id);
 void proxy_destroy(struct proxy *p); /* accepts NULL */
 
 #endif

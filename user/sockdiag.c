@@ -15,18 +15,32 @@
 /* One netlink socket per thread: lookups happen on the DNS proxy thread,
  * and a socket per call would cost two syscalls more per query. */
 static __thread int sockdiag_fd = -1;
+/* sockdiag_use(): a socket in another network namespace, or -1. */
+static __thread int sockdiag_other = -1;
+
+int sockdiag_open(void)
+{
+	struct timeval tv = { .tv_sec = 1 };
+	int fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+
+	if (fd < 0)
+		return -errno;
+	/* The kernel answers synchronously; a timeout only guards bugs. */
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	return fd;
+}
+
+void sockdiag_use(int fd)
+{
+	sockdiag_other = fd;
+}
 
 static int sockdiag_socket(void)
 {
-	struct timeval tv = { .tv_sec = 1 };
-
-	if (sockdiag_fd >= 0)
-		return sockdiag_fd;
-	sockdiag_fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+	if (sockdiag_other >= 0)
+		return sockdiag_other;
 	if (sockdiag_fd < 0)
-		return -errno;
-	/* The kernel answers synchronously; a timeout only guards bugs. */
-	setsockopt(sockdiag_fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+		sockdiag_fd = sockdiag_open();
 	return sockdiag_fd;
 }
 

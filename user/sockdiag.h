@@ -15,4 +15,16 @@
 int sockdiag_udp_cookie(const struct sockaddr *local, const struct sockaddr *peer,
 			uint64_t *cookie);
 
+/*
+ * sock_diag answers for the network namespace its netlink socket was
+ * created in, so a datagram that reached a listener in a pod's namespace
+ * (netns.c) must be looked up with a socket made there.
+ * sockdiag_open(): a NETLINK_SOCK_DIAG socket in the calling thread's
+ * current namespace (call it while setns()ed into the pod's); fd or -errno.
+ * sockdiag_use(fd): this thread's lookups use fd until sockdiag_use(-1)
+ * restores its own socket. The caller keeps ownership of fd.
+ */
+int sockdiag_open(void);
+void sockdiag_use(int fd);
+
 #endif

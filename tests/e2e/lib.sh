@@ -225,7 +225,7 @@ bed_build() {
 bed_reap_stale() {
 	local ns id pid
 	for ns in $(ip netns list 2>/dev/null | awk '{ print $1 }' |
-		grep -E '^egr[0-9]+-(host|net)$'); do
+		grep -E '^egr[0-9]+-(host|net|pod)$'); do
 		id=${ns%-*}
 		id=${id#egr}
 		[ "$id" = $$ ] && continue
@@ -298,7 +298,8 @@ bed_teardown() {
 		done <"$E2E_DIR/leftover_cgroups"
 	fi
 	# Anything still inside the bed's namespaces was started by this run.
-	for ns in "$NS_HOST" "$NS_NET"; do
+	# ($E2E_ID-pod: daemon_pod_netns's pod, if the run was interrupted)
+	for ns in "$NS_HOST" "$NS_NET" "$E2E_ID-pod"; do
 		if ip netns list 2>/dev/null | grep -qw "^$ns"; then
 			for pid in $(ip netns pids "$ns" 2>/dev/null); do
 				bed_stop_pid "$pid"
@@ -307,6 +308,7 @@ bed_teardown() {
 		fi
 	done
 	[ -n "$NS_HOST" ] && rm -rf "/etc/netns/$NS_HOST"
+	rm -rf "/etc/netns/$E2E_ID-pod"
 	if [ "${E2E_KEEP:-0}" = 1 ]; then
 		bed_log "kept $E2E_DIR"
 	else

@@ -80,6 +80,7 @@ CASES=(
 	cleanup_after_kill
 	daemon_enforces_bindings
 	daemon_intercepts
+	daemon_pod_netns
 	nothing_left_behind
 )
 
@@ -1284,6 +1285,142 @@ JSON
 		fail "reload to an empty CA dir: rc $rc: $(oneline "$out")"
 	out=$(in_cg "$DCG/agents/job1" curl -sS --max-time 5 --cacert "$E2E_DIR/daemon-ca.crt" \
 		https://allowed.test/private) || fail "after refused reload: $(oneline "$out")"
+# A Kubernetes pod, without Kubernetes: a third network namespace with no
+# route anywhere (and lo down, as a bare `ip netns add` leaves it), a pod
+# cgroup below the daemon's attach point, a "pause" process started after
+# the daemon. The daemon must open its listeners inside the pod's namespace
+# (docs/kubernetes.md), the agent's traffic must go through them, and they
+# must close when the pod is gone.
+pod_cleanup() {
+	[ -n "${PAUSE:-}" ] && bed_stop_pid "$PAUSE"
+	[ -n "${DPID:-}" ] && bed_stop_pid "$DPID"
+	rm -rf "$DBPF/egressd" 2>/dev/null
+	umount "$DBPF" 2>/dev/null
+	# shellcheck disable=SC2016
+	cg_run 'd=$CG'"$DCG"'; [ ! -d "$d" ] || { echo 1 >"$d/cgroup.kill";
+		for i in 1 2 3 4 5 6 7 8 9 10; do
+			find "$d" -depth -type d -exec rmdir {} \; 2>/dev/null
+			[ -d "$d" ] || break; sleep 0.1; done; }; true'
+	ip netns del "$NS_POD" 2>/dev/null
+	rm -rf "/etc/netns/$NS_POD"
+}
+
+# in_pod CGROUP CMD...: CMD as nobody in CGROUP, inside the pod's netns.
+in_pod() {
+	local cg=$1
+	shift
+	timeout -k 3 "$E2E_TIMEOUT" ip netns exec "$NS_POD" unshare -m sh -c '
+		mount -t cgroup2 none /sys/fs/cgroup &&
+		echo $$ >"/sys/fs/cgroup$0/cgroup.procs" &&
+		exec setpriv --reuid='"$E2E_NOBODY_UID"' --regid='"$E2E_NOBODY_GID"' \
+			--clear-groups "$@"' "$cg" "$@" </dev/null 2>&1
+}
+
+case_daemon_pod_netns() {
+	need_egressd
+	local out i ino ctl=$E2E_REPO/egressctl dsock=$E2E_DIR/ctl/pod.sock
+	NS_POD=$E2E_ID-pod
+	DCG=/egressd-e2e-pod-$$
+	DBPF=$E2E_DIR/bpffs-pod
+	DCFG=$E2E_DIR/daemon-pod.json
+	PAUSE=
+	local pod=$DCG/kubepods/burstable/pod0e2e$$
+	trap pod_cleanup EXIT
+	mkdir -p "$DBPF" && mount -t bpf bpf "$DBPF" || fail "cannot mount a bpffs"
+	cg_run 'mkdir -p "$CG'"$DCG"'/kubepods/burstable"' || fail "cannot create the test cgroup"
+	cat >"$DCFG" <<JSON
+{ "listen": { "control": "$dsock" },
+  "audit": { "path": "$CASE_AUDIT", "format": "json" },
+  "policies": { "pods": { "mode": "enforce", "allow": ["allowed.test"] } },
+  "bindings": [ { "cgroup": "$DCG/kubepods/*/pod*", "policy": "pods" } ] }
+JSON
+	daemon_start || fail "daemon did not start: $(tail -3 "$CASE_STDERR")"
+
+	# The pod: its own namespace (nothing routes out of it), its resolv.conf
+	# naming the bed's DNS server, its cgroups; the pause process first.
+	ip netns add "$NS_POD" || fail "cannot create the pod's netns"
+	mkdir -p "/etc/netns/$NS_POD"
+	echo "nameserver $DNS4" >"/etc/netns/$NS_POD/resolv.conf"
+	printf '127.0.0.1 localhost\n::1 localhost\n' >"/etc/netns/$NS_POD/hosts"
+	cg_run 'mkdir -p "$CG'"$pod"'/pause" "$CG'"$pod"'/agent"' ||
+		fail "cannot create the pod's cgroups"
+	# In runc's order: into the cgroup first (still in the runner's netns),
+	# into the pod's netns a moment later.
+	ip netns exec "$NS_HOST" unshare -m sh -c 'mount -t cgroup2 none /sys/fs/cgroup &&
+		echo $$ >"/sys/fs/cgroup$0/cgroup.procs" && sleep 0.3 &&
+		exec nsenter --net="/run/netns/$1" sleep 600' "$pod/pause" "$NS_POD" \
+		</dev/null >/dev/null 2>&1 &
+	PAUSE=$!
+	bed_track "$PAUSE"
+	ino=$(stat -L -c %i "/run/netns/$NS_POD") || fail "no inode for the pod's netns"
+	for ((i = 0; i < 50; i++)); do
+		grep -q "netns $ino .*listening on 127.0.0.1:$DAEMON_PORT" "$CASE_STDERR" && break
+		sleep 0.1
+	done
+	grep -q "netns $ino .*listening on 127.0.0.1:$DAEMON_PORT" "$CASE_STDERR" ||
+		fail "no listeners in the pod's netns after 5 s: $(tail -3 "$CASE_STDERR")"
+	note "$(grep "netns $ino " "$CASE_STDERR" | head -2 | tr '\n' ' ')"
+	out=$(ip netns exec "$NS_POD" ss -Hltn "sport = :$DAEMON_PORT")
+	grep -q "127.0.0.1:$DAEMON_PORT" <<<"$out" ||
+		fail "no TCP listener in the pod's netns: $(oneline "$out")"
+	out=$(ip netns exec "$NS_POD" ss -Hlun "sport = :$DAEMON_PORT")
+	grep -q "127.0.0.1:$DAEMON_PORT" <<<"$out" ||
+		fail "no DNS listener in the pod's netns: $(oneline "$out")"
+	# Without the enforcer nothing leaves the pod: no route at all.
+	out=$(ip netns exec "$NS_POD" curl -sS --max-time 2 "http://$ALLOWED4/" 2>&1) &&
+		fail "the pod reaches allowed.test without the proxy: the test proves nothing"
+
+	log_mark evil.test
+	log_mark allowed.test
+	out=$(in_pod "$pod/agent" curl -sS --max-time 5 --cacert "$E2E_CA" \
+		https://allowed.test/) || fail "pod -> allowed.test: $(oneline "$out")"
+	[ "$out" = "hello from allowed.test" ] || fail "reply: $(oneline "$out")"
+	log_new allowed.test | grep -q '"sni": "allowed.test"' ||
+		fail "allowed.test's server saw no TLS request with SNI allowed.test"
+	out=$(in_pod "$pod/agent" curl -sS --max-time 5 --cacert "$E2E_CA" \
+		https://evil.test/) && fail "pod -> evil.test succeeded"
+	note "evil.test: $(oneline "$out")"
+	out=$(in_pod "$pod/agent" curl -sSk --max-time 5 "https://$EVIL4/") &&
+		fail "pod -> $EVIL4 (IP literal) succeeded"
+	out=$(in_pod "$pod/agent" curl -sSf --max-time 5 "http://$EVIL4/") &&
+		fail "pod -> http://$EVIL4 (IP literal) succeeded"
+	grep -q "403" <<<"$out" || fail "pod -> http://$EVIL4: not the proxy's 403: $(oneline "$out")"
+	evil_untouched "pod"
+	# Both decisions came from the pod's cgroup, the name through the DNS
+	# proxy's listener in the pod's namespace.
+	sleep 0.3
+	"$E2E_PY" - "$CASE_AUDIT" "$pod/agent" <<'PY' || fail "audit log: $(tail -c 600 "$CASE_AUDIT" | tr '\n' ' ')"
+import json, sys
+recs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+mine = [r for r in recs if r.get("cgroup") == sys.argv[2]]
+def has(**kv):
+    return any(all(r.get(k) == v for k, v in kv.items()) for r in mine)
+assert has(origin="dns", host="allowed.test", verdict="allow"), "no allowed DNS query"
+assert has(verdict="allow", sni="allowed.test"), "no allowed connection"
+assert any(r.get("verdict") == "deny" and r.get("origin") != "dns" for r in mine), "no denied connection"
+PY
+
+	out=$("$ctl" status --socket "$dsock" 2>&1) || fail "egressctl status: $(oneline "$out")"
+	grep -Eq "^  $ino +[0-9]+ +v4" <<<"$out" ||
+		fail "egressctl status does not list the pod's netns: $(oneline "$out")"
+
+	# The pod goes away: its listeners are closed (two scans, ~4 s).
+	bed_stop_pid "$PAUSE"
+	PAUSE=
+	cg_run 'rmdir "$CG'"$pod"'/pause" "$CG'"$pod"'/agent" "$CG'"$pod"'"' ||
+		fail "cannot remove the pod's cgroups"
+	for ((i = 0; i < 100; i++)); do
+		grep -q "netns $ino .*listeners closed" "$CASE_STDERR" && break
+		sleep 0.1
+	done
+	grep -q "netns $ino .*listeners closed" "$CASE_STDERR" ||
+		fail "listeners in the pod's netns not closed after 10 s"
+	for ((i = 0; i < 20; i++)); do
+		out=$(ip netns exec "$NS_POD" ss -Hltun "sport = :$DAEMON_PORT")
+		[ -z "$out" ] && break
+		sleep 0.1
+	done
+	[ -z "$out" ] || fail "listeners left in the pod's netns: $(oneline "$out")"
 }
 
 case_nothing_left_behind() {
