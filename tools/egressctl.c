@@ -617,8 +617,11 @@ static int cmd_log(int argc, char **argv)
 			"are in the daemon's audit log (audit.path)\n");
 		return 2;
 	}
-	req = json_pack("{s:s, s:b, s:s?, s:s?}", "cmd", "log", "follow", 1, "cgroup", glob,
-			"verdict", verdict);
+	req = json_pack("{s:s, s:b}", "cmd", "log", "follow", 1);
+	if (req && glob)
+		json_object_set_new(req, "cgroup", json_string(glob));
+	if (req && verdict)
+		json_object_set_new(req, "verdict", json_string(verdict));
 	fd = req ? ctl_send(sock, req) : -1;
 	json_decref(req);
 	if (fd < 0)

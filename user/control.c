@@ -860,8 +860,13 @@ static json_t *follow_start(struct control *c, json_t *r, int fd, bool *kept)
 	char msg[256], q[96];
 	int v = -1, i;
 
-	if (json_unpack(r, "{s?s, s?s}", "cgroup", &glob, "verdict", &verdict))
+	json_t *jg = json_object_get(r, "cgroup"), *jv = json_object_get(r, "verdict");
+
+	if ((jg && !json_is_null(jg) && !json_is_string(jg)) ||
+	    (jv && !json_is_null(jv) && !json_is_string(jv)))
 		return error_reply("log: \"cgroup\" and \"verdict\" must be strings");
+	glob = json_string_value(jg);
+	verdict = json_string_value(jv);
 	if (!json_is_true(fl))
 		return error_reply("log: only \"follow\": true is served (past decisions "
 				   "are in the audit log)");
