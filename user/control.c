@@ -75,6 +75,7 @@ struct follower {
 	int verdict;               /* enum egr_verdict, -1: all */
 	char *buf;                 /* unsent bytes: buf[off..len) */
 	size_t len, off;
+	bool mid_line;             /* the last byte sent was not a newline */
 	bool dropping;             /* told it fell behind; closed once flushed */
 	struct timespec drop_deadline;
 	uint64_t sent;
@@ -741,6 +742,7 @@ static void follower_flush(struct control *c, struct follower *f)
 
 		if (n > 0) {
 			f->off += (size_t)n;
+			f->mid_line = f->buf[f->off - 1] != '\n';
 			continue;
 		}
 		if (n < 0 && errno == EINTR)
@@ -785,13 +787,13 @@ static void follower_put(struct follower *f, const char *s, size_t len)
 		f->sent++;
 		return;
 	}
-	/* keep a line already half-sent whole, drop the rest */
-	if (f->off) {
+	/* finish a line already half-sent, drop the rest */
+	if (f->mid_line) {
 		char *nl = memchr(f->buf + f->off, '\n', f->len - f->off);
 
 		f->len = nl ? (size_t)(nl - f->buf) + 1 : f->len;
 	} else {
-		f->len = 0;
+		f->len = f->off;
 	}
 	memcpy(f->buf + f->len, behind, sizeof(behind) - 1);
 	f->len += sizeof(behind) - 1;
