@@ -39,6 +39,12 @@ static void usage(FILE *out)
 "Commands (daemon, over its control socket; root only):\n"
 "  status [--socket PATH] [--json]\n"
 "                           version, uptime, attach points, policies, counters\n"
+"  conns [--socket PATH] [--json]\n"
+"                           live connections: cgroup, pid, comm, destination,\n"
+"                           SNI/Host, state, verdict, policy, bytes, age\n"
+"  log -f [--cgroup GLOB] [--verdict allow|deny|audit] [--json] [--socket PATH]\n"
+"                           follow the daemon's decisions as they are made,\n"
+"                           until interrupted (Ctrl-C)\n"
 "  reload [--socket PATH]   reload the daemon's config; exit 2 if it is invalid\n"
 "                           (the running one stays)\n"
 "\n"
@@ -59,26 +65,24 @@ static void usage(FILE *out)
 
 /* --- control socket client ---------------------------------------------- */
 
-/* Send {"cmd": cmd} and return the last response line parsed, or NULL
+/* Connect to the control socket and send req as one line: the fd, or -1
  * with a message printed. */
-static json_t *ctl_request(const char *path, const char *cmd)
+static int ctl_send(const char *path, json_t *req)
 {
 	struct sockaddr_un sun = { .sun_family = AF_UNIX };
-	char req[128], *buf = NULL, *line, *nl;
-	size_t len = 0, cap = 0;
-	json_t *reply = NULL;
-	json_error_t jerr;
-	int fd, n;
+	char *line;
+	size_t n;
+	int fd;
 
 	if (strlen(path) >= sizeof(sun.sun_path)) {
 		fprintf(stderr, "egressctl: %s: socket path too long\n", path);
-		return NULL;
+		return -1;
 	}
 	memcpy(sun.sun_path, path, strlen(path) + 1);
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
 		fprintf(stderr, "egressctl: socket: %s\n", strerror(errno));
-		return NULL;
+		return -1;
 	}
 	if (connect(fd, (struct sockaddr *)&sun, sizeof(sun))) {
 		int e = errno;
@@ -90,16 +94,42 @@ static json_t *ctl_request(const char *path, const char *cmd)
 			fprintf(stderr, "egressctl: cannot connect to %s: %s — is egressd "
 				"daemon running?\n", path, strerror(e));
 		close(fd);
-		return NULL;
+		return -1;
 	}
-	n = snprintf(req, sizeof(req), "{\"cmd\":\"%s\"}\n", cmd);
+	line = json_dumps(req, JSON_COMPACT);
+	if (!line) {
+		close(fd);
+		return -1;
+	}
+	n = strlen(line);
+	line[n] = '\n'; /* over json_dumps's NUL: n + 1 bytes are ours */
 	/* A refused caller finds the socket closed (EPIPE) after the daemon
 	 * sent its reason: read that rather than report the write. */
-	if (write(fd, req, (size_t)n) != n && errno != EPIPE) {
+	if (write(fd, line, n + 1) != (ssize_t)(n + 1) && errno != EPIPE) {
 		fprintf(stderr, "egressctl: %s: write: %s\n", path, strerror(errno));
+		free(line);
 		close(fd);
-		return NULL;
+		return -1;
 	}
+	free(line);
+	return fd;
+}
+
+/* Send {"cmd": cmd} and return the last response line parsed, or NULL
+ * with a message printed. */
+static json_t *ctl_request(const char *path, const char *cmd)
+{
+	char *buf = NULL, *line, *nl;
+	size_t len = 0, cap = 0;
+	json_t *reply = NULL, *req;
+	json_error_t jerr;
+	int fd;
+
+	req = json_pack("{s:s}", "cmd", cmd);
+	fd = req ? ctl_send(path, req) : -1;
+	json_decref(req);
+	if (fd < 0)
+		return NULL;
 	for (;;) {
 		struct pollfd pfd = { fd, POLLIN, 0 };
 		ssize_t r;
@@ -334,6 +364,359 @@ static int cmd_reload(int argc, char **argv)
 	return ret;
 }
 
+/* --- conns, log -f -------------------------------------------------------- */
+
+/* Agent-chosen text (comm, SNI, Host) goes to a terminal: no control
+ * bytes, no spaces that would shift columns. */
+static const char *safe(const char *s, char *buf, size_t len)
+{
+	size_t o = 0;
+
+	if (!s || !*s)
+		return "-";
+	for (; *s && o + 5 < len; s++) {
+		unsigned char ch = (unsigned char)*s;
+
+		if (ch <= 0x20 || ch == 0x7f || ch == '\\')
+			o += (size_t)snprintf(buf + o, len - o, "\\x%02x", ch);
+		else
+			buf[o++] = (char)ch;
+	}
+	buf[o] = '\0';
+	return buf;
+}
+
+static void human_bytes(long long n, char *out, size_t len)
+{
+	static const char units[] = "KMGTP";
+	double v = (double)n;
+	int u = -1;
+
+	if (n < 1024) {
+		snprintf(out, len, "%lld", n);
+		return;
+	}
+	while (v >= 1024 && u < 4) {
+		v /= 1024;
+		u++;
+	}
+	snprintf(out, len, v < 10 ? "%.1f%c" : "%.0f%c", v, units[u]);
+}
+
+static void human_age(long long ms, char *out, size_t len)
+{
+	long long s = ms / 1000;
+
+	if (s < 60)
+		snprintf(out, len, "%lld.%llds", s, ms % 1000 / 100);
+	else if (s < 3600)
+		snprintf(out, len, "%lldm%02llds", s / 60, s % 60);
+	else if (s < 86400)
+		snprintf(out, len, "%lldh%02lldm", s / 3600, s % 3600 / 60);
+	else
+		snprintf(out, len, "%lldd%02lldh", s / 86400, s % 86400 / 3600);
+}
+
+/* "name:443 (192.0.2.10)" or "192.0.2.10:443" or "[2001:db8::1]:443" */
+static void conn_dest(json_t *c, char *out, size_t len)
+{
+	const char *dst = jstr(c, "dst", NULL);
+	char a[80];
+
+	if (!dst) {
+		snprintf(out, len, "? (from %s:%lld)", jstr(c, "peer", "?"), jint(c, "peer_port"));
+		return;
+	}
+	if (strchr(dst, ':'))
+		snprintf(a, sizeof(a), "[%s]:%lld", dst, jint(c, "dst_port"));
+	else
+		snprintf(a, sizeof(a), "%s:%lld", dst, jint(c, "dst_port"));
+	snprintf(out, len, "%s", a);
+}
+
+static const char *conn_name(json_t *c, char *buf, size_t len)
+{
+	const char *n = jstr(c, "sni", NULL);
+
+	if (!n)
+		n = jstr(c, "host", NULL);
+	if (!n && jstr(c, "dns_name", NULL)) {
+		char t[300];
+
+		snprintf(buf, len, "%s(dns)", safe(jstr(c, "dns_name", ""), t, sizeof(t)));
+		return buf;
+	}
+	return safe(n, buf, len);
+}
+
+static void print_conns(json_t *a, long long total)
+{
+	int wcg = (int)strlen("CGROUP"), wd = (int)strlen("DESTINATION"), wn = (int)strlen("NAME");
+	int wc = (int)strlen("COMM");
+	char b1[300], b2[300], up[48], down[48], age[48];
+	json_t *c;
+	size_t i;
+
+	json_array_foreach(a, i, c) {
+		int l = (int)strlen(safe(jstr(c, "cgroup", NULL), b1, sizeof(b1)));
+
+		wcg = l > wcg ? (l < 40 ? l : 40) : wcg;
+		conn_dest(c, b1, sizeof(b1));
+		l = (int)strlen(b1);
+		wd = l > wd ? l : wd;
+		l = (int)strlen(conn_name(c, b1, sizeof(b1)));
+		wn = l > wn ? (l < 40 ? l : 40) : wn;
+		l = (int)strlen(safe(jstr(c, "comm", NULL), b1, sizeof(b1)));
+		wc = l > wc ? l : wc;
+	}
+	printf("%-8s %7s  %-*s  %-*s  %-*s  %-*s  %-7s  %-7s  %-12s %7s %7s\n", "AGE", "PID",
+	       wc, "COMM", wcg, "CGROUP", wd, "DESTINATION", wn, "NAME", "STATE", "VERDICT",
+	       "POLICY", "UP", "DOWN");
+	json_array_foreach(a, i, c) {
+		char dest[128], pid[16];
+
+		human_age(jint(c, "age_ms"), age, sizeof(age));
+		human_bytes(jint(c, "bytes_up"), up, sizeof(up));
+		human_bytes(jint(c, "bytes_down"), down, sizeof(down));
+		conn_dest(c, dest, sizeof(dest));
+		if (json_object_get(c, "pid"))
+			snprintf(pid, sizeof(pid), "%lld", jint(c, "pid"));
+		else
+			snprintf(pid, sizeof(pid), "-");
+		printf("%-8s %7s  %-*s  ", age, pid, wc, safe(jstr(c, "comm", NULL), b1, sizeof(b1)));
+		printf("%-*s  %-*s  ", wcg, safe(jstr(c, "cgroup", NULL), b1, sizeof(b1)), wd, dest);
+		printf("%-*s  %-7s  %-7s  %-12s %7s %7s\n", wn, conn_name(c, b2, sizeof(b2)),
+		       jstr(c, "state", "?"), jstr(c, "verdict", "?"),
+		       safe(jstr(c, "policy", NULL), b1, sizeof(b1)), up, down);
+	}
+	if ((long long)json_array_size(a) < total)
+		printf("(%lld more not listed)\n", total - (long long)json_array_size(a));
+	else if (!json_array_size(a))
+		printf("(no live connections)\n");
+}
+
+static int cmd_conns(int argc, char **argv)
+{
+	const char *sock = DCONFIG_DEFAULT_CONTROL;
+	json_t *reply, *a;
+	int json = 0, ret = 0;
+
+	if (parse_socket_opts(argc, argv, "conns", &sock, &json))
+		return 2;
+	reply = ctl_request(sock, "conns");
+	if (!reply)
+		return 1;
+	a = json_object_get(reply, "conns");
+	if (!json_is_true(json_object_get(reply, "ok")) || !json_is_array(a)) {
+		ret = ctl_failed(reply);
+	} else if (json) {
+		json_object_del(reply, "ok");
+		json_dumpf(reply, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+		printf("\n");
+	} else {
+		print_conns(a, jint(reply, "total"));
+	}
+	json_decref(reply);
+	return ret;
+}
+
+/* One decision, as a line of text. */
+static void print_record(json_t *r)
+{
+	char b1[300], b2[300], dest[128];
+	const char *origin = jstr(r, "origin", "");
+	const char *name = jstr(r, "sni", NULL);
+
+	if (!name)
+		name = jstr(r, "host", NULL);
+	printf("%s %-5s %s[%lld] %s -> ", jstr(r, "time", "?"), jstr(r, "verdict", "?"),
+	       safe(jstr(r, "comm", NULL), b1, sizeof(b1)), jint(r, "pid"),
+	       safe(jstr(r, "cgroup", NULL), b2, sizeof(b2)));
+	conn_dest(r, dest, sizeof(dest));
+	if (!strcmp(origin, "dns"))
+		printf("DNS %s", safe(name, b1, sizeof(b1)));
+	else if (name)
+		printf("%s:%lld (%s)", safe(name, b1, sizeof(b1)), jint(r, "dst_port"),
+		       jstr(r, "dst", "?"));
+	else
+		printf("%s", dest);
+	printf(" %s", jstr(r, "reason", "?"));
+	if (jstr(r, "rule", NULL))
+		printf(" rule=%s", safe(jstr(r, "rule", NULL), b1, sizeof(b1)));
+	printf(" policy=%s origin=%s", safe(jstr(r, "policy", NULL), b1, sizeof(b1)),
+	       origin[0] ? origin : "-");
+	if (jint(r, "bytes_up") || jint(r, "bytes_down"))
+		printf(" up=%lld down=%lld", jint(r, "bytes_up"), jint(r, "bytes_down"));
+	if (jstr(r, "detail", NULL))
+		printf(" detail=%s", safe(jstr(r, "detail", NULL), b1, sizeof(b1)));
+	printf("\n");
+}
+
+static volatile sig_atomic_t log_stop;
+
+static void on_stop(int sig)
+{
+	(void)sig;
+	log_stop = 1;
+}
+
+static int cmd_log(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "follow", no_argument, NULL, 'f' },
+		{ "cgroup", required_argument, NULL, 'c' },
+		{ "verdict", required_argument, NULL, 'V' },
+		{ "json", no_argument, NULL, 'j' },
+		{ "socket", required_argument, NULL, 's' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *sock = DCONFIG_DEFAULT_CONTROL, *glob = NULL, *verdict = NULL, *why;
+	struct sigaction sa = { .sa_handler = on_stop };
+	int c, follow = 0, json = 0, fd, ret = 1;
+	char *buf = NULL;
+	size_t len = 0, cap = 1 << 20;
+	bool started = false;
+	json_t *req;
+
+	optind = 1;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "+fc:s:h", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'f':
+			follow = 1;
+			break;
+		case 'c':
+			why = dconfig_glob_check(optarg);
+			if (why) {
+				fprintf(stderr, "egressctl log: --cgroup: '%s': %s\n", optarg, why);
+				return 2;
+			}
+			glob = optarg;
+			break;
+		case 'V':
+			if (strcmp(optarg, "allow") && strcmp(optarg, "deny") &&
+			    strcmp(optarg, "audit")) {
+				fprintf(stderr, "egressctl log: --verdict: '%s': not allow, deny "
+					"or audit\n", optarg);
+				return 2;
+			}
+			verdict = optarg;
+			break;
+		case 'j':
+			json = 1;
+			break;
+		case 's':
+			sock = optarg;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			fprintf(stderr, "egressctl log: unknown option '%s' (see egressctl help)\n",
+				argv[optind - 1]);
+			return 2;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "egressctl log: unexpected argument '%s'\n", argv[optind]);
+		return 2;
+	}
+	if (!follow) {
+		fprintf(stderr, "egressctl log: only -f (follow) is supported; past decisions "
+			"are in the daemon's audit log (audit.path)\n");
+		return 2;
+	}
+	req = json_pack("{s:s, s:b}", "cmd", "log", "follow", 1);
+	if (req && glob)
+		json_object_set_new(req, "cgroup", json_string(glob));
+	if (req && verdict)
+		json_object_set_new(req, "verdict", json_string(verdict));
+	fd = req ? ctl_send(sock, req) : -1;
+	json_decref(req);
+	if (fd < 0)
+		return 1;
+	buf = malloc(cap + 1);
+	if (!buf) {
+		close(fd);
+		return 1;
+	}
+	/* Interrupted: stop cleanly (exit 0); no SA_RESTART, so poll/read
+	 * return EINTR. */
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	while (!log_stop) {
+		struct pollfd pfd = { fd, POLLIN, 0 };
+		char *line, *nl;
+		ssize_t r;
+
+		/* No answer at all within the client budget: something is wrong;
+		 * once following, silence only means no decisions. */
+		if (poll(&pfd, 1, started ? -1 : CTL_TIMEOUT_MS) == 0) {
+			fprintf(stderr, "egressctl: %s: no answer from the daemon within %d s\n",
+				sock, CTL_TIMEOUT_MS / 1000);
+			break;
+		}
+		if (log_stop)
+			break;
+		r = read(fd, buf + len, cap - len);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0) {
+			fprintf(stderr, "egressctl: %s: the daemon closed the connection%s\n", sock,
+				started ? " (stopped?)" : " without answering");
+			break;
+		}
+		len += (size_t)r;
+		buf[len] = '\0';
+		for (line = buf; (nl = memchr(line, '\n', len - (size_t)(line - buf)));
+		     line = nl + 1) {
+			json_error_t jerr;
+			json_t *o;
+
+			*nl = '\0';
+			o = json_loads(line, 0, &jerr);
+			if (!json_is_object(o)) {
+				fprintf(stderr, "egressctl: %s: unreadable line: %s\n", sock, jerr.text);
+			} else if (json_object_get(o, "ok")) {
+				/* control lines: the start, or why the daemon ends it */
+				if (!json_is_true(json_object_get(o, "ok"))) {
+					ret = ctl_failed(o);
+					json_decref(o);
+					goto out;
+				}
+				started = true;
+				fprintf(stderr, "egressctl: following decisions%s%s%s%s "
+					"(Ctrl-C to stop)\n", glob ? " of cgroups " : "",
+					glob ? glob : "", verdict ? ", verdict " : "",
+					verdict ? verdict : "");
+			} else if (json_object_get(o, "lost")) {
+				fprintf(stderr, "egressctl: %lld decisions were not delivered (the "
+					"daemon's queue was full); they are in the audit log\n",
+					jint(o, "lost"));
+			} else if (json) {
+				printf("%s\n", line);
+			} else {
+				print_record(o);
+			}
+			json_decref(o);
+		}
+		len -= (size_t)(line - buf);
+		memmove(buf, line, len);
+		if (len == cap) {
+			fprintf(stderr, "egressctl: %s: a line longer than %zu bytes\n", sock, cap);
+			break;
+		}
+	}
+	if (log_stop)
+		ret = 0;
+out:
+	free(buf);
+	close(fd);
+	return ret;
+}
+
 /* --- policy suggest ----------------------------------------------------- */
 
 static int cmd_suggest(int argc, char **argv)
@@ -448,6 +831,10 @@ int main(int argc, char **argv)
 		return cmd_status(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "reload"))
 		return cmd_reload(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "conns"))
+		return cmd_conns(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "log"))
+		return cmd_log(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "ca"))
 		return egressctl_ca_main(argc - 2, argv + 2);
 	if (!strcmp(argv[1], "policy") && argc > 2 && !strcmp(argv[2], "suggest"))

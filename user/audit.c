@@ -44,6 +44,8 @@ struct audit {
 	size_t n_dests;
 	size_t cap_dests;
 	uint64_t dropped;
+	audit_tap_fn tap;
+	void *tap_ctx;
 };
 
 static const char *const reason_names[] = {
@@ -602,6 +604,8 @@ void audit_write(struct audit *a, const struct audit_record *r)
 
 	if (!a || !r)
 		return;
+	if (a->tap)
+		a->tap(a->tap_ctx, r);
 	end = r->end;
 	if (!end.tv_sec && !end.tv_nsec)
 		clock_gettime(CLOCK_REALTIME, &end);
@@ -633,6 +637,23 @@ void audit_write(struct audit *a, const struct audit_record *r)
 	}
 	pthread_mutex_unlock(&a->lock);
 	free(js);
+}
+
+void audit_set_tap(struct audit *a, audit_tap_fn fn, void *ctx)
+{
+	if (!a)
+		return;
+	a->tap = fn;
+	a->tap_ctx = ctx;
+}
+
+char *audit_record_json(const struct audit_record *r)
+{
+	struct timespec end = r->end;
+
+	if (!end.tv_sec && !end.tv_nsec)
+		clock_gettime(CLOCK_REALTIME, &end);
+	return format_json(r, &end);
 }
 
 static FILE *open_log(const char *path, int *err)

@@ -82,6 +82,17 @@ void audit_write(struct audit *a, const struct audit_record *r);
 /* Reopen the file (log rotation). */
 int audit_reopen(struct audit *a);
 
+/* A tap sees every record audit_write() gets (file or not), before it is
+ * written, on the writer's thread (proxy workers, the DNS proxy, the main
+ * thread), outside the audit lock, and possibly concurrently: it must be
+ * thread-safe and must never block (the daemon counts metrics and feeds
+ * `egressctl log -f` from it). Set it before any writer thread starts. */
+typedef void (*audit_tap_fn)(void *ctx, const struct audit_record *r);
+void audit_set_tap(struct audit *a, audit_tap_fn fn, void *ctx);
+/* The record as the JSON audit format writes it: one compact object, no
+ * newline; malloc'd (free()), NULL on allocation failure. */
+char *audit_record_json(const struct audit_record *r);
+
 /* One-screen summary of denied destinations with the --allow that would
  * admit each; prints nothing if there were none. */
 void audit_print_summary(struct audit *a, FILE *out);

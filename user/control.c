@@ -12,11 +12,16 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <limits.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -29,6 +34,7 @@
 #include "control.h"
 #include "log.h"
 #include "netns.h"
+#include "proxy.h"
 
 #define CONTROL_REQ_MAX 4096
 /* Audit bytes counted per status request: a huge backlog is caught up
@@ -46,8 +52,46 @@ struct control_counts {
 	unsigned long long allowed, denied, audit;
 };
 
+/* A finished record on its way from the tap to the followers. */
+struct log_item {
+	enum egr_verdict verdict;
+	const char *cgroup;        /* into data, NULL if the record has none */
+	size_t len;                /* of the JSON line, without newline */
+	char data[];               /* JSON, NUL, cgroup, NUL */
+};
+
+/* Filled by the tap on any thread, drained by the main thread. */
+struct log_queue {
+	pthread_mutex_t lock;
+	struct log_item *items[CONTROL_LOG_QUEUE];
+	unsigned head, n;
+	uint64_t lost;             /* dropped because the queue was full */
+	atomic_int followers;      /* the tap does nothing while 0 */
+	int evfd;                  /* wakes the main loop */
+};
+
+struct follower {
+	int fd;
+	char *glob;                /* --cgroup, NULL: all */
+	int verdict;               /* enum egr_verdict, -1: all */
+	char *buf;                 /* unsent bytes: buf[off..len) */
+	size_t len, off;
+	bool mid_line;             /* the last byte sent was not a newline */
+	bool dropping;             /* told it fell behind; closed once flushed */
+	struct timespec drop_deadline;
+	uint64_t sent;
+};
+
+/* epoll data tags; followers carry their slot index + CTL_TAG_FOLLOWER. */
+#define CTL_TAG_LISTEN 1
+#define CTL_TAG_QUEUE 2
+#define CTL_TAG_FOLLOWER 16
+
 struct control {
 	int fd;
+	int efd;                   /* control_fd(): listener, queue, followers */
+	struct log_queue q;
+	struct follower followers[CONTROL_MAX_FOLLOWERS];
 	char *path;
 	char *audit_path;
 	char *stats_pin;
@@ -270,6 +314,11 @@ int control_open(struct control **out, const struct control_params *p)
 	if (!c)
 		return -ENOMEM;
 	c->fd = -1;
+	c->efd = -1;
+	c->q.evfd = -1;
+	for (int i = 0; i < CONTROL_MAX_FOLLOWERS; i++)
+		c->followers[i].fd = -1;
+	pthread_mutex_init(&c->q.lock, NULL);
 	c->p = *p;
 	c->path = strdup(p->path);
 	c->audit_path = p->audit_path ? strdup(p->audit_path) : NULL;
@@ -310,6 +359,17 @@ int control_open(struct control **out, const struct control_params *p)
 		log_error("control socket %s: %s", p->path, strerror(-err));
 		goto fail;
 	}
+	c->efd = epoll_create1(EPOLL_CLOEXEC);
+	c->q.evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (c->efd < 0 || c->q.evfd < 0 ||
+	    epoll_ctl(c->efd, EPOLL_CTL_ADD, c->fd,
+		      &(struct epoll_event){ .events = EPOLLIN, .data.u64 = CTL_TAG_LISTEN }) ||
+	    epoll_ctl(c->efd, EPOLL_CTL_ADD, c->q.evfd,
+		      &(struct epoll_event){ .events = EPOLLIN, .data.u64 = CTL_TAG_QUEUE })) {
+		err = -errno;
+		unlink(p->path);
+		goto fail;
+	}
 	clock_gettime(CLOCK_MONOTONIC, &c->started);
 	counts_start(c);
 	c->kernel_base_ok = kernel_denied(c, &c->kernel_denied_base) == 0;
@@ -318,6 +378,11 @@ int control_open(struct control **out, const struct control_params *p)
 fail:
 	if (c->fd >= 0)
 		close(c->fd);
+	if (c->efd >= 0)
+		close(c->efd);
+	if (c->q.evfd >= 0)
+		close(c->q.evfd);
+	pthread_mutex_destroy(&c->q.lock);
 	free(c->stats_pin);
 	free(c->audit_path);
 	free(c->path);
@@ -327,17 +392,31 @@ fail:
 
 int control_fd(const struct control *c)
 {
-	return c ? c->fd : -1;
+	return c ? c->efd : -1;
 }
+
+static void follower_close(struct control *c, struct follower *f);
 
 void control_close(struct control *c)
 {
+	int i;
+
 	if (!c)
 		return;
+	for (i = 0; i < CONTROL_MAX_FOLLOWERS; i++)
+		follower_close(c, &c->followers[i]);
 	if (c->fd >= 0) {
 		close(c->fd);
 		unlink(c->path);
 	}
+	while (c->q.n) {
+		free(c->q.items[c->q.head]);
+		c->q.head = (c->q.head + 1) % CONTROL_LOG_QUEUE;
+		c->q.n--;
+	}
+	close(c->efd);
+	close(c->q.evfd);
+	pthread_mutex_destroy(&c->q.lock);
 	free(c->stats_pin);
 	free(c->audit_path);
 	free(c->path);
@@ -491,10 +570,397 @@ static json_t *status_json(struct control *c, const struct control_status *st)
 	return o;
 }
 
-static json_t *dispatch(struct control *c, const char *req, size_t len)
+/* --- conns ---------------------------------------------------------------- */
+
+/* Agent-chosen text (comm, SNI) may be anything; jansson wants UTF-8. */
+static json_t *jtext(const char *s)
+{
+	char out[1100];
+	size_t o = 0;
+	json_t *v = json_string(s);
+
+	if (v)
+		return v;
+	for (; *s && o + 5 < sizeof(out); s++) {
+		unsigned char ch = (unsigned char)*s;
+
+		if (ch < 0x20 || ch >= 0x7f || ch == '\\')
+			o += (size_t)snprintf(out + o, sizeof(out) - o, "\\x%02x", ch);
+		else
+			out[o++] = (char)ch;
+	}
+	out[o] = '\0';
+	return json_string(out);
+}
+
+static json_t *conn_json(const struct control *c, const struct proxy_conn_info *ci,
+			 const struct timespec *now)
+{
+	char a[INET6_ADDRSTRLEN];
+	json_t *o = json_object();
+	long long age;
+	const char *cg;
+
+	if (!o)
+		return NULL;
+	age = (now->tv_sec - ci->start.tv_sec) * 1000LL +
+	      (now->tv_nsec - ci->start.tv_nsec) / 1000000;
+	if (ci->has_origin) {
+		cg = c->p.cgroup_name ? c->p.cgroup_name(c->p.ctx, ci->cgroup_id) : NULL;
+		if (cg)
+			json_object_set_new(o, "cgroup", jtext(cg));
+		json_object_set_new(o, "cgroup_id", json_integer((json_int_t)ci->cgroup_id));
+		json_object_set_new(o, "pid", json_integer(ci->pid));
+		json_object_set_new(o, "uid", json_integer(ci->uid));
+		json_object_set_new(o, "comm", jtext(ci->comm));
+		json_object_set_new(o, "dst", json_string(addr_to_str(&ci->dst, a, sizeof(a))));
+		json_object_set_new(o, "dst_port", json_integer(ci->dst_port));
+	} else {
+		json_object_set_new(o, "peer", json_string(addr_to_str(&ci->peer, a, sizeof(a))));
+		json_object_set_new(o, "peer_port", json_integer(ci->peer_port));
+	}
+	if (ci->name_kind) {
+		/* "sni", "host", or "dns": the name the DNS proxy gave out for
+		 * this address (no SNI/Host on the wire) */
+		json_object_set_new(o, !strcmp(ci->name_kind, "dns") ? "dns_name" : ci->name_kind,
+				    jtext(ci->name));
+	}
+	json_object_set_new(o, "state", json_string(ci->state));
+	json_object_set_new(o, "verdict", json_string(ci->verdict == EGR_VERDICT_NONE ?
+		"pending" : egr_verdict_name(ci->verdict)));
+	if (ci->verdict != EGR_VERDICT_NONE)
+		json_object_set_new(o, "reason", json_string(egr_reason_name(ci->reason)));
+	if (ci->policy[0])
+		json_object_set_new(o, "policy", jtext(ci->policy));
+	if (ci->has_resolved)
+		json_object_set_new(o, "resolved",
+				    json_string(addr_to_str(&ci->resolved, a, sizeof(a))));
+	json_object_set_new(o, "bytes_up", json_integer((json_int_t)ci->bytes_up));
+	json_object_set_new(o, "bytes_down", json_integer((json_int_t)ci->bytes_down));
+	json_object_set_new(o, "age_ms", json_integer(age > 0 ? age : 0));
+	return o;
+}
+
+static int conn_age_cmp(const void *x, const void *y)
+{
+	const struct proxy_conn_info *a = x, *b = y;
+
+	if (a->start.tv_sec != b->start.tv_sec)
+		return a->start.tv_sec < b->start.tv_sec ? -1 : 1;
+	return a->start.tv_nsec < b->start.tv_nsec ? -1 : a->start.tv_nsec > b->start.tv_nsec;
+}
+
+static json_t *conns_json(struct control *c)
+{
+	struct proxy_conn_info *v = NULL;
+	struct timespec now;
+	size_t n = 0, i;
+	json_t *a;
+	char msg[128];
+	int err;
+
+	err = c->p.conns ? c->p.conns(c->p.ctx, &v, &n) : -ENOSYS;
+	if (err) {
+		snprintf(msg, sizeof(msg), "conns: %s", strerror(-err));
+		return error_reply(msg);
+	}
+	clock_gettime(CLOCK_REALTIME, &now);
+	qsort(v, n, sizeof(*v), conn_age_cmp); /* oldest first */
+	a = json_array();
+	for (i = 0; a && i < n && i < CONTROL_CONNS_MAX; i++)
+		json_array_append_new(a, conn_json(c, &v[i], &now));
+	free(v);
+	if (!a)
+		return NULL;
+	return json_pack("{s:b, s:I, s:b, s:o}", "ok", 1, "total", (json_int_t)n,
+			 "truncated", n > CONTROL_CONNS_MAX, "conns", a);
+}
+
+/* --- log -f ----------------------------------------------------------------- */
+
+void control_tap(struct control *c, const struct audit_record *r)
+{
+	struct log_item *it;
+	size_t jl, cl;
+	char *js;
+	bool wake = false;
+
+	if (!c || !atomic_load_explicit(&c->q.followers, memory_order_relaxed))
+		return;
+	js = audit_record_json(r);
+	if (!js)
+		return;
+	jl = strlen(js);
+	cl = r->cgroup ? strlen(r->cgroup) : 0;
+	it = malloc(sizeof(*it) + jl + 1 + cl + 1);
+	if (it) {
+		it->verdict = r->verdict;
+		it->len = jl;
+		memcpy(it->data, js, jl + 1);
+		it->cgroup = NULL;
+		if (r->cgroup) {
+			memcpy(it->data + jl + 1, r->cgroup, cl + 1);
+			it->cgroup = it->data + jl + 1;
+		}
+	}
+	free(js);
+	pthread_mutex_lock(&c->q.lock);
+	if (it && c->q.n < CONTROL_LOG_QUEUE) {
+		c->q.items[(c->q.head + c->q.n) % CONTROL_LOG_QUEUE] = it;
+		wake = c->q.n++ == 0;
+		it = NULL;
+	} else {
+		c->q.lost++;
+	}
+	pthread_mutex_unlock(&c->q.lock);
+	free(it);
+	if (wake) {
+		uint64_t one = 1;
+
+		/* full counter (EAGAIN): the main loop is awake anyway */
+		if (write(c->q.evfd, &one, sizeof(one)) < 0)
+			(void)errno;
+	}
+}
+
+static struct follower *follower_of(struct control *c, int idx)
+{
+	return idx >= 0 && idx < CONTROL_MAX_FOLLOWERS ? &c->followers[idx] : NULL;
+}
+
+static void follower_close(struct control *c, struct follower *f)
+{
+	if (f->fd < 0)
+		return;
+	epoll_ctl(c->efd, EPOLL_CTL_DEL, f->fd, NULL);
+	close(f->fd);
+	f->fd = -1;
+	free(f->glob);
+	free(f->buf);
+	f->glob = f->buf = NULL;
+	f->len = f->off = 0;
+	atomic_fetch_sub(&c->q.followers, 1);
+}
+
+/* Write what we can; keep EPOLLOUT interest only while bytes wait. */
+static void follower_flush(struct control *c, struct follower *f)
+{
+	int idx = (int)(f - c->followers);
+
+	while (f->off < f->len) {
+		ssize_t n = send(f->fd, f->buf + f->off, f->len - f->off,
+				 MSG_DONTWAIT | MSG_NOSIGNAL);
+
+		if (n > 0) {
+			f->off += (size_t)n;
+			f->mid_line = f->buf[f->off - 1] != '\n';
+			continue;
+		}
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno == EAGAIN)
+			break;
+		follower_close(c, f); /* gone */
+		return;
+	}
+	if (f->off == f->len) {
+		f->off = f->len = 0;
+		if (f->dropping) {
+			follower_close(c, f);
+			return;
+		}
+	} else if (f->off > CONTROL_FOLLOW_BUF / 2) {
+		memmove(f->buf, f->buf + f->off, f->len - f->off);
+		f->len -= f->off;
+		f->off = 0;
+	}
+	epoll_ctl(c->efd, EPOLL_CTL_MOD, f->fd, &(struct epoll_event){
+		.events = EPOLLRDHUP | (f->off < f->len ? EPOLLOUT : 0),
+		.data.u64 = CTL_TAG_FOLLOWER + (uint64_t)idx });
+}
+
+/* Queue a line for f. A follower that cannot take it has fallen behind:
+ * what it has not been sent is dropped, it is told why, and it is closed
+ * once that last line is out (or after CONTROL_CLIENT_MS). */
+static void follower_put(struct follower *f, const char *s, size_t len)
+{
+	static const char behind[] = "{\"ok\":false,\"dropped\":true,\"error\":\"dropped: "
+		"this client fell behind the daemon's decisions (more than 256 KiB "
+		"unread); the audit log has every record\"}\n";
+	_Static_assert(CONTROL_FOLLOW_BUF == 256 * 1024, "the message names the size");
+
+	if (f->dropping)
+		return;
+	if (f->len + len + 1 + sizeof(behind) <= CONTROL_FOLLOW_BUF) {
+		memcpy(f->buf + f->len, s, len);
+		f->buf[f->len + len] = '\n';
+		f->len += len + 1;
+		f->sent++;
+		return;
+	}
+	/* finish a line already half-sent, drop the rest */
+	if (f->mid_line) {
+		char *nl = memchr(f->buf + f->off, '\n', f->len - f->off);
+
+		f->len = nl ? (size_t)(nl - f->buf) + 1 : f->len;
+	} else {
+		f->len = f->off;
+	}
+	memcpy(f->buf + f->len, behind, sizeof(behind) - 1);
+	f->len += sizeof(behind) - 1;
+	f->dropping = true;
+	clock_gettime(CLOCK_MONOTONIC, &f->drop_deadline);
+	f->drop_deadline.tv_sec += CONTROL_CLIENT_MS / 1000;
+}
+
+static bool follower_wants(const struct follower *f, const struct log_item *it)
+{
+	if (f->verdict >= 0 && (int)it->verdict != f->verdict)
+		return false;
+	if (f->glob && (!it->cgroup || !dconfig_glob_match(f->glob, it->cgroup)))
+		return false;
+	return true;
+}
+
+static void queue_drain(struct control *c)
+{
+	struct log_item *batch[CONTROL_LOG_QUEUE];
+	unsigned n, i;
+	uint64_t lost, ev;
+	int k;
+
+	if (read(c->q.evfd, &ev, sizeof(ev)) < 0)
+		(void)errno; /* EAGAIN: nothing signalled, still drain */
+	pthread_mutex_lock(&c->q.lock);
+	n = c->q.n;
+	for (i = 0; i < n; i++)
+		batch[i] = c->q.items[(c->q.head + i) % CONTROL_LOG_QUEUE];
+	c->q.head = (c->q.head + n) % CONTROL_LOG_QUEUE;
+	c->q.n = 0;
+	lost = c->q.lost;
+	c->q.lost = 0;
+	pthread_mutex_unlock(&c->q.lock);
+
+	for (k = 0; k < CONTROL_MAX_FOLLOWERS; k++) {
+		struct follower *f = &c->followers[k];
+		char line[96];
+
+		if (f->fd < 0)
+			continue;
+		if (lost) {
+			int l = snprintf(line, sizeof(line), "{\"lost\":%llu}",
+					 (unsigned long long)lost);
+
+			follower_put(f, line, (size_t)l);
+		}
+		for (i = 0; i < n; i++)
+			if (follower_wants(f, batch[i]))
+				follower_put(f, batch[i]->data, batch[i]->len);
+		follower_flush(c, f);
+	}
+	for (i = 0; i < n; i++)
+		free(batch[i]);
+}
+
+/* {"cmd":"log","follow":true,"cgroup":GLOB,"verdict":"deny"}: fd becomes
+ * a follower (NULL reply, *kept), or the reason it cannot. */
+static json_t *follow_start(struct control *c, json_t *r, int fd, bool *kept)
+{
+	static const char ok[] = "{\"ok\":true,\"following\":true}";
+	const char *glob = NULL, *verdict = NULL, *why;
+	json_t *fl = json_object_get(r, "follow");
+	struct follower *f = NULL;
+	char msg[256], q[96];
+	int v = -1, i;
+
+	json_t *jg = json_object_get(r, "cgroup"), *jv = json_object_get(r, "verdict");
+
+	if ((jg && !json_is_null(jg) && !json_is_string(jg)) ||
+	    (jv && !json_is_null(jv) && !json_is_string(jv)))
+		return error_reply("log: \"cgroup\" and \"verdict\" must be strings");
+	glob = json_string_value(jg);
+	verdict = json_string_value(jv);
+	if (!json_is_true(fl))
+		return error_reply("log: only \"follow\": true is served (past decisions "
+				   "are in the audit log)");
+	if (glob && (why = dconfig_glob_check(glob))) {
+		snprintf(msg, sizeof(msg), "log: cgroup %s: %s", dconfig_quote(glob, q, sizeof(q)),
+			 why);
+		return error_reply(msg);
+	}
+	if (verdict) {
+		if (!strcmp(verdict, "allow"))
+			v = EGR_VERDICT_ALLOW;
+		else if (!strcmp(verdict, "deny"))
+			v = EGR_VERDICT_DENY;
+		else if (!strcmp(verdict, "audit"))
+			v = EGR_VERDICT_AUDIT;
+		else {
+			snprintf(msg, sizeof(msg), "log: verdict %s: not allow, deny or audit",
+				 dconfig_quote(verdict, q, sizeof(q)));
+			return error_reply(msg);
+		}
+	}
+	for (i = 0; i < CONTROL_MAX_FOLLOWERS && !f; i++)
+		if (c->followers[i].fd < 0)
+			f = &c->followers[i];
+	if (!f)
+		return error_reply("log: too many followers already");
+	memset(f, 0, sizeof(*f));
+	f->fd = -1;
+	f->verdict = v;
+	f->buf = malloc(CONTROL_FOLLOW_BUF);
+	f->glob = glob ? strdup(glob) : NULL;
+	if (!f->buf || (glob && !f->glob) ||
+	    epoll_ctl(c->efd, EPOLL_CTL_ADD, fd, &(struct epoll_event){
+		.events = EPOLLRDHUP, .data.u64 = CTL_TAG_FOLLOWER + (uint64_t)(f - c->followers) })) {
+		free(f->buf);
+		free(f->glob);
+		f->buf = f->glob = NULL;
+		return error_reply("log: out of resources");
+	}
+	f->fd = fd;
+	atomic_fetch_add(&c->q.followers, 1);
+	follower_put(f, ok, sizeof(ok) - 1);
+	f->sent = 0;
+	follower_flush(c, f);
+	*kept = true;
+	return NULL;
+}
+
+static void follower_event(struct control *c, struct follower *f, uint32_t events)
+{
+	char buf[256];
+
+	if (!f || f->fd < 0)
+		return;
+	if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+		/* the client left (egressctl stopped): nothing more to say */
+		while (read(f->fd, buf, sizeof(buf)) > 0)
+			;
+		follower_close(c, f);
+		return;
+	}
+	if (events & EPOLLOUT)
+		follower_flush(c, f);
+}
+
+static void followers_expire(struct control *c)
+{
+	int i;
+
+	for (i = 0; i < CONTROL_MAX_FOLLOWERS; i++) {
+		struct follower *f = &c->followers[i];
+
+		if (f->fd >= 0 && f->dropping && ms_left(&f->drop_deadline) <= 0)
+			follower_close(c, f);
+	}
+}
+
+static json_t *dispatch(struct control *c, const char *req, size_t len, int fd, bool *kept)
 {
 	json_error_t jerr;
-	json_t *r = json_loadb(req, len, 0, &jerr), *reply;
+	json_t *r = json_loadb(req, len, 0, &jerr), *reply = NULL;
 	const char *cmd = NULL;
 	char msg[1024];
 
@@ -527,10 +993,14 @@ static json_t *dispatch(struct control *c, const char *req, size_t len)
 			reply = json_pack("{s:b, s:s, s:b}", "ok", 0, "error", msg,
 					  "invalid", err == -EINVAL);
 		}
+	} else if (!strcmp(cmd, "conns")) {
+		reply = conns_json(c);
+	} else if (!strcmp(cmd, "log")) {
+		reply = follow_start(c, r, fd, kept);
 	} else {
 		char q[96];
 
-		snprintf(msg, sizeof(msg), "unknown command %s (status, reload)",
+		snprintf(msg, sizeof(msg), "unknown command %s (status, conns, log, reload)",
 			 dconfig_quote(cmd, q, sizeof(q)));
 		reply = error_reply(msg);
 	}
@@ -538,7 +1008,7 @@ static json_t *dispatch(struct control *c, const char *req, size_t len)
 	return reply;
 }
 
-void control_handle(struct control *c)
+static void serve_one(struct control *c)
 {
 	struct timespec deadline;
 	struct ucred cred;
@@ -546,10 +1016,9 @@ void control_handle(struct control *c)
 	char req[CONTROL_REQ_MAX];
 	size_t n = 0;
 	char *nl = NULL;
+	bool kept = false;
 	int fd;
 
-	if (!c)
-		return;
 	fd = accept4(c->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 	if (fd < 0)
 		return;
@@ -593,7 +1062,36 @@ void control_handle(struct control *c)
 		send_json(fd, error_reply("request too long"), &deadline);
 	else if (!nl && !n)
 		; /* a probe (or a timeout): nothing to answer */
-	else
-		send_json(fd, dispatch(c, req, nl ? (size_t)(nl - req) : n), &deadline);
+	else {
+		json_t *reply = dispatch(c, req, nl ? (size_t)(nl - req) : n, fd, &kept);
+
+		if (kept)
+			return; /* a follower now, served from the epoll set */
+		send_json(fd, reply, &deadline);
+	}
 	close(fd);
+}
+
+void control_handle(struct control *c)
+{
+	struct epoll_event ev[CONTROL_MAX_FOLLOWERS + 2];
+	int n, i;
+
+	if (!c)
+		return;
+	n = epoll_wait(c->efd, ev, CONTROL_MAX_FOLLOWERS + 2, 0);
+	for (i = 0; i < n; i++) {
+		uint64_t tag = ev[i].data.u64;
+
+		if (tag == CTL_TAG_QUEUE)
+			queue_drain(c);
+		else if (tag >= CTL_TAG_FOLLOWER)
+			follower_event(c, follower_of(c, (int)(tag - CTL_TAG_FOLLOWER)),
+				       ev[i].events);
+	}
+	/* One synchronous client per call, after the followers got theirs. */
+	for (i = 0; i < n; i++)
+		if (ev[i].data.u64 == CTL_TAG_LISTEN)
+			serve_one(c);
+	followers_expire(c);
 }

@@ -5,9 +5,18 @@
  * SO_PEERCRED uid is not 0 get one error line and are closed.
  *
  * Served from the daemon's main loop: poll control_fd() and call
- * control_handle() when it is readable. One client at a time, each bounded
- * in time (CONTROL_CLIENT_MS), so the callbacks run on the main thread,
- * never concurrently with a SIGHUP reload or the cgroup watcher.
+ * control_handle() (cheap when nothing is ready; call it on every loop
+ * turn). Request/answer clients are served one at a time, each bounded in
+ * time (CONTROL_CLIENT_MS), so the callbacks run on the main thread, never
+ * concurrently with a SIGHUP reload or the cgroup watcher.
+ *
+ * `log` clients (egressctl log -f) stay connected as followers: the audit
+ * tap (control_tap(), any thread) queues each record in a bounded queue
+ * and wakes the main loop, which copies it into every matching follower's
+ * bounded buffer and writes without blocking. A follower that falls
+ * CONTROL_FOLLOW_BUF behind is told so and dropped; when the queue itself
+ * is full, records are counted as lost and followers are told how many.
+ * Nothing on the proxy's side ever waits for a follower.
  */
 #ifndef EGR_CONTROL_H
 #define EGR_CONTROL_H
@@ -15,12 +24,18 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "audit.h"
 #include "dconfig.h"
 
 struct netns_info;
+struct proxy_conn_info;
 
 /* A client must send its request and read the answer within this. */
 #define CONTROL_CLIENT_MS 2000
+#define CONTROL_MAX_FOLLOWERS 16
+#define CONTROL_FOLLOW_BUF (256 * 1024) /* unsent bytes per follower */
+#define CONTROL_LOG_QUEUE 4096          /* records between tap and main loop */
+#define CONTROL_CONNS_MAX 10000         /* connections listed per `conns` */
 
 struct control_status {
 	const struct dconfig *dc;  /* running configuration */
@@ -46,6 +61,10 @@ struct control_params {
 	/* Reload synchronously: 0, or -errno with the one-line reason
 	 * ("FILE:LINE: FIELD: reason") in err. */
 	int (*reload)(void *ctx, char *err, size_t errlen);
+	/* Live connections (proxy_snapshot()); NULL: `conns` is refused. */
+	int (*conns)(void *ctx, struct proxy_conn_info **out, size_t *n);
+	/* cgroup path of an id for `conns`, may return NULL. */
+	const char *(*cgroup_name)(void *ctx, uint64_t cgroup_id);
 	void *ctx;
 };
 
@@ -58,7 +77,12 @@ int control_fd(const struct control *c);
 /* Accept and serve at most one client; never blocks longer than
  * CONTROL_CLIENT_MS. */
 void control_handle(struct control *c);
-/* Close and unlink the socket. Accepts NULL. */
+/* Close and unlink the socket. Accepts NULL. No control_tap() may run
+ * concurrently (stop the threads that write audit records first). */
 void control_close(struct control *c);
+
+/* The audit tap for `log` followers: any thread, never blocks; does
+ * nothing while nobody follows. Accepts NULL. */
+void control_tap(struct control *c, const struct audit_record *r);
 
 #endif

@@ -59,6 +59,7 @@
 #include "intercept.h"
 #include "kevent.h"
 #include "log.h"
+#include "metrics.h"
 #include "netns.h"
 #include "proxy.h"
 
@@ -101,6 +102,11 @@ struct daemon {
 	int ino;
 	struct daemon_watch *watches;
 	size_t n_watches;
+
+	/* Audit tap targets: metrics from the start, the control socket once
+	 * open (read by the proxy threads, hence atomic). */
+	struct metrics *metrics;
+	struct control *ctl;
 };
 
 void daemon_usage(FILE *out)
@@ -177,6 +183,15 @@ static void daemon_on_event(void *ctx, const struct egr_event *e)
 	p = e->reason == EGR_REASON_NO_POLICY ? NULL : daemon_policy_for(d, &e->origin);
 	r.policy = p ? p->name : NULL;
 	audit_write(d->audit, &r);
+}
+
+/* Every audit record, on its writer's thread (audit.h): never blocks. */
+static void daemon_audit_tap(void *ctx, const struct audit_record *r)
+{
+	struct daemon *d = ctx;
+
+	metrics_count_record(d->metrics, r);
+	control_tap(__atomic_load_n(&d->ctl, __ATOMIC_ACQUIRE), r);
 }
 
 /* Write the policies of c into bank: the kernel's view (ports, CIDRs). */
@@ -502,6 +517,7 @@ static int daemon_reload(struct daemon *d, char *msg, size_t msglen)
 	if (dconfig_load(d->config_path, &c, err, sizeof(err))) {
 		log_error("reload refused, the running configuration stays: %s", err);
 		snprintf(msg, msglen, "%s", err);
+		metrics_reload_result(d->metrics, false);
 		return -EINVAL;
 	}
 	for (i = 0; i < c->n_warnings; i++)
@@ -521,6 +537,7 @@ static int daemon_reload(struct daemon *d, char *msg, size_t msglen)
 		if (ca != d->ca)
 			ca_free(ca);
 		dconfig_free(c);
+		metrics_reload_result(d->metrics, false);
 		return -EIO;
 	}
 	/* Before the new policies are bound: their first connection finds
@@ -546,6 +563,7 @@ static int daemon_reload(struct daemon *d, char *msg, size_t msglen)
 		log_error("reload: some attach points could not be attached (see above)");
 	log_info("reloaded %s: %zu policies, %zu bindings", d->config_path,
 		 c->n_policies, c->n_bindings);
+	metrics_reload_result(d->metrics, true);
 	return 0;
 }
 
@@ -580,6 +598,32 @@ static int daemon_ctl_status(void *ctx, struct control_status *st)
 static int daemon_ctl_reload(void *ctx, char *err, size_t errlen)
 {
 	return daemon_reload(ctx, err, errlen);
+}
+
+static int daemon_ctl_conns(void *ctx, struct proxy_conn_info **out, size_t *n)
+{
+	struct daemon *d = ctx;
+
+	return proxy_snapshot(d->proxy, out, n);
+}
+
+/* Metrics listener from the config; not fatal, like the control socket. */
+static void daemon_metrics_listen(struct daemon *d)
+{
+	const struct dconfig *c = d->dc;
+	int err;
+
+	if (!c->metrics) {
+		log_info("metrics: off (listen.metrics is null)");
+		return;
+	}
+	err = metrics_listen(d->metrics, c->metrics_unix ? c->metrics : NULL,
+			     c->metrics_unix ? NULL : &c->metrics_addr, c->metrics_port);
+	if (err)
+		log_error("metrics: cannot listen on %s: %s; no metrics", c->metrics,
+			  err == -EADDRINUSE ? "another daemon answers there" : strerror(-err));
+	else
+		log_info("metrics on %s%s", c->metrics_unix ? "unix:" : "", c->metrics);
 }
 
 /* ---- main ----------------------------------------------------------- */
@@ -709,6 +753,9 @@ int daemon_main(int argc, char **argv)
 			ao.path ? ao.path : "(stdout)");
 		goto out;
 	}
+	if (metrics_new(&d.metrics))
+		goto out;
+	audit_set_tap(d.audit, daemon_audit_tap, &d);
 	if (egr_bpf_prepare_pinned(&d.bpf, d.pin_dir))
 		goto out;
 	pp.cfg = &d.cfg;
@@ -796,23 +843,30 @@ int daemon_main(int argc, char **argv)
 	cp.pin_dir = d.pin_dir;
 	cp.status = daemon_ctl_status;
 	cp.reload = daemon_ctl_reload;
+	cp.conns = daemon_ctl_conns;
+	cp.cgroup_name = daemon_cgroup_name;
 	cp.ctx = &d;
 	if (control_open(&ctl, &cp))
 		log_error("no control socket: egressctl cannot reach this daemon");
+	__atomic_store_n(&d.ctl, ctl, __ATOMIC_RELEASE);
+	metrics_set_sources(d.metrics, d.proxy, d.dns, d.pin_dir);
+	daemon_metrics_listen(&d);
 
 	for (;;) {
-		struct pollfd pfd[4] = { { sfd, POLLIN, 0 }, { d.ino, POLLIN, 0 },
+		struct pollfd pfd[5] = { { sfd, POLLIN, 0 }, { d.ino, POLLIN, 0 },
 					 { control_fd(ctl), POLLIN, 0 },
-					 { netns_fd(d.ns), POLLIN, 0 } };
+					 { netns_fd(d.ns), POLLIN, 0 },
+					 { metrics_fd(d.metrics), POLLIN, 0 } };
 		struct signalfd_siginfo si;
 		static unsigned ticks;
 
-		if (poll(pfd, 4, 100) < 0 && errno != EINTR)
+		if (poll(pfd, 5, 100) < 0 && errno != EINTR)
 			break;
 		if (pfd[3].revents & POLLIN)
 			netns_handle(d.ns);
-		if (pfd[2].revents & POLLIN)
-			control_handle(ctl);
+		/* every turn: cheap when idle, and slow clients expire */
+		control_handle(ctl);
+		metrics_handle(d.metrics);
 		if (pfd[1].revents & POLLIN)
 			daemon_inotify(&d);
 		daemon_netns_scan(&d);
@@ -834,7 +888,7 @@ int daemon_main(int argc, char **argv)
 			egr_bpf_sweep_conns(d.bpf, 5000000000ull);
 	}
 out:
-	control_close(ctl);
+	/* Pods' listeners go while the proxy's workers still run. */
 	netns_destroy(d.ns);
 	if (sfd >= 0)
 		close(sfd);
@@ -855,6 +909,10 @@ out:
 		dnsproxy_stop(d.dns);
 		dnsproxy_destroy(d.dns);
 	}
+	/* After the threads that tap audit records into them. */
+	audit_set_tap(d.audit, NULL, NULL);
+	control_close(ctl);
+	metrics_free(d.metrics);
 	/* Not detached: the pins keep every attach point enforced. */
 	egr_bpf_destroy(d.bpf);
 	if (d.ino >= 0)

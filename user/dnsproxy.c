@@ -189,6 +189,11 @@ struct dnsproxy {
 
 	struct name_mem mem;
 	uint8_t rbuf[65536];        /* one UDP datagram */
+
+	/* dnsproxy_stats(): written by the DNS thread only, read by others
+	 * (relaxed atomics, no lock). */
+	uint64_t st_queries[4];     /* by enum egr_verdict */
+	uint64_t st_udp, st_tcp, st_upstream_fail;
 };
 
 static void dq_finish(struct dq *x, const uint8_t *reply, size_t len);
@@ -610,6 +615,37 @@ static void dq_audit(struct dq *x)
 	audit_write(d->params.audit, &r);
 }
 
+static void st_inc(uint64_t *v)
+{
+	/* one writer: a load and a store, no locked instruction */
+	__atomic_store_n(v, __atomic_load_n(v, __ATOMIC_RELAXED) + 1, __ATOMIC_RELAXED);
+}
+
+static void dq_count(struct dq *x)
+{
+	struct dnsproxy *d = x->d;
+
+	if ((unsigned)x->verdict < 4)
+		st_inc(&d->st_queries[x->verdict]);
+	st_inc(x->proto == IPPROTO_TCP ? &d->st_tcp : &d->st_udp);
+	if (x->reason == EGR_REASON_UPSTREAM)
+		st_inc(&d->st_upstream_fail);
+}
+
+void dnsproxy_stats(const struct dnsproxy *d, struct dnsproxy_stats *out)
+{
+	unsigned i;
+
+	memset(out, 0, sizeof(*out));
+	if (!d)
+		return;
+	for (i = 0; i < 4; i++)
+		out->queries[i] = __atomic_load_n(&d->st_queries[i], __ATOMIC_RELAXED);
+	out->udp = __atomic_load_n(&d->st_udp, __ATOMIC_RELAXED);
+	out->tcp = __atomic_load_n(&d->st_tcp, __ATOMIC_RELAXED);
+	out->upstream_failures = __atomic_load_n(&d->st_upstream_fail, __ATOMIC_RELAXED);
+}
+
 static void udp_send(struct dq *x, const uint8_t *buf, size_t len)
 {
 	ssize_t n;
@@ -703,6 +739,7 @@ static void dq_finish(struct dq *x, const uint8_t *reply, size_t len)
 
 	/* The record first: whoever sees the answer can already read it. */
 	x->bytes_down = send ? len : 0;
+	dq_count(x);
 	dq_audit(x);
 	if (send) {
 		if (x->proto == IPPROTO_UDP)

@@ -80,4 +80,13 @@ int dnsproxy_take_tcp(struct dnsproxy *d, int fd, const struct egr_origin *o);
 bool dnsproxy_name_for_addr(struct dnsproxy *d, uint64_t cgroup_id,
 			    const struct egr_addr *a, char *name, size_t len);
 
+/* Queries answered since dnsproxy_create() (one per audit record of
+ * origin "dns"). Any thread; no lock. */
+struct dnsproxy_stats {
+	uint64_t queries[4];        /* by enum egr_verdict (none, allow, deny, audit) */
+	uint64_t udp, tcp;          /* by transport */
+	uint64_t upstream_failures; /* allowed names the upstream did not answer */
+};
+void dnsproxy_stats(const struct dnsproxy *d, struct dnsproxy_stats *out);
+
 #endif

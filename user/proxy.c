@@ -242,6 +242,9 @@ struct worker {
 	bool stopping;
 	struct conn *conns;
 	size_t n_conns;
+	/* Guards the conns list (insert, remove) against proxy_snapshot()
+	 * walking it from another thread; never taken on the byte path. */
+	pthread_mutex_t conns_lock;
 	struct loop_timer_list *tl_peek, *tl_first, *tl_resolve, *tl_connect, *tl_idle;
 	struct loop_timer_list *tl_grace, *tl_accept;
 	struct loop_timer grace_timer, accept_timer;
@@ -580,6 +583,7 @@ static void conn_finish(struct conn *c)
 		cg_release(p, c->origin.cgroup_id);
 	if (!c->counts_moved)
 		atomic_fetch_sub(&p->n_conns, 1);
+	pthread_mutex_lock(&w->conns_lock);
 	if (c->prev)
 		c->prev->next = c->next;
 	else
@@ -587,6 +591,7 @@ static void conn_finish(struct conn *c)
 	if (c->next)
 		c->next->prev = c->prev;
 	w->n_conns--;
+	pthread_mutex_unlock(&w->conns_lock);
 	free(c);
 	if (w->stopping && !w->n_conns)
 		loop_stop(w->loop);
@@ -1814,11 +1819,13 @@ static void worker_accept_one(struct worker *w, int fd, const struct sockaddr_st
 	clock_gettime(CLOCK_REALTIME, &c->start);
 	addr_from_sockaddr(&c->peer, &c->peer_port, (const struct sockaddr *)ss);
 	atomic_fetch_add(&p->n_conns, 1);
+	pthread_mutex_lock(&w->conns_lock);
 	c->next = w->conns;
 	if (w->conns)
 		w->conns->prev = c;
 	w->conns = c;
 	w->n_conns++;
+	pthread_mutex_unlock(&w->conns_lock);
 
 	conn_enter(c);
 	conn_start(c);
@@ -2322,6 +2329,7 @@ int proxy_create(struct proxy **out, const struct proxy_params *params)
 		p->workers[i].lfd4 = p->workers[i].lfd6 = -1;
 		p->workers[i].mb_fd = -1;
 		pthread_mutex_init(&p->workers[i].mb_lock, NULL);
+		pthread_mutex_init(&p->workers[i].conns_lock, NULL);
 	}
 	for (i = 0; i < p->n_workers; i++) {
 		err = worker_init(&p->workers[i]);
@@ -2433,6 +2441,7 @@ void proxy_destroy(struct proxy *p)
 		free(w->mb);
 		pthread_mutex_destroy(&w->mb_lock);
 		loop_destroy(w->loop);
+		pthread_mutex_destroy(&w->conns_lock);
 	}
 	free(p->workers);
 	for (b = 0; b < CG_BUCKETS; b++) {
@@ -2445,4 +2454,117 @@ void proxy_destroy(struct proxy *p)
 	}
 	pthread_mutex_destroy(&p->cg_lock);
 	free(p);
+}
+
+/* ---- live connections (egressctl conns, metrics) ---------------------- */
+
+unsigned proxy_active_conns(const struct proxy *p)
+{
+	return p ? atomic_load_explicit(&p->n_conns, memory_order_relaxed) : 0;
+}
+
+static const char *const conn_state_names[] = {
+	[CONN_ACCEPTED] = "accepted", [CONN_PEEK] = "peek", [CONN_DECIDE] = "decide",
+	[CONN_RESOLVE] = "resolve", [CONN_CONNECT] = "connect", [CONN_FLUSH] = "flush",
+	[CONN_RELAY] = "relay", [CONN_CLOSED] = "closed",
+};
+
+/* Bounded copy of a string the worker may be writing right now: the
+ * result is always terminated, at worst a mix of old and new bytes. */
+static void snap_str(char *dst, size_t len, const char *src)
+{
+	size_t i;
+
+	for (i = 0; i + 1 < len; i++) {
+		char ch = __atomic_load_n(&src[i], __ATOMIC_RELAXED);
+
+		if (!ch)
+			break;
+		dst[i] = ch;
+	}
+	dst[i] = '\0';
+}
+
+/* The worker owns its connections and writes their fields without a
+ * lock; the list lock only keeps them from being freed while we look.
+ * So every field is read once, relaxed: a snapshot may mix a field from
+ * just before a transition with one from just after it, which is fine for
+ * a listing. Policies are never freed while the proxy runs (the daemon
+ * retires old configs), so the name behind c->policy stays readable. */
+static void snap_conn(const struct conn *c, struct proxy_conn_info *o)
+{
+	const struct policy *pol = __atomic_load_n(&c->policy, __ATOMIC_RELAXED);
+	enum conn_state st = __atomic_load_n(&c->state, __ATOMIC_RELAXED);
+
+	memset(o, 0, sizeof(*o));
+	o->start = c->start; /* written before the connection is listed */
+	o->worker = c->w->id;
+	o->has_origin = __atomic_load_n(&c->has_origin, __ATOMIC_RELAXED);
+	if (o->has_origin) {
+		o->cgroup_id = c->origin.cgroup_id;
+		o->pid = c->origin.tgid;
+		o->uid = c->origin.uid;
+		memcpy(o->comm, c->origin.comm, EGR_COMM_LEN);
+		o->comm[EGR_COMM_LEN] = '\0';
+		o->dst = c->orig;
+		o->dst_port = c->orig_port;
+	}
+	o->peer = c->peer;
+	o->peer_port = c->peer_port;
+	snap_str(o->name, sizeof(o->name), c->name);
+	if (o->name[0]) {
+		o->name_kind = __atomic_load_n(&c->proto, __ATOMIC_RELAXED) == PROTO_TLS ?
+			       "sni" : "host";
+	} else {
+		snap_str(o->name, sizeof(o->name), c->dns_name);
+		if (o->name[0])
+			o->name_kind = "dns";
+	}
+	o->state = (unsigned)st < sizeof(conn_state_names) / sizeof(conn_state_names[0]) ?
+		   conn_state_names[st] : "?";
+	o->verdict = __atomic_load_n(&c->verdict, __ATOMIC_RELAXED);
+	o->reason = __atomic_load_n(&c->reason, __ATOMIC_RELAXED);
+	if (pol)
+		snap_str(o->policy, sizeof(o->policy), pol->name);
+	o->has_resolved = __atomic_load_n(&c->has_resolved, __ATOMIC_RELAXED);
+	if (o->has_resolved)
+		o->resolved = c->resolved;
+	o->bytes_up = __atomic_load_n(&c->bytes_up, __ATOMIC_RELAXED);
+	o->bytes_down = __atomic_load_n(&c->bytes_down, __ATOMIC_RELAXED);
+}
+
+int proxy_snapshot(struct proxy *p, struct proxy_conn_info **out, size_t *n)
+{
+	struct proxy_conn_info *v = NULL, *nv;
+	size_t len = 0, cap = 0;
+	unsigned i;
+
+	*out = NULL;
+	*n = 0;
+	if (!p)
+		return -EINVAL;
+	for (i = 0; i < p->n_workers; i++) {
+		struct worker *w = &p->workers[i];
+		const struct conn *c;
+
+		pthread_mutex_lock(&w->conns_lock);
+		/* Grow outside the walk's needs only when short: the lock is
+		 * held for the copy, which is a few hundred bytes each. */
+		if (len + w->n_conns > cap) {
+			cap = len + w->n_conns + 16;
+			nv = realloc(v, cap * sizeof(*v));
+			if (!nv) {
+				pthread_mutex_unlock(&w->conns_lock);
+				free(v);
+				return -ENOMEM;
+			}
+			v = nv;
+		}
+		for (c = w->conns; c && len < cap; c = c->next)
+			snap_conn(c, &v[len++]);
+		pthread_mutex_unlock(&w->conns_lock);
+	}
+	*out = v;
+	*n = len;
+	return 0;
 }

@@ -13,9 +13,12 @@
 #ifndef EGR_PROXY_H
 #define EGR_PROXY_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
+#include "addr.h"
 #include "audit.h"
 #include "config.h"
 #include "egressd_shared.h"
@@ -82,5 +85,38 @@ int proxy_listen_here(const struct proxy *p, int *fd4, int *fd6);
 int proxy_add_listeners(struct proxy *p, int fd4, int fd6);
 void proxy_remove_listeners(struct proxy *p, int id);
 void proxy_destroy(struct proxy *p); /* accepts NULL */
+
+/* One live connection as proxy_snapshot() saw it. Connections handed to
+ * the DNS proxy or to TLS interception are no longer the proxy's and are
+ * not listed. */
+struct proxy_conn_info {
+	struct timespec start;     /* CLOCK_REALTIME, accept time */
+	unsigned worker;
+	bool has_origin;           /* false: origin not looked up (yet) */
+	uint64_t cgroup_id;
+	uint32_t pid, uid;
+	char comm[EGR_COMM_LEN + 1];
+	struct egr_addr dst;       /* original destination */
+	uint16_t dst_port;
+	struct egr_addr peer;      /* the agent socket's address */
+	uint16_t peer_port;
+	char name[256];            /* SNI, Host or DNS-derived name; "" if none */
+	const char *name_kind;     /* "sni", "host", "dns"; NULL if no name */
+	const char *state;         /* "peek", "resolve", "connect", "relay", ... */
+	enum egr_verdict verdict;  /* EGR_VERDICT_NONE until decided */
+	enum egr_reason reason;
+	char policy[72];           /* policy name, "" if none yet */
+	bool has_resolved;
+	struct egr_addr resolved;  /* upstream address */
+	uint64_t bytes_up, bytes_down;
+};
+
+/* Copy the live connections of every worker into a new array (*out, to
+ * free(); *n entries). Thread-safe: each worker's list is locked only for
+ * the copy of its entries (the byte path never takes that lock). Fields
+ * are a best-effort view of connections that keep running meanwhile. */
+int proxy_snapshot(struct proxy *p, struct proxy_conn_info **out, size_t *n);
+/* Connections accepted and not yet closed (any thread). */
+unsigned proxy_active_conns(const struct proxy *p);
 
 #endif

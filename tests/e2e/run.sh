@@ -81,6 +81,7 @@ CASES=(
 	daemon_enforces_bindings
 	daemon_intercepts
 	daemon_pod_netns
+	daemon_observability
 	nothing_left_behind
 )
 
@@ -1285,6 +1286,8 @@ JSON
 		fail "reload to an empty CA dir: rc $rc: $(oneline "$out")"
 	out=$(in_cg "$DCG/agents/job1" curl -sS --max-time 5 --cacert "$E2E_DIR/daemon-ca.crt" \
 		https://allowed.test/private) || fail "after refused reload: $(oneline "$out")"
+}
+
 # A Kubernetes pod, without Kubernetes: a third network namespace with no
 # route anywhere (and lo down, as a bare `ip netns add` leaves it), a pod
 # cgroup below the daemon's attach point, a "pause" process started after
@@ -1421,6 +1424,156 @@ PY
 		sleep 0.1
 	done
 	[ -z "$out" ] || fail "listeners left in the pod's netns: $(oneline "$out")"
+}
+
+# metric NAME{LABELS} FILE: the sample's value, empty if absent.
+metric() { awk -v k="$1" '$1 == k { print $2 }' "$2"; }
+scrape() {
+	ip netns exec "$NS_HOST" curl -sS --noproxy '*' --max-time 5 \
+		http://127.0.0.1:9464/metrics >"$1"
+}
+
+case_daemon_observability() {
+	need_egressd
+	local out rc i pid ctl=$E2E_REPO/egressctl dsock=$E2E_DIR/ctl/obs.sock
+	local big=$E2E_DIR/www/repo.git/e2e-slow-$$.bin lj=$E2E_DIR/obs-log.json
+	local lt=$E2E_DIR/obs-log.txt m0=$E2E_DIR/obs-m0 m1=$E2E_DIR/obs-m1
+	local ljpid ltpid dlpid a0 a1 d0 d1 dst
+	DCG=/egressd-e2e-obs-$$
+	DBPF=$E2E_DIR/bpffs-obs
+	DCFG=$E2E_DIR/daemon-obs.json
+	trap 'daemon_cleanup; rm -f "$big"' EXIT
+	mkdir -p "$DBPF" && mount -t bpf bpf "$DBPF" || fail "cannot mount a bpffs"
+	cg_run 'mkdir -p "$CG'"$DCG"'/agents/job1"' || fail "cannot create the test cgroup"
+	cat >"$DCFG" <<JSON
+{ "listen": { "control": "$dsock", "metrics": "127.0.0.1:9464" },
+  "audit": { "path": "$CASE_AUDIT", "format": "json" },
+  "policies": { "agents": { "mode": "enforce", "allow": ["allowed.test"] } },
+  "bindings": [ { "cgroup": "$DCG/agents/job*", "policy": "agents" } ] }
+JSON
+	# 1 MiB read at 128 KiB/s: a download that lasts ~8 s
+	head -c $((1 << 20)) /dev/urandom >"$big" && chmod a+r "$big" ||
+		fail "cannot write $big"
+	daemon_start || fail "daemon did not start: $(tail -3 "$CASE_STDERR")"
+	grep -q "metrics on 127.0.0.1:9464" "$CASE_STDERR" ||
+		fail "no metrics listener: $(tail -3 "$CASE_STDERR")"
+
+	# bad arguments: exit 2, before any daemon is asked
+	out=$("$ctl" log --socket "$dsock" 2>&1); rc=$?
+	[ $rc = 2 ] && grep -q "only -f" <<<"$out" || fail "log without -f: rc $rc: $out"
+	out=$("$ctl" log -f --verdict maybe --socket "$dsock" 2>&1); rc=$?
+	[ $rc = 2 ] || fail "log --verdict maybe: rc $rc: $out"
+	out=$("$ctl" log -f --cgroup 'rel/*' --socket "$dsock" 2>&1); rc=$?
+	[ $rc = 2 ] || fail "log --cgroup rel/*: rc $rc: $out"
+	out=$("$ctl" conns --socket "$E2E_DIR/ctl/none.sock" 2>&1); rc=$?
+	[ $rc = 1 ] && grep -q "is egressd daemon running?" <<<"$out" ||
+		fail "conns without a daemon: rc $rc: $out"
+
+	# followers, started before the connections: every decision as JSON;
+	# and only denials of job* cgroups, as text
+	"$ctl" log -f --json --socket "$dsock" >"$lj" 2>"$lj.err" &
+	ljpid=$!
+	bed_track $ljpid
+	"$ctl" log -f --verdict deny --cgroup "$DCG/agents/job*" --socket "$dsock" \
+		>"$lt" 2>"$lt.err" &
+	ltpid=$!
+	bed_track $ltpid
+	for ((i = 0; i < 50; i++)); do
+		grep -q "following decisions" "$lj.err" && grep -q "following decisions" "$lt.err" &&
+			break
+		sleep 0.1
+	done
+	grep -q "following decisions" "$lt.err" || fail "log -f did not start: $(cat "$lt.err")"
+	scrape "$m0" || fail "GET /metrics failed"
+	a0=$(metric 'egressd_decisions_total{verdict="allow"}' "$m0")
+	d0=$(metric 'egressd_decisions_total{verdict="deny"}' "$m0")
+	[ -n "$a0" ] && [ -n "$d0" ] || fail "no decision counters: $(oneline "$(cat "$m0")")"
+
+	in_cg "$DCG/agents/job1" curl -sS --max-time 18 --limit-rate 128K --cacert "$E2E_CA" \
+		-o /dev/null "https://allowed.test/repo.git/${big##*/}" >"$E2E_DIR/obs-dl.out" &
+	dlpid=$!
+	bed_track $dlpid
+	for ((i = 0; i < 50; i++)); do
+		out=$("$ctl" conns --json --socket "$dsock") || fail "egressctl conns --json failed"
+		grep -q '"sni": "allowed.test"' <<<"$out" && break
+		sleep 0.1
+	done
+	note "conns: $(oneline "$out")"
+	pid=$(python3 -c 'import json, sys
+c = [c for c in json.load(sys.stdin)["conns"] if c.get("sni") == "allowed.test"][0]
+assert c["comm"] == "curl" and c["cgroup"].endswith("/agents/job1"), c
+assert c["dst"] in sys.argv[1:] and c["dst_port"] == 443 and c["policy"] == "agents", c
+assert c["verdict"] == "allow" and c["state"] == "relay", c
+d = c["dst"] if "." in c["dst"] else "[%s]" % c["dst"]
+print(c["pid"], d)' "$ALLOWED4" "$ALLOWED6" <<<"$out") || fail "egressctl conns: $(oneline "$out")"
+	read -r pid dst <<<"$pid"
+	# the pid is a curl in job1
+	[ "$(cat "/proc/$pid/comm" 2>/dev/null)" = curl ] &&
+		grep -q "$DCG/agents/job1\$" "/proc/$pid/cgroup" ||
+		fail "conns pid $pid is not the curl in job1"
+	out=$("$ctl" conns --socket "$dsock") || fail "egressctl conns failed"
+	grep -Fq "$dst:443" <<<"$out" &&
+	grep -Eq "^[0-9.smhd]+ +$pid +curl +$DCG/agents/job1 +[^ ]+:443 +allowed.test +relay +allow +agents " \
+		<<<"$out" || fail "egressctl conns table: $(oneline "$out")"
+
+	# while it runs: one allowed and one denied connection
+	out=$(in_cg "$DCG/agents/job1" curl -sS --max-time 5 --cacert "$E2E_CA" \
+		https://allowed.test/) || fail "job1 -> allowed.test: $(oneline "$out")"
+	# (its DNS query is denied too: --resolve makes it reach the proxy)
+	in_cg "$DCG/agents/job1" curl -sS --max-time 5 --cacert "$E2E_CA" \
+		--resolve "evil.test:443:$EVIL4" https://evil.test/ >/dev/null 2>&1 &&
+		fail "job1 -> evil.test succeeded"
+	kill -0 $dlpid 2>/dev/null || fail "the slow download ended too early: $(cat "$E2E_DIR/obs-dl.out")"
+	wait $dlpid || fail "slow download: exit $?: $(cat "$E2E_DIR/obs-dl.out")"
+	sleep 0.3
+
+	scrape "$m1" || fail "GET /metrics failed"
+	a1=$(metric 'egressd_decisions_total{verdict="allow"}' "$m1")
+	d1=$(metric 'egressd_decisions_total{verdict="deny"}' "$m1")
+	note "metrics: allow $a0 -> $a1, deny $d0 -> $d1"
+	[ "$a1" -ge $((a0 + 2)) ] && [ "$d1" -ge $((d0 + 1)) ] ||
+		fail "decision counters: allow $a0 -> $a1, deny $d0 -> $d1"
+	[ "$(metric 'egressd_connections_total{origin="proxy",verdict="deny",reason="no_match"}' "$m1")" -ge 1 ] ||
+		fail "no proxy no_match denial in the metrics"
+	[ "$(metric 'egressd_dns_queries_total{verdict="allow"}' "$m1")" -ge 1 ] ||
+		fail "no allowed DNS query counted: $(grep dns_queries "$m1" | tr '\n' ' ')"
+	[ "$(metric 'egressd_bytes_total{direction="down"}' "$m1")" -ge $((1 << 20)) ] ||
+		fail "bytes down: $(grep bytes_total "$m1" | tr '\n' ' ')"
+	grep -q '^egressd_active_connections [0-9]' "$m1" || fail "no active connections gauge"
+	grep -q '^egressd_kernel_denied_total [0-9]' "$m1" || fail "no egr_stats counters"
+	[ "$(metric egressd_config_last_reload_successful "$m1")" = 1 ] ||
+		fail "reload status"
+
+	# the followers saw both decisions; the deny-only one no allow
+	kill -INT $ljpid $ltpid
+	wait $ljpid || fail "log -f --json: exit $? on SIGINT: $(cat "$lj.err")"
+	wait $ltpid || fail "log -f: exit $? on SIGINT: $(cat "$lt.err")"
+	note "log -f --verdict deny: $(oneline "$(cat "$lt")")"
+	python3 -c 'import json, sys
+recs = [json.loads(l) for l in open(sys.argv[1])]
+got = {(r["verdict"], r.get("sni")) for r in recs if r.get("origin") == "proxy"}
+assert ("allow", "allowed.test") in got and ("deny", "evil.test") in got, got
+assert any(r.get("origin") == "dns" and r.get("host", "").startswith("allowed.test")
+           for r in recs), "no DNS record"
+dl = [r for r in recs if r.get("sni") == "allowed.test" and r["bytes_down"] >= 1 << 20]
+assert dl and dl[0]["comm"] == "curl", "no record of the download"' "$lj" ||
+		fail "log -f --json: $(oneline "$(cat "$lj")")"
+	grep -Eq "deny +curl\[[0-9]+\] $DCG/agents/job1 -> evil.test:443 \(($EVIL4|${EVIL6:-2001:db8::66})\) no_match" "$lt" ||
+		fail "log -f --verdict deny: no evil.test line: $(oneline "$(cat "$lt")")"
+	grep -q " allow " "$lt" && fail "log -f --verdict deny printed an allow"
+
+	# a refused reload shows in the metrics
+	cp "$DCFG" "$DCFG.good"
+	echo '{ "policies": { "agents": { "alow": [] } } }' >"$DCFG"
+	"$ctl" reload --socket "$dsock" >/dev/null 2>&1 && fail "invalid reload accepted"
+	cp "$DCFG.good" "$DCFG"
+	scrape "$m1" || fail "GET /metrics failed"
+	[ "$(metric egressd_config_last_reload_successful "$m1")" = 0 ] &&
+		[ "$(metric 'egressd_config_reloads_total{result="failure"}' "$m1")" = 1 ] ||
+		fail "refused reload not in the metrics: $(grep reload "$m1" | tr '\n' ' ')"
+	out=$(ip netns exec "$NS_HOST" curl -sS --noproxy '*' --max-time 5 -o /dev/null \
+		-w '%{http_code}' http://127.0.0.1:9464/other)
+	[ "$out" = 404 ] || fail "GET /other: $out"
 }
 
 case_nothing_left_behind() {

@@ -20,11 +20,13 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 #include <cmocka.h>
 
 #include "control.h"
 #include "dconfig.h"
+#include "proxy.h"
 
 static const char config_text[] =
 	"{ \"policies\": {\n"
@@ -63,6 +65,46 @@ static int stub_status(void *ctx, struct control_status *st)
 	return 0;
 }
 
+static int stub_conns(void *ctx, struct proxy_conn_info **out, size_t *n)
+{
+	struct proxy_conn_info *v = calloc(2, sizeof(*v));
+
+	(void)ctx;
+	if (!v)
+		return -ENOMEM;
+	/* the newer one first: the answer lists the oldest first */
+	clock_gettime(CLOCK_REALTIME, &v[0].start);
+	v[0].has_origin = true;
+	v[0].cgroup_id = 77;
+	v[0].pid = 4242;
+	v[0].uid = 1000;
+	snprintf(v[0].comm, sizeof(v[0].comm), "cu\nrl");
+	addr_parse("192.0.2.10", &v[0].dst);
+	v[0].dst_port = 443;
+	snprintf(v[0].name, sizeof(v[0].name), "allowed.test");
+	v[0].name_kind = "sni";
+	v[0].state = "relay";
+	v[0].verdict = EGR_VERDICT_ALLOW;
+	v[0].reason = EGR_REASON_RULE_ALLOW;
+	snprintf(v[0].policy, sizeof(v[0].policy), "agents");
+	v[0].bytes_up = 10;
+	v[0].bytes_down = 1u << 20;
+	clock_gettime(CLOCK_REALTIME, &v[1].start);
+	v[1].start.tv_sec -= 90;
+	addr_parse("::1", &v[1].peer);
+	v[1].peer_port = 40000;
+	v[1].state = "accepted";
+	*out = v;
+	*n = 2;
+	return 0;
+}
+
+static const char *stub_cgroup_name(void *ctx, uint64_t id)
+{
+	(void)ctx;
+	return id == 77 ? "/e2e/agents/job1" : NULL;
+}
+
 static int stub_reload(void *ctx, char *err, size_t errlen)
 {
 	struct fixture *f = ctx;
@@ -77,9 +119,10 @@ static int stub_reload(void *ctx, char *err, size_t errlen)
 static void *serve(void *arg)
 {
 	struct fixture *f = arg;
-	int i;
+	time_t end = time(NULL) + 60;
 
-	for (i = 0; i < 20 * 60 && !atomic_load(&f->stop); i++) {
+	/* bounded in time, not turns: a busy log follower wakes it often */
+	while (!atomic_load(&f->stop) && time(NULL) < end) {
 		struct pollfd pfd = { control_fd(f->ctl), POLLIN, 0 };
 
 		if (poll(&pfd, 1, 50) > 0)
@@ -122,6 +165,8 @@ static int setup(void **state)
 	p.audit_path = f->audit;
 	p.status = stub_status;
 	p.reload = stub_reload;
+	p.conns = stub_conns;
+	p.cgroup_name = stub_cgroup_name;
 	p.ctx = f;
 	if (control_open(&f->ctl, &p))
 		return -1;
@@ -345,7 +390,7 @@ static void test_reload_result(void **state)
 static void test_bad_requests(void **state)
 {
 	static const char *const bad[] = {
-		"hello\n", "{}\n", "{\"cmd\": 7}\n", "{\"cmd\":\"conns\"}\n", "[\"status\"]\n",
+		"hello\n", "{}\n", "{\"cmd\": 7}\n", "{\"cmd\":\"nonsense\"}\n", "[\"status\"]\n",
 	};
 	struct fixture *f = *state;
 	size_t i;
@@ -401,6 +446,200 @@ static void test_second_open(void **state)
 	assert_int_equal(control_open(&c2, &p), -EINVAL);
 }
 
+static void test_conns(void **state)
+{
+	struct fixture *f = *state;
+	json_t *o = ask(f, "{\"cmd\":\"conns\"}\n"), *a, *c;
+
+	assert_true(json_is_true(json_object_get(o, "ok")));
+	assert_int_equal(json_integer_value(json_object_get(o, "total")), 2);
+	assert_true(json_is_false(json_object_get(o, "truncated")));
+	a = json_object_get(o, "conns");
+	assert_int_equal(json_array_size(a), 2);
+	/* oldest first: the one without an origin, 90 s old */
+	c = json_array_get(a, 0);
+	assert_string_equal(json_string_value(json_object_get(c, "peer")), "::1");
+	assert_string_equal(json_string_value(json_object_get(c, "verdict")), "pending");
+	assert_null(json_object_get(c, "pid"));
+	assert_true(json_integer_value(json_object_get(c, "age_ms")) >= 90000);
+	c = json_array_get(a, 1);
+	assert_string_equal(json_string_value(json_object_get(c, "cgroup")), "/e2e/agents/job1");
+	assert_int_equal(json_integer_value(json_object_get(c, "pid")), 4242);
+	assert_string_equal(json_string_value(json_object_get(c, "comm")), "cu\nrl");
+	assert_string_equal(json_string_value(json_object_get(c, "dst")), "192.0.2.10");
+	assert_int_equal(json_integer_value(json_object_get(c, "dst_port")), 443);
+	assert_string_equal(json_string_value(json_object_get(c, "sni")), "allowed.test");
+	assert_string_equal(json_string_value(json_object_get(c, "state")), "relay");
+	assert_string_equal(json_string_value(json_object_get(c, "verdict")), "allow");
+	assert_string_equal(json_string_value(json_object_get(c, "reason")), "rule_allow");
+	assert_string_equal(json_string_value(json_object_get(c, "policy")), "agents");
+	assert_int_equal(json_integer_value(json_object_get(c, "bytes_down")), 1 << 20);
+	json_decref(o);
+}
+
+static int follow(struct fixture *f, const char *req)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	assert_true(fd >= 0);
+	memcpy(sun.sun_path, f->sock, strlen(f->sock) + 1);
+	assert_int_equal(connect(fd, (struct sockaddr *)&sun, sizeof(sun)), 0);
+	assert_int_equal(write(fd, req, strlen(req)), (ssize_t)strlen(req));
+	return fd;
+}
+
+/* One line from fd within 2 s, NULL at EOF or timeout. Reads in chunks,
+ * as egressctl does (bytes past the line wait for the next call on fd). */
+static json_t *read_line(int fd)
+{
+	static char buf[1 << 17];
+	static size_t len;
+	static int last_fd = -1;
+	json_error_t jerr;
+	char *nl;
+	json_t *o;
+
+	if (fd != last_fd) {
+		last_fd = fd;
+		len = 0;
+	}
+	while (!(nl = memchr(buf, '\n', len))) {
+		struct pollfd pfd = { fd, POLLIN, 0 };
+		ssize_t r;
+
+		if (len == sizeof(buf) || poll(&pfd, 1, 2000) <= 0)
+			return NULL;
+		r = read(fd, buf + len, sizeof(buf) - len);
+		if (r <= 0)
+			return NULL;
+		len += (size_t)r;
+	}
+	*nl = '\0';
+	o = json_loads(buf, 0, &jerr);
+	len -= (size_t)(nl + 1 - buf);
+	memmove(buf, nl + 1, len);
+	return o;
+}
+
+static struct audit_record tap_rec(enum egr_verdict v, const char *cgroup, const char *sni)
+{
+	struct audit_record r;
+
+	memset(&r, 0, sizeof(r));
+	r.cgroup = cgroup;
+	r.pid = 7;
+	snprintf(r.comm, sizeof(r.comm), "curl");
+	r.sni = sni;
+	r.verdict = v;
+	r.reason = v == EGR_VERDICT_DENY ? EGR_REASON_NO_MATCH : EGR_REASON_RULE_ALLOW;
+	r.origin = "proxy";
+	return r;
+}
+
+static void test_log_follow(void **state)
+{
+	struct fixture *f = *state;
+	struct audit_record r;
+	json_t *o;
+	int all, deny, i;
+
+	/* bad filters: one error line */
+	o = ask(f, "{\"cmd\":\"log\",\"follow\":true,\"verdict\":\"maybe\"}\n");
+	assert_true(json_is_false(json_object_get(o, "ok")));
+	json_decref(o);
+	o = ask(f, "{\"cmd\":\"log\",\"follow\":true,\"cgroup\":\"rel/*\"}\n");
+	assert_true(json_is_false(json_object_get(o, "ok")));
+	json_decref(o);
+	o = ask(f, "{\"cmd\":\"log\"}\n");
+	assert_true(json_is_false(json_object_get(o, "ok")));
+	json_decref(o);
+
+	/* nobody follows: the tap does nothing */
+	r = tap_rec(EGR_VERDICT_DENY, "/e2e/agents/job1", "early.test");
+	control_tap(f->ctl, &r);
+
+	all = follow(f, "{\"cmd\":\"log\",\"follow\":true}\n");
+	deny = follow(f, "{\"cmd\":\"log\",\"follow\":true,\"verdict\":\"deny\","
+			 "\"cgroup\":\"/e2e/agents/job*\"}\n");
+	for (i = 0; i < 2; i++) {
+		o = read_line(i ? deny : all);
+		assert_non_null(o);
+		assert_true(json_is_true(json_object_get(o, "following")));
+		json_decref(o);
+	}
+	/* a status request is served while followers are connected */
+	o = ask(f, "{\"cmd\":\"status\"}\n");
+	assert_true(json_is_true(json_object_get(o, "ok")));
+	json_decref(o);
+
+	r = tap_rec(EGR_VERDICT_ALLOW, "/e2e/agents/job1", "allowed.test");
+	control_tap(f->ctl, &r);
+	r = tap_rec(EGR_VERDICT_DENY, "/other/job1", "other.test");
+	control_tap(f->ctl, &r);
+	r = tap_rec(EGR_VERDICT_DENY, "/e2e/agents/job2", "evil.test");
+	control_tap(f->ctl, &r);
+
+	o = read_line(all);
+	assert_string_equal(json_string_value(json_object_get(o, "sni")), "allowed.test");
+	json_decref(o);
+	o = read_line(all);
+	assert_string_equal(json_string_value(json_object_get(o, "sni")), "other.test");
+	json_decref(o);
+	o = read_line(all);
+	assert_string_equal(json_string_value(json_object_get(o, "sni")), "evil.test");
+	json_decref(o);
+	o = read_line(deny);
+	assert_string_equal(json_string_value(json_object_get(o, "sni")), "evil.test");
+	assert_string_equal(json_string_value(json_object_get(o, "verdict")), "deny");
+	json_decref(o);
+	close(all);
+	close(deny);
+}
+
+/* A follower that reads nothing is dropped with a reason; the tap never
+ * waits for it. */
+static void test_log_slow_follower(void **state)
+{
+	struct fixture *f = *state;
+	struct audit_record r = tap_rec(EGR_VERDICT_ALLOW, "/e2e/agents/job1", "allowed.test");
+	char detail[1000];
+	struct timespec t0, t1;
+	json_t *o, *last = NULL;
+	int fd, i, lines = 0;
+
+	memset(detail, 'x', sizeof(detail) - 1);
+	detail[sizeof(detail) - 1] = '\0';
+	r.detail = detail;
+	fd = follow(f, "{\"cmd\":\"log\",\"follow\":true}\n");
+	o = read_line(fd);
+	assert_true(json_is_true(json_object_get(o, "following")));
+	json_decref(o);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	/* ~8 MB: far more than the socket and the follower's buffer hold */
+	for (i = 0; i < 8000; i++) {
+		control_tap(f->ctl, &r);
+		if (i % 1000 == 999)
+			usleep(100000); /* let the main loop drain the queue */
+	}
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	/* 8000 taps (minus the sleeps) are fast: nothing waited on the client */
+	assert_true((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000 < 3000);
+	while ((o = read_line(fd))) {
+		json_decref(last);
+		last = o;
+		lines++;
+	}
+	print_message("%d lines, last: %s\n", lines,
+		      json_string_value(json_object_get(last, "error")));
+	assert_non_null(last);
+	assert_true(json_is_true(json_object_get(last, "dropped")));
+	assert_true(json_is_false(json_object_get(last, "ok")));
+	assert_true(lines < 8000);
+	json_decref(last);
+	close(fd);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -410,6 +649,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_reload_result, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_requests, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_second_open, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_conns, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_log_follow, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_log_slow_follower, setup, teardown),
 	};
 
 	if (geteuid() != 0) {
