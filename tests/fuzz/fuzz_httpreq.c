@@ -303,7 +303,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	CHECK(!a.committed || !memcmp(a.out.p, b.out.p, a.committed));
 	CHECK(a.n_heads == b.n_heads && a.n_ends == b.n_ends);
 	CHECK(a.n_reqs == b.n_reqs && a.refused == b.refused &&
-	      a.upgraded == b.upgraded && a.status == b.status);
+	      a.upgraded == b.upgraded);
+	/* Which client error a streaming parser meets first can depend on
+	 * where the bytes were cut (a trailer name over its limit at a cut:
+	 * 431; the same name whole, with a bad byte further on: 400). Both
+	 * refuse the request and emit nothing of it; only the code differs. */
+	CHECK(a.status == b.status ||
+	      (a.refused && a.status / 100 == 4 && b.status / 100 == 4));
 	for (int i = 0; i < a.n_reqs; i++)
 		CHECK(!strcmp(a.reqs[i], b.reqs[i]));
 
