@@ -197,6 +197,15 @@ int loop_del(struct loop *l, int fd)
 	return 0;
 }
 
+void loop_forget(struct loop *l, int fd)
+{
+	if (fd < 0 || fd >= l->nregs)
+		return;
+	l->regs[fd].mask = -1;
+	l->regs[fd].cb = NULL;
+	l->regs[fd].data = NULL;
+}
+
 int loop_mask(const struct loop *l, int fd)
 {
 	if (fd < 0 || fd >= l->nregs)

@@ -51,6 +51,9 @@ int loop_add(struct loop *l, int fd, int mask, loop_fd_cb cb, void *data);
 /* Change the interest mask only (0 = none; errors/hangups still reported). */
 int loop_mod(struct loop *l, int fd, int mask);
 int loop_del(struct loop *l, int fd);
+/* fd is about to be closed and has no duplicate: close() removes it from
+ * the epoll set, so only the loop's own entry goes (no syscall). */
+void loop_forget(struct loop *l, int fd);
 /* Current mask of fd, -1 if not registered. */
 int loop_mask(const struct loop *l, int fd);
 

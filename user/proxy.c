@@ -165,6 +165,7 @@ struct conn {
 	bool close_scheduled;
 	int busy; /* entry points on the stack */
 	int cfd, ufd;
+	uint64_t netns_cookie; /* of the listener that accepted; 0: ask cfd */
 
 	struct timespec start;
 	struct egr_origin origin;
@@ -251,6 +252,7 @@ struct worker {
 	struct relay_pipe spare[PROXY_PIPE_POOL];
 	size_t n_spare;
 	char copybuf[PROXY_COPY_MAX]; /* relay: small reads, see relay_pump */
+	uint64_t netns_cookie;        /* of lfd4/lfd6 (0: unknown) */
 	/* proxy_add_listeners()/proxy_remove_listeners(): requests from the
 	 * main thread (the loop is single-threaded), applied on mb_fd. */
 	pthread_mutex_t mb_lock;
@@ -552,7 +554,7 @@ static void conn_close_fd(struct conn *c, int *fd, bool reset)
 {
 	if (*fd < 0)
 		return;
-	loop_del(c->w->loop, *fd);
+	loop_forget(c->w->loop, *fd); /* close() takes it out of epoll */
 	if (reset)
 		sock_set_reset(*fd);
 	close(*fd);
@@ -1186,11 +1188,13 @@ static void conn_relay_event(struct conn *c, enum conn_side side, int events)
 static void conn_relay_start(struct conn *c)
 {
 	c->state = CONN_RELAY;
-	/* Pipes are taken from the worker's pool on the first byte. */
-	/* The client may have sent its request and FIN before we connected. */
+	/* Pipes are taken from the worker's pool on the first byte. The
+	 * client may have sent its request and FIN before we connected: the
+	 * FIN is forwarded now. Bytes waiting on either socket are not
+	 * looked for here: level-triggered interest reports them at once,
+	 * and an idle socket costs no recv() that says EAGAIN. */
 	c->dir[DIR_UP].src_eof = c->c_eof;
-	/* Try both directions once; then epoll takes over. */
-	if (relay_pump(c, DIR_UP) < 0 || relay_pump(c, DIR_DOWN) < 0)
+	if (c->c_eof && relay_pump(c, DIR_UP) < 0)
 		return;
 	if (c->dir[DIR_UP].dst_shut && c->dir[DIR_DOWN].dst_shut) {
 		conn_schedule_close(c);
@@ -1729,8 +1733,9 @@ static void conn_start(struct conn *c)
 		return;
 	}
 
+	cookie = c->netns_cookie;
 	olen = sizeof(cookie);
-	if (getsockopt(c->cfd, SOL_SOCKET, SO_NETNS_COOKIE, &cookie, &olen) < 0)
+	if (!cookie && getsockopt(c->cfd, SOL_SOCKET, SO_NETNS_COOKIE, &cookie, &olen) < 0)
 		cookie = 0; /* pre-5.14 kernel: the BPF side cannot key by it either */
 	memset(&key, 0, sizeof(key));
 	key.netns_cookie = cookie;
@@ -1796,7 +1801,8 @@ static void conn_start(struct conn *c)
 	conn_peek_read(c);
 }
 
-static void worker_accept_one(struct worker *w, int fd, const struct sockaddr_storage *ss)
+static void worker_accept_one(struct worker *w, int fd, const struct sockaddr_storage *ss,
+			      uint64_t netns_cookie)
 {
 	struct proxy *p = w->p;
 	struct conn *c;
@@ -1816,6 +1822,7 @@ static void worker_accept_one(struct worker *w, int fd, const struct sockaddr_st
 	c->timer.data = c;
 	c->first_timer.data = c;
 	c->state = CONN_ACCEPTED;
+	c->netns_cookie = netns_cookie;
 	clock_gettime(CLOCK_REALTIME, &c->start);
 	addr_from_sockaddr(&c->peer, &c->peer_port, (const struct sockaddr *)ss);
 	atomic_fetch_add(&p->n_conns, 1);
@@ -2031,7 +2038,10 @@ static void worker_accept_cb(struct loop *l, int lfd, void *data, int events)
 				 SOCK_NONBLOCK | SOCK_CLOEXEC);
 
 		if (fd >= 0) {
-			worker_accept_one(w, fd, &ss);
+			/* The listener's netns is the connection's: known
+			 * for ours, asked for a pod's (rare). */
+			worker_accept_one(w, fd, &ss,
+					  lfd == w->lfd4 || lfd == w->lfd6 ? w->netns_cookie : 0);
 			continue;
 		}
 		if (errno == EINTR || errno == ECONNABORTED)
@@ -2343,7 +2353,10 @@ int proxy_create(struct proxy **out, const struct proxy_params *params)
 		goto fail;
 	for (i = 0; i < p->n_workers; i++) {
 		struct worker *w = &p->workers[i];
+		socklen_t olen = sizeof(w->netns_cookie);
 
+		if (getsockopt(w->lfd4, SOL_SOCKET, SO_NETNS_COOKIE, &w->netns_cookie, &olen) < 0)
+			w->netns_cookie = 0;
 		err = loop_add(w->loop, w->lfd4, LOOP_READ, worker_accept_cb, w);
 		if (!err && w->lfd6 >= 0)
 			err = loop_add(w->loop, w->lfd6, LOOP_READ, worker_accept_cb, w);
