@@ -1110,7 +1110,8 @@ static int set_mode(struct ld *l, struct policy *p, const json_t *v,
 static int load_policy(struct ld *l, const char *name, const json_t *obj,
 		       const struct dconfig_jpos *j, struct dconfig_policy *dp)
 {
-	static const char *const known[] = { "mode", "allow", "deny", "file", "sandbox_runtime" };
+	static const char *const known[] = { "mode", "allow", "deny", "file", "sandbox_runtime",
+					     "deny_countries" };
 	const json_t *file = json_object_get(obj, "file");
 	const json_t *srt = json_object_get(obj, "sandbox_runtime");
 	const json_t *ref = file ? file : srt;
@@ -1151,7 +1152,8 @@ static int load_policy(struct ld *l, const char *name, const json_t *obj,
 	snprintf(f, sizeof(f), "policies.%s.%s", name, refkey);
 	{
 		const char *k = json_object_get(obj, "allow") ? "allow" :
-				json_object_get(obj, "deny") ? "deny" : NULL;
+				json_object_get(obj, "deny") ? "deny" :
+				json_object_get(obj, "deny_countries") ? "deny_countries" : NULL;
 
 		if (k)
 			return fail(l, -EINVAL, dconfig_jpos_key(j, k)->key_line, path,
@@ -1452,6 +1454,9 @@ void dconfig_free(struct dconfig *c)
 	free(c->metrics);
 	free(c->audit_path);
 	free(c->dns_servers);
+	free(c->geoip_country);
+	free(c->geoip_asn);
+	geo_close(c->geo);
 	free(c);
 }
 
@@ -1497,10 +1502,88 @@ static struct dconfig *dconfig_new(const char *name)
 	return c;
 }
 
+/*
+ * "geoip": {"country": FILE, "asn": FILE}. The files are opened and
+ * checked here, so a missing or corrupt database refuses the start or the
+ * reload (the running configuration keeps its own handle).
+ */
+static int load_geoip(struct ld *l, const json_t *obj, const struct dconfig_jpos *j)
+{
+	static const char *const known[] = { "country", "asn" };
+	const struct dconfig_jpos *cj = NULL, *aj = NULL;
+	struct dconfig *c = l->c;
+	char *country = NULL, *asn = NULL, gerr[512];
+	int r;
+
+	if ((r = want_type(l, obj, j, "geoip", JSON_OBJECT, "an object")) ||
+	    (r = check_keys(l, obj, j, "geoip", known, ARRAY_SIZE(known))))
+		return r;
+	if ((r = get_str(l, obj, j, "geoip", "country", true, &country, &cj)) < 0 ||
+	    (r = get_str(l, obj, j, "geoip", "asn", true, &asn, &aj)) < 0)
+		goto out;
+	r = 0;
+	if (country && !country[0])
+		r = fail(l, -EINVAL, dconfig_jpos_line(cj, 1), "geoip.country",
+			 "empty path (leave the field out for no country database)");
+	else if (asn && !asn[0])
+		r = fail(l, -EINVAL, dconfig_jpos_line(aj, 1), "geoip.asn",
+			 "empty path (leave the field out for no ASN database)");
+	if (r)
+		goto out;
+	if ((country && !(c->geoip_country = resolve_ref(l, country))) ||
+	    (asn && !(c->geoip_asn = resolve_ref(l, asn)))) {
+		r = nomem(l);
+		goto out;
+	}
+	if (!c->geoip_country && !c->geoip_asn)
+		goto out;
+	r = geo_open(c->geoip_country, c->geoip_asn, &c->geo, gerr, sizeof(gerr));
+	if (r) {
+		/* geo.c names the role first: point at that field */
+		bool is_asn = !strncmp(gerr, "ASN", 3);
+
+		r = fail(l, r, dconfig_jpos_line(is_asn ? aj : cj, j->line),
+			 is_asn ? "geoip.asn" : "geoip.country", "%s", gerr);
+	}
+out:
+	free(country);
+	free(asn);
+	return r;
+}
+
+/* Every policy gets the databases; one that uses GeoIP must have them.
+ * The message starts with where the field is (config.json or the
+ * policy's own file) and names the policy. */
+static int check_geo_policies(struct ld *l)
+{
+	struct dconfig *c = l->c;
+	char perr[512], hc[256], ha[256];
+	size_t i;
+
+	snprintf(hc, sizeof(hc), "set geoip.country in %s", l->file);
+	snprintf(ha, sizeof(ha), "set geoip.asn in %s", l->file);
+	for (i = 0; i < c->n_policies; i++) {
+		struct policy *p = c->policies[i].policy;
+		size_t n;
+
+		p->geo = c->geo;
+		if (!policy_check_geo(p, c->geoip_country != NULL, c->geoip_asn != NULL,
+				      hc, ha, perr, sizeof(perr)))
+			continue;
+		n = strlen(perr);
+		if (n && perr[n - 1] == ')')
+			perr[n - 1] = '\0';
+		if (l->err && l->errlen)
+			snprintf(l->err, l->errlen, "%s; policies.%s)", perr, c->policies[i].name);
+		return -EINVAL;
+	}
+	return 0;
+}
+
 static int load_root(struct ld *l)
 {
 	static const char *const known[] = {
-		"listen", "audit", "dns", "proxy", "policies", "bindings",
+		"listen", "audit", "dns", "proxy", "policies", "bindings", "geoip",
 	};
 	const json_t *v;
 	size_t i;
@@ -1523,8 +1606,13 @@ static int load_root(struct ld *l)
 	if ((v = json_object_get(l->root, "proxy")) &&
 	    (r = load_proxy(l, v, dconfig_jpos_key(l->pos, "proxy"))))
 		return r;
+	if ((v = json_object_get(l->root, "geoip")) &&
+	    (r = load_geoip(l, v, dconfig_jpos_key(l->pos, "geoip"))))
+		return r;
 	if ((v = json_object_get(l->root, "policies")) &&
 	    (r = load_policies(l, v, dconfig_jpos_key(l->pos, "policies"))))
+		return r;
+	if ((r = check_geo_policies(l)))
 		return r;
 	if ((v = json_object_get(l->root, "bindings")) &&
 	    (r = load_bindings(l, v, dconfig_jpos_key(l->pos, "bindings"))))
