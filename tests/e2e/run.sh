@@ -78,6 +78,8 @@ CASES=(
 	not_intercepted_passthrough
 	cleanup_after_kill
 	daemon_enforces_bindings
+	geoip_country_and_asn
+	audit_suggest_enforce
 	nothing_left_behind
 )
 
@@ -1180,6 +1182,74 @@ assert s["policies"][0]["name"] == "agents" and s["cgroups"]["bound"] >= 1, s' <
 	grep -q "reloaded" "$CASE_STDERR" || fail "valid reload not applied"
 	out=$(in_cg "$DCG/agents/job1" curl -sS --max-time 5 --cacert "$E2E_CA" \
 		https://evil.test/) || fail "evil.test after the reload allowed it: $(oneline "$out")"
+}
+
+# ---------------------------------------------------------------------
+# GeoIP (docs/geoip.md). tests/data/geo/e2e-{country,asn}.mmdb map the
+# bed's hosts: allowed.test DE AS64496, api.allowed.test DE AS64497,
+# other.test US AS64498, evil.test KP AS64499 (v4 and v6).
+
+GEO_DATA=$E2E_REPO/tests/data/geo
+
+case_geoip_country_and_asn() {
+	need_egressd
+	local out rc pol=$E2E_DIR/geo-policy.json
+	local geo=(--geoip-country "$GEO_DATA/e2e-country.mmdb" --geoip-asn "$GEO_DATA/e2e-asn.mmdb")
+	cat >"$pol" <<JSON
+{ "name": "geo", "deny_countries": ["kp"],
+  "allow": [ "allowed.test", "evil.test",
+             { "rule": "*.allowed.test", "asn": [64497] },
+             { "rule": "other.test", "asn": [64496] } ] }
+JSON
+	# DE passes; the record carries the upstream's country and ASN.
+	out=$(egr -p "$pol" "${geo[@]}" -- curl -sS --max-time 5 --cacert "$E2E_CA" \
+		https://allowed.test/) || fail "allowed.test: $(oneline "$out")"
+	grep -q 'hello from allowed.test' <<<"$out" || fail "allowed.test answered: $(oneline "$out")"
+	out=$(audit_find "o.get('sni') == 'allowed.test' and o.get('verdict') == 'allow'") ||
+		fail "no allow record for allowed.test"
+	note "allowed.test: $out"
+	audit_find "o.get('sni') == 'allowed.test' and o.get('country') == 'DE' and o.get('asn') == 64496 and o.get('as_org') == 'Bed Allowed DE'" >/dev/null ||
+		fail "allowed.test record lacks country/asn/as_org: $out"
+	# evil.test is allowed by name, but it is in KP: no contact at all.
+	log_mark evil.test
+	out=$(egr -p "$pol" "${geo[@]}" -- "${TIMED[@]}" curl -sS --max-time 5 \
+		--cacert "$E2E_CA" https://evil.test/)
+	rc=$?
+	deny_fast "evil.test (KP)" $rc "$out"
+	evil_untouched "deny_countries"
+	out=$(audit_find "o.get('sni') == 'evil.test' and o.get('verdict') == 'deny'") ||
+		fail "no deny record for evil.test"
+	note "evil.test: $out"
+	audit_find "o.get('sni') == 'evil.test' and o.get('verdict') == 'deny' and o.get('reason') == 'geo' and o.get('country') == 'KP'" >/dev/null ||
+		fail "evil.test denial is not reason geo with country KP: $out"
+	# ASN lists: api.allowed.test (AS64497) is listed; other.test (AS64498)
+	# is not in its rule's [64496].
+	out=$(egr -p "$pol" "${geo[@]}" -- curl -sS --max-time 5 --cacert "$E2E_CA" \
+		https://api.allowed.test/) || fail "api.allowed.test (listed ASN): $(oneline "$out")"
+	log_mark other.test
+	out=$(egr -p "$pol" "${geo[@]}" -- "${TIMED[@]}" curl -sS --max-time 5 \
+		--cacert "$E2E_CA" https://other.test/)
+	rc=$?
+	timed_split "$out"
+	[ $rc -ne 0 ] || fail "other.test (AS64498, unlisted) succeeded: $(oneline "$BODY")"
+	sleep 0.2
+	[ -z "$(log_new other.test)" ] ||
+		fail "other.test was contacted: $(oneline "$(log_new other.test)")"
+	out=$(audit_find "o.get('sni') == 'other.test' and o.get('reason') == 'geo' and o.get('asn') == 64498") ||
+		fail "no geo denial with asn 64498 for other.test"
+	note "other.test: $out"
+	# Without the databases the policy is refused; a corrupt database is
+	# refused with its file named; nothing runs either way (exit 2).
+	out=$(ip netns exec "$NS_HOST" "$EGRESSD" run --user nobody -p "$pol" \
+		--geoip-asn "$GEO_DATA/e2e-asn.mmdb" -- echo RAN 2>&1); rc=$?
+	[ $rc = 2 ] && grep -q "deny_countries: needs a country database" <<<"$out" &&
+		! grep -q RAN <<<"$out" || fail "policy without a country database: rc $rc: $(oneline "$out")"
+	out=$(ip netns exec "$NS_HOST" "$EGRESSD" run --user nobody -p "$pol" \
+		--geoip-country "$GEO_DATA/corrupt-data.mmdb" --geoip-asn "$GEO_DATA/e2e-asn.mmdb" \
+		-- echo RAN 2>&1); rc=$?
+	[ $rc = 2 ] && grep -q "country database $GEO_DATA/corrupt-data.mmdb: corrupt" <<<"$out" &&
+		! grep -q RAN <<<"$out" || fail "corrupt database: rc $rc: $(oneline "$out")"
+	note "corrupt: $(oneline "$out")"
 }
 
 case_nothing_left_behind() {
