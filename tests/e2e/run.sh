@@ -1252,6 +1252,75 @@ JSON
 	note "corrupt: $(oneline "$out")"
 }
 
+# Audit mode + policy suggest (issue 5): a scripted run under a policy in
+# audit mode, the suggested policy enforced by a reload, the same run again:
+# everything it did still works, a host it never touched is denied.
+suggest_script() { # CGROUP: the scripted run, every step must succeed
+	local u
+	for u in https://allowed.test/ https://api.allowed.test/ \
+		http://www.allowed.test/ https://other.test/; do
+		in_cg "$1" curl -sS --max-time 5 --cacert "$E2E_CA" "$u" >/dev/null ||
+			{ echo "$u failed"; return 1; }
+	done
+}
+
+case_audit_suggest_enforce() {
+	need_egressd
+	local out rc
+	local ctl=$E2E_REPO/egressctl dsock=$E2E_DIR/ctl/control.sock
+	local sug=$E2E_DIR/suggested.json
+	DCG=/egressd-e2e-suggest-$$
+	DBPF=$E2E_DIR/bpffs
+	DCFG=$E2E_DIR/daemon-suggest.json
+	trap daemon_cleanup EXIT
+	mkdir -p "$DBPF" && mount -t bpf bpf "$DBPF" || fail "cannot mount a bpffs"
+	cg_run 'mkdir -p "$CG'"$DCG"'/agents/job1"' || fail "cannot create the test cgroup"
+	cat >"$DCFG" <<JSON
+{ "listen": { "control": "$dsock" },
+  "audit": { "path": "$CASE_AUDIT", "format": "json" },
+  "policies": { "learn": { "mode": "audit", "allow": [] } },
+  "bindings": [ { "cgroup": "$DCG/agents/*", "policy": "learn" } ] }
+JSON
+	daemon_start || fail "daemon did not start: $(tail -3 "$CASE_STDERR")"
+	out=$(suggest_script "$DCG/agents/job1") || fail "audit mode run: $(oneline "$out")"
+	sleep 0.5 # records land when connections close
+	out=$("$ctl" policy suggest --log "$CASE_AUDIT" --since 1h --cgroup "$DCG/agents/*" \
+		--name learned 2>"$E2E_DIR/suggest.err" >"$sug") ||
+		fail "policy suggest: $(oneline "$(cat "$E2E_DIR/suggest.err")")"
+	note "suggested: $(oneline "$(cat "$sug")")"
+	note "suggest: $(oneline "$(cat "$E2E_DIR/suggest.err")")"
+	"$E2E_PY" -c 'import json, sys
+p = json.load(open(sys.argv[1]))
+want = ["*.allowed.test", "allowed.test", "other.test"]
+assert p["mode"] == "enforce" and sorted(p["allow"]) == want, p' "$sug" ||
+		fail "suggested policy is not exactly $(oneline "allowed.test *.allowed.test other.test"): $(oneline "$(cat "$sug")")"
+	# Enforce it: the binding's policy becomes the suggested file.
+	cat >"$DCFG" <<JSON
+{ "listen": { "control": "$dsock" },
+  "audit": { "path": "$CASE_AUDIT", "format": "json" },
+  "policies": { "learn": { "file": "$sug" } },
+  "bindings": [ { "cgroup": "$DCG/agents/*", "policy": "learn" } ] }
+JSON
+	out=$("$ctl" reload --socket "$dsock" 2>&1) || fail "reload: $(oneline "$out")"
+	out=$("$ctl" status --socket "$dsock" 2>&1)
+	grep -Eq "^  learn +enforce " <<<"$out" || fail "policy not enforced after reload: $(oneline "$out")"
+	out=$(suggest_script "$DCG/agents/job1") || fail "enforced rerun: $(oneline "$out")"
+	# evil.test, never touched: its name does not resolve, and a
+	# connection to its address naming it is denied.
+	log_mark evil.test
+	out=$(in_cg "$DCG/agents/job1" curl -sS --max-time 5 --cacert "$E2E_CA" \
+		https://evil.test/) && fail "evil.test (never touched) was allowed"
+	note "evil.test: $(oneline "$out")"
+	out=$(in_cg "$DCG/agents/job1" curl -sS --max-time 5 --cacert "$E2E_CA" \
+		--resolve "evil.test:443:$EVIL4" https://evil.test/) &&
+		fail "evil.test by address (never touched) was allowed"
+	note "evil.test by address: $(oneline "$out")"
+	evil_untouched "suggested policy"
+	sleep 0.3
+	audit_find "o.get('sni') == 'evil.test' and o.get('verdict') == 'deny' and o.get('reason') == 'no_match' and o.get('policy') == 'learn'" >/dev/null ||
+		fail "no enforced denial of evil.test in the audit log"
+}
+
 case_nothing_left_behind() {
 	local pids i now ns left=
 	for ((i = 0; i < 30; i++)); do
