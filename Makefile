@@ -116,9 +116,9 @@ $(BUILD)/fuzz/fuzz_httpreq: tests/fuzz/fuzz_httpreq.c user/httpreq.c user/reqrul
 	$(call msg,FUZZ-CC,$@)
 	$(Q)$(CLANG) $(FUZZ_CFLAGS) $^ -lhttp_parser -o $@
 
-$(BUILD)/fuzz/fuzz_dconfig: tests/fuzz/fuzz_dconfig.c user/dconfig.c user/srt.c user/policy.c user/reqrule.c user/addr.c user/hello.c user/log.c | $(BUILD)/fuzz
+$(BUILD)/fuzz/fuzz_dconfig: tests/fuzz/fuzz_dconfig.c user/dconfig.c user/srt.c user/policy.c user/reqrule.c user/addr.c user/hello.c user/log.c user/geo.c | $(BUILD)/fuzz
 	$(call msg,FUZZ-CC,$@)
-	$(Q)$(CLANG) $(FUZZ_CFLAGS) $^ -ljansson -lhttp_parser -lpthread -o $@
+	$(Q)$(CLANG) $(FUZZ_CFLAGS) $^ -ljansson -lhttp_parser -lmaxminddb -lpthread -o $@
 
 unit: $(UNIT_BINS)
 	$(Q)tests/run-unit.sh $(UNIT_BINS)

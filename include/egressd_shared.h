@@ -89,6 +89,10 @@ enum egr_reason {
 	EGR_REASON_INTERNAL = 20,
 	/* proxy: TCP port 53, handed to the DNS proxy (which logs each query) */
 	EGR_REASON_DNS = 21,
+	/* proxy: every upstream address was refused by GeoIP: its country is
+	 * in the policy's deny_countries, or its ASN is not in the matching
+	 * allow rule's asn list (docs/geoip.md) */
+	EGR_REASON_GEO = 22,
 	EGR_REASON_MAX,
 };
 

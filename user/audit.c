@@ -71,6 +71,7 @@ static const char *const reason_names[] = {
 	[EGR_REASON_CONN_LIMIT] = "conn_limit",
 	[EGR_REASON_INTERNAL] = "internal",
 	[EGR_REASON_DNS] = "dns",
+	[EGR_REASON_GEO] = "geo",
 };
 _Static_assert(sizeof(reason_names) / sizeof(reason_names[0]) == EGR_REASON_MAX,
 	       "every enum egr_reason value needs a name");
@@ -99,6 +100,7 @@ static const char *const reason_texts[] = {
 	[EGR_REASON_CONN_LIMIT] = "connection limit reached",
 	[EGR_REASON_INTERNAL] = "internal error",
 	[EGR_REASON_DNS] = "DNS to the configured resolver",
+	[EGR_REASON_GEO] = "upstream country or ASN refused by the policy",
 };
 _Static_assert(sizeof(reason_texts) / sizeof(reason_texts[0]) == EGR_REASON_MAX,
 	       "every enum egr_reason value needs a text");
@@ -330,6 +332,17 @@ static void format_text(const struct audit_record *r, const struct timespec *end
 		bputs(b, " detail=");
 		besc(b, r->detail);
 	}
+	/* GeoIP of the upstream address (docs/geoip.md): unknown is left out */
+	if (r->country && r->country[0])
+		bprintf(b, " country=%s", r->country);
+	if (r->asn)
+		bprintf(b, " asn=%u", r->asn);
+	if (r->as_org && r->as_org[0]) {
+		bputs(b, " as_org=");
+		besc(b, r->as_org);
+	}
+	if (r->geo_error)
+		bputs(b, " geo_error=1");
 	bputs(b, "\n");
 }
 
@@ -445,6 +458,15 @@ static char *format_json(const struct audit_record *r, const struct timespec *en
 		jset(o, "http", json_http(&r->http));
 	if (r->detail)
 		jset(o, "detail", jstr(r->detail));
+	/* GeoIP of the upstream address (docs/geoip.md): unknown is left out */
+	if (r->country && r->country[0])
+		jset(o, "country", jstr(r->country));
+	if (r->asn)
+		jset(o, "asn", json_integer((json_int_t)r->asn));
+	if (r->as_org && r->as_org[0])
+		jset(o, "as_org", jstr(r->as_org));
+	if (r->geo_error)
+		jset(o, "geo_error", json_true());
 	s = json_dumps(o, JSON_COMPACT);
 	json_decref(o);
 	return s;

@@ -47,6 +47,12 @@ struct audit_record {
 	uint64_t bytes_up;      /* agent -> upstream */
 	uint64_t bytes_down;    /* upstream -> agent */
 	const char *detail;     /* free text (error), NULL if none */
+	/* GeoIP of the upstream address (resolved, or dst for address rules;
+	 * docs/geoip.md). NULL/""/0: unknown, left out of the record. */
+	const char *country;    /* ISO 3166-1 alpha-2 */
+	uint32_t asn;
+	const char *as_org;
+	bool geo_error;         /* a database reported an error for it */
 	/* Only in the audit file: not on stderr, not in the exit summary
 	 * (e.g. glibc's UDP connect() probes for address sorting). */
 	bool quiet;

@@ -1112,9 +1112,10 @@ static int load_policy(struct ld *l, const char *name, const json_t *obj,
 {
 	/* inline: what a policy file holds (docs/policy.md) */
 	static const char *const known[] = { "mode", "allow", "deny", "intercept", "gateways",
-					     "upstream_ca", "file", "sandbox_runtime" };
+					     "upstream_ca", "file", "sandbox_runtime",
+					     "deny_countries" };
 	static const char *const inline_only[] = { "allow", "deny", "intercept", "gateways",
-						   "upstream_ca" };
+						   "upstream_ca", "deny_countries" };
 	const json_t *file = json_object_get(obj, "file");
 	const json_t *srt = json_object_get(obj, "sandbox_runtime");
 	const json_t *ref = file ? file : srt;
@@ -1462,6 +1463,9 @@ void dconfig_free(struct dconfig *c)
 	free(c->ca_cert);
 	free(c->ca_key);
 	free(c->upstream_ca);
+	free(c->geoip_country);
+	free(c->geoip_asn);
+	geo_close(c->geo);
 	free(c);
 }
 
@@ -1606,10 +1610,89 @@ static int check_intercept(struct ld *l)
 	return 0;
 }
 
+/*
+ * "geoip": {"country": FILE, "asn": FILE}. The files are opened and
+ * checked here, so a missing or corrupt database refuses the start or the
+ * reload (the running configuration keeps its own handle).
+ */
+static int load_geoip(struct ld *l, const json_t *obj, const struct dconfig_jpos *j)
+{
+	static const char *const known[] = { "country", "asn" };
+	const struct dconfig_jpos *cj = NULL, *aj = NULL;
+	struct dconfig *c = l->c;
+	char *country = NULL, *asn = NULL, gerr[512];
+	int r;
+
+	if ((r = want_type(l, obj, j, "geoip", JSON_OBJECT, "an object")) ||
+	    (r = check_keys(l, obj, j, "geoip", known, ARRAY_SIZE(known))))
+		return r;
+	if ((r = get_str(l, obj, j, "geoip", "country", true, &country, &cj)) < 0 ||
+	    (r = get_str(l, obj, j, "geoip", "asn", true, &asn, &aj)) < 0)
+		goto out;
+	r = 0;
+	if (country && !country[0])
+		r = fail(l, -EINVAL, dconfig_jpos_line(cj, 1), "geoip.country",
+			 "empty path (leave the field out for no country database)");
+	else if (asn && !asn[0])
+		r = fail(l, -EINVAL, dconfig_jpos_line(aj, 1), "geoip.asn",
+			 "empty path (leave the field out for no ASN database)");
+	if (r)
+		goto out;
+	if ((country && !(c->geoip_country = resolve_ref(l, country))) ||
+	    (asn && !(c->geoip_asn = resolve_ref(l, asn)))) {
+		r = nomem(l);
+		goto out;
+	}
+	if (!c->geoip_country && !c->geoip_asn)
+		goto out;
+	r = geo_open(c->geoip_country, c->geoip_asn, &c->geo, gerr, sizeof(gerr));
+	if (r) {
+		/* geo.c names the role first: point at that field */
+		bool is_asn = !strncmp(gerr, "ASN", 3);
+
+		r = fail(l, r, dconfig_jpos_line(is_asn ? aj : cj, j->line),
+			 is_asn ? "geoip.asn" : "geoip.country", "%s", gerr);
+	}
+out:
+	free(country);
+	free(asn);
+	return r;
+}
+
+/* Every policy gets the databases; one that uses GeoIP must have them.
+ * The message starts with where the field is (config.json or the
+ * policy's own file) and names the policy. */
+static int check_geo_policies(struct ld *l)
+{
+	struct dconfig *c = l->c;
+	char perr[512], hc[256], ha[256];
+	size_t i;
+
+	snprintf(hc, sizeof(hc), "set geoip.country in %s", l->file);
+	snprintf(ha, sizeof(ha), "set geoip.asn in %s", l->file);
+	for (i = 0; i < c->n_policies; i++) {
+		struct policy *p = c->policies[i].policy;
+		size_t n;
+
+		p->geo = c->geo;
+		if (!policy_check_geo(p, c->geoip_country != NULL, c->geoip_asn != NULL,
+				      hc, ha, perr, sizeof(perr)))
+			continue;
+		n = strlen(perr);
+		if (n && perr[n - 1] == ')')
+			perr[n - 1] = '\0';
+		if (l->err && l->errlen)
+			snprintf(l->err, l->errlen, "%s; policies.%s)", perr, c->policies[i].name);
+		return -EINVAL;
+	}
+	return 0;
+}
+
 static int load_root(struct ld *l)
 {
 	static const char *const known[] = {
 		"listen", "audit", "dns", "proxy", "ca", "upstream_ca", "policies", "bindings",
+		"geoip",
 	};
 	const json_t *v;
 	size_t i;
@@ -1637,10 +1720,15 @@ static int load_root(struct ld *l)
 		return r;
 	if ((r = get_path(l, l->root, l->pos, "", "upstream_ca", false, &l->c->upstream_ca)))
 		return r;
+	if ((v = json_object_get(l->root, "geoip")) &&
+	    (r = load_geoip(l, v, dconfig_jpos_key(l->pos, "geoip"))))
+		return r;
 	if ((v = json_object_get(l->root, "policies")) &&
 	    (r = load_policies(l, v, dconfig_jpos_key(l->pos, "policies"))))
 		return r;
 	if ((r = check_intercept(l)))
+		return r;
+	if ((r = check_geo_policies(l)))
 		return r;
 	if ((v = json_object_get(l->root, "bindings")) &&
 	    (r = load_bindings(l, v, dconfig_jpos_key(l->pos, "bindings"))))

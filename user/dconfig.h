@@ -22,6 +22,7 @@
 #include "addr.h"
 #include "audit.h"
 #include "config.h"
+#include "geo.h"
 #include "policy.h"
 
 #define DCONFIG_DEFAULT_PATH "/etc/egressd/config.json"
@@ -85,6 +86,12 @@ struct dconfig {
 	char *ca_key;
 	int ca_line;              /* line of the "ca" value, for CA load errors */
 	char *upstream_ca;
+	/* geoip (docs/geoip.md): database paths (resolved against the
+	 * config's directory), NULL: none; opened and checked at load, every
+	 * policy's ->geo points at geo (NULL without databases). */
+	char *geoip_country;
+	char *geoip_asn;
+	struct geo *geo;
 
 	struct dconfig_policy *policies;
 	size_t n_policies;

@@ -131,6 +131,7 @@ static void rule_clear(struct policy_rule *r)
 	free(r->text);
 	free(r->source);
 	free(r->domain);
+	free(r->asn);
 	memset(r, 0, sizeof(*r));
 }
 
@@ -514,6 +515,10 @@ void policy_free(struct policy *p)
 		gateway_clear(&p->gateways[i]);
 	free(p->gateways);
 	free(p->upstream_ca);
+	for (i = 0; i < p->n_deny_countries; i++)
+		free(p->deny_countries[i]);
+	free(p->deny_countries);
+	free(p->geo_source);
 	free(p->allow);
 	free(p->deny);
 	free(p->name);
@@ -1475,7 +1480,7 @@ static unsigned edit_distance(const char *a, const char *b)
 }
 
 static const char *const known_keys[] = { "name", "mode", "allow", "deny", "intercept",
-					   "upstream_ca", "gateways" };
+					   "upstream_ca", "gateways", "deny_countries" };
 
 static bool policy_name_valid(const char *s)
 {
@@ -1504,6 +1509,9 @@ static int key_line(const struct load_ctx *c, const char *key)
 	locate(c->buf, c->len, key, &l);
 	return l.key_line;
 }
+
+static int load_rule_object(const struct load_ctx *c, struct policy *tmp, const char *key,
+			    size_t idx, json_t *o);
 
 static int load_rules(const struct load_ctx *c, struct policy *tmp, bool deny,
 		      const char *key, json_t *arr)
@@ -1539,9 +1547,19 @@ static int load_rules(const struct load_ctx *c, struct policy *tmp, bool deny,
 		locate(c->buf, c->len, key, &l);
 	}
 	json_array_foreach(arr, i, v) {
+		if (!deny && json_is_object(v)) {
+			ret = load_rule_object(c, tmp, key, i, v);
+			if (ret)
+				break;
+			continue;
+		}
 		if (!json_is_string(v)) {
-			seterr(c->err, c->errlen, "%s:%d: %s[%zu]: expected a rule string, got %s",
-			       c->file, lines[i], key, i, json_type_name(v));
+			seterr(c->err, c->errlen, "%s:%d: %s[%zu]: expected a rule string%s, got %s",
+			       c->file, lines[i], key, i,
+			       deny ? (json_is_object(v) ? " (an \"asn\" list is for allow rules only)"
+							 : "")
+				    : " or {\"rule\": ..., \"asn\": [...]}",
+			       json_type_name(v));
 			ret = -EINVAL;
 			break;
 		}
@@ -2189,6 +2207,196 @@ static int check_gateways_allowed(const struct load_ctx *c, const struct policy 
 	return 0;
 }
 
+/* --- GeoIP in files (docs/geoip.md) ------------------------------------- */
+
+#define POLICY_MAX_ASNS 1000
+#define POLICY_MAX_COUNTRIES 300
+
+static const char *const rule_obj_keys[] = { "rule", "asn" };
+
+/* An allow rule limited to ASNs: {"rule": "*.cdn.example.com", "asn": [64500]}. */
+static int load_rule_object(const struct load_ctx *c, struct policy *tmp, const char *key,
+			    size_t idx, json_t *o)
+{
+	struct fpath f = fp_idx(fp_key((struct fpath){ .n = 0 }, key), idx);
+	struct fpath fr = fp_key(f, "rule"), fa = fp_key(f, "asn");
+	char source[512], rerr[256], q[256];
+	json_t *rule = NULL, *asn = NULL, *v;
+	uint32_t *list;
+	const char *k;
+	size_t i, n;
+	int ret;
+
+	json_object_foreach(o, k, v) {
+		if (!strcmp(k, "rule"))
+			rule = v;
+		else if (!strcmp(k, "asn"))
+			asn = v;
+		else
+			return unknown_key(c, f, k, rule_obj_keys,
+					   sizeof(rule_obj_keys) / sizeof(rule_obj_keys[0]));
+	}
+	if (!rule)
+		return ferr(c, &f, false, "\"rule\" is required (the rule string)");
+	if (!json_is_string(rule))
+		return ferr(c, &fr, false, "expected a rule string, got %s", json_type_name(rule));
+	if (!asn)
+		return ferr(c, &f, false, "\"asn\" is required in a rule object "
+			    "(without it, write the rule as a plain string)");
+	if (!json_is_array(asn))
+		return ferr(c, &fa, false, "expected an array of AS numbers, got %s",
+			    json_type_name(asn));
+	n = json_array_size(asn);
+	if (!n)
+		return ferr(c, &fa, false, "empty list: it would read as \"no restriction\"; "
+			    "list AS numbers, or write the rule as a plain string");
+	if (n > POLICY_MAX_ASNS)
+		return ferr(c, &fa, false, "too many AS numbers (at most %d)", POLICY_MAX_ASNS);
+	json_array_foreach(asn, i, v) {
+		struct fpath fe = fp_idx(fa, i);
+		json_int_t x;
+
+		if (json_is_string(v)) {
+			const char *sv = json_string_value(v);
+
+			if ((sv[0] == 'A' || sv[0] == 'a') && (sv[1] == 'S' || sv[1] == 's') &&
+			    isdigit((unsigned char)sv[2]))
+				return ferr(c, &fe, false, "\"%s\": write the number alone (%s)",
+					    esc(sv, q, sizeof(q)), sv + 2);
+			return ferr(c, &fe, false, "\"%s\": expected an AS number (1-4294967294)",
+				    esc(sv, q, sizeof(q)));
+		}
+		if (!json_is_integer(v))
+			return ferr(c, &fe, false, "expected an AS number (1-4294967294), got %s",
+				    json_type_name(v));
+		x = json_integer_value(v);
+		/* 0 means "unknown" to the database reader; 4294967295 is
+		 * reserved (RFC 7300): neither can be an upstream's ASN. */
+		if (x < 1 || x > 4294967294LL)
+			return ferr(c, &fe, false, "%lld: not an AS number (1-4294967294)",
+				    (long long)x);
+	}
+	list = calloc(n, sizeof(*list));
+	if (!list) {
+		seterr(c->err, c->errlen, "%s: out of memory", c->file);
+		return -ENOMEM;
+	}
+	json_array_foreach(asn, i, v)
+		list[i] = (uint32_t)json_integer_value(v);
+	snprintf(source, sizeof(source), "%s:%d", c->file,
+		 locate_path(c->buf, c->len, &fr, false));
+	ret = policy_add_rule(tmp, false, json_string_value(rule), source, rerr, sizeof(rerr));
+	if (ret) {
+		free(list);
+		if (ret == -ENOMEM) {
+			seterr(c->err, c->errlen, "%s: out of memory", c->file);
+			return ret;
+		}
+		return ferr(c, &fr, false, "\"%s\": %s", esc(json_string_value(rule), q, sizeof(q)),
+			    rerr);
+	}
+	tmp->allow[tmp->n_allow - 1].asn = list;
+	tmp->allow[tmp->n_allow - 1].n_asn = n;
+	return 0;
+}
+
+static bool is_alpha2(const char *s)
+{
+	return isascii((unsigned char)s[0]) && isalpha((unsigned char)s[0]) &&
+	       isascii((unsigned char)s[1]) && isalpha((unsigned char)s[1]) && !s[2];
+}
+
+/* "deny_countries": ["KP", "ir"] -> upper case, NULL-terminated. */
+static int load_countries(const struct load_ctx *c, struct policy *tmp, json_t *arr)
+{
+	struct fpath f = fp_key((struct fpath){ .n = 0 }, "deny_countries");
+	char source[512], q[256];
+	size_t i, n;
+	json_t *v;
+
+	if (!json_is_array(arr))
+		return ferr(c, &f, false, "expected an array of two-letter country codes "
+			    "(ISO 3166-1 alpha-2, e.g. [\"KP\"]), got %s", json_type_name(arr));
+	n = json_array_size(arr);
+	if (n > POLICY_MAX_COUNTRIES)
+		return ferr(c, &f, false, "too many entries (at most %d)", POLICY_MAX_COUNTRIES);
+	json_array_foreach(arr, i, v) {
+		struct fpath fe = fp_idx(f, i);
+		const char *sv = json_string_value(v);
+
+		if (!sv)
+			return ferr(c, &fe, false, "expected a two-letter country code, got %s",
+				    json_type_name(v));
+		if (!is_alpha2(sv))
+			return ferr(c, &fe, false, "\"%s\": not a two-letter country code "
+				    "(ISO 3166-1 alpha-2, e.g. \"KP\")", esc(sv, q, sizeof(q)));
+		if (!strcasecmp(sv, "UK"))
+			return ferr(c, &fe, false, "\"%s\": not an ISO 3166-1 code (the United "
+				    "Kingdom is \"GB\")", sv);
+	}
+	for (i = 0; tmp->deny_countries && tmp->deny_countries[i]; i++)
+		free(tmp->deny_countries[i]);
+	free(tmp->deny_countries);
+	free(tmp->geo_source);
+	tmp->n_deny_countries = 0;
+	tmp->geo_source = NULL;
+	tmp->deny_countries = calloc(n + 1, sizeof(*tmp->deny_countries));
+	if (!tmp->deny_countries)
+		goto nomem;
+	json_array_foreach(arr, i, v) {
+		const char *sv = json_string_value(v);
+		char *cc = malloc(3);
+
+		if (!cc)
+			goto nomem;
+		cc[0] = (char)toupper((unsigned char)sv[0]);
+		cc[1] = (char)toupper((unsigned char)sv[1]);
+		cc[2] = '\0';
+		tmp->deny_countries[tmp->n_deny_countries++] = cc;
+	}
+	snprintf(source, sizeof(source), "%s:%d", c->file, locate_path(c->buf, c->len, &f, true));
+	tmp->geo_source = strdup(source);
+	if (!tmp->geo_source)
+		goto nomem;
+	return 0;
+nomem:
+	seterr(c->err, c->errlen, "%s: out of memory", c->file);
+	return -ENOMEM;
+}
+
+/* Room for tmp's countries in p's list (before anything moves). */
+static int reserve_countries(struct policy *p, const struct policy *tmp)
+{
+	char **v;
+
+	if (!tmp->n_deny_countries)
+		return 0;
+	v = realloc(p->deny_countries,
+		    (p->n_deny_countries + tmp->n_deny_countries + 1) * sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	v[p->n_deny_countries] = NULL;
+	p->deny_countries = v;
+	return 0;
+}
+
+/* Append tmp's countries to p's; cannot fail after reserve_countries. */
+static void move_countries(struct policy *p, struct policy *tmp)
+{
+	if (!tmp->n_deny_countries)
+		return;
+	memcpy(p->deny_countries + p->n_deny_countries, tmp->deny_countries,
+	       tmp->n_deny_countries * sizeof(*p->deny_countries));
+	p->n_deny_countries += tmp->n_deny_countries;
+	p->deny_countries[p->n_deny_countries] = NULL;
+	free(tmp->deny_countries);
+	tmp->deny_countries = NULL;
+	tmp->n_deny_countries = 0;
+	free(p->geo_source);
+	p->geo_source = tmp->geo_source;
+	tmp->geo_source = NULL;
+}
+
 int policy_load_buffer(struct policy *p, const char *name, const char *buf,
 		       size_t len, char *err, size_t errlen)
 {
@@ -2286,6 +2494,10 @@ int policy_load_buffer(struct policy *p, const char *name, const char *buf,
 			ret = load_gateways(&c, p, tmp, v);
 			if (ret)
 				goto out;
+		} else if (!strcmp(key, "deny_countries")) {
+			ret = load_countries(&c, tmp, v);
+			if (ret)
+				goto out;
 		} else if (!strcmp(key, "upstream_ca")) {
 			const char *s = json_string_value(v);
 
@@ -2322,7 +2534,7 @@ int policy_load_buffer(struct policy *p, const char *name, const char *buf,
 			else
 				seterr(err, errlen,
 				       "%s:%d: %s: unknown field (expected name, mode, allow, deny, "
-				       "intercept, upstream_ca, gateways)",
+				       "intercept, upstream_ca, gateways, deny_countries)",
 				       c.file, key_line(&c, key), esc(key, e, sizeof(e)));
 			ret = -EINVAL;
 			goto out;
@@ -2343,6 +2555,11 @@ int policy_load_buffer(struct policy *p, const char *name, const char *buf,
 	/* Commit: allocate everything first, then move; nothing fails after. */
 	if (rules_reserve(&p->allow, p->n_allow, p->n_allow + tmp->n_allow) ||
 	    rules_reserve(&p->deny, p->n_deny, p->n_deny + tmp->n_deny)) {
+		seterr(err, errlen, "%s: out of memory", c.file);
+		ret = -ENOMEM;
+		goto out;
+	}
+	if (reserve_countries(p, tmp)) {
 		seterr(err, errlen, "%s: out of memory", c.file);
 		ret = -ENOMEM;
 		goto out;
@@ -2377,6 +2594,7 @@ int policy_load_buffer(struct policy *p, const char *name, const char *buf,
 		p->n_gateways += tmp->n_gateways;
 		tmp->n_gateways = 0;
 	}
+	move_countries(p, tmp);
 	if (tmp->upstream_ca) {
 		free(p->upstream_ca);
 		p->upstream_ca = tmp->upstream_ca;
@@ -2462,7 +2680,26 @@ static json_t *rules_json(const struct policy_rule *v, size_t n)
 	if (!a)
 		return NULL;
 	for (i = 0; i < n; i++) {
-		if (json_array_append_new(a, json_string(v[i].text))) {
+		json_t *e = json_string(v[i].text);
+
+		if (e && v[i].n_asn) {
+			json_t *o = json_object(), *asn = json_array();
+			size_t k;
+
+			for (k = 0; asn && k < v[i].n_asn; k++)
+				if (json_array_append_new(asn, json_integer(v[i].asn[k]))) {
+					json_decref(asn);
+					asn = NULL;
+				}
+			if (!o || !asn || json_object_set_new(o, "rule", e) ||
+			    json_object_set_new(o, "asn", asn)) {
+				json_decref(o);
+				json_decref(a);
+				return NULL;
+			}
+			e = o;
+		}
+		if (json_array_append_new(a, e)) {
 			json_decref(a);
 			return NULL;
 		}
@@ -2624,6 +2861,16 @@ int policy_write_json(const struct policy *p, FILE *out)
 	if (p->upstream_ca &&
 	    json_object_set_new(o, "upstream_ca", json_string(p->upstream_ca)))
 		goto out;
+	if (p->n_deny_countries) {
+		json_t *a = json_array();
+		size_t i;
+
+		if (json_object_set_new(o, "deny_countries", a))
+			goto out;
+		for (i = 0; i < p->n_deny_countries; i++)
+			if (json_array_append_new(a, json_string(p->deny_countries[i])))
+				goto out;
+	}
 	ret = -EIO;
 	if (json_dumpf(o, out, JSON_INDENT(2)) || fputc('\n', out) == EOF)
 		goto out;
@@ -2814,4 +3061,79 @@ const char *policy_suggest_rule(const char *host, const struct egr_addr *a,
 	else
 		snprintf(buf, len, "[%s]:%u", s, port);
 	return buf;
+}
+
+/* --- GeoIP -------------------------------------------------------------- */
+
+bool policy_uses_geo(const struct policy *p)
+{
+	size_t i;
+
+	if (!p)
+		return false;
+	if (p->n_deny_countries)
+		return true;
+	for (i = 0; i < p->n_allow; i++)
+		if (p->allow[i].n_asn)
+			return true;
+	return false;
+}
+
+int policy_check_geo(const struct policy *p, bool have_country, bool have_asn,
+		     const char *how_country, const char *how_asn, char *err, size_t errlen)
+{
+	size_t i;
+
+	if (p->n_deny_countries && !have_country) {
+		seterr(err, errlen, "%s: deny_countries: needs a country database (%s)",
+		       p->geo_source ? p->geo_source : p->name, how_country);
+		return -EINVAL;
+	}
+	for (i = 0; i < p->n_allow && !have_asn; i++) {
+		if (!p->allow[i].n_asn)
+			continue;
+		seterr(err, errlen, "%s: asn of \"%s\": needs an ASN database (%s)",
+		       p->allow[i].source ? p->allow[i].source : p->name, p->allow[i].text,
+		       how_asn);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static bool asn_listed(const struct policy_rule *r, uint32_t asn)
+{
+	size_t i;
+
+	if (!r->n_asn)
+		return true;
+	if (!asn)
+		return false; /* unknown never satisfies a list: fail closed */
+	for (i = 0; i < r->n_asn; i++)
+		if (r->asn[i] == asn)
+			return true;
+	return false;
+}
+
+bool policy_asn_ok(const struct policy *p, const struct policy_rule *r, const char *host,
+		   const struct egr_addr *a, uint16_t port, uint32_t asn)
+{
+	size_t i, hlen = host ? strlen(host) : 0;
+
+	if (!r || asn_listed(r, asn))
+		return true;
+	/* Another allow rule admits the connection as well: order in the
+	 * file must not decide whether an address is usable. */
+	for (i = 0; p && i < p->n_allow; i++) {
+		const struct policy_rule *o = &p->allow[i];
+
+		if (o == r || o->kind != r->kind || !asn_listed(o, asn))
+			continue;
+		if (o->kind == RULE_DOMAIN && host && domain_match(o, host, hlen) &&
+		    domain_port_match(o, port))
+			return true;
+		if (o->kind == RULE_CIDR && a && addr_in_prefix(a, &o->net, o->prefixlen) &&
+		    (o->any_port || o->port == port))
+			return true;
+	}
+	return false;
 }

@@ -24,6 +24,8 @@
 #include "egressd_shared.h"
 #include "reqrule.h"
 
+struct geo;
+
 enum policy_mode {
 	POLICY_ENFORCE = 0,
 	POLICY_AUDIT = 1,
@@ -47,6 +49,10 @@ struct policy_rule {
 	/* ports: any_port, or port != 0, or (domain only) default 443+80 */
 	bool any_port;
 	uint16_t port;  /* 0 = default */
+	/* GeoIP (allow rules only, docs/geoip.md): the rule admits only
+	 * upstream addresses in these ASNs; n_asn == 0: no restriction. */
+	uint32_t *asn;
+	size_t n_asn;
 };
 
 /*
@@ -94,6 +100,15 @@ struct policy {
 	char *upstream_ca; /* CA bundle for upstream TLS; NULL = system store */
 	struct policy_gateway *gateways;
 	size_t n_gateways;
+	/* GeoIP (docs/geoip.md). deny_countries: NULL-terminated upper-case
+	 * ISO 3166-1 alpha-2 codes (NULL: none), as geo_country_denied()
+	 * takes them; geo_source: where the list was given. */
+	char **deny_countries;
+	size_t n_deny_countries;
+	char *geo_source;
+	/* The databases lookups use, set by the owner (run.c, dconfig.c),
+	 * not owned; NULL: none. */
+	const struct geo *geo;
 };
 
 struct policy *policy_new(const char *name);
@@ -191,6 +206,26 @@ const struct policy_gateway *policy_gateway_for(const struct policy *p,
  * 0, or -EINVAL with "LISTEN (SOURCE): upstream HOST:PORT is not allowed by
  * any allow rule" in err. */
 int policy_check_gateways(const struct policy *p, char *err, size_t errlen);
+
+/* GeoIP (docs/geoip.md) --------------------------------------------------
+ * A policy that names countries needs a country database, one whose rules
+ * name ASNs an ASN database; otherwise a rule could pass for want of data.
+ * 0, or -EINVAL with "SOURCE: FIELD needs a(n) ... database (HOW)" in err,
+ * where HOW says how to give one (e.g. "--geoip-country FILE"). */
+int policy_check_geo(const struct policy *p, bool have_country, bool have_asn,
+		     const char *how_country, const char *how_asn, char *err, size_t errlen);
+/* The policy uses GeoIP at all (deny_countries or some rule's asn). */
+bool policy_uses_geo(const struct policy *p);
+/*
+ * Whether the upstream ASN asn (0: unknown) may serve a connection that
+ * matched allow rule r: r has no ASN list, or lists asn, or another allow
+ * rule of the same kind that also matches (name host and port, or address
+ * a and port for address rules) has no list or lists asn. Unknown (0)
+ * never satisfies a list: fail closed. r NULL (no allow rule, audit mode)
+ * is no restriction.
+ */
+bool policy_asn_ok(const struct policy *p, const struct policy_rule *r, const char *host,
+		   const struct egr_addr *a, uint16_t port, uint32_t asn);
 
 /* "--allow RULE" text that would admit host (or address) and port; used in
  * the exit summary. Returns buf. */

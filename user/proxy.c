@@ -37,6 +37,8 @@
  *      v
  *   CONNECT   non-blocking connect to each candidate in turn (v6/v4
  *      |      interleaved), connect_timeout_ms each; all failed -> UPSTREAM.
+ *      |      GeoIP first: a candidate whose country is denied or whose ASN
+ *      |      the matching rule does not list is skipped; all -> GEO.
  *      v
  *   FLUSH     write the peeked bytes upstream, free the peek buffer.
  *      v
@@ -90,6 +92,7 @@
 #include "log.h"
 #include "loop.h"
 #include "dnsproxy.h"
+#include "geo.h"
 #include "intercept.h"
 #include "proxy.h"
 #include "resolver.h"
@@ -206,6 +209,10 @@ struct conn {
 	size_t n_cands, cand_idx;
 	struct egr_addr resolved;
 	bool has_resolved;
+	/* GeoIP of resolved, looked up once per candidate (docs/geoip.md) */
+	struct geo_result geo;
+	bool has_geo, geo_error;
+	size_t n_geo_refused; /* candidates skipped for their country/ASN */
 
 	/* relay */
 	struct relay_dir dir[2];
@@ -540,6 +547,12 @@ static void conn_audit(struct conn *c)
 	r.ech = c->ech;
 	r.has_resolved = c->has_resolved;
 	r.resolved = c->resolved;
+	if (c->has_resolved && c->has_geo) {
+		r.country = c->geo.country;
+		r.asn = c->geo.asn;
+		r.as_org = c->geo.as_org;
+		r.geo_error = c->geo_error;
+	}
 	r.verdict = c->verdict;
 	r.reason = c->reason;
 	r.rule = c->rule ? c->rule->text : NULL;
@@ -821,6 +834,43 @@ static void conn_connected(struct conn *c)
 	conn_relay_start(c);
 }
 
+/*
+ * GeoIP (docs/geoip.md), where the upstream address is picked: look the
+ * candidate up once (the audit record reuses the result) and refuse it if
+ * its country is denied or its ASN is not in the list of the allow rule
+ * that matched. Returns false to skip it; in audit mode the refusal is
+ * recorded and the address used anyway.
+ */
+static bool conn_geo_check(struct conn *c, const struct egr_addr *a)
+{
+	const struct policy *pol = c->policy;
+	const char *host = c->name[0] ? c->name : c->dns_name[0] ? c->dns_name : NULL;
+	char abuf[INET6_ADDRSTRLEN];
+	int rc;
+
+	c->has_geo = false;
+	c->geo_error = false;
+	if (!pol || !pol->geo)
+		return true;
+	rc = geo_lookup(pol->geo, a, &c->geo);
+	c->has_geo = true;
+	c->geo_error = rc == -EIO;
+	if (geo_country_denied(c->geo.country, (const char *const *)pol->deny_countries))
+		conn_set_detail(c, "%s: country %s is in deny_countries",
+				addr_to_str(a, abuf, sizeof(abuf)), c->geo.country);
+	else if (!policy_asn_ok(pol, c->rule, host, a, c->up_port, c->geo.asn))
+		conn_set_detail(c, "%s: AS%u is not in the asn list of %s",
+				addr_to_str(a, abuf, sizeof(abuf)), c->geo.asn, c->rule->text);
+	else
+		return true;
+	if (pol->mode == POLICY_AUDIT) {
+		conn_policy_deny(c, EGR_REASON_GEO, c->rule);
+		return true;
+	}
+	c->n_geo_refused++;
+	return false;
+}
+
 static void conn_connect_next(struct conn *c)
 {
 	struct worker *w = c->w;
@@ -834,6 +884,8 @@ static void conn_connect_next(struct conn *c)
 		int fd, err;
 
 		c->resolved = *a;
+		if (!conn_geo_check(c, a))
+			continue;
 		fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 		if (fd < 0) {
 			c->err = errno;
@@ -858,11 +910,15 @@ static void conn_connect_next(struct conn *c)
 		resolver_note_connect_failure(w->res, a, c->up_port);
 		close(fd);
 	}
+	/* has_resolved tells the audit record which address failed last. */
+	c->has_resolved = c->n_cands > 0;
+	if (c->n_cands && c->n_geo_refused == c->n_cands) {
+		conn_deny(c, EGR_REASON_GEO, c->rule);
+		return;
+	}
 	conn_set_detail(c, "connect %s port %u: %s",
 			addr_to_str(&c->resolved, abuf, sizeof(abuf)), c->up_port,
 			strerror(c->err ? c->err : ECONNREFUSED));
-	/* has_resolved tells the audit record which address failed last. */
-	c->has_resolved = c->n_cands > 0;
 	conn_deny(c, EGR_REASON_UPSTREAM, c->rule);
 }
 

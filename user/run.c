@@ -51,6 +51,7 @@
 #include "cgroup.h"
 #include "config.h"
 #include "dnsproxy.h"
+#include "geo.h"
 #include "intercept.h"
 #include "kevent.h"
 #include "log.h"
@@ -86,6 +87,8 @@ struct run_opts {
 	size_t n_gateway;
 	const char *ca_dir;
 	const char *upstream_ca;
+	const char *geoip_country;
+	const char *geoip_asn;
 	char **cmd;
 };
 
@@ -101,6 +104,7 @@ struct run_child_env {
 struct run_state {
 	struct config cfg;
 	struct policy *policy;
+	struct geo *geo;
 	struct audit *audit;
 	struct egr_bpf *bpf;
 	struct proxy *proxy;
@@ -171,6 +175,12 @@ void run_usage(FILE *out)
 "      --allow-root-agent   allow CMD to run as root (root inside the cgroup\n"
 "                           can leave it; do not use for untrusted agents)\n"
 "\n"
+"GeoIP (docs/geoip.md; MaxMind DB files, checked at start):\n"
+"      --geoip-country FILE country database: audit records get the upstream's\n"
+"                           country; needed by a policy's deny_countries\n"
+"      --geoip-asn FILE     ASN database: records get asn and as_org; needed\n"
+"                           by allow rules with an \"asn\" list\n"
+"\n"
 "Logging:\n"
 "  -l, --log FILE           audit log: one record per connection\n"
 "      --log-format FMT     text (default) or json\n"
@@ -205,6 +215,8 @@ enum {
 	OPT_CA_DIR,
 	OPT_UPSTREAM_CA,
 	OPT_GATEWAY,
+	OPT_GEOIP_COUNTRY,
+	OPT_GEOIP_ASN,
 };
 
 static int parse_uint(const char *opt, const char *s, unsigned min, unsigned max, unsigned *out)
@@ -247,6 +259,8 @@ static int run_parse(int argc, char **argv, struct run_opts *o, struct config *c
 		{ "ca-dir", required_argument, NULL, OPT_CA_DIR },
 		{ "upstream-ca", required_argument, NULL, OPT_UPSTREAM_CA },
 		{ "gateway", required_argument, NULL, OPT_GATEWAY },
+		{ "geoip-country", required_argument, NULL, OPT_GEOIP_COUNTRY },
+		{ "geoip-asn", required_argument, NULL, OPT_GEOIP_ASN },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -353,6 +367,12 @@ static int run_parse(int argc, char **argv, struct run_opts *o, struct config *c
 				return -EINVAL;
 			}
 			o->gateway[o->n_gateway++] = optarg;
+			break;
+		case OPT_GEOIP_COUNTRY:
+			o->geoip_country = optarg;
+			break;
+		case OPT_GEOIP_ASN:
+			o->geoip_asn = optarg;
 			break;
 		case 'h':
 			run_usage(stdout);
@@ -464,6 +484,33 @@ static int run_add_gateway(struct policy *p, const char *arg)
 		fprintf(stderr, "egressd: --gateway '%s': %s\n", arg, err);
 		return -EINVAL;
 	}
+	return 0;
+}
+
+/* GeoIP databases (docs/geoip.md): a named file must be usable, and a
+ * policy that needs one must have it; nothing starts otherwise. */
+static int run_open_geo(struct run_state *s, const struct run_opts *o)
+{
+	char err[512], desc[256];
+	int e;
+
+	if (policy_check_geo(s->policy, o->geoip_country, o->geoip_asn,
+			     "give --geoip-country FILE", "give --geoip-asn FILE",
+			     err, sizeof(err))) {
+		fprintf(stderr, "egressd: %s\n", err);
+		return -EINVAL;
+	}
+	if (!o->geoip_country && !o->geoip_asn)
+		return 0;
+	e = geo_open(o->geoip_country, o->geoip_asn, &s->geo, err, sizeof(err));
+	if (e) {
+		fprintf(stderr, "egressd: --geoip-%s: %s\n",
+			!strncmp(err, "ASN", 3) ? "asn" : "country", err);
+		return e;
+	}
+	s->policy->geo = s->geo;
+	geo_describe(s->geo, desc, sizeof(desc));
+	log_info("GeoIP: %s", desc);
 	return 0;
 }
 
@@ -1189,6 +1236,8 @@ int run_main(int argc, char **argv)
 	s.policy = run_build_policy(&o);
 	if (!s.policy)
 		return RUN_EXIT_USAGE;
+	if (run_open_geo(&s, &o))
+		goto out;
 	if (run_resolve_user(&o, &u))
 		goto out;
 	if (geteuid() != 0) {
@@ -1330,6 +1379,7 @@ out:
 		audit_print_summary(s.audit, stderr);
 	audit_close(s.audit);
 	policy_free(s.policy);
+	geo_close(s.geo);
 	return ret;
 }
 

@@ -437,7 +437,8 @@ static int build_rules(struct suggest *s)
 		rules_free(s);
 		return err;
 	}
-	qsort(s->rules, s->n_rules, sizeof(*s->rules), str_cmp);
+	if (s->n_rules > 1) /* qsort(NULL, 0, ...) is undefined (UBSan) */
+		qsort(s->rules, s->n_rules, sizeof(*s->rules), str_cmp);
 	for (i = 0, out = 0; i < s->n_rules; i++) {
 		if (out && !strcmp(s->rules[out - 1], s->rules[i])) {
 			free(s->rules[i]);

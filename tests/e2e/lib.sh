@@ -150,6 +150,7 @@ bed_dns() {
 		--listen-address=$DNS4 --bind-interfaces --port=53 \
 		--host-record=allowed.test,$ALLOWED4,$ALLOWED6 \
 		--host-record=api.allowed.test,$API4 \
+		--host-record=www.allowed.test,$ALLOWED4 \
 		--host-record=evil.test,$EVIL4,$EVIL6 \
 		--host-record=other.test,$OTHER4 \
 		--host-record=rebind.test,$REBIND4 \

@@ -82,6 +82,8 @@ CASES=(
 	daemon_intercepts
 	daemon_pod_netns
 	daemon_observability
+	geoip_country_and_asn
+	audit_suggest_enforce
 	nothing_left_behind
 )
 
@@ -1574,6 +1576,143 @@ assert dl and dl[0]["comm"] == "curl", "no record of the download"' "$lj" ||
 	out=$(ip netns exec "$NS_HOST" curl -sS --noproxy '*' --max-time 5 -o /dev/null \
 		-w '%{http_code}' http://127.0.0.1:9464/other)
 	[ "$out" = 404 ] || fail "GET /other: $out"
+}
+
+# ---------------------------------------------------------------------
+# GeoIP (docs/geoip.md). tests/data/geo/e2e-{country,asn}.mmdb map the
+# bed's hosts: allowed.test DE AS64496, api.allowed.test DE AS64497,
+# other.test US AS64498, evil.test KP AS64499 (v4 and v6).
+
+GEO_DATA=$E2E_REPO/tests/data/geo
+
+case_geoip_country_and_asn() {
+	need_egressd
+	local out rc pol=$E2E_DIR/geo-policy.json
+	local geo=(--geoip-country "$GEO_DATA/e2e-country.mmdb" --geoip-asn "$GEO_DATA/e2e-asn.mmdb")
+	cat >"$pol" <<JSON
+{ "name": "geo", "deny_countries": ["kp"],
+  "allow": [ "allowed.test", "evil.test",
+             { "rule": "*.allowed.test", "asn": [64497] },
+             { "rule": "other.test", "asn": [64496] } ] }
+JSON
+	# DE passes; the record carries the upstream's country and ASN.
+	out=$(egr -p "$pol" "${geo[@]}" -- curl -sS --max-time 5 --cacert "$E2E_CA" \
+		https://allowed.test/) || fail "allowed.test: $(oneline "$out")"
+	grep -q 'hello from allowed.test' <<<"$out" || fail "allowed.test answered: $(oneline "$out")"
+	out=$(audit_find "o.get('sni') == 'allowed.test' and o.get('verdict') == 'allow'") ||
+		fail "no allow record for allowed.test"
+	note "allowed.test: $out"
+	audit_find "o.get('sni') == 'allowed.test' and o.get('country') == 'DE' and o.get('asn') == 64496 and o.get('as_org') == 'Bed Allowed DE'" >/dev/null ||
+		fail "allowed.test record lacks country/asn/as_org: $out"
+	# evil.test is allowed by name, but it is in KP: no contact at all.
+	log_mark evil.test
+	out=$(egr -p "$pol" "${geo[@]}" -- "${TIMED[@]}" curl -sS --max-time 5 \
+		--cacert "$E2E_CA" https://evil.test/)
+	rc=$?
+	deny_fast "evil.test (KP)" $rc "$out"
+	evil_untouched "deny_countries"
+	out=$(audit_find "o.get('sni') == 'evil.test' and o.get('verdict') == 'deny'") ||
+		fail "no deny record for evil.test"
+	note "evil.test: $out"
+	audit_find "o.get('sni') == 'evil.test' and o.get('verdict') == 'deny' and o.get('reason') == 'geo' and o.get('country') == 'KP'" >/dev/null ||
+		fail "evil.test denial is not reason geo with country KP: $out"
+	# ASN lists: api.allowed.test (AS64497) is listed; other.test (AS64498)
+	# is not in its rule's [64496].
+	out=$(egr -p "$pol" "${geo[@]}" -- curl -sS --max-time 5 --cacert "$E2E_CA" \
+		https://api.allowed.test/) || fail "api.allowed.test (listed ASN): $(oneline "$out")"
+	log_mark other.test
+	out=$(egr -p "$pol" "${geo[@]}" -- "${TIMED[@]}" curl -sS --max-time 5 \
+		--cacert "$E2E_CA" https://other.test/)
+	rc=$?
+	timed_split "$out"
+	[ $rc -ne 0 ] || fail "other.test (AS64498, unlisted) succeeded: $(oneline "$BODY")"
+	sleep 0.2
+	[ -z "$(log_new other.test)" ] ||
+		fail "other.test was contacted: $(oneline "$(log_new other.test)")"
+	out=$(audit_find "o.get('sni') == 'other.test' and o.get('reason') == 'geo' and o.get('asn') == 64498") ||
+		fail "no geo denial with asn 64498 for other.test"
+	note "other.test: $out"
+	# Without the databases the policy is refused; a corrupt database is
+	# refused with its file named; nothing runs either way (exit 2).
+	out=$(ip netns exec "$NS_HOST" "$EGRESSD" run --user nobody -p "$pol" \
+		--geoip-asn "$GEO_DATA/e2e-asn.mmdb" -- echo RAN 2>&1); rc=$?
+	[ $rc = 2 ] && grep -q "deny_countries: needs a country database" <<<"$out" &&
+		! grep -q RAN <<<"$out" || fail "policy without a country database: rc $rc: $(oneline "$out")"
+	out=$(ip netns exec "$NS_HOST" "$EGRESSD" run --user nobody -p "$pol" \
+		--geoip-country "$GEO_DATA/corrupt-data.mmdb" --geoip-asn "$GEO_DATA/e2e-asn.mmdb" \
+		-- echo RAN 2>&1); rc=$?
+	[ $rc = 2 ] && grep -q "country database $GEO_DATA/corrupt-data.mmdb: corrupt" <<<"$out" &&
+		! grep -q RAN <<<"$out" || fail "corrupt database: rc $rc: $(oneline "$out")"
+	note "corrupt: $(oneline "$out")"
+}
+
+# Audit mode + policy suggest (issue 5): a scripted run under a policy in
+# audit mode, the suggested policy enforced by a reload, the same run again:
+# everything it did still works, a host it never touched is denied.
+suggest_script() { # CGROUP: the scripted run, every step must succeed
+	local u
+	for u in https://allowed.test/ https://api.allowed.test/ \
+		http://www.allowed.test/ https://other.test/; do
+		in_cg "$1" curl -sS --max-time 5 --cacert "$E2E_CA" "$u" >/dev/null ||
+			{ echo "$u failed"; return 1; }
+	done
+}
+
+case_audit_suggest_enforce() {
+	need_egressd
+	local out rc
+	local ctl=$E2E_REPO/egressctl dsock=$E2E_DIR/ctl/control.sock
+	local sug=$E2E_DIR/suggested.json
+	DCG=/egressd-e2e-suggest-$$
+	DBPF=$E2E_DIR/bpffs
+	DCFG=$E2E_DIR/daemon-suggest.json
+	trap daemon_cleanup EXIT
+	mkdir -p "$DBPF" && mount -t bpf bpf "$DBPF" || fail "cannot mount a bpffs"
+	cg_run 'mkdir -p "$CG'"$DCG"'/agents/job1"' || fail "cannot create the test cgroup"
+	cat >"$DCFG" <<JSON
+{ "listen": { "control": "$dsock" },
+  "audit": { "path": "$CASE_AUDIT", "format": "json" },
+  "policies": { "learn": { "mode": "audit", "allow": [] } },
+  "bindings": [ { "cgroup": "$DCG/agents/*", "policy": "learn" } ] }
+JSON
+	daemon_start || fail "daemon did not start: $(tail -3 "$CASE_STDERR")"
+	out=$(suggest_script "$DCG/agents/job1") || fail "audit mode run: $(oneline "$out")"
+	sleep 0.5 # records land when connections close
+	out=$("$ctl" policy suggest --log "$CASE_AUDIT" --since 1h --cgroup "$DCG/agents/*" \
+		--name learned 2>"$E2E_DIR/suggest.err" >"$sug") ||
+		fail "policy suggest: $(oneline "$(cat "$E2E_DIR/suggest.err")")"
+	note "suggested: $(oneline "$(cat "$sug")")"
+	note "suggest: $(oneline "$(cat "$E2E_DIR/suggest.err")")"
+	"$E2E_PY" -c 'import json, sys
+p = json.load(open(sys.argv[1]))
+want = ["*.allowed.test", "allowed.test", "other.test"]
+assert p["mode"] == "enforce" and sorted(p["allow"]) == want, p' "$sug" ||
+		fail "suggested policy is not exactly $(oneline "allowed.test *.allowed.test other.test"): $(oneline "$(cat "$sug")")"
+	# Enforce it: the binding's policy becomes the suggested file.
+	cat >"$DCFG" <<JSON
+{ "listen": { "control": "$dsock" },
+  "audit": { "path": "$CASE_AUDIT", "format": "json" },
+  "policies": { "learn": { "file": "$sug" } },
+  "bindings": [ { "cgroup": "$DCG/agents/*", "policy": "learn" } ] }
+JSON
+	out=$("$ctl" reload --socket "$dsock" 2>&1) || fail "reload: $(oneline "$out")"
+	out=$("$ctl" status --socket "$dsock" 2>&1)
+	grep -Eq "^  learn +enforce " <<<"$out" || fail "policy not enforced after reload: $(oneline "$out")"
+	out=$(suggest_script "$DCG/agents/job1") || fail "enforced rerun: $(oneline "$out")"
+	# evil.test, never touched: its name does not resolve, and a
+	# connection to its address naming it is denied.
+	log_mark evil.test
+	out=$(in_cg "$DCG/agents/job1" curl -sS --max-time 5 --cacert "$E2E_CA" \
+		https://evil.test/) && fail "evil.test (never touched) was allowed"
+	note "evil.test: $(oneline "$out")"
+	out=$(in_cg "$DCG/agents/job1" curl -sS --max-time 5 --cacert "$E2E_CA" \
+		--resolve "evil.test:443:$EVIL4" https://evil.test/) &&
+		fail "evil.test by address (never touched) was allowed"
+	note "evil.test by address: $(oneline "$out")"
+	evil_untouched "suggested policy"
+	sleep 0.3
+	audit_find "o.get('sni') == 'evil.test' and o.get('verdict') == 'deny' and o.get('reason') == 'no_match' and o.get('policy') == 'learn'" >/dev/null ||
+		fail "no enforced denial of evil.test in the audit log"
 }
 
 case_nothing_left_behind() {

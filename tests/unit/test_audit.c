@@ -572,6 +572,53 @@ static void test_names(void **state)
 	assert_string_equal(egr_verdict_name(EGR_VERDICT_AUDIT), "audit");
 }
 
+/* GeoIP block (docs/geoip.md): present when known, left out when not. */
+static void test_geo_fields(void **state)
+{
+	struct audit_options o = { .format = AUDIT_JSON };
+	struct audit_record r;
+	struct audit *a;
+	char path[128], *text;
+
+	tmp_path(path, sizeof(path), "geo");
+	o.path = path;
+	assert_int_equal(audit_open(&a, &o), 0);
+	deny_record(&r);
+	r.has_resolved = true;
+	assert_int_equal(addr_parse("192.0.2.66", &r.resolved), 0);
+	r.reason = EGR_REASON_GEO;
+	r.country = "KP";
+	r.asn = 64499;
+	r.as_org = "Bed Evil KP";
+	audit_write(a, &r);
+	r.country = "";
+	r.asn = 0;
+	r.as_org = NULL;
+	r.geo_error = true;
+	audit_write(a, &r);
+	audit_close(a);
+	text = slurp(path);
+	assert_non_null(strstr(text, "\"reason\":\"geo\""));
+	assert_non_null(strstr(text, "\"country\":\"KP\",\"asn\":64499,\"as_org\":\"Bed Evil KP\"}\n"));
+	/* second line: nothing known, only the error flag */
+	assert_non_null(strstr(strchr(text, '\n') + 1, "\"geo_error\":true}\n"));
+	assert_null(strstr(strchr(text, '\n') + 1, "country"));
+	free(text);
+
+	o.format = AUDIT_TEXT;
+	assert_int_equal(audit_open(&a, &o), 0);
+	deny_record(&r);
+	r.country = "DE";
+	r.asn = 64496;
+	r.as_org = "Bed Allowed\nDE";
+	audit_write(a, &r);
+	audit_close(a);
+	text = slurp(path);
+	assert_non_null(strstr(text, " country=DE asn=64496 as_org=Bed\\x20Allowed\\x0aDE\n"));
+	free(text);
+	unlink(path);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -585,6 +632,7 @@ int main(void)
 		cmocka_unit_test(test_summary_dns),
 		cmocka_unit_test(test_summary_bounded),
 		cmocka_unit_test(test_names),
+		cmocka_unit_test(test_geo_fields),
 	};
 
 	return cmocka_run_group_tests_name("audit", tests, NULL, NULL);

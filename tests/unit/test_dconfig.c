@@ -210,9 +210,37 @@ static const struct {
 	{ "\n[1]", "config.json:2: top level: expected an object, got an array" },
 	{ "{\n\"polices\": {}}", "config.json:2: polices: unknown field (did you mean \"policies\"?)" },
 	{ "{\"zzzzzz\": 1}", "config.json:1: zzzzzz: unknown field (expected listen, audit, dns, "
-	  "proxy, ca, upstream_ca, policies, bindings)" },
+	  "proxy, ca, upstream_ca, policies, bindings, geoip)" },
 	{ "{\"a b\": 1}", "config.json:1: \"a b\": unknown field (expected listen, audit, dns, "
-	  "proxy, ca, upstream_ca, policies, bindings)" },
+	  "proxy, ca, upstream_ca, policies, bindings, geoip)" },
+	/* GeoIP (docs/geoip.md): paths relative to the config (here: ".") */
+	{ "{\"geoip\": {\n \"contry\": \"x\"}}",
+	  "config.json:2: geoip.contry: unknown field (did you mean \"country\"?)" },
+	{ "{\"geoip\": []}", "config.json:1: geoip: expected an object, got an array" },
+	{ "{\"geoip\": {\"asn\": \"\"}}",
+	  "config.json:1: geoip.asn: empty path (leave the field out for no ASN database)" },
+	{ "{\"geoip\": {\n \"country\": \"tests/data/geo/none.mmdb\"}}",
+	  "config.json:2: geoip.country: country database ./tests/data/geo/none.mmdb: No such "
+	  "file or directory" },
+	{ "{\"geoip\": {\"asn\": \"tests/data/geo/e2e-asn.mmdb\",\n"
+	  " \"country\": \"tests/data/geo/corrupt-tree.mmdb\"}}",
+	  "config.json:2: geoip.country: country database ./tests/data/geo/corrupt-tree.mmdb: "
+	  "corrupt search tree: node 0 points outside the file" },
+	{ "{\"geoip\": {\"country\": \"tests/data/geo/e2e-country.mmdb\",\n"
+	  " \"asn\": \"tests/data/geo/e2e-country.mmdb\"}}",
+	  "config.json:2: geoip.asn: ASN database ./tests/data/geo/e2e-country.mmdb: wrong "
+	  "database type \"GeoLite2-Country\" (want an ASN database)" },
+	{ "{\"policies\": {\"p\": {\n \"deny_countries\": [\"KP\"]}}}",
+	  "config.json:2: deny_countries: needs a country database (set geoip.country in "
+	  "config.json; policies.p)" },
+	{ "{\"geoip\": {\"country\": \"tests/data/geo/e2e-country.mmdb\"},\n"
+	  " \"policies\": {\"p\": {\"deny_countries\": [\"KP\"],\n"
+	  "  \"allow\": [{\"rule\": \"a.test\", \"asn\": [64496]}]}}}",
+	  "config.json:3: asn of \"a.test\": needs an ASN database (set geoip.asn in "
+	  "config.json; policies.p)" },
+	{ "{\"policies\": {\"p\": {\n \"deny_countries\": [\"KPX\"]}}}",
+	  "config.json:2: policies.p.deny_countries[0]: \"KPX\": not a two-letter country code "
+	  "(ISO 3166-1 alpha-2, e.g. \"KP\")" },
 	{ "{\"proxy\": {},\n \"proxy\": {}}", "config.json:2: proxy: duplicate field (first on line 1)" },
 	{ "{\"proxy\": []}", "config.json:1: proxy: expected an object, got an array" },
 	{ "{\"proxy\": {\n \"worker\": 2}}", "config.json:2: proxy.worker: unknown field (did you mean \"workers\"?)" },
@@ -718,6 +746,50 @@ static void test_jpos(void **state)
 	assert_null(dconfig_jpos_build("{\"a\" 1}", 7));
 }
 
+/* Databases opened at load; every policy points at them. */
+static void test_geoip_config(void **state)
+{
+	static const char text[] =
+		"{\"geoip\": {\"country\": \"tests/data/geo/e2e-country.mmdb\",\n"
+		"            \"asn\": \"tests/data/geo/e2e-asn.mmdb\"},\n"
+		" \"policies\": {\"g\": {\"deny_countries\": [\"kp\"],\n"
+		"   \"allow\": [\"a.test\", {\"rule\": \"*.a.test\", \"asn\": [64497]}]},\n"
+		"   \"plain\": {\"allow\": [\"a.test\"]}},\n"
+		" \"bindings\": [{\"cgroup\": \"/x/*\", \"policy\": \"g\"},\n"
+		"              {\"cgroup\": \"/y/*\", \"policy\": \"plain\"}]}\n";
+	struct dconfig *c = NULL;
+	const struct dconfig_policy *g, *plain;
+	struct geo_result r;
+	struct egr_addr a;
+	char err[512] = "";
+
+	(void)state;
+	if (load(text, &c, err, sizeof(err)))
+		fail_msg("refused: %s", err);
+	assert_string_equal(c->geoip_country, "./tests/data/geo/e2e-country.mmdb");
+	assert_string_equal(c->geoip_asn, "./tests/data/geo/e2e-asn.mmdb");
+	assert_non_null(c->geo);
+	g = dconfig_policy(c, "g");
+	plain = dconfig_policy(c, "plain");
+	assert_ptr_equal(g->policy->geo, c->geo);
+	assert_ptr_equal(plain->policy->geo, c->geo);
+	assert_string_equal(g->policy->deny_countries[0], "KP");
+	assert_int_equal(g->policy->allow[1].n_asn, 1);
+	assert_int_equal(addr_parse("192.0.2.66", &a), 0);
+	assert_int_equal(geo_lookup(c->geo, &a, &r), 0);
+	assert_string_equal(r.country, "KP");
+	assert_int_equal(r.asn, 64499);
+	dconfig_free(c);
+
+	/* without a geoip block: no handle, policies without geo fields load */
+	c = NULL;
+	assert_int_equal(load("{\"policies\": {\"p\": {\"allow\": [\"a.test\"]}}}", &c, err,
+			      sizeof(err)), 0);
+	assert_null(c->geo);
+	assert_null(dconfig_policy(c, "p")->policy->geo);
+	dconfig_free(c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -734,6 +806,7 @@ int main(void)
 		cmocka_unit_test(test_attach_points),
 		cmocka_unit_test(test_suggest_and_quote),
 		cmocka_unit_test(test_jpos),
+		cmocka_unit_test(test_geoip_config),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -456,7 +456,7 @@ static const struct {
 	{ "unknown field without suggestion",
 	  "{\n  \"name\": \"x\",\n\n  \"policies\": {}\n}\n",
 	  "p.json:4: policies: unknown field (expected name, mode, allow, deny, intercept, "
-	  "upstream_ca, gateways)" },
+	  "upstream_ca, gateways, deny_countries)" },
 	{ "top level not an object", "\n[\"a.com\"]\n",
 	  "p.json:2: top level: expected an object, got an array" },
 	{ "allow not an array",
@@ -494,7 +494,8 @@ static const struct {
 	  "    \"*\"\n"
 	  "  ]\n"
 	  "}\n",
-	  "p.json:4: allow[0]: expected a rule string, got an array" },
+	  "p.json:4: allow[0]: expected a rule string or {\"rule\": ..., \"asn\": [...]}, "
+	  "got an array" },
 	{ "escaped key is found by the locator",
 	  "{\n"
 	  "  \"name\": \"x\",\n"
@@ -596,7 +597,8 @@ static void test_file_nul_after_number(void **state)
 
 	assert_int_equal(policy_load_buffer(p, "p.json", text, sizeof(text) - 1, err,
 					    sizeof(err)), -EINVAL);
-	assert_string_equal(err, "p.json:2: allow[0]: expected a rule string, got a number");
+	assert_string_equal(err, "p.json:2: allow[0]: expected a rule string or {\"rule\": ..., "
+			    "\"asn\": [...]}, got a number");
 	assert_orig(p);
 	policy_free(p);
 }
@@ -1525,6 +1527,229 @@ static void test_gateway_file_errors(void **state)
 	}
 }
 
+/* --- GeoIP fields (docs/geoip.md) ---------------------------------------- */
+
+static const struct {
+	const char *what, *text, *err;
+} geo_err_cases[] = {
+	{ "deny_countries not an array",
+	  "{\n  \"deny_countries\": \"KP\"\n}\n",
+	  "p.json:2: deny_countries: expected an array of two-letter country codes "
+	  "(ISO 3166-1 alpha-2, e.g. [\"KP\"]), got a string" },
+	{ "three-letter code",
+	  "{\n  \"deny_countries\": [\n    \"KP\",\n    \"IRN\"\n  ]\n}\n",
+	  "p.json:4: deny_countries[1]: \"IRN\": not a two-letter country code "
+	  "(ISO 3166-1 alpha-2, e.g. \"KP\")" },
+	{ "number as code",
+	  "{\n  \"deny_countries\": [7]\n}\n",
+	  "p.json:2: deny_countries[0]: expected a two-letter country code, got a number" },
+	{ "UK is not ISO",
+	  "{\"deny_countries\": [\"uk\"]}",
+	  "p.json:1: deny_countries[0]: \"uk\": not an ISO 3166-1 code (the United Kingdom "
+	  "is \"GB\")" },
+	{ "typo in deny_countries",
+	  "{\n  \"name\": \"x\",\n  \"deny_contries\": [\"KP\"]\n}\n",
+	  "p.json:3: deny_contries: unknown field (did you mean \"deny_countries\"?)" },
+	{ "empty asn list",
+	  "{\n  \"allow\": [\n    { \"rule\": \"a.test\", \"asn\": [] }\n  ]\n}\n",
+	  "p.json:3: allow[0].asn: empty list: it would read as \"no restriction\"; list AS "
+	  "numbers, or write the rule as a plain string" },
+	{ "asn typo",
+	  "{\n  \"allow\": [\n    \"b.test\",\n    { \"rule\": \"a.test\",\n"
+	  "      \"asns\": [64500] }\n  ]\n}\n",
+	  "p.json:5: allow[1].asns: unknown field (did you mean \"asn\"?)" },
+	{ "AS prefix",
+	  "{\"allow\": [{\"rule\": \"a.test\", \"asn\": [64500, \"AS64501\"]}]}",
+	  "p.json:1: allow[0].asn[1]: \"AS64501\": write the number alone (64501)" },
+	{ "asn zero",
+	  "{\"allow\": [{\"rule\": \"a.test\", \"asn\": [0]}]}",
+	  "p.json:1: allow[0].asn[0]: 0: not an AS number (1-4294967294)" },
+	{ "asn too large",
+	  "{\"allow\": [{\"rule\": \"a.test\", \"asn\": [4294967296]}]}",
+	  "p.json:1: allow[0].asn[0]: 4294967296: not an AS number (1-4294967294)" },
+	{ "asn not a list",
+	  "{\"allow\": [{\"rule\": \"a.test\", \"asn\": 64500}]}",
+	  "p.json:1: allow[0].asn: expected an array of AS numbers, got a number" },
+	{ "rule object without asn",
+	  "{\"allow\": [{\"rule\": \"a.test\"}]}",
+	  "p.json:1: allow[0]: \"asn\" is required in a rule object (without it, write the "
+	  "rule as a plain string)" },
+	{ "rule object without rule",
+	  "{\n  \"allow\": [\n    {\n      \"asn\": [1] }\n  ]\n}\n",
+	  "p.json:3: allow[0]: \"rule\" is required (the rule string)" },
+	{ "bad rule in an object",
+	  "{\n  \"allow\": [\n    { \"asn\": [1],\n      \"rule\": \"192.0.2.1/24\" }\n  ]\n}\n",
+	  "p.json:4: allow[0].rule: \"192.0.2.1/24\": host bits set, did you mean 192.0.2.0/24" },
+	{ "asn on a deny rule",
+	  "{\"deny\": [{\"rule\": \"a.test\", \"asn\": [1]}]}",
+	  "p.json:1: deny[0]: expected a rule string (an \"asn\" list is for allow rules "
+	  "only), got an object" },
+	{ "array as rule",
+	  "{\"allow\": [[\"a.test\"]]}",
+	  "p.json:1: allow[0]: expected a rule string or {\"rule\": ..., \"asn\": [...]}, got an "
+	  "array" },
+};
+
+static void test_geo_file_errors(void **state)
+{
+	size_t i;
+
+	for (i = 0; i < ARRAY_SIZE(geo_err_cases); i++) {
+		struct policy *p = orig_policy();
+		char err[512] = "";
+		int r;
+
+		r = policy_load_buffer(p, "p.json", geo_err_cases[i].text,
+				       strlen(geo_err_cases[i].text), err, sizeof(err));
+		if (r >= 0)
+			fail_msg("%s: accepted", geo_err_cases[i].what);
+		if (strcmp(err, geo_err_cases[i].err))
+			fail_msg("%s:\n got: %s\nwant: %s", geo_err_cases[i].what, err,
+				 geo_err_cases[i].err);
+		assert_orig(p);
+		assert_int_equal(p->n_deny_countries, 0);
+		assert_null(p->deny_countries);
+		policy_free(p);
+	}
+}
+
+static const char geo_policy[] =
+	"{\n"
+	"  \"name\": \"geo\",\n"
+	"  \"deny_countries\": [\"kp\", \"IR\"],\n"
+	"  \"allow\": [\n"
+	"    \"plain.test\",\n"
+	"    { \"rule\": \"*.cdn.test\", \"asn\": [64500, 64501] },\n"
+	"    { \"rule\": \"*.cdn.test:*\", \"asn\": [64502] },\n"
+	"    { \"rule\": \"198.51.100.0/24:443\", \"asn\": [64501] },\n"
+	"    \"198.51.100.0/25\"\n"
+	"  ]\n"
+	"}\n";
+
+static struct policy *load_geo_policy(void)
+{
+	struct policy *p = policy_new(NULL);
+	char err[512] = "";
+
+	if (policy_load_buffer(p, "g.json", geo_policy, strlen(geo_policy), err, sizeof(err)))
+		fail_msg("geo policy refused: %s", err);
+	return p;
+}
+
+static void test_geo_file_ok(void **state)
+{
+	struct policy *p = load_geo_policy(), *q;
+	char err[512] = "", *buf = NULL;
+	size_t len = 0, i;
+	FILE *f;
+
+	assert_int_equal(p->n_deny_countries, 2);
+	assert_string_equal(p->deny_countries[0], "KP");
+	assert_string_equal(p->deny_countries[1], "IR");
+	assert_null(p->deny_countries[2]);
+	assert_string_equal(p->geo_source, "g.json:3");
+	assert_int_equal(p->n_allow, 5);
+	assert_int_equal(p->allow[0].n_asn, 0);
+	assert_string_equal(p->allow[1].text, "*.cdn.test");
+	assert_int_equal(p->allow[1].n_asn, 2);
+	assert_int_equal(p->allow[1].asn[0], 64500);
+	assert_int_equal(p->allow[1].asn[1], 64501);
+	assert_string_equal(p->allow[1].source, "g.json:6");
+	assert_true(policy_uses_geo(p));
+
+	/* needs its databases */
+	assert_int_equal(policy_check_geo(p, true, true, "C", "A", err, sizeof(err)), 0);
+	assert_int_equal(policy_check_geo(p, false, true, "give --geoip-country FILE", "A",
+					  err, sizeof(err)), -EINVAL);
+	assert_string_equal(err, "g.json:3: deny_countries: needs a country database "
+			    "(give --geoip-country FILE)");
+	assert_int_equal(policy_check_geo(p, true, false, "C", "give --geoip-asn FILE",
+					  err, sizeof(err)), -EINVAL);
+	assert_string_equal(err, "g.json:6: asn of \"*.cdn.test\": needs an ASN database "
+			    "(give --geoip-asn FILE)");
+
+	/* round trip through policy_write_json */
+	f = open_memstream(&buf, &len);
+	assert_non_null(f);
+	assert_int_equal(policy_write_json(p, f), 0);
+	fclose(f);
+	q = policy_new(NULL);
+	if (policy_load_buffer(q, "rt.json", buf, len, err, sizeof(err)))
+		fail_msg("written policy refused: %s\n%s", err, buf);
+	assert_int_equal(q->n_deny_countries, 2);
+	assert_string_equal(q->deny_countries[1], "IR");
+	assert_int_equal(q->n_allow, p->n_allow);
+	for (i = 0; i < p->n_allow; i++) {
+		assert_string_equal(q->allow[i].text, p->allow[i].text);
+		assert_int_equal(q->allow[i].n_asn, p->allow[i].n_asn);
+		if (p->n_allow && p->allow[i].n_asn)
+			assert_memory_equal(q->allow[i].asn, p->allow[i].asn,
+					    p->allow[i].n_asn * sizeof(uint32_t));
+	}
+	free(buf);
+	policy_free(q);
+
+	/* a second file appends countries; a policy without geo fields is fine */
+	assert_int_equal(policy_load_buffer(p, "h.json", "{\"deny_countries\": [\"cu\"]}", 26,
+					    err, sizeof(err)), 0);
+	assert_int_equal(p->n_deny_countries, 3);
+	assert_string_equal(p->deny_countries[2], "CU");
+	assert_null(p->deny_countries[3]);
+	policy_free(p);
+	p = policy_new(NULL);
+	assert_int_equal(policy_add_rule(p, false, "a.test", "t", err, sizeof(err)), 0);
+	assert_false(policy_uses_geo(p));
+	assert_int_equal(policy_check_geo(p, false, false, "C", "A", err, sizeof(err)), 0);
+	policy_free(p);
+}
+
+static void test_geo_asn_ok(void **state)
+{
+	struct policy *p = load_geo_policy();
+	struct policy_decision d;
+	struct egr_addr a, a2;
+
+	assert_int_equal(addr_parse("198.51.100.7", &a), 0);
+	assert_int_equal(addr_parse("198.51.100.200", &a2), 0);
+
+	/* no rule (audit mode) or a rule without a list: anything */
+	assert_true(policy_asn_ok(p, NULL, "x.test", &a, 443, 0));
+	policy_decide_name(p, "plain.test", 443, &d);
+	assert_int_equal(d.verdict, EGR_VERDICT_ALLOW);
+	assert_true(policy_asn_ok(p, d.rule, "plain.test", &a, 443, 0));
+	assert_true(policy_asn_ok(p, d.rule, "plain.test", &a, 443, 99));
+
+	/* *.cdn.test on 443: the first rule matches, lists 64500/64501; the
+	 * second (any port, 64502) matches too and admits 64502 */
+	policy_decide_name(p, "img.cdn.test", 443, &d);
+	assert_int_equal(d.verdict, EGR_VERDICT_ALLOW);
+	assert_string_equal(d.rule->text, "*.cdn.test");
+	assert_true(policy_asn_ok(p, d.rule, "img.cdn.test", &a, 443, 64500));
+	assert_true(policy_asn_ok(p, d.rule, "img.cdn.test", &a, 443, 64501));
+	assert_true(policy_asn_ok(p, d.rule, "img.cdn.test", &a, 443, 64502));
+	assert_false(policy_asn_ok(p, d.rule, "img.cdn.test", &a, 443, 64503));
+	/* unknown ASN: fail closed, even with several lists */
+	assert_false(policy_asn_ok(p, d.rule, "img.cdn.test", &a, 443, 0));
+	/* on 8443 only the any-port rule matches */
+	policy_decide_name(p, "img.cdn.test", 8443, &d);
+	assert_int_equal(d.verdict, EGR_VERDICT_ALLOW);
+	assert_true(policy_asn_ok(p, d.rule, "img.cdn.test", &a, 8443, 64502));
+	assert_false(policy_asn_ok(p, d.rule, "img.cdn.test", &a, 8443, 64500));
+
+	/* address rules: 198.51.100.0/24:443 lists 64501; the /25 has no list
+	 * and admits anything in its half */
+	policy_decide_addr(p, &a2, 443, &d);
+	assert_int_equal(d.verdict, EGR_VERDICT_ALLOW);
+	assert_string_equal(d.rule->text, "198.51.100.0/24:443");
+	assert_true(policy_asn_ok(p, d.rule, NULL, &a2, 443, 64501));
+	assert_false(policy_asn_ok(p, d.rule, NULL, &a2, 443, 64500));
+	assert_false(policy_asn_ok(p, d.rule, NULL, &a2, 443, 0));
+	policy_decide_addr(p, &a, 443, &d);
+	assert_true(policy_asn_ok(p, d.rule, NULL, &a, 443, 64500));
+	assert_true(policy_asn_ok(p, d.rule, NULL, &a, 443, 0));
+	policy_free(p);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1555,6 +1780,9 @@ int main(void)
 		cmocka_unit_test(test_gateway_lookup_and_check),
 		cmocka_unit_test(test_gateway_file_ok_and_json),
 		cmocka_unit_test(test_gateway_file_errors),
+		cmocka_unit_test(test_geo_file_errors),
+		cmocka_unit_test(test_geo_file_ok),
+		cmocka_unit_test(test_geo_asn_ok),
 	};
 
 	return cmocka_run_group_tests_name("policy", tests, NULL, NULL);

@@ -140,6 +140,33 @@ $t->insert_network('192.0.2.0/24',
 	{ autonomous_system_number => 64500, autonomous_system_organization => 'x' });
 write_tree($t, 'mislabeled.mmdb');
 
+# --- e2e-country.mmdb / e2e-asn.mmdb: the e2e test bed's hosts
+# (tests/e2e/lib.sh), one entry per address, so that policies can tell
+# them apart: tests/e2e/run.sh case geoip_* ---
+my %bed = (
+	# address          country  ASN    org
+	'192.0.2.10/32'   => ['DE', 64496, 'Bed Allowed DE'],   # allowed.test
+	'2001:db8::10/128' => ['DE', 64496, 'Bed Allowed DE'],  # allowed.test
+	'192.0.2.11/32'   => ['DE', 64497, 'Bed API DE'],       # api.allowed.test
+	'192.0.2.20/32'   => ['US', 64498, 'Bed Other US'],     # other.test
+	'192.0.2.66/32'   => ['KP', 64499, 'Bed Evil KP'],      # evil.test
+	'2001:db8::66/128' => ['KP', 64499, 'Bed Evil KP'],     # evil.test
+);
+my %cname = (DE => 'Germany', US => 'United States', KP => 'North Korea');
+my %cont = (DE => 'EU', US => 'NA', KP => 'AS');
+$t = tree(type => 'GeoLite2-Country');
+for my $net (sort keys %bed) {
+	my $cc = $bed{$net}[0];
+	$t->insert_network($net, country($cc, $cname{$cc}, $cont{$cc}));
+}
+write_tree($t, 'e2e-country.mmdb');
+$t = tree(type => 'GeoLite2-ASN');
+for my $net (sort keys %bed) {
+	$t->insert_network($net, { autonomous_system_number => $bed{$net}[1],
+				   autonomous_system_organization => $bed{$net}[2] });
+}
+write_tree($t, 'e2e-asn.mmdb');
+
 # --- corrupt files, derived from country.mmdb ---
 open(my $in, '<:raw', $country) or die "$country: $!\n";
 my $bytes = do { local $/; <$in> };
