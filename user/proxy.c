@@ -1043,7 +1043,7 @@ static int relay_pump(struct conn *c, int dir)
 	enum conn_side dst_side = dir == DIR_UP ? SIDE_UPSTREAM : SIDE_CLIENT;
 	uint64_t *bytes = dir == DIR_UP ? &c->bytes_up : &c->bytes_down;
 	size_t budget = PROXY_RELAY_BUDGET;
-	bool moved, src_dry = false, bulk = false;
+	bool moved, copied, src_dry = false, bulk = false;
 	ssize_t n, m;
 	int err;
 
@@ -1077,62 +1077,45 @@ static int relay_pump(struct conn *c, int dir)
 		}
 		if (!budget || src_dry || !relay_can_read(d))
 			continue;
-		if (!d->pipe.len && !bulk) {
-			char *buf = c->w->copybuf;
-
-			n = recv(src, buf, PROXY_COPY_MAX, MSG_DONTWAIT);
-			switch (io_classify(n)) {
-			case IO_DATA:
-				m = send(dst, buf, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL);
-				if (m < 0 && errno != EAGAIN && errno != EWOULDBLOCK &&
-				    errno != EINTR) {
-					conn_io_error(c, dst_side, "write", errno);
-					return -1;
-				}
-				if (m < 0)
-					m = 0;
-				*bytes += (uint64_t)m;
-				c->last_active_ms = loop_now_ms(c->w->loop);
-				if (m < n) {
-					err = relay_park(c, d, buf + m, (size_t)(n - m));
-					if (err < 0)
-						goto pipe_failed;
-				}
-				budget = (size_t)n >= budget ? 0 : budget - (size_t)n;
-				if (n == PROXY_COPY_MAX)
-					bulk = true;
-				else
-					src_dry = true;
-				moved = true;
-				break;
-			case IO_EOF:
-				d->src_eof = true;
-				moved = true;
-				break;
-			case IO_INTR:
-				moved = true;
-				break;
-			case IO_AGAIN:
-				src_dry = true;
-				break;
-			case IO_ERROR:
-				conn_io_error(c, src_side, "read", errno);
-				return -1;
+		copied = !d->pipe.len && !bulk;
+		if (copied) {
+			n = recv(src, c->w->copybuf, PROXY_COPY_MAX, MSG_DONTWAIT);
+		} else {
+			if (d->pipe.rfd < 0) {
+				err = pipe_get(c->w, &d->pipe);
+				if (err < 0)
+					goto pipe_failed;
 			}
-			continue;
+			n = splice(src, NULL, d->pipe.wfd, NULL, d->pipe.cap - d->pipe.len,
+				   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
 		}
-		if (d->pipe.rfd < 0) {
-			err = pipe_get(c->w, &d->pipe);
-			if (err < 0)
-				goto pipe_failed;
-		}
-		n = splice(src, NULL, d->pipe.wfd, NULL, d->pipe.cap - d->pipe.len,
-			   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
 		switch (io_classify(n)) {
 		case IO_DATA:
-			d->pipe.len += (size_t)n;
 			budget = (size_t)n >= budget ? 0 : budget - (size_t)n;
 			moved = true;
+			if (!copied) {
+				d->pipe.len += (size_t)n;
+				break;
+			}
+			m = send(dst, c->w->copybuf, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL);
+			if (m < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+				conn_io_error(c, dst_side, "write", errno);
+				return -1;
+			}
+			if (m < 0)
+				m = 0;
+			*bytes += (uint64_t)m;
+			c->last_active_ms = loop_now_ms(c->w->loop);
+			if (m < n) {
+				err = relay_park(c, d, c->w->copybuf + m, (size_t)(n - m));
+				if (err < 0)
+					goto pipe_failed;
+			}
+			/* a full buffer means bulk; a short read, a drained socket */
+			if (n == PROXY_COPY_MAX)
+				bulk = true;
+			else
+				src_dry = true;
 			break;
 		case IO_EOF:
 			d->src_eof = true;
@@ -1142,7 +1125,7 @@ static int relay_pump(struct conn *c, int dir)
 			moved = true;
 			break;
 		case IO_AGAIN:
-			if (d->pipe.len && sock_has_input(src))
+			if (!copied && d->pipe.len && sock_has_input(src))
 				d->pipe_full = true;
 			else
 				src_dry = true;
