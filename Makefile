@@ -174,7 +174,7 @@ DEPS := clang llvm bpftool libbpf-dev libelf-dev zlib1g-dev libc-ares-dev \
 	libjansson-dev libhttp-parser-dev libcmocka-dev libmaxminddb-dev libssl-dev \
 	libmaxmind-db-writer-perl \
 	libclang-rt-14-dev cppcheck pkg-config make gcc \
-	iproute2 dnsmasq-base dnsutils curl openssl python3 git wrk
+	iproute2 dnsmasq-base dnsutils curl openssl python3 git wrk systemd
 deps:
 	apt-get update
 	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(DEPS)

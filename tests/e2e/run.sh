@@ -69,6 +69,7 @@ CASES=(
 	fd_limits
 	refuses_root_agent
 	bad_policy_error
+	systemd_units
 	intercept_curl_node_python_git
 	intercept_injects_credential
 	intercept_method_path_rules
@@ -960,6 +961,30 @@ case_refuses_root_agent() {
 	out=$(egr_raw run --allow-root-agent --allow allowed.test -- id -u \
 		2>>"$CASE_STDERR") || fail "--allow-root-agent: exit $?"
 	[ "$out" = 0 ] || fail "--allow-root-agent ran as uid '$out'"
+}
+
+# The systemd units of deploy/systemd (docs/systemd.md), checked the way
+# systemd itself reads them, without a running systemd (PID 1 here is not):
+# every directive known, every command executable (pointed at this build),
+# and the daemon's sandboxing at systemd's "OK" exposure level or better.
+case_systemd_units() {
+	local d=$E2E_DIR/units u out score
+	command -v systemd-analyze >/dev/null || fail "systemd-analyze is missing (make deps)"
+	mkdir -p "$d"
+	for u in "$E2E_REPO"/deploy/systemd/*; do
+		sed "s|/usr/local/bin/|$E2E_REPO/|g" "$u" >"$d/${u##*/}"
+	done
+	for u in egressd.service agents.slice agent@.service; do
+		out=$(cd "$d" && SYSTEMD_LOG_COLOR=0 systemd-analyze verify --man=no "./$u" 2>&1) ||
+			fail "$u: systemd-analyze verify failed: $(oneline "$out")"
+		[ -z "$out" ] || fail "$u: $(oneline "$out")"
+	done
+	out=$(cd "$d" && systemd-analyze security --offline=yes --no-pager ./egressd.service 2>&1)
+	score=$(sed -n 's/.*Overall exposure level for egressd.service: \([0-9.]*\).*/\1/p' <<<"$out")
+	[ -n "$score" ] || fail "no exposure level: $(oneline "$(tail -3 <<<"$out")")"
+	note "egressd.service exposure level $score (systemd-analyze security --offline)"
+	awk -v s="$score" 'BEGIN { exit !(s <= 5.0) }' ||
+		fail "egressd.service exposure level $score is above 5.0"
 }
 
 case_bad_policy_error() {
