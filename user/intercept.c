@@ -539,6 +539,15 @@ static void conn_free(struct ic_conn *c)
 	SSL_free(c->cssl); /* frees the internal half of the pair */
 	BIO_free(c->cint); /* plain: no SSL owns it */
 	BIO_free(c->cnet);
+	/* OpenSSL marks the session of a connection freed without our
+	 * close_notify as not resumable (a TLS 1.0 rule, dropped since
+	 * TLS 1.1), and that session object is the one in the upstream
+	 * session cache: every upstream that closes first (Connection:
+	 * close) or any early end would cost the next connection a full
+	 * handshake and chain verification. Cached sessions come only from
+	 * verified handshakes; how a connection ended does not change that. */
+	if (c->ussl && c->u_hs_done)
+		SSL_set_shutdown(c->ussl, SSL_get_shutdown(c->ussl) | SSL_SENT_SHUTDOWN);
 	SSL_free(c->ussl);
 	httpreq_free(c->hr);
 	while (c->q_head) {
@@ -2212,6 +2221,11 @@ static SSL_CTX *srv_ctx_new(struct intercept *ic)
 	 * them (the connection holds its own 32 KiB anyway). */
 	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
 			 SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	/* One resumption ticket per connection, not OpenSSL's two: each
+	 * costs a session copy, its encryption and a MAC on every
+	 * handshake (resumed ones too), and an agent's client resumes
+	 * from its latest ticket. */
+	SSL_CTX_set_num_tickets(ctx, 1);
 	/* A client that just closes the socket has ended its stream. */
 	SSL_CTX_set_options(ctx, SSL_OP_IGNORE_UNEXPECTED_EOF);
 	SSL_CTX_set_tlsext_servername_callback(ctx, ic_sni_cb);
