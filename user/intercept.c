@@ -10,13 +10,20 @@
  * except the SSL_CTXs (thread-safe) and the CA's leaf cache (ca.h).
  *
  * Transports (HAProxy xprt / Redis tls.c style):
- *  - client side: an SSL server over a BIO pair (memory BIOs with a fixed
- *    capacity). The ClientHello the proxy already read is written into the
- *    network half first; afterwards socket reads go into it and whatever
- *    OpenSSL writes into it is sent on the socket. A full pair makes
- *    SSL_write return WANT_WRITE, which is our backpressure.
- *  - upstream side: an SSL client on the socket itself (socket BIO).
- * Every SSL call is preceded by ERR_clear_error(); WANT_READ/WANT_WRITE
+ *  - client side: an SSL server on our own socket BIO (ic_bio_*), which
+ *    first hands OpenSSL the ClientHello the proxy already read, then
+ *    reads and writes the socket directly: no copy through a buffer, and
+ *    a full socket makes SSL_write return WANT_WRITE (our backpressure).
+ *  - upstream side: an SSL client on the same kind of BIO.
+ *  - gateway mode (plain HTTP from the client): a BIO pair (memory BIOs
+ *    with a fixed capacity) fed from and flushed to the socket, so the
+ *    request path reads it like decrypted TLS.
+ * The socket BIO remembers whether its socket was found drained (EAGAIN
+ * or a short read; epoll is level-triggered and says when that changes),
+ * so the progress rounds of conn_run() make no system call that can only
+ * answer EAGAIN. Both SSLs read ahead: one read takes what is queued, not
+ * a record header and then its body.
+ * Every SSL call starts with an empty error queue; WANT_READ/WANT_WRITE
  * become epoll interest.
  *
  * One connection = one state machine driven by conn_run(): it repeats the
@@ -114,6 +121,17 @@ struct ic_req {
 };
 
 struct ic_worker;
+struct ic_conn;
+
+/* State of one socket under our BIO (see the header comment). */
+struct ic_sock {
+	struct ic_conn *c;
+	int *fd;                /* the conn's cfd/ufd: -1 once closed */
+	bool *eof;              /* set when a read returns 0 */
+	bool rd_ready, wr_ready; /* false: drained / full until epoll says */
+	const uint8_t *pre;     /* bytes read before us (the ClientHello) */
+	size_t pre_len;
+};
 
 struct ic_conn {
 	struct ic_worker *w;
@@ -145,7 +163,9 @@ struct ic_conn {
 
 	/* client TLS */
 	SSL *cssl;
-	BIO *cnet;              /* network half of the pair */
+	struct ic_sock cs, us;  /* client and upstream socket BIO state */
+	bool u_sock_eof;
+	BIO *cnet;              /* plain: network half of the pair */
 	bool c_hs_done;
 	bool c_eof;             /* socket EOF */
 	bool c_tls_eof;         /* no more plaintext from the client */
@@ -285,6 +305,15 @@ static bool host_equal(const char *a, const char *b)
 	return la == lb && !strncasecmp(a, b, la);
 }
 
+/* Before each SSL call. ERR_clear_error() walks and wipes the whole
+ * queue every time (a few per cent of a keep-alive request); it is empty
+ * almost always, and peeking says so cheaply. */
+static inline void ssl_clear_errors(void)
+{
+	if (ERR_peek_error())
+		ERR_clear_error();
+}
+
 /* The last OpenSSL error as text, or errno's for SSL_ERROR_SYSCALL. */
 static const char *ssl_err_text(int e, char *buf, size_t len)
 {
@@ -301,7 +330,7 @@ static const char *ssl_err_text(int e, char *buf, size_t len)
 	} else {
 		fmt_str(buf, len, "TLS error %d", e);
 	}
-	ERR_clear_error();
+	ssl_clear_errors();
 	return buf;
 }
 
@@ -510,6 +539,15 @@ static void conn_free(struct ic_conn *c)
 	SSL_free(c->cssl); /* frees the internal half of the pair */
 	BIO_free(c->cint); /* plain: no SSL owns it */
 	BIO_free(c->cnet);
+	/* OpenSSL marks the session of a connection freed without our
+	 * close_notify as not resumable (a TLS 1.0 rule, dropped since
+	 * TLS 1.1), and that session object is the one in the upstream
+	 * session cache: every upstream that closes first (Connection:
+	 * close) or any early end would cost the next connection a full
+	 * handshake and chain verification. Cached sessions come only from
+	 * verified handshakes; how a connection ended does not change that. */
+	if (c->ussl && c->u_hs_done)
+		SSL_set_shutdown(c->ussl, SSL_get_shutdown(c->ussl) | SSL_SENT_SHUTDOWN);
 	SSL_free(c->ussl);
 	httpreq_free(c->hr);
 	while (c->q_head) {
@@ -571,9 +609,151 @@ static void conn_fail(struct ic_conn *c, bool reset_client)
 	c->close_scheduled = true;
 }
 
-/* ---- client transport (BIO pair) -------------------------------------- */
+/* ---- socket BIO ------------------------------------------------------- */
 
-/* Socket -> pair. Returns true if bytes moved. */
+static BIO_METHOD *ic_bio_meth;
+static pthread_once_t ic_bio_once = PTHREAD_ONCE_INIT;
+
+static int ic_bio_read(BIO *b, char *buf, int len)
+{
+	struct ic_sock *s = BIO_get_data(b);
+	ssize_t n;
+
+	BIO_clear_retry_flags(b);
+	if (len <= 0)
+		return 0;
+	if (s->pre_len) {
+		size_t k = s->pre_len < (size_t)len ? s->pre_len : (size_t)len;
+
+		memcpy(buf, s->pre, k);
+		s->pre += k;
+		s->pre_len -= k;
+		return (int)k;
+	}
+	if (*s->fd < 0 || *s->eof)
+		return 0;
+	if (!s->rd_ready) {
+		BIO_set_retry_read(b);
+		return -1;
+	}
+	for (;;) {
+		n = recv(*s->fd, buf, (size_t)len, MSG_DONTWAIT);
+		if (n > 0) {
+			/* A stream socket returns less than asked only
+			 * when its queue ran dry. */
+			if (n < len)
+				s->rd_ready = false;
+			s->c->last_active_ms = loop_now_ms(s->c->w->loop);
+			return (int)n;
+		}
+		if (n == 0) {
+			*s->eof = true;
+			return 0;
+		}
+		if (errno == EINTR)
+			continue;
+		if (errno == EAGAIN || errno == EWOULDBLOCK) {
+			s->rd_ready = false;
+			BIO_set_retry_read(b);
+		}
+		return -1; /* errno stays for SSL_ERROR_SYSCALL */
+	}
+}
+
+static int ic_bio_write(BIO *b, const char *buf, int len)
+{
+	struct ic_sock *s = BIO_get_data(b);
+	ssize_t n;
+
+	BIO_clear_retry_flags(b);
+	if (len <= 0)
+		return 0;
+	if (*s->fd < 0) {
+		errno = EBADF;
+		return -1;
+	}
+	if (!s->wr_ready) {
+		BIO_set_retry_write(b);
+		return -1;
+	}
+	for (;;) {
+		n = send(*s->fd, buf, (size_t)len, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n > 0) {
+			if (n < len)
+				s->wr_ready = false;
+			s->c->last_active_ms = loop_now_ms(s->c->w->loop);
+			return (int)n;
+		}
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			s->wr_ready = false;
+			BIO_set_retry_write(b);
+		}
+		return -1;
+	}
+}
+
+static long ic_bio_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+	struct ic_sock *s = BIO_get_data(b);
+
+	(void)num;
+	(void)ptr;
+	switch (cmd) {
+	case BIO_CTRL_FLUSH:
+		return 1; /* nothing is buffered here */
+	case BIO_CTRL_EOF:
+		return s && !s->pre_len && *s->eof;
+	case BIO_CTRL_PENDING:
+		return s ? (long)s->pre_len : 0;
+	default:
+		return 0;
+	}
+}
+
+static int ic_bio_create(BIO *b)
+{
+	BIO_set_init(b, 1);
+	return 1;
+}
+
+static void ic_bio_meth_init(void)
+{
+	BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK,
+				     "egressd socket");
+
+	if (m && (!BIO_meth_set_read(m, ic_bio_read) || !BIO_meth_set_write(m, ic_bio_write) ||
+		  !BIO_meth_set_ctrl(m, ic_bio_ctrl) || !BIO_meth_set_create(m, ic_bio_create))) {
+		BIO_meth_free(m);
+		m = NULL;
+	}
+	ic_bio_meth = m;
+}
+
+/* A BIO over one of the connection's sockets; NULL if out of memory. The
+ * SSL it is given to owns it; s lives in the connection. */
+static BIO *ic_bio_new(struct ic_conn *c, struct ic_sock *s, int *fd, bool *eof)
+{
+	BIO *b;
+
+	pthread_once(&ic_bio_once, ic_bio_meth_init);
+	if (!ic_bio_meth)
+		return NULL;
+	b = BIO_new(ic_bio_meth);
+	if (!b)
+		return NULL;
+	s->c = c;
+	s->fd = fd;
+	s->eof = eof;
+	s->rd_ready = s->wr_ready = true; /* until a call says otherwise */
+	BIO_set_data(b, s);
+	return b;
+}
+
+/* ---- client transport ------------------------------------------------- */
+
+/* Socket -> pair (gateway mode). Returns true if bytes moved. */
 static bool cli_read_socket(struct ic_conn *c, size_t *budget)
 {
 	bool moved = false;
@@ -609,12 +789,13 @@ static bool cli_read_socket(struct ic_conn *c, size_t *budget)
 	return moved;
 }
 
-/* Pair -> socket. Returns true if bytes moved. */
+/* Pair -> socket (gateway mode; TLS writes go out in SSL_write). Returns
+ * true if bytes moved. */
 static bool cli_flush(struct ic_conn *c)
 {
 	bool moved = false;
 
-	while (c->cfd >= 0) {
+	while (c->cnet && c->cfd >= 0) {
 		char *p;
 		int avail = BIO_nread0(c->cnet, &p);
 		ssize_t n;
@@ -657,7 +838,7 @@ static size_t cli_write(struct ic_conn *c, const void *buf, size_t len)
 		conn_fail(c, false);
 		return 0;
 	}
-	ERR_clear_error();
+	ssl_clear_errors();
 	n = SSL_write(c->cssl, buf, len > INT32_MAX ? INT32_MAX : (int)len);
 	if (n > 0)
 		return (size_t)n;
@@ -692,8 +873,9 @@ static bool cli_read_plain(struct ic_conn *c)
 	return moved;
 }
 
-/* SSL_read from the client into creq. */
-static bool cli_decrypt(struct ic_conn *c)
+/* SSL_read from the client into creq; at most *budget bytes per wakeup
+ * (fairness between the worker's connections). */
+static bool cli_decrypt(struct ic_conn *c, size_t *budget)
 {
 	bool moved = false;
 	char eb[128];
@@ -701,22 +883,23 @@ static bool cli_decrypt(struct ic_conn *c)
 	if (c->plain)
 		return cli_read_plain(c);
 
-	while (!c->c_tls_eof && c->creq_len < sizeof(c->creq)) {
+	while (!c->c_tls_eof && c->creq_len < sizeof(c->creq) && *budget) {
 		int n, e;
 
-		ERR_clear_error();
+		ssl_clear_errors();
 		n = SSL_read(c->cssl, c->creq + c->creq_len,
 			     (int)(sizeof(c->creq) - c->creq_len));
 		if (n > 0) {
 			c->creq_len += (size_t)n;
+			*budget = (size_t)n >= *budget ? 0 : *budget - (size_t)n;
 			moved = true;
 			continue;
 		}
 		e = SSL_get_error(c->cssl, n);
 		if (e == SSL_ERROR_WANT_READ) {
-			/* The pair is dry; if the socket is at EOF too, the
+			/* Nothing buffered; if the socket is at EOF too, the
 			 * client left without close_notify: end of stream. */
-			if (c->c_eof && !BIO_ctrl_pending(SSL_get_rbio(c->cssl))) {
+			if (c->c_eof) {
 				c->c_tls_eof = true;
 				moved = true;
 			}
@@ -741,7 +924,7 @@ static bool cli_handshake(struct ic_conn *c)
 	char eb[128];
 	int n, e;
 
-	ERR_clear_error();
+	ssl_clear_errors();
 	n = SSL_do_handshake(c->cssl);
 	if (n == 1) {
 		c->c_hs_done = true;
@@ -750,9 +933,10 @@ static bool cli_handshake(struct ic_conn *c)
 	e = SSL_get_error(c->cssl, n);
 	if (e == SSL_ERROR_WANT_WRITE)
 		return false;
-	if (e == SSL_ERROR_WANT_READ) {
-		if (!c->c_eof)
-			return false;
+	if (e == SSL_ERROR_WANT_READ && !c->c_eof)
+		return false;
+	if (c->c_eof && !c->sni_bad) {
+		ssl_clear_errors();
 		conn_set_detail(c, "client closed during the TLS handshake");
 		c->no_notify = true;
 		conn_begin_closing(c);
@@ -761,11 +945,11 @@ static bool cli_handshake(struct ic_conn *c)
 	if (c->sni_bad) {
 		c->verdict = EGR_VERDICT_DENY;
 		c->reason = EGR_REASON_BAD_NAME;
-		ERR_clear_error();
+		ssl_clear_errors();
 	} else {
 		conn_set_detail(c, "client TLS handshake: %s", ssl_err_text(e, eb, sizeof(eb)));
 	}
-	/* The alert is in the pair: flush it, then close. */
+	/* The alert went out with the handshake's last write: close. */
 	c->no_notify = true;
 	conn_begin_closing(c);
 	return true;
@@ -859,9 +1043,9 @@ static void up_close(struct ic_conn *c, bool notify)
 		return;
 	if (notify && c->u_hs_done && !c->u_eof) {
 		/* Best effort close_notify; never wait for the peer's. */
-		ERR_clear_error();
+		ssl_clear_errors();
 		SSL_shutdown(c->ussl);
-		ERR_clear_error();
+		ssl_clear_errors();
 	}
 	conn_close_fd(c, &c->ufd);
 	c->u_eof = true;
@@ -874,7 +1058,7 @@ static bool up_handshake(struct ic_conn *c)
 	long vr;
 	int n, e;
 
-	ERR_clear_error();
+	ssl_clear_errors();
 	n = SSL_do_handshake(c->ussl);
 	if (n == 1) {
 		c->u_hs_done = true;
@@ -898,7 +1082,7 @@ static bool up_handshake(struct ic_conn *c)
 	else
 		fmt_str(c->u_err, sizeof(c->u_err), "upstream TLS handshake with %s failed: %s",
 			 c->host, ssl_err_text(e, eb, sizeof(eb)));
-	ERR_clear_error();
+	ssl_clear_errors();
 	log_debug("intercept: %s", c->u_err);
 	c->u_failed = true;
 	up_close(c, false);
@@ -922,7 +1106,7 @@ static bool up_read(struct ic_conn *c)
 	while (!c->u_eof && c->resp_len < sizeof(c->resp)) {
 		int n, e;
 
-		ERR_clear_error();
+		ssl_clear_errors();
 		n = SSL_read(c->ussl, c->resp + c->resp_len, (int)(sizeof(c->resp) - c->resp_len));
 		if (n > 0) {
 			c->resp_len += (size_t)n;
@@ -971,7 +1155,7 @@ static bool up_write(struct ic_conn *c)
 		}
 		if (!len)
 			break;
-		ERR_clear_error();
+		ssl_clear_errors();
 		n = SSL_write(c->ussl, p, len > INT32_MAX ? INT32_MAX : (int)len);
 		if (n > 0) {
 			if (c->tunnel) {
@@ -1638,18 +1822,24 @@ static bool closing_step(struct ic_conn *c)
 	if (c->close_scheduled)
 		return true;
 	if (c->lout_off == c->lout_len && !c->notify_sent) {
-		c->notify_sent = true;
 		if (!c->no_notify && c->c_hs_done && c->cssl) {
-			ERR_clear_error();
-			SSL_shutdown(c->cssl);
-			ERR_clear_error();
+			int n;
+
+			ssl_clear_errors();
+			n = SSL_shutdown(c->cssl);
+			if (n < 0 && SSL_get_error(c->cssl, n) == SSL_ERROR_WANT_WRITE) {
+				ssl_clear_errors();
+				return moved; /* the socket is full: again on EPOLLOUT */
+			}
+			ssl_clear_errors();
 		}
+		c->notify_sent = true;
 		moved = true;
 	}
 	moved |= cli_flush(c);
 	if (c->close_scheduled)
 		return true;
-	if (c->notify_sent && !c->fin_sent && !BIO_ctrl_pending(c->cnet)) {
+	if (c->notify_sent && !c->fin_sent && (!c->cnet || !BIO_ctrl_pending(c->cnet))) {
 		shutdown(c->cfd, SHUT_WR);
 		c->fin_sent = true;
 		moved = true;
@@ -1683,12 +1873,13 @@ static void conn_update_interest(struct ic_conn *c)
 	if (c->closing) {
 		if (c->fin_sent)
 			cmask |= LOOP_READ;
-	} else if (!c->c_eof && BIO_ctrl_get_write_guarantee(c->cnet) > 0 &&
+	} else if (!c->c_eof && (!c->cnet || BIO_ctrl_get_write_guarantee(c->cnet) > 0) &&
 		   (!c->c_hs_done ||
 		    (!c->c_tls_eof && c->creq_len < sizeof(c->creq)))) {
 		cmask |= LOOP_READ;
 	}
-	if (BIO_ctrl_pending(c->cnet))
+	/* TLS: a write found the socket full, OpenSSL holds the rest. */
+	if (c->cnet ? BIO_ctrl_pending(c->cnet) > 0 : !c->cs.wr_ready)
 		cmask |= LOOP_WRITE;
 	if (c->ufd >= 0 && !c->closing) {
 		if (!c->u_hs_done) {
@@ -1731,7 +1922,8 @@ static void conn_run(struct ic_conn *c)
 				break;
 			continue;
 		}
-		moved |= cli_read_socket(c, &budget);
+		if (c->plain)
+			moved |= cli_read_socket(c, &budget);
 		if (!c->c_hs_done && !c->close_scheduled)
 			moved |= cli_handshake(c);
 		if (!c->u_hs_done && !c->u_failed && c->ufd >= 0 && !c->close_scheduled)
@@ -1742,7 +1934,7 @@ static void conn_run(struct ic_conn *c)
 			conn_handshakes_done(c);
 		}
 		if (ready && !c->closing && !c->close_scheduled) {
-			moved |= cli_decrypt(c);
+			moved |= cli_decrypt(c, &budget);
 			if (!c->close_scheduled)
 				moved |= requests(c);
 			if (!c->close_scheduled && !c->closing && c->u_hs_done)
@@ -1776,8 +1968,13 @@ static void conn_run(struct ic_conn *c)
 static void conn_fd_cb(struct loop *l, int fd, void *data, int events)
 {
 	struct ic_conn *c = data;
+	struct ic_sock *s = fd == c->cfd ? &c->cs : fd == c->ufd ? &c->us : NULL;
 
 	conn_enter(c);
+	if (s && (events & (LOOP_READ | LOOP_HUP | LOOP_ERR)))
+		s->rd_ready = true;
+	if (s && (events & (LOOP_WRITE | LOOP_HUP | LOOP_ERR)))
+		s->wr_ready = true;
 	if (events & LOOP_ERR) {
 		int err = sock_error(fd);
 
@@ -1844,7 +2041,7 @@ static int conn_start(struct ic_conn *c)
 {
 	struct ic_worker *w = c->w;
 	struct intercept *ic = w->ic;
-	BIO *internal = NULL;
+	BIO *internal = NULL, *cb, *ub;
 	size_t bsz = c->peeked_len > IC_BIO_SIZE ? c->peeked_len : IC_BIO_SIZE;
 	X509_VERIFY_PARAM *vp;
 
@@ -1862,30 +2059,41 @@ static int conn_start(struct ic_conn *c)
 		conn_close_fd(c, &c->ufd);
 		c->u_eof = true;
 	}
-	if ((!c->cssl && !c->plain) || (!c->ussl && !c->u_failed) ||
-	    !BIO_new_bio_pair(&internal, bsz, &c->cnet, bsz))
+	if ((!c->cssl && !c->plain) || (!c->ussl && !c->u_failed))
 		goto ossl;
 	if (c->plain) {
-		/* Same pair as for TLS, read and written directly: one
-		 * client transport for both modes. */
+		/* Plain bytes through a pair, read like decrypted TLS. */
+		if (!BIO_new_bio_pair(&internal, bsz, &c->cnet, bsz))
+			goto ossl;
 		c->cint = internal;
 		c->c_hs_done = true;
+		if (c->peeked_len &&
+		    BIO_write(c->cnet, c->peeked, (int)c->peeked_len) != (int)c->peeked_len)
+			goto ossl;
 	} else {
-		SSL_set_bio(c->cssl, internal, internal);
+		/* The ClientHello the proxy read comes first (c->peeked
+		 * lives until conn_free()). */
+		cb = ic_bio_new(c, &c->cs, &c->cfd, &c->c_eof);
+		if (!cb)
+			goto ossl;
+		c->cs.pre = c->peeked;
+		c->cs.pre_len = c->peeked_len;
+		SSL_set_bio(c->cssl, cb, cb);
+		SSL_set_read_ahead(c->cssl, 1);
 		SSL_set_app_data(c->cssl, c);
 		SSL_set_accept_state(c->cssl);
 	}
-	if (c->peeked_len &&
-	    BIO_write(c->cnet, c->peeked, (int)c->peeked_len) != (int)c->peeked_len)
-		goto ossl;
-	free(c->peeked);
-	c->peeked = NULL;
 	http_parser_init(&c->rp, HTTP_RESPONSE);
 	c->rp.data = c;
 	if (c->u_failed)
 		goto add;
 
-	if (!SSL_set_fd(c->ussl, c->ufd) || !SSL_set_tlsext_host_name(c->ussl, c->host))
+	ub = ic_bio_new(c, &c->us, &c->ufd, &c->u_sock_eof);
+	if (!ub)
+		goto ossl;
+	SSL_set_bio(c->ussl, ub, ub);
+	SSL_set_read_ahead(c->ussl, 1);
+	if (!SSL_set_tlsext_host_name(c->ussl, c->host))
 		goto ossl;
 	vp = SSL_get0_param(c->ussl);
 	X509_VERIFY_PARAM_set_hostflags(vp, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
@@ -1904,7 +2112,7 @@ add:
 	return 0;
 ossl:
 	conn_set_detail(c, "TLS setup failed");
-	ERR_clear_error();
+	ssl_clear_errors();
 	return -ENOMEM;
 }
 
@@ -2008,8 +2216,16 @@ static SSL_CTX *srv_ctx_new(struct intercept *ic)
 		SSL_CTX_free(ctx);
 		return NULL;
 	}
+	/* No SSL_MODE_RELEASE_BUFFERS: freeing and reallocating both
+	 * record buffers around every request costs more than keeping
+	 * them (the connection holds its own 32 KiB anyway). */
 	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
-			 SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
+			 SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	/* One resumption ticket per connection, not OpenSSL's two: each
+	 * costs a session copy, its encryption and a MAC on every
+	 * handshake (resumed ones too), and an agent's client resumes
+	 * from its latest ticket. */
+	SSL_CTX_set_num_tickets(ctx, 1);
 	/* A client that just closes the socket has ended its stream. */
 	SSL_CTX_set_options(ctx, SSL_OP_IGNORE_UNEXPECTED_EOF);
 	SSL_CTX_set_tlsext_servername_callback(ctx, ic_sni_cb);
@@ -2025,8 +2241,11 @@ static SSL_CTX *up_ctx_new(const char *ca_file)
 		return NULL;
 	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
 	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+	/* No SSL_MODE_RELEASE_BUFFERS: freeing and reallocating both
+	 * record buffers around every request costs more than keeping
+	 * them (the connection holds its own 32 KiB anyway). */
 	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
-			 SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
+			 SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
 	if ((ca_file ? SSL_CTX_load_verify_locations(ctx, ca_file, NULL)
 		     : SSL_CTX_set_default_verify_paths(ctx)) != 1 ||
 	    SSL_CTX_set_alpn_protos(ctx, alpn_h11, sizeof(alpn_h11) - 1) != 0) {
@@ -2071,7 +2290,7 @@ int intercept_create(struct intercept **out, const struct intercept_params *para
 		err = -EINVAL;
 		goto fail;
 	}
-	ERR_clear_error();
+	ssl_clear_errors();
 	n = ic->cfg->workers;
 	if (!n) {
 		ncpu = sysconf(_SC_NPROCESSORS_ONLN);
@@ -2241,7 +2460,7 @@ static SSL_CTX *up_ctx_for(struct intercept *ic, const char *path)
 				free(u->path);
 			free(u);
 		}
-		ERR_clear_error();
+		ssl_clear_errors();
 	}
 	pthread_mutex_unlock(&ic->ctx_lock);
 	return ctx;

@@ -13,8 +13,9 @@
  *   one audit record per request.
  *
  * Runs its own thread(s) and loop(s) (loop.h); OpenSSL WANT_READ/WANT_WRITE
- * map onto epoll interest; memory BIOs so the ClientHello the proxy already
- * read is fed in first.
+ * map onto epoll interest; a socket BIO of our own hands OpenSSL the
+ * ClientHello the proxy already read first. Upstream sessions are cached
+ * and resumed (only sessions of verified handshakes).
  */
 #ifndef EGR_INTERCEPT_H
 #define EGR_INTERCEPT_H

@@ -223,6 +223,10 @@ ROWS = [
         "127.0.0.1:10444"),
     Row("egressd-intercept", "intercept",
         "egressd run --intercept allowed.test --upstream-ca (bed CA)"),
+] + ([
+    Row("egressd-intercept-base", "intercept",
+        "the same with the build in BENCH_EGRESSD_BASE (%s)" % EGRESSD_BASE),
+] if EGRESSD_BASE else []) + [
     Row("haproxy-term", "intercept",
         "HAProxy terminating TLS (static leaf, strict-sni) and re-encrypting, on 127.0.0.1:10449",
         "127.0.0.1:10449"),
@@ -673,7 +677,7 @@ def bring_up(err):
             p, why = start_egressd(r, ["--allow", HOST + ":9443"])
         elif r.name == "egressd-base":
             p, why = start_egressd(r, ["--allow", HOST + ":9443"], EGRESSD_BASE)
-        elif r.name == "egressd-intercept":
+        elif r.name in ("egressd-intercept", "egressd-intercept-base"):
             # The peers' clients trust one certificate (the bed CA); so
             # does this one: egressd's CA made with egressctl and exported.
             # The run's bundle (system CAs + egressd's) would make every
@@ -695,7 +699,8 @@ def bring_up(err):
             if not why:
                 p, why = start_egressd(r, ["--allow", HOST + ":9443",
                                            "--intercept", HOST, "--ca-dir", cadir,
-                                           "--upstream-ca", CA])
+                                           "--upstream-ca", CA],
+                                       EGRESSD_BASE if r.name.endswith("-base") else None)
             if p is not None:
                 r.cacert = cacrt
         elif r.name in ("squid-bump", "mitmproxy") and err:
@@ -730,12 +735,12 @@ def bring_up(err):
         if out.strip() != "200":
             why = "check fetch failed: curl rc %d, HTTP %s %s" % (
                 rc, out.strip() or "-", err.strip()[:160])
-            if r.name == "egressd-intercept":
+            if r.name.startswith("egressd-intercept"):
                 why = "n/a (egressd without --intercept): " + why
             r.na = why
             log("%s: %s" % (r.name, why))
             continue
-        if r.name == "egressd-intercept":
+        if r.name.startswith("egressd-intercept"):
             # Intercepting means the agent sees egressd's certificate:
             # trusting only the bed's CA must then fail.
             rc2, out2, _ = client(r, ["curl", "-4", "-sS", "--http1.1", "--cacert",
@@ -749,7 +754,7 @@ def bring_up(err):
         if r.na:
             stop(r.name)
     for r in ROWS:
-        if r.name == "egressd-intercept" and r.na and \
+        if r.name.startswith("egressd-intercept") and r.na and \
                 not r.na.startswith("n/a (egressd without --intercept)") and \
                 not r.na.startswith("not selected"):
             r.na = "n/a (egressd without --intercept): " + r.na
