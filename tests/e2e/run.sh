@@ -1516,11 +1516,14 @@ JSON
 	d0=$(metric 'egressd_decisions_total{verdict="deny"}' "$m0")
 	[ -n "$a0" ] && [ -n "$d0" ] || fail "no decision counters: $(oneline "$(cat "$m0")")"
 
-	in_cg "$DCG/agents/job1" curl -sS --max-time 18 --limit-rate 128K --cacert "$E2E_CA" \
+	in_cg "$DCG/agents/job1" curl -sS --max-time 30 --limit-rate 128K --cacert "$E2E_CA" \
+		-w 'HTTP %{http_code}, %{size_download} bytes from %{remote_ip} in %{time_total} s\n' \
 		-o /dev/null "https://allowed.test/repo.git/${big##*/}" >"$E2E_DIR/obs-dl.out" &
 	dlpid=$!
 	bed_track $dlpid
-	for ((i = 0; i < 50; i++)); do
+	# up to 15 s for the download to start (slow on a loaded machine);
+	# it lasts ~8 s once it has
+	for ((i = 0; i < 150; i++)); do
 		out=$("$ctl" conns --json --socket "$dsock") || fail "egressctl conns --json failed"
 		grep -q '"sni": "allowed.test"' <<<"$out" && break
 		sleep 0.1
@@ -1532,7 +1535,9 @@ assert c["comm"] == "curl" and c["cgroup"].endswith("/agents/job1"), c
 assert c["dst"] in sys.argv[1:] and c["dst_port"] == 443 and c["policy"] == "agents", c
 assert c["verdict"] == "allow" and c["state"] == "relay", c
 d = c["dst"] if "." in c["dst"] else "[%s]" % c["dst"]
-print(c["pid"], d)' "$ALLOWED4" "$ALLOWED6" <<<"$out") || fail "egressctl conns: $(oneline "$out")"
+print(c["pid"], d)' "$ALLOWED4" "$ALLOWED6" <<<"$out") ||
+		fail "egressctl conns: $(oneline "$out"); download $(kill -0 $dlpid 2>/dev/null &&
+			echo running || echo ended): $(oneline "$(cat "$E2E_DIR/obs-dl.out")"); audit: $(tail -c 400 "$CASE_AUDIT" | tr '\n' ' ')"
 	read -r pid dst <<<"$pid"
 	# the pid is a curl in job1
 	[ "$(cat "/proc/$pid/comm" 2>/dev/null)" = curl ] &&
