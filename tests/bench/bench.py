@@ -222,7 +222,7 @@ ROWS = [
         "nginx stream, ssl_preread + map allowlist, SNI router on 127.0.0.1:10444",
         "127.0.0.1:10444"),
     Row("egressd-intercept", "intercept",
-        "egressd run --intercept allowed.test --upstream-ca (bed CA)"),
+        "egressd run --intercept allowed.test --ca-dir (egressctl ca init) --upstream-ca (bed CA)"),
 ] + ([
     Row("egressd-intercept-base", "intercept",
         "the same with the build in BENCH_EGRESSD_BASE (%s)" % EGRESSD_BASE),
