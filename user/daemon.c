@@ -603,8 +603,21 @@ static int daemon_ctl_reload(void *ctx, char *err, size_t errlen)
 static int daemon_ctl_conns(void *ctx, struct proxy_conn_info **out, size_t *n)
 {
 	struct daemon *d = ctx;
+	size_t cap;
+	int err;
 
-	return proxy_snapshot(d->proxy, out, n);
+	err = proxy_snapshot(d->proxy, out, n);
+	if (err)
+		return err;
+	/* Handed to the interception engine: live connections too. */
+	cap = *n;
+	err = intercept_snapshot(d->ic, out, n, &cap);
+	if (err) {
+		free(*out);
+		*out = NULL;
+		*n = 0;
+	}
+	return err;
 }
 
 /* Metrics listener from the config; not fatal, like the control socket. */

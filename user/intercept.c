@@ -79,6 +79,7 @@
 #include "intercept.h"
 #include "log.h"
 #include "loop.h"
+#include "proxy.h"
 
 #define IC_MAX_WORKERS 64
 #define IC_BIO_SIZE (34 * 1024)     /* client TLS bytes buffered each way:
@@ -131,6 +132,7 @@ struct ic_sock {
 	bool rd_ready, wr_ready; /* false: drained / full until epoll says */
 	const uint8_t *pre;     /* bytes read before us (the ClientHello) */
 	size_t pre_len;
+	uint64_t rx, tx;        /* socket bytes, for intercept_snapshot() */
 };
 
 struct ic_conn {
@@ -226,8 +228,9 @@ struct ic_worker {
 	pthread_mutex_t lock;
 	bool closed;            /* under lock: intercept_stop() ran */
 	struct ic_conn *inbox_head, *inbox_tail; /* under lock */
-	struct ic_conn *conns;
+	struct ic_conn *conns;  /* changes under conns_lock (snapshots read it) */
 	size_t n_conns;
+	pthread_mutex_t conns_lock;
 	struct loop_timer_list *tl_hs, *tl_idle, *tl_linger;
 	/* credential values, wiped after each use */
 	char credval[REQRULE_MAX_CREDS][REQRULE_VALUE_MAX];
@@ -577,6 +580,7 @@ static void conn_finish(struct ic_conn *c)
 	req_abort_all(c, c->detail[0] ? c->detail : "connection closed");
 	if (!c->n_requests)
 		audit_conn(c);
+	pthread_mutex_lock(&w->conns_lock);
 	if (c->prev)
 		c->prev->next = c->next;
 	else
@@ -584,6 +588,7 @@ static void conn_finish(struct ic_conn *c)
 	if (c->next)
 		c->next->prev = c->prev;
 	w->n_conns--;
+	pthread_mutex_unlock(&w->conns_lock);
 	conn_free(c);
 }
 
@@ -643,6 +648,7 @@ static int ic_bio_read(BIO *b, char *buf, int len)
 			 * when its queue ran dry. */
 			if (n < len)
 				s->rd_ready = false;
+			__atomic_store_n(&s->rx, s->rx + (uint64_t)n, __ATOMIC_RELAXED);
 			s->c->last_active_ms = loop_now_ms(s->c->w->loop);
 			return (int)n;
 		}
@@ -681,6 +687,7 @@ static int ic_bio_write(BIO *b, const char *buf, int len)
 		if (n > 0) {
 			if (n < len)
 				s->wr_ready = false;
+			__atomic_store_n(&s->tx, s->tx + (uint64_t)n, __ATOMIC_RELAXED);
 			s->c->last_active_ms = loop_now_ms(s->c->w->loop);
 			return (int)n;
 		}
@@ -2133,11 +2140,13 @@ static void worker_inbox_cb(struct loop *l, int fd, void *data, int events)
 	while ((c = list)) {
 		list = c->next;
 		c->prev = NULL;
+		pthread_mutex_lock(&w->conns_lock);
 		c->next = w->conns;
 		if (w->conns)
 			w->conns->prev = c;
 		w->conns = c;
 		w->n_conns++;
+		pthread_mutex_unlock(&w->conns_lock);
 		c->started = true;
 		conn_enter(c);
 		if (conn_start(c) < 0) {
@@ -2170,6 +2179,7 @@ static int worker_init(struct intercept *ic, struct ic_worker *w, unsigned id)
 	w->id = id;
 	w->efd = -1;
 	pthread_mutex_init(&w->lock, NULL);
+	pthread_mutex_init(&w->conns_lock, NULL);
 	err = loop_create(&w->loop);
 	if (err)
 		return err;
@@ -2387,6 +2397,7 @@ void intercept_destroy(struct intercept *ic)
 			close(w->efd);
 		loop_destroy(w->loop);
 		pthread_mutex_destroy(&w->lock);
+		pthread_mutex_destroy(&w->conns_lock);
 	}
 	free(ic->workers);
 	for (unsigned i = 0; i < IC_SESS_SLOTS; i++)
@@ -2591,4 +2602,65 @@ oom:
 				      info->origin ? info->origin->cgroup_id : 0);
 	}
 	return -ENOMEM;
+}
+
+/* Under the worker's conns_lock: the fields read here are written before
+ * the connection is listed (origin, host, policy, upstream) or are the
+ * socket counters (relaxed atomics). TLS bytes as they crossed the
+ * sockets; a gateway's plain client side is not counted. */
+static void ic_snap_conn(const struct ic_conn *c, struct proxy_conn_info *o)
+{
+	memset(o, 0, sizeof(*o));
+	o->start = c->start;
+	o->worker = c->w->id;
+	o->has_origin = true;
+	o->cgroup_id = c->origin.cgroup_id;
+	o->pid = c->origin.tgid;
+	o->uid = c->origin.uid;
+	memcpy(o->comm, c->origin.comm, EGR_COMM_LEN);
+	o->comm[EGR_COMM_LEN] = '\0';
+	memcpy(o->dst.b, c->origin.dst_addr, sizeof(o->dst.b));
+	o->dst_port = c->origin.dst_port;
+	snprintf(o->name, sizeof(o->name), "%s", c->host);
+	o->name_kind = c->plain ? "host" : "sni";
+	o->state = c->plain ? "gateway" : "intercept";
+	o->verdict = EGR_VERDICT_ALLOW;
+	o->reason = EGR_REASON_RULE_ALLOW;
+	if (c->policy_name)
+		snprintf(o->policy, sizeof(o->policy), "%s", c->policy_name);
+	o->has_resolved = true;
+	o->resolved = c->upstream;
+	o->bytes_up = __atomic_load_n(&c->cs.rx, __ATOMIC_RELAXED);
+	o->bytes_down = __atomic_load_n(&c->cs.tx, __ATOMIC_RELAXED);
+}
+
+int intercept_snapshot(struct intercept *ic, struct proxy_conn_info **v, size_t *n,
+		       size_t *cap)
+{
+	struct proxy_conn_info *nv;
+	unsigned i;
+
+	if (!ic)
+		return 0;
+	for (i = 0; i < ic->n_workers; i++) {
+		struct ic_worker *w = &ic->workers[i];
+		const struct ic_conn *c;
+
+		pthread_mutex_lock(&w->conns_lock);
+		if (*n + w->n_conns > *cap) {
+			size_t want = *n + w->n_conns + 16;
+
+			nv = realloc(*v, want * sizeof(**v));
+			if (!nv) {
+				pthread_mutex_unlock(&w->conns_lock);
+				return -ENOMEM;
+			}
+			*v = nv;
+			*cap = want;
+		}
+		for (c = w->conns; c && *n < *cap; c = c->next)
+			ic_snap_conn(c, &(*v)[(*n)++]);
+		pthread_mutex_unlock(&w->conns_lock);
+	}
+	return 0;
 }

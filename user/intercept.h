@@ -104,4 +104,12 @@ struct intercept_conn_info {
 int intercept_take(struct intercept *ic, int client_fd, int upstream_fd,
 		   const struct intercept_conn_info *info);
 
+/* The engine's live connections appended to *v (*n used of *cap
+ * allocated; grown with realloc), as proxy_snapshot() lists the proxy's:
+ * state "intercept" or "gateway", bytes as TLS crossed the agent's socket.
+ * Thread-safe; ic may be NULL. 0 or -ENOMEM (*v keeps what it had). */
+struct proxy_conn_info;
+int intercept_snapshot(struct intercept *ic, struct proxy_conn_info **v, size_t *n,
+		       size_t *cap);
+
 #endif

@@ -49,6 +49,7 @@
 #include "ca.h"
 #include "config.h"
 #include "intercept.h"
+#include "proxy.h"
 #include "log.h"
 #include "reqrule.h"
 
@@ -943,6 +944,23 @@ static void test_allowed_get_injects_credential(void **state)
 	assert_non_null(strstr(r[0].body, "\r\nAuthorization: " SECRET "\r\n"));
 	assert_null(strstr(r[0].body, "agent-placeholder"));
 	assert_non_null(strstr(r[0].body, "GET /repos/acme/x?token=abc HTTP/1.1\r\n"));
+	{
+		/* listed while it lives (egressctl conns) */
+		struct proxy_conn_info *v = NULL;
+		size_t n = 0, cap = 0;
+
+		assert_int_equal(intercept_snapshot(F.ic, &v, &n, &cap), 0);
+		assert_int_equal(n, 1);
+		assert_int_equal(v[0].pid, 1234);
+		assert_int_equal(v[0].cgroup_id, 4242);
+		assert_string_equal(v[0].comm, "agent");
+		assert_string_equal(v[0].name, HOST);
+		assert_string_equal(v[0].name_kind, "sni");
+		assert_string_equal(v[0].state, "intercept");
+		assert_true(v[0].bytes_up > strlen(GET_ACME));
+		assert_true(v[0].bytes_down > r[0].body_len);
+		free(v);
+	}
 	client_close(&cl);
 	engine_stop();
 	assert_int_equal(n_released, 1); /* once, when it really ended */
