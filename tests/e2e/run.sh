@@ -1102,16 +1102,19 @@ daemon_start() {
 	return 1
 }
 
-# in_cg CGROUP CMD...: CMD as nobody in CGROUP, in the runner namespace.
-in_cg() {
-	local cg=$1
-	shift
-	timeout -k 3 "$E2E_TIMEOUT" ip netns exec "$NS_HOST" unshare -m sh -c '
+# in_ns_cg NETNS CGROUP CMD...: CMD as nobody in CGROUP, inside NETNS.
+in_ns_cg() {
+	local ns=$1 cg=$2
+	shift 2
+	timeout -k 3 "$E2E_TIMEOUT" ip netns exec "$ns" unshare -m sh -c '
 		mount -t cgroup2 none /sys/fs/cgroup &&
 		echo $$ >"/sys/fs/cgroup$0/cgroup.procs" &&
 		exec setpriv --reuid='"$E2E_NOBODY_UID"' --regid='"$E2E_NOBODY_GID"' \
 			--clear-groups "$@"' "$cg" "$@" </dev/null 2>&1
 }
+
+# in_cg CGROUP CMD...: CMD as nobody in CGROUP, in the runner namespace.
+in_cg() { in_ns_cg "$NS_HOST" "$@"; }
 
 daemon_cleanup() {
 	[ -n "${DPID:-}" ] && bed_stop_pid "$DPID"
@@ -1336,15 +1339,7 @@ pod_cleanup() {
 }
 
 # in_pod CGROUP CMD...: CMD as nobody in CGROUP, inside the pod's netns.
-in_pod() {
-	local cg=$1
-	shift
-	timeout -k 3 "$E2E_TIMEOUT" ip netns exec "$NS_POD" unshare -m sh -c '
-		mount -t cgroup2 none /sys/fs/cgroup &&
-		echo $$ >"/sys/fs/cgroup$0/cgroup.procs" &&
-		exec setpriv --reuid='"$E2E_NOBODY_UID"' --regid='"$E2E_NOBODY_GID"' \
-			--clear-groups "$@"' "$cg" "$@" </dev/null 2>&1
-}
+in_pod() { in_ns_cg "$NS_POD" "$@"; }
 
 case_daemon_pod_netns() {
 	need_egressd
