@@ -153,6 +153,8 @@ struct ic_conn {
 	char *cgroup;
 	struct egr_addr upstream;
 	uint16_t upstream_port;
+	struct geo_result geo;  /* the proxy's lookup of upstream */
+	bool has_geo, geo_error;
 	uint8_t *peeked;
 	size_t peeked_len;
 	struct timespec start;
@@ -413,6 +415,12 @@ static void audit_fill_origin(const struct ic_conn *c, struct audit_record *r)
 	r->resolved = c->upstream;
 	r->policy = c->policy_name;
 	r->origin = c->plain ? "gateway" : "intercept";
+	if (c->has_geo) {
+		r->country = c->geo.country;
+		r->asn = c->geo.asn;
+		r->as_org = c->geo.as_org;
+		r->geo_error = c->geo_error;
+	}
 }
 
 /* One record per request: method, path (no query), status, body sizes
@@ -2526,6 +2534,11 @@ int intercept_take(struct intercept *ic, int client_fd, int upstream_fd,
 	set_str(c->host, sizeof(c->host), info->host);
 	c->upstream = info->upstream;
 	c->upstream_port = info->upstream_port;
+	if (info->geo) {
+		c->geo = *info->geo;
+		c->has_geo = true;
+		c->geo_error = info->geo_error;
+	}
 	c->plain = info->gateway;
 	if (c->plain) {
 		char abuf[INET6_ADDRSTRLEN];

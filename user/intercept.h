@@ -28,6 +28,7 @@
 #include "ca.h"
 #include "config.h"
 #include "egressd_shared.h"
+#include "geo.h"
 #include "policy.h"
 #include "reqrule.h"
 
@@ -85,6 +86,10 @@ struct intercept_conn_info {
 	 * credential). The Host sent upstream is "host[:port]".
 	 */
 	bool gateway;
+	/* GeoIP of upstream as the proxy looked it up (NULL: none), for the
+	 * per-request audit records. Copied. */
+	const struct geo_result *geo;
+	bool geo_error;
 	/* Called once, from any thread, when the connection really ends
 	 * (also when intercept_take() fails): the proxy's connection counts
 	 * follow the connection. NULL: nothing to call. */

@@ -779,6 +779,8 @@ static void conn_handoff_intercept(struct conn *c)
 		.peeked = c->gw ? NULL : c->buf + c->buf_off,
 		.peeked_len = c->gw ? 0 : c->buf_len - c->buf_off,
 		.gateway = c->gw != NULL,
+		.geo = c->has_geo ? &c->geo : NULL,
+		.geo_error = c->geo_error,
 		.release = c->counted_cgroup ? conn_handoff_release : NULL,
 		.release_ctx = w->p,
 	};

@@ -1629,6 +1629,12 @@ JSON
 	note "allowed.test: $out"
 	audit_find "o.get('sni') == 'allowed.test' and o.get('country') == 'DE' and o.get('asn') == 64496 and o.get('as_org') == 'Bed Allowed DE'" >/dev/null ||
 		fail "allowed.test record lacks country/asn/as_org: $out"
+	# Intercepted, each request's record carries them too.
+	out=$(egr_ic -p "$pol" "${geo[@]}" --intercept allowed.test -- \
+		curl -sS --max-time 5 https://allowed.test/echo) ||
+		fail "intercepted allowed.test: $(oneline "$out")"
+	audit_find "o.get('origin') == 'intercept' and o.get('http', {}).get('path') == '/echo' and o.get('country') == 'DE' and o.get('asn') == 64496" >/dev/null ||
+		fail "intercepted request record lacks country/asn: $(grep '"intercept"' "$CASE_AUDIT" | tail -1)"
 	# evil.test is allowed by name, but it is in KP: no contact at all.
 	log_mark evil.test
 	out=$(egr -p "$pol" "${geo[@]}" -- "${TIMED[@]}" curl -sS --max-time 5 \
