@@ -80,6 +80,7 @@ CASES=(
 	not_intercepted_passthrough
 	cleanup_after_kill
 	daemon_enforces_bindings
+	daemon_two_tenants_reload
 	daemon_intercepts
 	daemon_pod_netns
 	daemon_observability
@@ -1230,6 +1231,75 @@ assert s["policies"][0]["name"] == "agents" and s["cgroups"]["bound"] >= 1, s' <
 		https://evil.test/) || fail "evil.test after the reload allowed it: $(oneline "$out")"
 }
 
+# Two tenants under one daemon, each bound to its own policy, cgroups made
+# after the daemon started: each reaches only its own allowlist. Then a
+# reload that widens one policy applies to new connections while a
+# download that started before it runs to its end.
+case_daemon_two_tenants_reload() {
+	need_egressd
+	local out rc dlpid
+	local ctl=$E2E_REPO/egressctl dsock=$E2E_DIR/ctl/tenants.sock
+	DCG=/egressd-e2e-tenants-$$
+	DBPF=$E2E_DIR/bpffs-tenants
+	DCFG=$E2E_DIR/daemon-tenants.json
+	trap daemon_cleanup EXIT
+	mkdir -p "$DBPF" && mount -t bpf bpf "$DBPF" || fail "cannot mount a bpffs"
+	cg_run 'mkdir -p "$CG'"$DCG"'/agents"' || fail "cannot create the test cgroup"
+	cat >"$DCFG" <<JSON
+{ "listen": { "control": "$dsock", "metrics": null },
+  "audit": { "path": "$CASE_AUDIT", "format": "json" },
+  "policies": { "coder": { "allow": ["allowed.test"] },
+                "tools": { "allow": ["other.test"] } },
+  "bindings": [ { "cgroup": "$DCG/agents/coder*", "policy": "coder" },
+                { "cgroup": "$DCG/agents/tools*", "policy": "tools" } ] }
+JSON
+	daemon_start || fail "daemon did not start: $(tail -3 "$CASE_STDERR")"
+	cg_run 'mkdir "$CG'"$DCG"'/agents/coder1" "$CG'"$DCG"'/agents/tools1"' ||
+		fail "cannot create the tenants' cgroups"
+	log_mark allowed.test
+	log_mark other.test
+	out=$(in_cg "$DCG/agents/coder1" curl -sS --max-time 5 --cacert "$E2E_CA" \
+		https://allowed.test/) || fail "coder1 -> allowed.test: $(oneline "$out")"
+	out=$(in_cg "$DCG/agents/tools1" curl -sS --max-time 5 --cacert "$E2E_CA" \
+		https://other.test/) || fail "tools1 -> other.test: $(oneline "$out")"
+	[ "$(log_new allowed.test | grep -c '"sni": "allowed.test"')" = 1 ] &&
+		[ "$(log_new other.test | grep -c '"sni": "other.test"')" = 1 ] ||
+		fail "each server should have seen exactly its own tenant's request"
+	out=$(in_cg "$DCG/agents/coder1" curl -sS --max-time 5 --cacert "$E2E_CA" \
+		--resolve "other.test:443:$OTHER4" https://other.test/) &&
+		fail "coder1 reached other.test (the tools tenant's allowlist)"
+	out=$(in_cg "$DCG/agents/tools1" curl -sS --max-time 5 --cacert "$E2E_CA" \
+		--resolve "allowed.test:443:$ALLOWED4" https://allowed.test/) &&
+		fail "tools1 reached allowed.test (the coder tenant's allowlist)"
+	sleep 0.3
+	[ "$(log_new allowed.test | grep -c '"sni": "allowed.test"')" = 1 ] &&
+		[ "$(log_new other.test | grep -c '"sni": "other.test"')" = 1 ] ||
+		fail "a server saw the other tenant's connection"
+	audit_find "o.get('cgroup', '').endswith('/coder1') and o.get('sni') == 'other.test' and o.get('verdict') == 'deny' and o.get('policy') == 'coder'" >/dev/null ||
+		fail "no denial of coder1 -> other.test under policy coder"
+	audit_find "o.get('cgroup', '').endswith('/tools1') and o.get('sni') == 'allowed.test' and o.get('verdict') == 'deny' and o.get('policy') == 'tools'" >/dev/null ||
+		fail "no denial of tools1 -> allowed.test under policy tools"
+
+	# ~4 s download, then a reload that lets coder reach evil.test too
+	in_cg "$DCG/agents/coder1" curl -sS --max-time 30 --cacert "$E2E_CA" \
+		-w '%{http_code} %{size_download}\n' -o /dev/null \
+		"https://allowed.test/slow?ms=4000" >"$E2E_DIR/tenants-dl.out" &
+	dlpid=$!
+	bed_track $dlpid
+	sleep 1
+	sed -i 's/"allow": \["allowed.test"\]/"allow": ["allowed.test", "evil.test"]/' "$DCFG"
+	out=$("$ctl" reload --socket "$dsock" 2>&1) || fail "egressctl reload: $(oneline "$out")"
+	kill -0 $dlpid 2>/dev/null || fail "the download ended before the reload: $(cat "$E2E_DIR/tenants-dl.out")"
+	out=$(in_cg "$DCG/agents/coder1" curl -sS --max-time 5 --cacert "$E2E_CA" \
+		https://evil.test/) || fail "coder1 -> evil.test after the reload: $(oneline "$out")"
+	out=$(in_cg "$DCG/agents/tools1" curl -sS --max-time 5 --cacert "$E2E_CA" \
+		--resolve "evil.test:443:$EVIL4" https://evil.test/) &&
+		fail "tools1 reached evil.test: the reload changed the wrong tenant"
+	wait $dlpid; rc=$?
+	[ $rc = 0 ] && [ "$(cat "$E2E_DIR/tenants-dl.out")" = "200 $((1 << 20))" ] ||
+		fail "the download across the reload: exit $rc, $(cat "$E2E_DIR/tenants-dl.out")"
+}
+
 # egressd daemon with TLS interception: the daemon's CA (egressctl ca init),
 # a bound cgroup whose policy intercepts allowed.test with a credential and
 # a path rule, and a gateway. The daemon cannot set the agent's
@@ -1458,13 +1528,13 @@ scrape() {
 case_daemon_observability() {
 	need_egressd
 	local out rc i pid ctl=$E2E_REPO/egressctl dsock=$E2E_DIR/ctl/obs.sock
-	local big=$E2E_DIR/www/repo.git/e2e-slow-$$.bin lj=$E2E_DIR/obs-log.json
+	local lj=$E2E_DIR/obs-log.json
 	local lt=$E2E_DIR/obs-log.txt m0=$E2E_DIR/obs-m0 m1=$E2E_DIR/obs-m1
 	local ljpid ltpid dlpid a0 a1 d0 d1 dst
 	DCG=/egressd-e2e-obs-$$
 	DBPF=$E2E_DIR/bpffs-obs
 	DCFG=$E2E_DIR/daemon-obs.json
-	trap 'daemon_cleanup; rm -f "$big"' EXIT
+	trap daemon_cleanup EXIT
 	mkdir -p "$DBPF" && mount -t bpf bpf "$DBPF" || fail "cannot mount a bpffs"
 	cg_run 'mkdir -p "$CG'"$DCG"'/agents/job1"' || fail "cannot create the test cgroup"
 	cat >"$DCFG" <<JSON
@@ -1473,9 +1543,6 @@ case_daemon_observability() {
   "policies": { "agents": { "mode": "enforce", "allow": ["allowed.test"] } },
   "bindings": [ { "cgroup": "$DCG/agents/job*", "policy": "agents" } ] }
 JSON
-	# 1 MiB read at 128 KiB/s: a download that lasts ~8 s
-	head -c $((1 << 20)) /dev/urandom >"$big" && chmod a+r "$big" ||
-		fail "cannot write $big"
 	daemon_start || fail "daemon did not start: $(tail -3 "$CASE_STDERR")"
 	grep -q "metrics on 127.0.0.1:9464" "$CASE_STDERR" ||
 		fail "no metrics listener: $(tail -3 "$CASE_STDERR")"
@@ -1511,13 +1578,13 @@ JSON
 	d0=$(metric 'egressd_decisions_total{verdict="deny"}' "$m0")
 	[ -n "$a0" ] && [ -n "$d0" ] || fail "no decision counters: $(oneline "$(cat "$m0")")"
 
-	in_cg "$DCG/agents/job1" curl -sS --max-time 30 --limit-rate 128K --cacert "$E2E_CA" \
+	in_cg "$DCG/agents/job1" curl -sS --max-time 30 --cacert "$E2E_CA" \
 		-w 'HTTP %{http_code}, %{size_download} bytes from %{remote_ip} in %{time_total} s\n' \
-		-o /dev/null "https://allowed.test/repo.git/${big##*/}" >"$E2E_DIR/obs-dl.out" &
+		-o /dev/null "https://allowed.test/slow?ms=8000" >"$E2E_DIR/obs-dl.out" &
 	dlpid=$!
 	bed_track $dlpid
-	# up to 15 s for the download to start (slow on a loaded machine);
-	# it lasts ~8 s once it has
+	# the download (1 MiB the server paces over 8 s) may take a while to
+	# start on a loaded machine
 	for ((i = 0; i < 150; i++)); do
 		out=$("$ctl" conns --json --socket "$dsock") || fail "egressctl conns --json failed"
 		grep -q '"sni": "allowed.test"' <<<"$out" && break

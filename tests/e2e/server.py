@@ -20,7 +20,7 @@ Log events:
 
 HTTP(S) answers "hello from <name>", except: GET /echo answers the request
 head it received (request line and headers, as text), so a test can see
-what a proxy in between sent; with --static PREFIX=DIR, paths under PREFIX
+what a proxy in between sent; GET /slow?ms=N sends 1 MiB paced over N ms; with --static PREFIX=DIR, paths under PREFIX
 are files of DIR (query dropped; 404 if missing), e.g. a dumb-HTTP git
 repository made with `git update-server-info`.
   {"event":"tls_error"|"bad_request","port":..,"peer":..,"error":..}
@@ -198,6 +198,23 @@ class Server:
         parts = lines[0].split(" ")
         path = parts[1].split("?")[0] if len(parts) > 1 else ""
         status, ctype = b"200 OK", b"text/plain"
+        if path == "/slow":
+            # 1 MiB paced by the server over ?ms= (default 8000): a
+            # download of known length that lasts, whatever the client's
+            # rate limiting does (curl 7.88's --limit-rate lets 1 MiB
+            # through at once).
+            query = parts[1].split("?", 1)[1] if "?" in parts[1] else ""
+            args = dict(a.split("=", 1) for a in query.split("&") if "=" in a)
+            total_ms = min(max(int(args.get("ms", "8000") or 0), 0), 60000)
+            n, size = 64, 16384
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream"
+                         b"\r\nX-Egr-Server: " + self.name.encode() + b"\r\n"
+                         b"Content-Length: %d\r\nConnection: close\r\n\r\n" % (n * size))
+            for _ in range(n):
+                writer.write(b"s" * size)
+                await writer.drain()
+                await asyncio.sleep(total_ms / 1000.0 / n)
+            return
         if path == "/echo":
             body = text.encode("latin-1")
         elif any(path.startswith(p) for p, _ in self.static):
