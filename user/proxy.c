@@ -105,7 +105,10 @@
 #define PROXY_GRACE_MS 1000     /* proxy_stop(): live connections' last second */
 #define PROXY_ACCEPT_PAUSE_MS 100 /* after EMFILE/ENFILE/ENOMEM */
 #define PROXY_ACCEPT_BATCH 64
-#define PROXY_PIPE_SIZE (256 * 1024)
+/* 1 MiB (fs.pipe-max-size's default): a bulk direction moves up to 1 MiB
+ * per splice pair and wakeup. Pipes are held only while bytes are in
+ * flight, and a refused size keeps the kernel's default. */
+#define PROXY_PIPE_SIZE (1024 * 1024)
 #define PROXY_PIPE_POOL 32      /* spare pipes per worker */
 #define PROXY_PEEK_INITIAL 4096
 #define PROXY_RELAY_BUDGET (1024 * 1024) /* per direction and wakeup: fairness */
