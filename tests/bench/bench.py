@@ -61,6 +61,8 @@ BURST_SECONDS = knob("BENCH_BURST_SECONDS", 10.0, 2.0)
 ONLY = [r for r in E.get("BENCH_ROWS", "").split() if r]
 EGRESSD_BASE = E.get("BENCH_EGRESSD_BASE", "")
 SKIP_SCALE = E.get("BENCH_SCALE", "1") == "0"
+# a subset of the measurement kinds, e.g. BENCH_KINDS=wrk_keepalive
+KINDS = [k for k in E.get("BENCH_KINDS", "").split() if k]
 
 ALLOWED4 = E.get("ALLOWED4", "192.0.2.10")
 OTHER4 = E.get("OTHER4", "192.0.2.20")
@@ -1243,6 +1245,8 @@ def main():
         m_bulk(r)
     kinds = [("bulk", m_bulk), ("wrk_keepalive", lambda r: m_wrk(r, False)),
              ("wrk_close", lambda r: m_wrk(r, True)), ("fetch", m_fetch)]
+    if KINDS:
+        kinds = [k for k in kinds if k[0] in KINDS]
     for rnd in range(ROUNDS):
         k = rnd % len(live)
         order = live[k:] + live[:k]
