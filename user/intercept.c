@@ -746,6 +746,16 @@ static void ic_bio_meth_init(void)
 	ic_bio_meth = m;
 }
 
+/* Whether an SSL_read on this socket's SSL can only say WANT_READ: the
+ * socket was found drained (epoll says when that changes), nothing is
+ * handed in before it, no EOF to report, and OpenSSL holds no bytes it
+ * read ahead. conn_run() would otherwise make several such calls per
+ * request (each a walk through OpenSSL's record layer and error queue). */
+static bool sock_idle(const struct ic_sock *s, const SSL *ssl)
+{
+	return !s->rd_ready && !s->pre_len && !*s->eof && !SSL_has_pending(ssl);
+}
+
 /* A BIO over one of the connection's sockets; NULL if out of memory. The
  * SSL it is given to owns it; s lives in the connection. */
 static BIO *ic_bio_new(struct ic_conn *c, struct ic_sock *s, int *fd, bool *eof)
@@ -901,6 +911,8 @@ static bool cli_decrypt(struct ic_conn *c, size_t *budget)
 	while (!c->c_tls_eof && c->creq_len < sizeof(c->creq) && *budget) {
 		int n, e;
 
+		if (sock_idle(&c->cs, c->cssl))
+			break;
 		ssl_clear_errors();
 		n = SSL_read(c->cssl, c->creq + c->creq_len,
 			     (int)(sizeof(c->creq) - c->creq_len));
@@ -1121,6 +1133,8 @@ static bool up_read(struct ic_conn *c)
 	while (!c->u_eof && c->resp_len < sizeof(c->resp)) {
 		int n, e;
 
+		if (sock_idle(&c->us, c->ussl))
+			break;
 		ssl_clear_errors();
 		n = SSL_read(c->ussl, c->resp + c->resp_len, (int)(sizeof(c->resp) - c->resp_len));
 		if (n > 0) {
