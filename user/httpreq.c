@@ -765,12 +765,13 @@ static int emit_head(struct httpreq *r, const struct httpreq_set *sets,
 		     size_t n_sets)
 {
 	const struct httpreq_head *h = &r->h;
-	char ver[16];
 	int err;
 
-	snprintf(ver, sizeof(ver), " HTTP/1.%u\r\n", h->version_minor);
+	/* The request line allows only 1.0 and 1.1 (no snprintf per
+	 * request). */
 	err = out_str(r, h->method) ?: out_str(r, " ") ?:
-	      out_str(r, h->target) ?: out_str(r, ver);
+	      out_str(r, h->target) ?:
+	      out_str(r, h->version_minor ? " HTTP/1.1\r\n" : " HTTP/1.0\r\n");
 	for (size_t i = 0; !err && i < h->n_fields; i++) {
 		if (field_dropped(r, h->fields[i].name))
 			continue;

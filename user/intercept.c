@@ -188,7 +188,6 @@ struct ic_conn {
 	char u_err[256];
 
 	/* requests */
-	uint8_t creq[IC_PLAIN_MAX];
 	size_t creq_len;
 	struct httpreq *hr;
 	enum hr_mode hr_mode;
@@ -197,7 +196,6 @@ struct ic_conn {
 	uint64_t n_requests;
 
 	/* responses */
-	uint8_t resp[IC_PLAIN_MAX];
 	size_t resp_len, resp_ready; /* [0, ready) parsed, to forward */
 	http_parser rp;
 	bool tunnel;
@@ -207,8 +205,7 @@ struct ic_conn {
 	bool closing;
 	bool no_notify;         /* handshake failed: no close_notify */
 	bool notify_sent, fin_sent;
-	char lout[1024];        /* local answer */
-	size_t lout_len, lout_off;
+	size_t lout_len, lout_off; /* local answer in lout */
 
 	void (*release)(void *ctx, uint64_t cgroup_id);
 	void *release_ctx;
@@ -218,6 +215,13 @@ struct ic_conn {
 	enum egr_verdict verdict; /* connection-level record, no request */
 	enum egr_reason reason;
 	char detail[256];
+	struct ic_req *spare;   /* a freed entry, for the next request */
+
+	/* The buffers last: the fields above, touched on every wakeup,
+	 * share a few cache lines instead of being spread over 33 KiB. */
+	uint8_t creq[IC_PLAIN_MAX]; /* decrypted request bytes */
+	uint8_t resp[IC_PLAIN_MAX]; /* decrypted response bytes */
+	char lout[1024];
 };
 
 struct ic_worker {
@@ -476,10 +480,16 @@ static void audit_conn(struct ic_conn *c)
 
 static struct ic_req *req_new(struct ic_conn *c)
 {
-	struct ic_req *e = calloc(1, sizeof(*e));
+	struct ic_req *e = c->spare;
 
-	if (!e)
-		return NULL;
+	if (e) {
+		c->spare = NULL;
+		memset(e, 0, sizeof(*e));
+	} else {
+		e = calloc(1, sizeof(*e));
+		if (!e)
+			return NULL;
+	}
 	clock_gettime(CLOCK_REALTIME, &e->start);
 	e->verdict = EGR_VERDICT_ALLOW;
 	e->reason = EGR_REASON_RULE_ALLOW;
@@ -512,7 +522,10 @@ static void req_pop(struct ic_conn *c)
 	if (c->cur_up == e)
 		c->cur_up = NULL;
 	audit_req(c, e);
-	free(e);
+	if (!c->spare)
+		c->spare = e;   /* keep-alive: no malloc/free per request */
+	else
+		free(e);
 }
 
 /* Everything still queued will never be answered. */
@@ -567,6 +580,7 @@ static void conn_free(struct ic_conn *c)
 		c->q_head = e->next;
 		free(e);
 	}
+	free(c->spare);
 	reqrule_host_free(&c->rules);
 	free(c->policy_name);
 	free(c->allow_rule);
