@@ -21,8 +21,9 @@
  * The socket BIO remembers whether its socket was found drained (EAGAIN
  * or a short read; epoll is level-triggered and says when that changes),
  * so the progress rounds of conn_run() make no system call that can only
- * answer EAGAIN. Both SSLs read ahead: one read takes what is queued, not
- * a record header and then its body.
+ * answer EAGAIN, and no SSL_read either (sock_idle()). Both SSLs read
+ * ahead: one read takes what is queued, not a record header and then its
+ * body.
  * Every SSL call starts with an empty error queue; WANT_READ/WANT_WRITE
  * become epoll interest.
  *
