@@ -236,7 +236,10 @@ int cgroup_remove(const char *path)
 
 int cgroup_owner_alive(int pid)
 {
-	char p[64], comm[64] = "";
+	char p[64], comm[64] = "", argv0[PATH_MAX];
+	const char *base;
+	ssize_t n;
+	int fd;
 	FILE *f;
 
 	if (pid <= 0 || pid == getpid())
@@ -248,7 +251,23 @@ int cgroup_owner_alive(int pid)
 	if (!fgets(comm, sizeof(comm), f))
 		comm[0] = '\0';
 	fclose(f);
-	return strncmp(comm, "egressd", 7) == 0;
+	if (strncmp(comm, "egressd", 7) == 0)
+		return 1;
+	/* An installed or copied binary under another name (egressd-1.2,
+	 * a bench's /tmp/x-base-egressd: comm is the first 15 bytes of the
+	 * name) is still an egressd whose agent must not be killed. */
+	snprintf(p, sizeof(p), "/proc/%d/cmdline", pid);
+	fd = open(p, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	n = read(fd, argv0, sizeof(argv0) - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	argv0[n] = '\0'; /* argv[0] ends at the first NUL */
+	base = strrchr(argv0, '/');
+	base = base ? base + 1 : argv0;
+	return strstr(base, "egressd") != NULL;
 }
 
 int cgroup_cleanup_stale(const char *parent)

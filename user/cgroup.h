@@ -28,8 +28,9 @@ uint64_t cgroup_id(const char *path); /* 0 on error */
  * kernels before 5.14) and wait up to timeout_ms for it to become empty. */
 int cgroup_kill_all(const char *path, int timeout_ms);
 int cgroup_remove(const char *path);
-/* pid is a live egressd other than us (pid reuse by another egressd
- * counts as alive: we never remove what might still be in use). */
+/* pid is a live egressd other than us: its comm or the file name of its
+ * argv[0] has "egressd" in it (a renamed copy is still one; pid reuse by
+ * another egressd counts as alive: we never remove what might be in use). */
 int cgroup_owner_alive(int pid);
 /* Remove egressd.run.* cgroups under parent whose egressd is gone.
  * Returns how many were removed. */
