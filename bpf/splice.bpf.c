@@ -53,7 +53,8 @@ extern void *bpf_cast_to_kern_ctx(void *obj) __ksym;
 
 /* bpf_skb_adjust_room() shrinks by at most 0xfff bytes per call. */
 #define TRIM_STEP 4095
-#define TRIM_STEPS 160 /* 640 KiB: more than any GRO/BIG TCP skb */
+#define TRIM_STEPS 160 /* 640 KiB: a receive queue coalesces skbs up to
+			* MAX_SKB_FRAGS (17) frags of up to 32 KiB */
 
 /*
  * The first skb after the hand-over may have been read in part by the

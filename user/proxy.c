@@ -307,9 +307,13 @@ struct proxy {
 	struct dnsproxy *dns;
 	struct intercept *ic;
 	unsigned extra_seq; /* main thread only */
-	/* kernel relay; NULL when off or when the kernel refused it */
+	/* kernel relay; NULL when off, not loaded yet (ks_thread loads it
+	 * in the background: the verifier takes tens of ms that a run's
+	 * start should not wait for) or refused by the kernel */
 	struct splice_bpf *ks;
 	int ks_to, ks_socks, ks_peers; /* map fds */
+	pthread_t ks_thread;
+	bool ks_thread_started;
 };
 
 static const uint8_t tls_alert_access_denied[] = { 0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 49 };
@@ -1246,7 +1250,7 @@ static bool krelay_due(const struct conn *c)
 	const struct proxy *p = c->w->p;
 	const struct relay_dir *up = &c->dir[DIR_UP], *down = &c->dir[DIR_DOWN];
 
-	return p->ks && !c->krelay && !up->hold &&
+	return __atomic_load_n(&p->ks, __ATOMIC_ACQUIRE) && !c->krelay && !up->hold &&
 	       c->bytes_up + c->bytes_down + up->pipe.len + down->pipe.len >=
 		       p->cfg->kernel_relay_after &&
 	       !up->src_eof && !down->src_eof && !up->dst_shut && !down->dst_shut;
@@ -2662,13 +2666,12 @@ static void proxy_ares_init(void)
  * refuses it (no CONFIG_BPF_STREAM_PARSER, no privilege) costs speed, not
  * enforcement: every byte then goes through the splice loop.
  */
-static void proxy_krelay_load(struct proxy *p)
+static void *proxy_krelay_load(void *arg)
 {
+	struct proxy *p = arg;
 	struct splice_bpf *ks;
 	int err;
 
-	if (!p->cfg->kernel_relay_after)
-		return;
 	ks = splice_bpf__open_and_load();
 	if (!ks) {
 		err = -errno;
@@ -2681,14 +2684,15 @@ static void proxy_krelay_load(struct proxy *p)
 		splice_bpf__destroy(ks);
 		goto fail;
 	}
-	p->ks = ks;
 	p->ks_to = bpf_map__fd(ks->maps.egr_splice_to);
 	p->ks_socks = bpf_map__fd(ks->maps.egr_splice);
 	p->ks_peers = bpf_map__fd(ks->maps.egr_splice_peers);
-	return;
+	__atomic_store_n(&p->ks, ks, __ATOMIC_RELEASE);
+	return NULL;
 fail:
 	log_warn("proxy: kernel relay unavailable (%s): all bytes go through the proxy",
 		 strerror(-err));
+	return NULL;
 }
 
 int proxy_create(struct proxy **out, const struct proxy_params *params)
@@ -2734,7 +2738,13 @@ int proxy_create(struct proxy **out, const struct proxy_params *params)
 	err = proxy_bind(p);
 	if (err)
 		goto fail;
-	proxy_krelay_load(p);
+	if (p->cfg->kernel_relay_after) {
+		err = pthread_create(&p->ks_thread, NULL, proxy_krelay_load, p);
+		if (err)
+			log_warn("proxy: kernel relay not loaded (%s): all bytes go "
+				 "through the proxy", strerror(err));
+		p->ks_thread_started = !err;
+	}
 	for (i = 0; i < p->n_workers; i++) {
 		struct worker *w = &p->workers[i];
 		socklen_t olen = sizeof(w->netns_cookie);
@@ -2816,6 +2826,8 @@ void proxy_destroy(struct proxy *p)
 	if (!p)
 		return;
 	proxy_stop(p);
+	if (p->ks_thread_started)
+		pthread_join(p->ks_thread, NULL);
 	for (i = 0; p->workers && i < p->n_workers; i++) {
 		struct worker *w = &p->workers[i];
 

@@ -1130,6 +1130,9 @@ case_cleanup_after_kill() {
 DAEMON_PORT=15001
 
 daemon_start() {
+	# a restart's stderr already has the first daemon's line: wait for one more
+	local before
+	before=$(grep -c "serving on port" "$CASE_STDERR" 2>/dev/null)
 	ip netns exec "$NS_HOST" "$EGRESSD" daemon --config "$DCFG" --bpffs "$DBPF" \
 		--port $DAEMON_PORT >>"$CASE_STDERR" 2>&1 &
 	DPID=$!
@@ -1137,7 +1140,8 @@ daemon_start() {
 	bed_track $DPID
 	local i
 	for ((i = 0; i < 50; i++)); do
-		grep -q "serving on port" "$CASE_STDERR" 2>/dev/null && return 0
+		[ "$(grep -c "serving on port" "$CASE_STDERR" 2>/dev/null)" -gt "${before:-0}" ] &&
+			return 0
 		kill -0 $DPID 2>/dev/null || return 1
 		sleep 0.1
 	done
