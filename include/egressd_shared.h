@@ -20,6 +20,8 @@
 #define EGR_MAX_PORTS 4096
 #define EGR_MAX_CIDRS 4096
 #define EGR_MAX_GATEWAYS 1024
+/* Sockets in the kernel relay (two per relayed connection). */
+#define EGR_MAX_SPLICE 65536
 /* How many cgroup ancestors the kernel walks to find a policy binding. */
 #define EGR_MAX_CGROUP_DEPTH 16
 
@@ -198,6 +200,19 @@ struct egr_event {
 	__u32 proto;  /* IPPROTO_TCP / IPPROTO_UDP / other */
 	__u32 op;     /* enum egr_event_op */
 	struct egr_origin origin;
+};
+
+/*
+ * Kernel relay (bpf/splice.bpf.c): per socket in egr_splice, the cookie of
+ * the socket its bytes go to and how many went (the verdict adds, the proxy
+ * reads).
+ */
+struct egr_splice_peer {
+	__u64 peer;	/* socket cookie of the other side */
+	__u64 bytes;	/* bytes redirected to it */
+	__u64 last_ns;	/* bpf_ktime_get_coarse_ns() of the last skb */
+	__u32 broken;	/* the verdict dropped bytes: reset the connection */
+	__u32 pad;
 };
 
 #endif /* EGRESSD_SHARED_H */

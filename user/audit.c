@@ -299,6 +299,8 @@ static void format_text(const struct audit_record *r, const struct timespec *end
 	}
 	if (r->ech)
 		bputs(b, " ech=1");
+	if (r->kernel_relay)
+		bputs(b, " relay=kernel");
 	if (r->has_resolved) {
 		addr_to_str(&r->resolved, a, sizeof(a));
 		bprintf(b, " resolved=%s", a);
@@ -441,6 +443,8 @@ static char *format_json(const struct audit_record *r, const struct timespec *en
 		jset(o, "alpn", jstr(r->alpn));
 	if (r->ech)
 		jset(o, "ech", json_true());
+	if (r->kernel_relay)
+		jset(o, "relay", json_string("kernel"));
 	if (r->has_resolved)
 		jset(o, "resolved", json_string(addr_to_str(&r->resolved, a, sizeof(a))));
 	jset(o, "verdict", json_string(egr_verdict_name(r->verdict)));

@@ -37,6 +37,7 @@ struct audit_record {
 	const char *host;       /* HTTP Host, NULL if none */
 	const char *alpn;       /* NULL if none */
 	bool ech;
+	bool kernel_relay;       /* bytes went socket to socket in the kernel */
 	bool has_resolved;
 	struct egr_addr resolved; /* address the proxy connected to */
 	enum egr_verdict verdict;

@@ -967,7 +967,7 @@ static int load_proxy(struct ld *l, const json_t *obj, const struct dconfig_jpos
 {
 	static const char *const known[] = {
 		"workers", "peek_timeout_ms", "connect_timeout_ms", "resolve_timeout_ms",
-		"idle_timeout_ms", "max_conns_per_cgroup", "max_conns",
+		"idle_timeout_ms", "kernel_relay_after", "max_conns_per_cgroup", "max_conns",
 	};
 	struct dconfig *c = l->c;
 	int r;
@@ -983,6 +983,8 @@ static int load_proxy(struct ld *l, const json_t *obj, const struct dconfig_jpos
 			  &c->resolve_timeout_ms)) ||
 	    (r = get_uint(l, obj, j, "proxy", "idle_timeout_ms", 1000, 86400000,
 			  &c->idle_timeout_ms)) ||
+	    (r = get_uint(l, obj, j, "proxy", "kernel_relay_after", 0, 1073741824,
+			  &c->kernel_relay_after)) ||
 	    (r = get_uint(l, obj, j, "proxy", "max_conns_per_cgroup", 1, 1000000,
 			  &c->max_conns_per_cgroup)) ||
 	    (r = get_uint(l, obj, j, "proxy", "max_conns", 1, 10000000, &c->max_conns)))
@@ -1492,6 +1494,7 @@ void dconfig_apply(const struct dconfig *c, struct config *cfg)
 	cfg->connect_timeout_ms = c->connect_timeout_ms;
 	cfg->resolve_timeout_ms = c->resolve_timeout_ms;
 	cfg->idle_timeout_ms = c->idle_timeout_ms;
+	cfg->kernel_relay_after = c->kernel_relay_after;
 	cfg->max_conns_per_cgroup = c->max_conns_per_cgroup;
 	cfg->max_conns = c->max_conns;
 	cfg->dns_servers = c->dns_servers;
@@ -1522,6 +1525,7 @@ static struct dconfig *dconfig_new(const char *name)
 	c->connect_timeout_ms = defaults.connect_timeout_ms;
 	c->resolve_timeout_ms = defaults.resolve_timeout_ms;
 	c->idle_timeout_ms = defaults.idle_timeout_ms;
+	c->kernel_relay_after = defaults.kernel_relay_after;
 	c->max_conns_per_cgroup = defaults.max_conns_per_cgroup;
 	c->max_conns = defaults.max_conns;
 	return c;

@@ -75,6 +75,7 @@ struct dconfig {
 	unsigned connect_timeout_ms;
 	unsigned resolve_timeout_ms;
 	unsigned idle_timeout_ms;
+	unsigned kernel_relay_after;
 	unsigned max_conns_per_cgroup;
 	unsigned max_conns;
 	/* TLS interception (docs/daemon.md, "Interception"): the CA as a

@@ -141,9 +141,12 @@ static int regs_reserve(struct loop *l, int fd)
 	return 0;
 }
 
+#define LOOP_MASKS (LOOP_READ | LOOP_WRITE | LOOP_RDHUP)
+
 static uint32_t epoll_mask(int mask)
 {
-	return (mask & LOOP_READ ? EPOLLIN : 0) | (mask & LOOP_WRITE ? EPOLLOUT : 0);
+	return (mask & LOOP_READ ? EPOLLIN : 0) | (mask & LOOP_WRITE ? EPOLLOUT : 0) |
+	       (mask & LOOP_RDHUP ? EPOLLRDHUP : 0);
 }
 
 int loop_add(struct loop *l, int fd, int mask, loop_fd_cb cb, void *data)
@@ -159,12 +162,12 @@ int loop_add(struct loop *l, int fd, int mask, loop_fd_cb cb, void *data)
 	op = l->regs[fd].mask < 0 ? EPOLL_CTL_ADD : EPOLL_CTL_MOD;
 	/* The relay re-states its interest after every pump: an unchanged
 	 * registration must not cost a syscall. */
-	if (op == EPOLL_CTL_MOD && l->regs[fd].mask == (mask & (LOOP_READ | LOOP_WRITE)) &&
+	if (op == EPOLL_CTL_MOD && l->regs[fd].mask == (mask & LOOP_MASKS) &&
 	    l->regs[fd].cb == cb && l->regs[fd].data == data)
 		return 0;
 	if (epoll_ctl(l->epfd, op, fd, &ev) < 0)
 		return -errno;
-	l->regs[fd].mask = mask & (LOOP_READ | LOOP_WRITE);
+	l->regs[fd].mask = mask & LOOP_MASKS;
 	l->regs[fd].cb = cb;
 	l->regs[fd].data = data;
 	return 0;
@@ -176,7 +179,7 @@ int loop_mod(struct loop *l, int fd, int mask)
 
 	if (fd < 0 || fd >= l->nregs || l->regs[fd].mask < 0)
 		return -ENOENT;
-	mask &= LOOP_READ | LOOP_WRITE;
+	mask &= LOOP_MASKS;
 	if (l->regs[fd].mask == mask)
 		return 0;
 	if (epoll_ctl(l->epfd, EPOLL_CTL_MOD, fd, &ev) < 0)
@@ -348,6 +351,8 @@ static void dispatch(struct loop *l, int n)
 			ev |= LOOP_READ;
 		if (e & EPOLLOUT)
 			ev |= LOOP_WRITE;
+		if (e & EPOLLRDHUP)
+			ev |= LOOP_RDHUP;
 		/* A callback earlier in the batch may have narrowed the mask. */
 		ev &= r->mask;
 		if (e & EPOLLERR)

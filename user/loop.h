@@ -22,6 +22,7 @@
 
 #define LOOP_READ 0x1
 #define LOOP_WRITE 0x2
+#define LOOP_RDHUP 0x10 /* the peer shut its sending side (EPOLLRDHUP) */
 /* Only in the events passed to a callback, never in a mask: */
 #define LOOP_ERR 0x4 /* EPOLLERR: read SO_ERROR */
 #define LOOP_HUP 0x8 /* EPOLLHUP: both directions are shut / reset */
@@ -30,7 +31,7 @@ struct loop;
 struct loop_timer;
 struct loop_timer_list;
 
-/* events: LOOP_READ / LOOP_WRITE / LOOP_ERR / LOOP_HUP. An fd deleted by an
+/* events: LOOP_READ / LOOP_WRITE / LOOP_RDHUP / LOOP_ERR / LOOP_HUP. An fd deleted by an
  * earlier callback of the same batch is not reported any more. */
 typedef void (*loop_fd_cb)(struct loop *l, int fd, void *data, int events);
 typedef void (*loop_timer_cb)(struct loop *l, struct loop_timer *t);

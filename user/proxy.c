@@ -96,6 +96,8 @@
 #include "intercept.h"
 #include "proxy.h"
 #include "resolver.h"
+#include "splice.skel.h"
+#include "tcpinfo.h"
 
 #ifndef SO_NETNS_COOKIE
 #define SO_NETNS_COOKIE 71
@@ -110,6 +112,7 @@
  * flight, and a refused size keeps the kernel's default. */
 #define PROXY_PIPE_SIZE (1024 * 1024)
 #define PROXY_PIPE_POOL 32      /* spare pipes per worker */
+#define PROXY_DRAIN_MS 2        /* kernel relay: re-check a FIN waiting for bytes */
 #define PROXY_PEEK_INITIAL 4096
 #define PROXY_RELAY_BUDGET (1024 * 1024) /* per direction and wakeup: fairness */
 #define PROXY_COPY_MAX (16 * 1024) /* reads up to this are copied, not spliced */
@@ -158,6 +161,8 @@ struct relay_dir {
 	bool src_eof;  /* source sent FIN */
 	bool dst_shut; /* FIN forwarded to the destination */
 	bool pipe_full; /* source readable but the pipe has no free slot */
+	bool hold;      /* not read: the kernel relay takes over once the
+			 * pipes are empty */
 };
 
 enum { DIR_UP = 0, DIR_DOWN = 1 };
@@ -222,6 +227,15 @@ struct conn {
 	uint64_t bytes_up, bytes_down;
 	uint64_t last_active_ms;
 
+	/* kernel relay (krelay_*): both sockets in egr_splice */
+	bool krelay;
+	bool krelayed;         /* it was, at some point (audit) */
+	bool kbroken;          /* the verdict could not pass bytes on */
+	uint64_t kcookie[2];   /* socket cookies, [SIDE_CLIENT] and [SIDE_UPSTREAM] */
+	uint64_t kbase[2];     /* what each socket had taken for sending then */
+	uint64_t ktaken[2];    /* ... and last seen, to tell a drain's progress */
+	uint64_t kprogress_ms; /* when a draining direction last moved */
+
 	struct loop_timer timer;      /* state deadline: peek/resolve/connect/idle */
 	struct loop_timer first_timer; /* 300 ms first byte */
 
@@ -257,7 +271,7 @@ struct worker {
 	 * walking it from another thread; never taken on the byte path. */
 	pthread_mutex_t conns_lock;
 	struct loop_timer_list *tl_peek, *tl_first, *tl_resolve, *tl_connect, *tl_idle;
-	struct loop_timer_list *tl_grace, *tl_accept;
+	struct loop_timer_list *tl_grace, *tl_accept, *tl_drain;
 	struct loop_timer grace_timer, accept_timer;
 	struct relay_pipe spare[PROXY_PIPE_POOL];
 	size_t n_spare;
@@ -293,12 +307,21 @@ struct proxy {
 	struct dnsproxy *dns;
 	struct intercept *ic;
 	unsigned extra_seq; /* main thread only */
+	/* kernel relay; NULL when off, not loaded yet (ks_thread loads it
+	 * in the background: the verifier takes tens of ms that a run's
+	 * start should not wait for) or refused by the kernel */
+	struct splice_bpf *ks;
+	int ks_to, ks_socks, ks_peers; /* map fds */
+	pthread_t ks_thread;
+	bool ks_thread_started;
 };
 
 static const uint8_t tls_alert_access_denied[] = { 0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 49 };
 static const uint8_t tls_alert_internal_error[] = { 0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 80 };
 
 static void conn_relay_start(struct conn *c);
+static void krelay_consider(struct conn *c);
+static void krelay_finish(struct conn *c);
 static void conn_connect_next(struct conn *c);
 static void conn_decide(struct conn *c);
 static bool conn_decide_dns_name(struct conn *c, struct policy_decision *d);
@@ -548,6 +571,7 @@ static void conn_audit(struct conn *c)
 	}
 	r.alpn = c->alpn[0] ? c->alpn : NULL;
 	r.ech = c->ech;
+	r.kernel_relay = c->krelayed;
 	r.has_resolved = c->has_resolved;
 	r.resolved = c->resolved;
 	if (c->has_resolved && c->has_geo) {
@@ -589,8 +613,11 @@ static void conn_finish(struct conn *c)
 		resolver_cancel(c->q);
 		c->q = NULL;
 	}
+	/* Closing takes the sockets out of egr_splice. */
 	conn_close_fd(c, &c->ufd, c->rst_upstream);
 	conn_close_fd(c, &c->cfd, c->rst_client);
+	if (c->krelay)
+		krelay_finish(c);
 	pipe_put(w, &c->dir[DIR_UP].pipe);
 	pipe_put(w, &c->dir[DIR_DOWN].pipe);
 	free(c->buf);
@@ -1001,7 +1028,7 @@ static bool sock_has_input(int fd)
 
 static bool relay_can_read(const struct relay_dir *d)
 {
-	return !d->src_eof && !d->pipe_full &&
+	return !d->src_eof && !d->pipe_full && !d->hold &&
 	       (d->pipe.rfd < 0 || d->pipe.len < d->pipe.cap);
 }
 
@@ -1100,6 +1127,7 @@ static int relay_pump(struct conn *c, int dir)
 			moved = true;
 			if (!copied) {
 				d->pipe.len += (size_t)n;
+				krelay_consider(c);
 				break;
 			}
 			m = send(dst, c->w->copybuf, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL);
@@ -1199,11 +1227,275 @@ static void relay_update_interest(struct conn *c)
 	}
 }
 
+/* ---- kernel relay -------------------------------------------------------
+ *
+ * A connection that has relayed kernel_relay_after bytes through the splice
+ * loop moves to the kernel relay (bpf/splice.bpf.c): both sockets go into a
+ * sockhash whose sk_skb verdict sends each socket's incoming bytes straight
+ * to the other's send path. The policy decision was made before the first
+ * byte; the proxy keeps the connection's end:
+ *  - it stops reading both sources and waits until both pipes are empty, so
+ *    no byte can overtake one still in a pipe;
+ *  - bytes waiting in a receive queue at the hand-over are picked up by the
+ *    verdict: SO_RCVLOWAT makes TCP run its data-ready callback, now the
+ *    psock's, at once;
+ *  - a FIN is forwarded only once the other socket has taken every byte the
+ *    verdict counted (the redirect is asynchronous: skbs wait on the
+ *    target's psock for a work item), re-checked every PROXY_DRAIN_MS;
+ *  - an error or reset on either side resets both, as in the splice loop.
+ */
+
+static bool krelay_due(const struct conn *c)
+{
+	const struct proxy *p = c->w->p;
+	const struct relay_dir *up = &c->dir[DIR_UP], *down = &c->dir[DIR_DOWN];
+
+	return __atomic_load_n(&p->ks, __ATOMIC_ACQUIRE) && !c->krelay && !up->hold &&
+	       c->bytes_up + c->bytes_down + up->pipe.len + down->pipe.len >=
+		       p->cfg->kernel_relay_after &&
+	       !up->src_eof && !down->src_eof && !up->dst_shut && !down->dst_shut;
+}
+
+static void krelay_consider(struct conn *c)
+{
+	if (krelay_due(c))
+		c->dir[DIR_UP].hold = c->dir[DIR_DOWN].hold = true;
+}
+
+static int sock_cookie(int fd, uint64_t *out)
+{
+	socklen_t len = sizeof(*out);
+
+	return getsockopt(fd, SOL_SOCKET, SO_COOKIE, out, &len) < 0 ? -errno : 0;
+}
+
+static void krelay_peers_del(struct conn *c)
+{
+	struct proxy *p = c->w->p;
+
+	bpf_map_delete_elem(p->ks_peers, &c->kcookie[SIDE_CLIENT]);
+	bpf_map_delete_elem(p->ks_peers, &c->kcookie[SIDE_UPSTREAM]);
+}
+
+static uint64_t krelay_counted(struct conn *c, enum conn_side src, uint64_t *last_ns)
+{
+	struct egr_splice_peer v;
+
+	if (bpf_map_lookup_elem(c->w->p->ks_peers, &c->kcookie[src], &v) < 0)
+		return UINT64_MAX; /* gone: never "all delivered" */
+	if (v.broken)
+		c->kbroken = true;
+	if (last_ns && v.last_ns > *last_ns)
+		*last_ns = v.last_ns;
+	return v.bytes;
+}
+
+static int krelay_insert(int map, const uint64_t *cookie, int fd)
+{
+	uint64_t v = (uint64_t)fd;
+
+	return bpf_map_update_elem(map, cookie, &v, BPF_NOEXIST) < 0 ? -errno : 0;
+}
+
+/* Returns 0 when the kernel relays the connection, -EAGAIN when it stays
+ * in the splice loop (a socket the sockhash refuses: e.g. its peer's FIN
+ * arrived meanwhile), or another -errno when the connection was lost. */
+static int krelay_start(struct conn *c)
+{
+	struct proxy *p = c->w->p;
+	const uint64_t *ck = &c->kcookie[SIDE_CLIENT], *uk = &c->kcookie[SIDE_UPSTREAM];
+	struct egr_splice_peer pc = { 0 }, pu = { 0 };
+	uint64_t moved;
+	int one = 1, err;
+
+	c->dir[DIR_UP].hold = c->dir[DIR_DOWN].hold = false;
+	pipe_put(c->w, &c->dir[DIR_UP].pipe);
+	pipe_put(c->w, &c->dir[DIR_DOWN].pipe);
+	if (sock_cookie(c->cfd, &c->kcookie[SIDE_CLIENT]) < 0 ||
+	    sock_cookie(c->ufd, &c->kcookie[SIDE_UPSTREAM]) < 0 ||
+	    tcpinfo_bytes_taken(c->cfd, &c->kbase[SIDE_CLIENT]) < 0 ||
+	    tcpinfo_bytes_taken(c->ufd, &c->kbase[SIDE_UPSTREAM]) < 0)
+		return -EAGAIN;
+	pc.peer = *uk;
+	pu.peer = *ck;
+	if (bpf_map_update_elem(p->ks_peers, ck, &pc, BPF_ANY) < 0 ||
+	    bpf_map_update_elem(p->ks_peers, uk, &pu, BPF_ANY) < 0)
+		goto undo_peers;
+	/* Targets first: no program runs for them, so a refusal (a socket
+	 * no longer ESTABLISHED) costs nothing. */
+	if (krelay_insert(p->ks_to, ck, c->cfd) < 0)
+		goto undo_peers;
+	if (krelay_insert(p->ks_to, uk, c->ufd) < 0)
+		goto undo_to;
+	if (krelay_insert(p->ks_socks, ck, c->cfd) < 0)
+		goto undo_to;
+	err = krelay_insert(p->ks_socks, uk, c->ufd);
+	if (err < 0) {
+		/* The client's verdict ran for a moment: what it took went to
+		 * the upstream's psock, and the splice loop would race those
+		 * bytes. Nothing taken: back to the loop; else the stream
+		 * cannot be resumed in order and both sides are told. */
+		bpf_map_delete_elem(p->ks_socks, ck);
+		moved = krelay_counted(c, SIDE_CLIENT, NULL);
+		if (moved) {
+			conn_set_detail(c, "kernel relay: upstream socket refused (%s) after "
+					"%llu client bytes went in", strerror(-err),
+					(unsigned long long)moved);
+			c->rst_client = c->rst_upstream = true;
+			krelay_peers_del(c);
+			conn_schedule_close(c);
+			return -EPIPE;
+		}
+		goto undo_to;
+	}
+	c->krelay = c->krelayed = true;
+	/* Bytes queued before the psocks existed: run data-ready now. */
+	setsockopt(c->cfd, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof(one));
+	setsockopt(c->ufd, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof(one));
+	log_debug("proxy: connection from port %u: kernel relay after %llu bytes",
+		  c->peer_port, (unsigned long long)(c->bytes_up + c->bytes_down));
+	return 0;
+
+undo_to:
+	bpf_map_delete_elem(p->ks_to, ck);
+	bpf_map_delete_elem(p->ks_to, uk);
+undo_peers:
+	krelay_peers_del(c);
+	return -EAGAIN;
+}
+
+static int krelay_interest(struct conn *c, int fd, int mask, bool done)
+{
+	if (done)
+		return loop_mask(c->w->loop, fd) >= 0 ? loop_del(c->w->loop, fd) : 0;
+	return loop_add(c->w->loop, fd, mask, conn_fd_cb, c);
+}
+
+static void krelay_broken(struct conn *c)
+{
+	conn_set_detail(c, "kernel relay: bytes could not be passed on");
+	c->rst_client = c->rst_upstream = true;
+	conn_schedule_close(c);
+}
+
+/* Forward each finished direction's FIN once its bytes are all out. */
+static void krelay_progress(struct conn *c)
+{
+	struct worker *w = c->w;
+	bool waiting = false;
+	int dir, cmask, umask;
+
+	for (dir = DIR_UP; dir <= DIR_DOWN; dir++) {
+		struct relay_dir *d = &c->dir[dir];
+		enum conn_side src = dir == DIR_UP ? SIDE_CLIENT : SIDE_UPSTREAM;
+		enum conn_side dst = dir == DIR_UP ? SIDE_UPSTREAM : SIDE_CLIENT;
+		int dfd = dst == SIDE_CLIENT ? c->cfd : c->ufd;
+		uint64_t counted, taken;
+
+		if (!d->src_eof || d->dst_shut)
+			continue;
+		counted = krelay_counted(c, src, NULL);
+		if (tcpinfo_bytes_taken(dfd, &taken) < 0) {
+			conn_io_error(c, dst, "TCP_INFO", errno);
+			return;
+		}
+		if (taken - c->kbase[dst] >= counted) {
+			shutdown(dfd, SHUT_WR);
+			d->dst_shut = true;
+			continue;
+		}
+		if (taken != c->ktaken[dst]) {
+			c->ktaken[dst] = taken;
+			c->kprogress_ms = loop_now_ms(w->loop);
+		}
+		waiting = true;
+	}
+	if (c->kbroken) {
+		krelay_broken(c);
+		return;
+	}
+	if (c->dir[DIR_UP].dst_shut && c->dir[DIR_DOWN].dst_shut) {
+		conn_schedule_close(c);
+		return;
+	}
+	if (waiting) {
+		if (loop_now_ms(w->loop) - c->kprogress_ms >
+		    loop_timer_list_duration(w->tl_idle)) {
+			conn_set_detail(c, "kernel relay: bytes not delivered for %u ms",
+					w->p->cfg->idle_timeout_ms);
+			c->rst_client = c->rst_upstream = true;
+			conn_schedule_close(c);
+			return;
+		}
+		if (!c->first_timer.list)
+			loop_timer_start(w->loop, w->tl_drain, &c->first_timer, conn_timer_cb);
+	}
+	/* The kernel moves the bytes; the proxy listens for the ends only. A
+	 * socket whose peer has finished stays registered with no interest
+	 * (EPOLLERR, a reset, is reported whatever the mask); one finished
+	 * both ways leaves epoll, where its EPOLLHUP would spin. */
+	cmask = c->dir[DIR_UP].src_eof ? 0 : LOOP_RDHUP;
+	umask = c->dir[DIR_DOWN].src_eof ? 0 : LOOP_RDHUP;
+	if (krelay_interest(c, c->cfd, cmask, c->dir[DIR_UP].src_eof && c->dir[DIR_DOWN].dst_shut) < 0 ||
+	    krelay_interest(c, c->ufd, umask, c->dir[DIR_DOWN].src_eof && c->dir[DIR_UP].dst_shut) < 0) {
+		conn_set_detail(c, "epoll: %s", strerror(errno));
+		c->rst_client = c->rst_upstream = true;
+		conn_schedule_close(c);
+	}
+}
+
+static void krelay_event(struct conn *c, enum conn_side side, int events)
+{
+	int fd = side == SIDE_CLIENT ? c->cfd : c->ufd;
+
+	if (events & LOOP_ERR) {
+		int err = sock_error(fd);
+
+		conn_io_error(c, side, "socket", err ? err : EIO);
+		return;
+	}
+	/* A reset comes with LOOP_ERR; HUP alone is both ends shut. */
+	if (events & (LOOP_RDHUP | LOOP_HUP))
+		c->dir[side == SIDE_CLIENT ? DIR_UP : DIR_DOWN].src_eof = true;
+	krelay_progress(c);
+}
+
+/* The idle timer: the verdict stamps every skb it moves. */
+static void krelay_touch(struct conn *c)
+{
+	uint64_t last_ns = 0;
+
+	krelay_counted(c, SIDE_CLIENT, &last_ns);
+	krelay_counted(c, SIDE_UPSTREAM, &last_ns);
+	if (c->kbroken)
+		krelay_broken(c);
+	if (last_ns / 1000000 > c->last_active_ms)
+		c->last_active_ms = last_ns / 1000000;
+}
+
+/* What the verdict moved, into the connection's counts (audit, metrics). */
+static void krelay_finish(struct conn *c)
+{
+	uint64_t up = krelay_counted(c, SIDE_CLIENT, NULL);
+	uint64_t down = krelay_counted(c, SIDE_UPSTREAM, NULL);
+
+	if (up != UINT64_MAX)
+		c->bytes_up += up;
+	if (down != UINT64_MAX)
+		c->bytes_down += down;
+	krelay_peers_del(c);
+	c->krelay = false;
+}
+
 static void conn_relay_event(struct conn *c, enum conn_side side, int events)
 {
 	int fd = side == SIDE_CLIENT ? c->cfd : c->ufd;
 	bool up, down;
 
+	if (c->krelay) {
+		krelay_event(c, side, events);
+		return;
+	}
 	if (events & LOOP_ERR) {
 		int err = sock_error(fd);
 
@@ -1225,6 +1517,16 @@ static void conn_relay_event(struct conn *c, enum conn_side side, int events)
 	if (c->dir[DIR_UP].dst_shut && c->dir[DIR_DOWN].dst_shut) {
 		conn_schedule_close(c); /* both directions finished cleanly */
 		return;
+	}
+	if (c->dir[DIR_UP].hold && !c->dir[DIR_UP].pipe.len && !c->dir[DIR_DOWN].pipe.len) {
+		int err = krelay_start(c);
+
+		if (!err) {
+			krelay_progress(c);
+			return;
+		}
+		if (err != -EAGAIN)
+			return;
 	}
 	relay_update_interest(c);
 }
@@ -1636,9 +1938,12 @@ static void conn_timer_cb(struct loop *l, struct loop_timer *t)
 	conn_enter(c);
 	if (t == &c->first_timer) {
 		/* Nothing yet from the client and an IP rule would allow the
-		 * destination: a server-speaks-first protocol; go. */
+		 * destination: a server-speaks-first protocol; go. In the
+		 * kernel relay the same timer re-checks a waiting FIN. */
 		if (c->state == CONN_PEEK && !c->buf_len)
 			conn_decide(c);
+		else if (c->krelay)
+			krelay_progress(c);
 		goto out;
 	}
 	switch (c->state) {
@@ -1663,6 +1968,8 @@ static void conn_timer_cb(struct loop *l, struct loop_timer *t)
 		break;
 	case CONN_FLUSH:
 	case CONN_RELAY:
+		if (c->krelay)
+			krelay_touch(c);
 		if (loop_now_ms(l) - c->last_active_ms < loop_timer_list_duration(w->tl_idle)) {
 			loop_timer_start(l, w->tl_idle, &c->timer, conn_timer_cb);
 			break;
@@ -2333,8 +2640,9 @@ static int worker_init(struct worker *w)
 	w->tl_idle = loop_timer_list_create(w->loop, ms_or(cfg->idle_timeout_ms, 600000));
 	w->tl_grace = loop_timer_list_create(w->loop, PROXY_GRACE_MS);
 	w->tl_accept = loop_timer_list_create(w->loop, PROXY_ACCEPT_PAUSE_MS);
+	w->tl_drain = loop_timer_list_create(w->loop, PROXY_DRAIN_MS);
 	if (!w->tl_peek || !w->tl_first || !w->tl_resolve || !w->tl_connect ||
-	    !w->tl_idle || !w->tl_grace || !w->tl_accept)
+	    !w->tl_idle || !w->tl_grace || !w->tl_accept || !w->tl_drain)
 		return -ENOMEM;
 	w->accept_timer.data = w;
 	w->grace_timer.data = w;
@@ -2350,6 +2658,41 @@ static void proxy_ares_init(void)
 
 	if (st != ARES_SUCCESS)
 		log_error("proxy: ares_library_init: %s", ares_strerror(st));
+}
+
+/*
+ * The kernel relay's program is attached to its own sockhash, not to any
+ * cgroup: it runs only for sockets this proxy put there. A kernel that
+ * refuses it (no CONFIG_BPF_STREAM_PARSER, no privilege) costs speed, not
+ * enforcement: every byte then goes through the splice loop.
+ */
+static void *proxy_krelay_load(void *arg)
+{
+	struct proxy *p = arg;
+	struct splice_bpf *ks;
+	int err;
+
+	ks = splice_bpf__open_and_load();
+	if (!ks) {
+		err = -errno;
+		goto fail;
+	}
+	err = bpf_prog_attach(bpf_program__fd(ks->progs.egr_splice_verdict),
+			      bpf_map__fd(ks->maps.egr_splice), BPF_SK_SKB_VERDICT, 0);
+	if (err) {
+		err = -errno;
+		splice_bpf__destroy(ks);
+		goto fail;
+	}
+	p->ks_to = bpf_map__fd(ks->maps.egr_splice_to);
+	p->ks_socks = bpf_map__fd(ks->maps.egr_splice);
+	p->ks_peers = bpf_map__fd(ks->maps.egr_splice_peers);
+	__atomic_store_n(&p->ks, ks, __ATOMIC_RELEASE);
+	return NULL;
+fail:
+	log_warn("proxy: kernel relay unavailable (%s): all bytes go through the proxy",
+		 strerror(-err));
+	return NULL;
 }
 
 int proxy_create(struct proxy **out, const struct proxy_params *params)
@@ -2395,6 +2738,13 @@ int proxy_create(struct proxy **out, const struct proxy_params *params)
 	err = proxy_bind(p);
 	if (err)
 		goto fail;
+	if (p->cfg->kernel_relay_after) {
+		err = pthread_create(&p->ks_thread, NULL, proxy_krelay_load, p);
+		if (err)
+			log_warn("proxy: kernel relay not loaded (%s): all bytes go "
+				 "through the proxy", strerror(err));
+		p->ks_thread_started = !err;
+	}
 	for (i = 0; i < p->n_workers; i++) {
 		struct worker *w = &p->workers[i];
 		socklen_t olen = sizeof(w->netns_cookie);
@@ -2476,6 +2826,8 @@ void proxy_destroy(struct proxy *p)
 	if (!p)
 		return;
 	proxy_stop(p);
+	if (p->ks_thread_started)
+		pthread_join(p->ks_thread, NULL);
 	for (i = 0; p->workers && i < p->n_workers; i++) {
 		struct worker *w = &p->workers[i];
 
@@ -2501,6 +2853,7 @@ void proxy_destroy(struct proxy *p)
 		pthread_mutex_destroy(&w->conns_lock);
 	}
 	free(p->workers);
+	splice_bpf__destroy(p->ks); /* after the connections: their finish reads it */
 	for (b = 0; b < CG_BUCKETS; b++) {
 		while (p->cg[b]) {
 			struct cg_entry *e = p->cg[b];
@@ -2588,6 +2941,19 @@ static void snap_conn(const struct conn *c, struct proxy_conn_info *o)
 		o->resolved = c->resolved;
 	o->bytes_up = __atomic_load_n(&c->bytes_up, __ATOMIC_RELAXED);
 	o->bytes_down = __atomic_load_n(&c->bytes_down, __ATOMIC_RELAXED);
+	if (__atomic_load_n(&c->krelay, __ATOMIC_RELAXED)) {
+		struct proxy *p = c->w->p;
+		struct egr_splice_peer v;
+		uint64_t k;
+
+		o->state = "kernel";
+		k = __atomic_load_n(&c->kcookie[SIDE_CLIENT], __ATOMIC_RELAXED);
+		if (!bpf_map_lookup_elem(p->ks_peers, &k, &v))
+			o->bytes_up += v.bytes;
+		k = __atomic_load_n(&c->kcookie[SIDE_UPSTREAM], __ATOMIC_RELAXED);
+		if (!bpf_map_lookup_elem(p->ks_peers, &k, &v))
+			o->bytes_down += v.bytes;
+	}
 }
 
 int proxy_snapshot(struct proxy *p, struct proxy_conn_info **out, size_t *n)

@@ -194,6 +194,9 @@ void run_usage(FILE *out)
 "      --peek-timeout MS    wait for ClientHello / HTTP head (default 10000)\n"
 "      --connect-timeout MS upstream connect timeout per address (default 10000)\n"
 "      --idle-timeout MS    close relays idle this long (default 600000)\n"
+"      --kernel-relay-after BYTES  hand a connection that has relayed this much\n"
+"                           to the kernel relay (sockmap); 0 = never\n"
+"                           (default 1048576)\n"
 "      --max-conns N        concurrent connections of the cgroup (default 4096)\n"
 "\n"
 "Exit status: CMD's status; 128+N if CMD was killed by signal N; 2 if\n"
@@ -209,6 +212,7 @@ enum {
 	OPT_PEEK_TIMEOUT,
 	OPT_CONNECT_TIMEOUT,
 	OPT_IDLE_TIMEOUT,
+	OPT_KERNEL_RELAY_AFTER,
 	OPT_MAX_CONNS,
 	OPT_INTERCEPT,
 	OPT_INJECT,
@@ -253,6 +257,7 @@ static int run_parse(int argc, char **argv, struct run_opts *o, struct config *c
 		{ "peek-timeout", required_argument, NULL, OPT_PEEK_TIMEOUT },
 		{ "connect-timeout", required_argument, NULL, OPT_CONNECT_TIMEOUT },
 		{ "idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT },
+		{ "kernel-relay-after", required_argument, NULL, OPT_KERNEL_RELAY_AFTER },
 		{ "max-conns", required_argument, NULL, OPT_MAX_CONNS },
 		{ "intercept", required_argument, NULL, OPT_INTERCEPT },
 		{ "inject", required_argument, NULL, OPT_INJECT },
@@ -336,6 +341,11 @@ static int run_parse(int argc, char **argv, struct run_opts *o, struct config *c
 			break;
 		case OPT_IDLE_TIMEOUT:
 			if (parse_uint("--idle-timeout", optarg, 1, 86400000, &cfg->idle_timeout_ms))
+				return -EINVAL;
+			break;
+		case OPT_KERNEL_RELAY_AFTER:
+			if (parse_uint("--kernel-relay-after", optarg, 0, 1073741824,
+				       &cfg->kernel_relay_after))
 				return -EINVAL;
 			break;
 		case OPT_MAX_CONNS:

@@ -472,6 +472,51 @@ def echo_worker(addr, ports, deadline):
     return all(results.get(p, {}).get("got") == p for p in ports)
 
 
+def cmd_hashxfer(a):
+    """Upload --up random bytes to a server.py --hash port after the line
+    "--down", half-close, then check the server's sha256 of the upload and
+    --down bytes of its pattern. Prints {"ok": bool, ...}."""
+    import hashlib
+    res = {"addr": a.addr, "port": a.port, "up": a.up, "down": a.down}
+    try:
+        s = socket.create_connection((a.addr, a.port), timeout=a.timeout)
+        s.sendall(b"%d\n" % a.down)
+        h, left = hashlib.sha256(), a.up
+        data = os.urandom(1 << 16)
+        while left:
+            chunk = data[:min(left, len(data))]
+            s.sendall(chunk)
+            h.update(chunk)
+            left -= len(chunk)
+        s.shutdown(socket.SHUT_WR)
+        f = s.makefile("rb")
+        line = f.readline().decode().split()
+        res["up_match"] = line == [h.hexdigest(), str(a.up)]
+        # the server's pattern: 64 KiB from a sha256 chain, repeated
+        parts, hh = [], b"egressd"
+        while sum(map(len, parts)) < 1 << 16:
+            hh = hashlib.sha256(hh).digest()
+            parts.append(hh)
+        block = b"".join(parts)[:1 << 16]
+        got, bad = 0, 0
+        while True:
+            chunk = f.read(1 << 16)
+            if not chunk:
+                break
+            off = got % len(block)
+            exp = (block[off:] + block * (len(chunk) // len(block) + 2))[:len(chunk)]
+            if chunk != exp:
+                bad += 1
+            got += len(chunk)
+        res.update(got=got, bad_chunks=bad)
+        res["ok"] = res["up_match"] and got == a.down and not bad
+        s.close()
+    except OSError as e:
+        res.update(ok=False, **err_fields(e))
+    out(res)
+    return 0 if res["ok"] else 1
+
+
 def cmd_echo(a):
     lo, _, hi = a.range.partition("-")
     ports = list(range(int(lo), int(hi) + 1))
@@ -534,6 +579,13 @@ def main():
     p.add_argument("url")
     p.add_argument("--timeout", type=float, default=10)
     p.set_defaults(fn=cmd_http)
+    p = sub.add_parser("hashxfer")
+    p.add_argument("addr")
+    p.add_argument("port", type=int)
+    p.add_argument("--up", type=int, default=0, help="bytes to upload")
+    p.add_argument("--down", type=int, default=0, help="bytes to download")
+    p.add_argument("--timeout", type=float, default=20)
+    p.set_defaults(fn=cmd_hashxfer)
     p = sub.add_parser("raw")
     p.add_argument("addr")
     p.add_argument("port", type=int)

@@ -182,9 +182,13 @@ bed_server() {
 
 bed_servers() {
 	local p=$E2E_DIR/pki
+	# a bulk download of known content (kernel_relay)
+	mkdir -p "$E2E_DIR/www/dl" &&
+		head -c 16777216 /dev/urandom >"$E2E_DIR/www/dl/16m" || return 1
 	bed_server allowed.test --addr $ALLOWED4 --addr $ALLOWED6 \
-		--tls 443 --tls 8443 --http 80 --http 8080 \
+		--tls 443 --tls 8443 --http 80 --http 8080 --hash 9100 \
 		--static /repo.git="$E2E_DIR/www/repo.git" \
+		--static /dl="$E2E_DIR/www/dl" \
 		--cert "$p/allowed.test.pem" --key "$p/allowed.test.key"
 	bed_server api.allowed.test --addr $API4 --tls 443 --http 80 \
 		--cert "$p/api.allowed.test.pem" --key "$p/api.allowed.test.key"

@@ -78,6 +78,7 @@ CASES=(
 	intercept_smuggling
 	gateway_mode
 	not_intercepted_passthrough
+	kernel_relay
 	cleanup_after_kill
 	daemon_enforces_bindings
 	daemon_two_tenants_reload
@@ -134,6 +135,46 @@ evil_untouched() {
 
 # ---------------------------------------------------------------------
 # Allowed traffic through the proxy, real clients.
+
+# Bulk connections go socket to socket in the kernel (sockmap) once they
+# have relayed --kernel-relay-after bytes: downloads arrive intact over TLS
+# and plain HTTP, an upload ended by the client's FIN reaches the server
+# whole before the server's answer comes back whole, the audit record says
+# relay=kernel with the bytes the kernel moved; a client that half-closed
+# before the hand-over and --kernel-relay-after 0 stay in the proxy, intact.
+case_kernel_relay() {
+	need_egressd
+	local out want n
+	want=$(sha256sum "$E2E_DIR/www/dl/16m" | cut -d' ' -f1)
+	out=$(egr --allow allowed.test -- sh -c '
+		curl -sS --max-time 20 --cacert "$1" https://allowed.test/dl/16m |
+			sha256sum
+		curl -sS --max-time 20 http://allowed.test/dl/16m | sha256sum' \
+		sh "$E2E_CA") || fail "downloads: $(oneline "$out")"
+	[ "$(awk '{print $1}' <<<"$out" | sort | uniq -c | awk '{print $1, $2}')" = "2 $want" ] ||
+		fail "download sha256: $(oneline "$out"), want $want twice"
+	n=$("$E2E_PY" -c 'import json,sys
+print(sum(1 for l in open(sys.argv[1]) if (r := json.loads(l)).get("relay") == "kernel"
+          and r.get("bytes_down", 0) > 16777216 and r.get("verdict") == "allow"))' "$CASE_AUDIT")
+	[ "$n" = 2 ] || fail "$n of 2 downloads have relay=kernel and all bytes in the audit: $(head -c 800 "$CASE_AUDIT")"
+
+	: >"$CASE_AUDIT"
+	out=$(egr --allow "$ALLOWED4:9100" --kernel-relay-after 1 -- sh -c '
+		"$@" --up 8388608 --down 0 &&
+		"$@" --up 4194304 --down 8388608 &&
+		"$@" --up 0 --down 8388608' sh "${CLIENT[@]}" hashxfer "$ALLOWED4" 9100) ||
+		fail "hashxfer: $(oneline "$out")"
+	[ "$(grep -c '"ok": true' <<<"$out")" = 3 ] || fail "hashxfer: $(oneline "$out")"
+	n=$(grep -c '"relay": *"kernel"' "$CASE_AUDIT")
+	# the third client sent its FIN before the hand-over: stays in the proxy
+	[ "$n" = 2 ] || fail "$n of 3 hash transfers went through the kernel relay (want 2): $(head -c 1200 "$CASE_AUDIT")"
+
+	: >"$CASE_AUDIT"
+	out=$(egr --allow "$ALLOWED4:9100" --kernel-relay-after 0 -- \
+		"${CLIENT[@]}" hashxfer "$ALLOWED4" 9100 --up 4194304 --down 8388608) ||
+		fail "hashxfer without the kernel relay: $(oneline "$out")"
+	! grep -q '"relay"' "$CASE_AUDIT" || fail "--kernel-relay-after 0 still used it"
+}
 
 case_curl_https_allowed() {
 	local out
@@ -1089,6 +1130,9 @@ case_cleanup_after_kill() {
 DAEMON_PORT=15001
 
 daemon_start() {
+	# a restart's stderr already has the first daemon's line: wait for one more
+	local before
+	before=$(grep -c "serving on port" "$CASE_STDERR" 2>/dev/null)
 	ip netns exec "$NS_HOST" "$EGRESSD" daemon --config "$DCFG" --bpffs "$DBPF" \
 		--port $DAEMON_PORT >>"$CASE_STDERR" 2>&1 &
 	DPID=$!
@@ -1096,7 +1140,8 @@ daemon_start() {
 	bed_track $DPID
 	local i
 	for ((i = 0; i < 50; i++)); do
-		grep -q "serving on port" "$CASE_STDERR" 2>/dev/null && return 0
+		[ "$(grep -c "serving on port" "$CASE_STDERR" 2>/dev/null)" -gt "${before:-0}" ] &&
+			return 0
 		kill -0 $DPID 2>/dev/null || return 1
 		sleep 0.1
 	done

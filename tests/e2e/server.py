@@ -28,9 +28,11 @@ repository made with `git update-server-info`.
   {"event":"udp","port":..,"peer":..,"len":..}
   {"event":"banner","port":..,"peer":..,"line":..}
   {"event":"dns","proto":"udp"|"tcp","port":..,"peer":..,"qname":..,"qtype":..}
+  {"event":"hash","port":..,"peer":..,"up":..,"down":..}
 """
 import argparse
 import asyncio
+import hashlib
 import json
 import os
 import resource
@@ -82,6 +84,8 @@ class Server:
                 await self.banner(reader, writer, port, peer)
             elif mode == "dns":
                 await self.dns_tcp(reader, writer, port, peer)
+            elif mode == "hash":
+                await self.hash(reader, writer, port, peer)
             else:
                 await self.http(reader, writer, port, peer, mode == "tls")
         except Exception as e:  # noqa: BLE001 - log every failure, keep serving
@@ -93,6 +97,31 @@ class Server:
                 await asyncio.wait_for(writer.wait_closed(), 2)
             except Exception:  # noqa: BLE001
                 pass
+
+    async def hash(self, reader, writer, port, peer):
+        # Both directions of a bulk stream and both half-closes: read the
+        # line "N", then everything up to the client's FIN; answer
+        # "<sha256 of what came after the line> <its length>" and N bytes
+        # of pattern_bytes(), then close.
+        line = await asyncio.wait_for(reader.readline(), 10)
+        want = int(line.strip() or b"0")
+        h, n = hashlib.sha256(), 0
+        while True:
+            chunk = await asyncio.wait_for(reader.read(1 << 16), 30)
+            if not chunk:
+                break
+            h.update(chunk)
+            n += len(chunk)
+        self.write(event="hash", port=port, peer=list(peer[:2]), up=n,
+                   down=want)
+        writer.write(b"%s %d\n" % (h.hexdigest().encode(), n))
+        block = pattern_block()
+        sent = 0
+        while sent < want:
+            k = min(len(block), want - sent)
+            writer.write(block[:k])
+            sent += k
+            await writer.drain()
 
     async def echo(self, reader, writer, port, peer):
         # Read the client's line first: answering before reading and then
@@ -280,6 +309,15 @@ class Udp(asyncio.DatagramProtocol):
                        len=len(data))
 
 
+def pattern_block():
+    """64 KiB the hash port repeats (client.py hashxfer checks it)."""
+    out, h = [], b"egressd"
+    while sum(map(len, out)) < 1 << 16:
+        h = hashlib.sha256(h).digest()
+        out.append(h)
+    return b"".join(out)[:1 << 16]
+
+
 def port_range(text):
     lo, _, hi = text.partition("-")
     lo, hi = int(lo), int(hi or lo)
@@ -295,6 +333,7 @@ async def serve(args):
     plan = [(p, "tls") for p in args.tls] + [(p, "http") for p in args.http]
     plan += [(p, "banner") for p in args.banner]
     plan += [(p, "dns") for p in args.dns]
+    plan += [(p, "hash") for p in args.hash]
     if args.echo:
         plan += [(p, "echo") for p in args.echo]
     for addr in args.addr:
@@ -341,6 +380,8 @@ def main():
                     help="SSH-style port: send a banner line, log the reply")
     ap.add_argument("--dns", action="append", type=int, default=[],
                     help="attacker DNS server port (UDP and TCP)")
+    ap.add_argument("--hash", action="append", type=int, default=[],
+                    help="port: sha256 of an upload, then N pattern bytes")
     ap.add_argument("--cert")
     ap.add_argument("--key")
     ap.add_argument("--static", action="append", default=[],
