@@ -71,6 +71,7 @@
 #include <bpf/bpf.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
@@ -2688,6 +2689,9 @@ static void *proxy_krelay_load(void *arg)
 	p->ks_socks = bpf_map__fd(ks->maps.egr_splice);
 	p->ks_peers = bpf_map__fd(ks->maps.egr_splice_peers);
 	__atomic_store_n(&p->ks, ks, __ATOMIC_RELEASE);
+	/* libbpf parsed the kernel's BTF (megabytes) for the load and freed
+	 * it: give those pages back rather than carry them as RSS. */
+	malloc_trim(0);
 	return NULL;
 fail:
 	log_warn("proxy: kernel relay unavailable (%s): all bytes go through the proxy",
