@@ -61,6 +61,11 @@ BURST_SECONDS = knob("BENCH_BURST_SECONDS", 10.0, 2.0)
 ONLY = [r for r in E.get("BENCH_ROWS", "").split() if r]
 EGRESSD_BASE = E.get("BENCH_EGRESSD_BASE", "")
 SKIP_SCALE = E.get("BENCH_SCALE", "1") == "0"
+# BENCH_SCALE=idle / burst: only that scale test
+SCALE_ONLY = E.get("BENCH_SCALE", "1") if E.get("BENCH_SCALE", "1") in ("idle", "burst") else ""
+# BENCH_KINDS="wrk_close fetch": only these measurements (bulk wrk_keepalive
+# wrk_close fetch); the warm-up is then one fetch series instead of bulk
+KINDS = [k for k in E.get("BENCH_KINDS", "").split() if k]
 
 ALLOWED4 = E.get("ALLOWED4", "192.0.2.10")
 OTHER4 = E.get("OTHER4", "192.0.2.20")
@@ -172,6 +177,14 @@ def cpu_ns(pids):
             except (OSError, ValueError, IndexError):
                 pass
     return t
+
+
+def open_bytes(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
 
 
 def status_kib(pid, key):
@@ -891,10 +904,19 @@ def scale_burst():
          "--ports", ECHO_PORTS, "--conns", str(BURST_CONNS),
          "--procs", str(BURST_PROCS), "--seconds", str(BURST_SECONDS),
          "--status", d + "/status.json", "--release", d + "/release"]))
+    # Where the burst's time goes: egressd's threads, the origin (bed
+    # server other.test), the clients (burst.py reports its own).
+    srv = [int(c.split("/")[2]) for c in glob.glob("/proc/[0-9]*/cmdline")
+           if b"other.test" in open_bytes(c) and b"server.py" in open_bytes(c)]
+    c0 = (cpu_ns([p.pid]), cpu_ns(srv))
     st = wait_json(d + "/status.json", BURST_SECONDS + 90, p)
+    c1 = (cpu_ns([p.pid]), cpu_ns(srv))
     res = {"target_conns": BURST_CONNS, "procs": BURST_PROCS,
-           "target_seconds": BURST_SECONDS}
+           "target_seconds": BURST_SECONDS,
+           "egressd_cpu_s": round((c1[0] - c0[0]) / 1e9, 3),
+           "origin_cpu_s": round((c1[1] - c0[1]) / 1e9, 3)}
     if st:
+        res["client_cpu_s"] = st.get("client_cpu_s")
         res.update({k: st[k] for k in ("ok", "mismatch", "errors",
                                        "elapsed_s", "late_ms_max",
                                        "mismatch_examples",
@@ -1201,11 +1223,13 @@ def report(started, kern, scale):
         L.append("- burst: %s connections from %s processes paced over %g s "
                  "to other.test's port-echo range: %s ok, %s origin "
                  "mismatches, errors %s, took %s s; egr_conns entries %s "
-                 "right after, %s after 6 s" % (
+                 "right after, %s after 6 s; CPU s: egressd %s, origin %s, "
+                 "clients %s" % (
                      b["target_conns"], b["procs"], b["target_seconds"],
                      b.get("ok"), b.get("mismatch"), b.get("errors"),
                      b.get("elapsed_s"), b.get("map_entries_at_end"),
-                     b.get("map_entries_after_6s")))
+                     b.get("map_entries_after_6s"), b.get("egressd_cpu_s"),
+                     b.get("origin_cpu_s"), b.get("client_cpu_s")))
     if not scale:
         L.append("- not run (BENCH_SCALE=0)")
     L.append("")
@@ -1240,9 +1264,13 @@ def main():
     log("rows: %s" % " ".join(r.name for r in live))
     # warm-up, not counted: page cache, first handshakes, pools
     for r in live:
-        m_bulk(r)
+        if not KINDS or "bulk" in KINDS:
+            m_bulk(r)
+        else:
+            m_fetch(r)
     kinds = [("bulk", m_bulk), ("wrk_keepalive", lambda r: m_wrk(r, False)),
              ("wrk_close", lambda r: m_wrk(r, True)), ("fetch", m_fetch)]
+    kinds = [k for k in kinds if not KINDS or k[0] in KINDS]
     for rnd in range(ROUNDS):
         k = rnd % len(live)
         order = live[k:] + live[:k]
@@ -1273,9 +1301,10 @@ def main():
         if r.name != "origin":
             stop(r.name)
     scale = {}
-    if not SKIP_SCALE:
+    if not SKIP_SCALE and SCALE_ONLY != "burst":
         log("scale: %d idle connections through one egressd" % IDLE_CONNS)
         scale["idle"] = scale_idle()
+    if not SKIP_SCALE and SCALE_ONLY != "idle":
         log("scale: burst of %d connections from %d processes in %g s" % (
             BURST_CONNS, BURST_PROCS, BURST_SECONDS))
         scale["burst"] = scale_burst()

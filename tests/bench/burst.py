@@ -16,6 +16,7 @@ import argparse
 import errno
 import json
 import os
+import resource
 import selectors
 import socket
 import time
@@ -108,6 +109,8 @@ def worker(k, a, lo, nports, t0, wfd):
         err("not started (deadline)")
         res["errors"]["not started (deadline)"] += len(mine) - nxt - 1
     res["end"] = time.monotonic()
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    res["cpu_s"] = ru.ru_utime + ru.ru_stime
     os.write(wfd, (json.dumps(res) + "\n").encode())
 
 
@@ -157,6 +160,7 @@ def main():
         for k, v in p["errors"].items():
             tot["errors"][k] = tot["errors"].get(k, 0) + v
         tot["mismatch_examples"] += p["mismatch_examples"][:2]
+    tot["client_cpu_s"] = round(sum(p.get("cpu_s", 0) for p in parts), 3)
     tot["elapsed_s"] = round(max([p["end"] for p in parts] or [t0]) - t0, 3)
     put(a.status, dict(tot, phase="done"))
     wait_end = time.monotonic() + 120
