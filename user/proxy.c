@@ -856,7 +856,8 @@ static void conn_connected(struct conn *c)
 	loop_timer_start(w->loop, w->tl_idle, &c->timer, conn_timer_cb);
 	if (c->buf_len > c->buf_off) {
 		c->state = CONN_FLUSH;
-		if (loop_mod(w->loop, c->ufd, LOOP_WRITE) < 0) {
+		/* Not registered yet if conn_connect_early() got here. */
+		if (loop_add(w->loop, c->ufd, LOOP_WRITE, conn_fd_cb, c) < 0) {
 			conn_deny(c, EGR_REASON_INTERNAL, NULL);
 			return;
 		}
@@ -904,6 +905,43 @@ static bool conn_geo_check(struct conn *c, const struct egr_addr *a)
 	return false;
 }
 
+/*
+ * Right after connect() returned EINPROGRESS: to an origin on this host
+ * or over a veth, the handshake has usually completed inside connect()
+ * (softirq on our stack), so try to hand over the peeked bytes now. A
+ * send() on a socket still in SYN_SENT says EAGAIN (and an error on a
+ * failed connect: that error), so nothing is sent before the connection
+ * exists. Sent: the connection goes straight to the relay, which then
+ * registers the upstream once with its final mask; that saves an
+ * EPOLLOUT round trip, an epoll_ctl ADD+MOD pair and SO_ERROR.
+ * Returns 1 (connected, taken), 0 (still connecting: wait for EPOLLOUT)
+ * or -errno (the connect failed).
+ */
+static int conn_connect_early(struct conn *c, int fd)
+{
+	ssize_t n;
+
+	/* Interception and gateways take the peeked bytes themselves. */
+	if (c->icpt || c->gw || c->buf_len <= c->buf_off)
+		return 0;
+	n = send(fd, c->buf + c->buf_off, c->buf_len - c->buf_off, MSG_NOSIGNAL | MSG_DONTWAIT);
+	if (n < 0)
+		return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? 0 : -errno;
+	if (n == 0)
+		return 0;
+	c->ufd = fd;
+	c->buf_off += (size_t)n;
+	c->bytes_up += (uint64_t)n;
+	if (c->buf_off == c->buf_len) {
+		/* as conn_flush(): the peek buffer ends here */
+		free(c->buf);
+		c->buf = NULL;
+		c->buf_len = c->buf_cap = c->buf_off = 0;
+	}
+	conn_connected(c);
+	return 1;
+}
+
 static void conn_connect_next(struct conn *c)
 {
 	struct worker *w = c->w;
@@ -926,6 +964,13 @@ static void conn_connect_next(struct conn *c)
 		}
 		sock_set_nodelay(fd);
 		if (connect(fd, (struct sockaddr *)&ss, slen) == 0 || errno == EINPROGRESS) {
+			err = conn_connect_early(c, fd);
+			if (err > 0)
+				return;
+			if (err < 0) {
+				errno = -err;
+				goto failed;
+			}
 			c->ufd = fd;
 			err = loop_add(w->loop, fd, LOOP_WRITE, conn_fd_cb, c);
 			if (err) {
@@ -937,6 +982,7 @@ static void conn_connect_next(struct conn *c)
 			loop_timer_start(w->loop, w->tl_connect, &c->timer, conn_timer_cb);
 			return;
 		}
+failed:
 		c->err = errno;
 		log_debug("proxy: connect %s port %u: %s",
 			  addr_to_str(a, abuf, sizeof(abuf)), c->up_port, strerror(errno));
@@ -958,7 +1004,9 @@ static void conn_connect_next(struct conn *c)
 static void conn_connect_event(struct conn *c, int events)
 {
 	char abuf[INET6_ADDRSTRLEN];
-	int err = sock_error(c->ufd);
+	/* EPOLLOUT alone: established (a failed connect is EPOLLERR|EPOLLHUP,
+	 * and SYN_SENT reports nothing), no need to ask SO_ERROR. */
+	int err = events == LOOP_WRITE ? 0 : sock_error(c->ufd);
 
 	if (!err && (events & (LOOP_WRITE | LOOP_ERR | LOOP_HUP)) == LOOP_WRITE) {
 		conn_connected(c);
@@ -1652,8 +1700,11 @@ static void conn_decide(struct conn *c)
 	c->state = CONN_DECIDE;
 	loop_timer_stop(&c->timer);
 	loop_timer_stop(&c->first_timer);
-	/* Nothing more to read until upstream is there to take it. */
-	loop_mod(c->w->loop, c->cfd, 0);
+	/* Nothing more to read until upstream is there to take it; but the
+	 * client, having sent its ClientHello or request head, usually waits
+	 * for the answer, and the relay wants LOOP_READ again: the interest
+	 * is dropped only if the client does send more (conn_client_event),
+	 * which saves two epoll_ctl calls per connection. */
 
 	if (!c->name[0]) {
 		policy_decide_addr(pol, &c->orig, c->orig_port, &d);
@@ -1888,7 +1939,11 @@ static void conn_client_event(struct conn *c, int events)
 		conn_relay_event(c, SIDE_CLIENT, events);
 		break;
 	default:
-		/* Not reading the client now: only its disappearance counts. */
+		/* Not reading the client now: only its disappearance counts.
+		 * Level-triggered: more bytes (or FIN) from the client would
+		 * wake us until the relay reads them; stop asking. */
+		if (events & LOOP_READ)
+			loop_mod(c->w->loop, c->cfd, 0);
 		if (events & (LOOP_ERR | LOOP_HUP)) {
 			int err = sock_error(c->cfd);
 
@@ -2046,6 +2101,11 @@ static bool conn_start_gateway(struct conn *c)
 		return false;
 	c->gw = gw;
 	c->proto = PROTO_HTTP; /* a denial is answered in HTTP */
+	if (loop_add(c->w->loop, c->cfd, 0, conn_fd_cb, c) < 0) {
+		conn_set_detail(c, "epoll: %s", strerror(errno));
+		conn_deny(c, EGR_REASON_INTERNAL, NULL);
+		return true;
+	}
 	snprintf(c->name, sizeof(c->name), "%s", gw->host);
 	c->name_valid = true;
 	c->up_port = gw->upstream_port;
@@ -2076,15 +2136,11 @@ static void conn_start(struct conn *c)
 	bool warn;
 	int err;
 
-	/* TCP_NODELAY comes from the listener. Registered from the start
-	 * (mask 0) so that a client that vanishes while we resolve or
+	/* TCP_NODELAY comes from the listener. The client is registered
+	 * once it gets past the checks below (a denial needs no epoll), with
+	 * the mask of what comes next: one epoll_ctl instead of an ADD and a
+	 * MOD. From then on a client that vanishes while we resolve or
 	 * connect is noticed (EPOLLERR/EPOLLHUP). */
-	if (loop_add(w->loop, c->cfd, 0, conn_fd_cb, c) < 0) {
-		conn_set_detail(c, "epoll: %s", strerror(errno));
-		conn_deny(c, EGR_REASON_INTERNAL, NULL);
-		return;
-	}
-
 	cookie = c->netns_cookie;
 	olen = sizeof(cookie);
 	if (!cookie && getsockopt(c->cfd, SOL_SOCKET, SO_NETNS_COOKIE, &cookie, &olen) < 0)
@@ -2140,7 +2196,8 @@ static void conn_start(struct conn *c)
 		return;
 
 	c->state = CONN_PEEK;
-	if (loop_mod(w->loop, c->cfd, LOOP_READ) < 0) {
+	if (loop_add(w->loop, c->cfd, LOOP_READ, conn_fd_cb, c) < 0) {
+		conn_set_detail(c, "epoll: %s", strerror(errno));
 		conn_deny(c, EGR_REASON_INTERNAL, NULL);
 		return;
 	}

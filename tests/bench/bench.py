@@ -61,7 +61,10 @@ BURST_SECONDS = knob("BENCH_BURST_SECONDS", 10.0, 2.0)
 ONLY = [r for r in E.get("BENCH_ROWS", "").split() if r]
 EGRESSD_BASE = E.get("BENCH_EGRESSD_BASE", "")
 SKIP_SCALE = E.get("BENCH_SCALE", "1") == "0"
-# a subset of the measurement kinds, e.g. BENCH_KINDS=wrk_keepalive
+# BENCH_SCALE=idle / burst: only that scale test
+SCALE_ONLY = E.get("BENCH_SCALE", "1") if E.get("BENCH_SCALE", "1") in ("idle", "burst") else ""
+# BENCH_KINDS="wrk_close fetch": only these measurements (bulk wrk_keepalive
+# wrk_close fetch); the warm-up is then one fetch series instead of bulk
 KINDS = [k for k in E.get("BENCH_KINDS", "").split() if k]
 
 ALLOWED4 = E.get("ALLOWED4", "192.0.2.10")
@@ -69,6 +72,7 @@ OTHER4 = E.get("OTHER4", "192.0.2.20")
 ECHO_PORTS = E.get("ECHO_PORTS", "20000-21999")
 SQUID_VIP = "192.0.2.12"      # virtual origins: same nginx, but nft sends
 MITM_VIP = "192.0.2.13"       # the runner's connections to them to a proxy
+ECHO_VIP = "192.0.2.14"       # the burst's own port-echo (burst_worker serve)
 SQUID_SRC = "198.51.100.3"    # the transparent proxies' own source addresses
 MITM_SRC = "198.51.100.4"
 HOST = "allowed.test"
@@ -187,6 +191,14 @@ def machine_busy_ms():
     return (user + nice + system + irq + softirq) * 1000.0 / os.sysconf("SC_CLK_TCK")
 
 
+def open_bytes(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
+
+
 def status_kib(pid, key):
     try:
         with open("/proc/%d/status" % pid) as f:
@@ -264,7 +276,7 @@ def setup_bed_extras():
     """Virtual origins, source addresses, nft redirect, socket sysctls.
 
     All of it inside the bed's namespaces, gone with them."""
-    for a in (SQUID_VIP, MITM_VIP):
+    for a in (SQUID_VIP, MITM_VIP, ECHO_VIP):
         sh(in_net(["ip", "addr", "add", a + "/32", "dev", "lo"]))
     for a in (SQUID_SRC, MITM_SRC):
         sh(in_host(["ip", "addr", "add", a + "/24", "dev", "veth0"]))
@@ -897,21 +909,62 @@ def scale_idle():
     return res
 
 
+def build_burst_worker():
+    """burst_worker.c: the burst's clients and origin in C (see there)."""
+    exe = os.path.join(BIN, "burst_worker")
+    r = sh(["cc", "-O2", "-o", exe, os.path.join(SRC, "burst_worker.c")])
+    if r.returncode:
+        log("burst_worker: cc failed, the burst uses Python: %s" %
+            r.stderr.strip()[:200])
+        return None
+    os.chmod(exe, 0o755)
+    return exe
+
+
 def scale_burst():
     d = os.path.join(DIR, "scale-burst")
     os.makedirs(d, exist_ok=True)
     os.chmod(d, 0o777)
     name = "egressd-burst"
+    # The C clients and origin when they build (BENCH_BURST_PY=1: the
+    # Python clients and the bed's other.test, as before).
+    exe = None if E.get("BENCH_BURST_PY") == "1" else build_burst_worker()
+    addr, extra = OTHER4, []
+    if exe:
+        lo, _, hi = ECHO_PORTS.partition("-")
+        start("burst-echo", in_net([exe, "serve", ECHO_VIP, lo, hi]))
+        if wait_listen("burst-echo", NS_NET, ECHO_VIP, int(hi)):
+            addr, extra = ECHO_VIP, ["--worker-exe", exe]
+        else:
+            log("burst_worker serve did not listen: %s" %
+                " | ".join(last_lines("burst-echo", 3)))
+            stop("burst-echo")
     p = start(name, egressd_argv(
-        ["--allow", OTHER4, "--max-conns", "8000"],
-        ["/usr/bin/python3", BIN + "/burst.py", "--addr", OTHER4,
+        ["--allow", addr, "--max-conns", "8000"],
+        ["/usr/bin/python3", BIN + "/burst.py", "--addr", addr,
          "--ports", ECHO_PORTS, "--conns", str(BURST_CONNS),
          "--procs", str(BURST_PROCS), "--seconds", str(BURST_SECONDS),
-         "--status", d + "/status.json", "--release", d + "/release"]))
+         "--status", d + "/status.json", "--release", d + "/release"] +
+        extra))
+    # Where the burst's time goes: egressd's threads, the origin,
+    # the clients (burst.py reports their CPU).
+    if "burst-echo" in procs:
+        srv = [procs["burst-echo"].pid]
+    else:
+        srv = [int(c.split("/")[2]) for c in glob.glob("/proc/[0-9]*/cmdline")
+               if b"other.test" in open_bytes(c) and
+               b"server.py" in open_bytes(c)]
+    c0 = (cpu_ns([p.pid]), cpu_ns(srv))
     st = wait_json(d + "/status.json", BURST_SECONDS + 90, p)
+    c1 = (cpu_ns([p.pid]), cpu_ns(srv))
     res = {"target_conns": BURST_CONNS, "procs": BURST_PROCS,
-           "target_seconds": BURST_SECONDS}
+           "target_seconds": BURST_SECONDS,
+           "fixtures": "C clients and origin (burst_worker.c)" if extra else
+           "Python clients, the bed's other.test",
+           "egressd_cpu_s": round((c1[0] - c0[0]) / 1e9, 3),
+           "origin_cpu_s": round((c1[1] - c0[1]) / 1e9, 3)}
     if st:
+        res["client_cpu_s"] = st.get("client_cpu_s")
         res.update({k: st[k] for k in ("ok", "mismatch", "errors",
                                        "elapsed_s", "late_ms_max",
                                        "mismatch_examples",
@@ -926,6 +979,7 @@ def scale_burst():
     except subprocess.TimeoutExpired:
         pass
     stop(name)
+    stop("burst-echo")
     return res
 
 
@@ -1240,13 +1294,16 @@ def report(started, kern, scale):
     b = scale.get("burst")
     if b:
         L.append("- burst: %s connections from %s processes paced over %g s "
-                 "to other.test's port-echo range: %s ok, %s origin "
+                 "to a port-echo range: %s ok, %s origin "
                  "mismatches, errors %s, took %s s; egr_conns entries %s "
-                 "right after, %s after 6 s" % (
+                 "right after, %s after 6 s; CPU s: egressd %s, origin %s, "
+                 "clients %s (%s)" % (
                      b["target_conns"], b["procs"], b["target_seconds"],
                      b.get("ok"), b.get("mismatch"), b.get("errors"),
                      b.get("elapsed_s"), b.get("map_entries_at_end"),
-                     b.get("map_entries_after_6s")))
+                     b.get("map_entries_after_6s"), b.get("egressd_cpu_s"),
+                     b.get("origin_cpu_s"), b.get("client_cpu_s"),
+                     b.get("fixtures")))
     if not scale:
         L.append("- not run (BENCH_SCALE=0)")
     L.append("")
@@ -1281,11 +1338,13 @@ def main():
     log("rows: %s" % " ".join(r.name for r in live))
     # warm-up, not counted: page cache, first handshakes, pools
     for r in live:
-        m_bulk(r)
+        if not KINDS or "bulk" in KINDS:
+            m_bulk(r)
+        else:
+            m_fetch(r)
     kinds = [("bulk", m_bulk), ("wrk_keepalive", lambda r: m_wrk(r, False)),
              ("wrk_close", lambda r: m_wrk(r, True)), ("fetch", m_fetch)]
-    if KINDS:
-        kinds = [k for k in kinds if k[0] in KINDS]
+    kinds = [k for k in kinds if not KINDS or k[0] in KINDS]
     for rnd in range(ROUNDS):
         k = rnd % len(live)
         order = live[k:] + live[:k]
@@ -1316,9 +1375,10 @@ def main():
         if r.name != "origin":
             stop(r.name)
     scale = {}
-    if not SKIP_SCALE:
+    if not SKIP_SCALE and SCALE_ONLY != "burst":
         log("scale: %d idle connections through one egressd" % IDLE_CONNS)
         scale["idle"] = scale_idle()
+    if not SKIP_SCALE and SCALE_ONLY != "idle":
         log("scale: burst of %d connections from %d processes in %g s" % (
             BURST_CONNS, BURST_PROCS, BURST_SECONDS))
         scale["burst"] = scale_burst()

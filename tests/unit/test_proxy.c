@@ -820,6 +820,50 @@ static void test_name_resolved_and_relayed(void **state)
 	json_decref(j);
 }
 
+/* The client goes on sending while its name is resolved and upstream
+ * connected (the proxy stops reading it only when it does, and reads it
+ * again in the relay): every byte arrives upstream, in order, once. */
+static void test_client_sends_while_connecting(void **state)
+{
+	struct fx *f = *state;
+	char req[128], buf[4096], want[4096];
+	size_t len, total;
+	ssize_t n;
+	json_t *j;
+	int fd, i;
+
+	fx_rule(f, false, "allowed.test:%u", f->up.port);
+	fx_rule(f, false, "127.0.0.0/8"); /* the name's answer is loopback */
+	fx_start(f);
+
+	len = (size_t)snprintf(req, sizeof(req), "POST /x HTTP/1.1\r\nHost: allowed.test:%u\r\n"
+			       "Content-Length: 360\r\n\r\n", f->up.port);
+	memcpy(want, req, len);
+	total = len;
+	fd = fx_client(f, true, "192.0.2.1", f->up.port);
+	assert_int_equal(send_all(fd, req, len), 0);
+	for (i = 0; i < 40; i++) {
+		char chunk[10];
+
+		snprintf(chunk, sizeof(chunk), "chunk%03d\n", i);
+		assert_int_equal(send_all(fd, chunk, 9), 0);
+		memcpy(want + total, chunk, 9);
+		total += 9;
+		if (i % 8 == 0)
+			usleep(200);
+	}
+	assert_int_equal(shutdown(fd, SHUT_WR), 0);
+	n = recv_until_eof(fd, buf, sizeof(buf));
+	assert_int_equal(n, (ssize_t)total + 4);
+	assert_memory_equal(buf, want, total);
+	assert_memory_equal(buf + total, "|eof", 4);
+	close(fd);
+	j = fx_audit_next(f);
+	assert_audit(j, "allow", "rule_allow");
+	assert_int_equal(jint(j, "bytes_up"), (long long)total);
+	json_decref(j);
+}
+
 /* A name that resolves to loopback without a rule naming it: refused. */
 static void test_name_private_addr(void **state)
 {
@@ -1259,6 +1303,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_tls_denied_name, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_http_denied_host, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_name_resolved_and_relayed, fx_setup,
+						fx_teardown),
+		cmocka_unit_test_setup_teardown(test_client_sends_while_connecting, fx_setup,
 						fx_teardown),
 		cmocka_unit_test_setup_teardown(test_name_private_addr, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_peek_timeout, fx_setup, fx_teardown),
