@@ -18,8 +18,7 @@
  *                                      server) to the DNS proxy, else EPERM
  *   cgroup/recvmsg4/6                  DNS replies appear to come from the
  *                                      server the application asked
- *   cgroup/sock_create                 only TCP and UDP sockets; creates
- *                                      their (empty) origin record
+ *   cgroup/sock_create                 only TCP and UDP sockets
  */
 #include "egr_helpers.bpf.h"
 
@@ -275,6 +274,7 @@ static __always_inline int egr_connect(struct bpf_sock_addr *ctx, const __u8 *ds
 {
 	bool udp = ctx->type == EGR_SOCK_DGRAM;
 	__u32 proto = udp ? EGR_IPPROTO_UDP : EGR_IPPROTO_TCP;
+	__u64 netns = bpf_get_netns_cookie(ctx);
 	__u32 reason = EGR_REASON_NONE, policy_id = 0;
 	struct egr_origin *o;
 	struct bpf_sock *sk;
@@ -286,49 +286,41 @@ static __always_inline int egr_connect(struct bpf_sock_addr *ctx, const __u8 *ds
 
 	if (egr_policy_lookup(&cgid, &policy_id)) {
 		egr_emit(EGR_EVENT_DENY, EGR_REASON_NO_POLICY, proto, dst, port,
-			 family, cgid, 0, bpf_get_netns_cookie(ctx), op);
+			 family, cgid, 0, netns, op);
 		egr_count(EGR_STAT_DENIED);
 		return 0;
 	}
 	verdict = egr_decide(dst, port, udp, policy_id, &reason);
 	if (verdict < 0) {
 		egr_emit(EGR_EVENT_DENY, reason, proto, dst, port, family, cgid,
-			 policy_id, bpf_get_netns_cookie(ctx), op);
+			 policy_id, netns, op);
 		egr_count(EGR_STAT_DENIED);
 		return 0;
 	}
 	if (verdict == 1) {
 		egr_emit(EGR_EVENT_AUDIT, reason, proto, dst, port, family, cgid,
-			 policy_id, bpf_get_netns_cookie(ctx), op);
+			 policy_id, netns, op);
 		return 1;
 	}
 	if (!proxy_port) {
 		egr_emit(EGR_EVENT_DENY, EGR_REASON_INTERNAL, proto, dst, port,
-			 family, cgid, policy_id, bpf_get_netns_cookie(ctx), op);
+			 family, cgid, policy_id, netns, op);
 		return 0;
 	}
 	if (family == EGR_AF_INET6 && !v4mapped && !proxy_has_v6) {
 		egr_emit(EGR_EVENT_DENY, EGR_REASON_INTERNAL, proto, dst, port,
-			 family, cgid, policy_id, bpf_get_netns_cookie(ctx), op);
+			 family, cgid, policy_id, netns, op);
 		return 0;
 	}
 
 	sk = ctx->sk;
 	if (!sk)
 		return 0;
-	/* Normally made by egr_sock_create. A socket created before the
-	 * programs were attached (an agent already running when the daemon
-	 * starts) or whose allocation failed there gets its record here. */
-	o = bpf_sk_storage_get(&egr_origins, sk, 0, 0);
+	o = bpf_sk_storage_get(&egr_origins, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!o) {
-		o = bpf_sk_storage_get(&egr_origins, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-		if (!o) {
-			egr_emit(EGR_EVENT_DENY, EGR_REASON_INTERNAL, proto, dst, port,
-				 family, cgid, policy_id, bpf_get_netns_cookie(ctx), op);
-			return 0;
-		}
-		o->netns_cookie = bpf_get_netns_cookie(ctx);
-		o->sock_cookie = bpf_get_socket_cookie(ctx);
+		egr_emit(EGR_EVENT_DENY, EGR_REASON_INTERNAL, proto, dst, port,
+			 family, cgid, policy_id, netns, op);
+		return 0;
 	}
 	__builtin_memcpy(o->dst_addr, dst, 16);
 	o->dst_port = port;
@@ -336,6 +328,8 @@ static __always_inline int egr_connect(struct bpf_sock_addr *ctx, const __u8 *ds
 	o->flags = (udp ? EGR_ORIGIN_UDP : EGR_ORIGIN_TCP) |
 		   (v4mapped ? EGR_ORIGIN_V4MAPPED : 0);
 	o->cgroup_id = cgid;
+	o->netns_cookie = netns;
+	o->sock_cookie = bpf_get_socket_cookie(ctx);
 	o->policy_id = policy_id;
 	egr_fill_task(o);
 	__builtin_memset(&o->key, 0, sizeof(o->key));
@@ -343,7 +337,7 @@ static __always_inline int egr_connect(struct bpf_sock_addr *ctx, const __u8 *ds
 		/* The DNS proxy could not tell who asked: refuse now. */
 		egr_count(EGR_STAT_CONNS_FULL);
 		egr_emit(EGR_EVENT_DENY, EGR_REASON_INTERNAL, proto, dst, port,
-			 family, cgid, policy_id, o->netns_cookie, op);
+			 family, cgid, policy_id, netns, op);
 		return 0;
 	}
 
@@ -604,36 +598,20 @@ int egr_recvmsg6(struct bpf_sock_addr *ctx)
  * Only TCP and UDP have connect/sendmsg hooks. Raw and ping (ICMP datagram)
  * sockets, SCTP, UDP-Lite and MPTCP would carry data past them, so they
  * cannot be created inside an enforced cgroup.
- *
- * TCP and UDP sockets get their (empty) origin record here rather than in
- * connect4/6: the allocation (kmalloc + memcg charge) was ~85% of the
- * connect hook's run time and is done outside the socket lock that
- * connect() holds. It is moved, not saved: a redirected connection costs
- * the same in total, a socket that never connects or is refused costs one
- * allocation more (docs/BENCHMARKS.md, "Kernel"). An empty record (no
- * EGR_ORIGIN_TCP/UDP) means nothing to any reader. If the allocation fails
- * the socket is still created: connect4/6 try again and refuse the
- * connection if they cannot make it either.
  */
 SEC("cgroup/sock_create")
 int egr_sock_create(struct bpf_sock *sk)
 {
-	struct egr_origin *o;
 	__u8 none[16] = {};
 	__u64 cgid;
 	__u32 policy_id = 0;
 
 	if (sk->family != EGR_AF_INET && sk->family != EGR_AF_INET6)
 		return 1;
-	if ((sk->type == EGR_SOCK_STREAM && sk->protocol == EGR_IPPROTO_TCP) ||
-	    (sk->type == EGR_SOCK_DGRAM && sk->protocol == EGR_IPPROTO_UDP)) {
-		o = bpf_sk_storage_get(&egr_origins, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-		if (o) {
-			o->netns_cookie = bpf_get_netns_cookie(sk);
-			o->sock_cookie = bpf_get_socket_cookie(sk);
-		}
+	if (sk->type == EGR_SOCK_STREAM && sk->protocol == EGR_IPPROTO_TCP)
 		return 1;
-	}
+	if (sk->type == EGR_SOCK_DGRAM && sk->protocol == EGR_IPPROTO_UDP)
+		return 1;
 	egr_policy_lookup(&cgid, &policy_id);
 	egr_emit(EGR_EVENT_DENY, EGR_REASON_PROTO, sk->protocol, none, 0,
 		 sk->family, cgid, policy_id, 0, EGR_OP_SOCK_CREATE);
