@@ -69,6 +69,7 @@ bed_setup || die "test bed setup failed"
 cp "$BENCH_SRC/burst.py" "$E2E_DIR/bin/" && chmod 755 "$E2E_DIR/bin/burst.py"
 # The holder's stdin is a pipe this shell keeps open: it lets go of the
 # statistics when this script ends, however it ends (or after 15 min).
+# shellcheck disable=SC2034 # held open, never written
 exec {hold_fd}> >(exec /usr/bin/python3 "$BENCH_SRC/bpf_stats.py" 900 \
 	>"$E2E_DIR/stats.on")
 hold_pid=$!
