@@ -85,6 +85,7 @@ CASES=(
 	daemon_intercepts
 	daemon_pod_netns
 	daemon_observability
+	daemon_socket_before_attach
 	geoip_country_and_asn
 	audit_suggest_enforce
 	nothing_left_behind
@@ -1713,6 +1714,92 @@ assert dl and dl[0]["comm"] == "curl", "no record of the download"' "$lj" ||
 	out=$(ip netns exec "$NS_HOST" curl -sS --noproxy '*' --max-time 5 -o /dev/null \
 		-w '%{http_code}' http://127.0.0.1:9464/other)
 	[ "$out" = 404 ] || fail "GET /other: $out"
+}
+
+# Sockets an agent made before the daemon attached its programs got no
+# origin record from cgroup/sock_create: connect4 (TCP) and sendmsg4
+# (unconnected UDP) make it when they redirect. The TCP connection reaches
+# allowed.test through the proxy and shows the original peer, evil.test is
+# refused, and a DNS query sent with sendto() is answered by the DNS proxy
+# and appears to come from the server asked.
+case_daemon_socket_before_attach() {
+	need_egressd
+	local out i
+	local dsock=$E2E_DIR/ctl/preattach.sock
+	local ready=$E2E_DIR/run/preattach.ready go=$E2E_DIR/run/preattach.go
+	local res=$E2E_DIR/run/preattach.out
+	DCG=/egressd-e2e-preattach-$$
+	DBPF=$E2E_DIR/bpffs-preattach
+	DCFG=$E2E_DIR/daemon-preattach.json
+	trap daemon_cleanup EXIT
+	mkdir -p "$DBPF" && mount -t bpf bpf "$DBPF" || fail "cannot mount a bpffs"
+	cg_run 'mkdir -p "$CG'"$DCG"'/agents/job1"' || fail "cannot create the test cgroup"
+	cat >"$DCFG" <<JSON
+{ "listen": { "control": "$dsock", "metrics": null },
+  "audit": { "path": "$CASE_AUDIT", "format": "json" },
+  "policies": { "agents": { "mode": "enforce", "allow": ["allowed.test"] } },
+  "bindings": [ { "cgroup": "$DCG/agents/job*", "policy": "agents" } ] }
+JSON
+	# shellcheck disable=SC2016
+	local agent='
+import os, socket, sys, time
+ready, go = sys.argv[1:3]
+a = socket.socket()
+e = socket.socket()
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+open(ready, "w").write("1")
+for _ in range(300):
+    if os.path.exists(go):
+        break
+    time.sleep(0.05)
+else:
+    sys.exit("never told to go")
+for s in (a, e, u):
+    s.settimeout(5)
+a.connect(("'$ALLOWED4'", 80))
+print("peer %s:%d" % a.getpeername())
+a.sendall(b"GET / HTTP/1.0\r\nHost: allowed.test\r\n\r\n")
+body = b""
+while True:
+    c = a.recv(4096)
+    if not c:
+        break
+    body += c
+print("allowed:", body.decode(errors="replace").splitlines()[-1])
+try:
+    e.connect(("'$EVIL4'", 80))
+    e.sendall(b"GET / HTTP/1.0\r\nHost: evil.test\r\n\r\n")
+    print("evil:", e.recv(4096).decode(errors="replace").replace("\n", " "))
+except OSError as x:
+    print("evil refused:", x)
+q = bytes.fromhex("12340100000100000000000007616c6c6f7765640474657374000001 0001".replace(" ", ""))
+u.sendto(q, ("'$DNS4'", 53))
+r, src = u.recvfrom(512)
+print("dns from %s:%d" % src, "answer" if bytes([192, 0, 2, 10]) in r[12:] else "no answer")
+'
+	in_cg "$DCG/agents/job1" "$E2E_PY" -c "$agent" "$ready" "$go" >"$res" 2>&1 &
+	local apid=$!
+	bed_wait_file "$ready" 10 || fail "the agent did not start: $(oneline "$(cat "$res")")"
+	log_mark evil.test
+	daemon_start || fail "daemon did not start: $(tail -3 "$CASE_STDERR")"
+	sleep 0.3
+	: >"$go"
+	for ((i = 0; i < 150; i++)); do
+		kill -0 "$apid" 2>/dev/null || break
+		sleep 0.1
+	done
+	wait "$apid" || fail "agent failed: $(oneline "$(cat "$res")")"
+	out=$(cat "$res")
+	note "$(oneline "$out")"
+	grep -q "^peer $ALLOWED4:80\$" <<<"$out" || fail "getpeername: $(oneline "$out")"
+	grep -q "^allowed: hello from allowed.test" <<<"$out" ||
+		fail "allowed.test not reached: $(oneline "$out")"
+	grep -q "hello from evil" <<<"$out" && fail "evil.test answered"
+	grep -q "^evil" <<<"$out" || fail "no evil.test attempt: $(oneline "$out")"
+	evil_untouched "socket made before attach"
+	grep -q "^dns from $DNS4:53 answer\$" <<<"$out" || fail "DNS: $(oneline "$out")"
+	grep -q '"reason": *"no_match"' "$CASE_AUDIT" ||
+		fail "no no_match record for evil.test in the audit log"
 }
 
 # ---------------------------------------------------------------------
