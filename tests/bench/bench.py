@@ -831,8 +831,8 @@ def bpf_map_entries(pid, name):
     return n
 
 
-# The programs a redirected TCP connection runs: sock_create at socket()
-# (which makes the origin record), connect4/6, sockops (several callbacks
+# The programs a redirected TCP connection runs: sock_create at socket(),
+# connect4/6 (which makes the origin record), sockops (several callbacks
 # per connection; the hand-off at TCP_CONNECT_CB), sock_release at close().
 KERNEL_PROGS = ("egr_connect4", "egr_connect6", "egr_sock_create",
                 "egr_sockops", "egr_sock_release")
@@ -1095,10 +1095,10 @@ def targets(S, kern, scale):
         n = S.get("nginx-sni")
         if n:
             a, b = e["cpu_ms_per_100mib"], n["cpu_ms_per_100mib"]
-            d = S.get("direct", {}).get("machine_ms_per_100mib")
+            dm = S.get("direct", {}).get("machine_ms_per_100mib")
             ma, mb = e.get("machine_ms_per_100mib"), n.get("machine_ms_per_100mib")
-            xa = round(ma - d, 1) if None not in (ma, d) else None
-            xb = round(mb - d, 1) if None not in (mb, d) else None
+            xa = round(ma - dm, 1) if None not in (ma, dm) else None
+            xb = round(mb - dm, 1) if None not in (mb, dm) else None
             # Both readings: the proxy's own threads, and what the row
             # adds to the whole machine (a kernel relay's softirq and
             # kworker time is charged to no process).
@@ -1133,8 +1133,8 @@ def targets(S, kern, scale):
     sc = kern.get("egressd (sock_create)") or {}
     add("connect4 average run time < 1 us",
         c is not None and c["avg_ns"] is not None and c["avg_ns"] < 1000,
-        "%s ns over %s runs (sock_create %s ns, which makes the origin "
-        "record; all programs %s ns per connect)" % (
+        "%s ns over %s runs (sock_create %s ns; all programs %s ns per "
+        "connect)" % (
             c["avg_ns"], c["run_cnt"], sc.get("avg_ns"),
             c.get("ns_per_connect")) if c else "no stats")
     idle = scale.get("idle")
