@@ -265,6 +265,11 @@ struct worker {
 	struct resolver *res;
 	int lfd4, lfd6;
 	bool accept_paused;
+	/* A descriptor kept for the moment RLIMIT_NOFILE is reached: closed
+	 * to accept one waiting client and reset it, so it fails at once
+	 * instead of sitting in the backlog until a descriptor frees up. */
+	int spare_fd;
+	uint64_t shed, shed_logged_ms;
 	bool stopping;
 	struct conn *conns;
 	size_t n_conns;
@@ -2435,6 +2440,34 @@ static void worker_accept_resume(struct loop *l, struct loop_timer *t)
 	worker_extra_mask(w, LOOP_READ);
 }
 
+/* Out of descriptors: reset the clients waiting in the backlog (a burst's
+ * worth) with the spare one. Nothing can be relayed for them anyway (a
+ * relay needs two descriptors), and a reset tells them now. */
+static void worker_shed(struct worker *w, int lfd)
+{
+	uint64_t now = loop_now_ms(w->loop);
+	int i, fd;
+
+	for (i = 0; i < PROXY_ACCEPT_BATCH && w->spare_fd >= 0; i++) {
+		close(w->spare_fd);
+		fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+		if (fd >= 0) {
+			sock_set_reset(fd);
+			close(fd);
+			w->shed++;
+		}
+		w->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			break;
+	}
+	if (now - w->shed_logged_ms >= 1000) {
+		log_warn("proxy: out of file descriptors: %llu connection(s) reset so far "
+			 "(RLIMIT_NOFILE; a relayed connection holds two)",
+			 (unsigned long long)w->shed);
+		w->shed_logged_ms = now;
+	}
+}
+
 static void worker_accept_cb(struct loop *l, int lfd, void *data, int events)
 {
 	struct worker *w = data;
@@ -2458,8 +2491,12 @@ static void worker_accept_cb(struct loop *l, int lfd, void *data, int events)
 		if (errno == EAGAIN || errno == EWOULDBLOCK)
 			return;
 		if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+			int err = errno;
+
+			if (err == EMFILE || err == ENFILE)
+				worker_shed(w, lfd);
 			/* Level-triggered accept would spin: pause briefly. */
-			log_warn("proxy: accept: %s; pausing %d ms", strerror(errno),
+			log_warn("proxy: accept: %s; pausing %d ms", strerror(err),
 				 PROXY_ACCEPT_PAUSE_MS);
 			w->accept_paused = true;
 			if (w->lfd4 >= 0)
@@ -2704,6 +2741,7 @@ static int worker_init(struct worker *w)
 		return -ENOMEM;
 	w->accept_timer.data = w;
 	w->grace_timer.data = w;
+	w->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	w->mb_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (w->mb_fd < 0)
 		return -errno;
@@ -2786,6 +2824,7 @@ int proxy_create(struct proxy **out, const struct proxy_params *params)
 		p->workers[i].id = i;
 		p->workers[i].lfd4 = p->workers[i].lfd6 = -1;
 		p->workers[i].mb_fd = -1;
+		p->workers[i].spare_fd = -1;
 		pthread_mutex_init(&p->workers[i].mb_lock, NULL);
 		pthread_mutex_init(&p->workers[i].conns_lock, NULL);
 	}
@@ -2908,6 +2947,8 @@ void proxy_destroy(struct proxy *p)
 		resolver_destroy(w->res);
 		if (w->mb_fd >= 0)
 			close(w->mb_fd);
+		if (w->spare_fd >= 0)
+			close(w->spare_fd);
 		free(w->mb);
 		pthread_mutex_destroy(&w->mb_lock);
 		loop_destroy(w->loop);

@@ -990,6 +990,35 @@ case_fd_limits() {
 		fail "run failed: $(oneline "$out")"
 	[ "$out" = "512 $hard" ] ||
 		fail "agent's and egressd's soft limits: '$out', want '512 $hard'"
+
+	# Out of descriptors (hard limit 128 for this run): clients beyond
+	# what egressd can hold are reset at once, not left in the backlog
+	# until a descriptor frees up; the ones it holds stay open.
+	# shellcheck disable=SC2016
+	out=$(ulimit -n 128 && egr --allow allowed.test -- "$E2E_PY" -c '
+import json, select, socket, time
+socks = [socket.create_connection(("'"$ALLOWED4"'", 80), timeout=3)
+         for _ in range(110)]
+time.sleep(1.5)
+p = select.poll()
+for s in socks:
+    p.register(s, select.POLLIN | select.POLLERR | select.POLLHUP)
+ready = {fd for fd, ev in p.poll(0)}
+reset = 0
+for s in socks:
+    if s.fileno() in ready:
+        try:
+            reset += s.recv(1) == b""
+        except ConnectionResetError:
+            reset += 1
+print(json.dumps({"reset": reset, "open": len(socks) - len(ready)}))') ||
+		fail "descriptor exhaustion run failed: $(oneline "$out")"
+	note "hard limit 128, 110 silent clients: $out"
+	[ "$(jget reset <<<"$out")" -gt 0 ] && [ "$(jget open <<<"$out")" -gt 0 ] &&
+		[ $(($(jget reset <<<"$out") + $(jget open <<<"$out"))) -eq 110 ] ||
+		fail "want some reset at once and the rest held: $out"
+	grep -q "out of file descriptors" "$CASE_STDERR" ||
+		fail "egressd did not say it ran out of descriptors"
 }
 
 case_refuses_root_agent() {
