@@ -15,7 +15,9 @@ struct config {
 	unsigned resolve_timeout_ms;
 	unsigned idle_timeout_ms;      /* relay with no bytes either way */
 	/* a relayed connection that has moved this many bytes is handed to
-	 * the kernel relay (bpf/splice.bpf.c); 0 = never */
+	 * the kernel relay (bpf/splice.bpf.c); 0 = never, the default: on
+	 * the machines measured it was slower than the splice loop
+	 * (docs/BENCHMARKS.md) */
 	unsigned kernel_relay_after;
 	unsigned max_conns_per_cgroup;
 	unsigned max_conns;            /* whole proxy */
@@ -30,7 +32,7 @@ struct config {
 	.connect_timeout_ms = 10000,          \
 	.resolve_timeout_ms = 5000,           \
 	.idle_timeout_ms = 600000,            \
-	.kernel_relay_after = 1048576,        \
+	.kernel_relay_after = 0,              \
 	.max_conns_per_cgroup = 4096,         \
 	.max_conns = 65536,                   \
 	.dns_servers = NULL,                  \

@@ -196,7 +196,7 @@ void run_usage(FILE *out)
 "      --idle-timeout MS    close relays idle this long (default 600000)\n"
 "      --kernel-relay-after BYTES  hand a connection that has relayed this much\n"
 "                           to the kernel relay (sockmap); 0 = never\n"
-"                           (default 1048576)\n"
+"                           (default 0: see docs/BENCHMARKS.md)\n"
 "      --max-conns N        concurrent connections of the cgroup (default 4096)\n"
 "\n"
 "Exit status: CMD's status; 128+N if CMD was killed by signal N; 2 if\n"

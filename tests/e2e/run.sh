@@ -142,12 +142,13 @@ evil_untouched() {
 # and plain HTTP, an upload ended by the client's FIN reaches the server
 # whole before the server's answer comes back whole, the audit record says
 # relay=kernel with the bytes the kernel moved; a client that half-closed
-# before the hand-over and --kernel-relay-after 0 stay in the proxy, intact.
+# before the hand-over and --kernel-relay-after 0 (the default) stay in the
+# proxy, intact.
 case_kernel_relay() {
 	need_egressd
 	local out want n
 	want=$(sha256sum "$E2E_DIR/www/dl/16m" | cut -d' ' -f1)
-	out=$(egr --allow allowed.test -- sh -c '
+	out=$(egr --allow allowed.test --kernel-relay-after 1048576 -- sh -c '
 		curl -sS --max-time 20 --cacert "$1" https://allowed.test/dl/16m |
 			sha256sum
 		curl -sS --max-time 20 http://allowed.test/dl/16m | sha256sum' \
@@ -175,6 +176,13 @@ print(sum(1 for l in open(sys.argv[1]) if (r := json.loads(l)).get("relay") == "
 		"${CLIENT[@]}" hashxfer "$ALLOWED4" 9100 --up 4194304 --down 8388608) ||
 		fail "hashxfer without the kernel relay: $(oneline "$out")"
 	! grep -q '"relay"' "$CASE_AUDIT" || fail "--kernel-relay-after 0 still used it"
+
+	# off unless asked for
+	: >"$CASE_AUDIT"
+	out=$(egr --allow allowed.test -- curl -sS --max-time 20 http://allowed.test/dl/16m |
+		sha256sum) || fail "default download: $(oneline "$out")"
+	[ "${out%% *}" = "$want" ] || fail "default download sha256 ${out%% *}"
+	! grep -q '"relay"' "$CASE_AUDIT" || fail "the kernel relay is used by default"
 }
 
 case_curl_https_allowed() {
