@@ -1186,6 +1186,18 @@ daemon_start() {
 	return 1
 }
 
+# daemon_bed CGTAG BPFFS CONFIG SUBDIR: a daemon case's cgroup
+# (/egressd-e2e-CGTAG-PID, with SUBDIR below it), bpffs ($E2E_DIR/BPFFS,
+# mounted) and config path ($E2E_DIR/CONFIG.json), removed on exit.
+daemon_bed() {
+	DCG=/egressd-e2e-$1-$$
+	DBPF=$E2E_DIR/$2
+	DCFG=$E2E_DIR/$3.json
+	trap daemon_cleanup EXIT
+	mkdir -p "$DBPF" && mount -t bpf bpf "$DBPF" || fail "cannot mount a bpffs"
+	cg_run 'mkdir -p "$CG'"$DCG"'/'"$4"'"' || fail "cannot create the test cgroup"
+}
+
 # in_ns_cg NETNS CGROUP CMD...: CMD as nobody in CGROUP, inside NETNS.
 in_ns_cg() {
 	local ns=$1 cg=$2
@@ -1214,12 +1226,7 @@ case_daemon_enforces_bindings() {
 	need_egressd
 	local out rc i
 	local ctl=$E2E_REPO/egressctl dsock=$E2E_DIR/ctl/control.sock
-	DCG=/egressd-e2e-daemon-$$
-	DBPF=$E2E_DIR/bpffs
-	DCFG=$E2E_DIR/daemon.json
-	trap daemon_cleanup EXIT
-	mkdir -p "$DBPF" && mount -t bpf bpf "$DBPF" || fail "cannot mount a bpffs"
-	cg_run 'mkdir -p "$CG'"$DCG"'/agents"' || fail "cannot create the test cgroup"
+	daemon_bed daemon bpffs daemon agents
 	cat >"$DCFG" <<JSON
 { "listen": { "control": "$dsock" },
   "audit": { "path": "$CASE_AUDIT", "format": "json" },
@@ -1322,12 +1329,7 @@ case_daemon_two_tenants_reload() {
 	need_egressd
 	local out rc dlpid
 	local ctl=$E2E_REPO/egressctl dsock=$E2E_DIR/ctl/tenants.sock
-	DCG=/egressd-e2e-tenants-$$
-	DBPF=$E2E_DIR/bpffs-tenants
-	DCFG=$E2E_DIR/daemon-tenants.json
-	trap daemon_cleanup EXIT
-	mkdir -p "$DBPF" && mount -t bpf bpf "$DBPF" || fail "cannot mount a bpffs"
-	cg_run 'mkdir -p "$CG'"$DCG"'/agents"' || fail "cannot create the test cgroup"
+	daemon_bed tenants bpffs-tenants daemon-tenants agents
 	cat >"$DCFG" <<JSON
 { "listen": { "control": "$dsock", "metrics": null },
   "audit": { "path": "$CASE_AUDIT", "format": "json" },
@@ -1614,12 +1616,7 @@ case_daemon_observability() {
 	local lj=$E2E_DIR/obs-log.json
 	local lt=$E2E_DIR/obs-log.txt m0=$E2E_DIR/obs-m0 m1=$E2E_DIR/obs-m1
 	local ljpid ltpid dlpid a0 a1 d0 d1 dst
-	DCG=/egressd-e2e-obs-$$
-	DBPF=$E2E_DIR/bpffs-obs
-	DCFG=$E2E_DIR/daemon-obs.json
-	trap daemon_cleanup EXIT
-	mkdir -p "$DBPF" && mount -t bpf bpf "$DBPF" || fail "cannot mount a bpffs"
-	cg_run 'mkdir -p "$CG'"$DCG"'/agents/job1"' || fail "cannot create the test cgroup"
+	daemon_bed obs bpffs-obs daemon-obs agents/job1
 	cat >"$DCFG" <<JSON
 { "listen": { "control": "$dsock", "metrics": "127.0.0.1:9464" },
   "audit": { "path": "$CASE_AUDIT", "format": "json" },
@@ -1765,12 +1762,7 @@ case_daemon_socket_before_attach() {
 	local dsock=$E2E_DIR/ctl/preattach.sock
 	local ready=$E2E_DIR/run/preattach.ready go=$E2E_DIR/run/preattach.go
 	local res=$E2E_DIR/run/preattach.out
-	DCG=/egressd-e2e-preattach-$$
-	DBPF=$E2E_DIR/bpffs-preattach
-	DCFG=$E2E_DIR/daemon-preattach.json
-	trap daemon_cleanup EXIT
-	mkdir -p "$DBPF" && mount -t bpf bpf "$DBPF" || fail "cannot mount a bpffs"
-	cg_run 'mkdir -p "$CG'"$DCG"'/agents/job1"' || fail "cannot create the test cgroup"
+	daemon_bed preattach bpffs-preattach daemon-preattach agents/job1
 	cat >"$DCFG" <<JSON
 { "listen": { "control": "$dsock", "metrics": null },
   "audit": { "path": "$CASE_AUDIT", "format": "json" },
@@ -1930,12 +1922,7 @@ case_audit_suggest_enforce() {
 	local out rc
 	local ctl=$E2E_REPO/egressctl dsock=$E2E_DIR/ctl/control.sock
 	local sug=$E2E_DIR/suggested.json
-	DCG=/egressd-e2e-suggest-$$
-	DBPF=$E2E_DIR/bpffs
-	DCFG=$E2E_DIR/daemon-suggest.json
-	trap daemon_cleanup EXIT
-	mkdir -p "$DBPF" && mount -t bpf bpf "$DBPF" || fail "cannot mount a bpffs"
-	cg_run 'mkdir -p "$CG'"$DCG"'/agents/job1"' || fail "cannot create the test cgroup"
+	daemon_bed suggest bpffs daemon-suggest agents/job1
 	cat >"$DCFG" <<JSON
 { "listen": { "control": "$dsock" },
   "audit": { "path": "$CASE_AUDIT", "format": "json" },
