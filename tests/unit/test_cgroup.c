@@ -53,34 +53,34 @@ static void reap(pid_t pid)
 
 static void test_owner_alive(void **state)
 {
+	static const struct {
+		const char *argv0;
+		int alive;
+	} cases[] = {
+		{ "sleep", 0 }, /* the pid reused by something else */
+		{ "/usr/local/bin/egressd", 1 },
+		/* renamed copies: comm is "sleep" (exec of /bin/sleep), the
+		 * name only in argv[0]: a bench's base build, a versioned
+		 * install */
+		{ "/tmp/x/sk-base-egressd", 1 },
+		{ "egressd-1.2", 1 },
+		/* "egressd" in a directory name does not make it ours */
+		{ "/opt/egressd/bin/sleep", 0 },
+	};
+	size_t i;
 	pid_t p;
 
 	(void)state;
 	assert_int_equal(cgroup_owner_alive(getpid()), 0); /* never ourselves */
 	assert_int_equal(cgroup_owner_alive(0), 0);
-
-	p = spawn_named("sleep"); /* pid reused by something else */
-	assert_int_equal(cgroup_owner_alive(p), 0);
-	reap(p);
-	assert_int_equal(cgroup_owner_alive(p), 0); /* gone */
-
-	p = spawn_named("/usr/local/bin/egressd");
-	assert_int_equal(cgroup_owner_alive(p), 1);
-	reap(p);
-
-	/* renamed copies: comm is "sleep" (exec of /bin/sleep), the name is
-	 * only in argv[0] — the bench's base build, a versioned install */
-	p = spawn_named("/tmp/x/sk-base-egressd");
-	assert_int_equal(cgroup_owner_alive(p), 1);
-	reap(p);
-	p = spawn_named("egressd-1.2");
-	assert_int_equal(cgroup_owner_alive(p), 1);
-	reap(p);
-
-	/* "egressd" in a directory name does not make a process ours */
-	p = spawn_named("/opt/egressd/bin/sleep");
-	assert_int_equal(cgroup_owner_alive(p), 0);
-	reap(p);
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		p = spawn_named(cases[i].argv0);
+		if (cgroup_owner_alive(p) != cases[i].alive)
+			fail_msg("argv[0] %s: alive %d, want %d", cases[i].argv0,
+				 !cases[i].alive, cases[i].alive);
+		reap(p);
+		assert_int_equal(cgroup_owner_alive(p), 0); /* gone */
+	}
 }
 
 int main(void)
