@@ -232,6 +232,9 @@ struct conn {
 	bool krelay;
 	bool krelayed;         /* it was, at some point (audit) */
 	bool kbroken;          /* the verdict could not pass bytes on */
+	bool ktried;           /* one hand-over per connection: a refused one
+				* (peer's FIN in flight, map full) would
+				* otherwise be retried after every splice */
 	uint64_t kcookie[2];   /* socket cookies, [SIDE_CLIENT] and [SIDE_UPSTREAM] */
 	uint64_t kbase[2];     /* what each socket had taken for sending then */
 	uint64_t ktaken[2];    /* ... and last seen, to tell a drain's progress */
@@ -1304,7 +1307,8 @@ static bool krelay_due(const struct conn *c)
 	const struct proxy *p = c->w->p;
 	const struct relay_dir *up = &c->dir[DIR_UP], *down = &c->dir[DIR_DOWN];
 
-	return __atomic_load_n(&p->ks, __ATOMIC_ACQUIRE) && !c->krelay && !up->hold &&
+	return __atomic_load_n(&p->ks, __ATOMIC_ACQUIRE) && !c->krelay && !c->ktried &&
+	       !up->hold &&
 	       c->bytes_up + c->bytes_down + up->pipe.len + down->pipe.len >=
 		       p->cfg->kernel_relay_after &&
 	       !up->src_eof && !down->src_eof && !up->dst_shut && !down->dst_shut;
@@ -1363,6 +1367,7 @@ static int krelay_start(struct conn *c)
 	int one = 1, err;
 
 	c->dir[DIR_UP].hold = c->dir[DIR_DOWN].hold = false;
+	c->ktried = true;
 	pipe_put(c->w, &c->dir[DIR_UP].pipe);
 	pipe_put(c->w, &c->dir[DIR_DOWN].pipe);
 	if (sock_cookie(c->cfd, &c->kcookie[SIDE_CLIENT]) < 0 ||
@@ -2433,6 +2438,8 @@ static void worker_accept_resume(struct loop *l, struct loop_timer *t)
 	struct worker *w = t->data;
 
 	w->accept_paused = false;
+	if (w->spare_fd < 0) /* another thread took the slot it freed */
+		w->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	if (w->lfd4 >= 0)
 		loop_mod(l, w->lfd4, LOOP_READ);
 	if (w->lfd6 >= 0)
@@ -2493,11 +2500,12 @@ static void worker_accept_cb(struct loop *l, int lfd, void *data, int events)
 		if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
 			int err = errno;
 
-			if (err == EMFILE || err == ENFILE)
-				worker_shed(w, lfd);
 			/* Level-triggered accept would spin: pause briefly. */
-			log_warn("proxy: accept: %s; pausing %d ms", strerror(err),
-				 PROXY_ACCEPT_PAUSE_MS);
+			if (err == EMFILE || err == ENFILE)
+				worker_shed(w, lfd); /* says so, once a second */
+			else
+				log_warn("proxy: accept: %s; pausing %d ms", strerror(err),
+					 PROXY_ACCEPT_PAUSE_MS);
 			w->accept_paused = true;
 			if (w->lfd4 >= 0)
 				loop_mod(l, w->lfd4, 0);
