@@ -116,7 +116,13 @@
 #define PROXY_DRAIN_MS 2        /* kernel relay: re-check a FIN waiting for bytes */
 #define PROXY_PEEK_INITIAL 4096
 #define PROXY_RELAY_BUDGET (1024 * 1024) /* per direction and wakeup: fairness */
-#define PROXY_COPY_MAX (16 * 1024) /* reads up to this are copied, not spliced */
+/* Reads up to this are copied (recv/send), larger backlogs spliced. 64 KiB:
+ * most wakeups of a bulk transfer find less than that queued, and two
+ * copies of it cost less than splice in, splice out and the probe that
+ * tells a dry source from a pipe out of slots; with 16 KiB every such
+ * wakeup spliced. It is also what an empty default pipe holds, so a short
+ * send always parks (relay_park). */
+#define PROXY_COPY_MAX (64 * 1024)
 #define PROXY_MAX_WORKERS 256
 #define CG_BUCKETS 256
 
@@ -1201,6 +1207,7 @@ static int relay_pump(struct conn *c, int dir)
 				if (err < 0)
 					goto pipe_failed;
 			}
+			krelay_consider(c);
 			/* a full buffer means bulk; a short read, a drained socket */
 			if (n == PROXY_COPY_MAX)
 				bulk = true;

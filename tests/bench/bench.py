@@ -72,6 +72,12 @@ SCALE_ONLY = E.get("BENCH_SCALE", "1") if E.get("BENCH_SCALE", "1") in ("idle", 
 # BENCH_KINDS="wrk_close fetch": only these measurements (bulk wrk_keepalive
 # wrk_close fetch); the warm-up is then one fetch series instead of bulk
 KINDS = [k for k in E.get("BENCH_KINDS", "").split() if k]
+# BENCH_PERF=DIR: every bulk download through an egressd passthrough row
+# runs under `perf stat` (context switches, CPU) and `perf record -g` of
+# that egressd, one pair of files per sample: DIR/bulk-ROW-rROUND-N.*
+# (diagnosis only: perf's own cost is in those samples' figures)
+PERF_DIR = E.get("BENCH_PERF", "")
+CUR = {"round": 0}
 
 ALLOWED4 = E.get("ALLOWED4", "192.0.2.10")
 OTHER4 = E.get("OTHER4", "192.0.2.20")
@@ -616,7 +622,38 @@ def curl_base(r):
     return a
 
 
+def perf_begin(r):
+    if not PERF_DIR or r.group != "passthrough" or not r.runner:
+        return None
+    CUR["n"] = CUR.get("n", 0) + 1
+    base = os.path.join(PERF_DIR, "bulk-%s-r%d-%02d" % (
+        r.name, CUR["round"], CUR["n"]))
+    pid = str(r.pid)
+    ps = [subprocess.Popen(["perf", "stat", "-p", pid, "-o", base + ".stat",
+                            "-e", "context-switches,cpu-clock"],
+                           stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL),
+          subprocess.Popen(["perf", "record", "-q", "-F", "2999", "-g",
+                            "-p", pid, "-o", base + ".data"],
+                           stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)]
+    time.sleep(0.5)
+    return ps
+
+
+def perf_end(ps):
+    for p in ps or []:
+        p.send_signal(signal.SIGINT)
+    for p in ps or []:
+        try:
+            p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
 def m_bulk(r):
+    ps = perf_begin(r)
     c0 = cpu_ns(r.pids())
     m0 = machine_busy_ms()
     rc, out, err = client(r, curl_base(r) + [
@@ -625,6 +662,7 @@ def m_bulk(r):
         URL + "/bulk"], timeout=130)
     c1 = cpu_ns(r.pids())
     m1 = machine_busy_ms()
+    perf_end(ps)
     try:
         code, size, speed = out.split()
         size, speed = int(size), float(speed)
@@ -1383,7 +1421,10 @@ def main():
     kinds = [("bulk", m_bulk), ("wrk_keepalive", lambda r: m_wrk(r, False)),
              ("wrk_close", lambda r: m_wrk(r, True)), ("fetch", m_fetch)]
     kinds = [k for k in kinds if not KINDS or k[0] in KINDS]
+    if PERF_DIR:
+        os.makedirs(PERF_DIR, exist_ok=True)
     for rnd in range(ROUNDS):
+        CUR["round"] = rnd + 1
         k = rnd % len(live)
         order = live[k:] + live[:k]
         for kind, fn in kinds:
