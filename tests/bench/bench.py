@@ -58,7 +58,7 @@ FETCHES = knob("BENCH_FETCHES", 300, 40)
 BULK_MIB = knob("BENCH_BULK_MIB", 100, 100)
 # downloads per row and round: one sample is a third of a second, and this
 # VM's speed moves more than that between rounds
-BULK_REPS = knob("BENCH_BULK_REPS", 5, 1)
+BULK_REPS = knob("BENCH_BULK_REPS", 10, 1)
 WORKERS = knob("BENCH_WORKERS", 2, 2)
 IDLE_CONNS = knob("BENCH_IDLE_CONNS", 10000, 1000)
 BURST_CONNS = knob("BENCH_BURST_CONNS", 20000, 2000)
@@ -72,10 +72,12 @@ SCALE_ONLY = E.get("BENCH_SCALE", "1") if E.get("BENCH_SCALE", "1") in ("idle", 
 # BENCH_KINDS="wrk_close fetch": only these measurements (bulk wrk_keepalive
 # wrk_close fetch); the warm-up is then one fetch series instead of bulk
 KINDS = [k for k in E.get("BENCH_KINDS", "").split() if k]
-# BENCH_PERF=DIR: every bulk download through an egressd passthrough row
-# runs under `perf stat` (context switches, CPU) and `perf record -g` of
-# that egressd, one pair of files per sample: DIR/bulk-ROW-rROUND-N.*
-# (diagnosis only: perf's own cost is in those samples' figures)
+# BENCH_PERF=DIR: every bulk download and wrk run of a passthrough row
+# (direct included) runs under a system-wide `perf record -g` and a
+# `perf stat` of the row's proxy, one pair of files per sample:
+# DIR/KIND-ROW-rROUND-N.data/.stat (`perf report --sort comm` tells which
+# process the machine's CPU went to). Diagnosis only: perf's own cost is
+# in those samples' figures.
 PERF_DIR = E.get("BENCH_PERF", "")
 CUR = {"round": 0}
 
@@ -622,21 +624,21 @@ def curl_base(r):
     return a
 
 
-def perf_begin(r):
-    if not PERF_DIR or r.group != "passthrough" or not r.runner:
+def perf_begin(r, kind):
+    if not PERF_DIR or r.group != "passthrough":
         return None
     CUR["n"] = CUR.get("n", 0) + 1
-    base = os.path.join(PERF_DIR, "bulk-%s-r%d-%02d" % (
-        r.name, CUR["round"], CUR["n"]))
-    pid = str(r.pid)
-    ps = [subprocess.Popen(["perf", "stat", "-p", pid, "-o", base + ".stat",
-                            "-e", "context-switches,cpu-clock"],
-                           stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL),
-          subprocess.Popen(["perf", "record", "-q", "-F", "2999", "-g",
-                            "-p", pid, "-o", base + ".data"],
+    base = os.path.join(PERF_DIR, "%s-%s-r%d-%02d" % (
+        kind, r.name, CUR["round"], CUR["n"]))
+    ps = [subprocess.Popen(["perf", "record", "-q", "-F", "999", "-g", "-a",
+                            "-o", base + ".data"],
                            stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL)]
+    if r.pid:
+        ps.append(subprocess.Popen(
+            ["perf", "stat", "-p", ",".join(str(p) for p in r.pids()),
+             "-o", base + ".stat", "-e", "context-switches,cpu-clock"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     time.sleep(0.5)
     return ps
 
@@ -653,7 +655,7 @@ def perf_end(ps):
 
 
 def m_bulk(r):
-    ps = perf_begin(r)
+    ps = perf_begin(r, "bulk")
     c0 = cpu_ns(r.pids())
     m0 = machine_busy_ms()
     rc, out, err = client(r, curl_base(r) + [
@@ -701,9 +703,11 @@ def m_wrk(r, close):
             "-s", BIN + "/wrk_connect.lua"]
     if close:
         argv += ["-H", "Connection: close"]
+    ps = perf_begin(r, "wrk_close" if close else "wrk_keepalive")
     c0 = cpu_ns(r.pids())
     rc, out, err = client(r, argv + [URL + "/1k"], timeout=WRK_SECONDS + 30)
     c1 = cpu_ns(r.pids())
+    perf_end(ps)
     w = wrk_parse(out)
     w["ok"] = w["rps"] is not None and w["requests"] > 0
     w["cpu_us_per_req"] = round((c1 - c0) / 1e3 / w["requests"], 1) \
