@@ -72,9 +72,9 @@ SCALE_ONLY = E.get("BENCH_SCALE", "1") if E.get("BENCH_SCALE", "1") in ("idle", 
 # BENCH_KINDS="wrk_close fetch": only these measurements (bulk wrk_keepalive
 # wrk_close fetch); the warm-up is then one fetch series instead of bulk
 KINDS = [k for k in E.get("BENCH_KINDS", "").split() if k]
-# BENCH_PERF=DIR: every bulk download and wrk run of a passthrough row
-# (direct included) runs under a system-wide `perf record -g` and a
-# `perf stat` of the row's proxy, one pair of files per sample:
+# BENCH_PERF=DIR: every bulk download and wrk run of every row (direct
+# included) runs under a system-wide `perf record -g` and a `perf stat`
+# of the row's proxy, one pair of files per sample:
 # DIR/KIND-ROW-rROUND-N.data/.stat (`perf report --sort comm` tells which
 # process the machine's CPU went to). Diagnosis only: perf's own cost is
 # in those samples' figures.
@@ -625,7 +625,7 @@ def curl_base(r):
 
 
 def perf_begin(r, kind):
-    if not PERF_DIR or r.group != "passthrough":
+    if not PERF_DIR:
         return None
     CUR["n"] = CUR.get("n", 0) + 1
     base = os.path.join(PERF_DIR, "%s-%s-r%d-%02d" % (
