@@ -139,6 +139,39 @@ static void test_defaults_and_variants(void **state)
 	dconfig_free(c);
 }
 
+/* proxy.kernel_relay_after: absent and 0 are off, a value reaches the
+ * proxy's config (bad ones: bad_cases). */
+static void test_kernel_relay_after(void **state)
+{
+	static const struct {
+		const char *json;
+		unsigned want;
+	} ok[] = {
+		{ "{}", 0 },
+		{ "{\"proxy\": {}}", 0 },
+		{ "{\"proxy\": {\"kernel_relay_after\": 0}}", 0 },
+		{ "{\"proxy\": {\"kernel_relay_after\": 1}}", 1 },
+		{ "{\"proxy\": {\"kernel_relay_after\": 1048576}}", 1048576 },
+		{ "{\"proxy\": {\"kernel_relay_after\": 1073741824}}", 1073741824 },
+	};
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < ARRAY_SIZE(ok); i++) {
+		struct config cfg = CONFIG_DEFAULTS;
+		struct dconfig *c = NULL;
+		char err[512] = "";
+
+		cfg.kernel_relay_after = 12345; /* overwritten, also by 0 */
+		if (load(ok[i].json, &c, err, sizeof(err)))
+			fail_msg("%s: %s", ok[i].json, err);
+		assert_int_equal(c->kernel_relay_after, ok[i].want);
+		dconfig_apply(c, &cfg);
+		assert_int_equal(cfg.kernel_relay_after, ok[i].want);
+		dconfig_free(c);
+	}
+}
+
 static void test_warnings(void **state)
 {
 	struct dconfig *c = NULL;
@@ -249,6 +282,21 @@ static const struct {
 	{ "{\"proxy\": {\"workers\": \"4\"}}", "config.json:1: proxy.workers: expected an integer, got a string" },
 	{ "{\"proxy\": {\"peek_timeout_ms\": 1.5}}", "config.json:1: proxy.peek_timeout_ms: expected an integer, got 1.5" },
 	{ "{\"proxy\": {\"peek_timeout_ms\": 10}}", "config.json:1: proxy.peek_timeout_ms: 10 is out of range (100-600000)" },
+	/* the kernel relay's threshold (docs/daemon.md): bytes, 0 = off */
+	{ "{\"proxy\": {\n \"kernel_relay_after\": \"1M\"}}",
+	  "config.json:2: proxy.kernel_relay_after: expected an integer, got a string" },
+	{ "{\"proxy\": {\"kernel_relay_after\": true}}",
+	  "config.json:1: proxy.kernel_relay_after: expected an integer, got a boolean" },
+	{ "{\"proxy\": {\"kernel_relay_after\": 1048576.5}}",
+	  "config.json:1: proxy.kernel_relay_after: expected an integer, got 1.04858e+06" },
+	{ "{\"proxy\": {\"workers\": 2,\n\n \"kernel_relay_after\": -1}}",
+	  "config.json:3: proxy.kernel_relay_after: -1 is out of range (0-1073741824)" },
+	{ "{\"proxy\": {\"kernel_relay_after\": 1073741825}}",
+	  "config.json:1: proxy.kernel_relay_after: 1073741825 is out of range (0-1073741824)" },
+	{ "{\"proxy\": {\"kernel_relay_after\": 4294968320}}",
+	  "config.json:1: proxy.kernel_relay_after: 4294968320 is out of range (0-1073741824)" },
+	{ "{\"proxy\": {\"kernel_relay_afer\": 1}}",
+	  "config.json:1: proxy.kernel_relay_afer: unknown field (did you mean \"kernel_relay_after\"?)" },
 	{ "{\"proxy\": {\"max_conns_per_cgroup\": 99999999999}}",
 	  "config.json:1: proxy.max_conns_per_cgroup: 99999999999 is out of range (1-1000000)" },
 	{ "{\"proxy\": {\"max_conns\": 100,\n \"max_conns_per_cgroup\": 200}}",
@@ -795,6 +843,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_example_config),
 		cmocka_unit_test(test_defaults_and_variants),
+		cmocka_unit_test(test_kernel_relay_after),
 		cmocka_unit_test(test_warnings),
 		cmocka_unit_test(test_bad_configs),
 		cmocka_unit_test(test_intercept_ca),
