@@ -86,6 +86,7 @@ CASES=(
 	daemon_pod_netns
 	daemon_observability
 	daemon_socket_before_attach
+	daemon_kernel_relay
 	geoip_country_and_asn
 	audit_suggest_enforce
 	nothing_left_behind
@@ -1829,6 +1830,163 @@ print("dns from %s:%d" % src, "answer" if bytes([192, 0, 2, 10]) in r[12:] else 
 	grep -q "^dns from $DNS4:53 answer\$" <<<"$out" || fail "DNS: $(oneline "$out")"
 	grep -q '"reason": *"no_match"' "$CASE_AUDIT" ||
 		fail "no no_match record for evil.test in the audit log"
+}
+
+# The daemon with proxy.kernel_relay_after (the path case_kernel_relay, an
+# `egressd run`, does not take): paced downloads (4 MiB over 6 s, TLS and
+# plain HTTP at once) move to the kernel relay after 1 MiB while egressctl
+# watches: conns (--json and the table) lists both in state kernel with
+# their bytes still growing; both arrive byte for byte; each audit record
+# says relay kernel with every byte counted (exactly, for plain HTTP, from
+# curl's own counts). A bad value is a FILE:LINE: field error (reload and
+# --check); restarted without the key, the same download stays in the
+# proxy's relay state and its record has no relay field.
+dkr_config() { # PROXY-MEMBERS: the daemon config, members on line 4
+	cat >"$DCFG" <<JSON
+{ "listen": { "control": "$DSOCK", "metrics": null },
+  "audit": { "path": "$CASE_AUDIT", "format": "json" },
+  "proxy": {
+    $1 },
+  "policies": { "kr": { "mode": "enforce", "allow": ["allowed.test"] } },
+  "bindings": [ { "cgroup": "$DCG/agents/job*", "policy": "kr" } ] }
+JSON
+}
+# dkr_conns: "NAMEKIND STATE BYTES_UP BYTES_DOWN" per live connection to
+# allowed.test (sni: TLS, host: plain HTTP), from egressctl conns --json.
+dkr_conns() {
+	"$E2E_REPO/egressctl" conns --json --socket "$DSOCK" | python3 -c 'import json, sys
+for c in json.load(sys.stdin)["conns"]:
+    for k in ("sni", "host"):
+        if c.get(k) == "allowed.test":
+            print(k, c["state"], c["bytes_up"], c["bytes_down"])'
+}
+# dkr_download OUT PROTO URL: curl in job1, its body hashed; OUT gets
+# "PROTO HTTP-CODE HEADER-BYTES BODY-BYTES REQUEST-BYTES" and the sha256.
+dkr_download() {
+	in_cg "$DCG/agents/job1" sh -c 'curl -sS --max-time 30 --cacert "$1" \
+		-w "%{stderr}$2 %{http_code} %{size_header} %{size_download} %{size_request}\n" \
+		"$3" | sha256sum' sh "$E2E_CA" "$2" "$3" >"$1" &
+}
+
+case_daemon_kernel_relay() {
+	need_egressd
+	local out rc i snap snap2 want want2 tpid hpid seen
+	local ctl=$E2E_REPO/egressctl tls=$E2E_DIR/dkr-tls.out http=$E2E_DIR/dkr-http.out
+	DSOCK=$E2E_DIR/ctl/krelay.sock
+	daemon_bed krelay bpffs-krelay daemon-krelay agents/job1
+	want=$("$E2E_PY" -c 'import sys; sys.path.insert(0, sys.argv[1]); import server
+for n in sys.argv[2:]: print(server.slow_sha256(int(n)))' "$E2E_DIR/bin" 4194304 2097152) ||
+		fail "cannot compute the pattern's sha256"
+	read -r want want2 <<<"$(tr '\n' ' ' <<<"$want")"
+	dkr_config '"kernel_relay_after": 1048576'
+	daemon_start || fail "daemon did not start: $(tail -3 "$CASE_STDERR")"
+
+	dkr_download "$tls" tls "https://allowed.test/slow?ms=6000&size=4194304"
+	tpid=$!
+	bed_track $tpid
+	dkr_download "$http" http "http://allowed.test/slow?ms=6000&size=4194304"
+	hpid=$!
+	bed_track $hpid
+	# the hand-over comes after 1 MiB, ~1.5 s in (later on a loaded machine)
+	for ((i = 0; i < 100; i++)); do
+		snap=$(dkr_conns) || fail "egressctl conns --json failed"
+		[ "$(grep -c '^[a-z]* kernel ' <<<"$snap")" = 2 ] && break
+		kill -0 $tpid 2>/dev/null || kill -0 $hpid 2>/dev/null || break
+		sleep 0.1
+	done
+	note "conns: $(oneline "$snap")"
+	grep -q '^sni kernel ' <<<"$snap" && grep -q '^host kernel ' <<<"$snap" ||
+		fail "egressctl conns --json does not show both downloads in state kernel: $(oneline "$snap"); tls: $(oneline "$(cat "$tls")"); http: $(oneline "$(cat "$http")")"
+	out=$("$ctl" conns --socket "$DSOCK") || fail "egressctl conns failed"
+	[ "$(grep -Ec "^[0-9.smhd]+ +[0-9]+ +curl +$DCG/agents/job1 +[^ ]+:(443|80) +allowed.test +kernel +allow +kr " <<<"$out")" = 2 ] ||
+		fail "egressctl conns table: $(oneline "$out")"
+	# the listing adds what the kernel moved: still kernel, still growing
+	sleep 0.3
+	snap2=$(dkr_conns) || fail "egressctl conns --json failed"
+	note "conns later: $(oneline "$snap2")"
+	"$E2E_PY" -c 'import sys
+a, b = ({l.split()[0]: l.split() for l in s.splitlines()} for s in sys.argv[1:3])
+for k in ("sni", "host"):
+    assert b[k][1] == "kernel" and int(b[k][3]) > int(a[k][3]) >= 1 << 20, (k, a[k], b[k])' \
+		"$snap" "$snap2" || fail "bytes_down did not grow in state kernel: $(oneline "$snap") then $(oneline "$snap2")"
+	kill -0 $tpid 2>/dev/null && kill -0 $hpid 2>/dev/null ||
+		fail "a download ended before the checks (not observed mid-flight)"
+	wait $tpid || fail "TLS download: exit $?: $(oneline "$(cat "$tls")")"
+	wait $hpid || fail "HTTP download: exit $?: $(oneline "$(cat "$http")")"
+	grep -q "^tls 200 [0-9]* 4194304 " "$tls" && grep -q "^$want " "$tls" ||
+		fail "TLS download: $(oneline "$(cat "$tls")"), want 4194304 bytes of sha256 $want"
+	grep -q "^http 200 [0-9]* 4194304 " "$http" && grep -q "^$want " "$http" ||
+		fail "HTTP download: $(oneline "$(cat "$http")"), want 4194304 bytes of sha256 $want"
+	# records land when the connections close
+	for ((i = 0; i < 30; i++)); do
+		[ "$(grep -c '"relay": *"kernel"' "$CASE_AUDIT")" -ge 2 ] && break
+		sleep 0.1
+	done
+	out=$("$E2E_PY" -c 'import json, sys
+hdr, body, req = next(l for l in open(sys.argv[2]) if l.startswith("http ")).split()[2:5]
+recs = [r for r in map(json.loads, open(sys.argv[1])) if r.get("origin") == "proxy"]
+tls = [r for r in recs if r.get("sni") == "allowed.test"]
+http = [r for r in recs if r.get("host") == "allowed.test"]
+assert len(tls) == 1 and len(http) == 1, recs
+t, h = tls[0], http[0]
+for r in (t, h):
+    assert r["verdict"] == "allow" and r["policy"] == "kr" and r["comm"] == "curl", r
+    assert r.get("relay") == "kernel", r
+assert t["bytes_down"] > 4194304 and t["bytes_up"] > 0, t
+assert h["bytes_down"] == int(hdr) + int(body) and h["bytes_up"] == int(req), (h, hdr, body, req)
+print("tls up %d down %d, http up %d down %d" % (t["bytes_up"], t["bytes_down"],
+      h["bytes_up"], h["bytes_down"]))' "$CASE_AUDIT" "$http" 2>&1) ||
+		fail "audit records: $(oneline "$out")"
+	note "audit: $out"
+
+	# bad values: FILE:LINE: field, the running config stays
+	cp "$DCFG" "$DCFG.good"
+	dkr_config '"kernel_relay_after": "1M"'
+	out=$("$ctl" reload --socket "$DSOCK" 2>&1); rc=$?
+	[ $rc = 2 ] && grep -q "^egressctl: $DCFG:4: proxy.kernel_relay_after: expected an integer, got a string\$" <<<"$out" ||
+		fail "reload with kernel_relay_after \"1M\": rc $rc: $(oneline "$out")"
+	dkr_config '"kernel_relay_after": -1'
+	out=$(ip netns exec "$NS_HOST" "$EGRESSD" daemon --check --config "$DCFG" 2>&1); rc=$?
+	[ $rc = 2 ] && grep -q "^egressd: $DCFG:4: proxy.kernel_relay_after: -1 is out of range (0-1073741824)\$" <<<"$out" ||
+		fail "--check with kernel_relay_after -1: rc $rc: $(oneline "$out")"
+
+	# restarted without the key: the same kind of download stays in the
+	# proxy's relay, past the bytes that moved the first one
+	bed_stop_pid "$DPID"
+	kill -0 "$DPID" 2>/dev/null && fail "the daemon did not stop"
+	dkr_config ''
+	daemon_start || fail "daemon did not restart: $(tail -3 "$CASE_STDERR")"
+	: >"$CASE_AUDIT"
+	dkr_download "$http" http "http://allowed.test/slow?ms=3000&size=2097152"
+	hpid=$!
+	bed_track $hpid
+	seen=
+	for ((i = 0; i < 100; i++)); do
+		snap=$(dkr_conns) || fail "egressctl conns --json failed"
+		seen+="$snap"$'\n'
+		kill -0 $hpid 2>/dev/null || break
+		sleep 0.1
+	done
+	note "without the key: $(awk 'NF { print $2 }' <<<"$seen" | sort | uniq -c | tr '\n' ' ')"
+	grep -q '^host kernel ' <<<"$seen" && fail "state kernel without kernel_relay_after: $(grep -m1 '^host kernel ' <<<"$seen")"
+	awk '$1 == "host" && $2 == "relay" && $4 > 1048576 { f = 1 } END { exit !f }' <<<"$seen" ||
+		fail "never seen in state relay past 1 MiB: $(oneline "$seen")"
+	wait $hpid || fail "HTTP download without the key: exit $?: $(oneline "$(cat "$http")")"
+	grep -q "^http 200 [0-9]* 2097152 " "$http" && grep -q "^$want2 " "$http" ||
+		fail "HTTP download without the key: $(oneline "$(cat "$http")"), want 2097152 bytes of sha256 $want2"
+	for ((i = 0; i < 30; i++)); do
+		grep -q '"origin": *"proxy"' "$CASE_AUDIT" && break
+		sleep 0.1
+	done
+	out=$("$E2E_PY" -c 'import json, sys
+hdr, body, req = next(l for l in open(sys.argv[2]) if l.startswith("http ")).split()[2:5]
+h = [r for r in map(json.loads, open(sys.argv[1]))
+     if r.get("origin") == "proxy" and r.get("host") == "allowed.test"]
+assert len(h) == 1, h
+h = h[0]
+assert "relay" not in h and h["verdict"] == "allow", h
+assert h["bytes_down"] == int(hdr) + int(body) and h["bytes_up"] == int(req), (h, hdr, body, req)' \
+		"$CASE_AUDIT" "$http" 2>&1) || fail "audit record without the key: $(oneline "$out")"
 }
 
 # ---------------------------------------------------------------------

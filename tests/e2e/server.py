@@ -20,7 +20,8 @@ Log events:
 
 HTTP(S) answers "hello from <name>", except: GET /echo answers the request
 head it received (request line and headers, as text), so a test can see
-what a proxy in between sent; GET /slow?ms=N sends 1 MiB paced over N ms; with --static PREFIX=DIR, paths under PREFIX
+what a proxy in between sent; GET /slow?ms=N&size=B sends B bytes (default
+1 MiB, the hash port's pattern) paced over N ms; with --static PREFIX=DIR, paths under PREFIX
 are files of DIR (query dropped; 404 if missing), e.g. a dumb-HTTP git
 repository made with `git update-server-info`.
   {"event":"tls_error"|"bad_request","port":..,"peer":..,"error":..}
@@ -228,19 +229,23 @@ class Server:
         path = parts[1].split("?")[0] if len(parts) > 1 else ""
         status, ctype = b"200 OK", b"text/plain"
         if path == "/slow":
-            # 1 MiB paced by the server over ?ms= (default 8000): a
-            # download of known length that lasts, whatever the client's
-            # rate limiting does (curl 7.88's --limit-rate lets 1 MiB
-            # through at once).
+            # ?size= bytes (default 1 MiB) paced by the server over ?ms=
+            # (default 8000) in 64 steps: a download of known length that
+            # lasts, whatever the client's rate limiting does (curl 7.88's
+            # --limit-rate lets 1 MiB through at once). The body is the
+            # hash port's pattern stream, so a client can check it byte
+            # for byte (slow_sha256).
             query = parts[1].split("?", 1)[1] if "?" in parts[1] else ""
             args = dict(a.split("=", 1) for a in query.split("&") if "=" in a)
             total_ms = min(max(int(args.get("ms", "8000") or 0), 0), 60000)
-            n, size = 64, 16384
+            total = min(max(int(args.get("size", "1048576") or 0), 0), 64 << 20)
+            n = 64
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream"
                          b"\r\nX-Egr-Server: " + self.name.encode() + b"\r\n"
-                         b"Content-Length: %d\r\nConnection: close\r\n\r\n" % (n * size))
-            for _ in range(n):
-                writer.write(b"s" * size)
+                         b"Content-Length: %d\r\nConnection: close\r\n\r\n" % total)
+            body = pattern_stream(total)
+            for i in range(n):
+                writer.write(body[total * i // n:total * (i + 1) // n])
                 await writer.drain()
                 await asyncio.sleep(total_ms / 1000.0 / n)
             return
@@ -316,6 +321,17 @@ def pattern_block():
         h = hashlib.sha256(h).digest()
         out.append(h)
     return b"".join(out)[:1 << 16]
+
+
+def pattern_stream(size):
+    """The first size bytes of pattern_block() repeated."""
+    block = pattern_block()
+    return (block * (size // len(block) + 1))[:size]
+
+
+def slow_sha256(size):
+    """sha256 hex of GET /slow?size=SIZE's body (for run.sh)."""
+    return hashlib.sha256(pattern_stream(size)).hexdigest()
 
 
 def port_range(text):
