@@ -356,10 +356,15 @@ static int cmd_reload(int argc, char **argv)
 	reply = ctl_request(sock, "reload");
 	if (!reply)
 		return 1;
-	if (json_is_true(json_object_get(reply, "ok")))
+	if (json_is_true(json_object_get(reply, "ok"))) {
+		const char *note = json_string_value(json_object_get(reply, "note"));
+
 		printf("egressctl: reloaded\n");
-	else
+		if (note)
+			fprintf(stderr, "egressctl: %s\n", note);
+	} else {
 		ret = ctl_failed(reply);
+	}
 	json_decref(reply);
 	return ret;
 }

@@ -983,7 +983,10 @@ static json_t *dispatch(struct control *c, const char *req, size_t len, int fd, 
 
 		msg[0] = '\0';
 		err = c->p.reload ? c->p.reload(c->p.ctx, msg, sizeof(msg)) : -ENOSYS;
-		if (!err) {
+		if (!err && msg[0]) {
+			/* applied, with settings that wait for a restart */
+			reply = json_pack("{s:b, s:s}", "ok", 1, "note", msg);
+		} else if (!err) {
 			reply = json_pack("{s:b}", "ok", 1);
 		} else {
 			if (!msg[0])

@@ -83,6 +83,9 @@ struct daemon {
 	struct dconfig *dc;
 	unsigned bank;           /* 0 or 1: where dc's policies are */
 	struct dconfig *prev;    /* the other bank's config, kept alive */
+	const struct dconfig *boot; /* the config started with: its listen,
+				     * audit, dns and proxy settings run until
+				     * a restart (a reload keeps it alive) */
 	struct dconfig **retired;
 	size_t n_retired;
 
@@ -504,10 +507,59 @@ static void daemon_netns_scan(struct daemon *d)
 
 /* ---- reload --------------------------------------------------------- */
 
+static bool daemon_str_differ(const char *a, const char *b)
+{
+	return (a == NULL) != (b == NULL) || (a && strcmp(a, b));
+}
+
+/*
+ * The settings a reload does not apply: the listeners, the audit sink, the
+ * DNS upstream and the proxy's threads, timeouts and limits are set up once
+ * at start. Names those of next that differ from what runs into buf
+ * ("proxy.idle_timeout_ms, audit.path"); returns how many.
+ */
+static size_t daemon_restart_only(const struct dconfig *run, const struct dconfig *next,
+				  char *buf, size_t len)
+{
+	const struct {
+		const char *name;
+		bool differ;
+	} f[] = {
+		{ "listen.control", daemon_str_differ(run->control_socket, next->control_socket) },
+		{ "listen.metrics", daemon_str_differ(run->metrics, next->metrics) },
+		{ "audit.path", daemon_str_differ(run->audit_path, next->audit_path) },
+		{ "audit.format", run->audit_format != next->audit_format },
+		{ "dns.upstream", daemon_str_differ(run->dns_servers, next->dns_servers) },
+		{ "proxy.workers", run->workers != next->workers },
+		{ "proxy.peek_timeout_ms", run->peek_timeout_ms != next->peek_timeout_ms },
+		{ "proxy.connect_timeout_ms", run->connect_timeout_ms != next->connect_timeout_ms },
+		{ "proxy.resolve_timeout_ms", run->resolve_timeout_ms != next->resolve_timeout_ms },
+		{ "proxy.idle_timeout_ms", run->idle_timeout_ms != next->idle_timeout_ms },
+		{ "proxy.kernel_relay_after", run->kernel_relay_after != next->kernel_relay_after },
+		{ "proxy.max_conns_per_cgroup",
+		  run->max_conns_per_cgroup != next->max_conns_per_cgroup },
+		{ "proxy.max_conns", run->max_conns != next->max_conns },
+	};
+	size_t i, n = 0, off = 0;
+
+	buf[0] = '\0';
+	for (i = 0; i < sizeof(f) / sizeof(f[0]); i++) {
+		if (!f[i].differ)
+			continue;
+		if (off < len)
+			off += (size_t)snprintf(buf + off, len - off, "%s%s", n ? ", " : "",
+						f[i].name);
+		n++;
+	}
+	return n;
+}
+
 /* 0, or -EINVAL (invalid file) / -EIO with the reason in msg: egressctl
- * reload shows it (control.c). */
+ * reload shows it (control.c). On success msg is empty, or says which
+ * changed settings wait for a restart. */
 static int daemon_reload(struct daemon *d, char *msg, size_t msglen)
 {
+	char later[512];
 	struct dconfig *c = NULL;
 	struct ca *ca = NULL;
 	char err[1024];
@@ -563,6 +615,13 @@ static int daemon_reload(struct daemon *d, char *msg, size_t msglen)
 		log_error("reload: some attach points could not be attached (see above)");
 	log_info("reloaded %s: %zu policies, %zu bindings", d->config_path,
 		 c->n_policies, c->n_bindings);
+	msg[0] = '\0';
+	if (daemon_restart_only(d->boot, c, later, sizeof(later))) {
+		log_warn("reload: changed %s: these take effect when egressd restarts; "
+			 "the running values stay until then", later);
+		snprintf(msg, msglen, "changed %s: these take effect when egressd "
+			 "restarts; the running values stay until then", later);
+	}
 	metrics_reload_result(d->metrics, true);
 	return 0;
 }
@@ -743,6 +802,7 @@ int daemon_main(int argc, char **argv)
 		return 0;
 	}
 	dconfig_apply(d.dc, &d.cfg);
+	d.boot = d.dc;
 	if (geteuid() != 0) {
 		fprintf(stderr, "egressd: the daemon needs root (CAP_BPF, CAP_NET_ADMIN, "
 			"CAP_SYS_ADMIN)\n");

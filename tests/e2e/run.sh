@@ -1950,6 +1950,19 @@ print("tls up %d down %d, http up %d down %d" % (t["bytes_up"], t["bytes_down"],
 	[ $rc = 2 ] && grep -q "^egressd: $DCFG:4: proxy.kernel_relay_after: -1 is out of range (0-1073741824)\$" <<<"$out" ||
 		fail "--check with kernel_relay_after -1: rc $rc: $(oneline "$out")"
 
+	# a valid reload that changes a setting made at start applies, and
+	# says which setting waits for a restart
+	dkr_config ''
+	out=$("$ctl" reload --socket "$DSOCK" 2>&1); rc=$?
+	[ $rc = 0 ] && grep -q "^egressctl: reloaded\$" <<<"$out" &&
+		grep -q "^egressctl: changed proxy.kernel_relay_after: these take effect when egressd restarts; the running values stay until then\$" <<<"$out" ||
+		fail "reload without kernel_relay_after: rc $rc: $(oneline "$out")"
+	grep -q "reload: changed proxy.kernel_relay_after: these take effect when egressd restarts" "$CASE_STDERR" ||
+		fail "the daemon did not log the setting that waits for a restart"
+	out=$("$ctl" reload --socket "$DSOCK" 2>&1); rc=$?
+	[ $rc = 0 ] && grep -q "^egressctl: changed proxy.kernel_relay_after" <<<"$out" ||
+		fail "a second reload forgot what the running value is: rc $rc: $(oneline "$out")"
+
 	# restarted without the key: the same kind of download stays in the
 	# proxy's relay, past the bytes that moved the first one
 	bed_stop_pid "$DPID"
