@@ -104,7 +104,7 @@ $(BUILD)/fuzz/fuzz_hello: tests/fuzz/fuzz_hello.c user/hello.c | $(BUILD)/fuzz
 $(BUILD)/fuzz/fuzz_httphead: tests/fuzz/fuzz_httphead.c user/httphead.c user/hello.c | $(BUILD)/fuzz
 	$(call msg,FUZZ-CC,$@)
 	$(Q)$(CLANG) $(FUZZ_CFLAGS) $^ -lhttp_parser -o $@
-$(BUILD)/fuzz/fuzz_policy: tests/fuzz/fuzz_policy.c user/policy.c user/reqrule.c user/addr.c user/hello.c user/log.c | $(BUILD)/fuzz
+$(BUILD)/fuzz/fuzz_policy: tests/fuzz/fuzz_policy.c user/policy.c user/jpos.c user/reqrule.c user/addr.c user/hello.c user/log.c | $(BUILD)/fuzz
 	$(call msg,FUZZ-CC,$@)
 	$(Q)$(CLANG) $(FUZZ_CFLAGS) $^ -ljansson -lhttp_parser -lpthread -o $@
 
@@ -116,7 +116,7 @@ $(BUILD)/fuzz/fuzz_httpreq: tests/fuzz/fuzz_httpreq.c user/httpreq.c user/reqrul
 	$(call msg,FUZZ-CC,$@)
 	$(Q)$(CLANG) $(FUZZ_CFLAGS) $^ -lhttp_parser -o $@
 
-$(BUILD)/fuzz/fuzz_dconfig: tests/fuzz/fuzz_dconfig.c user/dconfig.c user/srt.c user/policy.c user/reqrule.c user/addr.c user/hello.c user/log.c user/geo.c | $(BUILD)/fuzz
+$(BUILD)/fuzz/fuzz_dconfig: tests/fuzz/fuzz_dconfig.c user/dconfig.c user/srt.c user/policy.c user/jpos.c user/reqrule.c user/addr.c user/hello.c user/log.c user/geo.c | $(BUILD)/fuzz
 	$(call msg,FUZZ-CC,$@)
 	$(Q)$(CLANG) $(FUZZ_CFLAGS) $^ -ljansson -lhttp_parser -lmaxminddb -lpthread -o $@
 

@@ -32,6 +32,7 @@
 #include <bpf/libbpf.h>
 
 #include "control.h"
+#include "jpos.h"
 #include "log.h"
 #include "netns.h"
 #include "proxy.h"
@@ -884,7 +885,7 @@ static json_t *follow_start(struct control *c, json_t *r, int fd, bool *kept)
 		return error_reply("log: only \"follow\": true is served (past decisions "
 				   "are in the audit log)");
 	if (glob && (why = dconfig_glob_check(glob))) {
-		snprintf(msg, sizeof(msg), "log: cgroup %s: %s", dconfig_quote(glob, q, sizeof(q)),
+		snprintf(msg, sizeof(msg), "log: cgroup %s: %s", jpos_quote(glob, q, sizeof(q)),
 			 why);
 		return error_reply(msg);
 	}
@@ -897,7 +898,7 @@ static json_t *follow_start(struct control *c, json_t *r, int fd, bool *kept)
 			v = EGR_VERDICT_AUDIT;
 		else {
 			snprintf(msg, sizeof(msg), "log: verdict %s: not allow, deny or audit",
-				 dconfig_quote(verdict, q, sizeof(q)));
+				 jpos_quote(verdict, q, sizeof(q)));
 			return error_reply(msg);
 		}
 	}
@@ -1004,7 +1005,7 @@ static json_t *dispatch(struct control *c, const char *req, size_t len, int fd, 
 		char q[96];
 
 		snprintf(msg, sizeof(msg), "unknown command %s (status, conns, log, reload)",
-			 dconfig_quote(cmd, q, sizeof(q)));
+			 jpos_quote(cmd, q, sizeof(q)));
 		reply = error_reply(msg);
 	}
 	json_decref(r);

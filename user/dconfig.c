@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "dconfig.h"
+#include "jpos.h"
 #include "srt.h"
 
 /* A config is a page of JSON; anything bigger is a mistake. */
@@ -29,341 +30,8 @@
 #define DCONFIG_MAX_GLOB 4095
 #define DCONFIG_MAX_DNS 8
 #define POLICY_NAME_MAX 64
-/* Config fields live at most 4 levels down (policies.NAME.allow[i]); the
- * tree goes deeper only to place errors in foreign (srt) files. */
-#define JPOS_MAX_DEPTH 32
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
-
-/* --- JSON positions ----------------------------------------------------- */
-
-struct walk {
-	const char *s;
-	size_t n, i;
-	int line;
-};
-
-static void w_ws(struct walk *w)
-{
-	while (w->i < w->n) {
-		char c = w->s[w->i];
-
-		if (c == '\n')
-			w->line++;
-		else if (c != ' ' && c != '\t' && c != '\r')
-			return;
-		w->i++;
-	}
-}
-
-/* At '"': step over the string; with out, decode it. jansson decodes the
- * token itself (escapes, surrogate pairs) so there is one JSON decoder. */
-static bool w_string(struct walk *w, char **out)
-{
-	size_t start = w->i;
-	bool escaped = false;
-
-	if (w->i >= w->n || w->s[w->i] != '"')
-		return false;
-	w->i++;
-	while (w->i < w->n && w->s[w->i] != '"') {
-		if (w->s[w->i] == '\\') {
-			escaped = true;
-			w->i++;
-		}
-		w->i++;
-	}
-	if (w->i >= w->n)
-		return false;
-	w->i++;
-	if (!out)
-		return true;
-	if (!escaped) {
-		*out = strndup(w->s + start + 1, w->i - start - 2);
-	} else {
-		json_t *v = json_loadb(w->s + start, w->i - start, JSON_DECODE_ANY, NULL);
-
-		*out = json_is_string(v) ? strdup(json_string_value(v)) : NULL;
-		json_decref(v);
-	}
-	return *out != NULL;
-}
-
-/* Step over one value of any kind, iteratively (nesting is unbounded). */
-static bool w_skip(struct walk *w)
-{
-	size_t depth = 0, start = w->i;
-
-	if (w->i >= w->n)
-		return false;
-	if (w->s[w->i] == '"')
-		return w_string(w, NULL);
-	if (w->s[w->i] != '{' && w->s[w->i] != '[') {
-		/* numbers and true/false/null; anything else ends the scalar
-		 * (jansson ends a number at a NUL byte, "[1\0]") */
-		while (w->i < w->n) {
-			char c = w->s[w->i];
-
-			if (!isalnum((unsigned char)c) && c != '+' && c != '-' && c != '.')
-				break;
-			w->i++;
-		}
-		return w->i > start;
-	}
-	while (w->i < w->n) {
-		char c = w->s[w->i];
-
-		if (c == '"') {
-			if (!w_string(w, NULL))
-				return false;
-			continue;
-		}
-		if (c == '{' || c == '[')
-			depth++;
-		else if (c == '}' || c == ']')
-			depth--;
-		else if (c == '\n')
-			w->line++;
-		w->i++;
-		if (!depth)
-			return true;
-	}
-	return false;
-}
-
-static bool w_value(struct walk *w, struct dconfig_jpos *j, unsigned depth)
-{
-	char close;
-
-	j->line = w->line;
-	if (!j->key_line)
-		j->key_line = w->line;
-	j->start = w->i;
-	if (w->i >= w->n)
-		return false;
-	if ((w->s[w->i] != '{' && w->s[w->i] != '[') || depth >= JPOS_MAX_DEPTH) {
-		if (!w_skip(w))
-			return false;
-		j->end = w->i;
-		return true;
-	}
-	j->object = w->s[w->i] == '{';
-	j->array = !j->object;
-	close = j->object ? '}' : ']';
-	w->i++;
-	w_ws(w);
-	if (w->i < w->n && w->s[w->i] == close) {
-		j->end = ++w->i;
-		return true;
-	}
-	for (;;) {
-		struct dconfig_jpos *kid, *kids;
-		char *key = NULL;
-		int key_line = 0;
-
-		w_ws(w);
-		if (j->object) {
-			key_line = w->line;
-			if (!w_string(w, &key))
-				return false;
-			w_ws(w);
-			if (w->i >= w->n || w->s[w->i] != ':') {
-				free(key);
-				return false;
-			}
-			w->i++;
-			w_ws(w);
-		}
-		kids = realloc(j->kids, (j->n_kids + 1) * sizeof(*kids));
-		if (!kids) {
-			free(key);
-			return false;
-		}
-		j->kids = kids;
-		kid = &j->kids[j->n_kids++];
-		memset(kid, 0, sizeof(*kid));
-		kid->key = key;
-		kid->key_line = key_line;
-		if (!w_value(w, kid, depth + 1))
-			return false;
-		w_ws(w);
-		if (w->i < w->n && w->s[w->i] == ',') {
-			w->i++;
-			continue;
-		}
-		if (w->i < w->n && w->s[w->i] == close) {
-			j->end = ++w->i;
-			return true;
-		}
-		return false;
-	}
-}
-
-static void jpos_clear(struct dconfig_jpos *j)
-{
-	size_t i;
-
-	for (i = 0; i < j->n_kids; i++)
-		jpos_clear(&j->kids[i]);
-	free(j->kids);
-	free(j->key);
-}
-
-void dconfig_jpos_free(struct dconfig_jpos *j)
-{
-	if (!j)
-		return;
-	jpos_clear(j);
-	free(j);
-}
-
-struct dconfig_jpos *dconfig_jpos_build(const char *buf, size_t len)
-{
-	struct walk w = { buf, len, 0, 1 };
-	struct dconfig_jpos *j = calloc(1, sizeof(*j));
-
-	if (!j)
-		return NULL;
-	w_ws(&w);
-	if (!w_value(&w, j, 0)) {
-		dconfig_jpos_free(j);
-		return NULL;
-	}
-	w_ws(&w);
-	if (w.i != w.n) {
-		dconfig_jpos_free(j);
-		return NULL;
-	}
-	return j;
-}
-
-const struct dconfig_jpos *dconfig_jpos_key(const struct dconfig_jpos *j, const char *key)
-{
-	size_t i;
-
-	if (!j || !j->object)
-		return NULL;
-	for (i = j->n_kids; i-- > 0;)
-		if (!strcmp(j->kids[i].key, key))
-			return &j->kids[i];
-	return NULL;
-}
-
-const struct dconfig_jpos *dconfig_jpos_idx(const struct dconfig_jpos *j, size_t i)
-{
-	if (!j || !j->array || i >= j->n_kids)
-		return NULL;
-	return &j->kids[i];
-}
-
-int dconfig_jpos_line(const struct dconfig_jpos *j, int fallback)
-{
-	return j ? j->line : fallback;
-}
-
-/* --- message helpers ---------------------------------------------------- */
-
-const char *dconfig_quote(const char *s, char *buf, size_t len)
-{
-	char cut[72];
-	size_t n = strlen(s);
-	bool more = n > 64;
-	json_t *v;
-	char *d;
-
-	if (!len)
-		return buf;
-	if (more) {
-		n = 64;
-		/* do not split a UTF-8 sequence */
-		while (n && ((unsigned char)s[n] & 0xc0) == 0x80)
-			n--;
-	}
-	memcpy(cut, s, n);
-	cut[n] = '\0';
-	v = json_string(cut);
-	d = v ? json_dumps(v, JSON_ENCODE_ANY | JSON_ENSURE_ASCII) : NULL;
-	json_decref(v);
-	if (!d) {
-		snprintf(buf, len, "\"?\"");
-		return buf;
-	}
-	if (more && strlen(d) >= 1)
-		d[strlen(d) - 1] = '\0'; /* reopen to append "..." */
-	snprintf(buf, len, "%s%s", d, more ? "...\"" : "");
-	free(d);
-	return buf;
-}
-
-const char *dconfig_json_type(const json_t *v)
-{
-	switch (json_typeof(v)) {
-	case JSON_OBJECT: return "an object";
-	case JSON_ARRAY: return "an array";
-	case JSON_STRING: return "a string";
-	case JSON_INTEGER: return "an integer";
-	case JSON_REAL: return "a number";
-	case JSON_TRUE:
-	case JSON_FALSE: return "a boolean";
-	case JSON_NULL: return "null";
-	}
-	return "?";
-}
-
-/* Optimal string alignment distance, case folded; three rolling rows. */
-static unsigned osa_distance(const char *a, const char *b)
-{
-	enum { MAXL = 64 };
-	unsigned r0[MAXL + 1] = { 0 }, r1[MAXL + 1], r2[MAXL + 1], *pp = r0, *p = r1, *c = r2, *t;
-	size_t la = strlen(a), lb = strlen(b), i, j;
-
-	if (la > MAXL || lb > MAXL)
-		return ~0u;
-	for (j = 0; j <= lb; j++)
-		p[j] = (unsigned)j;
-	for (i = 1; i <= la; i++) {
-		c[0] = (unsigned)i;
-		for (j = 1; j <= lb; j++) {
-			int ca = tolower((unsigned char)a[i - 1]);
-			int cb = tolower((unsigned char)b[j - 1]);
-			unsigned v = p[j - 1] + (ca != cb);
-
-			if (p[j] + 1 < v)
-				v = p[j] + 1;
-			if (c[j - 1] + 1 < v)
-				v = c[j - 1] + 1;
-			if (i > 1 && j > 1 && ca == tolower((unsigned char)b[j - 2]) &&
-			    tolower((unsigned char)a[i - 2]) == cb && pp[j - 2] + 1 < v)
-				v = pp[j - 2] + 1;
-			c[j] = v;
-		}
-		t = pp;
-		pp = p;
-		p = c;
-		c = t;
-	}
-	return p[lb];
-}
-
-const char *dconfig_suggest(const char *word, const char *const *cands, size_t n)
-{
-	const char *best = NULL;
-	size_t wl = strlen(word), i;
-	/* a third of the word, at least 1, at most 3 edits */
-	unsigned limit = wl >= 9 ? 3 : wl >= 3 ? (unsigned)(wl / 3) : 1, bestd = ~0u;
-
-	if (limit < 1)
-		limit = 1;
-	for (i = 0; i < n; i++) {
-		unsigned d = osa_distance(word, cands[i]);
-
-		if (d <= limit && d < bestd) {
-			bestd = d;
-			best = cands[i];
-		}
-	}
-	return best;
-}
 
 /* --- globs -------------------------------------------------------------- */
 
@@ -557,7 +225,7 @@ struct ld {
 	const char *buf;
 	size_t len;
 	json_t *root;
-	struct dconfig_jpos *pos;
+	struct jpos *pos;
 	char *err;
 	size_t errlen;
 	struct dconfig *c;
@@ -621,17 +289,17 @@ static void field_path(char *out, size_t len, const char *parent, const char *ke
  * suggestion, repeated names are refused (jansson would keep the last one
  * silently). Also checks that the walker and jansson agree.
  */
-static int check_keys(struct ld *l, const json_t *obj, const struct dconfig_jpos *j,
+static int check_keys(struct ld *l, const json_t *obj, const struct jpos *j,
 		      const char *path, const char *const *known, size_t n)
 {
 	char f[256], q[160];
 	size_t i, k;
 
 	if (!j || !j->object || json_object_size(obj) > j->n_kids)
-		return fail(l, -EINVAL, dconfig_jpos_line(j, 1), path[0] ? path : "top level",
+		return fail(l, -EINVAL, jpos_line(j, 1), path[0] ? path : "top level",
 			    "cannot place fields (malformed text)");
 	for (i = 0; i < j->n_kids; i++) {
-		const struct dconfig_jpos *kid = &j->kids[i];
+		const struct jpos *kid = &j->kids[i];
 
 		/* plain names print as they are (proxy.workers), others quoted */
 		if (*kid->key && strlen(kid->key) <= 64 &&
@@ -639,7 +307,7 @@ static int check_keys(struct ld *l, const json_t *obj, const struct dconfig_jpos
 			   "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.$") == strlen(kid->key))
 			field_path(f, sizeof(f), path, kid->key);
 		else
-			field_path(f, sizeof(f), path, dconfig_quote(kid->key, q, sizeof(q)));
+			field_path(f, sizeof(f), path, jpos_quote(kid->key, q, sizeof(q)));
 		if (!json_object_get(obj, kid->key))
 			return fail(l, -EINVAL, kid->key_line, f, "cannot place field (malformed text)");
 		for (k = 0; k < i; k++)
@@ -655,7 +323,7 @@ static int check_keys(struct ld *l, const json_t *obj, const struct dconfig_jpos
 		if (k < n)
 			continue;
 		{
-			const char *s = dconfig_suggest(kid->key, known, n);
+			const char *s = jpos_suggest(kid->key, known, n);
 			char list[256] = "";
 			size_t o = 0;
 
@@ -672,21 +340,21 @@ static int check_keys(struct ld *l, const json_t *obj, const struct dconfig_jpos
 	return 0;
 }
 
-static int want_type(struct ld *l, const json_t *v, const struct dconfig_jpos *j,
+static int want_type(struct ld *l, const json_t *v, const struct jpos *j,
 		     const char *field, json_type type, const char *what)
 {
 	if (json_typeof(v) == type)
 		return 0;
-	return fail(l, -EINVAL, dconfig_jpos_line(j, 1), field, "expected %s, got %s",
-		    what, dconfig_json_type(v));
+	return fail(l, -EINVAL, jpos_line(j, 1), field, "expected %s, got %s",
+		    what, jpos_json_type(v));
 }
 
-static int get_uint(struct ld *l, const json_t *obj, const struct dconfig_jpos *j,
+static int get_uint(struct ld *l, const json_t *obj, const struct jpos *j,
 		    const char *parent, const char *key, unsigned min, unsigned max,
 		    unsigned *out)
 {
 	const json_t *v = json_object_get(obj, key);
-	const struct dconfig_jpos *vj = dconfig_jpos_key(j, key);
+	const struct jpos *vj = jpos_key(j, key);
 	char f[128];
 	long long x;
 
@@ -694,28 +362,28 @@ static int get_uint(struct ld *l, const json_t *obj, const struct dconfig_jpos *
 		return 0;
 	field_path(f, sizeof(f), parent, key);
 	if (json_is_real(v))
-		return fail(l, -EINVAL, dconfig_jpos_line(vj, 1), f,
+		return fail(l, -EINVAL, jpos_line(vj, 1), f,
 			    "expected an integer, got %g", json_real_value(v));
 	if (!json_is_integer(v))
-		return fail(l, -EINVAL, dconfig_jpos_line(vj, 1), f,
-			    "expected an integer, got %s", dconfig_json_type(v));
+		return fail(l, -EINVAL, jpos_line(vj, 1), f,
+			    "expected an integer, got %s", jpos_json_type(v));
 	x = json_integer_value(v);
 	if (x < (long long)min || x > (long long)max)
-		return fail(l, -ERANGE, dconfig_jpos_line(vj, 1), f,
+		return fail(l, -ERANGE, jpos_line(vj, 1), f,
 			    "%lld is out of range (%u-%u)", x, min, max);
 	*out = (unsigned)x;
 	return 0;
 }
 
 /* String member (absent: *out untouched). Copies into *out. */
-static int get_str(struct ld *l, const json_t *obj, const struct dconfig_jpos *j,
+static int get_str(struct ld *l, const json_t *obj, const struct jpos *j,
 		   const char *parent, const char *key, bool nullable, char **out,
-		   const struct dconfig_jpos **pos)
+		   const struct jpos **pos)
 {
 	const json_t *v = json_object_get(obj, key);
 	char f[128], *s;
 
-	*pos = dconfig_jpos_key(j, key);
+	*pos = jpos_key(j, key);
 	if (!v)
 		return 0;
 	field_path(f, sizeof(f), parent, key);
@@ -725,11 +393,11 @@ static int get_str(struct ld *l, const json_t *obj, const struct dconfig_jpos *j
 		return 1;
 	}
 	if (!json_is_string(v))
-		return fail(l, -EINVAL, dconfig_jpos_line(*pos, 1), f,
+		return fail(l, -EINVAL, jpos_line(*pos, 1), f,
 			    "expected a string%s, got %s", nullable ? " or null" : "",
-			    dconfig_json_type(v));
+			    jpos_json_type(v));
 	if (strlen(json_string_value(v)) != json_string_length(v))
-		return fail(l, -EINVAL, dconfig_jpos_line(*pos, 1), f, "contains a NUL byte");
+		return fail(l, -EINVAL, jpos_line(*pos, 1), f, "contains a NUL byte");
 	s = strdup(json_string_value(v));
 	if (!s)
 		return nomem(l);
@@ -807,10 +475,10 @@ static const char *parse_hostport(const char *s, bool port_optional, struct egr_
 	return NULL;
 }
 
-static int load_listen(struct ld *l, const json_t *obj, const struct dconfig_jpos *j)
+static int load_listen(struct ld *l, const json_t *obj, const struct jpos *j)
 {
 	static const char *const known[] = { "control", "metrics" };
-	const struct dconfig_jpos *vj;
+	const struct jpos *vj;
 	struct dconfig *c = l->c;
 	char q[160];
 	int r;
@@ -826,7 +494,7 @@ static int load_listen(struct ld *l, const json_t *obj, const struct dconfig_jpo
 
 		if (s[0] != '/')
 			return fail(l, -EINVAL, vj->line, "listen.control",
-				    "%s: must be an absolute path", dconfig_quote(s, q, sizeof(q)));
+				    "%s: must be an absolute path", jpos_quote(s, q, sizeof(q)));
 		if (strlen(s) >= sizeof(((struct sockaddr_un *)0)->sun_path))
 			return fail(l, -EINVAL, vj->line, "listen.control",
 				    "longer than %zu bytes (the limit of a Unix socket path)",
@@ -846,14 +514,14 @@ static int load_listen(struct ld *l, const json_t *obj, const struct dconfig_jpo
 			if (strlen(s) >= sizeof(((struct sockaddr_un *)0)->sun_path) || has_ctl(s))
 				return fail(l, -EINVAL, vj->line, "listen.metrics",
 					    "%s: invalid Unix socket path",
-					    dconfig_quote(s, q, sizeof(q)));
+					    jpos_quote(s, q, sizeof(q)));
 			return 0;
 		}
 		why = parse_hostport(s, false, &c->metrics_addr, &c->metrics_port);
 		if (why)
 			return fail(l, -EINVAL, vj->line, "listen.metrics",
 				    "%s: %s (write ADDRESS:PORT or an absolute Unix socket path)",
-				    dconfig_quote(s, q, sizeof(q)), why);
+				    jpos_quote(s, q, sizeof(q)), why);
 		if (addr_classify(&c->metrics_addr) != ADDR_LOOPBACK)
 			return warn(l, vj->line, "listen.metrics",
 				    "%s is not a loopback address: metrics are reachable from other hosts",
@@ -862,10 +530,10 @@ static int load_listen(struct ld *l, const json_t *obj, const struct dconfig_jpo
 	return 0;
 }
 
-static int load_audit(struct ld *l, const json_t *obj, const struct dconfig_jpos *j)
+static int load_audit(struct ld *l, const json_t *obj, const struct jpos *j)
 {
 	static const char *const known[] = { "path", "format" };
-	const struct dconfig_jpos *vj;
+	const struct jpos *vj;
 	struct dconfig *c = l->c;
 	char *fmt = NULL, q[160];
 	int r;
@@ -883,7 +551,7 @@ static int load_audit(struct ld *l, const json_t *obj, const struct dconfig_jpos
 		} else if (c->audit_path[0] != '/' || has_ctl(c->audit_path)) {
 			return fail(l, -EINVAL, vj->line, "audit.path",
 				    "%s: must be an absolute path, or \"-\" for stdout",
-				    dconfig_quote(c->audit_path, q, sizeof(q)));
+				    jpos_quote(c->audit_path, q, sizeof(q)));
 		}
 	}
 	r = get_str(l, obj, j, "audit", "format", false, &fmt, &vj);
@@ -896,7 +564,7 @@ static int load_audit(struct ld *l, const json_t *obj, const struct dconfig_jpos
 			c->audit_format = AUDIT_TEXT;
 		} else {
 			r = fail(l, -EINVAL, vj->line, "audit.format",
-				 "%s: must be \"json\" or \"text\"", dconfig_quote(fmt, q, sizeof(q)));
+				 "%s: must be \"json\" or \"text\"", jpos_quote(fmt, q, sizeof(q)));
 			free(fmt);
 			return r;
 		}
@@ -905,11 +573,11 @@ static int load_audit(struct ld *l, const json_t *obj, const struct dconfig_jpos
 	return 0;
 }
 
-static int load_dns(struct ld *l, const json_t *obj, const struct dconfig_jpos *j)
+static int load_dns(struct ld *l, const json_t *obj, const struct jpos *j)
 {
 	static const char *const known[] = { "upstream" };
 	const json_t *up, *v;
-	const struct dconfig_jpos *uj;
+	const struct jpos *uj;
 	char csv[DCONFIG_MAX_DNS * 56] = "", q[160], f[64], a[64];
 	size_t i, n, o = 0;
 	int r;
@@ -918,22 +586,22 @@ static int load_dns(struct ld *l, const json_t *obj, const struct dconfig_jpos *
 	    (r = check_keys(l, obj, j, "dns", known, ARRAY_SIZE(known))))
 		return r;
 	up = json_object_get(obj, "upstream");
-	uj = dconfig_jpos_key(j, "upstream");
+	uj = jpos_key(j, "upstream");
 	if (!up || json_is_null(up))
 		return 0;
 	if (!json_is_string(up) && !json_is_array(up))
-		return fail(l, -EINVAL, dconfig_jpos_line(uj, 1), "dns.upstream",
+		return fail(l, -EINVAL, jpos_line(uj, 1), "dns.upstream",
 			    "expected an address or an array of addresses, got %s",
-			    dconfig_json_type(up));
+			    jpos_json_type(up));
 	n = json_is_array(up) ? json_array_size(up) : 1;
 	if (!n)
-		return fail(l, -EINVAL, dconfig_jpos_line(uj, 1), "dns.upstream",
+		return fail(l, -EINVAL, jpos_line(uj, 1), "dns.upstream",
 			    "empty list (leave dns.upstream out to use /etc/resolv.conf)");
 	if (n > DCONFIG_MAX_DNS)
-		return fail(l, -EINVAL, dconfig_jpos_line(uj, 1), "dns.upstream",
+		return fail(l, -EINVAL, jpos_line(uj, 1), "dns.upstream",
 			    "more than %d servers", DCONFIG_MAX_DNS);
 	for (i = 0; i < n; i++) {
-		const struct dconfig_jpos *ej = json_is_array(up) ? dconfig_jpos_idx(uj, i) : uj;
+		const struct jpos *ej = json_is_array(up) ? jpos_idx(uj, i) : uj;
 		struct egr_addr ad;
 		uint16_t port;
 		const char *why;
@@ -944,12 +612,12 @@ static int load_dns(struct ld *l, const json_t *obj, const struct dconfig_jpos *
 		else
 			snprintf(f, sizeof(f), "dns.upstream");
 		if (!json_is_string(v))
-			return fail(l, -EINVAL, dconfig_jpos_line(ej, 1), f,
-				    "expected an address string, got %s", dconfig_json_type(v));
+			return fail(l, -EINVAL, jpos_line(ej, 1), f,
+				    "expected an address string, got %s", jpos_json_type(v));
 		why = parse_hostport(json_string_value(v), true, &ad, &port);
 		if (why)
-			return fail(l, -EINVAL, dconfig_jpos_line(ej, 1), f, "%s: %s",
-				    dconfig_quote(json_string_value(v), q, sizeof(q)), why);
+			return fail(l, -EINVAL, jpos_line(ej, 1), f, "%s: %s",
+				    jpos_quote(json_string_value(v), q, sizeof(q)), why);
 		addr_to_str(&ad, a, sizeof(a));
 		/* c-ares's csv form; brackets only where a port follows */
 		if (addr_is_v4(&ad))
@@ -963,7 +631,7 @@ static int load_dns(struct ld *l, const json_t *obj, const struct dconfig_jpos *
 	return l->c->dns_servers ? 0 : nomem(l);
 }
 
-static int load_proxy(struct ld *l, const json_t *obj, const struct dconfig_jpos *j)
+static int load_proxy(struct ld *l, const json_t *obj, const struct jpos *j)
 {
 	static const char *const known[] = {
 		"workers", "peek_timeout_ms", "connect_timeout_ms", "resolve_timeout_ms",
@@ -990,11 +658,11 @@ static int load_proxy(struct ld *l, const json_t *obj, const struct dconfig_jpos
 	    (r = get_uint(l, obj, j, "proxy", "max_conns", 1, 10000000, &c->max_conns)))
 		return r;
 	if (c->max_conns_per_cgroup > c->max_conns) {
-		const struct dconfig_jpos *vj = dconfig_jpos_key(j, "max_conns_per_cgroup");
+		const struct jpos *vj = jpos_key(j, "max_conns_per_cgroup");
 
 		if (!vj)
-			vj = dconfig_jpos_key(j, "max_conns");
-		return fail(l, -EINVAL, dconfig_jpos_line(vj, j->line),
+			vj = jpos_key(j, "max_conns");
+		return fail(l, -EINVAL, jpos_line(vj, j->line),
 			    "proxy.max_conns_per_cgroup",
 			    "%u is more than proxy.max_conns (%u)", c->max_conns_per_cgroup,
 			    c->max_conns);
@@ -1037,11 +705,11 @@ static int check_ref(struct ld *l, const char *path, int line, const char *field
 	char q[160];
 
 	if (stat(path, &st))
-		return fail(l, -errno, line, field, "%s: %s", dconfig_quote(path, q, sizeof(q)),
+		return fail(l, -errno, line, field, "%s: %s", jpos_quote(path, q, sizeof(q)),
 			    strerror(errno));
 	if (!S_ISREG(st.st_mode))
 		return fail(l, -EINVAL, line, field, "%s: not a regular file",
-			    dconfig_quote(path, q, sizeof(q)));
+			    jpos_quote(path, q, sizeof(q)));
 	return 0;
 }
 
@@ -1052,7 +720,7 @@ static int check_ref(struct ld *l, const char *path, int line, const char *field
  * "policies.NAME." prefix.
  */
 static int load_inline(struct ld *l, struct policy *p, const char *name,
-		       const struct dconfig_jpos *pj)
+		       const struct jpos *pj)
 {
 	char perr[512], *buf;
 	size_t pad = (size_t)(pj->line - 1), n = pj->end - pj->start, fl = strlen(l->file);
@@ -1090,27 +758,27 @@ static int load_inline(struct ld *l, struct policy *p, const char *name,
 }
 
 static int set_mode(struct ld *l, struct policy *p, const json_t *v,
-		    const struct dconfig_jpos *vj, const char *name)
+		    const struct jpos *vj, const char *name)
 {
 	char f[128], q[160];
 
 	snprintf(f, sizeof(f), "policies.%s.mode", name);
 	if (!json_is_string(v))
-		return fail(l, -EINVAL, dconfig_jpos_line(vj, 1), f, "expected a string, got %s",
-			    dconfig_json_type(v));
+		return fail(l, -EINVAL, jpos_line(vj, 1), f, "expected a string, got %s",
+			    jpos_json_type(v));
 	if (!strcmp(json_string_value(v), "enforce"))
 		p->mode = POLICY_ENFORCE;
 	else if (!strcmp(json_string_value(v), "audit"))
 		p->mode = POLICY_AUDIT;
 	else
-		return fail(l, -EINVAL, dconfig_jpos_line(vj, 1), f,
+		return fail(l, -EINVAL, jpos_line(vj, 1), f,
 			    "%s: must be \"enforce\" or \"audit\"",
-			    dconfig_quote(json_string_value(v), q, sizeof(q)));
+			    jpos_quote(json_string_value(v), q, sizeof(q)));
 	return 0;
 }
 
 static int load_policy(struct ld *l, const char *name, const json_t *obj,
-		       const struct dconfig_jpos *j, struct dconfig_policy *dp)
+		       const struct jpos *j, struct dconfig_policy *dp)
 {
 	/* inline: what a policy file holds (docs/policy.md) */
 	static const char *const known[] = { "mode", "allow", "deny", "intercept", "gateways",
@@ -1122,7 +790,7 @@ static int load_policy(struct ld *l, const char *name, const json_t *obj,
 	const json_t *srt = json_object_get(obj, "sandbox_runtime");
 	const json_t *ref = file ? file : srt;
 	const char *refkey = file ? "file" : "sandbox_runtime";
-	const struct dconfig_jpos *rj;
+	const struct jpos *rj;
 	char path[128], f[160], perr[512];
 	int r;
 
@@ -1134,15 +802,15 @@ static int load_policy(struct ld *l, const char *name, const json_t *obj,
 		return nomem(l);
 	if ((r = want_type(l, obj, j, path, JSON_OBJECT, "an object")))
 		return r;
-	if (json_object_get(obj, "name") && dconfig_jpos_key(j, "name")) {
+	if (json_object_get(obj, "name") && jpos_key(j, "name")) {
 		snprintf(f, sizeof(f), "%s.name", path);
-		return fail(l, -EINVAL, dconfig_jpos_key(j, "name")->key_line, f,
+		return fail(l, -EINVAL, jpos_key(j, "name")->key_line, f,
 			    "not needed: the policy is named by its key in \"policies\"");
 	}
 	if ((r = check_keys(l, obj, j, path, known, ARRAY_SIZE(known))))
 		return r;
 	if (file && srt)
-		return fail(l, -EINVAL, dconfig_jpos_key(j, "sandbox_runtime")->key_line, path,
+		return fail(l, -EINVAL, jpos_key(j, "sandbox_runtime")->key_line, path,
 			    "\"file\" and \"sandbox_runtime\" are alternatives; give one");
 	if (!ref) {
 		dp->kind = DCONFIG_SRC_INLINE;
@@ -1154,7 +822,7 @@ static int load_policy(struct ld *l, const char *name, const json_t *obj,
 		dp->policy->name = strdup(name);
 		return dp->policy->name ? 0 : nomem(l);
 	}
-	rj = dconfig_jpos_key(j, refkey);
+	rj = jpos_key(j, refkey);
 	snprintf(f, sizeof(f), "policies.%s.%s", name, refkey);
 	{
 		const char *k = NULL;
@@ -1163,20 +831,20 @@ static int load_policy(struct ld *l, const char *name, const json_t *obj,
 			if (json_object_get(obj, inline_only[i]))
 				k = inline_only[i];
 		if (k)
-			return fail(l, -EINVAL, dconfig_jpos_key(j, k)->key_line, path,
+			return fail(l, -EINVAL, jpos_key(j, k)->key_line, path,
 				    "\"%s\" cannot be combined with \"%s\"; put the rules in that file",
 				    k, refkey);
 	}
 	if (!json_is_string(ref) || !json_string_value(ref)[0])
-		return fail(l, -EINVAL, dconfig_jpos_line(rj, 1), f,
+		return fail(l, -EINVAL, jpos_line(rj, 1), f,
 			    "expected a file path, got %s",
-			    json_is_string(ref) ? "an empty string" : dconfig_json_type(ref));
+			    json_is_string(ref) ? "an empty string" : jpos_json_type(ref));
 	if (strlen(json_string_value(ref)) != json_string_length(ref))
-		return fail(l, -EINVAL, dconfig_jpos_line(rj, 1), f, "contains a NUL byte");
+		return fail(l, -EINVAL, jpos_line(rj, 1), f, "contains a NUL byte");
 	dp->file = resolve_ref(l, json_string_value(ref));
 	if (!dp->file)
 		return nomem(l);
-	r = check_ref(l, dp->file, dconfig_jpos_line(rj, 1), f);
+	r = check_ref(l, dp->file, jpos_line(rj, 1), f);
 	if (r)
 		return r;
 	dp->kind = file ? DCONFIG_SRC_FILE : DCONFIG_SRC_SRT;
@@ -1189,7 +857,7 @@ static int load_policy(struct ld *l, const char *name, const json_t *obj,
 		/* the referenced file's own FILE:LINE, then where it was named */
 		if (l->err && l->errlen)
 			snprintf(l->err, l->errlen, "%s (%s in %s:%d)", perr, path, l->file,
-				 dconfig_jpos_line(rj, 1));
+				 jpos_line(rj, 1));
 		return r;
 	}
 	free(dp->policy->name);
@@ -1198,11 +866,11 @@ static int load_policy(struct ld *l, const char *name, const json_t *obj,
 		return nomem(l);
 	if (json_object_get(obj, "mode"))
 		return set_mode(l, dp->policy, json_object_get(obj, "mode"),
-				dconfig_jpos_key(j, "mode"), name);
+				jpos_key(j, "mode"), name);
 	return 0;
 }
 
-static int load_policies(struct ld *l, const json_t *obj, const struct dconfig_jpos *j)
+static int load_policies(struct ld *l, const json_t *obj, const struct jpos *j)
 {
 	struct dconfig *c = l->c;
 	char q[160];
@@ -1221,7 +889,7 @@ static int load_policies(struct ld *l, const json_t *obj, const struct dconfig_j
 		if (!policy_name_ok(name))
 			return fail(l, -EINVAL, j->kids[i].key_line, "policies",
 				    "%s: a policy name is 1-%d characters of A-Z a-z 0-9 . _ -",
-				    dconfig_quote(name, q, sizeof(q)), POLICY_NAME_MAX);
+				    jpos_quote(name, q, sizeof(q)), POLICY_NAME_MAX);
 	}
 	for (i = 0; i < j->n_kids; i++) {
 		size_t k;
@@ -1261,12 +929,12 @@ const struct dconfig_policy *dconfig_policy(const struct dconfig *c, const char 
 }
 
 static int load_binding(struct ld *l, size_t idx, const json_t *obj,
-			const struct dconfig_jpos *j, struct dconfig_binding *b)
+			const struct jpos *j, struct dconfig_binding *b)
 {
 	static const char *const known[] = { "cgroup", "policy" };
 	const json_t *cg = json_object_get(obj, "cgroup"), *pol = json_object_get(obj, "policy");
-	const struct dconfig_jpos *cj = dconfig_jpos_key(j, "cgroup");
-	const struct dconfig_jpos *pj = dconfig_jpos_key(j, "policy");
+	const struct jpos *cj = jpos_key(j, "cgroup");
+	const struct jpos *pj = jpos_key(j, "policy");
 	struct dconfig_policy *dp = NULL;
 	char path[48], f[64], q[160];
 	const char *why;
@@ -1275,7 +943,7 @@ static int load_binding(struct ld *l, size_t idx, const json_t *obj,
 
 	snprintf(path, sizeof(path), "bindings[%zu]", idx);
 	b->index = idx;
-	b->line = dconfig_jpos_line(j, 1);
+	b->line = jpos_line(j, 1);
 	if ((r = want_type(l, obj, j, path, JSON_OBJECT, "an object")) ||
 	    (r = check_keys(l, obj, j, path, known, ARRAY_SIZE(known))))
 		return r;
@@ -1285,17 +953,17 @@ static int load_binding(struct ld *l, size_t idx, const json_t *obj,
 	snprintf(f, sizeof(f), "%s.cgroup", path);
 	if (!json_is_string(cg))
 		return fail(l, -EINVAL, cj->line, f, "expected a path glob, got %s",
-			    dconfig_json_type(cg));
+			    jpos_json_type(cg));
 	why = strlen(json_string_value(cg)) != json_string_length(cg) ? "contains a NUL byte" :
 	      dconfig_glob_check(json_string_value(cg));
 	if (why)
 		return fail(l, -EINVAL, cj->line, f, "%s: %s",
-			    dconfig_quote(json_string_value(cg), q, sizeof(q)), why);
+			    jpos_quote(json_string_value(cg), q, sizeof(q)), why);
 	for (i = 0; i < idx; i++)
 		if (!strcmp(l->c->bindings[i].cgroup, json_string_value(cg)))
 			return fail(l, -EINVAL, cj->line, f,
 				    "%s is already bound on line %d (to \"%s\")",
-				    dconfig_quote(json_string_value(cg), q, sizeof(q)),
+				    jpos_quote(json_string_value(cg), q, sizeof(q)),
 				    l->c->bindings[i].line, l->c->bindings[i].policy->name);
 	b->cgroup = strdup(json_string_value(cg));
 	if (!b->cgroup)
@@ -1305,7 +973,7 @@ static int load_binding(struct ld *l, size_t idx, const json_t *obj,
 	snprintf(f, sizeof(f), "%s.policy", path);
 	if (!json_is_string(pol))
 		return fail(l, -EINVAL, pj->line, f, "expected a policy name, got %s",
-			    dconfig_json_type(pol));
+			    jpos_json_type(pol));
 	for (i = 0; i < l->c->n_policies; i++)
 		if (!strcmp(l->c->policies[i].name, json_string_value(pol)))
 			dp = &l->c->policies[i];
@@ -1317,17 +985,17 @@ static int load_binding(struct ld *l, size_t idx, const json_t *obj,
 			return nomem(l);
 		for (i = 0; i < l->c->n_policies; i++)
 			names[i] = l->c->policies[i].name;
-		s = dconfig_suggest(json_string_value(pol), names, l->c->n_policies);
+		s = jpos_suggest(json_string_value(pol), names, l->c->n_policies);
 		if (s)
 			r = fail(l, -EINVAL, pj->line, f, "unknown policy %s (did you mean \"%s\"?)",
-				 dconfig_quote(json_string_value(pol), q, sizeof(q)), s);
+				 jpos_quote(json_string_value(pol), q, sizeof(q)), s);
 		else if (!l->c->n_policies)
 			r = fail(l, -EINVAL, pj->line, f,
 				 "unknown policy %s (no policies are defined)",
-				 dconfig_quote(json_string_value(pol), q, sizeof(q)));
+				 jpos_quote(json_string_value(pol), q, sizeof(q)));
 		else
 			r = fail(l, -EINVAL, pj->line, f, "unknown policy %s",
-				 dconfig_quote(json_string_value(pol), q, sizeof(q)));
+				 jpos_quote(json_string_value(pol), q, sizeof(q)));
 		free(names);
 		return r;
 	}
@@ -1336,7 +1004,7 @@ static int load_binding(struct ld *l, size_t idx, const json_t *obj,
 	return 0;
 }
 
-static int load_bindings(struct ld *l, const json_t *arr, const struct dconfig_jpos *j)
+static int load_bindings(struct ld *l, const json_t *arr, const struct jpos *j)
 {
 	struct dconfig *c = l->c;
 	size_t i, n;
@@ -1532,10 +1200,10 @@ static struct dconfig *dconfig_new(const char *name)
 }
 
 /* An absolute path to a regular file or (dir) a directory. */
-static int get_path(struct ld *l, const json_t *obj, const struct dconfig_jpos *j,
+static int get_path(struct ld *l, const json_t *obj, const struct jpos *j,
 		    const char *parent, const char *key, bool dir, char **out)
 {
-	const struct dconfig_jpos *vj;
+	const struct jpos *vj;
 	char f[64], q[160];
 	struct stat st;
 	int r;
@@ -1545,21 +1213,21 @@ static int get_path(struct ld *l, const json_t *obj, const struct dconfig_jpos *
 		return r;
 	snprintf(f, sizeof(f), "%s%s%s", parent, *parent ? "." : "", key);
 	if ((*out)[0] != '/' || has_ctl(*out))
-		return fail(l, -EINVAL, dconfig_jpos_line(vj, 1), f, "%s: must be an absolute path",
-			    dconfig_quote(*out, q, sizeof(q)));
+		return fail(l, -EINVAL, jpos_line(vj, 1), f, "%s: must be an absolute path",
+			    jpos_quote(*out, q, sizeof(q)));
 	if (stat(*out, &st))
-		return fail(l, -errno, dconfig_jpos_line(vj, 1), f, "%s: %s",
-			    dconfig_quote(*out, q, sizeof(q)), strerror(errno));
+		return fail(l, -errno, jpos_line(vj, 1), f, "%s: %s",
+			    jpos_quote(*out, q, sizeof(q)), strerror(errno));
 	if (dir ? !S_ISDIR(st.st_mode) : !S_ISREG(st.st_mode))
-		return fail(l, -EINVAL, dconfig_jpos_line(vj, 1), f, "%s: not a %s",
-			    dconfig_quote(*out, q, sizeof(q)), dir ? "directory" : "regular file");
+		return fail(l, -EINVAL, jpos_line(vj, 1), f, "%s: not a %s",
+			    jpos_quote(*out, q, sizeof(q)), dir ? "directory" : "regular file");
 	return 0;
 }
 
 /* "ca": {"dir": DIR} or {"cert": FILE, "key": FILE}. The files themselves
  * (permissions, key matching the certificate) are checked by the daemon
  * when it loads them (ca.h), with this line. */
-static int load_ca(struct ld *l, const json_t *obj, const struct dconfig_jpos *j)
+static int load_ca(struct ld *l, const json_t *obj, const struct jpos *j)
 {
 	static const char *const known[] = { "dir", "cert", "key" };
 	struct dconfig *c = l->c;
@@ -1571,7 +1239,7 @@ static int load_ca(struct ld *l, const json_t *obj, const struct dconfig_jpos *j
 	    (r = get_path(l, obj, j, "ca", "cert", false, &c->ca_cert)) ||
 	    (r = get_path(l, obj, j, "ca", "key", false, &c->ca_key)))
 		return r;
-	c->ca_line = dconfig_jpos_line(j, 1);
+	c->ca_line = jpos_line(j, 1);
 	if (c->ca_dir && (c->ca_cert || c->ca_key))
 		return fail(l, -EINVAL, c->ca_line, "ca",
 			    "give either \"dir\" or \"cert\" and \"key\", not both");
@@ -1619,10 +1287,10 @@ static int check_intercept(struct ld *l)
  * checked here, so a missing or corrupt database refuses the start or the
  * reload (the running configuration keeps its own handle).
  */
-static int load_geoip(struct ld *l, const json_t *obj, const struct dconfig_jpos *j)
+static int load_geoip(struct ld *l, const json_t *obj, const struct jpos *j)
 {
 	static const char *const known[] = { "country", "asn" };
-	const struct dconfig_jpos *cj = NULL, *aj = NULL;
+	const struct jpos *cj = NULL, *aj = NULL;
 	struct dconfig *c = l->c;
 	char *country = NULL, *asn = NULL, gerr[512];
 	int r;
@@ -1635,10 +1303,10 @@ static int load_geoip(struct ld *l, const json_t *obj, const struct dconfig_jpos
 		goto out;
 	r = 0;
 	if (country && !country[0])
-		r = fail(l, -EINVAL, dconfig_jpos_line(cj, 1), "geoip.country",
+		r = fail(l, -EINVAL, jpos_line(cj, 1), "geoip.country",
 			 "empty path (leave the field out for no country database)");
 	else if (asn && !asn[0])
-		r = fail(l, -EINVAL, dconfig_jpos_line(aj, 1), "geoip.asn",
+		r = fail(l, -EINVAL, jpos_line(aj, 1), "geoip.asn",
 			 "empty path (leave the field out for no ASN database)");
 	if (r)
 		goto out;
@@ -1654,7 +1322,7 @@ static int load_geoip(struct ld *l, const json_t *obj, const struct dconfig_jpos
 		/* geo.c names the role first: point at that field */
 		bool is_asn = !strncmp(gerr, "ASN", 3);
 
-		r = fail(l, r, dconfig_jpos_line(is_asn ? aj : cj, j->line),
+		r = fail(l, r, jpos_line(is_asn ? aj : cj, j->line),
 			 is_asn ? "geoip.asn" : "geoip.country", "%s", gerr);
 	}
 out:
@@ -1703,44 +1371,44 @@ static int load_root(struct ld *l)
 	int r;
 
 	if (!json_is_object(l->root))
-		return fail(l, -EINVAL, dconfig_jpos_line(l->pos, 1), "top level",
-			    "expected an object, got %s", dconfig_json_type(l->root));
+		return fail(l, -EINVAL, jpos_line(l->pos, 1), "top level",
+			    "expected an object, got %s", jpos_json_type(l->root));
 	if ((r = check_keys(l, l->root, l->pos, "", known, ARRAY_SIZE(known))))
 		return r;
 	if ((v = json_object_get(l->root, "listen")) &&
-	    (r = load_listen(l, v, dconfig_jpos_key(l->pos, "listen"))))
+	    (r = load_listen(l, v, jpos_key(l->pos, "listen"))))
 		return r;
 	if ((v = json_object_get(l->root, "audit")) &&
-	    (r = load_audit(l, v, dconfig_jpos_key(l->pos, "audit"))))
+	    (r = load_audit(l, v, jpos_key(l->pos, "audit"))))
 		return r;
 	if ((v = json_object_get(l->root, "dns")) &&
-	    (r = load_dns(l, v, dconfig_jpos_key(l->pos, "dns"))))
+	    (r = load_dns(l, v, jpos_key(l->pos, "dns"))))
 		return r;
 	if ((v = json_object_get(l->root, "proxy")) &&
-	    (r = load_proxy(l, v, dconfig_jpos_key(l->pos, "proxy"))))
+	    (r = load_proxy(l, v, jpos_key(l->pos, "proxy"))))
 		return r;
 	if ((v = json_object_get(l->root, "ca")) &&
-	    (r = load_ca(l, v, dconfig_jpos_key(l->pos, "ca"))))
+	    (r = load_ca(l, v, jpos_key(l->pos, "ca"))))
 		return r;
 	if ((r = get_path(l, l->root, l->pos, "", "upstream_ca", false, &l->c->upstream_ca)))
 		return r;
 	if ((v = json_object_get(l->root, "geoip")) &&
-	    (r = load_geoip(l, v, dconfig_jpos_key(l->pos, "geoip"))))
+	    (r = load_geoip(l, v, jpos_key(l->pos, "geoip"))))
 		return r;
 	if ((v = json_object_get(l->root, "policies")) &&
-	    (r = load_policies(l, v, dconfig_jpos_key(l->pos, "policies"))))
+	    (r = load_policies(l, v, jpos_key(l->pos, "policies"))))
 		return r;
 	if ((r = check_intercept(l)))
 		return r;
 	if ((r = check_geo_policies(l)))
 		return r;
 	if ((v = json_object_get(l->root, "bindings")) &&
-	    (r = load_bindings(l, v, dconfig_jpos_key(l->pos, "bindings"))))
+	    (r = load_bindings(l, v, jpos_key(l->pos, "bindings"))))
 		return r;
 	if ((r = build_attach_points(l)))
 		return r;
 	if (!l->c->n_bindings &&
-	    (r = warn(l, dconfig_jpos_line(dconfig_jpos_key(l->pos, "bindings"), l->pos->line),
+	    (r = warn(l, jpos_line(jpos_key(l->pos, "bindings"), l->pos->line),
 		      "bindings", "no bindings: no cgroup is enforced")))
 		return r;
 	for (i = 0; i < l->c->n_policies; i++) {
@@ -1788,8 +1456,12 @@ int dconfig_load_buffer(const char *name, const char *buf, size_t len,
 		r = -EINVAL;
 		goto out;
 	}
-	l.pos = dconfig_jpos_build(buf, len);
-	if (!l.pos) {
+	r = jpos_build(buf, len, false, &l.pos);
+	if (r == -ENOMEM) {
+		r = nomem(&l);
+		goto out;
+	}
+	if (r) {
 		r = fail(&l, -EINVAL, 1, "syntax error",
 			 "unexpected bytes (NUL or other text the JSON walker refuses)");
 		goto out;
@@ -1806,7 +1478,7 @@ int dconfig_load_buffer(const char *name, const char *buf, size_t len,
 	}
 out:
 	dconfig_free(l.c);
-	dconfig_jpos_free(l.pos);
+	jpos_free(l.pos);
 	json_decref(l.root);
 	free(l.dir);
 	return r;

@@ -140,41 +140,4 @@ const char *dconfig_glob_check(const char *glob);
  * within one component, a "**" component matches zero or more. */
 bool dconfig_glob_match(const char *glob, const char *path);
 
-/* --- JSON positions (shared with srt.c) ---------------------------------
- * jansson reports no positions for values, so, as policy.c does, the raw
- * text is walked again; here once, into a tree that mirrors the document,
- * so that nested fields can be placed without re-scanning per lookup. */
-struct dconfig_jpos {
-	int line;                 /* line of the value's first byte */
-	int key_line;             /* line of its key (== line for elements) */
-	size_t start, end;        /* byte range of the value */
-	char *key;                /* decoded key, NULL for array elements */
-	struct dconfig_jpos *kids;
-	size_t n_kids;
-	bool object, array;
-};
-
-/* Build the tree for buf (which jansson already accepted). NULL if the
- * text cannot be walked (out of memory or bytes jansson tolerates but
- * the walker does not); callers then reject the document. */
-struct dconfig_jpos *dconfig_jpos_build(const char *buf, size_t len);
-void dconfig_jpos_free(struct dconfig_jpos *j);
-/* Member key of an object node (the last one if repeated: jansson keeps
- * the last value too), NULL if absent or j is NULL. */
-const struct dconfig_jpos *dconfig_jpos_key(const struct dconfig_jpos *j, const char *key);
-/* Element i of an array node, NULL if absent or j is NULL. */
-const struct dconfig_jpos *dconfig_jpos_idx(const struct dconfig_jpos *j, size_t i);
-/* Line of j, or fallback if j is NULL. */
-int dconfig_jpos_line(const struct dconfig_jpos *j, int fallback);
-
-/* Quote untrusted text for a one-line message: in double quotes, with
- * JSON escapes, ASCII only, cut with "..." after 64 bytes. s must be
- * valid UTF-8 (jansson guarantees it for decoded values). Returns buf. */
-const char *dconfig_quote(const char *s, char *buf, size_t len);
-/* The candidate closest to word (edit distance with transpositions, case
- * folded) if it is close enough to be a likely typo, else NULL. */
-const char *dconfig_suggest(const char *word, const char *const *cands, size_t n);
-/* "an object", "a string", ... for messages. */
-const char *dconfig_json_type(const json_t *v);
-
 #endif

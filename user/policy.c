@@ -20,6 +20,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "jpos.h"
 #include "policy.h"
 
 /* A policy file is a short allowlist; anything bigger is a mistake or an
@@ -1040,251 +1041,7 @@ int policy_check_gateways(const struct policy *p, char *err, size_t errlen)
 
 /* --- JSON files --------------------------------------------------------- */
 
-/*
- * jansson reports no positions for values, so errors in values are placed
- * by walking the raw text again. The text already parsed as JSON, which
- * keeps this walker simple; it still checks every bound.
- */
-struct lx {
-	const char *s;
-	size_t n, i;
-	int line;
-};
-
-static void lx_ws(struct lx *x)
-{
-	while (x->i < x->n) {
-		char c = x->s[x->i];
-
-		if (c == '\n')
-			x->line++;
-		else if (c != ' ' && c != '\t' && c != '\r')
-			break;
-		x->i++;
-	}
-}
-
-static void utf8_put(char *out, size_t *o, uint32_t cp)
-{
-	if (cp < 0x80) {
-		out[(*o)++] = (char)cp;
-	} else if (cp < 0x800) {
-		out[(*o)++] = (char)(0xc0 | cp >> 6);
-		out[(*o)++] = (char)(0x80 | (cp & 0x3f));
-	} else if (cp < 0x10000) {
-		out[(*o)++] = (char)(0xe0 | cp >> 12);
-		out[(*o)++] = (char)(0x80 | ((cp >> 6) & 0x3f));
-		out[(*o)++] = (char)(0x80 | (cp & 0x3f));
-	} else {
-		out[(*o)++] = (char)(0xf0 | cp >> 18);
-		out[(*o)++] = (char)(0x80 | ((cp >> 12) & 0x3f));
-		out[(*o)++] = (char)(0x80 | ((cp >> 6) & 0x3f));
-		out[(*o)++] = (char)(0x80 | (cp & 0x3f));
-	}
-}
-
-static bool hex4(const char *s, size_t avail, uint32_t *v)
-{
-	size_t i;
-
-	if (avail < 4)
-		return false;
-	*v = 0;
-	for (i = 0; i < 4; i++) {
-		int c = (unsigned char)s[i], d;
-
-		if (c >= '0' && c <= '9')
-			d = c - '0';
-		else if (c >= 'a' && c <= 'f')
-			d = c - 'a' + 10;
-		else if (c >= 'A' && c <= 'F')
-			d = c - 'A' + 10;
-		else
-			return false;
-		*v = *v << 4 | (uint32_t)d;
-	}
-	return true;
-}
-
-/*
- * At a '"': skip the string; with out != NULL also decode it into a
- * malloc'ed buffer (decoded text is never longer than the raw text, and
- * 4-byte UTF-8 comes from 12 raw bytes, so the raw length bounds it).
- */
-static bool lx_string(struct lx *x, char **out)
-{
-	size_t start, o = 0;
-	char *dec = NULL;
-
-	if (x->i >= x->n || x->s[x->i] != '"')
-		return false;
-	start = ++x->i;
-	while (x->i < x->n && x->s[x->i] != '"')
-		x->i += x->s[x->i] == '\\' ? 2 : 1;
-	if (x->i >= x->n)
-		return false;
-	if (out) {
-		size_t i;
-
-		dec = malloc(x->i - start + 1);
-		if (!dec)
-			return false;
-		for (i = start; i < x->i; i++) {
-			char c = x->s[i];
-			uint32_t cp, lo;
-
-			if (c != '\\') {
-				dec[o++] = c;
-				continue;
-			}
-			c = x->s[++i];
-			switch (c) {
-			case 'b': dec[o++] = '\b'; break;
-			case 'f': dec[o++] = '\f'; break;
-			case 'n': dec[o++] = '\n'; break;
-			case 'r': dec[o++] = '\r'; break;
-			case 't': dec[o++] = '\t'; break;
-			case 'u':
-				if (!hex4(x->s + i + 1, x->i - i - 1, &cp))
-					break;
-				i += 4;
-				if (cp >= 0xd800 && cp < 0xdc00 && i + 2 < x->i &&
-				    x->s[i + 1] == '\\' && x->s[i + 2] == 'u' &&
-				    hex4(x->s + i + 3, x->i - i - 3, &lo) &&
-				    lo >= 0xdc00 && lo < 0xe000) {
-					cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
-					i += 6;
-				}
-				utf8_put(dec, &o, cp);
-				break;
-			default:
-				dec[o++] = c;
-			}
-		}
-		dec[o] = '\0';
-		*out = dec;
-	}
-	x->i++;
-	return true;
-}
-
-/* Skip one value of any kind, iteratively (nesting depth is unbounded). */
-static bool lx_value(struct lx *x)
-{
-	size_t depth = 0;
-
-	if (x->i >= x->n)
-		return false;
-	if (x->s[x->i] == '"')
-		return lx_string(x, NULL);
-	if (x->s[x->i] != '{' && x->s[x->i] != '[') {
-		size_t start = x->i;
-
-		/* jansson ends a number at a NUL byte and accepts the rest
-		 * ("[1\0]"), so stop at anything unexpected and report no
-		 * progress instead of looping on it */
-		while (x->i < x->n) {
-			char c = x->s[x->i];
-
-			if (!isalnum((unsigned char)c) && c != '+' && c != '-' && c != '.')
-				break;
-			x->i++;
-		}
-		return x->i > start;
-	}
-	while (x->i < x->n) {
-		char c = x->s[x->i];
-
-		if (c == '"') {
-			if (!lx_string(x, NULL))
-				return false;
-			continue;
-		}
-		if (c == '{' || c == '[')
-			depth++;
-		else if (c == '}' || c == ']')
-			depth--;
-		else if (c == '\n')
-			x->line++;
-		x->i++;
-		if (!depth)
-			return true;
-	}
-	return false;
-}
-
-struct loc {
-	int key_line;
-	int value_line;
-	int *elem_line; /* caller's array */
-	size_t max_elem;
-};
-
-/* Line of the first non-blank character. */
-static int locate_root(const char *buf, size_t len)
-{
-	struct lx x = { buf, len, 0, 1 };
-
-	lx_ws(&x);
-	return x.line;
-}
-
-/* Find top-level key in buf: its line, its value's line and, if the value
- * is an array, the line of each element. Returns false if not found. */
-static bool locate(const char *buf, size_t len, const char *key, struct loc *l)
-{
-	struct lx x = { buf, len, 0, 1 };
-
-	lx_ws(&x);
-	if (x.i >= x.n || x.s[x.i] != '{')
-		return false;
-	x.i++;
-	for (;;) {
-		char *k = NULL;
-		bool match;
-		int kline;
-
-		lx_ws(&x);
-		if (x.i >= x.n || x.s[x.i] == '}')
-			return false;
-		kline = x.line;
-		if (!lx_string(&x, &k))
-			return false;
-		match = !strcmp(k, key);
-		free(k);
-		lx_ws(&x);
-		if (x.i >= x.n || x.s[x.i] != ':')
-			return false;
-		x.i++;
-		lx_ws(&x);
-		if (match) {
-			size_t idx = 0;
-
-			l->key_line = kline;
-			l->value_line = x.line;
-			if (x.i >= x.n || x.s[x.i] != '[' || !l->elem_line)
-				return true;
-			x.i++;
-			for (;;) {
-				lx_ws(&x);
-				if (x.i >= x.n || x.s[x.i] == ']')
-					return true;
-				if (idx < l->max_elem)
-					l->elem_line[idx++] = x.line;
-				if (!lx_value(&x))
-					return true;
-				lx_ws(&x);
-				if (x.i < x.n && x.s[x.i] == ',')
-					x.i++;
-			}
-		}
-		if (!lx_value(&x))
-			return false;
-		lx_ws(&x);
-		if (x.i < x.n && x.s[x.i] == ',')
-			x.i++;
-	}
-}
+/* Errors are placed with the position tree of jpos.h, built once per file. */
 
 /*
  * Nested fields: one step of a path through the document, a key of an
@@ -1342,72 +1099,20 @@ static const char *fp_text(const struct fpath *f, char *buf, size_t len)
 
 /*
  * Line of the value at f (of its key, with want_key and a key last); the
- * line of the closest enclosing value if the walk cannot go on.
+ * line of the closest enclosing value if the path goes beyond the document.
  */
-static int locate_path(const char *buf, size_t len, const struct fpath *f, bool want_key)
+static int locate_path(const struct jpos *root, const struct fpath *f, bool want_key)
 {
-	struct lx x = { buf, len, 0, 1 };
-	int line, kline = 0;
-	size_t k, j;
+	const struct jpos *j = root, *next;
+	size_t k;
 
-	lx_ws(&x);
-	line = x.line;
 	for (k = 0; k < f->n && k < FPATH_MAX; k++) {
-		line = x.line;
-		kline = 0;
-		if (x.i >= x.n)
-			return line;
-		if (f->c[k].key) {
-			if (x.s[x.i] != '{')
-				return line;
-			x.i++;
-			for (;;) {
-				char *name = NULL;
-				bool match;
-				int kl;
-
-				lx_ws(&x);
-				if (x.i >= x.n || x.s[x.i] == '}')
-					return line;
-				kl = x.line;
-				if (!lx_string(&x, &name))
-					return line;
-				match = !strcmp(name, f->c[k].key);
-				free(name);
-				lx_ws(&x);
-				if (x.i >= x.n || x.s[x.i] != ':')
-					return line;
-				x.i++;
-				lx_ws(&x);
-				if (match) {
-					kline = kl;
-					break;
-				}
-				if (!lx_value(&x))
-					return line;
-				lx_ws(&x);
-				if (x.i < x.n && x.s[x.i] == ',')
-					x.i++;
-			}
-		} else {
-			if (x.s[x.i] != '[')
-				return line;
-			x.i++;
-			for (j = 0;; j++) {
-				lx_ws(&x);
-				if (x.i >= x.n || x.s[x.i] == ']')
-					return line;
-				if (j == f->c[k].idx)
-					break;
-				if (!lx_value(&x))
-					return line;
-				lx_ws(&x);
-				if (x.i < x.n && x.s[x.i] == ',')
-					x.i++;
-			}
-		}
+		next = f->c[k].key ? jpos_key(j, f->c[k].key) : jpos_idx(j, f->c[k].idx);
+		if (!next)
+			return j->line;
+		j = next;
 	}
-	return want_key && kline ? kline : x.line;
+	return want_key ? j->key_line : j->line;
 }
 
 /* Quote untrusted text for a one-line message: printable ASCII as is,
@@ -1433,50 +1138,10 @@ static const char *esc(const char *s, char *buf, size_t len)
 	return buf;
 }
 
+/* Policy files have always said "a number" for integers too. */
 static const char *json_type_name(const json_t *v)
 {
-	switch (json_typeof(v)) {
-	case JSON_OBJECT: return "an object";
-	case JSON_ARRAY: return "an array";
-	case JSON_STRING: return "a string";
-	case JSON_INTEGER:
-	case JSON_REAL: return "a number";
-	case JSON_TRUE:
-	case JSON_FALSE: return "a boolean";
-	case JSON_NULL: return "null";
-	}
-	return "?";
-}
-
-static unsigned edit_distance(const char *a, const char *b)
-{
-	unsigned d[33][33];
-	size_t la = strlen(a), lb = strlen(b), i, j;
-
-	if (la > 32 || lb > 32)
-		return 99;
-	for (i = 0; i <= la; i++)
-		d[i][0] = (unsigned)i;
-	for (j = 0; j <= lb; j++)
-		d[0][j] = (unsigned)j;
-	for (i = 1; i <= la; i++) {
-		for (j = 1; j <= lb; j++) {
-			unsigned cost = tolower((unsigned char)a[i - 1]) !=
-					tolower((unsigned char)b[j - 1]);
-			unsigned m = d[i - 1][j] + 1;
-
-			if (d[i][j - 1] + 1 < m)
-				m = d[i][j - 1] + 1;
-			if (d[i - 1][j - 1] + cost < m)
-				m = d[i - 1][j - 1] + cost;
-			/* adjacent transposition: "mdoe" */
-			if (i > 1 && j > 1 && a[i - 1] == b[j - 2] &&
-			    a[i - 2] == b[j - 1] && d[i - 2][j - 2] + 1 < m)
-				m = d[i - 2][j - 2] + 1;
-			d[i][j] = m;
-		}
-	}
-	return d[la][lb];
+	return json_is_integer(v) ? "a number" : jpos_json_type(v);
 }
 
 static const char *const known_keys[] = { "name", "mode", "allow", "deny", "intercept",
@@ -1496,18 +1161,17 @@ static bool policy_name_valid(const char *s)
 
 struct load_ctx {
 	const char *file;
-	const char *buf;
-	size_t len;
+	const struct jpos *pos;
 	char *err;
 	size_t errlen;
 };
 
+/* Line of a top-level key. */
 static int key_line(const struct load_ctx *c, const char *key)
 {
-	struct loc l = { .key_line = 1 };
+	const struct jpos *k = jpos_key(c->pos, key);
 
-	locate(c->buf, c->len, key, &l);
-	return l.key_line;
+	return k ? k->key_line : 1;
 }
 
 static int load_rule_object(const struct load_ctx *c, struct policy *tmp, const char *key,
@@ -1517,36 +1181,25 @@ static int load_rules(const struct load_ctx *c, struct policy *tmp, bool deny,
 		      const char *key, json_t *arr)
 {
 	char source[512], rerr[256], e[256];
-	struct loc l = { .key_line = 1, .value_line = 1 };
+	const struct jpos *aj = jpos_key(c->pos, key);
+	int line = jpos_line(aj, 1), ret = 0;
 	size_t i, n;
-	int *lines = NULL, ret = 0;
 	json_t *v;
 
-	locate(c->buf, c->len, key, &l);
 	if (!json_is_array(arr)) {
 		seterr(c->err, c->errlen, "%s:%d: %s: expected an array of rule strings, got %s",
-		       c->file, l.value_line, key, json_type_name(arr));
+		       c->file, line, key, json_type_name(arr));
 		return -EINVAL;
 	}
 	n = json_array_size(arr);
 	if (n > POLICY_MAX_RULES) {
 		seterr(c->err, c->errlen, "%s:%d: %s: too many rules (at most %d)",
-		       c->file, l.value_line, key, POLICY_MAX_RULES);
+		       c->file, line, key, POLICY_MAX_RULES);
 		return -E2BIG;
 	}
-	if (n) {
-		lines = calloc(n, sizeof(*lines));
-		if (!lines) {
-			seterr(c->err, c->errlen, "%s: out of memory", c->file);
-			return -ENOMEM;
-		}
-		for (i = 0; i < n; i++)
-			lines[i] = l.value_line;
-		l.elem_line = lines;
-		l.max_elem = n;
-		locate(c->buf, c->len, key, &l);
-	}
 	json_array_foreach(arr, i, v) {
+		int el = jpos_line(jpos_idx(aj, i), line);
+
 		if (!deny && json_is_object(v)) {
 			ret = load_rule_object(c, tmp, key, i, v);
 			if (ret)
@@ -1555,7 +1208,7 @@ static int load_rules(const struct load_ctx *c, struct policy *tmp, bool deny,
 		}
 		if (!json_is_string(v)) {
 			seterr(c->err, c->errlen, "%s:%d: %s[%zu]: expected a rule string%s, got %s",
-			       c->file, lines[i], key, i,
+			       c->file, el, key, i,
 			       deny ? (json_is_object(v) ? " (an \"asn\" list is for allow rules only)"
 							 : "")
 				    : " or {\"rule\": ..., \"asn\": [...]}",
@@ -1563,17 +1216,16 @@ static int load_rules(const struct load_ctx *c, struct policy *tmp, bool deny,
 			ret = -EINVAL;
 			break;
 		}
-		snprintf(source, sizeof(source), "%s:%d", c->file, lines[i]);
+		snprintf(source, sizeof(source), "%s:%d", c->file, el);
 		ret = policy_add_rule(tmp, deny, json_string_value(v), source,
 				      rerr, sizeof(rerr));
 		if (ret) {
 			seterr(c->err, c->errlen, "%s:%d: %s[%zu]: \"%s\": %s", c->file,
-			       lines[i], key, i, esc(json_string_value(v), e, sizeof(e)),
+			       el, key, i, esc(json_string_value(v), e, sizeof(e)),
 			       rerr);
 			break;
 		}
 	}
-	free(lines);
 	return ret;
 }
 
@@ -1599,7 +1251,7 @@ static int ferr(const struct load_ctx *c, const struct fpath *f, bool at_key,
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	seterr(c->err, c->errlen, "%s:%d: %s: %s", c->file,
-	       locate_path(c->buf, c->len, f, at_key), fp_text(f, field, sizeof(field)), msg);
+	       locate_path(c->pos, f, at_key), fp_text(f, field, sizeof(field)), msg);
 	return -EINVAL;
 }
 
@@ -1607,21 +1259,14 @@ static int ferr(const struct load_ctx *c, const struct fpath *f, bool at_key,
 static int unknown_key(const struct load_ctx *c, struct fpath f, const char *key,
 		       const char *const *known, size_t n)
 {
-	const char *best = NULL;
-	unsigned bestd = 3, d;
+	const char *best = jpos_suggest(key, known, n);
 	char e[256], list[256] = "", field[256];
 	size_t i, o = 0;
 	struct fpath k = fp_key(f, key);
-	int line = locate_path(c->buf, c->len, &k, true);
+	int line = locate_path(c->pos, &k, true);
 
-	for (i = 0; i < n; i++) {
-		d = edit_distance(key, known[i]);
-		if (d < bestd) {
-			bestd = d;
-			best = known[i];
-		}
+	for (i = 0; i < n; i++)
 		o += (size_t)snprintf(list + o, sizeof(list) - o, "%s%s", i ? ", " : "", known[i]);
-	}
 	fp_text(&f, field, sizeof(field));
 	if (best)
 		seterr(c->err, c->errlen, "%s:%d: %s.%s: unknown field (did you mean \"%s\"?)",
@@ -2017,7 +1662,7 @@ static int ic_entry(const struct load_ctx *c, const struct policy *p, struct pol
 			   e.pattern);
 		goto fail;
 	}
-	snprintf(src, sizeof(src), "%s:%d", c->file, locate_path(c->buf, c->len, &fh, false));
+	snprintf(src, sizeof(src), "%s:%d", c->file, locate_path(c->pos, &fh, false));
 	e.source = strdup(src);
 	if (!e.source) {
 		ret = -ENOMEM;
@@ -2148,7 +1793,7 @@ static int gw_entry(const struct load_ctx *c, const struct policy *p, struct pol
 			   old->upstream, old->source ? old->source : "policy");
 		goto fail;
 	}
-	snprintf(src, sizeof(src), "%s:%d", c->file, locate_path(c->buf, c->len, &fl, false));
+	snprintf(src, sizeof(src), "%s:%d", c->file, locate_path(c->pos, &fl, false));
 	g.source = strdup(src);
 	if (!g.source) {
 		ret = -ENOMEM;
@@ -2284,7 +1929,7 @@ static int load_rule_object(const struct load_ctx *c, struct policy *tmp, const 
 	json_array_foreach(asn, i, v)
 		list[i] = (uint32_t)json_integer_value(v);
 	snprintf(source, sizeof(source), "%s:%d", c->file,
-		 locate_path(c->buf, c->len, &fr, false));
+		 locate_path(c->pos, &fr, false));
 	ret = policy_add_rule(tmp, false, json_string_value(rule), source, rerr, sizeof(rerr));
 	if (ret) {
 		free(list);
@@ -2354,7 +1999,7 @@ static int load_countries(const struct load_ctx *c, struct policy *tmp, json_t *
 		cc[2] = '\0';
 		tmp->deny_countries[tmp->n_deny_countries++] = cc;
 	}
-	snprintf(source, sizeof(source), "%s:%d", c->file, locate_path(c->buf, c->len, &f, true));
+	snprintf(source, sizeof(source), "%s:%d", c->file, locate_path(c->pos, &f, true));
 	tmp->geo_source = strdup(source);
 	if (!tmp->geo_source)
 		goto nomem;
@@ -2400,8 +2045,9 @@ static void move_countries(struct policy *p, struct policy *tmp)
 int policy_load_buffer(struct policy *p, const char *name, const char *buf,
 		       size_t len, char *err, size_t errlen)
 {
-	struct load_ctx c = { name ? name : "<policy>", buf, len, err, errlen };
+	struct load_ctx c = { name ? name : "<policy>", NULL, err, errlen };
 	struct policy *tmp = NULL;
+	struct jpos *pos = NULL;
 	char *newname = NULL, e[256];
 	bool has_mode = false;
 	enum policy_mode mode = POLICY_ENFORCE;
@@ -2424,9 +2070,16 @@ int policy_load_buffer(struct policy *p, const char *name, const char *buf,
 		       jerr.line > 0 ? jerr.line : 1, jerr.text);
 		return -EINVAL;
 	}
+	/* lenient: jansson's verdict stands, the tree only places errors */
+	ret = jpos_build(buf, len, true, &pos);
+	if (ret) {
+		seterr(err, errlen, "%s: out of memory", c.file);
+		goto out;
+	}
+	c.pos = pos;
 	if (!json_is_object(root)) {
 		seterr(err, errlen, "%s:%d: top level: expected an object, got %s",
-		       c.file, locate_root(buf, len), json_type_name(root));
+		       c.file, pos->line, json_type_name(root));
 		ret = -EINVAL;
 		goto out;
 	}
@@ -2516,17 +2169,9 @@ int policy_load_buffer(struct policy *p, const char *name, const char *buf,
 				goto out;
 			}
 		} else {
-			const char *best = NULL;
-			unsigned bestd = 3, d;
-			size_t i;
+			const char *best = jpos_suggest(key, known_keys, sizeof(known_keys) /
+							sizeof(known_keys[0]));
 
-			for (i = 0; i < sizeof(known_keys) / sizeof(known_keys[0]); i++) {
-				d = edit_distance(key, known_keys[i]);
-				if (d < bestd) {
-					bestd = d;
-					best = known_keys[i];
-				}
-			}
 			if (best)
 				seterr(err, errlen,
 				       "%s:%d: %s: unknown field (did you mean \"%s\"?)",
@@ -2617,6 +2262,7 @@ int policy_load_buffer(struct policy *p, const char *name, const char *buf,
 out:
 	free(newname);
 	policy_free(tmp);
+	jpos_free(pos);
 	json_decref(root);
 	return ret;
 }

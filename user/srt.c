@@ -15,7 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "dconfig.h"
+#include "jpos.h"
 #include "srt.h"
 
 #define SRT_MAX_FILE (1024 * 1024)
@@ -211,11 +211,11 @@ struct srt_ctx {
 };
 
 static int load_list(struct srt_ctx *c, struct policy *tmp, bool denied, const char *prefix,
-		     const json_t *net, const struct dconfig_jpos *nj, bool *deny_all)
+		     const json_t *net, const struct jpos *nj, bool *deny_all)
 {
 	const char *key = denied ? "deniedDomains" : "allowedDomains";
 	const json_t *arr = json_object_get(net, key), *v;
-	const struct dconfig_jpos *aj = dconfig_jpos_key(nj, key);
+	const struct jpos *aj = jpos_key(nj, key);
 	char rule[SRT_RULE_MAX], why[256], q[160], src[512];
 	size_t i;
 	int r;
@@ -224,21 +224,21 @@ static int load_list(struct srt_ctx *c, struct policy *tmp, bool denied, const c
 		return 0;
 	if (!json_is_array(arr)) {
 		seterr(c->err, c->errlen, "%s:%d: %s.%s: expected an array of domain patterns, got %s",
-		       c->file, dconfig_jpos_line(aj, 1), prefix, key, dconfig_json_type(arr));
+		       c->file, jpos_line(aj, 1), prefix, key, jpos_json_type(arr));
 		return -EINVAL;
 	}
 	if (json_array_size(arr) > SRT_MAX_ENTRIES) {
 		seterr(c->err, c->errlen, "%s:%d: %s.%s: more than %d entries", c->file,
-		       dconfig_jpos_line(aj, 1), prefix, key, SRT_MAX_ENTRIES);
+		       jpos_line(aj, 1), prefix, key, SRT_MAX_ENTRIES);
 		return -E2BIG;
 	}
 	json_array_foreach(arr, i, v) {
-		int line = dconfig_jpos_line(dconfig_jpos_idx(aj, i), dconfig_jpos_line(aj, 1));
+		int line = jpos_line(jpos_idx(aj, i), jpos_line(aj, 1));
 		bool all;
 
 		if (!json_is_string(v)) {
 			seterr(c->err, c->errlen, "%s:%d: %s.%s[%zu]: expected a domain pattern string, got %s",
-			       c->file, line, prefix, key, i, dconfig_json_type(v));
+			       c->file, line, prefix, key, i, jpos_json_type(v));
 			return -EINVAL;
 		}
 		if (strlen(json_string_value(v)) != json_string_length(v)) {
@@ -250,7 +250,7 @@ static int load_list(struct srt_ctx *c, struct policy *tmp, bool denied, const c
 		}
 		if (r) {
 			seterr(c->err, c->errlen, "%s:%d: %s.%s[%zu]: %s: %s", c->file, line, prefix,
-			       key, i, dconfig_quote(json_string_value(v), q, sizeof(q)), why);
+			       key, i, jpos_quote(json_string_value(v), q, sizeof(q)), why);
 			return r;
 		}
 		if (all) {
@@ -273,8 +273,8 @@ int srt_load_buffer(struct policy *p, const char *name, const char *buf, size_t 
 {
 	struct srt_ctx c = { name ? name : "<settings>", err, errlen };
 	const json_t *net = NULL, *top, *sb, *snet = NULL;
-	const struct dconfig_jpos *nj = NULL;
-	struct dconfig_jpos *pos = NULL;
+	const struct jpos *nj = NULL;
+	struct jpos *pos = NULL;
 	struct policy *tmp = NULL, *q = NULL;
 	const char *prefix = "network";
 	bool deny_all = false;
@@ -296,15 +296,17 @@ int srt_load_buffer(struct policy *p, const char *name, const char *buf, size_t 
 		       jerr.line > 0 ? jerr.line : 1, jerr.text);
 		return -EINVAL;
 	}
-	pos = dconfig_jpos_build(buf, len);
-	if (!pos) {
-		seterr(err, errlen, "%s:1: syntax error: unexpected bytes", c.file);
-		r = -EINVAL;
+	r = jpos_build(buf, len, false, &pos);
+	if (r) {
+		if (r == -ENOMEM)
+			seterr(err, errlen, "%s: out of memory", c.file);
+		else
+			seterr(err, errlen, "%s:1: syntax error: unexpected bytes", c.file);
 		goto out;
 	}
 	if (!json_is_object(root)) {
 		seterr(err, errlen, "%s:%d: top level: expected an object, got %s", c.file,
-		       pos->line, dconfig_json_type(root));
+		       pos->line, jpos_json_type(root));
 		r = -EINVAL;
 		goto out;
 	}
@@ -315,17 +317,17 @@ int srt_load_buffer(struct policy *p, const char *name, const char *buf, size_t 
 	if (top && snet) {
 		seterr(err, errlen, "%s:%d: sandbox.network: both \"network\" (line %d) and "
 		       "\"sandbox.network\" are present; keep one", c.file,
-		       dconfig_jpos_key(dconfig_jpos_key(pos, "sandbox"), "network")->key_line,
-		       dconfig_jpos_key(pos, "network")->key_line);
+		       jpos_key(jpos_key(pos, "sandbox"), "network")->key_line,
+		       jpos_key(pos, "network")->key_line);
 		r = -EINVAL;
 		goto out;
 	}
 	if (top) {
 		net = top;
-		nj = dconfig_jpos_key(pos, "network");
+		nj = jpos_key(pos, "network");
 	} else if (snet) {
 		net = snet;
-		nj = dconfig_jpos_key(dconfig_jpos_key(pos, "sandbox"), "network");
+		nj = jpos_key(jpos_key(pos, "sandbox"), "network");
 		prefix = "sandbox.network";
 	} else {
 		seterr(err, errlen, "%s:%d: network: no network settings (expected \"network\" "
@@ -336,7 +338,7 @@ int srt_load_buffer(struct policy *p, const char *name, const char *buf, size_t 
 	}
 	if (!json_is_object(net)) {
 		seterr(err, errlen, "%s:%d: %s: expected an object, got %s", c.file,
-		       dconfig_jpos_line(nj, 1), prefix, dconfig_json_type(net));
+		       jpos_line(nj, 1), prefix, jpos_json_type(net));
 		r = -EINVAL;
 		goto out;
 	}
@@ -377,7 +379,7 @@ int srt_load_buffer(struct policy *p, const char *name, const char *buf, size_t 
 out:
 	policy_free(q);
 	policy_free(tmp);
-	dconfig_jpos_free(pos);
+	jpos_free(pos);
 	json_decref(root);
 	return r;
 }

@@ -750,50 +750,6 @@ static void test_attach_points(void **state)
 	assert_int_equal(n, 0);
 }
 
-/* --- helpers ------------------------------------------------------------ */
-
-static void test_suggest_and_quote(void **state)
-{
-	static const char *const names[] = { "ci-agents", "learning", "mode", "allow" };
-	char q[160];
-
-	(void)state;
-	assert_string_equal(dconfig_suggest("ci-agent", names, 4), "ci-agents");
-	assert_string_equal(dconfig_suggest("lerning", names, 4), "learning");
-	assert_string_equal(dconfig_suggest("mdoe", names, 4), "mode");
-	assert_string_equal(dconfig_suggest("ALLOW", names, 4), "allow");
-	assert_null(dconfig_suggest("x", names, 4));
-	assert_null(dconfig_suggest("deny", names, 4));
-	assert_string_equal(dconfig_quote("a\"b\n\xc3\xa9", q, sizeof(q)), "\"a\\\"b\\n\\u00E9\"");
-	assert_string_equal(dconfig_quote("0123456789012345678901234567890123456789"
-					  "012345678901234567890123456789", q, sizeof(q)),
-			    "\"0123456789012345678901234567890123456789012345678901234567890123...\"");
-}
-
-static void test_jpos(void **state)
-{
-	static const char text[] = "{\n \"a\": [1,\n  {\"b\\u0021\": \"x\"}],\n \"a\": 2}";
-	struct dconfig_jpos *j = dconfig_jpos_build(text, strlen(text));
-	const struct dconfig_jpos *a;
-
-	(void)state;
-	assert_non_null(j);
-	a = dconfig_jpos_key(j, "a");     /* the last of a repeated key */
-	assert_int_equal(a->line, 4);
-	assert_int_equal(j->n_kids, 2);
-	a = &j->kids[0];
-	assert_true(a->array);
-	assert_int_equal(dconfig_jpos_idx(a, 1)->line, 3);
-	assert_int_equal(dconfig_jpos_key(dconfig_jpos_idx(a, 1), "b!")->line, 3);
-	assert_null(dconfig_jpos_idx(a, 2));
-	assert_null(dconfig_jpos_key(a, "x"));
-	assert_int_equal(dconfig_jpos_line(NULL, 7), 7);
-	dconfig_jpos_free(j);
-	/* a NUL byte that jansson tolerates after a number is refused here */
-	assert_null(dconfig_jpos_build("[1\0]", 4));
-	assert_null(dconfig_jpos_build("{\"a\" 1}", 7));
-}
-
 /* Databases opened at load; every policy points at them. */
 static void test_geoip_config(void **state)
 {
@@ -853,8 +809,6 @@ int main(void)
 		cmocka_unit_test(test_glob_match),
 		cmocka_unit_test(test_most_specific),
 		cmocka_unit_test(test_attach_points),
-		cmocka_unit_test(test_suggest_and_quote),
-		cmocka_unit_test(test_jpos),
 		cmocka_unit_test(test_geoip_config),
 	};
 

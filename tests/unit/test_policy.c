@@ -603,6 +603,40 @@ static void test_file_nul_after_number(void **state)
 	policy_free(p);
 }
 
+/* Typo suggestions follow the daemon config's rule (jpos_suggest: more
+ * edits allowed for longer words), so a policy file and the same policy
+ * inline in config.json suggest the same. policy.c once allowed 2 edits
+ * at any length: "dns" became "deny", "deny_country" got no suggestion. */
+static void test_file_suggestions(void **state)
+{
+	static const struct {
+		const char *text, *err;
+	} cases[] = {
+		{ "{\n \"deny_country\": [\"KP\"]}",
+		  "p.json:2: deny_country: unknown field (did you mean \"deny_countries\"?)" },
+		{ "{\"dns\": 1}",
+		  "p.json:1: dns: unknown field (expected name, mode, allow, deny, intercept, "
+		  "upstream_ca, gateways, deny_countries)" },
+		{ "{\"allow\": [\"a.test\"], \"intercept\": [{\"host\": \"a.test\",\n"
+		  "  \"rules\": [{\"NAEM\": \"x\"}]}]}",
+		  "p.json:2: intercept[0].rules[0].NAEM: unknown field (did you mean \"name\"?)" },
+	};
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < ARRAY_SIZE(cases); i++) {
+		struct policy *p = orig_policy();
+		char err[512] = "";
+
+		assert_int_equal(policy_load_buffer(p, "p.json", cases[i].text,
+						    strlen(cases[i].text), err, sizeof(err)),
+				 -EINVAL);
+		assert_string_equal(err, cases[i].err);
+		assert_orig(p);
+		policy_free(p);
+	}
+}
+
 static void test_file_too_large(void **state)
 {
 	size_t len = 1024 * 1024 + 1;
@@ -1763,6 +1797,7 @@ int main(void)
 		cmocka_unit_test(test_file_errors),
 		cmocka_unit_test(test_file_unchanged_after_late_error),
 		cmocka_unit_test(test_file_nul_after_number),
+		cmocka_unit_test(test_file_suggestions),
 		cmocka_unit_test(test_file_too_large),
 		cmocka_unit_test(test_file_ok),
 		cmocka_unit_test(test_load_file),
