@@ -1004,10 +1004,19 @@ case_fd_limits() {
 	# what egressd can hold are reset at once, not left in the backlog
 	# until a descriptor frees up; the ones it holds stay open.
 	# shellcheck disable=SC2016
+	# Every other outcome (a connect or read error) is counted by name,
+	# so that a failure says what happened.
 	out=$(ulimit -n 128 && egr --allow allowed.test -- "$E2E_PY" -c '
 import json, select, socket, time
-socks = [socket.create_connection(("'"$ALLOWED4"'", 80), timeout=3)
-         for _ in range(110)]
+socks, errors = [], {}
+def error(where, e):
+    k = where + " " + type(e).__name__ + " " + str(e)
+    errors[k] = errors.get(k, 0) + 1
+for _ in range(110):
+    try:
+        socks.append(socket.create_connection(("'"$ALLOWED4"'", 80), timeout=3))
+    except OSError as e:
+        error("connect", e)
 time.sleep(1.5)
 p = select.poll()
 for s in socks:
@@ -1020,8 +1029,11 @@ for s in socks:
             reset += s.recv(1) == b""
         except ConnectionResetError:
             reset += 1
-print(json.dumps({"reset": reset, "open": len(socks) - len(ready)}))') ||
-		fail "descriptor exhaustion run failed: $(oneline "$out")"
+        except OSError as e:
+            error("recv", e)
+print(json.dumps({"reset": reset, "open": len(socks) - len(ready),
+                  "errors": errors}))') ||
+		fail "descriptor exhaustion run failed: $(oneline "$out") $(oneline "$(grep -v '^egressd' "$CASE_STDERR" | tail -5)")"
 	note "hard limit 128, 110 silent clients: $out"
 	[ "$(jget reset <<<"$out")" -gt 0 ] && [ "$(jget open <<<"$out")" -gt 0 ] &&
 		[ $(($(jget reset <<<"$out") + $(jget open <<<"$out"))) -eq 110 ] ||
