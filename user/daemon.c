@@ -578,6 +578,7 @@ static int daemon_reload(struct daemon *d, char *msg, size_t msglen)
 		log_error("reload refused, the running configuration stays: %s", err);
 		snprintf(msg, msglen, "%s", err);
 		dconfig_free(c);
+		metrics_reload_result(d->metrics, false);
 		return -EINVAL;
 	}
 	bank = !d->bank;

@@ -1486,6 +1486,9 @@ JSON
 	out=$("$ctl" reload --socket "$dsock" 2>&1); rc=$?
 	[ $rc = 2 ] && grep -q "^egressctl: $DCFG:3: ca: cannot open" <<<"$out" ||
 		fail "reload to an empty CA dir: rc $rc: $(oneline "$out")"
+	scrape "$E2E_DIR/ic-metrics" || fail "GET /metrics failed"
+	[ "$(metric egressd_config_last_reload_successful "$E2E_DIR/ic-metrics")" = 0 ] ||
+		fail "reload refused for its CA, but the metrics say it applied"
 	out=$(in_cg "$DCG/agents/job1" curl -sS --max-time 5 --cacert "$E2E_DIR/daemon-ca.crt" \
 		https://allowed.test/private) || fail "after refused reload: $(oneline "$out")"
 }
