@@ -130,11 +130,16 @@ def main():
                 print("%7d %-20s %6d %8.1f" % (rnd, name, n,
                                                (t1 - t0) / n if n else 0))
     finally:
+        # every step, even when one before it fails: nothing left behind
         for kind, pin in attached:
             subprocess.run(["bpftool", "cgroup", "detach", cg, kind, "pinned",
                             pin], capture_output=True)
         if made["cg"]:
-            os.rmdir(cg)
+            try:
+                os.rmdir(cg)
+            except OSError as e:
+                print("connect4_parts: cannot remove %s: %s" % (cg, e),
+                      file=sys.stderr)
         if made["ns"]:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
         if made["fs"]:
