@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "audit.h"
+#include "log.h"
 #include "policy.h"
 
 /* Distinct denied destinations remembered for the summary; an agent
@@ -46,7 +47,16 @@ struct audit {
 	uint64_t dropped;
 	audit_tap_fn tap;
 	void *tap_ctx;
+	unsigned gen; /* audit_reopen()s */
 };
+
+/* A thread with a descriptor table of its own (audit_thread_private)
+ * writes through its own handle on the file: a->f's descriptor number
+ * means the file in that table only until a reopen replaces it in the
+ * process's table. */
+static __thread struct audit *tl_a;
+static __thread FILE *tl_f;
+static __thread unsigned tl_gen;
 
 static const char *const reason_names[] = {
 	[EGR_REASON_NONE] = "none",
@@ -621,9 +631,33 @@ static void remember_denial(struct audit *a, const struct audit_record *r)
 		snprintf(d->advice, sizeof(d->advice), "(%s)", reason_text(r->reason));
 }
 
+static FILE *open_log(const char *path, int *err);
+
+/* Under a->lock, in a private-table thread: its handle, renewed after a
+ * reopen (kept if the path cannot be opened: the old file, as
+ * audit_reopen does). */
+static FILE *thread_file(struct audit *a)
+{
+	if (a->path && (tl_gen != a->gen || !tl_f)) {
+		int err = 0;
+		FILE *nf = open_log(a->path, &err);
+
+		if (nf) {
+			if (tl_f)
+				fclose(tl_f);
+			tl_f = nf;
+		} else if (!tl_f) {
+			log_error("audit: %s: %s", a->path, strerror(-err));
+		}
+		tl_gen = a->gen;
+	}
+	return tl_f;
+}
+
 void audit_write(struct audit *a, const struct audit_record *r)
 {
 	char line[AUDIT_LINE_MAX];
+	FILE *f;
 	struct buf b = { line, 0, sizeof(line) };
 	struct timespec end;
 	char *js = NULL;
@@ -643,17 +677,20 @@ void audit_write(struct audit *a, const struct audit_record *r)
 			format_text(r, &end, &b);
 	}
 	pthread_mutex_lock(&a->lock);
-	if (a->f) {
+	f = a->f;
+	if (tl_a == a)
+		f = thread_file(a);
+	if (f) {
 		if (js) {
-			fputs(js, a->f);
-			fputc('\n', a->f);
+			fputs(js, f);
+			fputc('\n', f);
 		} else if (line[0]) {
 			/* a cut line still ends the record */
 			if (line[b.len - 1] != '\n')
 				line[b.len - 1] = '\n';
-			fputs(line, a->f);
+			fputs(line, f);
 		}
-		fflush(a->f);
+		fflush(f);
 	}
 	if (is_denial(r)) {
 		if (a->denials_to_stderr && !r->quiet)
@@ -759,8 +796,52 @@ int audit_reopen(struct audit *a)
 	if (a->f)
 		fclose(a->f);
 	a->f = f;
+	a->gen++;
 	pthread_mutex_unlock(&a->lock);
 	return 0;
+}
+
+void audit_thread_private(struct audit *a)
+{
+	int fd;
+
+	if (!a)
+		return;
+	pthread_mutex_lock(&a->lock);
+	tl_a = a;
+	tl_gen = a->gen;
+	if (a->f) {
+		/* The table's copy of the file, under a number of our own; the
+		 * inherited one goes, so that a rotated-away file is not held
+		 * open by this thread once it has moved on. */
+		fd = fcntl(fileno(a->f), F_DUPFD_CLOEXEC, 3);
+		tl_f = fd >= 0 ? fdopen(fd, "a") : NULL;
+		if (tl_f) {
+			setvbuf(tl_f, NULL, _IOLBF, 0);
+			close(fileno(a->f));
+		} else if (fd >= 0) {
+			close(fd);
+		}
+		/* no handle: thread_file() opens the path at the first record */
+	}
+	pthread_mutex_unlock(&a->lock);
+}
+
+void audit_thread_refresh(struct audit *a)
+{
+	if (!a || tl_a != a)
+		return;
+	pthread_mutex_lock(&a->lock);
+	thread_file(a);
+	pthread_mutex_unlock(&a->lock);
+}
+
+void audit_thread_end(void)
+{
+	if (tl_f)
+		fclose(tl_f);
+	tl_f = NULL;
+	tl_a = NULL;
 }
 
 static int dest_cmp(const void *x, const void *y)

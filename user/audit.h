@@ -88,6 +88,16 @@ void audit_close(struct audit *a); /* accepts NULL */
 void audit_write(struct audit *a, const struct audit_record *r);
 /* Reopen the file (log rotation). */
 int audit_reopen(struct audit *a);
+/* The calling thread has just taken a descriptor table of its own
+ * (fdbroker.h): from now on it writes a's records through a handle in
+ * that table, renewed after each audit_reopen(). audit_thread_end()
+ * before the thread ends. */
+void audit_thread_private(struct audit *a);
+/* In such a thread: move to the file audit_reopen() opened now, rather
+ * than at its next record (an idle thread would hold a rotated-away file
+ * open). */
+void audit_thread_refresh(struct audit *a);
+void audit_thread_end(void);
 
 /* A tap sees every record audit_write() gets (file or not), before it is
  * written, on the writer's thread (proxy workers, the DNS proxy, the main

@@ -361,7 +361,7 @@ int control_open(struct control **out, const struct control_params *p)
 		goto fail;
 	}
 	c->efd = epoll_create1(EPOLL_CLOEXEC);
-	c->q.evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	c->q.evfd = p->has_wake_fd ? p->wake_fd : eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (c->efd < 0 || c->q.evfd < 0 ||
 	    epoll_ctl(c->efd, EPOLL_CTL_ADD, c->fd,
 		      &(struct epoll_event){ .events = EPOLLIN, .data.u64 = CTL_TAG_LISTEN }) ||
@@ -381,7 +381,7 @@ fail:
 		close(c->fd);
 	if (c->efd >= 0)
 		close(c->efd);
-	if (c->q.evfd >= 0)
+	if (c->q.evfd >= 0 && !p->has_wake_fd)
 		close(c->q.evfd);
 	pthread_mutex_destroy(&c->q.lock);
 	free(c->stats_pin);
@@ -416,7 +416,8 @@ void control_close(struct control *c)
 		c->q.n--;
 	}
 	close(c->efd);
-	close(c->q.evfd);
+	if (!c->p.has_wake_fd)
+		close(c->q.evfd);
 	pthread_mutex_destroy(&c->q.lock);
 	free(c->stats_pin);
 	free(c->audit_path);

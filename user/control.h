@@ -66,6 +66,14 @@ struct control_params {
 	/* cgroup path of an id for `conns`, may return NULL. */
 	const char *(*cgroup_name)(void *ctx, uint64_t cgroup_id);
 	void *ctx;
+	/* has_wake_fd: control_tap() wakes the main loop through this
+	 * eventfd (the caller's, kept open until control_close) instead of
+	 * one of its own. The daemon makes it before the proxy's workers
+	 * start: a worker taps from a descriptor table that is a copy of the
+	 * process's at its start (fdbroker.h), so a descriptor made later
+	 * would not be there, or be another one. */
+	bool has_wake_fd;
+	int wake_fd;
 };
 
 struct control;

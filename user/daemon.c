@@ -39,6 +39,7 @@
 #include <string.h>
 #include <sys/inotify.h>
 #include <sys/mount.h>
+#include <sys/eventfd.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
@@ -742,7 +743,7 @@ int daemon_main(int argc, char **argv)
 	struct control_params cp = { 0 };
 	struct netns_params np = { 0 };
 	char err[1024];
-	int c, e, sfd = -1, ret = 2, verbose = 0, check = 0;
+	int c, e, sfd = -1, ctl_wake = -1, ret = 2, verbose = 0, check = 0;
 	sigset_t set;
 	size_t i;
 
@@ -890,6 +891,12 @@ int daemon_main(int argc, char **argv)
 	sfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
 	if (sfd < 0)
 		goto out;
+	/* control_tap()'s wake-up, made before the workers start (control.h) */
+	ctl_wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (ctl_wake < 0) {
+		fprintf(stderr, "egressd: eventfd: %s\n", strerror(errno));
+		goto out;
+	}
 	if (d.ic) {
 		e = intercept_start(d.ic);
 		d.ic_started = !e;
@@ -920,6 +927,8 @@ int daemon_main(int argc, char **argv)
 	cp.conns = daemon_ctl_conns;
 	cp.cgroup_name = daemon_cgroup_name;
 	cp.ctx = &d;
+	cp.has_wake_fd = true;
+	cp.wake_fd = ctl_wake;
 	if (control_open(&ctl, &cp))
 		log_error("no control socket: egressctl cannot reach this daemon");
 	__atomic_store_n(&d.ctl, ctl, __ATOMIC_RELEASE);
@@ -949,6 +958,8 @@ int daemon_main(int argc, char **argv)
 				/* logrotate: reopen the audit file, then reload */
 				if (audit_reopen(d.audit))
 					log_warn("cannot reopen the audit log; still writing the old file");
+				else
+					proxy_audit_reopened(d.proxy);
 				daemon_reload(&d, err, sizeof(err));
 				continue;
 			}
@@ -986,6 +997,8 @@ out:
 	/* After the threads that tap audit records into them. */
 	audit_set_tap(d.audit, NULL, NULL);
 	control_close(ctl);
+	if (ctl_wake >= 0)
+		close(ctl_wake);
 	metrics_free(d.metrics);
 	/* Not detached: the pins keep every attach point enforced. */
 	egr_bpf_destroy(d.bpf);

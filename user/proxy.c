@@ -8,6 +8,15 @@
  * the per-byte path is shared; only the per-cgroup connection counters
  * (accept and close) take a mutex.
  *
+ * Each worker also has a descriptor table of its own (fdbroker.h), taken
+ * as it starts: RLIMIT_NOFILE bounds each worker, not the process, and a
+ * connection's sockets exist in its worker only. The rule that comes with
+ * it: a worker uses a descriptor number of the process only if it existed
+ * before proxy_start() returned. Anything made later (pods' listeners, the
+ * kernel relay's maps, a reopened audit file) comes in through p->fdb or
+ * is opened by the worker itself, and sockets handed to other threads
+ * (interception, DNS over TCP) go out through it.
+ *
  * Connection state machine (one struct conn per accepted socket):
  *
  *   ACCEPTED  origin lookup: egr_conns[{netns cookie, peer addr, peer port}]
@@ -75,6 +84,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -93,6 +103,7 @@
 #include "log.h"
 #include "loop.h"
 #include "dnsproxy.h"
+#include "fdbroker.h"
 #include "geo.h"
 #include "intercept.h"
 #include "proxy.h"
@@ -263,6 +274,7 @@ struct extra_lset {
 
 struct extra_req {
 	int id, fd4, fd6; /* fd4 < 0: remove set id */
+	bool audit_reopened; /* only this: proxy_audit_reopened() */
 };
 
 struct worker {
@@ -299,7 +311,19 @@ struct worker {
 	struct extra_req *mb;
 	size_t mb_n;
 	struct extra_lset *extra;
+	/* The worker's descriptor table is its own (fdbroker.h): what it
+	 * opens exists only there, and descriptors of the process's table
+	 * made after it started cross through p->fdb. main_lfd4/6 and
+	 * main_spare_fd are the process's copies, closed by proxy_destroy. */
+	bool fds_private;
+	int main_lfd4, main_lfd6, main_spare_fd;
+	/* The kernel relay's maps in this worker's table: ks_fd[] valid once
+	 * ks_ready; ks_failed: could not be had, this worker never uses it. */
+	bool ks_ready, ks_failed;
+	int ks_fd[3]; /* KS_TO, KS_SOCKS, KS_PEERS */
 };
+
+enum { KS_TO, KS_SOCKS, KS_PEERS };
 
 struct cg_entry {
 	uint64_t id;
@@ -329,6 +353,8 @@ struct proxy {
 	int ks_to, ks_socks, ks_peers; /* map fds */
 	pthread_t ks_thread;
 	bool ks_thread_started;
+	struct fdbroker *fdb; /* workers' descriptor tables (fdbroker.h) */
+	sem_t unshared;       /* each worker posts once, table taken or not */
 };
 
 static const uint8_t tls_alert_access_denied[] = { 0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 49 };
@@ -804,6 +830,34 @@ static void conn_handoff_release(void *ctx, uint64_t cgroup_id)
 	atomic_fetch_sub(&p->n_conns, 1);
 }
 
+/* Hand-overs to other threads: the sockets go to the process's table
+ * first when the worker's table is its own (fdbroker_export). */
+struct ic_take {
+	struct intercept *ic;
+	const struct intercept_conn_info *info;
+};
+
+static int ic_take_fn(void *arg, int *fds, unsigned n)
+{
+	const struct ic_take *t = arg;
+
+	(void)n;
+	return intercept_take(t->ic, fds[0], fds[1], t->info); /* -1: -EINVAL, released */
+}
+
+struct dns_take {
+	struct dnsproxy *dns;
+	const struct egr_origin *origin;
+};
+
+static int dns_take_fn(void *arg, int *fds, unsigned n)
+{
+	const struct dns_take *t = arg;
+
+	(void)n;
+	return dnsproxy_take_tcp(t->dns, fds[0], t->origin);
+}
+
 /* Interception (issue 4): the engine terminates TLS on both sockets,
  * starting with the ClientHello we peeked, and audits each request; this
  * connection leaves without a record of its own, its counts stay taken
@@ -829,7 +883,8 @@ static void conn_handoff_intercept(struct conn *c)
 		.release = c->counted_cgroup ? conn_handoff_release : NULL,
 		.release_ctx = w->p,
 	};
-	int cfd = c->cfd, ufd = c->ufd, err;
+	struct ic_take t = { .ic = ic, .info = &info };
+	int fds[2] = { c->cfd, c->ufd }, err;
 
 	if (!ic) {
 		/* Never relayed unchecked: the policy wants its rules and
@@ -839,13 +894,14 @@ static void conn_handoff_intercept(struct conn *c)
 		return;
 	}
 	loop_timer_stop(&c->timer);
-	loop_del(w->loop, cfd);
-	loop_del(w->loop, ufd);
+	loop_del(w->loop, fds[0]);
+	loop_del(w->loop, fds[1]);
 	c->cfd = c->ufd = -1;
 	/* The engine releases the counts, also if the take fails. */
 	c->counts_moved = c->counted_cgroup;
 	c->counted_cgroup = false;
-	err = intercept_take(ic, cfd, ufd, &info); /* closes both on error */
+	/* intercept_take closes both on error */
+	err = fdbroker_export(w->p->fdb, w->id, fds, 2, ic_take_fn, &t);
 	if (err) {
 		conn_set_detail(c, "interception: %s", strerror(-err));
 		c->verdict = EGR_VERDICT_DENY;
@@ -1321,9 +1377,37 @@ static bool krelay_due(const struct conn *c)
 	       !up->src_eof && !down->src_eof && !up->dst_shut && !down->dst_shut;
 }
 
+/* The relay's maps in this worker's table: the loader thread made them
+ * in the process's table after the worker started, so a worker with a
+ * table of its own takes copies, once. */
+static bool worker_ks(struct worker *w)
+{
+	struct proxy *p = w->p;
+	int src[3] = { p->ks_to, p->ks_socks, p->ks_peers };
+
+	if (w->ks_ready)
+		return true;
+	if (w->ks_failed)
+		return false;
+	for (int i = 0; i < 3; i++) {
+		w->ks_fd[i] = w->fds_private ? fdbroker_import(p->fdb, w->id, src[i], false) :
+					       src[i];
+		if (w->ks_fd[i] < 0) {
+			log_warn("proxy: worker %u: kernel relay maps: %s; its connections "
+				 "stay in the proxy", w->id, strerror(-w->ks_fd[i]));
+			while (i--) /* private: imported copies (shared never fails) */
+				close(w->ks_fd[i]);
+			w->ks_failed = true;
+			return false;
+		}
+	}
+	w->ks_ready = true;
+	return true;
+}
+
 static void krelay_consider(struct conn *c)
 {
-	if (krelay_due(c))
+	if (krelay_due(c) && worker_ks(c->w))
 		c->dir[DIR_UP].hold = c->dir[DIR_DOWN].hold = true;
 }
 
@@ -1336,17 +1420,17 @@ static int sock_cookie(int fd, uint64_t *out)
 
 static void krelay_peers_del(struct conn *c)
 {
-	struct proxy *p = c->w->p;
+	const int *ks = c->w->ks_fd;
 
-	bpf_map_delete_elem(p->ks_peers, &c->kcookie[SIDE_CLIENT]);
-	bpf_map_delete_elem(p->ks_peers, &c->kcookie[SIDE_UPSTREAM]);
+	bpf_map_delete_elem(ks[KS_PEERS], &c->kcookie[SIDE_CLIENT]);
+	bpf_map_delete_elem(ks[KS_PEERS], &c->kcookie[SIDE_UPSTREAM]);
 }
 
 static uint64_t krelay_counted(struct conn *c, enum conn_side src, uint64_t *last_ns)
 {
 	struct egr_splice_peer v;
 
-	if (bpf_map_lookup_elem(c->w->p->ks_peers, &c->kcookie[src], &v) < 0)
+	if (bpf_map_lookup_elem(c->w->ks_fd[KS_PEERS], &c->kcookie[src], &v) < 0)
 		return UINT64_MAX; /* gone: never "all delivered" */
 	if (v.broken)
 		c->kbroken = true;
@@ -1367,7 +1451,7 @@ static int krelay_insert(int map, const uint64_t *cookie, int fd)
  * arrived meanwhile), or another -errno when the connection was lost. */
 static int krelay_start(struct conn *c)
 {
-	struct proxy *p = c->w->p;
+	const int *ks = c->w->ks_fd; /* krelay_consider: ks_ready */
 	const uint64_t *ck = &c->kcookie[SIDE_CLIENT], *uk = &c->kcookie[SIDE_UPSTREAM];
 	struct egr_splice_peer pc = { 0 }, pu = { 0 };
 	uint64_t moved;
@@ -1384,24 +1468,24 @@ static int krelay_start(struct conn *c)
 		return -EAGAIN;
 	pc.peer = *uk;
 	pu.peer = *ck;
-	if (bpf_map_update_elem(p->ks_peers, ck, &pc, BPF_ANY) < 0 ||
-	    bpf_map_update_elem(p->ks_peers, uk, &pu, BPF_ANY) < 0)
+	if (bpf_map_update_elem(ks[KS_PEERS], ck, &pc, BPF_ANY) < 0 ||
+	    bpf_map_update_elem(ks[KS_PEERS], uk, &pu, BPF_ANY) < 0)
 		goto undo_peers;
 	/* Targets first: no program runs for them, so a refusal (a socket
 	 * no longer ESTABLISHED) costs nothing. */
-	if (krelay_insert(p->ks_to, ck, c->cfd) < 0)
+	if (krelay_insert(ks[KS_TO], ck, c->cfd) < 0)
 		goto undo_peers;
-	if (krelay_insert(p->ks_to, uk, c->ufd) < 0)
+	if (krelay_insert(ks[KS_TO], uk, c->ufd) < 0)
 		goto undo_to;
-	if (krelay_insert(p->ks_socks, ck, c->cfd) < 0)
+	if (krelay_insert(ks[KS_SOCKS], ck, c->cfd) < 0)
 		goto undo_to;
-	err = krelay_insert(p->ks_socks, uk, c->ufd);
+	err = krelay_insert(ks[KS_SOCKS], uk, c->ufd);
 	if (err < 0) {
 		/* The client's verdict ran for a moment: what it took went to
 		 * the upstream's psock, and the splice loop would race those
 		 * bytes. Nothing taken: back to the loop; else the stream
 		 * cannot be resumed in order and both sides are told. */
-		bpf_map_delete_elem(p->ks_socks, ck);
+		bpf_map_delete_elem(ks[KS_SOCKS], ck);
 		moved = krelay_counted(c, SIDE_CLIENT, NULL);
 		if (moved) {
 			conn_set_detail(c, "kernel relay: upstream socket refused (%s) after "
@@ -1423,8 +1507,8 @@ static int krelay_start(struct conn *c)
 	return 0;
 
 undo_to:
-	bpf_map_delete_elem(p->ks_to, ck);
-	bpf_map_delete_elem(p->ks_to, uk);
+	bpf_map_delete_elem(ks[KS_TO], ck);
+	bpf_map_delete_elem(ks[KS_TO], uk);
 undo_peers:
 	krelay_peers_del(c);
 	return -EAGAIN;
@@ -2079,6 +2163,7 @@ void proxy_set_dnsproxy(struct proxy *p, struct dnsproxy *d)
 static bool conn_handoff_dns(struct conn *c)
 {
 	struct proxy *p = c->w->p;
+	struct dns_take t = { .dns = p->dns, .origin = &c->origin };
 	int fd;
 
 	if (c->orig_port != 53)
@@ -2090,7 +2175,7 @@ static bool conn_handoff_dns(struct conn *c)
 	loop_del(c->w->loop, c->cfd);
 	fd = c->cfd;
 	c->cfd = -1;
-	dnsproxy_take_tcp(p->dns, fd, &c->origin);
+	fdbroker_export(p->fdb, c->w->id, &fd, 1, dns_take_fn, &t);
 	c->handed_off = true;
 	conn_schedule_close(c);
 	return true;
@@ -2291,10 +2376,19 @@ static void extra_close(struct worker *w, struct extra_lset *x)
 	free(x);
 }
 
+/* A listener the main thread made (in the process's table) into this
+ * worker's table; the process's copy goes. */
+static int worker_take_fd(struct worker *w, int fd)
+{
+	if (fd < 0 || !w->fds_private)
+		return fd;
+	return fdbroker_import(w->p->fdb, w->id, fd, true);
+}
+
 static void worker_extra_apply(struct worker *w, const struct extra_req *r)
 {
 	struct extra_lset *x, **pp;
-	int mask = w->accept_paused ? 0 : LOOP_READ;
+	int mask = w->accept_paused ? 0 : LOOP_READ, fd4, fd6;
 
 	if (r->fd4 < 0) {
 		for (pp = &w->extra; *pp; pp = &(*pp)->next) {
@@ -2307,24 +2401,32 @@ static void worker_extra_apply(struct worker *w, const struct extra_req *r)
 		}
 		return;
 	}
+	fd4 = worker_take_fd(w, r->fd4);
+	fd6 = worker_take_fd(w, r->fd6);
 	x = calloc(1, sizeof(*x));
-	if (!x || loop_add(w->loop, r->fd4, mask, worker_accept_cb, w) ||
-	    (r->fd6 >= 0 && loop_add(w->loop, r->fd6, mask, worker_accept_cb, w))) {
+	if (!x || fd4 < 0 || loop_add(w->loop, fd4, mask, worker_accept_cb, w) ||
+	    (fd6 >= 0 && loop_add(w->loop, fd6, mask, worker_accept_cb, w))) {
 		/* Nothing listens in that namespace: its connections are
 		 * refused (closed, never open). */
-		log_error("proxy: worker %u: cannot serve listener set %d", w->id, r->id);
-		loop_del(w->loop, r->fd4);
-		close(r->fd4);
-		if (r->fd6 >= 0) {
-			loop_del(w->loop, r->fd6);
-			close(r->fd6);
+		log_error("proxy: worker %u: cannot serve listener set %d%s%s", w->id, r->id,
+			  fd4 < 0 ? ": " : "", fd4 < 0 ? strerror(-fd4) : "");
+		if (fd4 >= 0) {
+			loop_del(w->loop, fd4);
+			close(fd4);
+		}
+		if (fd6 >= 0) {
+			loop_del(w->loop, fd6);
+			close(fd6);
 		}
 		free(x);
 		return;
 	}
+	if (r->fd6 >= 0 && fd6 < 0)
+		log_warn("proxy: worker %u: listener set %d: IPv6 listener: %s", w->id, r->id,
+			 strerror(-fd6));
 	x->id = r->id;
-	x->fd4 = r->fd4;
-	x->fd6 = r->fd6;
+	x->fd4 = fd4;
+	x->fd6 = fd6;
 	x->next = w->extra;
 	w->extra = x;
 }
@@ -2345,12 +2447,17 @@ static void worker_mailbox(struct worker *w, bool apply)
 	w->mb_n = 0;
 	pthread_mutex_unlock(&w->mb_lock);
 	for (i = 0; i < n; i++) {
-		if (apply)
+		if (q[i].audit_reopened)
+			audit_thread_refresh(w->p->params.audit);
+		else if (apply)
 			worker_extra_apply(w, &q[i]);
 		else if (q[i].fd4 >= 0) {
-			close(q[i].fd4);
-			if (q[i].fd6 >= 0)
-				close(q[i].fd6);
+			int fd4 = worker_take_fd(w, q[i].fd4), fd6 = worker_take_fd(w, q[i].fd6);
+
+			if (fd4 >= 0)
+				close(fd4);
+			if (fd6 >= 0)
+				close(fd6);
 		}
 	}
 	free(q);
@@ -2383,6 +2490,16 @@ static int worker_post(struct worker *w, const struct extra_req *r)
 }
 
 static int listen_socket(int family, const char *addr, uint16_t port, int *out);
+
+void proxy_audit_reopened(struct proxy *p)
+{
+	const struct extra_req r = { .audit_reopened = true, .fd4 = -1, .fd6 = -1 };
+
+	for (unsigned i = 0; p && i < p->n_workers; i++)
+		if (p->workers[i].fds_private && worker_post(&p->workers[i], &r))
+			log_warn("proxy: worker %u keeps the old audit file until its next "
+				 "record (out of memory)", i);
+}
 
 int proxy_listen_here(const struct proxy *p, int *fd4, int *fd6)
 {
@@ -2531,13 +2648,18 @@ static void worker_accept_cb(struct loop *l, int lfd, void *data, int events)
 
 static void worker_close_listeners(struct worker *w)
 {
+	/* shutdown(): other descriptor tables hold copies of the listeners
+	 * made before the workers started (fdbroker.h); this stops the
+	 * socket listening whatever holds it. */
 	if (w->lfd4 >= 0) {
 		loop_del(w->loop, w->lfd4);
+		shutdown(w->lfd4, SHUT_RDWR);
 		close(w->lfd4);
 		w->lfd4 = -1;
 	}
 	if (w->lfd6 >= 0) {
 		loop_del(w->loop, w->lfd6);
+		shutdown(w->lfd6, SHUT_RDWR);
 		close(w->lfd6);
 		w->lfd6 = -1;
 	}
@@ -2557,6 +2679,29 @@ static void worker_grace_cb(struct loop *l, struct loop_timer *t)
 	loop_stop(l);
 }
 
+/* What this worker opened lives in its table only, which goes with the
+ * thread: nothing of it may be left for proxy_destroy (main thread) to
+ * close by number there. */
+static void worker_private_end(struct worker *w)
+{
+	while (w->n_spare) {
+		struct relay_pipe *pp = &w->spare[--w->n_spare];
+
+		close(pp->rfd);
+		close(pp->wfd);
+	}
+	resolver_destroy(w->res); /* c-ares closes its sockets */
+	w->res = NULL;
+	if (w->ks_ready) /* imported: copies of this table's own */
+		for (int i = 0; i < 3; i++)
+			close(w->ks_fd[i]);
+	w->ks_ready = false;
+	if (w->spare_fd >= 0)
+		close(w->spare_fd);
+	w->spare_fd = -1;
+	audit_thread_end();
+}
+
 static void *worker_main(void *arg)
 {
 	struct worker *w = arg;
@@ -2567,6 +2712,19 @@ static void *worker_main(void *arg)
 	 * closed socket stays pending here, harmlessly, and EPIPE is handled. */
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, NULL);
+
+	/* A descriptor table of its own (fdbroker.h): RLIMIT_NOFILE then
+	 * bounds each worker, not the process. */
+	err = w->p->fdb ? fdbroker_unshare(w->p->fdb, w->id) : -ENOSYS;
+	if (!err) {
+		w->fds_private = true;
+		audit_thread_private(w->p->params.audit);
+	} else if (w->p->fdb) {
+		log_warn("proxy: worker %u: no descriptor table of its own (%s): the "
+			 "process's descriptor limit is shared by all workers", w->id,
+			 strerror(-err));
+	}
+	sem_post(&w->p->unshared);
 
 	err = loop_run(w->loop);
 	if (err)
@@ -2587,6 +2745,8 @@ static void *worker_main(void *arg)
 		conn_finish(c);
 	}
 	loop_timer_stop(&w->grace_timer);
+	if (w->fds_private)
+		worker_private_end(w);
 	return NULL;
 }
 
@@ -2827,6 +2987,7 @@ int proxy_create(struct proxy **out, const struct proxy_params *params)
 	p->params = *params;
 	p->cfg = params->cfg;
 	pthread_mutex_init(&p->cg_lock, NULL);
+	sem_init(&p->unshared, 0, 0);
 	atomic_init(&p->n_conns, 0);
 	p->n_workers = worker_count(p->cfg);
 	p->workers = calloc(p->n_workers, sizeof(*p->workers));
@@ -2840,6 +3001,8 @@ int proxy_create(struct proxy **out, const struct proxy_params *params)
 		p->workers[i].lfd4 = p->workers[i].lfd6 = -1;
 		p->workers[i].mb_fd = -1;
 		p->workers[i].spare_fd = -1;
+		p->workers[i].main_lfd4 = p->workers[i].main_lfd6 = -1;
+		p->workers[i].main_spare_fd = -1;
 		pthread_mutex_init(&p->workers[i].mb_lock, NULL);
 		pthread_mutex_init(&p->workers[i].conns_lock, NULL);
 	}
@@ -2853,6 +3016,16 @@ int proxy_create(struct proxy **out, const struct proxy_params *params)
 	err = proxy_bind(p);
 	if (err)
 		goto fail;
+	for (i = 0; i < p->n_workers; i++) {
+		p->workers[i].main_lfd4 = p->workers[i].lfd4;
+		p->workers[i].main_lfd6 = p->workers[i].lfd6;
+		p->workers[i].main_spare_fd = p->workers[i].spare_fd;
+	}
+	/* Without it the workers share the process's table. */
+	if (fdbroker_create(&p->fdb, p->n_workers) == 0 && fdbroker_start(p->fdb)) {
+		fdbroker_destroy(p->fdb);
+		p->fdb = NULL;
+	}
 	if (p->cfg->kernel_relay_after) {
 		err = pthread_create(&p->ks_thread, NULL, proxy_krelay_load, p);
 		if (err)
@@ -2910,6 +3083,13 @@ int proxy_start(struct proxy *p)
 		}
 		w->thread_started = true;
 	}
+	/* Each worker's table is a copy of the process's as it unshares:
+	 * wait for all of them, so that what the caller makes next (the
+	 * daemon's control socket, a run's event reader) is in the
+	 * process's table only. */
+	for (i = 0; i < p->n_workers; i++)
+		while (sem_wait(&p->unshared) && errno == EINTR)
+			;
 	p->started = true;
 	return 0;
 }
@@ -2953,6 +3133,15 @@ void proxy_destroy(struct proxy *p)
 			while (w->conns)
 				conn_finish(w->conns);
 		}
+		/* A private table went with its thread; the process's copies of
+		 * the worker's listeners and spare descriptor are still here. */
+		if (w->fds_private) {
+			if (w->main_lfd4 >= 0)
+				close(w->main_lfd4);
+			if (w->main_lfd6 >= 0)
+				close(w->main_lfd6);
+			w->spare_fd = w->main_spare_fd;
+		}
 		while (w->n_spare) {
 			struct relay_pipe *pp = &w->spare[--w->n_spare];
 
@@ -2970,6 +3159,8 @@ void proxy_destroy(struct proxy *p)
 		pthread_mutex_destroy(&w->conns_lock);
 	}
 	free(p->workers);
+	fdbroker_destroy(p->fdb); /* the workers are gone */
+	sem_destroy(&p->unshared);
 	splice_bpf__destroy(p->ks); /* after the connections: their finish reads it */
 	for (b = 0; b < CG_BUCKETS; b++) {
 		while (p->cg[b]) {

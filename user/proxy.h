@@ -69,6 +69,10 @@ void proxy_set_intercept(struct proxy *p, struct intercept *ic);
 int proxy_start(struct proxy *p);
 void proxy_stop(struct proxy *p);
 
+/* After audit_reopen(): workers with a descriptor table of their own
+ * (fdbroker.h) move to the new file now, not at their next record. */
+void proxy_audit_reopened(struct proxy *p);
+
 /*
  * Listeners in other network namespaces (pods, netns.c): the programs
  * redirect to 127.0.0.1:P / [::1]:P of the socket's own namespace.

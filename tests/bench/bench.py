@@ -923,6 +923,22 @@ def wait_json(path, secs, proc):
     return None
 
 
+def fds_by_thread(pid):
+    """Descriptors per thread ("comm/tid": n): egressd's proxy workers
+    each have a table of their own (user/fdbroker.h), so /proc/PID/fd
+    shows only the main thread's; threads that share a table repeat it."""
+    out = {}
+    for tid in sorted(os.listdir("/proc/%d/task" % pid), key=int):
+        try:
+            with open("/proc/%d/task/%s/comm" % (pid, tid)) as f:
+                comm = f.read().strip()
+            out["%s/%s" % (comm, tid)] = len(
+                os.listdir("/proc/%d/task/%s/fd" % (pid, tid)))
+        except OSError:
+            pass
+    return out
+
+
 def scale_idle():
     d = os.path.join(DIR, "scale-idle")
     os.makedirs(d, exist_ok=True)
@@ -946,6 +962,7 @@ def scale_idle():
                    egressd_rss_kib=status_kib(p.pid, "VmRSS"),
                    egressd_hwm_kib=status_kib(p.pid, "VmHWM"),
                    egressd_fds=len(os.listdir("/proc/%d/fd" % p.pid)),
+                   egressd_fds_by_thread=fds_by_thread(p.pid),
                    egressd_threads=len(os.listdir("/proc/%d/task" % p.pid)),
                    upstream_established=est, nofile_limit=st.get("nofile"))
     open(d + "/release", "w").close()
@@ -1355,13 +1372,14 @@ def report(started, kern, scale):
     if i:
         L.append("- idle: %s of %s keep-alive HTTP connections opened through "
                  "one egressd in %s s and %s still answered after the hold; "
-                 "egressd RSS %s KiB (peak %s KiB), %s fds, %s threads; "
+                 "egressd RSS %s KiB (peak %s KiB), %s fds in the main "
+                 "thread's table, per thread %s, %s threads; "
                  "client errors %s / %s; egressd error lines %s; "
                  "RLIMIT_NOFILE %s" % (
                      i.get("open"), i["target"], i.get("open_s"),
                      i.get("held"), i.get("egressd_rss_kib"),
                      i.get("egressd_hwm_kib"), i.get("egressd_fds"),
-                     i.get("egressd_threads"), i.get("errors_open"),
+                     i.get("egressd_fds_by_thread"), i.get("egressd_threads"), i.get("errors_open"),
                      i.get("errors_second_request"),
                      i.get("egressd_error_lines"), i.get("nofile_limit")))
     b = scale.get("burst")

@@ -85,6 +85,7 @@ CASES=(
 	daemon_intercepts
 	daemon_pod_netns
 	daemon_observability
+	daemon_audit_rotation
 	daemon_socket_before_attach
 	daemon_kernel_relay
 	geoip_country_and_asn
@@ -1002,14 +1003,36 @@ case_fd_limits() {
 
 	# Out of descriptors (hard limit 128 for this run): clients beyond
 	# what egressd can hold are reset at once, not left in the backlog
-	# until a descriptor frees up; the ones it holds stay open.
+	# until a descriptor frees up; the ones it holds stay open. One
+	# worker: one descriptor table (fdbroker.h) to run out of.
+	out=$(ulimit -n 128 && silent_clients --workers 1) ||
+		fail "descriptor exhaustion run failed: $(oneline "$out") $(oneline "$(grep -v '^egressd' "$CASE_STDERR" | tail -5)")"
+	note "hard limit 128, 1 worker, 110 silent clients: $out"
+	[ "$(jget reset <<<"$out")" -gt 0 ] && [ "$(jget open <<<"$out")" -gt 0 ] &&
+		[ $(($(jget reset <<<"$out") + $(jget open <<<"$out"))) -eq 110 ] ||
+		fail "want some reset at once and the rest held: $out"
+	grep -q "out of file descriptors" "$CASE_STDERR" ||
+		fail "egressd did not say it ran out of descriptors"
+
+	# The same limit and clients through four workers: each worker's
+	# descriptor table is its own, so the limit bounds each of them, not
+	# the process, and all 110 are held.
+	out=$(ulimit -n 128 && silent_clients --workers 4) ||
+		fail "four-worker run failed: $(oneline "$out") $(oneline "$(grep -v '^egressd' "$CASE_STDERR" | tail -5)")"
+	note "hard limit 128, 4 workers, 110 silent clients: $out"
+	[ "$(jget reset <<<"$out")" -eq 0 ] && [ "$(jget open <<<"$out")" -eq 110 ] ||
+		fail "four workers with a table each: want all 110 held: $out"
+}
+
+# silent_clients EGR-OPTS...: 110 clients connect to allowed.test:80 through
+# egressd and send nothing; prints {"reset", "open", "errors"}. A reset can
+# beat connect() back to the client (on loopback the handshake completes,
+# egressd accepts and resets before the client reads SO_ERROR): that counts
+# as reset. Every other outcome (a connect or read error) is counted by
+# name, so a failure says what happened.
+silent_clients() {
 	# shellcheck disable=SC2016
-	# A reset can beat connect() back to the client (on loopback the
-	# handshake completes, egressd accepts and resets before the client
-	# reads SO_ERROR): that counts as reset. Every other outcome (a
-	# connect or read error) is counted by name, so a failure says what
-	# happened.
-	out=$(ulimit -n 128 && egr --allow allowed.test -- "$E2E_PY" -c '
+	egr "$@" --allow allowed.test -- "$E2E_PY" -c '
 import json, select, socket, time
 socks, errors, reset = [], {}, 0
 def error(where, e):
@@ -1036,14 +1059,7 @@ for s in socks:
         except OSError as e:
             error("recv", e)
 print(json.dumps({"reset": reset, "open": len(socks) - len(ready),
-                  "errors": errors}))') ||
-		fail "descriptor exhaustion run failed: $(oneline "$out") $(oneline "$(grep -v '^egressd' "$CASE_STDERR" | tail -5)")"
-	note "hard limit 128, 110 silent clients: $out"
-	[ "$(jget reset <<<"$out")" -gt 0 ] && [ "$(jget open <<<"$out")" -gt 0 ] &&
-		[ $(($(jget reset <<<"$out") + $(jget open <<<"$out"))) -eq 110 ] ||
-		fail "want some reset at once and the rest held: $out"
-	grep -q "out of file descriptors" "$CASE_STDERR" ||
-		fail "egressd did not say it ran out of descriptors"
+                  "errors": errors}))'
 }
 
 case_refuses_root_agent() {
@@ -1628,6 +1644,49 @@ metric() { awk -v k="$1" '$1 == k { print $2 }' "$2"; }
 scrape() {
 	ip netns exec "$NS_HOST" curl -sS --noproxy '*' --max-time 5 \
 		http://127.0.0.1:9464/metrics >"$1"
+}
+
+# logrotate's way: rename the audit log, SIGHUP. Records go to the new file
+# at once, and no thread of the daemon holds the renamed one open (each
+# proxy worker has a descriptor table of its own and its own handle on the
+# file, fdbroker.h): deleting it frees its space.
+case_daemon_audit_rotation() {
+	need_egressd
+	local i n0 n1 held old=$CASE_AUDIT.1 dsock=$E2E_DIR/ctl/rot.sock
+	daemon_bed rot bpffs-rot daemon-rot agents/job1
+	cat >"$DCFG" <<JSON
+{ "listen": { "control": "$dsock" },
+  "audit": { "path": "$CASE_AUDIT", "format": "json" },
+  "proxy": { "workers": 3 },
+  "policies": { "agents": { "mode": "enforce", "allow": ["allowed.test"] } },
+  "bindings": [ { "cgroup": "$DCG/agents/job*", "policy": "agents" } ] }
+JSON
+	daemon_start || fail "daemon did not start: $(tail -3 "$CASE_STDERR")"
+	for ((i = 0; i < 4; i++)); do
+		in_cg "$DCG/agents/job1" curl -sS --max-time 5 --cacert "$E2E_CA" \
+			-o /dev/null https://allowed.test/ || fail "job1 -> allowed.test failed"
+	done
+	n0=$(grep -c '"sni":"allowed.test"' "$CASE_AUDIT")
+	[ "$n0" -ge 4 ] || fail "want 4 records before the rotation, got $n0"
+	mv "$CASE_AUDIT" "$old"
+	kill -HUP "$DPID"
+	for ((i = 0; i < 50; i++)); do
+		[ "$(grep -c "reloaded $DCFG" "$CASE_STDERR")" -ge 1 ] && break
+		sleep 0.1
+	done
+	[ -e "$CASE_AUDIT" ] || fail "SIGHUP did not reopen the audit log"
+	sleep 0.5 # the workers take the reopen from their mailboxes
+	held=$(for f in /proc/"$DPID"/task/*/fd/*; do readlink "$f"; done 2>/dev/null |
+		grep -c "$old")
+	[ "$held" = 0 ] || fail "$held descriptor(s) of the daemon still on the rotated file"
+	in_cg "$DCG/agents/job1" curl -sS --max-time 5 --cacert "$E2E_CA" \
+		-o /dev/null https://allowed.test/ || fail "job1 -> allowed.test failed after HUP"
+	sleep 0.3
+	n1=$(grep -c '"sni":"allowed.test"' "$old")
+	[ "$n1" = "$n0" ] || fail "the rotated file grew: $n0 -> $n1 records"
+	grep -q '"sni":"allowed.test"' "$CASE_AUDIT" ||
+		fail "no record in the new audit file: $(oneline "$(cat "$CASE_AUDIT")")"
+	note "$n0 records before the rotation; the one after it in the new file"
 }
 
 case_daemon_observability() {
