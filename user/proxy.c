@@ -2592,9 +2592,10 @@ static void worker_shed(struct worker *w, int lfd)
 			break;
 	}
 	if (now - w->shed_logged_ms >= 1000) {
-		log_warn("proxy: out of file descriptors: %llu connection(s) reset so far "
-			 "(RLIMIT_NOFILE; a relayed connection holds two)",
-			 (unsigned long long)w->shed);
+		log_warn("proxy: worker %u: out of file descriptors: %llu connection(s) reset "
+			 "so far (RLIMIT_NOFILE, %s; a relayed connection holds two)",
+			 w->id, (unsigned long long)w->shed,
+			 w->fds_private ? "which bounds each worker" : "shared by all workers");
 		w->shed_logged_ms = now;
 	}
 }
