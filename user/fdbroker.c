@@ -141,7 +141,9 @@ static int send_pkt(int s, const void *buf, size_t len, const int *fds, unsigned
 
 /* ---- the broker thread ------------------------------------------------- */
 
-static void serve(int s)
+/* One request from channel s. Returns -1 when the channel is gone (EOF,
+ * error): the caller stops polling it. */
+static int serve(int s)
 {
 	struct fb_req q;
 	struct fb_rep a = { 0 };
@@ -151,13 +153,17 @@ static void serve(int s)
 
 	r = recv_pkt(s, &q, sizeof(q), fds, FB_MAX_FDS, &got, MSG_DONTWAIT);
 	if (r == -EAGAIN)
-		return;
+		return 0;
+	if (r <= 0) {
+		if (r < 0)
+			log_error("fdbroker: %s", strerror((int)-r));
+		return -1;
+	}
 	if (r != (ssize_t)sizeof(q)) {
 		/* Only our own clients write here; a short packet is a bug. */
 		close_fds(fds, got);
-		if (r != 0)
-			log_error("fdbroker: bad request (%zd)", r);
-		return;
+		log_error("fdbroker: bad request (%zd bytes)", r);
+		return 0;
 	}
 	if (q.op == FB_EXPORT && q.n <= FB_MAX_FDS && q.fn) {
 		if (got != q.n) {
@@ -171,14 +177,14 @@ static void serve(int s)
 			a.ret = q.fn(q.arg, fds, q.n);
 		}
 		send_pkt(s, &a, sizeof(a), NULL, 0);
-		return;
+		return 0;
 	}
 	close_fds(fds, got);
 	if (q.op == FB_IMPORT) {
 		if (fcntl(q.fd, F_GETFD) < 0) {
 			a.ret = -EBADF;
 			send_pkt(s, &a, sizeof(a), NULL, 0);
-			return;
+			return 0;
 		}
 		int err = send_pkt(s, &a, sizeof(a), &q.fd, 1);
 
@@ -186,10 +192,11 @@ static void serve(int s)
 			log_warn("fdbroker: cannot answer an import: %s", strerror(-err));
 		if (q.take)
 			close(q.fd);
-		return;
+		return 0;
 	}
 	a.ret = -EINVAL;
 	send_pkt(s, &a, sizeof(a), NULL, 0);
+	return 0;
 }
 
 static void *broker_main(void *arg)
@@ -220,9 +227,11 @@ static void *broker_main(void *arg)
 		}
 		if (pf[b->n].revents)
 			break;
-		for (unsigned i = 0; i < b->n; i++)
-			if (pf[i].revents & POLLIN)
-				serve(pf[i].fd);
+		for (unsigned i = 0; i < b->n; i++) {
+			/* POLLHUP/POLLERR without data: serve() sees the end */
+			if (pf[i].revents && serve(pf[i].fd) < 0)
+				pf[i].fd = -1; /* poll() skips it from now on */
+		}
 	}
 	free(pf);
 	return NULL;
