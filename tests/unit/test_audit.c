@@ -1,6 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-3-Clause
 /* user/audit.c: record formats, stderr denials, summary, names. */
 #include <errno.h>
+#include <dirent.h>
+#include <limits.h>
+#include <pthread.h>
+#include <sched.h>
 #include <fcntl.h>
 #include <jansson.h>
 #include <netinet/in.h>
@@ -357,6 +361,107 @@ static void test_reopen(void **state)
 	audit_close(NULL);
 }
 
+/* A thread with a descriptor table of its own (as proxy workers have)
+ * writes through its own handle: its records land in the file the main
+ * thread's reopen made, and once told (audit_thread_refresh) it holds
+ * nothing of the rotated file. */
+struct priv {
+	struct audit *a;
+	pthread_barrier_t bar;
+	const char *rotated;
+	int held_after; /* descriptors of the thread still on the rotated file */
+	int bad;
+};
+
+static int held_by_thread(const char *target)
+{
+	char dir[64], link[PATH_MAX + 64], to[PATH_MAX];
+	struct dirent *e;
+	DIR *d;
+	int n = 0;
+
+	snprintf(dir, sizeof(dir), "/proc/thread-self/fd");
+	d = opendir(dir);
+	if (!d)
+		return -1;
+	while ((e = readdir(d))) {
+		ssize_t k;
+
+		snprintf(link, sizeof(link), "%s/%s", dir, e->d_name);
+		k = readlink(link, to, sizeof(to) - 1);
+		if (k < 0)
+			continue;
+		to[k] = '\0';
+		n += strcmp(to, target) == 0;
+	}
+	closedir(d);
+	return n;
+}
+
+static void *priv_writer(void *arg)
+{
+	struct priv *p = arg;
+	struct audit_record r;
+	char real[PATH_MAX];
+
+	if (unshare(CLONE_FILES))
+		p->bad++;
+	audit_thread_private(p->a);
+	deny_record(&r);
+	r.pid = 101;
+	audit_write(p->a, &r);
+	pthread_barrier_wait(&p->bar); /* main: rename, reopen */
+	pthread_barrier_wait(&p->bar);
+	audit_thread_refresh(p->a);
+	p->held_after = realpath(p->rotated, real) ? held_by_thread(real) : -1;
+	r.pid = 102;
+	audit_write(p->a, &r);
+	audit_thread_end();
+	return NULL;
+}
+
+static void test_private_table_thread(void **state)
+{
+	struct audit_options o = { .format = AUDIT_TEXT };
+	struct audit_record r;
+	struct priv p = { 0 };
+	char path[128], rotated[160], *text;
+	pthread_t t;
+
+	(void)state;
+	tmp_path(path, sizeof(path), "priv");
+	snprintf(rotated, sizeof(rotated), "%s.1", path);
+	o.path = path;
+	assert_int_equal(audit_open(&p.a, &o), 0);
+	p.rotated = rotated;
+	pthread_barrier_init(&p.bar, NULL, 2);
+	assert_int_equal(pthread_create(&t, NULL, priv_writer, &p), 0);
+	pthread_barrier_wait(&p.bar);
+	assert_int_equal(rename(path, rotated), 0);
+	assert_int_equal(audit_reopen(p.a), 0);
+	/* the main thread's own handle moved too */
+	deny_record(&r);
+	r.pid = 103;
+	audit_write(p.a, &r);
+	pthread_barrier_wait(&p.bar);
+	pthread_join(t, NULL);
+	pthread_barrier_destroy(&p.bar);
+	audit_close(p.a);
+	assert_int_equal(p.bad, 0);
+	assert_int_equal(p.held_after, 0);
+	text = slurp(rotated);
+	assert_non_null(strstr(text, "pid=101 "));
+	assert_null(strstr(text, "pid=102 "));
+	assert_null(strstr(text, "pid=103 "));
+	free(text);
+	text = slurp(path);
+	assert_non_null(strstr(text, "pid=102 "));
+	assert_non_null(strstr(text, "pid=103 "));
+	free(text);
+	unlink(path);
+	unlink(rotated);
+}
+
 /* Capture what a function prints to stderr. */
 static char *capture_stderr(void (*fn)(void *), void *arg)
 {
@@ -633,6 +738,7 @@ int main(void)
 		cmocka_unit_test(test_summary_bounded),
 		cmocka_unit_test(test_names),
 		cmocka_unit_test(test_geo_fields),
+		cmocka_unit_test(test_private_table_thread),
 	};
 
 	return cmocka_run_group_tests_name("audit", tests, NULL, NULL);
