@@ -1138,22 +1138,29 @@ def targets(S, kern, scale):
         x = S.get(row)
         return ratio(x[k], d[k]) if x and d else None
 
+    # Compared unrounded: a threshold is not met by rounding up to it, and
+    # "above a peer" is decided by the measurements, not by two ratios
+    # that print the same. (The details show the rounded ratios.)
+    def raw(row, k):
+        x = S.get(row)
+        return x[k] / d[k] if x and d and x.get(k) is not None and d.get(k) else None
+
     if e:
-        ka, nc, bk = r_("egressd", "ka_rps"), r_("egressd", "nc_rps"), \
-            r_("egressd", "bulk_mib_s")
+        ka, nc, bk = raw("egressd", "ka_rps"), raw("egressd", "nc_rps"), \
+            raw("egressd", "bulk_mib_s")
         peers = [p for p in ("haproxy-sni", "nginx-sni") if p in S]
         add("passthrough keep-alive >= 0.85x direct and above HAProxy/nginx",
             ka is not None and ka >= 0.85 and all(
-                (r_(p, "ka_rps") or 0) < ka for p in peers),
-            "egressd %s; %s" % (ka, ", ".join("%s %s" % (p, r_(p, "ka_rps"))
-                                              for p in peers)))
+                (raw(p, "ka_rps") or 0) < ka for p in peers),
+            "egressd %s; %s" % (r_("egressd", "ka_rps"), ", ".join(
+                "%s %s" % (p, r_(p, "ka_rps")) for p in peers)))
         add("passthrough new-connection >= 0.90x direct and above HAProxy/nginx",
             nc is not None and nc >= 0.90 and all(
-                (r_(p, "nc_rps") or 0) < nc for p in peers),
-            "egressd %s; %s" % (nc, ", ".join("%s %s" % (p, r_(p, "nc_rps"))
-                                              for p in peers)))
+                (raw(p, "nc_rps") or 0) < nc for p in peers),
+            "egressd %s; %s" % (r_("egressd", "nc_rps"), ", ".join(
+                "%s %s" % (p, r_(p, "nc_rps")) for p in peers)))
         add("passthrough bulk >= 0.98x direct", bk is not None and bk >= 0.98,
-            "egressd %s" % bk)
+            "egressd %s" % r_("egressd", "bulk_mib_s"))
         n = S.get("nginx-sni")
         if n:
             a, b = e["cpu_ms_per_100mib"], n["cpu_ms_per_100mib"]
@@ -1180,13 +1187,13 @@ def targets(S, kern, scale):
         for k, lim, what in (("bulk_mib_s", 0.6, "bulk"),
                              ("ka_rps", 0.6, "keep-alive"),
                              ("nc_rps", 0.4, "new-connection")):
-            v = r_("egressd-intercept", k)
+            v = raw("egressd-intercept", k)
             add("interception %s >= %.1fx direct and above %s" %
                 (what, lim, "/".join(peers)),
                 v is not None and v >= lim and all(
-                    (r_(p, k) or 0) < v for p in peers),
-                "egressd %s; %s" % (v, ", ".join("%s %s" % (p, r_(p, k))
-                                                 for p in peers)))
+                    (raw(p, k) or 0) < v for p in peers),
+                "egressd %s; %s" % (r_("egressd-intercept", k), ", ".join(
+                    "%s %s" % (p, r_(p, k)) for p in peers)))
     else:
         add("interception targets", None,
             "n/a (egressd without --intercept)")
