@@ -78,6 +78,7 @@ static ssize_t recv_pkt(int s, void *buf, size_t len, int *fds, unsigned want,
 	unsigned n = 0;
 	ssize_t r;
 
+	*got = 0;
 	for (unsigned i = 0; i < want; i++)
 		fds[i] = -1;
 	do

@@ -50,9 +50,10 @@ int fdbroker_export(struct fdbroker *b, unsigned client, int *fds, unsigned n,
 		    fdbroker_fn fn, void *arg);
 
 /* A copy, in the calling thread's table, of fd of the process's table;
- * with take, the process's copy is closed (also on failure). Returns the
- * new descriptor (O_CLOEXEC) or -errno. A shared caller gets fd itself
- * with take, a duplicate without. */
+ * with take, the broker closes the process's copy once it has the request
+ * (also when it cannot send the copy). Returns the new descriptor
+ * (O_CLOEXEC) or -errno. A shared caller gets fd itself with take, a
+ * duplicate without: either way the result is the caller's to close. */
 int fdbroker_import(struct fdbroker *b, unsigned client, int fd, bool take);
 
 #endif
