@@ -803,26 +803,19 @@ int audit_reopen(struct audit *a)
 
 void audit_thread_private(struct audit *a)
 {
-	int fd;
-
 	if (!a)
 		return;
 	pthread_mutex_lock(&a->lock);
 	tl_a = a;
 	tl_gen = a->gen;
 	if (a->f) {
-		/* The table's copy of the file, under a number of our own; the
-		 * inherited one goes, so that a rotated-away file is not held
-		 * open by this thread once it has moved on. */
-		fd = fcntl(fileno(a->f), F_DUPFD_CLOEXEC, 3);
-		tl_f = fd >= 0 ? fdopen(fd, "a") : NULL;
-		if (tl_f) {
+		/* This table's copy of the file, same number: ours now (a->f
+		 * is never used here), closed when thread_file() moves on, so
+		 * a rotated-away file is not held open. No handle (out of
+		 * memory): thread_file() opens the path at the first record. */
+		tl_f = fdopen(fileno(a->f), "a");
+		if (tl_f)
 			setvbuf(tl_f, NULL, _IOLBF, 0);
-			close(fileno(a->f));
-		} else if (fd >= 0) {
-			close(fd);
-		}
-		/* no handle: thread_file() opens the path at the first record */
 	}
 	pthread_mutex_unlock(&a->lock);
 }

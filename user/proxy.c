@@ -1377,9 +1377,9 @@ static bool krelay_due(const struct conn *c)
 	       !up->src_eof && !down->src_eof && !up->dst_shut && !down->dst_shut;
 }
 
-/* The relay's maps in this worker's table: the loader thread made them
- * in the process's table after the worker started, so a worker with a
- * table of its own takes copies, once. */
+/* The relay's maps in this worker's table, taken once: the loader thread
+ * made them in the process's table after the worker started. The worker
+ * closes its copies as it ends. */
 static bool worker_ks(struct worker *w)
 {
 	struct proxy *p = w->p;
@@ -1390,12 +1390,11 @@ static bool worker_ks(struct worker *w)
 	if (w->ks_failed)
 		return false;
 	for (int i = 0; i < 3; i++) {
-		w->ks_fd[i] = w->fds_private ? fdbroker_import(p->fdb, w->id, src[i], false) :
-					       src[i];
+		w->ks_fd[i] = fdbroker_import(p->fdb, w->id, src[i], false);
 		if (w->ks_fd[i] < 0) {
 			log_warn("proxy: worker %u: kernel relay maps: %s; its connections "
 				 "stay in the proxy", w->id, strerror(-w->ks_fd[i]));
-			while (i--) /* private: imported copies (shared never fails) */
+			while (i--)
 				close(w->ks_fd[i]);
 			w->ks_failed = true;
 			return false;
@@ -2380,9 +2379,7 @@ static void extra_close(struct worker *w, struct extra_lset *x)
  * worker's table; the process's copy goes. */
 static int worker_take_fd(struct worker *w, int fd)
 {
-	if (fd < 0 || !w->fds_private)
-		return fd;
-	return fdbroker_import(w->p->fdb, w->id, fd, true);
+	return fd < 0 ? fd : fdbroker_import(w->p->fdb, w->id, fd, true);
 }
 
 static void worker_extra_apply(struct worker *w, const struct extra_req *r)
@@ -2693,10 +2690,6 @@ static void worker_private_end(struct worker *w)
 	}
 	resolver_destroy(w->res); /* c-ares closes its sockets */
 	w->res = NULL;
-	if (w->ks_ready) /* imported: copies of this table's own */
-		for (int i = 0; i < 3; i++)
-			close(w->ks_fd[i]);
-	w->ks_ready = false;
 	if (w->spare_fd >= 0)
 		close(w->spare_fd);
 	w->spare_fd = -1;
@@ -2746,6 +2739,10 @@ static void *worker_main(void *arg)
 		conn_finish(c);
 	}
 	loop_timer_stop(&w->grace_timer);
+	if (w->ks_ready) /* worker_ks(): this worker's copies */
+		for (int i = 0; i < 3; i++)
+			close(w->ks_fd[i]);
+	w->ks_ready = false;
 	if (w->fds_private)
 		worker_private_end(w);
 	return NULL;
