@@ -12,8 +12,14 @@
  * Transports (HAProxy xprt / Redis tls.c style):
  *  - client side: an SSL server on our own socket BIO (ic_bio_*), which
  *    first hands OpenSSL the ClientHello the proxy already read, then
- *    reads and writes the socket directly: no copy through a buffer, and
- *    a full socket makes SSL_write return WANT_WRITE (our backpressure).
+ *    reads the socket directly. Full-size records are gathered: they go
+ *    into a buffer (a worker's pool buffer, held only while it has bytes)
+ *    and leave in one send() when it fills, when a smaller write follows
+ *    them, when OpenSSL flushes and at the end of the pass, so a bulk
+ *    transfer sends 64 KiB at a time, not one 16 KiB record per send()
+ *    and per packet. Smaller writes (handshake, request/response traffic)
+ *    go straight to the socket. A full socket makes SSL_write return
+ *    WANT_WRITE (our backpressure).
  *  - upstream side: an SSL client on the same kind of BIO.
  *  - gateway mode (plain HTTP from the client): a BIO pair (memory BIOs
  *    with a fixed capacity) fed from and flushed to the socket, so the
@@ -93,6 +99,9 @@
 #define IC_LINGER_MS 2000           /* after our FIN: drain the client */
 #define IC_RUN_MAX 10000            /* progress rounds per wakeup (sanity) */
 #define IC_SESS_SLOTS 256           /* upstream TLS sessions kept */
+#define IC_WBUF_SIZE (64 * 1024)    /* TLS bytes gathered per socket and send */
+#define IC_WBUF_SPARE 8             /* empty gather buffers a worker keeps */
+#define IC_GATHER_MIN (16 * 1024)   /* a write this big is a full-size record */
 
 static const unsigned char alpn_h11[] = "\x08http/1.1";
 
@@ -133,6 +142,8 @@ struct ic_sock {
 	bool rd_ready, wr_ready; /* false: drained / full until epoll says */
 	const uint8_t *pre;     /* bytes read before us (the ClientHello) */
 	size_t pre_len;
+	uint8_t *wbuf;          /* gathered writes not yet sent, or NULL */
+	size_t wlen, woff;      /* [woff, wlen) of wbuf waits for the socket */
 	uint64_t rx, tx;        /* socket bytes, for intercept_snapshot() */
 };
 
@@ -239,6 +250,9 @@ struct ic_worker {
 	size_t n_conns;
 	pthread_mutex_t conns_lock;
 	struct loop_timer_list *tl_hs, *tl_idle, *tl_linger;
+	void *wbuf_spare;       /* empty gather buffers, linked through
+				 * their first bytes */
+	unsigned n_wbuf_spare;
 	/* credential values, wiped after each use */
 	char credval[REQRULE_MAX_CREDS][REQRULE_VALUE_MAX];
 };
@@ -557,10 +571,14 @@ static void conn_close_fd(struct ic_conn *c, int *fd)
 	*fd = -1;
 }
 
+static void sock_drop_gathered(struct ic_sock *s);
+
 static void conn_free(struct ic_conn *c)
 {
 	conn_close_fd(c, &c->ufd);
 	conn_close_fd(c, &c->cfd);
+	sock_drop_gathered(&c->us);
+	sock_drop_gathered(&c->cs);
 	SSL_free(c->cssl); /* frees the internal half of the pair */
 	BIO_free(c->cint); /* plain: no SSL owns it */
 	BIO_free(c->cnet);
@@ -689,18 +707,93 @@ static int ic_bio_read(BIO *b, char *buf, int len)
 	}
 }
 
-static int ic_bio_write(BIO *b, const char *buf, int len)
+static void *wbuf_get(struct ic_worker *w)
 {
-	struct ic_sock *s = BIO_get_data(b);
+	void *p = w->wbuf_spare;
+
+	if (!p)
+		return malloc(IC_WBUF_SIZE);
+	memcpy(&w->wbuf_spare, p, sizeof(void *));
+	w->n_wbuf_spare--;
+	return p;
+}
+
+static void wbuf_put(struct ic_worker *w, void *p)
+{
+	if (!p)
+		return;
+	if (w->n_wbuf_spare >= IC_WBUF_SPARE) {
+		free(p);
+		return;
+	}
+	memcpy(p, &w->wbuf_spare, sizeof(void *));
+	w->wbuf_spare = p;
+	w->n_wbuf_spare++;
+}
+
+static void wbuf_spare_free(struct ic_worker *w)
+{
+	while (w->wbuf_spare)
+		free(wbuf_get(w));
+}
+
+/* Bytes gathered and not yet sent. */
+static size_t sock_gathered(const struct ic_sock *s)
+{
+	return s->wlen - s->woff;
+}
+
+/* The socket is gone: what it gathered goes nowhere. */
+static void sock_drop_gathered(struct ic_sock *s)
+{
+	if (s->wbuf && s->c)
+		wbuf_put(s->c->w, s->wbuf);
+	s->wbuf = NULL;
+	s->wlen = s->woff = 0;
+}
+
+/* Sends what the socket gathered. 1: all of it went (the buffer goes back
+ * to the pool), 0: the socket is full (the rest waits for EPOLLOUT), -1:
+ * the socket failed (errno). */
+static int sock_send_gathered(struct ic_sock *s)
+{
 	ssize_t n;
 
-	BIO_clear_retry_flags(b);
-	if (len <= 0)
-		return 0;
-	if (*s->fd < 0) {
-		errno = EBADF;
+	while (s->woff < s->wlen) {
+		if (*s->fd < 0) {
+			errno = EBADF;
+			return -1;
+		}
+		if (!s->wr_ready)
+			return 0;
+		n = send(*s->fd, s->wbuf + s->woff, s->wlen - s->woff, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n > 0) {
+			s->woff += (size_t)n;
+			__atomic_store_n(&s->tx, s->tx + (uint64_t)n, __ATOMIC_RELAXED);
+			s->c->last_active_ms = loop_now_ms(s->c->w->loop);
+			if (s->woff < s->wlen)
+				s->wr_ready = false; /* took less: full */
+			continue;
+		}
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			s->wr_ready = false;
+			return 0;
+		}
+		if (n == 0)
+			errno = EPIPE;
 		return -1;
 	}
+	sock_drop_gathered(s);
+	return 1;
+}
+
+/* A write that is not gathered: straight to the socket. */
+static int sock_send_now(BIO *b, struct ic_sock *s, const char *buf, int len)
+{
+	ssize_t n;
+
 	if (!s->wr_ready) {
 		BIO_set_retry_write(b);
 		return -1;
@@ -720,23 +813,80 @@ static int ic_bio_write(BIO *b, const char *buf, int len)
 			s->wr_ready = false;
 			BIO_set_retry_write(b);
 		}
+		return -1; /* errno stays for SSL_ERROR_SYSCALL */
+	}
+}
+
+/* Full-size records are gathered and leave when the buffer fills or the
+ * pass ends. Anything smaller (handshake messages, alerts, a response's
+ * last record) leaves at once, behind whatever was gathered: its peer may
+ * be waiting for it (a client computes its key share while we sign). */
+static int ic_bio_write(BIO *b, const char *buf, int len)
+{
+	struct ic_sock *s = BIO_get_data(b);
+	size_t k;
+
+	BIO_clear_retry_flags(b);
+	if (len <= 0)
+		return 0;
+	if (*s->fd < 0) {
+		errno = EBADF;
 		return -1;
 	}
+	if ((size_t)len < IC_GATHER_MIN && !sock_gathered(s))
+		return sock_send_now(b, s, buf, len);
+	if (s->wbuf && s->wlen == IC_WBUF_SIZE) {
+		int r = sock_send_gathered(s);
+
+		if (r < 0)
+			return -1; /* errno stays for SSL_ERROR_SYSCALL */
+		if (!r) {
+			BIO_set_retry_write(b);
+			return -1;
+		}
+	}
+	if (!s->wbuf) {
+		s->wbuf = wbuf_get(s->c->w);
+		if (!s->wbuf) {
+			errno = ENOMEM;
+			return -1;
+		}
+		s->wlen = s->woff = 0;
+	}
+	k = IC_WBUF_SIZE - s->wlen;
+	if (k > (size_t)len)
+		k = (size_t)len;
+	memcpy(s->wbuf + s->wlen, buf, k);
+	s->wlen += k;
+	/* Taken either way; a failure shows at the next send. */
+	if ((size_t)len < IC_GATHER_MIN)
+		sock_send_gathered(s);
+	return (int)k;
 }
 
 static long ic_bio_ctrl(BIO *b, int cmd, long num, void *ptr)
 {
 	struct ic_sock *s = BIO_get_data(b);
+	int r;
 
 	(void)num;
 	(void)ptr;
 	switch (cmd) {
 	case BIO_CTRL_FLUSH:
-		return 1; /* nothing is buffered here */
+		/* OpenSSL flushes after a handshake flight and an alert. */
+		BIO_clear_retry_flags(b);
+		if (!s || !s->wbuf)
+			return 1;
+		r = sock_send_gathered(s);
+		if (!r)
+			BIO_set_retry_write(b);
+		return r;
 	case BIO_CTRL_EOF:
 		return s && !s->pre_len && *s->eof;
 	case BIO_CTRL_PENDING:
 		return s ? (long)s->pre_len : 0;
+	case BIO_CTRL_WPENDING:
+		return s ? (long)sock_gathered(s) : 0;
 	default:
 		return 0;
 	}
@@ -1089,7 +1239,10 @@ static void up_close(struct ic_conn *c, bool notify)
 		SSL_shutdown(c->ussl);
 		ssl_clear_errors();
 	}
+	if (notify)
+		sock_send_gathered(&c->us); /* best effort too */
 	conn_close_fd(c, &c->ufd);
+	sock_drop_gathered(&c->us);
 	c->u_eof = true;
 	c->u_want_write = false;
 }
@@ -1883,7 +2036,12 @@ static bool closing_step(struct ic_conn *c)
 	moved |= cli_flush(c);
 	if (c->close_scheduled)
 		return true;
-	if (c->notify_sent && !c->fin_sent && (!c->cnet || !BIO_ctrl_pending(c->cnet))) {
+	if (c->cs.wbuf && sock_send_gathered(&c->cs) < 0) {
+		c->close_scheduled = true; /* the client is gone */
+		return true;
+	}
+	if (c->notify_sent && !c->fin_sent && (!c->cnet || !BIO_ctrl_pending(c->cnet)) &&
+	    !sock_gathered(&c->cs)) {
 		shutdown(c->cfd, SHUT_WR);
 		c->fin_sent = true;
 		moved = true;
@@ -1934,6 +2092,8 @@ static void conn_update_interest(struct ic_conn *c)
 			if (c->u_want_write)
 				umask |= LOOP_WRITE;
 		}
+		if (sock_gathered(&c->us))
+			umask |= LOOP_WRITE;
 	}
 	if (c->cfd >= 0 && loop_mod(l, c->cfd, cmask) < 0)
 		goto fail;
@@ -1943,6 +2103,25 @@ static void conn_update_interest(struct ic_conn *c)
 fail:
 	conn_set_detail(c, "epoll: %s", strerror(errno));
 	conn_fail(c, true);
+}
+
+/* End of a pass: what both sockets gathered goes out. Returns true if a
+ * socket failed (the state changed: one more round handles it). */
+static bool conn_send_gathered(struct ic_conn *c)
+{
+	char msg[200];
+
+	if (c->cs.wbuf && c->cfd >= 0 && sock_send_gathered(&c->cs) < 0) {
+		conn_set_detail(c, "client write: %s", strerror(errno));
+		conn_fail(c, false);
+		return true;
+	}
+	if (c->us.wbuf && c->ufd >= 0 && sock_send_gathered(&c->us) < 0) {
+		fmt_str(msg, sizeof(msg), "upstream write: %s", strerror(errno));
+		up_set_eof(c, msg);
+		return true;
+	}
+	return false;
 }
 
 static void conn_handshakes_done(struct ic_conn *c)
@@ -2003,9 +2182,13 @@ static void conn_run(struct ic_conn *c)
 		}
 		if (!c->close_scheduled && !c->closing)
 			moved |= cli_flush(c);
+		if (!moved && !c->close_scheduled && !c->closing)
+			moved = conn_send_gathered(c);
 		if (!moved)
 			break;
 	}
+	if (!c->close_scheduled && !c->closing)
+		conn_send_gathered(c); /* IC_RUN_MAX ran out */
 	conn_update_interest(c);
 }
 
@@ -2432,6 +2615,7 @@ void intercept_destroy(struct intercept *ic)
 
 		if (w->efd >= 0)
 			close(w->efd);
+		wbuf_spare_free(w);
 		loop_destroy(w->loop);
 		pthread_mutex_destroy(&w->lock);
 		pthread_mutex_destroy(&w->conns_lock);
