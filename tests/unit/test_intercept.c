@@ -171,6 +171,7 @@ struct srv_parse {
 	bool head;           /* HEAD: no body in the response */
 	bool expect;         /* Expect: 100-continue seen */
 	bool ws;             /* Upgrade: websocket seen */
+	bool stall;          /* URL "stall": stop reading for a while, once */
 	size_t bulk;         /* URL "bulk-N": N bytes of body instead of the echo */
 	SSL *ssl;
 };
@@ -203,6 +204,8 @@ static int srv_on_url(http_parser *p, const char *at, size_t len)
 
 	if (memmem(at, len, "chunked-response", 16))
 		sp->chunked_resp = true;
+	if (memmem(at, len, "stall", 5))
+		sp->stall = true;
 	if (b)
 		sp->bulk = strtoul(b + 5, NULL, 10);
 	return 0;
@@ -352,6 +355,11 @@ static void srv_serve(struct upstream *u, int fd)
 			if (HTTP_PARSER_ERRNO(&p) != HPE_OK)
 				goto out;
 			break;
+		}
+		if (sp.stall) {
+			/* the sender's socket and then the engine back up */
+			sp.stall = false;
+			usleep(300000);
 		}
 	}
 out:
@@ -517,6 +525,8 @@ static int group_setup(void **state)
 	assert_int_equal(reqrule_host_add_rule(&F.rules, &r), 0);
 	assert_int_equal(reqrule_init(&r, "upload", "allow", "POST,PUT", "/upload/**",
 				      "1M"), 0);
+	assert_int_equal(reqrule_host_add_rule(&F.rules, &r), 0);
+	assert_int_equal(reqrule_init(&r, "big-upload", "allow", "PUT", "/big/**", NULL), 0);
 	assert_int_equal(reqrule_host_add_rule(&F.rules, &r), 0);
 	assert_int_equal(reqrule_host_add_cred(&F.rules, "test-token", "Authorization", "/",
 					       "env:TEST_TOKEN"), 0);
@@ -1393,25 +1403,25 @@ static void test_bulk_response_streams(void **state)
  * request as it arrived): the engine gathers full-size records before it
  * sends them, both ways, and a byte out of place breaks the check (or the
  * TLS record MAC on the way). */
-static void test_bulk_upload_echo_byte_exact(void **state)
+static void upload_echo(const char *path, size_t body_len)
 {
-	enum { BODY = 900000 };
-	static char body[BODY];
-	char head[256], buf[16384], *got, *hend = NULL;
+	char head[256], buf[16384], *body, *got, *hend = NULL;
 	struct client cl;
 	size_t len = 0, have, clen;
 	int n;
 
-	for (size_t i = 0; i < BODY; i++)
+	body = malloc(body_len);
+	assert_non_null(body);
+	for (size_t i = 0; i < body_len; i++)
 		body[i] = (char)((i * 2654435761u) >> 24);
 	n = snprintf(head, sizeof(head),
-		     "PUT /upload/big HTTP/1.1\r\nHost: " HOST "\r\nContent-Length: %d\r\n\r\n",
-		     BODY);
+		     "PUT %s HTTP/1.1\r\nHost: " HOST "\r\nContent-Length: %zu\r\n\r\n",
+		     path, body_len);
 	engine_start(true);
 	assert_int_equal(client_open(&cl, HOST, HOST), 0);
 	client_send(&cl, head, (size_t)n);
-	for (size_t off = 0; off < BODY; off += 65536)
-		client_send(&cl, body + off, BODY - off < 65536 ? BODY - off : 65536);
+	for (size_t off = 0; off < body_len; off += 65536)
+		client_send(&cl, body + off, body_len - off < 65536 ? body_len - off : 65536);
 	usleep(200000); /* let the answer back up in the engine */
 	/* the head, then whatever of the body came with it (the body has
 	 * zero bytes: lengths, not strings) */
@@ -1427,7 +1437,7 @@ static void test_bulk_upload_echo_byte_exact(void **state)
 	assert_true(strncmp(buf, "HTTP/1.1 200", 12) == 0);
 	assert_non_null(strcasestr(buf, "Content-Length: "));
 	clen = strtoul(strcasestr(buf, "Content-Length: ") + 16, NULL, 10);
-	assert_true(clen > BODY);
+	assert_true(clen > body_len);
 	got = malloc(clen);
 	assert_non_null(got);
 	have = len - (size_t)(hend - buf);
@@ -1438,12 +1448,26 @@ static void test_bulk_upload_echo_byte_exact(void **state)
 		assert_true(n > 0);
 		have += (size_t)n;
 	}
-	assert_int_equal(memcmp(got + clen - BODY, body, BODY), 0);
-	assert_non_null(memmem(got, clen - BODY, "Authorization: " SECRET "\r\n",
+	assert_int_equal(memcmp(got + clen - body_len, body, body_len), 0);
+	assert_non_null(memmem(got, clen - body_len, "Authorization: " SECRET "\r\n",
 			       strlen("Authorization: " SECRET "\r\n")));
 	free(got);
+	free(body);
 	client_close(&cl);
 	engine_stop();
+}
+
+static void test_bulk_upload_echo_byte_exact(void **state)
+{
+	upload_echo("/upload/big", 900000);
+}
+
+/* 8 MB up to an origin that stops reading for 300 ms after the head: the
+ * engine's upstream socket fills and its gathered records wait for
+ * EPOLLOUT (WANT_WRITE), then everything arrives in order. */
+static void test_bulk_upload_stalled_origin(void **state)
+{
+	upload_echo("/big/stall", 8u << 20);
 }
 
 static void test_body_limits_413(void **state)
@@ -1949,6 +1973,7 @@ int main(void)
 		cmocka_unit_test_teardown(test_websocket_upgrade_tunnel, teardown),
 		cmocka_unit_test_teardown(test_bulk_response_streams, teardown),
 		cmocka_unit_test_teardown(test_bulk_upload_echo_byte_exact, teardown),
+		cmocka_unit_test_teardown(test_bulk_upload_stalled_origin, teardown),
 		cmocka_unit_test_teardown(test_body_limits_413, teardown),
 		cmocka_unit_test_teardown(test_timeouts, teardown),
 		cmocka_unit_test_teardown(test_audit_mode, teardown),
