@@ -1701,6 +1701,7 @@ int dnsproxy_start(struct dnsproxy *d)
 		log_error("dnsproxy: starting thread: %s", strerror(err));
 		return -err;
 	}
+	thread_name(d->thread, "egressd-dns");
 	d->started = true;
 	return 0;
 }

@@ -283,6 +283,7 @@ int fdbroker_start(struct fdbroker *b)
 	err = pthread_create(&b->thread, NULL, broker_main, b);
 	if (err)
 		return -err;
+	thread_name(b->thread, "egressd-fdbrk");
 	b->started = true;
 	return 0;
 }

@@ -2565,6 +2565,7 @@ int intercept_start(struct intercept *ic)
 		if (err)
 			break;
 		w->thread_started = true;
+		thread_name(w->thread, "egressd-tls%u", i);
 	}
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	ic->started = true;

@@ -3,6 +3,7 @@
 #ifndef EGR_LOG_H
 #define EGR_LOG_H
 
+#include <pthread.h>
 #include <stdarg.h>
 
 enum egr_log_level {
@@ -24,5 +25,9 @@ void log_vmsg(enum egr_log_level level, const char *fmt, va_list ap);
 #define log_warn(...) log_msg(EGR_LOG_WARN, __VA_ARGS__)
 #define log_info(...) log_msg(EGR_LOG_INFO, __VA_ARGS__)
 #define log_debug(...) log_msg(EGR_LOG_DEBUG, __VA_ARGS__)
+
+/* Names a thread for top -H, perf and /proc/PID/task/TID/comm, e.g.
+ * "egressd-prx0" (at most 15 bytes; longer is cut). Best effort. */
+void thread_name(pthread_t t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #endif

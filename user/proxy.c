@@ -3026,6 +3026,8 @@ int proxy_create(struct proxy **out, const struct proxy_params *params)
 	}
 	if (p->cfg->kernel_relay_after) {
 		err = pthread_create(&p->ks_thread, NULL, proxy_krelay_load, p);
+		if (!err)
+			thread_name(p->ks_thread, "egressd-krelay");
 		if (err)
 			log_warn("proxy: kernel relay not loaded (%s): all bytes go "
 				 "through the proxy", strerror(err));
@@ -3079,6 +3081,7 @@ int proxy_start(struct proxy *p)
 			proxy_stop(p);
 			return -err;
 		}
+		thread_name(w->thread, "egressd-prx%u", i);
 		w->thread_started = true;
 	}
 	/* Each worker's table is a copy of the process's as it unshares:

@@ -1378,9 +1378,10 @@ int run_main(int argc, char **argv)
 		waitpid(child, NULL, 0);
 		goto out;
 	}
-	if (pthread_create(&s.events_thread, NULL, run_events_thread, &s) == 0)
+	if (pthread_create(&s.events_thread, NULL, run_events_thread, &s) == 0) {
 		s.events_running = true;
-	else
+		thread_name(s.events_thread, "egressd-events");
+	} else
 		log_warn("cannot start the kernel event reader: kernel denials will not be logged");
 
 	ret = run_wait(&s, child, &set);

@@ -76,8 +76,9 @@ KINDS = [k for k in E.get("BENCH_KINDS", "").split() if k]
 # included) runs under a system-wide `perf record -g` and a `perf stat`
 # of the row's proxy, one pair of files per sample:
 # DIR/KIND-ROW-rROUND-N.data/.stat (`perf report --sort comm` tells which
-# process the machine's CPU went to). Diagnosis only: perf's own cost is
-# in those samples' figures.
+# process the machine's CPU went to; egressd's threads are named
+# egressd-prxN / egressd-tlsN). Diagnosis only: perf's own cost is in
+# those samples' figures.
 PERF_DIR = E.get("BENCH_PERF", "")
 CUR = {"round": 0}
 

@@ -49,6 +49,7 @@
 #include "ca.h"
 #include "config.h"
 #include "intercept.h"
+#include "threads_named.h"
 #include "proxy.h"
 #include "log.h"
 #include "reqrule.h"
@@ -1470,6 +1471,15 @@ static void test_bulk_upload_stalled_origin(void **state)
 	upload_echo("/big/stall", 8u << 20);
 }
 
+/* top -H, perf and /proc tell the engine's workers apart by name. */
+static void test_threads_named(void **state)
+{
+	engine_start(true);
+	assert_int_equal(threads_named("egressd-tls0"), 1);
+	assert_int_equal(threads_named("egressd-tls1"), 1);
+	engine_stop();
+}
+
 static void test_body_limits_413(void **state)
 {
 	static const char cl_req[] =
@@ -1974,6 +1984,7 @@ int main(void)
 		cmocka_unit_test_teardown(test_bulk_response_streams, teardown),
 		cmocka_unit_test_teardown(test_bulk_upload_echo_byte_exact, teardown),
 		cmocka_unit_test_teardown(test_bulk_upload_stalled_origin, teardown),
+		cmocka_unit_test_teardown(test_threads_named, teardown),
 		cmocka_unit_test_teardown(test_body_limits_413, teardown),
 		cmocka_unit_test_teardown(test_timeouts, teardown),
 		cmocka_unit_test_teardown(test_audit_mode, teardown),

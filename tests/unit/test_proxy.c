@@ -38,6 +38,7 @@
 #include <cmocka.h>
 
 #include "audit.h"
+#include "threads_named.h"
 #include "config.h"
 #include "egressd_shared.h"
 #include "log.h"
@@ -664,6 +665,17 @@ static void test_allow_ip_rule(void **state)
 	assert_null(jstr(j, "sni"));
 	assert_null(jstr(j, "host"));
 	json_decref(j);
+}
+
+/* top -H, perf and /proc tell the proxy's threads apart by name. */
+static void test_threads_named(void **state)
+{
+	struct fx *f = *state;
+
+	fx_start(f);
+	assert_int_equal(threads_named("egressd-prx0"), 1);
+	assert_int_equal(threads_named("egressd-prx1"), 1);
+	assert_int_equal(threads_named("egressd-fdbrk"), 1);
 }
 
 /* Not redirected by our kernel programs: no origin -> reset, no_origin. */
@@ -1299,6 +1311,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_allow_ip_rule, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_threads_named, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_no_origin, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_tls_denied_name, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_http_denied_host, fx_setup, fx_teardown),
