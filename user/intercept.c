@@ -1900,9 +1900,12 @@ static bool responses(struct ic_conn *c)
 				c->resp_ready = c->resp_len;
 				continue;
 			}
-			if (c->u_eof || (c->c_tls_eof && !c->creq_len)) {
+			if (c->u_eof || (c->c_tls_eof && !c->creq_len && !sock_gathered(&c->us))) {
 				/* Either end closed: finish what is buffered
-				 * toward the other and close both. */
+				 * toward the other and close both. Bytes the
+				 * client sent count as delivered once the
+				 * upstream socket took them, not when they
+				 * were gathered. */
 				conn_begin_closing(c);
 				return true;
 			}
@@ -2105,23 +2108,34 @@ fail:
 	conn_fail(c, true);
 }
 
-/* End of a pass: what both sockets gathered goes out. Returns true if a
- * socket failed (the state changed: one more round handles it). */
+/* End of a pass: what both sockets gathered goes out. Returns true if
+ * that changed the state (a socket failed, or a buffer emptied, which a
+ * tunnel's end waits for): one more round handles it. */
 static bool conn_send_gathered(struct ic_conn *c)
 {
+	bool moved = false;
 	char msg[200];
+	int r;
 
-	if (c->cs.wbuf && c->cfd >= 0 && sock_send_gathered(&c->cs) < 0) {
-		conn_set_detail(c, "client write: %s", strerror(errno));
-		conn_fail(c, false);
-		return true;
+	if (c->cs.wbuf && c->cfd >= 0) {
+		r = sock_send_gathered(&c->cs);
+		if (r < 0) {
+			conn_set_detail(c, "client write: %s", strerror(errno));
+			conn_fail(c, false);
+			return true;
+		}
+		moved |= r > 0;
 	}
-	if (c->us.wbuf && c->ufd >= 0 && sock_send_gathered(&c->us) < 0) {
-		fmt_str(msg, sizeof(msg), "upstream write: %s", strerror(errno));
-		up_set_eof(c, msg);
-		return true;
+	if (c->us.wbuf && c->ufd >= 0) {
+		r = sock_send_gathered(&c->us);
+		if (r < 0) {
+			fmt_str(msg, sizeof(msg), "upstream write: %s", strerror(errno));
+			up_set_eof(c, msg);
+			return true;
+		}
+		moved |= r > 0;
 	}
-	return false;
+	return moved;
 }
 
 static void conn_handshakes_done(struct ic_conn *c)

@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <ftw.h>
 #include <netinet/in.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -72,6 +73,7 @@ struct upstream {
 	size_t seen_len[MAX_SEEN];
 	int n_seen;
 	size_t bytes;
+	size_t tunnel_bytes; /* raw bytes a "sink" tunnel took */
 	int active;          /* connection being served */
 	int resumed;         /* TLS sessions resumed by the engine */
 	int served;          /* connections finished */
@@ -173,6 +175,7 @@ struct srv_parse {
 	bool expect;         /* Expect: 100-continue seen */
 	bool ws;             /* Upgrade: websocket seen */
 	bool stall;          /* URL "stall": stop reading for a while, once */
+	bool sink;           /* URL "sink": a tunnel that reads slowly, counts */
 	size_t bulk;         /* URL "bulk-N": N bytes of body instead of the echo */
 	SSL *ssl;
 };
@@ -207,6 +210,8 @@ static int srv_on_url(http_parser *p, const char *at, size_t len)
 		sp->chunked_resp = true;
 	if (memmem(at, len, "stall", 5))
 		sp->stall = true;
+	if (memmem(at, len, "sink", 4))
+		sp->sink = true;
 	if (b)
 		sp->bulk = strtoul(b + 5, NULL, 10);
 	return 0;
@@ -343,6 +348,21 @@ static void srv_serve(struct upstream *u, int fd)
 						"Upgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
 
 					srv_write_all(ssl, sw, sizeof(sw) - 1);
+					if (sp.stall)
+						usleep(300000); /* the tunnel backs up */
+					if (sp.sink) {
+						size_t got = raw_len - parsed;
+
+						/* slowly: the tunnel stays backed up */
+						while ((n = SSL_read(ssl, buf, sizeof(buf))) > 0) {
+							got += (size_t)n;
+							usleep(1000);
+						}
+						pthread_mutex_lock(&u->lock);
+						u->tunnel_bytes = got;
+						pthread_mutex_unlock(&u->lock);
+						goto out;
+					}
 					srv_write_all(ssl, raw + parsed, raw_len - parsed);
 					while ((n = SSL_read(ssl, buf, sizeof(buf))) > 0)
 						srv_write_all(ssl, buf, (size_t)n);
@@ -439,6 +459,7 @@ static void upstream_reset(struct upstream *u)
 		free(u->seen[i]);
 	u->n_seen = 0;
 	u->bytes = 0;
+	u->tunnel_bytes = 0;
 	u->resumed = 0;
 	pthread_mutex_unlock(&u->lock);
 }
@@ -1292,6 +1313,8 @@ static void client_read_until(struct client *cl, char *buf, size_t cap, const ch
 	}
 }
 
+static double now_s(void);
+
 static void test_websocket_upgrade_tunnel(void **state)
 {
 	static const char req[] =
@@ -1337,6 +1360,39 @@ static void test_websocket_upgrade_tunnel(void **state)
 	check_record(rs.rec[0], "allow", "rule_allow", "GET /repos/acme/ws status=101 cred=test-token");
 	check_record(rs.rec[1], "deny", "rule_deny", "GET /admin/ws status=403");
 	records_free(&rs);
+}
+
+/* A tunnel whose client sends a lot and then ends it (close_notify) while
+ * the upstream reads slowly: the engine closes the tunnel only once every
+ * byte went to the upstream socket, so the upstream gets them all. */
+static void test_tunnel_end_while_upstream_backed_up(void **state)
+{
+	static const char req[] =
+		"GET /repos/acme/ws-stall-sink HTTP/1.1\r\nHost: " HOST "\r\n"
+		"Upgrade: websocket\r\nConnection: Upgrade\r\n"
+		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+	enum { N = 16 << 20 };
+	static char body[65536];
+	struct client cl;
+	char buf[4096];
+	size_t got;
+
+	memset(body, 't', sizeof(body));
+	engine_start(true);
+	assert_int_equal(client_open(&cl, HOST, HOST), 0);
+	client_send(&cl, req, sizeof(req) - 1);
+	client_read_until(&cl, buf, sizeof(buf), "\r\n\r\n");
+	assert_true(!strncmp(buf, "HTTP/1.1 101 ", 13));
+	for (size_t off = 0; off < N; off += sizeof(body))
+		client_send(&cl, body, sizeof(body));
+	client_close(&cl); /* close_notify and FIN right behind the bytes */
+	upstream_wait_idle(&F.up);
+	pthread_mutex_lock(&F.up.lock);
+	got = F.up.tunnel_bytes;
+	pthread_mutex_unlock(&F.up.lock);
+	engine_stop();
+	if (got != N)
+		fail_msg("the upstream got %zu of %d tunnel bytes", got, N);
 }
 
 static double now_s(void)
@@ -1981,6 +2037,7 @@ int main(void)
 		cmocka_unit_test_teardown(test_chunked_response_keepalive, teardown),
 		cmocka_unit_test_teardown(test_expect_continue, teardown),
 		cmocka_unit_test_teardown(test_websocket_upgrade_tunnel, teardown),
+		cmocka_unit_test_teardown(test_tunnel_end_while_upstream_backed_up, teardown),
 		cmocka_unit_test_teardown(test_bulk_response_streams, teardown),
 		cmocka_unit_test_teardown(test_bulk_upload_echo_byte_exact, teardown),
 		cmocka_unit_test_teardown(test_bulk_upload_stalled_origin, teardown),
