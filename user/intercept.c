@@ -2040,6 +2040,7 @@ static bool closing_step(struct ic_conn *c)
 	if (c->close_scheduled)
 		return true;
 	if (c->cs.wbuf && sock_send_gathered(&c->cs) < 0) {
+		conn_set_detail(c, "client write: %s", strerror(errno));
 		c->close_scheduled = true; /* the client is gone */
 		return true;
 	}
