@@ -752,35 +752,48 @@ static void sock_drop_gathered(struct ic_sock *s)
 	s->wlen = s->woff = 0;
 }
 
+/* One send() on the socket, with its bookkeeping: bytes counted, activity
+ * noted, the socket marked full when it took less or said EAGAIN. Returns
+ * what send() returned (errno kept, EINTR retried). */
+static ssize_t sock_send(struct ic_sock *s, const void *buf, size_t len)
+{
+	ssize_t n;
+
+	do
+		n = send(*s->fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+	while (n < 0 && errno == EINTR);
+	if (n > 0) {
+		if ((size_t)n < len)
+			s->wr_ready = false;
+		__atomic_store_n(&s->tx, s->tx + (uint64_t)n, __ATOMIC_RELAXED);
+		s->c->last_active_ms = loop_now_ms(s->c->w->loop);
+	} else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+		s->wr_ready = false;
+	}
+	return n;
+}
+
 /* Sends what the socket gathered. 1: all of it went (the buffer goes back
  * to the pool), 0: the socket is full (the rest waits for EPOLLOUT), -1:
  * the socket failed (errno). */
 static int sock_send_gathered(struct ic_sock *s)
 {
-	ssize_t n;
-
 	while (s->woff < s->wlen) {
+		ssize_t n;
+
 		if (*s->fd < 0) {
 			errno = EBADF;
 			return -1;
 		}
 		if (!s->wr_ready)
 			return 0;
-		n = send(*s->fd, s->wbuf + s->woff, s->wlen - s->woff, MSG_NOSIGNAL | MSG_DONTWAIT);
+		n = sock_send(s, s->wbuf + s->woff, s->wlen - s->woff);
 		if (n > 0) {
 			s->woff += (size_t)n;
-			__atomic_store_n(&s->tx, s->tx + (uint64_t)n, __ATOMIC_RELAXED);
-			s->c->last_active_ms = loop_now_ms(s->c->w->loop);
-			if (s->woff < s->wlen)
-				s->wr_ready = false; /* took less: full */
 			continue;
 		}
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-			s->wr_ready = false;
-			return 0;
-		}
+		if (n < 0 && !s->wr_ready)
+			return 0; /* EAGAIN */
 		if (n == 0)
 			errno = EPIPE;
 		return -1;
@@ -798,23 +811,12 @@ static int sock_send_now(BIO *b, struct ic_sock *s, const char *buf, int len)
 		BIO_set_retry_write(b);
 		return -1;
 	}
-	for (;;) {
-		n = send(*s->fd, buf, (size_t)len, MSG_NOSIGNAL | MSG_DONTWAIT);
-		if (n > 0) {
-			if (n < len)
-				s->wr_ready = false;
-			__atomic_store_n(&s->tx, s->tx + (uint64_t)n, __ATOMIC_RELAXED);
-			s->c->last_active_ms = loop_now_ms(s->c->w->loop);
-			return (int)n;
-		}
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-			s->wr_ready = false;
-			BIO_set_retry_write(b);
-		}
-		return -1; /* errno stays for SSL_ERROR_SYSCALL */
-	}
+	n = sock_send(s, buf, (size_t)len);
+	if (n > 0)
+		return (int)n;
+	if (n < 0 && !s->wr_ready)
+		BIO_set_retry_write(b);
+	return -1; /* errno stays for SSL_ERROR_SYSCALL */
 }
 
 /* Full-size records are gathered and leave when the buffer fills or the
@@ -2151,8 +2153,9 @@ static void conn_run(struct ic_conn *c)
 {
 	size_t budget = IC_READ_BUDGET;
 	bool ready_before = c->c_hs_done && (c->u_hs_done || c->u_failed);
+	int round;
 
-	for (int round = 0; round < IC_RUN_MAX && !c->close_scheduled; round++) {
+	for (round = 0; round < IC_RUN_MAX && !c->close_scheduled; round++) {
 		bool moved = false, ready, client_done;
 
 		if (c->closing) {
@@ -2202,8 +2205,8 @@ static void conn_run(struct ic_conn *c)
 		if (!moved)
 			break;
 	}
-	if (!c->close_scheduled && !c->closing)
-		conn_send_gathered(c); /* IC_RUN_MAX ran out */
+	if (round == IC_RUN_MAX && !c->close_scheduled && !c->closing)
+		conn_send_gathered(c); /* cut short before a round's last send */
 	conn_update_interest(c);
 }
 

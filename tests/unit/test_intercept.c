@@ -19,7 +19,6 @@
 #include <errno.h>
 #include <ftw.h>
 #include <netinet/in.h>
-#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -1312,8 +1311,6 @@ static void client_read_until(struct client *cl, char *buf, size_t cap, const ch
 		buf[len] = '\0';
 	}
 }
-
-static double now_s(void);
 
 static void test_websocket_upgrade_tunnel(void **state)
 {
