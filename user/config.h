@@ -8,19 +8,22 @@
 
 #include "audit.h"
 
+/* A daemon reload changes the fields marked "live" while the proxy runs
+ * (config_set_live() on the main thread, then proxy_config_changed() and
+ * intercept_config_changed()); other threads read them with cfg_live(). */
 struct config {
 	unsigned workers;              /* proxy threads; 0 = one per core */
-	unsigned peek_timeout_ms;      /* ClientHello/HTTP head (slowloris) */
-	unsigned connect_timeout_ms;   /* upstream connect, per address */
+	unsigned peek_timeout_ms;      /* live; ClientHello/HTTP head (slowloris) */
+	unsigned connect_timeout_ms;   /* live; upstream connect, per address */
 	unsigned resolve_timeout_ms;
-	unsigned idle_timeout_ms;      /* relay with no bytes either way */
+	unsigned idle_timeout_ms;      /* live; relay with no bytes either way */
 	/* a relayed connection that has moved this many bytes is handed to
 	 * the kernel relay (bpf/splice.bpf.c); 0 = never, the default: on
 	 * the machines measured it was slower than the splice loop
 	 * (docs/BENCHMARKS.md) */
 	unsigned kernel_relay_after;
-	unsigned max_conns_per_cgroup;
-	unsigned max_conns;            /* whole proxy */
+	unsigned max_conns_per_cgroup; /* live */
+	unsigned max_conns;            /* live; whole proxy */
 	const char *dns_servers;       /* c-ares servers csv; NULL = resolv.conf */
 	struct audit_options audit;
 	int verbose;
@@ -38,6 +41,19 @@ struct config {
 	.dns_servers = NULL,                  \
 	.audit = { .path = NULL, .format = AUDIT_TEXT, .denials_to_stderr = true }, \
 	.verbose = 0,                         \
+}
+
+#define cfg_live(field) __atomic_load_n(&(field), __ATOMIC_RELAXED)
+
+/* Copy next's live fields into run (the running config). */
+static inline void config_set_live(struct config *run, const struct config *next)
+{
+	__atomic_store_n(&run->peek_timeout_ms, next->peek_timeout_ms, __ATOMIC_RELAXED);
+	__atomic_store_n(&run->connect_timeout_ms, next->connect_timeout_ms, __ATOMIC_RELAXED);
+	__atomic_store_n(&run->idle_timeout_ms, next->idle_timeout_ms, __ATOMIC_RELAXED);
+	__atomic_store_n(&run->max_conns_per_cgroup, next->max_conns_per_cgroup,
+			 __ATOMIC_RELAXED);
+	__atomic_store_n(&run->max_conns, next->max_conns, __ATOMIC_RELAXED);
 }
 
 #endif

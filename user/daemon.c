@@ -515,9 +515,11 @@ static bool daemon_str_differ(const char *a, const char *b)
 
 /*
  * The settings a reload does not apply: the listeners, the audit sink, the
- * DNS upstream and the proxy's threads, timeouts and limits are set up once
- * at start. Names those of next that differ from what runs into buf
- * ("proxy.idle_timeout_ms, audit.path"); returns how many.
+ * DNS upstream (and the resolvers' timeout), the proxy's threads and the
+ * kernel relay are set up once at start. Names those of next that differ
+ * from what runs into buf ("proxy.workers, audit.path"); returns how many.
+ * The other proxy timeouts and the connection limits apply live
+ * (daemon_apply_live).
  */
 static size_t daemon_restart_only(const struct dconfig *run, const struct dconfig *next,
 				  char *buf, size_t len)
@@ -532,14 +534,8 @@ static size_t daemon_restart_only(const struct dconfig *run, const struct dconfi
 		{ "audit.format", run->audit_format != next->audit_format },
 		{ "dns.upstream", daemon_str_differ(run->dns_servers, next->dns_servers) },
 		{ "proxy.workers", run->workers != next->workers },
-		{ "proxy.peek_timeout_ms", run->peek_timeout_ms != next->peek_timeout_ms },
-		{ "proxy.connect_timeout_ms", run->connect_timeout_ms != next->connect_timeout_ms },
 		{ "proxy.resolve_timeout_ms", run->resolve_timeout_ms != next->resolve_timeout_ms },
-		{ "proxy.idle_timeout_ms", run->idle_timeout_ms != next->idle_timeout_ms },
 		{ "proxy.kernel_relay_after", run->kernel_relay_after != next->kernel_relay_after },
-		{ "proxy.max_conns_per_cgroup",
-		  run->max_conns_per_cgroup != next->max_conns_per_cgroup },
-		{ "proxy.max_conns", run->max_conns != next->max_conns },
 	};
 	size_t i, n = 0, off = 0;
 
@@ -553,6 +549,20 @@ static size_t daemon_restart_only(const struct dconfig *run, const struct dconfi
 		n++;
 	}
 	return n;
+}
+
+/* The proxy's timeouts (but the resolvers') and connection limits of c,
+ * for the workers of the proxy and the interception engine: timers armed
+ * from now on, and armed ones that a shorter timeout brings forward; the
+ * limits on the next accept. */
+static void daemon_apply_live(struct daemon *d, const struct dconfig *c)
+{
+	struct config next = d->cfg;
+
+	dconfig_apply(c, &next);
+	config_set_live(&d->cfg, &next);
+	proxy_config_changed(d->proxy);
+	intercept_config_changed(d->ic);
 }
 
 /* 0, or -EINVAL (invalid file) / -EIO with the reason in msg: egressctl
@@ -612,6 +622,7 @@ static int daemon_reload(struct daemon *d, char *msg, size_t msglen)
 	d->dc = c;
 	d->bank = bank;
 	pthread_mutex_unlock(&d->lock);
+	daemon_apply_live(d, c);
 	/* New attach points are attached; cgroups rebound to the new bank. */
 	if (daemon_attach_all(d))
 		log_error("reload: some attach points could not be attached (see above)");

@@ -245,6 +245,7 @@ struct ic_worker {
 	int efd;
 	pthread_mutex_t lock;
 	bool closed;            /* under lock: intercept_stop() ran */
+	bool config_changed;    /* under lock: intercept_config_changed() */
 	struct ic_conn *inbox_head, *inbox_tail; /* under lock */
 	struct ic_conn *conns;  /* changes under conns_lock (snapshots read it) */
 	size_t n_conns;
@@ -2265,12 +2266,12 @@ static void conn_timer_cb(struct loop *l, struct loop_timer *t)
 		c->close_scheduled = true; /* linger over */
 	} else if (!(c->c_hs_done && (c->u_hs_done || c->u_failed))) {
 		conn_set_detail(c, "TLS handshake not done within %u ms",
-				w->ic->cfg->peek_timeout_ms);
+				loop_timer_list_duration(w->tl_hs));
 		c->verdict = EGR_VERDICT_DENY;
 		c->reason = EGR_REASON_PEEK_TIMEOUT;
 		conn_fail(c, true);
 	} else {
-		unsigned idle = w->ic->cfg->idle_timeout_ms;
+		unsigned idle = loop_timer_list_duration(w->tl_idle);
 
 		if (now - c->last_active_ms < idle) {
 			loop_timer_start(l, w->tl_idle, &c->timer, conn_timer_cb);
@@ -2363,10 +2364,16 @@ ossl:
 
 /* ---- workers ---------------------------------------------------------- */
 
+static unsigned ms_or(unsigned v, unsigned dflt)
+{
+	return v ? v : dflt;
+}
+
 static void worker_inbox_cb(struct loop *l, int fd, void *data, int events)
 {
 	struct ic_worker *w = data;
 	struct ic_conn *list, *c;
+	bool changed;
 	uint64_t v;
 
 	while (read(w->efd, &v, sizeof(v)) < 0 && errno == EINTR)
@@ -2374,7 +2381,19 @@ static void worker_inbox_cb(struct loop *l, int fd, void *data, int events)
 	pthread_mutex_lock(&w->lock);
 	list = w->inbox_head;
 	w->inbox_head = w->inbox_tail = NULL;
+	changed = w->config_changed;
+	w->config_changed = false;
 	pthread_mutex_unlock(&w->lock);
+	if (changed) {
+		/* The live settings (config.h): handshake and idle timers
+		 * armed from now on use the new durations; a shorter one also
+		 * brings the armed ones forward. */
+		loop_update_time(l);
+		loop_timer_list_set_duration(l, w->tl_hs,
+					     ms_or(cfg_live(w->ic->cfg->peek_timeout_ms), 10000));
+		loop_timer_list_set_duration(l, w->tl_idle,
+					     ms_or(cfg_live(w->ic->cfg->idle_timeout_ms), 600000));
+	}
 	while ((c = list)) {
 		list = c->next;
 		c->prev = NULL;
@@ -2427,10 +2446,8 @@ static int worker_init(struct intercept *ic, struct ic_worker *w, unsigned id)
 	err = loop_add(w->loop, w->efd, LOOP_READ, worker_inbox_cb, w);
 	if (err)
 		return err;
-	w->tl_hs = loop_timer_list_create(w->loop, cfg->peek_timeout_ms ?
-					  cfg->peek_timeout_ms : 10000);
-	w->tl_idle = loop_timer_list_create(w->loop, cfg->idle_timeout_ms ?
-					    cfg->idle_timeout_ms : 600000);
+	w->tl_hs = loop_timer_list_create(w->loop, ms_or(cfg_live(cfg->peek_timeout_ms), 10000));
+	w->tl_idle = loop_timer_list_create(w->loop, ms_or(cfg_live(cfg->idle_timeout_ms), 600000));
 	w->tl_linger = loop_timer_list_create(w->loop, IC_LINGER_MS);
 	if (!w->tl_hs || !w->tl_idle || !w->tl_linger)
 		return -ENOMEM;
@@ -2598,6 +2615,21 @@ void intercept_set_ca(struct intercept *ic, struct ca *ca)
 {
 	if (ic)
 		__atomic_store_n(&ic->params.ca, ca, __ATOMIC_RELEASE);
+}
+
+void intercept_config_changed(struct intercept *ic)
+{
+	const uint64_t one = 1;
+
+	for (unsigned i = 0; ic && i < ic->n_workers; i++) {
+		struct ic_worker *w = &ic->workers[i];
+
+		pthread_mutex_lock(&w->lock);
+		w->config_changed = !w->closed;
+		pthread_mutex_unlock(&w->lock);
+		if (w->efd >= 0 && write(w->efd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+			log_warn("intercept: waking worker %u: %s", w->id, strerror(errno));
+	}
 }
 
 void intercept_stop(struct intercept *ic)

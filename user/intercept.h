@@ -58,6 +58,9 @@ int intercept_start(struct intercept *ic);
  * must stay allocated until intercept_destroy(): connections in flight
  * hold its leaves. */
 void intercept_set_ca(struct intercept *ic, struct ca *ca);
+/* After config_set_live() on the engine's config (a daemon reload): every
+ * worker takes the new handshake and idle timeouts at its next wakeup. */
+void intercept_config_changed(struct intercept *ic);
 /* Closes every connection (their pending requests are audited as
  * aborted) and joins the workers. Stop the proxy first: a take after
  * stop is refused with -ESHUTDOWN. */

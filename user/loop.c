@@ -244,6 +244,21 @@ unsigned loop_timer_list_duration(const struct loop_timer_list *q)
 	return q->duration_ms;
 }
 
+void loop_timer_list_set_duration(struct loop *l, struct loop_timer_list *q,
+				  unsigned duration_ms)
+{
+	uint64_t cap = l->now_ms + duration_ms;
+	struct loop_timer *t;
+
+	/* The list is in deadline order and capping keeps it so: every
+	 * deadline past cap becomes cap, and later starts land at or
+	 * after it. */
+	if (duration_ms < q->duration_ms)
+		for (t = q->head.prev; t != &q->head && t->deadline_ms > cap; t = t->prev)
+			t->deadline_ms = cap;
+	q->duration_ms = duration_ms;
+}
+
 static void timer_insert_before(struct loop_timer *pos, struct loop_timer *t)
 {
 	t->next = pos;

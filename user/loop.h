@@ -72,6 +72,11 @@ uint64_t loop_update_time(struct loop *l);
 /* A list of timers that all share one duration. */
 struct loop_timer_list *loop_timer_list_create(struct loop *l, unsigned duration_ms);
 unsigned loop_timer_list_duration(const struct loop_timer_list *q);
+/* Change q's duration (a reload). Timers armed later fire duration_ms after
+ * their start; a shorter duration also brings the armed ones forward to at
+ * most duration_ms from now, a longer one leaves them as they are. */
+void loop_timer_list_set_duration(struct loop *l, struct loop_timer_list *q,
+				  unsigned duration_ms);
 /* Arm t on q: fires duration_ms from now. Re-arming moves it to the tail. */
 void loop_timer_start(struct loop *l, struct loop_timer_list *q,
 		      struct loop_timer *t, loop_timer_cb cb);

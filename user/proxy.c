@@ -275,6 +275,7 @@ struct extra_lset {
 struct extra_req {
 	int id, fd4, fd6; /* fd4 < 0: remove set id */
 	bool audit_reopened; /* only this: proxy_audit_reopened() */
+	bool config_changed; /* only this: proxy_config_changed() */
 };
 
 struct worker {
@@ -1571,7 +1572,7 @@ static void krelay_progress(struct conn *c)
 		if (loop_now_ms(w->loop) - c->kprogress_ms >
 		    loop_timer_list_duration(w->tl_idle)) {
 			conn_set_detail(c, "kernel relay: bytes not delivered for %u ms",
-					w->p->cfg->idle_timeout_ms);
+					loop_timer_list_duration(w->tl_idle));
 			c->rst_client = c->rst_upstream = true;
 			conn_schedule_close(c);
 			return;
@@ -2015,14 +2016,14 @@ static void conn_peek_timeout(struct conn *c)
 		/* Silent client: a server-speaks-first protocol that no IP
 		 * rule allows (else the first-byte timer went on already). */
 		conn_set_detail(c, "no data from client within %u ms",
-				c->w->p->cfg->peek_timeout_ms);
+				loop_timer_list_duration(c->w->tl_peek));
 		conn_decide(c);
 		return;
 	}
 	conn_set_detail(c, "%zu bytes of %s in %u ms", c->buf_len,
 			c->proto == PROTO_TLS ? "ClientHello" :
 			c->proto == PROTO_HTTP ? "HTTP head" : "data",
-			c->w->p->cfg->peek_timeout_ms);
+			loop_timer_list_duration(c->w->tl_peek));
 	if (conn_policy_deny(c, EGR_REASON_PEEK_TIMEOUT, NULL))
 		conn_decide(c);
 }
@@ -2130,7 +2131,7 @@ static void conn_timer_cb(struct loop *l, struct loop_timer *t)
 			loop_timer_start(l, w->tl_idle, &c->timer, conn_timer_cb);
 			break;
 		}
-		conn_set_detail(c, "idle for %u ms", w->p->cfg->idle_timeout_ms);
+		conn_set_detail(c, "idle for %u ms", loop_timer_list_duration(w->tl_idle));
 		conn_schedule_close(c);
 		break;
 	default:
@@ -2234,6 +2235,7 @@ static void conn_start(struct conn *c)
 	struct policy_decision d;
 	socklen_t olen;
 	uint64_t cookie = 0;
+	unsigned max, max_cg;
 	bool warn;
 	int err;
 
@@ -2262,13 +2264,15 @@ static void conn_start(struct conn *c)
 	c->orig_port = c->origin.dst_port;
 	c->up_port = c->orig_port;
 
-	if (cfg->max_conns && atomic_load(&p->n_conns) > cfg->max_conns) {
-		log_warn("proxy: %u connections, limit --max-conns=%u reached; denying",
-			 atomic_load(&p->n_conns) - 1, cfg->max_conns);
+	max = cfg_live(cfg->max_conns);
+	max_cg = cfg_live(cfg->max_conns_per_cgroup);
+	if (max && atomic_load(&p->n_conns) > max) {
+		log_warn("proxy: %u connections, limit max_conns=%u reached; denying",
+			 atomic_load(&p->n_conns) - 1, max);
 		conn_deny(c, EGR_REASON_CONN_LIMIT, NULL);
 		return;
 	}
-	err = cg_acquire(p, c->origin.cgroup_id, cfg->max_conns_per_cgroup, &warn);
+	err = cg_acquire(p, c->origin.cgroup_id, max_cg, &warn);
 	if (err) {
 		if (warn) {
 			const char *cg = p->params.cgroup_name ?
@@ -2277,7 +2281,7 @@ static void conn_start(struct conn *c)
 			log_warn("proxy: cgroup %s (id %llu) has %u connections open, "
 				 "limit max_conns_per_cgroup=%u reached; denying new ones",
 				 cg ? cg : "?", (unsigned long long)c->origin.cgroup_id,
-				 cfg->max_conns_per_cgroup, cfg->max_conns_per_cgroup);
+				 max_cg, max_cg);
 		}
 		conn_deny(c, err == -EBUSY ? EGR_REASON_CONN_LIMIT : EGR_REASON_INTERNAL, NULL);
 		return;
@@ -2428,6 +2432,24 @@ static void worker_extra_apply(struct worker *w, const struct extra_req *r)
 	w->extra = x;
 }
 
+static unsigned ms_or(unsigned v, unsigned dflt);
+
+/* The live settings (config.h) after a reload: timers armed from now on
+ * use the new durations, and a shorter one also brings the armed ones
+ * forward (loop_timer_list_set_duration). */
+static void worker_config_apply(struct worker *w)
+{
+	const struct config *cfg = w->p->cfg;
+
+	loop_update_time(w->loop);
+	loop_timer_list_set_duration(w->loop, w->tl_peek,
+				     ms_or(cfg_live(cfg->peek_timeout_ms), 10000));
+	loop_timer_list_set_duration(w->loop, w->tl_connect,
+				     ms_or(cfg_live(cfg->connect_timeout_ms), 10000));
+	loop_timer_list_set_duration(w->loop, w->tl_idle,
+				     ms_or(cfg_live(cfg->idle_timeout_ms), 600000));
+}
+
 /* Take the queued requests; with apply false (stopping), only close. */
 static void worker_mailbox(struct worker *w, bool apply)
 {
@@ -2446,6 +2468,8 @@ static void worker_mailbox(struct worker *w, bool apply)
 	for (i = 0; i < n; i++) {
 		if (q[i].audit_reopened)
 			audit_thread_refresh(w->p->params.audit);
+		else if (q[i].config_changed)
+			worker_config_apply(w);
 		else if (apply)
 			worker_extra_apply(w, &q[i]);
 		else if (q[i].fd4 >= 0) {
@@ -2487,6 +2511,16 @@ static int worker_post(struct worker *w, const struct extra_req *r)
 }
 
 static int listen_socket(int family, const char *addr, uint16_t port, int *out);
+
+void proxy_config_changed(struct proxy *p)
+{
+	const struct extra_req r = { .config_changed = true, .fd4 = -1, .fd6 = -1 };
+
+	for (unsigned i = 0; p && i < p->n_workers; i++)
+		if (worker_post(&p->workers[i], &r))
+			log_warn("proxy: worker %u keeps its timeouts until the next reload "
+				 "(out of memory)", i);
+}
 
 void proxy_audit_reopened(struct proxy *p)
 {
@@ -2901,11 +2935,11 @@ static int worker_init(struct worker *w)
 			      ms_or(cfg->resolve_timeout_ms, 5000));
 	if (err)
 		return err;
-	w->tl_peek = loop_timer_list_create(w->loop, ms_or(cfg->peek_timeout_ms, 10000));
+	w->tl_peek = loop_timer_list_create(w->loop, ms_or(cfg_live(cfg->peek_timeout_ms), 10000));
 	w->tl_first = loop_timer_list_create(w->loop, PROXY_FIRST_BYTE_MS);
 	w->tl_resolve = loop_timer_list_create(w->loop, ms_or(cfg->resolve_timeout_ms, 5000));
-	w->tl_connect = loop_timer_list_create(w->loop, ms_or(cfg->connect_timeout_ms, 10000));
-	w->tl_idle = loop_timer_list_create(w->loop, ms_or(cfg->idle_timeout_ms, 600000));
+	w->tl_connect = loop_timer_list_create(w->loop, ms_or(cfg_live(cfg->connect_timeout_ms), 10000));
+	w->tl_idle = loop_timer_list_create(w->loop, ms_or(cfg_live(cfg->idle_timeout_ms), 600000));
 	w->tl_grace = loop_timer_list_create(w->loop, PROXY_GRACE_MS);
 	w->tl_accept = loop_timer_list_create(w->loop, PROXY_ACCEPT_PAUSE_MS);
 	w->tl_drain = loop_timer_list_create(w->loop, PROXY_DRAIN_MS);

@@ -69,6 +69,11 @@ void proxy_set_intercept(struct proxy *p, struct intercept *ic);
 int proxy_start(struct proxy *p);
 void proxy_stop(struct proxy *p);
 
+/* After config_set_live() on p's config (a daemon reload): every worker
+ * takes the new timeouts at its next wakeup (the limits are read on each
+ * accept). */
+void proxy_config_changed(struct proxy *p);
+
 /* After audit_reopen(): workers with a descriptor table of their own
  * (fdbroker.h) move to the new file now, not at their next record. */
 void proxy_audit_reopened(struct proxy *p);

@@ -87,6 +87,7 @@ CASES=(
 	daemon_observability
 	daemon_audit_rotation
 	daemon_socket_before_attach
+	daemon_reload_timeouts_limits
 	daemon_kernel_relay
 	geoip_country_and_asn
 	audit_suggest_enforce
@@ -1908,6 +1909,165 @@ print("dns from %s:%d" % src, "answer" if bytes([192, 0, 2, 10]) in r[12:] else 
 	grep -q "^dns from $DNS4:53 answer\$" <<<"$out" || fail "DNS: $(oneline "$out")"
 	grep -q '"reason": *"no_match"' "$CASE_AUDIT" ||
 		fail "no no_match record for evil.test in the audit log"
+}
+
+# A reload applies the proxy's timeouts and connection limits to a running
+# daemon. Opened under idle_timeout_ms 600000 and peek_timeout_ms 60000, a
+# relayed connection with no bytes either way and a client that sent half
+# an HTTP head stay open for 1.5 s; a reload to 1000 and 500 closes both
+# within seconds (the hash server would wait 30 s). The same reload sets
+# max_conns_per_cgroup 1: a second connection of the cgroup is refused
+# (conn_limit) while the first is held, and after a reload back to 100 a
+# second one stays open and the first still answers. The replies name
+# nothing that waits for a restart.
+drl_config() { # IDLE_MS PEEK_MS MAX_PER_CGROUP
+	cat >"$DCFG" <<JSON
+{ "listen": { "control": "$DSOCK", "metrics": null },
+  "audit": { "path": "$CASE_AUDIT", "format": "json" },
+  "proxy": { "idle_timeout_ms": $1, "peek_timeout_ms": $2,
+             "max_conns_per_cgroup": $3 },
+  "policies": { "rl": { "mode": "enforce", "allow": ["allowed.test", "$ALLOWED4:9100"] } },
+  "bindings": [ { "cgroup": "$DCG/agents/job*", "policy": "rl" } ] }
+JSON
+}
+
+case_daemon_reload_timeouts_limits() {
+	need_egressd
+	local out rc i apid step
+	local ctl=$E2E_REPO/egressctl run=$E2E_DIR/run/drl res=$E2E_DIR/run/drl.out
+	DSOCK=$E2E_DIR/ctl/drl.sock
+	daemon_bed drl bpffs-drl daemon-drl agents/job1
+	mkdir -p "$run" && chmod 777 "$run"
+	drl_config 600000 60000 100
+	daemon_start || fail "daemon did not start: $(tail -3 "$CASE_STDERR")"
+	# shellcheck disable=SC2016
+	local agent='
+import hashlib, os, select, socket, sys, time
+run = sys.argv[1]
+def wait_file(name):
+    for _ in range(600):
+        if os.path.exists(os.path.join(run, name)):
+            return
+        time.sleep(0.02)
+    sys.exit("never told " + name)
+def closed(s, timeout):
+    """seconds until s is closed by the other end, None if still open"""
+    t0 = time.monotonic()
+    s.setblocking(False)
+    while True:
+        left = max(timeout - (time.monotonic() - t0), 0)
+        if not select.select([s], [], [], left)[0]:
+            return None
+        try:
+            if not s.recv(4096):
+                return time.monotonic() - t0
+        except BlockingIOError:
+            continue
+        except ConnectionResetError:
+            return time.monotonic() - t0
+def closed_all(socks, timeout):
+    """seconds until each of socks is closed by the other end, or None"""
+    t0, left, got = time.monotonic(), dict(enumerate(socks)), [None] * len(socks)
+    for s in socks:
+        s.setblocking(False)
+    while left and time.monotonic() - t0 < timeout:
+        for i in list(left):
+            if closed(left[i], 0) is not None:
+                got[i] = time.monotonic() - t0
+                del left[i]
+        if left:
+            select.select(list(left.values()), [], [], 0.05)
+    return got
+def raw():
+    s = socket.create_connection(("'$ALLOWED4'", 9100), 5)
+    return s
+a = raw()
+a.sendall(b"0\n")
+b = socket.create_connection(("allowed.test", 80), 5)
+b.sendall(b"GET / HTTP/1.1\r\nHost: allowed.test\r\n")
+print("before reload: idle open" if closed(a, 1.5) is None else "before reload: idle closed")
+print("before reload: peek open" if closed(b, 0.1) is None else "before reload: peek closed")
+open(os.path.join(run, "ready1"), "w").write("1")
+wait_file("go1")
+ta, tb = closed_all([a, b], 8)
+print("idle closed after %s s" % (None if ta is None else round(ta, 2)))
+print("peek closed after %s s" % (None if tb is None else round(tb, 2)))
+open(os.path.join(run, "ready2"), "w").write("1")
+wait_file("go2")
+d = raw()
+d.sendall(b"5\n")
+time.sleep(0.3)
+try:
+    e = raw()
+    e.sendall(b"0\n")
+    te = closed(e, 5)
+except ConnectionError:
+    te = 0  # reset before connect() returned
+print("second conn refused" if te is not None else "second conn open")
+open(os.path.join(run, "ready3"), "w").write("1")
+wait_file("go3")
+f = raw()
+f.sendall(b"0\n")
+print("after raising: second conn open" if closed(f, 1.0) is None else "after raising: second conn closed")
+d.setblocking(True)
+d.settimeout(5)
+d.sendall(b"hello")
+d.shutdown(socket.SHUT_WR)
+got = b""
+while True:
+    c = d.recv(4096)
+    if not c:
+        break
+    got += c
+line = got.split(b"\n", 1)[0].decode()
+want = "%s 5" % hashlib.sha256(b"hello").hexdigest()
+print("first conn answered" if line == want and len(got) == len(line) + 1 + 5 else "first conn: %r" % got[:100])
+'
+	in_cg "$DCG/agents/job1" "$E2E_PY" -c "$agent" "$run" >"$res" 2>&1 &
+	apid=$!
+	# each step: the agent says readyN, a reload, then goN
+	for step in "1 1000 500 100" "2 600000 60000 1" "3 600000 60000 100"; do
+		set -- $step
+		bed_wait_file "$run/ready$1" 30 ||
+			fail "the agent did not get to step $1: $(tail -c 700 "$res" | tr "\n" " ")"
+		drl_config "$2" "$3" "$4"
+		out=$("$ctl" reload --socket "$DSOCK" 2>&1); rc=$?
+		[ $rc = 0 ] && [ "$out" = "egressctl: reloaded" ] ||
+			fail "reload to idle $2, peek $3, max $4: rc $rc: $(oneline "$out")"
+		echo 1 >"$run/go$1"
+	done
+	for ((i = 0; i < 150; i++)); do
+		kill -0 "$apid" 2>/dev/null || break
+		sleep 0.1
+	done
+	wait "$apid" || fail "agent failed: $(oneline "$(cat "$res")")"
+	out=$(cat "$res")
+	note "$(oneline "$out")"
+	grep -q "^before reload: idle open\$" <<<"$out" && grep -q "^before reload: peek open\$" <<<"$out" ||
+		fail "closed before the reload: $(oneline "$out")"
+	"$E2E_PY" -c 'import re, sys
+t = {k: float(v) for k, v in re.findall(r"^(idle|peek) closed after ([0-9.]+) s$", sys.argv[1], re.M)}
+assert set(t) == {"idle", "peek"} and max(t.values()) < 4, t' "$out" ||
+		fail "the reload did not close the waiting connections in time: $(oneline "$out")"
+	grep -q "^second conn refused\$" <<<"$out" ||
+		fail "max_conns_per_cgroup 1 did not refuse a second connection: $(oneline "$out")"
+	grep -q "^after raising: second conn open\$" <<<"$out" &&
+		grep -q "^first conn answered\$" <<<"$out" ||
+		fail "after the reload back to 100: $(oneline "$out")"
+	for ((i = 0; i < 30; i++)); do
+		grep -q '"detail": *"idle for 1000 ms"' "$CASE_AUDIT" && break
+		sleep 0.1
+	done
+	out=$("$E2E_PY" -c 'import json, sys
+recs = [json.loads(l) for l in open(sys.argv[1])]
+recs = [r for r in recs if r.get("origin") == "proxy"]
+idle = [r for r in recs if r.get("detail") == "idle for 1000 ms" and r["verdict"] == "allow"]
+peek = [r for r in recs if r.get("reason") == "peek_timeout" and " in 500 ms" in r.get("detail", "")]
+limit = [r for r in recs if r.get("reason") == "conn_limit" and r["verdict"] == "deny"]
+assert len(idle) == 1 and len(peek) == 1 and len(limit) == 1, recs
+print("idle:", idle[0]["detail"], "| peek:", peek[0]["detail"], "| limit:", limit[0]["reason"])' "$CASE_AUDIT" 2>&1) ||
+		fail "audit records: $(oneline "$out")"
+	note "audit: $out"
 }
 
 # The daemon with proxy.kernel_relay_after (the path case_kernel_relay, an

@@ -235,6 +235,60 @@ static void test_timer_rearm_moves_to_tail(void **state)
 	loop_destroy(l);
 }
 
+/* A reload shortens a list: armed timers come forward to the new duration
+ * from now, in their order, and later ones follow them; lengthening leaves
+ * armed timers where they were. */
+static void test_timer_list_set_duration(void **state)
+{
+	struct loop *l;
+	struct loop_timer_list *q;
+	struct order o = { .stop_after = 3 };
+	struct tagged t1, t2, t3;
+	uint64_t start;
+
+	assert_int_equal(loop_create(&l), 0);
+	q = loop_timer_list_create(l, 600000);
+	tagged_init(&t1, 1, &o);
+	tagged_init(&t2, 2, &o);
+	tagged_init(&t3, 3, &o);
+	start = now_ms();
+	loop_update_time(l);
+	loop_timer_start(l, q, &t1.t, order_cb);
+	usleep(5000);
+	loop_update_time(l);
+	loop_timer_start(l, q, &t2.t, order_cb);
+	loop_timer_list_set_duration(l, q, 40);
+	assert_int_equal(loop_timer_list_duration(q), 40);
+	assert_true(t1.t.deadline_ms <= t2.t.deadline_ms);
+	assert_true(t2.t.deadline_ms <= loop_now_ms(l) + 40);
+	loop_timer_start(l, q, &t3.t, order_cb);
+	assert_int_equal(loop_run(l), 0);
+	assert_int_equal(o.n, 3);
+	assert_int_equal(o.seq[0], 1);
+	assert_int_equal(o.seq[1], 2);
+	assert_int_equal(o.seq[2], 3);
+	assert_true(now_ms() - start >= 40);
+	assert_true(now_ms() - start < 1000);
+
+	/* longer: the armed timer keeps its deadline, the next gets the new
+	 * duration */
+	memset(&o, 0, sizeof(o));
+	o.stop_after = 2;
+	loop_timer_list_set_duration(l, q, 20);
+	loop_update_time(l);
+	start = loop_now_ms(l);
+	loop_timer_start(l, q, &t1.t, order_cb);
+	loop_timer_list_set_duration(l, q, 200);
+	assert_int_equal(t1.t.deadline_ms, start + 20);
+	loop_timer_start(l, q, &t2.t, order_cb);
+	assert_true(t2.t.deadline_ms >= start + 200);
+	assert_int_equal(loop_run(l), 0);
+	assert_int_equal(o.seq[0], 1);
+	assert_int_equal(o.seq[1], 2);
+	assert_true(now_ms() - start >= 200);
+	loop_destroy(l);
+}
+
 static void test_timer_at_sorted(void **state)
 {
 	struct loop *l;
@@ -310,6 +364,7 @@ int main(void)
 		cmocka_unit_test(test_mask_zero_suppresses),
 		cmocka_unit_test(test_delete_in_batch),
 		cmocka_unit_test(test_timer_lists_order),
+		cmocka_unit_test(test_timer_list_set_duration),
 		cmocka_unit_test(test_timer_rearm_moves_to_tail),
 		cmocka_unit_test(test_timer_at_sorted),
 		cmocka_unit_test(test_stop_from_thread),
