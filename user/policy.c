@@ -1115,33 +1115,20 @@ static int locate_path(const struct jpos *root, const struct fpath *f, bool want
 	return want_key ? j->key_line : j->line;
 }
 
-/* Quote untrusted text for a one-line message: printable ASCII as is,
- * everything else as \xNN, long text cut with "...". */
+/* Untrusted text for a one-line message, as the inside of a JSON string
+ * (the messages put it in quotes): escapes as in the file's own syntax,
+ * the same as dconfig's (jpos_quote), long text cut with "...". */
 static const char *esc(const char *s, char *buf, size_t len)
 {
-	size_t o = 0;
+	size_t n;
 
-	for (; *s && o + 8 < len; s++) {
-		unsigned char c = (unsigned char)*s;
-
-		if (o > 60) {
-			memcpy(buf + o, "...", 3);
-			o += 3;
-			break;
-		}
-		if (c < 0x20 || c >= 0x7f || c == '"' || c == '\\')
-			o += (size_t)snprintf(buf + o, len - o, "\\x%02x", c);
-		else
-			buf[o++] = (char)c;
-	}
-	buf[o] = '\0';
+	jpos_quote(s, buf, len);
+	n = strlen(buf);
+	if (n && buf[0] == '"')
+		memmove(buf, buf + 1, n--); /* with the NUL */
+	if (n && buf[n - 1] == '"')
+		buf[n - 1] = '\0';
 	return buf;
-}
-
-/* Policy files have always said "a number" for integers too. */
-static const char *json_type_name(const json_t *v)
-{
-	return json_is_integer(v) ? "a number" : jpos_json_type(v);
 }
 
 static const char *const known_keys[] = { "name", "mode", "allow", "deny", "intercept",
@@ -1188,7 +1175,7 @@ static int load_rules(const struct load_ctx *c, struct policy *tmp, bool deny,
 
 	if (!json_is_array(arr)) {
 		seterr(c->err, c->errlen, "%s:%d: %s: expected an array of rule strings, got %s",
-		       c->file, line, key, json_type_name(arr));
+		       c->file, line, key, jpos_json_type(arr));
 		return -EINVAL;
 	}
 	n = json_array_size(arr);
@@ -1212,7 +1199,7 @@ static int load_rules(const struct load_ctx *c, struct policy *tmp, bool deny,
 			       deny ? (json_is_object(v) ? " (an \"asn\" list is for allow rules only)"
 							 : "")
 				    : " or {\"rule\": ..., \"asn\": [...]}",
-			       json_type_name(v));
+			       jpos_json_type(v));
 			ret = -EINVAL;
 			break;
 		}
@@ -1292,7 +1279,7 @@ static int ic_size(const struct load_ctx *c, const struct fpath *f, json_t *v,
 	}
 	if (!json_is_string(v))
 		return ferr(c, f, false, "expected a size (bytes, or \"64k\", \"1MiB\"), got %s",
-			    json_type_name(v));
+			    jpos_json_type(v));
 	snprintf(out, outlen, "%s", json_string_value(v));
 	/* "1MiB" is what people write; reqrule_parse_size takes "1M" */
 	{
@@ -1365,7 +1352,7 @@ static int ic_words(const struct load_ctx *c, const struct fpath *f, json_t *v,
 		return ret;
 	}
 	if (!json_is_array(v))
-		return ferr(c, f, false, "expected an array of %s, got %s", what, json_type_name(v));
+		return ferr(c, f, false, "expected an array of %s, got %s", what, jpos_json_type(v));
 	if (!json_array_size(v))
 		return ferr(c, f, false, "no %s given", what);
 	json_array_foreach(v, i, w) {
@@ -1374,7 +1361,7 @@ static int ic_words(const struct load_ctx *c, const struct fpath *f, json_t *v,
 		int n;
 
 		if (!s)
-			return ferr(c, &fi, false, "expected a string, got %s", json_type_name(w));
+			return ferr(c, &fi, false, "expected a string, got %s", jpos_json_type(w));
 		if (!*s || strpbrk(s, " ,"))
 			return ferr(c, &fi, false, "\"%s\": one per element, without spaces or commas",
 				    esc(s, e, sizeof(e)));
@@ -1412,7 +1399,7 @@ static int ic_string(const struct load_ctx *c, const struct fpath *f, json_t *v,
 {
 	*out = json_string_value(v);
 	if (!*out)
-		return ferr(c, f, false, "expected a string, got %s", json_type_name(v));
+		return ferr(c, f, false, "expected a string, got %s", jpos_json_type(v));
 	return 0;
 }
 
@@ -1428,7 +1415,7 @@ static int ic_rule(const struct load_ctx *c, struct fpath f, json_t *o, size_t i
 	int ret;
 
 	if (!json_is_object(o))
-		return ferr(c, &f, false, "expected an object, got %s", json_type_name(o));
+		return ferr(c, &f, false, "expected an object, got %s", jpos_json_type(o));
 	snprintf(name, sizeof(name), "rules[%zu]", idx);
 	json_object_foreach(o, key, v) {
 		struct fpath k = fp_key(f, key);
@@ -1500,7 +1487,7 @@ static int ic_cred(const struct load_ctx *c, struct fpath f, json_t *o,
 	int ret;
 
 	if (!json_is_object(o))
-		return ferr(c, &f, false, "expected an object, got %s", json_type_name(o));
+		return ferr(c, &f, false, "expected an object, got %s", jpos_json_type(o));
 	json_object_foreach(o, key, v) {
 		struct fpath k = fp_key(f, key);
 
@@ -1528,7 +1515,7 @@ static int ic_cred(const struct load_ctx *c, struct fpath f, json_t *o,
 			value = json_string_value(v);
 			if (!value)
 				return ferr(c, &k, false, "expected \"env:NAME\" or \"file:/path\", "
-					    "got %s", json_type_name(v));
+					    "got %s", jpos_json_type(v));
 			/* Never echo it: a literal secret here must not reach a log. */
 			if (strncmp(value, "env:", 4) && strncmp(value, "file:/", 6))
 				return ferr(c, &k, false, "must be \"env:NAME\" (egressd's "
@@ -1619,7 +1606,7 @@ static int ic_entry(const struct load_ctx *c, const struct policy *p, struct pol
 
 	if (!json_is_object(o))
 		return ferr(c, &f, false, "expected an object with \"host\", got %s",
-			    json_type_name(o));
+			    jpos_json_type(o));
 	json_object_foreach(o, key, v) {
 		struct fpath k = fp_key(f, key);
 
@@ -1630,12 +1617,12 @@ static int ic_entry(const struct load_ctx *c, const struct policy *p, struct pol
 		} else if (!strcmp(key, "rules")) {
 			if (!json_is_array(v))
 				return ferr(c, &k, false, "expected an array of rules, got %s",
-					    json_type_name(v));
+					    jpos_json_type(v));
 			rules = v;
 		} else if (!strcmp(key, "credentials")) {
 			if (!json_is_array(v))
 				return ferr(c, &k, false, "expected an array of credentials, "
-					    "got %s", json_type_name(v));
+					    "got %s", jpos_json_type(v));
 			creds = v;
 		} else if (!strcmp(key, "max_body")) {
 			ret = ic_size(c, &k, v, maxb, sizeof(maxb));
@@ -1692,7 +1679,7 @@ static int load_intercept(const struct load_ctx *c, const struct policy *p,
 
 	if (!json_is_array(arr))
 		return ferr(c, &f, false, "expected an array of hosts to intercept, got %s",
-			    json_type_name(arr));
+			    jpos_json_type(arr));
 	if (json_array_size(arr) > POLICY_MAX_RULES)
 		return ferr(c, &f, false, "too many entries (at most %d)", POLICY_MAX_RULES);
 	json_array_foreach(arr, i, v) {
@@ -1741,7 +1728,7 @@ static int gw_entry(const struct load_ctx *c, const struct policy *p, struct pol
 
 	if (!json_is_object(o))
 		return ferr(c, &f, false, "expected an object with \"listen\" and \"upstream\", "
-			    "got %s", json_type_name(o));
+			    "got %s", jpos_json_type(o));
 	json_object_foreach(o, key, v) {
 		struct fpath k = fp_key(f, key);
 
@@ -1751,12 +1738,12 @@ static int gw_entry(const struct load_ctx *c, const struct policy *p, struct pol
 			ret = ic_string(c, &k, v, &upstream);
 		} else if (!strcmp(key, "rules")) {
 			ret = json_is_array(v) ? 0 : ferr(c, &k, false, "expected an array of "
-							  "rules, got %s", json_type_name(v));
+							  "rules, got %s", jpos_json_type(v));
 			rules = v;
 		} else if (!strcmp(key, "credentials")) {
 			ret = json_is_array(v) ? 0 : ferr(c, &k, false, "expected an array of "
 							  "credentials, got %s",
-							  json_type_name(v));
+							  jpos_json_type(v));
 			creds = v;
 		} else if (!strcmp(key, "max_body")) {
 			ret = ic_size(c, &k, v, maxb, sizeof(maxb));
@@ -1823,7 +1810,7 @@ static int load_gateways(const struct load_ctx *c, const struct policy *p,
 
 	if (!json_is_array(arr))
 		return ferr(c, &f, false, "expected an array of gateways, got %s",
-			    json_type_name(arr));
+			    jpos_json_type(arr));
 	if (json_array_size(arr) > EGR_MAX_GATEWAYS / POLICY_GATEWAY_ADDRS)
 		return ferr(c, &f, false, "too many entries (at most %d)",
 			    EGR_MAX_GATEWAYS / POLICY_GATEWAY_ADDRS);
@@ -1884,13 +1871,13 @@ static int load_rule_object(const struct load_ctx *c, struct policy *tmp, const 
 	if (!rule)
 		return ferr(c, &f, false, "\"rule\" is required (the rule string)");
 	if (!json_is_string(rule))
-		return ferr(c, &fr, false, "expected a rule string, got %s", json_type_name(rule));
+		return ferr(c, &fr, false, "expected a rule string, got %s", jpos_json_type(rule));
 	if (!asn)
 		return ferr(c, &f, false, "\"asn\" is required in a rule object "
 			    "(without it, write the rule as a plain string)");
 	if (!json_is_array(asn))
 		return ferr(c, &fa, false, "expected an array of AS numbers, got %s",
-			    json_type_name(asn));
+			    jpos_json_type(asn));
 	n = json_array_size(asn);
 	if (!n)
 		return ferr(c, &fa, false, "empty list: it would read as \"no restriction\"; "
@@ -1913,7 +1900,7 @@ static int load_rule_object(const struct load_ctx *c, struct policy *tmp, const 
 		}
 		if (!json_is_integer(v))
 			return ferr(c, &fe, false, "expected an AS number (1-4294967294), got %s",
-				    json_type_name(v));
+				    jpos_json_type(v));
 		x = json_integer_value(v);
 		/* 0 means "unknown" to the database reader; 4294967295 is
 		 * reserved (RFC 7300): neither can be an upstream's ASN. */
@@ -1961,7 +1948,7 @@ static int load_countries(const struct load_ctx *c, struct policy *tmp, json_t *
 
 	if (!json_is_array(arr))
 		return ferr(c, &f, false, "expected an array of two-letter country codes "
-			    "(ISO 3166-1 alpha-2, e.g. [\"KP\"]), got %s", json_type_name(arr));
+			    "(ISO 3166-1 alpha-2, e.g. [\"KP\"]), got %s", jpos_json_type(arr));
 	n = json_array_size(arr);
 	if (n > POLICY_MAX_COUNTRIES)
 		return ferr(c, &f, false, "too many entries (at most %d)", POLICY_MAX_COUNTRIES);
@@ -1971,7 +1958,7 @@ static int load_countries(const struct load_ctx *c, struct policy *tmp, json_t *
 
 		if (!sv)
 			return ferr(c, &fe, false, "expected a two-letter country code, got %s",
-				    json_type_name(v));
+				    jpos_json_type(v));
 		if (!is_alpha2(sv))
 			return ferr(c, &fe, false, "\"%s\": not a two-letter country code "
 				    "(ISO 3166-1 alpha-2, e.g. \"KP\")", esc(sv, q, sizeof(q)));
@@ -2079,7 +2066,7 @@ int policy_load_buffer(struct policy *p, const char *name, const char *buf,
 	c.pos = pos;
 	if (!json_is_object(root)) {
 		seterr(err, errlen, "%s:%d: top level: expected an object, got %s",
-		       c.file, pos->line, json_type_name(root));
+		       c.file, pos->line, jpos_json_type(root));
 		ret = -EINVAL;
 		goto out;
 	}
@@ -2095,7 +2082,7 @@ int policy_load_buffer(struct policy *p, const char *name, const char *buf,
 
 			if (!s) {
 				seterr(err, errlen, "%s:%d: name: expected a string, got %s",
-				       c.file, key_line(&c, key), json_type_name(v));
+				       c.file, key_line(&c, key), jpos_json_type(v));
 				ret = -EINVAL;
 				goto out;
 			}
@@ -2119,7 +2106,7 @@ int policy_load_buffer(struct policy *p, const char *name, const char *buf,
 
 			if (!s) {
 				seterr(err, errlen, "%s:%d: mode: expected a string, got %s",
-				       c.file, key_line(&c, key), json_type_name(v));
+				       c.file, key_line(&c, key), jpos_json_type(v));
 				ret = -EINVAL;
 				goto out;
 			}
@@ -2157,7 +2144,7 @@ int policy_load_buffer(struct policy *p, const char *name, const char *buf,
 			if (!s || s[0] != '/') {
 				seterr(err, errlen, "%s:%d: upstream_ca: expected the absolute path "
 				       "of a PEM CA bundle, got %s", c.file, key_line(&c, key),
-				       s ? "a relative path" : json_type_name(v));
+				       s ? "a relative path" : jpos_json_type(v));
 				ret = -EINVAL;
 				goto out;
 			}

@@ -301,7 +301,8 @@ int srt_load_buffer(struct policy *p, const char *name, const char *buf, size_t 
 		if (r == -ENOMEM)
 			seterr(err, errlen, "%s: out of memory", c.file);
 		else
-			seterr(err, errlen, "%s:1: syntax error: unexpected bytes", c.file);
+			seterr(err, errlen, "%s:1: syntax error: unexpected bytes (NUL or other "
+			       "text the JSON walker refuses)", c.file);
 		goto out;
 	}
 	if (!json_is_object(root)) {

@@ -464,7 +464,7 @@ static const struct {
 	  "p.json:4: allow: expected an array of rule strings, got a string" },
 	{ "rule not a string",
 	  "{\n  \"deny\": [\n    \"a.com\",\n    443\n  ]\n}\n",
-	  "p.json:4: deny[1]: expected a rule string, got a number" },
+	  "p.json:4: deny[1]: expected a rule string, got an integer" },
 	{ "bad rule in allow[3] on line 9",
 	  "{\n"
 	  "  \"name\": \"dev\",\n"
@@ -519,7 +519,10 @@ static const struct {
 	  "p.json:1: name: expected a string, got null" },
 	{ "control characters in a rule are quoted",
 	  "{\"allow\": [\"a\\nb.com\"]}",
-	  "p.json:1: allow[0]: \"a\\x0ab.com\": contains whitespace or control characters" },
+	  "p.json:1: allow[0]: \"a\\nb.com\": contains whitespace or control characters" },
+	{ "quoted as JSON, like the daemon config's messages",
+	  "{\"allow\": [\"a\\tb\\u00e9\\\\.com\"]}",
+	  "p.json:1: allow[0]: \"a\\tb\\u00E9\\\\.com\": contains whitespace or control characters" },
 	{ "wildcard over a TLD",
 	  "{\n  \"deny\": [\n    \"*.com\"\n  ]\n}",
 	  "p.json:3: deny[0]: \"*.com\": wildcard over a top-level domain would allow half the "
@@ -598,7 +601,7 @@ static void test_file_nul_after_number(void **state)
 	assert_int_equal(policy_load_buffer(p, "p.json", text, sizeof(text) - 1, err,
 					    sizeof(err)), -EINVAL);
 	assert_string_equal(err, "p.json:2: allow[0]: expected a rule string or {\"rule\": ..., "
-			    "\"asn\": [...]}, got a number");
+			    "\"asn\": [...]}, got an integer");
 	assert_orig(p);
 	policy_free(p);
 }
@@ -1576,7 +1579,7 @@ static const struct {
 	  "(ISO 3166-1 alpha-2, e.g. \"KP\")" },
 	{ "number as code",
 	  "{\n  \"deny_countries\": [7]\n}\n",
-	  "p.json:2: deny_countries[0]: expected a two-letter country code, got a number" },
+	  "p.json:2: deny_countries[0]: expected a two-letter country code, got an integer" },
 	{ "UK is not ISO",
 	  "{\"deny_countries\": [\"uk\"]}",
 	  "p.json:1: deny_countries[0]: \"uk\": not an ISO 3166-1 code (the United Kingdom "
@@ -1603,7 +1606,7 @@ static const struct {
 	  "p.json:1: allow[0].asn[0]: 4294967296: not an AS number (1-4294967294)" },
 	{ "asn not a list",
 	  "{\"allow\": [{\"rule\": \"a.test\", \"asn\": 64500}]}",
-	  "p.json:1: allow[0].asn: expected an array of AS numbers, got a number" },
+	  "p.json:1: allow[0].asn: expected an array of AS numbers, got an integer" },
 	{ "rule object without asn",
 	  "{\"allow\": [{\"rule\": \"a.test\"}]}",
 	  "p.json:1: allow[0]: \"asn\" is required in a rule object (without it, write the "

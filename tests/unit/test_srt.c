@@ -217,6 +217,22 @@ static const struct {
 	  "deniedDomains" },
 };
 
+/* Bytes jansson accepts and the line locator refuses ("[1\0]": a NUL ends
+ * jansson's number) get the same message as in a daemon config. */
+static void test_nul_after_number(void **state)
+{
+	static const char text[] = "{\"network\": {\"allowedDomains\": [1\0]}}";
+	struct policy *p = policy_new("keep");
+	char err[512] = "";
+
+	(void)state;
+	assert_int_equal(srt_load_buffer(p, "settings.json", text, sizeof(text) - 1, err,
+					 sizeof(err)), -EINVAL);
+	assert_string_equal(err, "settings.json:1: syntax error: unexpected bytes (NUL or other "
+			    "text the JSON walker refuses)");
+	policy_free(p);
+}
+
 static void test_bad_files(void **state)
 {
 	size_t i;
@@ -276,6 +292,7 @@ int main(void)
 		cmocka_unit_test(test_claude_settings),
 		cmocka_unit_test(test_deny_all),
 		cmocka_unit_test(test_bad_files),
+		cmocka_unit_test(test_nul_after_number),
 		cmocka_unit_test(test_appends),
 	};
 
