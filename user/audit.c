@@ -664,8 +664,6 @@ void audit_write(struct audit *a, const struct audit_record *r)
 
 	if (!a || !r)
 		return;
-	if (a->tap)
-		a->tap(a->tap_ctx, r);
 	end = r->end;
 	if (!end.tv_sec && !end.tv_nsec)
 		clock_gettime(CLOCK_REALTIME, &end);
@@ -676,6 +674,8 @@ void audit_write(struct audit *a, const struct audit_record *r)
 		else
 			format_text(r, &end, &b);
 	}
+	if (a->tap)
+		a->tap(a->tap_ctx, r, js);
 	pthread_mutex_lock(&a->lock);
 	f = a->f;
 	if (tl_a == a)

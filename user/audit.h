@@ -103,8 +103,10 @@ void audit_thread_end(void);
  * written, on the writer's thread (proxy workers, the DNS proxy, the main
  * thread), outside the audit lock, and possibly concurrently: it must be
  * thread-safe and must never block (the daemon counts metrics and feeds
- * `egressctl log -f` from it). Set it before any writer thread starts. */
-typedef void (*audit_tap_fn)(void *ctx, const struct audit_record *r);
+ * `egressctl log -f` from it). Set it before any writer thread starts.
+ * json is the line the JSON audit file gets (audit_record_json's text)
+ * when there is one, rendered once for both; NULL otherwise. */
+typedef void (*audit_tap_fn)(void *ctx, const struct audit_record *r, const char *json);
 void audit_set_tap(struct audit *a, audit_tap_fn fn, void *ctx);
 /* The record as the JSON audit format writes it: one compact object, no
  * newline; malloc'd (free()), NULL on allocation failure. */

@@ -680,16 +680,18 @@ static json_t *conns_json(struct control *c)
 
 /* --- log -f ----------------------------------------------------------------- */
 
-void control_tap(struct control *c, const struct audit_record *r)
+void control_tap(struct control *c, const struct audit_record *r, const char *json)
 {
 	struct log_item *it;
 	size_t jl, cl;
-	char *js;
+	char *own = NULL;
+	const char *js = json;
 	bool wake = false;
 
 	if (!c || !atomic_load_explicit(&c->q.followers, memory_order_relaxed))
 		return;
-	js = audit_record_json(r);
+	if (!js)
+		js = own = audit_record_json(r);
 	if (!js)
 		return;
 	jl = strlen(js);
@@ -705,7 +707,7 @@ void control_tap(struct control *c, const struct audit_record *r)
 			it->cgroup = it->data + jl + 1;
 		}
 	}
-	free(js);
+	free(own);
 	pthread_mutex_lock(&c->q.lock);
 	if (it && c->q.n < CONTROL_LOG_QUEUE) {
 		c->q.items[(c->q.head + c->q.n) % CONTROL_LOG_QUEUE] = it;

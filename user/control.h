@@ -90,7 +90,8 @@ void control_handle(struct control *c);
 void control_close(struct control *c);
 
 /* The audit tap for `log` followers: any thread, never blocks; does
- * nothing while nobody follows. Accepts NULL. */
-void control_tap(struct control *c, const struct audit_record *r);
+ * nothing while nobody follows. Accepts NULL. json: the record already
+ * rendered by the audit file (audit_tap_fn), or NULL to render it here. */
+void control_tap(struct control *c, const struct audit_record *r, const char *json);
 
 #endif

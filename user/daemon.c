@@ -190,12 +190,12 @@ static void daemon_on_event(void *ctx, const struct egr_event *e)
 }
 
 /* Every audit record, on its writer's thread (audit.h): never blocks. */
-static void daemon_audit_tap(void *ctx, const struct audit_record *r)
+static void daemon_audit_tap(void *ctx, const struct audit_record *r, const char *json)
 {
 	struct daemon *d = ctx;
 
 	metrics_count_record(d->metrics, r);
-	control_tap(__atomic_load_n(&d->ctl, __ATOMIC_ACQUIRE), r);
+	control_tap(__atomic_load_n(&d->ctl, __ATOMIC_ACQUIRE), r, json);
 }
 
 /* Write the policies of c into bank: the kernel's view (ports, CIDRs). */

@@ -180,6 +180,61 @@ static void test_json_hostile_bytes(void **state)
 	unlink(path);
 }
 
+struct tap_seen {
+	int n;
+	char json[2][4096];
+	bool had_json[2];
+};
+
+static void tap_cb(void *ctx, const struct audit_record *r, const char *json)
+{
+	struct tap_seen *t = ctx;
+
+	(void)r;
+	if (t->n < 2) {
+		t->had_json[t->n] = json != NULL;
+		snprintf(t->json[t->n], sizeof(t->json[0]), "%s", json ? json : "");
+	}
+	t->n++;
+}
+
+/* The tap gets the line the JSON file gets, rendered once for both (the
+ * daemon's `log -f` followers); with a text file, or none, it gets NULL
+ * and renders the record itself. */
+static void test_tap_gets_the_json_line(void **state)
+{
+	struct audit_options o = { .format = AUDIT_JSON };
+	struct tap_seen t = { 0 };
+	struct audit_record r;
+	struct audit *a;
+	char path[128], *text;
+
+	tmp_path(path, sizeof(path), "tap");
+	o.path = path;
+	assert_int_equal(audit_open(&a, &o), 0);
+	audit_set_tap(a, tap_cb, &t);
+	deny_record(&r);
+	audit_write(a, &r);
+	audit_close(a);
+	text = slurp(path);
+	assert_int_equal(t.n, 1);
+	assert_true(t.had_json[0]);
+	assert_int_equal(strlen(text), strlen(t.json[0]) + 1);
+	assert_memory_equal(text, t.json[0], strlen(t.json[0]));
+	free(text);
+	unlink(path);
+
+	memset(&t, 0, sizeof(t));
+	o.format = AUDIT_TEXT;
+	assert_int_equal(audit_open(&a, &o), 0);
+	audit_set_tap(a, tap_cb, &t);
+	audit_write(a, &r);
+	audit_close(a);
+	assert_int_equal(t.n, 1);
+	assert_false(t.had_json[0]);
+	unlink(path);
+}
+
 static void test_text_line(void **state)
 {
 	struct audit_options o = { .format = AUDIT_TEXT };
@@ -729,6 +784,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_json_line),
 		cmocka_unit_test(test_json_hostile_bytes),
+		cmocka_unit_test(test_tap_gets_the_json_line),
 		cmocka_unit_test(test_text_line),
 		cmocka_unit_test(test_http_fields),
 		cmocka_unit_test(test_reopen),

@@ -557,7 +557,7 @@ static void test_log_follow(void **state)
 
 	/* nobody follows: the tap does nothing */
 	r = tap_rec(EGR_VERDICT_DENY, "/e2e/agents/job1", "early.test");
-	control_tap(f->ctl, &r);
+	control_tap(f->ctl, &r, NULL);
 
 	all = follow(f, "{\"cmd\":\"log\",\"follow\":true}\n");
 	deny = follow(f, "{\"cmd\":\"log\",\"follow\":true,\"verdict\":\"deny\","
@@ -574,11 +574,11 @@ static void test_log_follow(void **state)
 	json_decref(o);
 
 	r = tap_rec(EGR_VERDICT_ALLOW, "/e2e/agents/job1", "allowed.test");
-	control_tap(f->ctl, &r);
+	control_tap(f->ctl, &r, NULL);
 	r = tap_rec(EGR_VERDICT_DENY, "/other/job1", "other.test");
-	control_tap(f->ctl, &r);
+	control_tap(f->ctl, &r, NULL);
 	r = tap_rec(EGR_VERDICT_DENY, "/e2e/agents/job2", "evil.test");
-	control_tap(f->ctl, &r);
+	control_tap(f->ctl, &r, NULL);
 
 	o = read_line(all);
 	assert_string_equal(json_string_value(json_object_get(o, "sni")), "allowed.test");
@@ -618,7 +618,7 @@ static void test_log_slow_follower(void **state)
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	/* ~8 MB: far more than the socket and the follower's buffer hold */
 	for (i = 0; i < 8000; i++) {
-		control_tap(f->ctl, &r);
+		control_tap(f->ctl, &r, NULL);
 		if (i % 1000 == 999)
 			usleep(100000); /* let the main loop drain the queue */
 	}
