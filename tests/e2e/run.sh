@@ -1744,10 +1744,13 @@ JSON
 	dlpid=$!
 	bed_track $dlpid
 	# the download (1 MiB the server paces over 8 s) may take a while to
-	# start on a loaded machine
+	# start on a loaded machine, and its upstream connect to finish (the
+	# first use of the bed's IPv6 route, in a case run alone)
 	for ((i = 0; i < 150; i++)); do
 		out=$("$ctl" conns --json --socket "$dsock") || fail "egressctl conns --json failed"
-		grep -q '"sni": "allowed.test"' <<<"$out" && break
+		python3 -c 'import json, sys
+sys.exit(not any(c.get("sni") == "allowed.test" and c["state"] == "relay"
+                 for c in json.load(sys.stdin)["conns"]))' <<<"$out" && break
 		sleep 0.1
 	done
 	note "conns: $(oneline "$out")"
@@ -1836,6 +1839,20 @@ assert dl and dl[0]["comm"] == "curl", "no record of the download"' "$lj" ||
 # allowed.test through the proxy and shows the original peer, evil.test is
 # refused, and a DNS query sent with sendto() is answered by the DNS proxy
 # and appears to come from the server asked.
+# wait_agent PID RESULT: wait (up to 15 s) for a case's agent started in
+# the background; fails the case if it failed. Its output is then in $out
+# (and in the case's notes).
+wait_agent() {
+	local i
+	for ((i = 0; i < 150; i++)); do
+		kill -0 "$1" 2>/dev/null || break
+		sleep 0.1
+	done
+	wait "$1" || fail "agent failed: $(oneline "$(cat "$2")")"
+	out=$(cat "$2")
+	note "$(oneline "$out")"
+}
+
 case_daemon_socket_before_attach() {
 	need_egressd
 	local out i
@@ -1893,13 +1910,7 @@ print("dns from %s:%d" % src, "answer" if bytes([192, 0, 2, 10]) in r[12:] else 
 	daemon_start || fail "daemon did not start: $(tail -3 "$CASE_STDERR")"
 	sleep 0.3
 	: >"$go"
-	for ((i = 0; i < 150; i++)); do
-		kill -0 "$apid" 2>/dev/null || break
-		sleep 0.1
-	done
-	wait "$apid" || fail "agent failed: $(oneline "$(cat "$res")")"
-	out=$(cat "$res")
-	note "$(oneline "$out")"
+	wait_agent "$apid" "$res"
 	grep -q "^peer $ALLOWED4:80\$" <<<"$out" || fail "getpeername: $(oneline "$out")"
 	grep -q "^allowed: hello from allowed.test" <<<"$out" ||
 		fail "allowed.test not reached: $(oneline "$out")"
@@ -2036,13 +2047,7 @@ print("first conn answered" if line == want and len(got) == len(line) + 1 + 5 el
 			fail "reload to idle $2, peek $3, max $4: rc $rc: $(oneline "$out")"
 		echo 1 >"$run/go$1"
 	done
-	for ((i = 0; i < 150; i++)); do
-		kill -0 "$apid" 2>/dev/null || break
-		sleep 0.1
-	done
-	wait "$apid" || fail "agent failed: $(oneline "$(cat "$res")")"
-	out=$(cat "$res")
-	note "$(oneline "$out")"
+	wait_agent "$apid" "$res"
 	grep -q "^before reload: idle open\$" <<<"$out" && grep -q "^before reload: peek open\$" <<<"$out" ||
 		fail "closed before the reload: $(oneline "$out")"
 	"$E2E_PY" -c 'import re, sys
