@@ -285,6 +285,19 @@ static void print_status(json_t *s)
 	if (json_object_get(s, "kernel_denied"))
 		printf("  kernel denied  %lld since start (refused at connect(), not in "
 		       "the audit log)\n", jint(s, "kernel_denied"));
+	v = json_object_get(s, "proxy");
+	if (json_is_object(v)) {
+		printf("  proxy          %lld workers; timeouts (ms): peek %lld, connect %lld, "
+		       "resolve %lld, idle %lld\n", jint(v, "workers"), jint(v, "peek_timeout_ms"),
+		       jint(v, "connect_timeout_ms"), jint(v, "resolve_timeout_ms"),
+		       jint(v, "idle_timeout_ms"));
+		printf("  limits         %lld connections per cgroup, %lld in all; kernel relay ",
+		       jint(v, "max_conns_per_cgroup"), jint(v, "max_conns"));
+		if (jint(v, "kernel_relay_after"))
+			printf("after %lld bytes\n", jint(v, "kernel_relay_after"));
+		else
+			printf("off\n");
+	}
 
 	a = json_object_get(s, "policies");
 	for (i = 0; i < json_array_size(a) && (v = json_array_get(a, i)); i++) {

@@ -31,6 +31,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
+#include "config.h"
 #include "control.h"
 #include "jpos.h"
 #include "log.h"
@@ -553,6 +554,17 @@ static json_t *status_json(struct control *c, const struct control_status *st)
 			"listening", st->netns[i].ok,
 			"ipv6", st->netns[i].v6));
 	json_object_set_new(s, "netns", a);
+	if (st->cfg)
+		json_object_set_new(s, "proxy", json_pack(
+			"{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
+			"workers", (json_int_t)st->workers,
+			"peek_timeout_ms", (json_int_t)cfg_live(st->cfg->peek_timeout_ms),
+			"connect_timeout_ms", (json_int_t)cfg_live(st->cfg->connect_timeout_ms),
+			"resolve_timeout_ms", (json_int_t)st->cfg->resolve_timeout_ms,
+			"idle_timeout_ms", (json_int_t)cfg_live(st->cfg->idle_timeout_ms),
+			"max_conns_per_cgroup", (json_int_t)cfg_live(st->cfg->max_conns_per_cgroup),
+			"max_conns", (json_int_t)cfg_live(st->cfg->max_conns),
+			"kernel_relay_after", (json_int_t)st->cfg->kernel_relay_after));
 
 	counts_update(c);
 	if (c->cnt.available) {

@@ -27,6 +27,7 @@
 #include "audit.h"
 #include "dconfig.h"
 
+struct config;
 struct netns_info;
 struct proxy_conn_info;
 
@@ -47,6 +48,10 @@ struct control_status {
 	/* Other network namespaces (pods) with listeners (netns.h). */
 	const struct netns_info *netns;
 	size_t n_netns;
+	/* The proxy's settings in force (a reload changes the live ones,
+	 * config.h) and its number of worker threads; NULL: not reported. */
+	const struct config *cfg;
+	unsigned workers;
 };
 
 struct control_params {

@@ -652,6 +652,8 @@ static int daemon_ctl_status(void *ctx, struct control_status *st)
 	st->port = d->port;
 	st->n_cgroups = d->n_watches;
 	st->netns = netns_list(d->ns, &st->n_netns);
+	st->cfg = &d->cfg;
+	st->workers = proxy_workers(d->proxy);
 	/* Bound: a binding matches the cgroup or an ancestor (the kernel
 	 * inherits the nearest binding); the rest are denied everything. */
 	for (i = 0; i < d->n_watches; i++) {

@@ -3088,6 +3088,11 @@ fail:
 	return err;
 }
 
+unsigned proxy_workers(const struct proxy *p)
+{
+	return p ? p->n_workers : 0;
+}
+
 uint16_t proxy_port(const struct proxy *p)
 {
 	return p->port;

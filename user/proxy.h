@@ -53,6 +53,8 @@ int proxy_create(struct proxy **out, const struct proxy_params *params);
  * the raised one. Returns the soft limit now in force. */
 struct rlimit;
 unsigned long proxy_raise_nofile(struct rlimit *orig);
+/* Number of worker threads. */
+unsigned proxy_workers(const struct proxy *p);
 /* Port of the listeners (host byte order). */
 uint16_t proxy_port(const struct proxy *p);
 /* Listening on ::1 too (false if IPv6 is unavailable). */

@@ -1930,7 +1930,8 @@ print("dns from %s:%d" % src, "answer" if bytes([192, 0, 2, 10]) in r[12:] else 
 # max_conns_per_cgroup 1: a second connection of the cgroup is refused
 # (conn_limit) while the first is held, and after a reload back to 100 a
 # second one stays open and the first still answers. The replies name
-# nothing that waits for a restart.
+# nothing that waits for a restart, and egressctl status (JSON and text)
+# shows the values in force after each reload.
 drl_config() { # IDLE_MS PEEK_MS MAX_PER_CGROUP
 	cat >"$DCFG" <<JSON
 { "listen": { "control": "$DSOCK", "metrics": null },
@@ -2045,8 +2046,18 @@ print("first conn answered" if line == want and len(got) == len(line) + 1 + 5 el
 		out=$("$ctl" reload --socket "$DSOCK" 2>&1); rc=$?
 		[ $rc = 0 ] && [ "$out" = "egressctl: reloaded" ] ||
 			fail "reload to idle $2, peek $3, max $4: rc $rc: $(oneline "$out")"
+		# status shows the values in force
+		out=$("$ctl" status --json --socket "$DSOCK" | python3 -c 'import json, sys
+p = json.load(sys.stdin)["proxy"]
+print(p["idle_timeout_ms"], p["peek_timeout_ms"], p["max_conns_per_cgroup"], p["max_conns"])') ||
+			fail "egressctl status --json has no proxy settings"
+		[ "$out" = "$2 $3 $4 65536" ] || fail "status after reload $1: $out, want $2 $3 $4 65536"
 		echo 1 >"$run/go$1"
 	done
+	out=$("$ctl" status --socket "$DSOCK") || fail "egressctl status failed"
+	grep -Eq "^  proxy +[0-9]+ workers; timeouts \(ms\): peek 60000, connect 10000, resolve 5000, idle 600000\$" <<<"$out" &&
+		grep -Eq "^  limits +100 connections per cgroup, 65536 in all; kernel relay off\$" <<<"$out" ||
+		fail "egressctl status: $(grep -E '^  (proxy|limits) ' <<<"$out" | tr '\n' ' ')"
 	wait_agent "$apid" "$res"
 	grep -q "^before reload: idle open\$" <<<"$out" && grep -q "^before reload: peek open\$" <<<"$out" ||
 		fail "closed before the reload: $(oneline "$out")"

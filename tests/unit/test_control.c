@@ -24,6 +24,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "config.h"
 #include "control.h"
 #include "dconfig.h"
 #include "proxy.h"
@@ -49,6 +50,7 @@ struct fixture {
 	char reload_msg[256];
 	int reloads;
 	int statuses;
+	struct config cfg;
 };
 
 static int stub_status(void *ctx, struct control_status *st)
@@ -62,6 +64,8 @@ static int stub_status(void *ctx, struct control_status *st)
 	st->port = 15099;
 	st->n_cgroups = 5;
 	st->n_bound = 3;
+	st->cfg = &f->cfg;
+	st->workers = 3;
 	return 0;
 }
 
@@ -148,6 +152,8 @@ static int setup(void **state)
 
 	if (!f || geteuid() != 0)
 		return -1;
+	f->cfg = (struct config)CONFIG_DEFAULTS;
+	f->cfg.idle_timeout_ms = 1234;
 	snprintf(f->dir, sizeof(f->dir), "/tmp/egr-control-XXXXXX");
 	if (!mkdtemp(f->dir))
 		return -1;
@@ -289,6 +295,16 @@ static void test_status_as_root(void **state)
 	c = json_object_get(s, "cgroups");
 	assert_int_equal(json_integer_value(json_object_get(c, "watched")), 5);
 	assert_int_equal(json_integer_value(json_object_get(c, "bound")), 3);
+	/* the proxy's settings in force */
+	c = json_object_get(s, "proxy");
+	assert_int_equal(json_integer_value(json_object_get(c, "workers")), 3);
+	assert_int_equal(json_integer_value(json_object_get(c, "peek_timeout_ms")), 10000);
+	assert_int_equal(json_integer_value(json_object_get(c, "connect_timeout_ms")), 10000);
+	assert_int_equal(json_integer_value(json_object_get(c, "resolve_timeout_ms")), 5000);
+	assert_int_equal(json_integer_value(json_object_get(c, "idle_timeout_ms")), 1234);
+	assert_int_equal(json_integer_value(json_object_get(c, "max_conns_per_cgroup")), 4096);
+	assert_int_equal(json_integer_value(json_object_get(c, "max_conns")), 65536);
+	assert_int_equal(json_integer_value(json_object_get(c, "kernel_relay_after")), 0);
 	p = json_object_get(s, "policies");
 	assert_int_equal(json_array_size(p), 2);
 	assert_string_equal(json_string_value(json_object_get(json_array_get(p, 0), "name")),
