@@ -11,7 +11,8 @@
  *
  * Descriptors made later in the process's table (listeners for a pod's
  * namespace, the kernel relay's maps), and sockets a worker hands to
- * another thread (interception, DNS over TCP), cross through the broker:
+ * another thread (DNS over TCP; interception when the engine worker's
+ * hand-over queue is full, intercept.h), cross through the broker:
  * one thread that shares the process's table, one SOCK_SEQPACKET pair per
  * worker, SCM_RIGHTS. A call blocks the worker until the broker answers;
  * the broker runs nothing that waits on a worker.

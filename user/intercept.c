@@ -97,6 +97,7 @@
 #define IC_MAX_INFLIGHT 64          /* pipelined requests awaiting answers */
 #define IC_READ_BUDGET (1024 * 1024) /* socket bytes per wakeup: fairness */
 #define IC_LINGER_MS 2000           /* after our FIN: drain the client */
+#define IC_HAND_SNDBUF (4 << 20)    /* hand-over queue: ~4000 connections */
 #define IC_RUN_MAX 10000            /* progress rounds per wakeup (sanity) */
 #define IC_SESS_SLOTS 256           /* upstream TLS sessions kept */
 #define IC_WBUF_SIZE (64 * 1024)    /* TLS bytes gathered per socket and send */
@@ -153,6 +154,7 @@ struct ic_conn {
 	int busy;
 	bool close_scheduled;
 	bool started;
+	bool failed_before_start; /* its sockets did not arrive (hand_recv) */
 	int cfd, ufd;
 
 	/* copied from intercept_conn_info */
@@ -246,6 +248,10 @@ struct ic_worker {
 	pthread_mutex_t lock;
 	bool closed;            /* under lock: intercept_stop() ran */
 	bool config_changed;    /* under lock: intercept_config_changed() */
+	/* Hand-over socket pair (SOCK_SEQPACKET, the process's table): a
+	 * prepared connection's pointer and its two sockets (SCM_RIGHTS)
+	 * arrive on [0]; [1] is what senders import (intercept_hand_send). */
+	int hand[2];
 	struct ic_conn *inbox_head, *inbox_tail; /* under lock */
 	struct ic_conn *conns;  /* changes under conns_lock (snapshots read it) */
 	size_t n_conns;
@@ -2369,6 +2375,40 @@ static unsigned ms_or(unsigned v, unsigned dflt)
 	return v ? v : dflt;
 }
 
+/* Both sockets are the engine's now: non-blocking, no Nagle (request and
+ * response heads are small writes). */
+static void conn_socks_setup(struct ic_conn *c)
+{
+	int one = 1;
+
+	fcntl(c->cfd, F_SETFL, fcntl(c->cfd, F_GETFL) | O_NONBLOCK);
+	fcntl(c->ufd, F_SETFL, fcntl(c->ufd, F_GETFL) | O_NONBLOCK);
+	setsockopt(c->cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	setsockopt(c->ufd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+static void worker_start_conn(struct ic_worker *w, struct ic_conn *c)
+{
+	c->prev = NULL;
+	pthread_mutex_lock(&w->conns_lock);
+	c->next = w->conns;
+	if (w->conns)
+		w->conns->prev = c;
+	w->conns = c;
+	w->n_conns++;
+	pthread_mutex_unlock(&w->conns_lock);
+	c->started = true;
+	conn_enter(c);
+	if (c->failed_before_start || conn_start(c) < 0) {
+		c->verdict = EGR_VERDICT_DENY;
+		c->reason = EGR_REASON_INTERNAL;
+		conn_fail(c, true);
+	} else {
+		conn_run(c);
+	}
+	conn_leave(c);
+}
+
 static void worker_inbox_cb(struct loop *l, int fd, void *data, int events)
 {
 	struct ic_worker *w = data;
@@ -2396,24 +2436,65 @@ static void worker_inbox_cb(struct loop *l, int fd, void *data, int events)
 	}
 	while ((c = list)) {
 		list = c->next;
-		c->prev = NULL;
-		pthread_mutex_lock(&w->conns_lock);
-		c->next = w->conns;
-		if (w->conns)
-			w->conns->prev = c;
-		w->conns = c;
-		w->n_conns++;
-		pthread_mutex_unlock(&w->conns_lock);
-		c->started = true;
-		conn_enter(c);
-		if (conn_start(c) < 0) {
-			c->verdict = EGR_VERDICT_DENY;
-			c->reason = EGR_REASON_INTERNAL;
-			conn_fail(c, true);
-		} else {
-			conn_run(c);
+		worker_start_conn(w, c);
+	}
+}
+
+/* One message of the hand-over socket: the connection and its sockets.
+ * 1 with *c set (its cfd/ufd -1 for sockets that did not arrive), 0 when
+ * the queue is empty. */
+static int hand_recv(int fd, struct ic_conn **c)
+{
+	char cbuf[CMSG_SPACE(2 * sizeof(int))];
+	struct iovec iov = { .iov_base = c, .iov_len = sizeof(*c) };
+	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1,
+			    .msg_control = cbuf, .msg_controllen = sizeof(cbuf) };
+	int fds[2] = { -1, -1 };
+	struct cmsghdr *cm;
+	ssize_t r;
+
+	do
+		r = recvmsg(fd, &m, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+	while (r < 0 && errno == EINTR);
+	if (r != (ssize_t)sizeof(*c))
+		return 0; /* EAGAIN, or nothing a sender of ours writes */
+	for (cm = CMSG_FIRSTHDR(&m); cm; cm = CMSG_NXTHDR(&m, cm)) {
+		size_t n, i;
+
+		if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
+			continue;
+		n = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		for (i = 0; i < n; i++) {
+			int v;
+
+			memcpy(&v, CMSG_DATA(cm) + i * sizeof(int), sizeof(v));
+			if (i < 2 && fds[i] < 0)
+				fds[i] = v;
+			else
+				close(v);
 		}
-		conn_leave(c);
+	}
+	(*c)->cfd = fds[0];
+	(*c)->ufd = fds[1];
+	return 1;
+}
+
+static void worker_hand_cb(struct loop *l, int fd, void *data, int events)
+{
+	struct ic_worker *w = data;
+	struct ic_conn *c;
+
+	while (hand_recv(fd, &c)) {
+		c->w = w;
+		if (c->cfd < 0 || c->ufd < 0) {
+			/* MSG_CTRUNC: this table is out of descriptors */
+			conn_set_detail(c, "interception: the sockets did not reach the engine "
+					"(out of descriptors)");
+			c->failed_before_start = true;
+		} else {
+			conn_socks_setup(c);
+		}
+		worker_start_conn(w, c);
 	}
 }
 
@@ -2435,6 +2516,7 @@ static int worker_init(struct intercept *ic, struct ic_worker *w, unsigned id)
 	w->ic = ic;
 	w->id = id;
 	w->efd = -1;
+	w->hand[0] = w->hand[1] = -1;
 	pthread_mutex_init(&w->lock, NULL);
 	pthread_mutex_init(&w->conns_lock, NULL);
 	err = loop_create(&w->loop);
@@ -2446,6 +2528,22 @@ static int worker_init(struct intercept *ic, struct ic_worker *w, unsigned id)
 	err = loop_add(w->loop, w->efd, LOOP_READ, worker_inbox_cb, w);
 	if (err)
 		return err;
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, w->hand) < 0) {
+		w->hand[0] = w->hand[1] = -1;
+		return -errno;
+	}
+	err = loop_add(w->loop, w->hand[0], LOOP_READ, worker_hand_cb, w);
+	if (err)
+		return err;
+	/* Room for a burst of connections waiting for a busy worker (each
+	 * message is an skb of about 1 KiB in the sender's budget); when it
+	 * is full, the sender takes the broker's way (proxy.c). */
+	{
+		int sz = IC_HAND_SNDBUF;
+
+		if (setsockopt(w->hand[1], SOL_SOCKET, SO_SNDBUFFORCE, &sz, sizeof(sz)) < 0)
+			setsockopt(w->hand[1], SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
+	}
 	w->tl_hs = loop_timer_list_create(w->loop, ms_or(cfg_live(cfg->peek_timeout_ms), 10000));
 	w->tl_idle = loop_timer_list_create(w->loop, ms_or(cfg_live(cfg->idle_timeout_ms), 600000));
 	w->tl_linger = loop_timer_list_create(w->loop, IC_LINGER_MS);
@@ -2467,6 +2565,8 @@ static void worker_free_conns(struct ic_worker *w)
 		conn_free(c); /* never started: nothing to audit yet */
 	}
 	w->inbox_tail = NULL;
+	while (w->hand[0] >= 0 && hand_recv(w->hand[0], &c))
+		conn_free(c); /* the same */
 }
 
 /* ---- public API ------------------------------------------------------- */
@@ -2666,6 +2766,10 @@ void intercept_destroy(struct intercept *ic)
 
 		if (w->efd >= 0)
 			close(w->efd);
+		if (w->hand[0] >= 0)
+			close(w->hand[0]);
+		if (w->hand[1] >= 0)
+			close(w->hand[1]);
 		wbuf_spare_free(w);
 		loop_destroy(w->loop);
 		pthread_mutex_destroy(&w->lock);
@@ -2761,34 +2865,32 @@ static char *dup_or_null(const char *s, bool *oom)
 	return d;
 }
 
-int intercept_take(struct intercept *ic, int client_fd, int upstream_fd,
-		   const struct intercept_conn_info *info)
+/* A new connection with info's copies and no sockets (cfd/ufd -1), on the
+ * next worker of the round robin. On failure info->release has run. */
+static int conn_prepare(struct intercept *ic, const struct intercept_conn_info *info,
+			struct ic_conn **out)
 {
-	struct ic_worker *w;
 	struct ic_conn *c;
 	bool oom = false;
-	uint64_t one = 1;
-	int one_i = 1;
 
-	if (!ic || !info || !info->host || !info->rules || client_fd < 0 || upstream_fd < 0 ||
+	*out = NULL;
+	if (!ic || !info || !info->host || !info->rules ||
 	    strlen(info->host) >= sizeof(c->host) || (info->gateway && !info->origin) ||
 	    (!info->gateway && !__atomic_load_n(&ic->params.ca, __ATOMIC_ACQUIRE))) {
 		if (info && info->release)
 			info->release(info->release_ctx,
 				      info->origin ? info->origin->cgroup_id : 0);
-		if (client_fd >= 0)
-			close(client_fd);
-		if (upstream_fd >= 0)
-			close(upstream_fd);
 		return -EINVAL;
 	}
 	c = calloc(1, sizeof(*c));
-	if (!c)
-		goto oom;
+	if (!c) {
+		if (info->release)
+			info->release(info->release_ctx, info->origin ? info->origin->cgroup_id : 0);
+		return -ENOMEM;
+	}
 	c->release = info->release;
 	c->release_ctx = info->release_ctx;
-	c->cfd = client_fd;
-	c->ufd = upstream_fd;
+	c->cfd = c->ufd = -1;
 	c->timer.data = c;
 	clock_gettime(CLOCK_REALTIME, &c->start);
 	c->verdict = EGR_VERDICT_ALLOW;
@@ -2841,21 +2943,41 @@ int intercept_take(struct intercept *ic, int client_fd, int upstream_fd,
 			memcpy(c->peeked, info->peeked, info->peeked_len);
 		c->peeked_len = info->peeked_len;
 	}
-	if (oom)
-		goto oom;
-	/* Both sockets are ours now: non-blocking, no Nagle (request and
-	 * response heads are small writes). */
-	fcntl(client_fd, F_SETFL, fcntl(client_fd, F_GETFL) | O_NONBLOCK);
-	fcntl(upstream_fd, F_SETFL, fcntl(upstream_fd, F_GETFL) | O_NONBLOCK);
-	setsockopt(client_fd, IPPROTO_TCP, TCP_NODELAY, &one_i, sizeof(one_i));
-	setsockopt(upstream_fd, IPPROTO_TCP, TCP_NODELAY, &one_i, sizeof(one_i));
+	if (oom) {
+		conn_free(c); /* releases */
+		return -ENOMEM;
+	}
+	c->w = &ic->workers[atomic_fetch_add(&ic->rr, 1) % ic->n_workers];
+	*out = c;
+	return 0;
+}
 
-	w = &ic->workers[atomic_fetch_add(&ic->rr, 1) % ic->n_workers];
-	c->w = w;
+int intercept_take(struct intercept *ic, int client_fd, int upstream_fd,
+		   const struct intercept_conn_info *info)
+{
+	struct ic_worker *w;
+	struct ic_conn *c;
+	uint64_t one = 1;
+	int err;
+
+	if (client_fd < 0 || upstream_fd < 0) {
+		if (info && info->release)
+			info->release(info->release_ctx,
+				      info->origin ? info->origin->cgroup_id : 0);
+		err = -EINVAL;
+		goto fail;
+	}
+	err = conn_prepare(ic, info, &c);
+	if (err)
+		goto fail;
+	c->cfd = client_fd;
+	c->ufd = upstream_fd;
+	conn_socks_setup(c);
+	w = c->w;
 	pthread_mutex_lock(&w->lock);
 	if (w->closed) {
 		pthread_mutex_unlock(&w->lock);
-		conn_free(c);
+		conn_free(c); /* closes both fds, releases */
 		return -ESHUTDOWN;
 	}
 	c->next = NULL;
@@ -2868,17 +2990,65 @@ int intercept_take(struct intercept *ic, int client_fd, int upstream_fd,
 	if (write(w->efd, &one, sizeof(one)) < 0 && errno != EAGAIN)
 		log_warn("intercept: waking worker %u: %s", w->id, strerror(errno));
 	return 0;
-oom:
-	if (c) {
-		conn_free(c); /* closes both fds, releases */
-	} else {
+fail:
+	if (client_fd >= 0)
 		close(client_fd);
+	if (upstream_fd >= 0)
 		close(upstream_fd);
-		if (info->release)
-			info->release(info->release_ctx,
-				      info->origin ? info->origin->cgroup_id : 0);
-	}
-	return -ENOMEM;
+	return err;
+}
+
+int intercept_prepare(struct intercept *ic, const struct intercept_conn_info *info,
+		      struct ic_conn **out, unsigned *worker)
+{
+	int err = conn_prepare(ic, info, out);
+
+	if (!err)
+		*worker = (*out)->w->id;
+	return err;
+}
+
+unsigned intercept_workers(const struct intercept *ic)
+{
+	return ic ? ic->n_workers : 0;
+}
+
+int intercept_hand_sock(const struct intercept *ic, unsigned worker)
+{
+	return ic && worker < ic->n_workers ? ic->workers[worker].hand[1] : -EINVAL;
+}
+
+void intercept_hand_drop(struct ic_conn *c, bool release)
+{
+	if (!c)
+		return;
+	if (!release)
+		c->release = NULL;
+	conn_free(c); /* no sockets yet */
+}
+
+int intercept_hand_send(struct ic_conn *c, int sock, int client_fd, int upstream_fd)
+{
+	char cbuf[CMSG_SPACE(2 * sizeof(int))];
+	struct iovec iov = { .iov_base = &c, .iov_len = sizeof(c) };
+	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1,
+			    .msg_control = cbuf, .msg_controllen = sizeof(cbuf) };
+	int fds[2] = { client_fd, upstream_fd };
+	struct cmsghdr *cm;
+	ssize_t r;
+
+	memset(cbuf, 0, sizeof(cbuf));
+	cm = CMSG_FIRSTHDR(&m);
+	cm->cmsg_level = SOL_SOCKET;
+	cm->cmsg_type = SCM_RIGHTS;
+	cm->cmsg_len = CMSG_LEN(sizeof(fds));
+	memcpy(CMSG_DATA(cm), fds, sizeof(fds));
+	do
+		r = sendmsg(sock, &m, MSG_DONTWAIT | MSG_NOSIGNAL);
+	while (r < 0 && errno == EINTR);
+	if (r == (ssize_t)sizeof(c))
+		return 0; /* the worker owns c now: not touched again here */
+	return r < 0 ? -errno : -EIO;
 }
 
 /* Under the worker's conns_lock: the fields read here are written before

@@ -112,6 +112,34 @@ struct intercept_conn_info {
 int intercept_take(struct intercept *ic, int client_fd, int upstream_fd,
 		   const struct intercept_conn_info *info);
 
+/*
+ * The same hand-over without a thread of the process's descriptor table in
+ * between, for a caller whose table is its own (fdbroker.h): the sockets
+ * go straight to the engine worker with SCM_RIGHTS.
+ *  - intercept_prepare() does what intercept_take() does, but for the
+ *    sockets: *out is the connection, *worker the engine worker chosen
+ *    (round robin). On failure info->release has run.
+ *  - intercept_hand_sock(): that worker's hand-over socket, a descriptor of
+ *    the process's table; import it once (fdbroker_import) and keep it.
+ *  - intercept_hand_send() sends the connection and both sockets over the
+ *    caller's copy. 0: the worker owns the connection and the sockets
+ *    (the caller closes its own client_fd and upstream_fd); -errno
+ *    (EAGAIN: the worker's queue is full): nothing was sent, the caller
+ *    still owns the connection and its sockets.
+ *  - intercept_hand_drop() frees a prepared connection that was not sent;
+ *    with release its counts are released (info->release), without, the
+ *    caller hands the sockets over another way (intercept_take).
+ * A worker that receives the connection without its sockets (its table
+ * full) audits it as refused.
+ */
+struct ic_conn;
+int intercept_prepare(struct intercept *ic, const struct intercept_conn_info *info,
+		      struct ic_conn **out, unsigned *worker);
+unsigned intercept_workers(const struct intercept *ic);
+int intercept_hand_sock(const struct intercept *ic, unsigned worker);
+int intercept_hand_send(struct ic_conn *c, int sock, int client_fd, int upstream_fd);
+void intercept_hand_drop(struct ic_conn *c, bool release);
+
 /* The engine's live connections appended to *v (*n used of *cap
  * allocated; grown with realloc), as proxy_snapshot() lists the proxy's:
  * state "intercept" or "gateway", bytes as TLS crossed the agent's socket.

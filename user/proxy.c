@@ -322,6 +322,10 @@ struct worker {
 	 * ks_ready; ks_failed: could not be had, this worker never uses it. */
 	bool ks_ready, ks_failed;
 	int ks_fd[3]; /* KS_TO, KS_SOCKS, KS_PEERS */
+	/* The interception workers' hand-over sockets in this worker's
+	 * table (a private table only), imported on first use; -1: not yet. */
+	int *ic_hand;
+	unsigned n_ic_hand;
 };
 
 enum { KS_TO, KS_SOCKS, KS_PEERS };
@@ -859,6 +863,34 @@ static int dns_take_fn(void *arg, int *fds, unsigned n)
 	return dnsproxy_take_tcp(t->dns, fds[0], t->origin);
 }
 
+/* The hand-over socket of interception worker k in this worker's table. */
+static int worker_ic_hand(struct worker *w, struct intercept *ic, unsigned k)
+{
+	unsigned i, n = intercept_workers(ic);
+
+	if (!w->ic_hand) {
+		w->ic_hand = malloc(n * sizeof(*w->ic_hand));
+		if (!w->ic_hand)
+			return -ENOMEM;
+		for (i = 0; i < n; i++)
+			w->ic_hand[i] = -1;
+		w->n_ic_hand = n;
+	}
+	if (k >= w->n_ic_hand)
+		return -EINVAL;
+	if (w->ic_hand[k] < 0) {
+		int fd = intercept_hand_sock(ic, k);
+
+		if (fd < 0)
+			return fd;
+		fd = fdbroker_import(w->p->fdb, w->id, fd, false);
+		if (fd < 0)
+			return fd;
+		w->ic_hand[k] = fd;
+	}
+	return w->ic_hand[k];
+}
+
 /* Interception (issue 4): the engine terminates TLS on both sockets,
  * starting with the ClientHello we peeked, and audits each request; this
  * connection leaves without a record of its own, its counts stay taken
@@ -886,6 +918,9 @@ static void conn_handoff_intercept(struct conn *c)
 	};
 	struct ic_take t = { .ic = ic, .info = &info };
 	int fds[2] = { c->cfd, c->ufd }, err;
+	struct ic_conn *ic_c;
+	bool sent = false;
+	unsigned k;
 
 	if (!ic) {
 		/* Never relayed unchecked: the policy wants its rules and
@@ -901,8 +936,25 @@ static void conn_handoff_intercept(struct conn *c)
 	/* The engine releases the counts, also if the take fails. */
 	c->counts_moved = c->counted_cgroup;
 	c->counted_cgroup = false;
+	err = 0;
+	if (w->fds_private) {
+		/* Straight to the engine worker: no broker round trip. */
+		err = intercept_prepare(ic, &info, &ic_c, &k);
+		if (!err) {
+			int s = worker_ic_hand(w, ic, k);
+
+			sent = s >= 0 && !intercept_hand_send(ic_c, s, fds[0], fds[1]);
+			if (!sent) /* its queue full: the broker's way below */
+				intercept_hand_drop(ic_c, false);
+		}
+		if (sent || err) { /* err: refused, counts released */
+			close(fds[0]);
+			close(fds[1]);
+		}
+	}
 	/* intercept_take closes both on error */
-	err = fdbroker_export(w->p->fdb, w->id, fds, 2, ic_take_fn, &t);
+	if (!sent && !err)
+		err = fdbroker_export(w->p->fdb, w->id, fds, 2, ic_take_fn, &t);
 	if (err) {
 		conn_set_detail(c, "interception: %s", strerror(-err));
 		c->verdict = EGR_VERDICT_DENY;
@@ -3189,6 +3241,8 @@ void proxy_destroy(struct proxy *p)
 			close(pp->wfd);
 		}
 		resolver_destroy(w->res);
+		/* its copies went with its private table */
+		free(w->ic_hand);
 		if (w->mb_fd >= 0)
 			close(w->mb_fd);
 		if (w->spare_fd >= 0)

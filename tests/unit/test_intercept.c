@@ -31,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -663,6 +664,10 @@ static size_t read_first_record(int fd, uint8_t *buf, size_t cap)
 /* The proxy's release callback: connection counts given back. */
 static int n_released;
 static uint64_t released_cgroup;
+/* client_open hands over with intercept_prepare/intercept_hand_send (what
+ * a proxy worker with a descriptor table of its own does) instead of
+ * intercept_take. */
+static bool take_by_hand;
 
 static void count_release(void *ctx, uint64_t cgroup_id)
 {
@@ -724,7 +729,18 @@ static int client_open(struct client *cl, const char *sni, const char *host)
 	info.peeked = hello;
 	info.peeked_len = hl;
 	info.release = count_release;
-	assert_int_equal(intercept_take(F.ic, pfd, ufd, &info), 0);
+	if (take_by_hand) {
+		struct ic_conn *c;
+		unsigned k;
+
+		assert_int_equal(intercept_prepare(F.ic, &info, &c, &k), 0);
+		assert_true(k < intercept_workers(F.ic));
+		assert_int_equal(intercept_hand_send(c, intercept_hand_sock(F.ic, k), pfd, ufd), 0);
+		close(pfd);
+		close(ufd);
+	} else {
+		assert_int_equal(intercept_take(F.ic, pfd, ufd, &info), 0);
+	}
 
 	set_timeouts(cl->fd, 5);
 	if (client_stall)
@@ -1009,6 +1025,87 @@ static void test_allowed_get_injects_credential(void **state)
 			 (long long)r[0].body_len);
 	assert_int_equal(jint(rs.rec[0], "bytes_up"), (long long)F.up.seen_len[0]);
 	assert_true(jint(rs.rec[0], "bytes_down") > (long long)F.up.seen_len[0]);
+	records_free(&rs);
+}
+
+/* The same through the hand-over socket: credential injected, one record,
+ * the counts released once when the connection ends. */
+static void test_hand_over_socket(void **state)
+{
+	take_by_hand = true;
+	test_allowed_get_injects_credential(state);
+	take_by_hand = false;
+}
+
+/* A hand-over that fails releases the counts once, and leaves a record
+ * when the engine had the connection: dropped before sending (released or
+ * not, as asked; no record), a send that fails (the caller keeps the
+ * connection), sockets the engine's table has no room for (refused,
+ * audited). */
+static void test_hand_over_failures(void **state)
+{
+	struct intercept_conn_info info = { 0 };
+	struct records rs;
+	struct rlimit rl, low;
+	struct ic_conn *c;
+	int sv[2], uv[2], probe, sent;
+	unsigned k;
+
+	engine_start(true);
+	info.origin = &F.origin;
+	info.host = HOST;
+	info.rules = &F.rules;
+	info.policy = F.pol_stub;
+	info.release = count_release;
+
+	n_released = 0;
+	assert_int_equal(intercept_prepare(F.ic, &info, &c, &k), 0);
+	intercept_hand_drop(c, true);
+	assert_int_equal(n_released, 1);
+
+	/* a send that fails leaves the connection to the caller, who drops
+	 * it without releasing when it hands the sockets over another way */
+	assert_int_equal(intercept_prepare(F.ic, &info, &c, &k), 0);
+	assert_int_equal(intercept_hand_send(c, -1, 0, 1), -EBADF);
+	assert_int_equal(n_released, 1);
+	intercept_hand_drop(c, false);
+	assert_int_equal(n_released, 1);
+	assert_int_equal(intercept_prepare(F.ic, &info, &c, &k), 0);
+	intercept_hand_drop(c, true);
+	assert_int_equal(n_released, 2);
+
+	/* no descriptor free below the limit: the worker gets the message
+	 * without its sockets (MSG_CTRUNC) */
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, uv), 0);
+	assert_int_equal(intercept_prepare(F.ic, &info, &c, &k), 0);
+	assert_int_equal(getrlimit(RLIMIT_NOFILE, &rl), 0);
+	probe = dup(0);
+	assert_true(probe >= 0);
+	close(probe);
+	low = rl;
+	low.rlim_cur = (rlim_t)probe;
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+	sent = intercept_hand_send(c, intercept_hand_sock(F.ic, k), sv[1], uv[1]);
+	for (int t = 0; t < 200 && n_released < 3; t++)
+		usleep(10000);
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &rl), 0);
+	assert_int_equal(sent, 0);
+	assert_int_equal(n_released, 3);
+	/* the engine never had the sockets: ours still work */
+	assert_int_equal(send(sv[0], "x", 1, MSG_NOSIGNAL), 1);
+	close(sv[0]);
+	close(sv[1]);
+	close(uv[0]);
+	close(uv[1]);
+	engine_stop();
+	assert_int_equal(n_released, 3);
+
+	records_load(&rs);
+	assert_int_equal(rs.n, 1);
+	assert_string_equal(jget(rs.rec[0], "verdict"), "deny");
+	assert_string_equal(jget(rs.rec[0], "reason"), "internal");
+	assert_non_null(strstr(jget(rs.rec[0], "detail"), "did not reach the engine"));
 	records_free(&rs);
 }
 
@@ -2011,6 +2108,7 @@ static int teardown(void **state)
 {
 	client_no_verify = false;
 	client_stall = false;
+	take_by_hand = false;
 	engine_no_ca = false;
 	F.pol_stub->mode = POLICY_ENFORCE;
 	F.pol_stub->upstream_ca = NULL;
@@ -2024,6 +2122,8 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_teardown(test_allowed_get_injects_credential, teardown),
+		cmocka_unit_test_teardown(test_hand_over_socket, teardown),
+		cmocka_unit_test_teardown(test_hand_over_failures, teardown),
 		cmocka_unit_test_teardown(test_denied_post_403_nothing_upstream, teardown),
 		cmocka_unit_test_teardown(test_host_mismatch_421, teardown),
 		cmocka_unit_test_teardown(test_sni_mismatch_refused, teardown),
