@@ -1028,6 +1028,17 @@ static void test_allowed_get_injects_credential(void **state)
 	records_free(&rs);
 }
 
+/* What the proxy tells the engine about a connection to HOST, no sockets
+ * peeked or resolved. */
+static void info_basic(struct intercept_conn_info *info)
+{
+	info->origin = &F.origin;
+	info->host = HOST;
+	info->rules = &F.rules;
+	info->policy = F.pol_stub;
+	info->release = count_release;
+}
+
 /* The same through the hand-over socket: credential injected, one record,
  * the counts released once when the connection ends. */
 static void test_hand_over_socket(void **state)
@@ -1052,12 +1063,7 @@ static void test_hand_over_failures(void **state)
 	unsigned k;
 
 	engine_start(true);
-	info.origin = &F.origin;
-	info.host = HOST;
-	info.rules = &F.rules;
-	info.policy = F.pol_stub;
-	info.release = count_release;
-
+	info_basic(&info);
 	n_released = 0;
 	assert_int_equal(intercept_prepare(F.ic, &info, &c, &k), 0);
 	intercept_hand_drop(c, true);
@@ -2089,11 +2095,7 @@ static void test_gateway_only_engine_refuses_tls(void **state)
 	engine_start(true);
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, uv), 0);
-	info.origin = &F.origin;
-	info.host = HOST;
-	info.rules = &F.rules;
-	info.policy = F.pol_stub;
-	info.release = count_release;
+	info_basic(&info);
 	n_released = 0;
 	assert_int_equal(intercept_take(F.ic, sv[1], uv[1], &info), -EINVAL);
 	assert_int_equal(n_released, 1); /* a refused take gives the counts back */
