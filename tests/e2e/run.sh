@@ -1246,14 +1246,23 @@ in_ns_cg() {
 # in_cg CGROUP CMD...: CMD as nobody in CGROUP, in the runner namespace.
 in_cg() { in_ns_cg "$NS_HOST" "$@"; }
 
+# cg_kill_remove CGROUP: kill every process below CGROUP (relative to the
+# cgroup2 mount) and remove it with its subtree, retrying for up to 2 s
+# while the killed processes exit (a case that failed may leave its agent
+# running there).
+cg_kill_remove() {
+	# shellcheck disable=SC2016
+	cg_run 'd=$CG'"$1"'; [ ! -d "$d" ] || { echo 1 >"$d/cgroup.kill" 2>/dev/null;
+		for i in $(seq 20); do
+			find "$d" -depth -type d -exec rmdir {} \; 2>/dev/null
+			[ -d "$d" ] || break; sleep 0.1; done; }; true'
+}
+
 daemon_cleanup() {
 	[ -n "${DPID:-}" ] && bed_stop_pid "$DPID"
 	rm -rf "$DBPF/egressd" 2>/dev/null
 	umount "$DBPF" 2>/dev/null
-	cg_run 'for c in "$CG'"$DCG"'"/agents/*/ "$CG'"$DCG"'"/agents "$CG'"$DCG"'"; do
-		[ -d "$c" ] || continue
-		echo 1 >"$c/cgroup.kill" 2>/dev/null; rmdir "$c" 2>/dev/null
-	done; true'
+	cg_kill_remove "$DCG"
 }
 
 case_daemon_enforces_bindings() {
@@ -1521,11 +1530,7 @@ pod_cleanup() {
 	[ -n "${DPID:-}" ] && bed_stop_pid "$DPID"
 	rm -rf "$DBPF/egressd" 2>/dev/null
 	umount "$DBPF" 2>/dev/null
-	# shellcheck disable=SC2016
-	cg_run 'd=$CG'"$DCG"'; [ ! -d "$d" ] || { echo 1 >"$d/cgroup.kill";
-		for i in 1 2 3 4 5 6 7 8 9 10; do
-			find "$d" -depth -type d -exec rmdir {} \; 2>/dev/null
-			[ -d "$d" ] || break; sleep 0.1; done; }; true'
+	cg_kill_remove "$DCG"
 	ip netns del "$NS_POD" 2>/dev/null
 	rm -rf "/etc/netns/$NS_POD"
 }
