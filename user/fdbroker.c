@@ -23,7 +23,7 @@
 #include "fdbroker.h"
 #include "log.h"
 
-#define FB_MAX_FDS 4
+#define FB_MAX_FDS FDBROKER_MAX_FDS
 
 enum { FB_EXPORT = 1, FB_IMPORT };
 
@@ -59,11 +59,8 @@ static void close_fds(int *fds, unsigned n)
 	}
 }
 
-/* One packet and up to `want` descriptors (*got of them, the rest -1).
- * MSG_CTRUNC (the receiver's table was full, or more were sent than
- * asked for): none is kept. */
-static ssize_t recv_pkt(int s, void *buf, size_t len, int *fds, unsigned want,
-			unsigned *got, int flags)
+ssize_t fdbroker_recv_fds(int s, void *buf, size_t len, int *fds, unsigned want,
+			  unsigned *got, int flags)
 {
 	union {
 		char b[CMSG_SPACE(FB_MAX_FDS * sizeof(int))];
@@ -110,7 +107,8 @@ static ssize_t recv_pkt(int s, void *buf, size_t len, int *fds, unsigned want,
 	return r;
 }
 
-static int send_pkt(int s, const void *buf, size_t len, const int *fds, unsigned n)
+int fdbroker_send_fds(int s, const void *buf, size_t len, const int *fds, unsigned n,
+		      int flags)
 {
 	union {
 		char b[CMSG_SPACE(FB_MAX_FDS * sizeof(int))];
@@ -133,7 +131,7 @@ static int send_pkt(int s, const void *buf, size_t len, const int *fds, unsigned
 		memcpy(CMSG_DATA(cm), fds, n * sizeof(int));
 	}
 	do
-		r = sendmsg(s, &mh, MSG_NOSIGNAL);
+		r = sendmsg(s, &mh, flags | MSG_NOSIGNAL);
 	while (r < 0 && errno == EINTR);
 	if (r < 0)
 		return -errno;
@@ -152,7 +150,7 @@ static int serve(int s)
 	unsigned got;
 	ssize_t r;
 
-	r = recv_pkt(s, &q, sizeof(q), fds, FB_MAX_FDS, &got, MSG_DONTWAIT);
+	r = fdbroker_recv_fds(s, &q, sizeof(q), fds, FB_MAX_FDS, &got, MSG_DONTWAIT);
 	if (r == -EAGAIN)
 		return 0;
 	if (r <= 0) {
@@ -177,17 +175,17 @@ static int serve(int s)
 		} else {
 			a.ret = q.fn(q.arg, fds, q.n);
 		}
-		send_pkt(s, &a, sizeof(a), NULL, 0);
+		fdbroker_send_fds(s, &a, sizeof(a), NULL, 0, 0);
 		return 0;
 	}
 	close_fds(fds, got);
 	if (q.op == FB_IMPORT) {
 		if (fcntl(q.fd, F_GETFD) < 0) {
 			a.ret = -EBADF;
-			send_pkt(s, &a, sizeof(a), NULL, 0);
+			fdbroker_send_fds(s, &a, sizeof(a), NULL, 0, 0);
 			return 0;
 		}
-		int err = send_pkt(s, &a, sizeof(a), &q.fd, 1);
+		int err = fdbroker_send_fds(s, &a, sizeof(a), &q.fd, 1, 0);
 
 		if (err)
 			log_warn("fdbroker: cannot answer an import: %s", strerror(-err));
@@ -196,7 +194,7 @@ static int serve(int s)
 		return 0;
 	}
 	a.ret = -EINVAL;
-	send_pkt(s, &a, sizeof(a), NULL, 0);
+	fdbroker_send_fds(s, &a, sizeof(a), NULL, 0, 0);
 	return 0;
 }
 
@@ -344,14 +342,14 @@ int fdbroker_export(struct fdbroker *b, unsigned client, int *fds, unsigned n,
 		return fn(arg, fds, n);
 	}
 	s = b->ch[client][0];
-	err = send_pkt(s, &q, sizeof(q), fds, n);
+	err = fdbroker_send_fds(s, &q, sizeof(q), fds, n, 0);
 	close_fds(fds, n); /* the broker has its copies, or nothing crossed */
 	if (err) {
 		log_warn("fdbroker: cannot hand descriptors over: %s", strerror(-err));
 		return fn(arg, fds, n);
 	}
 	/* fn runs in the broker now: wait for it, whatever happens here. */
-	r = recv_pkt(s, &a, sizeof(a), &none, 0, &got, 0);
+	r = fdbroker_recv_fds(s, &a, sizeof(a), &none, 0, &got, 0);
 	if (r != (ssize_t)sizeof(a)) {
 		log_error("fdbroker: no answer from the broker (%zd)", r);
 		return r < 0 ? (int)r : -EIO;
@@ -378,10 +376,10 @@ int fdbroker_import(struct fdbroker *b, unsigned client, int fd, bool take)
 	if (!b || client >= b->n)
 		return -EINVAL;
 	s = b->ch[client][0];
-	err = send_pkt(s, &q, sizeof(q), NULL, 0);
+	err = fdbroker_send_fds(s, &q, sizeof(q), NULL, 0, 0);
 	if (err)
 		return err;
-	r = recv_pkt(s, &a, sizeof(a), &got_fd, 1, &got, 0);
+	r = fdbroker_recv_fds(s, &a, sizeof(a), &got_fd, 1, &got, 0);
 	if (r != (ssize_t)sizeof(a)) {
 		if (got)
 			close(got_fd);

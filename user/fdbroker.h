@@ -24,6 +24,8 @@
 #define EGR_FDBROKER_H
 
 #include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
 
 struct fdbroker;
 
@@ -56,5 +58,18 @@ int fdbroker_export(struct fdbroker *b, unsigned client, int *fds, unsigned n,
  * (O_CLOEXEC) or -errno. A shared caller gets fd itself with take, a
  * duplicate without: either way the result is the caller's to close. */
 int fdbroker_import(struct fdbroker *b, unsigned client, int fd, bool take);
+
+/* The SCM_RIGHTS plumbing, also for other channels of the process (the
+ * interception engine's hand-over socket). fdbroker_send_fds(): one packet
+ * of len bytes with n (at most FDBROKER_MAX_FDS) descriptors; flags for
+ * sendmsg (MSG_NOSIGNAL always); 0, -EIO (short) or -errno.
+ * fdbroker_recv_fds(): one packet and up to want descriptors (*got of
+ * them, the rest -1); on MSG_CTRUNC (the receiver's table full, or more
+ * sent than asked for) none is kept. Returns the bytes read or -errno. */
+#define FDBROKER_MAX_FDS 4
+int fdbroker_send_fds(int s, const void *buf, size_t len, const int *fds, unsigned n,
+		      int flags);
+ssize_t fdbroker_recv_fds(int s, void *buf, size_t len, int *fds, unsigned want,
+			  unsigned *got, int flags);
 
 #endif

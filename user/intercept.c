@@ -82,6 +82,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
+#include "fdbroker.h"
 #include "httpreq.h"
 #include "intercept.h"
 #include "log.h"
@@ -97,7 +98,7 @@
 #define IC_MAX_INFLIGHT 64          /* pipelined requests awaiting answers */
 #define IC_READ_BUDGET (1024 * 1024) /* socket bytes per wakeup: fairness */
 #define IC_LINGER_MS 2000           /* after our FIN: drain the client */
-#define IC_HAND_SNDBUF (4 << 20)    /* hand-over queue: ~4000 connections */
+#define IC_HAND_SNDBUF (4 << 20)    /* hand-over queue: thousands of connections */
 #define IC_RUN_MAX 10000            /* progress rounds per wakeup (sanity) */
 #define IC_SESS_SLOTS 256           /* upstream TLS sessions kept */
 #define IC_WBUF_SIZE (64 * 1024)    /* TLS bytes gathered per socket and send */
@@ -2441,38 +2442,19 @@ static void worker_inbox_cb(struct loop *l, int fd, void *data, int events)
 }
 
 /* One message of the hand-over socket: the connection and its sockets.
- * 1 with *c set (its cfd/ufd -1 for sockets that did not arrive), 0 when
+ * 1 with *c set (its cfd/ufd -1 if the sockets did not arrive), 0 when
  * the queue is empty. */
 static int hand_recv(int fd, struct ic_conn **c)
 {
-	char cbuf[CMSG_SPACE(2 * sizeof(int))];
-	struct iovec iov = { .iov_base = c, .iov_len = sizeof(*c) };
-	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1,
-			    .msg_control = cbuf, .msg_controllen = sizeof(cbuf) };
-	int fds[2] = { -1, -1 };
-	struct cmsghdr *cm;
-	ssize_t r;
+	int fds[2];
+	unsigned got;
 
-	do
-		r = recvmsg(fd, &m, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-	while (r < 0 && errno == EINTR);
-	if (r != (ssize_t)sizeof(*c))
-		return 0; /* EAGAIN, or nothing a sender of ours writes */
-	for (cm = CMSG_FIRSTHDR(&m); cm; cm = CMSG_NXTHDR(&m, cm)) {
-		size_t n, i;
-
-		if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
-			continue;
-		n = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-		for (i = 0; i < n; i++) {
-			int v;
-
-			memcpy(&v, CMSG_DATA(cm) + i * sizeof(int), sizeof(v));
-			if (i < 2 && fds[i] < 0)
-				fds[i] = v;
-			else
-				close(v);
-		}
+	if (fdbroker_recv_fds(fd, c, sizeof(*c), fds, 2, &got, MSG_DONTWAIT) !=
+	    (ssize_t)sizeof(*c)) {
+		/* EAGAIN, or nothing a sender of ours writes */
+		for (unsigned i = 0; i < got; i++)
+			close(fds[i]);
+		return 0;
 	}
 	(*c)->cfd = fds[0];
 	(*c)->ufd = fds[1];
@@ -2536,7 +2518,7 @@ static int worker_init(struct intercept *ic, struct ic_worker *w, unsigned id)
 	if (err)
 		return err;
 	/* Room for a burst of connections waiting for a busy worker (each
-	 * message is an skb of about 1 KiB in the sender's budget); when it
+	 * message is a small skb, charged to the sender's buffer); when it
 	 * is full, the sender takes the broker's way (proxy.c). */
 	{
 		int sz = IC_HAND_SNDBUF;
@@ -3029,26 +3011,10 @@ void intercept_hand_drop(struct ic_conn *c, bool release)
 
 int intercept_hand_send(struct ic_conn *c, int sock, int client_fd, int upstream_fd)
 {
-	char cbuf[CMSG_SPACE(2 * sizeof(int))];
-	struct iovec iov = { .iov_base = &c, .iov_len = sizeof(c) };
-	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1,
-			    .msg_control = cbuf, .msg_controllen = sizeof(cbuf) };
-	int fds[2] = { client_fd, upstream_fd };
-	struct cmsghdr *cm;
-	ssize_t r;
+	const int fds[2] = { client_fd, upstream_fd };
 
-	memset(cbuf, 0, sizeof(cbuf));
-	cm = CMSG_FIRSTHDR(&m);
-	cm->cmsg_level = SOL_SOCKET;
-	cm->cmsg_type = SCM_RIGHTS;
-	cm->cmsg_len = CMSG_LEN(sizeof(fds));
-	memcpy(CMSG_DATA(cm), fds, sizeof(fds));
-	do
-		r = sendmsg(sock, &m, MSG_DONTWAIT | MSG_NOSIGNAL);
-	while (r < 0 && errno == EINTR);
-	if (r == (ssize_t)sizeof(c))
-		return 0; /* the worker owns c now: not touched again here */
-	return r < 0 ? -errno : -EIO;
+	/* 0: the worker owns c now, not touched again here */
+	return fdbroker_send_fds(sock, &c, sizeof(c), fds, 2, MSG_DONTWAIT);
 }
 
 /* Under the worker's conns_lock: the fields read here are written before
