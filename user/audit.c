@@ -10,7 +10,6 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <jansson.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -57,6 +56,13 @@ struct audit {
 static __thread struct audit *tl_a;
 static __thread FILE *tl_f;
 static __thread unsigned tl_gen;
+
+/* A batching thread (audit_thread_batch) keeps its records for a here
+ * until audit_thread_flush(): one write() per pass of its event loop. */
+#define AUDIT_BATCH_MAX (64 * 1024)
+static __thread struct audit *tl_batch_a;
+static __thread char *tl_batch;
+static __thread size_t tl_batch_len;
 
 static const char *const reason_names[] = {
 	[EGR_REASON_NONE] = "none",
@@ -220,13 +226,19 @@ static void esc_into(char *out, size_t len, const char *s)
 
 static void iso_time(const struct timespec *ts, char *out, size_t len)
 {
+	/* gmtime_r and strftime once per second and thread, not twice per
+	 * record */
+	static __thread time_t last = (time_t)-1;
+	static __thread char day[32];
 	unsigned ms = (unsigned)(ts->tv_nsec / 1000000) % 1000;
 	time_t t = ts->tv_sec;
 	struct tm tm;
-	char day[32];
 
-	if (!gmtime_r(&t, &tm) || !strftime(day, sizeof(day), "%Y-%m-%dT%H:%M:%S", &tm))
-		snprintf(day, sizeof(day), "1970-01-01T00:00:00");
+	if (t != last) {
+		if (!gmtime_r(&t, &tm) || !strftime(day, sizeof(day), "%Y-%m-%dT%H:%M:%S", &tm))
+			snprintf(day, sizeof(day), "1970-01-01T00:00:00");
+		last = t;
+	}
 	snprintf(out, len, "%.19s.%03uZ", day, ms);
 }
 
@@ -358,132 +370,302 @@ static void format_text(const struct audit_record *r, const struct timespec *end
 	bputs(b, "\n");
 }
 
-/* jansson refuses invalid UTF-8; agent-supplied bytes may be anything. */
-static json_t *jstr(const char *s)
-{
-	char tmp[1024];
-	json_t *v = json_string(s);
+/*
+ * JSON, written straight into a buffer: the bytes json_dumps(JSON_COMPACT)
+ * gave for the same object (keys in this order, jansson's escapes), without
+ * building and freeing an object per record. Under interception every
+ * request is a record; jansson took ~7 of the ~10 us each one cost.
+ */
+struct jbuf {
+	char *s;
+	size_t len, cap;
+	bool heap;  /* s was malloc'd here (outgrew the caller's buffer) */
+	bool oom;   /* an allocation failed: the record is not written */
+	bool first; /* no member yet in the innermost object or array */
+};
 
-	if (v)
-		return v;
-	esc_into(tmp, sizeof(tmp), s);
-	return json_string(tmp);
+static bool jb_room(struct jbuf *b, size_t n)
+{
+	size_t want;
+	char *p;
+
+	if (b->oom)
+		return false;
+	if (b->len + n < b->cap)
+		return true;
+	want = b->cap * 2 > b->len + n + 1 ? b->cap * 2 : b->len + n + 1;
+	p = b->heap ? realloc(b->s, want) : malloc(want);
+	if (!p) {
+		b->oom = true;
+		return false;
+	}
+	if (!b->heap)
+		memcpy(p, b->s, b->len);
+	b->s = p;
+	b->cap = want;
+	b->heap = true;
+	return true;
 }
 
-static void jset(json_t *o, const char *key, json_t *v)
+static void jb_put(struct jbuf *b, const void *s, size_t n)
 {
-	if (v)
-		json_object_set_new(o, key, v);
+	if (!jb_room(b, n))
+		return;
+	memcpy(b->s + b->len, s, n);
+	b->len += n;
+	b->s[b->len] = '\0';
+}
+
+/* The UTF-8 jansson's json_string() accepts: no overlong forms, no
+ * surrogates, nothing above U+10FFFF. */
+static bool utf8_valid(const unsigned char *s)
+{
+	while (*s) {
+		unsigned c = *s, n, v, i;
+
+		if (c < 0x80) {
+			s++;
+			continue;
+		}
+		if (c >= 0xc2 && c <= 0xdf) {
+			n = 1;
+			v = c & 0x1f;
+		} else if (c >= 0xe0 && c <= 0xef) {
+			n = 2;
+			v = c & 0x0f;
+		} else if (c >= 0xf0 && c <= 0xf4) {
+			n = 3;
+			v = c & 0x07;
+		} else {
+			return false;
+		}
+		for (i = 1; i <= n; i++) {
+			if ((s[i] & 0xc0) != 0x80) /* also the terminating NUL */
+				return false;
+			v = v << 6 | (s[i] & 0x3f);
+		}
+		if ((n == 2 && v < 0x800) || (n == 3 && v < 0x10000) || v > 0x10ffff ||
+		    (v >= 0xd800 && v <= 0xdfff))
+			return false;
+		s += n + 1;
+	}
+	return true;
+}
+
+/* A JSON string. Agent-supplied bytes may be anything: what is not UTF-8
+ * gets the text format's \xNN escapes first (cut at 1 KiB), as it did when
+ * jansson refused it. */
+static void jb_str(struct jbuf *b, const char *str)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	const unsigned char *p = (const unsigned char *)str;
+	char tmp[1024], *d;
+
+	if (!utf8_valid(p)) {
+		esc_into(tmp, sizeof(tmp), str);
+		p = (const unsigned char *)tmp;
+	}
+	if (!jb_room(b, 6 * strlen((const char *)p) + 2)) /* all \u00XX */
+		return;
+	d = b->s + b->len;
+	*d++ = '"';
+	for (; *p; p++) {
+		unsigned char c = *p;
+
+		if (c >= 0x20 && c != '"' && c != '\\') {
+			*d++ = (char)c;
+			continue;
+		}
+		*d++ = '\\';
+		switch (c) {
+		case '"': *d++ = '"'; break;
+		case '\\': *d++ = '\\'; break;
+		case '\b': *d++ = 'b'; break;
+		case '\f': *d++ = 'f'; break;
+		case '\n': *d++ = 'n'; break;
+		case '\r': *d++ = 'r'; break;
+		case '\t': *d++ = 't'; break;
+		default:
+			*d++ = 'u';
+			*d++ = '0';
+			*d++ = '0';
+			*d++ = hex[c >> 4];
+			*d++ = hex[c & 15];
+			break;
+		}
+	}
+	*d++ = '"';
+	*d = '\0';
+	b->len = (size_t)(d - b->s);
+}
+
+static void jb_open(struct jbuf *b, char c)
+{
+	jb_put(b, &c, 1);
+	b->first = true;
+}
+
+static void jb_close(struct jbuf *b, char c)
+{
+	jb_put(b, &c, 1);
+	b->first = false;
+}
+
+/* ,"key": (keys are this file's own ASCII names: nothing to escape) */
+static void jb_key(struct jbuf *b, const char *key)
+{
+	size_t n = strlen(key);
+	char *d;
+
+	if (!jb_room(b, n + 4))
+		return;
+	d = b->s + b->len;
+	if (!b->first)
+		*d++ = ',';
+	b->first = false;
+	*d++ = '"';
+	memcpy(d, key, n);
+	d += n;
+	*d++ = '"';
+	*d++ = ':';
+	*d = '\0';
+	b->len = (size_t)(d - b->s);
+}
+
+static void jb_kstr(struct jbuf *b, const char *key, const char *v)
+{
+	jb_key(b, key);
+	jb_str(b, v);
+}
+
+/* jansson's integers are long long: what it printed for a uint64_t too. */
+static void jb_kint(struct jbuf *b, const char *key, long long v)
+{
+	char d[24], *e = d + sizeof(d), *p = e;
+	unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+
+	jb_key(b, key);
+	do {
+		*--p = (char)('0' + u % 10);
+		u /= 10;
+	} while (u);
+	if (v < 0)
+		*--p = '-';
+	jb_put(b, p, (size_t)(e - p));
 }
 
 /* {"method", "path", "status", "credentials": [names], "req_body_bytes",
  * "resp_body_bytes"}; credentials is always there, [] if none. */
-static json_t *json_http(const struct audit_http *h)
+static void json_http(struct jbuf *b, const struct audit_http *h)
 {
-	json_t *o = json_object(), *creds = json_array();
 	const char *s = h->creds;
 
-	if (!o || !creds) {
-		json_decref(o);
-		json_decref(creds);
-		return NULL;
-	}
-	jset(o, "method", jstr(h->method));
+	jb_key(b, "http");
+	jb_open(b, '{');
+	jb_kstr(b, "method", h->method);
 	if (h->path && *h->path)
-		jset(o, "path", jstr(h->path));
+		jb_kstr(b, "path", h->path);
 	if (h->status)
-		jset(o, "status", json_integer(h->status));
+		jb_kint(b, "status", h->status);
+	jb_key(b, "credentials");
+	jb_open(b, '[');
 	while (s && *s) {
 		char name[128];
 		size_t n = strcspn(s, ",");
 
 		snprintf(name, sizeof(name), "%.*s", (int)(n < sizeof(name) ? n : sizeof(name) - 1),
 			 s);
-		if (n)
-			json_array_append_new(creds, jstr(name));
+		if (n) {
+			if (!b->first)
+				jb_put(b, ",", 1);
+			b->first = false;
+			jb_str(b, name);
+		}
 		s += n;
 		if (*s)
 			s++;
 	}
-	jset(o, "credentials", creds);
-	jset(o, "req_body_bytes", json_integer((json_int_t)h->req_body));
-	jset(o, "resp_body_bytes", json_integer((json_int_t)h->resp_body));
-	return o;
+	jb_close(b, ']');
+	jb_kint(b, "req_body_bytes", (long long)h->req_body);
+	jb_kint(b, "resp_body_bytes", (long long)h->resp_body);
+	jb_close(b, '}');
 }
 
-static char *format_json(const struct audit_record *r, const struct timespec *end)
+/* The record into b (NUL-terminated, no newline); b->oom if it could not
+ * be. */
+static void format_json(const struct audit_record *r, const struct timespec *end,
+			struct jbuf *b)
 {
 	char t[40], a[64];
-	json_t *o = json_object();
-	char *s;
 
-	if (!o)
-		return NULL;
+	jb_open(b, '{');
 	iso_time(end, t, sizeof(t));
-	jset(o, "time", json_string(t));
+	jb_kstr(b, "time", t);
 	if (r->start.tv_sec || r->start.tv_nsec) {
 		iso_time(&r->start, t, sizeof(t));
-		jset(o, "start", json_string(t));
+		jb_kstr(b, "start", t);
 	}
 	if (r->cgroup)
-		jset(o, "cgroup", jstr(r->cgroup));
+		jb_kstr(b, "cgroup", r->cgroup);
 	if (r->cgroup_id)
-		jset(o, "cgroup_id", json_integer((json_int_t)r->cgroup_id));
+		jb_kint(b, "cgroup_id", (long long)r->cgroup_id);
 	if (r->pid) {
-		jset(o, "pid", json_integer(r->pid));
-		jset(o, "uid", json_integer(r->uid));
+		jb_kint(b, "pid", r->pid);
+		jb_kint(b, "uid", r->uid);
 	}
 	if (r->comm[0])
-		jset(o, "comm", jstr(r->comm));
+		jb_kstr(b, "comm", r->comm);
 	if (r->proto == IPPROTO_TCP)
-		jset(o, "proto", json_string("tcp"));
+		jb_kstr(b, "proto", "tcp");
 	else if (r->proto == IPPROTO_UDP)
-		jset(o, "proto", json_string("udp"));
+		jb_kstr(b, "proto", "udp");
 	else if (r->proto)
-		jset(o, "proto", json_integer(r->proto));
+		jb_kint(b, "proto", r->proto);
 	if (r->has_dst) {
-		jset(o, "dst", json_string(addr_to_str(&r->dst, a, sizeof(a))));
-		jset(o, "dst_port", json_integer(r->dst_port));
+		jb_kstr(b, "dst", addr_to_str(&r->dst, a, sizeof(a)));
+		jb_kint(b, "dst_port", r->dst_port);
 	}
 	if (r->sni)
-		jset(o, "sni", jstr(r->sni));
+		jb_kstr(b, "sni", r->sni);
 	if (r->host)
-		jset(o, "host", jstr(r->host));
+		jb_kstr(b, "host", r->host);
 	if (r->alpn)
-		jset(o, "alpn", jstr(r->alpn));
-	if (r->ech)
-		jset(o, "ech", json_true());
+		jb_kstr(b, "alpn", r->alpn);
+	if (r->ech) {
+		jb_key(b, "ech");
+		jb_put(b, "true", 4);
+	}
 	if (r->kernel_relay)
-		jset(o, "relay", json_string("kernel"));
+		jb_kstr(b, "relay", "kernel");
 	if (r->has_resolved)
-		jset(o, "resolved", json_string(addr_to_str(&r->resolved, a, sizeof(a))));
-	jset(o, "verdict", json_string(egr_verdict_name(r->verdict)));
-	jset(o, "reason", json_string(egr_reason_name(r->reason)));
+		jb_kstr(b, "resolved", addr_to_str(&r->resolved, a, sizeof(a)));
+	jb_kstr(b, "verdict", egr_verdict_name(r->verdict));
+	jb_kstr(b, "reason", egr_reason_name(r->reason));
 	if (r->rule)
-		jset(o, "rule", jstr(r->rule));
+		jb_kstr(b, "rule", r->rule);
 	if (r->policy)
-		jset(o, "policy", jstr(r->policy));
+		jb_kstr(b, "policy", r->policy);
 	if (r->origin)
-		jset(o, "origin", jstr(r->origin));
-	jset(o, "bytes_up", json_integer((json_int_t)r->bytes_up));
-	jset(o, "bytes_down", json_integer((json_int_t)r->bytes_down));
-	jset(o, "duration_ms", json_integer((json_int_t)duration_ms(&r->start, end)));
+		jb_kstr(b, "origin", r->origin);
+	jb_kint(b, "bytes_up", (long long)r->bytes_up);
+	jb_kint(b, "bytes_down", (long long)r->bytes_down);
+	jb_kint(b, "duration_ms", (long long)duration_ms(&r->start, end));
 	if (r->http.method)
-		jset(o, "http", json_http(&r->http));
+		json_http(b, &r->http);
 	if (r->detail)
-		jset(o, "detail", jstr(r->detail));
+		jb_kstr(b, "detail", r->detail);
 	/* GeoIP of the upstream address (docs/geoip.md): unknown is left out */
 	if (r->country && r->country[0])
-		jset(o, "country", jstr(r->country));
+		jb_kstr(b, "country", r->country);
 	if (r->asn)
-		jset(o, "asn", json_integer((json_int_t)r->asn));
+		jb_kint(b, "asn", r->asn);
 	if (r->as_org && r->as_org[0])
-		jset(o, "as_org", jstr(r->as_org));
-	if (r->geo_error)
-		jset(o, "geo_error", json_true());
-	s = json_dumps(o, JSON_COMPACT);
-	json_decref(o);
-	return s;
+		jb_kstr(b, "as_org", r->as_org);
+	if (r->geo_error) {
+		jb_key(b, "geo_error");
+		jb_put(b, "true", 4);
+	}
+	jb_close(b, '}');
 }
 
 /* "curl[123] -> evil.test:443 (192.0.2.66)" */
@@ -654,13 +836,72 @@ static FILE *thread_file(struct audit *a)
 	return tl_f;
 }
 
+/* The whole buffer with one write() where the file allows it: O_APPEND
+ * puts it at the end in one piece, so records of other writers (threads
+ * with their own handle, another process after a rotation) never land
+ * inside a line. Errors lose the record, as a full disk would. */
+static void write_all(FILE *f, const char *s, size_t len)
+{
+	int fd = fileno(f);
+
+	while (len) {
+		ssize_t n = write(fd, s, len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return;
+		s += n;
+		len -= (size_t)n;
+	}
+}
+
+/* Under a->lock: the handle this thread writes through. */
+static FILE *writer_file(struct audit *a)
+{
+	return tl_a == a ? thread_file(a) : a->f;
+}
+
+void audit_thread_flush(void)
+{
+	struct audit *a = tl_batch_a;
+	FILE *f;
+
+	if (!a || !tl_batch_len)
+		return;
+	pthread_mutex_lock(&a->lock);
+	f = writer_file(a);
+	if (f)
+		write_all(f, tl_batch, tl_batch_len);
+	pthread_mutex_unlock(&a->lock);
+	tl_batch_len = 0;
+}
+
+/* Into this thread's batch if it has one and the line fits; false: the
+ * caller writes it now (after the batch, which keeps the order). */
+static bool batch_add(struct audit *a, const char *line, size_t len)
+{
+	if (tl_batch_a != a)
+		return false;
+	if (tl_batch_len + len > AUDIT_BATCH_MAX)
+		audit_thread_flush();
+	if (len > AUDIT_BATCH_MAX)
+		return false;
+	memcpy(tl_batch + tl_batch_len, line, len);
+	tl_batch_len += len;
+	return true;
+}
+
 void audit_write(struct audit *a, const struct audit_record *r)
 {
-	char line[AUDIT_LINE_MAX];
-	FILE *f;
+	char line[AUDIT_LINE_MAX], jline[AUDIT_LINE_MAX];
 	struct buf b = { line, 0, sizeof(line) };
+	struct jbuf jb = { jline, 0, sizeof(jline), false, false, false };
+	const char *out = NULL, *js = NULL;
+	size_t out_len = 0;
+	bool denial;
 	struct timespec end;
-	char *js = NULL;
+	FILE *f;
 
 	if (!a || !r)
 		return;
@@ -669,37 +910,46 @@ void audit_write(struct audit *a, const struct audit_record *r)
 		clock_gettime(CLOCK_REALTIME, &end);
 	line[0] = '\0';
 	if (a->path) {
-		if (a->format == AUDIT_JSON)
-			js = format_json(r, &end);
-		else
+		if (a->format == AUDIT_JSON) {
+			format_json(r, &end, &jb);
+			jb_put(&jb, "\n", 1);
+			if (!jb.oom) {
+				out = jb.s;
+				out_len = jb.len;
+				jb.s[jb.len - 1] = '\0'; /* the tap's line has no newline */
+				js = jb.s;
+			}
+		} else {
 			format_text(r, &end, &b);
+			if (line[0]) {
+				/* a cut line still ends the record */
+				if (line[b.len - 1] != '\n')
+					line[b.len - 1] = '\n';
+				out = line;
+				out_len = b.len;
+			}
+		}
 	}
 	if (a->tap)
 		a->tap(a->tap_ctx, r, js);
-	pthread_mutex_lock(&a->lock);
-	f = a->f;
-	if (tl_a == a)
-		f = thread_file(a);
-	if (f) {
-		if (js) {
-			fputs(js, f);
-			fputc('\n', f);
-		} else if (line[0]) {
-			/* a cut line still ends the record */
-			if (line[b.len - 1] != '\n')
-				line[b.len - 1] = '\n';
-			fputs(line, f);
-		}
-		fflush(f);
-	}
-	if (is_denial(r)) {
-		if (a->denials_to_stderr && !r->quiet)
-			print_denial(r);
-		if (!r->quiet)
+	if (js)
+		jb.s[jb.len - 1] = '\n';
+	denial = is_denial(r) && !r->quiet;
+	if (out && batch_add(a, out, out_len))
+		out = NULL;
+	if (out || denial) {
+		pthread_mutex_lock(&a->lock);
+		if (out && (f = writer_file(a)))
+			write_all(f, out, out_len);
+		if (denial) {
+			if (a->denials_to_stderr)
+				print_denial(r);
 			remember_denial(a, r);
+		}
+		pthread_mutex_unlock(&a->lock);
 	}
-	pthread_mutex_unlock(&a->lock);
-	free(js);
+	if (jb.heap)
+		free(jb.s);
 }
 
 void audit_set_tap(struct audit *a, audit_tap_fn fn, void *ctx)
@@ -712,11 +962,16 @@ void audit_set_tap(struct audit *a, audit_tap_fn fn, void *ctx)
 
 char *audit_record_json(const struct audit_record *r)
 {
+	char tmp[AUDIT_LINE_MAX];
+	struct jbuf jb = { tmp, 0, sizeof(tmp), false, false, false };
 	struct timespec end = r->end;
 
 	if (!end.tv_sec && !end.tv_nsec)
 		clock_gettime(CLOCK_REALTIME, &end);
-	return format_json(r, &end);
+	format_json(r, &end, &jb);
+	if (jb.oom)
+		return NULL;
+	return jb.heap ? jb.s : strdup(jb.s);
 }
 
 static FILE *open_log(const char *path, int *err)
@@ -829,8 +1084,21 @@ void audit_thread_refresh(struct audit *a)
 	pthread_mutex_unlock(&a->lock);
 }
 
+void audit_thread_batch(struct audit *a)
+{
+	if (!a || !a->path || tl_batch_a)
+		return;
+	tl_batch = malloc(AUDIT_BATCH_MAX);
+	if (tl_batch) /* else: every record written at once, as before */
+		tl_batch_a = a;
+}
+
 void audit_thread_end(void)
 {
+	audit_thread_flush();
+	free(tl_batch);
+	tl_batch = NULL;
+	tl_batch_a = NULL;
 	if (tl_f)
 		fclose(tl_f);
 	tl_f = NULL;

@@ -97,6 +97,17 @@ void audit_thread_private(struct audit *a);
  * than at its next record (an idle thread would hold a rotated-away file
  * open). */
 void audit_thread_refresh(struct audit *a);
+/* Batch this thread's records for a: audit_write() keeps their lines in a
+ * buffer of the thread's (64 KiB), audit_thread_flush() writes them with
+ * one write(). For threads that run an event loop, which calls the flush
+ * before every wait (loop_set_before_wait): a record reaches the file at
+ * the end of the pass that made it, not one write() per record. A record
+ * that does not fit, or a thread whose buffer could not be allocated, is
+ * written at once. Denials reach stderr and the summary at once either
+ * way, and the tap sees every record when it is made. */
+void audit_thread_batch(struct audit *a);
+void audit_thread_flush(void);
+/* Flushes the batch and drops it, and the private-table handle. */
 void audit_thread_end(void);
 
 /* A tap sees every record audit_write() gets (file or not), before it is

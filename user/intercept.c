@@ -2483,10 +2483,15 @@ static void worker_hand_cb(struct loop *l, int fd, void *data, int events)
 static void *worker_main(void *arg)
 {
 	struct ic_worker *w = arg;
-	int err = loop_run(w->loop);
+	int err;
 
+	/* every request is a record: one write() per pass (audit.h) */
+	audit_thread_batch(w->ic->params.audit);
+	loop_set_before_wait(w->loop, audit_thread_flush);
+	err = loop_run(w->loop);
 	if (err)
 		log_error("intercept: worker %u: event loop: %s", w->id, strerror(-err));
+	audit_thread_end();
 	return NULL;
 }
 

@@ -42,6 +42,7 @@ struct loop {
 	uint64_t now_ms;
 	struct loop_timer_list at; /* arbitrary deadlines */
 	struct loop_timer_list *lists;
+	void (*before_wait)(void);
 	struct epoll_event events[LOOP_MAX_EVENTS];
 };
 
@@ -391,6 +392,8 @@ int loop_run(struct loop *l)
 		if (atomic_load(&l->stop))
 			break;
 		timeout = timers_timeout(l);
+		if (l->before_wait)
+			l->before_wait();
 		n = epoll_wait(l->epfd, l->events, LOOP_MAX_EVENTS, timeout);
 		if (n < 0) {
 			if (errno == EINTR)
@@ -401,8 +404,15 @@ int loop_run(struct loop *l)
 		l->now_ms = clock_ms();
 		dispatch(l, n);
 	}
+	if (l->before_wait)
+		l->before_wait(); /* what the last pass left */
 	atomic_store(&l->stop, false);
 	return err;
+}
+
+void loop_set_before_wait(struct loop *l, void (*fn)(void))
+{
+	l->before_wait = fn;
 }
 
 void loop_stop(struct loop *l)

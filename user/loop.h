@@ -63,6 +63,10 @@ int loop_mask(const struct loop *l, int fd);
  * consumed, so loop_run() may be called again afterwards. */
 int loop_run(struct loop *l);
 void loop_stop(struct loop *l); /* thread-safe, async-signal-safe */
+/* fn runs before every epoll_wait() and once more when loop_run() returns:
+ * the end of each pass over the ready events (the audit's batched writes,
+ * audit_thread_flush()). NULL: nothing. */
+void loop_set_before_wait(struct loop *l, void (*fn)(void));
 
 /* Milliseconds on CLOCK_MONOTONIC, cached once per loop iteration. */
 uint64_t loop_now_ms(const struct loop *l);

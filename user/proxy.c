@@ -2805,6 +2805,10 @@ static void *worker_main(void *arg)
 			 strerror(-err));
 	}
 	sem_post(&w->p->unshared);
+	/* One write() of the audit log per pass, not per record; the
+	 * batch is written before the loop waits and by audit_thread_end(). */
+	audit_thread_batch(w->p->params.audit);
+	loop_set_before_wait(w->loop, audit_thread_flush);
 
 	err = loop_run(w->loop);
 	if (err)

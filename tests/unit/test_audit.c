@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -233,6 +234,214 @@ static void test_tap_gets_the_json_line(void **state)
 	assert_int_equal(t.n, 1);
 	assert_false(t.had_json[0]);
 	unlink(path);
+}
+
+/* The JSON writer is audit.c's own; jansson is the oracle. A string
+ * json_string() accepts comes back as it went in, whatever it holds; one
+ * it refuses (not UTF-8 as jansson reads it) comes back with the text
+ * format's \xNN escapes. Every line is one JSON object. */
+static void test_json_escapes_match_jansson(void **state)
+{
+	static const char *const in[] = {
+		"plain", "q\"uote", "back\\slash", "tab\tnl\nret\rbs\bff\f",
+		"\x01\x1f", "del\x7f", "caf\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80",
+		"\xef\xbf\xbf", "\xf4\x8f\xbf\xbf",
+		/* refused: overlong, surrogate, beyond U+10FFFF, cut, stray */
+		"\xc0\xaf", "\xc1\xbf", "\xe0\x80\xaf", "\xf0\x8f\xbf\xbf", "\xed\xa0\x80",
+		"\xf4\x90\x80\x80", "\xf5\x80\x80\x80", "\xe2\x82", "x\x80y", "\xff",
+		"a b\\\xff",
+	};
+	struct audit_options o = { .format = AUDIT_JSON };
+	struct audit_record r;
+	struct audit *a;
+	char path[128], *text, *line;
+	size_t i;
+
+	tmp_path(path, sizeof(path), "esc");
+	o.path = path;
+	assert_int_equal(audit_open(&a, &o), 0);
+	deny_record(&r);
+	for (i = 0; i < sizeof(in) / sizeof(in[0]); i++) {
+		r.detail = in[i];
+		audit_write(a, &r);
+	}
+	audit_close(a);
+	text = slurp(path);
+	/* jansson's spelling: short escapes where JSON has them, \u00XX in
+	 * capitals otherwise, DEL and UTF-8 as they are */
+	assert_non_null(strstr(text, "\"detail\":\"tab\\tnl\\nret\\rbs\\bff\\f\""));
+	assert_non_null(strstr(text, "\"detail\":\"\\u0001\\u001F\""));
+	assert_non_null(strstr(text, "\"detail\":\"del\x7f\""));
+	assert_non_null(strstr(text, "\"detail\":\"caf\xc3\xa9\""));
+	assert_non_null(strstr(text, "\"detail\":\"\\\\xc0\\\\xaf\""));
+	assert_non_null(strstr(text, "\"detail\":\"a\\\\x20b\\\\x5c\\\\xff\""));
+	line = text;
+	for (i = 0; i < sizeof(in) / sizeof(in[0]); i++) {
+		char *nl = strchr(line, '\n');
+		json_t *j, *ref = json_string(in[i]);
+		const char *got;
+
+		assert_non_null(nl);
+		*nl = '\0';
+		j = json_loads(line, 0, NULL);
+		if (!j)
+			fail_msg("record %zu is not JSON: %s", i, line);
+		got = json_string_value(json_object_get(j, "detail"));
+		assert_non_null(got);
+		if (ref)
+			assert_string_equal(got, in[i]);
+		else
+			assert_non_null(strstr(got, "\\x"));
+		json_decref(ref);
+		json_decref(j);
+		line = nl + 1;
+	}
+	assert_int_equal(*line, '\0');
+	free(text);
+	unlink(path);
+}
+
+/* A path longer than the writer's first buffer: the line grows, stays
+ * whole and parses. */
+static void test_json_long_field(void **state)
+{
+	struct audit_options o = { .format = AUDIT_JSON };
+	struct audit_record r;
+	struct audit *a;
+	char path[128], *text, *big, *js;
+	json_t *j;
+
+	tmp_path(path, sizeof(path), "long");
+	o.path = path;
+	big = malloc(20001);
+	assert_non_null(big);
+	memset(big, 'p', 20000);
+	big[0] = '/';
+	big[19999] = '"';
+	big[20000] = '\0';
+	assert_int_equal(audit_open(&a, &o), 0);
+	deny_record(&r);
+	r.http.method = "GET";
+	r.http.path = big;
+	audit_write(a, &r);
+	audit_close(a);
+	text = slurp(path);
+	assert_int_equal(strchr(text, '\n') - text + 1, (long)strlen(text));
+	j = json_loads(text, 0, NULL);
+	assert_non_null(j);
+	assert_string_equal(json_string_value(json_object_get(json_object_get(j, "http"), "path")),
+			    big);
+	json_decref(j);
+	js = audit_record_json(&r);
+	assert_non_null(js);
+	assert_int_equal(strlen(js) + 1, strlen(text));
+	assert_memory_equal(js, text, strlen(js));
+	free(js);
+	free(text);
+	free(big);
+	unlink(path);
+}
+
+static size_t file_size(const char *path)
+{
+	struct stat st;
+
+	assert_int_equal(stat(path, &st), 0);
+	return (size_t)st.st_size;
+}
+
+static int count_lines(const char *text)
+{
+	int n = 0;
+
+	for (; *text; text++)
+		n += *text == '\n';
+	return n;
+}
+
+/* A batching thread's records reach the file at the flush, in order, one
+ * write() for all of them; denials reach the summary and the tap at
+ * once; a record bigger than the batch goes after what was batched
+ * before it; a reopen before the flush sends the batch to the new file;
+ * audit_thread_end() writes what is left. */
+static void test_batched_records(void **state)
+{
+	struct audit_options o = { .format = AUDIT_JSON };
+	struct tap_seen *t = calloc(1, sizeof(*t));
+	struct audit_record r;
+	struct audit *a;
+	char path[128], rotated[160], *text, *big, *p1, *p2, *p3;
+	size_t before;
+
+	assert_non_null(t);
+	tmp_path(path, sizeof(path), "batch");
+	snprintf(rotated, sizeof(rotated), "%s.1", path);
+	o.path = path;
+	assert_int_equal(audit_open(&a, &o), 0);
+	audit_set_tap(a, tap_cb, t);
+	audit_thread_batch(a);
+	deny_record(&r);
+	r.pid = 1;
+	audit_write(a, &r);
+	r.pid = 2;
+	audit_write(a, &r);
+	assert_int_equal(file_size(path), 0);
+	assert_int_equal(t->n, 2); /* the tap does not wait */
+	audit_thread_flush();
+	text = slurp(path);
+	assert_int_equal(count_lines(text), 2);
+	p1 = strstr(text, "\"pid\":1,");
+	p2 = strstr(text, "\"pid\":2,");
+	assert_true(p1 && p2 && p1 < p2);
+	free(text);
+
+	/* bigger than the batch: after the batched record before it */
+	r.pid = 3;
+	audit_write(a, &r);
+	big = malloc(70001);
+	assert_non_null(big);
+	memset(big, 'd', 70000);
+	big[70000] = '\0';
+	r.pid = 4;
+	r.detail = big;
+	audit_write(a, &r);
+	r.detail = NULL;
+	text = slurp(path);
+	assert_int_equal(count_lines(text), 4);
+	p2 = strstr(text, "\"pid\":3,");
+	p3 = strstr(text, "\"pid\":4,");
+	assert_true(p2 && p3 && p2 < p3);
+	free(text);
+	free(big);
+
+	/* a reopen before the flush: the batch goes to the new file */
+	r.pid = 5;
+	audit_write(a, &r);
+	before = file_size(path);
+	assert_int_equal(rename(path, rotated), 0);
+	assert_int_equal(audit_reopen(a), 0);
+	audit_thread_flush();
+	assert_int_equal(file_size(rotated), before);
+	text = slurp(path);
+	assert_int_equal(count_lines(text), 1);
+	assert_non_null(strstr(text, "\"pid\":5,"));
+	free(text);
+
+	/* the thread's end writes the rest */
+	r.pid = 6;
+	audit_write(a, &r);
+	assert_int_equal(count_lines(text = slurp(path)), 1);
+	free(text);
+	audit_thread_end();
+	text = slurp(path);
+	assert_int_equal(count_lines(text), 2);
+	assert_non_null(strstr(text, "\"pid\":6,"));
+	free(text);
+	assert_int_equal(t->n, 6);
+	audit_close(a);
+	free(t);
+	unlink(path);
+	unlink(rotated);
 }
 
 static void test_text_line(void **state)
@@ -784,6 +993,9 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_json_line),
 		cmocka_unit_test(test_json_hostile_bytes),
+		cmocka_unit_test(test_json_escapes_match_jansson),
+		cmocka_unit_test(test_json_long_field),
+		cmocka_unit_test(test_batched_records),
 		cmocka_unit_test(test_tap_gets_the_json_line),
 		cmocka_unit_test(test_text_line),
 		cmocka_unit_test(test_http_fields),

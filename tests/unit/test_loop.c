@@ -81,6 +81,66 @@ static void test_fd_read_event(void **state)
 	close(p[1]);
 }
 
+/* The before-wait hook runs after each pass's callbacks, before the loop
+ * waits again, and once more when loop_run() returns. */
+static int bw_calls, bw_cb_calls_seen[4];
+static struct fd_ctx *bw_x;
+
+static void bw_hook(void)
+{
+	if (bw_calls < 4)
+		bw_cb_calls_seen[bw_calls] = bw_x->calls;
+	bw_calls++;
+}
+
+static void bw_write_cb(struct loop *l, struct loop_timer *t)
+{
+	int fd = *(int *)t->data;
+
+	if (write(fd, "y", 1) != 1)
+		fail_msg("write: %s", strerror(errno));
+}
+
+static void test_before_wait_hook(void **state)
+{
+	struct loop *l;
+	struct fd_ctx x = { .other_fd = -1 };
+	struct loop_timer t = { 0 }, guard = { 0 };
+	bool fired = false;
+	int p[2];
+
+	assert_int_equal(loop_create(&l), 0);
+	assert_int_equal(pipe(p), 0);
+	assert_int_equal(loop_add(l, p[0], LOOP_READ, fd_cb, &x), 0);
+	bw_x = &x;
+	loop_set_before_wait(l, bw_hook);
+	assert_int_equal(write(p[1], "x", 1), 1);
+	/* a second event 50 ms later, then stop from the callback */
+	t.data = &p[1];
+	loop_timer_start_at(l, &t, loop_update_time(l) + 50, bw_write_cb);
+	guard.data = &fired;
+	loop_timer_start_at(l, &guard, loop_update_time(l) + 2000, guard_cb);
+	x.stop = false;
+	while (x.calls < 2 && !fired) {
+		x.stop = true; /* the first callback stops the first run */
+		assert_int_equal(loop_run(l), 0);
+	}
+	assert_false(fired);
+	assert_int_equal(x.calls, 2);
+	/* run 1: before the first wait (no callback yet), at its return (one);
+	 * run 2: before its wait (one), then the timer's pass and the
+	 * wait for the write, at its return (two) */
+	assert_true(bw_calls >= 4);
+	assert_int_equal(bw_cb_calls_seen[0], 0);
+	assert_int_equal(bw_cb_calls_seen[1], 1);
+	assert_int_equal(bw_cb_calls_seen[2], 1);
+	loop_set_before_wait(l, NULL);
+	loop_timer_stop(&guard);
+	loop_destroy(l);
+	close(p[0]);
+	close(p[1]);
+}
+
 static void test_mask_zero_suppresses(void **state)
 {
 	struct loop *l;
@@ -361,6 +421,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_fd_read_event),
+		cmocka_unit_test(test_before_wait_hook),
 		cmocka_unit_test(test_mask_zero_suppresses),
 		cmocka_unit_test(test_delete_in_batch),
 		cmocka_unit_test(test_timer_lists_order),
