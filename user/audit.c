@@ -40,6 +40,7 @@ struct audit {
 	FILE *f;
 	enum audit_format format;
 	bool denials_to_stderr;
+	bool sink; /* records are written: a file, or standard output */
 	struct audit_dest *dests;
 	size_t n_dests;
 	size_t cap_dests;
@@ -909,7 +910,7 @@ void audit_write(struct audit *a, const struct audit_record *r)
 	if (!end.tv_sec && !end.tv_nsec)
 		clock_gettime(CLOCK_REALTIME, &end);
 	line[0] = '\0';
-	if (a->path) {
+	if (a->sink) {
 		if (a->format == AUDIT_JSON) {
 			format_json(r, &end, &jb);
 			jb_put(&jb, "\n", 1);
@@ -1017,7 +1018,18 @@ int audit_open(struct audit **out, const struct audit_options *opts)
 		a->f = open_log(a->path, &err);
 		if (!a->f)
 			goto fail;
+	} else if (opts && opts->to_stdout) {
+		/* a copy: closing it at the end leaves stdout alone */
+		int fd = fcntl(STDOUT_FILENO, F_DUPFD_CLOEXEC, 3);
+
+		if (fd < 0 || !(a->f = fdopen(fd, "a"))) {
+			err = -errno;
+			if (fd >= 0)
+				close(fd);
+			goto fail;
+		}
 	}
+	a->sink = a->f != NULL;
 	*out = a;
 	return 0;
 fail:
@@ -1086,7 +1098,7 @@ void audit_thread_refresh(struct audit *a)
 
 void audit_thread_batch(struct audit *a)
 {
-	if (!a || !a->path || tl_batch_a)
+	if (!a || !a->sink || tl_batch_a)
 		return;
 	tl_batch = malloc(AUDIT_BATCH_MAX);
 	if (tl_batch) /* else: every record written at once, as before */

@@ -76,6 +76,9 @@ struct audit_record {
 
 struct audit_options {
 	const char *path;          /* NULL: no per-connection log file */
+	/* path NULL: the records go to standard output instead (the daemon:
+	 * journald, kubectl logs). Not reopened by audit_reopen(). */
+	bool to_stdout;
 	enum audit_format format;
 	/* Also print denials as one text line each to stderr. */
 	bool denials_to_stderr;

@@ -835,6 +835,7 @@ int daemon_main(int argc, char **argv)
 		goto out;
 
 	ao.path = d.dc->audit_path;
+	ao.to_stdout = true; /* "-" or null: "path" is NULL */
 	ao.format = d.dc->audit_format;
 	if (audit_open(&d.audit, &ao)) {
 		fprintf(stderr, "egressd: cannot open the audit log %s\n",

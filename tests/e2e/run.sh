@@ -86,6 +86,7 @@ CASES=(
 	daemon_pod_netns
 	daemon_observability
 	daemon_audit_rotation
+	daemon_audit_stdout
 	daemon_socket_before_attach
 	daemon_reload_timeouts_limits
 	daemon_kernel_relay
@@ -1205,8 +1206,9 @@ daemon_start() {
 	# a restart's stderr already has the first daemon's line: wait for one more
 	local before
 	before=$(grep -c "serving on port" "$CASE_STDERR" 2>/dev/null)
+	# DSTDOUT=FILE: its standard output there, apart from its stderr
 	ip netns exec "$NS_HOST" "$EGRESSD" daemon --config "$DCFG" --bpffs "$DBPF" \
-		--port $DAEMON_PORT >>"$CASE_STDERR" 2>&1 &
+		--port $DAEMON_PORT 2>>"$CASE_STDERR" >>"${DSTDOUT:-$CASE_STDERR}" &
 	DPID=$!
 	disown $DPID # its SIGKILL below is on purpose: no job notice
 	bed_track $DPID
@@ -1693,6 +1695,38 @@ JSON
 	grep -q '"sni":"allowed.test"' "$CASE_AUDIT" ||
 		fail "no record in the new audit file: $(oneline "$(cat "$CASE_AUDIT")")"
 	note "$n0 records before the rotation; the one after it in the new file"
+}
+
+# No audit.path (the default, as in the systemd unit and the DaemonSet):
+# the records go to standard output, one JSON object per line, and none
+# of them to stderr.
+case_daemon_audit_stdout() {
+	need_egressd
+	local i out=$E2E_DIR/cases/daemon_audit_stdout.stdout
+	daemon_bed aso bpffs-aso daemon-aso agents/job1
+	cat >"$DCFG" <<JSON
+{ "policies": { "agents": { "mode": "enforce", "allow": ["allowed.test"] } },
+  "bindings": [ { "cgroup": "$DCG/agents/job*", "policy": "agents" } ] }
+JSON
+	: >"$out"
+	DSTDOUT=$out daemon_start || fail "daemon did not start: $(tail -3 "$CASE_STDERR")"
+	in_cg "$DCG/agents/job1" curl -sS --max-time 5 --cacert "$E2E_CA" \
+		-o /dev/null https://allowed.test/ || fail "job1 -> allowed.test failed"
+	# refused at its DNS query: a deny record with "host"
+	in_cg "$DCG/agents/job1" curl -sS --max-time 5 --cacert "$E2E_CA" \
+		-o /dev/null https://evil.test/ 2>/dev/null && fail "job1 reached evil.test"
+	for ((i = 0; i < 50; i++)); do
+		grep -q '"host":"evil.test"' "$out" && break
+		sleep 0.1
+	done
+	"$E2E_PY" -c 'import json, sys
+recs = [json.loads(l) for l in open(sys.argv[1])]
+ok = any(r.get("sni") == "allowed.test" and r["verdict"] == "allow" for r in recs)
+no = any(r.get("host") == "evil.test" and r["verdict"] == "deny" for r in recs)
+sys.exit(0 if ok and no else 1)' "$out" ||
+		fail "stdout lacks the two records: $(oneline "$(cat "$out")")"
+	grep -q '"verdict"' "$CASE_STDERR" && fail "records on stderr: $(oneline "$(grep '"verdict"' "$CASE_STDERR")")"
+	note "$(wc -l <"$out") records on stdout, none on stderr"
 }
 
 case_daemon_observability() {

@@ -591,6 +591,44 @@ static void test_http_fields(void **state)
 	unlink(path);
 }
 
+/* No path, to_stdout: the daemon's default sink (journald, kubectl logs).
+ * The records go to standard output; closing the audit leaves it open. */
+static void test_stdout_sink(void **state)
+{
+	struct audit_options o = { .format = AUDIT_JSON, .to_stdout = true };
+	struct audit_record r;
+	struct audit *a;
+	char path[128], *text;
+	int fd, saved;
+
+	tmp_path(path, sizeof(path), "stdout");
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	assert_true(fd >= 0);
+	fflush(stdout);
+	saved = dup(STDOUT_FILENO);
+	assert_true(saved >= 0);
+	assert_int_equal(dup2(fd, STDOUT_FILENO), STDOUT_FILENO);
+	close(fd);
+	assert_int_equal(audit_open(&a, &o), 0);
+	deny_record(&r);
+	audit_write(a, &r);
+	audit_close(a);
+	assert_int_equal(write(STDOUT_FILENO, "still open\n", 11), 11);
+	assert_int_equal(dup2(saved, STDOUT_FILENO), STDOUT_FILENO);
+	close(saved);
+	text = slurp(path);
+	assert_non_null(strstr(text, "\"sni\":\"evil.test\""));
+	assert_non_null(strstr(text, "}\nstill open\n"));
+	free(text);
+	unlink(path);
+
+	/* without to_stdout, no path: nothing is written anywhere */
+	o.to_stdout = false;
+	assert_int_equal(audit_open(&a, &o), 0);
+	audit_write(a, &r);
+	audit_close(a);
+}
+
 static void test_reopen(void **state)
 {
 	struct audit_options o = { .format = AUDIT_TEXT };
@@ -1000,6 +1038,7 @@ int main(void)
 		cmocka_unit_test(test_text_line),
 		cmocka_unit_test(test_http_fields),
 		cmocka_unit_test(test_reopen),
+		cmocka_unit_test(test_stdout_sink),
 		cmocka_unit_test(test_stderr_denials),
 		cmocka_unit_test(test_summary),
 		cmocka_unit_test(test_summary_dns),
