@@ -80,6 +80,9 @@ KINDS = [k for k in E.get("BENCH_KINDS", "").split() if k]
 # egressd-prxN / egressd-tlsN). Diagnosis only: perf's own cost is in
 # those samples' figures.
 PERF_DIR = E.get("BENCH_PERF", "")
+# BENCH_PERF_EVENTS=LIST: more events for that perf stat of the proxy
+# (e.g. raw_syscalls:sys_enter,syscalls:sys_enter_epoll_wait).
+PERF_EVENTS = E.get("BENCH_PERF_EVENTS", "")
 CUR = {"round": 0}
 
 ALLOWED4 = E.get("ALLOWED4", "192.0.2.10")
@@ -638,7 +641,8 @@ def perf_begin(r, kind):
     if r.pid:
         ps.append(subprocess.Popen(
             ["perf", "stat", "-p", ",".join(str(p) for p in r.pids()),
-             "-o", base + ".stat", "-e", "context-switches,cpu-clock"],
+             "-o", base + ".stat", "-e", "context-switches,cpu-clock" +
+             ("," + PERF_EVENTS if PERF_EVENTS else "")],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     time.sleep(0.5)
     return ps
