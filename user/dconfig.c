@@ -25,7 +25,9 @@
 
 /* A config is a page of JSON; anything bigger is a mistake. */
 #define DCONFIG_MAX_FILE (1024 * 1024)
-#define DCONFIG_MAX_POLICIES 1024
+/* The daemon keeps two banks of EGR_MAX_POLICIES / 2 policy ids (the
+ * running config's and the next reload's): a config fills one. */
+#define DCONFIG_MAX_POLICIES (EGR_MAX_POLICIES / 2)
 #define DCONFIG_MAX_BINDINGS 1024
 #define DCONFIG_MAX_GLOB 4095
 #define DCONFIG_MAX_DNS 8

@@ -436,6 +436,42 @@ static void test_bad_configs(void **state)
 	assert_int_equal(bad, 0);
 }
 
+/* The daemon holds two banks of 512 policy ids (the running config's and
+ * the next reload's): 512 policies load, 513 are refused here, by --check
+ * too, not later by the kernel maps at start or reload. */
+static void test_policy_count_limit(void **state)
+{
+	size_t n, cap = 64 * 1024;
+	char *text = malloc(cap), err[512];
+	struct dconfig *c;
+
+	(void)state;
+	assert_non_null(text);
+	for (n = 512; n <= 513; n++) {
+		size_t i, len = 0;
+
+		len += (size_t)snprintf(text + len, cap - len, "{ \"policies\": {");
+		for (i = 0; i < n; i++)
+			len += (size_t)snprintf(text + len, cap - len,
+						"%s\"p%zu\": { \"allow\": [\"h%zu.test\"] }",
+						i ? ", " : " ", i, i);
+		snprintf(text + len, cap - len,
+			 " },\n \"bindings\": [ { \"cgroup\": \"/a.slice/*\", \"policy\": \"p0\" } ] }\n");
+		c = NULL;
+		err[0] = '\0';
+		if (n == 512) {
+			assert_int_equal(load(text, &c, err, sizeof(err)), 0);
+			assert_int_equal(c->n_policies, 512);
+			dconfig_free(c);
+		} else {
+			assert_true(load(text, &c, err, sizeof(err)) < 0);
+			assert_null(c);
+			assert_string_equal(err, "config.json:1: policies: more than 512 policies");
+		}
+	}
+	free(text);
+}
+
 /* --- referenced files --------------------------------------------------- */
 
 static char tmpdir[64];
@@ -802,6 +838,7 @@ int main(void)
 		cmocka_unit_test(test_kernel_relay_after),
 		cmocka_unit_test(test_warnings),
 		cmocka_unit_test(test_bad_configs),
+		cmocka_unit_test(test_policy_count_limit),
 		cmocka_unit_test(test_intercept_ca),
 		cmocka_unit_test(test_referenced_files),
 		cmocka_unit_test(test_load_file_errors),
