@@ -330,6 +330,46 @@ int egr_bpf_bind_cgroup(struct egr_bpf *b, uint64_t cgroup_id, uint32_t policy_i
 	return 0;
 }
 
+static int u64_cmp(const void *x, const void *y)
+{
+	uint64_t a = *(const uint64_t *)x, b = *(const uint64_t *)y;
+
+	return a < b ? -1 : a > b;
+}
+
+int egr_bpf_prune_cgroups(struct egr_bpf *b, const uint64_t *keep, size_t n_keep)
+{
+	int fd = egr_map_fd(b->skel->maps.egr_cgroups), deleted = 0;
+	__u64 cur = 0, next, *doomed = NULL;
+	size_t n = 0, cap = 0, i;
+	bool have = false;
+
+	/* Collect first: deleting during get_next_key restarts the walk. */
+	while (!bpf_map_get_next_key(fd, have ? &cur : NULL, &next)) {
+		cur = next;
+		have = true;
+		if (bsearch(&cur, keep, n_keep, sizeof(*keep), u64_cmp))
+			continue;
+		if (n == cap) {
+			__u64 *v;
+
+			cap = cap ? cap * 2 : 16;
+			v = realloc(doomed, cap * sizeof(*v));
+			if (!v) {
+				free(doomed);
+				return -ENOMEM;
+			}
+			doomed = v;
+		}
+		doomed[n++] = cur;
+	}
+	for (i = 0; i < n; i++)
+		if (!bpf_map_delete_elem(fd, &doomed[i]))
+			deleted++;
+	free(doomed);
+	return deleted;
+}
+
 int egr_bpf_unbind_cgroup(struct egr_bpf *b, uint64_t cgroup_id)
 {
 	__u64 id = cgroup_id;

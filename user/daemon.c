@@ -106,6 +106,11 @@ struct daemon {
 	int ino;
 	struct daemon_watch *watches;
 	size_t n_watches;
+	/* cgroup ids daemon_attach_all()'s walk bound or unbound; every
+	 * other binding in the kernel is pruned after it */
+	uint64_t *walked;
+	size_t n_walked, cap_walked;
+	bool walk_oom;
 
 	/* Audit tap targets: metrics from the start, the control socket once
 	 * open (read by the proxy threads, hence atomic). */
@@ -287,6 +292,19 @@ static int daemon_walk_cb(const char *abs, const struct stat *st, int type, stru
 		return 0;
 	if (!*rel)
 		rel = "/";
+	if (d->n_walked == d->cap_walked) {
+		size_t cap = d->cap_walked ? d->cap_walked * 2 : 64;
+		uint64_t *v = realloc(d->walked, cap * sizeof(*v));
+
+		if (v) {
+			d->walked = v;
+			d->cap_walked = cap;
+		}
+	}
+	if (d->n_walked < d->cap_walked)
+		d->walked[d->n_walked++] = st->st_ino;
+	else
+		d->walk_oom = true;
 	daemon_bind(d, rel, st->st_ino);
 	daemon_watch_add(d, abs, rel, st->st_ino);
 	netns_watch_cgroup(d->ns, abs);
@@ -300,33 +318,86 @@ static void daemon_walk(struct daemon *d, const char *abs)
 	nftw(abs, daemon_walk_cb, 32, FTW_PHYS);
 }
 
+static int u64_cmp(const void *x, const void *y)
+{
+	uint64_t a = *(const uint64_t *)x, b = *(const uint64_t *)y;
+
+	return a < b ? -1 : a > b;
+}
+
+/*
+ * Attach to every attach point of the config and bind every cgroup below
+ * them. Then unbind every other cgroup the kernel's map still binds: those
+ * below an attach point a reload removed, or one a previous daemon had.
+ * Their policy ids point into a bank that the next reload refills with
+ * other policies, so they must not stay. Unbound, they are denied
+ * everything (their programs stay attached: closed, never open).
+ */
 static int daemon_attach_all(struct daemon *d)
 {
 	size_t i, n;
 	const char *const *aps = dconfig_attach_points(d->dc, &n);
+	int first = 0, pruned;
 
+	d->n_walked = 0;
+	d->walk_oom = false;
 	for (i = 0; i < n; i++) {
 		char abs[PATH_MAX];
 		int fd, err;
 
-		if (snprintf(abs, sizeof(abs), "%s%s", d->mount, aps[i]) >= (int)sizeof(abs))
-			return -ENAMETOOLONG;
+		if (snprintf(abs, sizeof(abs), "%s%s", d->mount, aps[i]) >= (int)sizeof(abs)) {
+			first = first ? first : -ENAMETOOLONG;
+			continue;
+		}
 		fd = open(abs, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 		if (fd < 0) {
 			err = -errno;
 			log_error("attach point %s (%s): %s: create the cgroup (e.g. the "
 				  "systemd slice) before starting egressd", aps[i], abs,
 				  strerror(-err));
-			return err;
+			first = first ? first : err;
+			continue;
 		}
 		err = egr_bpf_attach_pinned(d->bpf, fd, cgroup_id(abs));
 		close(fd);
-		if (err)
-			return err;
+		if (err) {
+			first = first ? first : err;
+			continue;
+		}
 		daemon_walk(d, abs);
 		log_info("enforcing below %s", aps[i]);
 	}
-	return 0;
+	if (d->walk_oom) {
+		log_error("out of memory: bindings of cgroups outside the attach points "
+			  "were not checked");
+		return first ? first : -ENOMEM;
+	}
+	qsort(d->walked, d->n_walked, sizeof(*d->walked), u64_cmp);
+	pruned = egr_bpf_prune_cgroups(d->bpf, d->walked, d->n_walked);
+	if (pruned < 0)
+		log_error("cannot prune old cgroup bindings: %s", strerror(-pruned));
+	else if (pruned)
+		log_info("unbound %d cgroup(s) outside the attach points: denied everything",
+			 pruned);
+	return first;
+}
+
+/* Attach points of old that new has not: their programs stay attached. */
+static void daemon_warn_removed(const struct dconfig *old, const struct dconfig *new)
+{
+	size_t i, j, n_old, n_new;
+	const char *const *o = dconfig_attach_points(old, &n_old);
+	const char *const *n = dconfig_attach_points(new, &n_new);
+
+	for (i = 0; i < n_old; i++) {
+		for (j = 0; j < n_new && strcmp(o[i], n[j]); j++)
+			;
+		if (j == n_new)
+			log_warn("reload: attach point %s is no longer in the config: its "
+				 "cgroups stay enforced and are denied everything until its "
+				 "pins are removed (docs/daemon.md, \"Restarts fail closed\")",
+				 o[i]);
+	}
 }
 
 static void daemon_inotify(struct daemon *d)
@@ -623,9 +694,11 @@ static int daemon_reload(struct daemon *d, char *msg, size_t msglen)
 	d->bank = bank;
 	pthread_mutex_unlock(&d->lock);
 	daemon_apply_live(d, c);
-	/* New attach points are attached; cgroups rebound to the new bank. */
+	/* New attach points are attached; cgroups rebound to the new bank,
+	 * those outside every attach point unbound. */
 	if (daemon_attach_all(d))
 		log_error("reload: some attach points could not be attached (see above)");
+	daemon_warn_removed(d->prev, c);
 	log_info("reloaded %s: %zu policies, %zu bindings", d->config_path,
 		 c->n_policies, c->n_bindings);
 	msg[0] = '\0';
@@ -1021,6 +1094,7 @@ out:
 	for (i = 0; i < d.n_watches; i++)
 		free(d.watches[i].path);
 	free(d.watches);
+	free(d.walked);
 	audit_close(d.audit);
 	for (i = 0; i < d.n_retired; i++)
 		dconfig_free(d.retired[i]);

@@ -82,6 +82,7 @@ CASES=(
 	cleanup_after_kill
 	daemon_enforces_bindings
 	daemon_two_tenants_reload
+	daemon_reload_removes_attach_point
 	daemon_intercepts
 	daemon_pod_netns
 	daemon_observability
@@ -1428,6 +1429,88 @@ JSON
 	wait $dlpid; rc=$?
 	[ $rc = 0 ] && [ "$(cat "$E2E_DIR/tenants-dl.out")" = "200 $((1 << 20))" ] ||
 		fail "the download across the reload: exit $rc, $(cat "$E2E_DIR/tenants-dl.out")"
+}
+
+# SIGKILL the daemon and wait until it is gone (its port is free again).
+daemon_kill9() {
+	local i
+	kill -9 "$DPID"
+	for ((i = 0; i < 50; i++)); do
+		kill -0 "$DPID" 2>/dev/null || return 0
+		sleep 0.1
+	done
+	fail "daemon $DPID still there 5 s after SIGKILL"
+}
+
+# A reload that removes an attach point: its cgroups keep their programs
+# (closed, never open) and lose their binding, so they are denied
+# everything. Kept, the binding (a policy id in the old bank) would be
+# judged by whatever policy the next reload puts at that id: here "open",
+# an audit-mode policy that allows everything.
+case_daemon_reload_removes_attach_point() {
+	need_egressd
+	local out i ctl=$E2E_REPO/egressctl dsock=$E2E_DIR/ctl/rap.sock
+	daemon_bed rap bpffs-rap daemon-rap a/job1
+	cg_run 'mkdir -p "$CG'"$DCG"'/b/job1"' || fail "cannot create $DCG/b/job1"
+	cat >"$DCFG" <<JSON
+{ "listen": { "control": "$dsock", "metrics": null },
+  "audit": { "path": "$CASE_AUDIT", "format": "json" },
+  "policies": { "pa": { "allow": ["allowed.test"] },
+                "pb": { "allow": ["allowed.test"] } },
+  "bindings": [ { "cgroup": "$DCG/a/job*", "policy": "pa" },
+                { "cgroup": "$DCG/b/job*", "policy": "pb" } ] }
+JSON
+	daemon_start || fail "daemon did not start: $(tail -3 "$CASE_STDERR")"
+	out=$(in_cg "$DCG/b/job1" curl -sS --max-time 5 --cacert "$E2E_CA" \
+		-o /dev/null https://allowed.test/ 2>&1) || fail "b/job1 -> allowed.test: $(oneline "$out")"
+	cat >"$DCFG" <<JSON
+{ "listen": { "control": "$dsock", "metrics": null },
+  "audit": { "path": "$CASE_AUDIT", "format": "json" },
+  "policies": { "pa": { "allow": ["allowed.test"] },
+                "open": { "mode": "audit", "allow": [] } },
+  "bindings": [ { "cgroup": "$DCG/a/job*", "policy": "pa" },
+                { "cgroup": "$DCG/x/job*", "policy": "open" } ] }
+JSON
+	cg_run 'mkdir -p "$CG'"$DCG"'/x"' || fail "cannot create $DCG/x"
+	# twice: the second reload refills the bank b's old binding pointed at
+	for i in 1 2; do
+		out=$("$ctl" reload --socket "$dsock" 2>&1) || fail "reload $i: $(oneline "$out")"
+		out=$(in_cg "$DCG/a/job1" curl -sS --max-time 5 --cacert "$E2E_CA" \
+			-o /dev/null https://allowed.test/ 2>&1) ||
+			fail "reload $i: a/job1 -> allowed.test: $(oneline "$out")"
+		out=$(in_cg "$DCG/b/job1" curl -sS --max-time 5 --cacert "$E2E_CA" \
+			--resolve "allowed.test:443:$ALLOWED4" -o /dev/null https://allowed.test/ 2>&1) &&
+			fail "reload $i: b/job1 (attach point removed) reached allowed.test"
+		out=$(in_cg "$DCG/b/job1" curl -sS --max-time 5 --cacert "$E2E_CA" \
+			--resolve "evil.test:443:$EVIL4" -o /dev/null https://evil.test/ 2>&1) &&
+			fail "reload $i: b/job1 (attach point removed) reached evil.test"
+	done
+	grep -q "attach point $DCG/b is no longer in the config" "$CASE_STDERR" ||
+		fail "no warning about the removed attach point"
+	grep -q "unbound [0-9]* cgroup(s) outside the attach points" "$CASE_STDERR" ||
+		fail "no message about the unbound cgroups"
+	# The same across a restart: a daemon started with the first config,
+	# killed, and started with the second finds b's binding (policy id 1
+	# of bank 0, "open" in the second config) left by the first one.
+	daemon_kill9
+	sed -i -e 's|"open": { "mode": "audit", "allow": \[\] }|"pb": { "allow": ["allowed.test"] }|' \
+		-e "s|$DCG/x/job\*\", \"policy\": \"open\"|$DCG/b/job*\", \"policy\": \"pb\"|" "$DCFG"
+	grep -q '"pb"' "$DCFG" && ! grep -q '"open"' "$DCFG" || fail "config edit: $(cat "$DCFG")"
+	daemon_start || fail "daemon did not restart: $(tail -3 "$CASE_STDERR")"
+	out=$(in_cg "$DCG/b/job1" curl -sS --max-time 5 --cacert "$E2E_CA" \
+		-o /dev/null https://allowed.test/ 2>&1) || fail "restart 1: b/job1 -> allowed.test: $(oneline "$out")"
+	daemon_kill9
+	sed -i -e 's|"pb": { "allow": \["allowed.test"\] }|"open": { "mode": "audit", "allow": [] }|' \
+		-e "s|$DCG/b/job\*\", \"policy\": \"pb\"|$DCG/x/job*\", \"policy\": \"open\"|" "$DCFG"
+	grep -q '"open"' "$DCFG" && ! grep -q '"pb"' "$DCFG" || fail "config edit: $(cat "$DCFG")"
+	daemon_start || fail "daemon did not restart: $(tail -3 "$CASE_STDERR")"
+	out=$(in_cg "$DCG/b/job1" curl -sS --max-time 5 --cacert "$E2E_CA" \
+		--resolve "evil.test:443:$EVIL4" -o /dev/null https://evil.test/ 2>&1) &&
+		fail "restart 2: b/job1 (attach point removed) reached evil.test"
+	out=$(in_cg "$DCG/a/job1" curl -sS --max-time 5 --cacert "$E2E_CA" \
+		-o /dev/null https://allowed.test/ 2>&1) ||
+		fail "restart 2: a/job1 -> allowed.test: $(oneline "$out")"
+	note "b/job1 denied everything after both reloads and after a restart"
 }
 
 # egressd daemon with TLS interception: the daemon's CA (egressctl ca init),
