@@ -35,13 +35,16 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/inotify.h>
 #include <sys/mount.h>
 #include <sys/eventfd.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/vfs.h>
 #include <time.h>
 #include <unistd.h>
@@ -137,7 +140,8 @@ void daemon_usage(FILE *out)
 "\n"
 "Signals: SIGHUP reloads the configuration (an invalid one is refused and\n"
 "the running one stays); SIGTERM/SIGINT stop serving, leaving the cgroups\n"
-"enforced (connections fail) until the daemon runs again.\n");
+"enforced (connections fail) until the daemon runs again. With\n"
+"NOTIFY_SOCKET set (systemd Type=notify) it sends READY=1 once enforcing.\n");
 }
 
 /* ---- policies ------------------------------------------------------- */
@@ -220,6 +224,34 @@ static int daemon_fill_bank(struct daemon *d, const struct dconfig *c, unsigned 
 			return err;
 	}
 	return 0;
+}
+
+/* systemd's readiness protocol (sd_notify(3), without libsystemd): one
+ * datagram to $NOTIFY_SOCKET, a path or "@abstract". Type=notify units
+ * (deploy/systemd/egressd.service) count as started only at READY=1, so
+ * agents ordered after egressd start once their cgroups are enforced. */
+static void daemon_notify(const char *msg)
+{
+	const char *path = getenv("NOTIFY_SOCKET");
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	size_t len;
+	int fd;
+
+	if (!path || (path[0] != '/' && path[0] != '@'))
+		return;
+	len = strlen(path);
+	if (len >= sizeof(sa.sun_path))
+		return;
+	memcpy(sa.sun_path, path, len);
+	if (sa.sun_path[0] == '@')
+		sa.sun_path[0] = '\0';
+	fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return;
+	if (sendto(fd, msg, strlen(msg), MSG_NOSIGNAL, (struct sockaddr *)&sa,
+		   (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len)) < 0)
+		log_warn("sd_notify %s to %s: %s", msg, path, strerror(errno));
+	close(fd);
 }
 
 /* ---- cgroups -------------------------------------------------------- */
@@ -1021,6 +1053,8 @@ int daemon_main(int argc, char **argv)
 	__atomic_store_n(&d.ctl, ctl, __ATOMIC_RELEASE);
 	metrics_set_sources(d.metrics, d.proxy, d.dns, d.pin_dir);
 	daemon_metrics_listen(&d);
+	/* attached, serving, egressctl and metrics up */
+	daemon_notify("READY=1");
 
 	for (;;) {
 		struct pollfd pfd[5] = { { sfd, POLLIN, 0 }, { d.ino, POLLIN, 0 },
@@ -1052,6 +1086,7 @@ int daemon_main(int argc, char **argv)
 			}
 			log_info("signal %u: stopping; enforced cgroups stay enforced "
 				 "(fail closed) until egressd runs again", si.ssi_signo);
+			daemon_notify("STOPPING=1");
 			ret = 0;
 			break;
 		}

@@ -88,6 +88,7 @@ CASES=(
 	daemon_observability
 	daemon_audit_rotation
 	daemon_audit_stdout
+	daemon_sd_notify
 	daemon_socket_before_attach
 	daemon_reload_timeouts_limits
 	daemon_kernel_relay
@@ -1095,6 +1096,24 @@ case_systemd_units() {
 			fail "$u: systemd-analyze verify failed: $(oneline "$out")"
 		[ -z "$out" ] || fail "$u: $(oneline "$out")"
 	done
+	# together: no ordering cycle, and the order the docs promise (the
+	# slice's cgroup before egressd attaches to it; egressd ready, i.e.
+	# attached, before an agent starts). No systemd runs here, so the
+	# order is read from the files; sd_notify is daemon_sd_notify's.
+	out=$(cd "$d" && cp agent@.service agent@t.service &&
+		SYSTEMD_LOG_COLOR=0 systemd-analyze verify --man=no ./egressd.service \
+			./agents.slice ./agent@t.service 2>&1) ||
+		fail "the units together: $(oneline "$out")"
+	[ -z "$out" ] || fail "the units together: $(oneline "$out")"
+	grep -qx 'After=agents.slice' "$d/egressd.service" &&
+		grep -qx 'Wants=agents.slice' "$d/egressd.service" &&
+		grep -qx 'Type=notify' "$d/egressd.service" &&
+		! grep -q '^After=egressd' "$d/agents.slice" &&
+		grep -qx 'After=egressd.service' "$d/agent@.service" ||
+		fail "unit ordering: egressd after agents.slice (Type=notify), agents after egressd"
+	# the agent's pin check runs as root ("+"): /sys/fs/bpf is 0700
+	grep -q '^ExecStartPre=+/bin/sh -c .test -d /sys/fs/bpf/egressd/links' "$d/agent@.service" ||
+		fail "agent@.service: the pin check does not run with full privileges"
 	out=$(cd "$d" && systemd-analyze security --offline=yes --no-pager ./egressd.service 2>&1)
 	score=$(sed -n 's/.*Overall exposure level for egressd.service: \([0-9.]*\).*/\1/p' <<<"$out")
 	[ -n "$score" ] || fail "no exposure level: $(oneline "$(tail -3 <<<"$out")")"
@@ -1810,6 +1829,59 @@ sys.exit(0 if ok and no else 1)' "$out" ||
 		fail "stdout lacks the two records: $(oneline "$(cat "$out")")"
 	grep -q '"verdict"' "$CASE_STDERR" && fail "records on stderr: $(oneline "$(grep '"verdict"' "$CASE_STDERR")")"
 	note "$(wc -l <"$out") records on stdout, none on stderr"
+}
+
+# Type=notify (deploy/systemd/egressd.service): READY=1 on $NOTIFY_SOCKET
+# only once the attach point's programs are pinned and egressctl answers,
+# STOPPING=1 at SIGTERM.
+case_daemon_sd_notify() {
+	need_egressd
+	local i out nsock=$E2E_DIR/run/notify.sock got=$E2E_DIR/run/notify.out
+	local dsock=$E2E_DIR/ctl/sdn.sock ctl=$E2E_REPO/egressctl ino
+	daemon_bed sdn bpffs-sdn daemon-sdn agents/job1
+	ino=$(cg_run 'stat -c %i "$CG'"$DCG"'/agents"') || fail "no cgroup $DCG/agents"
+	cat >"$DCFG" <<JSON
+{ "listen": { "control": "$dsock", "metrics": null },
+  "audit": { "path": "$CASE_AUDIT", "format": "json" },
+  "policies": { "agents": { "allow": ["allowed.test"] } },
+  "bindings": [ { "cgroup": "$DCG/agents/job*", "policy": "agents" } ] }
+JSON
+	rm -f "$nsock" "$got"
+	# at each datagram: is the attach point pinned, does egressctl answer?
+	"$E2E_PY" -c 'import os, socket, subprocess, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind(sys.argv[1])
+s.settimeout(30)
+ino = sys.argv[3]
+with open(sys.argv[2] + ".tmp", "w") as out:
+    for _ in range(2):
+        try:
+            m = s.recv(4096).decode()
+        except socket.timeout:
+            break
+        pinned = os.path.isdir(os.path.join(sys.argv[4], "egressd/links", ino))
+        ctl = subprocess.run([sys.argv[5], "status", "--socket", sys.argv[6]],
+                             capture_output=True).returncode == 0
+        out.write("%s pinned=%d ctl=%d\n" % (m, pinned, ctl))
+        out.flush()
+os.rename(sys.argv[2] + ".tmp", sys.argv[2])' "$nsock" "$got" "$ino" "$DBPF" "$ctl" "$dsock" &
+	bed_track $!
+	for ((i = 0; i < 50; i++)); do [ -S "$nsock" ] && break; sleep 0.1; done
+	[ -S "$nsock" ] || fail "the notify listener did not start"
+	export NOTIFY_SOCKET=$nsock
+	daemon_start || fail "daemon did not start: $(tail -3 "$CASE_STDERR")"
+	unset NOTIFY_SOCKET
+	for ((i = 0; i < 50; i++)); do
+		grep -q "READY=1" "$got.tmp" 2>/dev/null && break
+		sleep 0.1
+	done
+	kill -TERM "$DPID"
+	for ((i = 0; i < 100; i++)); do [ -e "$got" ] && break; sleep 0.1; done
+	out=$(cat "$got" 2>/dev/null || cat "$got.tmp" 2>/dev/null)
+	grep -qx "READY=1 pinned=1 ctl=1" <<<"$out" ||
+		fail "want READY=1 once attached and egressctl answers, got: $(oneline "$out")"
+	grep -q "^STOPPING=1 " <<<"$out" || fail "no STOPPING=1 at SIGTERM: $(oneline "$out")"
+	note "$(oneline "$out")"
 }
 
 case_daemon_observability() {
