@@ -283,8 +283,8 @@ static void print_status(json_t *s)
 		printf("  connections    not counted: the audit log goes to stdout "
 		       "(set audit.path)\n");
 	if (json_object_get(s, "kernel_denied"))
-		printf("  kernel denied  %lld since start (refused at connect(), not in "
-		       "the audit log)\n", jint(s, "kernel_denied"));
+		printf("  kernel denied  %lld since start (refused at connect(); "
+		       "each is an audit record too)\n", jint(s, "kernel_denied"));
 	v = json_object_get(s, "proxy");
 	if (json_is_object(v)) {
 		printf("  proxy          %lld workers; timeouts (ms): peek %lld, connect %lld, "

@@ -136,7 +136,7 @@ void daemon_usage(FILE *out)
 "      --port N        proxy port on 127.0.0.1 and ::1, TCP and UDP (default\n"
 "                      15001); keep it across restarts\n"
 "      --check         validate the configuration and exit (0 ok, 2 error)\n"
-"  -v, --verbose       more diagnostics\n"
+"  -v, --verbose       debug diagnostics too\n"
 "\n"
 "Signals: SIGHUP reloads the configuration (an invalid one is refused and\n"
 "the running one stays); SIGTERM/SIGINT stop serving, leaving the cgroups\n"
@@ -899,7 +899,8 @@ int daemon_main(int argc, char **argv)
 			return 2;
 		}
 	}
-	log_set_level(verbose > 1 ? EGR_LOG_DEBUG : EGR_LOG_INFO);
+	/* INFO is the daemon's normal level: one -v adds the debug lines */
+	log_set_level(verbose ? EGR_LOG_DEBUG : EGR_LOG_INFO);
 	if (dconfig_load(d.config_path, &d.dc, err, sizeof(err))) {
 		fprintf(stderr, "egressd: %s\n", err);
 		return 2;
