@@ -491,7 +491,7 @@ static int daemon_load_ca(const struct dconfig *c, struct ca **out, char *err, s
 			ca_load(c->ca_cert, c->ca_key, out, e, sizeof(e));
 	if (r)
 		snprintf(err, errlen, "%s:%d: ca: %s", c->path, c->ca_line, e);
-	return r;
+	return r ? -EINVAL : 0; /* the file names a CA that does not load */
 }
 
 /* A credential whose source gives nothing now is answered 502 at each
@@ -562,7 +562,7 @@ static int daemon_prepare_intercept(struct daemon *d, const struct dconfig *c, b
 		if (*ca != d->ca)
 			ca_free(*ca);
 		*ca = d->ca;
-		return e;
+		return -EIO; /* the file is valid; it could not be applied */
 	}
 	proxy_set_intercept(d->proxy, d->ic);
 	return 0;
@@ -679,6 +679,7 @@ static int daemon_reload(struct daemon *d, char *msg, size_t msglen)
 	char err[1024];
 	unsigned bank;
 	size_t i;
+	int e;
 
 	if (dconfig_load(d->config_path, &c, err, sizeof(err))) {
 		log_error("reload refused, the running configuration stays: %s", err);
@@ -688,12 +689,15 @@ static int daemon_reload(struct daemon *d, char *msg, size_t msglen)
 	}
 	for (i = 0; i < c->n_warnings; i++)
 		log_warn("%s", c->warnings[i]);
-	if (daemon_prepare_intercept(d, c, true, &ca, err, sizeof(err))) {
+	e = daemon_prepare_intercept(d, c, true, &ca, err, sizeof(err));
+	if (e) {
 		log_error("reload refused, the running configuration stays: %s", err);
 		snprintf(msg, msglen, "%s", err);
 		dconfig_free(c);
 		metrics_reload_result(d->metrics, false);
-		return -EINVAL;
+		/* a CA that does not load makes the file invalid; an engine
+		 * that does not start is not the file's fault (egressctl: 1) */
+		return e == -EIO ? -EIO : -EINVAL;
 	}
 	bank = !d->bank;
 	if (daemon_fill_bank(d, c, bank)) {
