@@ -2779,7 +2779,6 @@ static void worker_private_end(struct worker *w)
 	if (w->spare_fd >= 0)
 		close(w->spare_fd);
 	w->spare_fd = -1;
-	audit_thread_end();
 }
 
 static void *worker_main(void *arg)
@@ -2835,6 +2834,8 @@ static void *worker_main(void *arg)
 	w->ks_ready = false;
 	if (w->fds_private)
 		worker_private_end(w);
+	/* the records of the shutdown above, and the thread's handle */
+	audit_thread_end();
 	return NULL;
 }
 
