@@ -15,6 +15,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "audit.h"
@@ -41,6 +42,7 @@ struct audit {
 	enum audit_format format;
 	bool denials_to_stderr;
 	bool sink; /* records are written: a file, or standard output */
+	bool batchable; /* a regular file: a write() of many lines stays whole */
 	struct audit_dest *dests;
 	size_t n_dests;
 	size_t cap_dests;
@@ -1030,6 +1032,13 @@ int audit_open(struct audit **out, const struct audit_options *opts)
 		}
 	}
 	a->sink = a->f != NULL;
+	if (a->f) {
+		/* A pipe (journald's stream, `| tee`) keeps only writes of up
+		 * to PIPE_BUF whole: there, one record per write(). */
+		struct stat st;
+
+		a->batchable = fstat(fileno(a->f), &st) == 0 && S_ISREG(st.st_mode);
+	}
 	*out = a;
 	return 0;
 fail:
@@ -1098,7 +1107,7 @@ void audit_thread_refresh(struct audit *a)
 
 void audit_thread_batch(struct audit *a)
 {
-	if (!a || !a->sink || tl_batch_a)
+	if (!a || !a->sink || !a->batchable || tl_batch_a)
 		return;
 	tl_batch = malloc(AUDIT_BATCH_MAX);
 	if (tl_batch) /* else: every record written at once, as before */

@@ -100,9 +100,9 @@ void audit_thread_private(struct audit *a);
  * than at its next record (an idle thread would hold a rotated-away file
  * open). */
 void audit_thread_refresh(struct audit *a);
-/* Batch this thread's records for a: audit_write() keeps their lines in a
- * buffer of the thread's (64 KiB), audit_thread_flush() writes them with
- * one write(). For threads that run an event loop, which calls the flush
+/* Batch this thread's records for a (when it writes to a regular file):
+ * audit_write() keeps their lines in a buffer of the thread's (64 KiB),
+ * audit_thread_flush() writes them with one write(). For threads that run an event loop, which calls the flush
  * before every wait (loop_set_before_wait): a record reaches the file at
  * the end of the pass that made it, not one write() per record. A record
  * that does not fit, or a thread whose buffer could not be allocated, is

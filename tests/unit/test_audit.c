@@ -591,6 +591,38 @@ static void test_http_fields(void **state)
 	unlink(path);
 }
 
+/* To a pipe (journald's stream, `| tee`) a batch of many records would
+ * not stay whole beside other writers: each record is written at once,
+ * even by a batching thread. */
+static void test_no_batch_on_pipe(void **state)
+{
+	struct audit_options o = { .format = AUDIT_JSON };
+	struct audit_record r;
+	struct audit *a;
+	char path[128], buf[4096];
+	int rfd;
+	ssize_t n;
+
+	tmp_path(path, sizeof(path), "fifo");
+	assert_int_equal(mkfifo(path, 0600), 0);
+	rfd = open(path, O_RDONLY | O_NONBLOCK);
+	assert_true(rfd >= 0);
+	o.path = path;
+	assert_int_equal(audit_open(&a, &o), 0);
+	audit_thread_batch(a);
+	deny_record(&r);
+	audit_write(a, &r);
+	n = read(rfd, buf, sizeof(buf) - 1);
+	assert_true(n > 0);
+	buf[n] = '\0';
+	assert_non_null(strstr(buf, "\"sni\":\"evil.test\""));
+	assert_int_equal(buf[n - 1], '\n');
+	audit_thread_end();
+	audit_close(a);
+	close(rfd);
+	unlink(path);
+}
+
 /* No path, to_stdout: the daemon's default sink (journald, kubectl logs).
  * The records go to standard output; closing the audit leaves it open. */
 static void test_stdout_sink(void **state)
@@ -1039,6 +1071,7 @@ int main(void)
 		cmocka_unit_test(test_http_fields),
 		cmocka_unit_test(test_reopen),
 		cmocka_unit_test(test_stdout_sink),
+		cmocka_unit_test(test_no_batch_on_pipe),
 		cmocka_unit_test(test_stderr_denials),
 		cmocka_unit_test(test_summary),
 		cmocka_unit_test(test_summary_dns),
