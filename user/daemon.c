@@ -113,7 +113,8 @@ struct daemon {
 	 * other binding in the kernel is pruned after it */
 	uint64_t *walked;
 	size_t n_walked, cap_walked;
-	bool walk_oom;
+	bool walking_all;    /* in daemon_attach_all: record the walk */
+	bool walk_incomplete; /* out of memory, or nftw gave up */
 
 	/* Audit tap targets: metrics from the start, the control socket once
 	 * open (read by the proxy threads, hence atomic). */
@@ -324,7 +325,7 @@ static int daemon_walk_cb(const char *abs, const struct stat *st, int type, stru
 		return 0;
 	if (!*rel)
 		rel = "/";
-	if (d->n_walked == d->cap_walked) {
+	if (d->walking_all && d->n_walked == d->cap_walked) {
 		size_t cap = d->cap_walked ? d->cap_walked * 2 : 64;
 		uint64_t *v = realloc(d->walked, cap * sizeof(*v));
 
@@ -333,21 +334,27 @@ static int daemon_walk_cb(const char *abs, const struct stat *st, int type, stru
 			d->cap_walked = cap;
 		}
 	}
-	if (d->n_walked < d->cap_walked)
+	if (d->walking_all && d->n_walked < d->cap_walked)
 		d->walked[d->n_walked++] = st->st_ino;
-	else
-		d->walk_oom = true;
+	else if (d->walking_all)
+		d->walk_incomplete = true;
 	daemon_bind(d, rel, st->st_ino);
 	daemon_watch_add(d, abs, rel, st->st_ino);
 	netns_watch_cgroup(d->ns, abs);
 	return 0;
 }
 
-/* Bind and watch dir and everything below it. */
+/* Bind and watch dir and everything below it. nftw gives up the whole
+ * walk when a directory cannot be opened (one removed meanwhile, out of
+ * descriptors): then not every cgroup was seen. */
 static void daemon_walk(struct daemon *d, const char *abs)
 {
 	walk_daemon = d;
-	nftw(abs, daemon_walk_cb, 32, FTW_PHYS);
+	if (nftw(abs, daemon_walk_cb, 32, FTW_PHYS)) {
+		log_warn("cgroup walk below %s stopped early: %s", abs, strerror(errno));
+		if (d->walking_all)
+			d->walk_incomplete = true;
+	}
 }
 
 static int u64_cmp(const void *x, const void *y)
@@ -372,7 +379,8 @@ static int daemon_attach_all(struct daemon *d)
 	int first = 0, pruned;
 
 	d->n_walked = 0;
-	d->walk_oom = false;
+	d->walk_incomplete = false;
+	d->walking_all = true;
 	for (i = 0; i < n; i++) {
 		char abs[PATH_MAX];
 		int fd, err;
@@ -383,6 +391,7 @@ static int daemon_attach_all(struct daemon *d)
 		}
 		fd = open(abs, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 		if (fd < 0) {
+			/* no cgroup there, so none below it to bind */
 			err = -errno;
 			log_error("attach point %s (%s): %s: create the cgroup (e.g. the "
 				  "systemd slice) before starting egressd", aps[i], abs,
@@ -392,17 +401,18 @@ static int daemon_attach_all(struct daemon *d)
 		}
 		err = egr_bpf_attach_pinned(d->bpf, fd, cgroup_id(abs));
 		close(fd);
-		if (err) {
-			first = first ? first : err;
-			continue;
-		}
+		first = first ? first : err;
+		/* Walked even if attaching failed: links pinned before may
+		 * still enforce it, and its cgroups keep their bindings. */
 		daemon_walk(d, abs);
-		log_info("enforcing below %s", aps[i]);
+		if (!err)
+			log_info("enforcing below %s", aps[i]);
 	}
-	if (d->walk_oom) {
-		log_error("out of memory: bindings of cgroups outside the attach points "
-			  "were not checked");
-		return first ? first : -ENOMEM;
+	d->walking_all = false;
+	if (d->walk_incomplete) {
+		log_error("not every cgroup below the attach points was seen: bindings "
+			  "outside them are kept until the next reload or start");
+		return first;
 	}
 	qsort(d->walked, d->n_walked, sizeof(*d->walked), u64_cmp);
 	pruned = egr_bpf_prune_cgroups(d->bpf, d->walked, d->n_walked);
