@@ -1097,20 +1097,21 @@ case_systemd_units() {
 		[ -z "$out" ] || fail "$u: $(oneline "$out")"
 	done
 	# together: no ordering cycle, and the order the docs promise (the
-	# slice's cgroup before egressd attaches to it; egressd ready, i.e.
-	# attached, before an agent starts). No systemd runs here, so the
-	# order is read from the files; sd_notify is daemon_sd_notify's.
+	# slice's cgroup made before egressd attaches to it; egressd ready,
+	# i.e. attached, before any unit in the slice starts). No systemd
+	# runs here, so the order is read from the files; sd_notify is
+	# daemon_sd_notify's.
 	out=$(cd "$d" && cp agent@.service agent@t.service &&
 		SYSTEMD_LOG_COLOR=0 systemd-analyze verify --man=no ./egressd.service \
 			./agents.slice ./agent@t.service 2>&1) ||
 		fail "the units together: $(oneline "$out")"
 	[ -z "$out" ] || fail "the units together: $(oneline "$out")"
-	grep -qx 'After=agents.slice' "$d/egressd.service" &&
-		grep -qx 'Wants=agents.slice' "$d/egressd.service" &&
+	grep -qx 'Before=agents.slice' "$d/egressd.service" &&
+		grep -qx 'ExecStartPre=+/bin/mkdir -p /sys/fs/cgroup/agents.slice' "$d/egressd.service" &&
 		grep -qx 'Type=notify' "$d/egressd.service" &&
-		! grep -q '^After=egressd' "$d/agents.slice" &&
+		grep -qx 'After=egressd.service' "$d/agents.slice" &&
 		grep -qx 'After=egressd.service' "$d/agent@.service" ||
-		fail "unit ordering: egressd after agents.slice (Type=notify), agents after egressd"
+		fail "unit ordering: egressd (Type=notify, making the slice's cgroup) before agents.slice and the agents"
 	# the agent's pin check runs as root ("+"): /sys/fs/bpf is 0700
 	grep -q '^ExecStartPre=+/bin/sh -c .test -d /sys/fs/bpf/egressd/links' "$d/agent@.service" ||
 		fail "agent@.service: the pin check does not run with full privileges"
