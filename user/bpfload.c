@@ -192,6 +192,45 @@ static int egr_map_fd(struct bpf_map *m)
 	return bpf_map__fd(m);
 }
 
+/* Delete the keys of map fd (key_size bytes each) for which doomed()
+ * says so: collected first, since deleting during get_next_key restarts
+ * the walk. Returns how many were deleted, or -ENOMEM. */
+static int map_delete_if(int fd, size_t key_size, bool (*doomed)(const void *key, void *ctx),
+			 void *ctx)
+{
+	uint64_t cur[8], next[8]; /* aligned for doomed()'s cast */
+	char *keys = NULL;
+	size_t n = 0, cap = 0, i;
+	bool have = false;
+	int deleted = 0;
+
+	if (key_size > sizeof(cur))
+		return -EINVAL;
+	while (!bpf_map_get_next_key(fd, have ? cur : NULL, next)) {
+		memcpy(cur, next, key_size);
+		have = true;
+		if (!doomed(cur, ctx))
+			continue;
+		if (n == cap) {
+			char *v;
+
+			cap = cap ? cap * 2 : 16;
+			v = realloc(keys, cap * key_size);
+			if (!v) {
+				free(keys);
+				return -ENOMEM;
+			}
+			keys = v;
+		}
+		memcpy(keys + n++ * key_size, cur, key_size);
+	}
+	for (i = 0; i < n; i++)
+		if (!bpf_map_delete_elem(fd, keys + i * key_size))
+			deleted++;
+	free(keys);
+	return deleted;
+}
+
 static bool gateway_listed(const struct policy *p, const struct egr_gateway_key *k)
 {
 	for (size_t i = 0; i < p->n_gateways; i++) {
@@ -204,6 +243,20 @@ static bool gateway_listed(const struct policy *p, const struct egr_gateway_key 
 	return false;
 }
 
+struct gateways_ctx {
+	uint32_t policy_id;
+	const struct policy *p;
+};
+
+/* An address of this policy that it no longer lists. */
+static bool gateway_gone(const void *key, void *ctx)
+{
+	const struct egr_gateway_key *k = key;
+	const struct gateways_ctx *gw = ctx;
+
+	return k->policy_id == gw->policy_id && !gateway_listed(gw->p, k);
+}
+
 /*
  * The policy's gateway addresses: added first, then the ones a previous
  * version of the policy had and this one has not are removed, so that a
@@ -212,9 +265,8 @@ static bool gateway_listed(const struct policy *p, const struct egr_gateway_key 
 static int egr_set_gateways(struct egr_bpf *b, uint32_t policy_id, const struct policy *p)
 {
 	int fd = egr_map_fd(b->skel->maps.egr_gateways);
-	struct egr_gateway_key cur, next, *doomed = NULL;
-	size_t n = 0, cap = 0, i, j;
-	bool have = false;
+	struct gateways_ctx gw;
+	size_t i, j;
 	uint8_t one = 1;
 	int err = 0;
 
@@ -232,29 +284,10 @@ static int egr_set_gateways(struct egr_bpf *b, uint32_t policy_id, const struct 
 			}
 		}
 	}
-	/* Collect first: deleting during get_next_key restarts the walk. */
-	while (!bpf_map_get_next_key(fd, have ? &cur : NULL, &next)) {
-		cur = next;
-		have = true;
-		if (cur.policy_id != policy_id || gateway_listed(p, &cur))
-			continue;
-		if (n == cap) {
-			struct egr_gateway_key *v;
-
-			cap = cap ? cap * 2 : 16;
-			v = realloc(doomed, cap * sizeof(*v));
-			if (!v) {
-				free(doomed);
-				return -ENOMEM;
-			}
-			doomed = v;
-		}
-		doomed[n++] = cur;
-	}
-	for (i = 0; i < n; i++)
-		bpf_map_delete_elem(fd, &doomed[i]);
-	free(doomed);
-	return 0;
+	gw.policy_id = policy_id;
+	gw.p = p;
+	err = map_delete_if(fd, sizeof(struct egr_gateway_key), gateway_gone, &gw);
+	return err < 0 ? err : 0;
 }
 
 int egr_bpf_set_policy(struct egr_bpf *b, uint32_t policy_id, const struct policy *p)
@@ -337,37 +370,25 @@ static int u64_cmp(const void *x, const void *y)
 	return a < b ? -1 : a > b;
 }
 
-int egr_bpf_prune_cgroups(struct egr_bpf *b, const uint64_t *keep, size_t n_keep)
+struct keep_ctx {
+	const uint64_t *ids;
+	size_t n;
+};
+
+static bool cgroup_not_kept(const void *key, void *ctx)
 {
-	int fd = egr_map_fd(b->skel->maps.egr_cgroups), deleted = 0;
-	__u64 cur = 0, next, *doomed = NULL;
-	size_t n = 0, cap = 0, i;
-	bool have = false;
+	const struct keep_ctx *k = ctx;
 
-	/* Collect first: deleting during get_next_key restarts the walk. */
-	while (!bpf_map_get_next_key(fd, have ? &cur : NULL, &next)) {
-		cur = next;
-		have = true;
-		if (bsearch(&cur, keep, n_keep, sizeof(*keep), u64_cmp))
-			continue;
-		if (n == cap) {
-			__u64 *v;
+	return !bsearch(key, k->ids, k->n, sizeof(*k->ids), u64_cmp);
+}
 
-			cap = cap ? cap * 2 : 16;
-			v = realloc(doomed, cap * sizeof(*v));
-			if (!v) {
-				free(doomed);
-				return -ENOMEM;
-			}
-			doomed = v;
-		}
-		doomed[n++] = cur;
-	}
-	for (i = 0; i < n; i++)
-		if (!bpf_map_delete_elem(fd, &doomed[i]))
-			deleted++;
-	free(doomed);
-	return deleted;
+int egr_bpf_prune_cgroups(struct egr_bpf *b, uint64_t *keep, size_t n_keep)
+{
+	struct keep_ctx k = { keep, n_keep };
+
+	qsort(keep, n_keep, sizeof(*keep), u64_cmp);
+	return map_delete_if(egr_map_fd(b->skel->maps.egr_cgroups), sizeof(__u64),
+			     cgroup_not_kept, &k);
 }
 
 int egr_bpf_unbind_cgroup(struct egr_bpf *b, uint64_t cgroup_id)

@@ -37,10 +37,11 @@ int egr_bpf_set_policy(struct egr_bpf *b, uint32_t policy_id, const struct polic
 int egr_bpf_bind_cgroup(struct egr_bpf *b, uint64_t cgroup_id, uint32_t policy_id);
 /* The cgroup inherits from its ancestors again (or is denied everything). */
 int egr_bpf_unbind_cgroup(struct egr_bpf *b, uint64_t cgroup_id);
-/* Unbind every cgroup whose id is not in keep (sorted ascending): the
- * bindings a config no longer makes, whose policy ids would otherwise
- * point at whatever the next config puts there. Returns how many. */
-int egr_bpf_prune_cgroups(struct egr_bpf *b, const uint64_t *keep, size_t n_keep);
+/* Unbind every cgroup whose id is not in keep (sorted here, in place):
+ * the bindings a config no longer makes, whose policy ids would
+ * otherwise point at whatever the next config puts there. Returns how
+ * many, or -errno. */
+int egr_bpf_prune_cgroups(struct egr_bpf *b, uint64_t *keep, size_t n_keep);
 /* Origin of a UDP socket that sent DNS to the DNS proxy, by socket cookie
  * (sockdiag_udp_cookie). 0 or -ENOENT. */
 int egr_bpf_udp_origin(struct egr_bpf *b, uint64_t cookie, struct egr_origin *o);

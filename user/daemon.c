@@ -357,13 +357,6 @@ static void daemon_walk(struct daemon *d, const char *abs)
 	}
 }
 
-static int u64_cmp(const void *x, const void *y)
-{
-	uint64_t a = *(const uint64_t *)x, b = *(const uint64_t *)y;
-
-	return a < b ? -1 : a > b;
-}
-
 /*
  * Attach to every attach point of the config and bind every cgroup below
  * them. Then unbind every other cgroup the kernel's map still binds: those
@@ -414,7 +407,6 @@ static int daemon_attach_all(struct daemon *d)
 			  "outside them are kept until the next reload or start");
 		return first;
 	}
-	qsort(d->walked, d->n_walked, sizeof(*d->walked), u64_cmp);
 	pruned = egr_bpf_prune_cgroups(d->bpf, d->walked, d->n_walked);
 	if (pruned < 0)
 		log_error("cannot prune old cgroup bindings: %s", strerror(-pruned));

@@ -1622,6 +1622,18 @@ JSON
 		fail "reload refused for its CA, but the metrics say it applied"
 	out=$(in_cg "$DCG/agents/job1" curl -sS --max-time 5 --cacert "$E2E_DIR/daemon-ca.crt" \
 		https://allowed.test/private) || fail "after refused reload: $(oneline "$out")"
+	# a reload without the gateway: its address is loopback again, refused
+	"$E2E_PY" -c 'import json, sys
+c = json.load(open(sys.argv[1]))
+del c["policies"]["ic"]["gateways"]
+json.dump(c, open(sys.argv[2], "w"))' "$DCFG.good" "$DCFG" || fail "cannot drop the gateway"
+	out=$("$ctl" reload --socket "$dsock" 2>&1) || fail "reload without the gateway: $(oneline "$out")"
+	# refused at connect() by the kernel (curl: 7), not by the proxy:
+	# the gateway's address left the kernel's map too
+	out=$(in_cg "$DCG/agents/job1" curl -sS --max-time 5 http://127.0.0.1:8080/echo 2>&1); rc=$?
+	[ $rc = 7 ] || fail "after the gateway's removal: curl exit $rc, want 7: $(oneline "$out")"
+	out=$(in_cg "$DCG/agents/job1" curl -sS --max-time 5 --cacert "$E2E_DIR/daemon-ca.crt" \
+		https://allowed.test/echo) || fail "after the gateway's removal: $(oneline "$out")"
 }
 
 # A Kubernetes pod, without Kubernetes: a third network namespace with no
