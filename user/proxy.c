@@ -217,6 +217,8 @@ struct conn {
 	char dns_name[256]; /* no SNI/Host: the name the DNS proxy answered
 			     * with this address to this cgroup */
 	bool name_valid;
+	bool name_is_addr; /* HTTP Host is an address (http://192.0.2.7/):
+			    * address rules decide, as without a name */
 	bool ech;
 	char alpn[256];
 
@@ -1859,7 +1861,7 @@ static void conn_decide(struct conn *c)
 	 * is dropped only if the client does send more (conn_client_event),
 	 * which saves two epoll_ctl calls per connection. */
 
-	if (!c->name[0]) {
+	if (!c->name[0] || c->name_is_addr) {
 		policy_decide_addr(pol, &c->orig, c->orig_port, &d);
 		if (d.verdict == EGR_VERDICT_ALLOW) {
 			conn_allow(c, &d);
@@ -1868,7 +1870,7 @@ static void conn_decide(struct conn *c)
 			 * rule for this port, and our DNS proxy gave this
 			 * address for that name to this cgroup. */
 			conn_allow(c, &da);
-		} else if (!conn_policy_deny(c, d.reason == EGR_REASON_NO_MATCH
+		} else if (!conn_policy_deny(c, d.reason == EGR_REASON_NO_MATCH && !c->name_is_addr
 							? EGR_REASON_NO_NAME : d.reason,
 					     d.rule)) {
 			return;
@@ -1984,8 +1986,13 @@ static bool conn_peek_parse(struct conn *c)
 			return false;
 		case HTTP_HEAD_OK:
 			if (hh.has_host) {
+				struct egr_addr ha;
+
 				snprintf(c->name, sizeof(c->name), "%s", hh.host);
 				c->name_valid = hh.host_valid;
+				/* An address is no name (a TLS SNI that is one
+				 * stays refused: RFC 6066 forbids it there). */
+				c->name_is_addr = !hh.host_valid && addr_parse(hh.host, &ha) == 0;
 			}
 			conn_decide(c);
 			return true;

@@ -783,6 +783,58 @@ static void test_http_denied_host(void **state)
 	json_decref(j);
 }
 
+/* http://127.0.0.1:PORT/ names an address, not a host: the address rules
+ * decide, as without a Host, and the proxy connects where the agent did. */
+static void test_http_host_is_address(void **state)
+{
+	struct fx *f = *state;
+	char req[128], buf[256];
+	json_t *j;
+	int fd, len;
+
+	fx_rule(f, false, "127.0.0.0/8");
+	fx_start(f);
+	len = snprintf(req, sizeof(req), "GET / HTTP/1.1\r\nHost: 127.0.0.1:%u\r\n\r\n",
+		       f->up.port);
+	fd = fx_client(f, true, "127.0.0.1", f->up.port);
+	assert_int_equal(send_all(fd, req, (size_t)len), 0);
+	assert_int_equal(recv_exact(fd, buf, (size_t)len), 0);
+	assert_memory_equal(buf, req, (size_t)len); /* the echo upstream */
+	close(fd);
+	j = fx_audit_next(f);
+	assert_audit(j, "allow", "rule_allow");
+	assert_string_equal(jstr(j, "host"), "127.0.0.1");
+	assert_string_equal(jstr(j, "resolved"), "127.0.0.1");
+	json_decref(j);
+}
+
+/* ... and with no address rule for it, the denial says no rule matched
+ * (not that the Host was a bad name). */
+static void test_http_host_is_address_denied(void **state)
+{
+	struct fx *f = *state;
+	const char req[] = "GET / HTTP/1.1\r\nHost: 192.0.2.1\r\n\r\n";
+	char buf[2048];
+	ssize_t n;
+	json_t *j;
+	int fd;
+
+	fx_rule(f, false, "allowed.test");
+	fx_start(f);
+	fd = fx_client(f, true, "192.0.2.1", 80);
+	assert_int_equal(send_all(fd, req, sizeof(req) - 1), 0);
+	n = recv_until_eof(fd, buf, sizeof(buf) - 1);
+	assert_true(n > 0);
+	buf[n] = '\0';
+	assert_true(!strncmp(buf, "HTTP/1.1 403 Forbidden\r\n", 24));
+	close(fd);
+	j = fx_audit_next(f);
+	assert_audit(j, "deny", "no_match");
+	assert_string_equal(jstr(j, "host"), "192.0.2.1");
+	json_decref(j);
+	assert_int_equal(atomic_load(&f->up.accepted), 0);
+}
+
 /* Allowed name: resolved by the proxy (dnsmasq says 127.0.0.1), never the
  * agent's address (192.0.2.1), and relayed; both HTTP and TLS. */
 static void test_name_resolved_and_relayed(void **state)
@@ -1315,6 +1367,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_no_origin, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_tls_denied_name, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_http_denied_host, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_http_host_is_address, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_http_host_is_address_denied, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_name_resolved_and_relayed, fx_setup,
 						fx_teardown),
 		cmocka_unit_test_setup_teardown(test_client_sends_while_connecting, fx_setup,
