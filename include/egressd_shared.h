@@ -95,6 +95,9 @@ enum egr_reason {
 	 * in the policy's deny_countries, or its ASN is not in the matching
 	 * allow rule's asn list (docs/geoip.md) */
 	EGR_REASON_GEO = 22,
+	/* proxy: plain HTTP to a host the policy intercepts: its request
+	 * rules are checked only with TLS (docs/interception.md) */
+	EGR_REASON_TLS_REQUIRED = 23,
 	EGR_REASON_MAX,
 };
 

@@ -91,6 +91,7 @@ static const char *const reason_names[] = {
 	[EGR_REASON_INTERNAL] = "internal",
 	[EGR_REASON_DNS] = "dns",
 	[EGR_REASON_GEO] = "geo",
+	[EGR_REASON_TLS_REQUIRED] = "tls_required",
 };
 _Static_assert(sizeof(reason_names) / sizeof(reason_names[0]) == EGR_REASON_MAX,
 	       "every enum egr_reason value needs a name");
@@ -120,6 +121,7 @@ static const char *const reason_texts[] = {
 	[EGR_REASON_INTERNAL] = "internal error",
 	[EGR_REASON_DNS] = "DNS to the configured resolver",
 	[EGR_REASON_GEO] = "upstream country or ASN refused by the policy",
+	[EGR_REASON_TLS_REQUIRED] = "intercepted host without TLS (its request rules need TLS)",
 };
 _Static_assert(sizeof(reason_texts) / sizeof(reason_texts[0]) == EGR_REASON_MAX,
 	       "every enum egr_reason value needs a text");

@@ -1885,11 +1885,20 @@ static void conn_decide(struct conn *c)
 	}
 	policy_decide_name(pol, c->name, c->orig_port, &d);
 	if (d.verdict == EGR_VERDICT_ALLOW) {
+		const struct reqrule_host *icpt = policy_intercept_for(pol, c->name);
+
+		/* An intercepted name's request rules (methods, paths,
+		 * bodies) are checked by the TLS engine: plain HTTP to it
+		 * would pass unchecked, so it is refused. */
+		if (icpt && c->proto != PROTO_TLS) {
+			conn_set_detail(c, "%s is intercepted: its request rules are checked "
+					"with TLS only (use https)", c->name);
+			if (conn_policy_deny(c, EGR_REASON_TLS_REQUIRED, d.rule))
+				conn_resolve(c);
+			return;
+		}
 		conn_allow(c, &d);
-		/* Plain HTTP to an intercepted name stays a relay: credentials
-		 * are never injected without TLS. */
-		if (c->proto == PROTO_TLS)
-			c->icpt = policy_intercept_for(pol, c->name);
+		c->icpt = icpt;
 		conn_resolve(c);
 		return;
 	}

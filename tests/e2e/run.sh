@@ -2802,8 +2802,12 @@ case_intercept_method_path_rules() {
 		echo "get: $(c https://allowed.test/public/readme)"
 		echo "post-admin: $(c -X POST -d x=1 https://allowed.test/admin/users)"
 		echo "post-public: $(c -X POST -d x=1 https://allowed.test/public/readme)"
-		echo "get-other: $(c https://allowed.test/private)"')
+		echo "get-other: $(c https://allowed.test/private)"
+		echo "plain-admin: $(c -X POST -d x=1 http://allowed.test/admin/users)"')
 	note "$out"
+	# plain HTTP would pass the rules unchecked: refused, not relayed
+	grep -q '^plain-admin: egressd: allowed.test:80 denied: tls_required *@403' <<<"$out" ||
+		fail "plain HTTP to the intercepted host: $(grep '^plain-admin' <<<"$out")"
 	grep -q '^get: hello from allowed.test *@200' <<<"$out" ||
 		fail "allowed GET: $(grep '^get:' <<<"$out")"
 	grep -q '^post-admin: .*no-admin.*@403' <<<"$out" ||
@@ -2826,6 +2830,9 @@ case_intercept_method_path_rules() {
 		o.get("http", {}).get("method") == "GET" and
 		o["http"].get("path") == "/public/readme" and o["http"].get("status") == 200)' \
 		>/dev/null || fail "no audit record GET /public/readme 200 by read-public"
+	audit_find '(o.get("verdict") == "deny" and o.get("reason") == "tls_required" and
+		o.get("host") == "allowed.test" and o.get("dst_port") == 80)' >/dev/null ||
+		fail "no tls_required denial of plain HTTP to allowed.test"
 }
 
 case_intercept_domain_fronting() {
