@@ -13,7 +13,8 @@ PREFIX ?= /usr/local
 DESTDIR ?=
 CC ?= cc
 CLANG ?= clang
-BPFTOOL ?= bpftool
+# Debian installs it in /usr/sbin, which a user's PATH may lack.
+BPFTOOL ?= $(shell command -v bpftool 2>/dev/null || echo /usr/sbin/bpftool)
 LLVM_STRIP ?= llvm-strip
 ARCH := $(shell uname -m | sed 's/x86_64/x86/;s/aarch64/arm64/')
 VERSION := $(shell git describe --always --dirty 2>/dev/null || echo 0.1)
@@ -178,7 +179,7 @@ DEPS := clang llvm bpftool libbpf-dev libelf-dev zlib1g-dev libc-ares-dev \
 	libjansson-dev libhttp-parser-dev libcmocka-dev libmaxminddb-dev libssl-dev \
 	libmaxmind-db-writer-perl \
 	libclang-rt-14-dev cppcheck pkg-config make gcc \
-	iproute2 dnsmasq-base dnsutils curl openssl python3 git wrk systemd
+	iproute2 dnsmasq-base dnsutils curl openssl python3 git wrk systemd nodejs
 deps:
 	apt-get update
 	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(DEPS)
