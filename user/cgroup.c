@@ -303,3 +303,39 @@ int cgroup_cleanup_stale(const char *parent)
 	closedir(d);
 	return removed;
 }
+
+/* cgroup_cleanup_stale in dir and every cgroup below it (not inside the
+ * runs' own cgroups), depth first, at most depth levels down. */
+static int cleanup_below(const char *dir, int depth)
+{
+	char p[PATH_MAX];
+	struct dirent *de;
+	int removed, r;
+	DIR *d;
+
+	removed = cgroup_cleanup_stale(dir);
+	if (removed < 0)
+		return removed;
+	if (depth <= 0)
+		return removed;
+	d = opendir(dir);
+	if (!d)
+		return removed;
+	while ((de = readdir(d))) {
+		if (de->d_type != DT_DIR || de->d_name[0] == '.' ||
+		    !strncmp(de->d_name, CGROUP_RUN_PREFIX, strlen(CGROUP_RUN_PREFIX)))
+			continue;
+		if (snprintf(p, sizeof(p), "%s/%s", dir, de->d_name) >= (int)sizeof(p))
+			continue;
+		r = cleanup_below(p, depth - 1);
+		if (r > 0)
+			removed += r;
+	}
+	closedir(d);
+	return removed;
+}
+
+int cgroup_cleanup_tree(const char *mount)
+{
+	return cleanup_below(mount, 32);
+}

@@ -35,5 +35,8 @@ int cgroup_owner_alive(int pid);
 /* Remove egressd.run.* cgroups under parent whose egressd is gone.
  * Returns how many were removed. */
 int cgroup_cleanup_stale(const char *parent);
+/* The same under every cgroup of the hierarchy at mount (a run makes its
+ * cgroup below the cgroup it was started from, anywhere). */
+int cgroup_cleanup_tree(const char *mount);
 
 #endif

@@ -1397,7 +1397,7 @@ out:
 
 int run_cleanup_main(int argc, char **argv)
 {
-	char mnt[PATH_MAX], self[PATH_MAX], parent[PATH_MAX], err[512];
+	char mnt[PATH_MAX], err[512];
 	int n = 0, r;
 
 	(void)argc;
@@ -1413,14 +1413,11 @@ int run_cleanup_main(int argc, char **argv)
 	r = run_cleanup_icdirs();
 	if (r > 0)
 		n += r;
-	r = cgroup_cleanup_stale(mnt);
+	/* A run's cgroup is below the cgroup it was started from: another
+	 * login, a systemd unit, a CI job. */
+	r = cgroup_cleanup_tree(mnt);
 	if (r > 0)
 		n += r;
-	if (!cgroup_self_path(self, sizeof(self)) && strcmp(self, "/")) {
-		r = run_join(parent, sizeof(parent), mnt, self) ? 0 : cgroup_cleanup_stale(parent);
-		if (r > 0)
-			n += r;
-	}
 	printf("removed %d leftover%s of killed runs (cgroups, CA directories)\n", n, n == 1 ? "" : "s");
 	return 0;
 }

@@ -1212,6 +1212,34 @@ case_cleanup_after_kill() {
 	done
 	kill -0 "$lpid" 2>/dev/null && fail "the next run left the old command running"
 	cg_run "test -d \"\$CG$cg\"" && fail "the next run left cgroup $cg"
+
+	# A run started from another cgroup (another login, a systemd unit)
+	# makes its cgroup below that one; egressd cleanup, run from here,
+	# finds it there too.
+	local ocg=/egressd-e2e-cleanup-$$ gof=$E2E_DIR/run/cleanup.go wpid out
+	# expanded now: $ocg is local, gone when the EXIT trap runs
+	trap "cg_kill_remove $ocg" EXIT
+	cg_run "mkdir -p \"\$CG$ocg\"" || fail "cannot create $ocg"
+	rm -f "$gof"
+	(exec sh -c 'while [ ! -e "$1" ]; do sleep 0.05; done
+		exec ip netns exec "$2" "$3" run --user nobody --allow allowed.test -- sleep 60' \
+		sh "$gof" "$NS_HOST" "$EGRESSD" </dev/null >/dev/null 2>>"$CASE_STDERR") &
+	wpid=$!
+	bed_track $wpid
+	cg_run "echo $wpid >\"\$CG$ocg/cgroup.procs\"" || fail "cannot move $wpid into $ocg"
+	touch "$gof"
+	for ((i = 0; i < 100; i++)); do
+		cg_run "test -n \"\$(cat \"\$CG$ocg/egressd.run.$wpid/cgroup.procs\" 2>/dev/null)\"" && break
+		sleep 0.1
+	done
+	cg_run "test -d \"\$CG$ocg/egressd.run.$wpid\"" || fail "the run did not make $ocg/egressd.run.$wpid"
+	kill -KILL "$wpid"
+	wait "$wpid" 2>/dev/null # reaped: a zombie keeps $ocg busy
+	out=$(ip netns exec "$NS_HOST" "$EGRESSD" cleanup 2>&1) || fail "egressd cleanup: $(oneline "$out")"
+	note "cleanup: $(oneline "$out")"
+	cg_run "test -d \"\$CG$ocg/egressd.run.$wpid\"" &&
+		fail "egressd cleanup left $ocg/egressd.run.$wpid: $(oneline "$out")"
+	grep -q "^removed [1-9][0-9]* leftover" <<<"$out" || fail "cleanup output: $(oneline "$out")"
 	return 0
 }
 
@@ -1274,6 +1302,12 @@ in_cg() { in_ns_cg "$NS_HOST" "$@"; }
 # while the killed processes exit (a case that failed may leave its agent
 # running there).
 cg_kill_remove() {
+	# only the bed's own cgroups: never the hierarchy's root or the
+	# machine's (an empty argument would make $d the root)
+	case $1 in
+	/egressd-e2e-?*) ;;
+	*) echo "cg_kill_remove: refusing '$1'" >&2; return 1 ;;
+	esac
 	# shellcheck disable=SC2016
 	cg_run 'd=$CG'"$1"'; [ ! -d "$d" ] || { echo 1 >"$d/cgroup.kill" 2>/dev/null;
 		for i in $(seq 20); do
