@@ -200,8 +200,9 @@ void run_usage(FILE *out)
 "                           (default 0: see docs/BENCHMARKS.md)\n"
 "      --max-conns N        concurrent connections of the cgroup (default 4096)\n"
 "\n"
-"Exit status: CMD's status; 128+N if CMD was killed by signal N; 2 if\n"
-"egressd itself could not start (the message says why).\n");
+"Exit status: CMD's status; 128+N if CMD was killed by signal N; 126 if\n"
+"CMD could not be executed, 127 if it was not found; 2 if egressd itself\n"
+"could not start (the message says why).\n");
 }
 
 enum {
