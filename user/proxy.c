@@ -1834,6 +1834,22 @@ static void conn_resolve(struct conn *c)
 
 /* ---- decide ----------------------------------------------------------- */
 
+/*
+ * Only a protocol that has no place for a name (ssh, a database) may be
+ * admitted by the DNS proxy's memory. TLS without SNI, HTTP without a Host
+ * (or with an address) and HTTP/2 with prior knowledge name their host
+ * further in (a Host header, :authority), where a shared address (a CDN,
+ * a virtual host) would route them to whichever host they name.
+ */
+static bool conn_carries_no_name(const struct conn *c)
+{
+	static const char h2[] = "PRI * HTTP/2.0";
+
+	if (c->proto == PROTO_TLS || c->proto == PROTO_HTTP)
+		return false;
+	return !(c->buf_len >= sizeof(h2) - 1 && !memcmp(c->buf, h2, sizeof(h2) - 1));
+}
+
 static bool conn_decide_dns_name(struct conn *c, struct policy_decision *d)
 {
 	struct dnsproxy *dns = c->w->p->dns;
@@ -1865,7 +1881,8 @@ static void conn_decide(struct conn *c)
 		policy_decide_addr(pol, &c->orig, c->orig_port, &d);
 		if (d.verdict == EGR_VERDICT_ALLOW) {
 			conn_allow(c, &d);
-		} else if (d.reason == EGR_REASON_NO_MATCH && conn_decide_dns_name(c, &da)) {
+		} else if (d.reason == EGR_REASON_NO_MATCH && conn_carries_no_name(c) &&
+			   conn_decide_dns_name(c, &da)) {
 			/* ssh and other protocols without SNI/Host: a name
 			 * rule for this port, and our DNS proxy gave this
 			 * address for that name to this cgroup. */

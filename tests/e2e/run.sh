@@ -888,6 +888,18 @@ case_ssh_style_rule() {
 	sleep 0.2
 	[ -z "$(log_new other.test)" ] ||
 		fail "other.test was contacted without a DNS answer: $(oneline "$(log_new other.test)")"
+	# The memory is for protocols with no place for a name: HTTP without
+	# a Host and TLS without SNI name their host further in (a shared
+	# address would route them by it), so address rules decide them.
+	log_mark other.test
+	out=$(egr --allow other.test -- bash -c 'getent hosts other.test >/dev/null || exit 9
+		"$@" raw '"$OTHER4"' 80 --send $'"'"'GET / HTTP/1.0\r\n\r\n'"'"'
+		"$@" raw '"$OTHER4"' 443 --tls' bash "${CLIENT[@]}")
+	note "no Host / no SNI after resolving: $(oneline "$out")"
+	grep -q 'hello from other' <<<"$out" && fail "HTTP without Host went through: $(oneline "$out")"
+	sleep 0.2
+	[ -z "$(log_new other.test)" ] ||
+		fail "other.test was reached without a name: $(oneline "$(log_new other.test)")"
 }
 
 # Socket kinds the connect/sendmsg hooks do not cover are refused at
