@@ -400,6 +400,17 @@ int egr_bpf_unbind_cgroup(struct egr_bpf *b, uint64_t cgroup_id)
 	return 0;
 }
 
+int egr_bpf_cgroup_binding(struct egr_bpf *b, uint64_t cgroup_id, uint32_t *policy_id)
+{
+	__u64 id = cgroup_id;
+	__u32 pid;
+
+	if (bpf_map_lookup_elem(egr_map_fd(b->skel->maps.egr_cgroups), &id, &pid))
+		return -errno;
+	*policy_id = pid;
+	return 0;
+}
+
 int egr_bpf_udp_origin_from(struct egr_bpf *b, uint16_t port, const struct sockaddr *peer,
 			    struct egr_origin *o)
 {

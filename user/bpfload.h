@@ -35,6 +35,9 @@ int egr_bpf_load(struct egr_bpf *b, uint16_t proxy_port, bool proxy_v6);
  * gateway addresses; gateways the policy no longer has are removed). */
 int egr_bpf_set_policy(struct egr_bpf *b, uint32_t policy_id, const struct policy *p);
 int egr_bpf_bind_cgroup(struct egr_bpf *b, uint64_t cgroup_id, uint32_t policy_id);
+/* The policy id the cgroup itself is bound to now; -ENOENT if none (it
+ * inherits from an ancestor, or is denied everything). */
+int egr_bpf_cgroup_binding(struct egr_bpf *b, uint64_t cgroup_id, uint32_t *policy_id);
 /* The cgroup inherits from its ancestors again (or is denied everything). */
 int egr_bpf_unbind_cgroup(struct egr_bpf *b, uint64_t cgroup_id);
 /* Unbind every cgroup whose id is not in keep (sorted here, in place):

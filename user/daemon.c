@@ -154,6 +154,8 @@ static const struct policy *daemon_policy_for(void *ctx, const struct egr_origin
 	unsigned bank = o->policy_id / DAEMON_BANK, idx = o->policy_id % DAEMON_BANK;
 	const struct dconfig *c;
 
+	if (o->policy_id >= EGR_MAX_POLICIES)
+		return NULL;
 	pthread_mutex_lock(&d->lock);
 	c = bank == d->bank ? d->dc : d->prev;
 	if (c && idx < c->n_policies)
@@ -175,13 +177,54 @@ static const char *daemon_cgroup_name(void *ctx, uint64_t id)
 	return NULL;
 }
 
+/*
+ * The policy id that binds cgroup id now: its own binding, else its
+ * nearest bound ancestor's (found by path below the mount, as the kernel
+ * walks its ancestors). -ENOENT: none, denied everything.
+ */
+static int daemon_current_policy_id(struct daemon *d, uint64_t id, uint32_t *out)
+{
+	char path[PATH_MAX], abs[2 * PATH_MAX];
+	const char *name;
+	char *slash;
+	struct stat st;
+
+	if (egr_bpf_cgroup_binding(d->bpf, id, out) == 0)
+		return 0;
+	/* copied at once, as the other threads' callers of the watch table
+	 * do (see the notes on issue 6 about that table's locking) */
+	name = daemon_cgroup_name(d, id);
+	snprintf(path, sizeof(path), "%s", name ? name : "");
+	if (!path[0])
+		return -ENOENT;
+	while ((slash = strrchr(path, '/')) && slash != path) {
+		*slash = '\0';
+		snprintf(abs, sizeof(abs), "%s%s", d->mount, path);
+		if (stat(abs, &st) == 0 && egr_bpf_cgroup_binding(d->bpf, st.st_ino, out) == 0)
+			return 0;
+	}
+	return -ENOENT;
+}
+
+/*
+ * A connected UDP socket (c-ares in Node keeps one for its lifetime) has
+ * the origin its connect() recorded, policy id included, for as long as
+ * it lives; two reloads later that id is in a bank the newest config
+ * refilled. Each query is judged by the cgroup's binding now.
+ */
 static int daemon_origin_for_udp(void *ctx, const struct sockaddr *peer, socklen_t peer_len,
 				 struct egr_origin *o)
 {
 	struct daemon *d = ctx;
+	int err;
 
 	(void)peer_len;
-	return egr_bpf_udp_origin_from(d->bpf, d->port, peer, o);
+	err = egr_bpf_udp_origin_from(d->bpf, d->port, peer, o);
+	if (err)
+		return err;
+	if (daemon_current_policy_id(d, o->cgroup_id, &o->policy_id))
+		o->policy_id = EGR_MAX_POLICIES; /* none: daemon_policy_for refuses */
+	return 0;
 }
 
 /* A decision the kernel took alone (port, CIDR, loopback, UDP, socket

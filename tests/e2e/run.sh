@@ -83,6 +83,7 @@ CASES=(
 	daemon_enforces_bindings
 	daemon_two_tenants_reload
 	daemon_reload_removes_attach_point
+	daemon_reload_connected_udp
 	daemon_intercepts
 	daemon_pod_netns
 	daemon_observability
@@ -1495,6 +1496,72 @@ JSON
 	wait $dlpid; rc=$?
 	[ $rc = 0 ] && [ "$(cat "$E2E_DIR/tenants-dl.out")" = "200 $((1 << 20))" ] ||
 		fail "the download across the reload: exit $rc, $(cat "$E2E_DIR/tenants-dl.out")"
+}
+
+# A connected UDP socket to the resolver (c-ares in Node keeps one) has
+# the origin its connect() recorded, policy id included. Two reloads
+# later that id is in a bank the newest config refilled: here with "x",
+# which allows evil.test. Each query must be judged by the cgroup's
+# binding now ("pa": allowed.test only).
+case_daemon_reload_connected_udp() {
+	need_egressd
+	local out i ctl=$E2E_REPO/egressctl dsock=$E2E_DIR/ctl/rcu.sock
+	local go=$E2E_DIR/run/rcu.go ready=$E2E_DIR/run/rcu.ready res=$E2E_DIR/run/rcu.out
+	daemon_bed rcu bpffs-rcu daemon-rcu agents/job1
+	cg_run 'mkdir -p "$CG'"$DCG"'/others"' || fail "cannot create $DCG/others"
+	cat >"$DCFG" <<JSON
+{ "listen": { "control": "$dsock", "metrics": null },
+  "audit": { "path": "$CASE_AUDIT", "format": "json" },
+  "policies": { "pa": { "allow": ["allowed.test"] } },
+  "bindings": [ { "cgroup": "$DCG/agents/job*", "policy": "pa" } ] }
+JSON
+	daemon_start || fail "daemon did not start: $(tail -3 "$CASE_STDERR")"
+	rm -f "$go" "$ready" "$res"
+	touch "$res" && chmod 666 "$res"
+	in_cg "$DCG/agents/job1" "$E2E_PY" -c 'import os, socket, struct, sys, time
+ns = [l.split()[1] for l in open("/etc/resolv.conf") if l.startswith("nameserver")][0]
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.connect((ns, 53))
+s.settimeout(5)
+def q(name, qid):
+    qn = b"".join(bytes([len(l)]) + l.encode() for l in name.split(".")) + b"\0"
+    s.send(struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 0) + qn + struct.pack(">HH", 1, 1))
+    r = s.recv(4096)
+    return "%s rcode=%d answers=%d" % (name, r[3] & 15, struct.unpack(">H", r[6:8])[0])
+out = open(sys.argv[3], "a")
+out.write("before " + q("allowed.test", 1) + "\n")
+out.flush()
+open(sys.argv[2], "w").close()
+for _ in range(300):
+    if os.path.exists(sys.argv[1]):
+        break
+    time.sleep(0.1)
+out.write("after " + q("evil.test", 2) + "\n")
+out.write("after " + q("allowed.test", 3) + "\n")
+out.close()' "$go" "$ready" "$res" &
+	bed_track $!
+	for ((i = 0; i < 100; i++)); do [ -e "$ready" ] && break; sleep 0.1; done
+	[ -e "$ready" ] || fail "the client did not start: $(cat "$res")"
+	cat >"$DCFG" <<JSON
+{ "listen": { "control": "$dsock", "metrics": null },
+  "audit": { "path": "$CASE_AUDIT", "format": "json" },
+  "policies": { "x": { "allow": ["evil.test"] }, "pa": { "allow": ["allowed.test"] } },
+  "bindings": [ { "cgroup": "$DCG/agents/job*", "policy": "pa" },
+                { "cgroup": "$DCG/others/*", "policy": "x" } ] }
+JSON
+	for i in 1 2; do
+		out=$("$ctl" reload --socket "$dsock" 2>&1) || fail "reload $i: $(oneline "$out")"
+	done
+	touch "$go"
+	for ((i = 0; i < 100; i++)); do [ "$(grep -c . "$res")" -ge 3 ] && break; sleep 0.1; done
+	note "$(oneline "$(cat "$res")")"
+	grep -q "^before allowed.test rcode=0 answers=[1-9]" "$res" ||
+		fail "allowed.test before the reloads: $(oneline "$(cat "$res")")"
+	grep -q "^after evil.test rcode=0 answers=[1-9]" "$res" &&
+		fail "evil.test answered after two reloads (another policy's id): $(oneline "$(cat "$res")")"
+	grep -q "^after evil.test " "$res" || fail "no answer for evil.test: $(oneline "$(cat "$res")")"
+	grep -q "^after allowed.test rcode=0 answers=[1-9]" "$res" ||
+		fail "allowed.test after the reloads: $(oneline "$(cat "$res")")"
 }
 
 # SIGKILL the daemon and wait until it is gone (its port is free again).
