@@ -121,6 +121,10 @@ $(BUILD)/fuzz/fuzz_dconfig: tests/fuzz/fuzz_dconfig.c user/dconfig.c user/srt.c 
 	$(call msg,FUZZ-CC,$@)
 	$(Q)$(CLANG) $(FUZZ_CFLAGS) $^ -ljansson -lhttp_parser -lmaxminddb -lpthread -o $@
 
+$(BUILD)/fuzz/fuzz_httpstream: tests/fuzz/fuzz_httpstream.c user/httpstream.c user/httphead.c user/hello.c | $(BUILD)/fuzz
+	$(call msg,FUZZ-CC,$@)
+	$(Q)$(CLANG) $(FUZZ_CFLAGS) $^ -lhttp_parser -o $@
+
 $(BUILD)/fuzz/fuzz_auditjson: tests/fuzz/fuzz_auditjson.c user/audit.c user/policy.c user/jpos.c user/reqrule.c user/addr.c user/hello.c user/log.c | $(BUILD)/fuzz
 	$(call msg,FUZZ-CC,$@)
 	$(Q)$(CLANG) $(FUZZ_CFLAGS) $^ -ljansson -lhttp_parser -lpthread -o $@

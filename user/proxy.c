@@ -100,6 +100,7 @@
 
 #include "hello.h"
 #include "httphead.h"
+#include "httpstream.h"
 #include "log.h"
 #include "loop.h"
 #include "dnsproxy.h"
@@ -224,6 +225,8 @@ struct conn {
 
 	/* decision */
 	const struct reqrule_host *icpt; /* TLS to an intercepted name */
+	struct httpstream *hs; /* plain HTTP allowed by name: the client's
+				* later requests must name it too */
 	const struct policy_gateway *gw; /* plain HTTP to a gateway address */
 	uint16_t up_port; /* port to connect to: orig_port, or the gateway's
 			   * upstream port */
@@ -373,6 +376,7 @@ static void krelay_finish(struct conn *c);
 static void conn_connect_next(struct conn *c);
 static void conn_decide(struct conn *c);
 static bool conn_decide_dns_name(struct conn *c, struct policy_decision *d);
+static enum egr_reason conn_http_checked(struct conn *c, int r);
 static void conn_fd_cb(struct loop *l, int fd, void *data, int events);
 static void conn_timer_cb(struct loop *l, struct loop_timer *t);
 
@@ -670,6 +674,8 @@ static void conn_finish(struct conn *c)
 	pipe_put(w, &c->dir[DIR_DOWN].pipe);
 	free(c->buf);
 	c->buf = NULL;
+	httpstream_free(c->hs);
+	c->hs = NULL;
 	if (!c->handed_off)
 		conn_audit(c); /* DNS over TCP: the DNS proxy logs each query */
 	if (c->counted_cgroup)
@@ -1250,6 +1256,7 @@ static int relay_pump(struct conn *c, int dir)
 	uint64_t *bytes = dir == DIR_UP ? &c->bytes_up : &c->bytes_down;
 	size_t budget = PROXY_RELAY_BUDGET;
 	bool moved, copied, src_dry = false, bulk = false;
+	bool hs = dir == DIR_UP && c->hs;
 	ssize_t n, m;
 	int err;
 
@@ -1283,6 +1290,10 @@ static int relay_pump(struct conn *c, int dir)
 		}
 		if (!budget || src_dry || !relay_can_read(d))
 			continue;
+		/* Checked HTTP (c->hs) is read only into the copy buffer, and
+		 * only once what waits in the pipe (checked) has gone. */
+		if (hs && d->pipe.len)
+			continue;
 		copied = !d->pipe.len && !bulk;
 		if (copied) {
 			n = recv(src, c->w->copybuf, PROXY_COPY_MAX, MSG_DONTWAIT);
@@ -1304,6 +1315,22 @@ static int relay_pump(struct conn *c, int dir)
 				krelay_consider(c);
 				break;
 			}
+			if (hs) {
+				enum egr_reason why =
+					conn_http_checked(c, httpstream_feed(c->hs,
+						(const uint8_t *)c->w->copybuf, (size_t)n));
+
+				if (why != EGR_REASON_NONE) {
+					/* mid-stream: nothing of it goes on */
+					c->verdict = EGR_VERDICT_DENY;
+					c->reason = why;
+					c->rule = NULL;
+					c->rst_client = c->rst_upstream = true;
+					conn_schedule_close(c);
+					return -1;
+				}
+				hs = c->hs != NULL;
+			}
 			m = send(dst, c->w->copybuf, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL);
 			if (m < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
 				conn_io_error(c, dst_side, "write", errno);
@@ -1320,7 +1347,7 @@ static int relay_pump(struct conn *c, int dir)
 			}
 			krelay_consider(c);
 			/* a full buffer means bulk; a short read, a drained socket */
-			if (n == PROXY_COPY_MAX)
+			if (n == PROXY_COPY_MAX && !hs)
 				bulk = true;
 			else
 				src_dry = true;
@@ -1426,7 +1453,7 @@ static bool krelay_due(const struct conn *c)
 	const struct relay_dir *up = &c->dir[DIR_UP], *down = &c->dir[DIR_DOWN];
 
 	return __atomic_load_n(&p->ks, __ATOMIC_ACQUIRE) && !c->krelay && !c->ktried &&
-	       !up->hold &&
+	       !up->hold && !c->hs &&
 	       c->bytes_up + c->bytes_down + up->pipe.len + down->pipe.len >=
 		       p->cfg->kernel_relay_after &&
 	       !up->src_eof && !down->src_eof && !up->dst_shut && !down->dst_shut;
@@ -1841,6 +1868,54 @@ static void conn_resolve(struct conn *c)
  * further in (a Host header, :authority), where a shared address (a CDN,
  * a virtual host) would route them to whichever host they name.
  */
+/* What httpstream_feed() said of the client's bytes: the reason to
+ * refuse the connection for, or EGR_REASON_NONE to go on. */
+static enum egr_reason conn_http_checked(struct conn *c, int r)
+{
+	const char *other;
+
+	switch (r) {
+	case HTTPSTREAM_OK:
+		return EGR_REASON_NONE;
+	case HTTPSTREAM_TUNNEL: /* the same host's WebSocket, CONNECT: raw */
+		httpstream_free(c->hs);
+		c->hs = NULL;
+		return EGR_REASON_NONE;
+	case HTTPSTREAM_OTHER_HOST:
+		other = httpstream_other_host(c->hs);
+		conn_set_detail(c, "a later request on this connection names %s",
+				*other ? other : "no host");
+		return EGR_REASON_NO_MATCH;
+	default:
+		conn_set_detail(c, "a later request on this connection cannot be framed");
+		return EGR_REASON_MALFORMED;
+	}
+}
+
+/*
+ * Plain HTTP allowed by a name rule: a server on a shared address (a CDN)
+ * routes each request by its own Host, so every later request on the
+ * connection must name the same host (httpstream.h). What the client sent
+ * so far is checked now, before any of it goes upstream. Returns false if
+ * the connection was refused.
+ */
+static bool conn_http_follow(struct conn *c)
+{
+	enum egr_reason why;
+
+	c->hs = httpstream_new(c->name);
+	if (!c->hs) {
+		conn_set_detail(c, "out of memory");
+		conn_deny(c, EGR_REASON_INTERNAL, NULL);
+		return false;
+	}
+	why = conn_http_checked(c, httpstream_feed(c->hs, c->buf, c->buf_len));
+	if (why == EGR_REASON_NONE)
+		return true;
+	conn_deny(c, why, NULL);
+	return false;
+}
+
 static bool conn_carries_no_name(const struct conn *c)
 {
 	static const char h2[] = "PRI * HTTP/2.0";
@@ -1916,6 +1991,9 @@ static void conn_decide(struct conn *c)
 		}
 		conn_allow(c, &d);
 		c->icpt = icpt;
+		if (c->proto == PROTO_HTTP && !icpt && pol->mode != POLICY_AUDIT &&
+		    !conn_http_follow(c))
+			return;
 		conn_resolve(c);
 		return;
 	}

@@ -884,6 +884,66 @@ static void test_name_resolved_and_relayed(void **state)
 	json_decref(j);
 }
 
+/* Plain HTTP allowed by name: a later request on the connection naming
+ * another host (which a shared address would route by) ends it; one for
+ * the same host goes through. Also when it comes with the first head. */
+static void test_http_later_request_other_host(void **state)
+{
+	struct fx *f = *state;
+	char req[256], buf[2048];
+	size_t len;
+	ssize_t n;
+	json_t *j;
+	int fd;
+
+	fx_rule(f, false, "allowed.test:%u", f->up.port);
+	fx_rule(f, false, "127.0.0.0/8"); /* the name's answer is loopback */
+	fx_start(f);
+
+	/* same host twice: both relayed (the upstream echoes) */
+	len = (size_t)snprintf(req, sizeof(req), "GET /a HTTP/1.1\r\nHost: allowed.test:%u\r\n\r\n",
+			       f->up.port);
+	fd = fx_client(f, true, "192.0.2.1", f->up.port);
+	assert_int_equal(send_all(fd, req, len), 0);
+	assert_int_equal(recv_exact(fd, buf, len), 0);
+	assert_int_equal(send_all(fd, req, len), 0);
+	assert_int_equal(recv_exact(fd, buf, len), 0);
+	assert_memory_equal(buf, req, len);
+	close(fd);
+	j = fx_audit_next(f);
+	assert_audit(j, "allow", "rule_allow");
+	json_decref(j);
+
+	/* then another host, in the relay: reset, never echoed */
+	fd = fx_client(f, true, "192.0.2.1", f->up.port);
+	assert_int_equal(send_all(fd, req, len), 0);
+	assert_int_equal(recv_exact(fd, buf, len), 0);
+	n = snprintf(req, sizeof(req), "GET /b HTTP/1.1\r\nHost: evil.test\r\n\r\n");
+	assert_int_equal(send_all(fd, req, (size_t)n), 0);
+	n = recv(fd, buf, sizeof(buf), 0);
+	assert_true(n <= 0); /* RST (or EOF), no echo */
+	close(fd);
+	j = fx_audit_next(f);
+	assert_audit(j, "deny", "no_match");
+	assert_non_null(strstr(jstr(j, "detail"), "names evil.test"));
+	json_decref(j);
+
+	/* pipelined with the first head: refused before anything goes up */
+	len = (size_t)snprintf(req, sizeof(req),
+			       "GET /a HTTP/1.1\r\nHost: allowed.test:%u\r\n\r\n"
+			       "GET /b HTTP/1.1\r\nHost: evil.test\r\n\r\n", f->up.port);
+	fd = fx_client(f, true, "192.0.2.1", f->up.port);
+	assert_int_equal(send_all(fd, req, len), 0);
+	n = recv_until_eof(fd, buf, sizeof(buf) - 1);
+	assert_true(n > 0);
+	buf[n] = '\0';
+	assert_true(!strncmp(buf, "HTTP/1.1 403 Forbidden\r\n", 24));
+	close(fd);
+	j = fx_audit_next(f);
+	assert_audit(j, "deny", "no_match");
+	json_decref(j);
+}
+
 /* The client goes on sending while its name is resolved and upstream
  * connected (the proxy stops reading it only when it does, and reads it
  * again in the relay): every byte arrives upstream, in order, once. */
@@ -1370,6 +1430,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_http_host_is_address, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_http_host_is_address_denied, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_name_resolved_and_relayed, fx_setup,
+						fx_teardown),
+		cmocka_unit_test_setup_teardown(test_http_later_request_other_host, fx_setup,
 						fx_teardown),
 		cmocka_unit_test_setup_teardown(test_client_sends_while_connecting, fx_setup,
 						fx_teardown),

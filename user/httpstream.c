@@ -1,0 +1,185 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-3-Clause
+/*
+ * Follow a client's HTTP/1 request stream (httpstream.h). Each request is
+ * a head, collected until http_head_parse says it is complete, then its
+ * body, framed by a fresh http-parser fed the head and what follows; the
+ * parser pauses at the end of the message and the bytes after it start
+ * the next head.
+ */
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <http_parser.h>
+
+#include "httphead.h"
+#include "httpstream.h"
+
+struct httpstream {
+	http_parser p;
+	bool in_body;   /* the head was checked; the parser frames the body */
+	bool complete;  /* the parser reached the end of the message */
+	int result;     /* sticky once not HTTPSTREAM_OK */
+	/* the head being gathered: allocated while one is (an idle
+	 * keep-alive connection holds none), at most HTTP_HEAD_MAX_BYTES */
+	uint8_t *head;
+	size_t head_len, head_cap;
+	char host[256];
+	char other[256];
+};
+
+static int on_message_complete(http_parser *p)
+{
+	struct httpstream *s = p->data;
+
+	s->complete = true;
+	http_parser_pause(p, 1); /* one message at a time */
+	return 0;
+}
+
+static const http_parser_settings settings = {
+	.on_message_complete = on_message_complete,
+};
+
+struct httpstream *httpstream_new(const char *host)
+{
+	struct httpstream *s = calloc(1, sizeof(*s));
+
+	if (!s)
+		return NULL;
+	snprintf(s->host, sizeof(s->host), "%s", host);
+	return s;
+}
+
+void httpstream_free(struct httpstream *s)
+{
+	if (s)
+		free(s->head);
+	free(s);
+}
+
+/* Room for n more head bytes (n > 0, head_len + n <= the maximum). */
+static bool head_room(struct httpstream *s, size_t n)
+{
+	size_t cap = s->head_cap ? s->head_cap : 512;
+	uint8_t *p;
+
+	if (s->head_len + n <= s->head_cap)
+		return true;
+	while (cap < s->head_len + n)
+		cap *= 2;
+	if (cap > HTTP_HEAD_MAX_BYTES)
+		cap = HTTP_HEAD_MAX_BYTES;
+	p = realloc(s->head, cap);
+	if (!p)
+		return false;
+	s->head = p;
+	s->head_cap = cap;
+	return true;
+}
+
+const char *httpstream_other_host(const struct httpstream *s)
+{
+	return s->other;
+}
+
+/* Frame body bytes; returns how many belong to this message, or -1. */
+static long body_feed(struct httpstream *s, const uint8_t *buf, size_t len)
+{
+	size_t n = http_parser_execute(&s->p, &settings, (const char *)buf, len);
+	enum http_errno e = HTTP_PARSER_ERRNO(&s->p);
+
+	if (e == HPE_PAUSED) {
+		http_parser_pause(&s->p, 0);
+		return (long)n;
+	}
+	if (e != HPE_OK)
+		return -1;
+	return (long)n;
+}
+
+/* A complete head (s->head, head_len bytes): check its host, start the
+ * body's framing. Returns the bytes of the head it used, or a result. */
+static int head_done(struct httpstream *s, size_t head_len)
+{
+	long n;
+
+	http_parser_init(&s->p, HTTP_REQUEST);
+	s->p.data = s;
+	s->complete = false;
+	n = body_feed(s, s->head, head_len);
+	if (n < 0 || (size_t)n != head_len)
+		return HTTPSTREAM_MALFORMED; /* http-parser saw it otherwise */
+	if (s->p.upgrade) /* Upgrade or CONNECT: ends with its head */
+		return HTTPSTREAM_TUNNEL;
+	s->in_body = !s->complete;
+	return HTTPSTREAM_OK;
+}
+
+int httpstream_feed(struct httpstream *s, const uint8_t *buf, size_t len)
+{
+	while (len && s->result == HTTPSTREAM_OK) {
+		struct http_head_info hh;
+		size_t room, take;
+		int r;
+
+		if (s->in_body) {
+			long n = body_feed(s, buf, len);
+
+			if (n < 0) {
+				s->result = HTTPSTREAM_MALFORMED;
+				break;
+			}
+			buf += n;
+			len -= (size_t)n;
+			if (s->complete)
+				s->in_body = false;
+			else if (n == 0)
+				break; /* nothing taken and not complete: cannot happen */
+			continue;
+		}
+		/* a head: gather it, then find where it ends */
+		room = HTTP_HEAD_MAX_BYTES - s->head_len;
+		take = len < room ? len : room;
+		if (!head_room(s, take)) {
+			s->result = HTTPSTREAM_MALFORMED; /* out of memory: refused */
+			break;
+		}
+		memcpy(s->head + s->head_len, buf, take);
+		r = http_head_parse(s->head, s->head_len + take, &hh);
+		if (r == HTTP_HEAD_NEED_MORE) {
+			if (s->head_len + take == HTTP_HEAD_MAX_BYTES) {
+				s->result = HTTPSTREAM_MALFORMED; /* too large */
+				break;
+			}
+			s->head_len += take;
+			buf += take;
+			len -= take;
+			continue;
+		}
+		if (r != HTTP_HEAD_OK) {
+			s->result = HTTPSTREAM_MALFORMED;
+			break;
+		}
+		if (!hh.has_host || strcasecmp(hh.host, s->host)) {
+			snprintf(s->other, sizeof(s->other), "%s", hh.has_host ? hh.host : "");
+			s->result = HTTPSTREAM_OTHER_HOST;
+			break;
+		}
+		/* the head ends inside what was just added */
+		take = hh.head_len - s->head_len;
+		buf += take;
+		len -= take;
+		r = head_done(s, hh.head_len);
+		free(s->head);
+		s->head = NULL;
+		s->head_len = s->head_cap = 0;
+		if (r != HTTPSTREAM_OK) {
+			s->result = r;
+			break;
+		}
+	}
+	return s->result;
+}
