@@ -198,7 +198,7 @@ static int egr_map_fd(struct bpf_map *m)
 static int map_delete_if(int fd, size_t key_size, bool (*doomed)(const void *key, void *ctx),
 			 void *ctx)
 {
-	uint64_t cur[8], next[8]; /* aligned for doomed()'s cast */
+	uint64_t cur[8] = { 0 }, next[8]; /* aligned for doomed()'s cast */
 	char *keys = NULL;
 	size_t n = 0, cap = 0, i;
 	bool have = false;
