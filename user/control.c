@@ -610,7 +610,7 @@ static json_t *jtext(const char *s)
 static json_t *conn_json(const struct control *c, const struct proxy_conn_info *ci,
 			 const struct timespec *now)
 {
-	char a[INET6_ADDRSTRLEN];
+	char a[INET6_ADDRSTRLEN], cgbuf[PATH_MAX];
 	json_t *o = json_object();
 	long long age;
 	const char *cg;
@@ -620,7 +620,8 @@ static json_t *conn_json(const struct control *c, const struct proxy_conn_info *
 	age = (now->tv_sec - ci->start.tv_sec) * 1000LL +
 	      (now->tv_nsec - ci->start.tv_nsec) / 1000000;
 	if (ci->has_origin) {
-		cg = c->p.cgroup_name ? c->p.cgroup_name(c->p.ctx, ci->cgroup_id) : NULL;
+		cg = c->p.cgroup_name ? c->p.cgroup_name(c->p.ctx, ci->cgroup_id,
+							 cgbuf, sizeof(cgbuf)) : NULL;
 		if (cg)
 			json_object_set_new(o, "cgroup", jtext(cg));
 		json_object_set_new(o, "cgroup_id", json_integer((json_int_t)ci->cgroup_id));

@@ -69,7 +69,9 @@ struct control_params {
 	/* Live connections (proxy_snapshot()); NULL: `conns` is refused. */
 	int (*conns)(void *ctx, struct proxy_conn_info **out, size_t *n);
 	/* cgroup path of an id for `conns`, may return NULL. */
-	const char *(*cgroup_name)(void *ctx, uint64_t cgroup_id);
+	/* copies the name into buf (NUL-terminated) and returns buf, or NULL
+	 * if the id is unknown; callable from any thread */
+	const char *(*cgroup_name)(void *ctx, uint64_t cgroup_id, char *buf, size_t len);
 	void *ctx;
 	/* has_wake_fd: control_tap() wakes the main loop through this
 	 * eventfd (the caller's, kept open until control_close) instead of

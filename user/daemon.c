@@ -107,6 +107,9 @@ struct daemon {
 	size_t n_old_cas;
 	struct netns *ns;        /* listeners in pods' network namespaces */
 	int ino;
+	/* Changed by the main thread only, under watch_lock, which other
+	 * threads take to look a name up (daemon_cgroup_name). */
+	pthread_mutex_t watch_lock;
 	struct daemon_watch *watches;
 	size_t n_watches;
 	/* cgroup ids daemon_attach_all()'s walk bound or unbound; every
@@ -164,17 +167,24 @@ static const struct policy *daemon_policy_for(void *ctx, const struct egr_origin
 	return p;
 }
 
-static const char *daemon_cgroup_name(void *ctx, uint64_t id)
+/* The name is copied under the lock: the main thread may grow the table
+ * (realloc) or drop a removed cgroup's entry (free) at any time. */
+static const char *daemon_cgroup_name(void *ctx, uint64_t id, char *buf, size_t len)
 {
 	struct daemon *d = ctx;
+	const char *found = NULL;
 	size_t i;
 
-	/* The watch table is only changed by the main thread; a stale read
-	 * here names a cgroup that was just removed, which is still true. */
-	for (i = 0; i < d->n_watches; i++)
-		if (d->watches[i].id == id)
-			return d->watches[i].path;
-	return NULL;
+	pthread_mutex_lock(&d->watch_lock);
+	for (i = 0; i < d->n_watches; i++) {
+		if (d->watches[i].id == id) {
+			snprintf(buf, len, "%s", d->watches[i].path);
+			found = buf;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&d->watch_lock);
+	return found;
 }
 
 /*
@@ -191,11 +201,8 @@ static int daemon_current_policy_id(struct daemon *d, uint64_t id, uint32_t *out
 
 	if (egr_bpf_cgroup_binding(d->bpf, id, out) == 0)
 		return 0;
-	/* copied at once, as the other threads' callers of the watch table
-	 * do (see the notes on issue 6 about that table's locking) */
-	name = daemon_cgroup_name(d, id);
-	snprintf(path, sizeof(path), "%s", name ? name : "");
-	if (!path[0])
+	name = daemon_cgroup_name(d, id, path, sizeof(path));
+	if (!name)
 		return -ENOENT;
 	while ((slash = strrchr(path, '/')) && slash != path) {
 		*slash = '\0';
@@ -234,9 +241,10 @@ static void daemon_on_event(void *ctx, const struct egr_event *e)
 	struct daemon *d = ctx;
 	const struct policy *p;
 	struct audit_record r;
+	char cgbuf[PATH_MAX];
 
 	kevent_to_record(e, &r);
-	r.cgroup = daemon_cgroup_name(d, e->origin.cgroup_id);
+	r.cgroup = daemon_cgroup_name(d, e->origin.cgroup_id, cgbuf, sizeof(cgbuf));
 	p = e->reason == EGR_REASON_NO_POLICY ? NULL : daemon_policy_for(d, &e->origin);
 	r.policy = p ? p->name : NULL;
 	audit_write(d->audit, &r);
@@ -333,6 +341,7 @@ static struct daemon *walk_daemon; /* nftw has no context argument */
 static int daemon_watch_add(struct daemon *d, const char *abs, const char *rel, uint64_t id)
 {
 	struct daemon_watch *w;
+	char *path;
 	int wd;
 	size_t i;
 
@@ -344,17 +353,23 @@ static int daemon_watch_add(struct daemon *d, const char *abs, const char *rel, 
 			return 0;
 	if (d->n_watches >= DAEMON_MAX_WATCHES)
 		return -E2BIG;
+	path = strdup(rel);
+	if (!path)
+		return -ENOMEM;
+	pthread_mutex_lock(&d->watch_lock);
 	w = realloc(d->watches, (d->n_watches + 1) * sizeof(*w));
-	if (!w)
+	if (w) {
+		d->watches = w;
+		w = &d->watches[d->n_watches++];
+		w->wd = wd;
+		w->id = id;
+		w->path = path;
+	}
+	pthread_mutex_unlock(&d->watch_lock);
+	if (!w) {
+		free(path);
 		return -ENOMEM;
-	d->watches = w;
-	w = &d->watches[d->n_watches];
-	w->wd = wd;
-	w->id = id;
-	w->path = strdup(rel);
-	if (!w->path)
-		return -ENOMEM;
-	d->n_watches++;
+	}
 	return 0;
 }
 
@@ -494,9 +509,14 @@ static void daemon_inotify(struct daemon *d)
 		if (i == d->n_watches)
 			continue;
 		if (ev->mask & IN_DELETE_SELF) {
+			char *gone;
+
 			egr_bpf_unbind_cgroup(d->bpf, d->watches[i].id);
-			free(d->watches[i].path);
+			pthread_mutex_lock(&d->watch_lock);
+			gone = d->watches[i].path;
 			d->watches[i] = d->watches[--d->n_watches];
+			pthread_mutex_unlock(&d->watch_lock);
+			free(gone);
 			continue;
 		}
 		if ((ev->mask & IN_CREATE) && (ev->mask & IN_ISDIR) && ev->len) {
@@ -901,7 +921,8 @@ int daemon_main(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	struct daemon d = { .cfg = CONFIG_DEFAULTS, .config_path = DCONFIG_DEFAULT_PATH,
-			    .port = 15001, .ino = -1, .lock = PTHREAD_MUTEX_INITIALIZER };
+			    .port = 15001, .ino = -1, .lock = PTHREAD_MUTEX_INITIALIZER,
+			    .watch_lock = PTHREAD_MUTEX_INITIALIZER };
 	struct proxy_params pp = { 0 };
 	struct dnsproxy_params dp = { 0 };
 	const char *bpffs = "/sys/fs/bpf";

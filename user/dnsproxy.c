@@ -25,6 +25,7 @@
 #include <arpa/inet.h>
 #include <ares.h>
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -572,7 +573,7 @@ static void dq_audit(struct dq *x)
 {
 	struct dnsproxy *d = x->d;
 	struct audit_record r;
-	char peerbuf[INET6_ADDRSTRLEN];
+	char peerbuf[INET6_ADDRSTRLEN], cgbuf[PATH_MAX];
 	char detail[DNSP_DETAIL_LEN + 64];
 	struct egr_addr pa;
 	uint16_t pport = 0;
@@ -586,7 +587,8 @@ static void dq_audit(struct dq *x)
 	r.detail = x->detail[0] ? x->detail : NULL;
 	if (x->has_origin) {
 		if (d->params.cgroup_name)
-			r.cgroup = d->params.cgroup_name(d->params.ctx, x->origin.cgroup_id);
+			r.cgroup = d->params.cgroup_name(d->params.ctx, x->origin.cgroup_id,
+							 cgbuf, sizeof(cgbuf));
 		r.cgroup_id = x->origin.cgroup_id;
 		r.pid = x->origin.tgid;
 		r.uid = x->origin.uid;

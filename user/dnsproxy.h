@@ -31,7 +31,9 @@ struct dnsproxy_params {
 	const struct config *cfg;
 	/* Same contract as struct proxy_params. */
 	const struct policy *(*policy_for)(void *ctx, const struct egr_origin *o);
-	const char *(*cgroup_name)(void *ctx, uint64_t cgroup_id);
+	/* copies the name into buf (NUL-terminated) and returns buf, or NULL
+	 * if the id is unknown; callable from any thread */
+	const char *(*cgroup_name)(void *ctx, uint64_t cgroup_id, char *buf, size_t len);
 	/* Who sent a datagram: peer is the agent socket's address, local the
 	 * address it was sent to (our listener). Fills *o (cgroup_id, tgid,
 	 * comm, original server in dst_addr/dst_port...). Returns 0, or

@@ -2919,9 +2919,13 @@ static int conn_prepare(struct intercept *ic, const struct intercept_conn_info *
 				    &oom);
 	c->up_ctx = up_ctx_for(ic, c->up_ca_path);
 	c->allow_rule = dup_or_null(info->rule, &oom);
-	if (ic->params.cgroup_name && info->origin)
+	if (ic->params.cgroup_name && info->origin) {
+		char cgbuf[PATH_MAX];
+
 		c->cgroup = dup_or_null(ic->params.cgroup_name(ic->params.ctx,
-							       info->origin->cgroup_id), &oom);
+							       info->origin->cgroup_id,
+							       cgbuf, sizeof(cgbuf)), &oom);
+	}
 	if (info->peeked_len) {
 		c->peeked = malloc(info->peeked_len);
 		if (!c->peeked)

@@ -45,7 +45,9 @@ struct intercept_params {
 	 * upstream_ca if it has one, else the system store. A file that
 	 * cannot be loaded means 502 for that connection's requests. */
 	const char *upstream_ca_file;
-	const char *(*cgroup_name)(void *ctx, uint64_t cgroup_id);
+	/* copies the name into buf (NUL-terminated) and returns buf, or NULL
+	 * if the id is unknown; callable from any thread */
+	const char *(*cgroup_name)(void *ctx, uint64_t cgroup_id, char *buf, size_t len);
 	void *ctx;
 };
 

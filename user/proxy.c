@@ -585,7 +585,7 @@ static void conn_audit(struct conn *c)
 {
 	struct proxy *p = c->w->p;
 	struct audit_record r;
-	char peerbuf[INET6_ADDRSTRLEN];
+	char peerbuf[INET6_ADDRSTRLEN], cgbuf[PATH_MAX];
 	char detail[sizeof(c->detail) + 64];
 
 	if (!p->params.audit)
@@ -596,7 +596,8 @@ static void conn_audit(struct conn *c)
 	r.proto = IPPROTO_TCP;
 	if (c->has_origin) {
 		if (p->params.cgroup_name)
-			r.cgroup = p->params.cgroup_name(p->params.ctx, c->origin.cgroup_id);
+			r.cgroup = p->params.cgroup_name(p->params.ctx, c->origin.cgroup_id,
+							 cgbuf, sizeof(cgbuf));
 		r.cgroup_id = c->origin.cgroup_id;
 		r.pid = c->origin.tgid;
 		r.uid = c->origin.uid;
@@ -2438,8 +2439,10 @@ static void conn_start(struct conn *c)
 	err = cg_acquire(p, c->origin.cgroup_id, max_cg, &warn);
 	if (err) {
 		if (warn) {
+			char cgbuf[PATH_MAX];
 			const char *cg = p->params.cgroup_name ?
-				p->params.cgroup_name(p->params.ctx, c->origin.cgroup_id) : NULL;
+				p->params.cgroup_name(p->params.ctx, c->origin.cgroup_id,
+						      cgbuf, sizeof(cgbuf)) : NULL;
 
 			log_warn("proxy: cgroup %s (id %llu) has %u connections open, "
 				 "limit max_conns_per_cgroup=%u reached; denying new ones",

@@ -32,7 +32,9 @@ struct proxy_params {
 	 * Returning NULL denies the connection (fail closed). */
 	const struct policy *(*policy_for)(void *ctx, const struct egr_origin *o);
 	/* cgroup path for audit records, may return NULL */
-	const char *(*cgroup_name)(void *ctx, uint64_t cgroup_id);
+	/* copies the name into buf (NUL-terminated) and returns buf, or NULL
+	 * if the id is unknown; callable from any thread */
+	const char *(*cgroup_name)(void *ctx, uint64_t cgroup_id, char *buf, size_t len);
 	void *ctx;
 	int conns_map_fd;   /* egr_conns (struct egr_conn_key -> struct egr_origin) */
 	struct audit *audit;

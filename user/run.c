@@ -671,20 +671,24 @@ static const struct policy *run_policy_for(void *ctx, const struct egr_origin *o
 	return o->policy_id == 0 ? s->policy : NULL;
 }
 
-static const char *run_cgroup_name(void *ctx, uint64_t id)
+static const char *run_cgroup_name(void *ctx, uint64_t id, char *buf, size_t len)
 {
 	struct run_state *s = ctx;
 
-	return id == s->cgroup_id ? s->cgroup_rel : NULL;
+	if (id != s->cgroup_id)
+		return NULL;
+	snprintf(buf, len, "%s", s->cgroup_rel);
+	return buf;
 }
 
 static void run_on_event(void *ctx, const struct egr_event *e)
 {
 	struct run_state *s = ctx;
 	struct audit_record r;
+	char cgbuf[PATH_MAX];
 
 	kevent_to_record(e, &r);
-	r.cgroup = run_cgroup_name(s, e->origin.cgroup_id);
+	r.cgroup = run_cgroup_name(s, e->origin.cgroup_id, cgbuf, sizeof(cgbuf));
 	r.policy = s->policy->name;
 	audit_write(s->audit, &r);
 }

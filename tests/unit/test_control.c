@@ -103,10 +103,13 @@ static int stub_conns(void *ctx, struct proxy_conn_info **out, size_t *n)
 	return 0;
 }
 
-static const char *stub_cgroup_name(void *ctx, uint64_t id)
+static const char *stub_cgroup_name(void *ctx, uint64_t id, char *buf, size_t len)
 {
 	(void)ctx;
-	return id == 77 ? "/e2e/agents/job1" : NULL;
+	if (id != 77)
+		return NULL;
+	snprintf(buf, len, "%s", "/e2e/agents/job1");
+	return buf;
 }
 
 static int stub_reload(void *ctx, char *err, size_t errlen)

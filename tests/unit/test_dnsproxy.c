@@ -102,12 +102,16 @@ static const struct policy *test_policy_for(void *ctx, const struct egr_origin *
 	return f->pol[o->cgroup_id];
 }
 
-static const char *test_cgroup_name(void *ctx, uint64_t id)
-{
-	static const char *const names[] = { NULL, "/test/enforce", "/test/cidr",
-					     "/test/audit", "/test/nopolicy" };
+static const char *const cg_names[] = { NULL, "/test/enforce", "/test/cidr",
+					"/test/audit", "/test/nopolicy" };
 
-	return id < ARRAY_SIZE(names) ? names[id] : NULL;
+static const char *test_cgroup_name(void *ctx, uint64_t id, char *buf, size_t len)
+{
+	(void)ctx;
+	if (id >= ARRAY_SIZE(cg_names) || !cg_names[id])
+		return NULL;
+	snprintf(buf, len, "%s", cg_names[id]);
+	return buf;
 }
 
 static void set_cg(int cg)
@@ -402,7 +406,7 @@ static void check_record(json_t *o, const char *proto, int cg, const char *verdi
 	if (cg == CG_NONE)
 		return;
 	assert_int_equal(jint(o, "cgroup_id"), cg);
-	assert_string_equal(jstr(o, "cgroup"), test_cgroup_name(NULL, (uint64_t)cg));
+	assert_string_equal(jstr(o, "cgroup"), cg_names[cg]);
 	assert_int_equal(jint(o, "pid"), TEST_PID);
 	assert_int_equal(jint(o, "uid"), TEST_UID);
 	assert_string_equal(jstr(o, "comm"), TEST_COMM);

@@ -585,9 +585,13 @@ static int group_teardown(void **state)
 	return 0;
 }
 
-static const char *cgroup_name(void *ctx, uint64_t id)
+static const char *cgroup_name(void *ctx, uint64_t id, char *buf, size_t len)
 {
-	return id == 4242 ? "/sys/fs/cgroup/agents/test" : NULL;
+	(void)ctx;
+	if (id != 4242)
+		return NULL;
+	snprintf(buf, len, "%s", "/sys/fs/cgroup/agents/test");
+	return buf;
 }
 
 static unsigned peek_ms = 3000, idle_ms = 5000;

@@ -373,9 +373,13 @@ static const struct policy *fx_policy_for(void *ctx, const struct egr_origin *o)
 	return o->cgroup_id == TEST_CGROUP_ID ? f->pol : NULL;
 }
 
-static const char *fx_cgroup_name(void *ctx, uint64_t id)
+static const char *fx_cgroup_name(void *ctx, uint64_t id, char *buf, size_t len)
 {
-	return id == TEST_CGROUP_ID ? TEST_CGROUP : NULL;
+	(void)ctx;
+	if (id != TEST_CGROUP_ID)
+		return NULL;
+	snprintf(buf, len, "%s", TEST_CGROUP);
+	return buf;
 }
 
 static int fx_setup(void **state)
