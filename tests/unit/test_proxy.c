@@ -758,6 +758,18 @@ static void test_tls_denied_name(void **state)
 	assert_int_equal(atomic_load(&f->up.accepted), 0);
 }
 
+/* Send a request that is refused: the answer is a 403, then EOF. */
+static void http_expect_403(int fd, const char *req, size_t len, char *buf, size_t size)
+{
+	ssize_t n;
+
+	assert_int_equal(send_all(fd, req, len), 0);
+	n = recv_until_eof(fd, buf, size - 1);
+	assert_true(n > 0);
+	buf[n] = '\0';
+	assert_true(!strncmp(buf, "HTTP/1.1 403 Forbidden\r\n", 24));
+}
+
 /* Plain HTTP to a name no rule allows: 403 with a one-line reason. */
 static void test_http_denied_host(void **state)
 {
@@ -765,18 +777,13 @@ static void test_http_denied_host(void **state)
 	const char req[] = "GET / HTTP/1.1\r\nHost: evil.test\r\nUser-Agent: t\r\n\r\n";
 	const char body[] = "egressd: evil.test:80 denied: no_match\n";
 	char buf[2048];
-	ssize_t n;
 	json_t *j;
 	int fd;
 
 	fx_rule(f, false, "allowed.test");
 	fx_start(f);
 	fd = fx_client(f, true, "192.0.2.1", 80);
-	assert_int_equal(send_all(fd, req, sizeof(req) - 1), 0);
-	n = recv_until_eof(fd, buf, sizeof(buf) - 1);
-	assert_true(n > 0);
-	buf[n] = '\0';
-	assert_true(!strncmp(buf, "HTTP/1.1 403 Forbidden\r\n", 24));
+	http_expect_403(fd, req, sizeof(req) - 1, buf, sizeof(buf));
 	assert_non_null(strstr(buf, "\r\nConnection: close\r\n"));
 	assert_non_null(strstr(buf, "\r\n\r\n"));
 	assert_string_equal(strstr(buf, "\r\n\r\n") + 4, body);
@@ -819,18 +826,13 @@ static void test_http_host_is_address_denied(void **state)
 	struct fx *f = *state;
 	const char req[] = "GET / HTTP/1.1\r\nHost: 192.0.2.1\r\n\r\n";
 	char buf[2048];
-	ssize_t n;
 	json_t *j;
 	int fd;
 
 	fx_rule(f, false, "allowed.test");
 	fx_start(f);
 	fd = fx_client(f, true, "192.0.2.1", 80);
-	assert_int_equal(send_all(fd, req, sizeof(req) - 1), 0);
-	n = recv_until_eof(fd, buf, sizeof(buf) - 1);
-	assert_true(n > 0);
-	buf[n] = '\0';
-	assert_true(!strncmp(buf, "HTTP/1.1 403 Forbidden\r\n", 24));
+	http_expect_403(fd, req, sizeof(req) - 1, buf, sizeof(buf));
 	close(fd);
 	j = fx_audit_next(f);
 	assert_audit(j, "deny", "no_match");
@@ -937,11 +939,7 @@ static void test_http_later_request_other_host(void **state)
 			       "GET /a HTTP/1.1\r\nHost: allowed.test:%u\r\n\r\n"
 			       "GET /b HTTP/1.1\r\nHost: evil.test\r\n\r\n", f->up.port);
 	fd = fx_client(f, true, "192.0.2.1", f->up.port);
-	assert_int_equal(send_all(fd, req, len), 0);
-	n = recv_until_eof(fd, buf, sizeof(buf) - 1);
-	assert_true(n > 0);
-	buf[n] = '\0';
-	assert_true(!strncmp(buf, "HTTP/1.1 403 Forbidden\r\n", 24));
+	http_expect_403(fd, req, len, buf, sizeof(buf));
 	close(fd);
 	j = fx_audit_next(f);
 	assert_audit(j, "deny", "no_match");
