@@ -1348,8 +1348,8 @@ static int relay_pump(struct conn *c, int dir)
 			}
 			krelay_consider(c);
 			/* a full buffer means bulk; a short read, a drained socket */
-			if (n == PROXY_COPY_MAX && !hs)
-				bulk = true;
+			if (n == PROXY_COPY_MAX)
+				bulk = !hs; /* checked HTTP stays in the copy path */
 			else
 				src_dry = true;
 			break;
@@ -1862,13 +1862,6 @@ static void conn_resolve(struct conn *c)
 
 /* ---- decide ----------------------------------------------------------- */
 
-/*
- * Only a protocol that has no place for a name (ssh, a database) may be
- * admitted by the DNS proxy's memory. TLS without SNI, HTTP without a Host
- * (or with an address) and HTTP/2 with prior knowledge name their host
- * further in (a Host header, :authority), where a shared address (a CDN,
- * a virtual host) would route them to whichever host they name.
- */
 /* What httpstream_feed() said of the client's bytes: the reason to
  * refuse the connection for, or EGR_REASON_NONE to go on. */
 static enum egr_reason conn_http_checked(struct conn *c, int r)
@@ -1917,6 +1910,13 @@ static bool conn_http_follow(struct conn *c)
 	return false;
 }
 
+/*
+ * Only a protocol that has no place for a name (ssh, a database) may be
+ * admitted by the DNS proxy's memory. TLS without SNI, HTTP without a Host
+ * (or with an address) and HTTP/2 with prior knowledge name their host
+ * further in (a Host header, :authority), where a shared address (a CDN,
+ * a virtual host) would route them to whichever host they name.
+ */
 static bool conn_carries_no_name(const struct conn *c)
 {
 	static const char h2[] = "PRI * HTTP/2.0";

@@ -1127,6 +1127,84 @@ static void *bulk_writer(void *arg)
 	return NULL;
 }
 
+struct upload_arg {
+	int fd, err;
+	size_t body;
+	char head[256], tail[256];
+};
+
+/* head, body bytes of the pattern, tail, then FIN */
+static void *http_upload_writer(void *arg)
+{
+	struct upload_arg *ua = arg;
+	uint8_t *b = malloc(1 << 20);
+	size_t off = 0;
+
+	if (!b || send_all(ua->fd, ua->head, strlen(ua->head)) < 0)
+		ua->err = EIO;
+	while (b && !ua->err && off < ua->body) {
+		size_t n = ua->body - off < (1 << 20) ? ua->body - off : (1 << 20);
+
+		fill_pattern(b, off, n);
+		if (send_all(ua->fd, b, n) < 0)
+			ua->err = errno ? errno : EIO;
+		off += n;
+	}
+	if (!ua->err && send_all(ua->fd, ua->tail, strlen(ua->tail)) < 0)
+		ua->err = errno ? errno : EIO;
+	shutdown(ua->fd, SHUT_WR);
+	free(b);
+	return NULL;
+}
+
+/* A plain-HTTP upload of 8 MiB, framed by its Content-Length (its bytes
+ * are not taken for requests), then a second request for the same host:
+ * all of it reaches the upstream intact. */
+static void test_http_upload_checked(void **state)
+{
+	struct fx *f = *state;
+	struct upload_arg ua = { .body = 8 << 20 };
+	uint8_t *buf = malloc(1 << 20);
+	size_t got = 0, hl, tl;
+	pthread_t th;
+	json_t *j;
+	int fd;
+
+	assert_non_null(buf);
+	fx_rule(f, false, "allowed.test:%u", f->up.port);
+	fx_rule(f, false, "127.0.0.0/8"); /* the name's answer is loopback */
+	fx_start(f);
+	snprintf(ua.head, sizeof(ua.head),
+		 "POST /up HTTP/1.1\r\nHost: allowed.test:%u\r\nContent-Length: %zu\r\n\r\n",
+		 f->up.port, ua.body);
+	snprintf(ua.tail, sizeof(ua.tail), "GET /b HTTP/1.1\r\nHost: allowed.test:%u\r\n\r\n",
+		 f->up.port);
+	hl = strlen(ua.head);
+	tl = strlen(ua.tail);
+	fd = fx_client(f, true, "192.0.2.1", f->up.port);
+	set_timeouts(fd, 30);
+	ua.fd = fd;
+	assert_int_equal(pthread_create(&th, NULL, http_upload_writer, &ua), 0);
+	for (;;) {
+		ssize_t n = recv(fd, buf, 1 << 20, 0);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+	}
+	pthread_join(th, NULL);
+	close(fd);
+	assert_int_equal(ua.err, 0);
+	assert_int_equal(got, hl + ua.body + tl + 4); /* the echo, then "|eof" */
+	j = fx_audit_next(f);
+	assert_audit(j, "allow", "rule_allow");
+	assert_int_equal(jint(j, "bytes_up"), (long long)(hl + ua.body + tl));
+	json_decref(j);
+	free(buf);
+}
+
 /* 64 MiB up and echoed back down, verified byte by byte. */
 static void test_bulk_transfer(void **state)
 {
@@ -1441,6 +1519,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_peek_timeout, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_server_speaks_first, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_bulk_transfer, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_http_upload_checked, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_backpressure_no_spin, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_idle_conns_hold_no_pipes, fx_setup,
 						fx_teardown),
