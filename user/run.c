@@ -657,6 +657,40 @@ static int run_resolve_user(const struct run_opts *o, struct run_user *u)
 }
 
 /* mount + cgroup path ("/" means the mount itself) */
+/*
+ * A process may move itself between two cgroups if it can write both
+ * their cgroup.procs and that of their common ancestor. Started from a
+ * cgroup delegated to a user (a desktop terminal under user@UID.service),
+ * a run's cgroup below it would let an agent of that user write itself
+ * back out, unenforced. So the run's cgroup goes below the nearest
+ * ancestor whose cgroup.procs only root can write.
+ */
+static void run_parent_root_owned(char *parent, const char *mnt)
+{
+	size_t ml = strlen(mnt);
+	char procs[PATH_MAX + 16];
+	struct stat st;
+	char *slash;
+
+	for (;;) {
+		snprintf(procs, sizeof(procs), "%s/cgroup.procs", parent);
+		if (stat(procs, &st) == 0 && st.st_uid == 0 &&
+		    !(st.st_mode & (S_IWGRP | S_IWOTH)))
+			return;
+		if (strlen(parent) <= ml)
+			return; /* the hierarchy's root: nothing above */
+		slash = strrchr(parent + ml, '/');
+		if (!slash)
+			return;
+		log_info("cgroup %s can be written by a user: the run's cgroup goes higher",
+			 parent + ml);
+		if (slash == parent + ml)
+			parent[ml] = '\0'; /* the root itself */
+		else
+			*slash = '\0';
+	}
+}
+
 static int run_join(char *out, size_t len, const char *mnt, const char *path)
 {
 	int n = snprintf(out, len, "%s%s", mnt, strcmp(path, "/") ? path : "");
@@ -1276,6 +1310,7 @@ int run_main(int argc, char **argv)
 		fprintf(stderr, "egressd: cgroup path too long: %s%s\n", s.mount, self);
 		goto out;
 	}
+	run_parent_root_owned(s.parent, s.mount);
 	cgroup_cleanup_stale(s.parent);
 	run_cleanup_icdirs();
 	if (strcmp(s.parent, s.mount))

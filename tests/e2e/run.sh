@@ -80,6 +80,7 @@ CASES=(
 	not_intercepted_passthrough
 	kernel_relay
 	cleanup_after_kill
+	run_from_delegated_cgroup
 	daemon_enforces_bindings
 	daemon_two_tenants_reload
 	daemon_reload_removes_attach_point
@@ -1258,6 +1259,43 @@ case_cleanup_after_kill() {
 	cg_run "test -d \"\$CG$ocg/egressd.run.$wpid\"" &&
 		fail "egressd cleanup left $ocg/egressd.run.$wpid: $(oneline "$out")"
 	grep -q "^removed [1-9][0-9]* leftover" <<<"$out" || fail "cleanup output: $(oneline "$out")"
+	return 0
+}
+
+# Started from a cgroup delegated to the agent's user (a desktop terminal
+# under user@UID.service), the run's cgroup must not be below it: the
+# agent could write itself back into it, out of enforcement. A fresh
+# network namespace with only loopback (unshare --net keeps /sys, so the
+# agent sees the cgroup tree); the agent makes no connection at all.
+case_run_from_delegated_cgroup() {
+	need_egressd
+	local dcg=/egressd-e2e-deleg-$$ gof=$E2E_DIR/run/deleg.go outf=$E2E_DIR/run/deleg.out
+	local mnt wpid i
+	mnt=$(awk '$3 == "cgroup2" { print $2; exit }' /proc/mounts)
+	[ -n "$mnt" ] || skip "no cgroup2 mount visible to the agent"
+	trap "cg_kill_remove $dcg" EXIT
+	cg_run "mkdir -p \"\$CG$dcg\" && chown nobody \"\$CG$dcg\" \"\$CG$dcg/cgroup.procs\" \
+		\"\$CG$dcg/cgroup.threads\" \"\$CG$dcg/cgroup.subtree_control\"" ||
+		fail "cannot make a delegated cgroup $dcg"
+	rm -f "$gof"
+	: >"$outf"
+	chmod 666 "$outf"
+	(exec sh -c 'while [ ! -e "$1" ]; do sleep 0.05; done
+		exec unshare --net "$2" run --user nobody --allow allowed.test -- sh -c "
+			echo \$\$ >$3$4/cgroup.procs 2>/dev/null && echo moved || echo refused
+			grep ^0:: /proc/self/cgroup" >"$5"' \
+		sh "$gof" "$EGRESSD" "$mnt" "$dcg" "$outf" </dev/null 2>>"$CASE_STDERR") &
+	wpid=$!
+	bed_track $wpid
+	cg_run "echo $wpid >\"\$CG$dcg/cgroup.procs\"" || fail "cannot move $wpid into $dcg"
+	touch "$gof"
+	wait $wpid
+	note "agent: $(oneline "$(cat "$outf")")"
+	grep -qx refused "$outf" || fail "the agent moved itself out of its run's cgroup: $(oneline "$(cat "$outf")")"
+	grep -q "^0::.*/egressd\.run\.[0-9]*\$" "$outf" ||
+		fail "the agent is not in its run's cgroup: $(oneline "$(cat "$outf")")"
+	grep -q "^0::$dcg/egressd\.run\." "$outf" &&
+		fail "the run's cgroup is below the delegated one: $(oneline "$(cat "$outf")")"
 	return 0
 }
 
