@@ -100,6 +100,27 @@ static long body_feed(struct httpstream *s, const uint8_t *buf, size_t len)
 	return (long)n;
 }
 
+/*
+ * An upgrade to h2c (HTTP/2 over cleartext) would carry streams for any
+ * :authority on the connection; WebSocket stays with this host. The head
+ * is valid HTTP here (http-parser took it), so its Upgrade header is a
+ * line of its own.
+ */
+static bool upgrades_to_h2c(const uint8_t *head, size_t len)
+{
+	static const char name[] = "\r\nupgrade:";
+	size_t i, j;
+
+	for (i = 0; i + sizeof(name) - 1 <= len; i++) {
+		if (strncasecmp((const char *)head + i, name, sizeof(name) - 1))
+			continue;
+		for (j = i + sizeof(name) - 1; j + 3 <= len && head[j] != '\r'; j++)
+			if (!strncasecmp((const char *)head + j, "h2c", 3))
+				return true;
+	}
+	return false;
+}
+
 /* A complete head (s->head, head_len bytes): check its host, start the
  * body's framing. Returns the bytes of the head it used, or a result. */
 static int head_done(struct httpstream *s, size_t head_len)
@@ -112,8 +133,11 @@ static int head_done(struct httpstream *s, size_t head_len)
 	n = body_feed(s, s->head, head_len);
 	if (n < 0 || (size_t)n != head_len)
 		return HTTPSTREAM_MALFORMED; /* http-parser saw it otherwise */
-	if (s->p.upgrade) /* Upgrade or CONNECT: ends with its head */
+	if (s->p.upgrade) { /* Upgrade or CONNECT: ends with its head */
+		if (s->p.method != HTTP_CONNECT && upgrades_to_h2c(s->head, head_len))
+			return HTTPSTREAM_MALFORMED;
 		return HTTPSTREAM_TUNNEL;
+	}
 	s->in_body = !s->complete;
 	return HTTPSTREAM_OK;
 }

@@ -18,8 +18,9 @@
 
 enum httpstream_result {
 	HTTPSTREAM_OK = 0,         /* every head so far named the host */
-	HTTPSTREAM_TUNNEL = 1,     /* an Upgrade or CONNECT request: what
-	                            * follows is not HTTP; stop feeding */
+	HTTPSTREAM_TUNNEL = 1,     /* an Upgrade (not to h2c, whose streams
+	                            * could name any host) or CONNECT request:
+	                            * what follows is not HTTP; stop feeding */
 	HTTPSTREAM_OTHER_HOST = -1, /* a head named another host, or none */
 	HTTPSTREAM_MALFORMED = -2, /* a head or a body that cannot be framed */
 };

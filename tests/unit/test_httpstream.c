@@ -96,6 +96,11 @@ static void test_upgrade(void **state)
 			      "GET /ws HTTP/1.1\r\nHost: allowed.test\r\nConnection: Upgrade\r\n"
 			      "Upgrade: websocket\r\n\r\n\x81\x05hello"),
 			 HTTPSTREAM_TUNNEL);
+	/* h2c: its streams could each name another host */
+	assert_int_equal(feed("allowed.test",
+			      "GET / HTTP/1.1\r\nHost: allowed.test\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+			      "Upgrade: H2C\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n"),
+			 HTTPSTREAM_MALFORMED);
 }
 
 int main(void)
