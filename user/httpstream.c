@@ -121,20 +121,19 @@ static bool upgrades_to_h2c(const uint8_t *head, size_t len)
 	return false;
 }
 
-/* A complete head (s->head, head_len bytes): check its host, start the
- * body's framing. Returns the bytes of the head it used, or a result. */
-static int head_done(struct httpstream *s, size_t head_len)
+/* A complete head (head_len bytes at head): start the body's framing. */
+static int head_done(struct httpstream *s, const uint8_t *head, size_t head_len)
 {
 	long n;
 
 	http_parser_init(&s->p, HTTP_REQUEST);
 	s->p.data = s;
 	s->complete = false;
-	n = body_feed(s, s->head, head_len);
+	n = body_feed(s, head, head_len);
 	if (n < 0 || (size_t)n != head_len)
 		return HTTPSTREAM_MALFORMED; /* http-parser saw it otherwise */
 	if (s->p.upgrade) { /* Upgrade or CONNECT: ends with its head */
-		if (s->p.method != HTTP_CONNECT && upgrades_to_h2c(s->head, head_len))
+		if (s->p.method != HTTP_CONNECT && upgrades_to_h2c(head, head_len))
 			return HTTPSTREAM_MALFORMED;
 		return HTTPSTREAM_TUNNEL;
 	}
@@ -146,7 +145,8 @@ int httpstream_feed(struct httpstream *s, const uint8_t *buf, size_t len)
 {
 	while (len && s->result == HTTPSTREAM_OK) {
 		struct http_head_info hh;
-		size_t room, take;
+		const uint8_t *src = buf;
+		size_t avail = len, before = s->head_len, take;
 		int r;
 
 		if (s->in_body) {
@@ -164,21 +164,32 @@ int httpstream_feed(struct httpstream *s, const uint8_t *buf, size_t len)
 				break; /* nothing taken and not complete: cannot happen */
 			continue;
 		}
-		/* a head: gather it, then find where it ends */
-		room = HTTP_HEAD_MAX_BYTES - s->head_len;
-		take = len < room ? len : room;
-		if (!head_room(s, take)) {
-			s->result = HTTPSTREAM_MALFORMED; /* out of memory: refused */
-			break;
+		/* A head: parsed where it lies, unless part of it came before
+		 * (then gathered behind that part). */
+		take = len < HTTP_HEAD_MAX_BYTES - before ? len : HTTP_HEAD_MAX_BYTES - before;
+		if (before) {
+			if (!head_room(s, take)) {
+				s->result = HTTPSTREAM_MALFORMED; /* out of memory: refused */
+				break;
+			}
+			memcpy(s->head + before, buf, take);
+			src = s->head;
+			avail = before + take;
 		}
-		memcpy(s->head + s->head_len, buf, take);
-		r = http_head_parse(s->head, s->head_len + take, &hh);
+		r = http_head_parse(src, avail, &hh);
 		if (r == HTTP_HEAD_NEED_MORE) {
-			if (s->head_len + take == HTTP_HEAD_MAX_BYTES) {
+			if (before + take == HTTP_HEAD_MAX_BYTES) {
 				s->result = HTTPSTREAM_MALFORMED; /* too large */
 				break;
 			}
-			s->head_len += take;
+			if (!before) {
+				if (!head_room(s, take)) {
+					s->result = HTTPSTREAM_MALFORMED;
+					break;
+				}
+				memcpy(s->head, buf, take);
+			}
+			s->head_len = before + take;
 			buf += take;
 			len -= take;
 			continue;
@@ -192,11 +203,10 @@ int httpstream_feed(struct httpstream *s, const uint8_t *buf, size_t len)
 			s->result = HTTPSTREAM_OTHER_HOST;
 			break;
 		}
-		/* the head ends inside what was just added */
-		take = hh.head_len - s->head_len;
-		buf += take;
-		len -= take;
-		r = head_done(s, hh.head_len);
+		r = head_done(s, src, hh.head_len);
+		/* the head ends inside what this call added */
+		buf += hh.head_len - before;
+		len -= hh.head_len - before;
 		free(s->head);
 		s->head = NULL;
 		s->head_len = s->head_cap = 0;
