@@ -516,18 +516,24 @@ static void jb_close(struct jbuf *b, char c)
 	b->first = false;
 }
 
+/* The comma before every member but an object's or array's first. */
+static void jb_sep(struct jbuf *b)
+{
+	if (!b->first)
+		jb_put(b, ",", 1);
+	b->first = false;
+}
+
 /* ,"key": (keys are this file's own ASCII names: nothing to escape) */
 static void jb_key(struct jbuf *b, const char *key)
 {
 	size_t n = strlen(key);
 	char *d;
 
-	if (!jb_room(b, n + 4))
+	jb_sep(b);
+	if (!jb_room(b, n + 3))
 		return;
 	d = b->s + b->len;
-	if (!b->first)
-		*d++ = ',';
-	b->first = false;
 	*d++ = '"';
 	memcpy(d, key, n);
 	d += n;
@@ -581,9 +587,7 @@ static void json_http(struct jbuf *b, const struct audit_http *h)
 		snprintf(name, sizeof(name), "%.*s", (int)(n < sizeof(name) ? n : sizeof(name) - 1),
 			 s);
 		if (n) {
-			if (!b->first)
-				jb_put(b, ",", 1);
-			b->first = false;
+			jb_sep(b);
 			jb_str(b, name);
 		}
 		s += n;
@@ -917,13 +921,8 @@ void audit_write(struct audit *a, const struct audit_record *r)
 	if (a->sink) {
 		if (a->format == AUDIT_JSON) {
 			format_json(r, &end, &jb);
-			jb_put(&jb, "\n", 1);
-			if (!jb.oom) {
-				out = jb.s;
-				out_len = jb.len;
-				jb.s[jb.len - 1] = '\0'; /* the tap's line has no newline */
+			if (!jb.oom)
 				js = jb.s;
-			}
 		} else {
 			format_text(r, &end, &b);
 			if (line[0]) {
@@ -936,9 +935,14 @@ void audit_write(struct audit *a, const struct audit_record *r)
 		}
 	}
 	if (a->tap)
-		a->tap(a->tap_ctx, r, js);
-	if (js)
-		jb.s[jb.len - 1] = '\n';
+		a->tap(a->tap_ctx, r, js); /* the line without its newline */
+	if (js) {
+		jb_put(&jb, "\n", 1);
+		if (!jb.oom) {
+			out = jb.s;
+			out_len = jb.len;
+		}
+	}
 	denial = is_denial(r) && !r->quiet;
 	if (out && batch_add(a, out, out_len))
 		out = NULL;
