@@ -631,6 +631,18 @@ static void assert_closed_without_data(int fd)
 /* ---- cases ------------------------------------------------------------ */
 
 /* IP rule: bytes both ways, half-close both ways, counts, audit record. */
+/* Send msg on fd and get it back from the echo upstream, byte for byte. */
+static void expect_echo(int fd, const void *msg, size_t len)
+{
+	char *buf = malloc(len ? len : 1);
+
+	assert_non_null(buf);
+	assert_int_equal(send_all(fd, msg, len), 0);
+	assert_int_equal(recv_exact(fd, buf, len), 0);
+	assert_memory_equal(buf, msg, len);
+	free(buf);
+}
+
 static void test_allow_ip_rule(void **state)
 {
 	struct fx *f = *state;
@@ -643,9 +655,7 @@ static void test_allow_ip_rule(void **state)
 	fx_rule(f, false, "127.0.0.0/8");
 	fx_start(f);
 	fd = fx_client(f, true, "127.0.0.1", f->up.port);
-	assert_int_equal(send_all(fd, msg, sizeof(msg) - 1), 0);
-	assert_int_equal(recv_exact(fd, buf, sizeof(msg) - 1), 0);
-	assert_memory_equal(buf, msg, sizeof(msg) - 1);
+	expect_echo(fd, msg, sizeof(msg) - 1);
 	/* our FIN reaches upstream ("|eof"), and its FIN reaches us */
 	assert_int_equal(shutdown(fd, SHUT_WR), 0);
 	n = recv_until_eof(fd, buf, sizeof(buf));
@@ -799,7 +809,7 @@ static void test_http_denied_host(void **state)
 static void test_http_host_is_address(void **state)
 {
 	struct fx *f = *state;
-	char req[128], buf[256];
+	char req[128];
 	json_t *j;
 	int fd, len;
 
@@ -808,9 +818,7 @@ static void test_http_host_is_address(void **state)
 	len = snprintf(req, sizeof(req), "GET / HTTP/1.1\r\nHost: 127.0.0.1:%u\r\n\r\n",
 		       f->up.port);
 	fd = fx_client(f, true, "127.0.0.1", f->up.port);
-	assert_int_equal(send_all(fd, req, (size_t)len), 0);
-	assert_int_equal(recv_exact(fd, buf, (size_t)len), 0);
-	assert_memory_equal(buf, req, (size_t)len); /* the echo upstream */
+	expect_echo(fd, req, (size_t)len);
 	close(fd);
 	j = fx_audit_next(f);
 	assert_audit(j, "allow", "rule_allow");
@@ -879,9 +887,7 @@ static void test_name_resolved_and_relayed(void **state)
 	/* TLS: the peeked ClientHello is flushed upstream intact */
 	len = build_client_hello(hello, "allowed.test", NULL);
 	fd = fx_client(f, true, "192.0.2.1", f->up.port);
-	assert_int_equal(send_all(fd, hello, len), 0);
-	assert_int_equal(recv_exact(fd, buf, len), 0);
-	assert_memory_equal(buf, hello, len);
+	expect_echo(fd, hello, len);
 	close(fd);
 	j = fx_audit_next(f);
 	assert_audit(j, "allow", "rule_allow");
@@ -910,11 +916,8 @@ static void test_http_later_request_other_host(void **state)
 	len = (size_t)snprintf(req, sizeof(req), "GET /a HTTP/1.1\r\nHost: allowed.test:%u\r\n\r\n",
 			       f->up.port);
 	fd = fx_client(f, true, "192.0.2.1", f->up.port);
-	assert_int_equal(send_all(fd, req, len), 0);
-	assert_int_equal(recv_exact(fd, buf, len), 0);
-	assert_int_equal(send_all(fd, req, len), 0);
-	assert_int_equal(recv_exact(fd, buf, len), 0);
-	assert_memory_equal(buf, req, len);
+	expect_echo(fd, req, len);
+	expect_echo(fd, req, len);
 	close(fd);
 	j = fx_audit_next(f);
 	assert_audit(j, "allow", "rule_allow");
@@ -922,8 +925,7 @@ static void test_http_later_request_other_host(void **state)
 
 	/* then another host, in the relay: reset, never echoed */
 	fd = fx_client(f, true, "192.0.2.1", f->up.port);
-	assert_int_equal(send_all(fd, req, len), 0);
-	assert_int_equal(recv_exact(fd, buf, len), 0);
+	expect_echo(fd, req, len);
 	n = snprintf(req, sizeof(req), "GET /b HTTP/1.1\r\nHost: evil.test\r\n\r\n");
 	assert_int_equal(send_all(fd, req, (size_t)n), 0);
 	n = recv(fd, buf, sizeof(buf), 0);
