@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "daemon.h"
+#include "landlock.h"
 #include "log.h"
 #include "policy_cli.h"
 #include "run.h"
@@ -25,6 +26,9 @@ static void usage(FILE *out)
 "                                  (egressd daemon --help)\n"
 "  policy show-default             print the built-in default policy (JSON)\n"
 "  policy check FILE...            validate policy files\n"
+"  scope [--] CMD [ARG...]         run CMD unable to ptrace, signal or reach the\n"
+"                                  abstract sockets of processes outside it\n"
+"                                  (agents the daemon enforces; egressd scope --help)\n"
 "  cleanup                         remove what killed runs left (cgroups, CA dirs)\n"
 "  version                         print the version\n"
 "  help                            this text\n");
@@ -46,6 +50,8 @@ int main(int argc, char **argv)
 		return policy_cli_main("egressd", argc - 2, argv + 2);
 	if (!strcmp(cmd, "daemon"))
 		return daemon_main(argc - 1, argv + 1);
+	if (!strcmp(cmd, "scope"))
+		return scope_main(argc - 1, argv + 1);
 	if (!strcmp(cmd, "cleanup"))
 		return run_cleanup_main(argc - 1, argv + 1);
 	if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {

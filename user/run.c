@@ -54,6 +54,7 @@
 #include "geo.h"
 #include "intercept.h"
 #include "kevent.h"
+#include "landlock.h"
 #include "log.h"
 #include "policy.h"
 #include "proxy.h"
@@ -99,6 +100,7 @@ struct run_child_env {
 	size_t n_unset;
 	struct rlimit nofile; /* the invoker's, not egressd's raised one */
 	bool has_nofile;
+	int landlock_fd; /* landlock.h's scoping, -1: Landlock unavailable */
 };
 
 struct run_state {
@@ -137,6 +139,8 @@ void run_usage(FILE *out)
 "policy allows: every TCP connection is redirected to egressd's proxy,\n"
 "which allows it by TLS SNI / HTTP Host / address; other UDP than DNS,\n"
 "raw sockets and loopback services are refused. Every decision is logged.\n"
+"CMD cannot ptrace or signal processes outside the run, nor reach their\n"
+"abstract Unix sockets (Landlock; docs/local.md).\n"
 "\n"
 "Policy (default: the built-in policy for coding agents, see\n"
 "`egressd policy show-default`; any of these replaces it):\n"
@@ -1111,6 +1115,15 @@ static void run_child(const struct run_opts *o, const struct run_user *u,
 			goto fail;
 	if (env->has_nofile && setrlimit(RLIMIT_NOFILE, &env->nofile))
 		goto fail;
+	/* Last: needs no_new_privs, and holds for everything CMD starts. */
+	if (env->landlock_fd >= 0) {
+		int e = landlock_scope_apply(env->landlock_fd);
+
+		if (e) {
+			errno = -e;
+			goto fail;
+		}
+	}
 	execvp(o->cmd[0], o->cmd);
 fail:
 	{
@@ -1264,9 +1277,40 @@ static int run_wait(struct run_state *s, pid_t child, const sigset_t *set)
 	return 1;
 }
 
+/*
+ * CMD's processes are the only ones redirected; another process of the
+ * same user (a shell, a tmux server, systemd --user) is not. Landlock
+ * (landlock.h) keeps CMD from driving those through ptrace or
+ * /proc/PID/mem, from signalling them and from their abstract Unix
+ * sockets. Where the kernel has no Landlock it still runs, and says so.
+ */
+static int run_landlock(struct run_child_env *env)
+{
+	int abi, fd = landlock_scope_ruleset(&abi);
+
+	if (fd == -ENOSYS || fd == -EOPNOTSUPP) {
+		log_warn("Landlock is not available on this kernel (CONFIG_SECURITY_LANDLOCK "
+			 "and lsm=...,landlock): the command can ptrace, signal and reach the "
+			 "abstract Unix sockets of its user's processes outside the cgroup, "
+			 "which egressd does not redirect (docs/local.md)");
+		return 0;
+	}
+	if (fd < 0) {
+		fprintf(stderr, "egressd: cannot create a Landlock ruleset: %s\n", strerror(-fd));
+		return -1;
+	}
+	if (abi < LANDLOCK_ABI_SCOPES)
+		log_warn("Landlock ABI %d (Linux < 6.12): the command cannot ptrace processes "
+			 "outside its cgroup, but can signal them and reach their abstract "
+			 "Unix sockets (docs/local.md)", abi);
+	env->landlock_fd = fd;
+	return 0;
+}
+
 int run_main(int argc, char **argv)
 {
-	struct run_state s = { .cfg = CONFIG_DEFAULTS, .cgroup_fd = -1 };
+	struct run_state s = { .cfg = CONFIG_DEFAULTS, .cgroup_fd = -1,
+			       .child_env.landlock_fd = -1 };
 	struct run_opts o = { 0 };
 	struct proxy_params pp = { 0 };
 	struct dnsproxy_params dp = { 0 };
@@ -1395,7 +1439,13 @@ int run_main(int argc, char **argv)
 	sigprocmask(SIG_BLOCK, &set, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
+	if (run_landlock(&s.child_env))
+		goto out;
 	child = run_spawn(&o, &u, &s.child_env, s.cgroup_fd, &child_errno);
+	if (s.child_env.landlock_fd >= 0) {
+		close(s.child_env.landlock_fd);
+		s.child_env.landlock_fd = -1;
+	}
 	if (child < 0) {
 		fprintf(stderr, "egressd: cannot start %s: %s\n", o.cmd[0], strerror(-child));
 		goto out;

@@ -81,6 +81,8 @@ CASES=(
 	kernel_relay
 	cleanup_after_kill
 	run_from_delegated_cgroup
+	run_local_scope
+	scope_separates_agents
 	daemon_enforces_bindings
 	daemon_two_tenants_reload
 	daemon_reload_removes_attach_point
@@ -1134,6 +1136,9 @@ case_systemd_units() {
 	# the agent's pin check runs as root ("+"): /sys/fs/bpf is 0700
 	grep -q '^ExecStartPre=+/bin/sh -c .test -d /sys/fs/bpf/egressd/links' "$d/agent@.service" ||
 		fail "agent@.service: the pin check does not run with full privileges"
+	# the agent runs scoped (egressd scope; case scope_separates_agents)
+	grep -q "^ExecStart=$E2E_REPO/egressd scope -- " "$d/agent@.service" ||
+		fail "agent@.service: the agent does not run under egressd scope"
 	out=$(cd "$d" && systemd-analyze security --offline=yes --no-pager ./egressd.service 2>&1)
 	score=$(sed -n 's/.*Overall exposure level for egressd.service: \([0-9.]*\).*/\1/p' <<<"$out")
 	[ -n "$score" ] || fail "no exposure level: $(oneline "$(tail -3 <<<"$out")")"
@@ -1296,6 +1301,92 @@ case_run_from_delegated_cgroup() {
 		fail "the agent is not in its run's cgroup: $(oneline "$(cat "$outf")")"
 	grep -q "^0::$dcg/egressd\.run\." "$outf" &&
 		fail "the run's cgroup is below the delegated one: $(oneline "$(cat "$outf")")"
+	return 0
+}
+
+# Landlock scoping (docs/local.md). scope_check OUT: OUT (scope_probe.py
+# probe) says the other process was refused everything and the prober's
+# own processes were not.
+scope_check() {
+	local what
+	for what in outside-environ outside-mem outside-signal outside-abstract; do
+		grep -qx "$what refused 1\|$what refused 13" <<<"$1" ||
+			fail "$what not refused: $(oneline "$1")"
+	done
+	for what in own-environ own-mem own-signal own-abstract; do
+		grep -qx "$what ok" <<<"$1" || fail "$what failed: $(oneline "$1")"
+	done
+}
+
+# scope_target DIR NAME [RUNNER...]: as nobody (through RUNNER, e.g.
+# egressd scope), a process with a secret in its environment whose pid
+# goes to DIR/target.pid, listening on abstract socket NAME (ready:
+# DIR/abs.ready); sets SCOPE_PIDS. Fails the case unless both are up and
+# an unscoped process of the same user can read the environment (so what
+# a probe is refused is Landlock's doing, not the bed's).
+scope_target() {
+	local d=$1 name=$2 out
+	shift 2
+	mkdir -p "$d" && chmod 777 "$d"
+	outside "$@" sh -c 'echo $$ >"$1"; exec env EGR_SECRET=target-secret sleep 30' \
+		sh "$d/target.pid" 2>>"$CASE_STDERR" &
+	SCOPE_PIDS=$!
+	outside "$@" "$E2E_PY" "$E2E_DIR/bin/scope_probe.py" serve "$name" "$d/abs.ready" \
+		2>>"$CASE_STDERR" &
+	SCOPE_PIDS="$SCOPE_PIDS $!"
+	bed_track "${SCOPE_PIDS% *}"
+	bed_track "${SCOPE_PIDS#* }"
+	disown ${SCOPE_PIDS} # stopped at the end: no job notice
+	bed_wait_file "$d/target.pid" 5 && bed_wait_file "$d/abs.ready" 5 ||
+		fail "the target processes did not start"
+	out=$(outside sh -c 'tr "\0" "\n" <"/proc/$1/environ"' sh "$(cat "$d/target.pid")")
+	grep -qx EGR_SECRET=target-secret <<<"$out" ||
+		fail "an unscoped process cannot read the target's environment: $(oneline "$out")"
+}
+
+scope_abi_or_skip() {
+	local abi
+	abi=$("$E2E_PY" -c 'import ctypes; print(ctypes.CDLL(None).syscall(444, None, 0, 1))')
+	[ "${abi:-0}" -ge 6 ] || skip "Landlock ABI ${abi:-none} (< 6): abstract sockets and signals not scoped"
+}
+
+# A process of the agent's user outside the cgroup is not redirected: the
+# agent must not be able to drive it. No ptrace-class access
+# (/proc/PID/environ, /proc/PID/mem), no signal, no connection to its
+# abstract Unix socket; the same things on the agent's own processes work.
+case_run_local_scope() {
+	local d=$E2E_DIR/run/scope-$$ out opid p
+	scope_abi_or_skip
+	scope_target "$d" egressd-e2e-abs-$$
+	opid=$(cat "$d/target.pid")
+	out=$(egr --allow allowed.test -- "$E2E_PY" "$E2E_DIR/bin/scope_probe.py" probe \
+		"$opid" egressd-e2e-abs-$$)
+	note "agent: $(oneline "$out")"
+	scope_check "$out"
+	kill -0 "$opid" 2>/dev/null || fail "the outside process died"
+	for p in $SCOPE_PIDS; do bed_stop_pid "$p"; done
+	return 0
+}
+
+# Agents the daemon enforces run under `egressd scope` (agent@.service).
+# Two of them as the same user, each its own tenant: one cannot read the
+# other's environment or memory, signal it, or reach its abstract socket;
+# its own processes it can.
+case_scope_separates_agents() {
+	local d=$E2E_DIR/run/scope2-$$ out bpid p
+	need_egressd
+	scope_abi_or_skip
+	scope_target "$d" egressd-e2e-agentb-$$ "$EGRESSD" scope --
+	bpid=$(cat "$d/target.pid")
+	out=$(outside "$EGRESSD" scope -- "$E2E_PY" "$E2E_DIR/bin/scope_probe.py" probe \
+		"$bpid" egressd-e2e-agentb-$$ 2>&1)
+	note "agent a: $(oneline "$out")"
+	scope_check "$out"
+	out=$(outside "$EGRESSD" scope -- sh -c 'exit 7' 2>&1)
+	[ $? -eq 7 ] || fail "egressd scope did not pass the exit status on: $(oneline "$out")"
+	out=$(outside "$EGRESSD" scope -- /nonexistent 2>&1)
+	[ $? -eq 127 ] || fail "egressd scope: a missing command is not 127: $(oneline "$out")"
+	for p in $SCOPE_PIDS; do bed_stop_pid "$p"; done
 	return 0
 }
 
