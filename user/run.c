@@ -1069,6 +1069,62 @@ static int run_drop_root_caps(void)
 	return 0;
 }
 
+/*
+ * Unix sockets of services that start processes, or run commands, for
+ * whoever can connect: what those processes do is outside the cgroup and
+ * unenforced. Landlock does not scope pathname sockets, so CMD is told
+ * (%u: its uid). Checked in the child with CMD's credentials, so access()
+ * answers exactly (groups, ACLs, directory permissions).
+ */
+static const struct {
+	const char *path;
+	const char *what;
+} run_host_sockets[] = {
+	{ "/var/run/docker.sock", "Docker" },
+	{ "/run/docker.sock", "Docker" },
+	{ "/run/user/%u/docker.sock", "rootless Docker" },
+	{ "/run/podman/podman.sock", "Podman" },
+	{ "/run/user/%u/podman/podman.sock", "rootless Podman" },
+	{ "/run/containerd/containerd.sock", "containerd" },
+	{ "/run/user/%u/bus", "the user's D-Bus (systemd-run --user)" },
+	{ "/run/user/%u/systemd/private", "the user's systemd" },
+	{ "/tmp/tmux-%u/default", "a tmux server" },
+};
+
+static void run_warn_host_sockets(void)
+{
+	char path[PATH_MAX], msg[PATH_MAX + 512];
+	const char *seen = NULL;
+	struct stat st;
+	size_t i;
+	int n;
+
+	for (i = 0; i < sizeof(run_host_sockets) / sizeof(run_host_sockets[0]); i++) {
+		const char *t = run_host_sockets[i].path, *pct = strstr(t, "%u");
+
+		if (pct)
+			snprintf(path, sizeof(path), "%.*s%u%s", (int)(pct - t), t,
+				 (unsigned)getuid(), pct + 2);
+		else
+			snprintf(path, sizeof(path), "%s", t);
+		/* /var/run is /run: one warning for one service */
+		if (seen && !strcmp(seen, run_host_sockets[i].what))
+			continue;
+		if (stat(path, &st) || !S_ISSOCK(st.st_mode) || access(path, W_OK))
+			continue;
+		seen = run_host_sockets[i].what;
+		/* write(2), not log_warn: another thread of egressd may have
+		 * held the log's or stderr's lock when this child was cloned */
+		n = snprintf(msg, sizeof(msg), "egressd: warning: the command can connect to %s "
+			     "(%s): what that starts runs outside the cgroup, unenforced; run "
+			     "the agent as a user without access to it (--user; docs/local.md)\n",
+			     path, run_host_sockets[i].what);
+		if (n > 0 && write(STDERR_FILENO, msg, strnlen(msg, sizeof(msg))) < 0) {
+			/* nowhere else to say it */
+		}
+	}
+}
+
 /* In the child, between clone and exec. */
 static void run_child(const struct run_opts *o, const struct run_user *u,
 		      const struct run_child_env *env, int cgroup_fd, bool in_cgroup, int errfd)
@@ -1115,6 +1171,7 @@ static void run_child(const struct run_opts *o, const struct run_user *u,
 			goto fail;
 	if (env->has_nofile && setrlimit(RLIMIT_NOFILE, &env->nofile))
 		goto fail;
+	run_warn_host_sockets();
 	/* Last: needs no_new_privs, and holds for everything CMD starts. */
 	if (env->landlock_fd >= 0) {
 		int e = landlock_scope_apply(env->landlock_fd);

@@ -83,6 +83,7 @@ CASES=(
 	run_from_delegated_cgroup
 	run_local_scope
 	scope_separates_agents
+	run_warns_host_sockets
 	daemon_enforces_bindings
 	daemon_two_tenants_reload
 	daemon_reload_removes_attach_point
@@ -1365,6 +1366,33 @@ case_run_local_scope() {
 	scope_check "$out"
 	kill -0 "$opid" 2>/dev/null || fail "the outside process died"
 	for p in $SCOPE_PIDS; do bed_stop_pid "$p"; done
+	return 0
+}
+
+# Pathname Unix sockets are not scoped: a service that starts processes
+# for whoever connects (tmux here; Docker, Podman, systemd --user) would
+# run them unenforced. egressd run names the ones the command can reach,
+# checked with the command's own credentials.
+case_run_warns_host_sockets() {
+	local dir=/tmp/tmux-$E2E_NOBODY_UID want
+	need_egressd
+	[ ! -e "$dir" ] || fail "$dir exists already (a tmux server of uid $E2E_NOBODY_UID?)"
+	trap 'rm -rf "'"$dir"'"' EXIT
+	want="can connect to $dir/default (a tmux server)"
+	outside sh -c 'mkdir -m 700 "$1" && exec "$2" -c "import socket, sys
+socket.socket(socket.AF_UNIX).bind(sys.argv[1])" "$1/default"' sh "$dir" "$E2E_PY" ||
+		fail "cannot make a tmux-like socket as nobody"
+	: >"$CASE_STDERR"
+	egr --allow allowed.test -- true || fail "the run failed: exit $?"
+	grep -qF "$want" "$CASE_STDERR" ||
+		fail "no warning for the socket: $(oneline "$(cat "$CASE_STDERR")")"
+	note "$(grep -F "$want" "$CASE_STDERR" | head -1)"
+	# not the command's to reach: no warning
+	chown root "$dir"
+	: >"$CASE_STDERR"
+	egr --allow allowed.test -- true || fail "the second run failed: exit $?"
+	grep -q "tmux" "$CASE_STDERR" &&
+		fail "a warning for a socket the command cannot reach: $(oneline "$(cat "$CASE_STDERR")")"
 	return 0
 }
 
