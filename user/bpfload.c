@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-3-Clause
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -454,7 +455,7 @@ int egr_bpf_attach(struct egr_bpf *b, int cgroup_fd)
 
 	if (!b->loaded || b->n_attached)
 		return -EINVAL;
-	b->cgroup_fd = dup(cgroup_fd);
+	b->cgroup_fd = fcntl(cgroup_fd, F_DUPFD_CLOEXEC, 0);
 	if (b->cgroup_fd < 0)
 		return -errno;
 	bpf_object__for_each_program(prog, b->skel->obj) {

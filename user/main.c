@@ -9,6 +9,7 @@
 #include "log.h"
 #include "policy_cli.h"
 #include "run.h"
+#include "runpty.h"
 
 static void usage(FILE *out)
 {
@@ -50,6 +51,8 @@ int main(int argc, char **argv)
 		return policy_cli_main("egressd", argc - 2, argv + 2);
 	if (!strcmp(cmd, "daemon"))
 		return daemon_main(argc - 1, argv + 1);
+	if (!strcmp(cmd, RUNPTY_MONITOR_CMD))
+		return runpty_monitor_main(argc - 1, argv + 1);
 	if (!strcmp(cmd, "scope"))
 		return scope_main(argc - 1, argv + 1);
 	if (!strcmp(cmd, "cleanup"))

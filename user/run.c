@@ -7,15 +7,20 @@
  *   -> bind the proxy (port known, connections queue)
  *   -> load the programs with that port -> fill policy maps
  *   -> create egressd.run.<pid> -> attach the programs to it only
- *   -> clone3(CLONE_INTO_CGROUP): CMD never runs an instruction outside
+ *   -> clone3(CLONE_INTO_CGROUP): CMD never runs an instruction outside;
+ *      the child leaves the shell's session, drops to the agent's user,
+ *      enters a Landlock domain (landlock.h) and execs egressd afresh as
+ *      the command's monitor (runpty.h), which runs CMD
  *   -> start the interception engine (if any host is intercepted), proxy
  *      workers and the kernel-event reader
  *   -> wait for CMD, forwarding signals
  *   -> kill what CMD left in the cgroup -> stop proxy -> detach -> rmdir
  *
- * The child is created before any thread exists, so it is an ordinary
- * fork-like copy of a single-threaded process and may call getpwnam,
- * setgroups and execvp safely.
+ * egressd has threads by the time it clones (the descriptor broker's, the
+ * kernel relay's loader): the child is a copy of a threaded process
+ * without glibc's fork handlers, so it makes only system calls and
+ * async-signal-safe calls. Its environment, groups and the monitor's argv
+ * are made before the clone (run_child_prepare, runpty_monitor_argv).
  */
 #include <dirent.h>
 #include <errno.h>
@@ -59,6 +64,7 @@
 #include "policy.h"
 #include "proxy.h"
 #include "reqrule.h"
+#include "runpty.h"
 #include "run.h"
 
 #define RUN_MAX_RULES 4096
@@ -101,6 +107,12 @@ struct run_child_env {
 	struct rlimit nofile; /* the invoker's, not egressd's raised one */
 	bool has_nofile;
 	int landlock_fd; /* landlock.h's scoping, -1: Landlock unavailable */
+	const struct runpty *pty; /* the command's session and terminal */
+	/* Made before the spawn (run_child_prepare): the child of a
+	 * threaded process must not allocate or look up users. */
+	char **envp;         /* the command's environment */
+	gid_t *groups;       /* its supplementary groups */
+	int n_groups;
 };
 
 struct run_state {
@@ -128,6 +140,7 @@ struct run_state {
 	char icdir[PATH_MAX];    /* this run's directory: bundle (+ fresh CA) */
 	char bundle[PATH_MAX];
 	struct run_child_env child_env;
+	struct runpty pty;
 };
 
 void run_usage(FILE *out)
@@ -140,7 +153,8 @@ void run_usage(FILE *out)
 "which allows it by TLS SNI / HTTP Host / address; other UDP than DNS,\n"
 "raw sockets and loopback services are refused. Every decision is logged.\n"
 "CMD cannot ptrace or signal processes outside the run, nor reach their\n"
-"abstract Unix sockets (Landlock; docs/local.md).\n"
+"abstract Unix sockets (Landlock), and never shares your shell's terminal:\n"
+"it gets one of its own (docs/local.md).\n"
 "\n"
 "Policy (default: the built-in policy for coding agents, see\n"
 "`egressd policy show-default`; any of these replaces it):\n"
@@ -1125,12 +1139,95 @@ static void run_warn_host_sockets(void)
 	}
 }
 
+static bool run_env_named(const char *entry, const char *name)
+{
+	size_t n = strlen(name);
+
+	return !strncmp(entry, name, n) && entry[n] == '=';
+}
+
+static int run_env_add(char **envp, size_t *n, const char *name, const char *value)
+{
+	if (asprintf(&envp[*n], "%s=%s", name, value) < 0)
+		return -ENOMEM;
+	(*n)++;
+	return 0;
+}
+
+/*
+ * The command's environment and groups, made in egressd before the
+ * spawn. Set here, not in egressd's own environment: egressd's upstream
+ * verification must never trust its own CA; credential variables
+ * (--inject env:NAME) are left out.
+ */
+static int run_child_prepare(struct run_child_env *env, const struct run_user *u)
+{
+	static const char *const user_env[] = { "USER", "LOGNAME", "HOME" };
+	size_t n = 0, cap = 8, k;
+	bool drop;
+	int ng;
+
+	for (char **e = environ; *e; e++)
+		cap++;
+	cap += sizeof(run_ca_env) / sizeof(run_ca_env[0]);
+	env->envp = calloc(cap, sizeof(*env->envp));
+	if (!env->envp)
+		return -ENOMEM;
+	for (char **e = environ; *e; e++) {
+		drop = false;
+		for (k = 0; k < env->n_unset; k++)
+			drop |= run_env_named(*e, env->unset[k]);
+		for (k = 0; env->bundle && k < sizeof(run_ca_env) / sizeof(run_ca_env[0]); k++)
+			drop |= run_env_named(*e, run_ca_env[k]);
+		for (k = 0; !u->is_root && u->name[0] && k < 3; k++)
+			drop |= run_env_named(*e, user_env[k]);
+		if (!drop && !(env->envp[n++] = strdup(*e)))
+			return -ENOMEM;
+	}
+	if (!u->is_root && u->name[0] &&
+	    (run_env_add(env->envp, &n, "USER", u->name) ||
+	     run_env_add(env->envp, &n, "LOGNAME", u->name) ||
+	     run_env_add(env->envp, &n, "HOME", u->home)))
+		return -ENOMEM;
+	for (k = 0; env->bundle && k < sizeof(run_ca_env) / sizeof(run_ca_env[0]); k++)
+		if (run_env_add(env->envp, &n, run_ca_env[k], env->bundle))
+			return -ENOMEM;
+	if (u->is_root || !u->name[0])
+		return 0; /* root keeps its groups; a uid without a name gets none */
+	ng = 32;
+	for (;;) {
+		int want = ng;
+		gid_t *g = realloc(env->groups, (size_t)ng * sizeof(*g));
+
+		if (!g)
+			return -ENOMEM;
+		env->groups = g;
+		if (getgrouplist(u->name, u->gid, env->groups, &want) >= 0) {
+			env->n_groups = want;
+			return 0;
+		}
+		if (want <= ng || want > 65536)
+			return -E2BIG;
+		ng = want;
+	}
+}
+
+static void run_child_env_free(struct run_child_env *env)
+{
+	for (size_t k = 0; env->envp && env->envp[k]; k++)
+		free(env->envp[k]);
+	free(env->envp);
+	free(env->groups);
+	env->envp = NULL;
+	env->groups = NULL;
+}
+
 /* In the child, between clone and exec. */
 static void run_child(const struct run_opts *o, const struct run_user *u,
-		      const struct run_child_env *env, int cgroup_fd, bool in_cgroup, int errfd)
+		      const struct run_child_env *env, int cgroup_fd, bool in_cgroup, int errfd,
+		      char *const *mon_argv)
 {
 	sigset_t none;
-	size_t k;
 	int i;
 
 	sigemptyset(&none);
@@ -1144,6 +1241,15 @@ static void run_child(const struct run_opts *o, const struct run_user *u,
 			goto fail;
 	}
 	close(cgroup_fd);
+	/* Not in the shell's session: no TIOCSTI into it (runpty.h). */
+	{
+		int e = runpty_child(env->pty);
+
+		if (e) {
+			errno = -e;
+			goto fail;
+		}
+	}
 
 	/* setuid binaries (sudo, su) must not give the agent root back */
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
@@ -1152,23 +1258,13 @@ static void run_child(const struct run_opts *o, const struct run_user *u,
 		if (run_drop_root_caps())
 			goto fail;
 	} else {
-		if (u->name[0] ? initgroups(u->name, u->gid) : setgroups(0, NULL))
+		/* raw system calls: glibc's wrappers would try to change the
+		 * credentials of egressd's other threads, not in this copy */
+		if (syscall(SYS_setgroups, (size_t)env->n_groups, env->groups) ||
+		    syscall(SYS_setresgid, u->gid, u->gid, u->gid) ||
+		    syscall(SYS_setresuid, u->uid, u->uid, u->uid))
 			goto fail;
-		if (setresgid(u->gid, u->gid, u->gid) || setresuid(u->uid, u->uid, u->uid))
-			goto fail;
-		if (u->name[0]) {
-			setenv("USER", u->name, 1);
-			setenv("LOGNAME", u->name, 1);
-			setenv("HOME", u->home, 1);
-		}
 	}
-	/* Set here, not in egressd's own environment: egressd's upstream
-	 * verification must never trust its own CA. */
-	for (k = 0; k < env->n_unset; k++)
-		unsetenv(env->unset[k]);
-	for (k = 0; env->bundle && k < sizeof(run_ca_env) / sizeof(run_ca_env[0]); k++)
-		if (setenv(run_ca_env[k], env->bundle, 1))
-			goto fail;
 	if (env->has_nofile && setrlimit(RLIMIT_NOFILE, &env->nofile))
 		goto fail;
 	run_warn_host_sockets();
@@ -1181,7 +1277,13 @@ static void run_child(const struct run_opts *o, const struct run_user *u,
 			goto fail;
 		}
 	}
-	execvp(o->cmd[0], o->cmd);
+	/* The monitor (runpty.h) is egressd executed afresh; it runs CMD.
+	 * errfd stays open across this exec, for CMD's. */
+	if (fcntl(errfd, F_SETFD, 0))
+		goto fail;
+	execve("/proc/self/exe", mon_argv, env->envp);
+	fcntl(errfd, F_SETFD, FD_CLOEXEC);
+	(void)o;
 fail:
 	{
 		int e = errno;
@@ -1201,14 +1303,26 @@ static pid_t run_spawn(const struct run_opts *o, const struct run_user *u,
 		.exit_signal = SIGCHLD,
 		.cgroup = (__u64)cgroup_fd,
 	};
+	char **mon_argv = NULL, numbuf[32];
 	int pipefd[2], e = 0;
 	bool in_cgroup = true;
+	size_t ncmd;
 	ssize_t n;
 	pid_t pid;
 
 	*child_errno = 0;
 	if (pipe2(pipefd, O_CLOEXEC))
 		return -errno;
+	/* built here: the child must not allocate (no atfork handlers ran) */
+	for (ncmd = 0; o->cmd[ncmd]; ncmd++)
+		;
+	mon_argv = calloc(ncmd + 6, sizeof(*mon_argv));
+	e = mon_argv ? runpty_monitor_argv(env->pty, pipefd[1], o->cmd, mon_argv, ncmd + 6,
+					   numbuf, sizeof(numbuf)) : -ENOMEM;
+	if (e) {
+		pid = e;
+		goto out;
+	}
 	pid = syscall(SYS_clone3, &args, sizeof(args));
 	if (pid < 0 && (errno == ENOSYS || errno == E2BIG || errno == EINVAL)) {
 		in_cgroup = false;
@@ -1216,35 +1330,39 @@ static pid_t run_spawn(const struct run_opts *o, const struct run_user *u,
 		int procs = openat(cgroup_fd, "cgroup.procs", O_WRONLY | O_CLOEXEC);
 
 		if (procs < 0) {
-			e = -errno;
-			close(pipefd[0]);
-			close(pipefd[1]);
-			return e;
+			pid = -errno;
+			goto out;
 		}
 		pid = fork();
 		if (pid == 0) {
 			close(pipefd[0]);
-			run_child(o, u, env, procs, false, pipefd[1]);
+			run_child(o, u, env, procs, false, pipefd[1], mon_argv);
 		}
+		e = errno;
 		close(procs);
+		errno = e;
 	} else if (pid == 0) {
 		close(pipefd[0]);
-		run_child(o, u, env, cgroup_fd, in_cgroup, pipefd[1]);
+		run_child(o, u, env, cgroup_fd, in_cgroup, pipefd[1], mon_argv);
 	}
 	if (pid < 0) {
-		e = -errno;
-		close(pipefd[0]);
-		close(pipefd[1]);
-		return e;
+		pid = -errno;
+		goto out;
 	}
 	close(pipefd[1]);
-	/* exec succeeded when the CLOEXEC pipe closes without data */
+	pipefd[1] = -1;
+	/* exec succeeded when the CLOEXEC pipe closes without data: the
+	 * monitor's exec keeps it open for CMD's, which closes it */
 	do {
 		n = read(pipefd[0], &e, sizeof(e));
 	} while (n < 0 && errno == EINTR);
-	close(pipefd[0]);
 	if (n == sizeof(e))
 		*child_errno = e;
+out:
+	close(pipefd[0]);
+	if (pipefd[1] >= 0)
+		close(pipefd[1]);
+	free(mon_argv);
 	return pid;
 }
 
@@ -1257,6 +1375,8 @@ static void run_teardown(struct run_state *s)
 			log_warn("processes left in %s could not be killed: %s",
 				 s->cgroup, strerror(-err));
 	}
+	/* after the kill: nothing left writes to the command's terminal */
+	runpty_finish(&s->pty);
 	if (s->events_running) {
 		s->events_stop = 1;
 		pthread_join(s->events_thread, NULL);
@@ -1296,13 +1416,6 @@ static void run_teardown(struct run_state *s)
 	}
 }
 
-static bool run_signal_from_terminal(const siginfo_t *si)
-{
-	/* The terminal sends ^C / ^\ to the whole foreground process group,
-	 * CMD included: forwarding would deliver it twice. */
-	return si->si_code == SI_KERNEL;
-}
-
 static int run_wait(struct run_state *s, pid_t child, const sigset_t *set)
 {
 	siginfo_t si;
@@ -1316,15 +1429,33 @@ static int run_wait(struct run_state *s, pid_t child, const sigset_t *set)
 			return 1;
 		}
 		if (si.si_signo == SIGCHLD) {
-			pid_t r = waitpid(child, &status, WNOHANG);
+			pid_t r = waitpid(child, &status, WNOHANG | WUNTRACED);
 
+			if (r == child && WIFSTOPPED(status)) {
+				/* ^Z on the command's terminal (the monitor
+				 * stops only then): stop with it, giving the
+				 * shell its terminal back; fg sends SIGCONT */
+				if (s->pty.master >= 0) {
+					runpty_suspend(&s->pty);
+					raise(SIGSTOP);
+				}
+				continue;
+			}
 			if (r == child)
 				break;
 			continue;
 		}
-		if ((si.si_signo == SIGINT || si.si_signo == SIGQUIT) &&
-		    run_signal_from_terminal(&si))
+		if (si.si_signo == SIGWINCH && s->pty.master >= 0) {
+			runpty_winch(&s->pty); /* its terminal signals it */
 			continue;
+		}
+		/* fg (or bg): the user's terminal raw again if it is ours */
+		if (si.si_signo == SIGCONT)
+			runpty_resume(&s->pty);
+		/* The command has a session of its own: the terminal's ^C,
+		 * ^\ and ^Z reach egressd alone (or, with a terminal of its
+		 * own, come to the command through it). The child, the
+		 * command's monitor (runpty.h), passes them on. */
 		kill(child, si.si_signo);
 	}
 	if (WIFEXITED(status))
@@ -1346,8 +1477,8 @@ static int run_landlock(struct run_child_env *env)
 	int abi, fd = landlock_scope_ruleset(&abi);
 
 	if (fd == -ENOSYS || fd == -EOPNOTSUPP) {
-		log_warn("Landlock is not available on this kernel (CONFIG_SECURITY_LANDLOCK "
-			 "and lsm=...,landlock): the command can ptrace, signal and reach the "
+		log_warn("Landlock is not available (Linux 5.19+ with Landlock enabled, not "
+			 "refused by seccomp): the command can ptrace, signal and reach the "
 			 "abstract Unix sockets of its user's processes outside the cgroup, "
 			 "which egressd does not redirect (docs/local.md)");
 		return 0;
@@ -1359,7 +1490,7 @@ static int run_landlock(struct run_child_env *env)
 	if (abi < LANDLOCK_ABI_SCOPES)
 		log_warn("Landlock ABI %d (Linux < 6.12): the command cannot ptrace processes "
 			 "outside its cgroup, but can signal them and reach their abstract "
-			 "Unix sockets (docs/local.md)", abi);
+			 "Unix sockets, and cannot mount (docs/local.md)", abi);
 	env->landlock_fd = fd;
 	return 0;
 }
@@ -1367,7 +1498,8 @@ static int run_landlock(struct run_child_env *env)
 int run_main(int argc, char **argv)
 {
 	struct run_state s = { .cfg = CONFIG_DEFAULTS, .cgroup_fd = -1,
-			       .child_env.landlock_fd = -1 };
+			       .child_env.landlock_fd = -1,
+			       .pty = { .master = -1, .slave = -1, .stop = { -1, -1 } } };
 	struct run_opts o = { 0 };
 	struct proxy_params pp = { 0 };
 	struct dnsproxy_params dp = { 0 };
@@ -1498,6 +1630,19 @@ int run_main(int argc, char **argv)
 
 	if (run_landlock(&s.child_env))
 		goto out;
+	e = run_child_prepare(&s.child_env, &u);
+	if (e) {
+		fprintf(stderr, "egressd: cannot prepare the command's environment and groups: %s\n",
+			strerror(-e));
+		goto out;
+	}
+	e = runpty_open(&s.pty);
+	if (e) {
+		fprintf(stderr, "egressd: cannot make a terminal for the command: %s\n",
+			strerror(-e));
+		goto out;
+	}
+	s.child_env.pty = &s.pty;
 	child = run_spawn(&o, &u, &s.child_env, s.cgroup_fd, &child_errno);
 	if (s.child_env.landlock_fd >= 0) {
 		close(s.child_env.landlock_fd);
@@ -1511,6 +1656,13 @@ int run_main(int argc, char **argv)
 		waitpid(child, NULL, 0);
 		fprintf(stderr, "egressd: cannot run %s: %s\n", o.cmd[0], strerror(child_errno));
 		ret = child_errno == ENOENT ? 127 : 126;
+		goto out;
+	}
+	e = runpty_start(&s.pty);
+	if (e) {
+		fprintf(stderr, "egressd: cannot relay the command's terminal: %s\n", strerror(-e));
+		kill(child, SIGKILL);
+		waitpid(child, NULL, 0);
 		goto out;
 	}
 	e = dnsproxy_start(s.dns);
@@ -1540,6 +1692,7 @@ out:
 	audit_close(s.audit);
 	policy_free(s.policy);
 	geo_close(s.geo);
+	run_child_env_free(&s.child_env);
 	return ret;
 }
 

@@ -256,7 +256,8 @@ bed_setup() {
 	chown "$E2E_NOBODY_UID:$E2E_NOBODY_GID" "$E2E_DIR/home"
 	# Agents write their results here.
 	chmod 1777 "$E2E_DIR/run"
-	cp "$E2E_SRC/server.py" "$E2E_SRC/client.py" "$E2E_SRC/scope_probe.py" "$E2E_DIR/bin/"
+	cp "$E2E_SRC/server.py" "$E2E_SRC/client.py" "$E2E_SRC/scope_probe.py" \
+		"$E2E_SRC/tty_session.py" "$E2E_DIR/bin/"
 	chmod 755 "$E2E_DIR"/bin/*
 	bed_build || { bed_log "building the attackers failed"; return 1; }
 	bed_pki || { bed_log "openssl failed"; return 1; }

@@ -84,6 +84,7 @@ CASES=(
 	run_local_scope
 	scope_separates_agents
 	run_warns_host_sockets
+	run_terminal
 	daemon_enforces_bindings
 	daemon_two_tenants_reload
 	daemon_reload_removes_attach_point
@@ -1021,8 +1022,10 @@ case_fd_limits() {
 	local out hard
 	hard=$(ulimit -Hn)
 	# shellcheck disable=SC2016
+	# egressd is the parent of the command's monitor (runpty.h)
 	out=$(ulimit -Sn 512 && egr --allow allowed.test -- sh -c \
-		'echo "$(ulimit -Sn) $(awk "/open files/ {print \$4}" /proc/$PPID/limits)"') ||
+		'e=$(awk "{print \$4}" /proc/$PPID/stat)
+		echo "$(ulimit -Sn) $(awk "/open files/ {print \$4}" /proc/$e/limits)"') ||
 		fail "run failed: $(oneline "$out")"
 	[ "$out" = "512 $hard" ] ||
 		fail "agent's and egressd's soft limits: '$out', want '512 $hard'"
@@ -1321,28 +1324,29 @@ scope_check() {
 
 # scope_target DIR NAME [RUNNER...]: as nobody (through RUNNER, e.g.
 # egressd scope), a process with a secret in its environment whose pid
-# goes to DIR/target.pid, listening on abstract socket NAME (ready:
-# DIR/abs.ready); sets SCOPE_PIDS. Fails the case unless both are up and
-# an unscoped process of the same user can read the environment (so what
-# a probe is refused is Landlock's doing, not the bed's).
+# goes to DIR/target.pid, and one listening on abstract socket NAME (its
+# pid in DIR/abs.ready); SCOPE_PIDS gets both. Fails the case unless both
+# are up and an unscoped process of the same user can read the target's
+# environment and open its memory (so what a probe is refused is
+# Landlock's doing, not the bed's: no Yama, same user).
 scope_target() {
 	local d=$1 name=$2 out
 	shift 2
 	mkdir -p "$d" && chmod 777 "$d"
 	outside "$@" sh -c 'echo $$ >"$1"; exec env EGR_SECRET=target-secret sleep 30' \
 		sh "$d/target.pid" 2>>"$CASE_STDERR" &
-	SCOPE_PIDS=$!
+	disown $! # its processes are stopped by pid at the end: no job notice
 	outside "$@" "$E2E_PY" "$E2E_DIR/bin/scope_probe.py" serve "$name" "$d/abs.ready" \
 		2>>"$CASE_STDERR" &
-	SCOPE_PIDS="$SCOPE_PIDS $!"
-	bed_track "${SCOPE_PIDS% *}"
-	bed_track "${SCOPE_PIDS#* }"
-	disown ${SCOPE_PIDS} # stopped at the end: no job notice
+	disown $!
 	bed_wait_file "$d/target.pid" 5 && bed_wait_file "$d/abs.ready" 5 ||
 		fail "the target processes did not start"
-	out=$(outside sh -c 'tr "\0" "\n" <"/proc/$1/environ"' sh "$(cat "$d/target.pid")")
-	grep -qx EGR_SECRET=target-secret <<<"$out" ||
-		fail "an unscoped process cannot read the target's environment: $(oneline "$out")"
+	SCOPE_PIDS="$(cat "$d/target.pid") $(cat "$d/abs.ready")"
+	for out in $SCOPE_PIDS; do bed_track "$out"; done
+	out=$(outside sh -c 'tr "\0" "\n" <"/proc/$1/environ"
+		exec 3<"/proc/$1/mem" && echo mem-open' sh "$(cat "$d/target.pid")" 2>&1)
+	grep -qx EGR_SECRET=target-secret <<<"$out" && grep -qx mem-open <<<"$out" ||
+		fail "an unscoped process cannot read the target's environment or memory: $(oneline "$out")"
 }
 
 scope_abi_or_skip() {
@@ -1366,6 +1370,13 @@ case_run_local_scope() {
 	scope_check "$out"
 	kill -0 "$opid" 2>/dev/null || fail "the outside process died"
 	for p in $SCOPE_PIDS; do bed_stop_pid "$p"; done
+	# none of egressd's own descriptors (its cgroup directory, BPF
+	# objects, sockets) reaches the agent or its monitor
+	out=$(egr --allow allowed.test -- sh -c 'ls -l /proc/$$/fd/ /proc/$PPID/fd/ 2>&1')
+	grep -E 'cgroup|bpf|socket:|anon_inode' <<<"$out" &&
+		fail "egressd descriptors in the agent: $(oneline "$(grep -E 'cgroup|bpf|socket:|anon_inode' <<<"$out")")"
+	grep -q 'Permission denied\|No such' <<<"$out" &&
+		fail "cannot list the agent's descriptors: $(oneline "$out")"
 	return 0
 }
 
@@ -1393,6 +1404,53 @@ socket.socket(socket.AF_UNIX).bind(sys.argv[1])" "$1/default"' sh "$dir" "$E2E_P
 	egr --allow allowed.test -- true || fail "the second run failed: exit $?"
 	grep -q "tmux" "$CASE_STDERR" &&
 		fail "a warning for a socket the command cannot reach: $(oneline "$(cat "$CASE_STDERR")")"
+	return 0
+}
+
+# egressd run from a user's interactive shell (tty_session.py: sh -i on a
+# terminal of its own). The command pushes a command line into its
+# terminal's input with TIOCSTI (legacy_tiocsti allows it here): on the
+# shell's terminal, the shell would run it after egressd exits, outside
+# the cgroup. The command gets a terminal of its own (the user's size,
+# ^C and ^Z/fg working) or, with no terminal on 0, 1 or 2, none at all.
+case_run_terminal() {
+	local m=$E2E_DIR/run/tiocsti-$$ out tty=$E2E_DIR/bin/tty_session.py run
+	need_egressd
+	# with TIOCSTI refused to everyone the attack cannot be shown
+	[ "$(cat /proc/sys/dev/tty/legacy_tiocsti 2>/dev/null || echo 1)" = 1 ] ||
+		skip "dev.tty.legacy_tiocsti is 0: TIOCSTI is refused anyway"
+	run="ip netns exec $NS_HOST $EGRESSD run --user nobody --allow allowed.test --"
+	rm -f "$m"
+	out=$("$E2E_PY" "$tty" shell "$run $E2E_PY $tty inject 'touch $m'; echo run=\$?" 2>&1 |
+		tr -d '\r') || fail "the session did not finish: $(oneline "$out")"
+	note "interactive: $(oneline "$(grep -v 'netns exec' <<<"$out" |
+		grep -E '(tty|[012]) (ok|refused)|ISATTY|SIZE|run=')")"
+	[ ! -e "$m" ] || fail "an injected command ran in the user's shell, outside the cgroup"
+	grep -q 'run=0$' <<<"$out" || fail "the run failed: $(oneline "$out")"
+	# the injection itself worked: into a terminal of the command's own
+	grep -q 'tty ok$' <<<"$out" ||
+		fail "TIOCSTI into the command's own terminal failed: $(oneline "$out")"
+	grep -q 'ISATTY 1$' <<<"$out" && grep -q 'SIZE 33 101$' <<<"$out" ||
+		fail "the command has no terminal of the user's size: $(oneline "$out")"
+	# no terminal on 0, 1 or 2 (run from the shell, output piped): no
+	# controlling terminal at all, /dev/tty cannot be opened
+	out=$("$E2E_PY" "$tty" shell "$run $E2E_PY $tty inject 'touch $m' </dev/null 2>&1 | cat" \
+		2>&1 | tr -d '\r') || fail "the session did not finish: $(oneline "$out")"
+	note "no terminal: $(oneline "$(grep -E '(tty|[012]) (ok|refused)' <<<"$out")")"
+	[ ! -e "$m" ] || fail "an injected command ran in the user's shell (no terminal)"
+	grep -q 'tty refused 6$' <<<"$out" ||
+		fail "the command still has the shell's terminal: $(oneline "$out")"
+	# ^C reaches the command; ^Z stops egressd with it, fg goes on
+	out=$("$E2E_PY" "$tty" shell --interrupt-after READY \
+		"$run sh -c 'echo READ\"\"Y; sleep 20; echo NOT-INTERRUPTED'; echo run=\$?" 2>&1 |
+		tr -d '\r') || fail "^C: the session did not finish: $(oneline "$out")"
+	grep -q 'run=130$' <<<"$out" && ! grep -qx NOT-INTERRUPTED <<<"$out" ||
+		fail "^C did not interrupt the command: $(oneline "$out")"
+	out=$("$E2E_PY" "$tty" shell --suspend-after READY \
+		"$run sh -c 'echo READ\"\"Y; sleep 2; echo AFTER-FG'" 2>&1 | tr -d '\r') ||
+		fail "^Z: the session did not finish: $(oneline "$out")"
+	grep -q 'Stopped' <<<"$out" && grep -q 'AFTER-FG$' <<<"$out" && grep -q 'fg=0$' <<<"$out" ||
+		fail "^Z/fg: $(oneline "$out")"
 	return 0
 }
 
@@ -3014,8 +3072,9 @@ case_intercept_injects_credential() {
 			-H "x-api-key: agent-fake" "https://allowed.test/echo?q=e2e-query" 2>&1
 		echo "---rest"
 		env
-		echo "parent: $(cat /proc/$PPID/comm)"
-		echo "environ: $(cat /proc/$PPID/environ 2>&1 | tr "\0" " ")"
+		e=$(awk "{print \$4}" /proc/$PPID/stat) # egressd: the monitor parent
+		echo "parent: $(cat /proc/$PPID/comm) $(cat /proc/$e/comm)"
+		echo "environ: $(cat /proc/$e/environ 2>&1 | tr "\0" " ")"
 		grep -rs --exclude-dir=srv "e2e-" /tmp /run/egressd 2>/dev/null | head -3
 		echo "---end"')
 	IC_ENV=()
@@ -3032,7 +3091,8 @@ case_intercept_injects_credential() {
 	ic_requests allowed.test | grep -qF "$key" ||
 		fail "the server log has no request with the key"
 	grep -q '^---end' <<<"$rest" || fail "agent script did not finish: $(oneline "$rest")"
-	grep -q '^parent: egressd' <<<"$rest" || fail "parent is not egressd: $(oneline "$rest")"
+	grep -q '^parent: egressd-monitor egressd$' <<<"$rest" ||
+		fail "parents are not the monitor and egressd: $(oneline "$rest")"
 	grep -q '^environ: .*Permission denied' <<<"$rest" ||
 		fail "/proc/<egressd>/environ readable: $(grep '^environ' <<<"$rest" | cut -c1-100)"
 	grep -q 'E2E_KEY\|E2E_AUTH' <<<"$rest" &&

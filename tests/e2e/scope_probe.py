@@ -9,8 +9,8 @@ its own (tests/e2e/run.sh: run_local_scope, scope_separates_agents).
                                   child and socket; one line each:
                                   "LABEL ok" or "LABEL refused ERRNO"
   scope_probe.py serve NAME READY  an abstract listener NAME answering
-                                  "listener"; writes READY once listening;
-                                  gives up after 25 s
+                                  "listener"; writes its pid to READY once
+                                  listening; gives up after 25 s
 """
 import os
 import socket
@@ -50,7 +50,7 @@ def serve(name, ready):
     s.listen(8)
     s.settimeout(25)
     with open(ready, "w") as f:
-        f.write("ready")
+        f.write("%d\n" % os.getpid())
     try:
         while True:
             c, _ = s.accept()
