@@ -1227,8 +1227,8 @@ static void run_child(const struct run_opts *o, const struct run_user *u,
 		      const struct run_child_env *env, int cgroup_fd, bool in_cgroup, int errfd,
 		      char *const *mon_argv)
 {
+	int i, stage = RUNPTY_FAIL_SETUP;
 	sigset_t none;
-	int i;
 
 	sigemptyset(&none);
 	for (i = 1; i < NSIG; i++)
@@ -1243,7 +1243,7 @@ static void run_child(const struct run_opts *o, const struct run_user *u,
 	close(cgroup_fd);
 	/* Not in the shell's session: no TIOCSTI into it (runpty.h). */
 	{
-		int e = runpty_child(env->pty);
+		int e = runpty_child_session();
 
 		if (e) {
 			errno = -e;
@@ -1267,7 +1267,16 @@ static void run_child(const struct run_opts *o, const struct run_user *u,
 	}
 	if (env->has_nofile && setrlimit(RLIMIT_NOFILE, &env->nofile))
 		goto fail;
+	/* still on the user's terminal: seen even if what follows fails */
 	run_warn_host_sockets();
+	{
+		int e = runpty_child_terminal(env->pty);
+
+		if (e) {
+			errno = -e;
+			goto fail;
+		}
+	}
 	/* Last: needs no_new_privs, and holds for everything CMD starts. */
 	if (env->landlock_fd >= 0) {
 		int e = landlock_scope_apply(env->landlock_fd);
@@ -1282,13 +1291,13 @@ static void run_child(const struct run_opts *o, const struct run_user *u,
 	if (fcntl(errfd, F_SETFD, 0))
 		goto fail;
 	execve("/proc/self/exe", mon_argv, env->envp);
-	fcntl(errfd, F_SETFD, FD_CLOEXEC);
+	stage = RUNPTY_FAIL_MONITOR;
 	(void)o;
 fail:
 	{
-		int e = errno;
+		int e[2] = { stage, errno };
 
-		if (write(errfd, &e, sizeof(e)) < 0) {
+		if (write(errfd, e, sizeof(e)) < 0) {
 			/* nothing more we can do */
 		}
 		_exit(127);
@@ -1296,7 +1305,8 @@ fail:
 }
 
 static pid_t run_spawn(const struct run_opts *o, const struct run_user *u,
-		       const struct run_child_env *env, int cgroup_fd, int *child_errno)
+		       const struct run_child_env *env, int cgroup_fd, int *child_errno,
+		       int *child_stage)
 {
 	struct clone_args args = {
 		.flags = CLONE_INTO_CGROUP,
@@ -1304,13 +1314,14 @@ static pid_t run_spawn(const struct run_opts *o, const struct run_user *u,
 		.cgroup = (__u64)cgroup_fd,
 	};
 	char **mon_argv = NULL, numbuf[32];
-	int pipefd[2], e = 0;
+	int pipefd[2], e = 0, report[2];
 	bool in_cgroup = true;
 	size_t ncmd;
 	ssize_t n;
 	pid_t pid;
 
 	*child_errno = 0;
+	*child_stage = 0;
 	if (pipe2(pipefd, O_CLOEXEC))
 		return -errno;
 	/* built here: the child must not allocate (no atfork handlers ran) */
@@ -1354,10 +1365,12 @@ static pid_t run_spawn(const struct run_opts *o, const struct run_user *u,
 	/* exec succeeded when the CLOEXEC pipe closes without data: the
 	 * monitor's exec keeps it open for CMD's, which closes it */
 	do {
-		n = read(pipefd[0], &e, sizeof(e));
+		n = read(pipefd[0], report, sizeof(report));
 	} while (n < 0 && errno == EINTR);
-	if (n == sizeof(e))
-		*child_errno = e;
+	if (n == sizeof(report)) {
+		*child_stage = report[0];
+		*child_errno = report[1] ? report[1] : EIO;
+	}
 out:
 	close(pipefd[0]);
 	if (pipefd[1] >= 0)
@@ -1416,6 +1429,8 @@ static void run_teardown(struct run_state *s)
 	}
 }
 
+static const int run_forwarded[] = { RUNPTY_FORWARDED };
+
 static int run_wait(struct run_state *s, pid_t child, const sigset_t *set)
 {
 	siginfo_t si;
@@ -1457,6 +1472,12 @@ static int run_wait(struct run_state *s, pid_t child, const sigset_t *set)
 		 * own, come to the command through it). The child, the
 		 * command's monitor (runpty.h), passes them on. */
 		kill(child, si.si_signo);
+		/* ^Z from the terminal with no terminal of the command's own
+		 * (its 0/1/2 redirected): the command stopped through the
+		 * monitor, egressd stops too so the shell takes over; fg
+		 * continues both */
+		if (si.si_signo == SIGTSTP && s->pty.master < 0)
+			raise(SIGSTOP);
 	}
 	if (WIFEXITED(status))
 		return WEXITSTATUS(status);
@@ -1506,7 +1527,7 @@ int run_main(int argc, char **argv)
 	struct run_user u;
 	char err[1024], self[PATH_MAX];
 	sigset_t set;
-	int ret = RUN_EXIT_USAGE, e, child_errno;
+	int ret = RUN_EXIT_USAGE, e, child_errno, child_stage;
 	pid_t child = -1;
 
 	if (run_parse(argc, argv, &o, &s.cfg))
@@ -1616,15 +1637,8 @@ int run_main(int argc, char **argv)
 	 * started from here on inherits the mask. */
 	sigemptyset(&set);
 	sigaddset(&set, SIGCHLD);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGHUP);
-	sigaddset(&set, SIGQUIT);
-	sigaddset(&set, SIGUSR1);
-	sigaddset(&set, SIGUSR2);
-	sigaddset(&set, SIGWINCH);
-	sigaddset(&set, SIGCONT);
-	sigaddset(&set, SIGTSTP);
+	for (size_t k = 0; k < sizeof(run_forwarded) / sizeof(run_forwarded[0]); k++)
+		sigaddset(&set, run_forwarded[k]);
 	sigprocmask(SIG_BLOCK, &set, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
@@ -1643,7 +1657,7 @@ int run_main(int argc, char **argv)
 		goto out;
 	}
 	s.child_env.pty = &s.pty;
-	child = run_spawn(&o, &u, &s.child_env, s.cgroup_fd, &child_errno);
+	child = run_spawn(&o, &u, &s.child_env, s.cgroup_fd, &child_errno, &child_stage);
 	if (s.child_env.landlock_fd >= 0) {
 		close(s.child_env.landlock_fd);
 		s.child_env.landlock_fd = -1;
@@ -1654,8 +1668,18 @@ int run_main(int argc, char **argv)
 	}
 	if (child_errno) {
 		waitpid(child, NULL, 0);
-		fprintf(stderr, "egressd: cannot run %s: %s\n", o.cmd[0], strerror(child_errno));
-		ret = child_errno == ENOENT ? 127 : 126;
+		if (child_stage == RUNPTY_FAIL_EXEC) {
+			fprintf(stderr, "egressd: cannot run %s: %s\n", o.cmd[0],
+				strerror(child_errno));
+			ret = child_errno == ENOENT ? 127 : 126;
+		} else if (child_stage == RUNPTY_FAIL_MONITOR) {
+			fprintf(stderr, "egressd: cannot start the command's monitor (egressd "
+				"itself, run as the agent's user: its binary must be executable "
+				"by that user): %s\n", strerror(child_errno));
+		} else {
+			fprintf(stderr, "egressd: cannot set up the command (session, user, "
+				"terminal, Landlock): %s\n", strerror(child_errno));
+		}
 		goto out;
 	}
 	e = runpty_start(&s.pty);

@@ -10,6 +10,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -24,11 +25,16 @@ static int user_tty(const struct runpty *p)
 	return -1;
 }
 
-/* Whether egressd is in the foreground of the terminal on stdin, so that
- * it may take it raw (a background job's tcsetattr would stop it). */
-static bool stdin_foreground(const struct runpty *p)
+/*
+ * Whether egressd relays what the user types, and takes the terminal raw:
+ * stdin and stdout both the terminal (not a pipeline such as `| less`,
+ * whose reader owns the keyboard), and egressd in its foreground (a
+ * background job's read or tcsetattr would stop it, SIGTTIN/SIGTTOU).
+ * Asked again at every turn: the user can move egressd between the two.
+ */
+static bool interactive_now(const struct runpty *p)
 {
-	return p->tty_fd[0] && tcgetpgrp(STDIN_FILENO) == getpgrp();
+	return p->tty_fd[0] && p->tty_fd[1] && tcgetpgrp(STDIN_FILENO) == getpgrp();
 }
 
 int runpty_open(struct runpty *p)
@@ -75,12 +81,15 @@ fail:
 	return err;
 }
 
-int runpty_child(const struct runpty *p)
+int runpty_child_session(void)
+{
+	return setsid() < 0 ? -errno : 0;
+}
+
+int runpty_child_terminal(const struct runpty *p)
 {
 	int i;
 
-	if (setsid() < 0)
-		return -errno;
 	if (p->master < 0)
 		return 0;
 	if (ioctl(p->slave, TIOCSCTTY, 0))
@@ -91,11 +100,9 @@ int runpty_child(const struct runpty *p)
 	return 0;
 }
 
-/* The signals the monitor passes on to the command's process group. */
-static const int monitor_signals[] = {
-	SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH, SIGCONT, SIGTSTP,
-	SIGALRM,
-};
+/* The signals the monitor passes on to the command's process group:
+ * RUNPTY_FORWARDED, the ones egressd passes on to the monitor. */
+static const int monitor_signals[] = { RUNPTY_FORWARDED };
 
 int runpty_monitor_argv(const struct runpty *p, int errfd, char *const *cmd,
 			char **argv, size_t n, char *buf, size_t buflen)
@@ -138,7 +145,8 @@ static int parse_fd(const char *s, int min)
 int runpty_monitor_main(int argc, char **argv)
 {
 	sigset_t set, none;
-	int sync[2], tty, errfd, i, status, e;
+	int sync[2], tty, errfd, i, status, e[2];
+	bool stopped = false;
 	siginfo_t si;
 	pid_t cmd;
 	char c;
@@ -172,8 +180,9 @@ int runpty_monitor_main(int argc, char **argv)
 		sigemptyset(&none);
 		sigprocmask(SIG_SETMASK, &none, NULL);
 		execvp(argv[0], argv);
-		e = errno;
-		if (write(errfd, &e, sizeof(e)) < 0) {
+		e[0] = RUNPTY_FAIL_EXEC;
+		e[1] = errno;
+		if (write(errfd, e, sizeof(e)) < 0) {
 			/* egressd then sees exit status 127 alone */
 		}
 		_exit(127);
@@ -194,8 +203,13 @@ int runpty_monitor_main(int argc, char **argv)
 		if (sigwaitinfo(&set, &si) < 0)
 			continue;
 		if (si.si_signo != SIGCHLD) {
-			if (si.si_signo == SIGCONT && tty >= 0)
+			/* the terminal's foreground back to the command's
+			 * group after a stop; any other time it is the
+			 * command's (a shell's job control) to move */
+			if (si.si_signo == SIGCONT && stopped && tty >= 0)
 				tcsetpgrp(tty, cmd);
+			if (si.si_signo == SIGCONT)
+				stopped = false;
 			kill(-cmd, si.si_signo);
 			continue;
 		}
@@ -206,8 +220,10 @@ int runpty_monitor_main(int argc, char **argv)
 			 * and stops too; its SIGCONT comes back here, for the
 			 * command. Without a terminal nobody would continue
 			 * them: the command stays stopped, on its own. */
-			if (tty >= 0)
+			if (tty >= 0) {
+				stopped = true;
 				raise(SIGSTOP);
+			}
 			continue;
 		}
 		if (WIFEXITED(status))
@@ -229,8 +245,9 @@ int runpty_monitor_main(int argc, char **argv)
 		return 128 + WTERMSIG(status);
 	}
 fail:
-	e = errno;
-	if (write(errfd, &e, sizeof(e)) < 0) {
+	e[0] = RUNPTY_FAIL_MONITOR;
+	e[1] = errno;
+	if (write(errfd, e, sizeof(e)) < 0) {
 		/* nothing more to do */
 	}
 	return 126;
@@ -264,13 +281,17 @@ static void *relay_main(void *arg)
 	int drained = 0, ofd = p->tty_fd[1] ? 1 : p->tty_fd[2] ? 2 : 0;
 
 	for (;;) {
+		bool want_in = in_open && !ilen && !stopping && interactive_now(p);
 		struct pollfd fds[3] = {
-			{ .fd = in_open && !ilen && !stopping ? STDIN_FILENO : -1, .events = POLLIN },
+			{ .fd = want_in ? STDIN_FILENO : -1, .events = POLLIN },
 			{ .fd = p->master, .events = POLLIN | (ilen && !stopping ? POLLOUT : 0) },
 			{ .fd = stopping ? -1 : p->stop[0], .events = POLLIN },
 		};
 		ssize_t n;
-		int r = poll(fds, 3, stopping ? 0 : -1);
+		int avail = 0;
+		/* not interactive: look again now and then (fg, a pipeline's
+		 * reader gone) rather than block on stdin */
+		int r = poll(fds, 3, stopping ? 0 : want_in || !in_open ? -1 : 500);
 
 		if (r < 0 && errno == EINTR)
 			continue;
@@ -278,8 +299,12 @@ static void *relay_main(void *arg)
 			break; /* stopping and nothing left to read, or poll failed */
 		if (fds[2].revents)
 			stopping = true;
-		if (fds[0].revents) {
-			n = read(STDIN_FILENO, in, sizeof(in));
+		/* only what is there: another reader of the terminal may
+		 * have taken it since poll, and a blocking read would hang */
+		if (fds[0].revents && (ioctl(STDIN_FILENO, FIONREAD, &avail) || avail > 0 ||
+				       (fds[0].revents & (POLLHUP | POLLERR)))) {
+			n = read(STDIN_FILENO, in,
+				 avail > 0 && (size_t)avail < sizeof(in) ? (size_t)avail : sizeof(in));
 			if (n > 0) {
 				ilen = (size_t)n;
 				ioff = 0;
@@ -329,7 +354,7 @@ int runpty_start(struct runpty *p)
 	 * them into its signals and EOF), output as before: egressd's own
 	 * lines on stderr still end their lines. In the background, later
 	 * (runpty_resume, when continued in the foreground). */
-	if (stdin_foreground(p)) {
+	if (interactive_now(p)) {
 		raw = p->saved;
 		cfmakeraw(&raw);
 		raw.c_oflag = p->saved.c_oflag;
@@ -356,8 +381,12 @@ void runpty_winch(struct runpty *p)
 
 void runpty_suspend(struct runpty *p)
 {
-	if (p->raw && !tcsetattr(STDIN_FILENO, TCSADRAIN, &p->saved))
-		p->raw = false;
+	/* In the background (stopped and continued from outside, then bg)
+	 * it is the foreground job's terminal now: left alone, as a
+	 * tcsetattr would stop egressd (SIGTTOU) or undo that job's modes. */
+	if (p->raw && tcgetpgrp(STDIN_FILENO) == getpgrp())
+		tcsetattr(STDIN_FILENO, TCSADRAIN, &p->saved);
+	p->raw = false;
 }
 
 void runpty_resume(struct runpty *p)
@@ -367,7 +396,7 @@ void runpty_resume(struct runpty *p)
 	if (p->master < 0 || !p->running)
 		return;
 	runpty_winch(p);
-	if (p->raw || !stdin_foreground(p))
+	if (p->raw || !interactive_now(p))
 		return;
 	raw = p->saved;
 	cfmakeraw(&raw);
@@ -379,9 +408,18 @@ void runpty_resume(struct runpty *p)
 void runpty_finish(struct runpty *p)
 {
 	if (p->running) {
+		struct timespec until;
+
 		if (write(p->stop[1], "x", 1) < 0)
 			log_warn("cannot stop the terminal relay: %s", strerror(errno));
-		pthread_join(p->thread, NULL);
+		/* its last drain is bounded; a write to a terminal that no
+		 * longer drains (^S) is not: cut it off */
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_sec += 2;
+		if (pthread_timedjoin_np(p->thread, NULL, &until)) {
+			pthread_cancel(p->thread);
+			pthread_join(p->thread, NULL);
+		}
 		p->running = false;
 	}
 	runpty_suspend(p);

@@ -5,16 +5,18 @@
  * shell with TIOCSTI (the kernel allows it on a process's controlling
  * terminal unless dev.tty.legacy_tiocsti=0; always before Linux 6.2): the
  * shell would run it after egressd exits, outside the cgroup. So the
- * command starts a session of its own; when the user's terminal is stdin
- * and stdout and egressd is in its foreground, the command gets a pseudo-
- * terminal of its own too (as sudo's use_pty), and egressd relays bytes
- * between the two with the user's terminal in raw mode.
+ * command starts a session of its own; where any of its 0/1/2 is a
+ * terminal, it gets a pseudo-terminal of its own instead (as sudo's
+ * use_pty), and egressd relays between the two: output always, input and
+ * raw mode while stdin and stdout are the terminal and egressd is in its
+ * foreground.
  */
 #ifndef EGR_RUNPTY_H
 #define EGR_RUNPTY_H
 
 #include <pthread.h>
 #include <stdbool.h>
+#include <signal.h>
 #include <sys/types.h>
 #include <termios.h>
 
@@ -29,25 +31,41 @@ struct runpty {
 	bool running;
 };
 
-/* Before the spawn: a pseudo-terminal if egressd is in the foreground of
- * a terminal on its stdin and stdout, with that terminal's settings and
- * size. 0 (p->master -1 if not interactive) or -errno. */
+/* Before the spawn: a pseudo-terminal if any of 0/1/2 is a terminal, with
+ * its settings and size. 0 (p->master -1 if none) or -errno. */
 int runpty_open(struct runpty *p);
 
-/* In the child: a session of its own, and with a pseudo-terminal that
- * terminal as controlling terminal on the descriptors that were the
- * user's terminal. Async-signal-safe. 0 or -errno. */
-int runpty_child(const struct runpty *p);
+/* In the child (async-signal-safe, 0 or -errno): first a session of its
+ * own; later, with a pseudo-terminal, that as its controlling terminal on
+ * the descriptors that were the user's terminal. */
+int runpty_child_session(void);
+int runpty_child_terminal(const struct runpty *p);
 
-/* In egressd after the spawn: the user's terminal raw, the relay thread
- * started. No-op without a pseudo-terminal. 0 or -errno. */
+/* The signals egressd passes on to the monitor and the monitor to the
+ * command: the ones a terminal, a supervisor or a timer sends. */
+#define RUNPTY_FORWARDED                                                        \
+	SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH, SIGCONT, \
+	SIGTSTP, SIGALRM, SIGVTALRM, SIGPROF, SIGPWR
+
+/* What failed, as the child and the monitor report it on errfd (two
+ * ints: this, errno): egressd's message names it. */
+enum {
+	RUNPTY_FAIL_SETUP = 1,   /* the child: session, user, Landlock */
+	RUNPTY_FAIL_MONITOR = 2, /* the monitor: its exec or its start */
+	RUNPTY_FAIL_EXEC = 3,    /* the command's exec */
+};
+
+/* In egressd after the spawn: the relay thread started, the user's
+ * terminal raw if interactive. No-op without a pseudo-terminal. 0 or
+ * -errno. */
 int runpty_start(struct runpty *p);
 
 /* SIGWINCH: the user's terminal size to the command's. */
 void runpty_winch(struct runpty *p);
 
-/* The command stopped (^Z): the user's terminal back as it was, before
- * egressd stops itself; and raw again once continued. */
+/* The command stopped (^Z): the user's terminal back as it was (if egressd
+ * is in its foreground), before egressd stops itself; and raw again once
+ * continued in the foreground. */
 void runpty_suspend(struct runpty *p);
 void runpty_resume(struct runpty *p);
 

@@ -1008,11 +1008,27 @@ case_wildcard_not_apex() {
 }
 
 case_exit_status_passthrough() {
-	local rc
+	local rc out
 	egr --allow allowed.test -- sh -c 'exit 7'
 	rc=$?
 	[ $rc -eq 7 ] || fail "exit status $rc, want 7"
 	egr --allow allowed.test -- true || fail "true: exit status $?"
+	[ "$E2E_RUNNER" = direct ] && return 0
+	# through the command's monitor (runpty.h): a death by signal, and
+	# exec failures reported as the command's, not egressd's
+	egr --allow allowed.test -- sh -c 'kill -TERM $$'
+	rc=$?
+	[ $rc -eq 143 ] || fail "killed by SIGTERM: exit status $rc, want 143"
+	out=$(egr_raw run --user nobody --allow allowed.test -- /nonexistent/cmd 2>&1)
+	rc=$?
+	[ $rc -eq 127 ] || fail "a missing command: exit status $rc, want 127"
+	grep -q 'cannot run /nonexistent/cmd: No such file' <<<"$out" ||
+		fail "a missing command: $(oneline "$out")"
+	printf 'true\n' >"$E2E_DIR/run/not-executable"
+	chmod 644 "$E2E_DIR/run/not-executable"
+	out=$(egr_raw run --user nobody --allow allowed.test -- "$E2E_DIR/run/not-executable" 2>&1)
+	rc=$?
+	[ $rc -eq 126 ] || fail "a command that is not executable: exit status $rc, want 126: $(oneline "$out")"
 }
 
 # egressd raises its own soft RLIMIT_NOFILE to the hard limit (a relayed
@@ -1421,12 +1437,14 @@ case_run_terminal() {
 		skip "dev.tty.legacy_tiocsti is 0: TIOCSTI is refused anyway"
 	run="ip netns exec $NS_HOST $EGRESSD run --user nobody --allow allowed.test --"
 	rm -f "$m"
-	out=$("$E2E_PY" "$tty" shell "$run $E2E_PY $tty inject 'touch $m'; echo run=\$?" 2>&1 |
-		tr -d '\r') || fail "the session did not finish: $(oneline "$out")"
+	# one line: what is typed ahead goes to the command's terminal
+	out=$("$E2E_PY" "$tty" shell "s1=\$(stty -g); $run $E2E_PY $tty inject 'touch $m'; echo run=\$?; [ \"\$s1\" = \"\$(stty -g)\" ] && echo TTY-SAME" \
+		2>&1 | tr -d '\r') || fail "the session did not finish: $(oneline "$out")"
 	note "interactive: $(oneline "$(grep -v 'netns exec' <<<"$out" |
 		grep -E '(tty|[012]) (ok|refused)|ISATTY|SIZE|run=')")"
 	[ ! -e "$m" ] || fail "an injected command ran in the user's shell, outside the cgroup"
 	grep -q 'run=0$' <<<"$out" || fail "the run failed: $(oneline "$out")"
+	grep -qx 'TTY-SAME' <<<"$out" || fail "the shell's terminal settings were not restored"
 	# the injection itself worked: into a terminal of the command's own
 	grep -q 'tty ok$' <<<"$out" ||
 		fail "TIOCSTI into the command's own terminal failed: $(oneline "$out")"
@@ -1440,6 +1458,14 @@ case_run_terminal() {
 	[ ! -e "$m" ] || fail "an injected command ran in the user's shell (no terminal)"
 	grep -q 'tty refused 6$' <<<"$out" ||
 		fail "the command still has the shell's terminal: $(oneline "$out")"
+	# raw: what the user types reaches the command's terminal byte for
+	# byte (^C as 0x03 where the command reads raw itself; with the
+	# user's terminal cooked it would be a SIGINT to egressd instead)
+	out=$("$E2E_PY" "$tty" shell --interrupt-after READY \
+		"$run sh -c 'stty raw -echo; echo READ\"\"Y; head -c1 | od -An -tx1'; echo run=\$?" \
+		2>&1 | tr -d '\r') || fail "raw: the session did not finish: $(oneline "$out")"
+	grep -q '^ *03 *$' <<<"$out" && grep -q 'run=0$' <<<"$out" ||
+		fail "^C did not reach the command as a byte: $(oneline "$out")"
 	# ^C reaches the command; ^Z stops egressd with it, fg goes on
 	out=$("$E2E_PY" "$tty" shell --interrupt-after READY \
 		"$run sh -c 'echo READ\"\"Y; sleep 20; echo NOT-INTERRUPTED'; echo run=\$?" 2>&1 |

@@ -77,10 +77,12 @@ static int probe(int abi, pid_t outside)
 		close(fds[0]);
 		if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
 			_exit(100);
-		fd = landlock_ruleset_for(abi);
-		if (fd < 0 || landlock_scope_apply(fd))
-			_exit(101);
-		r |= R_APPLIED;
+		if (abi) { /* 0: no domain, the bed's own check */
+			fd = landlock_ruleset_for(abi);
+			if (fd < 0 || landlock_scope_apply(fd))
+				_exit(101);
+			r |= R_APPLIED;
+		}
 		if (readable(outside))
 			r |= R_OUTSIDE_READ;
 		own = fork();
@@ -134,8 +136,14 @@ static void check(int abi, bool scopes)
 	pid_t out = sibling();
 	int r;
 
-	/* the bed: without a domain, the sibling's mem can be opened */
-	assert_true(readable(out));
+	/* the bed: without a domain, a sibling's mem can be opened (not so
+	 * under Yama's ptrace_scope 1 without root: nothing to show then) */
+	r = probe(0, out);
+	if (!(r & R_OUTSIDE_READ)) {
+		kill(out, SIGKILL);
+		waitpid(out, NULL, 0);
+		skip();
+	}
 	r = probe(abi, out);
 	kill(out, SIGKILL);
 	waitpid(out, NULL, 0);
