@@ -214,11 +214,20 @@ static int daemon_current_policy_id(struct daemon *d, uint64_t id, uint32_t *out
 }
 
 /*
- * A connected UDP socket (c-ares in Node keeps one for its lifetime) has
- * the origin its connect() recorded, policy id included, for as long as
- * it lives; two reloads later that id is in a bank the newest config
- * refilled. Each query is judged by the cgroup's binding now.
+ * A connected UDP socket (c-ares in Node keeps one for its lifetime) and
+ * a DNS-over-TCP connection have the origin their connect() recorded,
+ * policy id included, for as long as they live; two reloads later that id
+ * is in a bank the newest config refilled. Each query is judged by the
+ * cgroup's binding now.
  */
+static void daemon_origin_refresh(void *ctx, struct egr_origin *o)
+{
+	struct daemon *d = ctx;
+
+	if (daemon_current_policy_id(d, o->cgroup_id, &o->policy_id))
+		o->policy_id = EGR_MAX_POLICIES; /* none: daemon_policy_for refuses */
+}
+
 static int daemon_origin_for_udp(void *ctx, const struct sockaddr *peer, socklen_t peer_len,
 				 struct egr_origin *o)
 {
@@ -229,8 +238,7 @@ static int daemon_origin_for_udp(void *ctx, const struct sockaddr *peer, socklen
 	err = egr_bpf_udp_origin_from(d->bpf, d->port, peer, o);
 	if (err)
 		return err;
-	if (daemon_current_policy_id(d, o->cgroup_id, &o->policy_id))
-		o->policy_id = EGR_MAX_POLICIES; /* none: daemon_policy_for refuses */
+	daemon_origin_refresh(d, o);
 	return 0;
 }
 
@@ -1041,6 +1049,7 @@ int daemon_main(int argc, char **argv)
 	dp.policy_for = daemon_policy_for;
 	dp.cgroup_name = daemon_cgroup_name;
 	dp.origin_for_udp = daemon_origin_for_udp;
+	dp.origin_refresh = daemon_origin_refresh;
 	dp.ctx = &d;
 	dp.audit = d.audit;
 	dp.port = d.port;

@@ -1193,6 +1193,8 @@ static void tconn_parse(struct tconn *tc)
 		}
 		x->has_origin = true;
 		x->origin = tc->origin;
+		if (tc->d->params.origin_refresh)
+			tc->d->params.origin_refresh(tc->d->params.ctx, &x->origin);
 		x->tc = tc;
 		x->tnext = tc->pending;
 		if (tc->pending)

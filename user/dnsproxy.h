@@ -40,6 +40,10 @@ struct dnsproxy_params {
 	 * -ENOENT: then the query is refused (REFUSED, logged no_origin). */
 	int (*origin_for_udp)(void *ctx, const struct sockaddr *peer, socklen_t peer_len,
 			      struct egr_origin *o);
+	/* Optional, for each query over a TCP connection, whose origin was
+	 * recorded once, when it was accepted: bring o->policy_id up to the
+	 * cgroup's binding now (a connection outlives reloads). */
+	void (*origin_refresh)(void *ctx, struct egr_origin *o);
 	void *ctx;
 	struct audit *audit;
 	/* UDP port to listen on at 127.0.0.1 and ::1; 0 = ephemeral. The TCP

@@ -1769,13 +1769,28 @@ ns = [l.split()[1] for l in open("/etc/resolv.conf") if l.startswith("nameserver
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.connect((ns, 53))
 s.settimeout(5)
-def q(name, qid):
+t = socket.create_connection((ns, 53), timeout=5)
+def recv_all(n):
+    b = b""
+    while len(b) < n:
+        c = t.recv(n - len(b))
+        if not c:
+            raise OSError("closed")
+        b += c
+    return b
+def q(name, qid, tcp=False):
     qn = b"".join(bytes([len(l)]) + l.encode() for l in name.split(".")) + b"\0"
-    s.send(struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 0) + qn + struct.pack(">HH", 1, 1))
-    r = s.recv(4096)
+    m = struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 0) + qn + struct.pack(">HH", 1, 1)
+    if tcp:
+        t.sendall(struct.pack(">H", len(m)) + m)
+        r = recv_all(struct.unpack(">H", recv_all(2))[0])
+    else:
+        s.send(m)
+        r = s.recv(4096)
     return "%s rcode=%d answers=%d" % (name, r[3] & 15, struct.unpack(">H", r[6:8])[0])
 out = open(sys.argv[3], "a")
 out.write("before " + q("allowed.test", 1) + "\n")
+out.write("tcp-before " + q("allowed.test", 11, True) + "\n")
 out.flush()
 open(sys.argv[2], "w").close()
 for _ in range(300):
@@ -1784,6 +1799,8 @@ for _ in range(300):
     time.sleep(0.1)
 out.write("after " + q("evil.test", 2) + "\n")
 out.write("after " + q("allowed.test", 3) + "\n")
+out.write("tcp-after " + q("evil.test", 12, True) + "\n")
+out.write("tcp-after " + q("allowed.test", 13, True) + "\n")
 out.close()' "$go" "$ready" "$res" &
 	bed_track $!
 	for ((i = 0; i < 100; i++)); do [ -e "$ready" ] && break; sleep 0.1; done
@@ -1799,15 +1816,19 @@ JSON
 		out=$("$ctl" reload --socket "$dsock" 2>&1) || fail "reload $i: $(oneline "$out")"
 	done
 	touch "$go"
-	for ((i = 0; i < 100; i++)); do [ "$(grep -c . "$res")" -ge 3 ] && break; sleep 0.1; done
+	for ((i = 0; i < 100; i++)); do [ "$(grep -c . "$res")" -ge 6 ] && break; sleep 0.1; done
 	note "$(oneline "$(cat "$res")")"
-	grep -q "^before allowed.test rcode=0 answers=[1-9]" "$res" ||
-		fail "allowed.test before the reloads: $(oneline "$(cat "$res")")"
-	grep -q "^after evil.test rcode=0 answers=[1-9]" "$res" &&
-		fail "evil.test answered after two reloads (another policy's id): $(oneline "$(cat "$res")")"
-	grep -q "^after evil.test " "$res" || fail "no answer for evil.test: $(oneline "$(cat "$res")")"
-	grep -q "^after allowed.test rcode=0 answers=[1-9]" "$res" ||
-		fail "allowed.test after the reloads: $(oneline "$(cat "$res")")"
+	local p
+	for p in "" tcp-; do
+		grep -q "^${p}before allowed.test rcode=0 answers=[1-9]" "$res" ||
+			fail "${p}allowed.test before the reloads: $(oneline "$(cat "$res")")"
+		grep -q "^${p}after evil.test rcode=0 answers=[1-9]" "$res" &&
+			fail "${p}evil.test answered after two reloads (another policy's id): $(oneline "$(cat "$res")")"
+		grep -q "^${p}after evil.test " "$res" ||
+			fail "${p}no answer for evil.test: $(oneline "$(cat "$res")")"
+		grep -q "^${p}after allowed.test rcode=0 answers=[1-9]" "$res" ||
+			fail "${p}allowed.test after the reloads: $(oneline "$(cat "$res")")"
+	done
 }
 
 # SIGKILL the daemon and wait until it is gone (its port is free again).
