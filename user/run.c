@@ -30,6 +30,7 @@
 #include <grp.h>
 #include <limits.h>
 #include <linux/capability.h>
+#include <linux/close_range.h>
 #include <netinet/in.h>
 #include <arpa/inet.h>
 #include <linux/sched.h>
@@ -1285,6 +1286,18 @@ static void run_child(const struct run_opts *o, const struct run_user *u,
 			errno = -e;
 			goto fail;
 		}
+	}
+	/* Nothing but 0, 1 and 2 goes to CMD: a socket inherited from
+	 * whoever started egressd was created outside the cgroup, and the
+	 * cgroup's programs never see it (as sudo, which closes them too). */
+	if (syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC)) {
+		struct rlimit nl;
+		int fd, top = 65536;
+
+		if (!getrlimit(RLIMIT_NOFILE, &nl) && nl.rlim_cur < (rlim_t)top)
+			top = (int)nl.rlim_cur;
+		for (fd = 3; fd < top; fd++)
+			fcntl(fd, F_SETFD, FD_CLOEXEC);
 	}
 	/* The monitor (runpty.h) is egressd executed afresh; it runs CMD.
 	 * errfd stays open across this exec, for CMD's. */

@@ -1393,6 +1393,14 @@ case_run_local_scope() {
 		fail "egressd descriptors in the agent: $(oneline "$(grep -E 'cgroup|bpf|socket:|anon_inode' <<<"$out")")"
 	grep -q 'Permission denied\|No such' <<<"$out" &&
 		fail "cannot list the agent's descriptors: $(oneline "$out")"
+	# nor what egressd inherited: a UDP socket connected to evil.test,
+	# made outside the cgroup, would pass no hook of the agent's
+	need_egressd
+	out=$(in_host bash -c 'exec 4<>/dev/udp/'"$EVIL4"'/123 || exit 9
+		exec "$1" run --user nobody --allow allowed.test -- \
+			sh -c "[ -e /proc/\$\$/fd/4 ] && echo fd4-inherited || echo fd4-closed"' \
+		bash "$EGRESSD" 2>>"$CASE_STDERR")
+	[ "$out" = fd4-closed ] || fail "an inherited socket reached the agent: $(oneline "$out")"
 	return 0
 }
 
