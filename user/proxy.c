@@ -227,6 +227,8 @@ struct conn {
 	const struct reqrule_host *icpt; /* TLS to an intercepted name */
 	struct httpstream *hs; /* plain HTTP allowed by name: the client's
 				* later requests must name it too */
+	bool watch_first; /* admitted by the DNS memory before the client
+			   * spoke: its first bytes must name nothing */
 	const struct policy_gateway *gw; /* plain HTTP to a gateway address */
 	uint16_t up_port; /* port to connect to: orig_port, or the gateway's
 			   * upstream port */
@@ -376,6 +378,47 @@ static void krelay_finish(struct conn *c);
 static void conn_connect_next(struct conn *c);
 static void conn_decide(struct conn *c);
 static bool conn_decide_dns_name(struct conn *c, struct policy_decision *d);
+enum { NAMES_NO, NAMES_UNDECIDED, NAMES_YES };
+
+static bool is_tchar(uint8_t ch)
+{
+	return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+	       (ch && strchr("!#$%&'*+-.^_`|~", ch));
+}
+
+/*
+ * Whether a client's first bytes could be, or begin, something an address
+ * shared by many sites (a CDN) routes by a name in it: a TLS record, or an
+ * HTTP-style request line, of any method token, after the blank lines
+ * HTTP servers skip. The DNS answer memory admits only what cannot
+ * (conn_carries_no_name). NAMES_UNDECIDED: the first line is not over.
+ */
+static int bytes_may_name(const uint8_t *b, size_t n)
+{
+	static const char http[] = " HTTP/";
+	size_t i = 0, tok, eol;
+
+	while (i < n && (b[i] == '\r' || b[i] == '\n' || b[i] == ' ' || b[i] == '\t'))
+		i++;
+	if (i == n)
+		return n ? NAMES_UNDECIDED : NAMES_NO;
+	if (b[i] == 0x16)
+		return NAMES_YES; /* a TLS handshake record, parsed or not */
+	for (tok = i; tok < n && is_tchar(b[tok]); tok++)
+		;
+	if (tok == i)
+		return NAMES_NO;
+	if (tok == n)
+		return NAMES_UNDECIDED;
+	if (b[tok] != ' ')
+		return NAMES_NO;
+	for (eol = tok; eol < n && b[eol] != '\n'; eol++)
+		;
+	if (memmem(b + tok, eol - tok, http, sizeof(http) - 1))
+		return NAMES_YES;
+	return eol == n ? NAMES_UNDECIDED : NAMES_NO;
+}
+
 static enum egr_reason conn_http_checked(struct conn *c, int r);
 static void conn_fd_cb(struct loop *l, int fd, void *data, int events);
 static void conn_timer_cb(struct loop *l, struct loop_timer *t);
@@ -1316,6 +1359,23 @@ static int relay_pump(struct conn *c, int dir)
 				krelay_consider(c);
 				break;
 			}
+			if (dir == DIR_UP && c->watch_first) {
+				c->watch_first = false;
+				if (bytes_may_name((const uint8_t *)c->w->copybuf, (size_t)n) !=
+				    NAMES_NO) {
+					/* admitted by the DNS memory as a protocol
+					 * without names; this one may name a host */
+					conn_set_detail(c, "admitted by the DNS answer for %s before "
+							"the client spoke; it then sent TLS or "
+							"an HTTP request", c->dns_name);
+					c->verdict = EGR_VERDICT_DENY;
+					c->reason = EGR_REASON_NO_NAME;
+					c->rule = NULL;
+					c->rst_client = c->rst_upstream = true;
+					conn_schedule_close(c);
+					return -1;
+				}
+			}
 			if (hs) {
 				enum egr_reason why =
 					conn_http_checked(c, httpstream_feed(c->hs,
@@ -1919,11 +1979,10 @@ static bool conn_http_follow(struct conn *c)
  */
 static bool conn_carries_no_name(const struct conn *c)
 {
-	static const char h2[] = "PRI * HTTP/2.0";
-
 	if (c->proto == PROTO_TLS || c->proto == PROTO_HTTP)
 		return false;
-	return !(c->buf_len >= sizeof(h2) - 1 && !memcmp(c->buf, h2, sizeof(h2) - 1));
+	/* the h2 preface is a request line too ("PRI * HTTP/2.0") */
+	return bytes_may_name(c->buf, c->buf_len) == NAMES_NO;
 }
 
 static bool conn_decide_dns_name(struct conn *c, struct policy_decision *d)
@@ -1958,10 +2017,15 @@ static void conn_decide(struct conn *c)
 		if (d.verdict == EGR_VERDICT_ALLOW) {
 			conn_allow(c, &d);
 		} else if (d.reason == EGR_REASON_NO_MATCH && conn_carries_no_name(c) &&
+			   (c->buf_len || (c->orig_port != 80 && c->orig_port != 443)) &&
 			   conn_decide_dns_name(c, &da)) {
 			/* ssh and other protocols without SNI/Host: a name
 			 * rule for this port, and our DNS proxy gave this
-			 * address for that name to this cgroup. */
+			 * address for that name to this cgroup. Before the
+			 * client spoke (a server-speaks-first protocol, never
+			 * on the web's ports), what it says first is checked
+			 * in the relay: no TLS, no request line. */
+			c->watch_first = !c->buf_len;
 			conn_allow(c, &da);
 		} else if (!conn_policy_deny(c, d.reason == EGR_REASON_NO_MATCH && !c->name_is_addr
 							? EGR_REASON_NO_NAME : d.reason,
@@ -2041,6 +2105,9 @@ static bool conn_peek_parse(struct conn *c)
 			c->proto = PROTO_HTTP;
 		} else if (maybe_partial_method(c->buf, c->buf_len)) {
 			return false;
+		} else if (bytes_may_name(c->buf, c->buf_len) == NAMES_UNDECIDED &&
+			   c->buf_len < c->buf_cap) {
+			return false; /* a first line not over yet (blank lines) */
 		} else {
 			conn_decide(c); /* unknown protocol: no name */
 			return true;

@@ -99,6 +99,8 @@ def cmd_raw(a):
             s.connect((a.addr, a.port))
         res["peer"] = list(s.getpeername()[:2])
         res["sock"] = list(s.getsockname()[:2])
+        if a.wait_before:
+            time.sleep(a.wait_before / 1000.0)  # silent, as if the server spoke first
         if a.tls:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
             ctx.check_hostname = False
@@ -597,6 +599,8 @@ def main():
     p.add_argument("--tls", action="store_true")
     p.add_argument("--sni", help="SNI to send (with --tls); none if absent")
     p.add_argument("--fastopen", action="store_true")
+    p.add_argument("--wait-before", type=int, default=0, metavar="MS",
+                   help="stay silent this long after connecting")
     p.add_argument("--timeout", type=float, default=10)
     p.set_defaults(fn=cmd_raw)
     p = sub.add_parser("udp")

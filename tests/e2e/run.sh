@@ -911,6 +911,29 @@ case_ssh_style_rule() {
 	sleep 0.2
 	[ -z "$(log_new other.test)" ] ||
 		fail "other.test was reached without a name: $(oneline "$(log_new other.test)")"
+	# Nor what hides its name from the first look: silence first (as if
+	# the server spoke first), then TLS naming another host; blank lines
+	# before a request line (servers skip them); a method the parser does
+	# not know. On a shared address each would reach the host it names.
+	log_mark other.test
+	out=$(egr --allow other.test -- bash -c 'getent hosts other.test >/dev/null || exit 9
+		"$@" raw '"$OTHER4"' 443 --wait-before 700 --tls --sni evil.test
+		"$@" raw '"$OTHER4"' 80 --send $'"'"'\r\nGET / HTTP/1.1\r\nHost: evil.test\r\n\r\n'"'"'
+		"$@" raw '"$OTHER4"' 80 --send $'"'"'QUERY / HTTP/1.1\r\nHost: evil.test\r\n\r\n'"'"'
+		' bash "${CLIENT[@]}")
+	note "hidden names after resolving: $(oneline "$out")"
+	grep -q 'hello from other' <<<"$out" && fail "a hidden name went through: $(oneline "$out")"
+	# A server-speaks-first port admitted by the memory: the client's
+	# first words may not be a request line naming a host.
+	out=$(egr --allow other.test:22 -- bash -c 'getent hosts other.test >/dev/null || exit 9
+		"$@" raw '"$OTHER4"' 22 --wait-before 700 --send $'"'"'GET / HTTP/1.1\r\nHost: evil.test\r\n\r\n'"'"'
+		' bash "${CLIENT[@]}")
+	note "request line after silence on port 22: $(oneline "$out")"
+	sleep 0.2
+	# (the port-22 connection is made, then reset before a byte goes on)
+	if log_new other.test | grep -q 'evil\.test\|"line"\|"sni"\|"host"\|"method"'; then
+		fail "other.test got what hid its name: $(oneline "$(log_new other.test)")"
+	fi
 }
 
 # Socket kinds the connect/sendmsg hooks do not cover are refused at
