@@ -229,6 +229,11 @@ struct conn {
 				* later requests must name it too */
 	bool watch_first; /* admitted by the DNS memory before the client
 			   * spoke: its first bytes must name nothing */
+	bool tunnel_watch; /* plain HTTP after an Upgrade/CONNECT request:
+			    * no later request line may follow (the server
+			    * may not have switched) */
+	uint8_t tw_carry[8]; /* the stream's last bytes, across reads */
+	uint8_t tw_len;
 	const struct policy_gateway *gw; /* plain HTTP to a gateway address */
 	uint16_t up_port; /* port to connect to: orig_port, or the gateway's
 			   * upstream port */
@@ -417,6 +422,41 @@ static int bytes_may_name(const uint8_t *b, size_t n)
 	if (memmem(b + tok, eol - tok, http, sizeof(http) - 1))
 		return NAMES_YES;
 	return eol == n ? NAMES_UNDECIDED : NAMES_NO;
+}
+
+/*
+ * After an Upgrade or CONNECT request the client's bytes go raw, but the
+ * server may have ignored the upgrade and read on: a later request for
+ * another host on a shared address would reach it. Such a request needs
+ * an HTTP/1 request line (" HTTP/1."), which a WebSocket client never
+ * sends in the clear (its frames are masked) and TLS never shows; looked
+ * for across reads with the stream's last bytes carried over.
+ */
+static bool tunnel_request_line(struct conn *c, const uint8_t *b, size_t n)
+{
+	static const char needle[] = " HTTP/1.";
+	const size_t nl = sizeof(needle) - 1;
+	uint8_t joint[2 * sizeof(c->tw_carry)];
+	size_t k, j = c->tw_len;
+
+	/* the needle across the last read's end and this one's start */
+	memcpy(joint, c->tw_carry, j);
+	for (k = 0; k < n && j < sizeof(joint); k++)
+		joint[j++] = b[k];
+	if (memmem(joint, j, needle, nl) || memmem(b, n, needle, nl))
+		return true;
+	/* carry the last nl - 1 bytes of the stream */
+	if (n >= nl - 1) {
+		memcpy(c->tw_carry, b + n - (nl - 1), nl - 1);
+		c->tw_len = (uint8_t)(nl - 1);
+	} else {
+		size_t keep = c->tw_len + n > nl - 1 ? nl - 1 - n : c->tw_len;
+
+		memmove(c->tw_carry, c->tw_carry + c->tw_len - keep, keep);
+		memcpy(c->tw_carry + keep, b, n);
+		c->tw_len = (uint8_t)(keep + n);
+	}
+	return false;
 }
 
 static enum egr_reason conn_http_checked(struct conn *c, int r);
@@ -1300,7 +1340,7 @@ static int relay_pump(struct conn *c, int dir)
 	uint64_t *bytes = dir == DIR_UP ? &c->bytes_up : &c->bytes_down;
 	size_t budget = PROXY_RELAY_BUDGET;
 	bool moved, copied, src_dry = false, bulk = false;
-	bool hs = dir == DIR_UP && c->hs;
+	bool hs = dir == DIR_UP && (c->hs || c->tunnel_watch);
 	ssize_t n, m;
 	int err;
 
@@ -1376,7 +1416,19 @@ static int relay_pump(struct conn *c, int dir)
 					return -1;
 				}
 			}
-			if (hs) {
+			if (dir == DIR_UP && c->tunnel_watch &&
+			    tunnel_request_line(c, (const uint8_t *)c->w->copybuf, (size_t)n)) {
+				conn_set_detail(c, "after an Upgrade or CONNECT request the client "
+						"sent another HTTP request (the server may not "
+						"have switched)");
+				c->verdict = EGR_VERDICT_DENY;
+				c->reason = EGR_REASON_NO_MATCH;
+				c->rule = NULL;
+				c->rst_client = c->rst_upstream = true;
+				conn_schedule_close(c);
+				return -1;
+			}
+			if (dir == DIR_UP && c->hs) {
 				enum egr_reason why =
 					conn_http_checked(c, httpstream_feed(c->hs,
 						(const uint8_t *)c->w->copybuf, (size_t)n));
@@ -1390,7 +1442,7 @@ static int relay_pump(struct conn *c, int dir)
 					conn_schedule_close(c);
 					return -1;
 				}
-				hs = c->hs != NULL;
+				hs = c->hs || c->tunnel_watch;
 			}
 			m = send(dst, c->w->copybuf, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL);
 			if (m < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
@@ -1934,6 +1986,9 @@ static enum egr_reason conn_http_checked(struct conn *c, int r)
 	case HTTPSTREAM_TUNNEL: /* the same host's WebSocket, CONNECT: raw */
 		httpstream_free(c->hs);
 		c->hs = NULL;
+		/* whether the server switched is not known here: watched
+		 * for a further request line (tunnel_request_line) */
+		c->tunnel_watch = true;
 		return EGR_REASON_NONE;
 	case HTTPSTREAM_OTHER_HOST:
 		other = httpstream_other_host(c->hs);

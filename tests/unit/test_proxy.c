@@ -948,6 +948,42 @@ static void test_http_later_request_other_host(void **state)
 	json_decref(j);
 }
 
+/* After an Upgrade request the client's bytes go raw, but the server may
+ * not have switched (this echo upstream never does): a later request line,
+ * even split across reads at its " HTTP/1.", ends the connection; the
+ * WebSocket-like frame before it goes through. */
+static void test_http_upgrade_then_request(void **state)
+{
+	struct fx *f = *state;
+	static const char frame[] = "\x81\x85\x01\x02\x03\x04\x69\x67\x6f\x68\x6e";
+	static const char part1[] = "GET /b HT", part2[] = "TP/1.1\r\nHost: evil.test\r\n\r\n";
+	char req[256], buf[2048];
+	size_t len;
+	ssize_t n;
+	json_t *j;
+	int fd;
+
+	fx_rule(f, false, "allowed.test:%u", f->up.port);
+	fx_rule(f, false, "127.0.0.0/8"); /* the name's answer is loopback */
+	fx_start(f);
+
+	len = (size_t)snprintf(req, sizeof(req),
+			       "GET /ws HTTP/1.1\r\nHost: allowed.test:%u\r\nConnection: Upgrade\r\n"
+			       "Upgrade: websocket\r\n\r\n", f->up.port);
+	fd = fx_client(f, true, "192.0.2.1", f->up.port);
+	expect_echo(fd, req, len);
+	expect_echo(fd, frame, sizeof(frame) - 1);
+	expect_echo(fd, part1, sizeof(part1) - 1);
+	assert_int_equal(send_all(fd, part2, sizeof(part2) - 1), 0);
+	n = recv(fd, buf, sizeof(buf), 0);
+	assert_true(n <= 0); /* RST (or EOF), no echo */
+	close(fd);
+	j = fx_audit_next(f);
+	assert_audit(j, "deny", "no_match");
+	assert_non_null(strstr(jstr(j, "detail"), "after an Upgrade"));
+	json_decref(j);
+}
+
 /* The client goes on sending while its name is resolved and upstream
  * connected (the proxy stops reading it only when it does, and reads it
  * again in the relay): every byte arrives upstream, in order, once. */
@@ -1514,6 +1550,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_name_resolved_and_relayed, fx_setup,
 						fx_teardown),
 		cmocka_unit_test_setup_teardown(test_http_later_request_other_host, fx_setup,
+						fx_teardown),
+		cmocka_unit_test_setup_teardown(test_http_upgrade_then_request, fx_setup,
 						fx_teardown),
 		cmocka_unit_test_setup_teardown(test_client_sends_while_connecting, fx_setup,
 						fx_teardown),
