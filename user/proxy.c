@@ -1566,7 +1566,7 @@ static bool krelay_due(const struct conn *c)
 	const struct relay_dir *up = &c->dir[DIR_UP], *down = &c->dir[DIR_DOWN];
 
 	return __atomic_load_n(&p->ks, __ATOMIC_ACQUIRE) && !c->krelay && !c->ktried &&
-	       !up->hold && !c->hs &&
+	       !up->hold && !c->hs && !c->tunnel_watch && !c->watch_first &&
 	       c->bytes_up + c->bytes_down + up->pipe.len + down->pipe.len >=
 		       p->cfg->kernel_relay_after &&
 	       !up->src_eof && !down->src_eof && !up->dst_shut && !down->dst_shut;
@@ -2019,6 +2019,20 @@ static bool conn_http_follow(struct conn *c)
 		return false;
 	}
 	why = conn_http_checked(c, httpstream_feed(c->hs, c->buf, c->buf_len));
+	if (why == EGR_REASON_NONE && c->tunnel_watch) {
+		struct http_head_info hh;
+
+		/* an Upgrade/CONNECT head first: what came with it after
+		 * the head is watched like what comes later */
+		if (http_head_parse(c->buf, c->buf_len, &hh) == HTTP_HEAD_OK &&
+		    hh.head_len < c->buf_len &&
+		    tunnel_request_line(c, c->buf + hh.head_len, c->buf_len - hh.head_len)) {
+			conn_set_detail(c, "after an Upgrade or CONNECT request the client "
+					"sent another HTTP request (the server may not have "
+					"switched)");
+			why = EGR_REASON_NO_MATCH;
+		}
+	}
 	if (why == EGR_REASON_NONE)
 		return true;
 	conn_deny(c, why, NULL);

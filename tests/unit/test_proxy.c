@@ -982,6 +982,19 @@ static void test_http_upgrade_then_request(void **state)
 	assert_audit(j, "deny", "no_match");
 	assert_non_null(strstr(jstr(j, "detail"), "after an Upgrade"));
 	json_decref(j);
+
+	/* pipelined with the upgrade head: refused before anything goes up */
+	len = (size_t)snprintf(req, sizeof(req),
+			       "GET /ws HTTP/1.1\r\nHost: allowed.test:%u\r\nConnection: Upgrade\r\n"
+			       "Upgrade: x\r\n\r\nGET /b HTTP/1.1\r\nHost: evil.test\r\n\r\n",
+			       f->up.port);
+	fd = fx_client(f, true, "192.0.2.1", f->up.port);
+	http_expect_403(fd, req, len, buf, sizeof(buf));
+	close(fd);
+	j = fx_audit_next(f);
+	assert_audit(j, "deny", "no_match");
+	assert_non_null(strstr(jstr(j, "detail"), "after an Upgrade"));
+	json_decref(j);
 }
 
 /* The client goes on sending while its name is resolved and upstream
