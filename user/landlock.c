@@ -124,9 +124,10 @@ static void scope_usage(FILE *out)
 "itself: agent@.service runs each agent this way, so that agents of one\n"
 "user, each in its own cgroup under its own policy, cannot drive each\n"
 "other's processes. Needs no privilege. `egressd run` does the same for\n"
-"its command.\n"
+"its command. It also sets no_new_privs: setuid programs do not elevate.\n"
 "\n"
-"Exit status: CMD's; 126 if CMD cannot be run, 127 if it is not found.\n");
+"Exit status: CMD's; 2 for a usage error; 126 if the scoping cannot be\n"
+"applied or CMD cannot be run; 127 if CMD is not found.\n");
 }
 
 int scope_main(int argc, char **argv)
