@@ -459,6 +459,24 @@ static bool tunnel_request_line(struct conn *c, const uint8_t *b, size_t n)
 	return false;
 }
 
+#define TUNNEL_REFUSED                                                                  \
+	"after an Upgrade or CONNECT request the client sent another HTTP request (the " \
+	"server may not have switched)"
+
+static void conn_schedule_close(struct conn *c);
+
+/* A check in the relay refused what the client sent: nothing of it goes
+ * on, both ends are reset. Returns -1 for relay_pump. */
+static int relay_refuse(struct conn *c, enum egr_reason why)
+{
+	c->verdict = EGR_VERDICT_DENY;
+	c->reason = why;
+	c->rule = NULL;
+	c->rst_client = c->rst_upstream = true;
+	conn_schedule_close(c);
+	return -1;
+}
+
 static enum egr_reason conn_http_checked(struct conn *c, int r);
 static void conn_fd_cb(struct loop *l, int fd, void *data, int events);
 static void conn_timer_cb(struct loop *l, struct loop_timer *t);
@@ -1408,40 +1426,21 @@ static int relay_pump(struct conn *c, int dir)
 					conn_set_detail(c, "admitted by the DNS answer for %s before "
 							"the client spoke; it then sent TLS or "
 							"an HTTP request", c->dns_name);
-					c->verdict = EGR_VERDICT_DENY;
-					c->reason = EGR_REASON_NO_NAME;
-					c->rule = NULL;
-					c->rst_client = c->rst_upstream = true;
-					conn_schedule_close(c);
-					return -1;
+					return relay_refuse(c, EGR_REASON_NO_NAME);
 				}
 			}
 			if (dir == DIR_UP && c->tunnel_watch &&
 			    tunnel_request_line(c, (const uint8_t *)c->w->copybuf, (size_t)n)) {
-				conn_set_detail(c, "after an Upgrade or CONNECT request the client "
-						"sent another HTTP request (the server may not "
-						"have switched)");
-				c->verdict = EGR_VERDICT_DENY;
-				c->reason = EGR_REASON_NO_MATCH;
-				c->rule = NULL;
-				c->rst_client = c->rst_upstream = true;
-				conn_schedule_close(c);
-				return -1;
+				conn_set_detail(c, "%s", TUNNEL_REFUSED);
+				return relay_refuse(c, EGR_REASON_NO_MATCH);
 			}
 			if (dir == DIR_UP && c->hs) {
 				enum egr_reason why =
 					conn_http_checked(c, httpstream_feed(c->hs,
 						(const uint8_t *)c->w->copybuf, (size_t)n));
 
-				if (why != EGR_REASON_NONE) {
-					/* mid-stream: nothing of it goes on */
-					c->verdict = EGR_VERDICT_DENY;
-					c->reason = why;
-					c->rule = NULL;
-					c->rst_client = c->rst_upstream = true;
-					conn_schedule_close(c);
-					return -1;
-				}
+				if (why != EGR_REASON_NONE)
+					return relay_refuse(c, why);
 				hs = c->hs || c->tunnel_watch;
 			}
 			m = send(dst, c->w->copybuf, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL);
@@ -2027,9 +2026,7 @@ static bool conn_http_follow(struct conn *c)
 		if (http_head_parse(c->buf, c->buf_len, &hh) == HTTP_HEAD_OK &&
 		    hh.head_len < c->buf_len &&
 		    tunnel_request_line(c, c->buf + hh.head_len, c->buf_len - hh.head_len)) {
-			conn_set_detail(c, "after an Upgrade or CONNECT request the client "
-					"sent another HTTP request (the server may not have "
-					"switched)");
+			conn_set_detail(c, "%s", TUNNEL_REFUSED);
 			why = EGR_REASON_NO_MATCH;
 		}
 	}
