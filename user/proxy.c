@@ -2146,6 +2146,15 @@ static void conn_decide(struct conn *c)
 
 /* ---- peek ------------------------------------------------------------- */
 
+/* Whether an address rule admits the destination as it is. */
+static bool conn_addr_allowed(const struct conn *c)
+{
+	struct policy_decision d;
+
+	policy_decide_addr(c->policy, &c->orig, c->orig_port, &d);
+	return d.verdict == EGR_VERDICT_ALLOW;
+}
+
 /* "GE", "OPTIO": could still become an HTTP request line. */
 static bool maybe_partial_method(const uint8_t *b, size_t len)
 {
@@ -2172,8 +2181,11 @@ static bool conn_peek_parse(struct conn *c)
 		} else if (maybe_partial_method(c->buf, c->buf_len)) {
 			return false;
 		} else if (bytes_may_name(c->buf, c->buf_len) == NAMES_UNDECIDED &&
-			   c->buf_len < c->buf_cap) {
-			return false; /* a first line not over yet (blank lines) */
+			   c->buf_len < c->buf_cap && !conn_addr_allowed(c)) {
+			/* a first line not over yet (blank lines, a token):
+			 * only the DNS memory could admit it, and only once
+			 * it is seen to name nothing */
+			return false;
 		} else {
 			conn_decide(c); /* unknown protocol: no name */
 			return true;

@@ -643,6 +643,26 @@ static void expect_echo(int fd, const void *msg, size_t len)
 	free(buf);
 }
 
+/* An address rule admits a protocol whose first words are not a whole
+ * line yet ("hello 1", waiting for the server's answer) at once: only what
+ * the DNS memory would admit waits for the line to end. */
+static void test_ip_rule_partial_line(void **state)
+{
+	struct fx *f = *state;
+	const char msg[] = "hello 1";
+	json_t *j;
+	int fd;
+
+	fx_rule(f, false, "127.0.0.0/8");
+	fx_start(f);
+	fd = fx_client(f, true, "127.0.0.1", f->up.port);
+	expect_echo(fd, msg, sizeof(msg) - 1);
+	close(fd);
+	j = fx_audit_next(f);
+	assert_audit(j, "allow", "rule_allow");
+	json_decref(j);
+}
+
 static void test_allow_ip_rule(void **state)
 {
 	struct fx *f = *state;
@@ -1553,6 +1573,7 @@ static void test_stop_with_live_conn(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_ip_rule_partial_line, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_allow_ip_rule, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_threads_named, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_no_origin, fx_setup, fx_teardown),
