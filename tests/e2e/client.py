@@ -116,6 +116,29 @@ def cmd_raw(a):
                 if not chunk:
                     break
                 data += chunk
+                if a.send2 is not None and b"\r\n\r\n" in data:
+                    break  # keep-alive: the first answer is here
+        if a.send2 is not None:
+            # a second request on the same connection once the first was
+            # answered (the first answer read up to its end or a pause)
+            time.sleep(a.send2_after / 1000.0)
+            try:
+                s.sendall(a.send2.encode())
+            except OSError as e:
+                res["error2"] = errno.errorcode.get(e.errno or 0, str(e))
+            more = b""
+            s.settimeout(3)
+            try:
+                while len(more) < 65536:
+                    chunk = s.recv(4096)
+                    if not chunk:
+                        break
+                    more += chunk
+            except socket.timeout:
+                pass
+            except OSError as e:
+                res["error2"] = errno.errorcode.get(e.errno or 0, str(e))
+            res["body2"] = more.decode("latin-1")
         body = data.decode("latin-1")
         res["body"] = body.split("\r\n\r\n", 1)[-1]
         res["head"] = body.split("\r\n", 1)[0]
@@ -601,6 +624,9 @@ def main():
     p.add_argument("--fastopen", action="store_true")
     p.add_argument("--wait-before", type=int, default=0, metavar="MS",
                    help="stay silent this long after connecting")
+    p.add_argument("--send2", help="then, once answered, send these bytes too")
+    p.add_argument("--send2-after", type=int, default=300, metavar="MS",
+                   help="pause before --send2")
     p.add_argument("--timeout", type=float, default=10)
     p.set_defaults(fn=cmd_raw)
     p = sub.add_parser("udp")

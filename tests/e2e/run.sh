@@ -34,6 +34,7 @@ FAST_MS=3000
 CASES=(
 	curl_https_allowed
 	curl_http_allowed
+	http_upgrade_watch
 	client_closes_before_accept
 	curl_ipv6_allowed
 	node_fetch_https_allowed
@@ -215,6 +216,34 @@ case_curl_https_allowed() {
 
 # A client that writes and closes before the proxy has accepted the
 # connection (fire-and-forget senders): its origin must still be found.
+# Plain HTTP allowed by name is followed request by request; after an
+# Upgrade request the bytes go raw. allowed.test's /ka ignores the upgrade
+# and reads on, as many servers do: a later request for another host on
+# that connection (a shared address would route it) must not reach it,
+# also where the kernel relay would have taken the connection over by then
+# (--kernel-relay-after 1).
+case_http_upgrade_watch() {
+	local out kr
+	for kr in 0 1; do
+		: >"$CASE_AUDIT"
+		log_mark allowed.test
+		out=$(egr --allow allowed.test --kernel-relay-after $kr -- "${CLIENT[@]}" raw \
+			$ALLOWED4 80 --send2-after 500 \
+			--send $'GET /ka HTTP/1.1\r\nHost: allowed.test\r\nConnection: Upgrade\r\nUpgrade: x\r\n\r\n' \
+			--send2 $'GET /ka HTTP/1.1\r\nHost: evil.test\r\n\r\n')
+		note "kernel relay after $kr: $(oneline "$out")"
+		grep -q 'hello from allowed' <<<"$out" ||
+			fail "the upgrade request was not answered: $(oneline "$out")"
+		sleep 0.2
+		if log_new allowed.test | grep -q '"host": "evil.test"'; then
+			fail "--kernel-relay-after $kr: the request for evil.test reached the server"
+		fi
+		[ "$E2E_RUNNER" = direct ] && continue
+		grep -q '"verdict":"deny".*after an Upgrade' "$CASE_AUDIT" ||
+			fail "--kernel-relay-after $kr: no deny record: $(head -c 600 "$CASE_AUDIT")"
+	done
+}
+
 case_client_closes_before_accept() {
 	local out n
 	log_mark allowed.test

@@ -195,13 +195,19 @@ class Server:
                 return
             sslobj = writer.get_extra_info("ssl_object")
             sni = getattr(sslobj, "egr_sni", None)
+        # /ka answers with keep-alive and reads the next request on the
+        # same connection (ignoring any Upgrade, as many servers do)
+        while await self.http_one(reader, writer, port, peer, tls, sni):
+            pass
+
+    async def http_one(self, reader, writer, port, peer, tls, sni):
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
         except (asyncio.TimeoutError, asyncio.IncompleteReadError,
                 asyncio.LimitOverrunError) as e:
             self.write(event="bad_request", port=port, peer=list(peer[:2]),
                        sni=sni, error=repr(e))
-            return
+            return False
         text = head.decode("latin-1")
         lines = text.split("\r\n")
         host = None
@@ -248,7 +254,8 @@ class Server:
                 writer.write(body[total * i // n:total * (i + 1) // n])
                 await writer.drain()
                 await asyncio.sleep(total_ms / 1000.0 / n)
-            return
+            return False
+        keep = path == "/ka"
         if path == "/echo":
             body = text.encode("latin-1")
         elif any(path.startswith(p) for p, _ in self.static):
@@ -259,9 +266,10 @@ class Server:
             body = ("hello from %s\n" % self.name).encode()
         writer.write(b"HTTP/1.1 " + status + b"\r\nContent-Type: " + ctype +
                      b"\r\nX-Egr-Server: " + self.name.encode() + b"\r\n"
-                     b"Content-Length: %d\r\nConnection: close\r\n\r\n"
-                     % len(body) + body)
+                     b"Content-Length: %d\r\nConnection: %s\r\n\r\n"
+                     % (len(body), b"keep-alive" if keep else b"close") + body)
         await writer.drain()
+        return keep
 
     def static_file(self, path):
         for prefix, root in self.static:
