@@ -1244,7 +1244,7 @@ static void run_child(const struct run_opts *o, const struct run_user *u,
 	close(cgroup_fd);
 	/* Not in the shell's session: no TIOCSTI into it (runpty.h). */
 	{
-		int e = runpty_child_session();
+		int e = runpty_child_session(env->pty);
 
 		if (e) {
 			errno = -e;

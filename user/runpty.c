@@ -48,13 +48,20 @@ int runpty_open(struct runpty *p)
 	p->stop[0] = p->stop[1] = -1;
 	for (i = 0; i < 3; i++)
 		p->tty_fd[i] = isatty(i);
-	/* No terminal at all (a CI job, a pipe, a file): the session alone
-	 * keeps the command away from any terminal. */
+	/* egressd's controlling terminal: the one /dev/tty would open */
+	i = open("/dev/tty", O_RDONLY | O_NOCTTY | O_CLOEXEC);
+	if (i >= 0) {
+		p->session = true;
+		close(i);
+	}
+	/* No terminal on 0/1/2 (a CI job, a pipe, a file): a session of its
+	 * own, if egressd has a terminal, keeps the command away from it. */
 	tty = user_tty(p);
 	if (tty < 0 || tcgetattr(tty, &p->saved)) {
 		memset(p->tty_fd, 0, sizeof(p->tty_fd));
 		return 0;
 	}
+	p->session = true; /* TIOCSCTTY needs a session leader */
 	/* Any terminal on 0, 1 or 2 becomes the command's own: on the user's
 	 * it could also read what the user types to the shell, without a
 	 * controlling terminal to stop it (SIGTTIN) when in the background. */
@@ -81,8 +88,10 @@ fail:
 	return err;
 }
 
-int runpty_child_session(void)
+int runpty_child_session(const struct runpty *p)
 {
+	if (!p->session)
+		return 0;
 	return setsid() < 0 ? -errno : 0;
 }
 

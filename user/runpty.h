@@ -22,6 +22,7 @@
 
 struct runpty {
 	int master;         /* -1: no pseudo-terminal */
+	bool session;       /* the command gets a session of its own */
 	int slave;          /* the command's terminal, closed after the spawn */
 	bool tty_fd[3];     /* which of the command's 0/1/2 are the slave */
 	struct termios saved; /* the user's terminal before raw mode */
@@ -32,13 +33,18 @@ struct runpty {
 };
 
 /* Before the spawn: a pseudo-terminal if any of 0/1/2 is a terminal, with
- * its settings and size. 0 (p->master -1 if none) or -errno. */
+ * its settings and size; a session of the command's own if it gets one or
+ * egressd has a controlling terminal (the terminal TIOCSTI would reach).
+ * With neither (CI, a service), the command stays in egressd's session:
+ * a session is also a scheduler autogroup, and a new one would split the
+ * CPU between the agent and the proxy it talks through. 0 (p->master -1
+ * if no pseudo-terminal) or -errno. */
 int runpty_open(struct runpty *p);
 
 /* In the child (async-signal-safe, 0 or -errno): first a session of its
- * own; later, with a pseudo-terminal, that as its controlling terminal on
- * the descriptors that were the user's terminal. */
-int runpty_child_session(void);
+ * own (if p->session); later, with a pseudo-terminal, that as its
+ * controlling terminal on the descriptors that were the user's terminal. */
+int runpty_child_session(const struct runpty *p);
 int runpty_child_terminal(const struct runpty *p);
 
 /* The signals egressd passes on to the monitor and the monitor to the
