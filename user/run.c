@@ -1221,6 +1221,10 @@ static void run_child_env_free(struct run_child_env *env)
 	free(env->groups);
 	env->envp = NULL;
 	env->groups = NULL;
+	env->n_groups = 0;
+	if (env->landlock_fd >= 0)
+		close(env->landlock_fd);
+	env->landlock_fd = -1;
 }
 
 /* In the child, between clone and exec. */
@@ -1671,10 +1675,7 @@ int run_main(int argc, char **argv)
 	}
 	s.child_env.pty = &s.pty;
 	child = run_spawn(&o, &u, &s.child_env, s.cgroup_fd, &child_errno, &child_stage);
-	if (s.child_env.landlock_fd >= 0) {
-		close(s.child_env.landlock_fd);
-		s.child_env.landlock_fd = -1;
-	}
+	run_child_env_free(&s.child_env); /* the child has what it needed */
 	if (child < 0) {
 		fprintf(stderr, "egressd: cannot start %s: %s\n", o.cmd[0], strerror(-child));
 		goto out;
