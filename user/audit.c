@@ -21,6 +21,7 @@
 #include "audit.h"
 #include "log.h"
 #include "policy.h"
+#include "safepath.h"
 
 /* Distinct denied destinations remembered for the summary; an agent
  * scanning the internet must not grow the daemon without bound. */
@@ -38,6 +39,8 @@ struct audit_dest {
 struct audit {
 	pthread_mutex_t lock;
 	char *path;
+	int dirfd;        /* the file's directory, held (safepath.h) */
+	const char *base; /* path's last component */
 	FILE *f;
 	enum audit_format format;
 	bool denials_to_stderr;
@@ -822,7 +825,7 @@ static void remember_denial(struct audit *a, const struct audit_record *r)
 		snprintf(d->advice, sizeof(d->advice), "(%s)", reason_text(r->reason));
 }
 
-static FILE *open_log(const char *path, int *err);
+static FILE *open_log(const struct audit *a, int *err);
 
 /* Under a->lock, in a private-table thread: its handle, renewed after a
  * reopen (kept if the path cannot be opened: the old file, as
@@ -831,7 +834,7 @@ static FILE *thread_file(struct audit *a)
 {
 	if (a->path && (tl_gen != a->gen || !tl_f)) {
 		int err = 0;
-		FILE *nf = open_log(a->path, &err);
+		FILE *nf = open_log(a, &err);
 
 		if (nf) {
 			if (tl_f)
@@ -983,16 +986,21 @@ char *audit_record_json(const struct audit_record *r)
 	return jb.heap ? jb.s : strdup(jb.s);
 }
 
-static FILE *open_log(const char *path, int *err)
+/* The file at a->base in the held directory, never through a symlink
+ * or into a file root did not create (safepath.h): the path often lies
+ * in the agent's own directory. */
+static FILE *open_log(const struct audit *a, int *err)
 {
+	char why[256];
 	FILE *f;
 	int fd;
 
 	/* O_APPEND: each record lands whole at the end, also with other
 	 * writers and across rotation by copytruncate. */
-	fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+	fd = safepath_append(a->dirfd, a->base, why, sizeof(why));
 	if (fd < 0) {
-		*err = -errno;
+		log_error("audit log %s: %s", a->path, why);
+		*err = fd;
 		return NULL;
 	}
 	f = fdopen(fd, "a");
@@ -1015,15 +1023,26 @@ int audit_open(struct audit **out, const struct audit_options *opts)
 	if (!a)
 		return -ENOMEM;
 	pthread_mutex_init(&a->lock, NULL);
+	a->dirfd = -1;
 	a->format = opts ? opts->format : AUDIT_TEXT;
 	a->denials_to_stderr = opts ? opts->denials_to_stderr : false;
 	if (opts && opts->path) {
+		char why[256];
+		size_t base;
+
 		a->path = strdup(opts->path);
 		if (!a->path) {
 			err = -ENOMEM;
 			goto fail;
 		}
-		a->f = open_log(a->path, &err);
+		a->dirfd = safepath_dir(a->path, &base, why, sizeof(why));
+		if (a->dirfd < 0) {
+			log_error("audit log %s: %s", a->path, why);
+			err = a->dirfd;
+			goto fail;
+		}
+		a->base = a->path + base;
+		a->f = open_log(a, &err);
 		if (!a->f)
 			goto fail;
 	} else if (opts && opts->to_stdout) {
@@ -1058,6 +1077,8 @@ void audit_close(struct audit *a)
 		return;
 	if (a->f)
 		fclose(a->f);
+	if (a->dirfd >= 0)
+		close(a->dirfd);
 	pthread_mutex_destroy(&a->lock);
 	free(a->dests);
 	free(a->path);
@@ -1071,7 +1092,7 @@ int audit_reopen(struct audit *a)
 
 	if (!a || !a->path)
 		return 0;
-	f = open_log(a->path, &err);
+	f = open_log(a, &err);
 	if (!f)
 		return err; /* keep writing to the old file rather than lose records */
 	pthread_mutex_lock(&a->lock);

@@ -109,6 +109,13 @@ struct run_child_env {
 	bool has_nofile;
 	int landlock_fd; /* landlock.h's scoping, -1: Landlock unavailable */
 	const struct runpty *pty; /* the command's session and terminal */
+	/* Files of this run the command's user should not be able to change
+	 * (run_agent_files): checked in the child, with its credentials. */
+	struct run_agent_file {
+		char path[PATH_MAX];
+		const char *what;
+	} agent_files[4];
+	size_t n_agent_files;
 	/* Made before the spawn (run_child_prepare): the child of a
 	 * threaded process must not allocate or look up users. */
 	char **envp;         /* the command's environment */
@@ -1140,6 +1147,68 @@ static void run_warn_host_sockets(void)
 	}
 }
 
+/*
+ * The audit log and the policy file often lie in the user's directories,
+ * and the command usually runs as that user: it could delete or replace
+ * this run's log, or widen the policy the next run reads. Said, not
+ * refused (the common `sudo egressd run --log audit.jsonl` in a project
+ * directory); root never follows what it may have left there (safepath.h).
+ * Each entry is a path the child tests for write access with the
+ * command's credentials (access() sees groups and ACLs).
+ */
+static void run_agent_file_add(struct run_child_env *env, const char *file, bool dir,
+			       const char *what)
+{
+	struct run_agent_file *f;
+	const char *slash;
+	struct stat st, fst;
+	size_t len;
+
+	if (!file || env->n_agent_files == sizeof(env->agent_files) / sizeof(env->agent_files[0]))
+		return;
+	f = &env->agent_files[env->n_agent_files];
+	if (!dir) {
+		if (snprintf(f->path, sizeof(f->path), "%s", file) >= (int)sizeof(f->path))
+			return;
+	} else {
+		slash = strrchr(file, '/');
+		len = slash ? (size_t)(slash - file) : 0;
+		if (len >= sizeof(f->path))
+			return;
+		if (slash && !len)
+			len = 1; /* "/x.log" */
+		if (slash)
+			memcpy(f->path, file, len);
+		else
+			f->path[len++] = '.';
+		f->path[len] = '\0';
+		/* A sticky directory (/tmp) lets nobody remove root's file. */
+		if (stat(f->path, &st) == 0 && (st.st_mode & S_ISVTX) &&
+		    (stat(file, &fst) || fst.st_uid == 0))
+			return;
+	}
+	f->what = what;
+	env->n_agent_files++;
+}
+
+static void run_warn_agent_files(const struct run_child_env *env)
+{
+	char msg[PATH_MAX + 512];
+	int n;
+
+	for (size_t i = 0; i < env->n_agent_files; i++) {
+		if (access(env->agent_files[i].path, W_OK))
+			continue;
+		/* write(2): see run_warn_host_sockets */
+		n = snprintf(msg, sizeof(msg), "egressd: warning: the command's user can write "
+			     "%s: %s; keep it where only root can write (docs/local.md)\n",
+			     env->agent_files[i].path, env->agent_files[i].what);
+		if (n > 0 && write(STDERR_FILENO, msg, strnlen(msg, sizeof(msg))) < 0) {
+			/* nowhere else to say it */
+		}
+	}
+}
+
 static bool run_env_named(const char *entry, const char *name)
 {
 	size_t n = strlen(name);
@@ -1274,6 +1343,7 @@ static void run_child(const struct run_opts *o, const struct run_user *u,
 		goto fail;
 	/* still on the user's terminal: seen even if what follows fails */
 	run_warn_host_sockets();
+	run_warn_agent_files(env);
 	{
 		int e = runpty_child_terminal(env->pty);
 
@@ -1661,6 +1731,17 @@ int run_main(int argc, char **argv)
 
 	if (run_landlock(&s.child_env))
 		goto out;
+	if (!u.is_root) {
+		run_agent_file_add(&s.child_env, s.cfg.audit.path, true,
+				   "the audit log's directory: the command could delete or "
+				   "replace this run's log");
+		run_agent_file_add(&s.child_env, o.policy_file, false,
+				   "the policy file: the command could widen the policy of "
+				   "the next run");
+		run_agent_file_add(&s.child_env, o.policy_file, true,
+				   "the policy file's directory: the command could replace "
+				   "the policy of the next run");
+	}
 	e = run_child_prepare(&s.child_env, &u);
 	if (e) {
 		fprintf(stderr, "egressd: cannot prepare the command's environment and groups: %s\n",

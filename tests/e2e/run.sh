@@ -85,6 +85,7 @@ CASES=(
 	run_local_scope
 	scope_separates_agents
 	run_warns_host_sockets
+	run_log_path_safety
 	run_terminal
 	daemon_enforces_bindings
 	daemon_two_tenants_reload
@@ -1480,6 +1481,60 @@ socket.socket(socket.AF_UNIX).bind(sys.argv[1])" "$1/default"' sh "$dir" "$E2E_P
 	egr --allow allowed.test -- true || fail "the second run failed: exit $?"
 	grep -q "tmux" "$CASE_STDERR" &&
 		fail "a warning for a socket the command cannot reach: $(oneline "$(cat "$CASE_STDERR")")"
+	return 0
+}
+
+# The audit log and the policy file often sit in the user's own directory,
+# and the command runs as that user. A symlink it leaves where the next
+# run's log goes must not make root append to another file (a record with
+# "$(...)" in its comm, appended to /etc/bash.bashrc, would run as root at
+# the next login); a log or policy the command can change is warned about.
+case_run_log_path_safety() {
+	local d target=$E2E_DIR/run/bashrc-$$ rc
+	need_egressd
+	d=$(mktemp -d /tmp/egressd-agentdir.XXXXXX) || fail "mktemp"
+	trap 'rm -rf "'"$d"'"' EXIT
+	chown "$E2E_NOBODY_UID" "$d"
+	chmod 755 "$d"
+	printf 'keep\n' >"$target"
+	outside ln -s "$target" "$d/egressd.log" || fail "cannot make a symlink as nobody"
+	egr_raw run --user nobody --allow allowed.test --log "$d/egressd.log" -- true \
+		2>"$CASE_STDERR" >/dev/null
+	rc=$?
+	[ "$rc" = 2 ] || fail "a log path that is the command's symlink: exit $rc, want 2"
+	grep -q "egressd.log: is a symlink not owned by root" "$CASE_STDERR" ||
+		fail "no reason given: $(oneline "$(cat "$CASE_STDERR")")"
+	note "$(head -1 "$CASE_STDERR")"
+	# a directory on the way that is the command's symlink
+	outside ln -s "$E2E_DIR/run" "$d/logs" || fail "cannot make a symlink as nobody"
+	egr_raw run --user nobody --allow allowed.test --log "$d/logs/bashrc-$$" -- true \
+		2>"$CASE_STDERR" >/dev/null
+	rc=$?
+	[ "$rc" = 2 ] || fail "a log path through the command's symlink: exit $rc, want 2"
+	grep -q "logs is a symlink owned by uid $E2E_NOBODY_UID" "$CASE_STDERR" ||
+		fail "no reason given: $(oneline "$(cat "$CASE_STDERR")")"
+	[ "$(cat "$target")" = keep ] || fail "root appended to the symlink's target"
+	# a log and a policy in the command's directory: they work, with warnings
+	rm -f "$d/egressd.log" "$d/logs"
+	printf '{ "name": "p", "allow": ["allowed.test"] }\n' >"$d/policy.json"
+	chown "$E2E_NOBODY_UID" "$d/policy.json"
+	: >"$CASE_STDERR"
+	egr --policy "$d/policy.json" --log "$d/egressd.log" -- \
+		"${CLIENT[@]}" http http://allowed.test/ >/dev/null ||
+		fail "the run failed: exit $?: $(oneline "$(cat "$CASE_STDERR")")"
+	grep -q "allowed.test" "$d/egressd.log" || fail "nothing logged in $d/egressd.log"
+	[ "$(stat -c %u "$d/egressd.log")" = 0 ] || fail "the log is not root's"
+	grep -qF "can write $d: the audit log's directory" "$CASE_STDERR" ||
+		fail "no warning for the log's directory: $(oneline "$(cat "$CASE_STDERR")")"
+	grep -qF "can write $d/policy.json: the policy file" "$CASE_STDERR" ||
+		fail "no warning for the policy file: $(oneline "$(cat "$CASE_STDERR")")"
+	note "$(grep -F 'policy file:' "$CASE_STDERR" | head -1)"
+	# the same in a directory only root writes: no warning
+	chown root "$d" "$d/policy.json"
+	egr_raw run --user nobody --policy "$d/policy.json" --log "$d/egressd.log" -- true \
+		2>"$CASE_STDERR" >/dev/null || fail "the second run failed: exit $?"
+	grep -q "can write" "$CASE_STDERR" &&
+		fail "a warning for files the command cannot change: $(oneline "$(cat "$CASE_STDERR")")"
 	return 0
 }
 

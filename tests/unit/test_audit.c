@@ -695,6 +695,94 @@ static void test_reopen(void **state)
 	audit_close(NULL);
 }
 
+/* The log path often lies in the agent's own directory (sudo egressd run
+ * --log egressd.log): a symlink or a second name the agent left there must
+ * not make root append to another file (safepath.h). Symlinks owned by
+ * "the agent" (uid 65534 here) are refused, root's are followed; a file
+ * owned by another uid or with two names is refused, also at a reopen. */
+static void test_log_path_safety(void **state)
+{
+	struct audit_options o = { .format = AUDIT_TEXT };
+	struct audit_record r;
+	struct audit *a;
+	char dir[] = "/tmp/test_audit_safe_XXXXXX", target[128], p[160], q[160], *text;
+	int fd;
+
+	if (geteuid() != 0)
+		skip(); /* lchown to another uid */
+	assert_non_null(mkdtemp(dir));
+	snprintf(target, sizeof(target), "%s/bashrc", dir);
+	fd = open(target, O_WRONLY | O_CREAT | O_EXCL, 0644);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, "keep\n", 5), 5);
+	close(fd);
+	deny_record(&r);
+
+	/* the file is an agent's symlink */
+	snprintf(p, sizeof(p), "%s/agent.log", dir);
+	assert_int_equal(symlink(target, p), 0);
+	assert_int_equal(lchown(p, 65534, 65534), 0);
+	o.path = p;
+	assert_int_equal(audit_open(&a, &o), -ELOOP);
+	/* a directory on the way is an agent's symlink */
+	snprintf(q, sizeof(q), "%s/logs", dir);
+	assert_int_equal(symlink(dir, q), 0);
+	assert_int_equal(lchown(q, 65534, 65534), 0);
+	snprintf(p, sizeof(p), "%s/logs/bashrc", dir);
+	o.path = p;
+	assert_int_equal(audit_open(&a, &o), -EPERM);
+	/* a second name of the file */
+	snprintf(p, sizeof(p), "%s/hard.log", dir);
+	assert_int_equal(link(target, p), 0);
+	o.path = p;
+	assert_int_equal(audit_open(&a, &o), -EMLINK);
+	unlink(p);
+	/* a file another uid owns */
+	snprintf(p, sizeof(p), "%s/theirs.log", dir);
+	fd = open(p, O_WRONLY | O_CREAT | O_EXCL, 0644);
+	assert_true(fd >= 0);
+	close(fd);
+	assert_int_equal(chown(p, 65534, 65534), 0);
+	o.path = p;
+	assert_int_equal(audit_open(&a, &o), -EPERM);
+	unlink(p);
+	text = slurp(target);
+	assert_string_equal(text, "keep\n");
+	free(text);
+
+	/* root's symlinks are followed, on the way and as the file */
+	assert_int_equal(lchown(q, 0, 0), 0);
+	snprintf(p, sizeof(p), "%s/logs/ok.log", dir);
+	o.path = p;
+	assert_int_equal(audit_open(&a, &o), 0);
+	audit_write(a, &r);
+	/* rotation: the agent swaps a symlink in for the file; the reopen
+	 * refuses it and keeps writing the old file */
+	snprintf(q, sizeof(q), "%s/ok.log.1", dir);
+	assert_int_equal(rename(p, q), 0);
+	assert_int_equal(symlink(target, p), 0);
+	assert_int_equal(lchown(p, 65534, 65534), 0);
+	assert_int_equal(audit_reopen(a), -ELOOP);
+	r.pid = 77;
+	audit_write(a, &r);
+	audit_close(a);
+	text = slurp(q);
+	assert_non_null(strstr(text, "pid=123 "));
+	assert_non_null(strstr(text, "pid=77 "));
+	free(text);
+	text = slurp(target);
+	assert_string_equal(text, "keep\n");
+	free(text);
+	unlink(p);
+	unlink(q);
+	snprintf(q, sizeof(q), "%s/logs", dir);
+	unlink(q);
+	snprintf(p, sizeof(p), "%s/agent.log", dir);
+	unlink(p);
+	unlink(target);
+	assert_int_equal(rmdir(dir), 0);
+}
+
 /* A thread with a descriptor table of its own (as proxy workers have)
  * writes through its own handle: its records land in the file the main
  * thread's reopen made, and once told (audit_thread_refresh) it holds
@@ -1070,6 +1158,7 @@ int main(void)
 		cmocka_unit_test(test_text_line),
 		cmocka_unit_test(test_http_fields),
 		cmocka_unit_test(test_reopen),
+		cmocka_unit_test(test_log_path_safety),
 		cmocka_unit_test(test_stdout_sink),
 		cmocka_unit_test(test_no_batch_on_pipe),
 		cmocka_unit_test(test_stderr_denials),
