@@ -19,6 +19,9 @@
  *   cgroup/recvmsg4/6                  DNS replies appear to come from the
  *                                      server the application asked
  *   cgroup/sock_create                 only TCP and UDP sockets
+ *   cgroup/setsockopt                  no IP options / IPv6 routing headers
+ *   cgroup_skb/egress                  nor on any packet (source routing)
+ *   cgroup/bind4, cgroup/bind6         not the proxy's port
  */
 #include "egr_helpers.bpf.h"
 
@@ -617,4 +620,150 @@ int egr_sock_create(struct bpf_sock *sk)
 		 sk->family, cgid, policy_id, 0, EGR_OP_SOCK_CREATE);
 	egr_count(EGR_STAT_DENIED);
 	return 0;
+}
+
+/*
+ * Source routing. IP options (IPv4 LSRR/SSRR) and IPv6 routing headers
+ * (type 4, segment routing: unprivileged on Linux) change where a packet
+ * goes after the connect/sendmsg hooks rewrote its destination: the kernel
+ * sends it to the first hop the option names, past the proxy. Nothing an
+ * agent runs needs them: refused as socket options here, and dropped on
+ * any packet that carries them anyway (per-message cmsgs, which no hook
+ * sees) in egr_egress.
+ */
+#define EGR_SOL_IP 0
+#define EGR_SOL_IPV6 41
+#define EGR_IP_OPTIONS 4
+#define EGR_IPV6_2292RTHDR 5
+#define EGR_IPV6_2292PKTOPTIONS 6
+#define EGR_IPV6_RTHDR 57
+
+static __always_inline void egr_emit_unrouted(__u32 reason, __u32 proto, __u16 family,
+					      __u32 op)
+{
+	__u8 none[16] = {};
+	__u32 policy_id = 0;
+	__u64 cgid;
+
+	egr_policy_lookup(&cgid, &policy_id);
+	egr_emit(EGR_EVENT_DENY, reason, proto, none, 0, family, cgid, policy_id, 0, op);
+	egr_count(EGR_STAT_DENIED);
+}
+
+SEC("cgroup/setsockopt")
+int egr_setsockopt(struct bpf_sockopt *ctx)
+{
+	/* Constant-offset context loads (volatile: see egr_sockops). */
+	__s32 level = *(volatile __s32 *)&ctx->level;
+	__s32 optname = *(volatile __s32 *)&ctx->optname;
+	__s32 optlen = *(volatile __s32 *)&ctx->optlen;
+	bool v4 = level == EGR_SOL_IP && optname == EGR_IP_OPTIONS;
+	bool v6 = level == EGR_SOL_IPV6 &&
+		  (optname == EGR_IPV6_RTHDR || optname == EGR_IPV6_2292RTHDR ||
+		   optname == EGR_IPV6_2292PKTOPTIONS);
+
+	if ((v4 || v6) && optlen > 0) {
+		struct bpf_sock *sk = ctx->sk;
+
+		egr_emit_unrouted(EGR_REASON_IP_OPTIONS, sk ? sk->protocol : 0,
+				  v6 ? EGR_AF_INET6 : EGR_AF_INET, EGR_OP_SETSOCKOPT);
+		return 0;
+	}
+	/* Leave every other option alone; above a page the program sees
+	 * only part of the value, and optlen 0 tells the kernel to use the
+	 * caller's (kernels before 6.5 would fail the call otherwise). */
+	if (optlen > 4096)
+		ctx->optlen = 0;
+	return 1;
+}
+
+#define EGR_ETH_P_IP 0x0800
+#define EGR_ETH_P_IPV6 0x86DD
+#define EGR_NEXTHDR_HOP 0
+#define EGR_NEXTHDR_ROUTING 43
+#define EGR_NEXTHDR_FRAGMENT 44
+#define EGR_NEXTHDR_AUTH 51
+#define EGR_NEXTHDR_DEST 60
+
+/* Does an IPv6 packet carry a routing header among its first extension
+ * headers? (The kernel puts a socket's in order: hop-by-hop, destination
+ * options, routing, fragment.) */
+static __always_inline bool egr_v6_routed(struct __sk_buff *skb)
+{
+	__u32 off = 40;
+	__u8 nh, hdr[2];
+	int i;
+
+	if (bpf_skb_load_bytes(skb, 6, &nh, 1))
+		return false;
+	for (i = 0; i < 6; i++) {
+		if (nh == EGR_NEXTHDR_ROUTING)
+			return true;
+		if (nh != EGR_NEXTHDR_HOP && nh != EGR_NEXTHDR_DEST &&
+		    nh != EGR_NEXTHDR_FRAGMENT && nh != EGR_NEXTHDR_AUTH)
+			return false;
+		if (bpf_skb_load_bytes(skb, off, hdr, 2))
+			return false;
+		if (nh == EGR_NEXTHDR_FRAGMENT)
+			off += 8;
+		else if (nh == EGR_NEXTHDR_AUTH)
+			off += ((__u32)hdr[1] + 2) * 4;
+		else
+			off += ((__u32)hdr[1] + 1) * 8;
+		nh = hdr[0];
+	}
+	return true; /* deeper than any socket builds: refuse */
+}
+
+SEC("cgroup_skb/egress")
+int egr_egress(struct __sk_buff *skb)
+{
+	__u8 vihl;
+
+	if (skb->protocol == bpf_htons(EGR_ETH_P_IP)) {
+		if (bpf_skb_load_bytes(skb, 0, &vihl, 1) || (vihl & 0x0f) <= 5)
+			return 1;
+		egr_emit_unrouted(EGR_REASON_IP_OPTIONS, 0, EGR_AF_INET, EGR_OP_EGRESS);
+		return 0;
+	}
+	if (skb->protocol == bpf_htons(EGR_ETH_P_IPV6) && egr_v6_routed(skb)) {
+		egr_emit_unrouted(EGR_REASON_IP_OPTIONS, 0, EGR_AF_INET6, EGR_OP_EGRESS);
+		return 0;
+	}
+	return 1;
+}
+
+/*
+ * The proxy's port, on any address and either protocol. While egressd
+ * restarts the port is free; a process of the cgroup that took it would
+ * then receive every redirected connection and DNS query of every
+ * enforced cgroup, other tenants' too, and the new egressd could not
+ * start.
+ */
+static __always_inline int egr_bind(struct bpf_sock_addr *ctx, __u16 family)
+{
+	__u8 none[16] = {};
+	__u32 policy_id = 0;
+	__u64 cgid;
+
+	if (!proxy_port || bpf_ntohs(ctx->user_port) != proxy_port)
+		return 1;
+	egr_policy_lookup(&cgid, &policy_id);
+	egr_emit(EGR_EVENT_DENY, EGR_REASON_PROXY_PORT,
+		 ctx->type == EGR_SOCK_DGRAM ? EGR_IPPROTO_UDP : EGR_IPPROTO_TCP, none,
+		 proxy_port, family, cgid, policy_id, 0, EGR_OP_BIND);
+	egr_count(EGR_STAT_DENIED);
+	return 0;
+}
+
+SEC("cgroup/bind4")
+int egr_bind4(struct bpf_sock_addr *ctx)
+{
+	return egr_bind(ctx, EGR_AF_INET);
+}
+
+SEC("cgroup/bind6")
+int egr_bind6(struct bpf_sock_addr *ctx)
+{
+	return egr_bind(ctx, EGR_AF_INET6);
 }

@@ -98,6 +98,14 @@ enum egr_reason {
 	/* proxy: plain HTTP to a host the policy intercepts: its request
 	 * rules are checked only with TLS (docs/interception.md) */
 	EGR_REASON_TLS_REQUIRED = 23,
+	/* kernel: IP options or an IPv6 routing header (source routing: the
+	 * packet would go to a first hop of the sender's choosing instead
+	 * of the proxy), as a socket option or on a packet */
+	EGR_REASON_IP_OPTIONS = 24,
+	/* kernel: bind() to the proxy's port (a process of the cgroup that
+	 * held it while egressd restarts would receive every redirected
+	 * connection) */
+	EGR_REASON_PROXY_PORT = 25,
 	EGR_REASON_MAX,
 };
 
@@ -193,6 +201,9 @@ enum egr_event_op {
 	EGR_OP_CONNECT = 1,
 	EGR_OP_SENDMSG = 2,
 	EGR_OP_SOCK_CREATE = 3,
+	EGR_OP_SETSOCKOPT = 4,
+	EGR_OP_EGRESS = 5,  /* a packet leaving a socket of the cgroup */
+	EGR_OP_BIND = 6,
 };
 
 /* Ring buffer record (egr_events) for kernel-side decisions. */

@@ -26,7 +26,8 @@ void kevent_to_record(const struct egr_event *e, struct audit_record *r)
 	memcpy(r->comm, e->origin.comm, EGR_COMM_LEN);
 	r->comm[EGR_COMM_LEN] = '\0';
 	r->proto = (int)e->proto;
-	r->has_dst = e->reason != EGR_REASON_PROTO;
+	r->has_dst = e->reason != EGR_REASON_PROTO && e->op != EGR_OP_SETSOCKOPT &&
+		     e->op != EGR_OP_EGRESS;
 	memcpy(r->dst.b, e->origin.dst_addr, 16);
 	r->dst_port = e->origin.dst_port;
 	r->verdict = e->type == EGR_EVENT_AUDIT ? EGR_VERDICT_AUDIT : EGR_VERDICT_DENY;
@@ -41,5 +42,13 @@ void kevent_to_record(const struct egr_event *e, struct audit_record *r)
 		r->quiet = true;
 	} else if (e->op == EGR_OP_SENDMSG) {
 		r->detail = "udp sendmsg";
+	} else if (e->op == EGR_OP_SETSOCKOPT) {
+		r->detail = e->origin.family == EGR_AF_INET6 ? "setsockopt IPV6_RTHDR"
+							     : "setsockopt IP_OPTIONS";
+	} else if (e->op == EGR_OP_EGRESS) {
+		r->detail = e->origin.family == EGR_AF_INET6 ? "packet with a routing header"
+							     : "packet with IP options";
+	} else if (e->op == EGR_OP_BIND) {
+		r->detail = "bind";
 	}
 }

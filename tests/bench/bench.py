@@ -883,15 +883,18 @@ def bpf_map_entries(pid, name):
 
 # The programs a redirected TCP connection runs: sock_create at socket(),
 # connect4/6 (which makes the origin record), sockops (several callbacks
-# per connection; the hand-off at TCP_CONNECT_CB), sock_release at close().
+# per connection; the hand-off at TCP_CONNECT_CB), sock_release at close(),
+# setsockopt at each of the client's setsockopt() calls, egress at each
+# packet the client sends (source routing, bpf/redirect.bpf.c).
 KERNEL_PROGS = ("egr_connect4", "egr_connect6", "egr_sock_create",
-                "egr_sockops", "egr_sock_release")
+                "egr_sockops", "egr_sock_release", "egr_setsockopt",
+                "egr_egress")
 
 
 def kernel_stats():
     """Per egressd row: connect4 under the row's name, the other programs
     as "row (connect6)", "row (sock_create)", ...; the connect4 entry also
-    gets ns_per_connect, all five programs' time over connect4+6 runs."""
+    gets ns_per_connect, all these programs' time over connect4+6 runs."""
     res = {}
     for r in ROWS:
         if not r.name.startswith("egressd") or r.na or r.pid is None:
@@ -1373,7 +1376,7 @@ def report(started, kern, scale):
     for k, c in kern.items():
         L.append("- %s: %s runs, %s ns total, **%s ns average**%s" % (
             k, c["run_cnt"], c["run_time_ns"], c["avg_ns"],
-            "; all five programs: **%s ns per connect**" %
+            "; all its programs: **%s ns per connect**" %
             c["ns_per_connect"] if "ns_per_connect" in c else ""))
     if not kern:
         L.append("- no egr_connect4 of this run's egressd found")

@@ -596,6 +596,125 @@ def cmd_loop(a):
     os._exit(0)
 
 
+SRCROUTE_MARK = b"egressd-srcroute-probe"
+
+
+def cmd_srcroute(a):
+    """Try to send a marker past the redirect with IP source routing: the
+    socket's destination is rewritten to the proxy, the option sends the
+    packet to a.via (the first hop) instead. Each way reports ok (sent)
+    or the error."""
+    import ipaddress
+    res = {"via": a.via, "ways": {}}
+    v6 = ipaddress.ip_address(a.via).version == 6
+
+    def lsrr(hop):
+        return bytes([0x83, 7, 4]) + socket.inet_aton(hop) + b"\x01"
+
+    def rthdr2(hop):
+        # type 2 (one segment): struct ipv6_rt_hdr + reserved + address
+        return bytes([0, 2, 2, 1]) + b"\0" * 4 + socket.inet_pton(socket.AF_INET6, hop)
+
+    def srh4(hop):
+        # type 4 (segment routing), one segment, the last: struct
+        # ipv6_sr_hdr (nexthdr, hdrlen 2, type 4, segments_left 0,
+        # last_entry 0, flags, tag) + segments[0]
+        return bytes([0, 2, 4, 0, 0, 0, 0, 0]) + socket.inet_pton(socket.AF_INET6, hop)
+
+    IPV6_RTHDR = 57
+    ways = {}
+    if not v6:
+        def udp_sockopt():
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.setsockopt(socket.IPPROTO_IP, socket.IP_OPTIONS, lsrr(a.via))
+            s.connect((a.dst, 53))
+            s.send(SRCROUTE_MARK)
+
+        def udp_cmsg():
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.sendmsg([SRCROUTE_MARK], [(socket.IPPROTO_IP, socket.IP_RETOPTS,
+                                         lsrr(a.via))], 0, (a.dst, 53))
+
+        def tcp_sockopt():
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.settimeout(2)
+            s.setsockopt(socket.IPPROTO_IP, socket.IP_OPTIONS, lsrr(a.via))
+            s.setsockopt(socket.IPPROTO_TCP, 30, 1)  # TCP_FASTOPEN_NO_COOKIE
+            try:
+                s.sendto(SRCROUTE_MARK, socket.MSG_FASTOPEN, (a.dst, 443))
+            except (socket.timeout, ConnectionError, OSError) as e:
+                if getattr(e, "errno", None) == 1:
+                    raise
+        def udp_cmsg_rr():
+            # record route: allowed unprivileged, routes nothing, but
+            # shows that a packet with options never leaves
+            rr = bytes([7, 7, 4, 0, 0, 0, 0, 1])
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.sendmsg([SRCROUTE_MARK], [(socket.IPPROTO_IP, socket.IP_RETOPTS, rr)],
+                      0, (a.dst, 53))
+        ways = {"udp-sockopt": udp_sockopt, "udp-cmsg": udp_cmsg,
+                "tcp-sockopt": tcp_sockopt, "udp-cmsg-rr": udp_cmsg_rr}
+    else:
+        def udp6_sockopt():
+            s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+            s.setsockopt(socket.IPPROTO_IPV6, IPV6_RTHDR, rthdr2(a.via))
+            s.connect((a.dst, 53))
+            s.send(SRCROUTE_MARK)
+
+        def udp6_cmsg():
+            s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+            s.sendmsg([SRCROUTE_MARK], [(socket.IPPROTO_IPV6, IPV6_RTHDR,
+                                         rthdr2(a.via))], 0, (a.dst, 53))
+        def udp6_srh():
+            s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+            s.setsockopt(socket.IPPROTO_IPV6, IPV6_RTHDR, srh4(a.via))
+            s.connect((a.dst, 53))
+            s.send(SRCROUTE_MARK)
+
+        def tcp6_srh():
+            s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+            s.settimeout(2)
+            s.setsockopt(socket.IPPROTO_IPV6, IPV6_RTHDR, srh4(a.via))
+            s.setsockopt(socket.IPPROTO_TCP, 30, 1)  # TCP_FASTOPEN_NO_COOKIE
+            try:
+                s.sendto(SRCROUTE_MARK, socket.MSG_FASTOPEN, (a.dst, 443))
+            except (socket.timeout, ConnectionError, OSError) as e:
+                if getattr(e, "errno", None) == 1:
+                    raise
+        ways = {"udp6-sockopt": udp6_sockopt, "udp6-cmsg": udp6_cmsg,
+                "udp6-srh": udp6_srh, "tcp6-srh": tcp6_srh}
+    for name, fn in ways.items():
+        try:
+            fn()
+            res["ways"][name] = "sent"
+        except Exception as e:  # noqa: BLE001
+            res["ways"][name] = err_fields(e).get("errname") or str(e)
+    out(res)
+    return 0
+
+
+def cmd_sniff(a):
+    """Count frames on an interface that carry the source-route marker,
+    for a.seconds (AF_PACKET: sees them whatever the IP layer does)."""
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
+    s.bind((a.ifname, 0))
+    s.settimeout(0.2)
+    n = 0
+    end = time.monotonic() + a.seconds
+    ready = open(a.ready, "w")
+    ready.write("ready\n")
+    ready.close()
+    while time.monotonic() < end:
+        try:
+            frame = s.recv(65535)
+        except socket.timeout:
+            continue
+        if SRCROUTE_MARK in frame:
+            n += 1
+    out({"frames": n})
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawTextHelpFormatter)
@@ -634,6 +753,15 @@ def main():
     p.add_argument("port", type=int)
     p.add_argument("--connect", action="store_true")
     p.set_defaults(fn=cmd_udp)
+    p = sub.add_parser("srcroute")
+    p.add_argument("via", help="first hop the option names")
+    p.add_argument("dst", help="the destination connect() names")
+    p.set_defaults(fn=cmd_srcroute)
+    p = sub.add_parser("sniff")
+    p.add_argument("ifname")
+    p.add_argument("seconds", type=float)
+    p.add_argument("ready", help="file written once listening")
+    p.set_defaults(fn=cmd_sniff)
     p = sub.add_parser("dns")
     p.add_argument("name")
     p.add_argument("--server", help="default: /etc/resolv.conf's first")

@@ -58,6 +58,7 @@ CASES=(
 	dns_ipv6_server
 	dns_clients_resolve
 	dns_unconnected_and_sendmmsg
+	source_route_refused
 	dns_tunnel_blocked
 	dns_nxdomain_not_forwarded
 	dns_rebinding_refused
@@ -563,6 +564,48 @@ case_udp_denied() {
 		[ "$p" = EPERM ] || fail "UDP $a: expected EPERM, got: $(oneline "$out")"
 	done
 	evil_untouched UDP
+}
+
+# IP source routing: an option (IP_OPTIONS with LSRR, IPV6_RTHDR type 2;
+# as a socket option or per message) makes the kernel send a redirected
+# socket's packets to a first hop of the sender's choosing instead of the
+# proxy. It needs no privilege, and the first hop's host sees the payload
+# whatever it then does with the route. None of it may leave the runner:
+# frames are sniffed on the internet side of its link.
+case_source_route_refused() {
+	local ready=$E2E_DIR/run/sniff-ready-$$ sniffed=$E2E_DIR/run/sniff-$$.out
+	local out out6 pid i frames way
+	rm -f "$ready"
+	in_net "$E2E_PY" "$E2E_DIR/bin/client.py" sniff veth0 8 "$ready" >"$sniffed" &
+	pid=$!
+	for i in $(seq 50); do [ -e "$ready" ] && break; sleep 0.1; done
+	[ -e "$ready" ] || { kill "$pid"; fail "the sniffer did not start"; }
+	out=$(egr --allow allowed.test -- "${CLIENT[@]}" srcroute $EVIL4 $DNS4)
+	out6=$(egr --allow allowed.test -- "${CLIENT[@]}" srcroute $EVIL6 $ALLOWED6)
+	wait "$pid"
+	note "IPv4: $(oneline "$out")"
+	note "IPv6: $(oneline "$out6")"
+	frames=$(jget frames <"$sniffed")
+	[ "$frames" = 0 ] ||
+		fail "${frames:-?} frame(s) with the marker left the runner: $(oneline "$out") $(oneline "$out6")"
+	for way in udp-sockopt udp-cmsg tcp-sockopt udp-cmsg-rr; do
+		[ "$("$E2E_PY" -c 'import json,sys; print(json.loads(sys.stdin.read().strip().splitlines()[-1])["ways"][sys.argv[1]])' "$way" <<<"$out")" = EPERM ] ||
+			fail "$way was not refused with EPERM: $(oneline "$out")"
+	done
+	# type 2 needs the kernel's Mobile IPv6: without it the kernel
+	# refuses the header itself (EINVAL)
+	for way in udp6-sockopt udp6-cmsg udp6-srh tcp6-srh; do
+		case $("$E2E_PY" -c 'import json,sys; print(json.loads(sys.stdin.read().strip().splitlines()[-1])["ways"][sys.argv[1]])' "$way" <<<"$out6") in
+		EPERM | EINVAL) ;;
+		*) fail "$way was not refused: $(oneline "$out6")" ;;
+		esac
+	done
+	grep -q '"reason":"ip_options".*setsockopt IPV6_RTHDR' "$CASE_AUDIT" ||
+		fail "no audit record of the refused socket option: $(oneline "$(tail -3 "$CASE_AUDIT")")"
+	# on a packet (a per-message option no hook sees): dropped on its way out
+	grep -q '"reason":"ip_options".*packet with IP options' "$CASE_AUDIT" ||
+		fail "no audit record of the dropped packet: $(oneline "$(tail -3 "$CASE_AUDIT")")"
+	evil_untouched "source routing"
 }
 
 case_dns_resolves_inside() {
@@ -1738,6 +1781,24 @@ JSON
 	out=$(in_cg "$DCG/agents/job1" curl -sS --max-time 5 --cacert "$E2E_CA" \
 		https://allowed.test/) && fail "network worked with the daemon dead (fail open)"
 	note "daemon dead: $(oneline "$out")"
+	# Its port is free now: a process of an enforced cgroup that took it
+	# would receive every redirected connection and DNS query (other
+	# tenants' too) and keep the daemon from coming back.
+	# shellcheck disable=SC2016
+	out=$(in_cg "$DCG/agents/job1" "$E2E_PY" -c 'import socket, sys
+for fam, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1"),
+                  (socket.AF_INET, "0.0.0.0")):
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        s = socket.socket(fam, kind)
+        try:
+            s.bind((host, int(sys.argv[1])))
+            print("bound", host, kind)
+        except OSError as e:
+            print("refused", host, kind, e.errno)' "$DAEMON_PORT" 2>&1)
+	note "binding the dead daemon's port: $(oneline "$out")"
+	grep -q "^bound" <<<"$out" && fail "a process of the cgroup took the daemon's port: $(oneline "$out")"
+	[ "$(grep -c "^refused .* 1$" <<<"$out")" = 6 ] ||
+		fail "binding the daemon's port was not refused with EPERM: $(oneline "$out")"
 	# Restart: adopts the pins and serves again.
 	daemon_start || fail "daemon did not restart: $(tail -3 "$CASE_STDERR")"
 	out=$(in_cg "$DCG/agents/job1" curl -sS --max-time 5 --cacert "$E2E_CA" \
