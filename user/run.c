@@ -812,9 +812,10 @@ static int run_check_credentials(struct run_state *s)
 			explicit_bzero(val, REQRULE_VALUE_MAX);
 			if (ret) {
 				if (env && ret == -ENOENT)
-					fprintf(stderr, "egressd: %s: %s (under sudo, pass it "
-						"with `sudo --preserve-env=%s egressd ...` or "
-						"`sudo %s=... egressd ...`)\n",
+					fprintf(stderr, "egressd: %s: %s (under sudo, export it "
+						"and pass it with `sudo --preserve-env=%s egressd "
+						"...`; not as `sudo %s=...`, which puts it in "
+						"sudo's command line, readable by the agent)\n",
 						what, err, c->source + 4, c->source + 4);
 				else
 					fprintf(stderr, "egressd: %s: %s\n", what, err);
