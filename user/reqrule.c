@@ -359,8 +359,20 @@ int reqrule_normalize_path(const char *target, char *out, size_t outsz)
 	return 0;
 }
 
+static unsigned char ascii_lower(unsigned char c)
+{
+	return c >= 'A' && c <= 'Z' ? (unsigned char)(c + ('a' - 'A')) : c;
+}
+
+static bool char_eq(char a, char b, bool icase)
+{
+	return a == b ||
+	       (icase && ascii_lower((unsigned char)a) == ascii_lower((unsigned char)b));
+}
+
 /* '*' inside one segment: any run of characters (no '/'). */
-static bool wild_match(const char *g, size_t gl, const char *s, size_t sl)
+static bool wild_match(const char *g, size_t gl, const char *s, size_t sl,
+		       bool icase)
 {
 	size_t gi = 0, si = 0, star = SIZE_MAX, mark = 0;
 
@@ -368,7 +380,7 @@ static bool wild_match(const char *g, size_t gl, const char *s, size_t sl)
 		if (gi < gl && g[gi] == '*') {
 			star = gi++;
 			mark = si;
-		} else if (gi < gl && g[gi] == s[si]) {
+		} else if (gi < gl && char_eq(g[gi], s[si], icase)) {
 			gi++;
 			si++;
 		} else if (star != SIZE_MAX) {
@@ -405,7 +417,7 @@ static size_t split(const char *s, struct seg *v, size_t max)
 	}
 }
 
-bool reqrule_glob_match(const char *glob, const char *path)
+static bool glob_match(const char *glob, const char *path, bool icase)
 {
 	static _Thread_local struct seg gs[REQRULE_GLOB_MAX], ps[MAX_SEGS];
 	static _Thread_local bool row[2][MAX_SEGS + 1];
@@ -441,13 +453,67 @@ bool reqrule_glob_match(const char *glob, const char *path)
 				cur[j] = prev[j - 1] && s->len > 0;
 			else
 				cur[j] = prev[j - 1] &&
-					 wild_match(g->p, g->len, s->p, s->len);
+					 wild_match(g->p, g->len, s->p, s->len, icase);
 		}
 		t = prev;
 		prev = cur;
 		cur = t;
 	}
 	return prev[np];
+}
+
+bool reqrule_glob_match(const char *glob, const char *path)
+{
+	return glob_match(glob, path, false);
+}
+
+/*
+ * The normalized path as a lenient server may read it: each segment's
+ * ";params" dropped (Tomcat, Jetty, Spring), and segments that leaves
+ * empty or a trailing slash dropped (routers that are not strict about
+ * it). Deny rules compare it case-insensitively as well (Express,
+ * ASP.NET, GitHub's owner and repository names). A deny rule must hold
+ * for every reading a server may pick; an allow rule only for the one we
+ * matched, so allow rules never see this.
+ */
+static void loose_path(const char *path, char *out, size_t outsz)
+{
+	size_t o = 0;
+
+	if (path[0] != '/') {
+		snprintf(out, outsz, "%s", path);
+		return;
+	}
+	/* Never longer than path: fits wherever path did. */
+	for (const char *seg = path + 1;;) {
+		const char *e = strchr(seg, '/');
+		size_t len = e ? (size_t)(e - seg) : strlen(seg);
+		const char *semi = memchr(seg, ';', len);
+
+		if (semi)
+			len = (size_t)(semi - seg);
+		if (len && o + 1 + len < outsz) {
+			out[o++] = '/';
+			memcpy(out + o, seg, len);
+			o += len;
+		}
+		if (!e)
+			break;
+		seg = e + 1;
+	}
+	if (o == 0)
+		out[o++] = '/';
+	out[o] = '\0';
+}
+
+bool reqrule_glob_match_loose(const char *glob, const char *path)
+{
+	char loose[REQRULE_PATH_MAX];
+
+	if (!glob || !path || strlen(path) >= sizeof(loose))
+		return false;
+	loose_path(path, loose, sizeof(loose));
+	return glob_match(glob, path, false) || glob_match(glob, loose, true);
 }
 
 int reqrule_host_matches_port(const char *auth, const char *sni, uint16_t port)
@@ -617,6 +683,7 @@ static void pick_creds(const struct reqrule_host *h, struct reqrule_result *res)
 int reqrule_check(const struct reqrule_host *h, const char *sni,
 		  const struct reqrule_request *req, struct reqrule_result *res)
 {
+	char loose[REQRULE_PATH_MAX];
 	int idx, err;
 
 	if (!res)
@@ -635,6 +702,7 @@ int reqrule_check(const struct reqrule_host *h, const char *sni,
 		return err;
 
 	idx = method_index(req->method, strlen(req->method));
+	loose_path(res->path, loose, sizeof(loose));
 	for (size_t i = 0; idx >= 0 && i < h->n_rules; i++) {
 		const struct reqrule *r = &h->rules[i];
 		bool hit = false;
@@ -642,7 +710,9 @@ int reqrule_check(const struct reqrule_host *h, const char *sni,
 		if (!(r->methods & (1ULL << idx)))
 			continue;
 		for (size_t g = 0; !hit && g < r->n_globs; g++)
-			hit = reqrule_glob_match(r->globs[g], res->path);
+			hit = glob_match(r->globs[g], res->path, false) ||
+			      (r->action == REQRULE_DENY &&
+			       glob_match(r->globs[g], loose, true));
 		if (!hit)
 			continue;
 		res->rule = r;

@@ -20,6 +20,16 @@
  * inside a segment ("*.git") any run of characters in that segment;
  * everything else literally. The glob "*" alone matches the target of
  * "OPTIONS *" and of CONNECT.
+ *
+ * Rules are tried in order and the first that matches decides. Allow
+ * rules and credential path prefixes match the normalized path exactly
+ * (case-sensitive). A deny rule also matches a loose reading of it, the
+ * one lenient servers act on: compared case-insensitively, each
+ * segment's ";params" dropped, segments left empty and a trailing slash
+ * dropped. So a rule denying everything under "/repos/acme/secret" also
+ * stops "/repos/acme/SECRET/x" and "/repos/acme/secret;x/y", and deny
+ * "/admin" stops "/admin/"; a request that matches an allow rule only
+ * loosely gets the default denial (fail closed).
  */
 #ifndef EGR_REQRULE_H
 #define EGR_REQRULE_H
@@ -119,8 +129,10 @@ void reqrule_host_free(struct reqrule_host *h);
  * Origin-form only; reqrule_check handles the other forms.
  */
 int reqrule_normalize_path(const char *target, char *out, size_t outsz);
-/* Does normalized path match glob? */
+/* Does normalized path match glob? (exactly: how allow rules match) */
 bool reqrule_glob_match(const char *glob, const char *path);
+/* The same, or does its loose reading (see top)? How deny rules match. */
+bool reqrule_glob_match_loose(const char *glob, const char *path);
 /*
  * Does a Host value / authority name sni? Case-insensitive, one trailing
  * dot ignored on both, port absent or 443. 1 yes, 0 no, -EINVAL bad

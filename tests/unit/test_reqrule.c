@@ -124,6 +124,42 @@ static void test_glob_table(void **state)
 	}
 }
 
+/* How deny rules match: the exact path, or the loose reading lenient
+ * servers act on (case, ";params", trailing slash). */
+static const struct glob_case loose_cases[] = {
+	{ "/repos/acme/secret/**", "/repos/acme/secret/x", true },
+	{ "/repos/acme/secret/**", "/repos/acme/SECRET/x", true },
+	{ "/repos/acme/secret/**", "/Repos/Acme/Secret", true },
+	{ "/repos/acme/secret/**", "/repos/acme/secret;x/y", true },
+	{ "/repos/acme/secret/**", "/repos/acme/secret;jsessionid=1", true },
+	{ "/repos/acme/secret/**", "/repos/acme;x/secret/y", true },
+	{ "/repos/acme/secret/**", "/repos/acme/;x/secret/y", true },
+	{ "/repos/acme/secret/**", "/repos/acme/secretx/y", false },
+	{ "/repos/acme/secret/**", "/repos/acme/secre;t/y", false },
+	{ "/admin", "/admin", true },
+	{ "/admin", "/admin/", true },
+	{ "/admin", "/ADMIN/", true },
+	{ "/admin", "/admin;x", true },
+	{ "/admin", "/admin;x/", true },
+	{ "/admin", "/admin/x", false },
+	{ "/Admin/*.GIT", "/admin/repo.git", true },
+	{ "/admin/*", "/admin/;x", true },
+	{ "/admin/*", "/admin/;x/", false },
+	{ "/", "/;x", true },
+	{ "*", "*", true },
+	{ "*", "/", false },
+};
+
+static void test_glob_loose_table(void **state)
+{
+	for (size_t i = 0; i < sizeof(loose_cases) / sizeof(loose_cases[0]); i++) {
+		const struct glob_case *c = &loose_cases[i];
+
+		if (reqrule_glob_match_loose(c->glob, c->path) != c->match)
+			fail_msg("loose glob %s path %s: want %d", c->glob, c->path, c->match);
+	}
+}
+
 static void test_glob_valid(void **state)
 {
 	static const char *const ok[] = { "/", "/repos/acme/**", "*", "/a/*.git", "/a/" };
@@ -205,6 +241,9 @@ static int setup(void **state)
 	assert_int_equal(reqrule_init(&r, "no-secrets", "deny", "*",
 				      "/repos/acme/secret/**", NULL), 0);
 	assert_int_equal(reqrule_host_add_rule(&host, &r), 0);
+	assert_int_equal(reqrule_init(&r, "no-settings", "deny", "*",
+				      "/repos/acme/settings", NULL), 0);
+	assert_int_equal(reqrule_host_add_rule(&host, &r), 0);
 	assert_int_equal(reqrule_init(&r, "read-acme", "allow", "GET,HEAD",
 				      "/repos/acme/** /user /repos/acmex/**", NULL), 0);
 	assert_int_equal(reqrule_host_add_rule(&host, &r), 0);
@@ -250,6 +289,21 @@ static const struct check_case {
 	{ "method not listed", "DELETE", "/repos/acme/x", "api.test", -1, 403, "default", NULL },
 	{ "deny rule first", "GET", "/repos/acme/secret/x", "api.test", -1, 403, "no-secrets", NULL },
 	{ "deny rule any method", "POST", "/repos/acme/secret", "api.test", -1, 403, "no-secrets", NULL },
+	/* A deny rule also holds for the path as lenient servers read it;
+	 * an allow rule only for the exact path (else: default, 403). */
+	{ "deny upper case", "GET", "/repos/acme/SECRET/x", "api.test", -1, 403, "no-secrets", NULL },
+	{ "deny mixed case", "GET", "/Repos/Acme/Secret", "api.test", -1, 403, "no-secrets", NULL },
+	{ "deny encoded upper", "GET", "/repos/acme/%53ECRET/x", "api.test", -1, 403, "no-secrets", NULL },
+	{ "deny path params", "GET", "/repos/acme/secret;x/y", "api.test", -1, 403, "no-secrets", NULL },
+	{ "deny params on parent", "GET", "/repos/acme;x/secret/y", "api.test", -1, 403, "no-secrets", NULL },
+	{ "deny exact", "GET", "/repos/acme/settings", "api.test", -1, 403, "no-settings", NULL },
+	{ "deny trailing slash", "GET", "/repos/acme/settings/", "api.test", -1, 403, "no-settings", NULL },
+	{ "deny case and slash", "GET", "/repos/acme/Settings/", "api.test", -1, 403, "no-settings", NULL },
+	{ "deny params", "GET", "/repos/acme/settings;a=b", "api.test", -1, 403, "no-settings", NULL },
+	{ "deny is per segment", "GET", "/repos/acme/settings/x", "api.test", -1, 0, "read-acme", "acme-token" },
+	{ "allow stays exact: case", "GET", "/REPOS/acme/x", "api.test", -1, 403, "default", NULL },
+	{ "allow stays exact: slash", "GET", "/user/", "api.test", -1, 403, "default", NULL },
+	{ "allow stays exact: params", "GET", "/user;x", "api.test", -1, 403, "default", NULL },
 	{ "dot-dot", "GET", "/repos/acme/../evil", "api.test", -1, 400, NULL, NULL },
 	{ "encoded dot-dot", "GET", "/repos/acme/%2e%2e/evil", "api.test", -1, 400, NULL, NULL },
 	{ "encoded slash", "GET", "/repos/acme%2Fevil", "api.test", -1, 400, NULL, NULL },
@@ -501,6 +555,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_normalize),
 		cmocka_unit_test(test_glob_table),
+		cmocka_unit_test(test_glob_loose_table),
 		cmocka_unit_test(test_glob_valid),
 		cmocka_unit_test(test_host_table),
 		cmocka_unit_test(test_host_port),
