@@ -31,6 +31,14 @@
  *   after each feed/accept, send httpreq_out() upstream and
  *   httpreq_out_consume() what was written.
  *
+ * Fields that make a framework act on another method or path than the
+ * request line's: X-Original-URL and X-Rewrite-URL are refused (400;
+ * clients never send them, IIS and Symfony-style front ends take the
+ * path from them); X-HTTP-Method-Override, X-HTTP-Method and
+ * X-Method-Override must name a method http-parser knows (any case) and
+ * agree with each other (else 400), and the head reports it, so the
+ * rules can check the request under both methods.
+ *
  * Header values are never logged or copied anywhere but the output.
  */
 #ifndef EGR_HTTPREQ_H
@@ -81,6 +89,10 @@ struct httpreq_head {
 	bool upgrade;         /* Upgrade (with Connection: upgrade) or
 	                       * CONNECT: after acceptance, parsing stops */
 	const char *upgrade_proto; /* Upgrade field value, NULL if none */
+	const char *method_override; /* the method named by
+	                       * X-HTTP-Method-Override, X-HTTP-Method or
+	                       * X-Method-Override (http-parser's spelling),
+	                       * NULL if none */
 	bool keep_alive;      /* another request may follow */
 	size_t head_len;      /* bytes of the head as received */
 };

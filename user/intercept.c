@@ -1558,6 +1558,7 @@ static int gw_check(const struct ic_conn *c, const struct httpreq_head *h,
 {
 	struct reqrule_request req = {
 		.method = h->method,
+		.method_override = h->method_override,
 		.target = h->target,
 		.host = c->host,
 		.has_length = h->has_length,

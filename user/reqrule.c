@@ -42,6 +42,19 @@ static int method_index(const char *m, size_t len)
 	return -1;
 }
 
+const char *reqrule_method_name(const char *m)
+{
+	if (!m)
+		return NULL;
+	for (int i = 0; i < N_METHODS; i++) {
+		const char *s = http_method_str((enum http_method)i);
+
+		if (!strcasecmp(s, m))
+			return s;
+	}
+	return NULL;
+}
+
 int reqrule_parse_methods(const char *s, uint64_t *mask)
 {
 	uint64_t m = 0;
@@ -680,11 +693,31 @@ static void pick_creds(const struct reqrule_host *h, struct reqrule_result *res)
 	}
 }
 
+/* The first rule for method idx whose globs match path (deny rules: or
+ * its loose reading), NULL if none. */
+static const struct reqrule *first_rule(const struct reqrule_host *h, int idx,
+					const char *path, const char *loose)
+{
+	for (size_t i = 0; idx >= 0 && i < h->n_rules; i++) {
+		const struct reqrule *r = &h->rules[i];
+
+		if (!(r->methods & (1ULL << idx)))
+			continue;
+		for (size_t g = 0; g < r->n_globs; g++)
+			if (glob_match(r->globs[g], path, false) ||
+			    (r->action == REQRULE_DENY &&
+			     glob_match(r->globs[g], loose, true)))
+				return r;
+	}
+	return NULL;
+}
+
 int reqrule_check(const struct reqrule_host *h, const char *sni,
 		  const struct reqrule_request *req, struct reqrule_result *res)
 {
+	const struct reqrule *r, *lim;
 	char loose[REQRULE_PATH_MAX];
-	int idx, err;
+	int idx, oidx = -1, err;
 
 	if (!res)
 		return -EINVAL;
@@ -701,33 +734,52 @@ int reqrule_check(const struct reqrule_host *h, const char *sni,
 	if (err)
 		return err;
 
+	if (req->method_override) {
+		const char *m = reqrule_method_name(req->method_override);
+
+		if (!m)
+			return fail(res, 400, "unknown method in a method override field");
+		if (strcmp(m, req->method))
+			oidx = method_index(m, strlen(m));
+	}
+
 	idx = method_index(req->method, strlen(req->method));
 	loose_path(res->path, loose, sizeof(loose));
-	for (size_t i = 0; idx >= 0 && i < h->n_rules; i++) {
-		const struct reqrule *r = &h->rules[i];
-		bool hit = false;
+	r = first_rule(h, idx, res->path, loose);
+	if (!r) {
+		res->rule_name = "default";
+		return fail(res, 403, "no rule allows this request");
+	}
+	res->rule = r;
+	res->rule_name = r->name;
+	if (r->action == REQRULE_DENY)
+		return fail(res, 403, "denied by rule");
+	lim = r;
+	if (oidx >= 0) {
+		/* A framework that honours the override acts as if it were
+		 * the method: the request must be allowed as both. */
+		const struct reqrule *o = first_rule(h, oidx, res->path, loose);
 
-		if (!(r->methods & (1ULL << idx)))
-			continue;
-		for (size_t g = 0; !hit && g < r->n_globs; g++)
-			hit = glob_match(r->globs[g], res->path, false) ||
-			      (r->action == REQRULE_DENY &&
-			       glob_match(r->globs[g], loose, true));
-		if (!hit)
-			continue;
+		res->rule = o;
+		res->rule_name = o ? o->name : "default";
+		if (!o)
+			return fail(res, 403, "no rule allows the method override");
+		if (o->action == REQRULE_DENY)
+			return fail(res, 403, "method override denied by rule");
+		if (o->max_body < r->max_body)
+			lim = o;
 		res->rule = r;
 		res->rule_name = r->name;
-		if (r->action == REQRULE_DENY)
-			return fail(res, 403, "denied by rule");
-		res->max_body = r->max_body;
-		if (req->has_length && req->content_length > r->max_body)
-			return fail(res, 413, "request body too large");
-		pick_creds(h, res);
-		res->reason = "allowed by rule";
-		return 0;
 	}
-	res->rule_name = "default";
-	return fail(res, 403, "no rule allows this request");
+	res->max_body = lim->max_body;
+	if (req->has_length && req->content_length > lim->max_body) {
+		res->rule = lim;
+		res->rule_name = lim->name;
+		return fail(res, 413, "request body too large");
+	}
+	pick_creds(h, res);
+	res->reason = "allowed by rule";
+	return 0;
 }
 
 static bool env_name_valid(const char *s)

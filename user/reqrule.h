@@ -83,6 +83,10 @@ struct reqrule_host {
 /* The parts of a request head the rules look at. */
 struct reqrule_request {
 	const char *method;
+	const char *method_override; /* X-HTTP-Method-Override & co. (see
+				  * httpreq.h), NULL if none: the request
+				  * must be allowed under method and under
+				  * this; credentials follow method */
 	const char *target;      /* request-target as sent */
 	const char *host;        /* Host field value, NULL if none */
 	bool has_length;
@@ -104,6 +108,8 @@ struct reqrule_result {
 
 /* "GET,HEAD" (uppercase, known to http-parser) or "*" -> mask. */
 int reqrule_parse_methods(const char *s, uint64_t *mask);
+/* http-parser's name of method s, compared case-insensitively, or NULL. */
+const char *reqrule_method_name(const char *s);
 /* "1048576", "64k", "10M", "1G" (1024-based) or "" / "none" -> limit. */
 int reqrule_parse_size(const char *s, uint64_t *out);
 /* Check a glob: starts with "/" (or is "*"), no '?', '#', '%', '\'. */

@@ -340,6 +340,16 @@ static const struct smuggle_case {
 	{ "Connection: Content-Length", "Connection: keep-alive, content-length\r\nContent-Length: 5\r\n", 400, "Connection names a framing field" },
 	{ "Connection: Transfer-Encoding", "Connection: Transfer-Encoding\r\nTransfer-Encoding: chunked\r\n", 400, "Connection names a framing field" },
 	{ "upgrade with body", "Upgrade: websocket\r\nConnection: Upgrade\r\nContent-Length: 5\r\n", 400, "upgrade request with a body" },
+	/* a framework honouring these would act on another path or method
+	 * than the one the rules saw */
+	{ "X-Original-URL", "X-Original-URL: /admin\r\n", 400, "URL rewrite field (X-Original-URL, X-Rewrite-URL)" },
+	{ "X-Rewrite-URL", "x-rewrite-url: /admin\r\n", 400, "URL rewrite field (X-Original-URL, X-Rewrite-URL)" },
+	{ "X_Original_URL", "X_Original_URL: /admin\r\n", 400, "URL rewrite field (X-Original-URL, X-Rewrite-URL)" },
+	{ "override unknown method", "X-HTTP-Method-Override: FOO\r\n", 400, "unknown method in a method override field" },
+	{ "override empty", "X-HTTP-Method:\r\n", 400, "unknown method in a method override field" },
+	{ "override list", "X-Method-Override: PUT, DELETE\r\n", 400, "unknown method in a method override field" },
+	{ "overrides disagree", "X-HTTP-Method-Override: PUT\r\nX-Method-Override: DELETE\r\n", 400, "method override fields disagree" },
+	{ "override denied", "X-HTTP-Method-Override: DELETE\r\n", 403, NULL },
 };
 
 static void expect_refused_first(const char *in, size_t len, int status,
@@ -576,6 +586,40 @@ static void test_upgrade_websocket(void **state)
 	httpreq_free(r);
 }
 
+/* A method override is checked as a second method: the request goes only
+ * if the rules allow both. */
+static void test_method_override_checked(void **state)
+{
+	static const char denied[] =
+		"GET /repos/acme/x HTTP/1.1\r\nHost: api.test\r\n"
+		"X-HTTP-Method-Override: DELETE\r\n\r\n";
+	static const char allowed[] =
+		"POST /repos/acme/x HTTP/1.1\r\nHost: api.test\r\nContent-Length: 0\r\n"
+		"x_http_method: put\r\nX-Method-Override: PUT\r\n\r\n";
+	struct httpreq *r;
+	struct sim s;
+	size_t used;
+
+	expect_refused_first(denied, sizeof(denied) - 1, 403, "GET overridden to DELETE", NULL);
+	sim_init(&s);
+	s.use_rules = true;
+	run(&s, allowed, sizeof(allowed) - 1, 0, 0);
+	assert_false(s.refused);
+	assert_int_equal(s.n_ends, 1);
+	assert_int_equal(s.out_len, sizeof(allowed) - 1);
+
+	r = httpreq_new();
+	assert_non_null(r);
+	assert_int_equal(httpreq_feed(r, allowed, sizeof(allowed) - 1, &used), HTTPREQ_EV_HEAD);
+	assert_string_equal(httpreq_head(r)->method_override, "PUT");
+	httpreq_free(r);
+	r = httpreq_new();
+	assert_non_null(r);
+	assert_int_equal(httpreq_feed(r, GET1, strlen(GET1), &used), HTTPREQ_EV_HEAD);
+	assert_null(httpreq_head(r)->method_override);
+	httpreq_free(r);
+}
+
 static void test_connect_is_upgrade(void **state)
 {
 	static const char in[] = "CONNECT api.test:443 HTTP/1.1\r\nHost: api.test:443\r\n\r\nrawbytes";
@@ -801,6 +845,7 @@ int main(void)
 		cmocka_unit_test(test_head_too_large),
 		cmocka_unit_test(test_expect_continue),
 		cmocka_unit_test(test_upgrade_websocket),
+		cmocka_unit_test(test_method_override_checked),
 		cmocka_unit_test(test_connect_is_upgrade),
 		cmocka_unit_test(test_injection_and_canonical_head),
 		cmocka_unit_test(test_connection_names_injected),
