@@ -46,10 +46,11 @@
  * before it has been forwarded; then the connection closes (httpreq stops
  * at a refusal, so nothing after it may go upstream).
  *
- * Upgrade (WebSocket) and CONNECT: httpreq stops after the accepted head;
- * the bytes after it stay in creq until the upstream answers 101 (2xx for
- * CONNECT), then both directions are relayed raw. Any other answer is
- * forwarded and the connection closes.
+ * Upgrade (WebSocket only: httpreq refuses any other protocol, whose
+ * tunnel would be unchecked) and CONNECT: httpreq stops after the
+ * accepted head; the bytes after it stay in creq until the upstream
+ * answers 101 (2xx for CONNECT), then both directions are relayed raw.
+ * Any other answer is forwarded and the connection closes.
  *
  * The upstream handshake runs in parallel with the client's. No request is
  * processed before it ends; if it failed (certificate or name not

@@ -340,6 +340,24 @@ static const struct smuggle_case {
 	{ "Connection: Content-Length", "Connection: keep-alive, content-length\r\nContent-Length: 5\r\n", 400, "Connection names a framing field" },
 	{ "Connection: Transfer-Encoding", "Connection: Transfer-Encoding\r\nTransfer-Encoding: chunked\r\n", 400, "Connection names a framing field" },
 	{ "upgrade with body", "Upgrade: websocket\r\nConnection: Upgrade\r\nContent-Length: 5\r\n", 400, "upgrade request with a body" },
+	/* after a 101 the bytes are relayed unchecked: only WebSocket,
+	 * which stays with the checked request */
+	{ "Upgrade h2c", "Upgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+	  "HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n", 400, "upgrade to a protocol other than websocket" },
+	{ "Upgrade h2c no Connection", "Upgrade: h2c\r\nConnection: HTTP2-Settings\r\n", 400,
+	  "upgrade to a protocol other than websocket" },
+	{ "Upgrade websocket, h2c", "Upgrade: websocket, h2c\r\nConnection: Upgrade\r\n", 400,
+	  "upgrade to a protocol other than websocket" },
+	{ "second Upgrade h2c", "Upgrade: websocket\r\nUpgrade: H2C\r\nConnection: Upgrade\r\n", 400,
+	  "upgrade to a protocol other than websocket" },
+	{ "Upgrade connect-tcp", "Upgrade: connect-tcp\r\nConnection: Upgrade\r\n", 400,
+	  "upgrade to a protocol other than websocket" },
+	{ "Upgrade connect-udp", "Upgrade: connect-udp\r\nConnection: Upgrade\r\n", 400,
+	  "upgrade to a protocol other than websocket" },
+	{ "Upgrade websocket/13", "Upgrade: websocket/13\r\nConnection: Upgrade\r\n", 400,
+	  "upgrade to a protocol other than websocket" },
+	{ "Upgrade empty", "Upgrade: \r\nConnection: Upgrade\r\n", 400,
+	  "upgrade to a protocol other than websocket" },
 	/* a framework honouring these would act on another path or method
 	 * than the one the rules saw */
 	{ "X-Original-URL", "X-Original-URL: /admin\r\n", 400, "URL rewrite field (X-Original-URL, X-Rewrite-URL)" },
@@ -571,6 +589,21 @@ static void test_upgrade_websocket(void **state)
 		assert_int_equal(s.consumed, sizeof(head) - 1);
 		assert_int_equal(s.out_len, sizeof(head) - 1);
 		assert_memory_equal(s.out, head, s.out_len);
+	}
+
+	/* The token in any case, listed twice, in two fields: still only
+	 * WebSocket. */
+	{
+		static const char mixed[] =
+			"GET /repos/acme/ws HTTP/1.1\r\nHost: api.test\r\n"
+			"Upgrade: WebSocket , websocket\r\nupgrade: WEBSOCKET\r\n"
+			"Connection: Upgrade\r\n\r\n";
+		struct sim s;
+
+		sim_init(&s);
+		s.use_rules = true;
+		run(&s, mixed, sizeof(mixed) - 1, 0, 0);
+		assert_true(s.upgraded);
 	}
 
 	/* The head says so before the decision. */
