@@ -716,6 +716,7 @@ int reqrule_check(const struct reqrule_host *h, const char *sni,
 		  const struct reqrule_request *req, struct reqrule_result *res)
 {
 	const struct reqrule *r, *lim;
+	const char *omethod = NULL;
 	char loose[REQRULE_PATH_MAX];
 	int idx, oidx = -1, err;
 
@@ -739,8 +740,10 @@ int reqrule_check(const struct reqrule_host *h, const char *sni,
 
 		if (!m)
 			return fail(res, 400, "unknown method in a method override field");
-		if (strcmp(m, req->method))
+		if (strcmp(m, req->method)) {
+			omethod = m;
 			oidx = method_index(m, strlen(m));
+		}
 	}
 
 	idx = method_index(req->method, strlen(req->method));
@@ -777,7 +780,12 @@ int reqrule_check(const struct reqrule_host *h, const char *sni,
 		res->rule_name = lim->name;
 		return fail(res, 413, "request body too large");
 	}
-	pick_creds(h, res);
+	/* RFC 9110 9.3.8: a client must not send credentials in TRACE, and
+	 * a server with TRACE on echoes the request, credential included,
+	 * back to the agent. Also when a framework may take TRACE from the
+	 * override. Allowed, but without credentials. */
+	if (strcmp(req->method, "TRACE") && !(omethod && !strcmp(omethod, "TRACE")))
+		pick_creds(h, res);
 	res->reason = "allowed by rule";
 	return 0;
 }

@@ -30,6 +30,10 @@
  * stops "/repos/acme/SECRET/x" and "/repos/acme/secret;x/y", and deny
  * "/admin" stops "/admin/"; a request that matches an allow rule only
  * loosely gets the default denial (fail closed).
+ *
+ * Credentials go only with an allowed request, never with TRACE (the
+ * server may echo the request; also not when TRACE is the method
+ * override).
  */
 #ifndef EGR_REQRULE_H
 #define EGR_REQRULE_H

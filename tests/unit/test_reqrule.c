@@ -255,6 +255,9 @@ static int setup(void **state)
 	assert_int_equal(reqrule_host_add_rule(&host, &r), 0);
 	assert_int_equal(reqrule_init(&r, "options", "allow", "OPTIONS", "*", NULL), 0);
 	assert_int_equal(reqrule_host_add_rule(&host, &r), 0);
+	assert_int_equal(reqrule_init(&r, "trace", "allow", "TRACE", "/repos/acme/** /user",
+				      NULL), 0);
+	assert_int_equal(reqrule_host_add_rule(&host, &r), 0);
 	assert_int_equal(reqrule_host_add_cred(&host, "github-token", "Authorization",
 					       "", "env:EGR_TEST_TOKEN"), 0);
 	assert_int_equal(reqrule_host_add_cred(&host, "acme-token", "authorization",
@@ -320,6 +323,10 @@ static const struct check_case {
 	{ "override empty", "GET", "/repos/acme/x", "api.test", -1, 400, NULL, NULL, "" },
 	{ "override's body limit", "GET", "/repos/acme/r/issues", "api.test", 65537, 413, "push-acme", NULL, "POST" },
 	{ "method's body limit", "POST", "/repos/acme/r/issues", "api.test", 65537, 413, "push-acme", NULL, "GET" },
+	/* TRACE echoes the request: allowed, never with credentials */
+	{ "trace without credentials", "TRACE", "/repos/acme/x", "api.test", -1, 0, "trace", NULL, NULL },
+	{ "override to trace", "POST", "/repos/acme/r/issues", "api.test", 10, 0, "push-acme", NULL, "TRACE" },
+	{ "trace overridden", "TRACE", "/repos/acme/x", "api.test", -1, 0, "trace", NULL, "GET" },
 	{ "dot-dot", "GET", "/repos/acme/../evil", "api.test", -1, 400, NULL, NULL, NULL },
 	{ "encoded dot-dot", "GET", "/repos/acme/%2e%2e/evil", "api.test", -1, 400, NULL, NULL, NULL },
 	{ "encoded slash", "GET", "/repos/acme%2Fevil", "api.test", -1, 400, NULL, NULL, NULL },
@@ -397,6 +404,12 @@ static void test_check_limits_and_creds(void **state)
 	req.target = "/user";
 	assert_int_equal(reqrule_check(&host, "api.test", &req, &res), 0);
 	assert_int_equal(res.n_creds, 2);
+	/* TRACE: no credential of any header. */
+	req.method = "TRACE";
+	assert_int_equal(reqrule_check(&host, "api.test", &req, &res), 0);
+	assert_string_equal(res.rule_name, "trace");
+	assert_int_equal(res.n_creds, 0);
+	req.method = "GET";
 	/* The SNI itself with a trailing dot. */
 	assert_int_equal(reqrule_check(&host, "api.test.", &req, &res), 0);
 	/* Long path: 414, not a crash. */
