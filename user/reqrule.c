@@ -31,6 +31,11 @@ static bool copy_str(char *dst, size_t dstsz, const char *src)
 	return true;
 }
 
+static unsigned char ascii_lower(unsigned char c)
+{
+	return c >= 'A' && c <= 'Z' ? (unsigned char)(c + ('a' - 'A')) : c;
+}
+
 static int method_index(const char *m, size_t len)
 {
 	for (int i = 0; i < N_METHODS; i++) {
@@ -250,6 +255,35 @@ static bool header_name_valid(const char *s)
 	return true;
 }
 
+bool reqrule_header_reserved(const char *header)
+{
+	/* Framing, routing and hop-by-hop fields: set by a credential they
+	 * would re-frame the request, name another host, drop fields on the
+	 * next hop or reach a proxy instead of the server. */
+	static const char *const reserved[] = {
+		"host", "content-length", "transfer-encoding", "connection",
+		"upgrade", "te", "trailer", "keep-alive", "proxy-connection",
+		"proxy-authorization", "expect",
+	};
+
+	if (!header)
+		return false;
+	for (size_t i = 0; i < sizeof(reserved) / sizeof(reserved[0]); i++) {
+		const char *a = header, *b = reserved[i];
+
+		/* Case-insensitive, '_' as '-' (as httpreq compares names). */
+		for (; *a && *b; a++, b++) {
+			unsigned char x = ascii_lower((unsigned char)*a);
+
+			if ((x == '_' ? '-' : x) != (unsigned char)*b)
+				break;
+		}
+		if (!*a && !*b)
+			return true;
+	}
+	return false;
+}
+
 int reqrule_host_add_cred(struct reqrule_host *h, const char *name,
 			  const char *header, const char *path_prefix,
 			  const char *source)
@@ -259,7 +293,7 @@ int reqrule_host_add_cred(struct reqrule_host *h, const char *name,
 	if (!h || !name || !header || !source)
 		return -EINVAL;
 	if (!*name || !copy_str(c.name, sizeof(c.name), name) ||
-	    !header_name_valid(header) ||
+	    !header_name_valid(header) || reqrule_header_reserved(header) ||
 	    !copy_str(c.header, sizeof(c.header), header) ||
 	    !copy_str(c.path_prefix, sizeof(c.path_prefix),
 		      path_prefix ? path_prefix : "") ||
@@ -370,11 +404,6 @@ int reqrule_normalize_path(const char *target, char *out, size_t outsz)
 		seg = e + 1;
 	}
 	return 0;
-}
-
-static unsigned char ascii_lower(unsigned char c)
-{
-	return c >= 'A' && c <= 'Z' ? (unsigned char)(c + ('a' - 'A')) : c;
 }
 
 static bool char_eq(char a, char b, bool icase)

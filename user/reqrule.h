@@ -126,8 +126,17 @@ int reqrule_glob_valid(const char *glob);
 int reqrule_init(struct reqrule *r, const char *name, const char *action,
 		 const char *methods, const char *globs, const char *max_body);
 
+/*
+ * Is header one a credential may not set? Host, Content-Length,
+ * Transfer-Encoding, Connection, Upgrade, TE, Trailer, Keep-Alive,
+ * Proxy-Connection, Proxy-Authorization, Expect: case-insensitive, '_'
+ * counted as '-' (as servers behind CGI-style gateways read names).
+ */
+bool reqrule_header_reserved(const char *header);
+
 int reqrule_host_init(struct reqrule_host *h, const char *host);
-/* Copy r / c into h (growing its arrays). */
+/* Copy r / c into h (growing its arrays). A credential's header must be
+ * a token and not reserved (above); source "env:NAME" or "file:/path". */
 int reqrule_host_add_rule(struct reqrule_host *h, const struct reqrule *r);
 int reqrule_host_add_cred(struct reqrule_host *h, const char *name,
 			  const char *header, const char *path_prefix,

@@ -474,6 +474,28 @@ static void test_parsers(void **state)
 	assert_int_equal(reqrule_host_add_cred(&h, "t", "X-A", "", "literal-secret"), -EINVAL);
 	assert_int_equal(reqrule_host_add_cred(&h, "t", "X-A", "nope", "env:X"), -EINVAL);
 	assert_int_equal(reqrule_host_add_cred(&h, "t", "X-A", NULL, "file:/run/x"), 0);
+	/* Framing, routing and hop-by-hop fields, in any spelling a server
+	 * may read as them. */
+	static const char *const reserved[] = {
+		"Host", "Content-Length", "Transfer-Encoding", "Connection", "Upgrade",
+		"TE", "Trailer", "Keep-Alive", "Proxy-Connection", "Proxy-Authorization",
+		"Expect", "host", "CONTENT-LENGTH", "transfer_encoding", "Keep_Alive",
+		"proxy_authorization", "te",
+	};
+
+	for (size_t i = 0; i < sizeof(reserved) / sizeof(reserved[0]); i++) {
+		if (reqrule_host_add_cred(&h, "t", reserved[i], NULL, "env:X") != -EINVAL)
+			fail_msg("credential header %s accepted", reserved[i]);
+		assert_true(reqrule_header_reserved(reserved[i]));
+	}
+	static const char *const fine[] = { "Authorization", "X-Api-Key", "Tes", "T",
+					    "Hosts", "X-Host", "Expected", "Cookie" };
+
+	for (size_t i = 0; i < sizeof(fine) / sizeof(fine[0]); i++) {
+		if (reqrule_host_add_cred(&h, "t", fine[i], NULL, "env:X"))
+			fail_msg("credential header %s refused", fine[i]);
+		assert_false(reqrule_header_reserved(fine[i]));
+	}
 	reqrule_host_free(&h);
 }
 
