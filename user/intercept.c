@@ -1435,7 +1435,7 @@ static int req_creds(struct ic_conn *c, const struct reqrule_result *res,
 
 	for (i = 0; i < res->n_creds && i < REQRULE_MAX_CREDS; i++) {
 		const struct reqrule_cred *cr = res->creds[i];
-		char err[256];
+		char err[512];
 		size_t len = 0;
 		int rc;
 

@@ -8,10 +8,13 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <http_parser.h>
@@ -830,15 +833,160 @@ static bool env_name_valid(const char *s)
 	return true;
 }
 
-/* Whole file into val (at most valsz - 1 bytes); 0 or -errno. */
-static int read_file(const char *path, char *val, size_t valsz, size_t *len)
+static void seterr(char *err, size_t errlen, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static void seterr(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!err || !errlen)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+}
+
+#define DIRS_FIX "every directory above a credential file must be owned by root and " \
+		 "not writable by group or others (sticky ones like /tmp excepted): " \
+		 "keep the file under a directory only root can change, e.g. /etc/egressd"
+
+/*
+ * Every directory above path, as given, must be root's and not writable
+ * by group or others unless sticky (/tmp): whoever can write one could
+ * swap the file, or a directory on the way to it, for their own. A
+ * symbolic link on the way must be root's, and the directories it leads
+ * to are checked the same way. 0, or -errno with why filled.
+ */
+static int check_parents(const char *path, bool resolved, char *why, size_t whylen)
+{
+	char dir[REQRULE_SOURCE_MAX + PATH_MAX];
+	const char *base = strrchr(path, '/');
+	bool link = false;
+	struct stat st;
+	char *real;
+	int err;
+
+	for (size_t i = 0; path[i] && &path[i] <= base; i++) {
+		size_t len = i ? i : 1; /* the prefix before this '/', or "/" */
+
+		if (path[i] != '/' || (i && path[i - 1] == '/'))
+			continue;
+		if (len >= sizeof(dir)) {
+			seterr(why, whylen, "path too long");
+			return -ENAMETOOLONG;
+		}
+		memcpy(dir, path, len);
+		dir[len] = '\0';
+		if (lstat(dir, &st) < 0) {
+			err = errno;
+			seterr(why, whylen, "%s: %s", dir, strerror(err));
+			return -err;
+		}
+		if (S_ISLNK(st.st_mode)) {
+			if (st.st_uid != 0) {
+				seterr(why, whylen, "%s is a symbolic link owned by uid %u; " DIRS_FIX,
+					 dir, (unsigned)st.st_uid);
+				return -EPERM;
+			}
+			link = true;
+			continue;
+		}
+		if (!S_ISDIR(st.st_mode)) {
+			seterr(why, whylen, "%s: %s", dir, strerror(ENOTDIR));
+			return -ENOTDIR;
+		}
+		if (st.st_uid != 0) {
+			seterr(why, whylen, "directory %s is owned by uid %u; " DIRS_FIX, dir,
+				 (unsigned)st.st_uid);
+			return -EPERM;
+		}
+		if ((st.st_mode & 022) && !(st.st_mode & S_ISVTX)) {
+			seterr(why, whylen, "directory %s is writable by group or others "
+				 "(mode %04o); " DIRS_FIX, dir, (unsigned)(st.st_mode & 07777));
+			return -EPERM;
+		}
+	}
+	if (!link || resolved)
+		return 0;
+	/* Where the links lead: no link is left on that path. */
+	snprintf(dir, sizeof(dir), "%.*s", (int)(base - path + 1), path);
+	real = realpath(dir, NULL);
+	if (!real) {
+		err = errno;
+		seterr(why, whylen, "%s: %s", dir, strerror(err));
+		return -err;
+	}
+	snprintf(dir, sizeof(dir), "%s/%s", real, base + 1);
+	free(real);
+	return check_parents(dir, true, why, whylen);
+}
+
+/*
+ * Open a credential file: egressd reads it as root, on behalf of a
+ * cgroup that must never see the value. Not through a symbolic link, not
+ * a FIFO or device (O_NONBLOCK: opening one cannot hang us), only a
+ * regular file that is root's and private to it, in directories only
+ * root can change (check_parents). The checks are on the descriptor we
+ * read, so a swap after them changes nothing. fd, or -errno with why.
+ */
+static int open_cred_file(const char *path, char *why, size_t whylen)
+{
+	struct stat st;
+	int fd, err;
+
+	err = check_parents(path, false, why, whylen);
+	if (err)
+		return err;
+	fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0) {
+		err = errno;
+		if (err == ELOOP && !lstat(path, &st) && S_ISLNK(st.st_mode))
+			seterr(why, whylen, "is a symbolic link; credential files are not "
+				 "opened through links: name the file itself");
+		else
+			seterr(why, whylen, "%s", strerror(err));
+		return -err;
+	}
+	if (fstat(fd, &st) < 0) {
+		err = errno;
+		close(fd);
+		seterr(why, whylen, "%s", strerror(err));
+		return -err;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		close(fd);
+		seterr(why, whylen, "%s", S_ISDIR(st.st_mode) ? strerror(EISDIR) :
+			 "not a regular file");
+		return S_ISDIR(st.st_mode) ? -EISDIR : -EINVAL;
+	}
+	if (st.st_uid != 0) {
+		close(fd);
+		seterr(why, whylen, "owned by uid %u; it must be owned by root and mode 0600 "
+			 "or stricter: chown root %s, chmod 600 %s", (unsigned)st.st_uid, path,
+			 path);
+		return -EPERM;
+	}
+	if (st.st_mode & 077) {
+		close(fd);
+		seterr(why, whylen, "accessible by group or others (mode %04o); it must be "
+			 "owned by root and mode 0600 or stricter: chmod 600 %s",
+			 (unsigned)(st.st_mode & 07777), path);
+		return -EPERM;
+	}
+	return fd;
+}
+
+/* Whole file into val (at most valsz - 1 bytes); 0 or -errno, why set. */
+static int read_file(const char *path, char *val, size_t valsz, size_t *len,
+		     char *why, size_t whylen)
 {
 	size_t n = 0;
 	int fd, err = 0;
 
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	*len = 0;
+	fd = open_cred_file(path, why, whylen);
 	if (fd < 0)
-		return -errno;
+		return fd;
 	for (;;) {
 		ssize_t r;
 		char extra;
@@ -864,6 +1012,8 @@ static int read_file(const char *path, char *val, size_t valsz, size_t *len)
 	}
 	close(fd);
 	*len = n;
+	if (err)
+		seterr(why, whylen, "%s", err == -EFBIG ? "file too large" : strerror(-err));
 	return err;
 }
 
@@ -904,11 +1054,12 @@ int reqrule_cred_resolve(const struct reqrule_cred *c, char *val,
 		}
 		memcpy(val, v, n);
 	} else if (!strncmp(c->source, "file:/", 6)) {
-		ret = read_file(c->source + 5, val, valsz, &n);
+		char why[2 * REQRULE_SOURCE_MAX + 256];
+
+		ret = read_file(c->source + 5, val, valsz, &n, why, sizeof(why));
 		if (ret) {
 			snprintf(err, errsz, "credential '%s': %s: %s", c->name,
-				 c->source,
-				 ret == -EFBIG ? "file too large" : strerror(-ret));
+				 c->source, why);
 			goto wipe;
 		}
 	} else {

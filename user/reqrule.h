@@ -167,8 +167,12 @@ int reqrule_check(const struct reqrule_host *h, const char *sni,
 
 /*
  * Read a credential's value: env var of this process or a file's
- * contents, minus one trailing newline. 0, or -errno with a message in
- * err that names the source but never contains any value.
+ * contents, minus one trailing newline. A file must be a regular file
+ * (not opened through a symbolic link), root's and mode 0600 or
+ * stricter, and every directory above it root's and not writable by
+ * group or others unless sticky (-EPERM, -ELOOP, -EINVAL otherwise).
+ * 0, or -errno with a message in err that names the source and the fix
+ * but never contains any value.
  */
 int reqrule_cred_resolve(const struct reqrule_cred *c, char *val,
 			 size_t valsz, size_t *len, char *err, size_t errsz);

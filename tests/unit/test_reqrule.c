@@ -8,6 +8,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -503,7 +504,7 @@ static void test_parsers(void **state)
 
 static void expect_err(const struct reqrule_cred *c, int want, const char *must)
 {
-	char val[64], err[256];
+	char val[64], err[512];
 	size_t len = 7;
 	int ret = reqrule_cred_resolve(c, val, sizeof(val), &len, err, sizeof(err));
 
@@ -519,11 +520,9 @@ static void expect_err(const struct reqrule_cred *c, int want, const char *must)
 
 static void test_cred_resolve(void **state)
 {
-	char dir[] = "/tmp/egr-reqrule-XXXXXX";
-	char path[128], val[64], err[256];
+	char val[64], err[256];
 	struct reqrule_cred c = { .name = "github-token", .header = "Authorization" };
 	size_t len;
-	FILE *f;
 
 	/* env: present, with and without one trailing newline */
 	setenv("EGR_TEST_CRED", "Bearer " SECRET, 1);
@@ -555,42 +554,87 @@ static void test_cred_resolve(void **state)
 	/* a literal secret by mistake where the source goes: not echoed */
 	snprintf(c.source, sizeof(c.source), SECRET);
 	expect_err(&c, -EINVAL, "env:NAME or file:/path");
+}
 
-	/* file: */
+/* path holds text, owned by root, with mode. */
+static void write_secret(const char *path, const char *text, mode_t mode)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+	assert_int_equal(fchmod(fd, mode), 0);
+	close(fd);
+}
+
+static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	return remove(p);
+}
+
+/*
+ * file: sources are read as root for a cgroup that must never see them:
+ * only a regular file, not through a link, root's and mode 0600 or
+ * stricter, in directories only root can change. Errors name the
+ * credential, the source and the fix, never the value.
+ */
+static void test_cred_resolve_file(void **state)
+{
+	char dir[] = "/tmp/egr-reqrule-XXXXXX";
+	char path[128], other[160], val[64], err[512];
+	struct reqrule_cred c = { .name = "github-token", .header = "Authorization" };
+	size_t len;
+
+	if (geteuid() != 0) {
+		printf("test_cred_resolve_file: needs root (files owned by root): skipped\n");
+		skip();
+	}
 	assert_non_null(mkdtemp(dir));
 	snprintf(path, sizeof(path), "%s/token", dir);
-	f = fopen(path, "w");
-	assert_non_null(f);
-	fputs(SECRET "\n", f);
-	fclose(f);
+	write_secret(path, SECRET "\n", 0600);
 	snprintf(c.source, sizeof(c.source), "file:%s", path);
 	assert_int_equal(reqrule_cred_resolve(&c, val, sizeof(val), &len, err, sizeof(err)), 0);
 	assert_string_equal(val, SECRET);
 	assert_int_equal(len, strlen(SECRET));
+	write_secret(path, SECRET "\n", 0400);
+	assert_int_equal(reqrule_cred_resolve(&c, val, sizeof(val), &len, err, sizeof(err)), 0);
 	/* one newline trimmed; a second stays and is a control character
 	 * in a header value, so the file as a whole is refused */
-	f = fopen(path, "w");
-	assert_non_null(f);
-	fputs(SECRET "\n\n", f);
-	fclose(f);
+	write_secret(path, SECRET "\n\n", 0600);
 	expect_err(&c, -EINVAL, path);
-	f = fopen(path, "w");
-	assert_non_null(f);
-	fputs(SECRET "\r\n", f);
-	fclose(f);
+	write_secret(path, SECRET "\r\n", 0600);
 	assert_int_equal(reqrule_cred_resolve(&c, val, sizeof(val), &len, err, sizeof(err)), 0);
 	assert_string_equal(val, SECRET);
-	f = fopen(path, "w");
-	assert_non_null(f);
-	fputs(SECRET "\nsecond line\n", f);
-	fclose(f);
+	write_secret(path, SECRET "\nsecond line\n", 0600);
 	expect_err(&c, -EINVAL, path);
-	f = fopen(path, "w");
-	assert_non_null(f);
-	for (int i = 0; i < 10; i++)
-		fputs(SECRET, f);
-	fclose(f);
+	write_secret(path, SECRET SECRET SECRET SECRET SECRET SECRET SECRET SECRET, 0600);
 	expect_err(&c, -EFBIG, path);
+
+	/* readable or writable by others, or not root's: refused with the fix */
+	write_secret(path, SECRET, 0644);
+	expect_err(&c, -EPERM, "chmod 600");
+	write_secret(path, SECRET, 0640);
+	expect_err(&c, -EPERM, "mode 0640");
+	write_secret(path, SECRET, 0602);
+	expect_err(&c, -EPERM, "mode 0600 or stricter");
+	write_secret(path, SECRET, 0600);
+	assert_int_equal(chown(path, 1000, 1000), 0);
+	expect_err(&c, -EPERM, "chown root");
+	assert_int_equal(chown(path, 0, 0), 0);
+
+	/* a symbolic link (to a good file, even): not followed */
+	snprintf(other, sizeof(other), "%s/link", dir);
+	assert_int_equal(symlink(path, other), 0);
+	snprintf(c.source, sizeof(c.source), "file:%s", other);
+	expect_err(&c, -ELOOP, "symbolic link");
+	unlink(other);
+	/* a FIFO: refused at once, not waited on */
+	assert_int_equal(mkfifo(other, 0600), 0);
+	expect_err(&c, -EINVAL, "not a regular file");
+	unlink(other);
 
 	/* missing file, a directory (unreadable as a file) */
 	snprintf(c.source, sizeof(c.source), "file:%s/missing", dir);
@@ -598,8 +642,40 @@ static void test_cred_resolve(void **state)
 	snprintf(c.source, sizeof(c.source), "file:%s", dir);
 	expect_err(&c, -EISDIR, dir);
 
-	unlink(path);
-	rmdir(dir);
+	/* the directories above: root's, not writable by group or others */
+	snprintf(c.source, sizeof(c.source), "file:%s", path);
+	assert_int_equal(chmod(dir, 0770), 0);
+	expect_err(&c, -EPERM, "writable by group or others");
+	assert_int_equal(chmod(dir, 0755), 0);
+	assert_int_equal(reqrule_cred_resolve(&c, val, sizeof(val), &len, err, sizeof(err)), 0);
+	/* sticky, like /tmp: nobody can swap root's file there */
+	assert_int_equal(chmod(dir, 01777), 0);
+	assert_int_equal(reqrule_cred_resolve(&c, val, sizeof(val), &len, err, sizeof(err)), 0);
+	assert_int_equal(chmod(dir, 0700), 0);
+	assert_int_equal(chown(dir, 1000, 1000), 0);
+	expect_err(&c, -EPERM, "owned by uid 1000");
+	assert_int_equal(chown(dir, 0, 0), 0);
+
+	/* a directory on the way through a link: the link root's, and
+	 * where it leads checked as well */
+	snprintf(other, sizeof(other), "%s/sub", dir);
+	assert_int_equal(mkdir(other, 0700), 0);
+	snprintf(path, sizeof(path), "%s/sub/token", dir);
+	write_secret(path, SECRET, 0600);
+	snprintf(other, sizeof(other), "%s/via", dir);
+	assert_int_equal(symlink("sub", other), 0);
+	snprintf(c.source, sizeof(c.source), "file:%s/via/token", dir);
+	assert_int_equal(reqrule_cred_resolve(&c, val, sizeof(val), &len, err, sizeof(err)), 0);
+	assert_string_equal(val, SECRET);
+	snprintf(other, sizeof(other), "%s/sub", dir);
+	assert_int_equal(chown(other, 1000, 1000), 0);
+	expect_err(&c, -EPERM, "owned by uid 1000");
+	assert_int_equal(chown(other, 0, 0), 0);
+	snprintf(other, sizeof(other), "%s/via", dir);
+	assert_int_equal(lchown(other, 1000, 1000), 0);
+	expect_err(&c, -EPERM, "symbolic link owned by uid 1000");
+
+	nftw(dir, rm_one, 8, FTW_DEPTH | FTW_PHYS);
 }
 
 int main(void)
@@ -615,6 +691,7 @@ int main(void)
 		cmocka_unit_test(test_check_limits_and_creds),
 		cmocka_unit_test(test_parsers),
 		cmocka_unit_test(test_cred_resolve),
+		cmocka_unit_test(test_cred_resolve_file),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
