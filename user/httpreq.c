@@ -518,6 +518,58 @@ static bool parse_u64(const char *s, uint64_t *out)
 	return true;
 }
 
+/* Fields some frameworks take the method from instead of the request
+ * line (Express method-override, Symfony, Rails, ASP.NET Web API). */
+static bool is_method_override(const char *name)
+{
+	size_t n = strlen(name);
+
+	return name_eq(name, n, "x-http-method-override") ||
+	       name_eq(name, n, "x-http-method") ||
+	       name_eq(name, n, "x-method-override");
+}
+
+/* Fields some front ends (IIS URL Rewrite, Symfony's IIS support) take the
+ * path from instead of the request line. */
+static bool is_url_rewrite(const char *name)
+{
+	size_t n = strlen(name);
+
+	return name_eq(name, n, "x-original-url") || name_eq(name, n, "x-rewrite-url");
+}
+
+/*
+ * Does an Upgrade value list "websocket" (any case), and nothing else?
+ * After a 101 the engine relays raw bytes. A WebSocket stays with the
+ * request it upgraded, whose path the rules checked; h2c would carry
+ * HTTP/2 streams for any path and authority, and connect-tcp or
+ * connect-udp a tunnel to anywhere, none of it checked, all of it on a
+ * connection that carries our credential.
+ */
+static bool upgrade_only_websocket(const char *v)
+{
+	bool any = false;
+
+	while (*v) {
+		const char *s, *e;
+
+		while (*v == ' ' || *v == '\t' || *v == ',')
+			v++;
+		s = v;
+		while (*v && *v != ',')
+			v++;
+		e = v;
+		while (e > s && (e[-1] == ' ' || e[-1] == '\t'))
+			e--;
+		if (e == s)
+			continue;
+		if (e - s != 9 || strncasecmp(s, "websocket", 9))
+			return false;
+		any = true;
+	}
+	return any;
+}
+
 /* Framing decisions from the field list; 0 or refusal event. */
 static int check_framing(struct httpreq *r)
 {
@@ -546,7 +598,23 @@ static int check_framing(struct httpreq *r)
 			if (!strcasecmp(f->value, "100-continue"))
 				r->h.expect_continue = true;
 		} else if (name_eq(f->name, strlen(f->name), "upgrade")) {
+			/* Whether or not Connection lists it: some servers
+			 * (Go's h2c) upgrade without. */
+			if (!upgrade_only_websocket(f->value))
+				return refuse(r, 400, "upgrade to a protocol other than websocket");
 			r->h.upgrade_proto = f->value;
+		} else if (is_url_rewrite(f->name)) {
+			/* The rules matched the request line's path; a
+			 * server honouring these would act on another. */
+			return refuse(r, 400, "URL rewrite field (X-Original-URL, X-Rewrite-URL)");
+		} else if (is_method_override(f->name)) {
+			const char *m = reqrule_method_name(f->value);
+
+			if (!m)
+				return refuse(r, 400, "unknown method in a method override field");
+			if (r->h.method_override && strcmp(r->h.method_override, m))
+				return refuse(r, 400, "method override fields disagree");
+			r->h.method_override = m;
 		}
 	}
 	if (odd)
@@ -862,6 +930,7 @@ int httpreq_check_port(const struct httpreq *r, const struct reqrule_host *h,
 	}
 	req = (struct reqrule_request){
 		.method = head->method,
+		.method_override = head->method_override,
 		.target = head->target,
 		.host = head->host,
 		.has_length = head->has_length,

@@ -31,6 +31,18 @@
  *   after each feed/accept, send httpreq_out() upstream and
  *   httpreq_out_consume() what was written.
  *
+ * Upgrade: only to WebSocket. A request with an Upgrade field listing
+ * any other protocol (h2c, connect-tcp, ...) is refused with 400, since
+ * after the switch the bytes are relayed unchecked.
+ *
+ * Fields that make a framework act on another method or path than the
+ * request line's: X-Original-URL and X-Rewrite-URL are refused (400;
+ * clients never send them, IIS and Symfony-style front ends take the
+ * path from them); X-HTTP-Method-Override, X-HTTP-Method and
+ * X-Method-Override must name a method http-parser knows (any case) and
+ * agree with each other (else 400), and the head reports it, so the
+ * rules can check the request under both methods.
+ *
  * Header values are never logged or copied anywhere but the output.
  */
 #ifndef EGR_HTTPREQ_H
@@ -78,9 +90,14 @@ struct httpreq_head {
 	uint64_t content_length;
 	bool expect_continue; /* Expect: 100-continue: the client may wait
 	                       * for the 100 before sending the body */
-	bool upgrade;         /* Upgrade (with Connection: upgrade) or
-	                       * CONNECT: after acceptance, parsing stops */
+	bool upgrade;         /* Upgrade: websocket (with Connection:
+	                       * upgrade) or CONNECT: after acceptance,
+	                       * parsing stops */
 	const char *upgrade_proto; /* Upgrade field value, NULL if none */
+	const char *method_override; /* the method named by
+	                       * X-HTTP-Method-Override, X-HTTP-Method or
+	                       * X-Method-Override (http-parser's spelling),
+	                       * NULL if none */
 	bool keep_alive;      /* another request may follow */
 	size_t head_len;      /* bytes of the head as received */
 };

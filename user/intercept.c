@@ -46,10 +46,11 @@
  * before it has been forwarded; then the connection closes (httpreq stops
  * at a refusal, so nothing after it may go upstream).
  *
- * Upgrade (WebSocket) and CONNECT: httpreq stops after the accepted head;
- * the bytes after it stay in creq until the upstream answers 101 (2xx for
- * CONNECT), then both directions are relayed raw. Any other answer is
- * forwarded and the connection closes.
+ * Upgrade (WebSocket only: httpreq refuses any other protocol, whose
+ * tunnel would be unchecked) and CONNECT: httpreq stops after the
+ * accepted head; the bytes after it stay in creq until the upstream
+ * answers 101 (2xx for CONNECT), then both directions are relayed raw.
+ * Any other answer is forwarded and the connection closes.
  *
  * The upstream handshake runs in parallel with the client's. No request is
  * processed before it ends; if it failed (certificate or name not
@@ -1434,7 +1435,7 @@ static int req_creds(struct ic_conn *c, const struct reqrule_result *res,
 
 	for (i = 0; i < res->n_creds && i < REQRULE_MAX_CREDS; i++) {
 		const struct reqrule_cred *cr = res->creds[i];
-		char err[256];
+		char err[512];
 		size_t len = 0;
 		int rc;
 
@@ -1558,6 +1559,7 @@ static int gw_check(const struct ic_conn *c, const struct httpreq_head *h,
 {
 	struct reqrule_request req = {
 		.method = h->method,
+		.method_override = h->method_override,
 		.target = h->target,
 		.host = c->host,
 		.has_length = h->has_length,

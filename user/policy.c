@@ -1506,11 +1506,9 @@ static int ic_cred(const struct load_ctx *c, struct fpath f, json_t *o,
 			if (why || strlen(header) >= REQRULE_HEADER_MAX)
 				return ferr(c, &k, false, "\"%s\": %s", esc(header, e, sizeof(e)),
 					    why ? why : "too long");
-			if (!strcasecmp(header, "host") || !strcasecmp(header, "content-length") ||
-			    !strcasecmp(header, "transfer-encoding") ||
-			    !strcasecmp(header, "connection"))
-				return ferr(c, &k, false, "\"%s\": a framing header cannot be a "
-					    "credential", esc(header, e, sizeof(e)));
+			if (reqrule_header_reserved(header))
+				return ferr(c, &k, false, "\"%s\": a framing or hop-by-hop header "
+					    "cannot be a credential", esc(header, e, sizeof(e)));
 		} else if (!strcmp(key, "value")) {
 			value = json_string_value(v);
 			if (!value)

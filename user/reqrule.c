@@ -8,10 +8,13 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <http_parser.h>
@@ -31,6 +34,11 @@ static bool copy_str(char *dst, size_t dstsz, const char *src)
 	return true;
 }
 
+static unsigned char ascii_lower(unsigned char c)
+{
+	return c >= 'A' && c <= 'Z' ? (unsigned char)(c + ('a' - 'A')) : c;
+}
+
 static int method_index(const char *m, size_t len)
 {
 	for (int i = 0; i < N_METHODS; i++) {
@@ -40,6 +48,19 @@ static int method_index(const char *m, size_t len)
 			return i;
 	}
 	return -1;
+}
+
+const char *reqrule_method_name(const char *m)
+{
+	if (!m)
+		return NULL;
+	for (int i = 0; i < N_METHODS; i++) {
+		const char *s = http_method_str((enum http_method)i);
+
+		if (!strcasecmp(s, m))
+			return s;
+	}
+	return NULL;
 }
 
 int reqrule_parse_methods(const char *s, uint64_t *mask)
@@ -237,6 +258,35 @@ static bool header_name_valid(const char *s)
 	return true;
 }
 
+bool reqrule_header_reserved(const char *header)
+{
+	/* Framing, routing and hop-by-hop fields: set by a credential they
+	 * would re-frame the request, name another host, drop fields on the
+	 * next hop or reach a proxy instead of the server. */
+	static const char *const reserved[] = {
+		"host", "content-length", "transfer-encoding", "connection",
+		"upgrade", "te", "trailer", "keep-alive", "proxy-connection",
+		"proxy-authorization", "expect",
+	};
+
+	if (!header)
+		return false;
+	for (size_t i = 0; i < sizeof(reserved) / sizeof(reserved[0]); i++) {
+		const char *a = header, *b = reserved[i];
+
+		/* Case-insensitive, '_' as '-' (as httpreq compares names). */
+		for (; *a && *b; a++, b++) {
+			unsigned char x = ascii_lower((unsigned char)*a);
+
+			if ((x == '_' ? '-' : x) != (unsigned char)*b)
+				break;
+		}
+		if (!*a && !*b)
+			return true;
+	}
+	return false;
+}
+
 int reqrule_host_add_cred(struct reqrule_host *h, const char *name,
 			  const char *header, const char *path_prefix,
 			  const char *source)
@@ -246,7 +296,7 @@ int reqrule_host_add_cred(struct reqrule_host *h, const char *name,
 	if (!h || !name || !header || !source)
 		return -EINVAL;
 	if (!*name || !copy_str(c.name, sizeof(c.name), name) ||
-	    !header_name_valid(header) ||
+	    !header_name_valid(header) || reqrule_header_reserved(header) ||
 	    !copy_str(c.header, sizeof(c.header), header) ||
 	    !copy_str(c.path_prefix, sizeof(c.path_prefix),
 		      path_prefix ? path_prefix : "") ||
@@ -359,8 +409,15 @@ int reqrule_normalize_path(const char *target, char *out, size_t outsz)
 	return 0;
 }
 
+static bool char_eq(char a, char b, bool icase)
+{
+	return a == b ||
+	       (icase && ascii_lower((unsigned char)a) == ascii_lower((unsigned char)b));
+}
+
 /* '*' inside one segment: any run of characters (no '/'). */
-static bool wild_match(const char *g, size_t gl, const char *s, size_t sl)
+static bool wild_match(const char *g, size_t gl, const char *s, size_t sl,
+		       bool icase)
 {
 	size_t gi = 0, si = 0, star = SIZE_MAX, mark = 0;
 
@@ -368,7 +425,7 @@ static bool wild_match(const char *g, size_t gl, const char *s, size_t sl)
 		if (gi < gl && g[gi] == '*') {
 			star = gi++;
 			mark = si;
-		} else if (gi < gl && g[gi] == s[si]) {
+		} else if (gi < gl && char_eq(g[gi], s[si], icase)) {
 			gi++;
 			si++;
 		} else if (star != SIZE_MAX) {
@@ -405,7 +462,7 @@ static size_t split(const char *s, struct seg *v, size_t max)
 	}
 }
 
-bool reqrule_glob_match(const char *glob, const char *path)
+static bool glob_match(const char *glob, const char *path, bool icase)
 {
 	static _Thread_local struct seg gs[REQRULE_GLOB_MAX], ps[MAX_SEGS];
 	static _Thread_local bool row[2][MAX_SEGS + 1];
@@ -441,13 +498,67 @@ bool reqrule_glob_match(const char *glob, const char *path)
 				cur[j] = prev[j - 1] && s->len > 0;
 			else
 				cur[j] = prev[j - 1] &&
-					 wild_match(g->p, g->len, s->p, s->len);
+					 wild_match(g->p, g->len, s->p, s->len, icase);
 		}
 		t = prev;
 		prev = cur;
 		cur = t;
 	}
 	return prev[np];
+}
+
+bool reqrule_glob_match(const char *glob, const char *path)
+{
+	return glob_match(glob, path, false);
+}
+
+/*
+ * The normalized path as a lenient server may read it: each segment's
+ * ";params" dropped (Tomcat, Jetty, Spring), and segments that leaves
+ * empty or a trailing slash dropped (routers that are not strict about
+ * it). Deny rules compare it case-insensitively as well (Express,
+ * ASP.NET, GitHub's owner and repository names). A deny rule must hold
+ * for every reading a server may pick; an allow rule only for the one we
+ * matched, so allow rules never see this.
+ */
+static void loose_path(const char *path, char *out, size_t outsz)
+{
+	size_t o = 0;
+
+	if (path[0] != '/') {
+		snprintf(out, outsz, "%s", path);
+		return;
+	}
+	/* Never longer than path: fits wherever path did. */
+	for (const char *seg = path + 1;;) {
+		const char *e = strchr(seg, '/');
+		size_t len = e ? (size_t)(e - seg) : strlen(seg);
+		const char *semi = memchr(seg, ';', len);
+
+		if (semi)
+			len = (size_t)(semi - seg);
+		if (len && o + 1 + len < outsz) {
+			out[o++] = '/';
+			memcpy(out + o, seg, len);
+			o += len;
+		}
+		if (!e)
+			break;
+		seg = e + 1;
+	}
+	if (o == 0)
+		out[o++] = '/';
+	out[o] = '\0';
+}
+
+bool reqrule_glob_match_loose(const char *glob, const char *path)
+{
+	char loose[REQRULE_PATH_MAX];
+
+	if (!glob || !path || strlen(path) >= sizeof(loose))
+		return false;
+	loose_path(path, loose, sizeof(loose));
+	return glob_match(glob, path, false) || glob_match(glob, loose, true);
 }
 
 int reqrule_host_matches_port(const char *auth, const char *sni, uint16_t port)
@@ -614,10 +725,32 @@ static void pick_creds(const struct reqrule_host *h, struct reqrule_result *res)
 	}
 }
 
+/* The first rule for method idx whose globs match path (deny rules: or
+ * its loose reading), NULL if none. */
+static const struct reqrule *first_rule(const struct reqrule_host *h, int idx,
+					const char *path, const char *loose)
+{
+	for (size_t i = 0; idx >= 0 && i < h->n_rules; i++) {
+		const struct reqrule *r = &h->rules[i];
+
+		if (!(r->methods & (1ULL << idx)))
+			continue;
+		for (size_t g = 0; g < r->n_globs; g++)
+			if (glob_match(r->globs[g], path, false) ||
+			    (r->action == REQRULE_DENY &&
+			     glob_match(r->globs[g], loose, true)))
+				return r;
+	}
+	return NULL;
+}
+
 int reqrule_check(const struct reqrule_host *h, const char *sni,
 		  const struct reqrule_request *req, struct reqrule_result *res)
 {
-	int idx, err;
+	const struct reqrule *r, *lim;
+	const char *omethod = NULL;
+	char loose[REQRULE_PATH_MAX];
+	int idx, oidx = -1, err;
 
 	if (!res)
 		return -EINVAL;
@@ -634,30 +767,59 @@ int reqrule_check(const struct reqrule_host *h, const char *sni,
 	if (err)
 		return err;
 
-	idx = method_index(req->method, strlen(req->method));
-	for (size_t i = 0; idx >= 0 && i < h->n_rules; i++) {
-		const struct reqrule *r = &h->rules[i];
-		bool hit = false;
+	if (req->method_override) {
+		const char *m = reqrule_method_name(req->method_override);
 
-		if (!(r->methods & (1ULL << idx)))
-			continue;
-		for (size_t g = 0; !hit && g < r->n_globs; g++)
-			hit = reqrule_glob_match(r->globs[g], res->path);
-		if (!hit)
-			continue;
+		if (!m)
+			return fail(res, 400, "unknown method in a method override field");
+		if (strcmp(m, req->method)) {
+			omethod = m;
+			oidx = method_index(m, strlen(m));
+		}
+	}
+
+	idx = method_index(req->method, strlen(req->method));
+	loose_path(res->path, loose, sizeof(loose));
+	r = first_rule(h, idx, res->path, loose);
+	if (!r) {
+		res->rule_name = "default";
+		return fail(res, 403, "no rule allows this request");
+	}
+	res->rule = r;
+	res->rule_name = r->name;
+	if (r->action == REQRULE_DENY)
+		return fail(res, 403, "denied by rule");
+	lim = r;
+	if (oidx >= 0) {
+		/* A framework that honours the override acts as if it were
+		 * the method: the request must be allowed as both. */
+		const struct reqrule *o = first_rule(h, oidx, res->path, loose);
+
+		res->rule = o;
+		res->rule_name = o ? o->name : "default";
+		if (!o)
+			return fail(res, 403, "no rule allows the method override");
+		if (o->action == REQRULE_DENY)
+			return fail(res, 403, "method override denied by rule");
+		if (o->max_body < r->max_body)
+			lim = o;
 		res->rule = r;
 		res->rule_name = r->name;
-		if (r->action == REQRULE_DENY)
-			return fail(res, 403, "denied by rule");
-		res->max_body = r->max_body;
-		if (req->has_length && req->content_length > r->max_body)
-			return fail(res, 413, "request body too large");
-		pick_creds(h, res);
-		res->reason = "allowed by rule";
-		return 0;
 	}
-	res->rule_name = "default";
-	return fail(res, 403, "no rule allows this request");
+	res->max_body = lim->max_body;
+	if (req->has_length && req->content_length > lim->max_body) {
+		res->rule = lim;
+		res->rule_name = lim->name;
+		return fail(res, 413, "request body too large");
+	}
+	/* RFC 9110 9.3.8: a client must not send credentials in TRACE, and
+	 * a server with TRACE on echoes the request, credential included,
+	 * back to the agent. Also when a framework may take TRACE from the
+	 * override. Allowed, but without credentials. */
+	if (strcmp(req->method, "TRACE") && !(omethod && !strcmp(omethod, "TRACE")))
+		pick_creds(h, res);
+	res->reason = "allowed by rule";
+	return 0;
 }
 
 static bool env_name_valid(const char *s)
@@ -671,15 +833,160 @@ static bool env_name_valid(const char *s)
 	return true;
 }
 
-/* Whole file into val (at most valsz - 1 bytes); 0 or -errno. */
-static int read_file(const char *path, char *val, size_t valsz, size_t *len)
+static void seterr(char *err, size_t errlen, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static void seterr(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!err || !errlen)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+}
+
+#define DIRS_FIX "every directory above a credential file must be owned by root and " \
+		 "not writable by group or others (sticky ones like /tmp excepted): " \
+		 "keep the file under a directory only root can change, e.g. /etc/egressd"
+
+/*
+ * Every directory above path, as given, must be root's and not writable
+ * by group or others unless sticky (/tmp): whoever can write one could
+ * swap the file, or a directory on the way to it, for their own. A
+ * symbolic link on the way must be root's, and the directories it leads
+ * to are checked the same way. 0, or -errno with why filled.
+ */
+static int check_parents(const char *path, bool resolved, char *why, size_t whylen)
+{
+	char dir[REQRULE_SOURCE_MAX + PATH_MAX];
+	const char *base = strrchr(path, '/');
+	bool link = false;
+	struct stat st;
+	char *real;
+	int err;
+
+	for (size_t i = 0; path[i] && &path[i] <= base; i++) {
+		size_t len = i ? i : 1; /* the prefix before this '/', or "/" */
+
+		if (path[i] != '/' || (i && path[i - 1] == '/'))
+			continue;
+		if (len >= sizeof(dir)) {
+			seterr(why, whylen, "path too long");
+			return -ENAMETOOLONG;
+		}
+		memcpy(dir, path, len);
+		dir[len] = '\0';
+		if (lstat(dir, &st) < 0) {
+			err = errno;
+			seterr(why, whylen, "%s: %s", dir, strerror(err));
+			return -err;
+		}
+		if (S_ISLNK(st.st_mode)) {
+			if (st.st_uid != 0) {
+				seterr(why, whylen, "%s is a symbolic link owned by uid %u; " DIRS_FIX,
+					 dir, (unsigned)st.st_uid);
+				return -EPERM;
+			}
+			link = true;
+			continue;
+		}
+		if (!S_ISDIR(st.st_mode)) {
+			seterr(why, whylen, "%s: %s", dir, strerror(ENOTDIR));
+			return -ENOTDIR;
+		}
+		if (st.st_uid != 0) {
+			seterr(why, whylen, "directory %s is owned by uid %u; " DIRS_FIX, dir,
+				 (unsigned)st.st_uid);
+			return -EPERM;
+		}
+		if ((st.st_mode & 022) && !(st.st_mode & S_ISVTX)) {
+			seterr(why, whylen, "directory %s is writable by group or others "
+				 "(mode %04o); " DIRS_FIX, dir, (unsigned)(st.st_mode & 07777));
+			return -EPERM;
+		}
+	}
+	if (!link || resolved)
+		return 0;
+	/* Where the links lead: no link is left on that path. */
+	snprintf(dir, sizeof(dir), "%.*s", (int)(base - path + 1), path);
+	real = realpath(dir, NULL);
+	if (!real) {
+		err = errno;
+		seterr(why, whylen, "%s: %s", dir, strerror(err));
+		return -err;
+	}
+	snprintf(dir, sizeof(dir), "%s/%s", real, base + 1);
+	free(real);
+	return check_parents(dir, true, why, whylen);
+}
+
+/*
+ * Open a credential file: egressd reads it as root, on behalf of a
+ * cgroup that must never see the value. Not through a symbolic link, not
+ * a FIFO or device (O_NONBLOCK: opening one cannot hang us), only a
+ * regular file that is root's and private to it, in directories only
+ * root can change (check_parents). The checks are on the descriptor we
+ * read, so a swap after them changes nothing. fd, or -errno with why.
+ */
+static int open_cred_file(const char *path, char *why, size_t whylen)
+{
+	struct stat st;
+	int fd, err;
+
+	err = check_parents(path, false, why, whylen);
+	if (err)
+		return err;
+	fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0) {
+		err = errno;
+		if (err == ELOOP && !lstat(path, &st) && S_ISLNK(st.st_mode))
+			seterr(why, whylen, "is a symbolic link; credential files are not "
+				 "opened through links: name the file itself");
+		else
+			seterr(why, whylen, "%s", strerror(err));
+		return -err;
+	}
+	if (fstat(fd, &st) < 0) {
+		err = errno;
+		close(fd);
+		seterr(why, whylen, "%s", strerror(err));
+		return -err;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		close(fd);
+		seterr(why, whylen, "%s", S_ISDIR(st.st_mode) ? strerror(EISDIR) :
+			 "not a regular file");
+		return S_ISDIR(st.st_mode) ? -EISDIR : -EINVAL;
+	}
+	if (st.st_uid != 0) {
+		close(fd);
+		seterr(why, whylen, "owned by uid %u; it must be owned by root and mode 0600 "
+			 "or stricter: chown root %s, chmod 600 %s", (unsigned)st.st_uid, path,
+			 path);
+		return -EPERM;
+	}
+	if (st.st_mode & 077) {
+		close(fd);
+		seterr(why, whylen, "accessible by group or others (mode %04o); it must be "
+			 "owned by root and mode 0600 or stricter: chmod 600 %s",
+			 (unsigned)(st.st_mode & 07777), path);
+		return -EPERM;
+	}
+	return fd;
+}
+
+/* Whole file into val (at most valsz - 1 bytes); 0 or -errno, why set. */
+static int read_file(const char *path, char *val, size_t valsz, size_t *len,
+		     char *why, size_t whylen)
 {
 	size_t n = 0;
 	int fd, err = 0;
 
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	*len = 0;
+	fd = open_cred_file(path, why, whylen);
 	if (fd < 0)
-		return -errno;
+		return fd;
 	for (;;) {
 		ssize_t r;
 		char extra;
@@ -705,6 +1012,8 @@ static int read_file(const char *path, char *val, size_t valsz, size_t *len)
 	}
 	close(fd);
 	*len = n;
+	if (err)
+		seterr(why, whylen, "%s", err == -EFBIG ? "file too large" : strerror(-err));
 	return err;
 }
 
@@ -745,11 +1054,12 @@ int reqrule_cred_resolve(const struct reqrule_cred *c, char *val,
 		}
 		memcpy(val, v, n);
 	} else if (!strncmp(c->source, "file:/", 6)) {
-		ret = read_file(c->source + 5, val, valsz, &n);
+		char why[2 * REQRULE_SOURCE_MAX + 256];
+
+		ret = read_file(c->source + 5, val, valsz, &n, why, sizeof(why));
 		if (ret) {
 			snprintf(err, errsz, "credential '%s': %s: %s", c->name,
-				 c->source,
-				 ret == -EFBIG ? "file too large" : strerror(-ret));
+				 c->source, why);
 			goto wipe;
 		}
 	} else {

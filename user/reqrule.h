@@ -20,6 +20,20 @@
  * inside a segment ("*.git") any run of characters in that segment;
  * everything else literally. The glob "*" alone matches the target of
  * "OPTIONS *" and of CONNECT.
+ *
+ * Rules are tried in order and the first that matches decides. Allow
+ * rules and credential path prefixes match the normalized path exactly
+ * (case-sensitive). A deny rule also matches a loose reading of it, the
+ * one lenient servers act on: compared case-insensitively, each
+ * segment's ";params" dropped, segments left empty and a trailing slash
+ * dropped. So a rule denying everything under "/repos/acme/secret" also
+ * stops "/repos/acme/SECRET/x" and "/repos/acme/secret;x/y", and deny
+ * "/admin" stops "/admin/"; a request that matches an allow rule only
+ * loosely gets the default denial (fail closed).
+ *
+ * Credentials go only with an allowed request, never with TRACE (the
+ * server may echo the request; also not when TRACE is the method
+ * override).
  */
 #ifndef EGR_REQRULE_H
 #define EGR_REQRULE_H
@@ -73,6 +87,10 @@ struct reqrule_host {
 /* The parts of a request head the rules look at. */
 struct reqrule_request {
 	const char *method;
+	const char *method_override; /* X-HTTP-Method-Override & co. (see
+				  * httpreq.h), NULL if none: the request
+				  * must be allowed under method and under
+				  * this; credentials follow method */
 	const char *target;      /* request-target as sent */
 	const char *host;        /* Host field value, NULL if none */
 	bool has_length;
@@ -94,6 +112,8 @@ struct reqrule_result {
 
 /* "GET,HEAD" (uppercase, known to http-parser) or "*" -> mask. */
 int reqrule_parse_methods(const char *s, uint64_t *mask);
+/* http-parser's name of method s, compared case-insensitively, or NULL. */
+const char *reqrule_method_name(const char *s);
 /* "1048576", "64k", "10M", "1G" (1024-based) or "" / "none" -> limit. */
 int reqrule_parse_size(const char *s, uint64_t *out);
 /* Check a glob: starts with "/" (or is "*"), no '?', '#', '%', '\'. */
@@ -106,8 +126,17 @@ int reqrule_glob_valid(const char *glob);
 int reqrule_init(struct reqrule *r, const char *name, const char *action,
 		 const char *methods, const char *globs, const char *max_body);
 
+/*
+ * Is header one a credential may not set? Host, Content-Length,
+ * Transfer-Encoding, Connection, Upgrade, TE, Trailer, Keep-Alive,
+ * Proxy-Connection, Proxy-Authorization, Expect: case-insensitive, '_'
+ * counted as '-' (as servers behind CGI-style gateways read names).
+ */
+bool reqrule_header_reserved(const char *header);
+
 int reqrule_host_init(struct reqrule_host *h, const char *host);
-/* Copy r / c into h (growing its arrays). */
+/* Copy r / c into h (growing its arrays). A credential's header must be
+ * a token and not reserved (above); source "env:NAME" or "file:/path". */
 int reqrule_host_add_rule(struct reqrule_host *h, const struct reqrule *r);
 int reqrule_host_add_cred(struct reqrule_host *h, const char *name,
 			  const char *header, const char *path_prefix,
@@ -119,8 +148,10 @@ void reqrule_host_free(struct reqrule_host *h);
  * Origin-form only; reqrule_check handles the other forms.
  */
 int reqrule_normalize_path(const char *target, char *out, size_t outsz);
-/* Does normalized path match glob? */
+/* Does normalized path match glob? (exactly: how allow rules match) */
 bool reqrule_glob_match(const char *glob, const char *path);
+/* The same, or does its loose reading (see top)? How deny rules match. */
+bool reqrule_glob_match_loose(const char *glob, const char *path);
 /*
  * Does a Host value / authority name sni? Case-insensitive, one trailing
  * dot ignored on both, port absent or 443. 1 yes, 0 no, -EINVAL bad
@@ -136,8 +167,12 @@ int reqrule_check(const struct reqrule_host *h, const char *sni,
 
 /*
  * Read a credential's value: env var of this process or a file's
- * contents, minus one trailing newline. 0, or -errno with a message in
- * err that names the source but never contains any value.
+ * contents, minus one trailing newline. A file must be a regular file
+ * (not opened through a symbolic link), root's and mode 0600 or
+ * stricter, and every directory above it root's and not writable by
+ * group or others unless sticky (-EPERM, -ELOOP, -EINVAL otherwise).
+ * 0, or -errno with a message in err that names the source and the fix
+ * but never contains any value.
  */
 int reqrule_cred_resolve(const struct reqrule_cred *c, char *val,
 			 size_t valsz, size_t *len, char *err, size_t errsz);

@@ -447,6 +447,11 @@ static int run_add_cred(struct reqrule_host *h, const char *host, const char *he
 			return -EINVAL;
 		}
 	}
+	if (reqrule_header_reserved(header)) {
+		fprintf(stderr, "egressd: --inject %s:%s: a framing or hop-by-hop header "
+			"cannot be a credential\n", host, header);
+		return -EINVAL;
+	}
 	if (reqrule_host_add_cred(h, header, header, "", source)) {
 		fprintf(stderr, "egressd: --inject %s:%s: invalid header name or source\n",
 			host, header);

@@ -340,6 +340,34 @@ static const struct smuggle_case {
 	{ "Connection: Content-Length", "Connection: keep-alive, content-length\r\nContent-Length: 5\r\n", 400, "Connection names a framing field" },
 	{ "Connection: Transfer-Encoding", "Connection: Transfer-Encoding\r\nTransfer-Encoding: chunked\r\n", 400, "Connection names a framing field" },
 	{ "upgrade with body", "Upgrade: websocket\r\nConnection: Upgrade\r\nContent-Length: 5\r\n", 400, "upgrade request with a body" },
+	/* after a 101 the bytes are relayed unchecked: only WebSocket,
+	 * which stays with the checked request */
+	{ "Upgrade h2c", "Upgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+	  "HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n", 400, "upgrade to a protocol other than websocket" },
+	{ "Upgrade h2c no Connection", "Upgrade: h2c\r\nConnection: HTTP2-Settings\r\n", 400,
+	  "upgrade to a protocol other than websocket" },
+	{ "Upgrade websocket, h2c", "Upgrade: websocket, h2c\r\nConnection: Upgrade\r\n", 400,
+	  "upgrade to a protocol other than websocket" },
+	{ "second Upgrade h2c", "Upgrade: websocket\r\nUpgrade: H2C\r\nConnection: Upgrade\r\n", 400,
+	  "upgrade to a protocol other than websocket" },
+	{ "Upgrade connect-tcp", "Upgrade: connect-tcp\r\nConnection: Upgrade\r\n", 400,
+	  "upgrade to a protocol other than websocket" },
+	{ "Upgrade connect-udp", "Upgrade: connect-udp\r\nConnection: Upgrade\r\n", 400,
+	  "upgrade to a protocol other than websocket" },
+	{ "Upgrade websocket/13", "Upgrade: websocket/13\r\nConnection: Upgrade\r\n", 400,
+	  "upgrade to a protocol other than websocket" },
+	{ "Upgrade empty", "Upgrade: \r\nConnection: Upgrade\r\n", 400,
+	  "upgrade to a protocol other than websocket" },
+	/* a framework honouring these would act on another path or method
+	 * than the one the rules saw */
+	{ "X-Original-URL", "X-Original-URL: /admin\r\n", 400, "URL rewrite field (X-Original-URL, X-Rewrite-URL)" },
+	{ "X-Rewrite-URL", "x-rewrite-url: /admin\r\n", 400, "URL rewrite field (X-Original-URL, X-Rewrite-URL)" },
+	{ "X_Original_URL", "X_Original_URL: /admin\r\n", 400, "URL rewrite field (X-Original-URL, X-Rewrite-URL)" },
+	{ "override unknown method", "X-HTTP-Method-Override: FOO\r\n", 400, "unknown method in a method override field" },
+	{ "override empty", "X-HTTP-Method:\r\n", 400, "unknown method in a method override field" },
+	{ "override list", "X-Method-Override: PUT, DELETE\r\n", 400, "unknown method in a method override field" },
+	{ "overrides disagree", "X-HTTP-Method-Override: PUT\r\nX-Method-Override: DELETE\r\n", 400, "method override fields disagree" },
+	{ "override denied", "X-HTTP-Method-Override: DELETE\r\n", 403, NULL },
 };
 
 static void expect_refused_first(const char *in, size_t len, int status,
@@ -563,6 +591,21 @@ static void test_upgrade_websocket(void **state)
 		assert_memory_equal(s.out, head, s.out_len);
 	}
 
+	/* The token in any case, listed twice, in two fields: still only
+	 * WebSocket. */
+	{
+		static const char mixed[] =
+			"GET /repos/acme/ws HTTP/1.1\r\nHost: api.test\r\n"
+			"Upgrade: WebSocket , websocket\r\nupgrade: WEBSOCKET\r\n"
+			"Connection: Upgrade\r\n\r\n";
+		struct sim s;
+
+		sim_init(&s);
+		s.use_rules = true;
+		run(&s, mixed, sizeof(mixed) - 1, 0, 0);
+		assert_true(s.upgraded);
+	}
+
 	/* The head says so before the decision. */
 	struct httpreq *r = httpreq_new();
 	size_t used;
@@ -573,6 +616,40 @@ static void test_upgrade_websocket(void **state)
 	assert_int_equal(httpreq_accept(r, NULL, 0, HTTPREQ_NO_LIMIT), 0);
 	assert_int_equal(httpreq_feed(r, in + used, len - used, &used), HTTPREQ_EV_UPGRADE);
 	assert_int_equal(used, 0);
+	httpreq_free(r);
+}
+
+/* A method override is checked as a second method: the request goes only
+ * if the rules allow both. */
+static void test_method_override_checked(void **state)
+{
+	static const char denied[] =
+		"GET /repos/acme/x HTTP/1.1\r\nHost: api.test\r\n"
+		"X-HTTP-Method-Override: DELETE\r\n\r\n";
+	static const char allowed[] =
+		"POST /repos/acme/x HTTP/1.1\r\nHost: api.test\r\nContent-Length: 0\r\n"
+		"x_http_method: put\r\nX-Method-Override: PUT\r\n\r\n";
+	struct httpreq *r;
+	struct sim s;
+	size_t used;
+
+	expect_refused_first(denied, sizeof(denied) - 1, 403, "GET overridden to DELETE", NULL);
+	sim_init(&s);
+	s.use_rules = true;
+	run(&s, allowed, sizeof(allowed) - 1, 0, 0);
+	assert_false(s.refused);
+	assert_int_equal(s.n_ends, 1);
+	assert_int_equal(s.out_len, sizeof(allowed) - 1);
+
+	r = httpreq_new();
+	assert_non_null(r);
+	assert_int_equal(httpreq_feed(r, allowed, sizeof(allowed) - 1, &used), HTTPREQ_EV_HEAD);
+	assert_string_equal(httpreq_head(r)->method_override, "PUT");
+	httpreq_free(r);
+	r = httpreq_new();
+	assert_non_null(r);
+	assert_int_equal(httpreq_feed(r, GET1, strlen(GET1), &used), HTTPREQ_EV_HEAD);
+	assert_null(httpreq_head(r)->method_override);
 	httpreq_free(r);
 }
 
@@ -801,6 +878,7 @@ int main(void)
 		cmocka_unit_test(test_head_too_large),
 		cmocka_unit_test(test_expect_continue),
 		cmocka_unit_test(test_upgrade_websocket),
+		cmocka_unit_test(test_method_override_checked),
 		cmocka_unit_test(test_connect_is_upgrade),
 		cmocka_unit_test(test_injection_and_canonical_head),
 		cmocka_unit_test(test_connection_names_injected),

@@ -1466,6 +1466,51 @@ static void test_websocket_upgrade_tunnel(void **state)
 	records_free(&rs);
 }
 
+/* Any upgrade but WebSocket would turn one checked request into a raw
+ * tunnel carrying the credential (h2c: HTTP/2 streams for any path):
+ * refused with 400 before anything goes upstream. */
+static void test_upgrade_other_than_websocket_400(void **state)
+{
+	static const char h2c[] =
+		"GET /repos/acme/x HTTP/1.1\r\nHost: " HOST "\r\n"
+		"Upgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+		"HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n"
+		"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+	static const char tcp[] =
+		"GET /repos/acme/x HTTP/1.1\r\nHost: " HOST "\r\n"
+		"Upgrade: websocket, connect-tcp\r\nConnection: Upgrade\r\n\r\n";
+	struct client cl;
+	struct resp r[1];
+	struct records rs;
+	bool eof;
+
+	engine_start(true);
+	assert_int_equal(client_open(&cl, HOST, HOST), 0);
+	client_send(&cl, h2c, sizeof(h2c) - 1);
+	assert_int_equal(client_read(&cl, r, 1, &eof), 1);
+	assert_int_equal(r[0].status, 400);
+	assert_int_equal(client_read(&cl, r, 1, &eof), 0);
+	assert_true(eof);
+	client_close(&cl);
+	assert_int_equal(client_open(&cl, HOST, HOST), 0);
+	client_send(&cl, tcp, sizeof(tcp) - 1);
+	assert_int_equal(client_read(&cl, r, 1, &eof), 1);
+	assert_int_equal(r[0].status, 400);
+	client_close(&cl);
+	engine_stop();
+
+	assert_int_equal(F.up.n_seen, 0);
+	assert_int_equal(F.up.bytes, 0);
+	records_load(&rs);
+	assert_int_equal(rs.n, 2);
+	for (int i = 0; i < rs.n; i++) {
+		assert_string_equal(jget(rs.rec[i], "verdict"), "deny");
+		assert_string_equal(jget(rs.rec[i], "reason"), "malformed");
+		assert_non_null(strstr(jget(rs.rec[i], "detail"), "websocket"));
+	}
+	records_free(&rs);
+}
+
 /* A tunnel whose client sends a lot and then ends it (close_notify) while
  * the upstream reads slowly: the engine closes the tunnel only once every
  * byte went to the upstream socket, so the upstream gets them all. */
@@ -2008,6 +2053,58 @@ static void test_gateway_denied_path_403(void **state)
 	records_free(&rs);
 }
 
+/* Method-override and URL-rewrite fields: a framework honouring them
+ * would act on another method or path than the rules saw. The override
+ * is checked as a second method (403 when the rules do not allow it);
+ * rewrite fields are refused outright (400). Nothing goes upstream. */
+static void test_method_override_and_rewrite_refused(void **state)
+{
+	static const char override[] =
+		"GET /repos/acme/x HTTP/1.1\r\nHost: " HOST "\r\n"
+		"X-HTTP-Method-Override: DELETE\r\n\r\n";
+	static const char rewrite[] =
+		"GET /repos/acme/x HTTP/1.1\r\nHost: " HOST "\r\n"
+		"X-Original-URL: /admin/users\r\n\r\n";
+	static const char gw_override[] =
+		"GET /repos/acme/x HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n"
+		"X-HTTP-Method: DELETE\r\n\r\n";
+	struct client cl;
+	struct resp r[1];
+	struct records rs;
+	bool eof;
+
+	engine_start(true);
+	assert_int_equal(client_open(&cl, HOST, HOST), 0);
+	client_send(&cl, override, sizeof(override) - 1);
+	assert_int_equal(client_read(&cl, r, 1, &eof), 1);
+	assert_int_equal(r[0].status, 403);
+	client_close(&cl);
+	assert_int_equal(client_open(&cl, HOST, HOST), 0);
+	client_send(&cl, rewrite, sizeof(rewrite) - 1);
+	assert_int_equal(client_read(&cl, r, 1, &eof), 1);
+	assert_int_equal(r[0].status, 400);
+	client_close(&cl);
+	gw_open(&cl);
+	client_send(&cl, gw_override, sizeof(gw_override) - 1);
+	assert_int_equal(client_read(&cl, r, 1, &eof), 1);
+	assert_int_equal(r[0].status, 403);
+	client_close(&cl);
+	engine_stop();
+
+	assert_int_equal(F.up.n_seen, 0);
+	records_load(&rs);
+	assert_int_equal(rs.n, 3);
+	check_record(rs.rec[0], "deny", "rule_deny", "GET /repos/acme/x status=403");
+	assert_string_equal(jget(rs.rec[0], "rule"), "default");
+	assert_string_equal(jget(rs.rec[1], "verdict"), "deny");
+	assert_string_equal(jget(rs.rec[1], "reason"), "malformed");
+	assert_non_null(strstr(jget(rs.rec[1], "detail"), "X-Original-URL"));
+	assert_string_equal(jget(rs.rec[2], "verdict"), "deny");
+	assert_string_equal(jget(rs.rec[2], "origin"), "gateway");
+	assert_int_equal(jint(json_object_get(rs.rec[2], "http"), "status"), 403);
+	records_free(&rs);
+}
+
 /* The gateway's own checks: Host must name the gateway (address or
  * localhost, its port), targets must be origin-form. */
 static void test_gateway_host_and_target(void **state)
@@ -2140,6 +2237,7 @@ int main(void)
 		cmocka_unit_test_teardown(test_chunked_response_keepalive, teardown),
 		cmocka_unit_test_teardown(test_expect_continue, teardown),
 		cmocka_unit_test_teardown(test_websocket_upgrade_tunnel, teardown),
+		cmocka_unit_test_teardown(test_upgrade_other_than_websocket_400, teardown),
 		cmocka_unit_test_teardown(test_tunnel_end_while_upstream_backed_up, teardown),
 		cmocka_unit_test_teardown(test_bulk_response_streams, teardown),
 		cmocka_unit_test_teardown(test_bulk_upload_echo_byte_exact, teardown),
@@ -2155,6 +2253,7 @@ int main(void)
 		cmocka_unit_test_teardown(test_gateway_injects_and_rewrites_host, teardown),
 		cmocka_unit_test_teardown(test_gateway_denied_path_403, teardown),
 		cmocka_unit_test_teardown(test_gateway_host_and_target, teardown),
+		cmocka_unit_test_teardown(test_method_override_and_rewrite_refused, teardown),
 		cmocka_unit_test_teardown(test_gateway_untrusted_upstream_502, teardown),
 		cmocka_unit_test_teardown(test_gateway_only_engine_refuses_tls, teardown),
 	};

@@ -1160,8 +1160,24 @@ static const struct {
 	{ "framing header as credential",
 	  IC_HEAD "    { \"host\": \"api.test\", \"credentials\": [\n"
 	  "      { \"header\": \"Host\", \"value\": \"env:K\" } ] }\n" IC_TAIL,
-	  "p.json:5: intercept[0].credentials[0].header: \"Host\": a framing header cannot be a "
-	  "credential" },
+	  "p.json:5: intercept[0].credentials[0].header: \"Host\": a framing or hop-by-hop "
+	  "header cannot be a credential" },
+	{ "hop-by-hop header as credential",
+	  IC_HEAD "    { \"host\": \"api.test\", \"credentials\": [\n"
+	  "      { \"header\": \"x-a\", \"value\": \"env:K\" },\n"
+	  "      { \"header\": \"Proxy-Authorization\", \"value\": \"env:K\" } ] }\n" IC_TAIL,
+	  "p.json:6: intercept[0].credentials[1].header: \"Proxy-Authorization\": a framing or "
+	  "hop-by-hop header cannot be a credential" },
+	{ "framing header with underscore as credential",
+	  IC_HEAD "    { \"host\": \"api.test\", \"credentials\": [\n"
+	  "      { \"header\": \"Transfer_Encoding\", \"value\": \"env:K\" } ] }\n" IC_TAIL,
+	  "p.json:5: intercept[0].credentials[0].header: \"Transfer_Encoding\": a framing or "
+	  "hop-by-hop header cannot be a credential" },
+	{ "TE as credential",
+	  IC_HEAD "    { \"host\": \"api.test\", \"credentials\": [\n"
+	  "      { \"header\": \"te\", \"value\": \"env:K\" } ] }\n" IC_TAIL,
+	  "p.json:5: intercept[0].credentials[0].header: \"te\": a framing or hop-by-hop "
+	  "header cannot be a credential" },
 	{ "prefix is not supported",
 	  IC_HEAD "    { \"host\": \"api.test\", \"credentials\": [\n"
 	  "      { \"header\": \"Authorization\", \"value\": \"env:K\",\n"

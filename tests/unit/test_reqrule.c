@@ -8,6 +8,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -124,6 +125,42 @@ static void test_glob_table(void **state)
 	}
 }
 
+/* How deny rules match: the exact path, or the loose reading lenient
+ * servers act on (case, ";params", trailing slash). */
+static const struct glob_case loose_cases[] = {
+	{ "/repos/acme/secret/**", "/repos/acme/secret/x", true },
+	{ "/repos/acme/secret/**", "/repos/acme/SECRET/x", true },
+	{ "/repos/acme/secret/**", "/Repos/Acme/Secret", true },
+	{ "/repos/acme/secret/**", "/repos/acme/secret;x/y", true },
+	{ "/repos/acme/secret/**", "/repos/acme/secret;jsessionid=1", true },
+	{ "/repos/acme/secret/**", "/repos/acme;x/secret/y", true },
+	{ "/repos/acme/secret/**", "/repos/acme/;x/secret/y", true },
+	{ "/repos/acme/secret/**", "/repos/acme/secretx/y", false },
+	{ "/repos/acme/secret/**", "/repos/acme/secre;t/y", false },
+	{ "/admin", "/admin", true },
+	{ "/admin", "/admin/", true },
+	{ "/admin", "/ADMIN/", true },
+	{ "/admin", "/admin;x", true },
+	{ "/admin", "/admin;x/", true },
+	{ "/admin", "/admin/x", false },
+	{ "/Admin/*.GIT", "/admin/repo.git", true },
+	{ "/admin/*", "/admin/;x", true },
+	{ "/admin/*", "/admin/;x/", false },
+	{ "/", "/;x", true },
+	{ "*", "*", true },
+	{ "*", "/", false },
+};
+
+static void test_glob_loose_table(void **state)
+{
+	for (size_t i = 0; i < sizeof(loose_cases) / sizeof(loose_cases[0]); i++) {
+		const struct glob_case *c = &loose_cases[i];
+
+		if (reqrule_glob_match_loose(c->glob, c->path) != c->match)
+			fail_msg("loose glob %s path %s: want %d", c->glob, c->path, c->match);
+	}
+}
+
 static void test_glob_valid(void **state)
 {
 	static const char *const ok[] = { "/", "/repos/acme/**", "*", "/a/*.git", "/a/" };
@@ -205,6 +242,11 @@ static int setup(void **state)
 	assert_int_equal(reqrule_init(&r, "no-secrets", "deny", "*",
 				      "/repos/acme/secret/**", NULL), 0);
 	assert_int_equal(reqrule_host_add_rule(&host, &r), 0);
+	assert_int_equal(reqrule_init(&r, "no-settings", "deny", "*",
+				      "/repos/acme/settings", NULL), 0);
+	assert_int_equal(reqrule_host_add_rule(&host, &r), 0);
+	assert_int_equal(reqrule_init(&r, "no-delete", "deny", "DELETE", "/**", NULL), 0);
+	assert_int_equal(reqrule_host_add_rule(&host, &r), 0);
 	assert_int_equal(reqrule_init(&r, "read-acme", "allow", "GET,HEAD",
 				      "/repos/acme/** /user /repos/acmex/**", NULL), 0);
 	assert_int_equal(reqrule_host_add_rule(&host, &r), 0);
@@ -213,6 +255,9 @@ static int setup(void **state)
 				      "64k"), 0);
 	assert_int_equal(reqrule_host_add_rule(&host, &r), 0);
 	assert_int_equal(reqrule_init(&r, "options", "allow", "OPTIONS", "*", NULL), 0);
+	assert_int_equal(reqrule_host_add_rule(&host, &r), 0);
+	assert_int_equal(reqrule_init(&r, "trace", "allow", "TRACE", "/repos/acme/** /user",
+				      NULL), 0);
 	assert_int_equal(reqrule_host_add_rule(&host, &r), 0);
 	assert_int_equal(reqrule_host_add_cred(&host, "github-token", "Authorization",
 					       "", "env:EGR_TEST_TOKEN"), 0);
@@ -236,48 +281,81 @@ static const struct check_case {
 	int status;
 	const char *rule;   /* rule_name, NULL: none */
 	const char *cred;   /* name of the Authorization credential, or NULL */
+	const char *override; /* method override field's value, or NULL */
 } check_cases[] = {
-	{ "allowed get", "GET", "/repos/acme/x", "api.test", -1, 0, "read-acme", "acme-token" },
-	{ "allowed head", "HEAD", "/repos/acme", "api.test", -1, 0, "read-acme", "acme-token" },
-	{ "query ignored", "GET", "/repos/acme/x?path=/repos/evil", "api.test", -1, 0, "read-acme", "acme-token" },
-	{ "query cannot allow", "GET", "/repos/evil?/repos/acme/x", "api.test", -1, 403, "default", NULL },
-	{ "trailing slash", "GET", "/repos/acme/", "api.test", -1, 0, "read-acme", "acme-token" },
-	{ "user", "GET", "/user", "api.test", -1, 0, "read-acme", "github-token" },
-	{ "cred prefix boundary", "GET", "/repos/acmex/y", "api.test", -1, 0, "read-acme", "github-token" },
-	{ "user prefix boundary", "GET", "/repos/acmeevil", "api.test", -1, 403, "default", NULL },
-	{ "post denied path", "POST", "/repos/evil/x/issues", "api.test", -1, 403, "default", NULL },
-	{ "post allowed", "POST", "/repos/acme/r/issues", "api.test", 10, 0, "push-acme", "acme-token" },
-	{ "method not listed", "DELETE", "/repos/acme/x", "api.test", -1, 403, "default", NULL },
-	{ "deny rule first", "GET", "/repos/acme/secret/x", "api.test", -1, 403, "no-secrets", NULL },
-	{ "deny rule any method", "POST", "/repos/acme/secret", "api.test", -1, 403, "no-secrets", NULL },
-	{ "dot-dot", "GET", "/repos/acme/../evil", "api.test", -1, 400, NULL, NULL },
-	{ "encoded dot-dot", "GET", "/repos/acme/%2e%2e/evil", "api.test", -1, 400, NULL, NULL },
-	{ "encoded slash", "GET", "/repos/acme%2Fevil", "api.test", -1, 400, NULL, NULL },
-	{ "double slash", "GET", "/repos/acme//x", "api.test", -1, 400, NULL, NULL },
-	{ "leading double slash", "GET", "//repos/acme", "api.test", -1, 400, NULL, NULL },
-	{ "dot segment to deny", "GET", "/repos/acme/./secret/x", "api.test", -1, 400, NULL, NULL },
-	{ "encoded unreserved", "GET", "/repos/%61cme/x", "api.test", -1, 0, "read-acme", "acme-token" },
-	{ "host case", "GET", "/repos/acme/x", "API.TEST", -1, 0, "read-acme", "acme-token" },
-	{ "host dot", "GET", "/repos/acme/x", "api.test.", -1, 0, "read-acme", "acme-token" },
-	{ "host 443", "GET", "/repos/acme/x", "api.test:443", -1, 0, "read-acme", "acme-token" },
-	{ "host 8443", "GET", "/repos/acme/x", "api.test:8443", -1, 421, NULL, NULL },
-	{ "fronting", "GET", "/repos/acme/x", "evil.test", -1, 421, NULL, NULL },
-	{ "missing host", "GET", "/repos/acme/x", NULL, -1, 400, NULL, NULL },
-	{ "empty host", "GET", "/repos/acme/x", "", -1, 400, NULL, NULL },
-	{ "bad host", "GET", "/repos/acme/x", "api.test@evil", -1, 400, NULL, NULL },
-	{ "absolute-form", "GET", "https://api.test/repos/acme/x", "api.test", -1, 0, "read-acme", "acme-token" },
-	{ "absolute-form :443", "GET", "https://API.test:443/repos/acme/x?q", "api.test", -1, 0, "read-acme", "acme-token" },
-	{ "absolute-form mismatch", "GET", "https://evil.test/repos/acme/x", "api.test", -1, 421, NULL, NULL },
-	{ "absolute-form 8443", "GET", "https://api.test:8443/repos/acme/x", "api.test", -1, 421, NULL, NULL },
-	{ "absolute-form userinfo", "GET", "https://api.test@evil.test/x", "api.test", -1, 400, NULL, NULL },
-	{ "absolute-form no path", "GET", "https://api.test", "api.test", -1, 403, "default", NULL },
-	{ "absolute-form other scheme", "GET", "ftp://api.test/x", "api.test", -1, 400, NULL, NULL },
-	{ "options star", "OPTIONS", "*", "api.test", -1, 0, "options", "github-token" },
-	{ "get star", "GET", "*", "api.test", -1, 400, NULL, NULL },
-	{ "connect", "CONNECT", "api.test:443", "api.test", -1, 403, "default", NULL },
-	{ "connect elsewhere", "CONNECT", "evil.test:443", "api.test", -1, 421, NULL, NULL },
-	{ "body at limit", "POST", "/repos/acme/r/issues", "api.test", 65536, 0, "push-acme", "acme-token" },
-	{ "body over limit", "POST", "/repos/acme/r/issues", "api.test", 65537, 413, "push-acme", NULL },
+	{ "allowed get", "GET", "/repos/acme/x", "api.test", -1, 0, "read-acme", "acme-token", NULL },
+	{ "allowed head", "HEAD", "/repos/acme", "api.test", -1, 0, "read-acme", "acme-token", NULL },
+	{ "query ignored", "GET", "/repos/acme/x?path=/repos/evil", "api.test", -1, 0, "read-acme", "acme-token", NULL },
+	{ "query cannot allow", "GET", "/repos/evil?/repos/acme/x", "api.test", -1, 403, "default", NULL, NULL },
+	{ "trailing slash", "GET", "/repos/acme/", "api.test", -1, 0, "read-acme", "acme-token", NULL },
+	{ "user", "GET", "/user", "api.test", -1, 0, "read-acme", "github-token", NULL },
+	{ "cred prefix boundary", "GET", "/repos/acmex/y", "api.test", -1, 0, "read-acme", "github-token", NULL },
+	{ "user prefix boundary", "GET", "/repos/acmeevil", "api.test", -1, 403, "default", NULL, NULL },
+	{ "post denied path", "POST", "/repos/evil/x/issues", "api.test", -1, 403, "default", NULL, NULL },
+	{ "post allowed", "POST", "/repos/acme/r/issues", "api.test", 10, 0, "push-acme", "acme-token", NULL },
+	{ "method not listed", "PATCH", "/repos/acme/x", "api.test", -1, 403, "default", NULL, NULL },
+	{ "method denied", "DELETE", "/repos/acme/x", "api.test", -1, 403, "no-delete", NULL, NULL },
+	{ "deny rule first", "GET", "/repos/acme/secret/x", "api.test", -1, 403, "no-secrets", NULL, NULL },
+	{ "deny rule any method", "POST", "/repos/acme/secret", "api.test", -1, 403, "no-secrets", NULL, NULL },
+	/* A deny rule also holds for the path as lenient servers read it;
+	 * an allow rule only for the exact path (else: default, 403). */
+	{ "deny upper case", "GET", "/repos/acme/SECRET/x", "api.test", -1, 403, "no-secrets", NULL, NULL },
+	{ "deny mixed case", "GET", "/Repos/Acme/Secret", "api.test", -1, 403, "no-secrets", NULL, NULL },
+	{ "deny encoded upper", "GET", "/repos/acme/%53ECRET/x", "api.test", -1, 403, "no-secrets", NULL, NULL },
+	{ "deny path params", "GET", "/repos/acme/secret;x/y", "api.test", -1, 403, "no-secrets", NULL, NULL },
+	{ "deny params on parent", "GET", "/repos/acme;x/secret/y", "api.test", -1, 403, "no-secrets", NULL, NULL },
+	{ "deny exact", "GET", "/repos/acme/settings", "api.test", -1, 403, "no-settings", NULL, NULL },
+	{ "deny trailing slash", "GET", "/repos/acme/settings/", "api.test", -1, 403, "no-settings", NULL, NULL },
+	{ "deny case and slash", "GET", "/repos/acme/Settings/", "api.test", -1, 403, "no-settings", NULL, NULL },
+	{ "deny params", "GET", "/repos/acme/settings;a=b", "api.test", -1, 403, "no-settings", NULL, NULL },
+	{ "deny is per segment", "GET", "/repos/acme/settings/x", "api.test", -1, 0, "read-acme", "acme-token", NULL },
+	{ "allow stays exact: case", "GET", "/REPOS/acme/x", "api.test", -1, 403, "default", NULL, NULL },
+	{ "allow stays exact: slash", "GET", "/user/", "api.test", -1, 403, "default", NULL, NULL },
+	{ "allow stays exact: params", "GET", "/user;x", "api.test", -1, 403, "default", NULL, NULL },
+	/* A method override must be allowed as well as the method; the
+	 * credentials follow the method. */
+	{ "override denied", "GET", "/repos/acme/x", "api.test", -1, 403, "no-delete", NULL, "DELETE" },
+	{ "override any case", "GET", "/repos/acme/x", "api.test", -1, 403, "no-delete", NULL, "delete" },
+	{ "override not allowed", "GET", "/repos/acme/x", "api.test", -1, 403, "default", NULL, "PUT" },
+	{ "override on denied method", "PATCH", "/repos/acme/x", "api.test", -1, 403, "default", NULL, "GET" },
+	{ "override allowed too", "POST", "/repos/acme/r/issues", "api.test", 10, 0, "push-acme", "acme-token", "GET" },
+	{ "override same method", "GET", "/repos/acme/x", "api.test", -1, 0, "read-acme", "acme-token", "GET" },
+	{ "override unknown", "GET", "/repos/acme/x", "api.test", -1, 400, NULL, NULL, "FOO" },
+	{ "override empty", "GET", "/repos/acme/x", "api.test", -1, 400, NULL, NULL, "" },
+	{ "override's body limit", "GET", "/repos/acme/r/issues", "api.test", 65537, 413, "push-acme", NULL, "POST" },
+	{ "method's body limit", "POST", "/repos/acme/r/issues", "api.test", 65537, 413, "push-acme", NULL, "GET" },
+	/* TRACE echoes the request: allowed, never with credentials */
+	{ "trace without credentials", "TRACE", "/repos/acme/x", "api.test", -1, 0, "trace", NULL, NULL },
+	{ "override to trace", "POST", "/repos/acme/r/issues", "api.test", 10, 0, "push-acme", NULL, "TRACE" },
+	{ "trace overridden", "TRACE", "/repos/acme/x", "api.test", -1, 0, "trace", NULL, "GET" },
+	{ "dot-dot", "GET", "/repos/acme/../evil", "api.test", -1, 400, NULL, NULL, NULL },
+	{ "encoded dot-dot", "GET", "/repos/acme/%2e%2e/evil", "api.test", -1, 400, NULL, NULL, NULL },
+	{ "encoded slash", "GET", "/repos/acme%2Fevil", "api.test", -1, 400, NULL, NULL, NULL },
+	{ "double slash", "GET", "/repos/acme//x", "api.test", -1, 400, NULL, NULL, NULL },
+	{ "leading double slash", "GET", "//repos/acme", "api.test", -1, 400, NULL, NULL, NULL },
+	{ "dot segment to deny", "GET", "/repos/acme/./secret/x", "api.test", -1, 400, NULL, NULL, NULL },
+	{ "encoded unreserved", "GET", "/repos/%61cme/x", "api.test", -1, 0, "read-acme", "acme-token", NULL },
+	{ "host case", "GET", "/repos/acme/x", "API.TEST", -1, 0, "read-acme", "acme-token", NULL },
+	{ "host dot", "GET", "/repos/acme/x", "api.test.", -1, 0, "read-acme", "acme-token", NULL },
+	{ "host 443", "GET", "/repos/acme/x", "api.test:443", -1, 0, "read-acme", "acme-token", NULL },
+	{ "host 8443", "GET", "/repos/acme/x", "api.test:8443", -1, 421, NULL, NULL, NULL },
+	{ "fronting", "GET", "/repos/acme/x", "evil.test", -1, 421, NULL, NULL, NULL },
+	{ "missing host", "GET", "/repos/acme/x", NULL, -1, 400, NULL, NULL, NULL },
+	{ "empty host", "GET", "/repos/acme/x", "", -1, 400, NULL, NULL, NULL },
+	{ "bad host", "GET", "/repos/acme/x", "api.test@evil", -1, 400, NULL, NULL, NULL },
+	{ "absolute-form", "GET", "https://api.test/repos/acme/x", "api.test", -1, 0, "read-acme", "acme-token", NULL },
+	{ "absolute-form :443", "GET", "https://API.test:443/repos/acme/x?q", "api.test", -1, 0, "read-acme", "acme-token", NULL },
+	{ "absolute-form mismatch", "GET", "https://evil.test/repos/acme/x", "api.test", -1, 421, NULL, NULL, NULL },
+	{ "absolute-form 8443", "GET", "https://api.test:8443/repos/acme/x", "api.test", -1, 421, NULL, NULL, NULL },
+	{ "absolute-form userinfo", "GET", "https://api.test@evil.test/x", "api.test", -1, 400, NULL, NULL, NULL },
+	{ "absolute-form no path", "GET", "https://api.test", "api.test", -1, 403, "default", NULL, NULL },
+	{ "absolute-form other scheme", "GET", "ftp://api.test/x", "api.test", -1, 400, NULL, NULL, NULL },
+	{ "options star", "OPTIONS", "*", "api.test", -1, 0, "options", "github-token", NULL },
+	{ "get star", "GET", "*", "api.test", -1, 400, NULL, NULL, NULL },
+	{ "connect", "CONNECT", "api.test:443", "api.test", -1, 403, "default", NULL, NULL },
+	{ "connect elsewhere", "CONNECT", "evil.test:443", "api.test", -1, 421, NULL, NULL, NULL },
+	{ "body at limit", "POST", "/repos/acme/r/issues", "api.test", 65536, 0, "push-acme", "acme-token", NULL },
+	{ "body over limit", "POST", "/repos/acme/r/issues", "api.test", 65537, 413, "push-acme", NULL, NULL },
 };
 
 static void test_check_table(void **state)
@@ -286,6 +364,7 @@ static void test_check_table(void **state)
 		const struct check_case *c = &check_cases[i];
 		struct reqrule_request req = {
 			.method = c->method, .target = c->target, .host = c->host,
+			.method_override = c->override,
 			.has_length = c->cl >= 0,
 			.content_length = c->cl >= 0 ? (uint64_t)c->cl : 0,
 		};
@@ -326,6 +405,12 @@ static void test_check_limits_and_creds(void **state)
 	req.target = "/user";
 	assert_int_equal(reqrule_check(&host, "api.test", &req, &res), 0);
 	assert_int_equal(res.n_creds, 2);
+	/* TRACE: no credential of any header. */
+	req.method = "TRACE";
+	assert_int_equal(reqrule_check(&host, "api.test", &req, &res), 0);
+	assert_string_equal(res.rule_name, "trace");
+	assert_int_equal(res.n_creds, 0);
+	req.method = "GET";
 	/* The SNI itself with a trailing dot. */
 	assert_int_equal(reqrule_check(&host, "api.test.", &req, &res), 0);
 	/* Long path: 414, not a crash. */
@@ -390,6 +475,28 @@ static void test_parsers(void **state)
 	assert_int_equal(reqrule_host_add_cred(&h, "t", "X-A", "", "literal-secret"), -EINVAL);
 	assert_int_equal(reqrule_host_add_cred(&h, "t", "X-A", "nope", "env:X"), -EINVAL);
 	assert_int_equal(reqrule_host_add_cred(&h, "t", "X-A", NULL, "file:/run/x"), 0);
+	/* Framing, routing and hop-by-hop fields, in any spelling a server
+	 * may read as them. */
+	static const char *const reserved[] = {
+		"Host", "Content-Length", "Transfer-Encoding", "Connection", "Upgrade",
+		"TE", "Trailer", "Keep-Alive", "Proxy-Connection", "Proxy-Authorization",
+		"Expect", "host", "CONTENT-LENGTH", "transfer_encoding", "Keep_Alive",
+		"proxy_authorization", "te",
+	};
+
+	for (size_t i = 0; i < sizeof(reserved) / sizeof(reserved[0]); i++) {
+		if (reqrule_host_add_cred(&h, "t", reserved[i], NULL, "env:X") != -EINVAL)
+			fail_msg("credential header %s accepted", reserved[i]);
+		assert_true(reqrule_header_reserved(reserved[i]));
+	}
+	static const char *const fine[] = { "Authorization", "X-Api-Key", "Tes", "T",
+					    "Hosts", "X-Host", "Expected", "Cookie" };
+
+	for (size_t i = 0; i < sizeof(fine) / sizeof(fine[0]); i++) {
+		if (reqrule_host_add_cred(&h, "t", fine[i], NULL, "env:X"))
+			fail_msg("credential header %s refused", fine[i]);
+		assert_false(reqrule_header_reserved(fine[i]));
+	}
 	reqrule_host_free(&h);
 }
 
@@ -397,7 +504,7 @@ static void test_parsers(void **state)
 
 static void expect_err(const struct reqrule_cred *c, int want, const char *must)
 {
-	char val[64], err[256];
+	char val[64], err[512];
 	size_t len = 7;
 	int ret = reqrule_cred_resolve(c, val, sizeof(val), &len, err, sizeof(err));
 
@@ -413,11 +520,9 @@ static void expect_err(const struct reqrule_cred *c, int want, const char *must)
 
 static void test_cred_resolve(void **state)
 {
-	char dir[] = "/tmp/egr-reqrule-XXXXXX";
-	char path[128], val[64], err[256];
+	char val[64], err[256];
 	struct reqrule_cred c = { .name = "github-token", .header = "Authorization" };
 	size_t len;
-	FILE *f;
 
 	/* env: present, with and without one trailing newline */
 	setenv("EGR_TEST_CRED", "Bearer " SECRET, 1);
@@ -449,42 +554,87 @@ static void test_cred_resolve(void **state)
 	/* a literal secret by mistake where the source goes: not echoed */
 	snprintf(c.source, sizeof(c.source), SECRET);
 	expect_err(&c, -EINVAL, "env:NAME or file:/path");
+}
 
-	/* file: */
+/* path holds text, owned by root, with mode. */
+static void write_secret(const char *path, const char *text, mode_t mode)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+	assert_int_equal(fchmod(fd, mode), 0);
+	close(fd);
+}
+
+static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	return remove(p);
+}
+
+/*
+ * file: sources are read as root for a cgroup that must never see them:
+ * only a regular file, not through a link, root's and mode 0600 or
+ * stricter, in directories only root can change. Errors name the
+ * credential, the source and the fix, never the value.
+ */
+static void test_cred_resolve_file(void **state)
+{
+	char dir[] = "/tmp/egr-reqrule-XXXXXX";
+	char path[128], other[160], val[64], err[512];
+	struct reqrule_cred c = { .name = "github-token", .header = "Authorization" };
+	size_t len;
+
+	if (geteuid() != 0) {
+		printf("test_cred_resolve_file: needs root (files owned by root): skipped\n");
+		skip();
+	}
 	assert_non_null(mkdtemp(dir));
 	snprintf(path, sizeof(path), "%s/token", dir);
-	f = fopen(path, "w");
-	assert_non_null(f);
-	fputs(SECRET "\n", f);
-	fclose(f);
+	write_secret(path, SECRET "\n", 0600);
 	snprintf(c.source, sizeof(c.source), "file:%s", path);
 	assert_int_equal(reqrule_cred_resolve(&c, val, sizeof(val), &len, err, sizeof(err)), 0);
 	assert_string_equal(val, SECRET);
 	assert_int_equal(len, strlen(SECRET));
+	write_secret(path, SECRET "\n", 0400);
+	assert_int_equal(reqrule_cred_resolve(&c, val, sizeof(val), &len, err, sizeof(err)), 0);
 	/* one newline trimmed; a second stays and is a control character
 	 * in a header value, so the file as a whole is refused */
-	f = fopen(path, "w");
-	assert_non_null(f);
-	fputs(SECRET "\n\n", f);
-	fclose(f);
+	write_secret(path, SECRET "\n\n", 0600);
 	expect_err(&c, -EINVAL, path);
-	f = fopen(path, "w");
-	assert_non_null(f);
-	fputs(SECRET "\r\n", f);
-	fclose(f);
+	write_secret(path, SECRET "\r\n", 0600);
 	assert_int_equal(reqrule_cred_resolve(&c, val, sizeof(val), &len, err, sizeof(err)), 0);
 	assert_string_equal(val, SECRET);
-	f = fopen(path, "w");
-	assert_non_null(f);
-	fputs(SECRET "\nsecond line\n", f);
-	fclose(f);
+	write_secret(path, SECRET "\nsecond line\n", 0600);
 	expect_err(&c, -EINVAL, path);
-	f = fopen(path, "w");
-	assert_non_null(f);
-	for (int i = 0; i < 10; i++)
-		fputs(SECRET, f);
-	fclose(f);
+	write_secret(path, SECRET SECRET SECRET SECRET SECRET SECRET SECRET SECRET, 0600);
 	expect_err(&c, -EFBIG, path);
+
+	/* readable or writable by others, or not root's: refused with the fix */
+	write_secret(path, SECRET, 0644);
+	expect_err(&c, -EPERM, "chmod 600");
+	write_secret(path, SECRET, 0640);
+	expect_err(&c, -EPERM, "mode 0640");
+	write_secret(path, SECRET, 0602);
+	expect_err(&c, -EPERM, "mode 0600 or stricter");
+	write_secret(path, SECRET, 0600);
+	assert_int_equal(chown(path, 1000, 1000), 0);
+	expect_err(&c, -EPERM, "chown root");
+	assert_int_equal(chown(path, 0, 0), 0);
+
+	/* a symbolic link (to a good file, even): not followed */
+	snprintf(other, sizeof(other), "%s/link", dir);
+	assert_int_equal(symlink(path, other), 0);
+	snprintf(c.source, sizeof(c.source), "file:%s", other);
+	expect_err(&c, -ELOOP, "symbolic link");
+	unlink(other);
+	/* a FIFO: refused at once, not waited on */
+	assert_int_equal(mkfifo(other, 0600), 0);
+	expect_err(&c, -EINVAL, "not a regular file");
+	unlink(other);
 
 	/* missing file, a directory (unreadable as a file) */
 	snprintf(c.source, sizeof(c.source), "file:%s/missing", dir);
@@ -492,8 +642,40 @@ static void test_cred_resolve(void **state)
 	snprintf(c.source, sizeof(c.source), "file:%s", dir);
 	expect_err(&c, -EISDIR, dir);
 
-	unlink(path);
-	rmdir(dir);
+	/* the directories above: root's, not writable by group or others */
+	snprintf(c.source, sizeof(c.source), "file:%s", path);
+	assert_int_equal(chmod(dir, 0770), 0);
+	expect_err(&c, -EPERM, "writable by group or others");
+	assert_int_equal(chmod(dir, 0755), 0);
+	assert_int_equal(reqrule_cred_resolve(&c, val, sizeof(val), &len, err, sizeof(err)), 0);
+	/* sticky, like /tmp: nobody can swap root's file there */
+	assert_int_equal(chmod(dir, 01777), 0);
+	assert_int_equal(reqrule_cred_resolve(&c, val, sizeof(val), &len, err, sizeof(err)), 0);
+	assert_int_equal(chmod(dir, 0700), 0);
+	assert_int_equal(chown(dir, 1000, 1000), 0);
+	expect_err(&c, -EPERM, "owned by uid 1000");
+	assert_int_equal(chown(dir, 0, 0), 0);
+
+	/* a directory on the way through a link: the link root's, and
+	 * where it leads checked as well */
+	snprintf(other, sizeof(other), "%s/sub", dir);
+	assert_int_equal(mkdir(other, 0700), 0);
+	snprintf(path, sizeof(path), "%s/sub/token", dir);
+	write_secret(path, SECRET, 0600);
+	snprintf(other, sizeof(other), "%s/via", dir);
+	assert_int_equal(symlink("sub", other), 0);
+	snprintf(c.source, sizeof(c.source), "file:%s/via/token", dir);
+	assert_int_equal(reqrule_cred_resolve(&c, val, sizeof(val), &len, err, sizeof(err)), 0);
+	assert_string_equal(val, SECRET);
+	snprintf(other, sizeof(other), "%s/sub", dir);
+	assert_int_equal(chown(other, 1000, 1000), 0);
+	expect_err(&c, -EPERM, "owned by uid 1000");
+	assert_int_equal(chown(other, 0, 0), 0);
+	snprintf(other, sizeof(other), "%s/via", dir);
+	assert_int_equal(lchown(other, 1000, 1000), 0);
+	expect_err(&c, -EPERM, "symbolic link owned by uid 1000");
+
+	nftw(dir, rm_one, 8, FTW_DEPTH | FTW_PHYS);
 }
 
 int main(void)
@@ -501,6 +683,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_normalize),
 		cmocka_unit_test(test_glob_table),
+		cmocka_unit_test(test_glob_loose_table),
 		cmocka_unit_test(test_glob_valid),
 		cmocka_unit_test(test_host_table),
 		cmocka_unit_test(test_host_port),
@@ -508,6 +691,7 @@ int main(void)
 		cmocka_unit_test(test_check_limits_and_creds),
 		cmocka_unit_test(test_parsers),
 		cmocka_unit_test(test_cred_resolve),
+		cmocka_unit_test(test_cred_resolve_file),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
