@@ -966,6 +966,14 @@ static int open_cred_file(const char *path, char *why, size_t whylen)
 			 path);
 		return -EPERM;
 	}
+	if (st.st_nlink != 1) {
+		/* a second name of another root-only file, linked in where
+		 * this one was missing (fs.protected_hardlinks=0) */
+		close(fd);
+		seterr(why, whylen, "has %lu hard links; it must be a file of its own: copy it",
+		       (unsigned long)st.st_nlink);
+		return -EMLINK;
+	}
 	if (st.st_mode & 077) {
 		close(fd);
 		seterr(why, whylen, "accessible by group or others (mode %04o); it must be "

@@ -631,6 +631,10 @@ static void test_cred_resolve_file(void **state)
 	snprintf(c.source, sizeof(c.source), "file:%s", other);
 	expect_err(&c, -ELOOP, "symbolic link");
 	unlink(other);
+	/* a second name of the file (or of another root-only one) */
+	assert_int_equal(link(path, other), 0);
+	expect_err(&c, -EMLINK, "hard links");
+	unlink(other);
 	/* a FIFO: refused at once, not waited on */
 	assert_int_equal(mkfifo(other, 0600), 0);
 	expect_err(&c, -EINVAL, "not a regular file");
