@@ -392,6 +392,41 @@ int egr_bpf_prune_cgroups(struct egr_bpf *b, uint64_t *keep, size_t n_keep)
 			     cgroup_not_kept, &k);
 }
 
+static bool every_key(const void *key, void *ctx)
+{
+	(void)key;
+	(void)ctx;
+	return true;
+}
+
+int egr_bpf_forget_pinned(const char *pin_dir)
+{
+	struct egr_policy_info none = { 0 };
+	char path[PATH_MAX];
+	int fd, n, err = 0;
+	__u32 id;
+
+	if (snprintf(path, sizeof(path), "%s/egr_cgroups", pin_dir) >= (int)sizeof(path))
+		return -ENAMETOOLONG;
+	fd = bpf_obj_get(path);
+	if (fd < 0)
+		return errno == ENOENT ? 0 : -errno; /* the first start */
+	n = map_delete_if(fd, sizeof(__u64), every_key, NULL);
+	close(fd);
+	if (n < 0)
+		return n;
+	if (snprintf(path, sizeof(path), "%s/egr_policies", pin_dir) >= (int)sizeof(path))
+		return -ENAMETOOLONG;
+	fd = bpf_obj_get(path);
+	if (fd < 0)
+		return errno == ENOENT ? n : -errno;
+	for (id = 0; id < EGR_MAX_POLICIES && !err; id++)
+		if (bpf_map_update_elem(fd, &id, &none, BPF_ANY))
+			err = -errno;
+	close(fd);
+	return err ? err : n;
+}
+
 int egr_bpf_unbind_cgroup(struct egr_bpf *b, uint64_t cgroup_id)
 {
 	__u64 id = cgroup_id;

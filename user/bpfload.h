@@ -45,6 +45,16 @@ int egr_bpf_unbind_cgroup(struct egr_bpf *b, uint64_t cgroup_id);
  * otherwise point at whatever the next config puts there. Returns how
  * many, or -errno. */
 int egr_bpf_prune_cgroups(struct egr_bpf *b, uint64_t *keep, size_t n_keep);
+/*
+ * A daemon starting over a previous one's pins (before it listens): that
+ * one's bindings name policy ids of its config, which this one refills in
+ * its own order, so a cgroup still bound would be judged by another
+ * policy until the walk binds it anew (in the kernel too: an audit-mode
+ * policy lets UDP pass). Unbind every cgroup and invalidate every policy:
+ * until rebound, enforced cgroups are denied everything. Returns how many
+ * bindings went, or -errno; nothing pinned yet is 0.
+ */
+int egr_bpf_forget_pinned(const char *pin_dir);
 /* Origin of a UDP socket that sent DNS to the DNS proxy, by socket cookie
  * (sockdiag_udp_cookie). 0 or -ENOENT. */
 int egr_bpf_udp_origin(struct egr_bpf *b, uint64_t cookie, struct egr_origin *o);

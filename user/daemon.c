@@ -41,6 +41,7 @@
 #include <sys/inotify.h>
 #include <sys/mount.h>
 #include <sys/eventfd.h>
+#include <sys/file.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -939,7 +940,7 @@ int daemon_main(int argc, char **argv)
 	struct control_params cp = { 0 };
 	struct netns_params np = { 0 };
 	char err[1024];
-	int c, e, sfd = -1, ctl_wake = -1, ret = 2, verbose = 0, check = 0;
+	int c, e, sfd = -1, ctl_wake = -1, pin_lock = -1, ret = 2, verbose = 0, check = 0;
 	sigset_t set;
 	size_t i;
 
@@ -1031,6 +1032,26 @@ int daemon_main(int argc, char **argv)
 	audit_set_tap(d.audit, daemon_audit_tap, &d);
 	if (egr_bpf_prepare_pinned(&d.bpf, d.pin_dir))
 		goto out;
+	/* One daemon per pin directory: what follows would take the
+	 * bindings of a running one (held until this process exits). */
+	pin_lock = open(d.pin_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (pin_lock < 0 || flock(pin_lock, LOCK_EX | LOCK_NB)) {
+		fprintf(stderr, "egressd: %s: %s\n", d.pin_dir,
+			errno == EWOULDBLOCK ? "another egressd daemon is using it" :
+					       strerror(errno));
+		goto out;
+	}
+	/* Before the port is served: no connection may reach this daemon
+	 * with a policy id of the previous one's config. */
+	e = egr_bpf_forget_pinned(d.pin_dir);
+	if (e < 0) {
+		fprintf(stderr, "egressd: cannot clear the previous daemon's bindings in %s: %s\n",
+			d.pin_dir, strerror(-e));
+		goto out;
+	}
+	if (e)
+		log_info("cleared %d cgroup binding(s) of the previous daemon: denied "
+			 "everything until bound again below", e);
 	pp.cfg = &d.cfg;
 	pp.policy_for = daemon_policy_for;
 	pp.cgroup_name = daemon_cgroup_name;
@@ -1204,6 +1225,8 @@ out:
 	metrics_free(d.metrics);
 	/* Not detached: the pins keep every attach point enforced. */
 	egr_bpf_destroy(d.bpf);
+	if (pin_lock >= 0)
+		close(pin_lock); /* the next daemon may take the pins */
 	if (d.ino >= 0)
 		close(d.ino);
 	for (i = 0; i < d.n_watches; i++)

@@ -91,6 +91,7 @@ CASES=(
 	daemon_enforces_bindings
 	daemon_two_tenants_reload
 	daemon_reload_removes_attach_point
+	daemon_restart_forgets_bindings
 	daemon_reload_connected_udp
 	daemon_intercepts
 	daemon_pod_netns
@@ -1740,6 +1741,61 @@ daemon_cleanup() {
 	rm -rf "$DBPF/egressd" 2>/dev/null
 	umount "$DBPF" 2>/dev/null
 	cg_kill_remove "$DCG"
+}
+
+# A daemon starting over the pins of one that died: the dead one's
+# bindings name policy ids of its config, which the new one fills in its
+# own order. Until the new one has bound each cgroup again, a cgroup still
+# bound would be judged by another tenant's policy (in the kernel too: an
+# audit-mode policy lets UDP pass). So the new daemon forgets every binding
+# before it serves its port: shown with a start that cannot listen (the
+# port is taken), which must leave the cgroup denied everything (EPERM at
+# connect) rather than bound to an id the next config reuses.
+case_daemon_restart_forgets_bindings() {
+	need_egressd
+	local out blocker
+	daemon_bed restart bpffs-restart daemon-restart agents
+	cat >"$DCFG" <<JSON
+{ "listen": { "control": "$E2E_DIR/ctl/restart.sock", "metrics": null },
+  "audit": { "path": "$CASE_AUDIT", "format": "json" },
+  "policies": { "strict": { "mode": "enforce", "allow": ["allowed.test"] },
+                "lax": { "mode": "audit", "allow": ["allowed.test"] } },
+  "bindings": [ { "cgroup": "$DCG/agents/strict*", "policy": "strict" },
+                { "cgroup": "$DCG/agents/lax*", "policy": "lax" } ] }
+JSON
+	cg_run 'mkdir "$CG'"$DCG"'/agents/strict1"' || fail "cannot create the cgroup"
+	daemon_start || fail "daemon did not start: $(tail -3 "$CASE_STDERR")"
+	kill -9 "$DPID"
+	wait "$DPID" 2>/dev/null
+	DPID=
+	# the dead daemon's programs redirect to its dead port
+	out=$(in_cg "$DCG/agents/strict1" "${CLIENT[@]}" raw "$ALLOWED4" 443 --no-read)
+	[ "$(jget errname <<<"$out")" = ECONNREFUSED ] ||
+		fail "with the daemon dead: $(oneline "$out")"
+	# the policies in the other order; the port taken (by root, outside
+	# any enforced cgroup): this start stops before it serves
+	sed -i 's/"strict": { "mode": "enforce", "allow": \["allowed.test"\] },/"tmp": 0,/; s/"lax": { "mode": "audit", "allow": \["allowed.test"\] } },/"lax": { "mode": "audit", "allow": ["allowed.test"] }, "strict": { "mode": "enforce", "allow": ["allowed.test"] } },/; s/"tmp": 0,//' "$DCFG"
+	grep -q '"lax".*"strict"' "$DCFG" || fail "config not reordered: $(oneline "$(cat "$DCFG")")"
+	ip netns exec "$NS_HOST" "$E2E_PY" -c 'import socket, sys, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(); time.sleep(30)' "$DAEMON_PORT" &
+	blocker=$!
+	bed_track $blocker
+	sleep 0.3
+	daemon_start && fail "the daemon started on a port in use"
+	bed_stop_pid $blocker
+	note "$(grep -F "cleared" "$CASE_STDERR" | tail -1)"
+	out=$(in_cg "$DCG/agents/strict1" "${CLIENT[@]}" raw "$ALLOWED4" 443 --no-read)
+	[ "$(jget errname <<<"$out")" = EPERM ] ||
+		fail "strict1 is still bound to the dead daemon's policy id: $(oneline "$out")"
+	# and a daemon that does start binds it anew, to its own id
+	daemon_start || fail "daemon did not start: $(tail -3 "$CASE_STDERR")"
+	out=$(in_cg "$DCG/agents/strict1" curl -sS --max-time 5 --cacert "$E2E_CA" \
+		https://allowed.test/) || fail "strict1 -> allowed.test after the restart: $(oneline "$out")"
+	log_mark evil.test
+	out=$(in_cg "$DCG/agents/strict1" "$E2E_PY" "$E2E_DIR/bin/client.py" udp "$EVIL4" 443) &&
+		fail "strict1 got the audit-mode policy: UDP to evil.test:443 was sent"
+	evil_untouched "restart with the policies reordered"
 }
 
 case_daemon_enforces_bindings() {
