@@ -742,6 +742,33 @@ static void daemon_apply_live(struct daemon *d, const struct dconfig *c)
 	intercept_config_changed(d->ic);
 }
 
+/* Every attach point of c is an existing cgroup directory; else -ENOENT
+ * (or the error) with the first one missing named in err. */
+static int daemon_check_attach_points(const struct daemon *d, const struct dconfig *c,
+				      char *err, size_t errlen)
+{
+	size_t i, n;
+	const char *const *aps = dconfig_attach_points(c, &n);
+
+	for (i = 0; i < n; i++) {
+		char abs[PATH_MAX];
+		struct stat st;
+
+		if (snprintf(abs, sizeof(abs), "%s%s", d->mount, aps[i]) >= (int)sizeof(abs)) {
+			snprintf(err, errlen, "attach point %s: path too long", aps[i]);
+			return -ENAMETOOLONG;
+		}
+		if (stat(abs, &st) || !S_ISDIR(st.st_mode)) {
+			int e = stat(abs, &st) ? errno : ENOTDIR;
+
+			snprintf(err, errlen, "attach point %.300s: %s: create the cgroup "
+				 "(e.g. the systemd slice) before reloading", aps[i], strerror(e));
+			return -e;
+		}
+	}
+	return 0;
+}
+
 /* 0, or -EINVAL (invalid file) / -EIO with the reason in msg: egressctl
  * reload shows it (control.c). On success msg is empty, or says which
  * changed settings wait for a restart. */
@@ -763,6 +790,17 @@ static int daemon_reload(struct daemon *d, char *msg, size_t msglen)
 	}
 	for (i = 0; i < c->n_warnings; i++)
 		log_warn("%s", c->warnings[i]);
+	/* As at start: a cgroup the config names but that does not exist yet
+	 * would never be enforced (nothing watches for it), so nothing of
+	 * this config is applied. */
+	e = daemon_check_attach_points(d, c, err, sizeof(err));
+	if (e) {
+		log_error("reload refused, the running configuration stays: %s", err);
+		snprintf(msg, msglen, "%s", err);
+		dconfig_free(c);
+		metrics_reload_result(d->metrics, false);
+		return -EIO;
+	}
 	e = daemon_prepare_intercept(d, c, true, &ca, err, sizeof(err));
 	if (e) {
 		log_error("reload refused, the running configuration stays: %s", err);

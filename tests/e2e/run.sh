@@ -2132,6 +2132,19 @@ JSON
 		fail "no warning about the removed attach point"
 	grep -q "unbound [0-9]* cgroup(s) outside the attach points" "$CASE_STDERR" ||
 		fail "no message about the unbound cgroups"
+	# An attach point that does not exist yet (a systemd slice appears
+	# with its first unit): nothing would ever watch for it, so the reload
+	# is refused, as the same config at start is, and nothing of it applies.
+	sed "s|\"$DCG/x/job\*\", \"policy\": \"open\"|\"$DCG/later/job*\", \"policy\": \"open\"|" \
+		"$DCFG.ax" >"$DCFG"
+	grep -q "$DCG/later/job" "$DCFG" || fail "config not changed: $(oneline "$(cat "$DCFG")")"
+	out=$("$ctl" reload --socket "$dsock" 2>&1) &&
+		fail "a reload naming the missing attach point $DCG/later succeeded: $(oneline "$out")"
+	grep -q "attach point $DCG/later: No such file or directory" <<<"$out" ||
+		fail "the refusal does not name the attach point: $(oneline "$out")"
+	note "missing attach point: $(oneline "$out")"
+	rap_a_ok || fail "after the refused reload: a/job1 -> allowed.test failed"
+	cp "$DCFG.ax" "$DCFG"
 	# The same across a restart: a daemon started with the first config,
 	# killed, and started with the second finds b's binding (policy id 1
 	# of bank 0, "open" in the second config) left by the first one.
