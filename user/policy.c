@@ -649,6 +649,48 @@ static int add_allow_all(struct reqrule_host *h)
 	return ret ? ret : reqrule_host_add_rule(h, &r);
 }
 
+/* The longest wildcard entry whose names include all of e's (e exact, or
+ * a wildcard below it), or NULL. */
+static const struct policy_intercept *covering_intercept(const struct policy *p,
+							 const struct policy_intercept *e)
+{
+	const struct policy_intercept *best = NULL;
+	size_t i, dlen = strlen(e->domain), blen = 0;
+
+	for (i = 0; i < p->n_intercept; i++) {
+		const struct policy_intercept *w = &p->intercept[i];
+		size_t wlen = strlen(w->domain);
+
+		if (!w->wildcard || wlen <= blen)
+			continue;
+		/* e's names are strict subdomains of w's domain: e exact below
+		 * it, or e a wildcard over it or below it */
+		if ((e->wildcard && !strcmp(e->domain, w->domain)) ||
+		    (dlen > wlen + 1 && e->domain[dlen - wlen - 1] == '.' &&
+		     !strcmp(e->domain + dlen - wlen, w->domain))) {
+			best = w;
+			blen = wlen;
+		}
+	}
+	return best;
+}
+
+static int intercept_copy_rules(struct reqrule_host *dst, const struct reqrule_host *src)
+{
+	size_t i;
+
+	for (i = 0; i < src->n_rules; i++)
+		if (reqrule_host_add_rule(dst, &src->rules[i]))
+			return -ENOMEM;
+	for (i = 0; i < src->n_creds; i++) {
+		const struct reqrule_cred *c = &src->creds[i];
+
+		if (reqrule_host_add_cred(dst, c->name, c->header, c->path_prefix, c->source))
+			return -ENOMEM;
+	}
+	return 0;
+}
+
 static int intercept_append(struct policy *p, struct policy_intercept *e)
 {
 	struct policy_intercept *v;
@@ -666,6 +708,7 @@ int policy_add_intercept(struct policy *p, const char *host, const char *source,
 			 struct reqrule_host **out, char *err, size_t errlen)
 {
 	struct policy_intercept e = { 0 }, *old;
+	const struct policy_intercept *cover;
 	int ret;
 
 	if (!p || !host) {
@@ -684,7 +727,14 @@ int policy_add_intercept(struct policy *p, const char *host, const char *source,
 	}
 	if (source && !(e.source = strdup(source)))
 		goto nomem;
-	if (add_allow_all(&e.rules) || intercept_append(p, &e))
+	/* A host a wildcard entry (a policy file's) already intercepts keeps
+	 * that entry's rules and credentials: the new entry, exact or a
+	 * narrower wildcard, wins the lookup, and "every request" would
+	 * silently replace a file's read-only rule. */
+	cover = covering_intercept(p, &e);
+	if (cover ? intercept_copy_rules(&e.rules, &cover->rules) : add_allow_all(&e.rules))
+		goto nomem;
+	if (intercept_append(p, &e))
 		goto nomem;
 	if (out)
 		*out = &p->intercept[p->n_intercept - 1].rules;

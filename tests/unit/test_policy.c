@@ -1008,6 +1008,46 @@ static void test_intercept_for_precedence(void **state)
 	policy_free(p);
 }
 
+/* --intercept/--inject on a host a (policy file's) wildcard entry already
+ * intercepts: the new entry wins the lookup, so it starts with that
+ * entry's rules and credentials, not with "every request". */
+static void test_intercept_inherits_wildcard_rules(void **state)
+{
+	struct policy *p = policy_new("x");
+	struct reqrule_host *w, *h, *n;
+	struct reqrule ro;
+	char err[256];
+
+	assert_int_equal(policy_add_intercept(p, "*.example.com", "file", &w, err, sizeof(err)), 0);
+	w->n_rules = 0; /* as a file's entry with rules of its own */
+	assert_int_equal(reqrule_init(&ro, "ro", "allow", "GET,HEAD", "/**", NULL), 0);
+	assert_int_equal(reqrule_host_add_rule(w, &ro), 0);
+	assert_int_equal(reqrule_host_add_cred(w, "base", "x-base", "", "env:BASE"), 0);
+
+	assert_int_equal(policy_add_intercept(p, "api.example.com", "--inject", &h, err,
+					      sizeof(err)), 0);
+	assert_int_equal(reqrule_host_add_cred(h, "tok", "authorization", "", "env:TOK"), 0);
+	h = &p->intercept[1].rules;
+	assert_ptr_equal(policy_intercept_for(p, "api.example.com"), h);
+	assert_int_equal(h->n_rules, 1);
+	assert_string_equal(h->rules[0].name, "ro");
+	assert_int_equal(h->n_creds, 2);
+	assert_string_equal(h->creds[0].name, "base");
+	assert_string_equal(h->creds[1].name, "tok");
+	/* the wildcard's own entry is unchanged */
+	w = &p->intercept[0].rules;
+	assert_int_equal(w->n_rules, 1);
+	assert_int_equal(w->n_creds, 1);
+	/* a narrower wildcard inherits too; a name outside starts with all */
+	assert_int_equal(policy_add_intercept(p, "*.v1.example.com", "--intercept", &n, err,
+					      sizeof(err)), 0);
+	assert_string_equal(p->intercept[2].rules.rules[0].name, "ro");
+	assert_int_equal(policy_add_intercept(p, "other.test", "--intercept", &n, err,
+					      sizeof(err)), 0);
+	assert_string_equal(p->intercept[3].rules.rules[0].name, "all");
+	policy_free(p);
+}
+
 static void test_intercept_add_and_check(void **state)
 {
 	static const struct {
@@ -1826,6 +1866,7 @@ int main(void)
 		cmocka_unit_test(test_name_resolvable),
 		cmocka_unit_test(test_intercept_file_ok),
 		cmocka_unit_test(test_intercept_for_precedence),
+		cmocka_unit_test(test_intercept_inherits_wildcard_rules),
 		cmocka_unit_test(test_intercept_add_and_check),
 		cmocka_unit_test(test_intercept_file_errors),
 		cmocka_unit_test(test_intercept_allowed_by_earlier_rules),
