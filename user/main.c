@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/prctl.h>
 
 #include "daemon.h"
 #include "landlock.h"
@@ -45,6 +46,11 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	cmd = argv[1];
+	/* run and daemon hold the CA key, leaf keys and the credentials they
+	 * inject: no core dump of them, no ptrace by anyone but root. (A
+	 * command run execs afresh and is dumpable again.) */
+	if (!strcmp(cmd, "run") || !strcmp(cmd, "daemon"))
+		prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 	if (!strcmp(cmd, "run"))
 		return run_main(argc - 1, argv + 1);
 	if (!strcmp(cmd, "policy"))
