@@ -43,6 +43,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
@@ -1609,6 +1610,35 @@ static int run_landlock(struct run_child_env *env)
 	return 0;
 }
 
+/*
+ * A socket made outside the command's cgroup passes none of its hooks (they
+ * follow the socket's cgroup, not the caller's): as the command's stdin,
+ * stdout or stderr, an IPv4/IPv6 one could be reconnected anywhere
+ * (connect(AF_UNSPEC), then connect()), or sent from to anywhere, unseen.
+ * egressd started by inetd, `socat EXEC:` or a systemd socket unit with
+ * Accept=yes gets one; refused before anything is created.
+ */
+static int run_check_stdio(void)
+{
+	static const char *const names[] = { "standard input", "standard output",
+					     "standard error" };
+
+	for (int fd = 0; fd < 3; fd++) {
+		int dom = 0;
+		socklen_t len = sizeof(dom);
+
+		if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &dom, &len) == 0 &&
+		    (dom == AF_INET || dom == AF_INET6)) {
+			fprintf(stderr, "egressd: %s is an %s socket made outside the "
+				"command's cgroup: the command could connect it anywhere, "
+				"unenforced; connect egressd's standard streams to pipes or "
+				"files instead\n", names[fd], dom == AF_INET ? "IPv4" : "IPv6");
+			return -1;
+		}
+	}
+	return 0;
+}
+
 int run_main(int argc, char **argv)
 {
 	struct run_state s = { .cfg = CONFIG_DEFAULTS, .cgroup_fd = -1,
@@ -1624,6 +1654,8 @@ int run_main(int argc, char **argv)
 	pid_t child = -1;
 
 	if (run_parse(argc, argv, &o, &s.cfg))
+		return RUN_EXIT_USAGE;
+	if (run_check_stdio())
 		return RUN_EXIT_USAGE;
 	if (s.cfg.verbose)
 		log_set_level(s.cfg.verbose > 1 ? EGR_LOG_DEBUG : EGR_LOG_INFO);

@@ -68,6 +68,7 @@ CASES=(
 	deny_rule_wins
 	wildcard_not_apex
 	exit_status_passthrough
+	run_refuses_socket_stdio
 	fd_limits
 	refuses_root_agent
 	bad_policy_error
@@ -1102,6 +1103,31 @@ case_wildcard_not_apex() {
 	[ "$MS" -lt $FAST_MS ] || fail "denial took $MS ms"
 	sleep 0.2
 	[ -z "$(log_new allowed.test)" ] || fail "allowed.test's server was contacted"
+}
+
+# egressd's standard streams are the command's. A TCP or UDP socket made
+# outside the cgroup passes none of its hooks (they follow the socket's
+# cgroup): as stdin the command could reconnect it to evil.test. Such a
+# run is refused before anything starts; a Unix socket (a pipe's cousin)
+# is fine.
+case_run_refuses_socket_stdio() {
+	local out
+	need_egressd
+	# shellcheck disable=SC2016
+	out=$(ip netns exec "$NS_HOST" "$E2E_PY" -c 'import os, socket, subprocess, sys
+egressd, addr = sys.argv[1], sys.argv[2]
+s = socket.create_connection((addr, 80), timeout=5)
+r = subprocess.run([egressd, "run", "--user", "nobody", "--allow", "allowed.test", "--", "true"],
+                   stdin=s.fileno(), capture_output=True, text=True, timeout=20)
+print("tcp", r.returncode, r.stderr.strip().splitlines()[-1:] )
+a, b = socket.socketpair()
+r = subprocess.run([egressd, "run", "--user", "nobody", "--allow", "allowed.test", "--", "true"],
+                   stdin=a.fileno(), capture_output=True, text=True, timeout=20)
+print("unix", r.returncode)' "$EGRESSD" "$ALLOWED4" 2>&1) || fail "the probe failed: $(oneline "$out")"
+	note "$(oneline "$out")"
+	grep -q "^tcp 2 .*standard input is an IPv4 socket made outside" <<<"$out" ||
+		fail "a TCP socket as stdin was not refused: $(oneline "$out")"
+	grep -q "^unix 0" <<<"$out" || fail "a Unix socket as stdin was refused: $(oneline "$out")"
 }
 
 case_exit_status_passthrough() {
