@@ -607,6 +607,16 @@ void egr_bpf_detach(struct egr_bpf *b)
 	b->cgroup_fd = -1;
 }
 
+void egr_bpf_keep_attached(struct egr_bpf *b)
+{
+	if (!b || b->cgroup_fd < 0)
+		return;
+	/* BPF_PROG_ATTACH attachments outlive our descriptors */
+	b->n_attached = 0;
+	close(b->cgroup_fd);
+	b->cgroup_fd = -1;
+}
+
 int egr_bpf_sweep_conns(struct egr_bpf *b, uint64_t older_than_ns)
 {
 	enum { SWEEP_BATCH = 1024 };

@@ -71,6 +71,10 @@ int egr_bpf_attach_pinned(struct egr_bpf *b, int cgroup_fd, uint64_t cgroup_id);
 int egr_bpf_unpin_cgroup(struct egr_bpf *b, uint64_t cgroup_id);
 /* Detach what egr_bpf_attach attached. */
 void egr_bpf_detach(struct egr_bpf *b);
+/* Leave egr_bpf_attach's programs attached when b goes (the cgroup still
+ * holds processes that must stay enforced); removing the cgroup, once
+ * empty, detaches them. */
+void egr_bpf_keep_attached(struct egr_bpf *b);
 
 /* Delete egr_conns entries whose client closed more than older_than_ns
  * ago without the proxy accepting (sock_release only marks them). Returns

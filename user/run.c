@@ -1475,12 +1475,17 @@ out:
 
 static void run_teardown(struct run_state *s)
 {
+	bool left = false;
+
 	if (s->cgroup_created) {
 		int err = cgroup_kill_all(s->cgroup, 5000);
 
-		if (err)
-			log_warn("processes left in %s could not be killed: %s",
-				 s->cgroup, strerror(-err));
+		if (err) {
+			log_warn("processes left in %s could not be killed: %s; its programs "
+				 "stay attached (they redirect to a closed port) until `egressd "
+				 "cleanup` removes it", s->cgroup, strerror(-err));
+			left = true;
+		}
 	}
 	/* after the kill: nothing left writes to the command's terminal */
 	runpty_finish(&s->pty);
@@ -1507,7 +1512,10 @@ static void run_teardown(struct run_state *s)
 		dnsproxy_destroy(s->dns);
 		s->dns = NULL;
 	}
-	egr_bpf_destroy(s->bpf); /* detaches */
+	/* Processes that survived the kill must stay enforced: closed. */
+	if (left)
+		egr_bpf_keep_attached(s->bpf);
+	egr_bpf_destroy(s->bpf); /* detaches what is still attached */
 	s->bpf = NULL;
 	if (s->cgroup_fd >= 0) {
 		close(s->cgroup_fd);
