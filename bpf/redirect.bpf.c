@@ -111,9 +111,11 @@ struct {
 	__type(value, struct egr_origin);
 } egr_udp_socks SEC(".maps");
 
+/* ~11,000 events (~190 bytes each): a cgroup flooding denied connects
+ * must not push other decisions out before user space drains them. */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 256 * 1024);
+	__uint(max_entries, 2 * 1024 * 1024);
 } egr_events SEC(".maps");
 
 enum egr_stat {

@@ -671,6 +671,11 @@ int egr_bpf_events_open(struct egr_bpf *b, egr_bpf_event_fn fn, void *ctx)
 	return 0;
 }
 
+int egr_bpf_events_fd(const struct egr_bpf *b)
+{
+	return b && b->rb ? ring_buffer__epoll_fd(b->rb) : -1;
+}
+
 int egr_bpf_poll(struct egr_bpf *b, int timeout_ms)
 {
 	int n = ring_buffer__poll(b->rb, timeout_ms);

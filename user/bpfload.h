@@ -84,6 +84,8 @@ int egr_bpf_sweep_conns(struct egr_bpf *b, uint64_t older_than_ns);
 typedef void (*egr_bpf_event_fn)(void *ctx, const struct egr_event *e);
 /* Start consuming kernel events; egr_bpf_poll() delivers them to fn. */
 int egr_bpf_events_open(struct egr_bpf *b, egr_bpf_event_fn fn, void *ctx);
+/* A descriptor that polls readable when events wait (egr_bpf_poll them). */
+int egr_bpf_events_fd(const struct egr_bpf *b);
 int egr_bpf_poll(struct egr_bpf *b, int timeout_ms);
 void egr_bpf_destroy(struct egr_bpf *b); /* accepts NULL; detaches */
 

@@ -149,6 +149,14 @@ void daemon_usage(FILE *out)
 "NOTIFY_SOCKET set (systemd Type=notify) it sends READY=1 once enforcing.\n");
 }
 
+static uint64_t daemon_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
 /* ---- policies ------------------------------------------------------- */
 
 static const struct policy *daemon_policy_for(void *ctx, const struct egr_origin *o)
@@ -1196,14 +1204,18 @@ int daemon_main(int argc, char **argv)
 	daemon_notify("READY=1");
 
 	for (;;) {
-		struct pollfd pfd[5] = { { sfd, POLLIN, 0 }, { d.ino, POLLIN, 0 },
+		/* the kernel's events wake the loop: drained as they come, not
+		 * once per 100 ms turn, so a flood cannot fill the ring first */
+		struct pollfd pfd[6] = { { sfd, POLLIN, 0 }, { d.ino, POLLIN, 0 },
 					 { control_fd(ctl), POLLIN, 0 },
 					 { netns_fd(d.ns), POLLIN, 0 },
-					 { metrics_fd(d.metrics), POLLIN, 0 } };
+					 { metrics_fd(d.metrics), POLLIN, 0 },
+					 { egr_bpf_events_fd(d.bpf), POLLIN, 0 } };
 		struct signalfd_siginfo si;
-		static unsigned ticks;
+		static uint64_t next_sweep_ms;
+		uint64_t now_ms;
 
-		if (poll(pfd, 5, 100) < 0 && errno != EINTR)
+		if (poll(pfd, 6, 100) < 0 && errno != EINTR)
 			break;
 		if (pfd[3].revents & POLLIN)
 			netns_handle(d.ns);
@@ -1230,8 +1242,11 @@ int daemon_main(int argc, char **argv)
 			break;
 		}
 		egr_bpf_poll(d.bpf, 0); /* kernel decisions into the audit log */
-		if (++ticks % 20 == 0)
+		now_ms = daemon_now_ms();
+		if (now_ms >= next_sweep_ms) {
 			egr_bpf_sweep_conns(d.bpf, 5000000000ull);
+			next_sweep_ms = now_ms + 2000;
+		}
 	}
 out:
 	/* Pods' listeners go while the proxy's workers still run. */

@@ -93,6 +93,7 @@ CASES=(
 	daemon_two_tenants_reload
 	daemon_reload_removes_attach_point
 	daemon_restart_forgets_bindings
+	daemon_kernel_events_flood
 	daemon_reload_connected_udp
 	daemon_intercepts
 	daemon_pod_netns
@@ -1822,6 +1823,44 @@ s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(); time.sleep(30)' "$DAEMON_PO
 	out=$(in_cg "$DCG/agents/strict1" "$E2E_PY" "$E2E_DIR/bin/client.py" udp "$EVIL4" 443) &&
 		fail "strict1 got the audit-mode policy: UDP to evil.test:443 was sent"
 	evil_untouched "restart with the policies reordered"
+}
+
+# A cgroup flooding denied sends: every one is a kernel event, and each
+# must reach the audit log (one agent's flood must not push its own, or
+# another tenant's, decisions out of the kernel's ring before the daemon
+# drains it).
+case_daemon_kernel_events_flood() {
+	need_egressd
+	local out n want=6000
+	daemon_bed flood bpffs-flood daemon-flood agents
+	cat >"$DCFG" <<JSON
+{ "listen": { "control": "$E2E_DIR/ctl/flood.sock", "metrics": null },
+  "audit": { "path": "$CASE_AUDIT", "format": "json" },
+  "policies": { "agents": { "mode": "enforce", "allow": ["allowed.test"] } },
+  "bindings": [ { "cgroup": "$DCG/agents/job*", "policy": "agents" } ] }
+JSON
+	cg_run 'mkdir "$CG'"$DCG"'/agents/job1"' || fail "cannot create the cgroup"
+	daemon_start || fail "daemon did not start: $(tail -3 "$CASE_STDERR")"
+	# shellcheck disable=SC2016
+	out=$(in_cg "$DCG/agents/job1" "$E2E_PY" -c 'import socket, sys, time
+n, addr = int(sys.argv[1]), sys.argv[2]
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+refused = 0
+t = time.monotonic()
+for i in range(n):
+    try:
+        s.sendto(b"x", (addr, 10000 + i % 1000))
+    except PermissionError:
+        refused += 1
+print(refused, round(time.monotonic() - t, 3))' "$want" "$EVIL4") || fail "the flood failed: $(oneline "$out")"
+	[ "${out%% *}" = "$want" ] || fail "not every send was refused: $(oneline "$out")"
+	for _ in $(seq 50); do
+		n=$(grep -c '"reason":"udp"' "$CASE_AUDIT")
+		[ "$n" -ge "$want" ] && break
+		sleep 0.2
+	done
+	note "$want refused sends in ${out#* } s: $n kernel records in the audit log"
+	[ "$n" = "$want" ] || fail "$n of $want refused sends reached the audit log"
 }
 
 case_daemon_enforces_bindings() {
