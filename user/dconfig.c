@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "dconfig.h"
+#include "safepath.h"
 #include "jpos.h"
 #include "srt.h"
 
@@ -701,10 +702,38 @@ static char *resolve_ref(struct ld *l, const char *ref)
  * points at the reference, and so that a FIFO or device never blocks or
  * floods the loader.
  */
+#define DCONFIG_TRUST_FIX "the daemon enforces what it says, so only root may " \
+	"change it: keep it root-owned, not writable by group or others, under " \
+	"directories only root can change (e.g. /etc/egressd)"
+
+/*
+ * A file the daemon reads its policy from (the config, a policy file, a
+ * sandbox-runtime settings file): whoever can change it, or a directory on
+ * the way, decides what every enforced cgroup may reach at the next
+ * reload; an agent that can write it widens its own policy. So it must be
+ * root's and not writable by group or others, in directories that are
+ * the same (safepath_parents_trusted). 0, or -errno with why filled.
+ */
+int dconfig_file_trusted(const char *path, const struct stat *st, char *why, size_t whylen)
+{
+	if (st->st_uid != 0 && st->st_uid != geteuid()) {
+		snprintf(why, whylen, "owned by uid %u; %s", (unsigned)st->st_uid,
+			 DCONFIG_TRUST_FIX);
+		return -EPERM;
+	}
+	if (st->st_mode & 022) {
+		snprintf(why, whylen, "writable by group or others (mode %04o); %s",
+			 (unsigned)(st->st_mode & 07777), DCONFIG_TRUST_FIX);
+		return -EPERM;
+	}
+	return safepath_parents_trusted(path, DCONFIG_TRUST_FIX, why, whylen);
+}
+
 static int check_ref(struct ld *l, const char *path, int line, const char *field)
 {
 	struct stat st;
-	char q[160];
+	char q[160], why[512];
+	int r;
 
 	if (stat(path, &st))
 		return fail(l, -errno, line, field, "%s: %s", jpos_quote(path, q, sizeof(q)),
@@ -712,6 +741,9 @@ static int check_ref(struct ld *l, const char *path, int line, const char *field
 	if (!S_ISREG(st.st_mode))
 		return fail(l, -EINVAL, line, field, "%s: not a regular file",
 			    jpos_quote(path, q, sizeof(q)));
+	r = dconfig_file_trusted(path, &st, why, sizeof(why));
+	if (r)
+		return fail(l, r, line, field, "%s: %s", jpos_quote(path, q, sizeof(q)), why);
 	return 0;
 }
 
@@ -1508,6 +1540,15 @@ int dconfig_load(const char *path, struct dconfig **out, char *err, size_t errle
 		ret = -EINVAL;
 		snprintf(err, errlen, "%s: not a regular file", path);
 		goto out;
+	}
+	{
+		char why[512];
+
+		ret = dconfig_file_trusted(path, &st, why, sizeof(why));
+		if (ret) {
+			snprintf(err, errlen, "%s: %s", path, why);
+			goto out;
+		}
 	}
 	buf = malloc(DCONFIG_MAX_FILE + 1);
 	if (!buf) {

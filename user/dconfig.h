@@ -140,4 +140,9 @@ const char *dconfig_glob_check(const char *glob);
  * within one component, a "**" component matches zero or more. */
 bool dconfig_glob_match(const char *glob, const char *path);
 
+struct stat;
+/* Only root can change the file at path (stat'ed as st) or a directory on
+ * the way to it: 0, or -EPERM with the reason and the fix in why. */
+int dconfig_file_trusted(const char *path, const struct stat *st, char *why, size_t whylen);
+
 #endif

@@ -20,6 +20,7 @@
 #include <http_parser.h>
 
 #include "reqrule.h"
+#include "safepath.h"
 
 #define N_METHODS 34 /* HTTP_SOURCE + 1 in http-parser 2.9 */
 #define MAX_SEGS 1024
@@ -850,76 +851,6 @@ static void seterr(char *err, size_t errlen, const char *fmt, ...)
 		 "not writable by group or others (sticky ones like /tmp excepted): " \
 		 "keep the file under a directory only root can change, e.g. /etc/egressd"
 
-/*
- * Every directory above path, as given, must be root's and not writable
- * by group or others unless sticky (/tmp): whoever can write one could
- * swap the file, or a directory on the way to it, for their own. A
- * symbolic link on the way must be root's, and the directories it leads
- * to are checked the same way. 0, or -errno with why filled.
- */
-static int check_parents(const char *path, bool resolved, char *why, size_t whylen)
-{
-	char dir[REQRULE_SOURCE_MAX + PATH_MAX];
-	const char *base = strrchr(path, '/');
-	bool link = false;
-	struct stat st;
-	char *real;
-	int err;
-
-	for (size_t i = 0; path[i] && &path[i] <= base; i++) {
-		size_t len = i ? i : 1; /* the prefix before this '/', or "/" */
-
-		if (path[i] != '/' || (i && path[i - 1] == '/'))
-			continue;
-		if (len >= sizeof(dir)) {
-			seterr(why, whylen, "path too long");
-			return -ENAMETOOLONG;
-		}
-		memcpy(dir, path, len);
-		dir[len] = '\0';
-		if (lstat(dir, &st) < 0) {
-			err = errno;
-			seterr(why, whylen, "%s: %s", dir, strerror(err));
-			return -err;
-		}
-		if (S_ISLNK(st.st_mode)) {
-			if (st.st_uid != 0) {
-				seterr(why, whylen, "%s is a symbolic link owned by uid %u; " DIRS_FIX,
-					 dir, (unsigned)st.st_uid);
-				return -EPERM;
-			}
-			link = true;
-			continue;
-		}
-		if (!S_ISDIR(st.st_mode)) {
-			seterr(why, whylen, "%s: %s", dir, strerror(ENOTDIR));
-			return -ENOTDIR;
-		}
-		if (st.st_uid != 0) {
-			seterr(why, whylen, "directory %s is owned by uid %u; " DIRS_FIX, dir,
-				 (unsigned)st.st_uid);
-			return -EPERM;
-		}
-		if ((st.st_mode & 022) && !(st.st_mode & S_ISVTX)) {
-			seterr(why, whylen, "directory %s is writable by group or others "
-				 "(mode %04o); " DIRS_FIX, dir, (unsigned)(st.st_mode & 07777));
-			return -EPERM;
-		}
-	}
-	if (!link || resolved)
-		return 0;
-	/* Where the links lead: no link is left on that path. */
-	snprintf(dir, sizeof(dir), "%.*s", (int)(base - path + 1), path);
-	real = realpath(dir, NULL);
-	if (!real) {
-		err = errno;
-		seterr(why, whylen, "%s: %s", dir, strerror(err));
-		return -err;
-	}
-	snprintf(dir, sizeof(dir), "%s/%s", real, base + 1);
-	free(real);
-	return check_parents(dir, true, why, whylen);
-}
 
 /*
  * Open a credential file: egressd reads it as root, on behalf of a
@@ -934,7 +865,7 @@ static int open_cred_file(const char *path, char *why, size_t whylen)
 	struct stat st;
 	int fd, err;
 
-	err = check_parents(path, false, why, whylen);
+	err = safepath_parents_trusted(path, DIRS_FIX, why, whylen);
 	if (err)
 		return err;
 	fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);

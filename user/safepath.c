@@ -4,6 +4,8 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <stdarg.h>
+#include <stdbool.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -181,4 +183,77 @@ int safepath_append(int dirfd, const char *name, char *err, size_t errsz)
 		return fail(err, errsz, e, "%s", strerror(-e));
 	}
 	return fd;
+}
+
+/* The prefix walk of safepath_parents_trusted; path absolute. */
+static int parents_trusted(const char *path, bool resolved, const char *fix, char *why,
+			   size_t whylen)
+{
+	char dir[2 * PATH_MAX];
+	const char *base = strrchr(path, '/');
+	bool link = false;
+	struct stat st;
+	char *real;
+	int err;
+
+	for (size_t i = 0; path[i] && &path[i] <= base; i++) {
+		size_t len = i ? i : 1; /* the prefix before this '/', or "/" */
+
+		if (path[i] != '/' || (i && path[i - 1] == '/'))
+			continue;
+		if (len >= sizeof(dir))
+			return fail(why, whylen, -ENAMETOOLONG, "path too long");
+		memcpy(dir, path, len);
+		dir[len] = '\0';
+		if (lstat(dir, &st) < 0) {
+			err = errno;
+			return fail(why, whylen, -err, "%s: %s", dir, strerror(err));
+		}
+		if (S_ISLNK(st.st_mode)) {
+			if (!trusted_uid(st.st_uid))
+				return fail(why, whylen, -EPERM,
+					    "%s is a symbolic link owned by uid %u; %s", dir,
+					    (unsigned)st.st_uid, fix);
+			link = true;
+			continue;
+		}
+		if (!S_ISDIR(st.st_mode))
+			return fail(why, whylen, -ENOTDIR, "%s: %s", dir, strerror(ENOTDIR));
+		if (!trusted_uid(st.st_uid))
+			return fail(why, whylen, -EPERM, "directory %s is owned by uid %u; %s",
+				    dir, (unsigned)st.st_uid, fix);
+		if ((st.st_mode & 022) && !(st.st_mode & S_ISVTX))
+			return fail(why, whylen, -EPERM,
+				    "directory %s is writable by group or others (mode %04o); %s",
+				    dir, (unsigned)(st.st_mode & 07777), fix);
+	}
+	if (!link || resolved)
+		return 0;
+	/* Where the links lead: no link is left on that path. */
+	snprintf(dir, sizeof(dir), "%.*s", (int)(base - path + 1), path);
+	real = realpath(dir, NULL);
+	if (!real) {
+		err = errno;
+		return fail(why, whylen, -err, "%s: %s", dir, strerror(err));
+	}
+	snprintf(dir, sizeof(dir), "%s/%s", real, base + 1);
+	free(real);
+	return parents_trusted(dir, true, fix, why, whylen);
+}
+
+int safepath_parents_trusted(const char *path, const char *fix, char *why, size_t whylen)
+{
+	char abs[2 * PATH_MAX], cwd[PATH_MAX];
+
+	if (whylen)
+		why[0] = '\0';
+	if (!path || !*path)
+		return fail(why, whylen, -EINVAL, "empty path");
+	if (path[0] == '/')
+		return parents_trusted(path, false, fix, why, whylen);
+	if (!getcwd(cwd, sizeof(cwd)))
+		return fail(why, whylen, -errno, "getcwd: %s", strerror(errno));
+	if (snprintf(abs, sizeof(abs), "%s/%s", cwd, path) >= (int)sizeof(abs))
+		return fail(why, whylen, -ENAMETOOLONG, "path too long");
+	return parents_trusted(abs, false, fix, why, whylen);
 }

@@ -35,4 +35,15 @@ int safepath_dir(const char *path, size_t *base, char *err, size_t errsz);
  */
 int safepath_append(int dirfd, const char *name, char *err, size_t errsz);
 
+/*
+ * Files root reads and acts on (credentials, the daemon's configuration and
+ * policies): every directory above path (relative paths from the working
+ * directory) must be root's and not writable by group or others unless
+ * sticky (/tmp), since whoever can write one could swap the file for
+ * their own; a symbolic link on the way must be root's, and where it leads
+ * is checked the same way. 0, or -errno with why naming the offending
+ * directory, followed by fix (what to do).
+ */
+int safepath_parents_trusted(const char *path, const char *fix, char *why, size_t whylen);
+
 #endif

@@ -540,6 +540,47 @@ static void test_referenced_files(void **state)
 	assert_string_equal(err, want);
 	assert_ptr_equal(c, sentinel);
 
+	/* Whoever can change a file the daemon reads its policies from
+	 * widens them at the next reload: only root's files, in directories
+	 * only root can change. (Needs root: files owned by another uid.) */
+	if (geteuid() == 0) {
+		char pf[300], sf[300];
+
+		write_file("p.json", "{\"allow\": [\"example.com\"]}\n");
+		write_file("s.json", "{\"network\": {\"allowedDomains\": [\"example.org\"]}}\n");
+		snprintf(pf, sizeof(pf), "%s/p.json", tmpdir);
+		snprintf(sf, sizeof(sf), "%s/s.json", tmpdir);
+		assert_int_equal(dconfig_load(cfg, &c, err, sizeof(err)), 0);
+		dconfig_free(c);
+		c = sentinel;
+		assert_int_equal(chown(sf, 1000, 1000), 0);
+		assert_int_equal(dconfig_load(cfg, &c, err, sizeof(err)), -EPERM);
+		snprintf(want, sizeof(want), "%s:3: policies.s.sandbox_runtime: \"%s\": owned by uid 1000; "
+			 "the daemon enforces", cfg, sf);
+		assert_true(!strncmp(err, want, strlen(want)));
+		assert_int_equal(chown(sf, 0, 0), 0);
+		assert_int_equal(chmod(pf, 0666), 0);
+		assert_int_equal(dconfig_load(cfg, &c, err, sizeof(err)), -EPERM);
+		assert_non_null(strstr(err, "p.json\": writable by group or others (mode 0666)"));
+		assert_int_equal(chmod(pf, 0644), 0);
+		assert_int_equal(chmod(cfg, 0664), 0);
+		assert_int_equal(dconfig_load(cfg, &c, err, sizeof(err)), -EPERM);
+		assert_non_null(strstr(err, "config.json: writable by group or others"));
+		assert_int_equal(chmod(cfg, 0644), 0);
+		/* the directory: another uid's, or writable by others */
+		assert_int_equal(chown(tmpdir, 1000, 1000), 0);
+		assert_int_equal(dconfig_load(cfg, &c, err, sizeof(err)), -EPERM);
+		assert_non_null(strstr(err, "is owned by uid 1000"));
+		assert_int_equal(chown(tmpdir, 0, 0), 0);
+		assert_int_equal(chmod(tmpdir, 0777), 0);
+		assert_int_equal(dconfig_load(cfg, &c, err, sizeof(err)), -EPERM);
+		assert_non_null(strstr(err, "writable by group or others (mode 0777)"));
+		assert_int_equal(chmod(tmpdir, 0700), 0);
+		assert_ptr_equal(c, sentinel);
+		assert_int_equal(dconfig_load(cfg, &c, err, sizeof(err)), 0);
+		dconfig_free(c);
+	}
+
 	rm_file("p.json");
 	rm_file("s.json");
 	rm_file("config.json");
