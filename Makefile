@@ -32,7 +32,7 @@ CFLAGS ?= -O2 -g
 EXTRA_CFLAGS ?=
 USER_CFLAGS := $(CFLAGS) $(EXTRA_CFLAGS) $(WARN) -std=gnu11 -D_GNU_SOURCE \
 	-Iinclude -Iuser -I$(BUILD) -DEGRESSD_VERSION='"$(VERSION)"'
-LDLIBS := -lbpf -lelf -lz -lcares -ljansson -lhttp_parser -lmaxminddb -lssl -lcrypto -lpthread
+LDLIBS := -lbpf -lelf -lz -lcares -ljansson -lhttp_parser -lmaxminddb -lpsl -lssl -lcrypto -lpthread
 BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -Wall -Werror \
 	-Iinclude -I. -I$(BUILD)
 
@@ -180,7 +180,7 @@ vmlinux:
 
 # Build and test dependencies, from Debian.
 DEPS := clang llvm bpftool libbpf-dev libelf-dev zlib1g-dev libc-ares-dev \
-	libjansson-dev libhttp-parser-dev libcmocka-dev libmaxminddb-dev libssl-dev \
+	libjansson-dev libhttp-parser-dev libcmocka-dev libmaxminddb-dev libpsl-dev publicsuffix libssl-dev \
 	libmaxmind-db-writer-perl \
 	libclang-rt-14-dev cppcheck pkg-config make gcc \
 	iproute2 dnsmasq-base dnsutils curl openssl python3 git wrk systemd nodejs

@@ -9,7 +9,9 @@
 #include <ctype.h>
 #include <errno.h>
 #include <jansson.h>
+#include <libpsl.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -342,19 +344,31 @@ int suggest_add_file(struct suggest *s, FILE *f)
 
 /* --- rules -------------------------------------------------------------- */
 
-/* The last two labels of name, or NULL if it has fewer than three (then it
- * is a domain itself, not a subdomain we could collapse). */
+/*
+ * What subdomains of name may be collapsed into: its registrable domain
+ * (one label below a public suffix, from the Public Suffix List, its
+ * private section included: github.io, s3.amazonaws.com, co.uk), or NULL
+ * if name is that domain itself or the list does not know it. Never a
+ * public suffix: "*.github.io" would admit every user's site, and two
+ * observed names would have been enough to suggest it. Without the list
+ * (libpsl found none), NULL: exact names only.
+ */
 static const char *base_domain(const char *name)
 {
-	const char *p = name + strlen(name);
-	int dots = 0;
+	static const psl_ctx_t *psl;
+	static bool tried;
+	const char *reg;
 
-	while (p > name) {
-		p--;
-		if (*p == '.' && ++dots == 2)
-			return p + 1;
+	if (!tried) {
+		tried = true;
+		psl = psl_latest(NULL);
+		if (!psl)
+			psl = psl_builtin();
 	}
-	return NULL;
+	if (!psl)
+		return NULL;
+	reg = psl_registrable_domain(psl, name);
+	return reg && reg != name ? reg : NULL;
 }
 
 static int str_cmp(const void *a, const void *b)

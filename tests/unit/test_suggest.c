@@ -96,7 +96,7 @@ static const struct {
 	{ "apex kept beside the wildcard",
 	  { { "github.com", 443 }, { "a.github.com", 443 }, { "b.github.com", 80 } },
 	  { "*.github.com", "github.com" }, 2 },
-	{ "deeper names collapse to the last two labels",
+	{ "deeper names collapse to the registrable domain",
 	  { { "a.b.example.com", 443 }, { "c.example.com", 443 } }, { "*.example.com" }, 2 },
 	{ "never a single-label *.com",
 	  { { "x.com", 443 }, { "y.com", 443 } }, { "x.com", "y.com" }, 0 },
@@ -110,6 +110,20 @@ static const struct {
 	  { "*.github.com:8443" }, 2 },
 	{ "different domains do not mix",
 	  { { "a.one.test", 443 }, { "b.two.test", 443 } }, { "a.one.test", "b.two.test" }, 0 },
+	/* The Public Suffix List: never a wildcard at a public suffix, where
+	 * every name belongs to someone else (two sites would suggest
+	 * "*.github.io" and admit every user's) */
+	{ "never *.github.io (a public suffix, private section)",
+	  { { "a.github.io", 443 }, { "b.github.io", 443 } }, { "a.github.io", "b.github.io" }, 0 },
+	{ "never *.s3.amazonaws.com",
+	  { { "x.s3.amazonaws.com", 443 }, { "y.s3.amazonaws.com", 443 } },
+	  { "x.s3.amazonaws.com", "y.s3.amazonaws.com" }, 0 },
+	{ "never *.co.uk",
+	  { { "one.co.uk", 443 }, { "two.co.uk", 443 } }, { "one.co.uk", "two.co.uk" }, 0 },
+	{ "below a registrable domain under a public suffix: its wildcard",
+	  { { "www.bbc.co.uk", 443 }, { "news.bbc.co.uk", 443 } }, { "*.bbc.co.uk" }, 2 },
+	{ "one user's site on github.io: its own subdomains only",
+	  { { "a.me.github.io", 443 }, { "b.me.github.io", 443 } }, { "*.me.github.io" }, 2 },
 };
 
 static void test_collapse_table(void **state)
