@@ -25,6 +25,29 @@ void log_set_prefix(const char *prefix)
 	log_prefix = prefix;
 }
 
+/*
+ * Messages carry names egressd did not choose (cgroup paths below a
+ * delegated subtree, SNI, DNS names): a control character in one must not
+ * start a line of its own that reads as egressd's (a forged "egressd:
+ * error: ..." in the journal) or steer the terminal. Other control
+ * characters become \xNN; a newline (libbpf's multi-line verifier logs)
+ * stays, but the line after it is indented, so it never starts like one
+ * of ours.
+ */
+static void log_put_escaped(FILE *f, const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		if (c == '\n')
+			fputs("\n  ", f);
+		else if ((c < 0x20 && c != '\t') || c == 0x7f)
+			fprintf(f, "\\x%02x", c);
+		else
+			fputc(c, f);
+	}
+}
+
 void log_vmsg(enum egr_log_level level, const char *fmt, va_list ap)
 {
 	static const char *const names[] = { "error", "warning", "info", "debug" };
@@ -46,9 +69,11 @@ void log_vmsg(enum egr_log_level level, const char *fmt, va_list ap)
 		line[--n] = '\0';
 	pthread_mutex_lock(&log_lock);
 	if (level == EGR_LOG_INFO)
-		fprintf(stderr, "%s: %s\n", log_prefix, line);
+		fprintf(stderr, "%s: ", log_prefix);
 	else
-		fprintf(stderr, "%s: %s: %s\n", log_prefix, names[level], line);
+		fprintf(stderr, "%s: %s: ", log_prefix, names[level]);
+	log_put_escaped(stderr, line, n);
+	fputc('\n', stderr);
 	pthread_mutex_unlock(&log_lock);
 	if (line != buf)
 		free(line);
