@@ -96,6 +96,22 @@ static int ctl_send(const char *path, json_t *req)
 		close(fd);
 		return -1;
 	}
+	{
+		/* The daemon runs as root: a socket another user put at the
+		 * path (in a directory they can write) would feed us forged
+		 * status and a false "reloaded". */
+		struct ucred cr;
+		socklen_t crlen = sizeof(cr);
+
+		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &crlen) ||
+		    (cr.uid != 0 && cr.uid != geteuid())) {
+			fprintf(stderr, "egressctl: %s: answered by uid %ld, not root: not an "
+				"egressd daemon's socket; check who can write its directory\n",
+				path, crlen == sizeof(cr) ? (long)cr.uid : -1L);
+			close(fd);
+			return -1;
+		}
+	}
 	line = json_dumps(req, JSON_COMPACT);
 	if (!line) {
 		close(fd);

@@ -271,6 +271,19 @@ static int mkdir_private(const char *path)
 	/* Only the socket's own directory is ours to make private. */
 	if (mkdir(dir, 0700) && errno != EEXIST)
 		return -errno;
+	/* One made by someone else: whoever can write it could replace our
+	 * socket with theirs, for egressctl to talk to. */
+	{
+		struct stat st;
+
+		if (lstat(dir, &st))
+			return -errno;
+		if (!S_ISDIR(st.st_mode))
+			return -ENOTDIR;
+		if ((st.st_uid != 0 && st.st_uid != geteuid()) ||
+		    ((st.st_mode & 022) && !(st.st_mode & S_ISVTX)))
+			return -EPERM;
+	}
 	return 0;
 }
 
@@ -334,8 +347,11 @@ int control_open(struct control **out, const struct control_params *p)
 	c->p.audit_path = c->audit_path;
 	err = mkdir_private(p->path);
 	if (err) {
-		log_error("control socket %s: cannot create its directory: %s", p->path,
-			  strerror(-err));
+		log_error("control socket %s: %s", p->path,
+			  err == -EPERM ? "its directory belongs to another user or is "
+			  "writable by group or others, who could replace the socket: "
+			  "use a directory only root can write (the default is "
+			  "/run/egressd)" : strerror(-err));
 		goto fail;
 	}
 	err = clear_stale(p->path, &sun);
@@ -350,12 +366,19 @@ int control_open(struct control **out, const struct control_params *p)
 		err = -errno;
 		goto fail;
 	}
-	if (bind(c->fd, (struct sockaddr *)&sun, sizeof(sun))) {
-		err = -errno;
+	/* Made 0600 by bind itself: no chmod by path after it, which a
+	 * symlink swapped in meanwhile would redirect. */
+	{
+		mode_t old_mask = umask(0177);
+
+		err = bind(c->fd, (struct sockaddr *)&sun, sizeof(sun)) ? -errno : 0;
+		umask(old_mask);
+	}
+	if (err) {
 		log_error("control socket %s: bind: %s", p->path, strerror(-err));
 		goto fail;
 	}
-	if (chmod(p->path, 0600) || listen(c->fd, 16)) {
+	if (listen(c->fd, 16)) {
 		err = -errno;
 		unlink(p->path);
 		log_error("control socket %s: %s", p->path, strerror(-err));

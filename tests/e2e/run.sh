@@ -94,6 +94,7 @@ CASES=(
 	daemon_reload_removes_attach_point
 	daemon_restart_forgets_bindings
 	daemon_kernel_events_flood
+	egressctl_checks_server
 	daemon_reload_connected_udp
 	daemon_intercepts
 	daemon_pod_netns
@@ -1861,6 +1862,32 @@ print(refused, round(time.monotonic() - t, 3))' "$want" "$EVIL4") || fail "the f
 	done
 	note "$want refused sends in ${out#* } s: $n kernel records in the audit log"
 	[ "$n" = "$want" ] || fail "$n of $want refused sends reached the audit log"
+}
+
+# egressctl talks only to a daemon running as root: a socket another user
+# put at the control path (in a directory they can write) would feed it a
+# forged status or a false "reloaded".
+case_egressctl_checks_server() {
+	local d out ctl=$E2E_REPO/egressctl
+	need_egressd
+	d=$(mktemp -d /tmp/egressd-fakectl.XXXXXX) || fail "mktemp"
+	trap 'rm -rf "'"$d"'"' EXIT
+	chown "$E2E_NOBODY_UID" "$d"
+	chmod 755 "$d"
+	# shellcheck disable=SC2016
+	outside "$E2E_PY" -c 'import os, socket, sys
+s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); os.chmod(sys.argv[1], 0o666)
+s.listen(); open(sys.argv[1] + ".ready", "w").close()
+c, _ = s.accept(); c.recv(4096)
+c.sendall(b"{\"ok\": true, \"reloaded\": true}\n")' "$d/c.sock" &
+	for _ in $(seq 50); do [ -e "$d/c.sock.ready" ] && break; sleep 0.1; done
+	out=$("$ctl" reload --socket "$d/c.sock" 2>&1) &&
+		fail "egressctl believed a socket of uid $E2E_NOBODY_UID: $(oneline "$out")"
+	grep -q "answered by uid $E2E_NOBODY_UID, not root" <<<"$out" ||
+		fail "no reason given: $(oneline "$out")"
+	note "$(oneline "$out")"
+	wait
+	return 0
 }
 
 case_daemon_enforces_bindings() {

@@ -463,6 +463,26 @@ static void test_second_open(void **state)
 	assert_int_equal(access(path, F_OK), 0);
 	p.path = "relative.sock";
 	assert_int_equal(control_open(&c2, &p), -EINVAL);
+
+	/* a directory someone else can write: they could swap in a socket
+	 * of their own for egressctl to believe (root only: chown) */
+	if (geteuid() == 0) {
+		char dir[160];
+
+		snprintf(dir, sizeof(dir), "%s/theirs", f->dir);
+		assert_int_equal(mkdir(dir, 0700), 0);
+		assert_int_equal(chown(dir, 1000, 1000), 0);
+		snprintf(path, sizeof(path), "%s/theirs/c.sock", f->dir);
+		p.path = path;
+		assert_int_equal(control_open(&c2, &p), -EPERM);
+		assert_int_equal(chown(dir, 0, 0), 0);
+		assert_int_equal(chmod(dir, 0777), 0);
+		assert_int_equal(control_open(&c2, &p), -EPERM);
+		assert_int_equal(chmod(dir, 0700), 0);
+		assert_int_equal(control_open(&c2, &p), 0);
+		control_close(c2);
+		rmdir(dir);
+	}
 }
 
 static void test_conns(void **state)
