@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "audit.h"
@@ -53,6 +54,8 @@ struct audit {
 	audit_tap_fn tap;
 	void *tap_ctx;
 	unsigned gen; /* audit_reopen()s */
+	uint64_t write_errors; /* records (or batches) a write lost; under lock */
+	uint64_t next_error_log_ms;
 };
 
 /* A thread with a descriptor table of its own (audit_thread_private)
@@ -855,8 +858,10 @@ static FILE *thread_file(struct audit *a)
 /* The whole buffer with one write() where the file allows it: O_APPEND
  * puts it at the end in one piece, so records of other writers (threads
  * with their own handle, another process after a rotation) never land
- * inside a line. Errors lose the record, as a full disk would. */
-static void write_all(FILE *f, const char *s, size_t len)
+ * inside a line. A failed write (a full disk) loses what it held: counted
+ * (audit_write_errors: metrics, egressctl status) and said, at most every
+ * 10 s, so a log that stopped growing is never silent. Under a->lock. */
+static void write_all(struct audit *a, FILE *f, const char *s, size_t len)
 {
 	int fd = fileno(f);
 
@@ -865,11 +870,38 @@ static void write_all(FILE *f, const char *s, size_t len)
 
 		if (n < 0 && errno == EINTR)
 			continue;
-		if (n <= 0)
+		if (n <= 0) {
+			struct timespec ts;
+			uint64_t now;
+			int err = n < 0 ? errno : ENOSPC;
+
+			a->write_errors++;
+			clock_gettime(CLOCK_MONOTONIC, &ts);
+			now = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+			if (now >= a->next_error_log_ms) {
+				log_error("audit log %s: write: %s: records are being lost "
+					  "(%llu write%s failed so far)", a->path ? a->path : "(stdout)",
+					  strerror(err), (unsigned long long)a->write_errors,
+					  a->write_errors == 1 ? "" : "s");
+				a->next_error_log_ms = now + 10000;
+			}
 			return;
+		}
 		s += n;
 		len -= (size_t)n;
 	}
+}
+
+uint64_t audit_write_errors(struct audit *a)
+{
+	uint64_t n;
+
+	if (!a)
+		return 0;
+	pthread_mutex_lock(&a->lock);
+	n = a->write_errors;
+	pthread_mutex_unlock(&a->lock);
+	return n;
 }
 
 /* Under a->lock: the handle this thread writes through. */
@@ -888,7 +920,7 @@ void audit_thread_flush(void)
 	pthread_mutex_lock(&a->lock);
 	f = writer_file(a);
 	if (f)
-		write_all(f, tl_batch, tl_batch_len);
+		write_all(a, f, tl_batch, tl_batch_len);
 	pthread_mutex_unlock(&a->lock);
 	tl_batch_len = 0;
 }
@@ -956,7 +988,7 @@ void audit_write(struct audit *a, const struct audit_record *r)
 	if (out || denial) {
 		pthread_mutex_lock(&a->lock);
 		if (out && (f = writer_file(a)))
-			write_all(f, out, out_len);
+			write_all(a, f, out, out_len);
 		if (denial) {
 			if (a->denials_to_stderr)
 				print_denial(r);

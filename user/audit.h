@@ -89,6 +89,9 @@ struct audit;
 int audit_open(struct audit **out, const struct audit_options *opts);
 void audit_close(struct audit *a); /* accepts NULL */
 void audit_write(struct audit *a, const struct audit_record *r);
+/* Writes that failed (a full disk, an I/O error): their records are lost.
+ * Any thread. */
+uint64_t audit_write_errors(struct audit *a);
 /* Reopen the file (log rotation). */
 int audit_reopen(struct audit *a);
 /* The calling thread has just taken a descriptor table of its own

@@ -1199,6 +1199,7 @@ int daemon_main(int argc, char **argv)
 		log_error("no control socket: egressctl cannot reach this daemon");
 	__atomic_store_n(&d.ctl, ctl, __ATOMIC_RELEASE);
 	metrics_set_sources(d.metrics, d.proxy, d.dns, d.pin_dir);
+	metrics_set_audit(d.metrics, d.audit);
 	daemon_metrics_listen(&d);
 	/* attached, serving, egressctl and metrics up */
 	daemon_notify("READY=1");

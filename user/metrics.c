@@ -23,6 +23,7 @@
 #include <bpf/libbpf.h>
 
 #include "log.h"
+#include "audit.h"
 #include "metrics.h"
 #include "proxy.h"
 
@@ -62,6 +63,7 @@ struct metrics {
 	uint64_t reloads_ok, reloads_failed;
 	struct proxy *proxy;
 	struct dnsproxy *dns;
+	struct audit *audit;
 	char *stats_pin;
 
 	int lfd, efd;
@@ -228,6 +230,12 @@ static int read_kstats(const char *pin, uint64_t out[METRICS_KSTAT_MAX])
 	return err;
 }
 
+void metrics_set_audit(struct metrics *m, struct audit *a)
+{
+	if (m)
+		m->audit = a;
+}
+
 void metrics_collect(struct metrics *m, struct metrics_snapshot *s)
 {
 	memset(s, 0, sizeof(*s));
@@ -242,6 +250,10 @@ void metrics_collect(struct metrics *m, struct metrics_snapshot *s)
 		dnsproxy_stats(m->dns, &s->dns);
 	}
 	s->has_kernel = m->stats_pin && read_kstats(m->stats_pin, s->kernel) == 0;
+	if (m->audit) {
+		s->has_audit = true;
+		s->audit_write_errors = audit_write_errors(m->audit);
+	}
 }
 
 /* --- exposition --------------------------------------------------------- */
@@ -372,6 +384,10 @@ char *metrics_render(const struct metrics *m, const struct metrics_snapshot *s, 
 		fprintf(f, "egressd_errors_total{kind=\"kernel_conns_full\"} %llu\n",
 			(unsigned long long)s->kernel[METRICS_KSTAT_CONNS_FULL]);
 	}
+
+	if (s && s->has_audit)
+		fprintf(f, "egressd_errors_total{kind=\"audit_write\"} %llu\n",
+			(unsigned long long)s->audit_write_errors);
 
 	head(f, "egressd_config_last_reload_successful", "gauge",
 	     "1 if the last configuration reload (SIGHUP, egressctl reload) was applied, "

@@ -41,6 +41,8 @@ struct metrics_snapshot {
 	struct dnsproxy_stats dns;
 	bool has_kernel;
 	uint64_t kernel[METRICS_KSTAT_MAX];
+	bool has_audit;
+	uint64_t audit_write_errors;
 };
 
 struct proxy;
@@ -58,6 +60,9 @@ void metrics_reload_result(struct metrics *m, bool ok);
 /* Where the scrape-time values come from; any may be NULL. */
 void metrics_set_sources(struct metrics *m, struct proxy *proxy, struct dnsproxy *dns,
 			 const char *pin_dir);
+struct audit;
+/* The audit log whose failed writes are counted (any may be NULL). */
+void metrics_set_audit(struct metrics *m, struct audit *a);
 /* Fill s from the sources (main thread). */
 void metrics_collect(struct metrics *m, struct metrics_snapshot *s);
 /* The exposition text: malloc'd, NUL-terminated, *len bytes; NULL on

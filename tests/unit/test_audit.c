@@ -783,6 +783,26 @@ static void test_log_path_safety(void **state)
 	assert_int_equal(rmdir(dir), 0);
 }
 
+/* A write that fails (a full disk) loses its record: counted, and said. */
+static void test_write_errors_counted(void **state)
+{
+	struct audit_options o = { .format = AUDIT_JSON, .path = "/dev/full" };
+	struct audit_record r;
+	struct audit *a;
+
+	(void)state;
+	if (geteuid() != 0)
+		skip(); /* /dev/full is root's: the log must be */
+	assert_int_equal(audit_open(&a, &o), 0);
+	assert_int_equal(audit_write_errors(a), 0);
+	deny_record(&r);
+	audit_write(a, &r);
+	audit_write(a, &r);
+	assert_int_equal(audit_write_errors(a), 2);
+	audit_close(a);
+	assert_int_equal(audit_write_errors(NULL), 0);
+}
+
 /* A thread with a descriptor table of its own (as proxy workers have)
  * writes through its own handle: its records land in the file the main
  * thread's reopen made, and once told (audit_thread_refresh) it holds
@@ -1159,6 +1179,7 @@ int main(void)
 		cmocka_unit_test(test_http_fields),
 		cmocka_unit_test(test_reopen),
 		cmocka_unit_test(test_log_path_safety),
+		cmocka_unit_test(test_write_errors_counted),
 		cmocka_unit_test(test_stdout_sink),
 		cmocka_unit_test(test_no_batch_on_pipe),
 		cmocka_unit_test(test_stderr_denials),
