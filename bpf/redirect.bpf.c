@@ -717,6 +717,43 @@ static __always_inline bool egr_v6_routed(struct __sk_buff *skb)
 	return true; /* deeper than any socket builds: refuse */
 }
 
+/*
+ * cgroup_skb runs where the packet is sent, also from softirq (a
+ * retransmission): the current task may be another process, and kernels
+ * before ~6.16 give this program type none of the current-task helpers.
+ * The record names the socket's cgroup and owner instead; no process.
+ */
+static __always_inline void egr_emit_skb(struct __sk_buff *skb, __u16 family)
+{
+	struct egr_event *e;
+	__u64 id = bpf_skb_cgroup_id(skb);
+	__u32 *pid = bpf_map_lookup_elem(&egr_cgroups, &id);
+	int level;
+
+	for (level = EGR_MAX_CGROUP_DEPTH; !pid && level >= 0; level--) {
+		__u64 a = bpf_skb_ancestor_cgroup_id(skb, level);
+
+		if (a)
+			pid = bpf_map_lookup_elem(&egr_cgroups, &a);
+	}
+	egr_count(EGR_STAT_DENIED);
+	e = bpf_ringbuf_reserve(&egr_events, sizeof(*e), 0);
+	if (!e) {
+		egr_count(EGR_STAT_EVENTS_LOST);
+		return;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	e->ts_ns = bpf_ktime_get_ns();
+	e->type = EGR_EVENT_DENY;
+	e->reason = EGR_REASON_IP_OPTIONS;
+	e->op = EGR_OP_EGRESS;
+	e->origin.family = family;
+	e->origin.cgroup_id = id;
+	e->origin.policy_id = pid ? *pid : 0;
+	e->origin.uid = bpf_get_socket_uid(skb);
+	bpf_ringbuf_submit(e, 0);
+}
+
 SEC("cgroup_skb/egress")
 int egr_egress(struct __sk_buff *skb)
 {
@@ -725,11 +762,11 @@ int egr_egress(struct __sk_buff *skb)
 	if (skb->protocol == bpf_htons(EGR_ETH_P_IP)) {
 		if (bpf_skb_load_bytes(skb, 0, &vihl, 1) || (vihl & 0x0f) <= 5)
 			return 1;
-		egr_emit_unrouted(EGR_REASON_IP_OPTIONS, 0, EGR_AF_INET, EGR_OP_EGRESS);
+		egr_emit_skb(skb, EGR_AF_INET);
 		return 0;
 	}
 	if (skb->protocol == bpf_htons(EGR_ETH_P_IPV6) && egr_v6_routed(skb)) {
-		egr_emit_unrouted(EGR_REASON_IP_OPTIONS, 0, EGR_AF_INET6, EGR_OP_EGRESS);
+		egr_emit_skb(skb, EGR_AF_INET6);
 		return 0;
 	}
 	return 1;
