@@ -126,11 +126,15 @@ static int egr_bpf_open(struct egr_bpf **out, const char *pin_dir)
 		goto fail;
 	}
 	if (b->pin_dir[0]) {
-		/* libbpf adopts a compatible pinned map or pins a new one. */
+		/* libbpf adopts a compatible pinned map or pins a new one.
+		 * Not the event ring: it holds nothing a restart needs, and
+		 * a newer build with another size could not adopt it (libbpf
+		 * refuses a pinned map whose size differs). */
 		bpf_object__for_each_map(m, b->skel->obj) {
 			char path[PATH_MAX];
 
-			if (m == b->skel->maps.egr_conns || bpf_map__is_internal(m))
+			if (m == b->skel->maps.egr_conns || m == b->skel->maps.egr_events ||
+			    bpf_map__is_internal(m))
 				continue;
 			err = egr_pin_path(b, bpf_map__name(m), path, sizeof(path));
 			if (!err)

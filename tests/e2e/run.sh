@@ -1792,6 +1792,12 @@ case_daemon_restart_forgets_bindings() {
                 { "cgroup": "$DCG/agents/lax*", "policy": "lax" } ] }
 JSON
 	cg_run 'mkdir "$CG'"$DCG"'/agents/strict1"' || fail "cannot create the cgroup"
+	# pins of an older build: its event ring had another size (a pinned
+	# map of another size cannot be adopted, so the ring is not pinned)
+	mkdir -p "$DBPF/egressd" &&
+		bpftool map create "$DBPF/egressd/egr_events" type ringbuf key 0 value 0 \
+			entries 262144 name egr_events ||
+		fail "cannot pin an old-sized event ring"
 	daemon_start || fail "daemon did not start: $(tail -3 "$CASE_STDERR")"
 	kill -9 "$DPID"
 	wait "$DPID" 2>/dev/null
