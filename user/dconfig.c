@@ -726,7 +726,7 @@ int dconfig_file_trusted(const char *path, const struct stat *st, char *why, siz
 			 (unsigned)(st->st_mode & 07777), DCONFIG_TRUST_FIX);
 		return -EPERM;
 	}
-	return safepath_parents_trusted(path, DCONFIG_TRUST_FIX, why, whylen);
+	return safepath_file_trusted(path, DCONFIG_TRUST_FIX, why, whylen);
 }
 
 static int check_ref(struct ld *l, const char *path, int line, const char *field)

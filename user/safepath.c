@@ -9,6 +9,9 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/vfs.h>
+#include <linux/magic.h>
 #include <unistd.h>
 
 #include "safepath.h"
@@ -36,30 +39,16 @@ static int trusted_uid(uid_t u)
 	return u == 0 || u == geteuid();
 }
 
-int safepath_dir(const char *path, size_t *base, char *err, size_t errsz)
+/*
+ * Walk the directory path rest (modified) from dfd (consumed), following a
+ * symlink only if root owns it, and return the directory reached (O_PATH).
+ */
+static int walk_dirs(int dfd, char *rest, size_t restsz, char *err, size_t errsz)
 {
-	char rest[2 * PATH_MAX], target[PATH_MAX], comp[NAME_MAX + 1];
-	const char *slash;
-	size_t off = 0, dlen;
-	int dfd, hops = 0;
+	char target[PATH_MAX], comp[NAME_MAX + 1];
+	size_t off = 0;
+	int hops = 0;
 
-	if (errsz)
-		err[0] = '\0';
-	if (!path || !*path)
-		return fail(err, errsz, -EINVAL, "empty path");
-	slash = strrchr(path, '/');
-	*base = slash ? (size_t)(slash - path) + 1 : 0;
-	if (!path[*base])
-		return fail(err, errsz, -EISDIR, "names a directory, not a file");
-	dlen = slash ? (size_t)(slash - path) : 0;
-	if (dlen >= sizeof(rest) / 2)
-		return fail(err, errsz, -ENAMETOOLONG, "path too long");
-	memcpy(rest, path, dlen);
-	rest[dlen] = '\0';
-
-	dfd = open(path[0] == '/' ? "/" : ".", O_PATH | O_DIRECTORY | O_CLOEXEC);
-	if (dfd < 0)
-		return fail(err, errsz, -errno, "cannot open the starting directory: %s", strerror(errno));
 	for (;;) {
 		struct stat st;
 		size_t len;
@@ -111,11 +100,12 @@ int safepath_dir(const char *path, size_t *base, char *err, size_t errsz)
 		tl = readlinkat(nfd, "", target, sizeof(target) - 1);
 		close(nfd);
 		if (tl < 0 || ++hops > SAFEPATH_MAX_LINKS ||
-		    (size_t)tl + strlen(rest + off) + 2 > sizeof(rest)) {
+		    (size_t)tl + strlen(rest + off) + 2 > restsz) {
 			int e = tl < 0 ? -errno : -ELOOP;
 
 			close(dfd);
-			return fail(err, errsz, e, "%s: cannot follow the symlink: %s", comp, strerror(-e));
+			return fail(err, errsz, e, "%s: cannot follow the symlink: %s", comp,
+				    strerror(-e));
 		}
 		target[tl] = '\0';
 		/* rest = target + what was left after the link */
@@ -132,57 +122,161 @@ int safepath_dir(const char *path, size_t *base, char *err, size_t errsz)
 	}
 }
 
-int safepath_append(int dirfd, const char *name, char *err, size_t errsz)
+int safepath_dir(const char *path, size_t *base, char *err, size_t errsz)
 {
-	const int flags = O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NONBLOCK | O_NOCTTY;
-	struct stat st;
-	int fd, e;
+	char rest[2 * PATH_MAX];
+	const char *slash;
+	size_t dlen;
+	int dfd;
 
 	if (errsz)
 		err[0] = '\0';
-	fd = openat(dirfd, name, flags | O_NOFOLLOW, 0640);
-	if (fd < 0 && errno == ELOOP) {
-		/* root's own symlink (/dev/stdout) is followed; any other is
-		 * one an agent could have left */
-		if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
-		    S_ISLNK(st.st_mode) && trusted_uid(st.st_uid))
-			fd = openat(dirfd, name, flags, 0640);
-		else
-			return fail(err, errsz, -ELOOP,
-				    "is a symlink not owned by root: refusing to follow it");
-	}
-	if (fd < 0) {
+	if (!path || !*path)
+		return fail(err, errsz, -EINVAL, "empty path");
+	slash = strrchr(path, '/');
+	*base = slash ? (size_t)(slash - path) + 1 : 0;
+	if (!path[*base])
+		return fail(err, errsz, -EISDIR, "names a directory, not a file");
+	dlen = slash ? (size_t)(slash - path) : 0;
+	if (dlen >= sizeof(rest) / 2)
+		return fail(err, errsz, -ENAMETOOLONG, "path too long");
+	memcpy(rest, path, dlen);
+	rest[dlen] = '\0';
+	dfd = open(path[0] == '/' ? "/" : ".", O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
+		return fail(err, errsz, -errno, "cannot open the starting directory: %s",
+			    strerror(errno));
+	return walk_dirs(dfd, rest, sizeof(rest), err, errsz);
+}
+
+/* /proc/PID/fd/N: a descriptor's magic link, not a path to check */
+static bool in_proc_fd_dir(int dirfd, const char *target)
+{
+	struct statfs sf;
+
+	return !strchr(target, '/') && strstr(target, ":[") &&
+	       fstatfs(dirfd, &sf) == 0 && sf.f_type == PROC_SUPER_MAGIC;
+}
+
+int safepath_append(int dirfd, const char *name, char *err, size_t errsz)
+{
+	const int flags = O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NONBLOCK | O_NOCTTY;
+	char cur[NAME_MAX + 1], rest[2 * PATH_MAX], target[PATH_MAX];
+	struct stat st;
+	int fd = -1, dfd = dirfd, hops, e;
+	bool given = false; /* a descriptor egressd was handed (/dev/stdout) */
+
+	if (errsz)
+		err[0] = '\0';
+	if (snprintf(cur, sizeof(cur), "%s", name) >= (int)sizeof(cur))
+		return fail(err, errsz, -ENAMETOOLONG, "name too long");
+	/* The file itself: a symlink is followed only if root owns it, and
+	 * where it leads is walked the same way as the directories. */
+	for (hops = 0; fd < 0; hops++) {
+		const char *slash;
+		ssize_t tl;
+
+		fd = openat(dfd, cur, flags | O_NOFOLLOW, 0640);
+		if (fd >= 0)
+			break;
 		e = -errno;
-		return fail(err, errsz, e, "%s", strerror(-e));
+		if (e != -ELOOP) {
+			fail(err, errsz, e, "%s", strerror(-e));
+			goto out;
+		}
+		if (fstatat(dfd, cur, &st, AT_SYMLINK_NOFOLLOW) || !S_ISLNK(st.st_mode) ||
+		    !trusted_uid(st.st_uid)) {
+			fail(err, errsz, -ELOOP, "is a symlink not owned by root: refusing to follow it");
+			e = -ELOOP;
+			goto out;
+		}
+		tl = readlinkat(dfd, cur, target, sizeof(target) - 1);
+		if (tl < 0 || hops >= SAFEPATH_MAX_LINKS) {
+			e = tl < 0 ? -errno : -ELOOP;
+			fail(err, errsz, e, "cannot follow the symlink: %s", strerror(-e));
+			goto out;
+		}
+		target[tl] = '\0';
+		if (in_proc_fd_dir(dfd, target)) {
+			/* a pipe or socket egressd holds: reopened as it is */
+			fd = openat(dfd, cur, flags, 0640);
+			if (fd < 0) {
+				e = -errno;
+				fail(err, errsz, e, "%s", strerror(-e));
+				goto out;
+			}
+			given = true;
+			break;
+		}
+		slash = strrchr(target, '/');
+		if (snprintf(cur, sizeof(cur), "%s", slash ? slash + 1 : target) >=
+		    (int)sizeof(cur) || !cur[0]) {
+			e = -EINVAL;
+			fail(err, errsz, e, "symlink to %s: not a file name", target);
+			goto out;
+		}
+		if (slash) {
+			int start;
+
+			snprintf(rest, sizeof(rest), "%.*s", (int)(slash - target), target);
+			start = target[0] == '/' ? open("/", O_PATH | O_DIRECTORY | O_CLOEXEC) :
+						   fcntl(dfd, F_DUPFD_CLOEXEC, 0);
+			if (start < 0) {
+				e = -errno;
+				fail(err, errsz, e, "%s", strerror(-e));
+				goto out;
+			}
+			start = walk_dirs(start, rest, sizeof(rest), err, errsz);
+			if (start < 0) {
+				e = start;
+				goto out;
+			}
+			if (dfd != dirfd)
+				close(dfd);
+			dfd = start;
+		}
 	}
 	if (fstat(fd, &st)) {
 		e = -errno;
-		close(fd);
-		return fail(err, errsz, e, "%s", strerror(-e));
+		fail(err, errsz, e, "%s", strerror(-e));
+		goto out;
 	}
-	if (!S_ISREG(st.st_mode) && !S_ISFIFO(st.st_mode) && !S_ISCHR(st.st_mode)) {
-		close(fd);
-		return fail(err, errsz, -EINVAL, "is not a regular file, a FIFO or a terminal");
+	e = 0;
+	if (S_ISREG(st.st_mode) && !given) {
+		if (st.st_nlink != 1)
+			e = fail(err, errsz, -EMLINK,
+				 "has %ld hard links: it may be another file's name",
+				 (long)st.st_nlink);
+		else if (!trusted_uid(st.st_uid))
+			e = fail(err, errsz, -EPERM,
+				 "is owned by uid %ld, not by root: egressd appends only to a "
+				 "file it or root created (remove it, or chown root)",
+				 (long)st.st_uid);
+	} else if (!S_ISREG(st.st_mode) && !S_ISFIFO(st.st_mode) && !S_ISCHR(st.st_mode) &&
+		   !(given && S_ISSOCK(st.st_mode))) {
+		e = fail(err, errsz, -EINVAL, "is not a regular file, a FIFO or a terminal");
 	}
-	if (S_ISREG(st.st_mode) && st.st_nlink != 1) {
-		close(fd);
-		return fail(err, errsz, -EMLINK,
-			    "has %ld hard links: it may be another file's name",
-			    (long)st.st_nlink);
-	}
-	if (!trusted_uid(st.st_uid)) {
-		close(fd);
-		return fail(err, errsz, -EPERM,
-			    "is owned by uid %ld, not by root: egressd appends only to a "
-			    "file it or root created (remove it, or chown root)",
-			    (long)st.st_uid);
-	}
-	if (fcntl(fd, F_SETFL, O_APPEND) < 0) { /* O_NONBLOCK off */
-		e = -errno;
-		close(fd);
-		return fail(err, errsz, e, "%s", strerror(-e));
+	/* A FIFO or terminal keeps nothing: whoever owns it, appending to it
+	 * changes no file. O_NONBLOCK off: a slow reader slows the writer,
+	 * it does not lose records. */
+	if (!e && fcntl(fd, F_SETFL, O_APPEND) < 0)
+		e = fail(err, errsz, -errno, "%s", strerror(errno));
+out:
+	if (dfd != dirfd)
+		close(dfd);
+	if (e) {
+		if (fd >= 0)
+			close(fd);
+		return e;
 	}
 	return fd;
+}
+
+static bool read_only(const char *dir)
+{
+	struct statvfs sv;
+
+	return statvfs(dir, &sv) == 0 && (sv.f_flag & ST_RDONLY);
 }
 
 /* The prefix walk of safepath_parents_trusted; path absolute. */
@@ -219,13 +313,18 @@ static int parents_trusted(const char *path, bool resolved, const char *fix, cha
 		}
 		if (!S_ISDIR(st.st_mode))
 			return fail(why, whylen, -ENOTDIR, "%s: %s", dir, strerror(ENOTDIR));
+		if (trusted_uid(st.st_uid) && (!(st.st_mode & 022) || (st.st_mode & S_ISVTX)))
+			continue;
+		/* On a read-only mount (a Kubernetes ConfigMap or Secret
+		 * volume, whose directory is 0777) nobody can change it. */
+		if (read_only(dir))
+			continue;
 		if (!trusted_uid(st.st_uid))
 			return fail(why, whylen, -EPERM, "directory %s is owned by uid %u; %s",
 				    dir, (unsigned)st.st_uid, fix);
-		if ((st.st_mode & 022) && !(st.st_mode & S_ISVTX))
-			return fail(why, whylen, -EPERM,
-				    "directory %s is writable by group or others (mode %04o); %s",
-				    dir, (unsigned)(st.st_mode & 07777), fix);
+		return fail(why, whylen, -EPERM,
+			    "directory %s is writable by group or others (mode %04o); %s",
+			    dir, (unsigned)(st.st_mode & 07777), fix);
 	}
 	if (!link || resolved)
 		return 0;
@@ -256,4 +355,48 @@ int safepath_parents_trusted(const char *path, const char *fix, char *why, size_
 	if (snprintf(abs, sizeof(abs), "%s/%s", cwd, path) >= (int)sizeof(abs))
 		return fail(why, whylen, -ENAMETOOLONG, "path too long");
 	return parents_trusted(abs, false, fix, why, whylen);
+}
+
+int safepath_file_trusted(const char *path, const char *fix, char *why, size_t whylen)
+{
+	char cur[2 * PATH_MAX], target[PATH_MAX];
+	int hops, err;
+
+	if (whylen)
+		why[0] = '\0';
+	if (!path || snprintf(cur, sizeof(cur), "%s", path) >= (int)sizeof(cur))
+		return fail(why, whylen, -ENAMETOOLONG, "path too long");
+	/* A symlink as the file itself (a ConfigMap's key -> ..data/key):
+	 * root's, and where it leads checked like the file. */
+	for (hops = 0;; hops++) {
+		struct stat st;
+		const char *slash;
+		ssize_t tl;
+
+		err = safepath_parents_trusted(cur, fix, why, whylen);
+		if (err)
+			return err;
+		if (lstat(cur, &st))
+			return fail(why, whylen, -errno, "%s: %s", cur, strerror(errno));
+		if (!S_ISLNK(st.st_mode))
+			return 0;
+		if (!trusted_uid(st.st_uid))
+			return fail(why, whylen, -EPERM, "%s is a symbolic link owned by uid %u; %s",
+				    cur, (unsigned)st.st_uid, fix);
+		tl = readlink(cur, target, sizeof(target) - 1);
+		if (tl < 0 || hops >= SAFEPATH_MAX_LINKS)
+			return fail(why, whylen, tl < 0 ? -errno : -ELOOP,
+				    "%s: cannot follow the symlink", cur);
+		target[tl] = '\0';
+		slash = strrchr(cur, '/');
+		if (target[0] == '/' || !slash) {
+			snprintf(cur, sizeof(cur), "%s", target);
+		} else {
+			char dir[2 * PATH_MAX];
+
+			snprintf(dir, sizeof(dir), "%.*s", (int)(slash - cur), cur);
+			if (snprintf(cur, sizeof(cur), "%s/%s", dir, target) >= (int)sizeof(cur))
+				return fail(why, whylen, -ENAMETOOLONG, "path too long");
+		}
+	}
 }

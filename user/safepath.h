@@ -11,9 +11,11 @@
  *   as itself), and the directory is then held open, so a later reopen
  *   (log rotation) cannot be sent elsewhere by renaming a directory;
  * - the file itself is not reached through a symlink other than root's
- *   and must be owned by root (egressd created it, or root did): a
- *   regular file with one link (not another file's second name), a FIFO
- *   or a terminal.
+ *   (where root's lead is walked the same way); a regular file must be
+ *   owned by root (egressd created it, or root did) and have one link (not
+ *   another file's second name); a FIFO or terminal, which keeps nothing,
+ *   may be anyone's; /dev/stdout and /proc/self/fd/N reopen the descriptor
+ *   egressd was given, whatever it is.
  */
 #ifndef EGR_SAFEPATH_H
 #define EGR_SAFEPATH_H
@@ -39,11 +41,15 @@ int safepath_append(int dirfd, const char *name, char *err, size_t errsz);
  * Files root reads and acts on (credentials, the daemon's configuration and
  * policies): every directory above path (relative paths from the working
  * directory) must be root's and not writable by group or others unless
- * sticky (/tmp), since whoever can write one could swap the file for
- * their own; a symbolic link on the way must be root's, and where it leads
+ * sticky (/tmp) or on a read-only mount, since whoever can write one could
+ * swap the file for their own; a symbolic link on the way must be root's, and where it leads
  * is checked the same way. 0, or -errno with why naming the offending
  * directory, followed by fix (what to do).
  */
 int safepath_parents_trusted(const char *path, const char *fix, char *why, size_t whylen);
+/* The same, and if path itself is a symbolic link: root's, and where it
+ * leads checked the same way (up to 40 links). The file's own owner and
+ * mode are the caller's to check. */
+int safepath_file_trusted(const char *path, const char *fix, char *why, size_t whylen);
 
 #endif

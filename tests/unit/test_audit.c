@@ -750,6 +750,18 @@ static void test_log_path_safety(void **state)
 	assert_string_equal(text, "keep\n");
 	free(text);
 
+	/* root's symlink to the agent's: the chain is walked link by link */
+	snprintf(p, sizeof(p), "%s/agent2.log", dir);
+	assert_int_equal(symlink(target, p), 0);
+	assert_int_equal(lchown(p, 65534, 65534), 0);
+	snprintf(q, sizeof(q), "%s/root.log", dir);
+	assert_int_equal(symlink("agent2.log", q), 0);
+	o.path = q;
+	assert_int_equal(audit_open(&a, &o), -ELOOP);
+	unlink(p);
+	unlink(q);
+	snprintf(q, sizeof(q), "%s/logs", dir);
+
 	/* root's symlinks are followed, on the way and as the file */
 	assert_int_equal(lchown(q, 0, 0), 0);
 	snprintf(p, sizeof(p), "%s/logs/ok.log", dir);
@@ -781,6 +793,50 @@ static void test_log_path_safety(void **state)
 	unlink(p);
 	unlink(target);
 	assert_int_equal(rmdir(dir), 0);
+}
+
+/* A FIFO or terminal keeps nothing: anyone's will do; /dev/stdout is the
+ * descriptor egressd was given (`egressd run --log /dev/stdout | jq`). */
+static void test_log_to_pipe_and_stdout(void **state)
+{
+	struct audit_options o = { .format = AUDIT_JSON };
+	struct audit_record r;
+	struct audit *a;
+	char path[128], buf[4096];
+	int pfd[2], saved, rfd;
+	ssize_t n;
+
+	(void)state;
+	if (geteuid() != 0)
+		skip(); /* chown */
+	tmp_path(path, sizeof(path), "theirfifo");
+	assert_int_equal(mkfifo(path, 0666), 0);
+	assert_int_equal(chown(path, 65534, 65534), 0);
+	rfd = open(path, O_RDONLY | O_NONBLOCK);
+	assert_true(rfd >= 0);
+	o.path = path;
+	assert_int_equal(audit_open(&a, &o), 0);
+	audit_close(a);
+	close(rfd);
+	unlink(path);
+
+	assert_int_equal(pipe(pfd), 0);
+	fflush(stdout);
+	saved = dup(STDOUT_FILENO);
+	assert_int_equal(dup2(pfd[1], STDOUT_FILENO), STDOUT_FILENO);
+	o.path = "/dev/stdout";
+	assert_int_equal(audit_open(&a, &o), 0);
+	deny_record(&r);
+	audit_write(a, &r);
+	audit_close(a);
+	assert_int_equal(dup2(saved, STDOUT_FILENO), STDOUT_FILENO);
+	close(saved);
+	close(pfd[1]);
+	n = read(pfd[0], buf, sizeof(buf) - 1);
+	assert_true(n > 0);
+	buf[n] = '\0';
+	assert_non_null(strstr(buf, "\"sni\":\"evil.test\""));
+	close(pfd[0]);
 }
 
 /* A write that fails (a full disk) loses its record: counted, and said. */
@@ -1180,6 +1236,7 @@ int main(void)
 		cmocka_unit_test(test_reopen),
 		cmocka_unit_test(test_log_path_safety),
 		cmocka_unit_test(test_write_errors_counted),
+		cmocka_unit_test(test_log_to_pipe_and_stdout),
 		cmocka_unit_test(test_stdout_sink),
 		cmocka_unit_test(test_no_batch_on_pipe),
 		cmocka_unit_test(test_stderr_denials),

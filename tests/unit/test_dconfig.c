@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <limits.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -23,6 +24,45 @@ static int load(const char *text, struct dconfig **out, char *err, size_t errlen
 
 /* --- a valid config, every field read back ------------------------------ */
 
+/*
+ * The daemon loads only files root alone can change (dconfig_file_trusted):
+ * a checkout in a user's home is not one (`sudo make test`). The examples
+ * are loaded from a root-owned copy, by the same relative path.
+ */
+static char example_root[64], example_cwd[PATH_MAX];
+
+static void example_copy_in(void)
+{
+	static const char *const files[] = { "config.json", "claude-policy.json",
+					     "claude-settings.json", "srt-settings.json",
+					     "minimal.json", "systemd-config.json" };
+	char cmd[PATH_MAX * 2 + 256];
+
+	assert_non_null(getcwd(example_cwd, sizeof(example_cwd)));
+	snprintf(example_root, sizeof(example_root), "/tmp/egressd-examples-XXXXXX");
+	assert_non_null(mkdtemp(example_root));
+	snprintf(cmd, sizeof(cmd), "%s/examples", example_root);
+	assert_int_equal(mkdir(cmd, 0755), 0);
+	snprintf(cmd, sizeof(cmd), "%s/examples/daemon", example_root);
+	assert_int_equal(mkdir(cmd, 0755), 0);
+	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+		snprintf(cmd, sizeof(cmd), "cp '%s/examples/daemon/%s' '%s/examples/daemon/' && "
+			 "chmod 644 '%s/examples/daemon/%s'", example_cwd, files[i], example_root,
+			 example_root, files[i]);
+		assert_int_equal(system(cmd), 0);
+	}
+	assert_int_equal(chdir(example_root), 0);
+}
+
+static void example_copy_out(void)
+{
+	char cmd[PATH_MAX + 32];
+
+	assert_int_equal(chdir(example_cwd), 0);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", example_root);
+	assert_int_equal(system(cmd), 0);
+}
+
 static void test_example_config(void **state)
 {
 	struct dconfig *c = NULL;
@@ -33,6 +73,7 @@ static void test_example_config(void **state)
 	const char *const *ap;
 
 	(void)state;
+	example_copy_in();
 	assert_int_equal(dconfig_load("examples/daemon/config.json", &c, err, sizeof(err)), 0);
 	assert_string_equal(err, "");
 	assert_non_null(c);
@@ -92,6 +133,7 @@ static void test_example_config(void **state)
 	assert_int_equal(cfg.audit.format, AUDIT_JSON);
 	assert_false(cfg.audit.denials_to_stderr);
 	dconfig_free(c);
+	example_copy_out();
 }
 
 static void test_defaults_and_variants(void **state)
@@ -579,6 +621,29 @@ static void test_referenced_files(void **state)
 		assert_ptr_equal(c, sentinel);
 		assert_int_equal(dconfig_load(cfg, &c, err, sizeof(err)), 0);
 		dconfig_free(c);
+		/* the file is root's link to a file where another uid writes:
+		 * where it leads is checked too */
+		{
+			char sub[300], real[320];
+
+			snprintf(sub, sizeof(sub), "%s/home", tmpdir);
+			assert_int_equal(mkdir(sub, 0755), 0);
+			snprintf(real, sizeof(real), "%s/p.json", sub);
+			assert_int_equal(rename(pf, real), 0);
+			assert_int_equal(symlink("home/p.json", pf), 0);
+			c = sentinel;
+			assert_int_equal(dconfig_load(cfg, &c, err, sizeof(err)), 0);
+			dconfig_free(c);
+			assert_int_equal(chown(sub, 1000, 1000), 0);
+			c = sentinel;
+			assert_int_equal(dconfig_load(cfg, &c, err, sizeof(err)), -EPERM);
+			assert_non_null(strstr(err, "home is owned by uid 1000"));
+			assert_ptr_equal(c, sentinel);
+			unlink(pf);
+			unlink(real);
+			rmdir(sub);
+			write_file("p.json", "{}");
+		}
 	}
 
 	rm_file("p.json");
