@@ -209,7 +209,8 @@ void run_usage(FILE *out)
 "                           by allow rules with an \"asn\" list\n"
 "\n"
 "Logging:\n"
-"  -l, --log FILE           audit log: one record per connection\n"
+"  -l, --log FILE           audit log: one record per connection (root's file;\n"
+"                           not through a symlink root does not own)\n"
 "      --log-format FMT     text (default) or json\n"
 "  -q, --quiet              no denial lines or summary on stderr\n"
 "  -v, --verbose            more diagnostics (twice: debug)\n"
@@ -1622,7 +1623,9 @@ static int run_landlock(struct run_child_env *env)
  * A socket made outside the command's cgroup passes none of its hooks (they
  * follow the socket's cgroup, not the caller's): as the command's stdin,
  * stdout or stderr, an IPv4/IPv6 one could be reconnected anywhere
- * (connect(AF_UNSPEC), then connect()), or sent from to anywhere, unseen.
+ * (connect(AF_UNSPEC), then connect()), or sent from to anywhere, unseen;
+ * a packet socket (a root launcher's) sends raw frames, and other families
+ * have no hook at all. Only Unix sockets are let through.
  * egressd started by inetd, `socat EXEC:` or a systemd socket unit with
  * Accept=yes gets one; refused before anything is created.
  */
@@ -1635,12 +1638,13 @@ static int run_check_stdio(void)
 		int dom = 0;
 		socklen_t len = sizeof(dom);
 
-		if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &dom, &len) == 0 &&
-		    (dom == AF_INET || dom == AF_INET6)) {
-			fprintf(stderr, "egressd: %s is an %s socket made outside the "
-				"command's cgroup: the command could connect it anywhere, "
-				"unenforced; connect egressd's standard streams to pipes or "
-				"files instead\n", names[fd], dom == AF_INET ? "IPv4" : "IPv6");
+		if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &dom, &len) == 0 && dom != AF_UNIX) {
+			fprintf(stderr, "egressd: %s is a socket (%s) made outside the "
+				"command's cgroup: the command could send through it "
+				"anywhere, unenforced; connect egressd's standard streams to "
+				"pipes, files or Unix sockets instead\n", names[fd],
+				dom == AF_INET ? "IPv4" : dom == AF_INET6 ? "IPv6" :
+				dom == AF_PACKET ? "packet" : "not a Unix socket");
 			return -1;
 		}
 	}

@@ -570,8 +570,8 @@ case_udp_denied() {
 	evil_untouched UDP
 }
 
-# IP source routing: an option (IP_OPTIONS with LSRR, IPV6_RTHDR type 2;
-# as a socket option or per message) makes the kernel send a redirected
+# IP source routing: an option (IP_OPTIONS with LSRR; IPV6_RTHDR, type 4
+# segment routing or type 2; as a socket option or per message) makes the kernel send a redirected
 # socket's packets to a first hop of the sender's choosing instead of the
 # proxy. It needs no privilege, and the first hop's host sees the payload
 # whatever it then does with the route. None of it may leave the runner:
@@ -605,7 +605,9 @@ case_source_route_refused() {
 		esac
 	done
 	grep -q '"reason":"ip_options".*setsockopt IPV6_RTHDR' "$CASE_AUDIT" ||
-		fail "no audit record of the refused socket option: $(oneline "$(tail -3 "$CASE_AUDIT")")"
+		fail "no audit record of the refused IPv6 socket option: $(oneline "$(tail -3 "$CASE_AUDIT")")"
+	grep -q '"reason":"ip_options".*setsockopt IP_OPTIONS' "$CASE_AUDIT" ||
+		fail "no audit record of the refused IPv4 socket option: $(oneline "$(tail -3 "$CASE_AUDIT")")"
 	# on a packet (a per-message option no hook sees): dropped on its way out
 	grep -q '"reason":"ip_options".*packet with IP options' "$CASE_AUDIT" ||
 		fail "no audit record of the dropped packet: $(oneline "$(tail -3 "$CASE_AUDIT")")"
@@ -1127,7 +1129,7 @@ r = subprocess.run([egressd, "run", "--user", "nobody", "--allow", "allowed.test
                    stdin=a.fileno(), capture_output=True, text=True, timeout=20)
 print("unix", r.returncode)' "$EGRESSD" "$ALLOWED4" 2>&1) || fail "the probe failed: $(oneline "$out")"
 	note "$(oneline "$out")"
-	grep -q "^tcp 2 .*standard input is an IPv4 socket made outside" <<<"$out" ||
+	grep -q "^tcp 2 .*standard input is a socket (IPv4) made outside" <<<"$out" ||
 		fail "a TCP socket as stdin was not refused: $(oneline "$out")"
 	grep -q "^unix 0" <<<"$out" || fail "a Unix socket as stdin was refused: $(oneline "$out")"
 }
