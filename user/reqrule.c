@@ -745,6 +745,59 @@ static const struct reqrule *first_rule(const struct reqrule_host *h, int idx,
 	return NULL;
 }
 
+/*
+ * "_method" in the query string: Rails (Rack::MethodOverride), Laravel,
+ * Symfony and a configured Express take the method from it. Percent
+ * escapes decoded in name and value. 0 none, 1 found (*out: the method),
+ * -1 unknown or several that disagree. (One in a form body is not seen:
+ * docs/interception.md.)
+ */
+static int query_method_override(const char *target, const char **out)
+{
+	const char *q = strchr(target, '?'), *found = NULL;
+
+	if (!q)
+		return 0;
+	for (q++; *q && *q != '#';) {
+		size_t len = strcspn(q, "&#"), i, k = 0;
+		char buf[64];
+		bool key = true, is_method = false;
+
+		/* decode "name=value" into buf, checking the name on '=' */
+		for (i = 0; i < len && k + 1 < sizeof(buf); i++) {
+			int c = (unsigned char)q[i];
+
+			if (c == '%' && i + 2 < len && hexval(q[i + 1]) >= 0 &&
+			    hexval(q[i + 2]) >= 0) {
+				c = hexval(q[i + 1]) << 4 | hexval(q[i + 2]);
+				i += 2;
+			} else if (c == '=' && key) {
+				buf[k] = '\0';
+				is_method = !strcmp(buf, "_method");
+				key = false;
+				k = 0;
+				continue;
+			}
+			buf[k++] = (char)c;
+		}
+		buf[k] = '\0';
+		if (is_method) {
+			const char *m = reqrule_method_name(buf);
+
+			if (!m || (found && strcmp(found, m)))
+				return -1;
+			found = m;
+		}
+		q += len;
+		if (*q == '&')
+			q++;
+	}
+	if (!found)
+		return 0;
+	*out = found;
+	return 1;
+}
+
 int reqrule_check(const struct reqrule_host *h, const char *sni,
 		  const struct reqrule_request *req, struct reqrule_result *res)
 {
@@ -768,12 +821,22 @@ int reqrule_check(const struct reqrule_host *h, const char *sni,
 	if (err)
 		return err;
 
-	if (req->method_override) {
-		const char *m = reqrule_method_name(req->method_override);
+	{
+		const char *m = NULL, *qm = NULL;
+		int q = query_method_override(req->target, &qm);
 
+		if (q < 0)
+			return fail(res, 400, "unknown or conflicting _method in the query");
+		if (req->method_override) {
+			m = reqrule_method_name(req->method_override);
+			if (!m)
+				return fail(res, 400, "unknown method in a method override field");
+		}
+		if (m && qm && strcmp(m, qm))
+			return fail(res, 400, "method override field and _method disagree");
 		if (!m)
-			return fail(res, 400, "unknown method in a method override field");
-		if (strcmp(m, req->method)) {
+			m = qm;
+		if (m && strcmp(m, req->method)) {
 			omethod = m;
 			oidx = method_index(m, strlen(m));
 		}
