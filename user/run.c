@@ -463,6 +463,42 @@ static int run_add_cred(struct reqrule_host *h, const char *host, const char *he
 }
 
 /*
+ * An entry made for --inject on a host that a policy file's wildcard entry
+ * intercepts starts with that entry's credentials (policy_add_intercept):
+ * one for the same header is the wildcard's, which --inject for this one
+ * host replaces, as it did before the entry inherited them. A credential
+ * the entry itself got (the file's exact entry, another --inject) stays a
+ * conflict (run_add_cred).
+ */
+static void run_drop_inherited_cred(const struct policy *p, struct reqrule_host *h,
+				    const char *header)
+{
+	for (size_t i = 0; i < h->n_creds; i++) {
+		const struct reqrule_cred *c = &h->creds[i];
+		bool inherited = false;
+
+		if (strcasecmp(c->header, header) || c->path_prefix[0])
+			continue;
+		for (size_t k = 0; k < p->n_intercept && !inherited; k++) {
+			const struct reqrule_host *w = &p->intercept[k].rules;
+
+			if (w == h || !p->intercept[k].wildcard)
+				continue;
+			for (size_t j = 0; j < w->n_creds && !inherited; j++)
+				inherited = !strcmp(w->creds[j].name, c->name) &&
+					    !strcmp(w->creds[j].header, c->header) &&
+					    !strcmp(w->creds[j].source, c->source) &&
+					    !strcmp(w->creds[j].path_prefix, c->path_prefix);
+		}
+		if (!inherited)
+			continue;
+		memmove(&h->creds[i], &h->creds[i + 1], (h->n_creds - i - 1) * sizeof(*c));
+		h->n_creds--;
+		i--;
+	}
+}
+
+/*
  * --inject 'HOST:HEADER=SOURCE' into the policy. HOST is intercepted,
  * unless it is the upstream of a gateway: then the gateway gets the
  * credential, and HOST is intercepted as well only if --intercept or the
@@ -510,6 +546,7 @@ static int run_add_inject(struct policy *p, const char *arg)
 		fprintf(stderr, "egressd: --inject '%s': %s\n", host, err);
 		return -EINVAL;
 	}
+	run_drop_inherited_cred(p, h, header);
 	return run_add_cred(h, host, header, source);
 }
 

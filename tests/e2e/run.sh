@@ -75,6 +75,7 @@ CASES=(
 	systemd_units
 	intercept_curl_node_python_git
 	intercept_injects_credential
+	inject_over_wildcard_credential
 	intercept_method_path_rules
 	intercept_domain_fronting
 	intercept_upstream_unverified
@@ -3442,6 +3443,29 @@ print(u.urlopen(sys.argv[1], timeout=10).read().decode(), end=\"\")" https://all
 	local dir
 	dir=$(sed -n 's/^bundle: \([^ ]*\)\/ca-bundle.crt .*/\1/p' <<<"$out")
 	[ -n "$dir" ] && [ ! -e "$dir" ] || fail "run directory $dir left behind"
+}
+
+# --inject for one host a policy file's wildcard intercept covers: the
+# host's entry starts with the wildcard's rules and credentials, and
+# --inject replaces the wildcard's credential for the same header on that
+# host (a second credential for one header on one entry stays an error).
+case_inject_over_wildcard_credential() {
+	need_egressd
+	local pol=$E2E_DIR/run/wild-inject.json out rc
+	cat >"$pol" <<-'EOF'
+	{ "name": "wild", "allow": ["*.allowed.test"],
+	  "intercept": [ { "host": "*.allowed.test",
+	    "credentials": [ { "name": "wild", "header": "Authorization", "value": "env:E2E_W" } ] } ] }
+	EOF
+	IC_ENV=(E2E_W=w E2E_X=x)
+	out=$(egr_ic --policy "$pol" --inject 'api.allowed.test:authorization=env:E2E_X' -- true 2>&1)
+	rc=$?
+	[ "$rc" = 0 ] || fail "--inject over the wildcard's credential: exit $rc: $(oneline "$(tail -2 "$CASE_STDERR")")"
+	out=$(egr_ic --policy "$pol" --inject 'api.allowed.test:authorization=env:E2E_X' \
+		--inject 'api.allowed.test:authorization=env:E2E_W' -- true 2>&1)
+	rc=$?
+	[ "$rc" = 2 ] && grep -q "already gets a authorization credential" "$CASE_STDERR" ||
+		fail "two --inject for one header: exit $rc: $(oneline "$(tail -2 "$CASE_STDERR")")"
 }
 
 case_intercept_injects_credential() {
