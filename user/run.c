@@ -1195,61 +1195,74 @@ static void run_warn_host_sockets(void)
 /*
  * The audit log and the policy file often lie in the user's directories,
  * and the command usually runs as that user: it could delete or replace
- * this run's log, or widen the policy the next run reads. Said, not
- * refused (the common `sudo egressd run --log audit.jsonl` in a project
- * directory); root never follows what it may have left there (safepath.h).
- * Each entry is a path the child tests for write access with the
+ * this run's log, or widen the policy the next run reads, through the file
+ * itself or any directory above it (renaming one away and putting its own
+ * in its place). Said, not refused (the common `sudo egressd run --log
+ * audit.jsonl` in a project directory); root never follows what it may
+ * have left there (safepath.h). Each entry is an absolute path that the
+ * child tests, and every directory above it, for write access with the
  * command's credentials (access() sees groups and ACLs).
  */
-static void run_agent_file_add(struct run_child_env *env, const char *file, bool dir,
-			       const char *what)
+static void run_agent_file_add(struct run_child_env *env, const char *file, const char *what)
 {
 	struct run_agent_file *f;
-	const char *slash;
-	struct stat st, fst;
-	size_t len;
+	char *real;
 
 	if (!file || env->n_agent_files == sizeof(env->agent_files) / sizeof(env->agent_files[0]))
 		return;
 	f = &env->agent_files[env->n_agent_files];
-	if (!dir) {
-		if (snprintf(f->path, sizeof(f->path), "%s", file) >= (int)sizeof(f->path))
-			return;
-	} else {
-		slash = strrchr(file, '/');
-		len = slash ? (size_t)(slash - file) : 0;
-		if (len >= sizeof(f->path))
-			return;
-		if (slash && !len)
-			len = 1; /* "/x.log" */
-		if (slash)
-			memcpy(f->path, file, len);
-		else
-			f->path[len++] = '.';
-		f->path[len] = '\0';
-		/* A sticky directory (/tmp) lets nobody remove root's file. */
-		if (stat(f->path, &st) == 0 && (st.st_mode & S_ISVTX) &&
-		    (stat(file, &fst) || fst.st_uid == 0))
-			return;
+	real = realpath(file, NULL);
+	if (!real)
+		return; /* opened already, or the run would have stopped */
+	if (snprintf(f->path, sizeof(f->path), "%s", real) < (int)sizeof(f->path)) {
+		f->what = what;
+		env->n_agent_files++;
 	}
-	f->what = what;
-	env->n_agent_files++;
+	free(real);
 }
 
+/* In the child, as the command's user: system calls only. */
 static void run_warn_agent_files(const struct run_child_env *env)
 {
-	char msg[PATH_MAX + 512];
+	char msg[2 * PATH_MAX + 512], p[PATH_MAX];
+	uid_t below = 0; /* owner of the entry checked before p */
+	struct stat st;
 	int n;
 
 	for (size_t i = 0; i < env->n_agent_files; i++) {
-		if (access(env->agent_files[i].path, W_OK))
-			continue;
-		/* write(2): see run_warn_host_sockets */
-		n = snprintf(msg, sizeof(msg), "egressd: warning: the command's user can write "
-			     "%s: %s; keep it where only root can write (docs/local.md)\n",
-			     env->agent_files[i].path, env->agent_files[i].what);
-		if (n > 0 && write(STDERR_FILENO, msg, strnlen(msg, sizeof(msg))) < 0) {
-			/* nowhere else to say it */
+		const struct run_agent_file *f = &env->agent_files[i];
+		bool first = true;
+
+		memcpy(p, f->path, sizeof(p));
+		for (;;) {
+			char *slash;
+
+			if (stat(p, &st))
+				break;
+			/* a sticky directory lets nobody but its owner remove
+			 * root's entry: only what is writable counts */
+			if (!access(p, W_OK) &&
+			    (first || !(st.st_mode & S_ISVTX) || below != 0)) {
+				/* write(2): see run_warn_host_sockets */
+				n = snprintf(msg, sizeof(msg), "egressd: warning: the command's "
+					     "user can write %s%s%s: %s; keep it where only root "
+					     "can write (docs/local.md)\n", p,
+					     first ? "" : ", above ", first ? "" : f->path, f->what);
+				if (n > 0 && write(STDERR_FILENO, msg, strnlen(msg, sizeof(msg))) < 0) {
+					/* nowhere else to say it */
+				}
+				break;
+			}
+			below = st.st_uid;
+			first = false;
+			slash = strrchr(p, '/');
+			if (!slash || slash == p) {
+				if (p[1] == '\0')
+					break;
+				p[1] = '\0'; /* then "/" */
+				continue;
+			}
+			*slash = '\0';
 		}
 	}
 }
@@ -1819,15 +1832,10 @@ int run_main(int argc, char **argv)
 	if (run_landlock(&s.child_env))
 		goto out;
 	if (!u.is_root) {
-		run_agent_file_add(&s.child_env, s.cfg.audit.path, true,
-				   "the audit log's directory: the command could delete or "
-				   "replace this run's log");
-		run_agent_file_add(&s.child_env, o.policy_file, false,
-				   "the policy file: the command could widen the policy of "
-				   "the next run");
-		run_agent_file_add(&s.child_env, o.policy_file, true,
-				   "the policy file's directory: the command could replace "
-				   "the policy of the next run");
+		run_agent_file_add(&s.child_env, s.cfg.audit.path,
+				   "the command could delete or replace this run's audit log");
+		run_agent_file_add(&s.child_env, o.policy_file,
+				   "the command could change the policy of the next run");
 	}
 	e = run_child_prepare(&s.child_env, &u);
 	if (e) {

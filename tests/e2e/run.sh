@@ -1599,11 +1599,27 @@ case_run_log_path_safety() {
 		fail "the run failed: exit $?: $(oneline "$(cat "$CASE_STDERR")")"
 	grep -q "allowed.test" "$d/egressd.log" || fail "nothing logged in $d/egressd.log"
 	[ "$(stat -c %u "$d/egressd.log")" = 0 ] || fail "the log is not root's"
-	grep -qF "can write $d: the audit log's directory" "$CASE_STDERR" ||
+	grep -qF "can write $d, above $d/egressd.log: the command could delete or replace" "$CASE_STDERR" ||
 		fail "no warning for the log's directory: $(oneline "$(cat "$CASE_STDERR")")"
-	grep -qF "can write $d/policy.json: the policy file" "$CASE_STDERR" ||
+	grep -qF "can write $d/policy.json: the command could change the policy" "$CASE_STDERR" ||
 		fail "no warning for the policy file: $(oneline "$(cat "$CASE_STDERR")")"
-	note "$(grep -F 'policy file:' "$CASE_STDERR" | head -1)"
+	note "$(grep -F 'policy of the next run' "$CASE_STDERR" | head -1)"
+	# further up: a root-owned directory in the command's one
+	mkdir "$d/conf"
+	mv "$d/policy.json" "$d/conf/policy.json"
+	: >"$CASE_STDERR"
+	egr --policy "$d/conf/policy.json" -- true ||
+		fail "the run failed: exit $?: $(oneline "$(cat "$CASE_STDERR")")"
+	grep -qF "can write $d/conf/policy.json" "$CASE_STDERR" ||
+		fail "no warning for the policy file: $(oneline "$(cat "$CASE_STDERR")")"
+	chown root "$d/conf/policy.json"
+	: >"$CASE_STDERR"
+	egr --policy "$d/conf/policy.json" -- true ||
+		fail "the run failed: exit $?: $(oneline "$(cat "$CASE_STDERR")")"
+	grep -qF "can write $d, above $d/conf/policy.json" "$CASE_STDERR" ||
+		fail "no warning for the directory above: $(oneline "$(cat "$CASE_STDERR")")"
+	mv "$d/conf/policy.json" "$d/policy.json"
+	rmdir "$d/conf"
 	# the same in a directory only root writes: no warning
 	chown root "$d" "$d/policy.json"
 	egr_raw run --user nobody --policy "$d/policy.json" --log "$d/egressd.log" -- true \
