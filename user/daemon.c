@@ -139,7 +139,8 @@ void daemon_usage(FILE *out)
 "      --bpffs DIR     bpffs where programs and maps are pinned\n"
 "                      (default /sys/fs/bpf; pins go to DIR/egressd)\n"
 "      --port N        proxy port on 127.0.0.1 and ::1, TCP and UDP (default\n"
-"                      15001); keep it across restarts\n"
+"                      15001); keep it across restarts, and outside the\n"
+"                      kernel's ephemeral port range\n"
 "      --check         validate the configuration and exit (0 ok, 2 error)\n"
 "  -v, --verbose       debug diagnostics too\n"
 "\n"
@@ -964,6 +965,27 @@ static int daemon_bpffs(const char *dir, char *pin_dir, size_t len)
 	return 0;
 }
 
+/*
+ * The programs refuse bind() to the proxy's port from enforced cgroups, but
+ * not a port the kernel picks itself (bind to port 0, an unbound socket's
+ * connect or listen): a port in the ephemeral range could be won that way
+ * while the daemon restarts. Said at start.
+ */
+static void daemon_warn_ephemeral(uint16_t port)
+{
+	FILE *f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "re");
+	unsigned lo = 0, hi = 0;
+
+	if (!f)
+		return;
+	if (fscanf(f, "%u %u", &lo, &hi) == 2 && port >= lo && port <= hi)
+		log_warn("port %u is in the kernel's ephemeral range (%u-%u): while egressd "
+			 "restarts, an enforced process could be given it for a socket of "
+			 "its own; pick a port outside it, or reserve it "
+			 "(sysctl net.ipv4.ip_local_reserved_ports=%u)", port, lo, hi, port);
+	fclose(f);
+}
+
 int daemon_main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -1026,6 +1048,7 @@ int daemon_main(int argc, char **argv)
 	}
 	/* INFO is the daemon's normal level: one -v adds the debug lines */
 	log_set_level(verbose ? EGR_LOG_DEBUG : EGR_LOG_INFO);
+	daemon_warn_ephemeral(d.port);
 	if (dconfig_load(d.config_path, &d.dc, err, sizeof(err))) {
 		fprintf(stderr, "egressd: %s\n", err);
 		return 2;

@@ -1800,7 +1800,7 @@ daemon_cleanup() {
 # connect) rather than bound to an id the next config reuses.
 case_daemon_restart_forgets_bindings() {
 	need_egressd
-	local out blocker
+	local out blocker lo
 	daemon_bed restart bpffs-restart daemon-restart agents
 	cat >"$DCFG" <<JSON
 { "listen": { "control": "$E2E_DIR/ctl/restart.sock", "metrics": null },
@@ -1817,7 +1817,15 @@ JSON
 		bpftool map create "$DBPF/egressd/egr_events" type ringbuf key 0 value 0 \
 			entries 262144 name egr_events ||
 		fail "cannot pin an old-sized event ring"
+	# a port the kernel could hand an enforced process while the daemon
+	# restarts: said (the bind hooks see only explicit binds)
+	read -r lo _ </proc/sys/net/ipv4/ip_local_port_range
+	out=$("$EGRESSD" daemon --check --config "$DCFG" --port $((lo + 1)) 2>&1) ||
+		fail "--check failed: $(oneline "$out")"
+	grep -q "port $((lo + 1)) is in the kernel's ephemeral range" <<<"$out" ||
+		fail "no warning for a port in the ephemeral range: $(oneline "$out")"
 	daemon_start || fail "daemon did not start: $(tail -3 "$CASE_STDERR")"
+	grep -q "ephemeral range" "$CASE_STDERR" && fail "a warning for port $DAEMON_PORT"
 	kill -9 "$DPID"
 	wait "$DPID" 2>/dev/null
 	DPID=
