@@ -105,7 +105,7 @@ $(BUILD)/fuzz/fuzz_hello: tests/fuzz/fuzz_hello.c user/hello.c | $(BUILD)/fuzz
 $(BUILD)/fuzz/fuzz_httphead: tests/fuzz/fuzz_httphead.c user/httphead.c user/hello.c | $(BUILD)/fuzz
 	$(call msg,FUZZ-CC,$@)
 	$(Q)$(CLANG) $(FUZZ_CFLAGS) $^ -lhttp_parser -o $@
-$(BUILD)/fuzz/fuzz_policy: tests/fuzz/fuzz_policy.c user/policy.c user/jpos.c user/reqrule.c user/addr.c user/hello.c user/log.c | $(BUILD)/fuzz
+$(BUILD)/fuzz/fuzz_policy: tests/fuzz/fuzz_policy.c user/policy.c user/jpos.c user/reqrule.c user/safepath.c user/addr.c user/hello.c user/log.c | $(BUILD)/fuzz
 	$(call msg,FUZZ-CC,$@)
 	$(Q)$(CLANG) $(FUZZ_CFLAGS) $^ -ljansson -lhttp_parser -lpthread -o $@
 
@@ -113,11 +113,11 @@ $(BUILD)/fuzz/fuzz_dnsmsg: tests/fuzz/fuzz_dnsmsg.c user/dnsmsg.c user/addr.c | 
 	$(call msg,FUZZ-CC,$@)
 	$(Q)$(CLANG) $(FUZZ_CFLAGS) $^ -o $@
 
-$(BUILD)/fuzz/fuzz_httpreq: tests/fuzz/fuzz_httpreq.c user/httpreq.c user/reqrule.c | $(BUILD)/fuzz
+$(BUILD)/fuzz/fuzz_httpreq: tests/fuzz/fuzz_httpreq.c user/httpreq.c user/reqrule.c user/safepath.c | $(BUILD)/fuzz
 	$(call msg,FUZZ-CC,$@)
 	$(Q)$(CLANG) $(FUZZ_CFLAGS) $^ -lhttp_parser -o $@
 
-$(BUILD)/fuzz/fuzz_dconfig: tests/fuzz/fuzz_dconfig.c user/dconfig.c user/srt.c user/policy.c user/jpos.c user/reqrule.c user/addr.c user/hello.c user/log.c user/geo.c | $(BUILD)/fuzz
+$(BUILD)/fuzz/fuzz_dconfig: tests/fuzz/fuzz_dconfig.c user/dconfig.c user/srt.c user/policy.c user/jpos.c user/reqrule.c user/safepath.c user/addr.c user/hello.c user/log.c user/geo.c | $(BUILD)/fuzz
 	$(call msg,FUZZ-CC,$@)
 	$(Q)$(CLANG) $(FUZZ_CFLAGS) $^ -ljansson -lhttp_parser -lmaxminddb -lpthread -o $@
 
@@ -125,7 +125,7 @@ $(BUILD)/fuzz/fuzz_httpstream: tests/fuzz/fuzz_httpstream.c user/httpstream.c us
 	$(call msg,FUZZ-CC,$@)
 	$(Q)$(CLANG) $(FUZZ_CFLAGS) $^ -lhttp_parser -o $@
 
-$(BUILD)/fuzz/fuzz_auditjson: tests/fuzz/fuzz_auditjson.c user/audit.c user/policy.c user/jpos.c user/reqrule.c user/addr.c user/hello.c user/log.c | $(BUILD)/fuzz
+$(BUILD)/fuzz/fuzz_auditjson: tests/fuzz/fuzz_auditjson.c user/audit.c user/safepath.c user/policy.c user/jpos.c user/reqrule.c user/addr.c user/hello.c user/log.c | $(BUILD)/fuzz
 	$(call msg,FUZZ-CC,$@)
 	$(Q)$(CLANG) $(FUZZ_CFLAGS) $^ -ljansson -lhttp_parser -lpthread -o $@
 
