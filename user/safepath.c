@@ -184,13 +184,23 @@ int safepath_append(int dirfd, const char *name, char *err, size_t errsz)
 			fail(err, errsz, e, "%s", strerror(-e));
 			goto out;
 		}
-		if (fstatat(dfd, cur, &st, AT_SYMLINK_NOFOLLOW) || !S_ISLNK(st.st_mode) ||
-		    !trusted_uid(st.st_uid)) {
-			fail(err, errsz, -ELOOP, "is a symlink not owned by root: refusing to follow it");
-			e = -ELOOP;
-			goto out;
+		/* owner and target read through one descriptor of the link:
+		 * no swap between the two */
+		{
+			int lfd = openat(dfd, cur, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+
+			if (lfd < 0 || fstat(lfd, &st) || !S_ISLNK(st.st_mode) ||
+			    !trusted_uid(st.st_uid)) {
+				if (lfd >= 0)
+					close(lfd);
+				fail(err, errsz, -ELOOP,
+				     "is a symlink not owned by root: refusing to follow it");
+				e = -ELOOP;
+				goto out;
+			}
+			tl = readlinkat(lfd, "", target, sizeof(target) - 1);
+			close(lfd);
 		}
-		tl = readlinkat(dfd, cur, target, sizeof(target) - 1);
 		if (tl < 0 || hops >= SAFEPATH_MAX_LINKS) {
 			e = tl < 0 ? -errno : -ELOOP;
 			fail(err, errsz, e, "cannot follow the symlink: %s", strerror(-e));
@@ -313,11 +323,13 @@ static int parents_trusted(const char *path, bool resolved, const char *fix, cha
 		}
 		if (!S_ISDIR(st.st_mode))
 			return fail(why, whylen, -ENOTDIR, "%s: %s", dir, strerror(ENOTDIR));
-		if (trusted_uid(st.st_uid) && (!(st.st_mode & 022) || (st.st_mode & S_ISVTX)))
-			continue;
-		/* On a read-only mount (a Kubernetes ConfigMap or Secret
-		 * volume, whose directory is 0777) nobody can change it. */
-		if (read_only(dir))
+		/* A root-owned directory writable by others, on a read-only
+		 * mount (a Kubernetes ConfigMap or Secret volume is 0777): not
+		 * changed through this mount. Never another user's: a
+		 * read-only bind mount of their directory (systemd's
+		 * ProtectHome=read-only) is still theirs to write elsewhere. */
+		if (trusted_uid(st.st_uid) &&
+		    (!(st.st_mode & 022) || (st.st_mode & S_ISVTX) || read_only(dir)))
 			continue;
 		if (!trusted_uid(st.st_uid))
 			return fail(why, whylen, -EPERM, "directory %s is owned by uid %u; %s",
