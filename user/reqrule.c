@@ -746,12 +746,34 @@ static const struct reqrule *first_rule(const struct reqrule_host *h, int idx,
 }
 
 /*
- * "_method" in the query string: Rails (Rack::MethodOverride), Laravel,
- * Symfony and a configured Express take the method from it. Percent
+ * "_method" in the query string: Laravel and Symfony (through PHP's $_GET
+ * names), gorilla's handler and a configured Express take the method from
+ * it (Rails' Rack::MethodOverride only from a form body). Percent
  * escapes decoded in name and value. 0 none, 1 found (*out: the method),
  * -1 unknown or several that disagree. (One in a form body is not seen:
  * docs/interception.md.)
  */
+/* The parameter name as PHP makes it for $_GET (Laravel, Symfony read
+ * _method from there): leading spaces dropped, '.', ' ' and an unclosed
+ * '[' turned into '_'. Is it "_method"? */
+static bool query_name_is_method(const char *name)
+{
+	char n[64];
+	size_t k = 0;
+
+	while (*name == ' ')
+		name++;
+	for (; *name && k + 1 < sizeof(n); name++) {
+		char c = *name;
+
+		if (c == '.' || c == ' ' || (c == '[' && !strchr(name, ']')))
+			c = '_';
+		n[k++] = c;
+	}
+	n[k] = '\0';
+	return !strcmp(n, "_method");
+}
+
 static int query_method_override(const char *target, const char **out)
 {
 	const char *q = strchr(target, '?'), *found = NULL;
@@ -771,9 +793,11 @@ static int query_method_override(const char *target, const char **out)
 			    hexval(q[i + 2]) >= 0) {
 				c = hexval(q[i + 1]) << 4 | hexval(q[i + 2]);
 				i += 2;
+			} else if (c == '+') {
+				c = ' ';
 			} else if (c == '=' && key) {
 				buf[k] = '\0';
-				is_method = !strcmp(buf, "_method");
+				is_method = query_name_is_method(buf);
 				key = false;
 				k = 0;
 				continue;
@@ -817,6 +841,10 @@ int reqrule_check(const struct reqrule_host *h, const char *sni,
 	err = host_verdict(res, reqrule_host_matches_port(req->host, sni, req->port));
 	if (err)
 		return err;
+	/* A fragment is never sent; servers that do not split it off (Go)
+	 * read what follows as more of the query. */
+	if (strchr(req->target, '#'))
+		return fail(res, 400, "fragment in request target");
 	err = target_path(req, sni, res);
 	if (err)
 		return err;

@@ -336,6 +336,13 @@ static const struct check_case {
 	{ "query _method twice, disagreeing", "GET", "/repos/acme/x?_method=GET&_method=DELETE", "api.test", -1, 400, NULL, NULL, NULL },
 	{ "query _method and field disagree", "GET", "/repos/acme/x?_method=PUT", "api.test", -1, 400, NULL, NULL, "GET" },
 	{ "query method_ is another name", "GET", "/repos/acme/x?x_method=DELETE", "api.test", -1, 0, "read-acme", "acme-token", NULL },
+	/* names as PHP makes them ($_GET: Laravel, Symfony) */
+	{ "query .method (PHP: _method)", "GET", "/repos/acme/x?.method=DELETE", "api.test", -1, 403, "no-delete", NULL, NULL },
+	{ "query %2Emethod", "GET", "/repos/acme/x?%2Emethod=DELETE", "api.test", -1, 403, "no-delete", NULL, NULL },
+	{ "query [method", "GET", "/repos/acme/x?[method=DELETE", "api.test", -1, 403, "no-delete", NULL, NULL },
+	{ "query +_method", "GET", "/repos/acme/x?+_method=DELETE", "api.test", -1, 403, "no-delete", NULL, NULL },
+	/* a fragment: never sent; Go reads on past it */
+	{ "fragment in the query", "POST", "/repos/acme/r/issues?a#&_method=DELETE", "api.test", 10, 400, NULL, NULL, NULL },
 	{ "dot-dot", "GET", "/repos/acme/../evil", "api.test", -1, 400, NULL, NULL, NULL },
 	{ "encoded dot-dot", "GET", "/repos/acme/%2e%2e/evil", "api.test", -1, 400, NULL, NULL, NULL },
 	{ "encoded slash", "GET", "/repos/acme%2Fevil", "api.test", -1, 400, NULL, NULL, NULL },
