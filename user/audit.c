@@ -41,6 +41,7 @@ struct audit {
 	pthread_mutex_t lock;
 	char *path;
 	int dirfd;        /* the file's directory, held (safepath.h) */
+	int given_fd;     /* /dev/stdout & co.: a descriptor of ours, or -1 */
 	const char *base; /* path's last component */
 	FILE *f;
 	enum audit_format format;
@@ -1022,6 +1023,31 @@ char *audit_record_json(const struct audit_record *r)
 	return jb.heap ? jb.s : strdup(jb.s);
 }
 
+/* "/dev/stdout", "/dev/stderr", "/dev/fd/N", "/proc/self/fd/N": a
+ * descriptor egressd was given, used as it is; else -1. */
+static int given_descriptor(const char *path)
+{
+	const char *n = NULL;
+	char *end;
+	long v;
+
+	if (!strcmp(path, "/dev/stdout"))
+		return STDOUT_FILENO;
+	if (!strcmp(path, "/dev/stderr"))
+		return STDERR_FILENO;
+	if (!strncmp(path, "/dev/fd/", 8))
+		n = path + 8;
+	else if (!strncmp(path, "/proc/self/fd/", 14))
+		n = path + 14;
+	if (!n || !*n)
+		return -1;
+	errno = 0;
+	v = strtol(n, &end, 10);
+	if (errno || *end || v < 0 || v > 65535 || fcntl((int)v, F_GETFD) < 0)
+		return -1;
+	return (int)v;
+}
+
 /* The file at a->base in the held directory, never through a symlink
  * or into a file root did not create (safepath.h): the path often lies
  * in the agent's own directory. */
@@ -1033,7 +1059,18 @@ static FILE *open_log(const struct audit *a, int *err)
 
 	/* O_APPEND: each record lands whole at the end, also with other
 	 * writers and across rotation by copytruncate. */
-	fd = safepath_append(a->dirfd, a->base, why, sizeof(why));
+	if (a->given_fd >= 0) {
+		/* our own standard output: the descriptor itself, whatever
+		 * it is (a socket cannot be reopened through /proc) */
+		fd = fcntl(a->given_fd, F_DUPFD_CLOEXEC, 3);
+		if (fd < 0) {
+			*err = -errno;
+			log_error("audit log %s: %s", a->path, strerror(errno));
+			return NULL;
+		}
+	} else {
+		fd = safepath_append(a->dirfd, a->base, why, sizeof(why));
+	}
 	if (fd < 0) {
 		log_error("audit log %s: %s", a->path, why);
 		*err = fd;
@@ -1060,6 +1097,7 @@ int audit_open(struct audit **out, const struct audit_options *opts)
 		return -ENOMEM;
 	pthread_mutex_init(&a->lock, NULL);
 	a->dirfd = -1;
+	a->given_fd = -1;
 	a->format = opts ? opts->format : AUDIT_TEXT;
 	a->denials_to_stderr = opts ? opts->denials_to_stderr : false;
 	if (opts && opts->path) {
@@ -1071,8 +1109,9 @@ int audit_open(struct audit **out, const struct audit_options *opts)
 			err = -ENOMEM;
 			goto fail;
 		}
-		a->dirfd = safepath_dir(a->path, &base, why, sizeof(why));
-		if (a->dirfd < 0) {
+		a->given_fd = given_descriptor(a->path);
+		a->dirfd = a->given_fd >= 0 ? -1 : safepath_dir(a->path, &base, why, sizeof(why));
+		if (a->given_fd < 0 && a->dirfd < 0) {
 			log_error("audit log %s: %s", a->path, why);
 			err = a->dirfd;
 			goto fail;

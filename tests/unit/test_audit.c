@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <cmocka.h>
@@ -827,6 +828,24 @@ static void test_log_to_pipe_and_stdout(void **state)
 	o.path = "/dev/stdout";
 	assert_int_equal(audit_open(&a, &o), 0);
 	deny_record(&r);
+	audit_write(a, &r);
+	audit_close(a);
+	assert_int_equal(dup2(saved, STDOUT_FILENO), STDOUT_FILENO);
+	close(saved);
+	close(pfd[1]);
+	n = read(pfd[0], buf, sizeof(buf) - 1);
+	assert_true(n > 0);
+	buf[n] = '\0';
+	assert_non_null(strstr(buf, "\"sni\":\"evil.test\""));
+	close(pfd[0]);
+
+	/* a Unix socket (journald's StandardOutput=journal): cannot be
+	 * reopened through /proc, so the descriptor itself is used */
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, pfd), 0);
+	fflush(stdout);
+	saved = dup(STDOUT_FILENO);
+	assert_int_equal(dup2(pfd[1], STDOUT_FILENO), STDOUT_FILENO);
+	assert_int_equal(audit_open(&a, &o), 0);
 	audit_write(a, &r);
 	audit_close(a);
 	assert_int_equal(dup2(saved, STDOUT_FILENO), STDOUT_FILENO);
