@@ -1237,11 +1237,16 @@ static void run_warn_agent_files(const struct run_child_env *env)
 		for (;;) {
 			char *slash;
 
-			if (stat(p, &st))
-				break;
+			/* one the command cannot even stat (a root-only
+			 * directory on the way) is still one it may rename
+			 * away from the directory above */
+			if (stat(p, &st)) {
+				st.st_mode = 0;
+				st.st_uid = (uid_t)-1;
+			}
 			/* a sticky directory lets nobody but its owner remove
 			 * root's entry: only what is writable counts */
-			if (!access(p, W_OK) &&
+			if (st.st_mode && !access(p, W_OK) &&
 			    (first || !(st.st_mode & S_ISVTX) || below != 0)) {
 				/* write(2): see run_warn_host_sockets */
 				n = snprintf(msg, sizeof(msg), "egressd: warning: the command's "

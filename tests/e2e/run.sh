@@ -1613,6 +1613,7 @@ case_run_log_path_safety() {
 	grep -qF "can write $d/conf/policy.json" "$CASE_STDERR" ||
 		fail "no warning for the policy file: $(oneline "$(cat "$CASE_STDERR")")"
 	chown root "$d/conf/policy.json"
+	chmod 700 "$d/conf" # the command cannot even look inside
 	: >"$CASE_STDERR"
 	egr --policy "$d/conf/policy.json" -- true ||
 		fail "the run failed: exit $?: $(oneline "$(cat "$CASE_STDERR")")"
