@@ -965,6 +965,28 @@ static int daemon_bpffs(const char *dir, char *pin_dir, size_t len)
 	return 0;
 }
 
+/* Is port in net.ipv4.ip_local_reserved_ports ("8080,15000-15010")? */
+static bool daemon_port_reserved(uint16_t port)
+{
+	FILE *f = fopen("/proc/sys/net/ipv4/ip_local_reserved_ports", "re");
+	char buf[4096], *tok, *save = NULL;
+	bool found = false;
+
+	if (!f)
+		return false;
+	if (fgets(buf, sizeof(buf), f)) {
+		for (tok = strtok_r(buf, ",\n", &save); tok && !found;
+		     tok = strtok_r(NULL, ",\n", &save)) {
+			unsigned a = 0, b = 0;
+			int n = sscanf(tok, "%u-%u", &a, &b);
+
+			found = (n == 1 && port == a) || (n == 2 && port >= a && port <= b);
+		}
+	}
+	fclose(f);
+	return found;
+}
+
 /*
  * The programs refuse bind() to the proxy's port from enforced cgroups, but
  * not a port the kernel picks itself (bind to port 0, an unbound socket's
@@ -978,7 +1000,8 @@ static void daemon_warn_ephemeral(uint16_t port)
 
 	if (!f)
 		return;
-	if (fscanf(f, "%u %u", &lo, &hi) == 2 && port >= lo && port <= hi)
+	if (fscanf(f, "%u %u", &lo, &hi) == 2 && port >= lo && port <= hi &&
+	    !daemon_port_reserved(port))
 		log_warn("port %u is in the kernel's ephemeral range (%u-%u): while egressd "
 			 "restarts, an enforced process could be given it for a socket of "
 			 "its own; pick a port outside it, or reserve it "
