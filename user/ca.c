@@ -73,19 +73,6 @@ struct ca {
 	void *hook_arg;
 };
 
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || !errlen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
 /* The most useful line of OpenSSL's error queue, which is then cleared so
  * the next call on this thread starts clean. */
 static const char *ssl_reason(char *buf, size_t len)
@@ -220,7 +207,7 @@ static int ca_read_constraints(struct ca *ca, const char *cert_path, char *err,
 	nc = X509_get_ext_d2i(ca->cert, NID_name_constraints, &crit, NULL);
 	if (!nc) {
 		if (crit == -2) {
-			seterr(err, errlen, "%s: more than one nameConstraints extension",
+			egr_seterr(err, errlen, "%s: more than one nameConstraints extension",
 			       cert_path);
 			return -EINVAL;
 		}
@@ -232,7 +219,7 @@ static int ca_read_constraints(struct ca *ca, const char *cert_path, char *err,
 		ret = collect_subtrees(nc->excludedSubtrees, &ca->exclude, &ca->n_exclude);
 	NAME_CONSTRAINTS_free(nc);
 	if (ret)
-		seterr(err, errlen, "%s: unusable nameConstraints extension", cert_path);
+		egr_seterr(err, errlen, "%s: unusable nameConstraints extension", cert_path);
 	return ret;
 }
 
@@ -505,7 +492,7 @@ static int make_private_dir(const char *dir, char *err, size_t errlen)
 	struct stat st;
 
 	if (snprintf(path, sizeof(path), "%s", dir) >= (int)sizeof(path)) {
-		seterr(err, errlen, "%s: path too long", dir);
+		egr_seterr(err, errlen, "%s: path too long", dir);
 		return -ENAMETOOLONG;
 	}
 	for (p = path + 1; *p; p++) {
@@ -515,7 +502,7 @@ static int make_private_dir(const char *dir, char *err, size_t errlen)
 		if (mkdir(path, 0755) < 0 && errno != EEXIST) {
 			int e = errno;
 
-			seterr(err, errlen, "cannot create %s: %s", path, strerror(e));
+			egr_seterr(err, errlen, "cannot create %s: %s", path, strerror(e));
 			return -e;
 		}
 		*p = '/';
@@ -523,22 +510,22 @@ static int make_private_dir(const char *dir, char *err, size_t errlen)
 	if (mkdir(path, 0700) < 0 && errno != EEXIST) {
 		int e = errno;
 
-		seterr(err, errlen, "cannot create %s: %s", path, strerror(e));
+		egr_seterr(err, errlen, "cannot create %s: %s", path, strerror(e));
 		return -e;
 	}
 	if (stat(path, &st) < 0) {
 		int e = errno;
 
-		seterr(err, errlen, "%s: %s", path, strerror(e));
+		egr_seterr(err, errlen, "%s: %s", path, strerror(e));
 		return -e;
 	}
 	if (!S_ISDIR(st.st_mode)) {
-		seterr(err, errlen, "%s exists and is not a directory", path);
+		egr_seterr(err, errlen, "%s exists and is not a directory", path);
 		return -ENOTDIR;
 	}
 	/* Whoever can write the directory can swap the key or certificate. */
 	if ((st.st_mode & 022) || (st.st_uid != geteuid() && st.st_uid != 0)) {
-		seterr(err, errlen,
+		egr_seterr(err, errlen,
 		       "%s is writable by others than its owner or owned by uid %u; "
 		       "use a private directory (chmod 700 %s)",
 		       path, (unsigned)st.st_uid, path);
@@ -571,13 +558,13 @@ static int write_tmp(const char *path, mode_t mode, pem_writer w, void *arg,
 	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
 	if (unlink(tmp) < 0 && errno != ENOENT) {
 		e = errno;
-		seterr(err, errlen, "cannot remove %s: %s", tmp, strerror(e));
+		egr_seterr(err, errlen, "cannot remove %s: %s", tmp, strerror(e));
 		return -e;
 	}
 	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
 	if (fd < 0) {
 		e = errno;
-		seterr(err, errlen, "cannot create %s: %s", tmp, strerror(e));
+		egr_seterr(err, errlen, "cannot create %s: %s", tmp, strerror(e));
 		return -e;
 	}
 	if (fchmod(fd, mode) < 0) {
@@ -602,7 +589,7 @@ static int write_tmp(const char *path, mode_t mode, pem_writer w, void *arg,
 		return 0;
 fail:
 	unlink(tmp);
-	seterr(err, errlen, "cannot write %s: %s", tmp, strerror(e));
+	egr_seterr(err, errlen, "cannot write %s: %s", tmp, strerror(e));
 	return -e;
 }
 
@@ -615,7 +602,7 @@ static int rename_tmp(const char *path, char *err, size_t errlen)
 	if (rename(tmp, path) == 0)
 		return 0;
 	e = errno;
-	seterr(err, errlen, "cannot rename %s to %s: %s", tmp, path, strerror(e));
+	egr_seterr(err, errlen, "cannot rename %s to %s: %s", tmp, path, strerror(e));
 	return -e;
 }
 
@@ -658,29 +645,29 @@ int ca_init(const char *dir, const struct ca_init_opts *opts, struct ca **out,
 	if (!opts)
 		opts = &defaults;
 	if (!dir || !*dir) {
-		seterr(err, errlen, "no CA directory given");
+		egr_seterr(err, errlen, "no CA directory given");
 		return -EINVAL;
 	}
 	days = opts->days ? opts->days : CA_DAYS_DEFAULT;
 	if (days > 36500) {
-		seterr(err, errlen, "CA validity of %u days is too long (at most 36500)", days);
+		egr_seterr(err, errlen, "CA validity of %u days is too long (at most 36500)", days);
 		return -EINVAL;
 	}
 	if (opts->n_permit > CA_MAX_PERMIT) {
-		seterr(err, errlen, "too many permitted names (%zu, at most %d)",
+		egr_seterr(err, errlen, "too many permitted names (%zu, at most %d)",
 		       opts->n_permit, CA_MAX_PERMIT);
 		return -EINVAL;
 	}
 	if (opts->n_permit) {
 		perm = calloc(opts->n_permit, sizeof(*perm));
 		if (!perm) {
-			seterr(err, errlen, "out of memory");
+			egr_seterr(err, errlen, "out of memory");
 			return -ENOMEM;
 		}
 	}
 	for (i = 0; i < opts->n_permit; i++) {
 		if (!opts->permit[i] || permit_normalize(opts->permit[i], perm[i])) {
-			seterr(err, errlen,
+			egr_seterr(err, errlen,
 			       "permitted name '%s' is not a DNS name (e.g. example.com or *.example.com)",
 			       opts->permit[i] ? opts->permit[i] : "(null)");
 			ret = -EINVAL;
@@ -691,7 +678,7 @@ int ca_init(const char *dir, const struct ca_init_opts *opts, struct ca **out,
 		    (int)sizeof(key_path) ||
 	    snprintf(cert_path, sizeof(cert_path), "%s/%s", dir, CA_CERT_NAME) >=
 		    (int)sizeof(cert_path)) {
-		seterr(err, errlen, "%s: path too long", dir);
+		egr_seterr(err, errlen, "%s: path too long", dir);
 		ret = -ENAMETOOLONG;
 		goto out;
 	}
@@ -701,7 +688,7 @@ int ca_init(const char *dir, const struct ca_init_opts *opts, struct ca **out,
 								  : NULL;
 
 		if (exists) {
-			seterr(err, errlen,
+			egr_seterr(err, errlen,
 			       "%s exists; use --force to replace it "
 			       "(every agent trusting the old CA must be updated)",
 			       exists);
@@ -715,13 +702,13 @@ int ca_init(const char *dir, const struct ca_init_opts *opts, struct ca **out,
 
 	key = EVP_EC_gen("P-256");
 	if (!key) {
-		seterr(err, errlen, "generating the CA key: %s", ssl_reason(ebuf, sizeof(ebuf)));
+		egr_seterr(err, errlen, "generating the CA key: %s", ssl_reason(ebuf, sizeof(ebuf)));
 		ret = -EIO;
 		goto out;
 	}
 	ret = build_ca_cert(key, opts->hostname, days, perm, opts->n_permit, &cert);
 	if (ret) {
-		seterr(err, errlen, "building the CA certificate: %s",
+		egr_seterr(err, errlen, "building the CA certificate: %s",
 		       ssl_reason(ebuf, sizeof(ebuf)));
 		goto out;
 	}
@@ -759,13 +746,13 @@ static int load_cert(const char *path, X509 **out, char *err, size_t errlen)
 
 	if (!f) {
 		e = errno;
-		seterr(err, errlen, "cannot open %s: %s", path, strerror(e));
+		egr_seterr(err, errlen, "cannot open %s: %s", path, strerror(e));
 		return -e;
 	}
 	x = PEM_read_X509(f, NULL, no_password, NULL);
 	fclose(f);
 	if (!x) {
-		seterr(err, errlen, "%s: no PEM certificate (%s)", path,
+		egr_seterr(err, errlen, "%s: no PEM certificate (%s)", path,
 		       ssl_reason(ebuf, sizeof(ebuf)));
 		return -EINVAL;
 	}
@@ -785,23 +772,23 @@ static int load_key(const char *path, EVP_PKEY **out, char *err, size_t errlen)
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
 		e = errno;
-		seterr(err, errlen, "cannot open %s: %s", path, strerror(e));
+		egr_seterr(err, errlen, "cannot open %s: %s", path, strerror(e));
 		return -e;
 	}
 	if (fstat(fd, &st) < 0) {
 		e = errno;
 		close(fd);
-		seterr(err, errlen, "%s: %s", path, strerror(e));
+		egr_seterr(err, errlen, "%s: %s", path, strerror(e));
 		return -e;
 	}
 	if (!S_ISREG(st.st_mode)) {
 		close(fd);
-		seterr(err, errlen, "%s is not a regular file", path);
+		egr_seterr(err, errlen, "%s is not a regular file", path);
 		return -EINVAL;
 	}
 	if (st.st_mode & 077) {
 		close(fd);
-		seterr(err, errlen,
+		egr_seterr(err, errlen,
 		       "%s is accessible by group or others (mode %04o); the CA key must be "
 		       "private: chmod 600 %s",
 		       path, (unsigned)(st.st_mode & 07777), path);
@@ -809,7 +796,7 @@ static int load_key(const char *path, EVP_PKEY **out, char *err, size_t errlen)
 	}
 	if (st.st_uid != geteuid() && st.st_uid != 0) {
 		close(fd);
-		seterr(err, errlen,
+		egr_seterr(err, errlen,
 		       "%s is owned by uid %u; the CA key must belong to root or to the "
 		       "user running egressd: chown root %s",
 		       path, (unsigned)st.st_uid, path);
@@ -819,13 +806,13 @@ static int load_key(const char *path, EVP_PKEY **out, char *err, size_t errlen)
 	if (!f) {
 		e = errno;
 		close(fd);
-		seterr(err, errlen, "%s: %s", path, strerror(e));
+		egr_seterr(err, errlen, "%s: %s", path, strerror(e));
 		return -e;
 	}
 	key = PEM_read_PrivateKey(f, NULL, no_password, NULL);
 	fclose(f);
 	if (!key) {
-		seterr(err, errlen, "%s: no unencrypted PEM private key (%s)", path,
+		egr_seterr(err, errlen, "%s: no unencrypted PEM private key (%s)", path,
 		       ssl_reason(ebuf, sizeof(ebuf)));
 		return -EINVAL;
 	}
@@ -864,12 +851,12 @@ int ca_load(const char *cert_path, const char *key_path, struct ca **out,
 
 	*out = NULL;
 	if (!cert_path) {
-		seterr(err, errlen, "no CA certificate file given");
+		egr_seterr(err, errlen, "no CA certificate file given");
 		return -EINVAL;
 	}
 	ca = ca_alloc();
 	if (!ca) {
-		seterr(err, errlen, "out of memory");
+		egr_seterr(err, errlen, "out of memory");
 		return -ENOMEM;
 	}
 	ret = load_cert(cert_path, &ca->cert, err, errlen);
@@ -878,7 +865,7 @@ int ca_load(const char *cert_path, const char *key_path, struct ca **out,
 	/* X509_check_ca() also caches the extensions, so worker threads later
 	 * only read them. */
 	if (X509_check_ca(ca->cert) != 1) {
-		seterr(err, errlen,
+		egr_seterr(err, errlen,
 		       "%s is not a CA certificate (needs basicConstraints CA:TRUE and, "
 		       "if keyUsage is present, keyCertSign)",
 		       cert_path);
@@ -886,7 +873,7 @@ int ca_load(const char *cert_path, const char *key_path, struct ca **out,
 		goto fail;
 	}
 	if (!(X509_get_key_usage(ca->cert) & KU_KEY_CERT_SIGN)) {
-		seterr(err, errlen, "%s: keyUsage lacks keyCertSign", cert_path);
+		egr_seterr(err, errlen, "%s: keyUsage lacks keyCertSign", cert_path);
 		ret = -EINVAL;
 		goto fail;
 	}
@@ -894,7 +881,7 @@ int ca_load(const char *cert_path, const char *key_path, struct ca **out,
 	if (ca->not_after <= now) {
 		gmtime_r(&ca->not_after, &tm);
 		strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S UTC", &tm);
-		seterr(err, errlen, "%s expired on %s; create a new CA (egressctl ca init --force)",
+		egr_seterr(err, errlen, "%s expired on %s; create a new CA (egressctl ca init --force)",
 		       cert_path, when);
 		ret = -EKEYEXPIRED;
 		goto fail;
@@ -911,7 +898,7 @@ int ca_load(const char *cert_path, const char *key_path, struct ca **out,
 			goto fail;
 		if (X509_check_private_key(ca->cert, ca->key) != 1) {
 			ERR_clear_error();
-			seterr(err, errlen,
+			egr_seterr(err, errlen,
 			       "%s does not match %s (the key is not the certificate's); "
 			       "supply the matching pair",
 			       key_path, cert_path);
@@ -921,7 +908,7 @@ int ca_load(const char *cert_path, const char *key_path, struct ca **out,
 		ca->md = sign_md(ca->key);
 		ca->leaf_key = EVP_EC_gen("P-256");
 		if (!ca->leaf_key) {
-			seterr(err, errlen, "generating the leaf key: %s",
+			egr_seterr(err, errlen, "generating the leaf key: %s",
 			       ssl_reason(ebuf, sizeof(ebuf)));
 			ret = -EIO;
 			goto fail;
@@ -944,7 +931,7 @@ int ca_load_dir(const char *dir, bool with_key, struct ca **out, char *err,
 		    (int)sizeof(cert_path) ||
 	    snprintf(key_path, sizeof(key_path), "%s/%s", dir, CA_KEY_NAME) >=
 		    (int)sizeof(key_path)) {
-		seterr(err, errlen, "%s: path too long", dir);
+		egr_seterr(err, errlen, "%s: path too long", dir);
 		return -ENAMETOOLONG;
 	}
 	return ca_load(cert_path, with_key ? key_path : NULL, out, err, errlen);

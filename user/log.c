@@ -98,3 +98,14 @@ void thread_name(pthread_t t, const char *fmt, ...)
 	va_end(ap);
 	pthread_setname_np(t, name);
 }
+
+void egr_seterr(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!err || !errlen)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+}

@@ -5,6 +5,7 @@
 
 #include <pthread.h>
 #include <stdarg.h>
+#include <stddef.h>
 
 enum egr_log_level {
 	EGR_LOG_ERROR = 0,
@@ -29,5 +30,10 @@ void log_vmsg(enum egr_log_level level, const char *fmt, va_list ap);
 /* Names a thread for top -H, perf and /proc/PID/task/TID/comm, e.g.
  * "egressd-prx0" (at most 15 bytes; longer is cut). Best effort. */
 void thread_name(pthread_t t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* An error message into err (at most errlen bytes; nothing if err is NULL
+ * or errlen 0), for functions that report why they failed. */
+void egr_seterr(char *err, size_t errlen, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
 
 #endif

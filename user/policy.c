@@ -22,6 +22,7 @@
 
 #include "jpos.h"
 #include "policy.h"
+#include "log.h"
 
 /* A policy file is a short allowlist; anything bigger is a mistake or an
  * attack on the parser. */
@@ -30,20 +31,6 @@
 #define POLICY_MAX_RULE_LEN 300
 #define POLICY_MAX_NAME_LEN 64
 #define NAME_MAX_LEN 253
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || !errlen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
 
 /* --- host names --------------------------------------------------------- */
 
@@ -167,11 +154,11 @@ static int parse_port(const char *s, size_t len, struct policy_rule *r,
 		return 0;
 	}
 	if (!len) {
-		seterr(err, errlen, "empty port after ':'");
+		egr_seterr(err, errlen, "empty port after ':'");
 		return -EINVAL;
 	}
 	if (parse_uint(s, len, 65535, &v) || v == 0) {
-		seterr(err, errlen, "invalid port \"%.*s\" (1-65535 or *)",
+		egr_seterr(err, errlen, "invalid port \"%.*s\" (1-65535 or *)",
 		       (int)(len > 16 ? 16 : len), s);
 		return -EINVAL;
 	}
@@ -246,24 +233,24 @@ static int parse_cidr(const char *s, size_t len, bool v6, bool bare,
 	struct egr_addr masked;
 
 	if (alen >= INET6_ADDRSTRLEN) {
-		seterr(err, errlen, "invalid IP address");
+		egr_seterr(err, errlen, "invalid IP address");
 		return -EINVAL;
 	}
 	memcpy(buf, s, alen);
 	buf[alen] = '\0';
 	if (addr_parse(buf, &r->net) || (v6 != (strchr(buf, ':') != NULL))) {
 		if (v6 && bare)
-			seterr(err, errlen, "invalid IPv6 address (write [2001:db8::1]:443 to give a port)");
+			egr_seterr(err, errlen, "invalid IPv6 address (write [2001:db8::1]:443 to give a port)");
 		else if (v6)
-			seterr(err, errlen, "invalid IPv6 address");
+			egr_seterr(err, errlen, "invalid IPv6 address");
 		else
-			seterr(err, errlen, "invalid IPv4 address");
+			egr_seterr(err, errlen, "invalid IPv4 address");
 		return -EINVAL;
 	}
 	max = v6 ? 128 : 32;
 	if (slash) {
 		if (parse_uint(slash + 1, len - alen - 1, max, &plen)) {
-			seterr(err, errlen, "invalid prefix length \"%.*s\" (0-%u)",
+			egr_seterr(err, errlen, "invalid prefix length \"%.*s\" (0-%u)",
 			       (int)(len - alen - 1 > 8 ? 8 : len - alen - 1),
 			       slash + 1, max);
 			return -EINVAL;
@@ -282,7 +269,7 @@ static int parse_cidr(const char *s, size_t len, bool v6, bool bare,
 			v6_str(&masked, a, sizeof(a));
 		else
 			addr_to_str(&masked, a, sizeof(a));
-		seterr(err, errlen, "host bits set, did you mean %s/%u", a, plen);
+		egr_seterr(err, errlen, "host bits set, did you mean %s/%u", a, plen);
 		return -EINVAL;
 	}
 	return 0;
@@ -309,7 +296,7 @@ static int parse_domain(const char *s, size_t len, struct policy_rule *r,
 	const char *why;
 
 	if (len == 1 && s[0] == '*') {
-		seterr(err, errlen, "a bare '*' would allow every destination; list the domains");
+		egr_seterr(err, errlen, "a bare '*' would allow every destination; list the domains");
 		return -EINVAL;
 	}
 	r->kind = RULE_DOMAIN;
@@ -321,13 +308,13 @@ static int parse_domain(const char *s, size_t len, struct policy_rule *r,
 	why = name_normalise(s, len, name);
 	if (why) {
 		if (*why)
-			seterr(err, errlen, "invalid domain name (%s)", why);
+			egr_seterr(err, errlen, "invalid domain name (%s)", why);
 		else
-			seterr(err, errlen, "invalid domain name");
+			egr_seterr(err, errlen, "invalid domain name");
 		return -EINVAL;
 	}
 	if (r->wildcard && !strchr(name, '.')) {
-		seterr(err, errlen,
+		egr_seterr(err, errlen,
 		       "wildcard over a top-level domain would allow half the internet; "
 		       "name the domain, e.g. *.example.%s", name);
 		return -EINVAL;
@@ -346,25 +333,25 @@ static int rule_parse(const char *text, struct policy_rule *r, char *err, size_t
 
 	memset(r, 0, sizeof(*r));
 	if (!len) {
-		seterr(err, errlen, "empty rule");
+		egr_seterr(err, errlen, "empty rule");
 		return -EINVAL;
 	}
 	if (len > POLICY_MAX_RULE_LEN) {
-		seterr(err, errlen, "rule longer than %d characters", POLICY_MAX_RULE_LEN);
+		egr_seterr(err, errlen, "rule longer than %d characters", POLICY_MAX_RULE_LEN);
 		return -EINVAL;
 	}
 	for (i = 0; i < len; i++) {
 		unsigned char c = (unsigned char)text[i];
 
 		if (c <= ' ' || c == 0x7f) {
-			seterr(err, errlen, "contains whitespace or control characters");
+			egr_seterr(err, errlen, "contains whitespace or control characters");
 			return -EINVAL;
 		}
 		colons += c == ':';
 	}
 
 	if (strstr(text, "://")) {
-		seterr(err, errlen, "looks like a URL; write the host name only (example.com)");
+		egr_seterr(err, errlen, "looks like a URL; write the host name only (example.com)");
 		return -EINVAL;
 	}
 	if (text[0] == '[') {
@@ -373,7 +360,7 @@ static int rule_parse(const char *text, struct policy_rule *r, char *err, size_t
 		bool inner_slash;
 
 		if (!close) {
-			seterr(err, errlen, "missing ']'");
+			egr_seterr(err, errlen, "missing ']'");
 			return -EINVAL;
 		}
 		inner_slash = memchr(text + 1, '/', (size_t)(close - text - 1)) != NULL;
@@ -402,13 +389,13 @@ static int rule_parse(const char *text, struct policy_rule *r, char *err, size_t
 			if (ret)
 				goto fail;
 		} else if (*rest) {
-			seterr(err, errlen, "unexpected \"%.16s\" after ']'", rest);
+			egr_seterr(err, errlen, "unexpected \"%.16s\" after ']'", rest);
 			ret = -EINVAL;
 			goto fail;
 		}
 	} else if (colons >= 2) {
 		if (strspn(text, "0123456789abcdefABCDEF:./") != len) {
-			seterr(err, errlen, "more than one ':' (an IPv6 address with a port "
+			egr_seterr(err, errlen, "more than one ':' (an IPv6 address with a port "
 			       "needs brackets: [2001:db8::1]:443)");
 			return -EINVAL;
 		}
@@ -425,7 +412,7 @@ static int rule_parse(const char *text, struct policy_rule *r, char *err, size_t
 		hlen = colon ? (size_t)(colon - text) : len;
 		slash = memchr(text, '/', hlen);
 		if (slash && !all_digits_dots(text, (size_t)(slash - text))) {
-			seterr(err, errlen, "'/' is only allowed in IP CIDR rules; "
+			egr_seterr(err, errlen, "'/' is only allowed in IP CIDR rules; "
 			       "a rule names a host, not a URL path");
 			ret = -EINVAL;
 			goto fail;
@@ -534,11 +521,11 @@ int policy_add_rule(struct policy *p, bool deny, const char *text,
 	int ret;
 
 	if (!text) {
-		seterr(err, errlen, "empty rule");
+		egr_seterr(err, errlen, "empty rule");
 		return -EINVAL;
 	}
 	if (p->n_allow + p->n_deny >= POLICY_MAX_RULES) {
-		seterr(err, errlen, "too many rules (at most %d)", POLICY_MAX_RULES);
+		egr_seterr(err, errlen, "too many rules (at most %d)", POLICY_MAX_RULES);
 		return -E2BIG;
 	}
 	ret = rule_parse(text, &r, err, errlen);
@@ -555,7 +542,7 @@ int policy_add_rule(struct policy *p, bool deny, const char *text,
 	return 0;
 nomem:
 	rule_clear(&r);
-	seterr(err, errlen, "out of memory");
+	egr_seterr(err, errlen, "out of memory");
 	return -ENOMEM;
 }
 
@@ -584,12 +571,12 @@ static int intercept_pattern(const char *text, struct policy_intercept *e,
 	bool wildcard = false;
 
 	if (strchr(text, ':') || strchr(text, '/')) {
-		seterr(err, errlen, "write the host name only (no port, scheme or path): "
+		egr_seterr(err, errlen, "write the host name only (no port, scheme or path): "
 		       "interception applies on every port the allow rules open");
 		return -EINVAL;
 	}
 	if (len == 1 && s[0] == '*') {
-		seterr(err, errlen, "a bare '*' would intercept every host; list the hosts");
+		egr_seterr(err, errlen, "a bare '*' would intercept every host; list the hosts");
 		return -EINVAL;
 	}
 	if (len >= 2 && s[0] == '*' && s[1] == '.') {
@@ -598,20 +585,20 @@ static int intercept_pattern(const char *text, struct policy_intercept *e,
 		len -= 2;
 	}
 	if (all_digits_dots(s, len)) {
-		seterr(err, errlen, "an IP address cannot be intercepted (no name to "
+		egr_seterr(err, errlen, "an IP address cannot be intercepted (no name to "
 		       "mint a certificate for); name the host");
 		return -EINVAL;
 	}
 	why = name_normalise(s, len, name);
 	if (why) {
 		if (*why)
-			seterr(err, errlen, "invalid host name (%s)", why);
+			egr_seterr(err, errlen, "invalid host name (%s)", why);
 		else
-			seterr(err, errlen, "invalid host name");
+			egr_seterr(err, errlen, "invalid host name");
 		return -EINVAL;
 	}
 	if (wildcard && !strchr(name, '.')) {
-		seterr(err, errlen, "wildcard over a top-level domain; name the domain, "
+		egr_seterr(err, errlen, "wildcard over a top-level domain; name the domain, "
 		       "e.g. *.example.%s", name);
 		return -EINVAL;
 	}
@@ -620,11 +607,11 @@ static int intercept_pattern(const char *text, struct policy_intercept *e,
 	e->pattern = strdup(canon);
 	e->domain = strdup(name);
 	if (!e->pattern || !e->domain) {
-		seterr(err, errlen, "out of memory");
+		egr_seterr(err, errlen, "out of memory");
 		return -ENOMEM;
 	}
 	if (reqrule_host_init(&e->rules, canon)) {
-		seterr(err, errlen, "invalid host name");
+		egr_seterr(err, errlen, "invalid host name");
 		return -EINVAL;
 	}
 	return 0;
@@ -712,7 +699,7 @@ int policy_add_intercept(struct policy *p, const char *host, const char *source,
 	int ret;
 
 	if (!p || !host) {
-		seterr(err, errlen, "empty host");
+		egr_seterr(err, errlen, "empty host");
 		return -EINVAL;
 	}
 	ret = intercept_pattern(host, &e, err, errlen);
@@ -740,7 +727,7 @@ int policy_add_intercept(struct policy *p, const char *host, const char *source,
 		*out = &p->intercept[p->n_intercept - 1].rules;
 	return 0;
 nomem:
-	seterr(err, errlen, "out of memory");
+	egr_seterr(err, errlen, "out of memory");
 	ret = -ENOMEM;
 fail:
 	intercept_clear(&e);
@@ -784,7 +771,7 @@ int policy_check_intercept(const struct policy *p, char *err, size_t errlen)
 		const struct policy_intercept *e = &p->intercept[i];
 
 		if (!intercept_allowed_by(p, e)) {
-			seterr(err, errlen, "%s (%s): is not allowed by any allow rule "
+			egr_seterr(err, errlen, "%s (%s): is not allowed by any allow rule "
 			       "(add one, e.g. --allow %s)", e->pattern,
 			       e->source ? e->source : "intercept", e->pattern);
 			return -EINVAL;
@@ -858,7 +845,7 @@ static int gateway_listen(const char *text, struct policy_gateway *g, char *err,
 		const char *rb = strchr(text, ']');
 
 		if (!rb || rb[1] != ':') {
-			seterr(err, errlen, "expected [ADDRESS]:PORT, e.g. [::1]:8080");
+			egr_seterr(err, errlen, "expected [ADDRESS]:PORT, e.g. [::1]:8080");
 			return -EINVAL;
 		}
 		h = text + 1;
@@ -867,22 +854,22 @@ static int gateway_listen(const char *text, struct policy_gateway *g, char *err,
 	} else {
 		colon = strrchr(text, ':');
 		if (!colon || strchr(text, ':') != colon) {
-			seterr(err, errlen, "expected ADDRESS:PORT with a loopback address, "
+			egr_seterr(err, errlen, "expected ADDRESS:PORT with a loopback address, "
 			       "e.g. 127.0.0.1:8080 (IPv6 in brackets: [::1]:8080)");
 			return -EINVAL;
 		}
 		hlen = (size_t)(colon - text);
 	}
 	if (gw_port(colon + 1, strlen(colon + 1), &g->port)) {
-		seterr(err, errlen, "invalid port \"%.16s\" (1-65535)", colon + 1);
+		egr_seterr(err, errlen, "invalid port \"%.16s\" (1-65535)", colon + 1);
 		return -EINVAL;
 	}
 	if (g->port == 53) {
-		seterr(err, errlen, "port 53 is DNS, which always goes to egressd's DNS proxy");
+		egr_seterr(err, errlen, "port 53 is DNS, which always goes to egressd's DNS proxy");
 		return -EINVAL;
 	}
 	if (!hlen || hlen >= sizeof(host)) {
-		seterr(err, errlen, "expected ADDRESS:PORT with a loopback address");
+		egr_seterr(err, errlen, "expected ADDRESS:PORT with a loopback address");
 		return -EINVAL;
 	}
 	memcpy(host, h, hlen);
@@ -894,12 +881,12 @@ static int gateway_listen(const char *text, struct policy_gateway *g, char *err,
 		snprintf(canon, sizeof(canon), "localhost:%u", g->port);
 	} else {
 		if (addr_parse(host, &g->addrs[0]) || (text[0] == '[') == addr_is_v4(&g->addrs[0])) {
-			seterr(err, errlen, "\"%.63s\" is not an IP address (or \"localhost\")",
+			egr_seterr(err, errlen, "\"%.63s\" is not an IP address (or \"localhost\")",
 			       host);
 			return -EINVAL;
 		}
 		if (addr_classify(&g->addrs[0]) != ADDR_LOOPBACK) {
-			seterr(err, errlen, "%s is not a loopback address (127.0.0.0/8 or ::1): "
+			egr_seterr(err, errlen, "%s is not a loopback address (127.0.0.0/8 or ::1): "
 			       "a gateway is an address only the agent's cgroup reaches",
 			       host);
 			return -EINVAL;
@@ -911,7 +898,7 @@ static int gateway_listen(const char *text, struct policy_gateway *g, char *err,
 	}
 	g->listen = strdup(canon);
 	if (!g->listen) {
-		seterr(err, errlen, "out of memory");
+		egr_seterr(err, errlen, "out of memory");
 		return -ENOMEM;
 	}
 	return 0;
@@ -926,7 +913,7 @@ static int gateway_upstream(const char *text, struct policy_gateway *g, char *er
 	size_t len;
 
 	if (strncasecmp(text, "https://", 8)) {
-		seterr(err, errlen, "expected https://HOST[:PORT]%s",
+		egr_seterr(err, errlen, "expected https://HOST[:PORT]%s",
 		       strncasecmp(text, "http://", 7) ? "" :
 		       " (the upstream leg is always TLS, verified)");
 		return -EINVAL;
@@ -934,29 +921,29 @@ static int gateway_upstream(const char *text, struct policy_gateway *g, char *er
 	s = text + 8;
 	end = s + strcspn(s, "/?#");
 	if (*end && strcmp(end, "/")) {
-		seterr(err, errlen, "no path: write the origin only (https://HOST[:PORT]); "
+		egr_seterr(err, errlen, "no path: write the origin only (https://HOST[:PORT]); "
 		       "the agent's request paths are kept as they are");
 		return -EINVAL;
 	}
 	if (memchr(s, '@', (size_t)(end - s)) || *s == '[') {
-		seterr(err, errlen, "expected https://HOST[:PORT] with a host name");
+		egr_seterr(err, errlen, "expected https://HOST[:PORT] with a host name");
 		return -EINVAL;
 	}
 	colon = memchr(s, ':', (size_t)(end - s));
 	len = (size_t)((colon ? colon : end) - s);
 	g->upstream_port = 443;
 	if (colon && gw_port(colon + 1, (size_t)(end - colon - 1), &g->upstream_port)) {
-		seterr(err, errlen, "invalid port (1-65535)");
+		egr_seterr(err, errlen, "invalid port (1-65535)");
 		return -EINVAL;
 	}
 	if (all_digits_dots(s, len)) {
-		seterr(err, errlen, "an IP address cannot be an upstream (its certificate "
+		egr_seterr(err, errlen, "an IP address cannot be an upstream (its certificate "
 		       "is verified for a name); name the host");
 		return -EINVAL;
 	}
 	why = name_normalise(s, len, name);
 	if (why) {
-		seterr(err, errlen, "invalid host name%s%s%s", *why ? " (" : "", why,
+		egr_seterr(err, errlen, "invalid host name%s%s%s", *why ? " (" : "", why,
 		       *why ? ")" : "");
 		return -EINVAL;
 	}
@@ -967,11 +954,11 @@ static int gateway_upstream(const char *text, struct policy_gateway *g, char *er
 	g->host = strdup(name);
 	g->upstream = strdup(canon);
 	if (!g->host || !g->upstream) {
-		seterr(err, errlen, "out of memory");
+		egr_seterr(err, errlen, "out of memory");
 		return -ENOMEM;
 	}
 	if (reqrule_host_init(&g->rules, name)) {
-		seterr(err, errlen, "invalid host name");
+		egr_seterr(err, errlen, "invalid host name");
 		return -EINVAL;
 	}
 	return 0;
@@ -1012,22 +999,22 @@ int policy_add_gateway(struct policy *p, const char *listen, const char *upstrea
 	int ret;
 
 	if (!p || !listen || !upstream) {
-		seterr(err, errlen, "empty gateway");
+		egr_seterr(err, errlen, "empty gateway");
 		return -EINVAL;
 	}
 	ret = gateway_listen(listen, &g, e, sizeof(e));
 	if (ret) {
-		seterr(err, errlen, "listen %s", e);
+		egr_seterr(err, errlen, "listen %s", e);
 		goto fail;
 	}
 	ret = gateway_upstream(upstream, &g, e, sizeof(e));
 	if (ret) {
-		seterr(err, errlen, "upstream %s", e);
+		egr_seterr(err, errlen, "upstream %s", e);
 		goto fail;
 	}
 	old = gateway_overlap(p, &g);
 	if (old) {
-		seterr(err, errlen, "%s is already a gateway (to %s, %s)", g.listen,
+		egr_seterr(err, errlen, "%s is already a gateway (to %s, %s)", g.listen,
 		       old->upstream, old->source ? old->source : "policy");
 		ret = -EINVAL;
 		goto fail;
@@ -1040,7 +1027,7 @@ int policy_add_gateway(struct policy *p, const char *listen, const char *upstrea
 		*out = &p->gateways[p->n_gateways - 1].rules;
 	return 0;
 nomem:
-	seterr(err, errlen, "out of memory");
+	egr_seterr(err, errlen, "out of memory");
 	ret = -ENOMEM;
 fail:
 	gateway_clear(&g);
@@ -1078,7 +1065,7 @@ int policy_check_gateways(const struct policy *p, char *err, size_t errlen)
 		const struct policy_gateway *g = &p->gateways[i];
 
 		if (!gateway_allowed_by(p, g)) {
-			seterr(err, errlen, "%s (%s): upstream %s:%u is not allowed by any "
+			egr_seterr(err, errlen, "%s (%s): upstream %s:%u is not allowed by any "
 			       "allow rule (add one, e.g. --allow %s%s%.0u)", g->listen,
 			       g->source ? g->source : "gateway", g->host, g->upstream_port,
 			       g->host, g->upstream_port == 443 ? "" : ":",
@@ -1224,13 +1211,13 @@ static int load_rules(const struct load_ctx *c, struct policy *tmp, bool deny,
 	json_t *v;
 
 	if (!json_is_array(arr)) {
-		seterr(c->err, c->errlen, "%s:%d: %s: expected an array of rule strings, got %s",
+		egr_seterr(c->err, c->errlen, "%s:%d: %s: expected an array of rule strings, got %s",
 		       c->file, line, key, jpos_json_type(arr));
 		return -EINVAL;
 	}
 	n = json_array_size(arr);
 	if (n > POLICY_MAX_RULES) {
-		seterr(c->err, c->errlen, "%s:%d: %s: too many rules (at most %d)",
+		egr_seterr(c->err, c->errlen, "%s:%d: %s: too many rules (at most %d)",
 		       c->file, line, key, POLICY_MAX_RULES);
 		return -E2BIG;
 	}
@@ -1244,7 +1231,7 @@ static int load_rules(const struct load_ctx *c, struct policy *tmp, bool deny,
 			continue;
 		}
 		if (!json_is_string(v)) {
-			seterr(c->err, c->errlen, "%s:%d: %s[%zu]: expected a rule string%s, got %s",
+			egr_seterr(c->err, c->errlen, "%s:%d: %s[%zu]: expected a rule string%s, got %s",
 			       c->file, el, key, i,
 			       deny ? (json_is_object(v) ? " (an \"asn\" list is for allow rules only)"
 							 : "")
@@ -1257,7 +1244,7 @@ static int load_rules(const struct load_ctx *c, struct policy *tmp, bool deny,
 		ret = policy_add_rule(tmp, deny, json_string_value(v), source,
 				      rerr, sizeof(rerr));
 		if (ret) {
-			seterr(c->err, c->errlen, "%s:%d: %s[%zu]: \"%s\": %s", c->file,
+			egr_seterr(c->err, c->errlen, "%s:%d: %s[%zu]: \"%s\": %s", c->file,
 			       el, key, i, esc(json_string_value(v), e, sizeof(e)),
 			       rerr);
 			break;
@@ -1287,7 +1274,7 @@ static int ferr(const struct load_ctx *c, const struct fpath *f, bool at_key,
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	seterr(c->err, c->errlen, "%s:%d: %s: %s", c->file,
+	egr_seterr(c->err, c->errlen, "%s:%d: %s: %s", c->file,
 	       locate_path(c->pos, f, at_key), fp_text(f, field, sizeof(field)), msg);
 	return -EINVAL;
 }
@@ -1306,10 +1293,10 @@ static int unknown_key(const struct load_ctx *c, struct fpath f, const char *key
 		o += (size_t)snprintf(list + o, sizeof(list) - o, "%s%s", i ? ", " : "", known[i]);
 	fp_text(&f, field, sizeof(field));
 	if (best)
-		seterr(c->err, c->errlen, "%s:%d: %s.%s: unknown field (did you mean \"%s\"?)",
+		egr_seterr(c->err, c->errlen, "%s:%d: %s.%s: unknown field (did you mean \"%s\"?)",
 		       c->file, line, field, esc(key, e, sizeof(e)), best);
 	else
-		seterr(c->err, c->errlen, "%s:%d: %s.%s: unknown field (expected %s)",
+		egr_seterr(c->err, c->errlen, "%s:%d: %s.%s: unknown field (expected %s)",
 		       c->file, line, field, esc(key, e, sizeof(e)), list);
 	return -EINVAL;
 }
@@ -1712,7 +1699,7 @@ static int ic_entry(const struct load_ctx *c, const struct policy *p, struct pol
 	return 0;
 fail:
 	if (ret == -ENOMEM)
-		seterr(c->err, c->errlen, "%s: out of memory", c->file);
+		egr_seterr(c->err, c->errlen, "%s: out of memory", c->file);
 	intercept_clear(&e);
 	return ret;
 }
@@ -1843,7 +1830,7 @@ static int gw_entry(const struct load_ctx *c, const struct policy *p, struct pol
 	return 0;
 fail:
 	if (ret == -ENOMEM)
-		seterr(c->err, c->errlen, "%s: out of memory", c->file);
+		egr_seterr(c->err, c->errlen, "%s: out of memory", c->file);
 	gateway_clear(&g);
 	return ret;
 }
@@ -1958,7 +1945,7 @@ static int load_rule_object(const struct load_ctx *c, struct policy *tmp, const 
 	}
 	list = calloc(n, sizeof(*list));
 	if (!list) {
-		seterr(c->err, c->errlen, "%s: out of memory", c->file);
+		egr_seterr(c->err, c->errlen, "%s: out of memory", c->file);
 		return -ENOMEM;
 	}
 	json_array_foreach(asn, i, v)
@@ -1969,7 +1956,7 @@ static int load_rule_object(const struct load_ctx *c, struct policy *tmp, const 
 	if (ret) {
 		free(list);
 		if (ret == -ENOMEM) {
-			seterr(c->err, c->errlen, "%s: out of memory", c->file);
+			egr_seterr(c->err, c->errlen, "%s: out of memory", c->file);
 			return ret;
 		}
 		return ferr(c, &fr, false, "\"%s\": %s", esc(json_string_value(rule), q, sizeof(q)),
@@ -2040,7 +2027,7 @@ static int load_countries(const struct load_ctx *c, struct policy *tmp, json_t *
 		goto nomem;
 	return 0;
 nomem:
-	seterr(c->err, c->errlen, "%s: out of memory", c->file);
+	egr_seterr(c->err, c->errlen, "%s: out of memory", c->file);
 	return -ENOMEM;
 }
 
@@ -2092,7 +2079,7 @@ int policy_load_buffer(struct policy *p, const char *name, const char *buf,
 	int ret = 0;
 
 	if (len > POLICY_MAX_FILE) {
-		seterr(err, errlen, "%s: larger than %d bytes", c.file, POLICY_MAX_FILE);
+		egr_seterr(err, errlen, "%s: larger than %d bytes", c.file, POLICY_MAX_FILE);
 		return -EFBIG;
 	}
 	root = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
@@ -2101,19 +2088,19 @@ int policy_load_buffer(struct policy *p, const char *name, const char *buf,
 		for (char *t = jerr.text; *t; t++)
 			if ((unsigned char)*t < 0x20 || (unsigned char)*t >= 0x7f)
 				*t = '?';
-		seterr(err, errlen, "%s:%d: syntax error: %s", c.file,
+		egr_seterr(err, errlen, "%s:%d: syntax error: %s", c.file,
 		       jerr.line > 0 ? jerr.line : 1, jerr.text);
 		return -EINVAL;
 	}
 	/* lenient: jansson's verdict stands, the tree only places errors */
 	ret = jpos_build(buf, len, true, &pos);
 	if (ret) {
-		seterr(err, errlen, "%s: out of memory", c.file);
+		egr_seterr(err, errlen, "%s: out of memory", c.file);
 		goto out;
 	}
 	c.pos = pos;
 	if (!json_is_object(root)) {
-		seterr(err, errlen, "%s:%d: top level: expected an object, got %s",
+		egr_seterr(err, errlen, "%s:%d: top level: expected an object, got %s",
 		       c.file, pos->line, jpos_json_type(root));
 		ret = -EINVAL;
 		goto out;
@@ -2121,7 +2108,7 @@ int policy_load_buffer(struct policy *p, const char *name, const char *buf,
 	tmp = policy_new(NULL);
 	if (!tmp) {
 		ret = -ENOMEM;
-		seterr(err, errlen, "%s: out of memory", c.file);
+		egr_seterr(err, errlen, "%s: out of memory", c.file);
 		goto out;
 	}
 	json_object_foreach(root, key, v) {
@@ -2129,13 +2116,13 @@ int policy_load_buffer(struct policy *p, const char *name, const char *buf,
 			const char *s = json_string_value(v);
 
 			if (!s) {
-				seterr(err, errlen, "%s:%d: name: expected a string, got %s",
+				egr_seterr(err, errlen, "%s:%d: name: expected a string, got %s",
 				       c.file, key_line(&c, key), jpos_json_type(v));
 				ret = -EINVAL;
 				goto out;
 			}
 			if (!policy_name_valid(s)) {
-				seterr(err, errlen,
+				egr_seterr(err, errlen,
 				       "%s:%d: name: \"%s\": must be 1-%d characters of A-Z a-z 0-9 . _ -",
 				       c.file, key_line(&c, key), esc(s, e, sizeof(e)),
 				       POLICY_MAX_NAME_LEN);
@@ -2146,14 +2133,14 @@ int policy_load_buffer(struct policy *p, const char *name, const char *buf,
 			newname = strdup(s);
 			if (!newname) {
 				ret = -ENOMEM;
-				seterr(err, errlen, "%s: out of memory", c.file);
+				egr_seterr(err, errlen, "%s: out of memory", c.file);
 				goto out;
 			}
 		} else if (!strcmp(key, "mode")) {
 			const char *s = json_string_value(v);
 
 			if (!s) {
-				seterr(err, errlen, "%s:%d: mode: expected a string, got %s",
+				egr_seterr(err, errlen, "%s:%d: mode: expected a string, got %s",
 				       c.file, key_line(&c, key), jpos_json_type(v));
 				ret = -EINVAL;
 				goto out;
@@ -2163,7 +2150,7 @@ int policy_load_buffer(struct policy *p, const char *name, const char *buf,
 			} else if (!strcmp(s, "audit")) {
 				mode = POLICY_AUDIT;
 			} else {
-				seterr(err, errlen,
+				egr_seterr(err, errlen,
 				       "%s:%d: mode: \"%s\": must be \"enforce\" or \"audit\"",
 				       c.file, key_line(&c, key), esc(s, e, sizeof(e)));
 				ret = -EINVAL;
@@ -2190,7 +2177,7 @@ int policy_load_buffer(struct policy *p, const char *name, const char *buf,
 			const char *s = json_string_value(v);
 
 			if (!s || s[0] != '/') {
-				seterr(err, errlen, "%s:%d: upstream_ca: expected the absolute path "
+				egr_seterr(err, errlen, "%s:%d: upstream_ca: expected the absolute path "
 				       "of a PEM CA bundle, got %s", c.file, key_line(&c, key),
 				       s ? "a relative path" : jpos_json_type(v));
 				ret = -EINVAL;
@@ -2200,7 +2187,7 @@ int policy_load_buffer(struct policy *p, const char *name, const char *buf,
 			tmp->upstream_ca = strdup(s);
 			if (!tmp->upstream_ca) {
 				ret = -ENOMEM;
-				seterr(err, errlen, "%s: out of memory", c.file);
+				egr_seterr(err, errlen, "%s: out of memory", c.file);
 				goto out;
 			}
 		} else {
@@ -2208,11 +2195,11 @@ int policy_load_buffer(struct policy *p, const char *name, const char *buf,
 							sizeof(known_keys[0]));
 
 			if (best)
-				seterr(err, errlen,
+				egr_seterr(err, errlen,
 				       "%s:%d: %s: unknown field (did you mean \"%s\"?)",
 				       c.file, key_line(&c, key), esc(key, e, sizeof(e)), best);
 			else
-				seterr(err, errlen,
+				egr_seterr(err, errlen,
 				       "%s:%d: %s: unknown field (expected name, mode, allow, deny, "
 				       "intercept, upstream_ca, gateways, deny_countries)",
 				       c.file, key_line(&c, key), esc(key, e, sizeof(e)));
@@ -2227,7 +2214,7 @@ int policy_load_buffer(struct policy *p, const char *name, const char *buf,
 	if (ret)
 		goto out;
 	if (p->n_allow + p->n_deny + tmp->n_allow + tmp->n_deny > POLICY_MAX_RULES) {
-		seterr(err, errlen, "%s: too many rules in all (at most %d)", c.file,
+		egr_seterr(err, errlen, "%s: too many rules in all (at most %d)", c.file,
 		       POLICY_MAX_RULES);
 		ret = -E2BIG;
 		goto out;
@@ -2235,12 +2222,12 @@ int policy_load_buffer(struct policy *p, const char *name, const char *buf,
 	/* Commit: allocate everything first, then move; nothing fails after. */
 	if (rules_reserve(&p->allow, p->n_allow, p->n_allow + tmp->n_allow) ||
 	    rules_reserve(&p->deny, p->n_deny, p->n_deny + tmp->n_deny)) {
-		seterr(err, errlen, "%s: out of memory", c.file);
+		egr_seterr(err, errlen, "%s: out of memory", c.file);
 		ret = -ENOMEM;
 		goto out;
 	}
 	if (reserve_countries(p, tmp)) {
-		seterr(err, errlen, "%s: out of memory", c.file);
+		egr_seterr(err, errlen, "%s: out of memory", c.file);
 		ret = -ENOMEM;
 		goto out;
 	}
@@ -2249,7 +2236,7 @@ int policy_load_buffer(struct policy *p, const char *name, const char *buf,
 						      tmp->n_intercept) * sizeof(*iv));
 
 		if (!iv) {
-			seterr(err, errlen, "%s: out of memory", c.file);
+			egr_seterr(err, errlen, "%s: out of memory", c.file);
 			ret = -ENOMEM;
 			goto out;
 		}
@@ -2264,7 +2251,7 @@ int policy_load_buffer(struct policy *p, const char *name, const char *buf,
 						    tmp->n_gateways) * sizeof(*gv));
 
 		if (!gv) {
-			seterr(err, errlen, "%s: out of memory", c.file);
+			egr_seterr(err, errlen, "%s: out of memory", c.file);
 			ret = -ENOMEM;
 			goto out;
 		}
@@ -2312,24 +2299,24 @@ int policy_load_file(struct policy *p, const char *path, char *err, size_t errle
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
 		ret = -errno;
-		seterr(err, errlen, "%s: %s", path, strerror(-ret));
+		egr_seterr(err, errlen, "%s: %s", path, strerror(-ret));
 		return ret;
 	}
 	if (fstat(fd, &st)) {
 		ret = -errno;
-		seterr(err, errlen, "%s: %s", path, strerror(-ret));
+		egr_seterr(err, errlen, "%s: %s", path, strerror(-ret));
 		goto out;
 	}
 	if (!S_ISREG(st.st_mode)) {
 		ret = -EINVAL;
-		seterr(err, errlen, "%s: not a regular file", path);
+		egr_seterr(err, errlen, "%s: not a regular file", path);
 		goto out;
 	}
 	/* One byte more than allowed, to notice files that grew since fstat. */
 	buf = malloc(POLICY_MAX_FILE + 1);
 	if (!buf) {
 		ret = -ENOMEM;
-		seterr(err, errlen, "%s: out of memory", path);
+		egr_seterr(err, errlen, "%s: out of memory", path);
 		goto out;
 	}
 	while (len < POLICY_MAX_FILE + 1) {
@@ -2339,7 +2326,7 @@ int policy_load_file(struct policy *p, const char *path, char *err, size_t errle
 			continue;
 		if (r < 0) {
 			ret = -errno;
-			seterr(err, errlen, "%s: %s", path, strerror(-ret));
+			egr_seterr(err, errlen, "%s: %s", path, strerror(-ret));
 			goto out;
 		}
 		if (!r)
@@ -2766,14 +2753,14 @@ int policy_check_geo(const struct policy *p, bool have_country, bool have_asn,
 	size_t i;
 
 	if (p->n_deny_countries && !have_country) {
-		seterr(err, errlen, "%s: deny_countries: needs a country database (%s)",
+		egr_seterr(err, errlen, "%s: deny_countries: needs a country database (%s)",
 		       p->geo_source ? p->geo_source : p->name, how_country);
 		return -EINVAL;
 	}
 	for (i = 0; i < p->n_allow && !have_asn; i++) {
 		if (!p->allow[i].n_asn)
 			continue;
-		seterr(err, errlen, "%s: asn of \"%s\": needs an ASN database (%s)",
+		egr_seterr(err, errlen, "%s: asn of \"%s\": needs an ASN database (%s)",
 		       p->allow[i].source ? p->allow[i].source : p->name, p->allow[i].text,
 		       how_asn);
 		return -EINVAL;

@@ -21,6 +21,7 @@
 
 #include "reqrule.h"
 #include "safepath.h"
+#include "log.h"
 
 #define N_METHODS 34 /* HTTP_SOURCE + 1 in http-parser 2.9 */
 #define MAX_SEGS 1024
@@ -925,19 +926,6 @@ static bool env_name_valid(const char *s)
 	return true;
 }
 
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || !errlen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
 #define DIRS_FIX "every directory above a credential file must be owned by root and " \
 		 "not writable by group or others (sticky ones like /tmp excepted): " \
 		 "keep the file under a directory only root can change, e.g. /etc/egressd"
@@ -963,27 +951,27 @@ static int open_cred_file(const char *path, char *why, size_t whylen)
 	if (fd < 0) {
 		err = errno;
 		if (err == ELOOP && !lstat(path, &st) && S_ISLNK(st.st_mode))
-			seterr(why, whylen, "is a symbolic link; credential files are not "
+			egr_seterr(why, whylen, "is a symbolic link; credential files are not "
 				 "opened through links: name the file itself");
 		else
-			seterr(why, whylen, "%s", strerror(err));
+			egr_seterr(why, whylen, "%s", strerror(err));
 		return -err;
 	}
 	if (fstat(fd, &st) < 0) {
 		err = errno;
 		close(fd);
-		seterr(why, whylen, "%s", strerror(err));
+		egr_seterr(why, whylen, "%s", strerror(err));
 		return -err;
 	}
 	if (!S_ISREG(st.st_mode)) {
 		close(fd);
-		seterr(why, whylen, "%s", S_ISDIR(st.st_mode) ? strerror(EISDIR) :
+		egr_seterr(why, whylen, "%s", S_ISDIR(st.st_mode) ? strerror(EISDIR) :
 			 "not a regular file");
 		return S_ISDIR(st.st_mode) ? -EISDIR : -EINVAL;
 	}
 	if (st.st_uid != 0) {
 		close(fd);
-		seterr(why, whylen, "owned by uid %u; it must be owned by root and mode 0600 "
+		egr_seterr(why, whylen, "owned by uid %u; it must be owned by root and mode 0600 "
 			 "or stricter: chown root %s, chmod 600 %s", (unsigned)st.st_uid, path,
 			 path);
 		return -EPERM;
@@ -992,13 +980,13 @@ static int open_cred_file(const char *path, char *why, size_t whylen)
 		/* a second name of another root-only file, linked in where
 		 * this one was missing (fs.protected_hardlinks=0) */
 		close(fd);
-		seterr(why, whylen, "has %lu hard links; it must be a file of its own: copy it",
+		egr_seterr(why, whylen, "has %lu hard links; it must be a file of its own: copy it",
 		       (unsigned long)st.st_nlink);
 		return -EMLINK;
 	}
 	if (st.st_mode & 077) {
 		close(fd);
-		seterr(why, whylen, "accessible by group or others (mode %04o); it must be "
+		egr_seterr(why, whylen, "accessible by group or others (mode %04o); it must be "
 			 "owned by root and mode 0600 or stricter: chmod 600 %s",
 			 (unsigned)(st.st_mode & 07777), path);
 		return -EPERM;
@@ -1043,7 +1031,7 @@ static int read_file(const char *path, char *val, size_t valsz, size_t *len,
 	close(fd);
 	*len = n;
 	if (err)
-		seterr(why, whylen, "%s", err == -EFBIG ? "file too large" : strerror(-err));
+		egr_seterr(why, whylen, "%s", err == -EFBIG ? "file too large" : strerror(-err));
 	return err;
 }
 

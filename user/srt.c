@@ -17,23 +17,10 @@
 
 #include "jpos.h"
 #include "srt.h"
+#include "log.h"
 
 #define SRT_MAX_FILE (1024 * 1024)
 #define SRT_MAX_ENTRIES 10000
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || !errlen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
 
 /* sandbox-runtime's port suffix: 1-65535, digits only, no leading zero;
  * anything else is not a port and stays part of the host. */
@@ -100,16 +87,16 @@ int srt_translate(const char *entry, bool denied, char *out, size_t outlen,
 	if (outlen)
 		out[0] = '\0';
 	if (!n) {
-		seterr(err, errlen, "empty entry");
+		egr_seterr(err, errlen, "empty entry");
 		return -EINVAL;
 	}
 	if (n + 3 > SRT_RULE_MAX || n + 3 > outlen) {
-		seterr(err, errlen, "longer than %d characters", SRT_RULE_MAX - 3);
+		egr_seterr(err, errlen, "longer than %d characters", SRT_RULE_MAX - 3);
 		return -EINVAL;
 	}
 	/* hasValidIpv6Bracketing: two colons mean IPv6, which needs [] */
 	if (first && strchr(first + 1, ':') && entry[0] != '[') {
-		seterr(err, errlen, "an IPv6 address must be in brackets "
+		egr_seterr(err, errlen, "an IPv6 address must be in brackets "
 		       "(\"[2001:db8::1]\" or \"[2001:db8::1]:443\")");
 		return -EINVAL;
 	}
@@ -118,7 +105,7 @@ int srt_translate(const char *entry, bool denied, char *out, size_t outlen,
 		struct egr_addr a;
 
 		if (!close) {
-			seterr(err, errlen, "missing \"]\"");
+			egr_seterr(err, errlen, "missing \"]\"");
 			return -EINVAL;
 		}
 		memcpy(host, entry + 1, (size_t)(close - entry - 1));
@@ -126,11 +113,11 @@ int srt_translate(const char *entry, bool denied, char *out, size_t outlen,
 		if (close[1] == ':' && srt_port(close + 2))
 			port = close + 2;
 		else if (close[1]) {
-			seterr(err, errlen, "invalid port after \"]\" (1-65535)");
+			egr_seterr(err, errlen, "invalid port after \"]\" (1-65535)");
 			return -EINVAL;
 		}
 		if (!strchr(host, ':') || addr_parse(host, &a)) {
-			seterr(err, errlen, "not an IPv6 address in brackets");
+			egr_seterr(err, errlen, "not an IPv6 address in brackets");
 			return -EINVAL;
 		}
 		/* egressd's own spelling of the same address and port */
@@ -145,12 +132,12 @@ int srt_translate(const char *entry, bool denied, char *out, size_t outlen,
 		}
 		why = srt_host_check(host, denied);
 		if (why) {
-			seterr(err, errlen, "%s", why);
+			egr_seterr(err, errlen, "%s", why);
 			return -EINVAL;
 		}
 		if (!strcmp(host, "*")) {
 			if (port) {
-				seterr(err, errlen, "\"*:%s\" (every host on one port) has no "
+				egr_seterr(err, errlen, "\"*:%s\" (every host on one port) has no "
 				       "egressd equivalent; deny the hosts by name", port);
 				return -EINVAL;
 			}
@@ -163,7 +150,7 @@ int srt_translate(const char *entry, bool denied, char *out, size_t outlen,
 	 * text, which is what goes out) */
 	probe = policy_new("srt");
 	if (!probe) {
-		seterr(err, errlen, "out of memory");
+		egr_seterr(err, errlen, "out of memory");
 		return -ENOMEM;
 	}
 	r = policy_add_rule(probe, denied, tmp, NULL, err, errlen);
@@ -184,7 +171,7 @@ static int merged(const struct policy *p, const struct policy *add, bool drop_al
 	int r = 0;
 
 	if (!q) {
-		seterr(err, errlen, "out of memory");
+		egr_seterr(err, errlen, "out of memory");
 		return -ENOMEM;
 	}
 	q->mode = p->mode;
@@ -223,12 +210,12 @@ static int load_list(struct srt_ctx *c, struct policy *tmp, bool denied, const c
 	if (!arr || json_is_null(arr))
 		return 0;
 	if (!json_is_array(arr)) {
-		seterr(c->err, c->errlen, "%s:%d: %s.%s: expected an array of domain patterns, got %s",
+		egr_seterr(c->err, c->errlen, "%s:%d: %s.%s: expected an array of domain patterns, got %s",
 		       c->file, jpos_line(aj, 1), prefix, key, jpos_json_type(arr));
 		return -EINVAL;
 	}
 	if (json_array_size(arr) > SRT_MAX_ENTRIES) {
-		seterr(c->err, c->errlen, "%s:%d: %s.%s: more than %d entries", c->file,
+		egr_seterr(c->err, c->errlen, "%s:%d: %s.%s: more than %d entries", c->file,
 		       jpos_line(aj, 1), prefix, key, SRT_MAX_ENTRIES);
 		return -E2BIG;
 	}
@@ -237,7 +224,7 @@ static int load_list(struct srt_ctx *c, struct policy *tmp, bool denied, const c
 		bool all;
 
 		if (!json_is_string(v)) {
-			seterr(c->err, c->errlen, "%s:%d: %s.%s[%zu]: expected a domain pattern string, got %s",
+			egr_seterr(c->err, c->errlen, "%s:%d: %s.%s[%zu]: expected a domain pattern string, got %s",
 			       c->file, line, prefix, key, i, jpos_json_type(v));
 			return -EINVAL;
 		}
@@ -249,7 +236,7 @@ static int load_list(struct srt_ctx *c, struct policy *tmp, bool denied, const c
 					  why, sizeof(why));
 		}
 		if (r) {
-			seterr(c->err, c->errlen, "%s:%d: %s.%s[%zu]: %s: %s", c->file, line, prefix,
+			egr_seterr(c->err, c->errlen, "%s:%d: %s.%s[%zu]: %s: %s", c->file, line, prefix,
 			       key, i, jpos_quote(json_string_value(v), q, sizeof(q)), why);
 			return r;
 		}
@@ -260,7 +247,7 @@ static int load_list(struct srt_ctx *c, struct policy *tmp, bool denied, const c
 		snprintf(src, sizeof(src), "%s:%d", c->file, line);
 		r = policy_add_rule(tmp, denied, rule, src, why, sizeof(why));
 		if (r) {
-			seterr(c->err, c->errlen, "%s:%d: %s.%s[%zu]: %s", c->file, line, prefix, key,
+			egr_seterr(c->err, c->errlen, "%s:%d: %s.%s[%zu]: %s", c->file, line, prefix, key,
 			       i, why);
 			return r;
 		}
@@ -283,7 +270,7 @@ int srt_load_buffer(struct policy *p, const char *name, const char *buf, size_t 
 	int r;
 
 	if (len > SRT_MAX_FILE) {
-		seterr(err, errlen, "%s: larger than %d bytes", c.file, SRT_MAX_FILE);
+		egr_seterr(err, errlen, "%s: larger than %d bytes", c.file, SRT_MAX_FILE);
 		return -EFBIG;
 	}
 	/* As JSON.parse does: repeated keys are allowed, the last one wins. */
@@ -292,21 +279,21 @@ int srt_load_buffer(struct policy *p, const char *name, const char *buf, size_t 
 		for (char *t = jerr.text; *t; t++)
 			if ((unsigned char)*t < 0x20 || (unsigned char)*t >= 0x7f)
 				*t = '?';
-		seterr(err, errlen, "%s:%d: syntax error: %s", c.file,
+		egr_seterr(err, errlen, "%s:%d: syntax error: %s", c.file,
 		       jerr.line > 0 ? jerr.line : 1, jerr.text);
 		return -EINVAL;
 	}
 	r = jpos_build(buf, len, false, &pos);
 	if (r) {
 		if (r == -ENOMEM)
-			seterr(err, errlen, "%s: out of memory", c.file);
+			egr_seterr(err, errlen, "%s: out of memory", c.file);
 		else
-			seterr(err, errlen, "%s:1: syntax error: unexpected bytes (NUL or other "
+			egr_seterr(err, errlen, "%s:1: syntax error: unexpected bytes (NUL or other "
 			       "text the JSON walker refuses)", c.file);
 		goto out;
 	}
 	if (!json_is_object(root)) {
-		seterr(err, errlen, "%s:%d: top level: expected an object, got %s", c.file,
+		egr_seterr(err, errlen, "%s:%d: top level: expected an object, got %s", c.file,
 		       pos->line, jpos_json_type(root));
 		r = -EINVAL;
 		goto out;
@@ -316,7 +303,7 @@ int srt_load_buffer(struct policy *p, const char *name, const char *buf, size_t 
 	if (json_is_object(sb))
 		snet = json_object_get(sb, "network");
 	if (top && snet) {
-		seterr(err, errlen, "%s:%d: sandbox.network: both \"network\" (line %d) and "
+		egr_seterr(err, errlen, "%s:%d: sandbox.network: both \"network\" (line %d) and "
 		       "\"sandbox.network\" are present; keep one", c.file,
 		       jpos_key(jpos_key(pos, "sandbox"), "network")->key_line,
 		       jpos_key(pos, "network")->key_line);
@@ -331,21 +318,21 @@ int srt_load_buffer(struct policy *p, const char *name, const char *buf, size_t 
 		nj = jpos_key(jpos_key(pos, "sandbox"), "network");
 		prefix = "sandbox.network";
 	} else {
-		seterr(err, errlen, "%s:%d: network: no network settings (expected \"network\" "
+		egr_seterr(err, errlen, "%s:%d: network: no network settings (expected \"network\" "
 		       "as sandbox-runtime writes it, or \"sandbox.network\" as in Claude Code's "
 		       "settings.json)", c.file, pos->line);
 		r = -EINVAL;
 		goto out;
 	}
 	if (!json_is_object(net)) {
-		seterr(err, errlen, "%s:%d: %s: expected an object, got %s", c.file,
+		egr_seterr(err, errlen, "%s:%d: %s: expected an object, got %s", c.file,
 		       jpos_line(nj, 1), prefix, jpos_json_type(net));
 		r = -EINVAL;
 		goto out;
 	}
 	tmp = policy_new(p->name);
 	if (!tmp) {
-		seterr(err, errlen, "%s: out of memory", c.file);
+		egr_seterr(err, errlen, "%s: out of memory", c.file);
 		r = -ENOMEM;
 		goto out;
 	}
@@ -359,7 +346,7 @@ int srt_load_buffer(struct policy *p, const char *name, const char *buf, size_t 
 		char why[256];
 
 		snprintf(why, sizeof(why), "%s", err ? err : "");
-		seterr(err, errlen, "%s: %s", c.file, why);
+		egr_seterr(err, errlen, "%s: %s", c.file, why);
 		goto out;
 	}
 	/* commit: p takes q's rule lists, q takes p's old ones to be freed;
@@ -396,23 +383,23 @@ int srt_load_file(struct policy *p, const char *path, char *err, size_t errlen)
 	fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 	if (fd < 0) {
 		ret = -errno;
-		seterr(err, errlen, "%s: %s", path, strerror(-ret));
+		egr_seterr(err, errlen, "%s: %s", path, strerror(-ret));
 		return ret;
 	}
 	if (fstat(fd, &st)) {
 		ret = -errno;
-		seterr(err, errlen, "%s: %s", path, strerror(-ret));
+		egr_seterr(err, errlen, "%s: %s", path, strerror(-ret));
 		goto out;
 	}
 	if (!S_ISREG(st.st_mode)) {
 		ret = -EINVAL;
-		seterr(err, errlen, "%s: not a regular file", path);
+		egr_seterr(err, errlen, "%s: not a regular file", path);
 		goto out;
 	}
 	buf = malloc(SRT_MAX_FILE + 1);
 	if (!buf) {
 		ret = -ENOMEM;
-		seterr(err, errlen, "%s: out of memory", path);
+		egr_seterr(err, errlen, "%s: out of memory", path);
 		goto out;
 	}
 	while (len < SRT_MAX_FILE + 1) {
@@ -422,7 +409,7 @@ int srt_load_file(struct policy *p, const char *path, char *err, size_t errlen)
 			continue;
 		if (r < 0) {
 			ret = -errno;
-			seterr(err, errlen, "%s: %s", path, strerror(-ret));
+			egr_seterr(err, errlen, "%s: %s", path, strerror(-ret));
 			goto out;
 		}
 		if (!r)
