@@ -796,16 +796,42 @@ static void test_log_path_safety(void **state)
 	assert_int_equal(rmdir(dir), 0);
 }
 
+/* --log /dev/stdout with standard output the write end pfd[1]: one record
+ * arrives at pfd[0]. Both ends are closed. */
+static void record_through_stdout(int pfd[2])
+{
+	struct audit_options o = { .format = AUDIT_JSON, .path = "/dev/stdout" };
+	struct audit_record r;
+	struct audit *a;
+	char buf[4096];
+	ssize_t n;
+	int saved;
+
+	fflush(stdout);
+	saved = dup(STDOUT_FILENO);
+	assert_int_equal(dup2(pfd[1], STDOUT_FILENO), STDOUT_FILENO);
+	assert_int_equal(audit_open(&a, &o), 0);
+	deny_record(&r);
+	audit_write(a, &r);
+	audit_close(a);
+	assert_int_equal(dup2(saved, STDOUT_FILENO), STDOUT_FILENO);
+	close(saved);
+	close(pfd[1]);
+	n = read(pfd[0], buf, sizeof(buf) - 1);
+	assert_true(n > 0);
+	buf[n] = '\0';
+	assert_non_null(strstr(buf, "\"sni\":\"evil.test\""));
+	close(pfd[0]);
+}
+
 /* A FIFO or terminal keeps nothing: anyone's will do; /dev/stdout is the
  * descriptor egressd was given (`egressd run --log /dev/stdout | jq`). */
 static void test_log_to_pipe_and_stdout(void **state)
 {
 	struct audit_options o = { .format = AUDIT_JSON };
-	struct audit_record r;
 	struct audit *a;
-	char path[128], buf[4096];
-	int pfd[2], saved, rfd;
-	ssize_t n;
+	char path[128];
+	int pfd[2], rfd;
 
 	(void)state;
 	if (geteuid() != 0)
@@ -822,40 +848,11 @@ static void test_log_to_pipe_and_stdout(void **state)
 	unlink(path);
 
 	assert_int_equal(pipe(pfd), 0);
-	fflush(stdout);
-	saved = dup(STDOUT_FILENO);
-	assert_int_equal(dup2(pfd[1], STDOUT_FILENO), STDOUT_FILENO);
-	o.path = "/dev/stdout";
-	assert_int_equal(audit_open(&a, &o), 0);
-	deny_record(&r);
-	audit_write(a, &r);
-	audit_close(a);
-	assert_int_equal(dup2(saved, STDOUT_FILENO), STDOUT_FILENO);
-	close(saved);
-	close(pfd[1]);
-	n = read(pfd[0], buf, sizeof(buf) - 1);
-	assert_true(n > 0);
-	buf[n] = '\0';
-	assert_non_null(strstr(buf, "\"sni\":\"evil.test\""));
-	close(pfd[0]);
-
+	record_through_stdout(pfd);
 	/* a Unix socket (journald's StandardOutput=journal): cannot be
 	 * reopened through /proc, so the descriptor itself is used */
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, pfd), 0);
-	fflush(stdout);
-	saved = dup(STDOUT_FILENO);
-	assert_int_equal(dup2(pfd[1], STDOUT_FILENO), STDOUT_FILENO);
-	assert_int_equal(audit_open(&a, &o), 0);
-	audit_write(a, &r);
-	audit_close(a);
-	assert_int_equal(dup2(saved, STDOUT_FILENO), STDOUT_FILENO);
-	close(saved);
-	close(pfd[1]);
-	n = read(pfd[0], buf, sizeof(buf) - 1);
-	assert_true(n > 0);
-	buf[n] = '\0';
-	assert_non_null(strstr(buf, "\"sni\":\"evil.test\""));
-	close(pfd[0]);
+	record_through_stdout(pfd);
 }
 
 /* A write that fails (a full disk) loses its record: counted, and said. */
