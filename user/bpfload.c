@@ -126,6 +126,12 @@ static int egr_bpf_open(struct egr_bpf **out, const char *pin_dir)
 		goto fail;
 	}
 	if (b->pin_dir[0]) {
+		char stale[PATH_MAX];
+
+		/* Builds before the ring grew (e11e526) pinned it: nothing
+		 * uses that pin any more. */
+		if (!egr_pin_path(b, "egr_events", stale, sizeof(stale)))
+			unlink(stale);
 		/* libbpf adopts a compatible pinned map or pins a new one.
 		 * Not the event ring: it holds nothing a restart needs, and
 		 * a newer build with another size could not adopt it (libbpf

@@ -1826,6 +1826,7 @@ JSON
 	grep -q "port $((lo + 1)) is in the kernel's ephemeral range" <<<"$out" ||
 		fail "no warning for a port in the ephemeral range: $(oneline "$out")"
 	daemon_start || fail "daemon did not start: $(tail -3 "$CASE_STDERR")"
+	[ ! -e "$DBPF/egressd/egr_events" ] || fail "the old event ring's pin is still there"
 	grep -q "ephemeral range" "$CASE_STDERR" && fail "a warning for port $DAEMON_PORT"
 	kill -9 "$DPID"
 	wait "$DPID" 2>/dev/null
