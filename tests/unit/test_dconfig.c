@@ -31,7 +31,7 @@ static int load(const char *text, struct dconfig **out, char *err, size_t errlen
  */
 static char example_root[64], example_cwd[PATH_MAX];
 
-static void example_copy_in(void)
+static int example_copy_in(void **state)
 {
 	static const char *const files[] = { "config.json", "claude-policy.json",
 					     "claude-settings.json", "srt-settings.json",
@@ -52,15 +52,21 @@ static void example_copy_in(void)
 		assert_int_equal(system(cmd), 0);
 	}
 	assert_int_equal(chdir(example_root), 0);
+	(void)state;
+	return 0;
 }
 
-static void example_copy_out(void)
+/* A teardown: also after a failed assertion, the later tests run from the
+ * tree again. */
+static int example_copy_out(void **state)
 {
 	char cmd[PATH_MAX + 32];
 
 	assert_int_equal(chdir(example_cwd), 0);
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", example_root);
 	assert_int_equal(system(cmd), 0);
+	(void)state;
+	return 0;
 }
 
 static void test_example_config(void **state)
@@ -73,7 +79,6 @@ static void test_example_config(void **state)
 	const char *const *ap;
 
 	(void)state;
-	example_copy_in();
 	assert_int_equal(dconfig_load("examples/daemon/config.json", &c, err, sizeof(err)), 0);
 	assert_string_equal(err, "");
 	assert_non_null(c);
@@ -133,7 +138,6 @@ static void test_example_config(void **state)
 	assert_int_equal(cfg.audit.format, AUDIT_JSON);
 	assert_false(cfg.audit.denials_to_stderr);
 	dconfig_free(c);
-	example_copy_out();
 }
 
 static void test_defaults_and_variants(void **state)
@@ -939,7 +943,8 @@ static void test_geoip_config(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_example_config),
+		cmocka_unit_test_setup_teardown(test_example_config, example_copy_in,
+						example_copy_out),
 		cmocka_unit_test(test_defaults_and_variants),
 		cmocka_unit_test(test_kernel_relay_after),
 		cmocka_unit_test(test_warnings),
