@@ -3477,16 +3477,22 @@ print(u.urlopen(sys.argv[1], timeout=10).read().decode(), end=\"\")" https://all
 # host (a second credential for one header on one entry stays an error).
 case_inject_over_wildcard_credential() {
 	need_egressd
-	local pol=$E2E_DIR/run/wild-inject.json out rc
+	local pol=$E2E_DIR/run/wild-inject.json out rc w x
 	cat >"$pol" <<-'EOF'
 	{ "name": "wild", "allow": ["*.allowed.test"],
 	  "intercept": [ { "host": "*.allowed.test",
 	    "credentials": [ { "name": "wild", "header": "Authorization", "value": "env:E2E_W" } ] } ] }
 	EOF
-	IC_ENV=(E2E_W=w E2E_X=x)
-	out=$(egr_ic --policy "$pol" --inject 'api.allowed.test:authorization=env:E2E_X' -- true 2>&1)
+	w="Bearer wild-$RANDOM$RANDOM" x="Bearer exact-$RANDOM$RANDOM"
+	IC_ENV=(E2E_W="$w" E2E_X="$x")
+	out=$(egr_ic --policy "$pol" --inject 'api.allowed.test:authorization=env:E2E_X' -- \
+		curl -sS --max-time 10 https://api.allowed.test/echo 2>&1 | tr -d '\r')
 	rc=$?
 	[ "$rc" = 0 ] || fail "--inject over the wildcard's credential: exit $rc: $(oneline "$(tail -2 "$CASE_STDERR")")"
+	grep -qi "^Authorization: $x\$" <<<"$out" ||
+		fail "api.allowed.test did not get --inject's credential: $(oneline "$out")"
+	grep -qF "$w" <<<"$out" && fail "api.allowed.test got the wildcard's credential too"
+	note "$(grep -i "^Authorization:" <<<"$out")"
 	out=$(egr_ic --policy "$pol" --inject 'api.allowed.test:authorization=env:E2E_X' \
 		--inject 'api.allowed.test:authorization=env:E2E_W' -- true 2>&1)
 	rc=$?
