@@ -604,23 +604,30 @@ int egr_recvmsg6(struct bpf_sock_addr *ctx)
  * sockets, SCTP, UDP-Lite and MPTCP would carry data past them, so they
  * cannot be created inside an enforced cgroup.
  */
+/* A refusal with no destination to name (a socket type, a socket option,
+ * a bind): logged with who asked, counted. */
+static __always_inline void egr_deny_here(__u32 reason, __u32 proto, __u16 port,
+					  __u16 family, __u32 op)
+{
+	__u8 none[16] = {};
+	__u32 policy_id = 0;
+	__u64 cgid;
+
+	egr_policy_lookup(&cgid, &policy_id);
+	egr_emit(EGR_EVENT_DENY, reason, proto, none, port, family, cgid, policy_id, 0, op);
+	egr_count(EGR_STAT_DENIED);
+}
+
 SEC("cgroup/sock_create")
 int egr_sock_create(struct bpf_sock *sk)
 {
-	__u8 none[16] = {};
-	__u64 cgid;
-	__u32 policy_id = 0;
-
 	if (sk->family != EGR_AF_INET && sk->family != EGR_AF_INET6)
 		return 1;
 	if (sk->type == EGR_SOCK_STREAM && sk->protocol == EGR_IPPROTO_TCP)
 		return 1;
 	if (sk->type == EGR_SOCK_DGRAM && sk->protocol == EGR_IPPROTO_UDP)
 		return 1;
-	egr_policy_lookup(&cgid, &policy_id);
-	egr_emit(EGR_EVENT_DENY, EGR_REASON_PROTO, sk->protocol, none, 0,
-		 sk->family, cgid, policy_id, 0, EGR_OP_SOCK_CREATE);
-	egr_count(EGR_STAT_DENIED);
+	egr_deny_here(EGR_REASON_PROTO, sk->protocol, 0, sk->family, EGR_OP_SOCK_CREATE);
 	return 0;
 }
 
@@ -640,18 +647,6 @@ int egr_sock_create(struct bpf_sock *sk)
 #define EGR_IPV6_2292PKTOPTIONS 6
 #define EGR_IPV6_RTHDR 57
 
-static __always_inline void egr_emit_unrouted(__u32 reason, __u32 proto, __u16 family,
-					      __u32 op)
-{
-	__u8 none[16] = {};
-	__u32 policy_id = 0;
-	__u64 cgid;
-
-	egr_policy_lookup(&cgid, &policy_id);
-	egr_emit(EGR_EVENT_DENY, reason, proto, none, 0, family, cgid, policy_id, 0, op);
-	egr_count(EGR_STAT_DENIED);
-}
-
 SEC("cgroup/setsockopt")
 int egr_setsockopt(struct bpf_sockopt *ctx)
 {
@@ -667,8 +662,8 @@ int egr_setsockopt(struct bpf_sockopt *ctx)
 	if ((v4 || v6) && optlen > 0) {
 		struct bpf_sock *sk = ctx->sk;
 
-		egr_emit_unrouted(EGR_REASON_IP_OPTIONS, sk ? sk->protocol : 0,
-				  v6 ? EGR_AF_INET6 : EGR_AF_INET, EGR_OP_SETSOCKOPT);
+		egr_deny_here(EGR_REASON_IP_OPTIONS, sk ? sk->protocol : 0, 0,
+			      v6 ? EGR_AF_INET6 : EGR_AF_INET, EGR_OP_SETSOCKOPT);
 		return 0;
 	}
 	/* Leave every other option alone; above a page the program sees
@@ -781,17 +776,11 @@ int egr_egress(struct __sk_buff *skb)
  */
 static __always_inline int egr_bind(struct bpf_sock_addr *ctx, __u16 family)
 {
-	__u8 none[16] = {};
-	__u32 policy_id = 0;
-	__u64 cgid;
-
 	if (!proxy_port || bpf_ntohs(ctx->user_port) != proxy_port)
 		return 1;
-	egr_policy_lookup(&cgid, &policy_id);
-	egr_emit(EGR_EVENT_DENY, EGR_REASON_PROXY_PORT,
-		 ctx->type == EGR_SOCK_DGRAM ? EGR_IPPROTO_UDP : EGR_IPPROTO_TCP, none,
-		 proxy_port, family, cgid, policy_id, 0, EGR_OP_BIND);
-	egr_count(EGR_STAT_DENIED);
+	egr_deny_here(EGR_REASON_PROXY_PORT,
+		      ctx->type == EGR_SOCK_DGRAM ? EGR_IPPROTO_UDP : EGR_IPPROTO_TCP,
+		      proxy_port, family, EGR_OP_BIND);
 	return 0;
 }
 
