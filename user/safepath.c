@@ -10,8 +10,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
-#include <sys/vfs.h>
-#include <linux/magic.h>
 #include <unistd.h>
 
 #include "safepath.h"
@@ -149,22 +147,12 @@ int safepath_dir(const char *path, size_t *base, char *err, size_t errsz)
 	return walk_dirs(dfd, rest, sizeof(rest), err, errsz);
 }
 
-/* /proc/PID/fd/N: a descriptor's magic link, not a path to check */
-static bool in_proc_fd_dir(int dirfd, const char *target)
-{
-	struct statfs sf;
-
-	return !strchr(target, '/') && strstr(target, ":[") &&
-	       fstatfs(dirfd, &sf) == 0 && sf.f_type == PROC_SUPER_MAGIC;
-}
-
 int safepath_append(int dirfd, const char *name, char *err, size_t errsz)
 {
 	const int flags = O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NONBLOCK | O_NOCTTY;
 	char cur[NAME_MAX + 1], rest[2 * PATH_MAX], target[PATH_MAX];
 	struct stat st;
 	int fd = -1, dfd = dirfd, hops, e;
-	bool given = false; /* a descriptor egressd was handed (/dev/stdout) */
 
 	if (errsz)
 		err[0] = '\0';
@@ -207,17 +195,6 @@ int safepath_append(int dirfd, const char *name, char *err, size_t errsz)
 			goto out;
 		}
 		target[tl] = '\0';
-		if (in_proc_fd_dir(dfd, target)) {
-			/* a pipe or socket egressd holds: reopened as it is */
-			fd = openat(dfd, cur, flags, 0640);
-			if (fd < 0) {
-				e = -errno;
-				fail(err, errsz, e, "%s", strerror(-e));
-				goto out;
-			}
-			given = true;
-			break;
-		}
 		slash = strrchr(target, '/');
 		if (snprintf(cur, sizeof(cur), "%s", slash ? slash + 1 : target) >=
 		    (int)sizeof(cur) || !cur[0]) {
@@ -252,7 +229,7 @@ int safepath_append(int dirfd, const char *name, char *err, size_t errsz)
 		goto out;
 	}
 	e = 0;
-	if (S_ISREG(st.st_mode) && !given) {
+	if (S_ISREG(st.st_mode)) {
 		if (st.st_nlink != 1)
 			e = fail(err, errsz, -EMLINK,
 				 "has %ld hard links: it may be another file's name",
@@ -262,8 +239,7 @@ int safepath_append(int dirfd, const char *name, char *err, size_t errsz)
 				 "is owned by uid %ld, not by root: egressd appends only to a "
 				 "file it or root created (remove it, or chown root)",
 				 (long)st.st_uid);
-	} else if (!S_ISREG(st.st_mode) && !S_ISFIFO(st.st_mode) && !S_ISCHR(st.st_mode) &&
-		   !(given && S_ISSOCK(st.st_mode))) {
+	} else if (!S_ISFIFO(st.st_mode) && !S_ISCHR(st.st_mode)) {
 		e = fail(err, errsz, -EINVAL, "is not a regular file, a FIFO or a terminal");
 	}
 	/* A FIFO or terminal keeps nothing: whoever owns it, appending to it

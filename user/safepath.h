@@ -14,8 +14,8 @@
  *   (where root's lead is walked the same way); a regular file must be
  *   owned by root (egressd created it, or root did) and have one link (not
  *   another file's second name); a FIFO or terminal, which keeps nothing,
- *   may be anyone's; /dev/stdout and /proc/self/fd/N reopen the descriptor
- *   egressd was given, whatever it is.
+ *   may be anyone's. (/dev/stdout and /dev/fd/N are not opened here:
+ *   audit.c uses the descriptor egressd was given.)
  */
 #ifndef EGR_SAFEPATH_H
 #define EGR_SAFEPATH_H
