@@ -553,6 +553,13 @@ static void loose_path(const char *path, char *out, size_t outsz)
 	out[o] = '\0';
 }
 
+/* A rule's glob against the path as matched, and (a deny rule's, loose
+ * given) against its loose reading, case-insensitively. */
+static bool glob_hit(const char *glob, const char *path, const char *loose)
+{
+	return glob_match(glob, path, false) || (loose && glob_match(glob, loose, true));
+}
+
 bool reqrule_glob_match_loose(const char *glob, const char *path)
 {
 	char loose[REQRULE_PATH_MAX];
@@ -560,7 +567,7 @@ bool reqrule_glob_match_loose(const char *glob, const char *path)
 	if (!glob || !path || strlen(path) >= sizeof(loose))
 		return false;
 	loose_path(path, loose, sizeof(loose));
-	return glob_match(glob, path, false) || glob_match(glob, loose, true);
+	return glob_hit(glob, path, loose);
 }
 
 int reqrule_host_matches_port(const char *auth, const char *sni, uint16_t port)
@@ -738,22 +745,12 @@ static const struct reqrule *first_rule(const struct reqrule_host *h, int idx,
 		if (!(r->methods & (1ULL << idx)))
 			continue;
 		for (size_t g = 0; g < r->n_globs; g++)
-			if (glob_match(r->globs[g], path, false) ||
-			    (r->action == REQRULE_DENY &&
-			     glob_match(r->globs[g], loose, true)))
+			if (glob_hit(r->globs[g], path, r->action == REQRULE_DENY ? loose : NULL))
 				return r;
 	}
 	return NULL;
 }
 
-/*
- * "_method" in the query string: Laravel and Symfony (through PHP's $_GET
- * names), gorilla's handler and a configured Express take the method from
- * it (Rails' Rack::MethodOverride only from a form body). Percent
- * escapes decoded in name and value. 0 none, 1 found (*out: the method),
- * -1 unknown or several that disagree. (One in a form body is not seen:
- * docs/interception.md.)
- */
 /* The parameter name as PHP makes it for $_GET (Laravel, Symfony read
  * _method from there): leading spaces dropped, '.', ' ' and an unclosed
  * '[' turned into '_'. Is it "_method"? */
@@ -775,14 +772,23 @@ static bool query_name_is_method(const char *name)
 	return !strcmp(n, "_method");
 }
 
+/*
+ * "_method" in the query string: Laravel and Symfony (through PHP's $_GET
+ * names), gorilla's handler and a configured Express take the method from
+ * it (Rails' Rack::MethodOverride only from a form body). Percent
+ * escapes decoded in name and value. 0 none, 1 found (*out: the method),
+ * -1 unknown or several that disagree. (One in a form body is not seen:
+ * docs/interception.md.)
+ */
 static int query_method_override(const char *target, const char **out)
 {
 	const char *q = strchr(target, '?'), *found = NULL;
 
 	if (!q)
 		return 0;
-	for (q++; *q && *q != '#';) {
-		size_t len = strcspn(q, "&#"), i, k = 0;
+	/* (a '#' was refused before: the query runs to the end) */
+	for (q++; *q;) {
+		size_t len = strcspn(q, "&"), i, k = 0;
 		char buf[64];
 		bool key = true, is_method = false;
 
@@ -930,13 +936,12 @@ static bool env_name_valid(const char *s)
 		 "not writable by group or others (sticky ones like /tmp excepted): " \
 		 "keep the file under a directory only root can change, e.g. /etc/egressd"
 
-
 /*
  * Open a credential file: egressd reads it as root, on behalf of a
  * cgroup that must never see the value. Not through a symbolic link, not
  * a FIFO or device (O_NONBLOCK: opening one cannot hang us), only a
  * regular file that is root's and private to it, in directories only
- * root can change (check_parents). The checks are on the descriptor we
+ * root can change (safepath_parents_trusted). The checks are on the descriptor we
  * read, so a swap after them changes nothing. fd, or -errno with why.
  */
 static int open_cred_file(const char *path, char *why, size_t whylen)
