@@ -860,7 +860,7 @@ static FILE *thread_file(struct audit *a)
  * puts it at the end in one piece, so records of other writers (threads
  * with their own handle, another process after a rotation) never land
  * inside a line. A failed write (a full disk) loses what it held: counted
- * (audit_write_errors: metrics, egressctl status) and said, at most every
+ * (audit_write_errors: the daemon's metrics) and said, at most every
  * 10 s, so a log that stopped growing is never silent. Under a->lock. */
 static void write_all(struct audit *a, FILE *f, const char *s, size_t len)
 {
@@ -1116,7 +1116,8 @@ int audit_open(struct audit **out, const struct audit_options *opts)
 			err = a->dirfd;
 			goto fail;
 		}
-		a->base = a->path + base;
+		if (a->dirfd >= 0)
+			a->base = a->path + base;
 		a->f = open_log(a, &err);
 		if (!a->f)
 			goto fail;

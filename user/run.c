@@ -115,7 +115,7 @@ struct run_child_env {
 	struct run_agent_file {
 		char path[PATH_MAX];
 		const char *what;
-	} agent_files[4];
+	} agent_files[2];
 	size_t n_agent_files;
 	/* Made before the spawn (run_child_prepare): the child of a
 	 * threaded process must not allocate or look up users. */
@@ -1206,6 +1206,7 @@ static void run_warn_host_sockets(void)
 static void run_agent_file_add(struct run_child_env *env, const char *file, const char *what)
 {
 	struct run_agent_file *f;
+	struct stat st;
 	char *real;
 
 	if (!file || env->n_agent_files == sizeof(env->agent_files) / sizeof(env->agent_files[0]))
@@ -1214,7 +1215,10 @@ static void run_agent_file_add(struct run_child_env *env, const char *file, cons
 	real = realpath(file, NULL);
 	if (!real)
 		return; /* opened already, or the run would have stopped */
-	if (snprintf(f->path, sizeof(f->path), "%s", real) < (int)sizeof(f->path)) {
+	/* a file that keeps what is written (not the terminal or pipe behind
+	 * --log /dev/stdout) */
+	if (stat(real, &st) == 0 && S_ISREG(st.st_mode) &&
+	    snprintf(f->path, sizeof(f->path), "%s", real) < (int)sizeof(f->path)) {
 		f->what = what;
 		env->n_agent_files++;
 	}
