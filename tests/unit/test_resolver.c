@@ -50,20 +50,32 @@ static uint64_t now_ms(void)
 
 /* ---- dnsmasq ---------------------------------------------------------- */
 
+/* A port free for UDP and TCP on 127.0.0.1: dnsmasq binds both, and a
+ * port only UDP had free made it exit at once ("dnsmasq did not start",
+ * seen once in a full run). */
 static uint16_t free_udp_port(void)
 {
-	struct sockaddr_in sin = { .sin_family = AF_INET };
-	socklen_t len = sizeof(sin);
-	int fd = socket(AF_INET, SOCK_DGRAM, 0);
-	uint16_t port = 0;
+	for (int tries = 0; tries < 20; tries++) {
+		struct sockaddr_in sin = { .sin_family = AF_INET };
+		socklen_t len = sizeof(sin);
+		int fd = socket(AF_INET, SOCK_DGRAM, 0), tfd = -1;
+		uint16_t port = 0;
 
-	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	if (fd >= 0 && bind(fd, (struct sockaddr *)&sin, sizeof(sin)) == 0 &&
-	    getsockname(fd, (struct sockaddr *)&sin, &len) == 0)
-		port = ntohs(sin.sin_port);
-	if (fd >= 0)
-		close(fd);
-	return port;
+		sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		if (fd >= 0 && bind(fd, (struct sockaddr *)&sin, sizeof(sin)) == 0 &&
+		    getsockname(fd, (struct sockaddr *)&sin, &len) == 0) {
+			tfd = socket(AF_INET, SOCK_STREAM, 0);
+			if (tfd >= 0 && bind(tfd, (struct sockaddr *)&sin, sizeof(sin)) == 0)
+				port = ntohs(sin.sin_port);
+		}
+		if (tfd >= 0)
+			close(tfd);
+		if (fd >= 0)
+			close(fd);
+		if (port)
+			return port;
+	}
+	return 0;
 }
 
 static bool udp_port_taken(uint16_t port)
