@@ -197,23 +197,15 @@ static const char *daemon_cgroup_name(void *ctx, uint64_t id, char *buf, size_t 
 	return found;
 }
 
-/*
- * The policy id that binds cgroup id now: its own binding, else its
- * nearest bound ancestor's (found by path below the mount, as the kernel
- * walks its ancestors). -ENOENT: none, denied everything.
- */
-static int daemon_current_policy_id(struct daemon *d, uint64_t id, uint32_t *out)
+/* The policy id the nearest bound cgroup above rel has (as the kernel
+ * walks its ancestors). -ENOENT: none. */
+static int daemon_policy_above(struct daemon *d, const char *rel, uint32_t *out)
 {
 	char path[PATH_MAX], abs[2 * PATH_MAX];
-	const char *name;
 	char *slash;
 	struct stat st;
 
-	if (egr_bpf_cgroup_binding(d->bpf, id, out) == 0)
-		return 0;
-	name = daemon_cgroup_name(d, id, path, sizeof(path));
-	if (!name)
-		return -ENOENT;
+	snprintf(path, sizeof(path), "%s", rel);
 	while ((slash = strrchr(path, '/')) && slash != path) {
 		*slash = '\0';
 		snprintf(abs, sizeof(abs), "%s%s", d->mount, path);
@@ -221,6 +213,24 @@ static int daemon_current_policy_id(struct daemon *d, uint64_t id, uint32_t *out
 			return 0;
 	}
 	return -ENOENT;
+}
+
+/*
+ * The policy id that binds cgroup id now: its own binding, else its
+ * nearest bound ancestor's (found by path below the mount, as the kernel
+ * walks its ancestors). -ENOENT: none, denied everything.
+ */
+static int daemon_current_policy_id(struct daemon *d, uint64_t id, uint32_t *out)
+{
+	char path[PATH_MAX];
+	const char *name;
+
+	if (egr_bpf_cgroup_binding(d->bpf, id, out) == 0)
+		return 0;
+	name = daemon_cgroup_name(d, id, path, sizeof(path));
+	if (!name)
+		return -ENOENT;
+	return daemon_policy_above(d, path, out);
 }
 
 /*
@@ -336,11 +346,50 @@ static int daemon_policy_index(const struct dconfig *c, const struct dconfig_bin
 	return -1;
 }
 
+/*
+ * Whoever can write a cgroup's directory can make cgroups in it and name
+ * them. Below a cgroup delegated to a user (systemd's Delegate=yes, a
+ * rootless container's subtree), the delegate could name one to match a
+ * binding meant for somewhere else (a `**` glob for pod cgroups matches a
+ * "podX" the delegate made inside its own pod) and move itself there. A
+ * cgroup is below a delegated one when a directory above it, up to the
+ * mount, is not root's or is group/other-writable; the delegated cgroup
+ * itself (its parent is root's) is bound as usual. Returns true and names
+ * the writer in who.
+ */
+static bool daemon_below_delegated(const struct daemon *d, const char *rel, char *who,
+				   size_t wholen)
+{
+	char abs[2 * PATH_MAX], *slash;
+	size_t ml = strlen(d->mount);
+	struct stat st;
+
+	snprintf(abs, sizeof(abs), "%s%s", d->mount, rel);
+	while ((slash = strrchr(abs + ml, '/')) && slash != abs + ml) {
+		*slash = '\0';
+		if (stat(abs, &st) != 0) {
+			snprintf(who, wholen, "unknown (%s: %s)", abs + ml, strerror(errno));
+			return true; /* gone or unreadable: trust nothing below */
+		}
+		if (st.st_uid != 0) {
+			snprintf(who, wholen, "uid %u (%s)", (unsigned)st.st_uid, abs + ml);
+			return true;
+		}
+		if (st.st_mode & (S_IWGRP | S_IWOTH)) {
+			snprintf(who, wholen, "group or others (%s)", abs + ml);
+			return true;
+		}
+	}
+	return false;
+}
+
 /* Bind one cgroup (path relative to the mount) to its policy, if a binding
  * matches; else it inherits from an ancestor, or is denied everything. */
 static void daemon_bind(struct daemon *d, const char *rel, uint64_t id)
 {
 	const struct dconfig_binding *b = dconfig_match(d->dc, rel);
+	char who[PATH_MAX + 64];
+	uint32_t above;
 	int idx;
 
 	if (!b) {
@@ -350,6 +399,19 @@ static void daemon_bind(struct daemon *d, const char *rel, uint64_t id)
 	idx = daemon_policy_index(d->dc, b);
 	if (idx < 0)
 		return;
+	/* Below a delegated cgroup a binding applies only when it gives what
+	 * the cgroup would inherit anyway; any other is the delegate's pick:
+	 * denied everything (an id no policy slot has), children too. */
+	if (daemon_below_delegated(d, rel, who, sizeof(who)) &&
+	    (daemon_policy_above(d, rel, &above) != 0 ||
+	     above != d->bank * DAEMON_BANK + (unsigned)idx)) {
+		log_warn("cgroup %s: binding %s not applied: a cgroup above it can be "
+			 "written by %s (delegated), and it would give another policy than "
+			 "the one inherited; denied everything",
+			 rel, b->cgroup, who);
+		egr_bpf_bind_cgroup(d->bpf, id, EGR_MAX_POLICIES);
+		return;
+	}
 	if (egr_bpf_bind_cgroup(d->bpf, id, d->bank * DAEMON_BANK + (unsigned)idx) == 0)
 		log_info("cgroup %s: policy %s (binding %s)", rel, b->policy->name, b->cgroup);
 }

@@ -93,6 +93,7 @@ CASES=(
 	daemon_enforces_bindings
 	daemon_two_tenants_reload
 	daemon_reload_removes_attach_point
+	daemon_delegated_subtree
 	daemon_restart_forgets_bindings
 	daemon_kernel_events_flood
 	egressctl_checks_server
@@ -2284,6 +2285,57 @@ JSON
 	rap_b_reaches evil.test && fail "restart: b/job1 (attach point removed) reached evil.test"
 	rap_a_ok || fail "restart: a/job1 -> allowed.test failed"
 	note "b/job1 denied everything after both reloads and after a restart"
+}
+
+# A cgroup delegated to a user (systemd's Delegate=yes chowns its
+# directory and its cgroup.procs): the user can make cgroups below it,
+# name them, and move its processes into them. Named to match a binding
+# meant for other cgroups ("$DCG/**/trusted", a wider policy), such a
+# cgroup would take that policy; the daemon denies it everything instead,
+# while a cgroup of the same name root made elsewhere gets the binding
+# and one below the delegated cgroup that matches nothing inherits.
+case_daemon_delegated_subtree() {
+	need_egressd
+	local out
+	daemon_bed deleg bpffs-deleg daemon-deleg agents/job1
+	cg_run 'mkdir -p "$CG'"$DCG"'/ci/trusted"' || fail "cannot create $DCG/ci/trusted"
+	cat >"$DCFG" <<JSON
+{ "listen": { "control": "$E2E_DIR/ctl/deleg.sock", "metrics": null },
+  "audit": { "path": "$CASE_AUDIT", "format": "json" },
+  "policies": { "agents": { "allow": ["allowed.test"] },
+                "wide": { "allow": ["allowed.test", "evil.test"] } },
+  "bindings": [ { "cgroup": "$DCG/agents/job*", "policy": "agents" },
+                { "cgroup": "$DCG/**/trusted", "policy": "wide" } ] }
+JSON
+	# delegated as systemd does it: the directory and its procs file
+	# shellcheck disable=SC2016
+	cg_run 'cd "$CG'"$DCG"'/agents/job1" && chown '"$E2E_NOBODY_UID"' . cgroup.procs \
+		cgroup.subtree_control cgroup.threads' || fail "cannot delegate job1"
+	daemon_start || fail "daemon did not start: $(tail -3 "$CASE_STDERR")"
+	# the delegate names two cgroups of its own, after the daemon started
+	# shellcheck disable=SC2016
+	out=$(cg_run 'setpriv --reuid='"$E2E_NOBODY_UID"' --regid='"$E2E_NOBODY_GID"' \
+		--clear-groups mkdir "$CG'"$DCG"'/agents/job1/trusted" \
+		"$CG'"$DCG"'/agents/job1/worker" && echo made' 2>&1)
+	[ "$out" = made ] || fail "nobody could not make cgroups in its delegated one: $(oneline "$out")"
+	sleep 0.3
+	log_mark evil.test
+	out=$(in_cg "$DCG/ci/trusted" curl -sS --max-time 5 --cacert "$E2E_CA" \
+		https://evil.test/) || fail "root's ci/trusted -> evil.test (policy wide): $(oneline "$out")"
+	log_mark evil.test
+	out=$(in_cg "$DCG/agents/job1/trusted" curl -sS --max-time 5 --cacert "$E2E_CA" \
+		https://evil.test/) && fail "the delegate's own trusted cgroup took policy wide: reached evil.test"
+	note "delegate's trusted -> evil.test: $(oneline "$out")"
+	evil_untouched "delegated cgroup named trusted"
+	out=$(in_cg "$DCG/agents/job1/trusted" curl -sS --max-time 5 --cacert "$E2E_CA" \
+		https://allowed.test/) && fail "the delegate's trusted cgroup was not denied everything"
+	out=$(in_cg "$DCG/agents/job1/worker" curl -sS --max-time 5 --cacert "$E2E_CA" \
+		https://allowed.test/) || fail "job1/worker did not inherit job1's policy: $(oneline "$out")"
+	out=$(in_cg "$DCG/agents/job1/worker" curl -sS --max-time 5 --cacert "$E2E_CA" \
+		https://evil.test/) && fail "job1/worker reached evil.test"
+	evil_untouched "delegated worker"
+	grep -q "cgroup $DCG/agents/job1/trusted: binding $DCG/\*\*/trusted not applied: a cgroup above it can be written by uid $E2E_NOBODY_UID ($DCG/agents/job1)" \
+		"$CASE_STDERR" || fail "no warning naming the delegated cgroup: $(oneline "$(grep -i deleg "$CASE_STDERR")")"
 }
 
 # egressd daemon with TLS interception: the daemon's CA (egressctl ca init),
