@@ -111,6 +111,25 @@ struct {
 	__type(value, struct egr_origin);
 } egr_udp_socks SEC(".maps");
 
+/* Per-tenant counts and their cap (struct egr_usage): one cgroup filling
+ * egr_udp_socks (UDP sockets held open) or egr_conns (connects that never
+ * complete while the proxy's queue is full) would refuse every tenant's
+ * DNS and connections. Keyed by the bound cgroup, of which there are at
+ * most as many as egr_cgroups holds. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, struct egr_usage);
+} egr_usage SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct egr_limits);
+} egr_limits SEC(".maps");
+
 /* ~11,000 events (~190 bytes each): a cgroup flooding denied connects
  * must not push other decisions out before user space drains them. */
 struct {
@@ -141,14 +160,16 @@ static __always_inline void egr_count(__u32 stat)
 		*v += 1;
 }
 
-/* Deepest cgroup on the current task's path that has a policy binding. */
-static __always_inline int egr_policy_lookup(__u64 *cgid, __u32 *policy_id)
+/* Deepest cgroup on the current task's path that has a policy binding:
+ * *cgid is the task's own cgroup, *bound the one whose binding applies. */
+static __always_inline int egr_policy_lookup(__u64 *cgid, __u64 *bound, __u32 *policy_id)
 {
 	__u64 id = bpf_get_current_cgroup_id();
 	__u32 *pid = bpf_map_lookup_elem(&egr_cgroups, &id);
 	int level;
 
 	*cgid = id;
+	*bound = id;
 	if (pid) {
 		*policy_id = *pid;
 		return 0;
@@ -159,11 +180,59 @@ static __always_inline int egr_policy_lookup(__u64 *cgid, __u32 *policy_id)
 			continue;
 		pid = bpf_map_lookup_elem(&egr_cgroups, &id);
 		if (pid) {
+			*bound = id;
 			*policy_id = *pid;
 			return 0;
 		}
 	}
 	return -1;
+}
+
+/*
+ * Count socket o against its tenant (bound) once: a UDP socket until
+ * sock_release, a TCP one until its handshake completes (or it is
+ * released). -1 when the tenant holds egr_limits' cap already. Check and
+ * add are two steps: concurrent connects may pass the cap by a few.
+ */
+static __always_inline int egr_charge(struct egr_origin *o, __u64 bound, bool udp)
+{
+	struct egr_usage *u, zero_usage = {};
+	struct egr_limits *l;
+	__u32 zero = 0;
+	__s32 *n;
+
+	if (o->flags & EGR_ORIGIN_CHARGED)
+		return 0;
+	l = bpf_map_lookup_elem(&egr_limits, &zero);
+	if (!l || !l->per_cgroup)
+		return 0;
+	u = bpf_map_lookup_elem(&egr_usage, &bound);
+	if (!u) {
+		bpf_map_update_elem(&egr_usage, &bound, &zero_usage, BPF_NOEXIST);
+		u = bpf_map_lookup_elem(&egr_usage, &bound);
+		if (!u)
+			return 0; /* more tenants than bindings: not counted */
+	}
+	n = udp ? &u->udp : &u->tcp;
+	if (*n >= (__s32)l->per_cgroup)
+		return -1;
+	__sync_fetch_and_add(n, 1);
+	o->charged_cgroup = bound;
+	o->flags |= EGR_ORIGIN_CHARGED;
+	return 0;
+}
+
+static __always_inline void egr_uncharge(struct egr_origin *o)
+{
+	struct egr_usage *u;
+	__u64 bound = o->charged_cgroup;
+
+	if (!(o->flags & EGR_ORIGIN_CHARGED))
+		return;
+	o->flags &= ~EGR_ORIGIN_CHARGED;
+	u = bpf_map_lookup_elem(&egr_usage, &bound);
+	if (u)
+		__sync_fetch_and_add((o->flags & EGR_ORIGIN_UDP) ? &u->udp : &u->tcp, -1);
 }
 
 static __always_inline void egr_fill_task(struct egr_origin *o)
@@ -283,13 +352,13 @@ static __always_inline int egr_connect(struct bpf_sock_addr *ctx, const __u8 *ds
 	__u32 reason = EGR_REASON_NONE, policy_id = 0;
 	struct egr_origin *o;
 	struct bpf_sock *sk;
-	__u64 cgid;
+	__u64 cgid, bound;
 	int verdict;
 
 	if (ctx->type != EGR_SOCK_STREAM && !udp)
 		return 1; /* no other types reach connect hooks (sock_create) */
 
-	if (egr_policy_lookup(&cgid, &policy_id)) {
+	if (egr_policy_lookup(&cgid, &bound, &policy_id)) {
 		egr_emit(EGR_EVENT_DENY, EGR_REASON_NO_POLICY, proto, dst, port,
 			 family, cgid, 0, netns, op);
 		egr_count(EGR_STAT_DENIED);
@@ -327,10 +396,16 @@ static __always_inline int egr_connect(struct bpf_sock_addr *ctx, const __u8 *ds
 			 family, cgid, policy_id, netns, op);
 		return 0;
 	}
+	if (egr_charge(o, bound, udp)) {
+		egr_emit(EGR_EVENT_DENY, EGR_REASON_CONN_LIMIT, proto, dst, port,
+			 family, cgid, policy_id, netns, op);
+		egr_count(EGR_STAT_DENIED);
+		return 0;
+	}
 	__builtin_memcpy(o->dst_addr, dst, 16);
 	o->dst_port = port;
 	o->family = v4mapped ? EGR_AF_INET : family;
-	o->flags = (udp ? EGR_ORIGIN_UDP : EGR_ORIGIN_TCP) |
+	o->flags = (o->flags & EGR_ORIGIN_CHARGED) | (udp ? EGR_ORIGIN_UDP : EGR_ORIGIN_TCP) |
 		   (v4mapped ? EGR_ORIGIN_V4MAPPED : 0);
 	o->cgroup_id = cgid;
 	o->netns_cookie = netns;
@@ -417,7 +492,8 @@ int egr_sockops(struct bpf_sock_ops *skops)
 	struct bpf_sock *sk;
 	__u32 ip6[4], ip4, family;
 
-	if (skops->op != BPF_SOCK_OPS_TCP_CONNECT_CB)
+	if (skops->op != BPF_SOCK_OPS_TCP_CONNECT_CB &&
+	    skops->op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB)
 		return 1;
 	sk = skops->sk;
 	if (!sk)
@@ -425,6 +501,12 @@ int egr_sockops(struct bpf_sock_ops *skops)
 	o = bpf_sk_storage_get(&egr_origins, sk, 0, 0);
 	if (!o || !(o->flags & EGR_ORIGIN_TCP))
 		return 1;
+	/* Established: its hand-off waits only for the proxy's accept,
+	 * which the tenant cannot hold up; no longer counted against it. */
+	if (skops->op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB) {
+		egr_uncharge(o);
+		return 1;
+	}
 
 	/* Context fields must be read at constant offsets: volatile keeps
 	 * clang from merging the v4 and v6 loads into one computed pointer,
@@ -460,6 +542,7 @@ int egr_sock_release(struct bpf_sock *sk)
 	o = bpf_sk_storage_get(&egr_origins, sk, 0, 0);
 	if (!o)
 		return 1;
+	egr_uncharge(o);
 	if (o->flags & EGR_ORIGIN_UDP) {
 		__u64 cookie = o->sock_cookie;
 
@@ -611,9 +694,9 @@ static __always_inline void egr_deny_here(__u32 reason, __u32 proto, __u16 port,
 {
 	__u8 none[16] = {};
 	__u32 policy_id = 0;
-	__u64 cgid;
+	__u64 cgid, bound;
 
-	egr_policy_lookup(&cgid, &policy_id);
+	egr_policy_lookup(&cgid, &bound, &policy_id);
 	egr_emit(EGR_EVENT_DENY, reason, proto, none, port, family, cgid, policy_id, 0, op);
 	egr_count(EGR_STAT_DENIED);
 }

@@ -116,6 +116,7 @@ enum egr_reason {
 #define EGR_ORIGIN_UDP (1U << 3)
 #define EGR_ORIGIN_RELEASED (1U << 4) /* egr_conns entry: the client closed
 				       * before the proxy accepted */
+#define EGR_ORIGIN_CHARGED (1U << 5)  /* counted in egr_usage[charged_cgroup] */
 
 /*
  * Key of the hand-off hash (egr_conns): the client end of the redirected
@@ -151,7 +152,26 @@ struct egr_origin {
 	char comm[EGR_COMM_LEN];
 	struct egr_conn_key key; /* valid with EGR_ORIGIN_KEYED */
 	__u64 released_ns; /* bpf_ktime_get_ns() at sock_release (RELEASED) */
-	__u64 reserved;
+	__u64 charged_cgroup; /* with EGR_ORIGIN_CHARGED: its egr_usage key */
+};
+
+/*
+ * What one bound cgroup (a tenant: the cgroup whose binding applies, with
+ * everything below it) holds in the tables all tenants share: redirected
+ * TCP connects not yet established (their egr_conns hand-offs) and UDP
+ * sockets in egr_udp_socks. Signed: a count reset while sockets lived
+ * (the daemon dropped the entry) may go below zero.
+ */
+struct egr_usage {
+	__s32 tcp;
+	__s32 udp;
+	__u32 reserved[2];
+};
+
+/* egr_limits[0]: per_cgroup caps each of egr_usage's counts; 0 = none. */
+struct egr_limits {
+	__u32 per_cgroup;
+	__u32 reserved[3];
 };
 
 /* Per-policy settings the kernel needs (egr_policies array). */

@@ -398,8 +398,45 @@ int egr_bpf_prune_cgroups(struct egr_bpf *b, uint64_t *keep, size_t n_keep)
 	struct keep_ctx k = { keep, n_keep };
 
 	qsort(keep, n_keep, sizeof(*keep), u64_cmp);
+	/* the counts of cgroups that are gone, too (egr_bpf_forget_usage) */
+	map_delete_if(egr_map_fd(b->skel->maps.egr_usage), sizeof(__u64), cgroup_not_kept, &k);
 	return map_delete_if(egr_map_fd(b->skel->maps.egr_cgroups), sizeof(__u64),
 			     cgroup_not_kept, &k);
+}
+
+int egr_bpf_forget_usage(struct egr_bpf *b, uint64_t cgroup_id)
+{
+	__u64 id = cgroup_id;
+
+	if (bpf_map_delete_elem(egr_map_fd(b->skel->maps.egr_usage), &id) && errno != ENOENT)
+		return -errno;
+	return 0;
+}
+
+int egr_bpf_set_limits(struct egr_bpf *b, unsigned per_cgroup)
+{
+	struct egr_limits l = { .per_cgroup = per_cgroup };
+	__u32 zero = 0;
+
+	if (bpf_map_update_elem(egr_map_fd(b->skel->maps.egr_limits), &zero, &l, BPF_ANY)) {
+		int err = -errno;
+
+		log_error("cannot fill BPF map egr_limits: %s", strerror(-err));
+		return err;
+	}
+	return 0;
+}
+
+int egr_bpf_usage(struct egr_bpf *b, uint64_t cgroup_id, int *tcp, int *udp)
+{
+	struct egr_usage u;
+	__u64 id = cgroup_id;
+
+	if (bpf_map_lookup_elem(egr_map_fd(b->skel->maps.egr_usage), &id, &u))
+		return -errno;
+	*tcp = u.tcp;
+	*udp = u.udp;
+	return 0;
 }
 
 static bool every_key(const void *key, void *ctx)

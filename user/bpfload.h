@@ -40,6 +40,18 @@ int egr_bpf_bind_cgroup(struct egr_bpf *b, uint64_t cgroup_id, uint32_t policy_i
 int egr_bpf_cgroup_binding(struct egr_bpf *b, uint64_t cgroup_id, uint32_t *policy_id);
 /* The cgroup inherits from its ancestors again (or is denied everything). */
 int egr_bpf_unbind_cgroup(struct egr_bpf *b, uint64_t cgroup_id);
+/*
+ * Each bound cgroup (with everything below it) may have at most per_cgroup
+ * redirected TCP connects in flight (connect() to established) and
+ * per_cgroup open UDP sockets that sent DNS, counted in the kernel
+ * (egr_usage); beyond, connect()/sendmsg() fail with EPERM (reason
+ * conn_limit). 0 = no cap.
+ */
+int egr_bpf_set_limits(struct egr_bpf *b, unsigned per_cgroup);
+/* A removed cgroup's counts go with it. */
+int egr_bpf_forget_usage(struct egr_bpf *b, uint64_t cgroup_id);
+/* The kernel's counts for a bound cgroup; -ENOENT: none yet. */
+int egr_bpf_usage(struct egr_bpf *b, uint64_t cgroup_id, int *tcp, int *udp);
 /* Unbind every cgroup whose id is not in keep (sorted here, in place):
  * the bindings a config no longer makes, whose policy ids would
  * otherwise point at whatever the next config puts there. Returns how

@@ -592,6 +592,7 @@ static void daemon_inotify(struct daemon *d)
 			char *gone;
 
 			egr_bpf_unbind_cgroup(d->bpf, d->watches[i].id);
+			egr_bpf_forget_usage(d->bpf, d->watches[i].id);
 			pthread_mutex_lock(&d->watch_lock);
 			gone = d->watches[i].path;
 			d->watches[i] = d->watches[--d->n_watches];
@@ -809,6 +810,7 @@ static void daemon_apply_live(struct daemon *d, const struct dconfig *c)
 
 	dconfig_apply(c, &next);
 	config_set_live(&d->cfg, &next);
+	egr_bpf_set_limits(d->bpf, next.max_conns_per_cgroup);
 	proxy_config_changed(d->proxy);
 	intercept_config_changed(d->ic);
 }
@@ -1247,7 +1249,7 @@ int daemon_main(int argc, char **argv)
 	}
 	if (egr_bpf_load(d.bpf, d.port, proxy_has_v6(d.proxy)))
 		goto out;
-	if (daemon_fill_bank(&d, d.dc, 0))
+	if (daemon_fill_bank(&d, d.dc, 0) || egr_bpf_set_limits(d.bpf, d.cfg.max_conns_per_cgroup))
 		goto out;
 	if (egr_bpf_events_open(d.bpf, daemon_on_event, &d))
 		goto out;

@@ -227,7 +227,9 @@ void run_usage(FILE *out)
 "                           to the kernel relay (sockmap); 0 = never\n"
 "                           (default 0: see docs/BENCHMARKS.md); not plain\n"
 "                           HTTP, whose requests the proxy checks one by one\n"
-"      --max-conns N        concurrent connections of the cgroup (default 4096)\n"
+"      --max-conns N        concurrent connections of the cgroup (default 4096);\n"
+"                           also its connects in flight and its open UDP\n"
+"                           sockets that sent DNS\n"
 "\n"
 "Exit status: CMD's status; 128+N if CMD was killed by signal N; 126 if\n"
 "CMD could not be executed, 127 if it was not found; 2 if egressd itself\n"
@@ -1808,7 +1810,8 @@ int run_main(int argc, char **argv)
 		goto out;
 	if (egr_bpf_load(s.bpf, proxy_port(s.proxy), proxy_has_v6(s.proxy)))
 		goto out;
-	if (egr_bpf_set_policy(s.bpf, 0, s.policy))
+	if (egr_bpf_set_policy(s.bpf, 0, s.policy) ||
+	    egr_bpf_set_limits(s.bpf, s.cfg.max_conns_per_cgroup))
 		goto out;
 
 	e = cgroup_create(s.parent, s.cgroup, sizeof(s.cgroup), &s.cgroup_fd);

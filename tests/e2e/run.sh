@@ -94,6 +94,7 @@ CASES=(
 	daemon_two_tenants_reload
 	daemon_reload_removes_attach_point
 	daemon_delegated_subtree
+	daemon_tenant_quota
 	daemon_restart_forgets_bindings
 	daemon_kernel_events_flood
 	egressctl_checks_server
@@ -2932,6 +2933,83 @@ print("dns from %s:%d" % src, "answer" if bytes([192, 0, 2, 10]) in r[12:] else 
 	grep -q "^dns from $DNS4:53 answer\$" <<<"$out" || fail "DNS: $(oneline "$out")"
 	grep -q '"reason": *"no_match"' "$CASE_AUDIT" ||
 		fail "no no_match record for evil.test in the audit log"
+}
+
+# One tenant cannot take the kernel's shared tables from the others. Two
+# cgroups bound separately, max_conns_per_cgroup 20: job1 holds UDP
+# sockets that sent DNS (each one an entry in egr_udp_socks until it is
+# closed) and is refused its 21st with EPERM, while job2 still resolves
+# and connects; once job1 closes them it resolves again, and the kernel's
+# per-tenant counts (egr_usage) are back to zero after TCP connections
+# and DNS sockets of both come and go.
+case_daemon_tenant_quota() {
+	need_egressd
+	local out apid i
+	local ready=$E2E_DIR/run/quota.ready go=$E2E_DIR/run/quota.go res=$E2E_DIR/run/quota.out
+	daemon_bed quota bpffs-quota daemon-quota agents/job1
+	cg_run 'mkdir -p "$CG'"$DCG"'/agents/job2"' || fail "cannot create job2"
+	cat >"$DCFG" <<JSON
+{ "listen": { "control": "$E2E_DIR/ctl/quota.sock", "metrics": null },
+  "audit": { "path": "$CASE_AUDIT", "format": "json" },
+  "proxy": { "max_conns_per_cgroup": 20 },
+  "policies": { "agents": { "allow": ["allowed.test"] } },
+  "bindings": [ { "cgroup": "$DCG/agents/job*", "policy": "agents" } ] }
+JSON
+	daemon_start || fail "daemon did not start: $(tail -3 "$CASE_STDERR")"
+	# shellcheck disable=SC2016
+	local agent='
+import os, socket, sys, time
+ready, go = sys.argv[1:3]
+q = bytes.fromhex("12340100000100000000000007616c6c6f7765640474657374000001 0001".replace(" ", ""))
+held, refused = [], 0
+for _ in range(30):
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        u.sendto(q, ("'$DNS4'", 53))
+        held.append(u)
+    except PermissionError:
+        refused += 1
+        u.close()
+print("held", len(held), "refused", refused)
+sys.stdout.flush()
+open(ready, "w").write("1")
+for _ in range(300):
+    if os.path.exists(go):
+        break
+    time.sleep(0.05)
+for u in held:
+    u.close()
+'
+	in_cg "$DCG/agents/job1" "$E2E_PY" -c "$agent" "$ready" "$go" >"$res" 2>&1 &
+	apid=$!
+	bed_wait_file "$ready" 10 || fail "the agent did not get to hold: $(oneline "$(cat "$res")")"
+	grep -q "^held 20 refused 10\$" "$res" || fail "job1 at its cap: $(oneline "$(cat "$res")")"
+	out=$(in_cg "$DCG/agents/job2" curl -sS --max-time 5 --cacert "$E2E_CA" \
+		https://allowed.test/) || fail "job2 while job1 holds its cap: $(oneline "$out")"
+	out=$(in_cg "$DCG/agents/job1" curl -sS --max-time 5 --cacert "$E2E_CA" \
+		https://allowed.test/) && fail "job1 resolved past its cap of 20 DNS sockets"
+	note "job1 at its cap: $(oneline "$out")"
+	: >"$go"
+	wait_agent "$apid" "$res"
+	out=$(in_cg "$DCG/agents/job1" curl -sS --max-time 5 --cacert "$E2E_CA" \
+		https://allowed.test/) || fail "job1 after closing its sockets: $(oneline "$out")"
+	grep -q '"reason": *"conn_limit"' "$CASE_AUDIT" || fail "no conn_limit record in the audit log"
+	# both tenants: TCP connections and DNS lookups that come and go
+	for i in 1 2; do
+		out=$(in_cg "$DCG/agents/job$i" sh -c 'for n in 1 2 3 4 5 6 7 8 9 10; do
+			curl -sS --max-time 5 --cacert "$1" https://allowed.test/ >/dev/null || exit 1
+			done' sh "$E2E_CA") || fail "job$i: ten fetches: $(oneline "$out")"
+	done
+	sleep 0.3
+	out=$(bpftool -j map dump pinned "$DBPF/egressd/egr_usage" 2>&1) ||
+		fail "cannot read egr_usage: $(oneline "$out")"
+	"$E2E_PY" -c 'import json, sys
+rows = json.loads(sys.argv[1])
+vals = [r["formatted"]["value"] if "formatted" in r else r["value"] for r in rows]
+assert len(rows) == 2, rows
+for v in vals:
+    assert v["tcp"] == 0 and v["udp"] == 0, vals
+' "$out" || fail "egr_usage after everything closed: $(oneline "$out")"
 }
 
 # A reload applies the proxy's timeouts and connection limits to a running
