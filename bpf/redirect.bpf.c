@@ -493,11 +493,20 @@ int egr_sockops(struct bpf_sock_ops *skops)
 	__u32 ip6[4], ip4, family;
 
 	if (skops->op != BPF_SOCK_OPS_TCP_CONNECT_CB &&
-	    skops->op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB)
+	    skops->op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB &&
+	    skops->op != BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB)
 		return 1;
 	sk = skops->sk;
 	if (!sk)
 		return 1;
+	/* Accepted by a listener of the cgroup: its packets answer whoever
+	 * connected in (egr_egress_socket). */
+	if (skops->op == BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB) {
+		o = bpf_sk_storage_get(&egr_origins, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+		if (o)
+			o->flags |= EGR_ORIGIN_INBOUND;
+		return 1;
+	}
 	o = bpf_sk_storage_get(&egr_origins, sk, 0, 0);
 	if (!o || !(o->flags & EGR_ORIGIN_TCP))
 		return 1;
@@ -801,19 +810,31 @@ static __always_inline bool egr_v6_routed(struct __sk_buff *skb)
  * before ~6.16 give this program type none of the current-task helpers.
  * The record names the socket's cgroup and owner instead; no process.
  */
-static __always_inline void egr_emit_skb(struct __sk_buff *skb, __u16 family)
+/* The policy slot of the socket's cgroup or its nearest bound ancestor
+ * (as egr_policy_lookup, with the skb's helpers); NULL: none. */
+static __always_inline __u32 *egr_skb_policy(struct __sk_buff *skb, __u64 *id)
 {
-	struct egr_event *e;
-	__u64 id = bpf_skb_cgroup_id(skb);
-	__u32 *pid = bpf_map_lookup_elem(&egr_cgroups, &id);
+	__u32 *pid;
 	int level;
 
+	*id = bpf_skb_cgroup_id(skb);
+	pid = bpf_map_lookup_elem(&egr_cgroups, id);
 	for (level = EGR_MAX_CGROUP_DEPTH; !pid && level >= 0; level--) {
 		__u64 a = bpf_skb_ancestor_cgroup_id(skb, level);
 
 		if (a)
 			pid = bpf_map_lookup_elem(&egr_cgroups, &a);
 	}
+	return pid;
+}
+
+static __always_inline void egr_emit_skb(struct __sk_buff *skb, __u16 family, __u32 reason,
+					 __u32 proto, const __u8 *dst, __u16 port)
+{
+	struct egr_event *e;
+	__u64 id;
+	__u32 *pid = egr_skb_policy(skb, &id);
+
 	egr_count(EGR_STAT_DENIED);
 	e = bpf_ringbuf_reserve(&egr_events, sizeof(*e), 0);
 	if (!e) {
@@ -823,13 +844,116 @@ static __always_inline void egr_emit_skb(struct __sk_buff *skb, __u16 family)
 	__builtin_memset(e, 0, sizeof(*e));
 	e->ts_ns = bpf_ktime_get_ns();
 	e->type = EGR_EVENT_DENY;
-	e->reason = EGR_REASON_IP_OPTIONS;
+	e->reason = reason;
 	e->op = EGR_OP_EGRESS;
 	e->origin.family = family;
 	e->origin.cgroup_id = id;
 	e->origin.policy_id = pid ? *pid : 0;
 	e->origin.uid = bpf_get_socket_uid(skb);
+	if (dst) {
+		e->proto = proto;
+		e->origin.dst_port = port;
+		__builtin_memcpy(e->origin.dst_addr, dst, 16);
+		if (egr_addr_is_v4(dst))
+			e->origin.family = EGR_AF_INET;
+	}
 	bpf_ringbuf_submit(e, 0);
+}
+
+/* A full socket's peer address, IPv4 stored v4-mapped. Context fields
+ * at constant offsets (volatile: see egr_sockops). */
+static __always_inline void egr_sk_peer(const struct bpf_sock *sk, __u32 family, __u8 addr[16])
+{
+	__u32 ip4 = *(volatile __u32 *)&sk->dst_ip4;
+	__u32 ip6[4];
+
+	ip6[0] = *(volatile __u32 *)&sk->dst_ip6[0];
+	ip6[1] = *(volatile __u32 *)&sk->dst_ip6[1];
+	ip6[2] = *(volatile __u32 *)&sk->dst_ip6[2];
+	ip6[3] = *(volatile __u32 *)&sk->dst_ip6[3];
+	if (family == EGR_AF_INET)
+		egr_addr_set_v4(addr, ip4);
+	else
+		egr_addr_set_v6(addr, ip6);
+}
+
+/* Is the peer of a socket connected to the proxy's port the proxy
+ * (IPv4, v4-mapped, or IPv6)? */
+static __always_inline bool egr_sk_to_proxy(const struct bpf_sock *sk, __u32 family)
+{
+	__u32 w[4];
+
+	if (family == EGR_AF_INET)
+		return *(volatile __u32 *)&sk->dst_ip4 == proxy_ip4;
+	w[0] = *(volatile __u32 *)&sk->dst_ip6[0];
+	w[1] = *(volatile __u32 *)&sk->dst_ip6[1];
+	w[2] = *(volatile __u32 *)&sk->dst_ip6[2];
+	w[3] = *(volatile __u32 *)&sk->dst_ip6[3];
+	if (w[0] == 0 && w[1] == 0 && w[2] == bpf_htonl(0xffff))
+		return w[3] == proxy_ip4;
+	return proxy_has_v6 && w[0] == proxy_ip6[0] && w[1] == proxy_ip6[1] &&
+	       w[2] == proxy_ip6[2] && w[3] == proxy_ip6[3];
+}
+
+/*
+ * Every connect() and sendto() of the cgroup is redirected to the proxy,
+ * but a socket made and connected before the programs were attached (a
+ * reload adding an attach point, pods older than the DaemonSet) saw no
+ * hook: it would keep its direct connection. So a packet of a connected
+ * TCP or UDP socket must be going to the proxy, unless the socket was
+ * accepted by a listener of the cgroup (inbound, marked in sockops) or its
+ * policy is in audit mode. An unconnected UDP socket's sendto() ran
+ * sendmsg4/6 for its every datagram; a listener sends SYN-ACKs; a request
+ * or time-wait socket is no full socket: all pass. Returns 1 to pass.
+ */
+static __always_inline int egr_egress_socket(struct __sk_buff *skb, __u16 family)
+{
+	struct egr_policy_info *pi;
+	struct bpf_sock *sk = skb->sk;
+	struct egr_origin *o;
+	__u32 *pid, proto, sfamily;
+	__u8 dst[16];
+	__u16 port;
+	__u64 id;
+
+	if (!sk)
+		return 1;
+	sk = bpf_sk_fullsock(sk);
+	if (!sk)
+		return 1;
+	proto = *(volatile __u32 *)&sk->protocol;
+	if (proto == EGR_IPPROTO_TCP) {
+		if (*(volatile __u32 *)&sk->state == BPF_TCP_LISTEN)
+			return 1;
+	} else if (proto != EGR_IPPROTO_UDP) {
+		return 1;
+	}
+	port = bpf_ntohs(*(volatile __be16 *)&sk->dst_port);
+	if (!port && proto == EGR_IPPROTO_UDP)
+		return 1;
+	sfamily = *(volatile __u32 *)&sk->family;
+	if (port == proxy_port && egr_sk_to_proxy(sk, sfamily))
+		return 1;
+	o = bpf_sk_storage_get(&egr_origins, sk, 0, 0);
+	if (o && (o->flags & (EGR_ORIGIN_INBOUND | EGR_ORIGIN_PASS)))
+		return 1;
+	if (o && (o->flags & EGR_ORIGIN_BLOCKED)) {
+		egr_count(EGR_STAT_DENIED);
+		return 0;
+	}
+	pid = egr_skb_policy(skb, &id);
+	pi = pid ? bpf_map_lookup_elem(&egr_policies, pid) : NULL;
+	o = bpf_sk_storage_get(&egr_origins, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (pi && (pi->flags & EGR_POLICY_VALID) && (pi->flags & EGR_POLICY_AUDIT)) {
+		if (o)
+			o->flags |= EGR_ORIGIN_PASS;
+		return 1;
+	}
+	if (o)
+		o->flags |= EGR_ORIGIN_BLOCKED; /* one record per socket */
+	egr_sk_peer(sk, sfamily, dst);
+	egr_emit_skb(skb, family, EGR_REASON_NOT_REDIRECTED, proto, dst, port);
+	return 0;
 }
 
 SEC("cgroup_skb/egress")
@@ -838,14 +962,20 @@ int egr_egress(struct __sk_buff *skb)
 	__u8 vihl;
 
 	if (skb->protocol == bpf_htons(EGR_ETH_P_IP)) {
-		if (bpf_skb_load_bytes(skb, 0, &vihl, 1) || (vihl & 0x0f) <= 5)
+		if (bpf_skb_load_bytes(skb, 0, &vihl, 1))
 			return 1;
-		egr_emit_skb(skb, EGR_AF_INET);
-		return 0;
+		if ((vihl & 0x0f) > 5) {
+			egr_emit_skb(skb, EGR_AF_INET, EGR_REASON_IP_OPTIONS, 0, NULL, 0);
+			return 0;
+		}
+		return egr_egress_socket(skb, EGR_AF_INET);
 	}
-	if (skb->protocol == bpf_htons(EGR_ETH_P_IPV6) && egr_v6_routed(skb)) {
-		egr_emit_skb(skb, EGR_AF_INET6);
-		return 0;
+	if (skb->protocol == bpf_htons(EGR_ETH_P_IPV6)) {
+		if (egr_v6_routed(skb)) {
+			egr_emit_skb(skb, EGR_AF_INET6, EGR_REASON_IP_OPTIONS, 0, NULL, 0);
+			return 0;
+		}
+		return egr_egress_socket(skb, EGR_AF_INET6);
 	}
 	return 1;
 }

@@ -106,6 +106,10 @@ enum egr_reason {
 	 * held it while egressd restarts would receive every redirected
 	 * connection) */
 	EGR_REASON_PROXY_PORT = 25,
+	/* kernel: a packet of a connected socket that is not connected to
+	 * the proxy (made and connected before enforcement began, so no
+	 * connect hook saw it) */
+	EGR_REASON_NOT_REDIRECTED = 26,
 	EGR_REASON_MAX,
 };
 
@@ -117,6 +121,9 @@ enum egr_reason {
 #define EGR_ORIGIN_RELEASED (1U << 4) /* egr_conns entry: the client closed
 				       * before the proxy accepted */
 #define EGR_ORIGIN_CHARGED (1U << 5)  /* counted in egr_usage[charged_cgroup] */
+#define EGR_ORIGIN_INBOUND (1U << 6)  /* accepted by a listener of the cgroup */
+#define EGR_ORIGIN_PASS (1U << 7)     /* audit mode: its packets go where they go */
+#define EGR_ORIGIN_BLOCKED (1U << 8)  /* not redirected: packets dropped, logged once */
 
 /*
  * Key of the hand-off hash (egr_conns): the client end of the redirected

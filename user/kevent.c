@@ -27,7 +27,7 @@ void kevent_to_record(const struct egr_event *e, struct audit_record *r)
 	r->comm[EGR_COMM_LEN] = '\0';
 	r->proto = (int)e->proto;
 	r->has_dst = e->reason != EGR_REASON_PROTO && e->op != EGR_OP_SETSOCKOPT &&
-		     e->op != EGR_OP_EGRESS;
+		     (e->op != EGR_OP_EGRESS || e->reason == EGR_REASON_NOT_REDIRECTED);
 	memcpy(r->dst.b, e->origin.dst_addr, 16);
 	r->dst_port = e->origin.dst_port;
 	r->verdict = e->type == EGR_EVENT_AUDIT ? EGR_VERDICT_AUDIT : EGR_VERDICT_DENY;
@@ -45,6 +45,8 @@ void kevent_to_record(const struct egr_event *e, struct audit_record *r)
 	} else if (e->op == EGR_OP_SETSOCKOPT) {
 		r->detail = e->origin.family == EGR_AF_INET6 ? "setsockopt IPV6_RTHDR"
 							     : "setsockopt IP_OPTIONS";
+	} else if (e->op == EGR_OP_EGRESS && e->reason == EGR_REASON_NOT_REDIRECTED) {
+		r->detail = "packet of a socket connected before enforcement";
 	} else if (e->op == EGR_OP_EGRESS) {
 		r->detail = e->origin.family == EGR_AF_INET6 ? "packet with a routing header"
 							     : "packet with IP options";

@@ -2851,7 +2851,11 @@ assert dl and dl[0]["comm"] == "curl", "no record of the download"' "$lj" ||
 # (unconnected UDP) make it when they redirect. The TCP connection reaches
 # allowed.test through the proxy and shows the original peer, evil.test is
 # refused, and a DNS query sent with sendto() is answered by the DNS proxy
-# and appears to come from the server asked.
+# and appears to come from the server asked. Sockets the agent had already
+# connected (TCP to evil.test, UDP to the DNS server) saw no hook at all:
+# their packets are dropped (cgroup_skb/egress: not to the proxy), and
+# logged once each; a connection accepted by a listener of the agent still
+# answers whoever connected in.
 # wait_agent PID RESULT: wait (up to 15 s) for a case's agent started in
 # the background; fails the case if it failed. Its output is then in $out
 # (and in the case's notes).
@@ -2886,7 +2890,13 @@ ready, go = sys.argv[1:3]
 a = socket.socket()
 e = socket.socket()
 u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-open(ready, "w").write("1")
+pre = socket.create_connection(("'$EVIL4'", 80), 5)
+pu = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+pu.connect(("'$DNS4'", 53))
+lst = socket.socket()
+lst.bind(("127.0.0.1", 0))
+lst.listen()
+open(ready, "w").write(str(lst.getsockname()[1]))
 for _ in range(300):
     if os.path.exists(go):
         break
@@ -2915,6 +2925,22 @@ q = bytes.fromhex("12340100000100000000000007616c6c6f7765640474657374000001 0001
 u.sendto(q, ("'$DNS4'", 53))
 r, src = u.recvfrom(512)
 print("dns from %s:%d" % src, "answer" if bytes([192, 0, 2, 10]) in r[12:] else "no answer")
+pre.settimeout(2)
+try:
+    pre.sendall(b"GET / HTTP/1.0\r\nHost: evil.test\r\n\r\n")
+    print("pre-connected evil:", pre.recv(4096).decode(errors="replace").replace("\n", " "))
+except OSError as x:
+    print("pre-connected evil refused:", x)
+pu.settimeout(2)
+try:
+    pu.send(q)
+    print("pre-connected dns answered", len(pu.recv(512)))
+except OSError as x:
+    print("pre-connected dns refused:", x)
+lst.settimeout(5)
+c, _ = lst.accept()
+c.sendall(c.recv(64).upper())
+print("inbound served")
 '
 	in_cg "$DCG/agents/job1" "$E2E_PY" -c "$agent" "$ready" "$go" >"$res" 2>&1 &
 	local apid=$!
@@ -2923,7 +2949,24 @@ print("dns from %s:%d" % src, "answer" if bytes([192, 0, 2, 10]) in r[12:] else 
 	daemon_start || fail "daemon did not start: $(tail -3 "$CASE_STDERR")"
 	sleep 0.3
 	: >"$go"
+	# someone outside the cgroup connects to the agent's listener
+	local inbound
+	inbound=$(in_host "$E2E_PY" -c 'import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), 10)
+s.settimeout(10)
+s.sendall(b"ping")
+print(s.recv(64).decode())' "$(cat "$ready")" 2>&1)
 	wait_agent "$apid" "$res"
+	[ "$inbound" = PING ] || fail "the agent's listener did not answer: $(oneline "$inbound")"
+	grep -q "^inbound served\$" <<<"$out" || fail "inbound: $(oneline "$out")"
+	grep -q "^pre-connected evil refused" <<<"$out" ||
+		fail "a connection made before the daemon still reached evil.test: $(oneline "$out")"
+	grep -q "^pre-connected dns refused" <<<"$out" ||
+		fail "a UDP socket connected before the daemon still reached the DNS server: $(oneline "$out")"
+	grep -Eq '"dst": *"'"$EVIL4"'", *"dst_port": *80,.*"reason": *"not_redirected"' "$CASE_AUDIT" ||
+		fail "no not_redirected record for evil.test: $(oneline "$(grep not_redirected "$CASE_AUDIT")")"
+	[ "$(grep -c '"reason": *"not_redirected"' "$CASE_AUDIT")" = 2 ] ||
+		fail "not one record per socket: $(oneline "$(grep not_redirected "$CASE_AUDIT")")"
 	grep -q "^peer $ALLOWED4:80\$" <<<"$out" || fail "getpeername: $(oneline "$out")"
 	grep -q "^allowed: hello from allowed.test" <<<"$out" ||
 		fail "allowed.test not reached: $(oneline "$out")"
