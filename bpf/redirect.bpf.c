@@ -273,6 +273,20 @@ static __always_inline void egr_emit(__u32 type, __u32 reason, __u32 proto,
 	bpf_ringbuf_submit(e, 0);
 }
 
+/* Is dst:port (IPv4 v4-mapped) the proxy? */
+static __always_inline bool egr_is_proxy(const __u8 *dst, __u16 port)
+{
+	__u32 w[4];
+
+	if (port != proxy_port || !proxy_port)
+		return false;
+	__builtin_memcpy(w, dst, 16);
+	if (egr_addr_is_v4(dst))
+		return w[3] == proxy_ip4;
+	return proxy_has_v6 && w[0] == proxy_ip6[0] && w[1] == proxy_ip6[1] &&
+	       w[2] == proxy_ip6[2] && w[3] == proxy_ip6[3];
+}
+
 /*
  * Decide a TCP connect() or UDP send to dst:port. Returns 0 to redirect to
  * the proxy (TCP) or the DNS proxy (UDP port 53), 1 to let through
@@ -357,6 +371,17 @@ static __always_inline int egr_connect(struct bpf_sock_addr *ctx, const __u8 *ds
 
 	if (ctx->type != EGR_SOCK_STREAM && !udp)
 		return 1; /* no other types reach connect hooks (sock_create) */
+	/*
+	 * sendmsg4/6 also run for a send on a connected UDP socket that the
+	 * kernel takes down the unconnected path: one with a control message
+	 * (IP_TOS, UDP_SEGMENT) runs it with no address (0.0.0.0:0, which no
+	 * sendto() can name: port 0 is EINVAL before the hook), and an
+	 * AF_INET6 socket connected to ::ffff:a.b.c.d runs sendmsg4 with its
+	 * connected peer, the proxy once connect6 redirected it. Both go to
+	 * the connected peer, which egr_egress holds to the proxy.
+	 */
+	if (op == EGR_OP_SENDMSG && udp && (!port || egr_is_proxy(dst, port)))
+		return 1;
 
 	if (egr_policy_lookup(&cgid, &bound, &policy_id)) {
 		egr_emit(EGR_EVENT_DENY, EGR_REASON_NO_POLICY, proto, dst, port,

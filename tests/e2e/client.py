@@ -309,13 +309,23 @@ def cmd_dns(a):
                     buf += chunk
                 replies.append((buf[2:], res["peer"]))
         else:
-            s = socket.socket(family_of(server), socket.SOCK_DGRAM)
+            fam = family_of(server)
+            if a.via == "connect-mapped":  # Java's dual-stack sockets
+                fam, server = socket.AF_INET6, "::ffff:" + server
+            s = socket.socket(fam, socket.SOCK_DGRAM)
             s.settimeout(a.timeout)
-            if a.via == "connect":
+            if a.via in ("connect", "connect-mapped"):
                 s.connect((server, a.port))
                 res["peer"] = list(s.getpeername()[:2])
                 for q in queries:
                     s.send(q)
+            elif a.via == "connect-cmsg":  # a connected send with a TOS
+                s.connect((server, a.port))
+                res["peer"] = list(s.getpeername()[:2])
+                tos = ((socket.IPPROTO_IP, socket.IP_TOS) if fam == socket.AF_INET
+                       else (socket.IPPROTO_IPV6, socket.IPV6_TCLASS))
+                for q in queries:
+                    s.sendmsg([q], [(tos[0], tos[1], struct.pack("i", 0x10))])
             elif a.via == "sendto":
                 for q in queries:
                     s.sendto(q, (server, a.port))
@@ -768,7 +778,8 @@ def main():
     p.add_argument("--port", type=int, default=53)
     p.add_argument("--qtype", default="A")
     p.add_argument("--via", default="connect",
-                   choices=["connect", "sendto", "sendmsg", "sendmmsg", "tcp"])
+                   choices=["connect", "connect-cmsg", "connect-mapped", "sendto",
+                            "sendmsg", "sendmmsg", "tcp"])
     p.add_argument("--count", type=int, default=1, help="queries (ids)")
     p.add_argument("--timeout", type=float, default=4)
     p.set_defaults(fn=cmd_dns)
