@@ -112,10 +112,10 @@ struct {
 } egr_udp_socks SEC(".maps");
 
 /* Per-tenant counts and their cap (struct egr_usage): one cgroup filling
- * egr_udp_socks (UDP sockets held open) or egr_conns (connects that never
- * complete while the proxy's queue is full) would refuse every tenant's
- * DNS and connections. Keyed by the bound cgroup, of which there are at
- * most as many as egr_cgroups holds. */
+ * egr_udp_socks (UDP sockets held open) or egr_conns (connections the
+ * proxy has not accepted: a full accept queue) would refuse every
+ * tenant's DNS and connections. Keyed by the bound cgroup, of which there
+ * are at most as many as egr_cgroups holds. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 4096);
@@ -189,10 +189,12 @@ static __always_inline int egr_policy_lookup(__u64 *cgid, __u64 *bound, __u32 *p
 }
 
 /*
- * Count socket o against its tenant (bound) once: a UDP socket until
- * sock_release, a TCP one until its handshake completes (or it is
- * released). -1 when the tenant holds egr_limits' cap already. Check and
- * add are two steps: concurrent connects may pass the cap by a few.
+ * Count socket o against its tenant (bound) once, until sock_release: a
+ * TCP socket holds its egr_conns hand-off until the proxy accepts it,
+ * which a tenant can delay (a full accept queue); a UDP one holds its
+ * egr_udp_socks entry. -1 when the tenant holds egr_limits' cap already.
+ * Check and add are two steps: concurrent connects may pass the cap by a
+ * few. Only connect/sendmsg (socket locked) and sock_release write flags.
  */
 static __always_inline int egr_charge(struct egr_origin *o, __u64 bound, bool udp)
 {
@@ -399,6 +401,11 @@ static __always_inline int egr_connect(struct bpf_sock_addr *ctx, const __u8 *ds
 	if (verdict == 1) {
 		egr_emit(EGR_EVENT_AUDIT, reason, proto, dst, port, family, cgid,
 			 policy_id, netns, op);
+		/* on record already: egr_egress need not log its packets */
+		sk = ctx->sk;
+		o = sk ? bpf_sk_storage_get(&egr_origins, sk, 0, BPF_SK_STORAGE_GET_F_CREATE) : NULL;
+		if (o)
+			o->flags |= EGR_ORIGIN_DIRECT;
 		return 1;
 	}
 	if (!proxy_port) {
@@ -518,7 +525,6 @@ int egr_sockops(struct bpf_sock_ops *skops)
 	__u32 ip6[4], ip4, family;
 
 	if (skops->op != BPF_SOCK_OPS_TCP_CONNECT_CB &&
-	    skops->op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB &&
 	    skops->op != BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB)
 		return 1;
 	sk = skops->sk;
@@ -535,12 +541,6 @@ int egr_sockops(struct bpf_sock_ops *skops)
 	o = bpf_sk_storage_get(&egr_origins, sk, 0, 0);
 	if (!o || !(o->flags & EGR_ORIGIN_TCP))
 		return 1;
-	/* Established: its hand-off waits only for the proxy's accept,
-	 * which the tenant cannot hold up; no longer counted against it. */
-	if (skops->op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB) {
-		egr_uncharge(o);
-		return 1;
-	}
 
 	/* Context fields must be read at constant offsets: volatile keeps
 	 * clang from merging the v4 and v6 loads into one computed pointer,
@@ -854,13 +854,14 @@ static __always_inline __u32 *egr_skb_policy(struct __sk_buff *skb, __u64 *id)
 }
 
 static __always_inline void egr_emit_skb(struct __sk_buff *skb, __u16 family, __u32 reason,
-					 __u32 proto, const __u8 *dst, __u16 port)
+					 __u32 proto, const __u8 *dst, __u16 port, __u32 type)
 {
 	struct egr_event *e;
 	__u64 id;
 	__u32 *pid = egr_skb_policy(skb, &id);
 
-	egr_count(EGR_STAT_DENIED);
+	if (type == EGR_EVENT_DENY)
+		egr_count(EGR_STAT_DENIED);
 	e = bpf_ringbuf_reserve(&egr_events, sizeof(*e), 0);
 	if (!e) {
 		egr_count(EGR_STAT_EVENTS_LOST);
@@ -868,7 +869,7 @@ static __always_inline void egr_emit_skb(struct __sk_buff *skb, __u16 family, __
 	}
 	__builtin_memset(e, 0, sizeof(*e));
 	e->ts_ns = bpf_ktime_get_ns();
-	e->type = EGR_EVENT_DENY;
+	e->type = type;
 	e->reason = reason;
 	e->op = EGR_OP_EGRESS;
 	e->origin.family = family;
@@ -920,16 +921,71 @@ static __always_inline bool egr_sk_to_proxy(const struct bpf_sock *sk, __u32 fam
 	       w[2] == proxy_ip6[2] && w[3] == proxy_ip6[3];
 }
 
+/* A datagram's destination (IPv4 v4-mapped) and port (0: not in it). */
+static __always_inline __u16 egr_skb_dst(struct __sk_buff *skb, __u16 family, __u8 dst[16])
+{
+	__u32 w[4] = {};
+	__u16 port = 0;
+
+	if (family == EGR_AF_INET) {
+		bpf_skb_load_bytes(skb, 16, w, 4);
+		egr_addr_set_v4(dst, w[0]);
+		if (bpf_skb_load_bytes(skb, 22, &port, 2))
+			port = 0;
+	} else {
+		bpf_skb_load_bytes(skb, 24, w, 16);
+		egr_addr_set_v6(dst, w);
+		if (bpf_skb_load_bytes(skb, 42, &port, 2))
+			port = 0;
+	}
+	return bpf_ntohs(port);
+}
+
+/*
+ * Is this UDP datagram addressed to the proxy? Its own header, not the
+ * socket's peer: a datagram corked before the programs were attached
+ * (MSG_MORE) is flushed by a later send without the sendmsg hook, to the
+ * address it was corked for. IPv4 options never get here (dropped
+ * before); a later IPv4 fragment has no UDP header and is judged by its
+ * address; an IPv6 datagram behind extension headers is not the proxy's.
+ */
+static __always_inline bool egr_udp_to_proxy(struct __sk_buff *skb, __u16 family)
+{
+	__u32 w[4];
+	__u16 port, frag;
+	__u8 nh;
+
+	if (family == EGR_AF_INET) {
+		if (bpf_skb_load_bytes(skb, 16, w, 4) || w[0] != proxy_ip4 ||
+		    bpf_skb_load_bytes(skb, 6, &frag, 2))
+			return false;
+		if (bpf_ntohs(frag) & 0x1fff)
+			return true;
+		return !bpf_skb_load_bytes(skb, 22, &port, 2) && bpf_ntohs(port) == proxy_port;
+	}
+	if (!proxy_has_v6 || bpf_skb_load_bytes(skb, 6, &nh, 1) || nh != EGR_IPPROTO_UDP ||
+	    bpf_skb_load_bytes(skb, 24, w, 16) || bpf_skb_load_bytes(skb, 42, &port, 2))
+		return false;
+	if (bpf_ntohs(port) != proxy_port)
+		return false;
+	if (w[0] == 0 && w[1] == 0 && w[2] == bpf_htonl(0xffff))
+		return false; /* v4-mapped addresses travel as IPv4 */
+	return w[0] == proxy_ip6[0] && w[1] == proxy_ip6[1] && w[2] == proxy_ip6[2] &&
+	       w[3] == proxy_ip6[3];
+}
+
 /*
  * Every connect() and sendto() of the cgroup is redirected to the proxy,
  * but a socket made and connected before the programs were attached (a
  * reload adding an attach point, pods older than the DaemonSet) saw no
- * hook: it would keep its direct connection. So a packet of a connected
- * TCP or UDP socket must be going to the proxy, unless the socket was
- * accepted by a listener of the cgroup (inbound, marked in sockops) or its
- * policy is in audit mode. An unconnected UDP socket's sendto() ran
- * sendmsg4/6 for its every datagram; a listener sends SYN-ACKs; a request
- * or time-wait socket is no full socket: all pass. Returns 1 to pass.
+ * hook: it would keep its direct connection. So in enforce mode (and with
+ * no policy at all) a packet of a TCP socket must go to the proxy, unless
+ * a listener of the cgroup accepted the socket after the programs were
+ * attached (INBOUND, set in sockops), and every UDP datagram must be
+ * addressed to the proxy. A listener sends SYN-ACKs; request and
+ * time-wait sockets are no full sockets: they pass. The policy is looked
+ * up for every such packet, never remembered: a reload from audit to
+ * enforce cuts what audit mode let through. Returns 1 to pass.
  */
 static __always_inline int egr_egress_socket(struct __sk_buff *skb, __u16 family)
 {
@@ -940,6 +996,7 @@ static __always_inline int egr_egress_socket(struct __sk_buff *skb, __u16 family
 	__u8 dst[16];
 	__u16 port;
 	__u64 id;
+	bool audit;
 
 	if (!sk)
 		return 1;
@@ -947,38 +1004,43 @@ static __always_inline int egr_egress_socket(struct __sk_buff *skb, __u16 family
 	if (!sk)
 		return 1;
 	proto = *(volatile __u32 *)&sk->protocol;
+	sfamily = *(volatile __u32 *)&sk->family;
+	port = bpf_ntohs(*(volatile __be16 *)&sk->dst_port);
 	if (proto == EGR_IPPROTO_TCP) {
 		if (*(volatile __u32 *)&sk->state == BPF_TCP_LISTEN)
 			return 1;
-	} else if (proto != EGR_IPPROTO_UDP) {
+		if (port == proxy_port && egr_sk_to_proxy(sk, sfamily))
+			return 1;
+	} else if (proto == EGR_IPPROTO_UDP) {
+		if (egr_udp_to_proxy(skb, family))
+			return 1;
+	} else {
 		return 1;
 	}
-	port = bpf_ntohs(*(volatile __be16 *)&sk->dst_port);
-	if (!port && proto == EGR_IPPROTO_UDP)
-		return 1;
-	sfamily = *(volatile __u32 *)&sk->family;
-	if (port == proxy_port && egr_sk_to_proxy(sk, sfamily))
-		return 1;
 	o = bpf_sk_storage_get(&egr_origins, sk, 0, 0);
-	if (o && (o->flags & (EGR_ORIGIN_INBOUND | EGR_ORIGIN_PASS)))
+	if (o && proto == EGR_IPPROTO_TCP && (o->flags & EGR_ORIGIN_INBOUND))
 		return 1;
-	if (o && (o->flags & EGR_ORIGIN_BLOCKED)) {
-		egr_count(EGR_STAT_DENIED);
-		return 0;
-	}
 	pid = egr_skb_policy(skb, &id);
 	pi = pid ? bpf_map_lookup_elem(&egr_policies, pid) : NULL;
-	o = bpf_sk_storage_get(&egr_origins, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-	if (pi && (pi->flags & EGR_POLICY_VALID) && (pi->flags & EGR_POLICY_AUDIT)) {
+	audit = pi && (pi->flags & EGR_POLICY_VALID) && (pi->flags & EGR_POLICY_AUDIT);
+	if (audit && o && (o->flags & EGR_ORIGIN_DIRECT))
+		return 1; /* its connect() was logged as audit mode's */
+	if (!o)
+		o = bpf_sk_storage_get(&egr_origins, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	/* one record per socket (per packet only if there is no storage) */
+	if (!o || !(o->egress_flags & EGR_EGRESS_LOGGED)) {
 		if (o)
-			o->flags |= EGR_ORIGIN_PASS;
-		return 1;
+			o->egress_flags |= EGR_EGRESS_LOGGED;
+		if (proto == EGR_IPPROTO_UDP)
+			port = egr_skb_dst(skb, family, dst);
+		else
+			egr_sk_peer(sk, sfamily, dst);
+		egr_emit_skb(skb, family, EGR_REASON_NOT_REDIRECTED, proto, dst, port,
+			     audit ? EGR_EVENT_AUDIT : EGR_EVENT_DENY);
+	} else if (!audit) {
+		egr_count(EGR_STAT_DENIED);
 	}
-	if (o)
-		o->flags |= EGR_ORIGIN_BLOCKED; /* one record per socket */
-	egr_sk_peer(sk, sfamily, dst);
-	egr_emit_skb(skb, family, EGR_REASON_NOT_REDIRECTED, proto, dst, port);
-	return 0;
+	return audit;
 }
 
 SEC("cgroup_skb/egress")
@@ -990,14 +1052,14 @@ int egr_egress(struct __sk_buff *skb)
 		if (bpf_skb_load_bytes(skb, 0, &vihl, 1))
 			return 1;
 		if ((vihl & 0x0f) > 5) {
-			egr_emit_skb(skb, EGR_AF_INET, EGR_REASON_IP_OPTIONS, 0, NULL, 0);
+			egr_emit_skb(skb, EGR_AF_INET, EGR_REASON_IP_OPTIONS, 0, NULL, 0, EGR_EVENT_DENY);
 			return 0;
 		}
 		return egr_egress_socket(skb, EGR_AF_INET);
 	}
 	if (skb->protocol == bpf_htons(EGR_ETH_P_IPV6)) {
 		if (egr_v6_routed(skb)) {
-			egr_emit_skb(skb, EGR_AF_INET6, EGR_REASON_IP_OPTIONS, 0, NULL, 0);
+			egr_emit_skb(skb, EGR_AF_INET6, EGR_REASON_IP_OPTIONS, 0, NULL, 0, EGR_EVENT_DENY);
 			return 0;
 		}
 		return egr_egress_socket(skb, EGR_AF_INET6);

@@ -122,8 +122,11 @@ enum egr_reason {
 				       * before the proxy accepted */
 #define EGR_ORIGIN_CHARGED (1U << 5)  /* counted in egr_usage[charged_cgroup] */
 #define EGR_ORIGIN_INBOUND (1U << 6)  /* accepted by a listener of the cgroup */
-#define EGR_ORIGIN_PASS (1U << 7)     /* audit mode: its packets go where they go */
-#define EGR_ORIGIN_BLOCKED (1U << 8)  /* not redirected: packets dropped, logged once */
+#define EGR_ORIGIN_DIRECT (1U << 7)   /* audit mode let its connect() through */
+
+/* struct egr_origin.egress_flags: written by cgroup_skb/egress alone (it
+ * runs in softirq too, unlocked; flags has writers of its own) */
+#define EGR_EGRESS_LOGGED (1U << 0)   /* a not_redirected record was sent */
 
 /*
  * Key of the hand-off hash (egr_conns): the client end of the redirected
@@ -155,7 +158,7 @@ struct egr_origin {
 	__u32 uid;
 	__u32 gid;
 	__u32 policy_id;
-	__u32 reserved0;
+	__u32 egress_flags; /* EGR_EGRESS_* */
 	char comm[EGR_COMM_LEN];
 	struct egr_conn_key key; /* valid with EGR_ORIGIN_KEYED */
 	__u64 released_ns; /* bpf_ktime_get_ns() at sock_release (RELEASED) */
@@ -164,10 +167,10 @@ struct egr_origin {
 
 /*
  * What one bound cgroup (a tenant: the cgroup whose binding applies, with
- * everything below it) holds in the tables all tenants share: redirected
- * TCP connects not yet established (their egr_conns hand-offs) and UDP
- * sockets in egr_udp_socks. Signed: a count reset while sockets lived
- * (the daemon dropped the entry) may go below zero.
+ * everything below it) holds in the tables all tenants share: open
+ * redirected TCP sockets (each holds its egr_conns hand-off until the
+ * proxy accepts it) and UDP sockets in egr_udp_socks. Signed: a count
+ * reset while sockets lived (a daemon start) may go below zero.
  */
 struct egr_usage {
 	__s32 tcp;

@@ -462,6 +462,17 @@ int egr_bpf_forget_pinned(const char *pin_dir)
 	close(fd);
 	if (n < 0)
 		return n;
+	/* The tenants' counts start over too: a build without them (an
+	 * upgrade after a downgrade) let sockets close uncounted. Sockets
+	 * open now may take a count below zero when they close: headroom of
+	 * at most what they held, never a tenant locked out. */
+	if (snprintf(path, sizeof(path), "%s/egr_usage", pin_dir) >= (int)sizeof(path))
+		return -ENAMETOOLONG;
+	fd = bpf_obj_get(path);
+	if (fd >= 0) {
+		map_delete_if(fd, sizeof(__u64), every_key, NULL);
+		close(fd);
+	}
 	if (snprintf(path, sizeof(path), "%s/egr_policies", pin_dir) >= (int)sizeof(path))
 		return -ENAMETOOLONG;
 	fd = bpf_obj_get(path);

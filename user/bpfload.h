@@ -42,10 +42,10 @@ int egr_bpf_cgroup_binding(struct egr_bpf *b, uint64_t cgroup_id, uint32_t *poli
 int egr_bpf_unbind_cgroup(struct egr_bpf *b, uint64_t cgroup_id);
 /*
  * Each bound cgroup (with everything below it) may have at most per_cgroup
- * redirected TCP connects in flight (connect() to established) and
- * per_cgroup open UDP sockets that sent DNS, counted in the kernel
- * (egr_usage); beyond, connect()/sendmsg() fail with EPERM (reason
- * conn_limit). 0 = no cap.
+ * open redirected TCP sockets and per_cgroup open UDP sockets that sent
+ * DNS, counted in the kernel (egr_usage) from connect()/sendmsg() to
+ * close; beyond, connect()/sendmsg() fail with EPERM (reason conn_limit).
+ * 0 = no cap.
  */
 int egr_bpf_set_limits(struct egr_bpf *b, unsigned per_cgroup);
 /* A removed cgroup's counts go with it. */
@@ -63,7 +63,8 @@ int egr_bpf_prune_cgroups(struct egr_bpf *b, uint64_t *keep, size_t n_keep);
  * its own order, so a cgroup still bound would be judged by another
  * policy until the walk binds it anew (in the kernel too: an audit-mode
  * policy lets UDP pass). Unbind every cgroup and invalidate every policy:
- * until rebound, enforced cgroups are denied everything. Returns how many
+ * until rebound, enforced cgroups are denied everything. The tenants'
+ * counts (egr_usage) start over too. Returns how many
  * bindings went, or -errno; nothing pinned yet is 0.
  */
 int egr_bpf_forget_pinned(const char *pin_dir);

@@ -347,15 +347,16 @@ static int daemon_policy_index(const struct dconfig *c, const struct dconfig_bin
 }
 
 /*
- * Whoever can write a cgroup's directory can make cgroups in it and name
- * them. Below a cgroup delegated to a user (systemd's Delegate=yes, a
- * rootless container's subtree), the delegate could name one to match a
- * binding meant for somewhere else (a `**` glob for pod cgroups matches a
- * "podX" the delegate made inside its own pod) and move itself there. A
- * cgroup is below a delegated one when a directory above it, up to the
- * mount, is not root's or is group/other-writable; the delegated cgroup
- * itself (its parent is root's) is bound as usual. Returns true and names
- * the writer in who.
+ * Whoever can write a cgroup's directory can make cgroups in it, name
+ * them, and move its processes between them. Below a cgroup delegated to
+ * a user (systemd's Delegate=yes, a rootless container's subtree), the
+ * delegate could name one to match a binding meant for somewhere else (a
+ * `**` glob for pod cgroups matches a "podX" the delegate made inside its
+ * own pod) and move itself there; or make thousands that match, each a
+ * tenant of its own in the kernel's tables. A cgroup is below a delegated
+ * one when a directory above it, up to the mount, is not root's or is
+ * group/other-writable; the delegated cgroup itself (its parent is root's)
+ * is bound as usual. Returns true and names the writer in who.
  */
 static bool daemon_below_delegated(const struct daemon *d, const char *rel, char *who,
 				   size_t wholen)
@@ -389,9 +390,17 @@ static void daemon_bind(struct daemon *d, const char *rel, uint64_t id)
 {
 	const struct dconfig_binding *b = dconfig_match(d->dc, rel);
 	char who[PATH_MAX + 64];
-	uint32_t above;
 	int idx;
 
+	/* Below a delegated cgroup no binding applies: the cgroup inherits
+	 * the delegated one's policy, which the delegate has anyway (it can
+	 * make a cgroup that matches nothing), and shares its counts. */
+	if (b && daemon_below_delegated(d, rel, who, sizeof(who))) {
+		log_warn("cgroup %s: binding %s not applied: a cgroup above it can be "
+			 "written by %s (delegated); it inherits the policy above",
+			 rel, b->cgroup, who);
+		b = NULL;
+	}
 	if (!b) {
 		egr_bpf_unbind_cgroup(d->bpf, id);
 		return;
@@ -399,19 +408,6 @@ static void daemon_bind(struct daemon *d, const char *rel, uint64_t id)
 	idx = daemon_policy_index(d->dc, b);
 	if (idx < 0)
 		return;
-	/* Below a delegated cgroup a binding applies only when it gives what
-	 * the cgroup would inherit anyway; any other is the delegate's pick:
-	 * denied everything (an id no policy slot has), children too. */
-	if (daemon_below_delegated(d, rel, who, sizeof(who)) &&
-	    (daemon_policy_above(d, rel, &above) != 0 ||
-	     above != d->bank * DAEMON_BANK + (unsigned)idx)) {
-		log_warn("cgroup %s: binding %s not applied: a cgroup above it can be "
-			 "written by %s (delegated), and it would give another policy than "
-			 "the one inherited; denied everything",
-			 rel, b->cgroup, who);
-		egr_bpf_bind_cgroup(d->bpf, id, EGR_MAX_POLICIES);
-		return;
-	}
 	if (egr_bpf_bind_cgroup(d->bpf, id, d->bank * DAEMON_BANK + (unsigned)idx) == 0)
 		log_info("cgroup %s: policy %s (binding %s)", rel, b->policy->name, b->cgroup);
 }
@@ -948,16 +944,14 @@ static int daemon_ctl_status(void *ctx, struct control_status *st)
 	st->netns = netns_list(d->ns, &st->n_netns);
 	st->cfg = &d->cfg;
 	st->workers = proxy_workers(d->proxy);
-	/* Bound: a binding matches the cgroup or an ancestor (the kernel
+	/* Bound: the cgroup or an ancestor is bound in the kernel (which
 	 * inherits the nearest binding); the rest are denied everything. */
 	for (i = 0; i < d->n_watches; i++) {
-		char path[PATH_MAX], *slash;
+		uint32_t id;
 
-		snprintf(path, sizeof(path), "%s", d->watches[i].path);
-		while (!dconfig_match(d->dc, path) && (slash = strrchr(path, '/')) &&
-		       slash != path)
-			*slash = '\0';
-		if (dconfig_match(d->dc, path))
+		if ((egr_bpf_cgroup_binding(d->bpf, d->watches[i].id, &id) == 0 ||
+		     daemon_policy_above(d, d->watches[i].path, &id) == 0) &&
+		    id < EGR_MAX_POLICIES)
 			st->n_bound++;
 	}
 	return 0;

@@ -106,6 +106,7 @@ CASES=(
 	daemon_audit_stdout
 	daemon_sd_notify
 	daemon_socket_before_attach
+	daemon_audit_to_enforce
 	daemon_reload_timeouts_limits
 	daemon_kernel_relay
 	geoip_country_and_asn
@@ -1760,6 +1761,17 @@ daemon_bed() {
 	cg_run 'mkdir -p "$CG'"$DCG"'/'"$4"'"' || fail "cannot create the test cgroup"
 }
 
+# daemon_binding CGROUP: the case daemon's egr_cgroups entry for CGROUP
+# (its id is its directory's inode); fails if it has none.
+daemon_binding() {
+	local ino
+	ino=$(cg_run 'stat -c %i "$CG'"$1"'"') || return 1
+	# shellcheck disable=SC2046
+	bpftool map lookup pinned "$DBPF/egressd/egr_cgroups" key $("$E2E_PY" -c '
+import struct, sys
+print(" ".join(str(b) for b in struct.pack("<Q", int(sys.argv[1]))))' "$ino") 2>&1
+}
+
 # in_ns_cg NETNS CGROUP CMD...: CMD as nobody in CGROUP, inside NETNS.
 in_ns_cg() {
 	local ns=$1 cg=$2
@@ -2298,9 +2310,10 @@ JSON
 # directory and its cgroup.procs): the user can make cgroups below it,
 # name them, and move its processes into them. Named to match a binding
 # meant for other cgroups ("$DCG/**/trusted", a wider policy), such a
-# cgroup would take that policy; the daemon denies it everything instead,
-# while a cgroup of the same name root made elsewhere gets the binding
-# and one below the delegated cgroup that matches nothing inherits.
+# cgroup would take that policy; the daemon binds nothing below the
+# delegated cgroup, so it inherits job1's policy (allowed.test only, and
+# job1's counts: no entry of its own in egr_cgroups), while a cgroup of
+# the same name root made elsewhere gets the binding.
 case_daemon_delegated_subtree() {
 	need_egressd
 	local out
@@ -2334,15 +2347,22 @@ JSON
 		https://evil.test/) && fail "the delegate's own trusted cgroup took policy wide: reached evil.test"
 	note "delegate's trusted -> evil.test: $(oneline "$out")"
 	evil_untouched "delegated cgroup named trusted"
-	out=$(in_cg "$DCG/agents/job1/trusted" curl -sS --max-time 5 --cacert "$E2E_CA" \
-		https://allowed.test/) && fail "the delegate's trusted cgroup was not denied everything"
-	out=$(in_cg "$DCG/agents/job1/worker" curl -sS --max-time 5 --cacert "$E2E_CA" \
-		https://allowed.test/) || fail "job1/worker did not inherit job1's policy: $(oneline "$out")"
+	local sub
+	for sub in trusted worker; do
+		out=$(in_cg "$DCG/agents/job1/$sub" curl -sS --max-time 5 --cacert "$E2E_CA" \
+			https://allowed.test/) ||
+			fail "job1/$sub did not inherit job1's policy: $(oneline "$out")"
+	done
 	out=$(in_cg "$DCG/agents/job1/worker" curl -sS --max-time 5 --cacert "$E2E_CA" \
 		https://evil.test/) && fail "job1/worker reached evil.test"
 	evil_untouched "delegated worker"
 	grep -q "cgroup $DCG/agents/job1/trusted: binding $DCG/\*\*/trusted not applied: a cgroup above it can be written by uid $E2E_NOBODY_UID ($DCG/agents/job1)" \
 		"$CASE_STDERR" || fail "no warning naming the delegated cgroup: $(oneline "$(grep -i deleg "$CASE_STDERR")")"
+	# no binding of its own in the kernel: it counts as job1
+	out=$(daemon_binding "$DCG/agents/job1/trusted") &&
+		fail "the delegate's trusted cgroup has a binding of its own: $(oneline "$out")"
+	daemon_binding "$DCG/ci/trusted" >/dev/null ||
+		fail "root's ci/trusted has no binding in the kernel (the check above proves nothing)"
 }
 
 # egressd daemon with TLS interception: the daemon's CA (egressctl ca init),
@@ -2860,8 +2880,10 @@ assert dl and dl[0]["comm"] == "curl", "no record of the download"' "$lj" ||
 # and appears to come from the server asked. Sockets the agent had already
 # connected (TCP to evil.test, UDP to the DNS server) saw no hook at all:
 # their packets are dropped (cgroup_skb/egress: not to the proxy), and
-# logged once each; a connection accepted by a listener of the agent still
-# answers whoever connected in.
+# logged once each, as is a UDP socket connected to port 0 and a datagram
+# corked (MSG_MORE) before the attach and flushed after, which runs no
+# sendmsg hook; a connection accepted by a listener of the agent after the
+# attach still answers whoever connected in.
 # wait_agent PID RESULT: wait (up to 15 s) for a case's agent started in
 # the background; fails the case if it failed. Its output is then in $out
 # (and in the case's notes).
@@ -2899,6 +2921,10 @@ u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 pre = socket.create_connection(("'$EVIL4'", 80), 5)
 pu = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 pu.connect(("'$DNS4'", 53))
+p0 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+p0.connect(("'$EVIL4'", 0))
+cu = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+cu.sendto(b"corked-", socket.MSG_MORE, ("'$EVIL4'", 9999))
 lst = socket.socket()
 lst.bind(("127.0.0.1", 0))
 lst.listen()
@@ -2943,6 +2969,12 @@ try:
     print("pre-connected dns answered", len(pu.recv(512)))
 except OSError as x:
     print("pre-connected dns refused:", x)
+for name, send in (("port 0", lambda: p0.send(b"x")), ("corked", lambda: cu.send(b"tail"))):
+    try:
+        send()
+        print("pre-connected udp %s sent" % name)
+    except OSError as x:
+        print("pre-connected udp %s refused:" % name, x)
 lst.settimeout(5)
 c, _ = lst.accept()
 c.sendall(c.recv(64).upper())
@@ -2969,9 +3001,15 @@ print(s.recv(64).decode())' "$(cat "$ready")" 2>&1)
 		fail "a connection made before the daemon still reached evil.test: $(oneline "$out")"
 	grep -q "^pre-connected dns refused" <<<"$out" ||
 		fail "a UDP socket connected before the daemon still reached the DNS server: $(oneline "$out")"
+	grep -q "^pre-connected udp port 0 refused" <<<"$out" ||
+		fail "a UDP socket connected to port 0 before the daemon still sent: $(oneline "$out")"
+	grep -q "^pre-connected udp corked refused" <<<"$out" ||
+		fail "a datagram corked before the daemon was sent: $(oneline "$out")"
 	grep -Eq '"dst": *"'"$EVIL4"'", *"dst_port": *80,.*"reason": *"not_redirected"' "$CASE_AUDIT" ||
 		fail "no not_redirected record for evil.test: $(oneline "$(grep not_redirected "$CASE_AUDIT")")"
-	[ "$(grep -c '"reason": *"not_redirected"' "$CASE_AUDIT")" = 2 ] ||
+	grep -Eq '"dst": *"'"$EVIL4"'", *"dst_port": *9999,.*"reason": *"not_redirected"' "$CASE_AUDIT" ||
+		fail "no not_redirected record for the corked datagram: $(oneline "$(grep not_redirected "$CASE_AUDIT")")"
+	[ "$(grep -c '"reason": *"not_redirected"' "$CASE_AUDIT")" = 4 ] ||
 		fail "not one record per socket: $(oneline "$(grep not_redirected "$CASE_AUDIT")")"
 	grep -q "^peer $ALLOWED4:80\$" <<<"$out" || fail "getpeername: $(oneline "$out")"
 	grep -q "^allowed: hello from allowed.test" <<<"$out" ||
@@ -3061,13 +3099,72 @@ for v in vals:
 ' "$out" || fail "egr_usage after everything closed: $(oneline "$out")"
 }
 
+# Audit mode lets through what enforce would refuse in the kernel (here
+# UDP to a port other than DNS) on the socket's own connection. A reload
+# to enforce must cut such a socket, not only refuse new ones: its next
+# datagram is dropped (EPERM) and logged (not_redirected).
+case_daemon_audit_to_enforce() {
+	need_egressd
+	local out rc apid
+	local dsock=$E2E_DIR/ctl/a2e.sock ctl=$E2E_REPO/egressctl
+	local ready=$E2E_DIR/run/a2e.ready go=$E2E_DIR/run/a2e.go res=$E2E_DIR/run/a2e.out
+	daemon_bed a2e bpffs-a2e daemon-a2e agents/job1
+	a2e_config() {
+		cat >"$DCFG" <<JSON
+{ "listen": { "control": "$dsock", "metrics": null },
+  "audit": { "path": "$CASE_AUDIT", "format": "json" },
+  "policies": { "p": { "mode": "$1", "allow": ["allowed.test"] } },
+  "bindings": [ { "cgroup": "$DCG/agents/job*", "policy": "p" } ] }
+JSON
+	}
+	a2e_config audit
+	daemon_start || fail "daemon did not start: $(tail -3 "$CASE_STDERR")"
+	# shellcheck disable=SC2016
+	local agent='
+import os, socket, sys, time
+ready, go = sys.argv[1:3]
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.connect(("'$EVIL4'", 9999))
+u.send(b"one")
+print("audit: sent")
+sys.stdout.flush()
+open(ready, "w").write("1")
+for _ in range(300):
+    if os.path.exists(go):
+        break
+    time.sleep(0.05)
+# nothing listens on evil.test:9999: clear the port-unreachable the first
+# datagram earned, or the next send reports it
+u.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+try:
+    u.send(b"two")
+    print("enforce: sent")
+except OSError as x:
+    print("enforce: refused", x.errno)
+'
+	in_cg "$DCG/agents/job1" "$E2E_PY" -c "$agent" "$ready" "$go" >"$res" 2>&1 &
+	apid=$!
+	bed_wait_file "$ready" 10 || fail "the agent did not start: $(oneline "$(cat "$res")")"
+	a2e_config enforce
+	out=$("$ctl" reload --socket "$dsock" 2>&1); rc=$?
+	[ $rc = 0 ] || fail "reload to enforce: rc $rc: $(oneline "$out")"
+	: >"$go"
+	wait_agent "$apid" "$res"
+	grep -q "^audit: sent\$" <<<"$out" || fail "audit mode did not let the datagram go: $(oneline "$out")"
+	grep -q "^enforce: refused 1\$" <<<"$out" ||
+		fail "after the reload to enforce the socket still sent: $(oneline "$out")"
+	grep -Eq '"dst_port": *9999,.*"verdict": *"deny", *"reason": *"not_redirected"' "$CASE_AUDIT" ||
+		fail "no not_redirected denial: $(oneline "$(grep 9999 "$CASE_AUDIT")")"
+}
+
 # A reload applies the proxy's timeouts and connection limits to a running
 # daemon. Opened under idle_timeout_ms 600000 and peek_timeout_ms 60000, a
 # relayed connection with no bytes either way and a client that sent half
 # an HTTP head stay open for 1.5 s; a reload to 1000 and 500 closes both
 # within seconds (the hash server would wait 30 s). The same reload sets
 # max_conns_per_cgroup 1: a second connection of the cgroup is refused
-# (conn_limit) while the first is held, and after a reload back to 100 a
+# (conn_limit, by the kernel's count of the cgroup's open sockets: EPERM
+# at connect) while the first is held, and after a reload back to 100 a
 # second one stays open and the first still answers. The replies name
 # nothing that waits for a restart, and egressctl status (JSON and text)
 # shows the values in force after each reload.
@@ -3143,6 +3240,8 @@ wait_file("go1")
 ta, tb = closed_all([a, b], 8)
 print("idle closed after %s s" % (None if ta is None else round(ta, 2)))
 print("peek closed after %s s" % (None if tb is None else round(tb, 2)))
+a.close()  # open sockets count against the cgroup until closed
+b.close()
 open(os.path.join(run, "ready2"), "w").write("1")
 wait_file("go2")
 d = raw()
@@ -3152,8 +3251,8 @@ try:
     e = raw()
     e.sendall(b"0\n")
     te = closed(e, 5)
-except ConnectionError:
-    te = 0  # reset before connect() returned
+except PermissionError:
+    te = 0  # the kernel refused the connect() (conn_limit)
 print("second conn refused" if te is not None else "second conn open")
 open(os.path.join(run, "ready3"), "w").write("1")
 wait_file("go3")
@@ -3215,10 +3314,11 @@ assert set(t) == {"idle", "peek"} and max(t.values()) < 4, t' "$out" ||
 	done
 	out=$("$E2E_PY" -c 'import json, sys
 recs = [json.loads(l) for l in open(sys.argv[1])]
+limit = [r for r in recs if r.get("reason") == "conn_limit" and r["verdict"] == "deny"
+         and r.get("origin") == "kernel"]
 recs = [r for r in recs if r.get("origin") == "proxy"]
 idle = [r for r in recs if r.get("detail") == "idle for 1000 ms" and r["verdict"] == "allow"]
 peek = [r for r in recs if r.get("reason") == "peek_timeout" and " in 500 ms" in r.get("detail", "")]
-limit = [r for r in recs if r.get("reason") == "conn_limit" and r["verdict"] == "deny"]
 assert len(idle) == 1 and len(peek) == 1 and len(limit) == 1, recs
 print("idle:", idle[0]["detail"], "| peek:", peek[0]["detail"], "| limit:", limit[0]["reason"])' "$CASE_AUDIT" 2>&1) ||
 		fail "audit records: $(oneline "$out")"
