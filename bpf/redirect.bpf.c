@@ -220,18 +220,25 @@ static __always_inline int egr_charge(struct egr_origin *o, __u64 bound, bool ud
 		return -1;
 	__sync_fetch_and_add(n, 1);
 	o->charged_cgroup = bound;
-	o->flags |= EGR_ORIGIN_CHARGED;
+	o->flags = (o->flags & ~EGR_ORIGIN_EPOCH_MASK) | EGR_ORIGIN_CHARGED |
+		   (l->epoch << EGR_ORIGIN_EPOCH_SHIFT);
 	return 0;
 }
 
 static __always_inline void egr_uncharge(struct egr_origin *o)
 {
+	struct egr_limits *l;
 	struct egr_usage *u;
 	__u64 bound = o->charged_cgroup;
+	__u32 zero = 0, epoch = o->flags >> EGR_ORIGIN_EPOCH_SHIFT;
 
 	if (!(o->flags & EGR_ORIGIN_CHARGED))
 		return;
-	o->flags &= ~EGR_ORIGIN_CHARGED;
+	o->flags &= ~(EGR_ORIGIN_CHARGED | EGR_ORIGIN_EPOCH_MASK);
+	/* counted before the counts started over: not in them */
+	l = bpf_map_lookup_elem(&egr_limits, &zero);
+	if (!l || (l->epoch & 0xffff) != epoch)
+		return;
 	u = bpf_map_lookup_elem(&egr_usage, &bound);
 	if (u)
 		__sync_fetch_and_add((o->flags & EGR_ORIGIN_UDP) ? &u->udp : &u->tcp, -1);
@@ -379,11 +386,20 @@ static __always_inline int egr_connect(struct bpf_sock_addr *ctx, const __u8 *ds
 	 * (IP_TOS, UDP_SEGMENT) runs it with no address (0.0.0.0:0, which no
 	 * sendto() can name: port 0 is EINVAL before the hook), and an
 	 * AF_INET6 socket connected to ::ffff:a.b.c.d runs sendmsg4 with its
-	 * connected peer, the proxy once connect6 redirected it. Both go to
-	 * the connected peer, which egr_egress holds to the proxy.
+	 * connected peer, the proxy once connect6 redirected it (the socket
+	 * has its origin then; any other send to the proxy's address is
+	 * judged as usual: loopback). Both go to the connected peer, which
+	 * egr_egress holds to the proxy.
 	 */
-	if (op == EGR_OP_SENDMSG && udp && (!port || egr_is_proxy(dst, port)))
-		return 1;
+	if (op == EGR_OP_SENDMSG && udp) {
+		if (!port)
+			return 1;
+		if (egr_is_proxy(dst, port) && ctx->sk) {
+			o = bpf_sk_storage_get(&egr_origins, ctx->sk, 0, 0);
+			if (o && (o->flags & EGR_ORIGIN_UDP))
+				return 1;
+		}
+	}
 
 	if (egr_policy_lookup(&cgid, &bound, &policy_id)) {
 		egr_emit(EGR_EVENT_DENY, EGR_REASON_NO_POLICY, proto, dst, port,
@@ -437,8 +453,8 @@ static __always_inline int egr_connect(struct bpf_sock_addr *ctx, const __u8 *ds
 	__builtin_memcpy(o->dst_addr, dst, 16);
 	o->dst_port = port;
 	o->family = v4mapped ? EGR_AF_INET : family;
-	o->flags = (o->flags & EGR_ORIGIN_CHARGED) | (udp ? EGR_ORIGIN_UDP : EGR_ORIGIN_TCP) |
-		   (v4mapped ? EGR_ORIGIN_V4MAPPED : 0);
+	o->flags = (o->flags & (EGR_ORIGIN_CHARGED | EGR_ORIGIN_EPOCH_MASK)) |
+		   (udp ? EGR_ORIGIN_UDP : EGR_ORIGIN_TCP) | (v4mapped ? EGR_ORIGIN_V4MAPPED : 0);
 	o->cgroup_id = cgid;
 	o->netns_cookie = netns;
 	o->sock_cookie = bpf_get_socket_cookie(ctx);
@@ -982,17 +998,18 @@ static __always_inline bool egr_udp_to_proxy(struct __sk_buff *skb, __u16 family
  * no policy at all) a packet of a TCP socket must go to the proxy, unless
  * a listener of the cgroup accepted the socket after the programs were
  * attached (INBOUND, set in sockops), and every UDP datagram must be
- * addressed to the proxy. A listener sends SYN-ACKs; request and
- * time-wait sockets are no full sockets: they pass. The policy is looked
- * up for every such packet, never remembered: a reload from audit to
- * enforce cuts what audit mode let through. Returns 1 to pass.
+ * addressed to the proxy, on loopback; a socket of any other protocol
+ * may not send at all. A listener sends SYN-ACKs; request and time-wait
+ * sockets are no full sockets: they pass. The policy is looked up for
+ * every such packet, never remembered: a reload from audit to enforce
+ * cuts what audit mode let through. Returns 1 to pass.
  */
 static __always_inline int egr_egress_socket(struct __sk_buff *skb, __u16 family)
 {
 	struct egr_policy_info *pi;
 	struct bpf_sock *sk = skb->sk;
 	struct egr_origin *o;
-	__u32 *pid, proto, sfamily;
+	__u32 *pid, proto, sfamily, logged;
 	__u8 dst[16];
 	__u16 port;
 	__u64 id;
@@ -1006,17 +1023,21 @@ static __always_inline int egr_egress_socket(struct __sk_buff *skb, __u16 family
 	proto = *(volatile __u32 *)&sk->protocol;
 	sfamily = *(volatile __u32 *)&sk->family;
 	port = bpf_ntohs(*(volatile __be16 *)&sk->dst_port);
+	/* The proxy is on loopback: a socket bound to another device
+	 * (SO_BINDTODEVICE, IP_UNICAST_IF) with route_localnet on would send
+	 * "to the proxy" out of that device. Loopback is ifindex 1 in every
+	 * network namespace. */
 	if (proto == EGR_IPPROTO_TCP) {
 		if (*(volatile __u32 *)&sk->state == BPF_TCP_LISTEN)
 			return 1;
-		if (port == proxy_port && egr_sk_to_proxy(sk, sfamily))
+		if (port == proxy_port && skb->ifindex == 1 && egr_sk_to_proxy(sk, sfamily))
 			return 1;
 	} else if (proto == EGR_IPPROTO_UDP) {
-		if (egr_udp_to_proxy(skb, family))
+		if (skb->ifindex == 1 && egr_udp_to_proxy(skb, family))
 			return 1;
-	} else {
-		return 1;
 	}
+	/* Any other protocol: a socket made before the attach (a ping
+	 * socket, UDP-Lite, SCTP; sock_create refuses new ones). */
 	o = bpf_sk_storage_get(&egr_origins, sk, 0, 0);
 	if (o && proto == EGR_IPPROTO_TCP && (o->flags & EGR_ORIGIN_INBOUND))
 		return 1;
@@ -1027,14 +1048,16 @@ static __always_inline int egr_egress_socket(struct __sk_buff *skb, __u16 family
 		return 1; /* its connect() was logged as audit mode's */
 	if (!o)
 		o = bpf_sk_storage_get(&egr_origins, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-	/* one record per socket (per packet only if there is no storage) */
-	if (!o || !(o->egress_flags & EGR_EGRESS_LOGGED)) {
+	logged = audit ? EGR_EGRESS_LOGGED_AUDIT : EGR_EGRESS_LOGGED_DENY;
+	/* one record per socket and verdict (per packet if there is no
+	 * storage): a reload between audit and enforce is on record too */
+	if (!o || !(o->egress_flags & logged)) {
 		if (o)
-			o->egress_flags |= EGR_EGRESS_LOGGED;
-		if (proto == EGR_IPPROTO_UDP)
-			port = egr_skb_dst(skb, family, dst);
-		else
+			o->egress_flags |= logged;
+		if (proto == EGR_IPPROTO_TCP)
 			egr_sk_peer(sk, sfamily, dst);
+		else if ((port = egr_skb_dst(skb, family, dst)) && proto != EGR_IPPROTO_UDP)
+			port = 0; /* no UDP header there */
 		egr_emit_skb(skb, family, EGR_REASON_NOT_REDIRECTED, proto, dst, port,
 			     audit ? EGR_EVENT_AUDIT : EGR_EVENT_DENY);
 	} else if (!audit) {

@@ -123,10 +123,14 @@ enum egr_reason {
 #define EGR_ORIGIN_CHARGED (1U << 5)  /* counted in egr_usage[charged_cgroup] */
 #define EGR_ORIGIN_INBOUND (1U << 6)  /* accepted by a listener of the cgroup */
 #define EGR_ORIGIN_DIRECT (1U << 7)   /* audit mode let its connect() through */
+/* bits 16-31 with CHARGED: egr_limits.epoch (low 16 bits) of the charge */
+#define EGR_ORIGIN_EPOCH_SHIFT 16
+#define EGR_ORIGIN_EPOCH_MASK 0xffff0000U
 
 /* struct egr_origin.egress_flags: written by cgroup_skb/egress alone (it
  * runs in softirq too, unlocked; flags has writers of its own) */
-#define EGR_EGRESS_LOGGED (1U << 0)   /* a not_redirected record was sent */
+#define EGR_EGRESS_LOGGED_DENY (1U << 0)  /* a not_redirected denial was sent */
+#define EGR_EGRESS_LOGGED_AUDIT (1U << 1) /* ... an audit record (audit mode) */
 
 /*
  * Key of the hand-off hash (egr_conns): the client end of the redirected
@@ -169,8 +173,7 @@ struct egr_origin {
  * What one bound cgroup (a tenant: the cgroup whose binding applies, with
  * everything below it) holds in the tables all tenants share: open
  * redirected TCP sockets (each holds its egr_conns hand-off until the
- * proxy accepts it) and UDP sockets in egr_udp_socks. Signed: a count
- * reset while sockets lived (a daemon start) may go below zero.
+ * proxy accepts it) and UDP sockets in egr_udp_socks.
  */
 struct egr_usage {
 	__s32 tcp;
@@ -178,10 +181,15 @@ struct egr_usage {
 	__u32 reserved[2];
 };
 
-/* egr_limits[0]: per_cgroup caps each of egr_usage's counts; 0 = none. */
+/*
+ * egr_limits[0]: per_cgroup caps each of egr_usage's counts; 0 = none.
+ * epoch: bumped when the counts start over (a daemon start); a socket
+ * charged in another epoch is not taken off the new counts.
+ */
 struct egr_limits {
 	__u32 per_cgroup;
-	__u32 reserved[3];
+	__u32 epoch;
+	__u32 reserved[2];
 };
 
 /* Per-policy settings the kernel needs (egr_policies array). */

@@ -415,10 +415,14 @@ int egr_bpf_forget_usage(struct egr_bpf *b, uint64_t cgroup_id)
 
 int egr_bpf_set_limits(struct egr_bpf *b, unsigned per_cgroup)
 {
-	struct egr_limits l = { .per_cgroup = per_cgroup };
+	int fd = egr_map_fd(b->skel->maps.egr_limits);
+	struct egr_limits l = { 0 };
 	__u32 zero = 0;
 
-	if (bpf_map_update_elem(egr_map_fd(b->skel->maps.egr_limits), &zero, &l, BPF_ANY)) {
+	/* the epoch stays (egr_bpf_forget_pinned bumps it) */
+	bpf_map_lookup_elem(fd, &zero, &l);
+	l.per_cgroup = per_cgroup;
+	if (bpf_map_update_elem(fd, &zero, &l, BPF_ANY)) {
 		int err = -errno;
 
 		log_error("cannot fill BPF map egr_limits: %s", strerror(-err));
@@ -463,9 +467,21 @@ int egr_bpf_forget_pinned(const char *pin_dir)
 	if (n < 0)
 		return n;
 	/* The tenants' counts start over too: a build without them (an
-	 * upgrade after a downgrade) let sockets close uncounted. Sockets
-	 * open now may take a count below zero when they close: headroom of
-	 * at most what they held, never a tenant locked out. */
+	 * upgrade after a downgrade) let sockets close uncounted. A new
+	 * epoch first, so that sockets counted before are not taken off the
+	 * new counts when they close (they go uncounted until then). */
+	if (snprintf(path, sizeof(path), "%s/egr_limits", pin_dir) >= (int)sizeof(path))
+		return -ENAMETOOLONG;
+	fd = bpf_obj_get(path);
+	if (fd >= 0) {
+		struct egr_limits l = { 0 };
+		__u32 zero = 0;
+
+		bpf_map_lookup_elem(fd, &zero, &l);
+		l.epoch = (l.epoch + 1) & 0xffff;
+		bpf_map_update_elem(fd, &zero, &l, BPF_ANY);
+		close(fd);
+	}
 	if (snprintf(path, sizeof(path), "%s/egr_usage", pin_dir) >= (int)sizeof(path))
 		return -ENAMETOOLONG;
 	fd = bpf_obj_get(path);

@@ -352,7 +352,7 @@ static int daemon_policy_index(const struct dconfig *c, const struct dconfig_bin
  * a user (systemd's Delegate=yes, a rootless container's subtree), the
  * delegate could name one to match a binding meant for somewhere else (a
  * `**` glob for pod cgroups matches a "podX" the delegate made inside its
- * own pod) and move itself there; or make thousands that match, each a
+ * own pod) and move itself there, or make thousands that match, each a
  * tenant of its own in the kernel's tables. A cgroup is below a delegated
  * one when a directory above it, up to the mount, is not root's or is
  * group/other-writable; the delegated cgroup itself (its parent is root's)
@@ -390,17 +390,9 @@ static void daemon_bind(struct daemon *d, const char *rel, uint64_t id)
 {
 	const struct dconfig_binding *b = dconfig_match(d->dc, rel);
 	char who[PATH_MAX + 64];
+	uint32_t above;
 	int idx;
 
-	/* Below a delegated cgroup no binding applies: the cgroup inherits
-	 * the delegated one's policy, which the delegate has anyway (it can
-	 * make a cgroup that matches nothing), and shares its counts. */
-	if (b && daemon_below_delegated(d, rel, who, sizeof(who))) {
-		log_warn("cgroup %s: binding %s not applied: a cgroup above it can be "
-			 "written by %s (delegated); it inherits the policy above",
-			 rel, b->cgroup, who);
-		b = NULL;
-	}
 	if (!b) {
 		egr_bpf_unbind_cgroup(d->bpf, id);
 		return;
@@ -408,6 +400,28 @@ static void daemon_bind(struct daemon *d, const char *rel, uint64_t id)
 	idx = daemon_policy_index(d->dc, b);
 	if (idx < 0)
 		return;
+	/*
+	 * Below a delegated cgroup no binding of its own: a binding that
+	 * gives the policy it would inherit anyway is left to inheritance
+	 * (the cgroup shares the delegated one's counts, and a delegate
+	 * making thousands takes no entries); any other may be the
+	 * delegate's pick, and inheriting instead could loosen what the
+	 * config meant for a process that cannot move itself: denied
+	 * everything (an id no policy slot has), its children too.
+	 */
+	if (daemon_below_delegated(d, rel, who, sizeof(who))) {
+		if (daemon_policy_above(d, rel, &above) == 0 &&
+		    above == d->bank * DAEMON_BANK + (unsigned)idx) {
+			egr_bpf_unbind_cgroup(d->bpf, id);
+			return;
+		}
+		log_warn("cgroup %s: binding %s not applied: a cgroup above it can be "
+			 "written by %s (delegated), and it would give another policy than "
+			 "the one above; denied everything",
+			 rel, b->cgroup, who);
+		egr_bpf_bind_cgroup(d->bpf, id, EGR_MAX_POLICIES);
+		return;
+	}
 	if (egr_bpf_bind_cgroup(d->bpf, id, d->bank * DAEMON_BANK + (unsigned)idx) == 0)
 		log_info("cgroup %s: policy %s (binding %s)", rel, b->policy->name, b->cgroup);
 }

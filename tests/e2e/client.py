@@ -703,6 +703,33 @@ def cmd_srcroute(a):
     return 0
 
 
+def cmd_bindtodevice(a):
+    """DNS-port datagrams with the marker from sockets bound to a.ifname
+    (SO_BINDTODEVICE, unprivileged since Linux 5.7): the hooks send them to
+    the proxy on loopback, which that device does not reach."""
+    ways = {}
+
+    def unconnected(s):
+        s.sendto(SRCROUTE_MARK, (a.dst, 53))
+
+    def connected(s):
+        s.connect((a.dst, 53))
+        s.send(SRCROUTE_MARK)
+
+    for name, fn in (("udp-sendto", unconnected), ("udp-connect", connected)):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, a.ifname.encode())
+            fn(s)
+            ways[name] = "sent"
+        except OSError as e:
+            ways[name] = errno.errorcode.get(e.errno, str(e.errno))
+        finally:
+            s.close()
+    out({"ways": ways})
+    return 0
+
+
 def cmd_sniff(a):
     """Count frames on an interface that carry the source-route marker,
     for a.seconds (AF_PACKET: sees them whatever the IP layer does)."""
@@ -767,6 +794,10 @@ def main():
     p.add_argument("via", help="first hop the option names")
     p.add_argument("dst", help="the destination connect() names")
     p.set_defaults(fn=cmd_srcroute)
+    p = sub.add_parser("bindtodevice")
+    p.add_argument("ifname")
+    p.add_argument("dst")
+    p.set_defaults(fn=cmd_bindtodevice)
     p = sub.add_parser("sniff")
     p.add_argument("ifname")
     p.add_argument("seconds", type=float)

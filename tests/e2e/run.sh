@@ -59,6 +59,7 @@ CASES=(
 	dns_clients_resolve
 	dns_unconnected_and_sendmmsg
 	source_route_refused
+	bound_device_refused
 	dns_tunnel_blocked
 	dns_nxdomain_not_forwarded
 	dns_rebinding_refused
@@ -618,6 +619,34 @@ case_source_route_refused() {
 	evil_untouched "source routing"
 }
 
+# The hooks send a DNS datagram to the proxy on loopback. A socket bound
+# to another device (SO_BINDTODEVICE needs no privilege since Linux 5.7)
+# routes "127.0.0.1" out of that device where route_localnet is on: the
+# payload would leave the runner addressed to the proxy. cgroup_skb/egress
+# passes packets for the proxy only on loopback. The sniffer on the far end
+# of the veth must see no frame with the marker.
+case_bound_device_refused() {
+	local ready=$E2E_DIR/run/bind-ready-$$ sniffed=$E2E_DIR/run/bind-$$.out
+	local out pid i frames prev
+	prev=$(in_host sysctl -n net.ipv4.conf.all.route_localnet) || fail "no route_localnet"
+	in_host sysctl -qw net.ipv4.conf.all.route_localnet=1 net.ipv4.conf.veth0.route_localnet=1 ||
+		fail "cannot set route_localnet in the bed's namespace"
+	rm -f "$ready"
+	in_net "$E2E_PY" "$E2E_DIR/bin/client.py" sniff veth0 6 "$ready" >"$sniffed" &
+	pid=$!
+	for i in $(seq 50); do [ -e "$ready" ] && break; sleep 0.1; done
+	[ -e "$ready" ] || { kill "$pid"; fail "the sniffer did not start"; }
+	out=$(egr --allow allowed.test -- "${CLIENT[@]}" bindtodevice veth0 $EVIL4)
+	wait "$pid"
+	in_host sysctl -qw net.ipv4.conf.all.route_localnet="$prev" net.ipv4.conf.veth0.route_localnet="$prev"
+	note "$(oneline "$out")"
+	frames=$(jget frames <"$sniffed")
+	[ "$frames" = 0 ] ||
+		fail "${frames:-?} frame(s) with the marker left the runner: $(oneline "$out")"
+	grep -q '"reason":"not_redirected"' "$CASE_AUDIT" ||
+		fail "no not_redirected record: $(oneline "$(tail -3 "$CASE_AUDIT")")"
+}
+
 case_dns_resolves_inside() {
 	local out
 	local m
@@ -798,6 +827,11 @@ case_dns_unconnected_and_sendmmsg() {
 		[ "$(jget source <<<"$out")" = "$want" ] ||
 			fail "$via: the reply came from $(jget source <<<"$out"), want $want"
 	done
+	# the IPv6 control message (IPV6_TCLASS) on an IPv6 socket
+	out=$(egr --allow allowed.test -- "${CLIENT[@]}" dns allowed.test \
+		--server $EVIL6 --via connect-cmsg) || fail "connect-cmsg $EVIL6: $(oneline "$out")"
+	[ "$(jget answers <<<"$out")" = "[\"$ALLOWED4\"]" ] ||
+		fail "connect-cmsg $EVIL6: answer: $(oneline "$out")"
 	# Three queries in one sendmmsg(2) on an unconnected socket.
 	out=$(egr --allow allowed.test -- "${CLIENT[@]}" dns allowed.test \
 		--server $EVIL4 --via sendmmsg --count 3) ||
@@ -2310,10 +2344,11 @@ JSON
 # directory and its cgroup.procs): the user can make cgroups below it,
 # name them, and move its processes into them. Named to match a binding
 # meant for other cgroups ("$DCG/**/trusted", a wider policy), such a
-# cgroup would take that policy; the daemon binds nothing below the
-# delegated cgroup, so it inherits job1's policy (allowed.test only, and
-# job1's counts: no entry of its own in egr_cgroups), while a cgroup of
-# the same name root made elsewhere gets the binding.
+# cgroup would take that policy; the daemon denies it everything instead,
+# while a cgroup of the same name root made elsewhere gets the binding. One
+# the delegate names to match a binding of job1's own policy
+# ("$DCG/**/worker*") is left to inheritance: no entry of its own in
+# egr_cgroups (a delegate making thousands takes none), job1's policy.
 case_daemon_delegated_subtree() {
 	need_egressd
 	local out
@@ -2325,6 +2360,7 @@ case_daemon_delegated_subtree() {
   "policies": { "agents": { "allow": ["allowed.test"] },
                 "wide": { "allow": ["allowed.test", "evil.test"] } },
   "bindings": [ { "cgroup": "$DCG/agents/job*", "policy": "agents" },
+                { "cgroup": "$DCG/**/worker*", "policy": "agents" },
                 { "cgroup": "$DCG/**/trusted", "policy": "wide" } ] }
 JSON
 	# delegated as systemd does it: the directory and its procs file
@@ -2347,20 +2383,18 @@ JSON
 		https://evil.test/) && fail "the delegate's own trusted cgroup took policy wide: reached evil.test"
 	note "delegate's trusted -> evil.test: $(oneline "$out")"
 	evil_untouched "delegated cgroup named trusted"
-	local sub
-	for sub in trusted worker; do
-		out=$(in_cg "$DCG/agents/job1/$sub" curl -sS --max-time 5 --cacert "$E2E_CA" \
-			https://allowed.test/) ||
-			fail "job1/$sub did not inherit job1's policy: $(oneline "$out")"
-	done
+	out=$(in_cg "$DCG/agents/job1/trusted" curl -sS --max-time 5 --cacert "$E2E_CA" \
+		https://allowed.test/) && fail "the delegate's trusted cgroup was not denied everything"
+	out=$(in_cg "$DCG/agents/job1/worker" curl -sS --max-time 5 --cacert "$E2E_CA" \
+		https://allowed.test/) || fail "job1/worker did not get job1's policy: $(oneline "$out")"
 	out=$(in_cg "$DCG/agents/job1/worker" curl -sS --max-time 5 --cacert "$E2E_CA" \
 		https://evil.test/) && fail "job1/worker reached evil.test"
 	evil_untouched "delegated worker"
 	grep -q "cgroup $DCG/agents/job1/trusted: binding $DCG/\*\*/trusted not applied: a cgroup above it can be written by uid $E2E_NOBODY_UID ($DCG/agents/job1)" \
 		"$CASE_STDERR" || fail "no warning naming the delegated cgroup: $(oneline "$(grep -i deleg "$CASE_STDERR")")"
-	# no binding of its own in the kernel: it counts as job1
-	out=$(daemon_binding "$DCG/agents/job1/trusted") &&
-		fail "the delegate's trusted cgroup has a binding of its own: $(oneline "$out")"
+	# worker: no binding of its own in the kernel, it counts as job1
+	out=$(daemon_binding "$DCG/agents/job1/worker") &&
+		fail "the delegate's worker cgroup has a binding of its own: $(oneline "$out")"
 	daemon_binding "$DCG/ci/trusted" >/dev/null ||
 		fail "root's ci/trusted has no binding in the kernel (the check above proves nothing)"
 }
@@ -2880,9 +2914,10 @@ assert dl and dl[0]["comm"] == "curl", "no record of the download"' "$lj" ||
 # and appears to come from the server asked. Sockets the agent had already
 # connected (TCP to evil.test, UDP to the DNS server) saw no hook at all:
 # their packets are dropped (cgroup_skb/egress: not to the proxy), and
-# logged once each, as is a UDP socket connected to port 0 and a datagram
+# logged once each, as is a UDP socket connected to port 0, a datagram
 # corked (MSG_MORE) before the attach and flushed after, which runs no
-# sendmsg hook; a connection accepted by a listener of the agent after the
+# sendmsg hook, and an ICMP ping socket (sock_create refuses new ones, not
+# one made before); a connection accepted by a listener of the agent after the
 # attach still answers whoever connected in.
 # wait_agent PID RESULT: wait (up to 15 s) for a case's agent started in
 # the background; fails the case if it failed. Its output is then in $out
@@ -2925,6 +2960,7 @@ p0 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 p0.connect(("'$EVIL4'", 0))
 cu = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 cu.sendto(b"corked-", socket.MSG_MORE, ("'$EVIL4'", 9999))
+pg = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_ICMP)
 lst = socket.socket()
 lst.bind(("127.0.0.1", 0))
 lst.listen()
@@ -2969,7 +3005,9 @@ try:
     print("pre-connected dns answered", len(pu.recv(512)))
 except OSError as x:
     print("pre-connected dns refused:", x)
-for name, send in (("port 0", lambda: p0.send(b"x")), ("corked", lambda: cu.send(b"tail"))):
+echo = b"\x08\x00\x00\x00\x00\x00\x00\x01ping-payload"
+for name, send in (("port 0", lambda: p0.send(b"x")), ("corked", lambda: cu.send(b"tail")),
+                   ("ping", lambda: pg.sendto(echo, ("'$EVIL4'", 0)))):
     try:
         send()
         print("pre-connected udp %s sent" % name)
@@ -3005,11 +3043,13 @@ print(s.recv(64).decode())' "$(cat "$ready")" 2>&1)
 		fail "a UDP socket connected to port 0 before the daemon still sent: $(oneline "$out")"
 	grep -q "^pre-connected udp corked refused" <<<"$out" ||
 		fail "a datagram corked before the daemon was sent: $(oneline "$out")"
+	grep -q "^pre-connected udp ping refused" <<<"$out" ||
+		fail "a ping socket made before the daemon still sent: $(oneline "$out")"
 	grep -Eq '"dst": *"'"$EVIL4"'", *"dst_port": *80,.*"reason": *"not_redirected"' "$CASE_AUDIT" ||
 		fail "no not_redirected record for evil.test: $(oneline "$(grep not_redirected "$CASE_AUDIT")")"
 	grep -Eq '"dst": *"'"$EVIL4"'", *"dst_port": *9999,.*"reason": *"not_redirected"' "$CASE_AUDIT" ||
 		fail "no not_redirected record for the corked datagram: $(oneline "$(grep not_redirected "$CASE_AUDIT")")"
-	[ "$(grep -c '"reason": *"not_redirected"' "$CASE_AUDIT")" = 4 ] ||
+	[ "$(grep -c '"reason": *"not_redirected"' "$CASE_AUDIT")" = 5 ] ||
 		fail "not one record per socket: $(oneline "$(grep not_redirected "$CASE_AUDIT")")"
 	grep -q "^peer $ALLOWED4:80\$" <<<"$out" || fail "getpeername: $(oneline "$out")"
 	grep -q "^allowed: hello from allowed.test" <<<"$out" ||
@@ -3100,14 +3140,17 @@ for v in vals:
 }
 
 # Audit mode lets through what enforce would refuse in the kernel (here
-# UDP to a port other than DNS) on the socket's own connection. A reload
-# to enforce must cut such a socket, not only refuse new ones: its next
-# datagram is dropped (EPERM) and logged (not_redirected).
+# UDP to a port other than DNS) on the socket's own connection, and a
+# socket connected before the daemon started (logged once as audit). A
+# reload to enforce must cut both, not only refuse new ones: their next
+# datagrams are dropped (EPERM), and each socket's cut is on record
+# (not_redirected, deny), besides the pre-attach one's audit record.
 case_daemon_audit_to_enforce() {
 	need_egressd
 	local out rc apid
 	local dsock=$E2E_DIR/ctl/a2e.sock ctl=$E2E_REPO/egressctl
-	local ready=$E2E_DIR/run/a2e.ready go=$E2E_DIR/run/a2e.go res=$E2E_DIR/run/a2e.out
+	local run=$E2E_DIR/run/a2e res=$E2E_DIR/run/a2e.out
+	mkdir -p "$run" && chmod 1777 "$run" # the agent (nobody) writes there
 	daemon_bed a2e bpffs-a2e daemon-a2e agents/job1
 	a2e_config() {
 		cat >"$DCFG" <<JSON
@@ -3117,44 +3160,62 @@ case_daemon_audit_to_enforce() {
   "bindings": [ { "cgroup": "$DCG/agents/job*", "policy": "p" } ] }
 JSON
 	}
-	a2e_config audit
-	daemon_start || fail "daemon did not start: $(tail -3 "$CASE_STDERR")"
 	# shellcheck disable=SC2016
 	local agent='
 import os, socket, sys, time
-ready, go = sys.argv[1:3]
+run = sys.argv[1]
+def step(n):
+    sys.stdout.flush()
+    open(os.path.join(run, "ready%d" % n), "w").write("1")
+    for _ in range(300):
+        if os.path.exists(os.path.join(run, "go%d" % n)):
+            return
+        time.sleep(0.05)
+    sys.exit("never told to go on from step %d" % n)
+def send(s, what):
+    # nothing listens on evil.test: clear the port-unreachable an earlier
+    # datagram earned, or this send reports it
+    s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    try:
+        s.send(b"x")
+        print(what, "sent")
+    except OSError as x:
+        print(what, "refused", x.errno)
+p = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+p.connect(("'$EVIL4'", 9998))
+step(0)
 u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 u.connect(("'$EVIL4'", 9999))
-u.send(b"one")
-print("audit: sent")
-sys.stdout.flush()
-open(ready, "w").write("1")
-for _ in range(300):
-    if os.path.exists(go):
-        break
-    time.sleep(0.05)
-# nothing listens on evil.test:9999: clear the port-unreachable the first
-# datagram earned, or the next send reports it
-u.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-try:
-    u.send(b"two")
-    print("enforce: sent")
-except OSError as x:
-    print("enforce: refused", x.errno)
+send(u, "audit direct:")
+send(p, "audit pre:")
+time.sleep(0.3)
+step(1)
+send(u, "enforce direct:")
+send(p, "enforce pre:")
 '
-	in_cg "$DCG/agents/job1" "$E2E_PY" -c "$agent" "$ready" "$go" >"$res" 2>&1 &
+	in_cg "$DCG/agents/job1" "$E2E_PY" -c "$agent" "$run" >"$res" 2>&1 &
 	apid=$!
-	bed_wait_file "$ready" 10 || fail "the agent did not start: $(oneline "$(cat "$res")")"
+	bed_wait_file "$run/ready0" 10 || fail "the agent did not start: $(oneline "$(cat "$res")")"
+	a2e_config audit
+	daemon_start || fail "daemon did not start: $(tail -3 "$CASE_STDERR")"
+	: >"$run/go0"
+	bed_wait_file "$run/ready1" 10 || fail "the agent did not get to step 1: $(oneline "$(cat "$res")")"
 	a2e_config enforce
 	out=$("$ctl" reload --socket "$dsock" 2>&1); rc=$?
 	[ $rc = 0 ] || fail "reload to enforce: rc $rc: $(oneline "$out")"
-	: >"$go"
+	: >"$run/go1"
 	wait_agent "$apid" "$res"
-	grep -q "^audit: sent\$" <<<"$out" || fail "audit mode did not let the datagram go: $(oneline "$out")"
-	grep -q "^enforce: refused 1\$" <<<"$out" ||
-		fail "after the reload to enforce the socket still sent: $(oneline "$out")"
-	grep -Eq '"dst_port": *9999,.*"verdict": *"deny", *"reason": *"not_redirected"' "$CASE_AUDIT" ||
-		fail "no not_redirected denial: $(oneline "$(grep 9999 "$CASE_AUDIT")")"
+	grep -q "^audit direct: sent\$" <<<"$out" && grep -q "^audit pre: sent\$" <<<"$out" ||
+		fail "audit mode did not let the datagrams go: $(oneline "$out")"
+	grep -q "^enforce direct: refused 1\$" <<<"$out" && grep -q "^enforce pre: refused 1\$" <<<"$out" ||
+		fail "after the reload to enforce a socket still sent: $(oneline "$out")"
+	sleep 0.3
+	local port verdict n
+	for port in 9998:audit:1 9998:deny:1 9999:deny:1 9999:audit:0; do
+		IFS=: read -r port verdict n <<<"$port"
+		[ "$(grep -Ec '"dst_port": *'"$port"',.*"verdict": *"'"$verdict"'", *"reason": *"not_redirected"' "$CASE_AUDIT")" = "$n" ] ||
+			fail "want $n not_redirected $verdict record(s) for port $port: $(oneline "$(grep not_redirected "$CASE_AUDIT")")"
+	done
 }
 
 # A reload applies the proxy's timeouts and connection limits to a running
