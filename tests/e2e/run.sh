@@ -3068,7 +3068,9 @@ print(s.recv(64).decode())' "$(cat "$ready")" 2>&1)
 # closed) and is refused its 21st with EPERM, while job2 still resolves
 # and connects; once job1 closes them it resolves again, and the kernel's
 # per-tenant counts (egr_usage) are back to zero after TCP connections
-# and DNS sockets of both come and go.
+# and DNS sockets of both come and go, a daemon restart in between (while
+# job1 held its sockets: they must not take themselves off the new
+# counts when they close).
 case_daemon_tenant_quota() {
 	need_egressd
 	local out apid i
@@ -3116,6 +3118,14 @@ for u in held:
 	out=$(in_cg "$DCG/agents/job1" curl -sS --max-time 5 --cacert "$E2E_CA" \
 		https://allowed.test/) && fail "job1 resolved past its cap of 20 DNS sockets"
 	note "job1 at its cap: $(oneline "$out")"
+	# a daemon restart while they are held: the counts start over, and
+	# the sockets counted before must not take themselves off the new
+	# counts when they close (a count below zero for good)
+	daemon_kill9
+	daemon_start || fail "daemon did not restart: $(tail -3 "$CASE_STDERR")"
+	# counted afresh: the held ones are not, this lookup is
+	out=$(in_cg "$DCG/agents/job1" curl -sS --max-time 5 --cacert "$E2E_CA" \
+		https://allowed.test/) || fail "job1 after the restart: $(oneline "$out")"
 	: >"$go"
 	wait_agent "$apid" "$res"
 	out=$(in_cg "$DCG/agents/job1" curl -sS --max-time 5 --cacert "$E2E_CA" \
