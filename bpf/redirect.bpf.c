@@ -231,6 +231,7 @@ static __always_inline void egr_uncharge(struct egr_origin *o)
 	struct egr_usage *u;
 	__u64 bound = o->charged_cgroup;
 	__u32 zero = 0, epoch = o->flags >> EGR_ORIGIN_EPOCH_SHIFT;
+	__s32 *n;
 
 	if (!(o->flags & EGR_ORIGIN_CHARGED))
 		return;
@@ -240,8 +241,11 @@ static __always_inline void egr_uncharge(struct egr_origin *o)
 	if (!l || (l->epoch & 0xffff) != epoch)
 		return;
 	u = bpf_map_lookup_elem(&egr_usage, &bound);
-	if (u)
-		__sync_fetch_and_add((o->flags & EGR_ORIGIN_UDP) ? &u->udp : &u->tcp, -1);
+	if (!u)
+		return;
+	n = (o->flags & EGR_ORIGIN_UDP) ? &u->udp : &u->tcp;
+	if (*n > 0) /* a count started over under it (a cgroup pruned and back) */
+		__sync_fetch_and_add(n, -1);
 }
 
 static __always_inline void egr_fill_task(struct egr_origin *o)
@@ -1035,6 +1039,11 @@ static __always_inline int egr_egress_socket(struct __sk_buff *skb, __u16 family
 	} else if (proto == EGR_IPPROTO_UDP) {
 		if (skb->ifindex == 1 && egr_udp_to_proxy(skb, family))
 			return 1;
+	} else if (skb->ifindex == 1) {
+		/* Any other protocol on loopback, which never leaves the
+		 * namespace: the kernel's own ICMP and neighbour sockets of a
+		 * namespace made inside the cgroup (unshare -n) belong to it. */
+		return 1;
 	}
 	/* Any other protocol: a socket made before the attach (a ping
 	 * socket, UDP-Lite, SCTP; sock_create refuses new ones). */

@@ -173,7 +173,9 @@ struct egr_origin {
  * What one bound cgroup (a tenant: the cgroup whose binding applies, with
  * everything below it) holds in the tables all tenants share: open
  * redirected TCP sockets (each holds its egr_conns hand-off until the
- * proxy accepts it) and UDP sockets in egr_udp_socks.
+ * proxy accepts it) and UDP sockets in egr_udp_socks. Signed, and never
+ * taken below zero: a count that started over while sockets lived (a
+ * cgroup's entry pruned by a reload and made again) may undercount them.
  */
 struct egr_usage {
 	__s32 tcp;

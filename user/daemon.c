@@ -77,6 +77,17 @@ struct daemon_watch {
 	char *path; /* relative to the cgroup2 mount, "/a/b" */
 };
 
+/* A delegated cgroup (the topmost one a user may write, below root's). */
+struct daemon_delegation {
+	uint64_t id;
+	unsigned denied; /* cgroups below it bound to deny-all */
+	bool whole;      /* over DAEMON_DELEGATED_DENIALS: it is denied itself */
+};
+
+/* Deny entries one delegated subtree may take in egr_cgroups (4096 shared
+ * by every tenant) before it is denied everything as a whole. */
+#define DAEMON_DELEGATED_DENIALS 64
+
 struct daemon {
 	struct config cfg;
 	const char *config_path;
@@ -119,6 +130,10 @@ struct daemon {
 	size_t n_walked, cap_walked;
 	bool walking_all;    /* in daemon_attach_all: record the walk */
 	bool walk_incomplete; /* out of memory, or nftw gave up */
+	/* Delegated subtrees (daemon_bind): how many of their cgroups got a
+	 * deny entry of their own; counted again at every full walk. */
+	struct daemon_delegation *delegations;
+	size_t n_delegations;
 
 	/* Audit tap targets: metrics from the start, the control socket once
 	 * open (read by the proxy threads, hence atomic). */
@@ -359,29 +374,54 @@ static int daemon_policy_index(const struct dconfig *c, const struct dconfig_bin
  * is bound as usual. Returns true and names the writer in who.
  */
 static bool daemon_below_delegated(const struct daemon *d, const char *rel, char *who,
-				   size_t wholen)
+				   size_t wholen, uint64_t *top)
 {
 	char abs[2 * PATH_MAX], *slash;
 	size_t ml = strlen(d->mount);
+	bool below = false;
 	struct stat st;
 
+	*top = 0;
 	snprintf(abs, sizeof(abs), "%s%s", d->mount, rel);
 	while ((slash = strrchr(abs + ml, '/')) && slash != abs + ml) {
 		*slash = '\0';
 		if (stat(abs, &st) != 0) {
-			snprintf(who, wholen, "unknown (%s: %s)", abs + ml, strerror(errno));
+			if (!below)
+				snprintf(who, wholen, "unknown (%s: %s)", abs + ml,
+					 strerror(errno));
 			return true; /* gone or unreadable: trust nothing below */
 		}
-		if (st.st_uid != 0) {
+		if (st.st_uid == 0 && !(st.st_mode & (S_IWGRP | S_IWOTH)))
+			continue;
+		/* the nearest writer is named; the topmost one is the
+		 * delegated cgroup whose subtree it all is */
+		if (!below && st.st_uid != 0)
 			snprintf(who, wholen, "uid %u (%s)", (unsigned)st.st_uid, abs + ml);
-			return true;
-		}
-		if (st.st_mode & (S_IWGRP | S_IWOTH)) {
+		else if (!below)
 			snprintf(who, wholen, "group or others (%s)", abs + ml);
-			return true;
-		}
+		below = true;
+		*top = st.st_ino;
 	}
-	return false;
+	return below;
+}
+
+/* The record of delegated cgroup id, made if new; NULL: out of memory. */
+static struct daemon_delegation *daemon_delegation(struct daemon *d, uint64_t id)
+{
+	struct daemon_delegation *v;
+	size_t i;
+
+	for (i = 0; i < d->n_delegations; i++)
+		if (d->delegations[i].id == id)
+			return &d->delegations[i];
+	v = realloc(d->delegations, (d->n_delegations + 1) * sizeof(*v));
+	if (!v)
+		return NULL;
+	d->delegations = v;
+	v = &d->delegations[d->n_delegations++];
+	memset(v, 0, sizeof(*v));
+	v->id = id;
+	return v;
 }
 
 /* Bind one cgroup (path relative to the mount) to its policy, if a binding
@@ -389,8 +429,10 @@ static bool daemon_below_delegated(const struct daemon *d, const char *rel, char
 static void daemon_bind(struct daemon *d, const char *rel, uint64_t id)
 {
 	const struct dconfig_binding *b = dconfig_match(d->dc, rel);
+	struct daemon_delegation *dg;
 	char who[PATH_MAX + 64];
 	uint32_t above;
+	uint64_t top;
 	int idx;
 
 	if (!b) {
@@ -409,9 +451,11 @@ static void daemon_bind(struct daemon *d, const char *rel, uint64_t id)
 	 * config meant for a process that cannot move itself: denied
 	 * everything (an id no policy slot has), its children too.
 	 */
-	if (daemon_below_delegated(d, rel, who, sizeof(who))) {
+	if (daemon_below_delegated(d, rel, who, sizeof(who), &top)) {
+		/* the same policy, or a deny above already: inherited */
 		if (daemon_policy_above(d, rel, &above) == 0 &&
-		    above == d->bank * DAEMON_BANK + (unsigned)idx) {
+		    (above == d->bank * DAEMON_BANK + (unsigned)idx ||
+		     above >= EGR_MAX_POLICIES)) {
 			egr_bpf_unbind_cgroup(d->bpf, id);
 			return;
 		}
@@ -419,7 +463,27 @@ static void daemon_bind(struct daemon *d, const char *rel, uint64_t id)
 			 "written by %s (delegated), and it would give another policy than "
 			 "the one above; denied everything",
 			 rel, b->cgroup, who);
-		egr_bpf_bind_cgroup(d->bpf, id, EGR_MAX_POLICIES);
+		/* A delegate could make thousands: past a few, or if the map
+		 * is full, its whole subtree is denied (one entry). */
+		dg = top ? daemon_delegation(d, top) : NULL;
+		if (dg && !dg->whole && dg->denied < DAEMON_DELEGATED_DENIALS &&
+		    egr_bpf_bind_cgroup(d->bpf, id, EGR_MAX_POLICIES) == 0) {
+			dg->denied++;
+			return;
+		}
+		egr_bpf_unbind_cgroup(d->bpf, id);
+		if (dg && !dg->whole) {
+			char name[PATH_MAX];
+
+			dg->whole = true;
+			log_error("delegated cgroup %s: more than %d cgroups below it match "
+				  "bindings of other policies: denied everything, its "
+				  "whole subtree",
+				  daemon_cgroup_name(d, top, name, sizeof(name)) ?: "?",
+				  DAEMON_DELEGATED_DENIALS);
+		}
+		if (!top || egr_bpf_bind_cgroup(d->bpf, top, EGR_MAX_POLICIES))
+			log_error("cgroup %s: could not be denied; it inherits", rel);
 		return;
 	}
 	if (egr_bpf_bind_cgroup(d->bpf, id, d->bank * DAEMON_BANK + (unsigned)idx) == 0)
@@ -522,6 +586,7 @@ static int daemon_attach_all(struct daemon *d)
 	d->n_walked = 0;
 	d->walk_incomplete = false;
 	d->walking_all = true;
+	d->n_delegations = 0; /* counted again by the walk */
 	for (i = 0; i < n; i++) {
 		char abs[PATH_MAX];
 		int fd, err;
@@ -1405,6 +1470,7 @@ out:
 		free(d.watches[i].path);
 	free(d.watches);
 	free(d.walked);
+	free(d.delegations);
 	audit_close(d.audit);
 	for (i = 0; i < d.n_retired; i++)
 		dconfig_free(d.retired[i]);

@@ -627,19 +627,24 @@ case_source_route_refused() {
 # of the veth must see no frame with the marker.
 case_bound_device_refused() {
 	local ready=$E2E_DIR/run/bind-ready-$$ sniffed=$E2E_DIR/run/bind-$$.out
-	local out pid i frames prev
-	prev=$(in_host sysctl -n net.ipv4.conf.all.route_localnet) || fail "no route_localnet"
-	in_host sysctl -qw net.ipv4.conf.all.route_localnet=1 net.ipv4.conf.veth0.route_localnet=1 ||
-		fail "cannot set route_localnet in the bed's namespace"
+	local out pid i frames all dev
+	all=$(in_host sysctl -n net.ipv4.conf.all.route_localnet) &&
+		dev=$(in_host sysctl -n net.ipv4.conf.veth0.route_localnet) || fail "no route_localnet"
 	rm -f "$ready"
 	in_net "$E2E_PY" "$E2E_DIR/bin/client.py" sniff veth0 6 "$ready" >"$sniffed" &
 	pid=$!
 	for i in $(seq 50); do [ -e "$ready" ] && break; sleep 0.1; done
 	[ -e "$ready" ] || { kill "$pid"; fail "the sniffer did not start"; }
-	out=$(egr --allow allowed.test -- "${CLIENT[@]}" bindtodevice veth0 $EVIL4)
+	# on only for the client's run, and put back before any verdict
+	if in_host sysctl -qw net.ipv4.conf.all.route_localnet=1 net.ipv4.conf.veth0.route_localnet=1; then
+		out=$(egr --allow allowed.test -- "${CLIENT[@]}" bindtodevice veth0 $EVIL4)
+	else
+		out="cannot set route_localnet in the bed's namespace"
+	fi
+	in_host sysctl -qw net.ipv4.conf.all.route_localnet="$all" net.ipv4.conf.veth0.route_localnet="$dev"
 	wait "$pid"
-	in_host sysctl -qw net.ipv4.conf.all.route_localnet="$prev" net.ipv4.conf.veth0.route_localnet="$prev"
 	note "$(oneline "$out")"
+	grep -q '"ways"' <<<"$out" || fail "$out"
 	frames=$(jget frames <"$sniffed")
 	[ "$frames" = 0 ] ||
 		fail "${frames:-?} frame(s) with the marker left the runner: $(oneline "$out")"
@@ -2397,6 +2402,27 @@ JSON
 		fail "the delegate's worker cgroup has a binding of its own: $(oneline "$out")"
 	daemon_binding "$DCG/ci/trusted" >/dev/null ||
 		fail "root's ci/trusted has no binding in the kernel (the check above proves nothing)"
+	# Thousands of such cgroups would fill egr_cgroups (4096 entries,
+	# every tenant's): past 64 the delegated cgroup is denied as a whole.
+	# shellcheck disable=SC2016
+	out=$(cg_run 'cd "$CG'"$DCG"'/agents/job1" && setpriv --reuid='"$E2E_NOBODY_UID"' \
+		--regid='"$E2E_NOBODY_GID"' --clear-groups sh -c '\''for i in $(seq 70); do
+		mkdir -p d$i/trusted || exit 1; done'\'' && echo made' 2>&1)
+	[ "$out" = made ] || fail "nobody could not make 70 cgroups: $(oneline "$out")"
+	local n
+	for ((n = 0; n < 50; n++)); do
+		grep -q "delegated cgroup $DCG/agents/job1: more than 64 cgroups" \
+			"$CASE_STDERR" && break
+		sleep 0.1
+	done
+	grep -q "delegated cgroup $DCG/agents/job1: more than 64 cgroups" \
+		"$CASE_STDERR" || fail "no error about the delegated subtree: $(oneline "$(tail -2 "$CASE_STDERR")")"
+	n=$(bpftool -j map dump pinned "$DBPF/egressd/egr_cgroups" | "$E2E_PY" -c 'import json, sys
+print(len(json.load(sys.stdin)))')
+	[ "$n" -le 70 ] || fail "egr_cgroups holds $n entries after 70 denied cgroups (at most 64 + a few)"
+	out=$(in_cg "$DCG/agents/job1/worker" curl -sS --max-time 5 --cacert "$E2E_CA" \
+		https://allowed.test/) && fail "job1/worker still reached allowed.test: job1 was not denied as a whole"
+	note "egr_cgroups: $n entries; job1 denied as a whole"
 }
 
 # egressd daemon with TLS interception: the daemon's CA (egressctl ca init),
@@ -3013,6 +3039,12 @@ for name, send in (("port 0", lambda: p0.send(b"x")), ("corked", lambda: cu.send
         print("pre-connected udp %s sent" % name)
     except OSError as x:
         print("pre-connected udp %s refused:" % name, x)
+try:  # straight to the proxy port: no origin, judged as any UDP
+    d = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    d.sendto(q, ("127.0.0.1", '$DAEMON_PORT'))
+    print("proxy port direct sent")
+except OSError as x:
+    print("proxy port direct refused:", x.errno)
 lst.settimeout(5)
 c, _ = lst.accept()
 c.sendall(c.recv(64).upper())
@@ -3043,6 +3075,10 @@ print(s.recv(64).decode())' "$(cat "$ready")" 2>&1)
 		fail "a UDP socket connected to port 0 before the daemon still sent: $(oneline "$out")"
 	grep -q "^pre-connected udp corked refused" <<<"$out" ||
 		fail "a datagram corked before the daemon was sent: $(oneline "$out")"
+	grep -q "^proxy port direct refused: 1\$" <<<"$out" ||
+		fail "a datagram straight to the proxy's port was sent: $(oneline "$out")"
+	grep -Eq '"dst_port": *'"$DAEMON_PORT"',.*"reason": *"udp"' "$CASE_AUDIT" ||
+		fail "no record for the datagram to the proxy's port"
 	grep -q "^pre-connected udp ping refused" <<<"$out" ||
 		fail "a ping socket made before the daemon still sent: $(oneline "$out")"
 	grep -Eq '"dst": *"'"$EVIL4"'", *"dst_port": *80,.*"reason": *"not_redirected"' "$CASE_AUDIT" ||
