@@ -18,8 +18,11 @@
 
 #define EGR_SOCK_STREAM 1
 #define EGR_SOCK_DGRAM 2
+#define EGR_SOCK_RAW 3
 #define EGR_IPPROTO_TCP 6
 #define EGR_IPPROTO_UDP 17
+#define EGR_IPPROTO_ICMP 1
+#define EGR_IPPROTO_ICMPV6 58
 
 /* addr (16 bytes) := ::ffff:ip4 (ip4 in network byte order) */
 static __always_inline void egr_addr_set_v4(__u8 *addr, __u32 ip4)

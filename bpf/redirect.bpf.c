@@ -1039,10 +1039,13 @@ static __always_inline int egr_egress_socket(struct __sk_buff *skb, __u16 family
 	} else if (proto == EGR_IPPROTO_UDP) {
 		if (skb->ifindex == 1 && egr_udp_to_proxy(skb, family))
 			return 1;
-	} else if (skb->ifindex == 1) {
-		/* Any other protocol on loopback, which never leaves the
-		 * namespace: the kernel's own ICMP and neighbour sockets of a
-		 * namespace made inside the cgroup (unshare -n) belong to it. */
+	} else if (*(volatile __u32 *)&sk->type == EGR_SOCK_RAW &&
+		   (proto == EGR_IPPROTO_ICMP || proto == EGR_IPPROTO_ICMPV6)) {
+		/* The kernel's own ICMP and neighbour-discovery sockets of a
+		 * namespace made inside the cgroup (unshare -n) belong to it;
+		 * an agent's raw socket needs CAP_NET_RAW there, and such a
+		 * namespace reaches nothing outside. Ping sockets (datagram)
+		 * are not these. */
 		return 1;
 	}
 	/* Any other protocol: a socket made before the attach (a ping

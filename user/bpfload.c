@@ -7,7 +7,6 @@
 #include <string.h>
 #include <limits.h>
 #include <time.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -478,14 +477,8 @@ int egr_bpf_forget_pinned(const char *pin_dir)
 		struct egr_limits l = { 0 };
 		__u32 zero = 0;
 
-		uint16_t r = 0;
-
 		bpf_map_lookup_elem(fd, &zero, &l);
-		/* random, so that an epoch a build before wrote (or reset)
-		 * is not met again by chance of counting */
-		if (getrandom(&r, sizeof(r), 0) != sizeof(r) || !r)
-			r = 1;
-		l.epoch = (l.epoch + r) & 0xffff;
+		l.epoch = (l.epoch + 1) & 0xffff; /* met again after 65,536 starts */
 		bpf_map_update_elem(fd, &zero, &l, BPF_ANY);
 		close(fd);
 	}

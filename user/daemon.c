@@ -77,16 +77,17 @@ struct daemon_watch {
 	char *path; /* relative to the cgroup2 mount, "/a/b" */
 };
 
-/* A delegated cgroup (the topmost one a user may write, below root's). */
+/* A delegate's own subtree (daemon_below_delegated's top). */
 struct daemon_delegation {
 	uint64_t id;
-	unsigned denied; /* cgroups below it bound to deny-all */
-	bool whole;      /* over DAEMON_DELEGATED_DENIALS: it is denied itself */
+	unsigned denied; /* cgroups below it bound to deny-all, this walk */
+	bool whole;      /* over DAEMON_DELEGATED_DENIALS: denied itself, until
+			  * the daemon restarts */
 };
 
 /* Deny entries one delegated subtree may take in egr_cgroups (4096 shared
  * by every tenant) before it is denied everything as a whole. */
-#define DAEMON_DELEGATED_DENIALS 64
+#define DAEMON_DELEGATED_DENIALS 16
 
 struct daemon {
 	struct config cfg;
@@ -371,13 +372,16 @@ static int daemon_policy_index(const struct dconfig *c, const struct dconfig_bin
  * tenant of its own in the kernel's tables. A cgroup is below a delegated
  * one when a directory above it, up to the mount, is not root's or is
  * group/other-writable; the delegated cgroup itself (its parent is root's)
- * is bound as usual. Returns true and names the writer in who.
+ * is bound as usual. Returns true and names the writer in who; *top is
+ * the delegate's own subtree (the highest of the directories its uid owns
+ * above rel, without a gap), 0 for a directory root shares with a group.
  */
 static bool daemon_below_delegated(const struct daemon *d, const char *rel, char *who,
 				   size_t wholen, uint64_t *top)
 {
 	char abs[2 * PATH_MAX], *slash;
 	size_t ml = strlen(d->mount);
+	uid_t owner = 0;
 	bool below = false;
 	struct stat st;
 
@@ -391,16 +395,25 @@ static bool daemon_below_delegated(const struct daemon *d, const char *rel, char
 					 strerror(errno));
 			return true; /* gone or unreadable: trust nothing below */
 		}
+		if (below) {
+			/* the delegate's own subtree goes up as far as its
+			 * directories are its own */
+			if (owner == 0 || st.st_uid != owner)
+				break;
+			*top = st.st_ino;
+			continue;
+		}
 		if (st.st_uid == 0 && !(st.st_mode & (S_IWGRP | S_IWOTH)))
 			continue;
-		/* the nearest writer is named; the topmost one is the
-		 * delegated cgroup whose subtree it all is */
-		if (!below && st.st_uid != 0)
-			snprintf(who, wholen, "uid %u (%s)", (unsigned)st.st_uid, abs + ml);
-		else if (!below)
-			snprintf(who, wholen, "group or others (%s)", abs + ml);
 		below = true;
-		*top = st.st_ino;
+		owner = st.st_uid;
+		if (owner != 0) {
+			snprintf(who, wholen, "uid %u (%s)", (unsigned)owner, abs + ml);
+			*top = st.st_ino;
+		} else {
+			/* root's but shared with a group: no one delegate's */
+			snprintf(who, wholen, "group or others (%s)", abs + ml);
+		}
 	}
 	return below;
 }
@@ -433,8 +446,15 @@ static void daemon_bind(struct daemon *d, const char *rel, uint64_t id)
 	char who[PATH_MAX + 64];
 	uint32_t above;
 	uint64_t top;
+	size_t i;
 	int idx;
 
+	/* a delegate's subtree denied as a whole stays so (a reload too) */
+	for (i = 0; i < d->n_delegations; i++)
+		if (d->delegations[i].id == id && d->delegations[i].whole) {
+			egr_bpf_bind_cgroup(d->bpf, id, EGR_MAX_POLICIES);
+			return;
+		}
 	if (!b) {
 		egr_bpf_unbind_cgroup(d->bpf, id);
 		return;
@@ -463,27 +483,32 @@ static void daemon_bind(struct daemon *d, const char *rel, uint64_t id)
 			 "written by %s (delegated), and it would give another policy than "
 			 "the one above; denied everything",
 			 rel, b->cgroup, who);
-		/* A delegate could make thousands: past a few, or if the map
-		 * is full, its whole subtree is denied (one entry). */
+		/* A delegate could make thousands: past a few (or if the map
+		 * is full) its own subtree is denied as a whole, one entry. A
+		 * directory root shares with a group has no one delegate to
+		 * deny: each cgroup there takes its own entry. */
 		dg = top ? daemon_delegation(d, top) : NULL;
-		if (dg && !dg->whole && dg->denied < DAEMON_DELEGATED_DENIALS &&
+		if ((!top || (dg && dg->denied < DAEMON_DELEGATED_DENIALS)) &&
 		    egr_bpf_bind_cgroup(d->bpf, id, EGR_MAX_POLICIES) == 0) {
-			dg->denied++;
+			if (dg)
+				dg->denied++;
 			return;
 		}
-		egr_bpf_unbind_cgroup(d->bpf, id);
-		if (dg && !dg->whole) {
+		if (top && egr_bpf_bind_cgroup(d->bpf, top, EGR_MAX_POLICIES) == 0) {
 			char name[PATH_MAX];
 
-			dg->whole = true;
-			log_error("delegated cgroup %s: more than %d cgroups below it match "
-				  "bindings of other policies: denied everything, its "
-				  "whole subtree",
-				  daemon_cgroup_name(d, top, name, sizeof(name)) ?: "?",
-				  DAEMON_DELEGATED_DENIALS);
+			egr_bpf_unbind_cgroup(d->bpf, id); /* denied from above */
+			if (dg && !dg->whole)
+				log_error("delegated cgroup %s: more than %d cgroups below it "
+					  "match bindings of other policies: denied everything, "
+					  "its whole subtree, until egressd restarts",
+					  daemon_cgroup_name(d, top, name, sizeof(name)) ?: "?",
+					  DAEMON_DELEGATED_DENIALS);
+			if (dg)
+				dg->whole = true;
+			return;
 		}
-		if (!top || egr_bpf_bind_cgroup(d->bpf, top, EGR_MAX_POLICIES))
-			log_error("cgroup %s: could not be denied; it inherits", rel);
+		log_error("cgroup %s: could not be denied everything (egr_cgroups full?)", rel);
 		return;
 	}
 	if (egr_bpf_bind_cgroup(d->bpf, id, d->bank * DAEMON_BANK + (unsigned)idx) == 0)
@@ -586,7 +611,8 @@ static int daemon_attach_all(struct daemon *d)
 	d->n_walked = 0;
 	d->walk_incomplete = false;
 	d->walking_all = true;
-	d->n_delegations = 0; /* counted again by the walk */
+	for (i = 0; i < d->n_delegations; i++)
+		d->delegations[i].denied = 0; /* counted again by the walk */
 	for (i = 0; i < n; i++) {
 		char abs[PATH_MAX];
 		int fd, err;
