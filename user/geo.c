@@ -16,7 +16,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <maxminddb.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +25,7 @@
 #include <unistd.h>
 
 #include "geo.h"
+#include "log.h"
 
 /* Data records decoded at open to learn whether the file has our fields. */
 #define GEO_PROBE_MAX 64
@@ -60,20 +60,6 @@ static const char *const *const country_paths[] = {
 };
 static const char *const asn_path_num[] = { "autonomous_system_number", NULL };
 static const char *const asn_path_org[] = { "autonomous_system_organization", NULL };
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || !errlen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
 
 /* A path that runs into a non-map (or absent key) just means "not here";
  * anything else from libmaxminddb is damaged data. */
@@ -266,7 +252,7 @@ static int check_tree(const MMDB_s *mmdb, enum geo_kind kind, const char *path,
 	for (i = 0; i < node_count; i++) {
 		rc = MMDB_read_node(mmdb, i, &node);
 		if (rc != MMDB_SUCCESS) {
-			set_err(err, errlen, "%s database %s: corrupt search tree at node %u: %s",
+			egr_seterr(err, errlen, "%s database %s: corrupt search tree at node %u: %s",
 				kind_name[kind], path, i, MMDB_strerror(rc));
 			return -EBADMSG;
 		}
@@ -276,7 +262,7 @@ static int check_tree(const MMDB_s *mmdb, enum geo_kind kind, const char *path,
 			bool present;
 
 			if (type == MMDB_RECORD_TYPE_INVALID) {
-				set_err(err, errlen,
+				egr_seterr(err, errlen,
 					"%s database %s: corrupt search tree: node %u points outside the file",
 					kind_name[kind], path, i);
 				return -EBADMSG;
@@ -285,7 +271,7 @@ static int check_tree(const MMDB_s *mmdb, enum geo_kind kind, const char *path,
 				continue;
 			probed++;
 			if (probe_entry(&entry, kind, &present)) {
-				set_err(err, errlen,
+				egr_seterr(err, errlen,
 					"%s database %s: corrupt data section (record at node %u does not decode)",
 					kind_name[kind], path, i);
 				return -EBADMSG;
@@ -294,11 +280,11 @@ static int check_tree(const MMDB_s *mmdb, enum geo_kind kind, const char *path,
 		}
 	}
 	if (!probed) {
-		set_err(err, errlen, "%s database %s: holds no records", kind_name[kind], path);
+		egr_seterr(err, errlen, "%s database %s: holds no records", kind_name[kind], path);
 		return -EINVAL;
 	}
 	if (!found) {
-		set_err(err, errlen,
+		egr_seterr(err, errlen,
 			"%s database %s: wrong database type \"%s\": its records have no %s",
 			kind_name[kind], path, mmdb->metadata.database_type,
 			kind == GEO_COUNTRY ? "country.iso_code or country_code" :
@@ -320,26 +306,26 @@ static int open_db(struct geo_db *db, const char *path, enum geo_kind kind,
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
 		ret = -errno;
-		set_err(err, errlen, "%s database %s: %s", kind_name[kind], path, strerror(-ret));
+		egr_seterr(err, errlen, "%s database %s: %s", kind_name[kind], path, strerror(-ret));
 		return ret;
 	}
 	if (fstat(fd, &st) < 0) {
 		ret = -errno;
 		close(fd);
-		set_err(err, errlen, "%s database %s: %s", kind_name[kind], path, strerror(-ret));
+		egr_seterr(err, errlen, "%s database %s: %s", kind_name[kind], path, strerror(-ret));
 		return ret;
 	}
 	close(fd);
 	if (S_ISDIR(st.st_mode)) {
-		set_err(err, errlen, "%s database %s: is a directory", kind_name[kind], path);
+		egr_seterr(err, errlen, "%s database %s: is a directory", kind_name[kind], path);
 		return -EISDIR;
 	}
 	if (!S_ISREG(st.st_mode)) {
-		set_err(err, errlen, "%s database %s: not a regular file", kind_name[kind], path);
+		egr_seterr(err, errlen, "%s database %s: not a regular file", kind_name[kind], path);
 		return -EINVAL;
 	}
 	if (st.st_size == 0) {
-		set_err(err, errlen, "%s database %s: empty file", kind_name[kind], path);
+		egr_seterr(err, errlen, "%s database %s: empty file", kind_name[kind], path);
 		return -EBADMSG;
 	}
 
@@ -357,24 +343,24 @@ static int open_db(struct geo_db *db, const char *path, enum geo_kind kind,
 			ret = -EBADMSG;
 			break;
 		}
-		set_err(err, errlen, "%s database %s: not a usable MaxMind DB file: %s",
+		egr_seterr(err, errlen, "%s database %s: not a usable MaxMind DB file: %s",
 			kind_name[kind], path, MMDB_strerror(rc));
 		return ret;
 	}
 	db->open = true;
 
 	if (db->mmdb.metadata.ip_version != 4 && db->mmdb.metadata.ip_version != 6) {
-		set_err(err, errlen, "%s database %s: unsupported ip_version %u",
+		egr_seterr(err, errlen, "%s database %s: unsupported ip_version %u",
 			kind_name[kind], path, db->mmdb.metadata.ip_version);
 		return -EBADMSG;
 	}
 	if (!db->mmdb.metadata.database_type) {
-		set_err(err, errlen, "%s database %s: metadata has no database_type",
+		egr_seterr(err, errlen, "%s database %s: metadata has no database_type",
 			kind_name[kind], path);
 		return -EBADMSG;
 	}
 	if (type_names_other_kind(db->mmdb.metadata.database_type, kind)) {
-		set_err(err, errlen, "%s database %s: wrong database type \"%s\" (want %s database)",
+		egr_seterr(err, errlen, "%s database %s: wrong database type \"%s\" (want %s database)",
 			kind_name[kind], path, db->mmdb.metadata.database_type,
 			kind == GEO_COUNTRY ? "a Country or City" : "an ASN");
 		return -EINVAL;
@@ -404,13 +390,13 @@ int geo_open(const char *country_db_path, const char *asn_db_path,
 	struct geo *geo;
 	int ret;
 
-	set_err(err, errlen, "%s", "");
+	egr_seterr(err, errlen, "%s", "");
 	if (!out)
 		return -EINVAL;
 	*out = NULL;
 	geo = calloc(1, sizeof(*geo));
 	if (!geo) {
-		set_err(err, errlen, "geo: out of memory");
+		egr_seterr(err, errlen, "geo: out of memory");
 		return -ENOMEM;
 	}
 	if (country_db_path) {
