@@ -923,23 +923,6 @@ static __always_inline void egr_sk_peer(const struct bpf_sock *sk, __u32 family,
 		egr_addr_set_v6(addr, ip6);
 }
 
-/* Is the peer of a socket connected to the proxy's port the proxy
- * (IPv4, v4-mapped, or IPv6)? */
-static __always_inline bool egr_sk_to_proxy(const struct bpf_sock *sk, __u32 family)
-{
-	__u32 w[4];
-
-	if (family == EGR_AF_INET)
-		return *(volatile __u32 *)&sk->dst_ip4 == proxy_ip4;
-	w[0] = *(volatile __u32 *)&sk->dst_ip6[0];
-	w[1] = *(volatile __u32 *)&sk->dst_ip6[1];
-	w[2] = *(volatile __u32 *)&sk->dst_ip6[2];
-	w[3] = *(volatile __u32 *)&sk->dst_ip6[3];
-	if (w[0] == 0 && w[1] == 0 && w[2] == bpf_htonl(0xffff))
-		return w[3] == proxy_ip4;
-	return proxy_has_v6 && w[0] == proxy_ip6[0] && w[1] == proxy_ip6[1] &&
-	       w[2] == proxy_ip6[2] && w[3] == proxy_ip6[3];
-}
 
 /* A datagram's destination (IPv4 v4-mapped) and port (0: not in it). */
 static __always_inline __u16 egr_skb_dst(struct __sk_buff *skb, __u16 family, __u8 dst[16])
@@ -983,15 +966,12 @@ static __always_inline bool egr_udp_to_proxy(struct __sk_buff *skb, __u16 family
 			return true;
 		return !bpf_skb_load_bytes(skb, 22, &port, 2) && bpf_ntohs(port) == proxy_port;
 	}
-	if (!proxy_has_v6 || bpf_skb_load_bytes(skb, 6, &nh, 1) || nh != EGR_IPPROTO_UDP ||
+	if (bpf_skb_load_bytes(skb, 6, &nh, 1) || nh != EGR_IPPROTO_UDP ||
 	    bpf_skb_load_bytes(skb, 24, w, 16) || bpf_skb_load_bytes(skb, 42, &port, 2))
 		return false;
-	if (bpf_ntohs(port) != proxy_port)
-		return false;
-	if (w[0] == 0 && w[1] == 0 && w[2] == bpf_htonl(0xffff))
+	if (egr_addr_is_v4((const __u8 *)w))
 		return false; /* v4-mapped addresses travel as IPv4 */
-	return w[0] == proxy_ip6[0] && w[1] == proxy_ip6[1] && w[2] == proxy_ip6[2] &&
-	       w[3] == proxy_ip6[3];
+	return egr_is_proxy((const __u8 *)w, bpf_ntohs(port));
 }
 
 /*
@@ -1034,7 +1014,8 @@ static __always_inline int egr_egress_socket(struct __sk_buff *skb, __u16 family
 	if (proto == EGR_IPPROTO_TCP) {
 		if (*(volatile __u32 *)&sk->state == BPF_TCP_LISTEN)
 			return 1;
-		if (port == proxy_port && skb->ifindex == 1 && egr_sk_to_proxy(sk, sfamily))
+		egr_sk_peer(sk, sfamily, dst);
+		if (skb->ifindex == 1 && egr_is_proxy(dst, port))
 			return 1;
 	} else if (proto == EGR_IPPROTO_UDP) {
 		if (skb->ifindex == 1 && egr_udp_to_proxy(skb, family))
@@ -1066,9 +1047,9 @@ static __always_inline int egr_egress_socket(struct __sk_buff *skb, __u16 family
 	if (!o || !(o->egress_flags & logged)) {
 		if (o)
 			o->egress_flags |= logged;
-		if (proto == EGR_IPPROTO_TCP)
-			egr_sk_peer(sk, sfamily, dst);
-		else if ((port = egr_skb_dst(skb, family, dst)) && proto != EGR_IPPROTO_UDP)
+		/* a TCP socket's peer is in dst already */
+		if (proto != EGR_IPPROTO_TCP && (port = egr_skb_dst(skb, family, dst)) &&
+		    proto != EGR_IPPROTO_UDP)
 			port = 0; /* no UDP header there */
 		egr_emit_skb(skb, family, EGR_REASON_NOT_REDIRECTED, proto, dst, port,
 			     audit ? EGR_EVENT_AUDIT : EGR_EVENT_DENY);

@@ -106,9 +106,9 @@ enum egr_reason {
 	 * held it while egressd restarts would receive every redirected
 	 * connection) */
 	EGR_REASON_PROXY_PORT = 25,
-	/* kernel: a packet of a connected socket that is not connected to
-	 * the proxy (made and connected before enforcement began, so no
-	 * connect hook saw it) */
+	/* kernel: a packet not bound for the proxy on loopback (a socket made
+	 * and connected before enforcement began, so no connect hook saw it;
+	 * one bound to another device) */
 	EGR_REASON_NOT_REDIRECTED = 26,
 	EGR_REASON_MAX,
 };

@@ -134,7 +134,7 @@ static const char *const reason_texts[] = {
 	[EGR_REASON_TLS_REQUIRED] = "intercepted host without TLS (its request rules need TLS)",
 	[EGR_REASON_IP_OPTIONS] = "IP options or routing header (source routing past the proxy)",
 	[EGR_REASON_PROXY_PORT] = "bind to the proxy's port",
-	[EGR_REASON_NOT_REDIRECTED] = "socket connected before enforcement (not through the proxy)",
+	[EGR_REASON_NOT_REDIRECTED] = "packet not bound for the proxy (a socket connected before enforcement)",
 };
 _Static_assert(sizeof(reason_texts) / sizeof(reason_texts[0]) == EGR_REASON_MAX,
 	       "every enum egr_reason value needs a text");

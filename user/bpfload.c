@@ -431,18 +431,6 @@ int egr_bpf_set_limits(struct egr_bpf *b, unsigned per_cgroup)
 	return 0;
 }
 
-int egr_bpf_usage(struct egr_bpf *b, uint64_t cgroup_id, int *tcp, int *udp)
-{
-	struct egr_usage u;
-	__u64 id = cgroup_id;
-
-	if (bpf_map_lookup_elem(egr_map_fd(b->skel->maps.egr_usage), &id, &u))
-		return -errno;
-	*tcp = u.tcp;
-	*udp = u.udp;
-	return 0;
-}
-
 static bool every_key(const void *key, void *ctx)
 {
 	(void)key;

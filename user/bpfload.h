@@ -50,8 +50,6 @@ int egr_bpf_unbind_cgroup(struct egr_bpf *b, uint64_t cgroup_id);
 int egr_bpf_set_limits(struct egr_bpf *b, unsigned per_cgroup);
 /* A removed cgroup's counts go with it. */
 int egr_bpf_forget_usage(struct egr_bpf *b, uint64_t cgroup_id);
-/* The kernel's counts for a bound cgroup; -ENOENT: none yet. */
-int egr_bpf_usage(struct egr_bpf *b, uint64_t cgroup_id, int *tcp, int *udp);
 /* Unbind every cgroup whose id is not in keep (sorted here, in place):
  * the bindings a config no longer makes, whose policy ids would
  * otherwise point at whatever the next config puts there. Returns how

@@ -418,15 +418,24 @@ static bool daemon_below_delegated(const struct daemon *d, const char *rel, char
 	return below;
 }
 
-/* The record of delegated cgroup id, made if new; NULL: out of memory. */
-static struct daemon_delegation *daemon_delegation(struct daemon *d, uint64_t id)
+/* The record of delegated cgroup id; NULL: none yet. */
+static struct daemon_delegation *daemon_delegation_find(struct daemon *d, uint64_t id)
 {
-	struct daemon_delegation *v;
 	size_t i;
 
 	for (i = 0; i < d->n_delegations; i++)
 		if (d->delegations[i].id == id)
 			return &d->delegations[i];
+	return NULL;
+}
+
+/* The same, made if new; NULL: out of memory. */
+static struct daemon_delegation *daemon_delegation(struct daemon *d, uint64_t id)
+{
+	struct daemon_delegation *v = daemon_delegation_find(d, id);
+
+	if (v)
+		return v;
 	v = realloc(d->delegations, (d->n_delegations + 1) * sizeof(*v));
 	if (!v)
 		return NULL;
@@ -446,15 +455,14 @@ static void daemon_bind(struct daemon *d, const char *rel, uint64_t id)
 	char who[PATH_MAX + 64];
 	uint32_t above;
 	uint64_t top;
-	size_t i;
 	int idx;
 
 	/* a delegate's subtree denied as a whole stays so (a reload too) */
-	for (i = 0; i < d->n_delegations; i++)
-		if (d->delegations[i].id == id && d->delegations[i].whole) {
-			egr_bpf_bind_cgroup(d->bpf, id, EGR_MAX_POLICIES);
-			return;
-		}
+	dg = daemon_delegation_find(d, id);
+	if (dg && dg->whole) {
+		egr_bpf_bind_cgroup(d->bpf, id, EGR_MAX_POLICIES);
+		return;
+	}
 	if (!b) {
 		egr_bpf_unbind_cgroup(d->bpf, id);
 		return;
@@ -465,7 +473,7 @@ static void daemon_bind(struct daemon *d, const char *rel, uint64_t id)
 	/*
 	 * Below a delegated cgroup no binding of its own: a binding that
 	 * gives the policy it would inherit anyway is left to inheritance
-	 * (the cgroup shares the delegated one's counts, and a delegate
+	 * (the cgroup counts as the bound one above it, and a delegate
 	 * making thousands takes no entries); any other may be the
 	 * delegate's pick, and inheriting instead could loosen what the
 	 * config meant for a process that cannot move itself: denied

@@ -46,7 +46,7 @@ void kevent_to_record(const struct egr_event *e, struct audit_record *r)
 		r->detail = e->origin.family == EGR_AF_INET6 ? "setsockopt IPV6_RTHDR"
 							     : "setsockopt IP_OPTIONS";
 	} else if (e->op == EGR_OP_EGRESS && e->reason == EGR_REASON_NOT_REDIRECTED) {
-		r->detail = "packet of a socket connected before enforcement";
+		r->detail = "packet not bound for the proxy";
 	} else if (e->op == EGR_OP_EGRESS) {
 		r->detail = e->origin.family == EGR_AF_INET6 ? "packet with a routing header"
 							     : "packet with IP options";
