@@ -113,7 +113,11 @@ $(BUILD)/fuzz/fuzz_dnsmsg: tests/fuzz/fuzz_dnsmsg.c user/dnsmsg.c user/addr.c | 
 	$(call msg,FUZZ-CC,$@)
 	$(Q)$(CLANG) $(FUZZ_CFLAGS) $^ -o $@
 
-$(BUILD)/fuzz/fuzz_httpreq: tests/fuzz/fuzz_httpreq.c user/httpreq.c user/reqrule.c user/safepath.c user/log.c | $(BUILD)/fuzz
+$(BUILD)/fuzz/fuzz_httpreq: tests/fuzz/fuzz_httpreq.c user/httpreq.c user/formscan.c user/reqrule.c user/safepath.c user/log.c | $(BUILD)/fuzz
+	$(call msg,FUZZ-CC,$@)
+	$(Q)$(CLANG) $(FUZZ_CFLAGS) $^ -lhttp_parser -lpthread -o $@
+
+$(BUILD)/fuzz/fuzz_formscan: tests/fuzz/fuzz_formscan.c user/formscan.c user/reqrule.c user/safepath.c user/log.c | $(BUILD)/fuzz
 	$(call msg,FUZZ-CC,$@)
 	$(Q)$(CLANG) $(FUZZ_CFLAGS) $^ -lhttp_parser -lpthread -o $@
 

@@ -25,6 +25,7 @@
 #include <http_parser.h>
 
 #include "httpreq.h"
+#include "formscan.h"
 #include "reqrule.h"
 
 #define MAX_SETS 8
@@ -80,6 +81,12 @@ struct httpreq {
 	uint64_t req_start;        /* stream offset where this request began */
 
 	uint64_t count;
+
+	/* a POST body read for _method (httpreq_scan_body) */
+	bool scanning;
+	uint64_t override_ok;
+	uint64_t body_start;       /* stream offset where its body began */
+	struct formscan fs;
 };
 
 /* RFC 9110 5.6.2 tchar */
@@ -265,8 +272,40 @@ static int cb_body(http_parser *p, const char *at, size_t len)
 	if (len > r->max_body || r->body_bytes > r->max_body - len)
 		return cb_fail(r, 413, "request body too large");
 	r->body_bytes += len;
+	if (r->scanning)
+		formscan_feed(&r->fs, (const uint8_t *)at, len);
 	if (out_add(r, at, len))
 		return cb_fail(r, 500, "out of memory");
+	return 0;
+}
+
+/* The end of a scanned body, before its last bytes are emitted: a
+ * _method there must name a method the request is allowed as too. */
+static int scan_verdict(struct httpreq *r)
+{
+	const char *m = NULL;
+	int rc;
+
+	r->scanning = false;
+	rc = formscan_finish(&r->fs, &m);
+	if (rc < 0)
+		return cb_fail(r, 400, "unknown or conflicting _method in the body");
+	if (rc > 0) {
+		int idx = -1;
+
+		for (int i = 0; i < 64; i++) {
+			const char *s = http_method_str((enum http_method)i);
+
+			if (!strcmp(s, "<unknown>"))
+				break;
+			if (!strcmp(s, m)) {
+				idx = i;
+				break;
+			}
+		}
+		if (idx < 0 || !(r->override_ok & (1ULL << idx)))
+			return cb_fail(r, 403, "method override (_method) in the body denied");
+	}
 	return 0;
 }
 
@@ -390,6 +429,8 @@ static int cb_message_complete(http_parser *p)
 	struct httpreq *r = p->data;
 
 	r->msg_complete = true;
+	if (r->in_body && r->scanning && scan_verdict(r))
+		return -1;
 	if (r->in_body && r->h.chunked) {
 		/* A name without value (http-parser allows "Name\r\n" in
 		 * lenient mode) is refused by trailer_commit too. */
@@ -735,6 +776,7 @@ static int feed_head(struct httpreq *r, const uint8_t *b, size_t len,
 
 static int end_message(struct httpreq *r)
 {
+	r->scanning = false;
 	r->count++;
 	r->head_len = 0;
 	r->in_body = false;
@@ -905,6 +947,48 @@ int httpreq_accept(struct httpreq *r, const struct httpreq_set *sets,
 	return 0;
 }
 
+int httpreq_scan_body(struct httpreq *r, uint64_t override_ok)
+{
+	const char *ct = NULL, *ce = NULL;
+	unsigned int n_ct = 0;
+	int kind;
+
+	if (!r)
+		return -EINVAL;
+	if (r->st != ST_BODY || override_ok == UINT64_MAX || strcmp(r->h.method, "POST"))
+		return 0;
+	for (size_t i = 0; i < r->h.n_fields; i++) {
+		const char *n = r->h.fields[i].name;
+
+		if (name_eq(n, strlen(n), "content-type")) {
+			n_ct++;
+			ct = r->h.fields[i].value;
+		} else if (name_eq(n, strlen(n), "content-encoding") &&
+			   strcasecmp(r->h.fields[i].value, "identity")) {
+			ce = r->h.fields[i].value;
+		}
+	}
+	if (n_ct > 1) {
+		refuse(r, 400, "several Content-Type fields");
+		return -EPERM;
+	}
+	kind = formscan_init(&r->fs, ct);
+	if (kind < 0) {
+		refuse(r, 400, "form body whose _method cannot be read (boundary, /json)");
+		return -EPERM;
+	}
+	if (kind == FORMSCAN_NONE)
+		return 0;
+	if (ce) {
+		refuse(r, 415, "encoded form body: its _method cannot be read");
+		return -EPERM;
+	}
+	r->scanning = true;
+	r->override_ok = override_ok;
+	r->body_start = out_pos(r);
+	return 0;
+}
+
 void httpreq_refuse(struct httpreq *r, int status, const char *reason)
 {
 	if (r)
@@ -947,8 +1031,14 @@ const uint8_t *httpreq_out(const struct httpreq *r, size_t *len)
 			*len = 0;
 		return NULL;
 	}
-	if (len)
+	if (len) {
 		*len = r->out_len - r->out_off;
+		/* A scanned body's last byte waits for the verdict on it: the
+		 * server never has the whole request before (the head goes
+		 * whole: a client may wait for 100 Continue). */
+		if (r->scanning && r->st == ST_BODY && *len && out_pos(r) > r->body_start)
+			(*len)--;
+	}
 	return r->out + r->out_off;
 }
 

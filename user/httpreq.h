@@ -138,6 +138,21 @@ const struct httpreq_head *httpreq_head(const struct httpreq *r);
 int httpreq_accept(struct httpreq *r, const struct httpreq_set *sets,
 		   size_t n_sets, uint64_t max_body);
 
+/*
+ * After a successful httpreq_accept(): read a POST body for a _method
+ * (formscan.h) that frameworks take the method from. override_ok: bit i
+ * set if the request is allowed as http-parser's method i too
+ * (reqrule_result.override_ok; UINT64_MAX: no check). The body's last
+ * byte is held back until its end, where a _method the mask does not
+ * hold refuses the request with 403 (an unknown or conflicting one with
+ * 400) before the server has all of it. Refuses at once (-EPERM, then
+ * answer httpreq_status()) a POST with several Content-Type fields (400),
+ * a multipart one without a usable boundary or a form type with "/json"
+ * in it (400), a Content-Encoding other than identity on a form or JSON
+ * body (415). 0: accepted (scanned or not).
+ */
+int httpreq_scan_body(struct httpreq *r, uint64_t override_ok);
+
 /* Refuse the pending request (or the connection) with status; reason is
  * a static string (kept by pointer). Nothing more is emitted. */
 void httpreq_refuse(struct httpreq *r, int status, const char *reason);

@@ -398,6 +398,7 @@ static const char *status_text(int status)
 	case 403: return "Forbidden";
 	case 413: return "Content Too Large";
 	case 414: return "URI Too Long";
+	case 415: return "Unsupported Media Type";
 	case 421: return "Misdirected Request";
 	case 431: return "Request Header Fields Too Large";
 	case 500: return "Internal Server Error";
@@ -1663,6 +1664,16 @@ static void on_head(struct ic_conn *c)
 		req_refuse_local(c, e, 502, EGR_REASON_INTERNAL, why);
 		return;
 	}
+	/* A POST body's _method (Rails, Laravel) is checked at its end; audit
+	 * mode forwards what the rules would refuse anyway. */
+	if (!c->audit_mode && httpreq_scan_body(c->hr, res.override_ok)) {
+		st = httpreq_status(c->hr);
+		e->creds[0] = '\0'; /* nothing went upstream */
+		fmt_str(why, sizeof(why), "%s (rule %s)", httpreq_reason(c->hr),
+			res.rule_name ? res.rule_name : "-");
+		req_refuse_local(c, e, st, status_reason(st), why);
+		return;
+	}
 	e->body_open = true;
 	req_push(c, e);
 	c->cur_up = e;
@@ -1673,24 +1684,30 @@ static void on_refused(struct ic_conn *c)
 {
 	int status = httpreq_status(c->hr);
 	const char *reason = httpreq_reason(c->hr);
+	bool partial = httpreq_partial(c->hr);
 	struct ic_req *e;
 
-	if (httpreq_partial(c->hr) && c->cur_up) {
-		/* Part of this request already went upstream: the request
-		 * must not be completed there. Drop the connection; the
-		 * client can be answered only if nothing of a response to
-		 * anything has started. */
+	if (c->cur_up && (partial || c->cur_up->body_open)) {
+		/* Refused in its body, after the head was accepted (and
+		 * queued): this request is answered here, in its place in
+		 * the queue. If part of it already went upstream, it must
+		 * not be completed there: drop the connection; the client
+		 * can be answered only if nothing of a response to anything
+		 * has started. If none did (head and body in one read), the
+		 * upstream connection still answers the requests before. */
 		struct ic_req *cur = c->cur_up;
 		size_t len;
 
-		httpreq_out(c->hr, &len);
-		httpreq_out_consume(c->hr, len);
-		if (c->ufd >= 0) {
-			struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+		if (partial) {
+			httpreq_out(c->hr, &len);
+			httpreq_out_consume(c->hr, len);
+			if (c->ufd >= 0) {
+				struct linger lg = { .l_onoff = 1, .l_linger = 0 };
 
-			setsockopt(c->ufd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+				setsockopt(c->ufd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+			}
+			up_close(c, false);
 		}
-		up_close(c, false);
 		cur->local = true;
 		cur->status = status;
 		cur->verdict = EGR_VERDICT_DENY;
@@ -1699,7 +1716,7 @@ static void on_refused(struct ic_conn *c)
 		cur->req_body = httpreq_body_bytes(c->hr);
 		set_str(cur->why, sizeof(cur->why), reason);
 		c->hr_mode = HR_REFUSED;
-		if (c->q_head != cur || cur->resp_started) {
+		if (partial && (c->q_head != cur || cur->resp_started)) {
 			conn_set_detail(c, "request refused mid-body: %s", reason);
 			conn_fail(c, true);
 		}

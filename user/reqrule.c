@@ -751,10 +751,10 @@ static const struct reqrule *first_rule(const struct reqrule_host *h, int idx,
 	return NULL;
 }
 
-/* The parameter name as PHP makes it for $_GET (Laravel, Symfony read
- * _method from there): leading spaces dropped, '.', ' ' and an unclosed
- * '[' turned into '_'. Is it "_method"? */
-static bool query_name_is_method(const char *name)
+/* The parameter name as PHP makes it for $_GET and $_POST (Laravel,
+ * Symfony read _method from there): leading spaces dropped, '.', ' ' and
+ * an unclosed '[' turned into '_'. Is it "_method"? */
+bool reqrule_param_is_method(const char *name)
 {
 	char n[64];
 	size_t k = 0;
@@ -777,8 +777,8 @@ static bool query_name_is_method(const char *name)
  * names), gorilla's handler and a configured Express take the method from
  * it (Rails' Rack::MethodOverride only from a form body). Percent
  * escapes decoded in name and value. 0 none, 1 found (*out: the method),
- * -1 unknown or several that disagree. (One in a form body is not seen:
- * docs/interception.md.)
+ * -1 unknown or several that disagree. (One in a POST body: formscan.h,
+ * checked against res->override_ok.)
  */
 static int query_method_override(const char *target, const char **out)
 {
@@ -804,7 +804,7 @@ static int query_method_override(const char *target, const char **out)
 				c = ' ';
 			} else if (c == '=' && key) {
 				buf[k] = '\0';
-				is_method = query_name_is_method(buf);
+				is_method = reqrule_param_is_method(buf);
 				key = false;
 				k = 0;
 				continue;
@@ -827,6 +827,34 @@ static int query_method_override(const char *target, const char **out)
 		return 0;
 	*out = found;
 	return 1;
+}
+
+/*
+ * The methods a POST's body may name in _method (formscan.h): those the
+ * request would be allowed under too (an override already in a field or
+ * the query was checked), never TRACE with credentials set. UINT64_MAX:
+ * every method, nothing to scan. Other methods: no framework reads a
+ * method from their body.
+ */
+static uint64_t override_mask(const struct reqrule_host *h,
+			      const struct reqrule_request *req,
+			      const struct reqrule_result *res, const char *loose)
+{
+	uint64_t ok = 0;
+	bool all = true;
+	int trace = method_index("TRACE", 5);
+
+	if (strcmp(req->method, "POST"))
+		return UINT64_MAX;
+	for (int i = 0; i < N_METHODS && i < 64; i++) {
+		const struct reqrule *o = first_rule(h, i, res->path, loose);
+
+		if (o && o->action != REQRULE_DENY && !(i == trace && res->n_creds))
+			ok |= 1ULL << i;
+		else
+			all = false;
+	}
+	return all ? UINT64_MAX : ok;
 }
 
 int reqrule_check(const struct reqrule_host *h, const char *sni,
@@ -917,6 +945,7 @@ int reqrule_check(const struct reqrule_host *h, const char *sni,
 	 * override. Allowed, but without credentials. */
 	if (strcmp(req->method, "TRACE") && !(omethod && !strcmp(omethod, "TRACE")))
 		pick_creds(h, res);
+	res->override_ok = override_mask(h, req, res, loose);
 	res->reason = "allowed by rule";
 	return 0;
 }

@@ -108,12 +108,19 @@ struct reqrule_result {
 	uint64_t max_body;       /* for httpreq_accept(), on allow */
 	const struct reqrule_cred *creds[REQRULE_MAX_CREDS]; /* on allow */
 	size_t n_creds;
+	/* on allow: bit i set if the request would be allowed as method i
+	 * (http-parser's numbering) too, for a _method in a POST body
+	 * (httpreq_scan_body); UINT64_MAX: as every method, or not a POST */
+	uint64_t override_ok;
 };
 
 /* "GET,HEAD" (uppercase, known to http-parser) or "*" -> mask. */
 int reqrule_parse_methods(const char *s, uint64_t *mask);
 /* http-parser's name of method s, compared case-insensitively, or NULL. */
 const char *reqrule_method_name(const char *s);
+/* Is a query or form parameter named this "_method" as PHP reads names
+ * (leading spaces dropped; '.', ' ', an unclosed '[' read as '_')? */
+bool reqrule_param_is_method(const char *name);
 /* "1048576", "64k", "10M", "1G" (1024-based) or "" / "none" -> limit. */
 int reqrule_parse_size(const char *s, uint64_t *out);
 /* Check a glob: starts with "/" (or is "*"), no '?', '#', '%', '\'. */

@@ -7,6 +7,9 @@
  * small max_body), byte 1 = number of split points (mod 8), then two bytes
  * per split point, then the client's bytes.
  *
+ * With rules, POST bodies are read for a _method (httpreq_scan_body;
+ * the rules allow no DELETE).
+ *
  * Checks beyond sanitizers:
  *  - every head we emit re-parses, alone, as exactly one valid head with
  *    the same method, target, version and framing, exactly one of each
@@ -184,6 +187,13 @@ static void on_head(struct httpreq *r, struct run *u)
 	if (err) {
 		CHECK((err == -EFBIG && httpreq_status(r) == 413) ||
 		      (err == -EPERM && httpreq_status(r) == 400));
+		return;
+	}
+	/* A POST body's _method (the rules allow no DELETE): refused now
+	 * (a type or encoding that cannot be read) or at the body's end. */
+	if (!u->no_rules && httpreq_scan_body(r, res.override_ok)) {
+		CHECK(httpreq_status(r) == 400 || httpreq_status(r) == 415);
+		CHECK(!strcmp(h->method, "POST") && res.override_ok != UINT64_MAX);
 		return;
 	}
 	drain(r, u);

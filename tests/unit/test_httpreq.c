@@ -28,6 +28,7 @@ struct sim {
 	const struct httpreq_set *sets;
 	size_t n_sets;
 	bool use_rules;           /* check heads with rules() below */
+	bool scan;                /* with use_rules: read POST bodies for _method */
 	uint64_t max_body;
 	/* what happened */
 	char out[256 * 1024];
@@ -97,6 +98,8 @@ static void on_head(struct httpreq *r, struct sim *s)
 	}
 	int err = httpreq_accept(r, s->sets, s->n_sets, max);
 
+	if (!err && s->scan && httpreq_scan_body(r, res.override_ok))
+		return; /* refused: the stream says so */
 	if (err == -EFBIG)
 		assert_int_equal(httpreq_status(r), 413);
 	else if (err == -EPERM)
@@ -863,6 +866,100 @@ static void test_refused_is_terminal(void **state)
 	httpreq_free(r);
 }
 
+
+/* A _method in a POST body (Rails, Laravel): the request must be allowed
+ * as that method too, decided at the body's end, before the server has
+ * its last byte. The rules allow GET, HEAD, POST and PUT, not DELETE. */
+static void post_case(const char *in, size_t split, int status, const char *tail_out)
+{
+	struct sim s;
+	size_t len = strlen(in);
+
+	sim_init(&s);
+	s.use_rules = true;
+	s.scan = true;
+	run(&s, in, len, split, 0);
+	if (s.status != status)
+		fail_msg("%.60s (split %zu): %d %s", in + 48, split, s.status,
+			 s.reason ? s.reason : "-");
+	if (status) {
+		assert_true(s.refused);
+		/* never the whole request: at most all but its last byte */
+		assert_true(s.out_len < len);
+		assert_int_equal(s.n_ends, 0);
+	} else {
+		assert_false(s.refused);
+		assert_int_equal(s.n_ends, 1);
+		assert_true(s.out_len >= strlen(tail_out));
+		assert_memory_equal(s.out + s.out_len - strlen(tail_out), tail_out,
+				    strlen(tail_out));
+	}
+}
+
+static void test_body_method_override(void **state)
+{
+	(void)state;
+	static const char deny_url[] = "POST /repos/acme/x HTTP/1.1\r\nHost: api.test\r\n"
+		"Content-Type: application/x-www-form-urlencoded\r\n"
+		"Content-Length: 18\r\n\r\na=1&_method=DELETE";
+	static const char deny_noct[] = "POST /repos/acme/x HTTP/1.1\r\nHost: api.test\r\n"
+		"Content-Length: 16\r\n\r\n%5Fmethod=delete";
+	static const char allow_put[] = "POST /repos/acme/x HTTP/1.1\r\nHost: api.test\r\n"
+		"Content-Length: 15\r\n\r\n_method=put&b=2";
+	static const char deny_chunked[] = "POST /repos/acme/x HTTP/1.1\r\nHost: api.test\r\n"
+		"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+		"9\r\n{\"_method\r\n"
+		"b\r\n\":\"DELETE\"}\r\n0\r\n\r\n";
+	static const char deny_mp[] = "POST /repos/acme/x HTTP/1.1\r\nHost: api.test\r\n"
+		"Content-Type: multipart/form-data; boundary=B\r\nContent-Length: 66\r\n\r\n"
+		"--B\r\nContent-Disposition: form-data; name=_method\r\n\r\nDELETE\r\n--B--";
+	static const char text[] = "POST /repos/acme/x HTTP/1.1\r\nHost: api.test\r\n"
+		"Content-Type: text/plain\r\nContent-Length: 14\r\n\r\n_method=DELETE";
+	static const char gzip[] = "POST /repos/acme/x HTTP/1.1\r\nHost: api.test\r\n"
+		"Content-Type: application/json\r\nContent-Encoding: gzip\r\n"
+		"Content-Length: 2\r\n\r\n{}";
+	static const char two_ct[] = "POST /repos/acme/x HTTP/1.1\r\nHost: api.test\r\n"
+		"Content-Type: text/plain\r\nContent-Type: application/json\r\n"
+		"Content-Length: 2\r\n\r\n{}";
+	static const char unknown[] = "POST /repos/acme/x HTTP/1.1\r\nHost: api.test\r\n"
+		"Content-Length: 12\r\n\r\n_method=NOPE";
+	static const char expect[] = "POST /repos/acme/x HTTP/1.1\r\nHost: api.test\r\n"
+		"Expect: 100-continue\r\nContent-Length: 14\r\n\r\n";
+	struct sim s;
+
+	for (size_t split = 0; split < 24; split++) {
+		post_case(deny_url, split, 403, NULL);
+		post_case(deny_noct, split, 403, NULL);
+		post_case(allow_put, split, 0, "\r\n\r\n_method=put&b=2");
+		post_case(deny_chunked, split, 403, NULL);
+		post_case(deny_mp, split, 403, NULL);
+		post_case(text, split, 0, "_method=DELETE");
+		post_case(gzip, split, 415, NULL);
+		post_case(two_ct, split, 400, NULL);
+		post_case(unknown, split, 400, NULL);
+	}
+	/* Rejected at the body's end, the head and body but the last byte
+	 * went out: the engine must abort the upstream connection. */
+	sim_init(&s);
+	s.use_rules = s.scan = true;
+	run(&s, deny_url, strlen(deny_url), 0, 0);
+	assert_true(s.partial);
+	/* the head went out before the body was fed; none of the body */
+	assert_int_equal(s.out_len, (size_t)(strstr(deny_url, "\r\n\r\n") + 4 - deny_url));
+	sim_init(&s);
+	s.use_rules = s.scan = true;
+	run(&s, deny_url, strlen(deny_url) - 1, 0, 0);
+	assert_false(s.refused);
+	assert_int_equal(s.out_len, strlen(deny_url) - 2);
+	/* A client waiting for 100 Continue gets its head out whole. */
+	sim_init(&s);
+	s.use_rules = s.scan = true;
+	run(&s, expect, strlen(expect), 0, 0);
+	assert_false(s.refused);
+	assert_true(s.out_len > 4);
+	assert_memory_equal(s.out + s.out_len - 4, "\r\n\r\n", 4);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -887,6 +984,7 @@ int main(void)
 		cmocka_unit_test(test_body_limits),
 		cmocka_unit_test(test_leading_crlf_and_http10),
 		cmocka_unit_test(test_refused_is_terminal),
+		cmocka_unit_test(test_body_method_override),
 	};
 	int ret = cmocka_run_group_tests(tests, NULL, NULL);
 
