@@ -28,7 +28,6 @@
 #include "formscan.h"
 #include "reqrule.h"
 
-#define MAX_SETS 8
 #define SET_NAME_MAX 64
 #define TRAILER_NAME_MAX 256
 
@@ -71,7 +70,7 @@ struct httpreq {
 	char trailers[HTTPREQ_TRAILER_MAX];
 	size_t trailers_len;
 
-	char set_names[MAX_SETS][SET_NAME_MAX];
+	char set_names[HTTPREQ_MAX_SETS][SET_NAME_MAX];
 	size_t n_set_names;
 
 	/* output: out[out_off..out_len) not yet taken by the caller */
@@ -903,7 +902,7 @@ int httpreq_accept(struct httpreq *r, const struct httpreq_set *sets,
 		return -EINVAL;
 	if (r->st != ST_PENDING)
 		return -EPROTO;
-	if (n_sets > MAX_SETS)
+	if (n_sets > HTTPREQ_MAX_SETS)
 		return -EINVAL;
 	for (size_t i = 0; i < n_sets; i++)
 		if (!set_valid(&sets[i]))

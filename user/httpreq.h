@@ -61,6 +61,9 @@ struct reqrule_result;
 #define HTTPREQ_MAX_HEADERS 128
 /* Trailer section of a chunked body, after re-serialization: beyond, 431. */
 #define HTTPREQ_TRAILER_MAX (8 * 1024)
+/* Most (name, value) sets one httpreq_accept() takes: every credential
+ * of a request (REQRULE_MAX_CREDS) and a gateway's Host. */
+#define HTTPREQ_MAX_SETS 16
 /* No limit for httpreq_accept()'s max_body. */
 #define HTTPREQ_NO_LIMIT UINT64_MAX
 

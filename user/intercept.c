@@ -1575,6 +1575,8 @@ static void on_head(struct ic_conn *c)
 	const struct httpreq_head *h = httpreq_head(c->hr);
 	struct reqrule_result res;
 	struct httpreq_set sets[REQRULE_MAX_CREDS + 1];
+	_Static_assert(REQRULE_MAX_CREDS + 1 <= HTTPREQ_MAX_SETS,
+		       "httpreq_accept takes every credential and a gateway's Host");
 	struct ic_req *e;
 	char why[320];
 	int st, n, rc, nset;

@@ -780,6 +780,37 @@ static void test_accept_rejects_bad_sets(void **state)
 	}
 }
 
+/* Every credential of a request (8) and a gateway's Host: 9 sets. */
+static void test_accept_many_sets(void **state)
+{
+	static const char *const names[] = { "A1", "A2", "A3", "A4", "A5", "A6", "A7", "A8",
+					     "Host" };
+	struct httpreq_set sets[9];
+	struct httpreq *r = httpreq_new();
+	const uint8_t *out;
+	size_t used, n;
+
+	(void)state;
+	for (size_t i = 0; i < 9; i++) {
+		sets[i].name = names[i];
+		sets[i].value = "v";
+	}
+	assert_int_equal(httpreq_feed(r, GET1, strlen(GET1), &used), HTTPREQ_EV_HEAD);
+	assert_int_equal(httpreq_accept(r, sets, 9, HTTPREQ_NO_LIMIT), 0);
+	out = httpreq_out(r, &n);
+	static const char tail[] = "\r\nA8: v\r\nHost: v\r\n\r\n";
+	static const char agent_host[] = "Host: api.test";
+
+	assert_non_null(memmem(out, n, tail, sizeof(tail) - 1));
+	assert_null(memmem(out, n, agent_host, sizeof(agent_host) - 1)); /* replaced */
+	httpreq_free(r);
+	r = httpreq_new();
+	assert_int_equal(httpreq_feed(r, GET1, strlen(GET1), &used), HTTPREQ_EV_HEAD);
+	assert_int_equal(httpreq_accept(r, sets, HTTPREQ_MAX_SETS + 1, HTTPREQ_NO_LIMIT),
+			 -EINVAL);
+	httpreq_free(r);
+}
+
 static void test_body_limits(void **state)
 {
 	char in[4096];
@@ -981,6 +1012,7 @@ int main(void)
 		cmocka_unit_test(test_connection_names_injected),
 		cmocka_unit_test(test_proxy_authorization_stripped),
 		cmocka_unit_test(test_accept_rejects_bad_sets),
+		cmocka_unit_test(test_accept_many_sets),
 		cmocka_unit_test(test_body_limits),
 		cmocka_unit_test(test_leading_crlf_and_http10),
 		cmocka_unit_test(test_refused_is_terminal),
