@@ -870,16 +870,34 @@ static bool field_dropped(const struct httpreq *r, const char *name)
 	return false;
 }
 
+const char *httpreq_origin_form(const char *method, const char *target, bool *slash)
+{
+	const char *a;
+
+	*slash = false;
+	if (target[0] == '/' || !strcmp(target, "*") || !strcmp(method, "CONNECT"))
+		return target;
+	a = strstr(target, "://");
+	if (!a)
+		return target;
+	a += 3;
+	a += strcspn(a, "/?");
+	*slash = *a != '/';
+	return a;
+}
+
 static int emit_head(struct httpreq *r, const struct httpreq_set *sets,
 		     size_t n_sets)
 {
 	const struct httpreq_head *h = &r->h;
+	bool slash;
+	const char *t = httpreq_origin_form(h->method, h->target, &slash);
 	int err;
 
 	/* The request line allows only 1.0 and 1.1 (no snprintf per
 	 * request). */
 	err = out_str(r, h->method) ?: out_str(r, " ") ?:
-	      out_str(r, h->target) ?:
+	      (slash ? out_str(r, "/") : 0) ?: out_str(r, t) ?:
 	      out_str(r, h->version_minor ? " HTTP/1.1\r\n" : " HTTP/1.0\r\n");
 	for (size_t i = 0; !err && i < h->n_fields; i++) {
 		if (field_dropped(r, h->fields[i].name))

@@ -8,7 +8,10 @@
  * What goes upstream is re-framed canonically, so the server parses
  * exactly what we checked (no smuggling through parser differences):
  *   - the head is re-serialized: "METHOD SP target SP HTTP/1.x CRLF",
- *     one "Name: value CRLF" per field (OWS trimmed), then CRLF;
+ *     one "Name: value CRLF" per field (OWS trimmed), then CRLF; an
+ *     absolute-form target ("https://host/x?q") goes in origin-form
+ *     ("/x?q"): a server takes the authority of an absolute-form target
+ *     over Host, and the engine sets the Host;
  *   - Content-Length bodies pass unchanged;
  *   - chunked bodies are re-chunked per received chunk: lowercase hex size
  *     without extensions, the data, CRLF; the last chunk "0 CRLF", the
@@ -170,6 +173,11 @@ int httpreq_check_port(const struct httpreq *r, const struct reqrule_host *h,
 		       const char *sni, uint16_t port, struct reqrule_result *res);
 int httpreq_check(const struct httpreq *r, const struct reqrule_host *h,
 		  const char *sni, struct reqrule_result *res);
+
+/* The request-target as it goes upstream: origin-form for an
+ * absolute-form one, *slash then telling to put "/" before it (the
+ * authority was followed by a query or nothing). Else target itself. */
+const char *httpreq_origin_form(const char *method, const char *target, bool *slash);
 
 /* Bytes to send upstream; consume what was written. */
 const uint8_t *httpreq_out(const struct httpreq *r, size_t *len);

@@ -61,6 +61,7 @@
  * Handlers never free a connection: they set close_scheduled and the
  * outermost entry point frees it (busy count), as in proxy.c.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -162,6 +163,8 @@ struct ic_conn {
 	/* copied from intercept_conn_info */
 	struct egr_origin origin;
 	char host[256];
+	char up_name[256];      /* host as the upstream gets it: lower case,
+	                         * no trailing dot (SNI, verification, Host) */
 	struct reqrule_host rules;
 	char *policy_name;
 	bool audit_mode;        /* policy mode "audit": log denials, go on */
@@ -1642,12 +1645,11 @@ static void on_head(struct ic_conn *c)
 		req_refuse_local(c, e, 502, EGR_REASON_INTERNAL, why);
 		return;
 	}
+	/* The rules checked the Host against the name (a gateway: the
+	 * gateway's address); the upstream gets the name, in one spelling. */
 	nset = n;
-	if (c->plain) {
-		/* The agent named the gateway; the upstream gets its own. */
-		sets[nset].name = "Host";
-		sets[nset++].value = c->up_hostval;
-	}
+	sets[nset].name = "Host";
+	sets[nset++].value = c->up_hostval;
 	rc = httpreq_accept(c->hr, sets, (size_t)nset, res.max_body);
 	creds_wipe(c->w, n);
 	if (rc)
@@ -2367,11 +2369,11 @@ static int conn_start(struct ic_conn *c)
 		goto ossl;
 	SSL_set_bio(c->ussl, ub, ub);
 	SSL_set_read_ahead(c->ussl, 1);
-	if (!SSL_set_tlsext_host_name(c->ussl, c->host))
+	if (!SSL_set_tlsext_host_name(c->ussl, c->up_name))
 		goto ossl;
 	vp = SSL_get0_param(c->ussl);
 	X509_VERIFY_PARAM_set_hostflags(vp, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
-	if (!X509_VERIFY_PARAM_set1_host(vp, c->host, 0))
+	if (!X509_VERIFY_PARAM_set1_host(vp, c->up_name, 0))
 		goto ossl;
 	SSL_set_app_data(c->ussl, c);
 	up_session_resume(c);
@@ -2906,6 +2908,18 @@ static int conn_prepare(struct intercept *ic, const struct intercept_conn_info *
 	if (info->origin)
 		c->origin = *info->origin;
 	set_str(c->host, sizeof(c->host), info->host);
+	/* The rules matched names case-insensitively and with or without a
+	 * trailing dot; the upstream gets one spelling of the name, so a
+	 * server or CDN that routes on the spelling cannot be steered. */
+	{
+		size_t k;
+
+		for (k = 0; c->host[k]; k++)
+			c->up_name[k] = (char)tolower((unsigned char)c->host[k]);
+		if (k > 1 && c->up_name[k - 1] == '.')
+			k--;
+		c->up_name[k] = '\0';
+	}
 	c->upstream = info->upstream;
 	c->upstream_port = info->upstream_port;
 	if (info->geo) {
@@ -2922,12 +2936,12 @@ static int conn_prepare(struct intercept *ic, const struct intercept_conn_info *
 		addr_to_str(&ga, abuf, sizeof(abuf));
 		fmt_str(c->gw_name, sizeof(c->gw_name), addr_is_v4(&ga) ? "%s:%u" : "[%s]:%u",
 			abuf, c->origin.dst_port);
-		if (info->upstream_port == 443)
-			fmt_str(c->up_hostval, sizeof(c->up_hostval), "%s", c->host);
-		else
-			fmt_str(c->up_hostval, sizeof(c->up_hostval), "%s:%u", c->host,
-				info->upstream_port);
 	}
+	if (info->upstream_port == 443)
+		fmt_str(c->up_hostval, sizeof(c->up_hostval), "%s", c->up_name);
+	else
+		fmt_str(c->up_hostval, sizeof(c->up_hostval), "%s:%u", c->up_name,
+			info->upstream_port);
 	if (copy_rules(&c->rules, info->rules))
 		oom = true;
 	c->policy_name = dup_or_null(info->policy ? info->policy->name : NULL, &oom);

@@ -80,6 +80,7 @@ CASES=(
 	intercept_method_path_rules
 	intercept_body_method_override
 	intercept_domain_fronting
+	intercept_canonical_host
 	intercept_upstream_unverified
 	intercept_smuggling
 	gateway_mode
@@ -4100,6 +4101,32 @@ case_intercept_domain_fronting() {
 	evil_untouched "domain fronting"
 	[ -z "$(ic_requests allowed.test)" ] ||
 		fail "allowed.test got a request: $(oneline "$(ic_requests allowed.test)")"
+}
+
+# The rules match a Host case-insensitively and with or without a trailing
+# dot, and an absolute-form target's authority like a Host. The upstream
+# gets one spelling of the name (a server or CDN routing on the spelling
+# cannot be steered to another site), and an absolute-form target in
+# origin-form (a server takes its authority over the Host).
+case_intercept_canonical_host() {
+	need_egressd
+	local out
+	log_mark allowed.test
+	out=$(egr_ic --allow allowed.test --intercept allowed.test -- sh -c '
+		curl -sS --max-time 10 -H "Host: ALLOWED.Test." https://allowed.test/echo 2>&1
+		echo "---"
+		curl -sS --max-time 10 --request-target "https://Allowed.TEST./echo?x=1" \
+			https://allowed.test/ 2>&1')
+	note "$out"
+	local first=${out%%---*} second=${out#*---}
+	grep -q '^GET /echo HTTP/1.1' <<<"$first" || fail "request line: $(oneline "$first")"
+	grep -qx $'Host: allowed.test\r\\?' <<<"$first" ||
+		fail "Host upstream not allowed.test: $(oneline "$first")"
+	[ "$(grep -ci '^host:' <<<"$first")" = 1 ] || fail "several Host fields: $(oneline "$first")"
+	grep -q '^GET /echo?x=1 HTTP/1.1' <<<"$second" ||
+		fail "absolute-form not sent in origin-form: $(oneline "$second")"
+	grep -qx $'Host: allowed.test\r\\?' <<<"$second" ||
+		fail "Host upstream (absolute-form): $(oneline "$second")"
 }
 
 case_intercept_upstream_unverified() {

@@ -811,6 +811,36 @@ static void test_accept_many_sets(void **state)
 	httpreq_free(r);
 }
 
+/* An absolute-form target goes upstream in origin-form. */
+static void test_origin_form(void **state)
+{
+	static const struct { const char *in, *out; } cases[] = {
+		{ "GET https://API.test./repos/acme/x?y=1 HTTP/1.1\r\nHost: api.test\r\n\r\n",
+		  "GET /repos/acme/x?y=1 HTTP/1.1\r\n" },
+		{ "GET https://api.test?q HTTP/1.1\r\nHost: api.test\r\n\r\n",
+		  "GET /?q HTTP/1.1\r\n" },
+		{ "GET http://api.test HTTP/1.1\r\nHost: api.test\r\n\r\n",
+		  "GET / HTTP/1.1\r\n" },
+		{ "OPTIONS * HTTP/1.1\r\nHost: api.test\r\n\r\n", "OPTIONS * HTTP/1.1\r\n" },
+		{ "GET /a?b HTTP/1.1\r\nHost: api.test\r\n\r\n", "GET /a?b HTTP/1.1\r\n" },
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct httpreq *r = httpreq_new();
+		const uint8_t *out;
+		size_t used, n;
+
+		assert_int_equal(httpreq_feed(r, cases[i].in, strlen(cases[i].in), &used),
+				 HTTPREQ_EV_HEAD);
+		assert_int_equal(httpreq_accept(r, NULL, 0, HTTPREQ_NO_LIMIT), 0);
+		out = httpreq_out(r, &n);
+		assert_true(n >= strlen(cases[i].out));
+		assert_memory_equal(out, cases[i].out, strlen(cases[i].out));
+		httpreq_free(r);
+	}
+}
+
 static void test_body_limits(void **state)
 {
 	char in[4096];
@@ -1013,6 +1043,7 @@ int main(void)
 		cmocka_unit_test(test_proxy_authorization_stripped),
 		cmocka_unit_test(test_accept_rejects_bad_sets),
 		cmocka_unit_test(test_accept_many_sets),
+		cmocka_unit_test(test_origin_form),
 		cmocka_unit_test(test_body_limits),
 		cmocka_unit_test(test_leading_crlf_and_http10),
 		cmocka_unit_test(test_refused_is_terminal),
