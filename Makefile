@@ -115,11 +115,11 @@ $(BUILD)/fuzz/fuzz_dnsmsg: tests/fuzz/fuzz_dnsmsg.c user/dnsmsg.c user/addr.c | 
 
 $(BUILD)/fuzz/fuzz_httpreq: tests/fuzz/fuzz_httpreq.c user/httpreq.c user/formscan.c user/reqrule.c user/safepath.c user/log.c | $(BUILD)/fuzz
 	$(call msg,FUZZ-CC,$@)
-	$(Q)$(CLANG) $(FUZZ_CFLAGS) $^ -lhttp_parser -lpthread -o $@
+	$(Q)$(CLANG) $(FUZZ_CFLAGS) $^ -lhttp_parser -lz -lpthread -o $@
 
 $(BUILD)/fuzz/fuzz_formscan: tests/fuzz/fuzz_formscan.c user/formscan.c user/reqrule.c user/safepath.c user/log.c | $(BUILD)/fuzz
 	$(call msg,FUZZ-CC,$@)
-	$(Q)$(CLANG) $(FUZZ_CFLAGS) $^ -lhttp_parser -lpthread -o $@
+	$(Q)$(CLANG) $(FUZZ_CFLAGS) $^ -lhttp_parser -lz -lpthread -o $@
 
 $(BUILD)/fuzz/fuzz_dconfig: tests/fuzz/fuzz_dconfig.c user/dconfig.c user/srt.c user/policy.c user/jpos.c user/reqrule.c user/safepath.c user/addr.c user/hello.c user/log.c user/geo.c | $(BUILD)/fuzz
 	$(call msg,FUZZ-CC,$@)

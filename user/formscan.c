@@ -2,17 +2,21 @@
 /*
  * "_method" in a POST body (formscan.h). Streaming: every state survives
  * any split of the body, so a chunk boundary inside "%5F", a multipart
- * header field or a JSON escape changes nothing.
+ * header field, a JSON escape or a gzip block changes nothing.
  */
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+
+#include <zlib.h>
 
 #include "formscan.h"
 #include "reqrule.h"
 
 enum { MP_PREAMBLE, MP_HEADERS, MP_CONTENT };
 enum { JS_OUT, JS_STR, JS_ESC, JS_UHEX };
+#define JS_DEPTH_MAX (1 << 20)
 
 static int hexval(int c)
 {
@@ -25,126 +29,184 @@ static int hexval(int c)
 	return -1;
 }
 
+static void fs_bad(struct formscan *s, const char *why)
+{
+	if (!s->bad)
+		s->why = why;
+	s->bad = true;
+}
+
 /* A value given for _method: a known method, and the same each time. */
 static void found_value(struct formscan *s, const char *v, size_t len, bool too_long)
 {
-	char buf[sizeof(s->name) + 1]; /* a JSON value is decoded there */
+	char buf[64];
 	const char *m;
 
 	if (!len && !too_long)
 		return; /* "_method=": no method (Rack, Symfony fall back) */
 	if (too_long || len >= sizeof(buf) || memchr(v, '\0', len)) {
-		s->bad = true;
+		fs_bad(s, "_method too long or holding a NUL");
 		return;
 	}
 	memcpy(buf, v, len);
 	buf[len] = '\0';
 	m = reqrule_method_name(buf);
 	if (!m || (s->found && strcmp(s->found, m)))
-		s->bad = true;
+		fs_bad(s, "unknown method in _method, or several that disagree");
 	else
 		s->found = m;
 }
 
-static void reset_name_val(struct formscan *s)
-{
-	s->name_len = s->val_len = 0;
-	s->name_long = s->val_long = false;
-}
+/* ---- forms: application/x-www-form-urlencoded ---- */
 
-/* ---- application/x-www-form-urlencoded ---- */
-
-static void url_put(struct formscan *s, uint8_t ch)
+static void url_put(struct formscan_url *u, uint8_t ch)
 {
-	if (!s->in_value) {
+	if (!u->in_value) {
 		/* PHP drops leading spaces of a name and reads it as a C
 		 * string: nothing after a NUL counts. */
-		if (!s->name_len && ch == ' ')
+		if (!u->name_len && ch == ' ')
 			return;
-		if (s->name_len && !s->name[s->name_len - 1] && !s->name_long)
+		if (u->name_len && !u->name[u->name_len - 1] && !u->name_long)
 			return;
-		if (s->name_len + 1 >= sizeof(s->name)) {
-			s->name_long = true;
+		if (u->name_len + 1 >= sizeof(u->name)) {
+			u->name_long = true;
 			return;
 		}
-		s->name[s->name_len++] = (char)ch;
+		u->name[u->name_len++] = (char)ch;
 		return;
 	}
-	if (s->val_len >= sizeof(s->val)) {
-		s->val_long = true;
+	if (u->val_len >= sizeof(u->val)) {
+		u->val_long = true;
 		return;
 	}
-	s->val[s->val_len++] = (char)ch;
+	u->val[u->val_len++] = (char)ch;
 }
 
 /* A '%' not followed by two hex digits is itself. */
-static void url_flush_pct(struct formscan *s)
+static void url_flush_pct(struct formscan_url *u)
 {
-	if (s->pct >= 1)
-		url_put(s, '%');
-	if (s->pct == 2)
-		url_put(s, s->pct_hi);
-	s->pct = 0;
+	if (u->pct >= 1)
+		url_put(u, '%');
+	if (u->pct == 2)
+		url_put(u, u->pct_hi);
+	u->pct = 0;
 }
 
 static void url_end_pair(struct formscan *s)
 {
-	url_flush_pct(s);
-	if (s->in_value && !s->name_long) {
-		s->name[s->name_len] = '\0';
-		if (reqrule_param_is_method(s->name))
-			found_value(s, s->val, s->val_len, s->val_long);
+	struct formscan_url *u = &s->u;
+
+	url_flush_pct(u);
+	if (u->in_value && !u->name_long) {
+		u->name[u->name_len] = '\0';
+		if (reqrule_param_is_method(u->name))
+			found_value(s, u->val, u->val_len, u->val_long);
 	}
-	reset_name_val(s);
-	s->in_value = false;
+	u->name_len = u->val_len = 0;
+	u->name_long = u->val_long = u->in_value = false;
 }
 
 static void url_feed(struct formscan *s, const uint8_t *b, size_t len)
 {
+	struct formscan_url *u = &s->u;
+
 	for (size_t i = 0; i < len; i++) {
 		uint8_t c = b[i];
 
-		if (s->pct == 1) {
+		if (u->pct == 1) {
 			if (hexval(c) >= 0) {
-				s->pct_hi = c;
-				s->pct = 2;
+				u->pct_hi = c;
+				u->pct = 2;
 				continue;
 			}
-			url_flush_pct(s);
-		} else if (s->pct == 2) {
+			url_flush_pct(u);
+		} else if (u->pct == 2) {
 			if (hexval(c) >= 0) {
-				url_put(s, (uint8_t)(hexval(s->pct_hi) << 4 | hexval(c)));
-				s->pct = 0;
+				url_put(u, (uint8_t)(hexval(u->pct_hi) << 4 | hexval(c)));
+				u->pct = 0;
 				continue;
 			}
-			url_flush_pct(s);
+			url_flush_pct(u);
 		}
 		if (c == '&' || c == ';')
 			url_end_pair(s);
-		else if (c == '=' && !s->in_value)
-			s->in_value = true;
+		else if (c == '=' && !u->in_value)
+			u->in_value = true;
 		else if (c == '+')
-			url_put(s, ' ');
+			url_put(u, ' ');
 		else if (c == '%')
-			s->pct = 1;
+			u->pct = 1;
 		else
-			url_put(s, c);
+			url_put(u, c);
 	}
 }
 
 /* ---- multipart ---- */
 
-/* Does a header field line carry a name parameter that is _method? A
- * quoted value is read both with and without backslash escapes (parsers
- * differ); "filename=" is not "name=". */
-static bool mp_names_method(const char *l, size_t len)
+static bool is_word(char c)
 {
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+	       c == '_' || c == '-';
+}
+
+/* Does this parameter value name _method? Unquoted, as PHP (up to ';'
+ * or a blank) and as Rack (up to a separator) read it; quoted with '"'
+ * or '\'' (PHP), with and without backslash escapes. */
+static bool mp_value_is_method(const char *v, size_t len)
+{
+	char a[64], b[64];
+	size_t j = 0, ka = 0, kb = 0;
+
+	if (len && (v[0] == '"' || v[0] == '\'')) {
+		char q = v[0];
+		bool esc = false;
+
+		for (j = 1; j < len; j++) {
+			char c = v[j];
+
+			if (!esc && c == q)
+				break;
+			if (ka + 1 < sizeof(a))
+				a[ka++] = c;
+			if (!esc && c == '\\') {
+				esc = true;
+				continue;
+			}
+			esc = false;
+			if (kb + 1 < sizeof(b))
+				b[kb++] = c;
+		}
+	} else {
+		for (j = 0; j < len && v[j] != ';' && v[j] != ' ' && v[j] != '\t'; j++)
+			if (ka + 1 < sizeof(a))
+				a[ka++] = v[j];
+		for (j = 0; j < len && !strchr(";, \t[]/?()<>=:\"", v[j]); j++)
+			if (kb + 1 < sizeof(b))
+				b[kb++] = v[j];
+	}
+	a[ka] = '\0';
+	b[kb] = '\0';
+	return reqrule_param_is_method(a) || reqrule_param_is_method(b);
+}
+
+/* A part's header field line: a name parameter, or a Content-ID (Rack
+ * names a part by it), that is _method? */
+static bool mp_field_names_method(const char *l, size_t len)
+{
+	if (len > 11 && !strncasecmp(l, "content-id:", 11)) {
+		size_t j = 11;
+
+		while (j < len && (l[j] == ' ' || l[j] == '\t'))
+			j++;
+		if (mp_value_is_method(l + j, len - j))
+			return true;
+	}
 	for (size_t i = 0; i + 5 <= len; i++) {
-		char a[64], b[64];
-		size_t j, ka = 0, kb = 0;
+		size_t j;
 
 		if (strncasecmp(l + i, "name", 4) ||
-		    (i && l[i - 1] != ';' && l[i - 1] != ' ' && l[i - 1] != '\t'))
+		    (i && l[i - 1] != ';' && l[i - 1] != ' ' && l[i - 1] != '\t' &&
+		     l[i - 1] != ':'))
 			continue;
 		j = i + 4;
 		while (j < len && (l[j] == ' ' || l[j] == '\t'))
@@ -154,234 +216,369 @@ static bool mp_names_method(const char *l, size_t len)
 		j++;
 		while (j < len && (l[j] == ' ' || l[j] == '\t'))
 			j++;
-		if (j < len && l[j] == '"') {
-			bool esc = false;
-
-			for (j++; j < len; j++) {
-				char c = l[j];
-
-				if (!esc && c == '"')
-					break;
-				if (ka + 1 < sizeof(a))
-					a[ka++] = c; /* raw */
-				if (!esc && c == '\\') {
-					esc = true;
-					continue;
-				}
-				esc = false;
-				if (kb + 1 < sizeof(b))
-					b[kb++] = c; /* unescaped */
-			}
-		} else {
-			for (; j < len && l[j] != ';' && l[j] != ' ' && l[j] != '\t'; j++)
-				if (ka + 1 < sizeof(a))
-					a[ka++] = l[j];
-			memcpy(b, a, ka);
-			kb = ka;
-		}
-		a[ka] = '\0';
-		b[kb] = '\0';
-		if (reqrule_param_is_method(a) || reqrule_param_is_method(b))
+		if (mp_value_is_method(l + j, len - j))
 			return true;
 	}
 	return false;
 }
 
-static void mp_val_add(struct formscan *s, const char *p, size_t n)
+static void mp_val_add(struct formscan_mp *m, const char *p, size_t n)
 {
-	if (n > sizeof(s->val) - s->val_len) {
-		s->val_long = true;
+	if (n > sizeof(m->val) - m->val_len) {
+		m->val_long = true;
 		return;
 	}
-	memcpy(s->val + s->val_len, p, n);
-	s->val_len += n;
+	memcpy(m->val + m->val_len, p, n);
+	m->val_len += n;
 }
 
 static void mp_end_part(struct formscan *s)
 {
-	if (s->mp_state == MP_CONTENT && s->part_is_method)
-		found_value(s, s->val, s->val_len, s->val_long);
-	s->part_is_method = false;
-	reset_name_val(s);
+	struct formscan_mp *m = &s->m;
+
+	if (m->state == MP_CONTENT && m->part_is_method)
+		found_value(s, m->val, m->val_len, m->val_long);
+	m->part_is_method = false;
+	m->val_len = m->brk_len = 0;
+	m->val_long = false;
 }
 
 /* One line of the body, without its LF (nl: it had one). */
 static void mp_line(struct formscan *s, bool nl)
 {
-	const char *l = s->line;
-	size_t len = s->line_len;
+	struct formscan_mp *m = &s->m;
+	const char *l = m->line;
+	size_t len = m->line_len;
 	bool cr = nl && len && l[len - 1] == '\r';
 
-	if (len >= s->blen && !memcmp(l, s->boundary, s->blen)) {
+	if (len >= m->blen && !memcmp(l, m->boundary, m->blen)) {
 		/* Any line starting with the delimiter is one (also "--B--",
 		 * and with padding): seeing more of them than the server
-		 * only adds parts to check. */
+		 * only adds parts to read. */
 		mp_end_part(s);
-		s->mp_state = MP_HEADERS;
+		m->state = MP_HEADERS;
 		return;
 	}
-	switch (s->mp_state) {
+	switch (m->state) {
 	case MP_PREAMBLE:
 		return;
 	case MP_HEADERS:
 		if (len == (size_t)cr) {
-			s->mp_state = MP_CONTENT;
+			m->state = MP_CONTENT;
+			if (m->part_is_method)
+				m->parts++;
 			return;
 		}
-		if (s->line_long) {
-			s->bad = true; /* a field we cannot read */
-			return;
-		}
-		if (mp_names_method(l, len - cr))
-			s->part_is_method = true;
+		/* (a field too long to read here: the safety net) */
+		if (!m->line_long && mp_field_names_method(l, len - cr))
+			m->part_is_method = true;
 		return;
 	case MP_CONTENT:
-		if (!s->part_is_method)
+		if (!m->part_is_method)
 			return;
 		/* The content is the lines up to the delimiter, joined by
 		 * their line breaks; the last one's belongs to the delimiter. */
-		if (s->val_len || s->name_len)
-			mp_val_add(s, s->name, s->name_len); /* the previous break */
-		s->name_len = 0;
-		if (s->line_long)
-			s->val_long = true;
+		mp_val_add(m, m->brk, m->brk_len);
+		m->brk_len = 0;
+		if (m->line_long)
+			m->val_long = true;
 		else
-			mp_val_add(s, l, len - cr);
+			mp_val_add(m, l, len - cr);
 		if (nl) {
-			memcpy(s->name, cr ? "\r\n" : "\n", cr ? 2 : 1);
-			s->name_len = cr ? 2 : 1;
+			memcpy(m->brk, cr ? "\r\n" : "\n", cr ? 2 : 1);
+			m->brk_len = cr ? 2 : 1;
 		}
 		return;
 	}
 }
 
+/* What mp_net_check looks back over between "name=" and "method". */
+#define NET_SKIP "[] \t\"'\\_."
+
+/* The safety net. end: the body ended after tail. Looks back from a
+ * "method" that ends the tail (just before its last byte, or at the
+ * end): one of "_. [" before it, brackets, blanks, quotes or a backslash,
+ * then "name" and "=" ("name*=" too) or "content-id" and ":". */
+static void mp_net_check(struct formscan_mp *m, bool end)
+{
+	const char *t = m->tail;
+	size_t n = m->tail_len, i;
+
+	if (!end) {
+		if (!n || is_word(t[n - 1]))
+			return;
+		n--;
+	}
+	if (n < 7 || memcmp(t + n - 6, "method", 6) || !t[n - 7] || !strchr("_. [", t[n - 7]))
+		return;
+	i = n - 7;
+	while (i > 0 && t[i - 1] && strchr(NET_SKIP, t[i - 1]))
+		i--;
+	if (i > 0 && t[i - 1] == '=') {
+		i--;
+		if (i > 0 && t[i - 1] == '*')
+			i--;
+		while (i > 0 && (t[i - 1] == ' ' || t[i - 1] == '\t'))
+			i--;
+		/* "name", not "filename" */
+		if (i >= 4 && !strncasecmp(t + i - 4, "name", 4) && (i == 4 || !is_word(t[i - 5])))
+			m->hits++;
+	} else if (i > 0 && t[i - 1] == ':') {
+		i--;
+		while (i > 0 && (t[i - 1] == ' ' || t[i - 1] == '\t'))
+			i--;
+		if (i >= 10 && !strncasecmp(t + i - 10, "content-id", 10))
+			m->hits++;
+	}
+}
+
+static void mp_net_put(struct formscan_mp *m, uint8_t c)
+{
+	if (c == '\r' || c == '\n')
+		return; /* PHP joins folded field lines without a separator */
+	/* A run of what the check skips is one byte of it: no run of
+	 * blanks or brackets pushes "name=" out of the tail. */
+	if (c && strchr(NET_SKIP, c) && m->tail_len &&
+	    strchr(NET_SKIP, m->tail[m->tail_len - 1])) {
+		m->tail[m->tail_len - 1] = (char)c;
+		return;
+	}
+	if (m->tail_len == sizeof(m->tail)) {
+		memmove(m->tail, m->tail + 1, sizeof(m->tail) - 1);
+		m->tail_len--;
+	}
+	m->tail[m->tail_len++] = (char)c;
+	mp_net_check(m, false);
+}
+
 static void mp_feed(struct formscan *s, const uint8_t *b, size_t len)
 {
+	struct formscan_mp *m = &s->m;
+
 	for (size_t i = 0; i < len; i++) {
+		mp_net_put(m, b[i]);
 		if (b[i] == '\n') {
 			mp_line(s, true);
-			s->line_len = 0;
-			s->line_long = false;
+			m->line_len = 0;
+			m->line_long = false;
 			continue;
 		}
-		if (s->line_len < sizeof(s->line))
-			s->line[s->line_len++] = (char)b[i];
+		if (m->line_len < sizeof(m->line))
+			m->line[m->line_len++] = (char)b[i];
 		else
-			s->line_long = true;
+			m->line_long = true;
 	}
 }
 
 /* ---- JSON ---- */
 
-static void js_char(struct formscan *s, uint32_t cp)
+static void js_char(struct formscan_js *j, uint32_t cp)
 {
-	if (s->name_len + 1 >= sizeof(s->name)) {
-		s->name_long = true;
+	if (j->s_len + 1 >= sizeof(j->s)) {
+		j->s_long = true;
 		return;
 	}
 	/* Nothing outside ASCII is in a method or in "_method". */
-	s->name[s->name_len++] = cp < 0x80 ? (char)cp : (char)0xff;
+	j->s[j->s_len++] = cp < 0x80 ? (char)cp : (char)0xff;
 }
 
 static void js_end_string(struct formscan *s)
 {
-	s->js = JS_OUT;
-	if (s->str_is_key) {
-		s->key_is_method = !s->name_long && s->name_len == 7 &&
-				   !memcmp(s->name, "_method", 7);
-	} else if (s->want_value) {
-		s->want_value = false;
-		found_value(s, s->name, s->name_len, s->name_long);
+	struct formscan_js *j = &s->j;
+
+	j->st = JS_OUT;
+	if (j->str_is_key) {
+		j->key_is_method = !j->s_long && j->s_len == 7 && !memcmp(j->s, "_method", 7);
+	} else if (j->want_value) {
+		j->want_value = false;
+		found_value(s, j->s, j->s_len, j->s_long);
 	}
-	reset_name_val(s);
+	j->s_len = 0;
+	j->s_long = false;
+}
+
+/* The end of a value that is no string after "_method": null is no
+ * method (Laravel falls back); a number, true or false is no method a
+ * server knows. */
+static void js_end_literal(struct formscan *s)
+{
+	struct formscan_js *j = &s->j;
+
+	j->in_literal = false;
+	if (!(j->lit_len == 4 && !memcmp(j->lit, "null", 4)))
+		fs_bad(s, "_method given a number or boolean");
 }
 
 static void js_feed(struct formscan *s, const uint8_t *b, size_t len)
 {
+	struct formscan_js *j = &s->j;
+
 	for (size_t i = 0; i < len; i++) {
 		uint8_t c = b[i];
 		int v;
 
-		switch (s->js) {
+		switch (j->st) {
 		case JS_STR:
 			if (c == '"')
 				js_end_string(s);
 			else if (c == '\\')
-				s->js = JS_ESC;
+				j->st = JS_ESC;
 			else
-				js_char(s, c);
+				js_char(j, c);
 			continue;
 		case JS_ESC:
-			s->js = JS_STR;
+			j->st = JS_STR;
 			switch (c) {
 			case 'u':
-				s->js = JS_UHEX;
-				s->esc_left = 4;
-				s->esc_cp = 0;
+				j->st = JS_UHEX;
+				j->esc_left = 4;
+				j->esc_cp = 0;
 				break;
-			case 'b': js_char(s, '\b'); break;
-			case 'f': js_char(s, '\f'); break;
-			case 'n': js_char(s, '\n'); break;
-			case 'r': js_char(s, '\r'); break;
-			case 't': js_char(s, '\t'); break;
-			default: js_char(s, c); break;
+			case 'b': js_char(j, '\b'); break;
+			case 'f': js_char(j, '\f'); break;
+			case 'n': js_char(j, '\n'); break;
+			case 'r': js_char(j, '\r'); break;
+			case 't': js_char(j, '\t'); break;
+			default: js_char(j, c); break;
 			}
 			continue;
 		case JS_UHEX:
 			v = hexval(c);
 			if (v < 0) {
 				/* not JSON: no server reads a method from it */
-				s->name_long = true;
-				s->js = JS_STR;
+				j->s_long = true;
+				j->st = JS_STR;
 				i--;
 				continue;
 			}
-			s->esc_cp = s->esc_cp << 4 | (uint32_t)v;
-			if (--s->esc_left == 0) {
-				js_char(s, s->esc_cp);
-				s->js = JS_STR;
+			j->esc_cp = j->esc_cp << 4 | (uint32_t)v;
+			if (--j->esc_left == 0) {
+				js_char(j, j->esc_cp);
+				j->st = JS_STR;
 			}
 			continue;
 		default:
 			break;
 		}
+		if (j->in_literal) {
+			if (is_word((char)c) || c == '.' || c == '+') {
+				if (j->lit_len < sizeof(j->lit))
+					j->lit[j->lit_len++] = (char)c;
+				continue;
+			}
+			js_end_literal(s);
+		}
 		if (c == ' ' || c == '\t' || c == '\n' || c == '\r')
 			continue;
 		if (c == '"') {
-			s->str_is_key = s->depth == 1 && s->top_object && s->expect_key;
-			s->expect_key = false;
-			if (s->want_value && s->depth != 1)
-				s->want_value = false;
-			reset_name_val(s);
-			s->js = JS_STR;
+			j->str_is_key = j->depth == 1 && j->top_object && j->expect_key;
+			j->expect_key = false;
+			j->s_len = 0;
+			j->s_long = false;
+			j->st = JS_STR;
 			continue;
 		}
-		if (s->want_value) {
+		if (j->want_value) {
 			/* _method given something other than a string */
-			s->want_value = false;
-			s->bad = true;
+			j->want_value = false;
+			if (is_word((char)c)) {
+				j->in_literal = true;
+				j->lit[0] = (char)c;
+				j->lit_len = 1;
+				continue;
+			}
+			fs_bad(s, "_method given an object or array");
 		}
 		if (c == '{' || c == '[') {
-			/* (deeper than PHP's 512: no JSON to PHP at all) */
-			if (s->depth < (1 << 20) && s->depth++ == 0)
-				s->top_object = c == '{';
-			if (s->depth == 1 && s->top_object)
-				s->expect_key = true;
+			if (j->depth >= JS_DEPTH_MAX) {
+				fs_bad(s, "JSON nested too deep to read");
+				continue;
+			}
+			if (j->depth++ == 0)
+				j->top_object = c == '{';
+			if (j->depth == 1 && j->top_object)
+				j->expect_key = true;
 		} else if (c == '}' || c == ']') {
-			if (s->depth > 0)
-				s->depth--;
+			if (j->depth > 0)
+				j->depth--;
 		} else if (c == ',') {
-			if (s->depth == 1 && s->top_object)
-				s->expect_key = true;
+			if (j->depth == 1 && j->top_object)
+				j->expect_key = true;
 		} else if (c == ':') {
-			if (s->depth == 1 && s->key_is_method)
-				s->want_value = true;
-			s->key_is_method = false;
+			if (j->depth == 1 && j->key_is_method)
+				j->want_value = true;
+			j->key_is_method = false;
 		}
 	}
 }
 
-/* ---- Content-Type ---- */
+/* ---- the decoded body ---- */
+
+static void scan_plain(struct formscan *s, const uint8_t *b, size_t len)
+{
+	if (s->kinds & FORMSCAN_URLENCODED)
+		url_feed(s, b, len);
+	if (s->kinds & FORMSCAN_MULTIPART)
+		mp_feed(s, b, len);
+	if (s->kinds & FORMSCAN_JSON)
+		js_feed(s, b, len);
+}
+
+/* gzip (also several members, as Node reads them) or zlib: inflated in
+ * steps, never held whole; past FORMSCAN_DECODED_MAX the body is one
+ * this cannot read. */
+static void scan_inflate(struct formscan *s, const uint8_t *b, size_t len)
+{
+	z_stream *z = s->z;
+	uint8_t out[16384];
+
+	z->next_in = (Bytef *)(uintptr_t)b;
+	z->avail_in = (uInt)len;
+	while (!s->bad && z->avail_in) {
+		int rc;
+		size_t n;
+
+		z->next_out = out;
+		z->avail_out = sizeof(out);
+		rc = inflate(z, Z_NO_FLUSH);
+		n = sizeof(out) - z->avail_out;
+		s->decoded += n;
+		if (s->decoded > FORMSCAN_DECODED_MAX) {
+			fs_bad(s, "compressed body too large once decoded");
+			break;
+		}
+		scan_plain(s, out, n);
+		if (rc == Z_STREAM_END) {
+			if (z->avail_in && inflateReset(z) != Z_OK)
+				fs_bad(s, "compressed body could not be decoded");
+			continue;
+		}
+		if (rc != Z_OK && !(rc == Z_BUF_ERROR && !n))
+			fs_bad(s, "compressed body could not be decoded"); /* not what it says it is */
+		if (rc == Z_BUF_ERROR)
+			break;
+	}
+}
+
+void formscan_feed(struct formscan *s, const uint8_t *b, size_t len)
+{
+	if (!s || !b || !s->kinds)
+		return;
+	/* a body that is too large for size_t chunks never comes here */
+	if (s->z) {
+		while (len) {
+			size_t k = len > (1u << 30) ? (1u << 30) : len;
+
+			scan_inflate(s, b, k);
+			b += k;
+			len -= k;
+		}
+		return;
+	}
+	scan_plain(s, b, len);
+}
+
+/* ---- Content-Type, Content-Encoding ---- */
 
 static bool has_json(const char *ct)
 {
@@ -391,111 +588,163 @@ static bool has_json(const char *ct)
 	return false;
 }
 
-/* The boundary parameter: exactly one (Rack takes the last, PHP the
- * first), quoted or up to ';' or ','. */
-static int mp_boundary(struct formscan *s, const char *ct)
+static bool span_is(const char *p, size_t n, const char *word)
 {
-	const char *p = NULL, *q, *e;
-	size_t n;
+	return n == strlen(word) && !strncasecmp(p, word, n);
+}
 
-	for (q = ct; *q; q++)
-		if (!strncasecmp(q, "boundary=", 9)) {
-			if (p)
-				return -EINVAL;
-			p = q + 9;
-		}
+/* PHP's boundary: the first "boundary" (case first as written), then
+ * past the next '='; quoted, or up to ',' or ';'. */
+static int boundary_php(const char *ct, const char **v, size_t *n)
+{
+	const char *p = strstr(ct, "boundary"), *e;
+
 	if (!p)
+		p = strcasestr(ct, "boundary");
+	if (!p || !(p = strchr(p, '=')))
 		return -EINVAL;
+	p++;
 	if (*p == '"') {
 		p++;
 		e = strchr(p, '"');
 		if (!e)
 			return -EINVAL;
 	} else {
-		e = p + strcspn(p, "\";,");
+		e = p + strcspn(p, ",;");
 	}
-	n = (size_t)(e - p);
-	if (!n || n > FORMSCAN_BOUNDARY_MAX)
-		return -EINVAL;
-	memcpy(s->boundary, "--", 2);
-	memcpy(s->boundary + 2, p, n);
-	s->blen = n + 2;
+	*v = p;
+	*n = (size_t)(e - p);
 	return 0;
 }
 
-int formscan_init(struct formscan *s, const char *ct)
+/* Rack's: the last "boundary=" (any case), an optional '"', then up to
+ * '"', ';' or ','. */
+static int boundary_rack(const char *ct, const char **v, size_t *n)
 {
-	char mt[64];
+	const char *p = NULL;
+
+	for (const char *q = ct; (q = strcasestr(q, "boundary=")); q++)
+		p = q + 9;
+	if (!p)
+		return -EINVAL;
+	if (*p == '"')
+		p++;
+	*v = p;
+	*n = strcspn(p, "\";,");
+	return 0;
+}
+
+static int mp_boundary(struct formscan_mp *m, const char *ct)
+{
+	const char *a, *b;
+	size_t na, nb;
+
+	if (boundary_php(ct, &a, &na) || boundary_rack(ct, &b, &nb) ||
+	    na != nb || memcmp(a, b, na) || !na || na > FORMSCAN_BOUNDARY_MAX)
+		return -EINVAL;
+	memcpy(m->boundary, "--", 2);
+	memcpy(m->boundary + 2, a, na);
+	m->blen = na + 2;
+	return 0;
+}
+
+/* JSON is read as UTF-8 (Laravel); body-parser honours a charset. */
+static bool json_charset_ok(const char *ct)
+{
+	const char *p = strcasestr(ct, "charset=");
 	size_t n;
+
+	if (!p)
+		return true;
+	p += 8;
+	if (*p == '"')
+		p++;
+	n = strcspn(p, "\";, \t");
+	return span_is(p, n, "utf-8") || span_is(p, n, "utf8");
+}
+
+int formscan_init(struct formscan *s, const char *ct, const char *ce)
+{
+	size_t php, rack;
 
 	memset(s, 0, sizeof(*s));
 	if (!ct)
 		ct = "";
 	while (*ct == ' ' || *ct == '\t')
 		ct++;
-	n = strcspn(ct, ";");
-	while (n && (ct[n - 1] == ' ' || ct[n - 1] == '\t'))
-		n--;
-	if (n >= sizeof(mt))
-		n = sizeof(mt) - 1;
-	memcpy(mt, ct, n);
-	mt[n] = '\0';
-	if (has_json(mt)) {
-		s->kind = FORMSCAN_JSON;
-	} else if (!*mt || !strcasecmp(mt, "application/x-www-form-urlencoded")) {
-		s->kind = FORMSCAN_URLENCODED;
-	} else if (!strncasecmp(mt, "multipart/", 10)) {
-		s->kind = FORMSCAN_MULTIPART;
-		if (mp_boundary(s, ct))
+	/* the media type as PHP cuts it (at ';', ',' or a blank) and as
+	 * Rack does (at ';' or ',', blanks around trimmed) */
+	php = strcspn(ct, ";, \t");
+	rack = strcspn(ct, ";,");
+	while (rack && (ct[rack - 1] == ' ' || ct[rack - 1] == '\t'))
+		rack--;
+	if (!rack || span_is(ct, php, "application/x-www-form-urlencoded") ||
+	    span_is(ct, rack, "application/x-www-form-urlencoded"))
+		s->kinds |= FORMSCAN_URLENCODED;
+	if (!strncasecmp(ct, "multipart/", 10)) {
+		s->kinds |= FORMSCAN_MULTIPART;
+		if (mp_boundary(&s->m, ct))
 			return -EINVAL;
-	} else {
-		return FORMSCAN_NONE;
 	}
-	/* Laravel reads a body as JSON if "/json" is anywhere in the field
-	 * (a parameter too); Rack and PHP by the media type. */
-	if (s->kind != FORMSCAN_JSON && has_json(ct))
-		return -EINVAL;
-	return s->kind;
+	if (has_json(ct)) {
+		s->kinds |= FORMSCAN_JSON;
+		if (!json_charset_ok(ct))
+			return -EINVAL;
+	}
+	if (!s->kinds)
+		return 0;
+	if (ce && *ce && strcasecmp(ce, "identity")) {
+		z_stream *z;
+
+		if (strcasecmp(ce, "gzip") && strcasecmp(ce, "x-gzip") &&
+		    strcasecmp(ce, "deflate"))
+			return -ENOTSUP;
+		z = calloc(1, sizeof(*z));
+		if (!z)
+			return -ENOMEM;
+		/* 15 + 32: a gzip or a zlib header, whichever it is */
+		if (inflateInit2(z, 15 + 32) != Z_OK) {
+			free(z);
+			return -ENOMEM;
+		}
+		s->z = z;
+	}
+	return (int)s->kinds;
 }
 
-void formscan_feed(struct formscan *s, const uint8_t *b, size_t len)
+void formscan_free(struct formscan *s)
 {
-	if (!s || !b)
-		return;
-	switch (s->kind) {
-	case FORMSCAN_URLENCODED:
-		url_feed(s, b, len);
-		break;
-	case FORMSCAN_MULTIPART:
-		mp_feed(s, b, len);
-		break;
-	case FORMSCAN_JSON:
-		js_feed(s, b, len);
-		break;
-	default:
-		break;
+	if (s && s->z) {
+		inflateEnd(s->z);
+		free(s->z);
+		s->z = NULL;
 	}
 }
 
 int formscan_finish(struct formscan *s, const char **method)
 {
-	switch (s->kind) {
-	case FORMSCAN_URLENCODED:
-		url_end_pair(s);
-		break;
-	case FORMSCAN_MULTIPART:
-		/* an unterminated last line, and a part never closed */
-		if (s->line_len || s->line_long)
-			mp_line(s, false);
-		s->line_len = 0;
-		mp_end_part(s);
-		break;
-	case FORMSCAN_JSON:
-		if (s->want_value)
-			s->bad = true;
-		break;
-	default:
+	if (!s->kinds)
 		return 0;
+	formscan_free(s);
+	if (s->kinds & FORMSCAN_URLENCODED)
+		url_end_pair(s);
+	if (s->kinds & FORMSCAN_MULTIPART) {
+		struct formscan_mp *m = &s->m;
+
+		/* an unterminated last line, and a part never closed */
+		if (m->line_len || m->line_long)
+			mp_line(s, false);
+		m->line_len = 0;
+		mp_end_part(s);
+		mp_net_check(m, true);
+		if (m->hits > m->parts)
+			fs_bad(s, "a multipart field that may be _method could not be read");
+	}
+	if (s->kinds & FORMSCAN_JSON) {
+		if (s->j.in_literal)
+			js_end_literal(s);
+		if (s->j.want_value)
+			fs_bad(s, "_method given no value");
 	}
 	if (s->bad)
 		return -1;

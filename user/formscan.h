@@ -5,19 +5,25 @@
  * form body, and Laravel also from a JSON body's top-level "_method" key.
  * `POST /x` with `_method=DELETE` is a DELETE there. This finds such a
  * parameter in a body streamed in any split, the way those frameworks
- * read it:
- *   - application/x-www-form-urlencoded, or no Content-Type at all (Rack
- *     reads a POST without one as a form): pairs split at '&' (and ';',
- *     which older Rack split at), '+' and %XX decoded, the name as PHP
- *     makes it ("+_method", ".method", "[method" are "_method" there);
- *   - multipart/(any) with a boundary: every part whose header fields carry
- *     a name parameter that is "_method" (as above); its content is the
- *     value;
- *   - a media type containing "/json" or "+json": a string key
- *     "_method" of the top-level object (escapes decoded).
- * Where a framework and this scanner could disagree, the scanner sees
- * more, never less: more separators, any line starting with the
- * boundary a delimiter, any header field's name parameter.
+ * read it, and where they read it differently, the way any of them does:
+ *   - a form (application/x-www-form-urlencoded as PHP or Rack cut the
+ *     media type, or no Content-Type: Rack reads a POST without one as a
+ *     form): pairs split at '&' (and ';', which older Rack split at), '+'
+ *     and %XX decoded, the name as PHP, Rack 2 or qs make it ("+_method",
+ *     ".method", "[_method]" are "_method" there);
+ *   - multipart (a "multipart/" type; PHP and Rack must agree on its
+ *     boundary): every part whose header fields carry a name parameter
+ *     (or a Content-ID) that is "_method"; its content is the value. As
+ *     a safety net for what parsers read differently (folded fields,
+ *     PHP's long-line splits, bare LF), the raw body is also searched for
+ *     anything that may name a field _method ("name=" or "Content-ID:"
+ *     before it, line breaks ignored): more of those than parts read is
+ *     a body this cannot read;
+ *   - JSON (Laravel: "/json" or "+json" anywhere in the field): a string
+ *     key "_method" of the top-level object, escapes decoded; UTF-8 only.
+ * A type can be read several ways at once (a form type with "/json" in a
+ * parameter): every way applies. A gzip or deflate Content-Encoding is
+ * decoded first (body-parser decodes it; PHP and Rack never do).
  * Untrusted input; fuzzed (tests/fuzz/fuzz_formscan.c).
  */
 #ifndef EGR_FORMSCAN_H
@@ -28,66 +34,95 @@
 #include <stdint.h>
 
 enum formscan_kind {
-	FORMSCAN_NONE = 0,      /* a body no framework reads _method from */
-	FORMSCAN_URLENCODED = 1,
-	FORMSCAN_MULTIPART = 2,
-	FORMSCAN_JSON = 3,
+	FORMSCAN_URLENCODED = 1 << 0,
+	FORMSCAN_MULTIPART = 1 << 1,
+	FORMSCAN_JSON = 1 << 2,
 };
 
-#define FORMSCAN_BOUNDARY_MAX 70   /* RFC 2046 */
-#define FORMSCAN_LINE_MAX 2048     /* a multipart part's header field */
+#define FORMSCAN_BOUNDARY_MAX 70       /* RFC 2046 */
+#define FORMSCAN_LINE_MAX 2048         /* a multipart part's header field */
+#define FORMSCAN_DECODED_MAX (64ULL << 20) /* a compressed body, decoded */
 
-struct formscan {
-	enum formscan_kind kind;
-	bool bad;            /* several _method that disagree, an unknown
-	                      * method, a header field too long */
-	const char *found;   /* the method (http-parser's name), or NULL */
-
-	/* a parameter name or JSON string being decoded, and a value */
+struct formscan_url {
+	bool in_value;
+	uint8_t pct;         /* 0, or 1/2 digits of a %XX seen */
+	uint8_t pct_hi;
 	char name[64];
 	size_t name_len;
 	bool name_long;
 	char val[32];
 	size_t val_len;
 	bool val_long;
+};
 
-	/* urlencoded */
-	bool in_value;
-	uint8_t pct;         /* 0, or 1/2 digits of a %XX seen */
-	uint8_t pct_hi;
-
-	/* multipart */
+struct formscan_mp {
 	char boundary[FORMSCAN_BOUNDARY_MAX + 3]; /* "--" + boundary */
 	size_t blen;
 	char line[FORMSCAN_LINE_MAX];
 	size_t line_len;
 	bool line_long;
-	uint8_t mp_state;    /* preamble, part headers, part content */
+	uint8_t state;       /* preamble, part headers, part content */
 	bool part_is_method;
+	unsigned int parts;  /* parts read as named _method */
+	char val[32];        /* such a part's content */
+	size_t val_len;
+	bool val_long;
+	char brk[2];         /* the line break before the next content line */
+	size_t brk_len;
+	/* the safety net: the body without line breaks, its last bytes */
+	char tail[48];
+	size_t tail_len;
+	unsigned int hits;   /* places that may name a field _method */
+};
 
-	/* JSON */
+struct formscan_js {
 	int depth;
 	bool top_object;     /* the top-level value is an object */
-	uint8_t js;          /* tokenizer state */
+	uint8_t st;          /* tokenizer state */
 	uint8_t esc_left;    /* hex digits of \uXXXX still to read */
 	uint32_t esc_cp;
 	bool expect_key;     /* at depth 1: the next string is a key */
 	bool str_is_key;
 	bool key_is_method;  /* the last key was "_method" */
 	bool want_value;     /* after "_method": the next value is ours */
+	bool in_literal;     /* inside a value such as null or 12 */
+	char lit[5];
+	size_t lit_len;
+	char s[64];          /* the string being decoded */
+	size_t s_len;
+	bool s_long;
+};
+
+struct formscan {
+	unsigned int kinds;  /* enum formscan_kind bits */
+	bool bad;            /* several _method that disagree, an unknown
+	                      * method, a body that cannot be read */
+	const char *why;     /* the first of those (static text) */
+	const char *found;   /* the method (http-parser's name), or NULL */
+	struct formscan_url u;
+	struct formscan_mp m;
+	struct formscan_js j;
+	void *z;             /* zlib stream of a compressed body */
+	uint64_t decoded;
 };
 
 /*
- * What to scan for a body with this Content-Type value (NULL: none):
- * fills s and returns its kind; -EINVAL for a multipart type without a
- * usable boundary (the body cannot be read as its server reads it).
+ * What to read in a body with this Content-Type and Content-Encoding
+ * value (NULL: none): fills s and returns its kinds (0: nothing to read).
+ * -EINVAL: a body that cannot be read as its server reads it (a multipart
+ * type whose boundary PHP and Rack read differently or not at all, JSON
+ * in a charset other than UTF-8); -ENOTSUP: an encoding other than gzip
+ * or deflate; -ENOMEM.
  */
-int formscan_init(struct formscan *s, const char *content_type);
+int formscan_init(struct formscan *s, const char *content_type,
+		  const char *content_encoding);
 /* The next bytes of the de-framed body. */
 void formscan_feed(struct formscan *s, const uint8_t *b, size_t len);
 /* At the end of the body: 0 no _method, 1 found (*method: http-parser's
  * name of it), -1 one that names no known method, or several that
- * disagree, or a part header too long to read. */
+ * disagree, or a body that cannot be read. Frees what init took. */
 int formscan_finish(struct formscan *s, const char **method);
+/* Frees what init took (also after finish; a zeroed s is fine). */
+void formscan_free(struct formscan *s);
 
 #endif

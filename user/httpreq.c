@@ -238,6 +238,9 @@ static int refuse(struct httpreq *r, int status, const char *reason)
 
 	if (r->st == ST_REFUSED)
 		return HTTPREQ_EV_REFUSED;
+	if (r->scanning)
+		formscan_free(&r->fs);
+	r->scanning = false;
 	/* Drop what of this request has not left yet; earlier, complete
 	 * requests stay queued. */
 	if (r->st == ST_BODY || r->st == ST_END_PENDING) {
@@ -288,7 +291,7 @@ static int scan_verdict(struct httpreq *r)
 	r->scanning = false;
 	rc = formscan_finish(&r->fs, &m);
 	if (rc < 0)
-		return cb_fail(r, 400, "unknown or conflicting _method in the body");
+		return cb_fail(r, 400, r->fs.why ? r->fs.why : "_method in the body cannot be read");
 	if (rc > 0) {
 		int idx = -1;
 
@@ -967,8 +970,8 @@ int httpreq_accept(struct httpreq *r, const struct httpreq_set *sets,
 int httpreq_scan_body(struct httpreq *r, uint64_t override_ok)
 {
 	const char *ct = NULL, *ce = NULL;
-	unsigned int n_ct = 0;
-	int kind;
+	unsigned int n_ct = 0, n_ce = 0;
+	int kinds;
 
 	if (!r)
 		return -EINVAL;
@@ -980,8 +983,8 @@ int httpreq_scan_body(struct httpreq *r, uint64_t override_ok)
 		if (name_eq(n, strlen(n), "content-type")) {
 			n_ct++;
 			ct = r->h.fields[i].value;
-		} else if (name_eq(n, strlen(n), "content-encoding") &&
-			   strcasecmp(r->h.fields[i].value, "identity")) {
+		} else if (name_eq(n, strlen(n), "content-encoding")) {
+			n_ce++;
 			ce = r->h.fields[i].value;
 		}
 	}
@@ -989,17 +992,21 @@ int httpreq_scan_body(struct httpreq *r, uint64_t override_ok)
 		refuse(r, 400, "several Content-Type fields");
 		return -EPERM;
 	}
-	kind = formscan_init(&r->fs, ct);
-	if (kind < 0) {
-		refuse(r, 400, "form body whose _method cannot be read (boundary, /json)");
+	kinds = formscan_init(&r->fs, ct, n_ce > 1 ? "several" : ce);
+	if (kinds == -ENOTSUP) {
+		refuse(r, 415, "form body in an encoding whose _method cannot be read");
 		return -EPERM;
 	}
-	if (kind == FORMSCAN_NONE)
+	if (kinds == -ENOMEM) {
+		refuse(r, 500, "out of memory");
+		return -EPERM;
+	}
+	if (kinds < 0) {
+		refuse(r, 400, "form body whose _method cannot be read (boundary, charset)");
+		return -EPERM;
+	}
+	if (!kinds)
 		return 0;
-	if (ce) {
-		refuse(r, 415, "encoded form body: its _method cannot be read");
-		return -EPERM;
-	}
 	r->scanning = true;
 	r->override_ok = override_ok;
 	r->body_start = out_pos(r);
@@ -1109,6 +1116,7 @@ void httpreq_free(struct httpreq *r)
 {
 	if (!r)
 		return;
+	formscan_free(&r->fs);
 	free(r->out);
 	free(r);
 }

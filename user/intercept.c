@@ -1711,6 +1711,8 @@ static void on_refused(struct ic_conn *c)
 				setsockopt(c->ufd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
 			}
 			up_close(c, false);
+		} else {
+			cur->creds[0] = '\0'; /* its head never left */
 		}
 		cur->local = true;
 		cur->status = status;

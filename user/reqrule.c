@@ -753,12 +753,18 @@ static const struct reqrule *first_rule(const struct reqrule_host *h, int idx,
 
 /* The parameter name as PHP makes it for $_GET and $_POST (Laravel,
  * Symfony read _method from there): leading spaces dropped, '.', ' ' and
- * an unclosed '[' turned into '_'. Is it "_method"? */
+ * an unclosed '[' turned into '_'; or as Rack 2 (Rails 6, 7.0) and qs
+ * (Express) read it: brackets around it dropped ("[_method]",
+ * "_method]"). Is it "_method"? */
 bool reqrule_param_is_method(const char *name)
 {
 	char n[64];
 	size_t k = 0;
+	const char *p = name + strspn(name, "[]");
+	size_t core = strcspn(p, "[]");
 
+	if (core == 7 && !memcmp(p, "_method", 7) && p[core + strspn(p + core, "]")] == '\0')
+		return true;
 	while (*name == ' ')
 		name++;
 	for (; *name && k + 1 < sizeof(n); name++) {

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <zlib.h>
 
 #include "formscan.h"
 
@@ -27,7 +28,7 @@ static int scan(const char *ct, const char *body, size_t len, const char **m)
 		const char *got = NULL;
 		int rc;
 
-		assert_true(formscan_init(&s, ct) > 0);
+		assert_true(formscan_init(&s, ct, NULL) > 0);
 		if (at == len + 1) {
 			for (size_t i = 0; i < len; i++)
 				formscan_feed(&s, (const uint8_t *)body + i, 1);
@@ -117,15 +118,20 @@ static void test_multipart_long_header(void **state)
 {
 	static char body[FORMSCAN_LINE_MAX + 200];
 	const char *m;
-	size_t n;
+	size_t n, k;
 
 	(void)state;
+	/* a long file name is no reason to refuse */
 	n = (size_t)snprintf(body, sizeof(body), "--XyZ\r\nContent-Disposition: form-data; "
 			     "name=\"f\"; filename=\"");
 	memset(body + n, 'a', FORMSCAN_LINE_MAX);
 	n += FORMSCAN_LINE_MAX;
+	k = n;
 	n += (size_t)snprintf(body + n, sizeof(body) - n, "\"\r\n\r\nx\r\n--XyZ--");
-	/* a field too long to read could hide a name: refused */
+	assert_int_equal(scan(MP, body, n, &m), 0);
+	/* a field too long to read that names _method: refused */
+	n = k + (size_t)snprintf(body + k, sizeof(body) - k, "\"; name=\"_method\"\r\n\r\n"
+				 "DELETE\r\n--XyZ--");
 	assert_int_equal(scan(MP, body, n, &m), -1);
 }
 
@@ -143,7 +149,6 @@ static void test_json(void **state)
 	EXPECT("application/json", "{\"a\":\"x\\\"_method\\\":\",\"b\":1}", 0, NULL);
 	EXPECT("application/json", "{\"_method\":\"DELETE\",\"_method\":\"PUT\"}", -1, NULL);
 	EXPECT("application/json", "{\"_method\":[\"DELETE\"]}", -1, NULL);
-	EXPECT("application/json", "{\"_method\":null}", -1, NULL);
 	EXPECT("application/json", "{\"_method\":\"NOPE\"}", -1, NULL);
 	EXPECT("application/json", "{\"_method\\u0000\":\"DELETE\"}", 0, NULL);
 }
@@ -153,24 +158,115 @@ static void test_types(void **state)
 	struct formscan s;
 
 	(void)state;
-	assert_int_equal(formscan_init(&s, NULL), FORMSCAN_URLENCODED);
-	assert_int_equal(formscan_init(&s, " Application/X-WWW-Form-Urlencoded "),
+	assert_int_equal(formscan_init(&s, NULL, NULL), FORMSCAN_URLENCODED);
+	assert_int_equal(formscan_init(&s, " Application/X-WWW-Form-Urlencoded ", NULL),
 			 FORMSCAN_URLENCODED);
-	assert_int_equal(formscan_init(&s, "multipart/mixed; boundary=q"), FORMSCAN_MULTIPART);
-	assert_int_equal(formscan_init(&s, "application/problem+JSON"), FORMSCAN_JSON);
-	assert_int_equal(formscan_init(&s, "text/plain"), FORMSCAN_NONE);
-	assert_int_equal(formscan_init(&s, "application/octet-stream"), FORMSCAN_NONE);
+	/* PHP cuts the media type at a blank or ',', Rack at ',' */
+	assert_int_equal(formscan_init(&s, "application/x-www-form-urlencoded x", NULL),
+			 FORMSCAN_URLENCODED);
+	assert_int_equal(formscan_init(&s, "application/x-www-form-urlencoded,application/json",
+				       NULL), FORMSCAN_URLENCODED | FORMSCAN_JSON);
+	assert_int_equal(formscan_init(&s, "multipart/mixed; boundary=q", NULL),
+			 FORMSCAN_MULTIPART);
+	assert_int_equal(formscan_init(&s, "multipart/related; type=\"application/json\"; "
+				       "boundary=b", NULL), FORMSCAN_MULTIPART | FORMSCAN_JSON);
+	assert_int_equal(formscan_init(&s, "application/problem+JSON", NULL), FORMSCAN_JSON);
+	/* Laravel: "/json" anywhere in the field */
+	assert_int_equal(formscan_init(&s, "text/plain; x=/json", NULL), FORMSCAN_JSON);
+	assert_int_equal(formscan_init(&s, "text/plain", NULL), 0);
+	assert_int_equal(formscan_init(&s, "application/octet-stream", NULL), 0);
 	/* unreadable as its server reads it */
-	assert_int_equal(formscan_init(&s, "multipart/form-data"), -EINVAL);
-	assert_int_equal(formscan_init(&s, "multipart/form-data; boundary="), -EINVAL);
-	assert_int_equal(formscan_init(&s, "multipart/form-data; boundary=a; boundary=b"),
+	assert_int_equal(formscan_init(&s, "multipart/form-data", NULL), -EINVAL);
+	assert_int_equal(formscan_init(&s, "multipart/form-data; boundary=", NULL), -EINVAL);
+	/* PHP takes the first "boundary", Rack the last "boundary=" */
+	assert_int_equal(formscan_init(&s, "multipart/form-data; boundaryx=B; boundary=A", NULL),
 			 -EINVAL);
-	assert_int_equal(formscan_init(&s, "application/x-www-form-urlencoded; x=a/json"),
+	assert_int_equal(formscan_init(&s, "multipart/form-data; boundary=\"A,B\"", NULL),
 			 -EINVAL);
+	assert_int_equal(formscan_init(&s, "application/json; charset=utf-16le", NULL), -EINVAL);
+	assert_int_equal(formscan_init(&s, "application/json; charset=UTF-8", NULL),
+			 FORMSCAN_JSON);
+	assert_int_equal(formscan_init(&s, "application/json", "br"), -ENOTSUP);
+	assert_int_equal(formscan_init(&s, "application/json", "identity"), FORMSCAN_JSON);
 	/* nothing to read in a type no framework takes _method from */
-	assert_int_equal(formscan_init(&s, "text/plain"), FORMSCAN_NONE);
+	assert_int_equal(formscan_init(&s, "text/plain", "br"), 0);
 	formscan_feed(&s, (const uint8_t *)"_method=DELETE", 14);
 	assert_int_equal(formscan_finish(&s, NULL), 0);
+}
+
+/* What parsers read differently: the scanner reads it as any of them,
+ * or refuses the body. */
+static void test_parser_differences(void **state)
+{
+	(void)state;
+	EXPECT(URL, "[_method]=DELETE", 1, "DELETE");    /* Rack 2, qs */
+	EXPECT(URL, "_method]=DELETE", 1, "DELETE");
+	EXPECT("application/x-www-form-urlencoded,application/json", "_method=DELETE", 1,
+	       "DELETE");
+	EXPECT("text/plain; x=/json", "{\"_method\":\"DELETE\"}", 1, "DELETE");
+	EXPECT("application/json", "{\"_method\":null}", 0, NULL);
+	EXPECT(MP, "--XyZ\r\nContent-Disposition: form-data; name='_method'\r\n\r\n"
+		   "DELETE\r\n--XyZ--", 1, "DELETE");     /* PHP's quotes */
+	EXPECT(MP, "--XyZ\r\nContent-Disposition:name=_method\r\n\r\nDELETE\r\n--XyZ--",
+	       1, "DELETE");
+	EXPECT(MP, "--XyZ\r\nContent-Disposition: form-data; name=_method,\r\n\r\n"
+		   "DELETE\r\n--XyZ--", 1, "DELETE");     /* Rack's token */
+	EXPECT(MP, "--XyZ\r\nContent-ID: _method\r\n\r\nPUT\r\n--XyZ--", 1, "PUT");
+	/* PHP joins a field line without ':' to the one before */
+	EXPECT(MP, "--XyZ\r\nContent-Disposition: form-data; name=\"_met\r\nhod\"\r\n\r\n"
+		   "DELETE\r\n--XyZ--", -1, NULL);
+	EXPECT(MP, "--XyZ\r\nContent-Disposition: form-data; name=\r\n"
+		   "                                                            "
+		   "\"_method\"\r\n\r\nDELETE\r\n--XyZ--", -1, NULL);
+	/* Rack ends part headers only at CRLF CRLF */
+	EXPECT(MP, "--XyZ\r\nX-A: b\n\nContent-Disposition: form-data; name=\"_method\"\r\n"
+		   "\r\nDELETE\r\n--XyZ--", -1, NULL);
+	/* a file's content naming a field _method: more than read, refused */
+	EXPECT(MP, "--XyZ\r\nContent-Disposition: form-data; name=\"f\"; filename=\"a.html\"\r\n"
+		   "\r\n<input name=\"_method\" value=\"patch\">\r\n--XyZ--", -1, NULL);
+}
+
+/* PHP splits lines at 5120 bytes: a delimiter after a long line. */
+static void test_multipart_long_line(void **state)
+{
+	static char body[8192];
+	const char *m;
+	size_t n = 5120;
+
+	(void)state;
+	memset(body, 'x', n);
+	n += (size_t)snprintf(body + n, sizeof(body) - n, "--XyZ\r\nContent-Disposition: "
+			      "form-data; name=\"_method\"\r\n\r\nDELETE\r\n--XyZ--");
+	assert_int_equal(scan(MP, body, n, &m), -1);
+}
+
+static void test_gzip(void **state)
+{
+	static const char body[] = "a=1&_method=DELETE";
+	uint8_t z[256];
+	z_stream zs = { 0 };
+	struct formscan s;
+	const char *m = NULL;
+
+	(void)state;
+	assert_int_equal(deflateInit2(&zs, 6, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY), Z_OK);
+	zs.next_in = (Bytef *)body;
+	zs.avail_in = sizeof(body) - 1;
+	zs.next_out = z;
+	zs.avail_out = sizeof(z);
+	assert_int_equal(deflate(&zs, Z_FINISH), Z_STREAM_END);
+	for (size_t at = 0; at <= zs.total_out; at++) {
+		assert_int_equal(formscan_init(&s, URL, "gzip"), FORMSCAN_URLENCODED);
+		formscan_feed(&s, z, at);
+		formscan_feed(&s, z + at, zs.total_out - at);
+		assert_int_equal(formscan_finish(&s, &m), 1);
+		assert_string_equal(m, "DELETE");
+	}
+	deflateEnd(&zs);
+	/* not what it says it is */
+	assert_int_equal(formscan_init(&s, URL, "gzip"), FORMSCAN_URLENCODED);
+	formscan_feed(&s, (const uint8_t *)body, sizeof(body) - 1);
+	assert_int_equal(formscan_finish(&s, &m), -1);
 }
 
 int main(void)
@@ -181,6 +277,9 @@ int main(void)
 		cmocka_unit_test(test_multipart_long_header),
 		cmocka_unit_test(test_json),
 		cmocka_unit_test(test_types),
+		cmocka_unit_test(test_parser_differences),
+		cmocka_unit_test(test_multipart_long_line),
+		cmocka_unit_test(test_gzip),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
