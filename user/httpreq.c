@@ -83,6 +83,9 @@ struct httpreq {
 
 	/* a POST body read for _method (httpreq_scan_body) */
 	bool scanning;
+	bool scan_audit;           /* audit mode: note, never refuse */
+	int audit_status;          /* what enforce mode would have answered */
+	const char *audit_reason;
 	uint64_t override_ok;
 	uint64_t body_start;       /* stream offset where its body began */
 	struct formscan fs;
@@ -281,6 +284,19 @@ static int cb_body(http_parser *p, const char *at, size_t len)
 	return 0;
 }
 
+/* A refusal of the scan: in audit mode only noted (the first). */
+static int scan_fail(struct httpreq *r, int status, const char *reason)
+{
+	if (r->scan_audit) {
+		if (!r->audit_status) {
+			r->audit_status = status;
+			r->audit_reason = reason;
+		}
+		return 0;
+	}
+	return cb_fail(r, status, reason);
+}
+
 /* The end of a scanned body, before its last bytes are emitted: a
  * _method there must name a method the request is allowed as too. */
 static int scan_verdict(struct httpreq *r)
@@ -291,7 +307,7 @@ static int scan_verdict(struct httpreq *r)
 	r->scanning = false;
 	rc = formscan_finish(&r->fs, &m);
 	if (rc < 0)
-		return cb_fail(r, 400, r->fs.why ? r->fs.why : "_method in the body cannot be read");
+		return scan_fail(r, 400, r->fs.why ? r->fs.why : "_method in the body cannot be read");
 	if (rc > 0) {
 		int idx = -1;
 
@@ -306,7 +322,7 @@ static int scan_verdict(struct httpreq *r)
 			}
 		}
 		if (idx < 0 || !(r->override_ok & (1ULL << idx)))
-			return cb_fail(r, 403, "method override (_method) in the body denied");
+			return scan_fail(r, 403, "method override (_method) in the body denied");
 	}
 	return 0;
 }
@@ -950,6 +966,7 @@ int httpreq_accept(struct httpreq *r, const struct httpreq_set *sets,
 		return err;
 	}
 	r->max_body = max_body;
+	r->audit_status = 0;
 	r->body_bytes = 0;
 	r->last_chunk = false;
 	r->tr_name_len = r->tr_value_len = r->trailers_len = 0;
@@ -967,7 +984,19 @@ int httpreq_accept(struct httpreq *r, const struct httpreq_set *sets,
 	return 0;
 }
 
-int httpreq_scan_body(struct httpreq *r, uint64_t override_ok)
+/* Refused before the body: in audit mode noted, and nothing read. */
+static int scan_refuse_now(struct httpreq *r, int status, const char *reason)
+{
+	if (r->scan_audit) {
+		r->audit_status = status;
+		r->audit_reason = reason;
+		return 0;
+	}
+	refuse(r, status, reason);
+	return -EPERM;
+}
+
+int httpreq_scan_body(struct httpreq *r, uint64_t override_ok, bool audit)
 {
 	const char *ct = NULL, *ce = NULL;
 	unsigned int n_ct = 0, n_ce = 0;
@@ -975,6 +1004,8 @@ int httpreq_scan_body(struct httpreq *r, uint64_t override_ok)
 
 	if (!r)
 		return -EINVAL;
+	r->scan_audit = audit;
+	r->audit_status = 0;
 	if (r->st != ST_BODY || override_ok == UINT64_MAX || strcmp(r->h.method, "POST"))
 		return 0;
 	for (size_t i = 0; i < r->h.n_fields; i++) {
@@ -988,23 +1019,15 @@ int httpreq_scan_body(struct httpreq *r, uint64_t override_ok)
 			ce = r->h.fields[i].value;
 		}
 	}
-	if (n_ct > 1) {
-		refuse(r, 400, "several Content-Type fields");
-		return -EPERM;
-	}
+	if (n_ct > 1)
+		return scan_refuse_now(r, 400, "several Content-Type fields");
 	kinds = formscan_init(&r->fs, ct, n_ce > 1 ? "several" : ce);
-	if (kinds == -ENOTSUP) {
-		refuse(r, 415, "form body in an encoding whose _method cannot be read");
-		return -EPERM;
-	}
-	if (kinds == -ENOMEM) {
-		refuse(r, 500, "out of memory");
-		return -EPERM;
-	}
-	if (kinds < 0) {
-		refuse(r, 400, "form body whose _method cannot be read (boundary, charset)");
-		return -EPERM;
-	}
+	if (kinds == -ENOTSUP)
+		return scan_refuse_now(r, 415, "form body in an encoding whose _method cannot be read");
+	if (kinds == -ENOMEM)
+		return scan_refuse_now(r, 500, "out of memory");
+	if (kinds < 0)
+		return scan_refuse_now(r, 400, "form body whose _method cannot be read (boundary, charset)");
 	if (!kinds)
 		return 0;
 	r->scanning = true;
@@ -1060,7 +1083,8 @@ const uint8_t *httpreq_out(const struct httpreq *r, size_t *len)
 		/* A scanned body's last byte waits for the verdict on it: the
 		 * server never has the whole request before (the head goes
 		 * whole: a client may wait for 100 Continue). */
-		if (r->scanning && r->st == ST_BODY && *len && out_pos(r) > r->body_start)
+		if (r->scanning && !r->scan_audit && r->st == ST_BODY && *len &&
+		    out_pos(r) > r->body_start)
 			(*len)--;
 	}
 	return r->out + r->out_off;
@@ -1076,6 +1100,15 @@ void httpreq_out_consume(struct httpreq *r, size_t n)
 	r->out_base += n;
 	if (r->out_off == r->out_len)
 		r->out_off = r->out_len = 0;
+}
+
+int httpreq_scan_audit(const struct httpreq *r, const char **reason)
+{
+	if (!r || !r->audit_status)
+		return 0;
+	if (reason)
+		*reason = r->audit_reason;
+	return r->audit_status;
 }
 
 int httpreq_status(const struct httpreq *r)

@@ -155,9 +155,14 @@ int httpreq_accept(struct httpreq *r, const struct httpreq_set *sets,
  * answer httpreq_status()) a POST with several Content-Type fields (400),
  * a multipart one without a usable boundary or a form type with "/json"
  * in it (400), a Content-Encoding other than identity on a form or JSON
- * body (415). 0: accepted (scanned or not).
+ * body (415). 0: accepted (scanned or not). audit: refuse nothing, hold
+ * nothing back; what would have been refused is told by
+ * httpreq_scan_audit() once the request ended (HTTPREQ_EV_END).
  */
-int httpreq_scan_body(struct httpreq *r, uint64_t override_ok);
+int httpreq_scan_body(struct httpreq *r, uint64_t override_ok, bool audit);
+/* After an audit-mode scan: the status enforce mode would have answered
+ * the last request with (0: none), *reason its static text. */
+int httpreq_scan_audit(const struct httpreq *r, const char **reason);
 
 /* Refuse the pending request (or the connection) with status; reason is
  * a static string (kept by pointer). Nothing more is emitted. */

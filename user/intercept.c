@@ -1668,9 +1668,11 @@ static void on_head(struct ic_conn *c)
 		req_refuse_local(c, e, 502, EGR_REASON_INTERNAL, why);
 		return;
 	}
-	/* A POST body's _method (Rails, Laravel) is checked at its end; audit
-	 * mode forwards what the rules would refuse anyway. */
-	if (!c->audit_mode && httpreq_scan_body(c->hr, res.override_ok)) {
+	/* A POST body's _method (Rails, Laravel) is checked at its end; in
+	 * audit mode only noted (EV_END), and not where the rules already
+	 * would refuse the request. */
+	if (e->verdict != EGR_VERDICT_AUDIT &&
+	    httpreq_scan_body(c->hr, res.override_ok, c->audit_mode)) {
 		st = httpreq_status(c->hr);
 		e->creds[0] = '\0'; /* nothing went upstream */
 		fmt_str(why, sizeof(why), "%s (rule %s)", httpreq_reason(c->hr),
@@ -1786,8 +1788,17 @@ static bool requests(struct ic_conn *c)
 			continue;
 		case HTTPREQ_EV_END:
 			if (c->cur_up) {
-				c->cur_up->body_open = false;
-				c->cur_up->req_body = httpreq_body_bytes(c->hr);
+				struct ic_req *cur = c->cur_up;
+				const char *sr = NULL;
+				int ss = httpreq_scan_audit(c->hr, &sr);
+
+				cur->body_open = false;
+				cur->req_body = httpreq_body_bytes(c->hr);
+				if (ss && cur->verdict != EGR_VERDICT_AUDIT) {
+					cur->verdict = EGR_VERDICT_AUDIT;
+					cur->reason = status_reason(ss);
+					fmt_str(cur->why, sizeof(cur->why), "would be %d: %s", ss, sr);
+				}
 			}
 			moved = true;
 			continue;

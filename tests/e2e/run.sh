@@ -4090,6 +4090,16 @@ if ok != want:
 		o["http"].get("path") == "/public/a" and o["http"].get("status") == 403 and
 		"_method" in o.get("detail", o.get("why", "")))' >/dev/null ||
 		fail "no audit record POST /public/a 403 naming _method: $(grep public/a "$CASE_AUDIT" | head -c 600)"
+	# audit mode: let through, on record as what enforce would answer
+	sed -i 's/^{$/{ "mode": "audit",/' "$pol"
+	out=$(egr_ic --policy "$pol" -- \
+		curl -sS --max-time 20 -w "\n@%{http_code}" -d _method=DELETE https://allowed.test/public/au 2>&1)
+	note "audit: $out"
+	grep -q '^@200' <<<"$out" || fail "audit mode: expected 200: $(oneline "$out")"
+	audit_find '(o.get("verdict") == "audit" and
+		o.get("http", {}).get("path") == "/public/au" and o["http"].get("status") == 200 and
+		"would be 403" in o.get("detail", "") and "_method" in o.get("detail", ""))' >/dev/null ||
+		fail "no audit-mode record of /public/au: $(grep public/au "$CASE_AUDIT" | head -c 600)"
 }
 
 case_intercept_domain_fronting() {

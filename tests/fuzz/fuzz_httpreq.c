@@ -200,7 +200,7 @@ static void on_head(struct httpreq *r, struct run *u)
 	}
 	/* A POST body's _method (the rules allow no DELETE): refused now
 	 * (a type or encoding that cannot be read) or at the body's end. */
-	if (!u->no_rules && httpreq_scan_body(r, res.override_ok)) {
+	if (!u->no_rules && httpreq_scan_body(r, res.override_ok, false)) {
 		CHECK(httpreq_status(r) == 400 || httpreq_status(r) == 415);
 		CHECK(!strcmp(h->method, "POST") && res.override_ok != UINT64_MAX);
 		return;

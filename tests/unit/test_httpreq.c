@@ -29,6 +29,8 @@ struct sim {
 	size_t n_sets;
 	bool use_rules;           /* check heads with rules() below */
 	bool scan;                /* with use_rules: read POST bodies for _method */
+	bool audit;               /* ... in audit mode */
+	int audit_status;         /* httpreq_scan_audit() at the last END */
 	uint64_t max_body;
 	/* what happened */
 	char out[256 * 1024];
@@ -98,7 +100,7 @@ static void on_head(struct httpreq *r, struct sim *s)
 	}
 	int err = httpreq_accept(r, s->sets, s->n_sets, max);
 
-	if (!err && s->scan && httpreq_scan_body(r, res.override_ok))
+	if (!err && s->scan && httpreq_scan_body(r, res.override_ok, s->audit))
 		return; /* refused: the stream says so */
 	if (err == -EFBIG)
 		assert_int_equal(httpreq_status(r), 413);
@@ -128,6 +130,7 @@ static bool feed_piece(struct httpreq *r, struct sim *s, const char *p,
 			break;
 		case HTTPREQ_EV_END:
 			s->n_ends++;
+			s->audit_status = httpreq_scan_audit(r, NULL);
 			break;
 		case HTTPREQ_EV_NEED_MORE:
 			assert_int_equal(n, 0);
@@ -1016,6 +1019,22 @@ static void test_body_method_override(void **state)
 	run(&s, deny_url, strlen(deny_url) - 1, 0, 0);
 	assert_false(s.refused);
 	assert_int_equal(s.out_len, strlen(deny_url) - 2);
+	/* Audit mode: nothing refused or held back, the verdict told. */
+	sim_init(&s);
+	s.use_rules = s.scan = s.audit = true;
+	run(&s, deny_url, strlen(deny_url), 0, 0);
+	assert_false(s.refused);
+	assert_int_equal(s.out_len, strlen(deny_url));
+	assert_int_equal(s.audit_status, 403);
+	sim_init(&s);
+	s.use_rules = s.scan = s.audit = true;
+	run(&s, two_ct, strlen(two_ct), 0, 0);
+	assert_false(s.refused);
+	assert_int_equal(s.audit_status, 400);
+	sim_init(&s);
+	s.use_rules = s.scan = s.audit = true;
+	run(&s, allow_put, strlen(allow_put), 0, 0);
+	assert_int_equal(s.audit_status, 0);
 	/* A client waiting for 100 Continue gets its head out whole. */
 	sim_init(&s);
 	s.use_rules = s.scan = true;
