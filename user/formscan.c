@@ -5,6 +5,7 @@
  * header field, a JSON escape or a gzip block changes nothing.
  */
 #include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -67,6 +68,11 @@ static void url_put(struct formscan_url *u, uint8_t ch)
 		if (!u->name_len && ch == ' ')
 			return;
 		if (u->name_len && !u->name[u->name_len - 1] && !u->name_long)
+			return;
+		/* Rack 2 and qs drop any run of brackets around a name: its
+		 * first stands for the run, so no run makes "_method" too long */
+		if ((ch == '[' || ch == ']') && u->name_len &&
+		    (u->name[u->name_len - 1] == '[' || u->name[u->name_len - 1] == ']'))
 			return;
 		if (u->name_len + 1 >= sizeof(u->name)) {
 			u->name_long = true;
@@ -149,6 +155,11 @@ static bool is_word(char c)
 	       c == '_' || c == '-';
 }
 
+static bool is_blank(char c)
+{
+	return c == ' ' || c == '\t';
+}
+
 /* Does this parameter value name _method? Unquoted, as PHP (up to ';'
  * or a blank) and as Rack (up to a separator) read it; quoted with '"'
  * or '\'' (PHP), with and without backslash escapes. */
@@ -177,7 +188,7 @@ static bool mp_value_is_method(const char *v, size_t len)
 				b[kb++] = c;
 		}
 	} else {
-		for (j = 0; j < len && v[j] != ';' && v[j] != ' ' && v[j] != '\t'; j++)
+		for (j = 0; j < len && v[j] != ';' && !is_blank(v[j]); j++)
 			if (ka + 1 < sizeof(a))
 				a[ka++] = v[j];
 		for (j = 0; j < len && !strchr(";, \t[]/?()<>=:\"", v[j]); j++)
@@ -190,13 +201,15 @@ static bool mp_value_is_method(const char *v, size_t len)
 }
 
 /* A part's header field line: a name parameter, or a Content-ID (Rack
- * names a part by it), that is _method? */
+ * names a part by it, found anywhere in the line), that is _method? */
 static bool mp_field_names_method(const char *l, size_t len)
 {
-	if (len > 11 && !strncasecmp(l, "content-id:", 11)) {
-		size_t j = 11;
+	for (size_t i = 0; i + 11 <= len; i++) {
+		size_t j = i + 11;
 
-		while (j < len && (l[j] == ' ' || l[j] == '\t'))
+		if (strncasecmp(l + i, "content-id:", 11))
+			continue;
+		while (j < len && is_blank(l[j]))
 			j++;
 		if (mp_value_is_method(l + j, len - j))
 			return true;
@@ -204,17 +217,17 @@ static bool mp_field_names_method(const char *l, size_t len)
 	for (size_t i = 0; i + 5 <= len; i++) {
 		size_t j;
 
-		if (strncasecmp(l + i, "name", 4) ||
-		    (i && l[i - 1] != ';' && l[i - 1] != ' ' && l[i - 1] != '\t' &&
-		     l[i - 1] != ':'))
+		if (strncasecmp(l + i, "name", 4) || (i && is_word(l[i - 1])))
 			continue;
 		j = i + 4;
-		while (j < len && (l[j] == ' ' || l[j] == '\t'))
+		while (j < len && is_blank(l[j]))
+			j++;
+		if (j < len && l[j] == '*')
 			j++;
 		if (j >= len || l[j] != '=')
 			continue;
 		j++;
-		while (j < len && (l[j] == ' ' || l[j] == '\t'))
+		while (j < len && is_blank(l[j]))
 			j++;
 		if (mp_value_is_method(l + j, len - j))
 			return true;
@@ -249,28 +262,35 @@ static void mp_line(struct formscan *s, bool nl)
 	struct formscan_mp *m = &s->m;
 	const char *l = m->line;
 	size_t len = m->line_len;
-	bool cr = nl && len && l[len - 1] == '\r';
+	bool cr = nl && len && !m->line_long && l[len - 1] == '\r';
 
-	if (len >= m->blen && !memcmp(l, m->boundary, m->blen)) {
-		/* Any line starting with the delimiter is one (also "--B--",
-		 * and with padding): seeing more of them than the server
-		 * only adds parts to read. */
+	if (m->line_delim) {
+		/* A line starting with the delimiter (after blanks, which
+		 * Rack strips) is one, also "--B--" and with padding: seeing
+		 * more of them than a server only adds parts to read. */
 		mp_end_part(s);
 		m->state = MP_HEADERS;
+		m->tail_len = 0;
 		return;
 	}
 	switch (m->state) {
 	case MP_PREAMBLE:
 		return;
 	case MP_HEADERS:
-		if (len == (size_t)cr) {
+		/* Header lines as every parser splits them: CRLF, nothing
+		 * longer than a line buffer, no control bytes (a bare CR or
+		 * LF, a vertical tab: where parsers part ways). */
+		if (!cr || m->line_long || m->line_ctl) {
+			fs_bad(s, "a multipart part header that cannot be read");
+			return;
+		}
+		if (len == 1) {
 			m->state = MP_CONTENT;
 			if (m->part_is_method)
 				m->parts++;
 			return;
 		}
-		/* (a field too long to read here: the safety net) */
-		if (!m->line_long && mp_field_names_method(l, len - cr))
+		if (mp_field_names_method(l, len - 1))
 			m->part_is_method = true;
 		return;
 	case MP_CONTENT:
@@ -293,53 +313,67 @@ static void mp_line(struct formscan *s, bool nl)
 }
 
 /* What mp_net_check looks back over between "name=" and "method". */
-#define NET_SKIP "[] \t\"'\\_."
+static bool net_skip(char c)
+{
+	return c && strchr("[] \t\"'_.", c);
+}
 
-/* The safety net. end: the body ended after tail. Looks back from a
- * "method" that ends the tail (just before its last byte, or at the
- * end): one of "_. [" before it, brackets, blanks, quotes or a backslash,
- * then "name" and "=" ("name*=" too) or "content-id" and ":". */
+/* The safety net, over part headers only. end: a word ends after the
+ * tail. Looks back from a "method" that ends the tail (just before its
+ * last byte, or at the end): one of "_. [" before it, brackets, blanks,
+ * quotes, then "name" and "=" ("name*=" too) or "content-id" and ":". */
 static void mp_net_check(struct formscan_mp *m, bool end)
 {
 	const char *t = m->tail;
 	size_t n = m->tail_len, i;
+	uint64_t at = m->net_count; /* where the word ends in the headers */
 
 	if (!end) {
 		if (!n || is_word(t[n - 1]))
 			return;
 		n--;
+		at--;
 	}
+	if (at == m->hit_at)
+		return; /* counted already (at the line break before) */
 	if (n < 7 || memcmp(t + n - 6, "method", 6) || !t[n - 7] || !strchr("_. [", t[n - 7]))
 		return;
 	i = n - 7;
-	while (i > 0 && t[i - 1] && strchr(NET_SKIP, t[i - 1]))
+	while (i > 0 && net_skip(t[i - 1]))
 		i--;
 	if (i > 0 && t[i - 1] == '=') {
 		i--;
 		if (i > 0 && t[i - 1] == '*')
 			i--;
-		while (i > 0 && (t[i - 1] == ' ' || t[i - 1] == '\t'))
+		while (i > 0 && is_blank(t[i - 1]))
 			i--;
 		/* "name", not "filename" */
-		if (i >= 4 && !strncasecmp(t + i - 4, "name", 4) && (i == 4 || !is_word(t[i - 5])))
+		if (i >= 4 && !strncasecmp(t + i - 4, "name", 4) && (i == 4 || !is_word(t[i - 5]))) {
 			m->hits++;
+			m->hit_at = at;
+		}
 	} else if (i > 0 && t[i - 1] == ':') {
 		i--;
-		while (i > 0 && (t[i - 1] == ' ' || t[i - 1] == '\t'))
+		while (i > 0 && is_blank(t[i - 1]))
 			i--;
-		if (i >= 10 && !strncasecmp(t + i - 10, "content-id", 10))
+		if (i >= 10 && !strncasecmp(t + i - 10, "content-id", 10)) {
 			m->hits++;
+			m->hit_at = at;
+		}
 	}
 }
 
 static void mp_net_put(struct formscan_mp *m, uint8_t c)
 {
-	if (c == '\r' || c == '\n')
-		return; /* PHP joins folded field lines without a separator */
+	if (c == '\r' || c == '\n' || c == '\\') {
+		/* PHP joins folded field lines without a separator; Rack
+		 * drops backslashes from quoted names. A word ends here. */
+		mp_net_check(m, true);
+		return;
+	}
 	/* A run of what the check skips is one byte of it: no run of
 	 * blanks or brackets pushes "name=" out of the tail. */
-	if (c && strchr(NET_SKIP, c) && m->tail_len &&
-	    strchr(NET_SKIP, m->tail[m->tail_len - 1])) {
+	if (net_skip((char)c) && m->tail_len && net_skip(m->tail[m->tail_len - 1])) {
 		m->tail[m->tail_len - 1] = (char)c;
 		return;
 	}
@@ -348,7 +382,28 @@ static void mp_net_put(struct formscan_mp *m, uint8_t c)
 		m->tail_len--;
 	}
 	m->tail[m->tail_len++] = (char)c;
+	m->net_count++;
 	mp_net_check(m, false);
+}
+
+/* "--boundary" anywhere in the body: only at the start of a line (after
+ * blanks) may it be, or a parser splitting lines otherwise (PHP at 5120
+ * bytes) would find a delimiter, and a part, this cannot see. */
+static void mp_kmp(struct formscan *s, uint8_t c)
+{
+	struct formscan_mp *m = &s->m;
+
+	while (m->kmp && (uint8_t)m->boundary[m->kmp] != c)
+		m->kmp = m->fail[m->kmp - 1];
+	if ((uint8_t)m->boundary[m->kmp] == c)
+		m->kmp++;
+	if (m->kmp < m->blen)
+		return;
+	m->kmp = m->fail[m->kmp - 1];
+	if (m->first_nonblank == m->lpos + 1 - m->blen)
+		m->line_delim = true;
+	else
+		fs_bad(s, "a multipart boundary inside a line");
 }
 
 static void mp_feed(struct formscan *s, const uint8_t *b, size_t len)
@@ -356,15 +411,29 @@ static void mp_feed(struct formscan *s, const uint8_t *b, size_t len)
 	struct formscan_mp *m = &s->m;
 
 	for (size_t i = 0; i < len; i++) {
-		mp_net_put(m, b[i]);
-		if (b[i] == '\n') {
+		uint8_t c = b[i];
+
+		if (m->state == MP_HEADERS)
+			mp_net_put(m, c);
+		if (m->cr_seen && c != '\n')
+			m->line_ctl = true; /* a bare CR */
+		m->cr_seen = c == '\r';
+		if (c == '\n') {
 			mp_line(s, true);
-			m->line_len = 0;
-			m->line_long = false;
+			m->kmp = 0;
+			m->line_len = m->lpos = 0;
+			m->first_nonblank = SIZE_MAX;
+			m->line_long = m->line_ctl = m->line_delim = false;
 			continue;
 		}
+		if ((c < 0x20 && c != '\t' && c != '\r') || c == 0x7f)
+			m->line_ctl = true;
+		if (m->first_nonblank == SIZE_MAX && !is_blank((char)c))
+			m->first_nonblank = m->lpos;
+		mp_kmp(s, c);
+		m->lpos++;
 		if (m->line_len < sizeof(m->line))
-			m->line[m->line_len++] = (char)b[i];
+			m->line[m->line_len++] = (char)c;
 		else
 			m->line_long = true;
 	}
@@ -526,7 +595,8 @@ static void scan_plain(struct formscan *s, const uint8_t *b, size_t len)
 
 /* gzip (also several members, as Node reads them) or zlib: inflated in
  * steps, never held whole; past FORMSCAN_DECODED_MAX the body is one
- * this cannot read. */
+ * this cannot read. PHP and Rack read the bytes as sent: those are
+ * scanned too (s->raw; a gzip header's file name is plain text). */
 static void scan_inflate(struct formscan *s, const uint8_t *b, size_t len)
 {
 	z_stream *z = s->z;
@@ -534,10 +604,19 @@ static void scan_inflate(struct formscan *s, const uint8_t *b, size_t len)
 
 	z->next_in = (Bytef *)(uintptr_t)b;
 	z->avail_in = (uInt)len;
-	while (!s->bad && z->avail_in) {
+	while (!s->bad) {
 		int rc;
 		size_t n;
 
+		if (s->z_ended) {
+			if (!z->avail_in)
+				return;
+			if (inflateReset(z) != Z_OK) {
+				fs_bad(s, "compressed body could not be decoded");
+				return;
+			}
+			s->z_ended = false;
+		}
 		z->next_out = out;
 		z->avail_out = sizeof(out);
 		rc = inflate(z, Z_NO_FLUSH);
@@ -545,18 +624,22 @@ static void scan_inflate(struct formscan *s, const uint8_t *b, size_t len)
 		s->decoded += n;
 		if (s->decoded > FORMSCAN_DECODED_MAX) {
 			fs_bad(s, "compressed body too large once decoded");
-			break;
+			return;
 		}
 		scan_plain(s, out, n);
 		if (rc == Z_STREAM_END) {
-			if (z->avail_in && inflateReset(z) != Z_OK)
-				fs_bad(s, "compressed body could not be decoded");
+			s->z_ended = true;
 			continue;
 		}
-		if (rc != Z_OK && !(rc == Z_BUF_ERROR && !n))
-			fs_bad(s, "compressed body could not be decoded"); /* not what it says it is */
-		if (rc == Z_BUF_ERROR)
-			break;
+		if (rc == Z_BUF_ERROR && !n)
+			return; /* wants more input */
+		if (rc != Z_OK && rc != Z_BUF_ERROR) {
+			fs_bad(s, "compressed body could not be decoded");
+			return;
+		}
+		/* all input taken and the output not full: nothing pending */
+		if (!z->avail_in && z->avail_out)
+			return;
 	}
 }
 
@@ -564,8 +647,9 @@ void formscan_feed(struct formscan *s, const uint8_t *b, size_t len)
 {
 	if (!s || !b || !s->kinds)
 		return;
-	/* a body that is too large for size_t chunks never comes here */
 	if (s->z) {
+		if (s->raw)
+			scan_plain(s->raw, b, len);
 		while (len) {
 			size_t k = len > (1u << 30) ? (1u << 30) : len;
 
@@ -645,22 +729,34 @@ static int mp_boundary(struct formscan_mp *m, const char *ct)
 	memcpy(m->boundary, "--", 2);
 	memcpy(m->boundary + 2, a, na);
 	m->blen = na + 2;
+	/* KMP failure function of "--boundary" */
+	m->fail[0] = 0;
+	for (size_t i = 1, k = 0; i < m->blen; i++) {
+		while (k && m->boundary[i] != m->boundary[k])
+			k = m->fail[k - 1];
+		if (m->boundary[i] == m->boundary[k])
+			k++;
+		m->fail[i] = k;
+	}
+	m->first_nonblank = SIZE_MAX;
 	return 0;
 }
 
-/* JSON is read as UTF-8 (Laravel); body-parser honours a charset. */
+/* JSON is read as UTF-8 (Laravel); body-parser honours a charset (the
+ * last one given): every "charset=" in the field must say UTF-8. */
 static bool json_charset_ok(const char *ct)
 {
-	const char *p = strcasestr(ct, "charset=");
-	size_t n;
+	for (const char *p = ct; (p = strcasestr(p, "charset=")); ) {
+		size_t n;
 
-	if (!p)
-		return true;
-	p += 8;
-	if (*p == '"')
-		p++;
-	n = strcspn(p, "\";, \t");
-	return span_is(p, n, "utf-8") || span_is(p, n, "utf8");
+		p += 8;
+		if (*p == '"')
+			p++;
+		n = strcspn(p, "\";, \t");
+		if (!span_is(p, n, "utf-8") && !span_is(p, n, "utf8"))
+			return false;
+	}
+	return true;
 }
 
 int formscan_init(struct formscan *s, const char *ct, const char *ce)
@@ -699,12 +795,21 @@ int formscan_init(struct formscan *s, const char *ct, const char *ce)
 		if (strcasecmp(ce, "gzip") && strcasecmp(ce, "x-gzip") &&
 		    strcasecmp(ce, "deflate"))
 			return -ENOTSUP;
+		s->raw = malloc(sizeof(*s->raw));
 		z = calloc(1, sizeof(*z));
-		if (!z)
+		if (!z || !s->raw) {
+			free(z);
+			free(s->raw);
+			s->raw = NULL;
 			return -ENOMEM;
+		}
+		memcpy(s->raw, s, sizeof(*s)); /* the same reading, of the bytes as sent */
+		s->raw->raw = NULL;
 		/* 15 + 32: a gzip or a zlib header, whichever it is */
 		if (inflateInit2(z, 15 + 32) != Z_OK) {
 			free(z);
+			free(s->raw);
+			s->raw = NULL;
 			return -ENOMEM;
 		}
 		s->z = z;
@@ -714,17 +819,32 @@ int formscan_init(struct formscan *s, const char *ct, const char *ce)
 
 void formscan_free(struct formscan *s)
 {
-	if (s && s->z) {
+	if (!s)
+		return;
+	if (s->z) {
 		inflateEnd(s->z);
 		free(s->z);
 		s->z = NULL;
 	}
+	free(s->raw);
+	s->raw = NULL;
 }
 
 int formscan_finish(struct formscan *s, const char **method)
 {
 	if (!s->kinds)
 		return 0;
+	if (s->raw) {
+		const char *rm = NULL;
+		int rr = formscan_finish(s->raw, &rm);
+
+		if (rr < 0)
+			fs_bad(s, s->raw->why);
+		else if (rr > 0)
+			found_value(s, rm, strlen(rm), false);
+	}
+	if (s->z && !s->z_ended)
+		fs_bad(s, "compressed body could not be decoded"); /* cut short */
 	formscan_free(s);
 	if (s->kinds & FORMSCAN_URLENCODED)
 		url_end_pair(s);

@@ -13,17 +13,21 @@
  *     ".method", "[_method]" are "_method" there);
  *   - multipart (a "multipart/" type; PHP and Rack must agree on its
  *     boundary): every part whose header fields carry a name parameter
- *     (or a Content-ID) that is "_method"; its content is the value. As
- *     a safety net for what parsers read differently (folded fields,
- *     PHP's long-line splits, bare LF), the raw body is also searched for
- *     anything that may name a field _method ("name=" or "Content-ID:"
- *     before it, line breaks ignored): more of those than parts read is
- *     a body this cannot read;
+ *     (or a Content-ID) that is "_method"; its content is the value. The
+ *     body must split into parts the same way for every parser: the
+ *     boundary only at the start of a line (PHP also splits lines at 5120
+ *     bytes), part headers in CRLF lines shorter than that without
+ *     control bytes. As a safety net for how parsers read header fields
+ *     (PHP joins folded lines, quotes, escapes), part headers are also
+ *     searched for anything that may name a field _method ("name=" or
+ *     "Content-ID:" before it, line breaks ignored): more of those than
+ *     parts read is a body this cannot read;
  *   - JSON (Laravel: "/json" or "+json" anywhere in the field): a string
  *     key "_method" of the top-level object, escapes decoded; UTF-8 only.
  * A type can be read several ways at once (a form type with "/json" in a
  * parameter): every way applies. A gzip or deflate Content-Encoding is
- * decoded first (body-parser decodes it; PHP and Rack never do).
+ * read decoded (body-parser decodes it) and as sent (PHP and Rack never
+ * decode); one that does not decode to its end cannot be read.
  * Untrusted input; fuzzed (tests/fuzz/fuzz_formscan.c).
  */
 #ifndef EGR_FORMSCAN_H
@@ -40,7 +44,8 @@ enum formscan_kind {
 };
 
 #define FORMSCAN_BOUNDARY_MAX 70       /* RFC 2046 */
-#define FORMSCAN_LINE_MAX 2048         /* a multipart part's header field */
+#define FORMSCAN_LINE_MAX 5000         /* a multipart part's header field (PHP
+                                        * splits lines at 5120) */
 #define FORMSCAN_DECODED_MAX (64ULL << 20) /* a compressed body, decoded */
 
 struct formscan_url {
@@ -58,9 +63,16 @@ struct formscan_url {
 struct formscan_mp {
 	char boundary[FORMSCAN_BOUNDARY_MAX + 3]; /* "--" + boundary */
 	size_t blen;
+	size_t fail[FORMSCAN_BOUNDARY_MAX + 2]; /* KMP over the raw body */
+	size_t kmp;
 	char line[FORMSCAN_LINE_MAX];
 	size_t line_len;
+	size_t lpos;         /* bytes of the line so far (all of them) */
+	size_t first_nonblank; /* in the line; SIZE_MAX: none yet */
 	bool line_long;
+	bool line_ctl;       /* a control byte or a bare CR in the line */
+	bool line_delim;     /* the line starts with the delimiter */
+	bool cr_seen;
 	uint8_t state;       /* preamble, part headers, part content */
 	bool part_is_method;
 	unsigned int parts;  /* parts read as named _method */
@@ -69,10 +81,12 @@ struct formscan_mp {
 	bool val_long;
 	char brk[2];         /* the line break before the next content line */
 	size_t brk_len;
-	/* the safety net: the body without line breaks, its last bytes */
+	/* the safety net: part headers without line breaks, the last bytes */
 	char tail[48];
 	size_t tail_len;
 	unsigned int hits;   /* places that may name a field _method */
+	uint64_t net_count;  /* bytes put in the tail so far */
+	uint64_t hit_at;     /* net_count where the last hit's word ended */
 };
 
 struct formscan_js {
@@ -103,7 +117,9 @@ struct formscan {
 	struct formscan_mp m;
 	struct formscan_js j;
 	void *z;             /* zlib stream of a compressed body */
+	bool z_ended;        /* at the end of a member */
 	uint64_t decoded;
+	struct formscan *raw; /* a compressed body's bytes as sent, read too */
 };
 
 /*

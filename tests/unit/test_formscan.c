@@ -97,8 +97,11 @@ static void test_multipart(void **state)
 		   "DELETE\r\n--XyZ--\r\n", 1, "DELETE");
 	EXPECT(MP, "--XyZ\r\ncontent-disposition: form-data; NAME=_method\r\n\r\n"
 		   "put\r\n--XyZ--", 1, "PUT");
-	EXPECT(MP, "--XyZ\ncontent-disposition: form-data; name=\".method\"\n\n"
-		   "DELETE\n--XyZ--", 1, "DELETE");             /* LF only */
+	EXPECT(MP, "--XyZ\r\ncontent-disposition: form-data; name=\".method\"\r\n\r\n"
+		   "DELETE\n--XyZ--", 1, "DELETE");             /* LF in content */
+	/* part headers ending in a bare LF: where parsers part ways */
+	EXPECT(MP, "--XyZ\ncontent-disposition: form-data; name=\"a\"\n\n"
+		   "1\n--XyZ--", -1, NULL);
 	EXPECT(MP, "--XyZ\r\nContent-Disposition: form-data; name=\"_meth\\od\"\r\n\r\n"
 		   "DELETE\r\n--XyZ--", 1, "DELETE");           /* escapes either way */
 	EXPECT(MP, "--XyZ\r\nContent-Disposition: form-data; filename=\"_method\"; "
@@ -124,14 +127,17 @@ static void test_multipart_long_header(void **state)
 	/* a long file name is no reason to refuse */
 	n = (size_t)snprintf(body, sizeof(body), "--XyZ\r\nContent-Disposition: form-data; "
 			     "name=\"f\"; filename=\"");
+	memset(body + n, 'a', 1000);
+	n += 1000;
+	n += (size_t)snprintf(body + n, sizeof(body) - n, "\"\r\n\r\nx\r\n--XyZ--");
+	assert_int_equal(scan(MP, body, n, &m), 0);
+	/* a field longer than a line buffer (PHP splits at 5120): refused */
+	n = (size_t)snprintf(body, sizeof(body), "--XyZ\r\nContent-Disposition: form-data; "
+			     "name=\"f\"; filename=\"");
 	memset(body + n, 'a', FORMSCAN_LINE_MAX);
 	n += FORMSCAN_LINE_MAX;
 	k = n;
-	n += (size_t)snprintf(body + n, sizeof(body) - n, "\"\r\n\r\nx\r\n--XyZ--");
-	assert_int_equal(scan(MP, body, n, &m), 0);
-	/* a field too long to read that names _method: refused */
-	n = k + (size_t)snprintf(body + k, sizeof(body) - k, "\"; name=\"_method\"\r\n\r\n"
-				 "DELETE\r\n--XyZ--");
+	n += (size_t)snprintf(body + n, sizeof(body) - k, "\"\r\n\r\nx\r\n--XyZ--");
 	assert_int_equal(scan(MP, body, n, &m), -1);
 }
 
@@ -184,6 +190,9 @@ static void test_types(void **state)
 	assert_int_equal(formscan_init(&s, "multipart/form-data; boundary=\"A,B\"", NULL),
 			 -EINVAL);
 	assert_int_equal(formscan_init(&s, "application/json; charset=utf-16le", NULL), -EINVAL);
+	/* body-parser takes the last charset */
+	assert_int_equal(formscan_init(&s, "application/json; x-charset=utf-8; charset=utf-16le",
+				       NULL), -EINVAL);
 	assert_int_equal(formscan_init(&s, "application/json; charset=UTF-8", NULL),
 			 FORMSCAN_JSON);
 	assert_int_equal(formscan_init(&s, "application/json", "br"), -ENOTSUP);
@@ -201,6 +210,11 @@ static void test_parser_differences(void **state)
 	(void)state;
 	EXPECT(URL, "[_method]=DELETE", 1, "DELETE");    /* Rack 2, qs */
 	EXPECT(URL, "_method]=DELETE", 1, "DELETE");
+	EXPECT(URL, "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["
+		    "_method]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]=DELETE",
+	       1, "DELETE");
+	EXPECT(URL, "[][][][][][][][][][][][][][][][][][][][][][][][][][][][][][][][][][][]"
+		    "_method=DELETE", 1, "DELETE");
 	EXPECT("application/x-www-form-urlencoded,application/json", "_method=DELETE", 1,
 	       "DELETE");
 	EXPECT("text/plain; x=/json", "{\"_method\":\"DELETE\"}", 1, "DELETE");
@@ -221,9 +235,21 @@ static void test_parser_differences(void **state)
 	/* Rack ends part headers only at CRLF CRLF */
 	EXPECT(MP, "--XyZ\r\nX-A: b\n\nContent-Disposition: form-data; name=\"_method\"\r\n"
 		   "\r\nDELETE\r\n--XyZ--", -1, NULL);
-	/* a file's content naming a field _method: more than read, refused */
+	/* a file's content is not read for names */
 	EXPECT(MP, "--XyZ\r\nContent-Disposition: form-data; name=\"f\"; filename=\"a.html\"\r\n"
-		   "\r\n<input name=\"_method\" value=\"patch\">\r\n--XyZ--", -1, NULL);
+		   "\r\n<input name=\"_method\" value=\"patch\">\r\nself.name = method\r\n--XyZ--",
+	       0, NULL);
+	/* the boundary inside a line: PHP's 5120-byte lines could split there */
+	EXPECT(MP, "--XyZ\r\nContent-Disposition: form-data; name=\"f\"\r\n\r\n"
+		   "data--XyZ\r\n--XyZ--", -1, NULL);
+	EXPECT(MP, " \t--XyZ\r\nContent-ID: _method\r\n\r\nPUT\r\n--XyZ--", 1, "PUT");
+	/* control bytes in part headers (a vertical tab PHP reads as a blank) */
+	EXPECT(MP, "--XyZ\r\nContent-Disposition: form-data; name=\v_method\r\n\r\n"
+		   "DELETE\r\n--XyZ--", -1, NULL);
+	/* unquoted at the end of a line; Rack's backslash-unescaped name */
+	EXPECT(MP, "--XyZ\r\nX: y; name=_method\r\n\r\nPATCH\r\n--XyZ--", 1, "PATCH");
+	EXPECT(MP, "--XyZ\r\nContent-Disposition: form-data; name=\"_\\method\"\r\n\r\n"
+		   "PATCH\r\n--XyZ--", 1, "PATCH");
 }
 
 /* PHP splits lines at 5120 bytes: a delimiter after a long line. */
@@ -263,10 +289,56 @@ static void test_gzip(void **state)
 		assert_string_equal(m, "DELETE");
 	}
 	deflateEnd(&zs);
+	/* cut short */
+	assert_int_equal(formscan_init(&s, URL, "gzip"), FORMSCAN_URLENCODED);
+	formscan_feed(&s, z, zs.total_out - 4);
+	assert_int_equal(formscan_finish(&s, &m), -1);
+	/* two members, as Node reads them: "a=1&_method=DELETE" "&b=2" */
+	{
+		uint8_t z2[64];
+		z_stream z2s = { 0 };
+
+		assert_int_equal(deflateInit2(&z2s, 6, Z_DEFLATED, 15 + 16, 8,
+					      Z_DEFAULT_STRATEGY), Z_OK);
+		z2s.next_in = (Bytef *)"&b=2";
+		z2s.avail_in = 4;
+		z2s.next_out = z2;
+		z2s.avail_out = sizeof(z2);
+		assert_int_equal(deflate(&z2s, Z_FINISH), Z_STREAM_END);
+		assert_int_equal(formscan_init(&s, URL, "x-gzip"), FORMSCAN_URLENCODED);
+		formscan_feed(&s, z, zs.total_out);
+		formscan_feed(&s, z2, z2s.total_out);
+		assert_int_equal(formscan_finish(&s, &m), 1);
+		assert_string_equal(m, "DELETE");
+		deflateEnd(&z2s);
+	}
 	/* not what it says it is */
 	assert_int_equal(formscan_init(&s, URL, "gzip"), FORMSCAN_URLENCODED);
 	formscan_feed(&s, (const uint8_t *)body, sizeof(body) - 1);
 	assert_int_equal(formscan_finish(&s, &m), -1);
+	/* PHP and Rack read the bytes as sent: a gzip header's file name
+	 * (plain text) holding "&_method=DELETE&" counts too */
+	{
+		static const char inner[] = "a=1";
+		gz_header h = { 0 };
+		uint8_t g[256];
+
+		memset(&zs, 0, sizeof(zs));
+		assert_int_equal(deflateInit2(&zs, 6, Z_DEFLATED, 15 + 16, 8,
+					      Z_DEFAULT_STRATEGY), Z_OK);
+		h.name = (Bytef *)"x&_method=DELETE&y";
+		assert_int_equal(deflateSetHeader(&zs, &h), Z_OK);
+		zs.next_in = (Bytef *)inner;
+		zs.avail_in = sizeof(inner) - 1;
+		zs.next_out = g;
+		zs.avail_out = sizeof(g);
+		assert_int_equal(deflate(&zs, Z_FINISH), Z_STREAM_END);
+		assert_int_equal(formscan_init(&s, URL, "gzip"), FORMSCAN_URLENCODED);
+		formscan_feed(&s, g, zs.total_out);
+		assert_int_equal(formscan_finish(&s, &m), 1);
+		assert_string_equal(m, "DELETE");
+		deflateEnd(&zs);
+	}
 }
 
 int main(void)
