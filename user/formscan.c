@@ -19,16 +19,6 @@ enum { MP_PREAMBLE, MP_HEADERS, MP_CONTENT };
 enum { JS_OUT, JS_STR, JS_ESC, JS_UHEX };
 #define JS_DEPTH_MAX (1 << 20)
 
-static int hexval(int c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
 
 static void fs_bad(struct formscan *s, const char *why)
 {
@@ -120,15 +110,15 @@ static void url_feed(struct formscan *s, const uint8_t *b, size_t len)
 		uint8_t c = b[i];
 
 		if (u->pct == 1) {
-			if (hexval(c) >= 0) {
+			if (reqrule_hexval(c) >= 0) {
 				u->pct_hi = c;
 				u->pct = 2;
 				continue;
 			}
 			url_flush_pct(u);
 		} else if (u->pct == 2) {
-			if (hexval(c) >= 0) {
-				url_put(u, (uint8_t)(hexval(u->pct_hi) << 4 | hexval(c)));
+			if (reqrule_hexval(c) >= 0) {
+				url_put(u, (uint8_t)(reqrule_hexval(u->pct_hi) << 4 | reqrule_hexval(c)));
 				u->pct = 0;
 				continue;
 			}
@@ -512,7 +502,7 @@ static void js_feed(struct formscan *s, const uint8_t *b, size_t len)
 			}
 			continue;
 		case JS_UHEX:
-			v = hexval(c);
+			v = reqrule_hexval(c);
 			if (v < 0) {
 				/* not JSON: no server reads a method from it */
 				j->s_long = true;

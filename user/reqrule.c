@@ -326,7 +326,7 @@ void reqrule_host_free(struct reqrule_host *h)
 	h->n_rules = h->n_creds = 0;
 }
 
-static int hexval(char c)
+int reqrule_hexval(int c)
 {
 	if (c >= '0' && c <= '9')
 		return c - '0';
@@ -367,7 +367,7 @@ int reqrule_normalize_path(const char *target, char *out, size_t outsz)
 		size_t n = 1;
 
 		if (c == '%') {
-			int hi = hexval(p[1]), lo = hi < 0 ? -1 : hexval(p[2]);
+			int hi = reqrule_hexval(p[1]), lo = hi < 0 ? -1 : reqrule_hexval(p[2]);
 
 			if (hi < 0 || lo < 0)
 				return -EINVAL;
@@ -802,9 +802,9 @@ static int query_method_override(const char *target, const char **out)
 		for (i = 0; i < len && k + 1 < sizeof(buf); i++) {
 			int c = (unsigned char)q[i];
 
-			if (c == '%' && i + 2 < len && hexval(q[i + 1]) >= 0 &&
-			    hexval(q[i + 2]) >= 0) {
-				c = hexval(q[i + 1]) << 4 | hexval(q[i + 2]);
+			if (c == '%' && i + 2 < len && reqrule_hexval(q[i + 1]) >= 0 &&
+			    reqrule_hexval(q[i + 2]) >= 0) {
+				c = reqrule_hexval(q[i + 1]) << 4 | reqrule_hexval(q[i + 2]);
 				i += 2;
 			} else if (c == '+') {
 				c = ' ';

@@ -118,6 +118,8 @@ struct reqrule_result {
 int reqrule_parse_methods(const char *s, uint64_t *mask);
 /* http-parser's name of method s, compared case-insensitively, or NULL. */
 const char *reqrule_method_name(const char *s);
+/* The value of hex digit c (either case), or -1. */
+int reqrule_hexval(int c);
 /* Is a query or form parameter named this "_method" as PHP reads names
  * (leading spaces dropped; '.', ' ', an unclosed '[' read as '_')? */
 bool reqrule_param_is_method(const char *name);
