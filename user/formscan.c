@@ -60,9 +60,11 @@ static void url_put(struct formscan_url *u, uint8_t ch)
 		if (u->name_len && !u->name[u->name_len - 1] && !u->name_long)
 			return;
 		/* Rack 2 and qs drop any run of brackets around a name: its
-		 * first stands for the run, so no run makes "_method" too long */
-		if ((ch == '[' || ch == ']') && u->name_len &&
-		    (u->name[u->name_len - 1] == '[' || u->name[u->name_len - 1] == ']'))
+		 * first two stand for the run ("[]" stays: qs's array), so
+		 * no run makes "_method" too long */
+		if ((ch == '[' || ch == ']') && u->name_len >= 2 &&
+		    (u->name[u->name_len - 1] == '[' || u->name[u->name_len - 1] == ']') &&
+		    (u->name[u->name_len - 2] == '[' || u->name[u->name_len - 2] == ']'))
 			return;
 		if (u->name_len + 1 >= sizeof(u->name)) {
 			u->name_long = true;
@@ -93,10 +95,16 @@ static void url_end_pair(struct formscan *s)
 	struct formscan_url *u = &s->u;
 
 	url_flush_pct(u);
+	u->name[u->name_len] = '\0';
 	if (u->in_value && !u->name_long) {
-		u->name[u->name_len] = '\0';
 		if (reqrule_param_is_method(u->name))
 			found_value(s, u->val, u->val_len, u->val_long);
+	} else if (u->in_value) {
+		/* too long to read whole: "_method[000...0]" is qs's array */
+		const char *p = u->name + strspn(u->name, "[]");
+
+		if (!strncmp(p, "_method", 7) && (p[7] == '[' || p[7] == ']'))
+			fs_bad(s, "a form field name too long to read");
 	}
 	u->name_len = u->val_len = 0;
 	u->name_long = u->val_long = u->in_value = false;
@@ -235,6 +243,20 @@ static void mp_val_add(struct formscan_mp *m, const char *p, size_t n)
 	m->val_len += n;
 }
 
+static void mp_net_check(struct formscan_mp *m, bool end);
+
+/* The end of a part's headers: anything in them that may name a field
+ * _method (the safety net) must be in a part read as named _method. */
+static void mp_end_headers(struct formscan *s)
+{
+	struct formscan_mp *m = &s->m;
+
+	mp_net_check(m, true);
+	if (m->hits && !m->part_is_method)
+		fs_bad(s, "a multipart field that may be _method could not be read");
+	m->hits = 0;
+}
+
 static void mp_end_part(struct formscan *s)
 {
 	struct formscan_mp *m = &s->m;
@@ -258,15 +280,26 @@ static void mp_line(struct formscan *s, bool nl)
 		/* A line starting with the delimiter (after blanks, which
 		 * Rack strips) is one, also "--B--" and with padding: seeing
 		 * more of them than a server only adds parts to read. */
+		size_t f = m->first_nonblank;
+
+		if (m->state == MP_HEADERS)
+			mp_end_headers(s);
 		mp_end_part(s);
 		m->state = MP_HEADERS;
 		m->tail_len = 0;
+		m->hdr_lines = 0;
+		/* "--B--": what follows is read as more headers all the same
+		 * (PHP finds "--B" in it), but blank lines may end a body */
+		m->after_close = f != SIZE_MAX && f + m->blen + 2 <= len &&
+				 !memcmp(l + f + m->blen, "--", 2);
 		return;
 	}
 	switch (m->state) {
 	case MP_PREAMBLE:
 		return;
 	case MP_HEADERS:
+		if (m->after_close && !m->hdr_lines && (len == 0 || (len == 1 && cr)))
+			return;
 		/* Header lines as every parser splits them: CRLF, nothing
 		 * longer than a line buffer, no control bytes (a bare CR or
 		 * LF, a vertical tab: where parsers part ways). */
@@ -275,11 +308,15 @@ static void mp_line(struct formscan *s, bool nl)
 			return;
 		}
 		if (len == 1) {
+			/* Rack reads the lines after an empty first one as
+			 * the part's headers (up to CRLF CRLF), PHP as content */
+			if (!m->hdr_lines)
+				fs_bad(s, "a multipart part header that cannot be read");
+			mp_end_headers(s);
 			m->state = MP_CONTENT;
-			if (m->part_is_method)
-				m->parts++;
 			return;
 		}
+		m->hdr_lines++;
 		if (mp_field_names_method(l, len - 1))
 			m->part_is_method = true;
 		return;
@@ -337,8 +374,11 @@ static void mp_net_check(struct formscan_mp *m, bool end)
 			i--;
 		while (i > 0 && is_blank(t[i - 1]))
 			i--;
-		/* "name", not "filename" */
-		if (i >= 4 && !strncasecmp(t + i - 4, "name", 4) && (i == 4 || !is_word(t[i - 5]))) {
+		/* "name", not "filename" (a line break or a backslash
+		 * taken out before it separates too) */
+		if (i >= 4 && !strncasecmp(t + i - 4, "name", 4) &&
+		    (i == 4 || !is_word(t[i - 5]) || ((m->brk_bits >> (n - (i - 4) - 1 +
+		     (end ? 0 : 1))) & 1))) {
 			m->hits++;
 			m->hit_at = at;
 		}
@@ -359,6 +399,7 @@ static void mp_net_put(struct formscan_mp *m, uint8_t c)
 		/* PHP joins folded field lines without a separator; Rack
 		 * drops backslashes from quoted names. A word ends here. */
 		mp_net_check(m, true);
+		m->brk_next = true;
 		return;
 	}
 	/* A run of what the check skips is one byte of it: no run of
@@ -372,6 +413,8 @@ static void mp_net_put(struct formscan_mp *m, uint8_t c)
 		m->tail_len--;
 	}
 	m->tail[m->tail_len++] = (char)c;
+	m->brk_bits = m->brk_bits << 1 | m->brk_next;
+	m->brk_next = false;
 	m->net_count++;
 	mp_net_check(m, false);
 }
@@ -733,13 +776,21 @@ static int mp_boundary(struct formscan_mp *m, const char *ct)
 }
 
 /* JSON is read as UTF-8 (Laravel); body-parser honours a charset (the
- * last one given): every "charset=" in the field must say UTF-8. */
+ * last one given, blanks allowed around '='): every "charset" in the
+ * field must be one that says UTF-8. */
 static bool json_charset_ok(const char *ct)
 {
-	for (const char *p = ct; (p = strcasestr(p, "charset=")); ) {
+	for (const char *p = ct; (p = strcasestr(p, "charset")); ) {
 		size_t n;
 
-		p += 8;
+		p += 7;
+		while (is_blank(*p))
+			p++;
+		if (*p != '=')
+			return false;
+		p++;
+		while (is_blank(*p))
+			p++;
 		if (*p == '"')
 			p++;
 		n = strcspn(p, "\";, \t");
@@ -845,10 +896,9 @@ int formscan_finish(struct formscan *s, const char **method)
 		if (m->line_len || m->line_long)
 			mp_line(s, false);
 		m->line_len = 0;
+		if (m->state == MP_HEADERS)
+			mp_end_headers(s);
 		mp_end_part(s);
-		mp_net_check(m, true);
-		if (m->hits > m->parts)
-			fs_bad(s, "a multipart field that may be _method could not be read");
 	}
 	if (s->kinds & FORMSCAN_JSON) {
 		if (s->j.in_literal)

@@ -20,8 +20,8 @@
  *     control bytes. As a safety net for how parsers read header fields
  *     (PHP joins folded lines, quotes, escapes), part headers are also
  *     searched for anything that may name a field _method ("name=" or
- *     "Content-ID:" before it, line breaks ignored): more of those than
- *     parts read is a body this cannot read;
+ *     "Content-ID:" before it, line breaks ignored): one in the headers
+ *     of a part not read as named _method is a body this cannot read;
  *   - JSON (Laravel: "/json" or "+json" anywhere in the field): a string
  *     key "_method" of the top-level object, escapes decoded; UTF-8 only.
  * A type can be read several ways at once (a form type with "/json" in a
@@ -75,7 +75,6 @@ struct formscan_mp {
 	bool cr_seen;
 	uint8_t state;       /* preamble, part headers, part content */
 	bool part_is_method;
-	unsigned int parts;  /* parts read as named _method */
 	char val[32];        /* such a part's content */
 	size_t val_len;
 	bool val_long;
@@ -84,7 +83,13 @@ struct formscan_mp {
 	/* the safety net: part headers without line breaks, the last bytes */
 	char tail[48];
 	size_t tail_len;
-	unsigned int hits;   /* places that may name a field _method */
+	unsigned int hits;   /* places in this part's headers that may
+	                      * name a field _method */
+	unsigned int hdr_lines; /* header lines of this part so far */
+	bool after_close;    /* after "--boundary--" */
+	uint64_t brk_bits;   /* bit k: a break came out before the k-th
+	                      * last byte of the tail */
+	bool brk_next;
 	uint64_t net_count;  /* bytes put in the tail so far */
 	uint64_t hit_at;     /* net_count where the last hit's word ended */
 };

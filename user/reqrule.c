@@ -755,16 +755,28 @@ static const struct reqrule *first_rule(const struct reqrule_host *h, int idx,
  * Symfony read _method from there): leading spaces dropped, '.', ' ' and
  * an unclosed '[' turned into '_'; or as Rack 2 (Rails 6, 7.0) and qs
  * (Express) read it: brackets around it dropped ("[_method]",
- * "_method]"). Is it "_method"? */
+ * "_method]"), an array of one ("_method[]", "_method[0]"). Is it
+ * "_method"? */
 bool reqrule_param_is_method(const char *name)
 {
 	char n[64];
 	size_t k = 0;
 	const char *p = name + strspn(name, "[]");
-	size_t core = strcspn(p, "[]");
 
-	if (core == 7 && !memcmp(p, "_method", 7) && p[core + strspn(p + core, "]")] == '\0')
-		return true;
+	if (!strncmp(p, "_method", 7)) {
+		/* after it: closing brackets, or qs's array of one
+		 * ("_method[]", "_method[0]": Express's getter takes the
+		 * array's first) */
+		const char *r = p + 7 + strspn(p + 7, "]");
+
+		if (!*r)
+			return true;
+		if (*r == '[') {
+			r += 1 + strspn(r + 1, "0123456789");
+			if (r[0] == ']' && !r[1])
+				return true;
+		}
+	}
 	while (*name == ' ')
 		name++;
 	for (; *name && k + 1 < sizeof(n); name++) {

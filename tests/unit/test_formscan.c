@@ -80,7 +80,11 @@ static void test_urlencoded(void **state)
 	EXPECT(URL, "_method", 0, NULL);
 	EXPECT(URL, "payment_method=card&x_method=DELETE", 0, NULL);
 	EXPECT(URL, "_methods=DELETE&a=_method", 0, NULL);
-	EXPECT(URL, "_method[]=DELETE", 0, NULL);        /* an array: ignored */
+	EXPECT(URL, "_method[]=DELETE", 1, "DELETE");    /* qs: an array of one */
+	EXPECT(URL, "_method%5B0%5D=DELETE", 1, "DELETE");
+	EXPECT(URL, "_method[x]=DELETE", 0, NULL);       /* a hash: no method */
+	EXPECT(URL, "_method[0000000000000000000000000000000000000000000000000000000000000000]"
+		    "=DELETE", -1, NULL);
 	EXPECT(URL, "%zz_method=DELETE", 0, NULL);       /* '%' kept: not ours */
 	EXPECT(URL, "", 0, NULL);
 	EXPECT("", "_method=DELETE", 1, "DELETE");       /* Rack: no type is a form */
@@ -190,6 +194,10 @@ static void test_types(void **state)
 	assert_int_equal(formscan_init(&s, "multipart/form-data; boundary=\"A,B\"", NULL),
 			 -EINVAL);
 	assert_int_equal(formscan_init(&s, "application/json; charset=utf-16le", NULL), -EINVAL);
+	/* blanks around '=' (body-parser allows them) */
+	assert_int_equal(formscan_init(&s, "application/json; charset = utf-7", NULL), -EINVAL);
+	assert_int_equal(formscan_init(&s, "application/json; charset =utf-8", NULL),
+			 FORMSCAN_JSON);
 	/* body-parser takes the last charset */
 	assert_int_equal(formscan_init(&s, "application/json; x-charset=utf-8; charset=utf-16le",
 				       NULL), -EINVAL);
@@ -235,6 +243,18 @@ static void test_parser_differences(void **state)
 	/* Rack ends part headers only at CRLF CRLF */
 	EXPECT(MP, "--XyZ\r\nX-A: b\n\nContent-Disposition: form-data; name=\"_method\"\r\n"
 		   "\r\nDELETE\r\n--XyZ--", -1, NULL);
+	/* a part without headers: Rack reads the next lines as its headers */
+	EXPECT(MP, "--XyZ\r\n\r\nContent-Disposition: form-data; name=\"_method\"\r\n\r\n"
+		   "DELETE\r\n--XyZ--\r\n", -1, NULL);
+	/* a decoy part read as named _method does not cover a hidden one */
+	EXPECT(MP, "--XyZ\r\nContent-Disposition: form-data; name=decoy; x=a\\name=_method\r\n"
+		   "\r\n\r\n--XyZ\r\nContent-Disposition: form-data; na\r\nme=_method\r\n\r\n"
+		   "DELETE\r\n--XyZ--\r\n", -1, NULL);
+	EXPECT(MP, "--XyZ\r\nContent-Disposition: form-data; name=_method\r\n\r\n\r\n"
+		   "--XyZ\r\nContent-ID: \r\n _method\r\n\r\nDELETE\r\n--XyZ--\r\n", -1, NULL);
+	/* blank lines after the close delimiter */
+	EXPECT(MP, "--XyZ\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\n1\r\n"
+		   "--XyZ--\r\n\r\n\n", 0, NULL);
 	/* a file's content is not read for names */
 	EXPECT(MP, "--XyZ\r\nContent-Disposition: form-data; name=\"f\"; filename=\"a.html\"\r\n"
 		   "\r\n<input name=\"_method\" value=\"patch\">\r\nself.name = method\r\n--XyZ--",
