@@ -117,6 +117,22 @@ static void url_feed(struct formscan *s, const uint8_t *b, size_t len)
 	for (size_t i = 0; i < len; i++) {
 		uint8_t c = b[i];
 
+		/* body-parser (iconv-lite) drops one UTF-8 byte order mark
+		 * before Express parses a form; PHP and Rack keep it in the
+		 * first name, which can then be no _method for them */
+		if (u->bom < 3) {
+			static const uint8_t bom[3] = { 0xef, 0xbb, 0xbf };
+
+			if (c == bom[u->bom]) {
+				if (++u->bom == 3)
+					u->name_len = 0;
+				else
+					url_put(u, c);
+				continue;
+			}
+			u->bom = 3;
+		}
+
 		if (u->pct == 1) {
 			if (reqrule_hexval(c) >= 0) {
 				u->pct_hi = c;

@@ -49,6 +49,7 @@ enum formscan_kind {
 #define FORMSCAN_DECODED_MAX (64ULL << 20) /* a compressed body, decoded */
 
 struct formscan_url {
+	uint8_t bom;         /* bytes of a leading byte order mark seen (3: done) */
 	bool in_value;
 	uint8_t pct;         /* 0, or 1/2 digits of a %XX seen */
 	uint8_t pct_hi;
