@@ -19,7 +19,6 @@ enum { MP_PREAMBLE, MP_HEADERS, MP_CONTENT };
 enum { JS_OUT, JS_STR, JS_ESC, JS_UHEX };
 #define JS_DEPTH_MAX (1 << 20)
 
-
 static void fs_bad(struct formscan *s, const char *why)
 {
 	if (!s->bad)

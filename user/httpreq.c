@@ -309,19 +309,9 @@ static int scan_verdict(struct httpreq *r)
 	if (rc < 0)
 		return scan_fail(r, 400, r->fs.why ? r->fs.why : "_method in the body cannot be read");
 	if (rc > 0) {
-		int idx = -1;
+		int idx = reqrule_method_index(m);
 
-		for (int i = 0; i < 64; i++) {
-			const char *s = http_method_str((enum http_method)i);
-
-			if (!strcmp(s, "<unknown>"))
-				break;
-			if (!strcmp(s, m)) {
-				idx = i;
-				break;
-			}
-		}
-		if (idx < 0 || !(r->override_ok & (1ULL << idx)))
+		if (idx < 0 || idx > 63 || !(r->override_ok & (1ULL << idx)))
 			return scan_fail(r, 403, "method override (_method) in the body denied");
 	}
 	return 0;

@@ -152,10 +152,11 @@ int httpreq_accept(struct httpreq *r, const struct httpreq_set *sets,
  * byte is held back until its end, where a _method the mask does not
  * hold refuses the request with 403 (an unknown or conflicting one with
  * 400) before the server has all of it. Refuses at once (-EPERM, then
- * answer httpreq_status()) a POST with several Content-Type fields (400),
- * a multipart one without a usable boundary or a form type with "/json"
- * in it (400), a Content-Encoding other than identity on a form or JSON
- * body (415). 0: accepted (scanned or not). audit: refuse nothing, hold
+ * answer httpreq_status()) a POST with several Content-Type fields, a
+ * multipart one whose boundary PHP and Rack read differently, JSON in a
+ * charset other than UTF-8 (400), a Content-Encoding other than gzip or
+ * deflate on a body that is read (415). 0: accepted (scanned or not).
+ * audit: refuse nothing, hold
  * nothing back; what would have been refused is told by
  * httpreq_scan_audit() once the request ended (HTTPREQ_EV_END).
  */

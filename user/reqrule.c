@@ -52,6 +52,11 @@ static int method_index(const char *m, size_t len)
 	return -1;
 }
 
+int reqrule_method_index(const char *m)
+{
+	return m ? method_index(m, strlen(m)) : -1;
+}
+
 const char *reqrule_method_name(const char *m)
 {
 	if (!m)

@@ -118,6 +118,9 @@ struct reqrule_result {
 int reqrule_parse_methods(const char *s, uint64_t *mask);
 /* http-parser's name of method s, compared case-insensitively, or NULL. */
 const char *reqrule_method_name(const char *s);
+/* http-parser's number of method m (its exact name; the bit in a rule's
+ * and in override_ok's mask), or -1. */
+int reqrule_method_index(const char *m);
 /* The value of hex digit c (either case), or -1. */
 int reqrule_hexval(int c);
 /* Is a query or form parameter named this "_method" as PHP reads names
