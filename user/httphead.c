@@ -298,6 +298,44 @@ static int resolve_host(const http_parser *p, struct head_ctx *c,
 	return HTTP_HEAD_OK;
 }
 
+/*
+ * What Debian's lenient http-parser lets through and servers read in
+ * different ways, refused: a line ended by a bare LF (nginx ends it there,
+ * others read on), a bare CR, obs-fold (a line starting with a blank: one
+ * server's continuation is another's new field), NUL and other control
+ * bytes (a tab only inside fields). Every line ends with CRLF, so the head
+ * ends at the first empty line for everyone. Returns the head's length
+ * through that empty line, 0 if it has not come yet, -1 if malformed.
+ */
+static long head_strict_len(const uint8_t *b, size_t len)
+{
+	bool first_line = true;
+
+	for (size_t i = 0; i < len; i++) {
+		uint8_t ch = b[i];
+
+		if (ch == '\r') {
+			if (i + 1 < len && b[i + 1] != '\n')
+				return -1;
+			continue;
+		}
+		if (ch == '\n') {
+			if (!i || b[i - 1] != '\r')
+				return -1;
+			/* "\r\n\r\n": the LF before that CR was checked */
+			if (!first_line && b[i - 2] == '\n')
+				return (long)(i + 1);
+			first_line = false;
+			if (i + 1 < len && (b[i + 1] == ' ' || b[i + 1] == '\t'))
+				return -1;
+			continue;
+		}
+		if ((ch < 0x20 && (ch != '\t' || first_line)) || ch == 0x7f)
+			return -1;
+	}
+	return 0;
+}
+
 int http_head_parse(const uint8_t *buf, size_t len, struct http_head_info *out)
 {
 	static const http_parser_settings settings = {
@@ -310,6 +348,7 @@ int http_head_parse(const uint8_t *buf, size_t len, struct http_head_info *out)
 	enum http_errno herr;
 	http_parser p;
 	size_t feed, n;
+	long strict;
 	int ret;
 
 	memset(out, 0, sizeof(*out));
@@ -322,6 +361,9 @@ int http_head_parse(const uint8_t *buf, size_t len, struct http_head_info *out)
 		return HTTP_HEAD_NEED_MORE;
 
 	feed = len < HTTP_HEAD_MAX_BYTES ? len : HTTP_HEAD_MAX_BYTES;
+	strict = head_strict_len(buf, feed);
+	if (strict < 0)
+		return HTTP_HEAD_MALFORMED;
 	http_parser_init(&p, HTTP_REQUEST);
 	p.data = &c;
 	n = http_parser_execute(&p, &settings, (const char *)buf, feed);
@@ -338,8 +380,9 @@ int http_head_parse(const uint8_t *buf, size_t len, struct http_head_info *out)
 	}
 	if (herr != HPE_PAUSED)
 		return HTTP_HEAD_MALFORMED;
-	/* Paused in on_headers_complete, before the LF of the empty line. */
-	if (n >= feed || buf[n] != '\n')
+	/* Paused in on_headers_complete, before the LF of the empty line;
+	 * the first empty line by the strict reading too. */
+	if (n >= feed || buf[n] != '\n' || strict != (long)n + 1)
 		return HTTP_HEAD_MALFORMED;
 	if (p.http_major != 1)
 		return HTTP_HEAD_NOT_HTTP;

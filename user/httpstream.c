@@ -1,10 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-3-Clause
 /*
  * Follow a client's HTTP/1 request stream (httpstream.h). Each request is
- * a head, collected until http_head_parse says it is complete, then its
- * body, framed by a fresh http-parser fed the head and what follows; the
- * parser pauses at the end of the message and the bytes after it start
- * the next head.
+ * a head, collected until http_head_parse says it is complete and fed to
+ * a fresh http-parser for its framing fields, then its body, framed by
+ * body_take (strictly, as servers that read leniently agree on it); the
+ * bytes after the message start the next head.
  */
 #include <stdbool.h>
 #include <stdio.h>
@@ -13,15 +13,38 @@
 #include <strings.h>
 
 #include <http_parser.h>
+#include <limits.h>
 
 #include "httphead.h"
 #include "httpstream.h"
 
+/* Where a body's framing is (body_take). */
+enum body_state {
+	B_NONE,      /* between messages: the next bytes are a head */
+	B_LENGTH,    /* Content-Length: `left` bytes to go */
+	B_SIZE,      /* a chunk's size: hex digits */
+	B_EXT,       /* a chunk extension, after ';' */
+	B_SIZE_LF,   /* the LF ending the size line */
+	B_DATA,      /* chunk data: `left` bytes to go */
+	B_DATA_CR,   /* the CRLF after chunk data */
+	B_DATA_LF,
+	B_TRAILER,   /* the start of a trailer line, or the final CRLF */
+	B_TR_NAME,
+	B_TR_VALUE,
+	B_TR_LF,
+	B_END_LF,    /* the LF of the final CRLF */
+};
+
 struct httpstream {
 	http_parser p;
-	bool in_body;   /* the head was checked; the parser frames the body */
-	bool complete;  /* the parser reached the end of the message */
+	bool complete;  /* http-parser reached the end of the message */
 	int result;     /* sticky once not HTTPSTREAM_OK */
+	enum body_state body;
+	uint64_t left;
+	unsigned int digits; /* of the chunk size so far */
+	size_t line;    /* bytes of the current extension or trailer section */
+	size_t tunnel_at; /* where the raw bytes begin in the buffer of the
+			   * call that returned HTTPSTREAM_TUNNEL */
 	/* the head being gathered: allocated while one is (an idle
 	 * keep-alive connection holds none), at most HTTP_HEAD_MAX_BYTES */
 	uint8_t *head;
@@ -85,8 +108,8 @@ const char *httpstream_other_host(const struct httpstream *s)
 	return s->other;
 }
 
-/* Frame body bytes; returns how many belong to this message, or -1. */
-static long body_feed(struct httpstream *s, const uint8_t *buf, size_t len)
+/* http-parser over a head: returns how many bytes it took, or -1. */
+static long head_feed(struct httpstream *s, const uint8_t *buf, size_t len)
 {
 	size_t n = http_parser_execute(&s->p, &settings, (const char *)buf, len);
 	enum http_errno e = HTTP_PARSER_ERRNO(&s->p);
@@ -98,6 +121,134 @@ static long body_feed(struct httpstream *s, const uint8_t *buf, size_t len)
 	if (e != HPE_OK)
 		return -1;
 	return (long)n;
+}
+
+/* RFC 9110 5.6.2 tchar */
+static bool is_tchar(uint8_t ch)
+{
+	return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+	       (ch >= '0' && ch <= '9') || (ch && strchr("!#$%&'*+-.^_`|~", ch));
+}
+
+static int hexval(uint8_t ch)
+{
+	if (ch >= '0' && ch <= '9')
+		return ch - '0';
+	ch |= 0x20;
+	return ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
+}
+
+#define BODY_LINE_MAX 4096 /* a chunk extension; all trailer lines together */
+
+/*
+ * Frame body bytes ourselves, strictly: the bytes go to the server as
+ * they are, and it must find the message's end where we do. http-parser
+ * reads a chunk line on to the next CR past a bare LF ("0;x\n\nGET ...")
+ * and takes any two bytes after chunk data for its CRLF; nginx and HAProxy
+ * end the line at the LF, and what we took for an extension is a request
+ * to them. So: size digits, an optional extension of visible characters
+ * and blanks, CRLF; exactly CRLF after the data; trailer lines
+ * "name:value" ending in CRLF, then CRLF. Anything else is refused.
+ * Returns how many bytes belong to this message, or -1.
+ */
+static long body_take(struct httpstream *s, const uint8_t *buf, size_t len)
+{
+	size_t i = 0;
+
+	while (i < len && s->body != B_NONE) {
+		uint8_t ch = buf[i];
+		int h;
+
+		switch (s->body) {
+		case B_LENGTH:
+		case B_DATA: {
+			size_t k = len - i < s->left ? len - i : (size_t)s->left;
+
+			i += k;
+			s->left -= k;
+			if (!s->left)
+				s->body = s->body == B_LENGTH ? B_NONE : B_DATA_CR;
+			continue;
+		}
+		case B_SIZE:
+			h = hexval(ch);
+			if (h >= 0) {
+				/* 16 digits at most: no overflow */
+				if (++s->digits > 16)
+					return -1;
+				s->left = s->left << 4 | (uint64_t)h;
+			} else if (s->digits && ch == ';') {
+				s->body = B_EXT;
+				s->line = 0;
+			} else if (s->digits && ch == '\r') {
+				s->body = B_SIZE_LF;
+			} else {
+				return -1;
+			}
+			break;
+		case B_EXT:
+			if (ch == '\r')
+				s->body = B_SIZE_LF;
+			else if (!((ch >= 0x20 && ch < 0x7f) || ch == '\t') ||
+				 ++s->line > BODY_LINE_MAX)
+				return -1;
+			break;
+		case B_SIZE_LF:
+			if (ch != '\n')
+				return -1;
+			s->body = s->left ? B_DATA : B_TRAILER;
+			s->line = 0;
+			break;
+		case B_DATA_CR:
+			if (ch != '\r')
+				return -1;
+			s->body = B_DATA_LF;
+			break;
+		case B_DATA_LF:
+			if (ch != '\n')
+				return -1;
+			s->body = B_SIZE;
+			s->digits = 0;
+			s->left = 0;
+			break;
+		case B_TRAILER:
+			if (ch == '\r')
+				s->body = B_END_LF;
+			else if (is_tchar(ch))
+				s->body = B_TR_NAME;
+			else
+				return -1;
+			break;
+		case B_TR_NAME:
+			if (ch == ':')
+				s->body = B_TR_VALUE;
+			else if (!is_tchar(ch))
+				return -1;
+			break;
+		case B_TR_VALUE:
+			if (ch == '\r')
+				s->body = B_TR_LF;
+			else if ((ch < 0x20 && ch != '\t') || ch == 0x7f)
+				return -1;
+			break;
+		case B_TR_LF:
+			if (ch != '\n')
+				return -1;
+			s->body = B_TRAILER;
+			break;
+		case B_END_LF:
+			if (ch != '\n')
+				return -1;
+			s->body = B_NONE;
+			break;
+		case B_NONE:
+			break;
+		}
+		if (s->body >= B_TRAILER && ++s->line > BODY_LINE_MAX)
+			return -1;
+		i++;
+	}
+	return (long)i;
 }
 
 /*
@@ -129,7 +280,7 @@ static int head_done(struct httpstream *s, const uint8_t *head, size_t head_len)
 	http_parser_init(&s->p, HTTP_REQUEST);
 	s->p.data = s;
 	s->complete = false;
-	n = body_feed(s, head, head_len);
+	n = head_feed(s, head, head_len);
 	if (n < 0 || (size_t)n != head_len)
 		return HTTPSTREAM_MALFORMED; /* http-parser saw it otherwise */
 	if (s->p.upgrade) { /* Upgrade or CONNECT: ends with its head */
@@ -137,31 +288,44 @@ static int head_done(struct httpstream *s, const uint8_t *head, size_t head_len)
 			return HTTPSTREAM_MALFORMED;
 		return HTTPSTREAM_TUNNEL;
 	}
-	s->in_body = !s->complete;
+	/* http-parser read the framing fields (and refused CL with TE);
+	 * the body's bytes are framed by body_take */
+	s->left = 0;
+	s->digits = 0;
+	/* RFC 9112 6.1: an HTTP/1.0 message with Transfer-Encoding is faulty
+	 * framing, which servers treat in different ways */
+	if ((s->p.flags & F_CHUNKED) && s->p.http_minor == 0)
+		return HTTPSTREAM_MALFORMED;
+	if (s->p.flags & F_CHUNKED)
+		s->body = B_SIZE;
+	else if (!s->complete && s->p.content_length != ULLONG_MAX && s->p.content_length)
+		s->body = B_LENGTH, s->left = s->p.content_length;
+	else if (!s->complete)
+		return HTTPSTREAM_MALFORMED; /* a body without a length */
+	else
+		s->body = B_NONE;
 	return HTTPSTREAM_OK;
 }
 
 int httpstream_feed(struct httpstream *s, const uint8_t *buf, size_t len)
 {
+	const uint8_t *start = buf;
+
 	while (len && s->result == HTTPSTREAM_OK) {
 		struct http_head_info hh;
 		const uint8_t *src = buf;
 		size_t avail = len, before = s->head_len, take;
 		int r;
 
-		if (s->in_body) {
-			long n = body_feed(s, buf, len);
+		if (s->body != B_NONE) {
+			long n = body_take(s, buf, len);
 
-			if (n < 0) {
+			if (n <= 0) { /* takes at least a byte while in a body */
 				s->result = HTTPSTREAM_MALFORMED;
 				break;
 			}
 			buf += n;
 			len -= (size_t)n;
-			if (s->complete)
-				s->in_body = false;
-			else if (n == 0)
-				break; /* nothing taken and not complete: cannot happen */
 			continue;
 		}
 		/* A head: parsed where it lies, unless part of it came before
@@ -211,9 +375,15 @@ int httpstream_feed(struct httpstream *s, const uint8_t *buf, size_t len)
 		s->head = NULL;
 		s->head_len = s->head_cap = 0;
 		if (r != HTTPSTREAM_OK) {
+			s->tunnel_at = (size_t)(buf - start);
 			s->result = r;
 			break;
 		}
 	}
 	return s->result;
+}
+
+size_t httpstream_tunnel_at(const struct httpstream *s)
+{
+	return s->tunnel_at;
 }

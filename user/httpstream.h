@@ -6,8 +6,9 @@
  * with its own Host, and a server on a shared address (a CDN) routes each
  * by its own. This follows the client's byte stream: every head through
  * http_head_parse (the same strict rules as the first: one Host, agreeing
- * with an absolute-form target), every body's length from http-parser
- * (Content-Length, chunked). Untrusted input; fuzzed
+ * with an absolute-form target; CRLF line ends only), every body framed
+ * strictly (Content-Length, or chunked with CRLF line ends only), so the
+ * server cannot find a message boundary elsewhere. Untrusted input; fuzzed
  * (tests/fuzz/fuzz_httpstream.c).
  */
 #ifndef EGR_HTTPSTREAM_H
@@ -35,5 +36,9 @@ void httpstream_free(struct httpstream *s); /* accepts NULL */
 int httpstream_feed(struct httpstream *s, const uint8_t *buf, size_t len);
 /* The host a refused head named ("" if none), for the audit record. */
 const char *httpstream_other_host(const struct httpstream *s);
+/* After httpstream_feed() first returned HTTPSTREAM_TUNNEL: how many bytes
+ * of that call's buffer came before the raw bytes (the end of the Upgrade
+ * or CONNECT head); what follows them was not looked at. */
+size_t httpstream_tunnel_at(const struct httpstream *s);
 
 #endif

@@ -391,16 +391,35 @@ static bool is_tchar(uint8_t ch)
 	       (ch && strchr("!#$%&'*+-.^_`|~", ch));
 }
 
+/* Blanks a lenient server may take for the one between request-line
+ * parts (RFC 9112 3: SP, HTAB, VT, FF, CR). */
+static bool is_line_blank(uint8_t ch)
+{
+	return ch == ' ' || ch == '\t' || ch == '\v' || ch == '\f' || ch == '\r';
+}
+
+/* A request line's version ("HTTP/", any case, after a blank) in b[0..n):
+ * HTTP/1.x, and the HTTP/2 preface's "PRI * HTTP/2.0". */
+static bool has_http_version(const uint8_t *b, size_t n)
+{
+	for (size_t k = 1; k + 5 <= n; k++)
+		if ((b[k] | 0x20) == 'h' && is_line_blank(b[k - 1]) &&
+		    !strncasecmp((const char *)b + k, "HTTP/", 5))
+			return true;
+	return false;
+}
+
 /*
  * Whether a client's first bytes could be, or begin, something an address
  * shared by many sites (a CDN) routes by a name in it: a TLS record, or an
- * HTTP-style request line, of any method token, after the blank lines
- * HTTP servers skip. The DNS answer memory admits only what cannot
- * (conn_carries_no_name). NAMES_UNDECIDED: the first line is not over.
+ * HTTP-style request line, of any method token and with any blank a
+ * lenient server takes between its parts (HAProxy takes a tab), after the
+ * blank lines HTTP servers skip. The DNS answer memory admits only what
+ * cannot (conn_carries_no_name). NAMES_UNDECIDED: the first line is not
+ * over.
  */
 static int bytes_may_name(const uint8_t *b, size_t n)
 {
-	static const char http[] = " HTTP/";
 	size_t i = 0, tok, eol;
 
 	while (i < n && (b[i] == '\r' || b[i] == '\n' || b[i] == ' ' || b[i] == '\t'))
@@ -415,11 +434,11 @@ static int bytes_may_name(const uint8_t *b, size_t n)
 		return NAMES_NO;
 	if (tok == n)
 		return NAMES_UNDECIDED;
-	if (b[tok] != ' ')
+	if (!is_line_blank(b[tok]))
 		return NAMES_NO;
 	for (eol = tok; eol < n && b[eol] != '\n'; eol++)
 		;
-	if (memmem(b + tok, eol - tok, http, sizeof(http) - 1))
+	if (has_http_version(b + tok, eol - tok))
 		return NAMES_YES;
 	return eol == n ? NAMES_UNDECIDED : NAMES_NO;
 }
@@ -427,34 +446,35 @@ static int bytes_may_name(const uint8_t *b, size_t n)
 /*
  * After an Upgrade or CONNECT request the client's bytes go raw, but the
  * server may have ignored the upgrade and read on: a later request for
- * another host on a shared address would reach it. Such a request needs
- * an HTTP/1 request line (" HTTP/1."), which a WebSocket client never
- * sends in the clear (its frames are masked) and TLS never shows; looked
- * for across reads with the stream's last bytes carried over.
+ * another host on a shared address would reach it, as would the HTTP/2
+ * preface ("PRI * HTTP/2.0") and its streams for any :authority. Either
+ * needs a request line's version (has_http_version), which a WebSocket
+ * client never sends in the clear (its frames are masked) and TLS never
+ * shows; looked for across reads with the stream's last bytes carried
+ * over.
  */
 static bool tunnel_request_line(struct conn *c, const uint8_t *b, size_t n)
 {
-	static const char needle[] = " HTTP/1.";
-	const size_t nl = sizeof(needle) - 1;
+	const size_t keep = 5; /* a blank and "HTTP" */
 	uint8_t joint[2 * sizeof(c->tw_carry)];
 	size_t k, j = c->tw_len;
 
-	/* the needle across the last read's end and this one's start */
+	/* a version across the last read's end and this one's start */
 	memcpy(joint, c->tw_carry, j);
 	for (k = 0; k < n && j < sizeof(joint); k++)
 		joint[j++] = b[k];
-	if (memmem(joint, j, needle, nl) || memmem(b, n, needle, nl))
+	if (has_http_version(joint, j) || has_http_version(b, n))
 		return true;
-	/* carry the last nl - 1 bytes of the stream */
-	if (n >= nl - 1) {
-		memcpy(c->tw_carry, b + n - (nl - 1), nl - 1);
-		c->tw_len = (uint8_t)(nl - 1);
+	/* carry the stream's last bytes */
+	if (n >= keep) {
+		memcpy(c->tw_carry, b + n - keep, keep);
+		c->tw_len = (uint8_t)keep;
 	} else {
-		size_t keep = c->tw_len + n > nl - 1 ? nl - 1 - n : c->tw_len;
+		size_t old = c->tw_len + n > keep ? keep - n : c->tw_len;
 
-		memmove(c->tw_carry, c->tw_carry + c->tw_len - keep, keep);
-		memcpy(c->tw_carry + keep, b, n);
-		c->tw_len = (uint8_t)(keep + n);
+		memmove(c->tw_carry, c->tw_carry + c->tw_len - old, old);
+		memcpy(c->tw_carry + old, b, n);
+		c->tw_len = (uint8_t)(old + n);
 	}
 	return false;
 }
@@ -1435,12 +1455,21 @@ static int relay_pump(struct conn *c, int dir)
 				return relay_refuse(c, EGR_REASON_NO_MATCH);
 			}
 			if (dir == DIR_UP && c->hs) {
-				enum egr_reason why =
-					conn_http_checked(c, httpstream_feed(c->hs,
-						(const uint8_t *)c->w->copybuf, (size_t)n));
+				const uint8_t *cb = (const uint8_t *)c->w->copybuf;
+				int r = httpstream_feed(c->hs, cb, (size_t)n);
+				size_t at = r == HTTPSTREAM_TUNNEL ?
+					    httpstream_tunnel_at(c->hs) : (size_t)n;
+				enum egr_reason why = conn_http_checked(c, r);
 
 				if (why != EGR_REASON_NONE)
 					return relay_refuse(c, why);
+				/* an Upgrade head in this read: what came after
+				 * it is raw, and watched from its first byte */
+				if (c->tunnel_watch && at < (size_t)n &&
+				    tunnel_request_line(c, cb + at, (size_t)n - at)) {
+					conn_set_detail(c, "%s", TUNNEL_REFUSED);
+					return relay_refuse(c, EGR_REASON_NO_MATCH);
+				}
 				hs = c->hs || c->tunnel_watch;
 			}
 			m = send(dst, c->w->copybuf, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL);
@@ -2010,6 +2039,8 @@ static enum egr_reason conn_http_checked(struct conn *c, int r)
 static bool conn_http_follow(struct conn *c)
 {
 	enum egr_reason why;
+	size_t at;
+	int r;
 
 	c->hs = httpstream_new(c->name);
 	if (!c->hs) {
@@ -2017,18 +2048,15 @@ static bool conn_http_follow(struct conn *c)
 		conn_deny(c, EGR_REASON_INTERNAL, NULL);
 		return false;
 	}
-	why = conn_http_checked(c, httpstream_feed(c->hs, c->buf, c->buf_len));
-	if (why == EGR_REASON_NONE && c->tunnel_watch) {
-		struct http_head_info hh;
-
-		/* an Upgrade/CONNECT head first: what came with it after
-		 * the head is watched like what comes later */
-		if (http_head_parse(c->buf, c->buf_len, &hh) == HTTP_HEAD_OK &&
-		    hh.head_len < c->buf_len &&
-		    tunnel_request_line(c, c->buf + hh.head_len, c->buf_len - hh.head_len)) {
-			conn_set_detail(c, "%s", TUNNEL_REFUSED);
-			why = EGR_REASON_NO_MATCH;
-		}
+	r = httpstream_feed(c->hs, c->buf, c->buf_len);
+	at = r == HTTPSTREAM_TUNNEL ? httpstream_tunnel_at(c->hs) : c->buf_len;
+	why = conn_http_checked(c, r);
+	/* an Upgrade/CONNECT head: what came with it after the head is
+	 * watched like what comes later */
+	if (why == EGR_REASON_NONE && c->tunnel_watch && at < c->buf_len &&
+	    tunnel_request_line(c, c->buf + at, c->buf_len - at)) {
+		conn_set_detail(c, "%s", TUNNEL_REFUSED);
+		why = EGR_REASON_NO_MATCH;
 	}
 	if (why == EGR_REASON_NONE)
 		return true;

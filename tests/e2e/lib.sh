@@ -186,7 +186,7 @@ bed_servers() {
 	mkdir -p "$E2E_DIR/www/dl" &&
 		head -c 16777216 /dev/urandom >"$E2E_DIR/www/dl/16m" || return 1
 	bed_server allowed.test --addr $ALLOWED4 --addr $ALLOWED6 \
-		--tls 443 --tls 8443 --http 80 --http 8080 --hash 9100 \
+		--tls 443 --tls 8443 --http 80 --http 8080 --hash 9100 --vhost 8081 \
 		--static /repo.git="$E2E_DIR/www/repo.git" \
 		--static /dl="$E2E_DIR/www/dl" \
 		--cert "$p/allowed.test.pem" --key "$p/allowed.test.key"

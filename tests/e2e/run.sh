@@ -35,6 +35,8 @@ CASES=(
 	curl_https_allowed
 	curl_http_allowed
 	http_upgrade_watch
+	http_stream_smuggling
+	dns_memory_tab_request_line
 	client_closes_before_accept
 	curl_ipv6_allowed
 	node_fetch_https_allowed
@@ -255,6 +257,69 @@ case_http_upgrade_watch() {
 		grep -q '"verdict":"deny".*after an Upgrade' "$CASE_AUDIT" ||
 			fail "--kernel-relay-after $kr: no deny record: $(head -c 600 "$CASE_AUDIT")"
 	done
+}
+
+# Plain HTTP allowed by name, to allowed.test's front end for several
+# sites on one address (server.py --vhost: it frames requests as nginx
+# and HAProxy do, a line ending at LF, and answers each by its own Host).
+# Every way of getting a second request past egressd's reading of the
+# stream, each of which reached evil.test's site on the build before.
+case_http_stream_smuggling() {
+	local out attack
+	log_mark allowed.test
+	out=$(egr --allow allowed.test:8081 -- "${CLIENT[@]}" raw $ALLOWED4 8081 --timeout 2 \
+		--send $'GET / HTTP/1.1\r\nHost: allowed.test\r\nConnection: close\r\n\r\n')
+	grep -q 'hello from allowed.test' <<<"$out" ||
+		fail "the front end did not answer through egressd: $(oneline "$out")"
+	for attack in chunk-ext-lf chunk-blank-lf upgrade-same-read upgrade-then-h2; do
+		case $attack in
+		chunk-ext-lf) # http-parser reads the extension on to the next CR
+			out=$(egr --allow allowed.test:8081 -- "${CLIENT[@]}" raw $ALLOWED4 8081 --timeout 2 \
+				--send $'POST / HTTP/1.1\r\nHost: allowed.test\r\nTransfer-Encoding: chunked\r\n\r\n0;x\n\nGET / HTTP/1.1\nHost: evil.test\n\n\r\n\r\n') ;;
+		chunk-blank-lf)
+			out=$(egr --allow allowed.test:8081 -- "${CLIENT[@]}" raw $ALLOWED4 8081 --timeout 2 \
+				--send $'POST / HTTP/1.1\r\nHost: allowed.test\r\nTransfer-Encoding: chunked\r\n\r\n0 \n\nGET / HTTP/1.1\nHost: evil.test\n\n\r\n\r\n') ;;
+		upgrade-same-read) # the bytes after an Upgrade head in the same read
+			out=$(egr --allow allowed.test:8081 -- "${CLIENT[@]}" raw $ALLOWED4 8081 --send2-after 200 \
+				--send $'GET / HTTP/1.1\r\nHost: allowed.test\r\n\r\n' \
+				--send2 $'GET / HTTP/1.1\r\nHost: allowed.test\r\nConnection: Upgrade\r\nUpgrade: x\r\n\r\nGET / HTTP/1.1\r\nHost: evil.test\r\n\r\n') ;;
+		upgrade-then-h2) # an ignored upgrade, then HTTP/2 with prior knowledge
+			out=$(egr --allow allowed.test:8081 -- "${CLIENT[@]}" raw $ALLOWED4 8081 --send2-after 200 \
+				--send $'GET / HTTP/1.1\r\nHost: allowed.test\r\nConnection: Upgrade\r\nUpgrade: x\r\n\r\n' \
+				--send2 $'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n') ;;
+		esac
+		note "$attack: $(oneline "$out")"
+	done
+	sleep 0.3
+	note "front end: $(oneline "$(log_new allowed.test | grep -o '"event": "[a-z_0-9]*"\|"host": "[^"]*"' | tr '\n' ' ')")"
+	log_new allowed.test | grep -q '"host": "evil.test"' &&
+		fail "a request for evil.test reached the front end on a connection allowed for allowed.test"
+	log_new allowed.test | grep -q '"event": "h2_preface"' &&
+		fail "the HTTP/2 preface reached the front end after an Upgrade request"
+	[ "$E2E_RUNNER" = direct ] && return 0
+	[ "$(grep -c '"verdict":"deny"' "$CASE_AUDIT")" -ge 4 ] ||
+		fail "expected a deny record for each attack: $(head -c 1500 "$CASE_AUDIT")"
+}
+
+# The DNS answer memory admits a connection to an address it gave out for
+# an allowed name only if the client's bytes name nothing. A request line
+# with a tab between its parts (which HAProxy and Python's http.server take)
+# names a host all the same.
+case_dns_memory_tab_request_line() {
+	local out
+	log_mark other.test
+	out=$(egr --allow other.test -- bash -c 'getent hosts other.test >/dev/null || exit 9
+		for line in "GET / HTTP/1.1" "GET	/ HTTP/1.1" "GET /	HTTP/1.1" "GET / http/1.1"; do
+			"$@" raw '"$OTHER4"' 80 --timeout 3 \
+				--send "$line"$'"'"'\r\nHost: evil.test\r\nConnection: close\r\n\r\n'"'"'
+		done' bash "${CLIENT[@]}")
+	note "agent: $(oneline "$out")"
+	sleep 0.3
+	log_new other.test | grep -q 'evil\.test' &&
+		fail "a request naming evil.test reached other.test's address: $(oneline "$(log_new other.test)")"
+	[ "$E2E_RUNNER" = direct ] && return 0
+	[ "$(grep -c '"verdict":"deny"' "$CASE_AUDIT")" -ge 4 ] ||
+		fail "expected four deny records: $(head -c 1500 "$CASE_AUDIT")"
 }
 
 case_client_closes_before_accept() {

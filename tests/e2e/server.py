@@ -30,6 +30,16 @@ repository made with `git update-server-info`.
   {"event":"banner","port":..,"peer":..,"line":..}
   {"event":"dns","proto":"udp"|"tcp","port":..,"peer":..,"qname":..,"qtype":..}
   {"event":"hash","port":..,"peer":..,"up":..,"down":..}
+  {"event":"h2_preface","port":..,"peer":..}
+
+A --vhost port is a front end for several sites on one address, framing
+requests the lenient way nginx and HAProxy do (a line ends at LF, a CR
+before it dropped; a chunk's size line at LF, its extension ignored; an
+Upgrade it does not know ignored) and answering each request on a
+keep-alive connection (until Connection: close) by its own Host ("hello
+from <host>"), each logged
+as a "request" event; the HTTP/2 preface is logged as "h2_preface" (a
+server with h2c would switch to HTTP/2 there).
 """
 import argparse
 import asyncio
@@ -87,6 +97,8 @@ class Server:
                 await self.dns_tcp(reader, writer, port, peer)
             elif mode == "hash":
                 await self.hash(reader, writer, port, peer)
+            elif mode == "vhost":
+                await self.vhost(reader, writer, port, peer)
             else:
                 await self.http(reader, writer, port, peer, mode == "tls")
         except Exception as e:  # noqa: BLE001 - log every failure, keep serving
@@ -183,6 +195,58 @@ class Server:
                 return
             writer.write(struct.pack("!H", len(reply)) + reply)
             await writer.drain()
+
+    async def vhost(self, reader, writer, port, peer):
+        async def line():
+            return (await asyncio.wait_for(reader.readline(), 5)).rstrip(b"\r\n")
+
+        while True:
+            first = b""
+            for _ in range(8):  # blank lines before a request are skipped
+                raw = await asyncio.wait_for(reader.readline(), 5)
+                if not raw:
+                    return
+                first = raw.rstrip(b"\r\n")
+                if first:
+                    break
+            if first.startswith(b"PRI * HTTP/2.0"):
+                self.write(event="h2_preface", port=port, peer=list(peer[:2]))
+                return
+            host, clen, chunked, close = None, 0, False, False
+            while True:
+                h = await line()
+                if not h:
+                    break
+                k, _, v = h.partition(b":")
+                k, v = k.strip().lower(), v.strip()
+                if k == b"host":
+                    host = v.decode("latin-1")
+                elif k == b"content-length" and v.isdigit():
+                    clen = int(v)
+                elif k == b"transfer-encoding" and v.lower() == b"chunked":
+                    chunked = True
+                elif k == b"connection" and v.lower() == b"close":
+                    close = True
+            if chunked:
+                while True:
+                    size = int(((await line()).split(b";")[0].strip() or b"0"), 16)
+                    if not size:
+                        while await line():  # trailers
+                            pass
+                        break
+                    await reader.readexactly(size)
+                    await line()
+            elif clen:
+                await reader.readexactly(min(clen, 1 << 20))
+            self.write(event="request", port=port, peer=list(peer[:2]),
+                       request=first.decode("latin-1"), host=host, mode="vhost")
+            body = ("hello from %s\n" % host).encode()
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+                         b"Content-Length: %d\r\nConnection: %s\r\n\r\n"
+                         % (len(body), b"close" if close else b"keep-alive") + body)
+            await writer.drain()
+            if close:
+                return
 
     async def http(self, reader, writer, port, peer, tls):
         sni = None
@@ -358,6 +422,7 @@ async def serve(args):
     plan += [(p, "banner") for p in args.banner]
     plan += [(p, "dns") for p in args.dns]
     plan += [(p, "hash") for p in args.hash]
+    plan += [(p, "vhost") for p in args.vhost]
     if args.echo:
         plan += [(p, "echo") for p in args.echo]
     for addr in args.addr:
@@ -406,6 +471,9 @@ def main():
                     help="attacker DNS server port (UDP and TCP)")
     ap.add_argument("--hash", action="append", type=int, default=[],
                     help="port: sha256 of an upload, then N pattern bytes")
+    ap.add_argument("--vhost", action="append", type=int, default=[],
+                    help="port: a lenient front end for several sites, "
+                         "answering each request by its Host")
     ap.add_argument("--cert")
     ap.add_argument("--key")
     ap.add_argument("--static", action="append", default=[],
