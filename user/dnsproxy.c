@@ -10,9 +10,10 @@
  *     -> policy_name_resolvable (no: NXDOMAIN; the name never leaves the
  *        host, which is what stops DNS tunnelling; audit mode forwards)
  *     -> ares_send of the agent's raw query bytes to the trusted upstream
- *     -> dnsmsg_parse_answer; private/loopback/... addresses that no rule
- *        names: REFUSED (DNS rebinding); else remember (cgroup, address)
- *        -> asked name, restore the agent's ID, truncate for UDP if needed.
+ *     -> dnsmsg_parse_answer_addrs; private/loopback/... addresses (in
+ *        any record of the answer) that no rule names: REFUSED (DNS
+ *        rebinding); else remember (cgroup, address) -> asked name,
+ *        restore the agent's ID, truncate for UDP if needed.
  *
  * Every query ends in exactly one audit record (dq_finish()).
  *
@@ -843,13 +844,39 @@ static size_t dq_remember(struct dq *x, const struct dnsmsg_answer *a)
 	return count;
 }
 
+/* The first address of an answer that leads where an allowed name must
+ * not (DNS rebinding): loopback, the LAN, the metadata service, unless the
+ * policy names it. Sees every address record, not only the ones kept. */
+struct rebind_check {
+	const struct policy *policy;
+	bool found;
+	enum addr_class cls;
+	struct egr_addr addr;
+};
+
+static void rebind_check_addr(void *ctx, const struct egr_addr *a)
+{
+	struct rebind_check *rc = ctx;
+	enum addr_class cls;
+
+	if (rc->found)
+		return;
+	cls = addr_classify(a);
+	if (cls == ADDR_PUBLIC || policy_covers_addr(rc->policy, a))
+		return;
+	rc->found = true;
+	rc->cls = cls;
+	rc->addr = *a;
+}
+
 static void dq_answered(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
 {
 	struct dq *x = arg;
 	struct dnsproxy *d = x->d;
 	struct dnsmsg_answer *a = NULL;
+	struct rebind_check rc = { .policy = x->policy };
 	uint8_t *out = NULL;
-	size_t i, n_addr, limit;
+	size_t n_addr, limit;
 	char abuf_s[INET6_ADDRSTRLEN];
 
 	d->inflight--;
@@ -873,7 +900,7 @@ static void dq_answered(void *arg, int status, int timeouts, unsigned char *abuf
 		dq_reply_rcode(x, DNSMSG_SERVFAIL);
 		goto out;
 	}
-	if (dnsmsg_parse_answer(abuf, (size_t)alen, a)) {
+	if (dnsmsg_parse_answer_addrs(abuf, (size_t)alen, a, rebind_check_addr, &rc)) {
 		x->verdict = EGR_VERDICT_DENY;
 		x->reason = EGR_REASON_UPSTREAM;
 		dq_detail(x, "upstream: malformed answer");
@@ -882,18 +909,11 @@ static void dq_answered(void *arg, int status, int timeouts, unsigned char *abuf
 	}
 	/* DNS rebinding: an allowed name must not lead the agent to the
 	 * host's loopback, the LAN or the metadata service unless the policy
-	 * names that address. */
-	for (i = 0; i < a->n_rr; i++) {
-		const struct dnsmsg_rr *rr = &a->rr[i];
-		enum addr_class cls;
-
-		if (rr->type != DNSMSG_A && rr->type != DNSMSG_AAAA)
-			continue;
-		cls = addr_classify(&rr->addr);
-		if (cls == ADDR_PUBLIC || policy_covers_addr(x->policy, &rr->addr))
-			continue;
-		dq_detail(x, "%s is %s", addr_to_str(&rr->addr, abuf_s, sizeof(abuf_s)),
-			  addr_class_name(cls));
+	 * names that address. Every address record of the answer counts (the
+	 * whole answer is forwarded), also past the DNSMSG_MAX_ANSWERS kept. */
+	if (rc.found) {
+		dq_detail(x, "%s is %s", addr_to_str(&rc.addr, abuf_s, sizeof(abuf_s)),
+			  addr_class_name(rc.cls));
 		if (x->policy->mode != POLICY_AUDIT) {
 			x->verdict = EGR_VERDICT_DENY;
 			x->reason = EGR_REASON_PRIVATE_ADDR;
@@ -906,7 +926,6 @@ static void dq_answered(void *arg, int status, int timeouts, unsigned char *abuf
 			x->reason = EGR_REASON_PRIVATE_ADDR;
 			x->rule = NULL;
 		}
-		break;
 	}
 	n_addr = dq_remember(x, a);
 	dq_detail(x, "addrs=%zu", n_addr);
