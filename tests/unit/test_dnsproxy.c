@@ -896,6 +896,111 @@ static void test_tcp_client_gone(void **state)
 	close(fd);
 }
 
+/* Has the proxy closed its end? Waits up to timeout_ms for EOF or a
+ * reset; false if the connection is still open then. */
+static bool tcp_closed_within(int fd, int timeout_ms)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+	uint8_t b[512];
+
+	if (poll(&p, 1, timeout_ms) != 1)
+		return false;
+	return recv(fd, b, sizeof(b), MSG_DONTWAIT) <= 0;
+}
+
+static unsigned audit_count(const char *needle)
+{
+	char *s = slurp(F.audit_path), *p = s;
+	unsigned n = 0;
+
+	while ((p = strstr(p, needle))) {
+		n++;
+		p += strlen(needle);
+	}
+	free(s);
+	return n;
+}
+
+/* One tenant cannot hold every DNS-over-TCP connection: past 32 of its
+ * own, its connections are closed unread (with a record) while another
+ * cgroup's query is still answered. A message trickled in a byte at a
+ * time (each byte used to restart the 10 s idle timer: held forever) is
+ * cut 5 s after its first byte. */
+static void test_tcp_limits(void **state)
+{
+	enum { CAP = 32 };
+	uint8_t buf[512], ans[512];
+	int held[CAP], extra, other, i, round, still;
+	unsigned limit_before = audit_count("\"conn_limit\"");
+	unsigned late_before = audit_count("message incomplete");
+	struct timespec t0, t1;
+	long ms;
+	size_t l;
+
+	l = make_query(buf + 2, sizeof(buf) - 2, 0x7300, "allowed.test", DNSMSG_A, 0);
+	put16(buf, (uint16_t)l);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (i = 0; i < CAP; i++) {
+		held[i] = tcp_handoff(CG_ENFORCE);
+		/* the length and one byte of a message never finished */
+		assert_int_equal(send(held[i], buf, 3, 0), 3);
+	}
+	extra = tcp_handoff(CG_ENFORCE);
+	assert_true(tcp_closed_within(extra, 3000));
+	close(extra);
+	assert_true(wait_for_log(F.audit_path, "connections open for this cgroup's tenant, limit 32",
+				 3000));
+	assert_int_equal(audit_count("\"conn_limit\""), limit_before + 1);
+
+	/* another cgroup meanwhile */
+	other = tcp_handoff(CG_CIDR);
+	put16(buf + 2, 0x7301);
+	assert_int_equal(send(other, buf, 2 + l, 0), (ssize_t)(2 + l));
+	assert_true(tcp_read_msg(other, ans, sizeof(ans)) > 12);
+	assert_int_equal(ans[0], 0x73);
+	assert_int_equal(ans[1], 0x01);
+	close(other);
+
+	/* trickle a byte a second: cut at 5 s from the first byte, not
+	 * kept open by the bytes (bounded: 10 rounds) */
+	for (round = 0, still = CAP; round < 10 && still; round++) {
+		usleep(1000 * 1000);
+		for (i = 0, still = 0; i < CAP; i++) {
+			if (held[i] < 0)
+				continue;
+			if (tcp_closed_within(held[i], 0) ||
+			    send(held[i], buf + 3 + round, 1, MSG_NOSIGNAL) != 1) {
+				close(held[i]);
+				held[i] = -1;
+				continue;
+			}
+			still++;
+		}
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+		ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+		/* none before the deadline */
+		if (ms < 4500)
+			assert_int_equal(still, CAP);
+	}
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+	for (i = 0; i < CAP; i++)
+		if (held[i] >= 0)
+			close(held[i]);
+	assert_int_equal(still, 0);
+	assert_true(ms < 8500);
+	assert_true(wait_for_log(F.audit_path, "message incomplete after 5000 ms (", 2000));
+	assert_int_equal(audit_count("message incomplete"), late_before + CAP);
+
+	/* and the tenant's connections are its own again */
+	other = tcp_handoff(CG_ENFORCE);
+	put16(buf + 2, 0x7302);
+	assert_int_equal(send(other, buf, 2 + l, 0), (ssize_t)(2 + l));
+	assert_true(tcp_read_msg(other, ans, sizeof(ans)) > 12);
+	assert_int_equal(ans[1], 0x02);
+	close(other);
+}
+
 static void test_truncation(void **state)
 {
 	uint8_t q[512], ans[4096], buf[600];
@@ -1280,6 +1385,7 @@ int main(void)
 		cmocka_unit_test(test_malformed),
 		cmocka_unit_test(test_tcp_pipelined),
 		cmocka_unit_test(test_tcp_client_gone),
+		cmocka_unit_test(test_tcp_limits),
 		cmocka_unit_test(test_truncation),
 		cmocka_unit_test(test_name_memory),
 		cmocka_unit_test(test_audit_mode),
