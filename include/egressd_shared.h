@@ -75,7 +75,8 @@ enum egr_reason {
 	EGR_REASON_NO_NAME = 12,
 	/* proxy: malformed ClientHello / HTTP head */
 	EGR_REASON_MALFORMED = 13,
-	/* proxy: ClientHello/head did not arrive in time (slowloris) */
+	/* proxy: ClientHello/head did not arrive in time (slowloris); DNS
+	 * proxy: a DNS-over-TCP message did not arrive whole in time */
 	EGR_REASON_PEEK_TIMEOUT = 14,
 	/* proxy: ClientHello/head larger than the peek limit */
 	EGR_REASON_TOO_LARGE = 15,
@@ -85,7 +86,8 @@ enum egr_reason {
 	EGR_REASON_PRIVATE_ADDR = 17,
 	/* proxy: every resolved address refused the connection / timed out */
 	EGR_REASON_UPSTREAM = 18,
-	/* proxy: per-cgroup concurrent connection limit reached */
+	/* proxy: per-cgroup concurrent connection limit reached; DNS proxy:
+	 * DNS-over-TCP connections per tenant or in all */
 	EGR_REASON_CONN_LIMIT = 19,
 	/* proxy: internal error (allocation, socket) -- fail closed */
 	EGR_REASON_INTERNAL = 20,

@@ -220,7 +220,7 @@ int dnsmsg_parse_query(const uint8_t *buf, size_t len, struct dnsmsg_query *q)
 }
 
 static int parse_rr(const uint8_t *buf, size_t len, size_t *off, bool in_answer,
-		    struct dnsmsg_answer *a)
+		    struct dnsmsg_answer *a, dnsmsg_addr_fn addr_fn, void *ctx)
 {
 	char name[DNSMSG_NAME_MAX + 1];
 	struct name_info ni;
@@ -254,6 +254,21 @@ static int parse_rr(const uint8_t *buf, size_t len, size_t *off, bool in_answer,
 	if (!ni.clean)
 		return -EINVAL;
 
+	/* Every address of the answer, kept or not: the caller's rebinding
+	 * check must not stop at the ones that fit in rr[]. */
+	if (addr_fn && type != DNSMSG_CNAME) {
+		struct egr_addr ad;
+
+		if (type == DNSMSG_A) {
+			uint32_t be;
+
+			memcpy(&be, buf + rdoff, 4);
+			addr_from_v4(&ad, be);
+		} else {
+			addr_from_v6(&ad, buf + rdoff);
+		}
+		addr_fn(ctx, &ad);
+	}
 	/* Past DNSMSG_MAX_ANSWERS records are validated but not kept: the
 	 * addresses not remembered fail closed for address-only rules. */
 	rr = a->n_rr < DNSMSG_MAX_ANSWERS ? &a->rr[a->n_rr] : NULL;
@@ -287,6 +302,12 @@ static int parse_rr(const uint8_t *buf, size_t len, size_t *off, bool in_answer,
 }
 
 int dnsmsg_parse_answer(const uint8_t *buf, size_t len, struct dnsmsg_answer *a)
+{
+	return dnsmsg_parse_answer_addrs(buf, len, a, NULL, NULL);
+}
+
+int dnsmsg_parse_answer_addrs(const uint8_t *buf, size_t len, struct dnsmsg_answer *a,
+			      dnsmsg_addr_fn addr_fn, void *ctx)
 {
 	unsigned int qd, an, ns, ar, i;
 	size_t off = HDR_LEN;
@@ -323,7 +344,7 @@ int dnsmsg_parse_answer(const uint8_t *buf, size_t len, struct dnsmsg_answer *a)
 		off += 4;
 	}
 	for (i = 0; i < an + ns + ar; i++) {
-		err = parse_rr(buf, len, &off, i < an, a);
+		err = parse_rr(buf, len, &off, i < an, a, addr_fn, ctx);
 		if (err)
 			goto inval;
 	}

@@ -100,6 +100,15 @@ struct dnsmsg_answer {
  * On error *a is zeroed. Returns 0 or -EINVAL. */
 int dnsmsg_parse_answer(const uint8_t *buf, size_t len, struct dnsmsg_answer *a);
 
+/* As dnsmsg_parse_answer(), and addr_fn(ctx, address) for every A and
+ * AAAA record of class IN in the answer section, in message order, also
+ * the ones past DNSMSG_MAX_ANSWERS that rr[] does not keep: a check of
+ * every address handed out (DNS rebinding) must not stop at the first 64.
+ * Called while parsing: what it saw counts only if this returns 0. */
+typedef void (*dnsmsg_addr_fn)(void *ctx, const struct egr_addr *addr);
+int dnsmsg_parse_answer_addrs(const uint8_t *buf, size_t len, struct dnsmsg_answer *a,
+			      dnsmsg_addr_fn addr_fn, void *ctx);
+
 /* Build a response to q with rcode and no records (header + the question
  * echoed from the original query bytes, QDCOUNT 1, other counts 0: an OPT
  * record is not echoed), into out. Returns its length, -ENOSPC, or -EINVAL

@@ -10,9 +10,10 @@
  *     -> policy_name_resolvable (no: NXDOMAIN; the name never leaves the
  *        host, which is what stops DNS tunnelling; audit mode forwards)
  *     -> ares_send of the agent's raw query bytes to the trusted upstream
- *     -> dnsmsg_parse_answer; private/loopback/... addresses that no rule
- *        names: REFUSED (DNS rebinding); else remember (cgroup, address)
- *        -> asked name, restore the agent's ID, truncate for UDP if needed.
+ *     -> dnsmsg_parse_answer_addrs; private/loopback/... addresses (in
+ *        any record of the answer) that no rule names: REFUSED (DNS
+ *        rebinding); else remember (cgroup, address) -> asked name,
+ *        restore the agent's ID, truncate for UDP if needed.
  *
  * Every query ends in exactly one audit record (dq_finish()).
  *
@@ -48,8 +49,10 @@
 
 #define DNSP_MAX_INFLIGHT 1024     /* upstream queries at once; over: SERVFAIL */
 #define DNSP_MAX_TCP 256           /* DNS-over-TCP connections at once */
+#define DNSP_MAX_TCP_TENANT 32     /* of them, one tenant's (origin_tenant()) */
 #define DNSP_HANDOFF_MAX 256       /* fds queued by dnsproxy_take_tcp() */
 #define DNSP_TCP_IDLE_MS 10000     /* RFC 7766 6.2.3: seconds, not minutes */
+#define DNSP_TCP_MSG_MS 5000       /* a message, from its first byte to its last */
 #define DNSP_TCP_MAX_PENDING 32    /* per connection: stop reading beyond */
 #define DNSP_TCP_MAX_OUTQ (256 * 1024)
 #define DNSP_UDP_BATCH 64          /* datagrams per wakeup, fairness with TCP */
@@ -137,7 +140,9 @@ struct tconn {
 	struct tconn *next, *prev;
 	int fd;
 	struct egr_origin origin;
-	struct loop_timer timer;
+	uint64_t tenant;            /* origin_tenant(&origin) */
+	struct loop_timer timer;    /* idle between messages */
+	struct loop_timer msg_timer; /* armed while a message is incomplete */
 	uint64_t last_active_ms;
 	struct dq *pending;         /* queries still waiting for upstream */
 	unsigned n_pending;
@@ -167,6 +172,7 @@ struct dnsproxy {
 	bool channel_ok;
 	struct loop_timer ares_timer;
 	struct loop_timer_list *tl_idle;
+	struct loop_timer_list *tl_msg;
 	pthread_t thread;
 	bool started;
 	bool destroying;
@@ -174,6 +180,7 @@ struct dnsproxy {
 	struct tconn *tconns;
 	unsigned n_tcp;
 	uint64_t last_tcp_warn_ms;
+	uint64_t last_tcp_tenant_warn_ms;
 	uint64_t last_inflight_warn_ms;
 
 	pthread_mutex_t ho_lock;
@@ -843,13 +850,39 @@ static size_t dq_remember(struct dq *x, const struct dnsmsg_answer *a)
 	return count;
 }
 
+/* The first address of an answer that leads where an allowed name must
+ * not (DNS rebinding): loopback, the LAN, the metadata service, unless the
+ * policy names it. Sees every address record, not only the ones kept. */
+struct rebind_check {
+	const struct policy *policy;
+	bool found;
+	enum addr_class cls;
+	struct egr_addr addr;
+};
+
+static void rebind_check_addr(void *ctx, const struct egr_addr *a)
+{
+	struct rebind_check *rc = ctx;
+	enum addr_class cls;
+
+	if (rc->found)
+		return;
+	cls = addr_classify(a);
+	if (cls == ADDR_PUBLIC || policy_covers_addr(rc->policy, a))
+		return;
+	rc->found = true;
+	rc->cls = cls;
+	rc->addr = *a;
+}
+
 static void dq_answered(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
 {
 	struct dq *x = arg;
 	struct dnsproxy *d = x->d;
 	struct dnsmsg_answer *a = NULL;
+	struct rebind_check rc = { .policy = x->policy };
 	uint8_t *out = NULL;
-	size_t i, n_addr, limit;
+	size_t n_addr, limit;
 	char abuf_s[INET6_ADDRSTRLEN];
 
 	d->inflight--;
@@ -873,7 +906,7 @@ static void dq_answered(void *arg, int status, int timeouts, unsigned char *abuf
 		dq_reply_rcode(x, DNSMSG_SERVFAIL);
 		goto out;
 	}
-	if (dnsmsg_parse_answer(abuf, (size_t)alen, a)) {
+	if (dnsmsg_parse_answer_addrs(abuf, (size_t)alen, a, rebind_check_addr, &rc)) {
 		x->verdict = EGR_VERDICT_DENY;
 		x->reason = EGR_REASON_UPSTREAM;
 		dq_detail(x, "upstream: malformed answer");
@@ -882,18 +915,11 @@ static void dq_answered(void *arg, int status, int timeouts, unsigned char *abuf
 	}
 	/* DNS rebinding: an allowed name must not lead the agent to the
 	 * host's loopback, the LAN or the metadata service unless the policy
-	 * names that address. */
-	for (i = 0; i < a->n_rr; i++) {
-		const struct dnsmsg_rr *rr = &a->rr[i];
-		enum addr_class cls;
-
-		if (rr->type != DNSMSG_A && rr->type != DNSMSG_AAAA)
-			continue;
-		cls = addr_classify(&rr->addr);
-		if (cls == ADDR_PUBLIC || policy_covers_addr(x->policy, &rr->addr))
-			continue;
-		dq_detail(x, "%s is %s", addr_to_str(&rr->addr, abuf_s, sizeof(abuf_s)),
-			  addr_class_name(cls));
+	 * names that address. Every address record of the answer counts (the
+	 * whole answer is forwarded), also past the DNSMSG_MAX_ANSWERS kept. */
+	if (rc.found) {
+		dq_detail(x, "%s is %s", addr_to_str(&rc.addr, abuf_s, sizeof(abuf_s)),
+			  addr_class_name(rc.cls));
 		if (x->policy->mode != POLICY_AUDIT) {
 			x->verdict = EGR_VERDICT_DENY;
 			x->reason = EGR_REASON_PRIVATE_ADDR;
@@ -906,7 +932,6 @@ static void dq_answered(void *arg, int status, int timeouts, unsigned char *abuf
 			x->reason = EGR_REASON_PRIVATE_ADDR;
 			x->rule = NULL;
 		}
-		break;
 	}
 	n_addr = dq_remember(x, a);
 	dq_detail(x, "addrs=%zu", n_addr);
@@ -1112,6 +1137,7 @@ static void tconn_free(struct tconn *tc)
 	while (tc->pending)
 		tconn_unlink_query(tc, tc->pending);
 	loop_timer_stop(&tc->timer);
+	loop_timer_stop(&tc->msg_timer);
 	if (tc->fd >= 0) {
 		loop_del(d->loop, tc->fd);
 		close(tc->fd);
@@ -1140,6 +1166,22 @@ static bool tconn_has_message(const struct tconn *tc)
 	       tc->rlen - 2 >= ((size_t)tc->rbuf[0] << 8 | tc->rbuf[1]);
 }
 
+static void tconn_msg_timer_cb(struct loop *l, struct loop_timer *t);
+
+/* A message must arrive whole within DNSP_TCP_MSG_MS of its first byte,
+ * however its bytes trickle in (each would restart the idle timer): the
+ * deadline runs while rbuf holds the start of a message and no complete
+ * one before it. tconn_parse() stops it when messages are taken out, so
+ * the next one's time starts no earlier than its first byte. After EOF
+ * the rest never comes: the connection ends with its last answer. */
+static void tconn_track_message(struct tconn *tc)
+{
+	if (!tc->rlen || tc->rd_eof || tconn_has_message(tc))
+		loop_timer_stop(&tc->msg_timer);
+	else if (!loop_timer_active(&tc->msg_timer))
+		loop_timer_start(tc->d->loop, tc->d->tl_msg, &tc->msg_timer, tconn_msg_timer_cb);
+}
+
 /* Interest and lifetime after anything happened; may free tc. */
 static void tconn_update(struct tconn *tc)
 {
@@ -1158,6 +1200,7 @@ static void tconn_update(struct tconn *tc)
 		tconn_free(tc);
 		return;
 	}
+	tconn_track_message(tc);
 	/* Back-pressure: an agent that pipelines without reading its answers
 	 * stops being read. */
 	if (!tc->rd_eof && tc->n_pending < DNSP_TCP_MAX_PENDING &&
@@ -1206,6 +1249,7 @@ static void tconn_parse(struct tconn *tc)
 	if (off) {
 		memmove(tc->rbuf, tc->rbuf + off, tc->rlen - off);
 		tc->rlen -= off;
+		loop_timer_stop(&tc->msg_timer);
 	}
 }
 
@@ -1262,6 +1306,52 @@ static void tconn_cb(struct loop *l, int fd, void *data, int events)
 	tconn_update(tc);
 }
 
+/* A denial of a DNS-over-TCP connection itself, not of a query in it:
+ * a record (origin dns, proto tcp, no name) from a query struct that never
+ * holds one. NULL if out of memory; the caller adds the detail and passes
+ * it to dq_finish(x, NULL, 0). */
+static struct dq *tconn_denial(struct dnsproxy *d, const struct egr_origin *o,
+			       enum egr_reason reason)
+{
+	struct dq *x = dq_new(d, IPPROTO_TCP, (const uint8_t *)"", 0);
+
+	if (!x)
+		return NULL;
+	x->has_origin = true;
+	x->origin = *o;
+	if (d->params.origin_refresh)
+		d->params.origin_refresh(d->params.ctx, &x->origin);
+	x->policy = d->params.policy_for ? d->params.policy_for(d->params.ctx, &x->origin)
+					 : NULL;
+	x->verdict = EGR_VERDICT_DENY;
+	x->reason = reason;
+	return x;
+}
+
+static void tconn_msg_timer_cb(struct loop *l, struct loop_timer *t)
+{
+	struct tconn *tc = t->data;
+	struct dnsproxy *d = tc->d;
+	struct dq *x;
+
+	/* Not the agent's doing: we stopped reading (queries in flight at
+	 * the limit), so the rest of the message may wait in the socket. */
+	if (tc->n_pending >= DNSP_TCP_MAX_PENDING) {
+		loop_timer_start(l, d->tl_msg, &tc->msg_timer, tconn_msg_timer_cb);
+		return;
+	}
+	log_debug("dnsproxy: tcp message incomplete after %u ms; closing", DNSP_TCP_MSG_MS);
+	x = tconn_denial(d, &tc->origin, EGR_REASON_PEEK_TIMEOUT);
+	if (x) {
+		dq_detail(x, "DNS over TCP: message incomplete after %u ms (%zu of %zu bytes)",
+			  DNSP_TCP_MSG_MS, tc->rlen < 2 ? 0 : tc->rlen - 2,
+			  tc->rlen < 2 ? (size_t)0 : ((size_t)tc->rbuf[0] << 8 | tc->rbuf[1]));
+		dq_finish(x, NULL, 0);
+	}
+	tc->failed = true;
+	tconn_update(tc);
+}
+
 static void tconn_timer_cb(struct loop *l, struct loop_timer *t)
 {
 	struct tconn *tc = t->data;
@@ -1278,20 +1368,80 @@ static void tconn_timer_cb(struct loop *l, struct loop_timer *t)
 	tconn_update(tc);
 }
 
+/*
+ * Whose share a DNS-over-TCP connection takes: the bound cgroup the kernel
+ * charged the agent's socket to (a tenant: the cgroup whose binding
+ * applies, with everything below it, as the kernel's per-tenant counts),
+ * else the socket's own cgroup. The TCP proxy's counts do not cover these
+ * connections: it lets go of them at the hand-over.
+ */
+static uint64_t origin_tenant(const struct egr_origin *o)
+{
+	if ((o->flags & EGR_ORIGIN_CHARGED) && o->charged_cgroup)
+		return o->charged_cgroup;
+	return o->cgroup_id;
+}
+
+static unsigned tenant_tcp_count(const struct dnsproxy *d, uint64_t tenant)
+{
+	const struct tconn *tc;
+	unsigned n = 0;
+
+	/* at most DNSP_MAX_TCP entries */
+	for (tc = d->tconns; tc; tc = tc->next)
+		n += tc->tenant == tenant;
+	return n;
+}
+
+/* Over a limit: the connection is closed unread (the agent sees a reset
+ * or EOF, and its resolver tries again or fails), with a record. */
+static void tconn_refuse(struct dnsproxy *d, int fd, const struct egr_origin *o,
+			 unsigned open, unsigned limit, bool tenant)
+{
+	uint64_t now = loop_now_ms(d->loop);
+	uint64_t *last = tenant ? &d->last_tcp_tenant_warn_ms : &d->last_tcp_warn_ms;
+	struct dq *x;
+
+	if (now - *last > 10000) {
+		char cgbuf[PATH_MAX];
+		const char *cg = d->params.cgroup_name ?
+			d->params.cgroup_name(d->params.ctx, o->cgroup_id, cgbuf, sizeof(cgbuf)) :
+			NULL;
+
+		if (tenant)
+			log_warn("dnsproxy: cgroup %s (id %llu): its tenant has %u DNS-over-TCP "
+				 "connections open, the limit; refusing more",
+				 cg ? cg : "?", (unsigned long long)o->cgroup_id, open);
+		else
+			log_warn("dnsproxy: %u DNS-over-TCP connections open; refusing more",
+				 open);
+		*last = now;
+	}
+	close(fd);
+	x = tconn_denial(d, o, EGR_REASON_CONN_LIMIT);
+	if (!x)
+		return;
+	dq_detail(x, "DNS over TCP: %u connections open%s, limit %u", open,
+		  tenant ? " for this cgroup's tenant" : " in all", limit);
+	dq_finish(x, NULL, 0);
+}
+
 static void tconn_start(struct dnsproxy *d, int fd, const struct egr_origin *o)
 {
+	uint64_t tenant = origin_tenant(o);
 	struct tconn *tc;
+	unsigned n;
 	int fl;
 
+	/* One tenant cannot take every connection: the cap per tenant is
+	 * checked first, so a tenant at it does not also hold the rest. */
+	n = tenant_tcp_count(d, tenant);
+	if (n >= DNSP_MAX_TCP_TENANT) {
+		tconn_refuse(d, fd, o, n, DNSP_MAX_TCP_TENANT, true);
+		return;
+	}
 	if (d->n_tcp >= DNSP_MAX_TCP) {
-		uint64_t now = loop_now_ms(d->loop);
-
-		if (now - d->last_tcp_warn_ms > 10000) {
-			log_warn("dnsproxy: %u DNS-over-TCP connections open; refusing more",
-				 d->n_tcp);
-			d->last_tcp_warn_ms = now;
-		}
-		close(fd);
+		tconn_refuse(d, fd, o, d->n_tcp, DNSP_MAX_TCP, false);
 		return;
 	}
 	fl = fcntl(fd, F_GETFL);
@@ -1309,7 +1459,9 @@ static void tconn_start(struct dnsproxy *d, int fd, const struct egr_origin *o)
 	tc->d = d;
 	tc->fd = fd;
 	tc->origin = *o;
+	tc->tenant = tenant;
 	tc->timer.data = tc;
+	tc->msg_timer.data = tc;
 	tc->last_active_ms = loop_now_ms(d->loop);
 	tc->next = d->tconns;
 	if (d->tconns)
@@ -1635,7 +1787,8 @@ int dnsproxy_create(struct dnsproxy **out, const struct dnsproxy_params *params)
 	if (err)
 		goto fail;
 	d->tl_idle = loop_timer_list_create(d->loop, DNSP_TCP_IDLE_MS);
-	if (!d->tl_idle) {
+	d->tl_msg = loop_timer_list_create(d->loop, DNSP_TCP_MSG_MS);
+	if (!d->tl_idle || !d->tl_msg) {
 		err = -ENOMEM;
 		goto fail;
 	}

@@ -65,6 +65,7 @@ CASES=(
 	dns_tunnel_blocked
 	dns_nxdomain_not_forwarded
 	dns_rebinding_refused
+	dns_tcp_slots_per_tenant
 	dns_audit_records
 	ssh_style_rule
 	sock_create_refused
@@ -1039,6 +1040,100 @@ case_dns_rebinding_refused() {
 	grep -q '"reason": *"private_addr"' "$CASE_AUDIT" ||
 		fail "no audit record with reason private_addr"
 	bed_stop_pid $pid
+}
+
+# DNS over TCP across tenants (daemon, job1 and job2 bound): job1 opens
+# 300 connections to port 53, each sending a length prefix and one byte of
+# a message it never finishes, then a byte every 0.5 s (each byte used to
+# restart the 10 s idle timer). The DNS proxy's 256 connections were one
+# pool: job1 held them all and job2's dig +tcp got a reset. Now job1 gets
+# 32 (its tenant's share), job2 is answered meanwhile, and each trickling
+# connection is closed 5 s after its first byte, both with a record.
+case_dns_tcp_slots_per_tenant() {
+	need_egressd
+	local out dig2 apid opened held closed tmin tmax
+	local ready=$E2E_DIR/run/dnstcp.ready res=$E2E_DIR/run/dnstcp.out
+	daemon_bed dnstcp bpffs-dnstcp daemon-dnstcp agents/job1
+	cg_run 'mkdir -p "$CG'"$DCG"'/agents/job2"' || fail "cannot create job2"
+	cat >"$DCFG" <<JSON
+{ "listen": { "control": "$E2E_DIR/ctl/dnstcp.sock", "metrics": null },
+  "audit": { "path": "$CASE_AUDIT", "format": "json" },
+  "policies": { "agents": { "allow": ["allowed.test"] } },
+  "bindings": [ { "cgroup": "$DCG/agents/job*", "policy": "agents" } ] }
+JSON
+	daemon_start || fail "daemon did not start: $(tail -3 "$CASE_STDERR")"
+	out=$(in_cg "$DCG/agents/job2" timeout 8 dig +tcp +time=2 +tries=1 allowed.test A 2>&1)
+	grep -q "status: NOERROR" <<<"$out" || fail "job2 dig +tcp before: $(oneline "$out")"
+	# shellcheck disable=SC2016
+	local agent='
+import socket, sys, time
+ready, dns = sys.argv[1:3]
+conns = []   # [socket, time of its first byte, time seen closed]
+for _ in range(300):
+    t = socket.socket()
+    t.settimeout(2)
+    try:
+        t.connect((dns, 53))
+        t.sendall(b"\xff\xff" + b"a")   # 65535 bytes announced, one sent
+        conns.append([t, time.monotonic(), None])
+    except OSError:
+        t.close()
+def poll_closed(now):
+    for c in conns:
+        if c[2] is not None:
+            continue
+        try:
+            c[0].setblocking(False)
+            if c[0].recv(1) == b"":
+                c[2] = now
+        except BlockingIOError:
+            pass
+        except OSError:
+            c[2] = now
+time.sleep(0.5)
+poll_closed(time.monotonic())
+held = [c for c in conns if c[2] is None]
+print("opened", len(conns), "held", len(held))
+sys.stdout.flush()
+open(ready, "w").write("1")
+end = time.monotonic() + 12
+while time.monotonic() < end and any(c[2] is None for c in held):
+    time.sleep(0.5)
+    now = time.monotonic()
+    poll_closed(now)
+    for c in held:
+        if c[2] is None:
+            try:
+                c[0].send(b"a")
+            except OSError:
+                c[2] = now
+done = [c[2] - c[1] for c in held if c[2] is not None]
+print("closed", len(done), "of", len(held), "after %.1f..%.1f s" %
+      (min(done, default=0), max(done, default=0)))
+'
+	in_cg "$DCG/agents/job1" "$E2E_PY" -c "$agent" "$ready" "$DNS4" >"$res" 2>&1 &
+	apid=$!
+	bed_wait_file "$ready" 15 || fail "job1 did not get to hold: $(oneline "$(cat "$res")")"
+	# while job1 holds what it can: within the 5 s its messages have
+	dig2=$(in_cg "$DCG/agents/job2" timeout 8 dig +tcp +time=2 +tries=1 allowed.test A 2>&1)
+	note "job2 dig +tcp while job1 holds: $(oneline "$(grep -E 'status:|^allowed|timed out|refused|reset|error' <<<"$dig2")")"
+	wait_agent "$apid" "$res"
+	grep -q "status: NOERROR" <<<"$dig2" ||
+		fail "job2's DNS over TCP failed while job1 held its connections: $(oneline "$dig2")"
+	read -r opened held < <(sed -n 's/^opened \([0-9]*\) held \([0-9]*\)$/\1 \2/p' "$res")
+	read -r closed tmin tmax < <(sed -n \
+		's/^closed \([0-9]*\) of [0-9]* after \([0-9.]*\)\.\.\([0-9.]*\) s$/\1 \2 \3/p' "$res")
+	[ -n "${held:-}" ] && [ -n "${closed:-}" ] || fail "job1: $(oneline "$(cat "$res")")"
+	[ "$opened" -gt 256 ] || fail "job1 opened only $opened connections"
+	[ "$held" -le 32 ] || fail "job1 held $held DNS-over-TCP connections (tenant cap 32)"
+	[ "$closed" -eq "$held" ] ||
+		fail "trickling connections kept open past the message deadline: $(oneline "$(cat "$res")")"
+	"$E2E_PY" -c 'import sys; lo, hi = map(float, sys.argv[1:]); sys.exit(not (4.5 <= lo and hi <= 8))' \
+		"$tmin" "$tmax" || fail "closed after $tmin..$tmax s, not about 5 s after the first byte"
+	grep '"reason": *"conn_limit"' "$CASE_AUDIT" | grep -q "for this cgroup's tenant, limit 32" ||
+		fail "no conn_limit record for the refused connections"
+	grep '"reason": *"peek_timeout"' "$CASE_AUDIT" | grep -q 'message incomplete after 5000 ms' ||
+		fail "no peek_timeout record for the trickling connections"
 }
 
 # audit_find PYTHON-CONDITION-ON-o: the first matching audit record.

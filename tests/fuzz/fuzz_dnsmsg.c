@@ -6,7 +6,9 @@
  * on: names are NUL-terminated, within DNSMSG_NAME_MAX, lowercase and free
  * of bytes that would confuse policy matching; failed parses leave nothing
  * behind; and a refusal built for an accepted query parses back as an
- * answer to that very question (same id, qname, qtype, the rcode asked).
+ * answer to that very question (same id, qname, qtype, the rcode asked),
+ * and that dnsmsg_parse_answer_addrs() shows every address record rr[]
+ * keeps (and more only past the cap).
  */
 #include <errno.h>
 #include <string.h>
@@ -63,12 +65,29 @@ static void check_answer(const struct dnsmsg_answer *a)
 	}
 }
 
+/* What dnsmsg_parse_answer_addrs() reported, to hold against rr[]. */
+struct seen {
+	size_t n;
+	struct egr_addr first[DNSMSG_MAX_ANSWERS];
+};
+
+static void see_addr(void *ctx, const struct egr_addr *addr)
+{
+	struct seen *s = ctx;
+
+	if (s->n < DNSMSG_MAX_ANSWERS)
+		s->first[s->n] = *addr;
+	s->n++;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	static struct dnsmsg_answer a;
+	static struct dnsmsg_answer a, a2;
 	static uint8_t out[DNSMSG_MAX_UDP];
+	static struct seen seen;
 	struct dnsmsg_query q;
-	int err, n;
+	size_t i, k, n_kept;
+	int err, err2, n;
 
 	err = dnsmsg_parse_answer(data, size, &a);
 	CHECK(err == 0 || err == -EINVAL);
@@ -77,6 +96,32 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	} else {
 		CHECK(size >= 12 && (data[2] & 0x80));
 		check_answer(&a);
+	}
+
+	/* The visitor: same result, and every kept address among the ones
+	 * it was shown, in order (the rebinding check relies on seeing all;
+	 * an address record can be missing from rr[] only past the cap). */
+	seen.n = 0;
+	err2 = dnsmsg_parse_answer_addrs(data, size, &a2, see_addr, &seen);
+	CHECK(err2 == err);
+	if (!err) {
+		CHECK(a2.n_rr == a.n_rr);
+		for (i = 0, k = 0, n_kept = 0; i < a.n_rr; i++) {
+			CHECK(a2.rr[i].type == a.rr[i].type && a2.rr[i].ttl == a.rr[i].ttl &&
+			      !strcmp(a2.rr[i].name, a.rr[i].name));
+			if (a.rr[i].type == DNSMSG_CNAME) {
+				CHECK(!strcmp(a2.rr[i].target, a.rr[i].target));
+				continue;
+			}
+			CHECK(!memcmp(a2.rr[i].addr.b, a.rr[i].addr.b, 16));
+			CHECK(k < seen.n && k < DNSMSG_MAX_ANSWERS);
+			CHECK(!memcmp(seen.first[k].b, a.rr[i].addr.b, 16));
+			k++;
+			n_kept++;
+		}
+		CHECK(seen.n >= n_kept);
+		if (a.n_rr < DNSMSG_MAX_ANSWERS)
+			CHECK(seen.n == n_kept);
 	}
 
 	err = dnsmsg_parse_query(data, size, &q);

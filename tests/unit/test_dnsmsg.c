@@ -703,6 +703,76 @@ static void test_answer_many(void **state)
 	assert_int_equal(dnsmsg_parse_answer(m.b, m.n, &a), -EINVAL);
 }
 
+struct seen_addrs {
+	struct egr_addr a[128];
+	size_t n;
+};
+
+static void see_addr(void *ctx, const struct egr_addr *addr)
+{
+	struct seen_addrs *s = ctx;
+
+	assert_true(s->n < ARRAY_SIZE(s->a));
+	s->a[s->n++] = *addr;
+}
+
+/* The DNS proxy's rebinding check sees every address of the answer
+ * through dnsmsg_parse_answer_addrs(), also the ones past the
+ * DNSMSG_MAX_ANSWERS kept: 64 public records and 127.0.0.1 as the 65th
+ * (after a CNAME), then an AAAA; not the address in the additional
+ * section, nor TXT. */
+static void test_answer_addrs_all(void **state)
+{
+	static struct dnsmsg_answer a;
+	struct seen_addrs seen = { .n = 0 };
+	struct egr_addr want;
+	struct mb m;
+	unsigned int i;
+
+	mb_hdr(&m, 7, 0x8180, 1, DNSMSG_MAX_ANSWERS + 4, 0, 1);
+	mb_name(&m, "many.test");
+	mb_u16(&m, DNSMSG_A);
+	mb_u16(&m, 1);
+	for (i = 0; i < DNSMSG_MAX_ANSWERS; i++) {
+		mb_u16(&m, 0xc00c);
+		mb_rr(&m, DNSMSG_A, 60, 4);
+		mb_u32(&m, 0xc6336400 + i); /* 198.51.100.i */
+	}
+	mb_u16(&m, 0xc00c);
+	mb_rr(&m, DNSMSG_TXT, 60, 2);
+	mb_u8(&m, 1);
+	mb_u8(&m, 'x');
+	mb_u16(&m, 0xc00c);
+	mb_rr(&m, DNSMSG_A, 60, 4);
+	mb_u32(&m, 0x7f000001);
+	mb_u16(&m, 0xc00c);
+	mb_rr(&m, DNSMSG_CNAME, 60, 2);
+	mb_u16(&m, 0xc00c);
+	mb_u16(&m, 0xc00c);
+	mb_rr(&m, DNSMSG_AAAA, 60, 16);
+	for (i = 0; i < 15; i++)
+		mb_u8(&m, 0);
+	mb_u8(&m, 1); /* ::1 */
+	/* additional: a glue A, framed but not an answer */
+	mb_u16(&m, 0xc00c);
+	mb_rr(&m, DNSMSG_A, 60, 4);
+	mb_u32(&m, 0x0a000001);
+
+	assert_int_equal(dnsmsg_parse_answer_addrs(m.b, m.n, &a, see_addr, &seen), 0);
+	assert_int_equal(a.n_rr, DNSMSG_MAX_ANSWERS);
+	assert_int_equal(seen.n, DNSMSG_MAX_ANSWERS + 2);
+	assert_int_equal(addr_parse("198.51.100.63", &want), 0);
+	assert_memory_equal(seen.a[DNSMSG_MAX_ANSWERS - 1].b, want.b, 16);
+	assert_int_equal(addr_parse("127.0.0.1", &want), 0);
+	assert_memory_equal(seen.a[DNSMSG_MAX_ANSWERS].b, want.b, 16);
+	assert_int_equal(addr_parse("::1", &want), 0);
+	assert_memory_equal(seen.a[DNSMSG_MAX_ANSWERS + 1].b, want.b, 16);
+
+	/* the plain parser keeps the same records */
+	assert_int_equal(dnsmsg_parse_answer(m.b, m.n, &a), 0);
+	assert_int_equal(a.n_rr, DNSMSG_MAX_ANSWERS);
+}
+
 /* Compressed names longer than 255 bytes, built from pointers to 63-byte
  * labels each of which stays within bounds on its own. */
 static void test_answer_long_compressed_name(void **state)
@@ -960,6 +1030,7 @@ int main(void)
 		cmocka_unit_test(test_answer_cases),
 		cmocka_unit_test(test_answer_chain),
 		cmocka_unit_test(test_answer_many),
+		cmocka_unit_test(test_answer_addrs_all),
 		cmocka_unit_test(test_answer_long_compressed_name),
 		cmocka_unit_test(test_truncated_everywhere),
 		cmocka_unit_test(test_build_error_roundtrip),

@@ -11,6 +11,7 @@
 #include <jansson.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -895,6 +896,111 @@ static void test_tcp_client_gone(void **state)
 	close(fd);
 }
 
+/* Has the proxy closed its end? Waits up to timeout_ms for EOF or a
+ * reset; false if the connection is still open then. */
+static bool tcp_closed_within(int fd, int timeout_ms)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+	uint8_t b[512];
+
+	if (poll(&p, 1, timeout_ms) != 1)
+		return false;
+	return recv(fd, b, sizeof(b), MSG_DONTWAIT) <= 0;
+}
+
+static unsigned audit_count(const char *needle)
+{
+	char *s = slurp(F.audit_path), *p = s;
+	unsigned n = 0;
+
+	while ((p = strstr(p, needle))) {
+		n++;
+		p += strlen(needle);
+	}
+	free(s);
+	return n;
+}
+
+/* One tenant cannot hold every DNS-over-TCP connection: past 32 of its
+ * own, its connections are closed unread (with a record) while another
+ * cgroup's query is still answered. A message trickled in a byte at a
+ * time (each byte used to restart the 10 s idle timer: held forever) is
+ * cut 5 s after its first byte. */
+static void test_tcp_limits(void **state)
+{
+	enum { CAP = 32 };
+	uint8_t buf[512], ans[512];
+	int held[CAP], extra, other, i, round, still;
+	unsigned limit_before = audit_count("\"conn_limit\"");
+	unsigned late_before = audit_count("message incomplete");
+	struct timespec t0, t1;
+	long ms;
+	size_t l;
+
+	l = make_query(buf + 2, sizeof(buf) - 2, 0x7300, "allowed.test", DNSMSG_A, 0);
+	put16(buf, (uint16_t)l);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (i = 0; i < CAP; i++) {
+		held[i] = tcp_handoff(CG_ENFORCE);
+		/* the length and one byte of a message never finished */
+		assert_int_equal(send(held[i], buf, 3, 0), 3);
+	}
+	extra = tcp_handoff(CG_ENFORCE);
+	assert_true(tcp_closed_within(extra, 3000));
+	close(extra);
+	assert_true(wait_for_log(F.audit_path, "connections open for this cgroup's tenant, limit 32",
+				 3000));
+	assert_int_equal(audit_count("\"conn_limit\""), limit_before + 1);
+
+	/* another cgroup meanwhile */
+	other = tcp_handoff(CG_CIDR);
+	put16(buf + 2, 0x7301);
+	assert_int_equal(send(other, buf, 2 + l, 0), (ssize_t)(2 + l));
+	assert_true(tcp_read_msg(other, ans, sizeof(ans)) > 12);
+	assert_int_equal(ans[0], 0x73);
+	assert_int_equal(ans[1], 0x01);
+	close(other);
+
+	/* trickle a byte a second: cut at 5 s from the first byte, not
+	 * kept open by the bytes (bounded: 10 rounds) */
+	for (round = 0, still = CAP; round < 10 && still; round++) {
+		usleep(1000 * 1000);
+		for (i = 0, still = 0; i < CAP; i++) {
+			if (held[i] < 0)
+				continue;
+			if (tcp_closed_within(held[i], 0) ||
+			    send(held[i], buf + 3 + round, 1, MSG_NOSIGNAL) != 1) {
+				close(held[i]);
+				held[i] = -1;
+				continue;
+			}
+			still++;
+		}
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+		ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+		/* none before the deadline */
+		if (ms < 4500)
+			assert_int_equal(still, CAP);
+	}
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+	for (i = 0; i < CAP; i++)
+		if (held[i] >= 0)
+			close(held[i]);
+	assert_int_equal(still, 0);
+	assert_true(ms < 8500);
+	assert_true(wait_for_log(F.audit_path, "message incomplete after 5000 ms (", 2000));
+	assert_int_equal(audit_count("message incomplete"), late_before + CAP);
+
+	/* and the tenant's connections are its own again */
+	other = tcp_handoff(CG_ENFORCE);
+	put16(buf + 2, 0x7302);
+	assert_int_equal(send(other, buf, 2 + l, 0), (ssize_t)(2 + l));
+	assert_true(tcp_read_msg(other, ans, sizeof(ans)) > 12);
+	assert_int_equal(ans[1], 0x02);
+	close(other);
+}
+
 static void test_truncation(void **state)
 {
 	uint8_t q[512], ans[4096], buf[600];
@@ -1034,6 +1140,212 @@ static void test_upstream_failure(void **state)
 	assert_int_equal(dnsproxy_create(&d, &params), -EINVAL);
 }
 
+/* ---- a hand-made upstream ------------------------------------------------ */
+
+/* Answers every query for "many.allowed.test" with 64 public A records and
+ * 127.0.0.1 as the 65th (past the DNSMSG_MAX_ANSWERS the parser keeps),
+ * and "manypub.allowed.test" with 70 public ones, over UDP and TCP (c-ares
+ * asks again over TCP for a UDP answer over 512 bytes). Bounded: stops
+ * when told or after 30 s. */
+struct fake_up {
+	int fd, lfd; /* UDP, TCP listener: the same port */
+	uint16_t port;
+	int stop;
+	pthread_t th;
+};
+
+static size_t fake_answer(const uint8_t *q, size_t ql, uint8_t *out, size_t outlen)
+{
+	struct dnsmsg_query dq;
+	unsigned int i, n;
+	bool rebind;
+	size_t off;
+
+	if (dnsmsg_parse_query(q, ql, &dq))
+		return 0;
+	rebind = !strcmp(dq.qname, "many.allowed.test");
+	n = rebind ? 65 : 70;
+	off = 12 + dq.question_len;
+	if (outlen < off + n * 16)
+		return 0;
+	memset(out, 0, 12);
+	out[0] = q[0];
+	out[1] = q[1];
+	put16(out + 2, 0x8180);
+	put16(out + 4, 1);
+	put16(out + 6, (uint16_t)n);
+	memcpy(out + 12, q + 12, dq.question_len);
+	for (i = 0; i < n; i++) {
+		uint8_t *r = out + off;
+
+		put16(r, 0xc00c);
+		put16(r + 2, DNSMSG_A);
+		put16(r + 4, 1);
+		memset(r + 6, 0, 4);
+		r[9] = 60;
+		put16(r + 10, 4);
+		r[12] = 192;
+		r[13] = 0;
+		r[14] = 2;
+		r[15] = (uint8_t)(i + 1);
+		if (rebind && i == 64) {
+			r[12] = 127;
+			r[13] = 0;
+			r[14] = 0;
+			r[15] = 1;
+		}
+		off += 16;
+	}
+	return off;
+}
+
+/* One TCP client: answer its messages until it closes (or 20 quiet
+ * polls of 100 ms). */
+static void fake_up_tcp(int cfd)
+{
+	uint8_t q[1024], out[2 + 4096];
+	int quiet = 0;
+
+	while (quiet < 20) {
+		struct pollfd p = { .fd = cfd, .events = POLLIN };
+		ssize_t n;
+		size_t ql, al;
+
+		if (poll(&p, 1, 100) != 1) {
+			quiet++;
+			continue;
+		}
+		if (read_full(cfd, q, 2, 1000) != 2)
+			break;
+		ql = (size_t)q[0] << 8 | q[1];
+		if (ql > sizeof(q))
+			break;
+		n = read_full(cfd, q, ql, 1000);
+		if (n != (ssize_t)ql)
+			break;
+		al = fake_answer(q, ql, out + 2, sizeof(out) - 2);
+		if (!al)
+			break;
+		put16(out, (uint16_t)al);
+		if (send(cfd, out, 2 + al, MSG_NOSIGNAL) != (ssize_t)(2 + al))
+			break;
+	}
+	close(cfd);
+}
+
+static void *fake_up_main(void *arg)
+{
+	struct fake_up *u = arg;
+	int rounds;
+
+	for (rounds = 0; rounds < 300 && !__atomic_load_n(&u->stop, __ATOMIC_SEQ_CST);
+	     rounds++) {
+		struct pollfd p[2] = { { .fd = u->fd, .events = POLLIN },
+				       { .fd = u->lfd, .events = POLLIN } };
+		struct sockaddr_storage peer;
+		socklen_t pl = sizeof(peer);
+		uint8_t q[1024], out[4096];
+		ssize_t n;
+		size_t al;
+		int cfd;
+
+		if (poll(p, 2, 100) < 1)
+			continue;
+		if (p[1].revents & POLLIN) {
+			cfd = accept4(u->lfd, NULL, NULL, SOCK_CLOEXEC);
+			if (cfd >= 0)
+				fake_up_tcp(cfd);
+		}
+		if (!(p[0].revents & POLLIN))
+			continue;
+		n = recvfrom(u->fd, q, sizeof(q), 0, (struct sockaddr *)&peer, &pl);
+		if (n <= 0)
+			continue;
+		al = fake_answer(q, (size_t)n, out, sizeof(out));
+		if (al)
+			sendto(u->fd, out, al, 0, (struct sockaddr *)&peer, pl);
+	}
+	return NULL;
+}
+
+static void fake_up_start(struct fake_up *u)
+{
+	struct sockaddr_in sin = { .sin_family = AF_INET };
+	socklen_t sl = sizeof(sin);
+
+	memset(u, 0, sizeof(*u));
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	u->fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	assert_true(u->fd >= 0);
+	assert_int_equal(bind(u->fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	assert_int_equal(getsockname(u->fd, (struct sockaddr *)&sin, &sl), 0);
+	u->port = ntohs(sin.sin_port);
+	u->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_true(u->lfd >= 0);
+	assert_int_equal(bind(u->lfd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	assert_int_equal(listen(u->lfd, 8), 0);
+	assert_int_equal(pthread_create(&u->th, NULL, fake_up_main, u), 0);
+}
+
+static void fake_up_stop(struct fake_up *u)
+{
+	__atomic_store_n(&u->stop, 1, __ATOMIC_SEQ_CST);
+	pthread_join(u->th, NULL);
+	close(u->fd);
+	close(u->lfd);
+}
+
+/* DNS rebinding hidden past the records the parser keeps: an allowed
+ * name's answer with 127.0.0.1 as its 65th address is refused like one
+ * with it first (it used to be forwarded whole, 127.0.0.1 included); an
+ * answer as long with only public addresses is forwarded; a policy that
+ * names 127.0.0.1 gets it. */
+static void test_rebinding_past_kept_records(void **state)
+{
+	struct dnsproxy_params params = { 0 };
+	struct config cfg = CONFIG_DEFAULTS;
+	struct dnsproxy *d, *saved = F.d;
+	uint16_t saved_port = F.port;
+	static struct dnsmsg_answer a;
+	struct fake_up up;
+	char upstream[32];
+	int rc_rebind, rc_cidr, rc_pub;
+	size_t n_pub;
+	json_t *o;
+
+	fake_up_start(&up);
+	snprintf(upstream, sizeof(upstream), "127.0.0.1:%u", up.port);
+	cfg.resolve_timeout_ms = 2000;
+	params.cfg = &cfg;
+	params.policy_for = test_policy_for;
+	params.cgroup_name = test_cgroup_name;
+	params.origin_for_udp = test_origin_for_udp;
+	params.ctx = &F;
+	params.audit = F.audit;
+	params.upstream = upstream;
+	assert_int_equal(dnsproxy_create(&d, &params), 0);
+	assert_int_equal(dnsproxy_start(d), 0);
+	F.d = d;
+	F.port = dnsproxy_port(d);
+	rc_rebind = ask(CG_ENFORCE, "many.allowed.test", DNSMSG_A, 4096, &a);
+	o = audit_find("many.allowed.test", "udp");
+	rc_cidr = ask(CG_CIDR, "many.allowed.test", DNSMSG_A, 4096, &a);
+	rc_pub = ask(CG_ENFORCE, "manypub.allowed.test", DNSMSG_A, 4096, &a);
+	n_pub = a.n_rr;
+	F.d = saved;
+	F.port = saved_port;
+	dnsproxy_destroy(d);
+	fake_up_stop(&up);
+
+	check_record(o, "udp", CG_ENFORCE, "deny", "private_addr");
+	assert_non_null(strstr(jstr(o, "detail"), "127.0.0.1 is loopback"));
+	json_decref(o);
+	assert_int_equal(rc_rebind, DNSMSG_REFUSED);
+	assert_int_equal(rc_cidr, DNSMSG_NOERROR);
+	assert_int_equal(rc_pub, DNSMSG_NOERROR);
+	assert_int_equal(n_pub, DNSMSG_MAX_ANSWERS);
+}
+
 static size_t audit_lines(void)
 {
 	char *s = slurp(F.audit_path), *p;
@@ -1073,10 +1385,12 @@ int main(void)
 		cmocka_unit_test(test_malformed),
 		cmocka_unit_test(test_tcp_pipelined),
 		cmocka_unit_test(test_tcp_client_gone),
+		cmocka_unit_test(test_tcp_limits),
 		cmocka_unit_test(test_truncation),
 		cmocka_unit_test(test_name_memory),
 		cmocka_unit_test(test_audit_mode),
 		cmocka_unit_test(test_upstream_failure),
+		cmocka_unit_test(test_rebinding_past_kept_records),
 		cmocka_unit_test(test_one_record_per_query),
 	};
 
