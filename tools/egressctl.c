@@ -268,6 +268,8 @@ static long long jint(json_t *o, const char *key)
 	return (long long)json_integer_value(json_object_get(o, key));
 }
 
+static const char *safe(const char *s, char *buf, size_t len);
+
 static void print_status(json_t *s)
 {
 	json_t *a, *v, *cnt = json_object_get(s, "counters");
@@ -342,12 +344,15 @@ static void print_status(json_t *s)
 	if (json_array_size(a))
 		printf("\n  %-12s  %-20s  %-9s  %-7s  %s\n", "NETNS", "COOKIE", "LISTENING",
 		       "PID", "CGROUP");
-	for (i = 0; i < json_array_size(a) && (v = json_array_get(a, i)); i++)
+	for (i = 0; i < json_array_size(a) && (v = json_array_get(a, i)); i++) {
+		char cg[1024]; /* a delegate names its cgroups */
+
 		printf("  %-12lld  %-20lld  %-9s  %-7lld  %s\n", jint(v, "inode"),
 		       jint(v, "cookie"),
 		       !json_is_true(json_object_get(v, "listening")) ? "failed" :
 		       json_is_true(json_object_get(v, "ipv6")) ? "v4+v6" : "v4",
-		       jint(v, "pid"), jstr(v, "cgroup", "?"));
+		       jint(v, "pid"), safe(jstr(v, "cgroup", NULL), cg, sizeof(cg)));
+	}
 }
 
 static int cmd_status(int argc, char **argv)

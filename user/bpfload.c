@@ -404,6 +404,70 @@ int egr_bpf_prune_cgroups(struct egr_bpf *b, uint64_t *keep, size_t n_keep)
 			     cgroup_not_kept, &k);
 }
 
+int egr_bpf_settle_cgroups(struct egr_bpf *b, uint64_t *seen, size_t n_seen, bool complete,
+			   uint32_t lo, uint32_t hi, int *denied)
+{
+	int fd = egr_map_fd(b->skel->maps.egr_cgroups);
+	struct keep_ctx k = { seen, n_seen };
+	__u32 deny = EGR_MAX_POLICIES, pid;
+	__u64 cur = 0, next, *keys = NULL;
+	size_t n = 0, cap = 0, i;
+	bool have = false;
+	int unbound = 0;
+
+	*denied = 0;
+	qsort(seen, n_seen, sizeof(*seen), u64_cmp);
+	/* Collect first: changing the map during get_next_key restarts it. */
+	while (!bpf_map_get_next_key(fd, have ? &cur : NULL, &next)) {
+		cur = next;
+		have = true;
+		if (n == cap) {
+			__u64 *v;
+
+			cap = cap ? cap * 2 : 64;
+			v = realloc(keys, cap * sizeof(*v));
+			if (!v) {
+				free(keys);
+				return -ENOMEM;
+			}
+			keys = v;
+		}
+		keys[n++] = cur;
+	}
+	for (i = 0; i < n; i++) {
+		bool was_seen = !cgroup_not_kept(&keys[i], &k);
+
+		if (!was_seen && complete) {
+			if (!bpf_map_delete_elem(fd, &keys[i]))
+				unbound++;
+			bpf_map_delete_elem(egr_map_fd(b->skel->maps.egr_usage), &keys[i]);
+			continue;
+		}
+		if (bpf_map_lookup_elem(fd, &keys[i], &pid))
+			continue; /* gone meanwhile */
+		if (pid >= EGR_MAX_POLICIES || (was_seen && pid >= lo && pid < hi))
+			continue;
+		if (bpf_map_update_elem(fd, &keys[i], &deny, BPF_EXIST) == 0)
+			(*denied)++;
+		else if (errno != ENOENT && !bpf_map_delete_elem(fd, &keys[i]))
+			unbound++; /* better inherited than an old bank's id */
+	}
+	free(keys);
+	return unbound;
+}
+
+int egr_bpf_clear_policy(struct egr_bpf *b, uint32_t policy_id)
+{
+	struct egr_policy_info none = { 0 };
+
+	if (policy_id >= EGR_MAX_POLICIES)
+		return -EINVAL;
+	if (bpf_map_update_elem(egr_map_fd(b->skel->maps.egr_policies), &policy_id, &none,
+				BPF_ANY))
+		return -errno;
+	return 0;
+}
+
 int egr_bpf_forget_usage(struct egr_bpf *b, uint64_t cgroup_id)
 {
 	__u64 id = cgroup_id;

@@ -56,6 +56,21 @@ int egr_bpf_forget_usage(struct egr_bpf *b, uint64_t cgroup_id);
  * many, or -errno. */
 int egr_bpf_prune_cgroups(struct egr_bpf *b, uint64_t *keep, size_t n_keep);
 /*
+ * After a walk of every attach point: no binding may name a policy id
+ * outside [lo, hi) (the running config's bank; the next reload refills
+ * the other one with other policies). A cgroup the walk did not see is
+ * unbound if the walk was complete (it is gone, or outside every attach
+ * point), else bound to EGR_MAX_POLICIES (denied everything: the walk
+ * could not judge it). One the walk saw that still names an id outside
+ * [lo, hi) is denied too. seen is sorted here, in place. Returns how many
+ * were unbound, *denied how many denied, or -errno.
+ */
+int egr_bpf_settle_cgroups(struct egr_bpf *b, uint64_t *seen, size_t n_seen, bool complete,
+			   uint32_t lo, uint32_t hi, int *denied);
+/* Policy slot policy_id is not valid any more: a binding that still names
+ * it is denied everything (reason no_policy). */
+int egr_bpf_clear_policy(struct egr_bpf *b, uint32_t policy_id);
+/*
  * A daemon starting over a previous one's pins (before it listens): that
  * one's bindings name policy ids of its config, which this one refills in
  * its own order, so a cgroup still bound would be judged by another

@@ -11,9 +11,14 @@
  *      programs into the links a previous daemon pinned
  *   -> bind every existing cgroup below the attach points that a binding
  *      matches, and watch for new ones (inotify): a new cgroup is enforced
- *      from its first instant (the programs sit on its parent), and gets
- *      its policy as soon as we see it; until then, and forever if no
- *      binding matches, it is denied everything (no policy = deny)
+ *      from its first instant (the programs sit on an ancestor), and gets
+ *      its own policy as soon as we see it. Until then, and for good if
+ *      no binding matches it, the kernel judges it by its nearest bound
+ *      ancestor's policy (egr_policy_lookup); with no bound ancestor
+ *      either, it is denied everything (no policy = deny). A cgroup the
+ *      walk cannot judge (too deep for the programs, an error) is denied
+ *      everything; an attach point removed and made again gets its
+ *      programs again.
  *   -> serve; SIGHUP reloads (validated completely first; an invalid file
  *      leaves the running config in place); SIGTERM stops serving and
  *      leaves the pins: the cgroups stay enforced, failing closed, until a
@@ -27,7 +32,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <arpa/inet.h>
-#include <ftw.h>
+#include <dirent.h>
 #include <getopt.h>
 #include <limits.h>
 #include <netinet/in.h>
@@ -75,6 +80,8 @@ struct daemon_watch {
 	int wd;
 	uint64_t id;
 	char *path; /* relative to the cgroup2 mount, "/a/b" */
+	bool user;  /* writable by a user, or below one that is */
+	long next;  /* the next watch in its wd_head bucket, -1: none */
 };
 
 /* A delegate's own subtree (daemon_below_delegated's top). */
@@ -125,12 +132,22 @@ struct daemon {
 	pthread_mutex_t watch_lock;
 	struct daemon_watch *watches;
 	size_t n_watches;
+	long *wd_head;       /* DAEMON_WD_BUCKETS chains of watches by wd */
+	bool watches_full;   /* said once: DAEMON_MAX_WATCHES reached */
+	unsigned vanished;   /* cgroups gone while walked, this pass */
+	/* Attach points of d->dc (dconfig_attach_points' order): the cgroup
+	 * id the programs are attached to, 0 while it does not exist; and
+	 * the directories above them watched for their re-creation. */
+	uint64_t *ap_ids;
+	size_t n_ap_ids;
+	int *ap_wds;
+	size_t n_ap_wds;
 	/* cgroup ids daemon_attach_all()'s walk bound or unbound; every
 	 * other binding in the kernel is pruned after it */
 	uint64_t *walked;
 	size_t n_walked, cap_walked;
 	bool walking_all;    /* in daemon_attach_all: record the walk */
-	bool walk_incomplete; /* out of memory, or nftw gave up */
+	bool walk_incomplete; /* some cgroups could not be judged: denied */
 	/* Delegated subtrees (daemon_bind): how many of their cgroups got a
 	 * deny entry of their own; counted again at every full walk. */
 	struct daemon_delegation *delegations;
@@ -319,6 +336,13 @@ static int daemon_fill_bank(struct daemon *d, const struct dconfig *c, unsigned 
 		if (err)
 			return err;
 	}
+	/* The slots after them held policies of the config two reloads
+	 * back: no id there may still name one of those. */
+	for (i = c->n_policies; i < DAEMON_BANK; i++) {
+		err = egr_bpf_clear_policy(d->bpf, bank * DAEMON_BANK + (unsigned)i);
+		if (err)
+			return err;
+	}
 	return 0;
 }
 
@@ -468,8 +492,10 @@ static void daemon_bind(struct daemon *d, const char *rel, uint64_t id)
 		return;
 	}
 	idx = daemon_policy_index(d->dc, b);
-	if (idx < 0)
+	if (idx < 0) { /* cannot be: never left with an older binding */
+		egr_bpf_bind_cgroup(d->bpf, id, EGR_MAX_POLICIES);
 		return;
+	}
 	/*
 	 * Below a delegated cgroup no binding of its own: a binding that
 	 * gives the policy it would inherit anyway is left to inheritance
@@ -523,146 +549,6 @@ static void daemon_bind(struct daemon *d, const char *rel, uint64_t id)
 		log_info("cgroup %s: policy %s (binding %s)", rel, b->policy->name, b->cgroup);
 }
 
-static struct daemon *walk_daemon; /* nftw has no context argument */
-
-static int daemon_watch_add(struct daemon *d, const char *abs, const char *rel, uint64_t id)
-{
-	struct daemon_watch *w;
-	char *path;
-	int wd;
-	size_t i;
-
-	wd = inotify_add_watch(d->ino, abs, IN_CREATE | IN_DELETE_SELF | IN_ONLYDIR);
-	if (wd < 0)
-		return -errno;
-	for (i = 0; i < d->n_watches; i++)
-		if (d->watches[i].wd == wd)
-			return 0;
-	if (d->n_watches >= DAEMON_MAX_WATCHES)
-		return -E2BIG;
-	path = strdup(rel);
-	if (!path)
-		return -ENOMEM;
-	pthread_mutex_lock(&d->watch_lock);
-	w = realloc(d->watches, (d->n_watches + 1) * sizeof(*w));
-	if (w) {
-		d->watches = w;
-		w = &d->watches[d->n_watches++];
-		w->wd = wd;
-		w->id = id;
-		w->path = path;
-	}
-	pthread_mutex_unlock(&d->watch_lock);
-	if (!w) {
-		free(path);
-		return -ENOMEM;
-	}
-	return 0;
-}
-
-static int daemon_walk_cb(const char *abs, const struct stat *st, int type, struct FTW *f)
-{
-	struct daemon *d = walk_daemon;
-	const char *rel = abs + strlen(d->mount);
-
-	(void)f;
-	if (type != FTW_D)
-		return 0;
-	if (!*rel)
-		rel = "/";
-	if (d->walking_all && d->n_walked == d->cap_walked) {
-		size_t cap = d->cap_walked ? d->cap_walked * 2 : 64;
-		uint64_t *v = realloc(d->walked, cap * sizeof(*v));
-
-		if (v) {
-			d->walked = v;
-			d->cap_walked = cap;
-		}
-	}
-	if (d->walking_all && d->n_walked < d->cap_walked)
-		d->walked[d->n_walked++] = st->st_ino;
-	else if (d->walking_all)
-		d->walk_incomplete = true;
-	daemon_bind(d, rel, st->st_ino);
-	daemon_watch_add(d, abs, rel, st->st_ino);
-	netns_watch_cgroup(d->ns, abs);
-	return 0;
-}
-
-/* Bind and watch dir and everything below it. nftw gives up the whole
- * walk when a directory cannot be opened (one removed meanwhile, out of
- * descriptors): then not every cgroup was seen. */
-static void daemon_walk(struct daemon *d, const char *abs)
-{
-	walk_daemon = d;
-	if (nftw(abs, daemon_walk_cb, 32, FTW_PHYS)) {
-		log_warn("cgroup walk below %s stopped early: %s", abs, strerror(errno));
-		if (d->walking_all)
-			d->walk_incomplete = true;
-	}
-}
-
-/*
- * Attach to every attach point of the config and bind every cgroup below
- * them. Then unbind every other cgroup the kernel's map still binds: those
- * below an attach point a reload removed, or one a previous daemon had.
- * Their policy ids point into a bank that the next reload refills with
- * other policies, so they must not stay. Unbound, they are denied
- * everything (their programs stay attached: closed, never open).
- */
-static int daemon_attach_all(struct daemon *d)
-{
-	size_t i, n;
-	const char *const *aps = dconfig_attach_points(d->dc, &n);
-	int first = 0, pruned;
-
-	d->n_walked = 0;
-	d->walk_incomplete = false;
-	d->walking_all = true;
-	for (i = 0; i < d->n_delegations; i++)
-		d->delegations[i].denied = 0; /* counted again by the walk */
-	for (i = 0; i < n; i++) {
-		char abs[PATH_MAX];
-		int fd, err;
-
-		if (snprintf(abs, sizeof(abs), "%s%s", d->mount, aps[i]) >= (int)sizeof(abs)) {
-			first = first ? first : -ENAMETOOLONG;
-			continue;
-		}
-		fd = open(abs, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-		if (fd < 0) {
-			/* no cgroup there, so none below it to bind */
-			err = -errno;
-			log_error("attach point %s (%s): %s: create the cgroup (e.g. the "
-				  "systemd slice) before starting egressd", aps[i], abs,
-				  strerror(-err));
-			first = first ? first : err;
-			continue;
-		}
-		err = egr_bpf_attach_pinned(d->bpf, fd, cgroup_id(abs));
-		close(fd);
-		first = first ? first : err;
-		/* Walked even if attaching failed: links pinned before may
-		 * still enforce it, and its cgroups keep their bindings. */
-		daemon_walk(d, abs);
-		if (!err)
-			log_info("enforcing below %s", aps[i]);
-	}
-	d->walking_all = false;
-	if (d->walk_incomplete) {
-		log_error("not every cgroup below the attach points was seen: bindings "
-			  "outside them are kept until the next reload or start");
-		return first;
-	}
-	pruned = egr_bpf_prune_cgroups(d->bpf, d->walked, d->n_walked);
-	if (pruned < 0)
-		log_error("cannot prune old cgroup bindings: %s", strerror(-pruned));
-	else if (pruned)
-		log_info("unbound %d cgroup(s) outside the attach points: denied everything",
-			 pruned);
-	return first;
-}
-
 /* Attach points of old that new has not: their programs stay attached. */
 static void daemon_warn_removed(const struct dconfig *old, const struct dconfig *new)
 {
@@ -681,43 +567,679 @@ static void daemon_warn_removed(const struct dconfig *old, const struct dconfig 
 	}
 }
 
+/* ---- the walk ------------------------------------------------------- */
+
+/*
+ * The programs find a cgroup's policy by its own binding, else by the
+ * bindings of its ancestors at levels EGR_MAX_CGROUP_DEPTH .. 0 (the root
+ * is level 0; egr_policy_lookup). Down to level DAEMON_MAX_LEVEL a cgroup
+ * sees every ancestor; below it, the ones in between are invisible, and
+ * its policy could not be what the daemon meant. So the walk stops there:
+ * a deeper cgroup (or one whose path is too long to be named, PATH_MAX)
+ * is denied everything through its ancestor at level
+ * EGR_MAX_CGROUP_DEPTH or above, which every cgroup below sees.
+ */
+#define DAEMON_MAX_LEVEL (EGR_MAX_CGROUP_DEPTH + 1)
+#define DAEMON_WD_BUCKETS 4096
+
+static size_t daemon_wd_bucket(int wd)
+{
+	return ((uint32_t)wd * 2654435761u) % DAEMON_WD_BUCKETS;
+}
+
+/* Index of the watch of wd in d->watches, or -1. */
+static long daemon_watch_find(const struct daemon *d, int wd)
+{
+	long i;
+
+	if (!d->wd_head)
+		return -1;
+	for (i = d->wd_head[daemon_wd_bucket(wd)]; i >= 0; i = d->watches[i].next)
+		if (d->watches[i].wd == wd)
+			return i;
+	return -1;
+}
+
+static void daemon_wd_link(struct daemon *d, long i)
+{
+	size_t b = daemon_wd_bucket(d->watches[i].wd);
+
+	d->watches[i].next = d->wd_head[b];
+	d->wd_head[b] = i;
+}
+
+static void daemon_wd_unlink(struct daemon *d, long i)
+{
+	long *p = &d->wd_head[daemon_wd_bucket(d->watches[i].wd)];
+
+	while (*p >= 0 && *p != i)
+		p = &d->watches[*p].next;
+	if (*p == i)
+		*p = d->watches[i].next;
+}
+
+/* Forget watch i (the kernel dropped it with its cgroup). */
+static void daemon_watch_remove(struct daemon *d, long i)
+{
+	long last = (long)d->n_watches - 1;
+	char *gone;
+
+	pthread_mutex_lock(&d->watch_lock);
+	daemon_wd_unlink(d, i);
+	gone = d->watches[i].path;
+	if (i != last) {
+		daemon_wd_unlink(d, last);
+		d->watches[i] = d->watches[last];
+		daemon_wd_link(d, i);
+	}
+	d->n_watches--;
+	pthread_mutex_unlock(&d->watch_lock);
+	free(gone);
+}
+
+static int daemon_watch_add(struct daemon *d, const char *abs, const char *rel, uint64_t id,
+			    bool user)
+{
+	struct daemon_watch *w;
+	char *path;
+	int wd;
+	size_t i;
+
+	if (!d->wd_head) {
+		d->wd_head = malloc(DAEMON_WD_BUCKETS * sizeof(*d->wd_head));
+		if (!d->wd_head)
+			return -ENOMEM;
+		for (i = 0; i < DAEMON_WD_BUCKETS; i++)
+			d->wd_head[i] = -1;
+	}
+	wd = inotify_add_watch(d->ino, abs, IN_CREATE | IN_DELETE_SELF | IN_ONLYDIR);
+	if (wd < 0)
+		return -errno;
+	if (daemon_watch_find(d, wd) >= 0)
+		return 0;
+	if (d->n_watches >= DAEMON_MAX_WATCHES)
+		return -E2BIG;
+	path = strdup(rel);
+	if (!path)
+		return -ENOMEM;
+	pthread_mutex_lock(&d->watch_lock);
+	w = realloc(d->watches, (d->n_watches + 1) * sizeof(*w));
+	if (w) {
+		d->watches = w;
+		w = &d->watches[d->n_watches];
+		w->wd = wd;
+		w->id = id;
+		w->path = path;
+		w->user = user;
+		daemon_wd_link(d, (long)d->n_watches++);
+	}
+	pthread_mutex_unlock(&d->watch_lock);
+	if (!w) {
+		free(path);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+static unsigned daemon_level(const char *rel)
+{
+	unsigned n = 0;
+
+	if (!strcmp(rel, "/"))
+		return 0;
+	for (; *rel; rel++)
+		n += *rel == '/';
+	return n;
+}
+
+/* The id of rel's ancestor at level (rel itself at its own level). */
+static int daemon_ancestor_id(const struct daemon *d, const char *rel, unsigned level,
+			      uint64_t *id)
+{
+	char abs[PATH_MAX];
+	const char *p = rel;
+	struct stat st;
+	unsigned l = 0;
+	int n;
+
+	while (l < level && *p) {
+		p++;
+		p += strcspn(p, "/");
+		l++;
+	}
+	n = snprintf(abs, sizeof(abs), "%s%.*s", d->mount, (int)(p - rel), rel);
+	if (n >= (int)sizeof(abs))
+		return -ENAMETOOLONG;
+	if (stat(abs, &st))
+		return -errno;
+	*id = st.st_ino;
+	return 0;
+}
+
+/* A cgroup the walk cannot judge lies below rel (at level): rel's
+ * ancestor at level EGR_MAX_CGROUP_DEPTH or above, which every cgroup
+ * below it sees, is denied everything. whole: for good (until egressd
+ * restarts; the cgroup is too deep, not a passing error). */
+static void daemon_deny_below(struct daemon *d, const char *rel, unsigned level, uint64_t id,
+			      bool whole)
+{
+	struct daemon_delegation *dg;
+	unsigned at = level < EGR_MAX_CGROUP_DEPTH ? level : EGR_MAX_CGROUP_DEPTH;
+
+	if (at != level && daemon_ancestor_id(d, rel, at, &id)) {
+		log_error("cgroup %s: a cgroup below it cannot be judged, and its ancestor "
+			  "at level %u cannot be found to deny it", rel, at);
+		d->walk_incomplete = true;
+		return;
+	}
+	if (egr_bpf_bind_cgroup(d->bpf, id, EGR_MAX_POLICIES))
+		d->walk_incomplete = true;
+	if (!whole)
+		return;
+	dg = daemon_delegation(d, id);
+	if (dg && !dg->whole) {
+		char name[PATH_MAX];
+
+		log_error("cgroup %s: deeper than %d levels, or a path longer than %d bytes, "
+			  "below it: the programs cannot see the bindings in between, so "
+			  "%s (level %u) is denied everything, its whole subtree, until "
+			  "egressd restarts", rel, DAEMON_MAX_LEVEL, PATH_MAX,
+			  at == level ? rel : daemon_cgroup_name(d, id, name, sizeof(name)) ?: "?",
+			  at);
+	}
+	if (dg)
+		dg->whole = true;
+	else
+		d->walk_incomplete = true;
+}
+
+static void daemon_record_walked(struct daemon *d, uint64_t id)
+{
+	if (!d->walking_all)
+		return;
+	if (d->n_walked == d->cap_walked) {
+		size_t cap = d->cap_walked ? d->cap_walked * 2 : 64;
+		uint64_t *v = realloc(d->walked, cap * sizeof(*v));
+
+		if (v) {
+			d->walked = v;
+			d->cap_walked = cap;
+		}
+	}
+	if (d->n_walked < d->cap_walked)
+		d->walked[d->n_walked++] = id;
+	else
+		d->walk_incomplete = true; /* settled as unseen: denied */
+}
+
+/*
+ * Bind and watch the cgroup open at fd (rel, at level, its directory
+ * writable by a user or below one that is: user) and everything below it,
+ * through descriptors relative to their parents (no path is reopened).
+ * A directory that vanishes meanwhile is skipped (counted in
+ * d->vanished); any other error denies the cgroup it happened in
+ * everything, and the walk goes on. Takes fd. rel is a PATH_MAX buffer.
+ */
+static void daemon_walk_fd(struct daemon *d, int fd, char *rel, unsigned level, bool user)
+{
+	size_t ml = strlen(d->mount), rl = strlen(rel);
+	char abs[PATH_MAX];
+	struct dirent *de;
+	struct stat st;
+	DIR *dir;
+
+	if (fstat(fd, &st)) {
+		close(fd);
+		d->vanished++;
+		return;
+	}
+	user = user || st.st_uid != 0 || (st.st_mode & (S_IWGRP | S_IWOTH));
+	daemon_record_walked(d, st.st_ino);
+	daemon_bind(d, rel, st.st_ino);
+	snprintf(abs, sizeof(abs), "%s%s", d->mount, strcmp(rel, "/") ? rel : "");
+	/* Watched before it is read: a cgroup made meanwhile is either
+	 * listed below or reported. */
+	if (daemon_watch_add(d, abs, rel, st.st_ino, user) == -E2BIG && !d->watches_full) {
+		log_error("more than %d cgroups: new ones below %s are not seen (they "
+			  "inherit their nearest bound ancestor's policy)", DAEMON_MAX_WATCHES, rel);
+		d->watches_full = true;
+	}
+	netns_watch_cgroup(d->ns, abs);
+	dir = fdopendir(fd);
+	if (!dir) {
+		log_error("cgroup %s: cannot list it: %s; denied everything", rel, strerror(errno));
+		close(fd);
+		daemon_deny_below(d, rel, level, st.st_ino, false);
+		d->walk_incomplete = true;
+		return;
+	}
+	for (;;) {
+		size_t nl;
+		int cfd;
+
+		errno = 0;
+		de = readdir(dir);
+		if (!de) {
+			if (errno) {
+				log_error("cgroup %s: cannot list it: %s; denied everything",
+					  rel, strerror(errno));
+				daemon_deny_below(d, rel, level, st.st_ino, false);
+				d->walk_incomplete = true;
+			}
+			break;
+		}
+		if (de->d_type != DT_DIR && de->d_type != DT_UNKNOWN)
+			continue;
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		nl = strlen(de->d_name);
+		if (level + 1 > DAEMON_MAX_LEVEL || ml + rl + 1 + nl >= PATH_MAX) {
+			struct stat cst;
+
+			if (fstatat(dirfd(dir), de->d_name, &cst, AT_SYMLINK_NOFOLLOW) == 0 &&
+			    S_ISDIR(cst.st_mode))
+				daemon_deny_below(d, rel, level, st.st_ino, true);
+			continue;
+		}
+		cfd = openat(dirfd(dir), de->d_name,
+			     O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (cfd < 0) {
+			if (errno == ENOENT) {
+				d->vanished++;
+			} else if (errno != ENOTDIR) {
+				log_error("cgroup %s/%s: cannot open it: %s; %s denied everything",
+					  strcmp(rel, "/") ? rel : "", de->d_name, strerror(errno),
+					  rel);
+				daemon_deny_below(d, rel, level, st.st_ino, false);
+				d->walk_incomplete = true;
+			}
+			continue;
+		}
+		snprintf(rel + rl, PATH_MAX - rl, "%s%s", rl > 1 ? "/" : "", de->d_name);
+		daemon_walk_fd(d, cfd, rel, level + 1, user);
+		rel[rl] = '\0';
+	}
+	closedir(dir);
+}
+
+/* Bind and watch rel (relative to the mount, shorter than PATH_MAX) and
+ * everything below it; user: its parent is writable by a user, or below
+ * one that is. A cgroup gone meanwhile is not an error. */
+static void daemon_walk(struct daemon *d, const char *start, bool user)
+{
+	char rel[PATH_MAX], abs[PATH_MAX], who[PATH_MAX + 64];
+	unsigned level = daemon_level(start);
+	uint64_t top, id;
+	int fd;
+
+	if (snprintf(rel, sizeof(rel), "%s", start) >= (int)sizeof(rel) ||
+	    snprintf(abs, sizeof(abs), "%s%s", d->mount, start) >= (int)sizeof(abs)) {
+		log_error("cgroup %.200s...: path too long", start);
+		d->walk_incomplete = true;
+		return;
+	}
+	if (level > DAEMON_MAX_LEVEL) {
+		/* an attach point too deep for the programs: denied from above */
+		if (daemon_ancestor_id(d, rel, EGR_MAX_CGROUP_DEPTH, &id) == 0)
+			daemon_deny_below(d, rel, EGR_MAX_CGROUP_DEPTH, id, true);
+		else
+			d->walk_incomplete = true;
+		return;
+	}
+	fd = open(abs, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0) {
+		if (errno == ENOENT) {
+			d->vanished++;
+		} else {
+			log_error("cgroup %s: cannot open it: %s", start, strerror(errno));
+			d->walk_incomplete = true;
+		}
+		return;
+	}
+	if (!user && level > 0)
+		user = daemon_below_delegated(d, start, who, sizeof(who), &top);
+	daemon_walk_fd(d, fd, rel, level, user);
+}
+
+/* A directory name made in the cgroup of watch i (IN_CREATE): bound and
+ * watched with everything below it, or, too deep or too long a path for
+ * the programs, denied from above. */
+static void daemon_walk_created(struct daemon *d, long i, const char *name)
+{
+	const struct daemon_watch *w = &d->watches[i];
+	unsigned level = daemon_level(w->path);
+	size_t ml = strlen(d->mount), pl = strcmp(w->path, "/") ? strlen(w->path) : 0;
+	char rel[PATH_MAX], abs[PATH_MAX];
+	bool user = w->user;
+	struct stat st;
+	int fd;
+
+	if (level + 1 > DAEMON_MAX_LEVEL || ml + pl + 1 + strlen(name) >= PATH_MAX) {
+		snprintf(abs, sizeof(abs), "%s%s", d->mount, pl ? w->path : "");
+		fd = open(abs, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (fd >= 0 && fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+		    S_ISDIR(st.st_mode)) {
+			snprintf(rel, sizeof(rel), "%s", w->path);
+			daemon_deny_below(d, rel, level, w->id, true);
+		} else if (fd < 0 || errno != ENOENT) {
+			d->vanished++;
+		}
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	snprintf(rel, sizeof(rel), "%s/%s", pl ? w->path : "", name);
+	snprintf(abs, sizeof(abs), "%s%s", d->mount, rel);
+	fd = open(abs, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0) {
+		if (errno == ENOENT || errno == ENOTDIR)
+			d->vanished++;
+		else
+			log_error("cgroup %s: cannot open it: %s; %s denied everything", rel,
+				  strerror(errno), w->path);
+		if (errno != ENOENT && errno != ENOTDIR)
+			daemon_deny_below(d, w->path, level, w->id, false);
+		return;
+	}
+	daemon_walk_fd(d, fd, rel, level + 1, user);
+}
+
+/* ---- attach points -------------------------------------------------- */
+
+/* Watch the deepest existing directory above attach point ap (its parent
+ * while it exists): its re-creation is then reported (IN_CREATE). */
+static void daemon_ap_watch_above(struct daemon *d, const char *ap)
+{
+	char abs[PATH_MAX], *slash;
+	size_t ml = strlen(d->mount), i;
+	int wd = -1;
+
+	if (snprintf(abs, sizeof(abs), "%s%s", d->mount, ap) >= (int)sizeof(abs))
+		return;
+	while ((slash = strrchr(abs + ml, '/'))) {
+		*slash = '\0';
+		wd = inotify_add_watch(d->ino, abs[0] ? abs : "/",
+				       IN_CREATE | IN_DELETE_SELF | IN_ONLYDIR);
+		if (wd >= 0 || slash == abs + ml)
+			break;
+	}
+	if (wd < 0) {
+		log_error("attach point %s: cannot watch the cgroups above it: if it is "
+			  "removed and made again, it is not enforced until a reload", ap);
+		return;
+	}
+	for (i = 0; i < d->n_ap_wds; i++)
+		if (d->ap_wds[i] == wd)
+			return;
+	{
+		int *v = realloc(d->ap_wds, (d->n_ap_wds + 1) * sizeof(*v));
+
+		if (!v)
+			return;
+		d->ap_wds = v;
+		d->ap_wds[d->n_ap_wds++] = wd;
+	}
+}
+
+static bool daemon_is_ap_wd(const struct daemon *d, int wd)
+{
+	size_t i;
+
+	for (i = 0; i < d->n_ap_wds; i++)
+		if (d->ap_wds[i] == wd)
+			return true;
+	return false;
+}
+
+/*
+ * Every attach point as it is now: one removed (a systemd slice stopped)
+ * is watched for from above; one made again (the slice started) is a new
+ * cgroup without programs: they are attached to it, and the cgroups below
+ * it bound, at once. Until then, processes moved into it are not enforced.
+ */
+static void daemon_ap_check(struct daemon *d)
+{
+	size_t i, n;
+	const char *const *aps = dconfig_attach_points(d->dc, &n);
+
+	if (n > d->n_ap_ids)
+		return; /* daemon_walk_all has not run for this config */
+	for (i = 0; i < n; i++) {
+		char abs[PATH_MAX];
+		struct stat st;
+		int fd, err;
+
+		daemon_ap_watch_above(d, aps[i]);
+		if (snprintf(abs, sizeof(abs), "%s%s", d->mount, aps[i]) >= (int)sizeof(abs))
+			continue;
+		if (stat(abs, &st) || !S_ISDIR(st.st_mode)) {
+			if (d->ap_ids[i]) {
+				log_warn("attach point %s was removed: if it is made again, "
+					 "egressd attaches its programs to it again", aps[i]);
+				/* its links go with their pins */
+				egr_bpf_unpin_cgroup(d->bpf, d->ap_ids[i]);
+			}
+			d->ap_ids[i] = 0;
+			continue;
+		}
+		if (st.st_ino == d->ap_ids[i])
+			continue;
+		fd = open(abs, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (fd < 0)
+			continue; /* gone again: the next event */
+		if (fstat(fd, &st) == 0)
+			err = egr_bpf_attach_pinned(d->bpf, fd, st.st_ino);
+		else
+			err = -errno;
+		close(fd);
+		if (err) {
+			log_error("attach point %s was made again, and its programs cannot be "
+				  "attached to it: %s: it is NOT enforced", aps[i], strerror(-err));
+			continue;
+		}
+		if (d->ap_ids[i]) /* replaced between two looks */
+			egr_bpf_unpin_cgroup(d->bpf, d->ap_ids[i]);
+		d->ap_ids[i] = st.st_ino;
+		log_warn("attach point %s was made again (cgroup id %llu): programs attached, "
+			 "enforcing below it", aps[i], (unsigned long long)st.st_ino);
+		daemon_walk(d, aps[i], false);
+	}
+}
+
+/*
+ * Walk every attach point (attaching the programs first, if attach) and
+ * bind every cgroup below them; then no binding is left naming a policy
+ * of another bank than the running one (egr_bpf_settle_cgroups): the ones
+ * the walk did not see are unbound if it was complete (gone, or outside
+ * every attach point: a reload removed it, or a previous daemon bound
+ * it), denied everything if it was not. Returns the first attach error;
+ * d->walk_incomplete says whether some cgroups could not be judged.
+ */
+static int daemon_walk_all(struct daemon *d, bool attach)
+{
+	size_t i, n;
+	const char *const *aps = dconfig_attach_points(d->dc, &n);
+	int first = 0, unbound, denied = 0;
+	uint64_t *ids;
+
+	if (attach) {
+		/* the ids attached to now; daemon_ap_check notices changes */
+		ids = calloc(n ? n : 1, sizeof(*ids));
+		free(d->ap_ids);
+		d->ap_ids = ids;
+		d->n_ap_ids = ids ? n : 0;
+	}
+	d->n_walked = 0;
+	d->walk_incomplete = false;
+	d->walking_all = true;
+	d->vanished = 0;
+	for (i = 0; i < d->n_delegations; i++)
+		d->delegations[i].denied = 0; /* counted again by the walk */
+	for (i = 0; i < n; i++) {
+		char abs[PATH_MAX];
+		struct stat st;
+		int fd, err = 0;
+
+		if (snprintf(abs, sizeof(abs), "%s%s", d->mount, aps[i]) >= (int)sizeof(abs)) {
+			first = first ? first : -ENAMETOOLONG;
+			continue;
+		}
+		fd = open(abs, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (fd < 0) {
+			/* no cgroup there, so none below it to bind */
+			err = -errno;
+			log_error("attach point %s (%s): %s: create the cgroup (e.g. the "
+				  "systemd slice) before starting egressd", aps[i], abs,
+				  strerror(-err));
+			first = first ? first : err;
+			continue;
+		}
+		if (fstat(fd, &st))
+			st.st_ino = cgroup_id(abs);
+		if (attach)
+			err = egr_bpf_attach_pinned(d->bpf, fd, st.st_ino);
+		close(fd);
+		first = first ? first : err;
+		if (!err && attach && i < d->n_ap_ids)
+			d->ap_ids[i] = st.st_ino;
+		/* Walked even if attaching failed: links pinned before may
+		 * still enforce it, and its cgroups keep their bindings. */
+		daemon_walk(d, aps[i], false);
+		if (!err && attach)
+			log_info("enforcing below %s", aps[i]);
+	}
+	d->walking_all = false;
+	unbound = egr_bpf_settle_cgroups(d->bpf, d->walked, d->n_walked, !d->walk_incomplete,
+					 d->bank * DAEMON_BANK,
+					 d->bank * DAEMON_BANK + (uint32_t)d->dc->n_policies,
+					 &denied);
+	if (unbound < 0) {
+		log_error("cannot settle the cgroup bindings: %s", strerror(-unbound));
+		d->walk_incomplete = true;
+	} else if (unbound) {
+		log_info("unbound %d cgroup(s) outside the attach points (or gone)", unbound);
+	}
+	if (d->walk_incomplete)
+		log_error("not every cgroup below the attach points could be judged (see "
+			  "above): those the walk did not reach are denied everything (%d "
+			  "binding(s) denied); a reload walks again", denied);
+	else if (denied)
+		log_warn("%d cgroup binding(s) of an earlier configuration denied everything",
+			 denied);
+	if (d->vanished)
+		log_debug("%u cgroup(s) vanished while walked", d->vanished);
+	daemon_ap_check(d);
+	return first;
+}
+
+/* ---- new and removed cgroups (inotify) ------------------------------ */
+
+struct daemon_created {
+	int wd;         /* the parent's watch */
+	bool user;      /* made in a directory a user can write */
+	char name[NAME_MAX + 1];
+};
+
+/*
+ * One pass over what inotify reported (a bounded number of reads). Each
+ * new directory costs a walk of its own subtree, usually one open that
+ * fails (it is gone again) or one cgroup; those made where a user can
+ * write (a delegate's subtree, which it can fill as fast as it likes) are
+ * walked after every other one read in the same pass, so a delegate's
+ * flood does not delay the binding of cgroups root makes elsewhere. An
+ * overflowed queue (IN_Q_OVERFLOW: events were lost) walks everything
+ * again. Directories gone before they were walked are only counted.
+ */
 static void daemon_inotify(struct daemon *d)
 {
 	char buf[64 * 1024] __attribute__((aligned(__alignof__(struct inotify_event))));
-	ssize_t n = read(d->ino, buf, sizeof(buf));
-	char *p;
+	struct daemon_created *made = NULL;
+	size_t n_made = 0, cap_made = 0, i;
+	bool overflow = false, ap_check = false;
+	unsigned reads, pass;
 
-	for (p = buf; n > 0 && p < buf + n;) {
-		struct inotify_event *ev = (struct inotify_event *)p;
-		size_t i;
+	d->vanished = 0;
+	for (reads = 0; reads < 16; reads++) {
+		ssize_t n = read(d->ino, buf, sizeof(buf));
+		char *p;
 
-		p += sizeof(*ev) + ev->len;
-		for (i = 0; i < d->n_watches; i++)
-			if (d->watches[i].wd == ev->wd)
-				break;
-		if (i == d->n_watches)
-			continue;
-		if (ev->mask & IN_DELETE_SELF) {
-			char *gone;
+		if (n <= 0)
+			break;
+		for (p = buf; p < buf + n;) {
+			struct inotify_event *ev = (struct inotify_event *)p;
+			long w;
 
-			egr_bpf_unbind_cgroup(d->bpf, d->watches[i].id);
-			egr_bpf_forget_usage(d->bpf, d->watches[i].id);
-			pthread_mutex_lock(&d->watch_lock);
-			gone = d->watches[i].path;
-			d->watches[i] = d->watches[--d->n_watches];
-			pthread_mutex_unlock(&d->watch_lock);
-			free(gone);
-			continue;
-		}
-		if ((ev->mask & IN_CREATE) && (ev->mask & IN_ISDIR) && ev->len) {
-			char abs[PATH_MAX];
+			p += sizeof(*ev) + ev->len;
+			if (ev->mask & IN_Q_OVERFLOW) {
+				overflow = true;
+				continue;
+			}
+			if (daemon_is_ap_wd(d, ev->wd)) {
+				ap_check = true;
+				if (ev->mask & (IN_DELETE_SELF | IN_IGNORED)) {
+					for (i = 0; i < d->n_ap_wds; i++)
+						if (d->ap_wds[i] == ev->wd)
+							d->ap_wds[i] = d->ap_wds[--d->n_ap_wds];
+				}
+			}
+			w = daemon_watch_find(d, ev->wd);
+			if (w < 0)
+				continue;
+			if (ev->mask & IN_DELETE_SELF) {
+				egr_bpf_unbind_cgroup(d->bpf, d->watches[w].id);
+				egr_bpf_forget_usage(d->bpf, d->watches[w].id);
+				for (i = 0; i < d->n_ap_ids; i++)
+					ap_check |= d->ap_ids[i] == d->watches[w].id;
+				daemon_watch_remove(d, w);
+				continue;
+			}
+			if ((ev->mask & IN_CREATE) && (ev->mask & IN_ISDIR) && ev->len &&
+			    !overflow) {
+				if (n_made == cap_made) {
+					size_t cap = cap_made ? cap_made * 2 : 64;
+					struct daemon_created *v = realloc(made, cap * sizeof(*v));
 
-			if (snprintf(abs, sizeof(abs), "%s%s/%s", d->mount,
-				     strcmp(d->watches[i].path, "/") ? d->watches[i].path : "",
-				     ev->name) < (int)sizeof(abs))
-				daemon_walk(d, abs);
+					if (!v) {
+						overflow = true; /* walked below, with the rest */
+						continue;
+					}
+					made = v;
+					cap_made = cap;
+				}
+				made[n_made].wd = ev->wd;
+				made[n_made].user = d->watches[w].user;
+				snprintf(made[n_made].name, sizeof(made[n_made].name), "%s",
+					 ev->name);
+				n_made++;
+			}
 		}
 	}
+	if (overflow) {
+		log_warn("inotify: events were lost (queue overflow): walking every "
+			 "attach point again");
+		daemon_walk_all(d, false);
+		if (d->walk_incomplete)
+			log_error("after the inotify overflow, not every cgroup could be judged: "
+				  "those not reached are denied everything");
+	} else {
+		/* root's first, then the ones users made */
+		for (pass = 0; pass < 2; pass++) {
+			for (i = 0; i < n_made; i++) {
+				long w;
+
+				if (made[i].user != (pass == 1))
+					continue;
+				w = daemon_watch_find(d, made[i].wd);
+				if (w >= 0) /* its parent is still there */
+					daemon_walk_created(d, w, made[i].name);
+			}
+		}
+	}
+	free(made);
+	if (ap_check)
+		daemon_ap_check(d);
+	if (d->vanished)
+		log_debug("%u new cgroup(s) were gone before they were walked", d->vanished);
 }
 
 /* ---- TLS interception ----------------------------------------------- */
@@ -1026,7 +1548,8 @@ static int daemon_reload(struct daemon *d, char *msg, size_t msglen)
 	daemon_apply_live(d, c);
 	/* New attach points are attached; cgroups rebound to the new bank,
 	 * those outside every attach point unbound. */
-	if (daemon_attach_all(d))
+	e = daemon_walk_all(d, true);
+	if (e)
 		log_error("reload: some attach points could not be attached (see above)");
 	daemon_warn_removed(d->prev, c);
 	log_info("reloaded %s: %zu policies, %zu bindings", d->config_path,
@@ -1039,6 +1562,15 @@ static int daemon_reload(struct daemon *d, char *msg, size_t msglen)
 			 "restarts; the running values stay until then", later);
 	}
 	metrics_reload_result(d->metrics, true);
+	/* Applied, but not everywhere: not a plain success (egressctl: 1). */
+	if (e || d->walk_incomplete) {
+		snprintf(msg, msglen, "reloaded, but %s: %s; see the daemon's log",
+			 e ? "some attach points could not be attached" :
+			     "not every cgroup below the attach points could be judged",
+			 e ? "their cgroups keep the programs attached before, if any" :
+			     "those are denied everything until a reload judges them");
+		return -EIO;
+	}
 	return 0;
 }
 
@@ -1398,7 +1930,7 @@ int daemon_main(int argc, char **argv)
 			  "(pods) cannot connect");
 	/* Serving before attaching: the first redirected connection finds
 	 * a listener. */
-	if (daemon_attach_all(&d))
+	if (daemon_walk_all(&d, true))
 		goto out;
 	log_info("serving on port %u, config %s, pins in %s", d.port, d.config_path, d.pin_dir);
 	/* Not fatal: enforcement matters more than egressctl reaching us. */
@@ -1504,6 +2036,9 @@ out:
 		free(d.watches[i].path);
 	free(d.watches);
 	free(d.walked);
+	free(d.wd_head);
+	free(d.ap_ids);
+	free(d.ap_wds);
 	free(d.delegations);
 	audit_close(d.audit);
 	for (i = 0; i < d.n_retired; i++)

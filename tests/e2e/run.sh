@@ -100,6 +100,10 @@ CASES=(
 	daemon_two_tenants_reload
 	daemon_reload_removes_attach_point
 	daemon_delegated_subtree
+	daemon_walk_deep_tree
+	daemon_cgroup_flood
+	daemon_attach_point_recreated
+	daemon_status_escapes_names
 	daemon_tenant_quota
 	daemon_restart_forgets_bindings
 	daemon_kernel_events_flood
@@ -2594,6 +2598,267 @@ print(len(json.load(sys.stdin)))')
 print(len(json.load(sys.stdin)))')
 	[ "$n" -le 24 ] || fail "egr_cgroups holds $n entries after the reload"
 	note "egr_cgroups: $n entries; job1 denied as a whole, also after a reload"
+}
+
+# A delegate (nobody, owner of agents/deleg) nests cgroups deeper than the
+# programs see their ancestors (EGR_MAX_CGROUP_DEPTH) and past PATH_MAX. The
+# daemon's walk used to give up there (nftw: ENAMETOOLONG), leaving cgroups
+# it had not reached yet bound to policy ids of the previous bank: after a
+# reload to a narrower policy they kept the wide one, and after a second
+# reload (which refills that bank) an id naming another tenant's audit-mode
+# policy. Now every cgroup is judged: the victims get the new policy, no
+# binding names another bank, and the too deep part is denied everything
+# through its ancestor at the deepest level the programs see.
+dwd_reaches() {
+	in_cg "$DCG/agents/$1" curl -sS --max-time 5 --cacert "$E2E_CA" \
+		--resolve "evil.test:443:$EVIL4" -o /dev/null "https://evil.test/" 2>&1
+}
+# dwd_banks LO HI: every egr_cgroups entry names a policy in [LO, HI) or
+# denies (>= 1024); prints the offenders
+dwd_banks() {
+	bpftool -j map dump pinned "$DBPF/egressd/egr_cgroups" | "$E2E_PY" -c 'import json, sys
+lo, hi = int(sys.argv[1]), int(sys.argv[2])
+bad = []
+for e in json.load(sys.stdin):
+    v = e["value"]
+    v = int.from_bytes(bytes(int(b, 16) for b in v), "little") if isinstance(v, list) else int(v)
+    if v < 1024 and not lo <= v < hi:
+        bad.append(v)
+print(" ".join(map(str, bad)))
+sys.exit(1 if bad else 0)' "$1" "$2"
+}
+case_daemon_walk_deep_tree() {
+	need_egressd
+	local out i rc ctl=$E2E_REPO/egressctl dsock=$E2E_DIR/ctl/dwd.sock
+	daemon_bed dwd bpffs-dwd daemon-dwd agents/deleg
+	cg_run 'for i in 0 1 2 3 4 5 6 7 8 9; do mkdir -p "$CG'"$DCG"'/agents/v$i"; done' ||
+		fail "cannot create the victims' cgroups"
+	# shellcheck disable=SC2016
+	cg_run 'cd "$CG'"$DCG"'/agents/deleg" && chown '"$E2E_NOBODY_UID"' . cgroup.procs \
+		cgroup.subtree_control cgroup.threads' || fail "cannot delegate deleg"
+	local pol='"wide": { "allow": ["allowed.test", "evil.test"] },
+                "narrow": { "allow": ["allowed.test"] }'
+	cat >"$DCFG" <<JSON
+{ "listen": { "control": "$dsock", "metrics": null },
+  "audit": { "path": "$CASE_AUDIT", "format": "json" },
+  "policies": { $pol },
+  "bindings": [ { "cgroup": "$DCG/agents/v*", "policy": "wide" },
+                { "cgroup": "$DCG/agents/deleg", "policy": "narrow" } ] }
+JSON
+	daemon_start || fail "daemon did not start: $(tail -3 "$CASE_STDERR")"
+	out=$(dwd_reaches v0) || fail "v0 -> evil.test under policy wide: $(oneline "$out")"
+	# the delegate, unprivileged: 18 levels of 250-byte names (past
+	# PATH_MAX), some siblings, then 40 more levels
+	# shellcheck disable=SC2016
+	out=$(cg_run 'cd "$CG'"$DCG"'/agents/deleg" && setpriv --reuid='"$E2E_NOBODY_UID"' \
+		--regid='"$E2E_NOBODY_GID"' --clear-groups '"$E2E_PY"' -c "
+import os
+for i in range(18):
+    os.mkdir(\"d\" * 250)
+    os.chdir(\"d\" * 250)
+for j in range(8):
+    os.mkdir(\"b%d\" % j)
+os.mkdir(\"a\")
+os.chdir(\"a\")
+for i in range(40):
+    os.mkdir(\"c\")
+    os.chdir(\"c\")
+print(\"made\")
+"' 2>&1)
+	[ "$out" = made ] || fail "the delegate could not nest its cgroups: $(oneline "$out")"
+	sleep 0.5
+	sed -i 's/"policy": "wide" }/"policy": "narrow" }/' "$DCFG"
+	out=$("$ctl" reload --socket "$dsock" 2>&1) || fail "reload 1: $(oneline "$out")"
+	log_mark evil.test
+	for i in 0 1 2 3 4 5 6 7 8 9; do
+		out=$(dwd_reaches v$i) &&
+			fail "v$i reached evil.test after the reload to narrow: $(oneline "$(daemon_binding "$DCG/agents/v$i")")"
+	done
+	out=$(dwd_banks 512 514) || fail "bindings outside bank 1 after reload 1: $out"
+	evil_untouched "victims after reload 1"
+	# bank 0 refilled: index 0 is now an audit-mode policy nothing binds
+	cat >"$DCFG" <<JSON
+{ "listen": { "control": "$dsock", "metrics": null },
+  "audit": { "path": "$CASE_AUDIT", "format": "json" },
+  "policies": { "open": { "mode": "audit" }, "narrow": { "allow": ["allowed.test"] } },
+  "bindings": [ { "cgroup": "$DCG/agents/v*", "policy": "narrow" },
+                { "cgroup": "$DCG/agents/deleg", "policy": "narrow" },
+                { "cgroup": "$DCG/agents/unused-*", "policy": "open" } ] }
+JSON
+	out=$("$ctl" reload --socket "$dsock" 2>&1) || fail "reload 2: $(oneline "$out")"
+	out=$(dwd_banks 0 2) || fail "bindings outside bank 0 after reload 2: $out"
+	for i in 0 1 2 3 4 5 6 7 8 9; do
+		out=$(dwd_reaches v$i) && fail "v$i reached evil.test after reload 2"
+	done
+	out=$(in_cg "$DCG/agents/v5" curl -sS --max-time 5 --cacert "$E2E_CA" -o /dev/null \
+		https://allowed.test/ 2>&1) || fail "v5 -> allowed.test (narrow): $(oneline "$out")"
+	evil_untouched "victims after reload 2"
+	# the part too deep for the programs is denied everything (the
+	# delegate's own policy would allow allowed.test)
+	local deep
+	deep=$DCG/agents/deleg$(printf "/%0250d" 0 | tr 0 d)
+	for ((i = 1; i < 15; i++)); do deep=$deep/$(printf "%0250d" 0 | tr 0 d); done
+	out=$(in_cg "$deep" curl -sS --max-time 5 --cacert "$E2E_CA" -o /dev/null \
+		https://allowed.test/ 2>&1) && fail "a cgroup 18 levels deep reached allowed.test"
+	note "18 levels deep: $(oneline "$out")"
+	grep -q "deeper than 17 levels, or a path longer than 4096 bytes" "$CASE_STDERR" ||
+		fail "no error about the deep cgroups: $(oneline "$(grep -i 'deep\|judged' "$CASE_STDERR")")"
+	! grep -q "stopped early\|not every cgroup" "$CASE_STDERR" ||
+		fail "the walk did not reach every cgroup: $(oneline "$(grep 'not every' "$CASE_STDERR")")"
+	# a restart walks the same tree
+	daemon_kill9
+	daemon_start || fail "restart failed: $(tail -3 "$CASE_STDERR")"
+	out=$(in_cg "$DCG/agents/v9" curl -sS --max-time 5 --cacert "$E2E_CA" -o /dev/null \
+		https://allowed.test/ 2>&1) || fail "after a restart v9 -> allowed.test: $(oneline "$out")"
+	out=$(dwd_banks 0 2) || fail "bindings outside bank 0 after the restart: $out"
+}
+
+# A delegate floods its own cgroup with mkdir/rmdir (thousands) while root
+# makes a cgroup elsewhere: that one must get its own (narrower) binding
+# within 2 s, not after the daemon has waded through the flood (one walk
+# and a warning line per vanished directory, a linear search per event:
+# seconds), during which it runs under its ancestor's wider policy.
+case_daemon_cgroup_flood() {
+	need_egressd
+	local out i fp t0 ms bound=no dsock=$E2E_DIR/ctl/dfl.sock
+	daemon_bed dfl bpffs-dfl daemon-dfl agents/deleg
+	# shellcheck disable=SC2016
+	cg_run 'cd "$CG'"$DCG"'/agents/deleg" && chown '"$E2E_NOBODY_UID"' . cgroup.procs \
+		cgroup.subtree_control cgroup.threads' || fail "cannot delegate deleg"
+	cat >"$DCFG" <<JSON
+{ "listen": { "control": "$dsock", "metrics": null },
+  "audit": { "path": "$CASE_AUDIT", "format": "json" },
+  "policies": { "wide": { "allow": ["allowed.test", "evil.test"] },
+                "narrow": { "allow": ["allowed.test"] } },
+  "bindings": [ { "cgroup": "$DCG/agents/**", "policy": "wide" },
+                { "cgroup": "$DCG/agents/strict-*", "policy": "narrow" } ] }
+JSON
+	daemon_start || fail "daemon did not start: $(tail -3 "$CASE_STDERR")"
+	# shellcheck disable=SC2016
+	cg_run 'cd "$CG'"$DCG"'/agents/deleg" && timeout 60 setpriv --reuid='"$E2E_NOBODY_UID"' \
+		--regid='"$E2E_NOBODY_GID"' --clear-groups '"$E2E_PY"' -c "
+import os, time
+t = time.time()
+for i in range(6000):
+    os.mkdir(\"x%d\" % i)
+    if i >= 100:
+        os.rmdir(\"x%d\" % (i - 100))
+print(\"flood\", round(time.time() - t, 2))
+"' >"$E2E_DIR/run/dfl.out" 2>&1 &
+	fp=$!
+	sleep 0.3
+	cg_run 'mkdir "$CG'"$DCG"'/agents/strict-1"' || fail "cannot create strict-1"
+	t0=$(date +%s%N)
+	for ((i = 0; i < 40; i++)); do
+		daemon_binding "$DCG/agents/strict-1" >/dev/null 2>&1 && { bound=yes; break; }
+		sleep 0.05
+	done
+	ms=$((($(date +%s%N) - t0) / 1000000))
+	wait $fp
+	note "$(cat "$E2E_DIR/run/dfl.out"); strict-1 bound=$bound after $ms ms"
+	[ $bound = yes ] && [ $ms -le 2000 ] ||
+		fail "strict-1 was not bound within 2 s of its creation during the flood ($ms ms)"
+	out=$(in_cg "$DCG/agents/strict-1" curl -sS --max-time 5 --cacert "$E2E_CA" \
+		--resolve "evil.test:443:$EVIL4" -o /dev/null https://evil.test/ 2>&1) &&
+		fail "strict-1 reached evil.test"
+	local lines
+	lines=$(grep -c . "$CASE_STDERR")
+	[ "$lines" -lt 200 ] || fail "the flood made $lines log lines"
+	note "$lines daemon log lines"
+}
+
+# The attach point's cgroup removed and made again (a systemd slice stopped
+# and started): the new cgroup has no programs until the daemon attaches
+# them. It used to drop the watch and say nothing: processes in the new
+# slice were not enforced at all (evil.test, UDP anywhere).
+case_daemon_attach_point_recreated() {
+	need_egressd
+	local out i dsock=$E2E_DIR/ctl/dapr.sock
+	daemon_bed dapr bpffs-dapr daemon-dapr agents/job1
+	cat >"$DCFG" <<JSON
+{ "listen": { "control": "$dsock", "metrics": null },
+  "audit": { "path": "$CASE_AUDIT", "format": "json" },
+  "policies": { "narrow": { "allow": ["allowed.test"] } },
+  "bindings": [ { "cgroup": "$DCG/agents/job*", "policy": "narrow" } ] }
+JSON
+	daemon_start || fail "daemon did not start: $(tail -3 "$CASE_STDERR")"
+	out=$(in_cg "$DCG/agents/job1" curl -sS --max-time 5 --cacert "$E2E_CA" -o /dev/null \
+		https://allowed.test/ 2>&1) || fail "job1 -> allowed.test: $(oneline "$out")"
+	# shellcheck disable=SC2016
+	cg_run 'rmdir "$CG'"$DCG"'/agents/job1" "$CG'"$DCG"'/agents" &&
+		mkdir -p "$CG'"$DCG"'/agents/job2"' || fail "cannot remove and make the attach point"
+	for ((i = 0; i < 40; i++)); do
+		grep -q "attach point $DCG/agents was made again" "$CASE_STDERR" && break
+		sleep 0.05
+	done
+	grep -q "attach point $DCG/agents was made again" "$CASE_STDERR" ||
+		fail "no log line about the attach point made again: $(oneline "$(tail -3 "$CASE_STDERR")")"
+	log_mark evil.test
+	out=$(in_cg "$DCG/agents/job2" curl -sS --max-time 5 --cacert "$E2E_CA" \
+		--resolve "evil.test:443:$EVIL4" -o /dev/null https://evil.test/ 2>&1) &&
+		fail "a process in the re-made attach point reached evil.test"
+	evil_untouched "re-made attach point"
+	out=$(in_cg "$DCG/agents/job2" curl -sS --max-time 5 --cacert "$E2E_CA" -o /dev/null \
+		https://allowed.test/ 2>&1) || fail "job2 -> allowed.test (its binding): $(oneline "$out")"
+	grep -q '"cgroup":"'"$DCG"'/agents/job2"' "$CASE_AUDIT" ||
+		fail "no audit record names job2"
+	# once more: the watch above it still works
+	# shellcheck disable=SC2016
+	cg_run 'rmdir "$CG'"$DCG"'/agents/job2" "$CG'"$DCG"'/agents" &&
+		mkdir -p "$CG'"$DCG"'/agents/job3"' || fail "cannot remake the attach point again"
+	for ((i = 0; i < 40; i++)); do
+		[ "$(grep -c "attach point $DCG/agents was made again" "$CASE_STDERR")" -ge 2 ] && break
+		sleep 0.05
+	done
+	out=$(in_cg "$DCG/agents/job3" curl -sS --max-time 5 --cacert "$E2E_CA" \
+		--resolve "evil.test:443:$EVIL4" -o /dev/null https://evil.test/ 2>&1) &&
+		fail "job3 in the twice re-made attach point reached evil.test"
+	evil_untouched "twice re-made attach point"
+}
+
+# A delegate names its cgroup with terminal escapes and a carriage return
+# and runs a process in a network namespace of its own there: egressctl
+# status lists that namespace with the cgroup's name, which must reach the
+# terminal escaped like every other name (and the daemon's log too).
+case_daemon_status_escapes_names() {
+	need_egressd
+	local out sp dsock=$E2E_DIR/ctl/dsn.sock
+	daemon_bed dsn bpffs-dsn daemon-dsn agents/deleg
+	# shellcheck disable=SC2016
+	cg_run 'cd "$CG'"$DCG"'/agents/deleg" && chown '"$E2E_NOBODY_UID"' . cgroup.procs \
+		cgroup.subtree_control cgroup.threads' || fail "cannot delegate deleg"
+	cat >"$DCFG" <<JSON
+{ "listen": { "control": "$dsock", "metrics": null },
+  "audit": { "path": "$CASE_AUDIT", "format": "json" },
+  "policies": { "narrow": { "allow": ["allowed.test"] },
+                "wide": { "allow": ["allowed.test", "evil.test"] } },
+  "bindings": [ { "cgroup": "$DCG/**/x*", "policy": "wide" },
+                { "cgroup": "$DCG/agents/deleg", "policy": "narrow" } ] }
+JSON
+	daemon_start || fail "daemon did not start: $(tail -3 "$CASE_STDERR")"
+	E2E_TIMEOUT=12 in_cg "$DCG/agents/deleg" sh -c '
+		n=$(printf "x\033]0;PWNED\007\033[31mFORGED\033[0m\r  FAKE")
+		d=/sys/fs/cgroup'"$DCG"'/agents/deleg/$n
+		mkdir "$d" && echo $$ >"$d/cgroup.procs" && exec unshare -Urn sleep 8' \
+		>"$E2E_DIR/run/dsn.out" 2>&1 &
+	sp=$!
+	local i
+	for ((i = 0; i < 60; i++)); do
+		"$E2E_REPO/egressctl" status --socket "$dsock" >"$E2E_DIR/run/dsn.status" 2>&1
+		grep -q FORGED "$E2E_DIR/run/dsn.status" && break
+		sleep 0.1
+	done
+	wait $sp
+	grep -q FORGED "$E2E_DIR/run/dsn.status" ||
+		fail "the delegate's namespace is not listed: $(oneline "$(cat -v "$E2E_DIR/run/dsn.status" "$E2E_DIR/run/dsn.out")")"
+	note "status: $(grep FORGED "$E2E_DIR/run/dsn.status" | cat -v)"
+	LC_ALL=C grep -q $'[\x01-\x08\x0b-\x1f\x7f]' "$E2E_DIR/run/dsn.status" &&
+		fail "egressctl status printed control bytes: $(grep FORGED "$E2E_DIR/run/dsn.status" | cat -v)"
+	grep -q FORGED "$CASE_STDERR" ||
+		fail "the daemon's log does not name the cgroup (the check below proves nothing)"
+	LC_ALL=C grep -q $'[\x01-\x08\x0b-\x1f\x7f]' "$CASE_STDERR" &&
+		fail "the daemon's log has control bytes: $(grep FORGED "$CASE_STDERR" | cat -v)"
+	return 0
 }
 
 # egressd daemon with TLS interception: the daemon's CA (egressctl ca init),

@@ -172,6 +172,76 @@ static void test_pinned_fail_closed_and_adopt(void **state)
 	assert_int_not_equal(connect_from_cgroup(), 0);
 }
 
+static uint32_t binding_or(struct egr_bpf *b, uint64_t id, uint32_t none)
+{
+	uint32_t v;
+
+	return egr_bpf_cgroup_binding(b, id, &v) ? none : v;
+}
+
+/*
+ * After a daemon's walk no binding names another bank's policy id: the
+ * next reload refills that bank with other policies. Unseen bindings go if
+ * the walk was complete, and are denied if it was not; seen ones naming an
+ * id outside the running bank are denied. Map keys only: no cgroup needed.
+ */
+static void test_settle_cgroups(void **state)
+{
+	enum { NONE = 0xffffffffu, DENY = EGR_MAX_POLICIES };
+	struct policy *p = policy_new("settle-test");
+	struct egr_policy_info info;
+	char path[PATH_MAX + 32];
+	uint64_t seen[3];
+	struct egr_bpf *b;
+	uint32_t id = 5;
+	int denied, fd;
+
+	(void)state;
+	assert_non_null(p);
+	assert_int_equal(egr_bpf_prepare_pinned(&b, pins), 0);
+	assert_int_equal(egr_bpf_load(b, 15999, false), 0);
+	assert_true(egr_bpf_prune_cgroups(b, NULL, 0) >= 0); /* the test before's */
+	/* bank [512, 514) runs; 7 names the other bank */
+	assert_int_equal(egr_bpf_bind_cgroup(b, 1001, 512), 0); /* seen, current */
+	assert_int_equal(egr_bpf_bind_cgroup(b, 1002, 7), 0);   /* seen, old bank */
+	assert_int_equal(egr_bpf_bind_cgroup(b, 1003, 514), 0); /* seen, past n */
+	assert_int_equal(egr_bpf_bind_cgroup(b, 1004, 7), 0);   /* unseen */
+	assert_int_equal(egr_bpf_bind_cgroup(b, 1005, DENY), 0); /* unseen, denied */
+	seen[0] = 1003;
+	seen[1] = 1001;
+	seen[2] = 1002;
+	/* an incomplete walk: the unseen one is denied, not kept or dropped */
+	assert_int_equal(egr_bpf_settle_cgroups(b, seen, 3, false, 512, 514, &denied), 0);
+	assert_int_equal(denied, 3);
+	assert_int_equal(binding_or(b, 1001, NONE), 512);
+	assert_int_equal(binding_or(b, 1002, NONE), DENY);
+	assert_int_equal(binding_or(b, 1003, NONE), DENY);
+	assert_int_equal(binding_or(b, 1004, NONE), DENY);
+	assert_int_equal(binding_or(b, 1005, NONE), DENY);
+	/* a complete one: the unseen go */
+	assert_int_equal(egr_bpf_settle_cgroups(b, seen, 3, true, 512, 514, &denied), 2);
+	assert_int_equal(denied, 0);
+	assert_int_equal(binding_or(b, 1001, NONE), 512);
+	assert_int_equal(binding_or(b, 1002, NONE), DENY);
+	assert_int_equal(binding_or(b, 1004, NONE), NONE);
+	assert_int_equal(binding_or(b, 1005, NONE), NONE);
+	assert_true(egr_bpf_prune_cgroups(b, NULL, 0) >= 0);
+
+	/* a cleared slot is no policy any more */
+	assert_int_equal(egr_bpf_set_policy(b, id, p), 0);
+	snprintf(path, sizeof(path), "%s/egr_policies", pins);
+	fd = bpf_obj_get(path);
+	assert_true(fd >= 0);
+	assert_int_equal(bpf_map_lookup_elem(fd, &id, &info), 0);
+	assert_true(info.flags & EGR_POLICY_VALID);
+	assert_int_equal(egr_bpf_clear_policy(b, id), 0);
+	assert_int_equal(bpf_map_lookup_elem(fd, &id, &info), 0);
+	assert_false(info.flags & EGR_POLICY_VALID);
+	close(fd);
+	egr_bpf_destroy(b);
+	policy_free(p);
+}
+
 static int setup(void **state)
 {
 	char mnt[PATH_MAX - 64], err[256];
@@ -223,6 +293,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_pinned_fail_closed_and_adopt),
+		cmocka_unit_test(test_settle_cgroups),
 	};
 
 	return cmocka_run_group_tests_name("bpfpin", tests, setup, teardown);
