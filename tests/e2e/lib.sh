@@ -300,7 +300,7 @@ bed_teardown() {
 			[ -n "$cg" ] || continue
 			# shellcheck disable=SC2016
 			cg_run 'd=$CG'"$cg"'; [ ! -d "$d" ] ||
-				find "$d" -depth -type d -exec rmdir {} \;' 2>/dev/null
+				find "$d" -depth -type d -execdir rmdir {} \;' 2>/dev/null
 		done <"$E2E_DIR/leftover_cgroups"
 	fi
 	# Anything still inside the bed's namespaces was started by this run.

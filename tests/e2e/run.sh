@@ -1997,7 +1997,8 @@ in_cg() { in_ns_cg "$NS_HOST" "$@"; }
 # running there).
 cg_kill_remove() {
 	# only the bed's own cgroups: never the hierarchy's root or the
-	# machine's (an empty argument would make $d the root)
+	# machine's (an empty argument would make $d the root); -execdir:
+	# a tree deeper than PATH_MAX (daemon_walk_deep_tree) goes too
 	case $1 in
 	/egressd-e2e-?*) ;;
 	*) echo "cg_kill_remove: refusing '$1'" >&2; return 1 ;;
@@ -2005,7 +2006,7 @@ cg_kill_remove() {
 	# shellcheck disable=SC2016
 	cg_run 'd=$CG'"$1"'; [ ! -d "$d" ] || { echo 1 >"$d/cgroup.kill" 2>/dev/null;
 		for i in $(seq 20); do
-			find "$d" -depth -type d -exec rmdir {} \; 2>/dev/null
+			find "$d" -depth -type d -execdir rmdir {} \; 2>/dev/null
 			[ -d "$d" ] || break; sleep 0.1; done; }; true'
 }
 
