@@ -82,6 +82,7 @@ struct daemon_watch {
 	char *path; /* relative to the cgroup2 mount, "/a/b" */
 	bool user;  /* writable by a user, or below one that is */
 	long next;  /* the next watch in its wd_head bucket, -1: none */
+	long pnext; /* the next in its path_head bucket, -1: none */
 };
 
 /* A delegate's own subtree (daemon_below_delegated's top). */
@@ -133,6 +134,8 @@ struct daemon {
 	struct daemon_watch *watches;
 	size_t n_watches;
 	long *wd_head;       /* DAEMON_WD_BUCKETS chains of watches by wd */
+	long *path_head;     /* and by path (a removed cgroup is reported to
+			      * its parent's watch by name: IN_DELETE) */
 	bool watches_full;   /* said once: DAEMON_MAX_WATCHES reached */
 	unsigned vanished;   /* cgroups gone while walked, this pass */
 	/* Attach points of d->dc (dconfig_attach_points' order): the cgroup
@@ -618,7 +621,47 @@ static void daemon_wd_unlink(struct daemon *d, long i)
 		*p = d->watches[i].next;
 }
 
-/* Forget watch i (the kernel dropped it with its cgroup). */
+static size_t daemon_path_bucket(const char *path)
+{
+	uint32_t h = 2166136261u; /* FNV-1a */
+
+	for (; *path; path++)
+		h = (h ^ (uint8_t)*path) * 16777619u;
+	return h % DAEMON_WD_BUCKETS;
+}
+
+/* Index of the watch of the cgroup at path, or -1. */
+static long daemon_watch_find_path(const struct daemon *d, const char *path)
+{
+	long i;
+
+	if (!d->path_head)
+		return -1;
+	for (i = d->path_head[daemon_path_bucket(path)]; i >= 0; i = d->watches[i].pnext)
+		if (!strcmp(d->watches[i].path, path))
+			return i;
+	return -1;
+}
+
+static void daemon_path_link(struct daemon *d, long i)
+{
+	size_t b = daemon_path_bucket(d->watches[i].path);
+
+	d->watches[i].pnext = d->path_head[b];
+	d->path_head[b] = i;
+}
+
+static void daemon_path_unlink(struct daemon *d, long i)
+{
+	long *p = &d->path_head[daemon_path_bucket(d->watches[i].path)];
+
+	while (*p >= 0 && *p != i)
+		p = &d->watches[*p].pnext;
+	if (*p == i)
+		*p = d->watches[i].pnext;
+}
+
+/* Forget watch i (its cgroup is gone). */
 static void daemon_watch_remove(struct daemon *d, long i)
 {
 	long last = (long)d->n_watches - 1;
@@ -626,11 +669,14 @@ static void daemon_watch_remove(struct daemon *d, long i)
 
 	pthread_mutex_lock(&d->watch_lock);
 	daemon_wd_unlink(d, i);
+	daemon_path_unlink(d, i);
 	gone = d->watches[i].path;
 	if (i != last) {
 		daemon_wd_unlink(d, last);
+		daemon_path_unlink(d, last);
 		d->watches[i] = d->watches[last];
 		daemon_wd_link(d, i);
+		daemon_path_link(d, i);
 	}
 	d->n_watches--;
 	pthread_mutex_unlock(&d->watch_lock);
@@ -647,12 +693,19 @@ static int daemon_watch_add(struct daemon *d, const char *abs, const char *rel, 
 
 	if (!d->wd_head) {
 		d->wd_head = malloc(DAEMON_WD_BUCKETS * sizeof(*d->wd_head));
-		if (!d->wd_head)
+		d->path_head = malloc(DAEMON_WD_BUCKETS * sizeof(*d->path_head));
+		if (!d->wd_head || !d->path_head) {
+			free(d->wd_head);
+			free(d->path_head);
+			d->wd_head = d->path_head = NULL;
 			return -ENOMEM;
+		}
 		for (i = 0; i < DAEMON_WD_BUCKETS; i++)
-			d->wd_head[i] = -1;
+			d->wd_head[i] = d->path_head[i] = -1;
 	}
-	wd = inotify_add_watch(d->ino, abs, IN_CREATE | IN_DELETE_SELF | IN_ONLYDIR);
+	/* IN_DELETE: cgroupfs reports a removed cgroup to its parent's
+	 * watch only, never with IN_DELETE_SELF on its own */
+	wd = inotify_add_watch(d->ino, abs, IN_CREATE | IN_DELETE | IN_DELETE_SELF | IN_ONLYDIR);
 	if (wd < 0)
 		return -errno;
 	if (daemon_watch_find(d, wd) >= 0)
@@ -671,7 +724,8 @@ static int daemon_watch_add(struct daemon *d, const char *abs, const char *rel, 
 		w->id = id;
 		w->path = path;
 		w->user = user;
-		daemon_wd_link(d, (long)d->n_watches++);
+		daemon_wd_link(d, (long)d->n_watches);
+		daemon_path_link(d, (long)d->n_watches++);
 	}
 	pthread_mutex_unlock(&d->watch_lock);
 	if (!w) {
@@ -725,6 +779,39 @@ static void daemon_deny_below(struct daemon *d, const char *rel, unsigned level,
 {
 	struct daemon_delegation *dg;
 	unsigned at = level < EGR_MAX_CGROUP_DEPTH ? level : EGR_MAX_CGROUP_DEPTH;
+	char who[PATH_MAX + 64];
+	uint64_t top;
+
+	/*
+	 * In a delegate's subtree the delegate chooses how many such
+	 * cgroups there are: each denial takes an entry of egr_cgroups,
+	 * which every tenant shares. They count against its cap, as
+	 * daemon_bind's do; past it, its own subtree is denied as a whole
+	 * (one entry, which every cgroup below it sees if the delegate's
+	 * top is at level 16 or above).
+	 */
+	if (whole && daemon_below_delegated(d, rel, who, sizeof(who), &top) && top &&
+	    (dg = daemon_delegation(d, top)) &&
+	    (dg->whole || dg->denied >= DAEMON_DELEGATED_DENIALS)) {
+		char name[PATH_MAX];
+		const char *tn = daemon_cgroup_name(d, top, name, sizeof(name));
+
+		if (tn && daemon_level(tn) <= EGR_MAX_CGROUP_DEPTH) {
+			if (egr_bpf_bind_cgroup(d->bpf, top, EGR_MAX_POLICIES))
+				d->walk_incomplete = true;
+			if (!dg->whole)
+				log_error("delegated cgroup %s: more than %d cgroups below it are "
+					  "too deep or have too long a path: denied everything, "
+					  "its whole subtree, until egressd restarts", tn,
+					  DAEMON_DELEGATED_DENIALS);
+			dg->whole = true;
+			return;
+		}
+		/* the delegate's top is deeper than the programs see (or
+		 * unknown): each ancestor at level 16 is denied, as below */
+	} else if (whole && top && (dg = daemon_delegation_find(d, top))) {
+		dg->denied++;
+	}
 
 	if (at != level && daemon_ancestor_id(d, rel, at, &id)) {
 		log_error("cgroup %s: a cgroup below it cannot be judged, and its ancestor "
@@ -915,17 +1002,28 @@ static void daemon_walk_created(struct daemon *d, long i, const char *name)
 	int fd;
 
 	if (level + 1 > DAEMON_MAX_LEVEL || ml + pl + 1 + strlen(name) >= PATH_MAX) {
+		int err = 0;
+
 		snprintf(abs, sizeof(abs), "%s%s", d->mount, pl ? w->path : "");
+		snprintf(rel, sizeof(rel), "%s", w->path);
 		fd = open(abs, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-		if (fd >= 0 && fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
-		    S_ISDIR(st.st_mode)) {
-			snprintf(rel, sizeof(rel), "%s", w->path);
-			daemon_deny_below(d, rel, level, w->id, true);
-		} else if (fd < 0 || errno != ENOENT) {
-			d->vanished++;
-		}
+		if (fd < 0)
+			err = errno;
+		else if (fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW))
+			err = errno;
 		if (fd >= 0)
 			close(fd);
+		if (!err && S_ISDIR(st.st_mode)) {
+			daemon_deny_below(d, rel, level, w->id, true);
+		} else if (err == ENOENT) {
+			d->vanished++;
+		} else if (err) {
+			/* cannot tell what was made there: fail closed */
+			log_error("cgroup %s/%s: cannot look at it: %s; denied from above",
+				  rel, name, strerror(err));
+			daemon_deny_below(d, rel, level, w->id, false);
+			d->walk_incomplete = true;
+		}
 		return;
 	}
 	snprintf(rel, sizeof(rel), "%s/%s", pl ? w->path : "", name);
@@ -959,7 +1057,7 @@ static void daemon_ap_watch_above(struct daemon *d, const char *ap)
 	while ((slash = strrchr(abs + ml, '/'))) {
 		*slash = '\0';
 		wd = inotify_add_watch(d->ino, abs[0] ? abs : "/",
-				       IN_CREATE | IN_DELETE_SELF | IN_ONLYDIR);
+				       IN_CREATE | IN_DELETE | IN_DELETE_SELF | IN_ONLYDIR);
 		if (wd >= 0 || slash == abs + ml)
 			break;
 	}
@@ -1007,12 +1105,19 @@ static void daemon_ap_check(struct daemon *d)
 	for (i = 0; i < n; i++) {
 		char abs[PATH_MAX];
 		struct stat st;
-		int fd, err;
+		int fd, err, serr;
 
 		daemon_ap_watch_above(d, aps[i]);
 		if (snprintf(abs, sizeof(abs), "%s%s", d->mount, aps[i]) >= (int)sizeof(abs))
 			continue;
-		if (stat(abs, &st) || !S_ISDIR(st.st_mode)) {
+		serr = stat(abs, &st) ? errno : 0;
+		if (serr && serr != ENOENT && serr != ENOTDIR) {
+			/* cannot look (ENOMEM, ...): its links stay, and
+			 * with them the programs; the next event looks again */
+			log_warn("attach point %s: cannot look at it: %s", aps[i], strerror(serr));
+			continue;
+		}
+		if (serr || !S_ISDIR(st.st_mode)) {
 			if (d->ap_ids[i]) {
 				log_warn("attach point %s was removed: if it is made again, "
 					 "egressd attaches its programs to it again", aps[i]);
@@ -1033,8 +1138,9 @@ static void daemon_ap_check(struct daemon *d)
 			err = -errno;
 		close(fd);
 		if (err) {
-			log_error("attach point %s was made again, and its programs cannot be "
-				  "attached to it: %s: it is NOT enforced", aps[i], strerror(-err));
+			log_error("attach point %s (cgroup id %llu): its programs cannot be "
+				  "attached to it: %s: it is NOT enforced", aps[i],
+				  (unsigned long long)st.st_ino, strerror(-err));
 			continue;
 		}
 		if (d->ap_ids[i]) /* replaced between two looks */
@@ -1044,6 +1150,34 @@ static void daemon_ap_check(struct daemon *d)
 			 "enforcing below it", aps[i], (unsigned long long)st.st_ino);
 		daemon_walk(d, aps[i], false);
 	}
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* After a complete walk: forget the watches of cgroups it did not see.
+ * Their IN_DELETE_SELF was lost (an overflowed queue) or never came;
+ * kept, they would count against DAEMON_MAX_WATCHES for good. */
+static void daemon_prune_watches(struct daemon *d)
+{
+	size_t dropped = 0;
+	long i;
+
+	qsort(d->walked, d->n_walked, sizeof(*d->walked), cmp_u64);
+	for (i = (long)d->n_watches - 1; i >= 0; i--) {
+		if (bsearch(&d->watches[i].id, d->walked, d->n_walked, sizeof(*d->walked),
+			    cmp_u64))
+			continue;
+		inotify_rm_watch(d->ino, d->watches[i].wd); /* EINVAL if gone already */
+		daemon_watch_remove(d, i);
+		dropped++;
+	}
+	if (dropped)
+		log_debug("forgot %zu watch(es) of cgroups that are gone", dropped);
 }
 
 /*
@@ -1128,6 +1262,8 @@ static int daemon_walk_all(struct daemon *d, bool attach)
 			 denied);
 	if (d->vanished)
 		log_debug("%u cgroup(s) vanished while walked", d->vanished);
+	if (!d->walk_incomplete)
+		daemon_prune_watches(d);
 	daemon_ap_check(d);
 	return first;
 }
@@ -1185,7 +1321,34 @@ static void daemon_inotify(struct daemon *d)
 			w = daemon_watch_find(d, ev->wd);
 			if (w < 0)
 				continue;
-			if (ev->mask & IN_DELETE_SELF) {
+			if ((ev->mask & IN_DELETE) && (ev->mask & IN_ISDIR) && ev->len) {
+				/* a cgroup below w removed (cgroupfs says so
+				 * only here): its watch goes, and its binding */
+				char child[PATH_MAX];
+				const char *pp = d->watches[w].path;
+
+				if (snprintf(child, sizeof(child), "%s/%s", strcmp(pp, "/") ? pp : "",
+					     ev->name) >= (int)sizeof(child))
+					continue;
+				w = daemon_watch_find_path(d, child);
+				if (w < 0)
+					continue;
+				{
+					/* made again and walked before this event
+					 * was read: that one stays */
+					char abs[PATH_MAX];
+					struct stat cst;
+
+					if (snprintf(abs, sizeof(abs), "%s%s", d->mount, child) <
+						    (int)sizeof(abs) &&
+					    stat(abs, &cst) == 0 && cst.st_ino == d->watches[w].id)
+						continue;
+				}
+				inotify_rm_watch(d->ino, d->watches[w].wd);
+			} else if (!(ev->mask & IN_DELETE_SELF)) {
+				w = -1;
+			}
+			if (w >= 0) {
 				egr_bpf_unbind_cgroup(d->bpf, d->watches[w].id);
 				egr_bpf_forget_usage(d->bpf, d->watches[w].id);
 				for (i = 0; i < d->n_ap_ids; i++)
@@ -1193,6 +1356,9 @@ static void daemon_inotify(struct daemon *d)
 				daemon_watch_remove(d, w);
 				continue;
 			}
+			w = daemon_watch_find(d, ev->wd);
+			if (w < 0)
+				continue;
 			if ((ev->mask & IN_CREATE) && (ev->mask & IN_ISDIR) && ev->len &&
 			    !overflow) {
 				if (n_made == cap_made) {
@@ -2037,6 +2203,7 @@ out:
 	free(d.watches);
 	free(d.walked);
 	free(d.wd_head);
+	free(d.path_head);
 	free(d.ap_ids);
 	free(d.ap_wds);
 	free(d.delegations);

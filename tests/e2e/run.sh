@@ -2628,6 +2628,16 @@ for e in json.load(sys.stdin):
 print(" ".join(map(str, bad)))
 sys.exit(1 if bad else 0)' "$1" "$2"
 }
+# dwd_denies: egr_cgroups entries that deny everything (>= 1024)
+dwd_denies() {
+	bpftool -j map dump pinned "$DBPF/egressd/egr_cgroups" | "$E2E_PY" -c 'import json, sys
+n = 0
+for e in json.load(sys.stdin):
+    v = e["value"]
+    v = int.from_bytes(bytes(int(b, 16) for b in v), "little") if isinstance(v, list) else int(v)
+    n += v >= 1024
+print(n)'
+}
 case_daemon_walk_deep_tree() {
 	need_egressd
 	local out i rc ctl=$E2E_REPO/egressctl dsock=$E2E_DIR/ctl/dwd.sock
@@ -2712,6 +2722,38 @@ JSON
 	out=$(in_cg "$DCG/agents/v9" curl -sS --max-time 5 --cacert "$E2E_CA" -o /dev/null \
 		https://allowed.test/ 2>&1) || fail "after a restart v9 -> allowed.test: $(oneline "$out")"
 	out=$(dwd_banks 0 2) || fail "bindings outside bank 0 after the restart: $out"
+	# Each too-deep branch denies its ancestor at level 16 (an entry of
+	# egr_cgroups, which every tenant shares): 40 of them in the
+	# delegate's subtree count against its cap of 16, and past it the
+	# delegate's own cgroup is denied as a whole, one entry.
+	local before after
+	before=$(dwd_denies)
+	# shellcheck disable=SC2016
+	out=$(cg_run 'cd "$CG'"$DCG"'/agents/deleg" && setpriv --reuid='"$E2E_NOBODY_UID"' \
+		--regid='"$E2E_NOBODY_GID"' --clear-groups '"$E2E_PY"' -c "
+import os
+os.makedirs(\"/\".join([\"p\"] * 12))
+os.chdir(\"/\".join([\"p\"] * 12))
+for j in range(40):
+    os.makedirs(\"s%d/a/b\" % j)
+print(\"made\")
+"' 2>&1)
+	[ "$out" = made ] || fail "the delegate could not make its branches: $(oneline "$out")"
+	for i in $(seq 30); do
+		grep -q "delegated cgroup $DCG/agents/deleg: more than 16 cgroups below it are too deep" \
+			"$CASE_STDERR" && break
+		sleep 0.1
+	done
+	after=$(dwd_denies)
+	note "deny entries: $before before the 40 branches, $after after"
+	[ "$after" -le $((before + 17)) ] ||
+		fail "40 too-deep branches took $((after - before)) entries of egr_cgroups"
+	grep -q "delegated cgroup $DCG/agents/deleg: more than 16 cgroups below it are too deep" \
+		"$CASE_STDERR" || fail "the delegate was not denied as a whole"
+	out=$(in_cg "$DCG/agents/deleg" curl -sS --max-time 5 --cacert "$E2E_CA" -o /dev/null \
+		https://allowed.test/ 2>&1) && fail "the delegate's cgroup, denied as a whole, reached allowed.test"
+	out=$(in_cg "$DCG/agents/v9" curl -sS --max-time 5 --cacert "$E2E_CA" -o /dev/null \
+		https://allowed.test/ 2>&1) || fail "v9 -> allowed.test after the delegate's branches: $(oneline "$out")"
 }
 
 # A delegate floods its own cgroup with mkdir/rmdir (thousands) while root
@@ -2766,6 +2808,27 @@ print(\"flood\", round(time.time() - t, 2))
 	lines=$(grep -c . "$CASE_STDERR")
 	[ "$lines" -lt 200 ] || fail "the flood made $lines log lines"
 	note "$lines daemon log lines"
+	# 20,000 made at once overflow inotify's queue (16,384 events), and
+	# then all removed: the re-walk after the overflow must not keep a
+	# watch for each (they would count against the daemon's 65,536 for
+	# every cgroup of the host, for good)
+	local w0 w1
+	w0=$("$E2E_REPO/egressctl" status --socket "$dsock" 2>&1 | grep -o '[0-9]* below the attach points' | grep -o '^[0-9]*')
+	# shellcheck disable=SC2016
+	cg_run 'cd "$CG'"$DCG"'/agents/deleg" && timeout 120 setpriv --reuid='"$E2E_NOBODY_UID"' \
+		--regid='"$E2E_NOBODY_GID"' --clear-groups '"$E2E_PY"' -c "
+import os, time
+for i in range(20000):
+    os.mkdir(\"y%d\" % i)
+time.sleep(2)
+for i in range(20000):
+    os.rmdir(\"y%d\" % i)
+"' || fail "the delegate could not make and remove its 20,000 cgroups"
+	sleep 3
+	w1=$("$E2E_REPO/egressctl" status --socket "$dsock" 2>&1 | grep -o '[0-9]* below the attach points' | grep -o '^[0-9]*')
+	note "watches: $w0 before 20,000 cgroups made and removed, $w1 after"
+	[ -n "$w0" ] && [ -n "$w1" ] && [ "$w1" -le $((w0 + 10)) ] ||
+		fail "watches of removed cgroups kept: $w0 before, $w1 after"
 }
 
 # The attach point's cgroup removed and made again (a systemd slice stopped
