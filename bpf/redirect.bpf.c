@@ -454,6 +454,18 @@ static __always_inline int egr_connect(struct bpf_sock_addr *ctx, const __u8 *ds
 		egr_count(EGR_STAT_DENIED);
 		return 0;
 	}
+	/* A socket connecting again (its last attempt failed: the hook runs
+	 * only for an unconnected socket) drops the hand-off of that attempt,
+	 * which no proxy will accept: else each retry leaves an egr_conns
+	 * entry that nothing sweeps, and one socket fills the table every
+	 * tenant shares (egr_charge counts the socket once). */
+	if (o->flags & EGR_ORIGIN_KEYED) {
+		struct egr_conn_key old = o->key;
+		struct egr_origin *v = bpf_map_lookup_elem(&egr_conns, &old);
+
+		if (v && v->sock_cookie == o->sock_cookie)
+			bpf_map_delete_elem(&egr_conns, &old);
+	}
 	__builtin_memcpy(o->dst_addr, dst, 16);
 	o->dst_port = port;
 	o->family = v4mapped ? EGR_AF_INET : family;
@@ -783,6 +795,42 @@ int egr_sock_create(struct bpf_sock *sk)
 #define EGR_IPV6_2292RTHDR 5
 #define EGR_IPV6_2292PKTOPTIONS 6
 #define EGR_IPV6_RTHDR 57
+/* Multicast joins and source filters (SOL_IP and SOL_IPV6; MCAST_* are
+ * the same numbers at both levels) */
+#define EGR_IPV6_ADD_MEMBERSHIP 20
+#define EGR_IPV6_JOIN_ANYCAST 27
+#define EGR_IP_ADD_MEMBERSHIP 35
+#define EGR_IP_UNBLOCK_SOURCE 37
+#define EGR_IP_BLOCK_SOURCE 38
+#define EGR_IP_ADD_SOURCE_MEMBERSHIP 39
+#define EGR_IP_MSFILTER 41
+#define EGR_MCAST_JOIN_GROUP 42
+#define EGR_MCAST_BLOCK_SOURCE 43
+#define EGR_MCAST_UNBLOCK_SOURCE 44
+#define EGR_MCAST_JOIN_SOURCE_GROUP 46
+#define EGR_MCAST_MSFILTER 48
+
+/*
+ * A multicast join makes the kernel send IGMP or MLD reports out of the
+ * interface the caller names, carrying the group addresses (14 free bytes
+ * an IPv6 group, 64 sources of 16 bytes a filter) the caller chose: a
+ * channel past the proxy that no hook of the cgroup sees (the kernel
+ * builds those packets itself). Nothing an agent runs needs it.
+ */
+static __always_inline bool egr_is_mcast_join(__s32 level, __s32 optname)
+{
+	if (optname == EGR_MCAST_JOIN_GROUP || optname == EGR_MCAST_BLOCK_SOURCE ||
+	    optname == EGR_MCAST_UNBLOCK_SOURCE || optname == EGR_MCAST_JOIN_SOURCE_GROUP ||
+	    optname == EGR_MCAST_MSFILTER)
+		return level == EGR_SOL_IP || level == EGR_SOL_IPV6;
+	if (level == EGR_SOL_IP)
+		return optname == EGR_IP_ADD_MEMBERSHIP || optname == EGR_IP_UNBLOCK_SOURCE ||
+		       optname == EGR_IP_BLOCK_SOURCE || optname == EGR_IP_ADD_SOURCE_MEMBERSHIP ||
+		       optname == EGR_IP_MSFILTER;
+	if (level == EGR_SOL_IPV6)
+		return optname == EGR_IPV6_ADD_MEMBERSHIP || optname == EGR_IPV6_JOIN_ANYCAST;
+	return false;
+}
 
 SEC("cgroup/setsockopt")
 int egr_setsockopt(struct bpf_sockopt *ctx)
@@ -801,6 +849,14 @@ int egr_setsockopt(struct bpf_sockopt *ctx)
 
 		egr_deny_here(EGR_REASON_IP_OPTIONS, sk ? sk->protocol : 0, 0,
 			      v6 ? EGR_AF_INET6 : EGR_AF_INET, EGR_OP_SETSOCKOPT);
+		return 0;
+	}
+	if (egr_is_mcast_join(level, optname)) {
+		struct bpf_sock *sk = ctx->sk;
+
+		egr_deny_here(EGR_REASON_MULTICAST, sk ? sk->protocol : 0, 0,
+			      level == EGR_SOL_IPV6 ? EGR_AF_INET6 : EGR_AF_INET,
+			      EGR_OP_SETSOCKOPT);
 		return 0;
 	}
 	/* Leave every other option alone; above a page the program sees

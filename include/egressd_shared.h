@@ -112,6 +112,10 @@ enum egr_reason {
 	 * and connected before enforcement began, so no connect hook saw it;
 	 * one bound to another device) */
 	EGR_REASON_NOT_REDIRECTED = 26,
+	/* kernel: a multicast group joined (setsockopt): the kernel's IGMP
+	 * and MLD reports carry the group addresses, chosen by the agent,
+	 * out of every interface it names, past the proxy */
+	EGR_REASON_MULTICAST = 27,
 	EGR_REASON_MAX,
 };
 

@@ -102,6 +102,7 @@ static const char *const reason_names[] = {
 	[EGR_REASON_IP_OPTIONS] = "ip_options",
 	[EGR_REASON_PROXY_PORT] = "proxy_port",
 	[EGR_REASON_NOT_REDIRECTED] = "not_redirected",
+	[EGR_REASON_MULTICAST] = "multicast",
 };
 _Static_assert(sizeof(reason_names) / sizeof(reason_names[0]) == EGR_REASON_MAX,
 	       "every enum egr_reason value needs a name");
@@ -134,7 +135,8 @@ static const char *const reason_texts[] = {
 	[EGR_REASON_TLS_REQUIRED] = "intercepted host without TLS (its request rules need TLS)",
 	[EGR_REASON_IP_OPTIONS] = "IP options or routing header (source routing past the proxy)",
 	[EGR_REASON_PROXY_PORT] = "bind to the proxy's port",
-	[EGR_REASON_NOT_REDIRECTED] = "packet not bound for the proxy (a socket connected before enforcement)",
+	[EGR_REASON_NOT_REDIRECTED] = "packet not bound for the proxy on loopback (a socket connected before enforcement, or bound to a device)",
+	[EGR_REASON_MULTICAST] = "multicast group join (its IGMP/MLD reports would carry data out)",
 };
 _Static_assert(sizeof(reason_texts) / sizeof(reason_texts[0]) == EGR_REASON_MAX,
 	       "every enum egr_reason value needs a text");

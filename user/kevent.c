@@ -42,6 +42,9 @@ void kevent_to_record(const struct egr_event *e, struct audit_record *r)
 		r->quiet = true;
 	} else if (e->op == EGR_OP_SENDMSG) {
 		r->detail = "udp sendmsg";
+	} else if (e->op == EGR_OP_SETSOCKOPT && e->reason == EGR_REASON_MULTICAST) {
+		r->detail = e->origin.family == EGR_AF_INET6 ? "setsockopt IPv6 multicast join"
+							     : "setsockopt IPv4 multicast join";
 	} else if (e->op == EGR_OP_SETSOCKOPT) {
 		r->detail = e->origin.family == EGR_AF_INET6 ? "setsockopt IPV6_RTHDR"
 							     : "setsockopt IP_OPTIONS";

@@ -61,6 +61,8 @@ CASES=(
 	dns_clients_resolve
 	dns_unconnected_and_sendmmsg
 	source_route_refused
+	multicast_join_refused
+	conn_handoff_retries
 	bound_device_refused
 	dns_tunnel_blocked
 	dns_nxdomain_not_forwarded
@@ -697,6 +699,98 @@ case_source_route_refused() {
 # payload would leave the runner addressed to the proxy. cgroup_skb/egress
 # passes packets for the proxy only on loopback. The sniffer on the far end
 # of the veth must see no frame with the marker.
+# Joining a multicast group makes the kernel send IGMP/MLD reports out of
+# the interface named, carrying the group address the agent chose (an
+# IPv6 group has 14 free bytes): data on the link that no hook of the
+# cgroup sees, since the kernel builds those packets itself. Refused at
+# setsockopt; a sniffer on the link sees none of the probe's groups (on
+# the build before, every join went out).
+case_multicast_join_refused() {
+	local ready=$E2E_DIR/run/sniff-ready-mc-$$ sniffed=$E2E_DIR/run/sniff-mc-$$.out
+	local out pid i frames way
+	rm -f "$ready"
+	in_net "$E2E_PY" "$E2E_DIR/bin/client.py" sniff veth0 6 "$ready" --mcast >"$sniffed" &
+	pid=$!
+	for i in $(seq 50); do [ -e "$ready" ] && break; sleep 0.1; done
+	[ -e "$ready" ] || { kill "$pid"; fail "the sniffer did not start"; }
+	out=$(egr --allow allowed.test -- "${CLIENT[@]}" mcast veth0)
+	wait "$pid"
+	note "joins: $(oneline "$out")"
+	frames=$(jget frames <"$sniffed")
+	[ "$frames" = 0 ] ||
+		fail "${frames:-?} frame(s) with the probe's groups left the runner: $(oneline "$out")"
+	[ "$E2E_RUNNER" = direct ] && return 0
+	for way in ipv6-join mcast-join6 mcast-join-source6 ipv4-join mcast-join4; do
+		[ "$("$E2E_PY" -c 'import json,sys; print(json.loads(sys.stdin.read().strip().splitlines()[-1])["ways"][sys.argv[1]])' "$way" <<<"$out")" = EPERM ] ||
+			fail "$way was not refused with EPERM: $(oneline "$out")"
+	done
+	grep -q '"reason":"multicast".*multicast join' "$CASE_AUDIT" ||
+		fail "no audit record of the refused joins: $(oneline "$(tail -3 "$CASE_AUDIT")")"
+}
+
+# run_map_entries MAP: entries in MAP of the egressd run of this case
+# (found by its audit log's path), or nothing
+run_map_entries() {
+	local pid id
+	for pid in $(pgrep -f -- "run --user nobody --log $CASE_AUDIT"); do
+		for id in $(grep -h '^map_id:' /proc/"$pid"/fdinfo/* 2>/dev/null | awk '{print $2}' | sort -u); do
+			if bpftool map show id "$id" 2>/dev/null | grep -q " name $1 "; then
+				bpftool -j map dump id "$id" | "$E2E_PY" -c 'import json,sys; print(len(json.load(sys.stdin)))'
+				return 0
+			fi
+		done
+	done
+	return 1
+}
+
+# One socket connecting again and again, each attempt refused after the
+# hand-off to the proxy was published (here: in a network namespace of the
+# agent's own, where nothing listens on the proxy's address): each attempt
+# left an egr_conns entry nothing swept, so one socket filled the table
+# every tenant shares (the per-cgroup cap counts sockets). A new attempt
+# now drops the last one's hand-off.
+case_conn_handoff_retries() {
+	local flag=$E2E_DIR/run/handoff-flag n out
+	rm -f "$flag" "$flag.go"
+	cat >"$E2E_DIR/bin/handoff_retry.py" <<'PY'
+import ctypes, errno, fcntl, os, socket, struct, sys, time
+flag = sys.argv[1]
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.unshare(0x10000000 | 0x40000000):  # CLONE_NEWUSER | CLONE_NEWNET
+    print("unshare failed", ctypes.get_errno()); sys.exit(1)
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # lo up
+flags = struct.unpack("16sH14s", fcntl.ioctl(u, 0x8913, struct.pack("16sH14s", b"lo", 0, b"")))[1]
+fcntl.ioctl(u, 0x8914, struct.pack("16sH14s", b"lo", flags | 1, b""))
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+refused = 0
+for i in range(2000):
+    try:
+        s.connect(("192.0.2.10", 443))
+    except OSError as e:
+        refused += e.errno == errno.ECONNREFUSED
+open(flag, "w").write(str(refused))
+for i in range(300):  # keep the socket while the entries are counted
+    if os.path.exists(flag + ".go"):
+        break
+    time.sleep(0.1)
+print("refused", refused)
+PY
+	chmod 644 "$E2E_DIR/bin/handoff_retry.py"
+	egr --allow allowed.test -- "$E2E_PY" "$E2E_DIR/bin/handoff_retry.py" "$flag" \
+		>"$E2E_DIR/run/handoff.out" 2>&1 &
+	local job=$!
+	for i in $(seq 300); do [ -s "$flag" ] && break; sleep 0.1; done
+	n=$(run_map_entries egr_conns)
+	touch "$flag.go"
+	wait $job
+	out=$(cat "$E2E_DIR/run/handoff.out")
+	note "agent: $(oneline "$out"); egr_conns entries while its socket lives: ${n:-?}"
+	[ "$(cat "$flag" 2>/dev/null)" -ge 1900 ] 2>/dev/null ||
+		fail "the attempts were not refused as planned: $(oneline "$out")"
+	[ -n "$n" ] && [ "$n" -le 5 ] ||
+		fail "2000 refused attempts of one socket left ${n:-?} egr_conns entries"
+}
+
 case_bound_device_refused() {
 	local ready=$E2E_DIR/run/bind-ready-$$ sniffed=$E2E_DIR/run/bind-$$.out
 	local out pid i frames all dev
