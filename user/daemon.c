@@ -400,8 +400,9 @@ static int daemon_policy_index(const struct dconfig *c, const struct dconfig_bin
  * one when a directory above it, up to the mount, is not root's or is
  * group/other-writable; the delegated cgroup itself (its parent is root's)
  * is bound as usual. Returns true and names the writer in who; *top is
- * the delegate's own subtree (the highest of the directories its uid owns
- * above rel, without a gap), 0 for a directory root shares with a group.
+ * the delegate's own subtree (the highest directory a user owns above
+ * rel, below the nearest one root keeps to itself, whatever uids own the
+ * ones in between), 0 if only directories root shares with a group are.
  */
 static bool daemon_below_delegated(const struct daemon *d, const char *rel, char *who,
 				   size_t wholen, uint64_t *top)
@@ -423,11 +424,17 @@ static bool daemon_below_delegated(const struct daemon *d, const char *rel, char
 			return true; /* gone or unreadable: trust nothing below */
 		}
 		if (below) {
-			/* the delegate's own subtree goes up as far as its
-			 * directories are its own */
-			if (owner == 0 || st.st_uid != owner)
+			/* the delegate's own subtree goes up as far as
+			 * directories root has not kept to itself: the
+			 * highest of them a user owns is the delegate's top,
+			 * also above directories of other uids (a rootless
+			 * container's users, its subordinate uids, make
+			 * their own below it: each must not count as a
+			 * delegate with a cap of its own) */
+			if (st.st_uid == 0 && !(st.st_mode & (S_IWGRP | S_IWOTH)))
 				break;
-			*top = st.st_ino;
+			if (st.st_uid != 0)
+				*top = st.st_ino;
 			continue;
 		}
 		if (st.st_uid == 0 && !(st.st_mode & (S_IWGRP | S_IWOTH)))
@@ -710,8 +717,10 @@ static int daemon_watch_add(struct daemon *d, const char *abs, const char *rel, 
 		return -errno;
 	if (daemon_watch_find(d, wd) >= 0)
 		return 0;
-	if (d->n_watches >= DAEMON_MAX_WATCHES)
+	if (d->n_watches >= DAEMON_MAX_WATCHES) {
+		inotify_rm_watch(d->ino, wd);
 		return -E2BIG;
+	}
 	path = strdup(rel);
 	if (!path)
 		return -ENOMEM;
@@ -923,9 +932,18 @@ static void daemon_walk_fd(struct daemon *d, int fd, char *rel, unsigned level, 
 		if (level + 1 > DAEMON_MAX_LEVEL || ml + rl + 1 + nl >= PATH_MAX) {
 			struct stat cst;
 
-			if (fstatat(dirfd(dir), de->d_name, &cst, AT_SYMLINK_NOFOLLOW) == 0 &&
-			    S_ISDIR(cst.st_mode))
-				daemon_deny_below(d, rel, level, st.st_ino, true);
+			if (fstatat(dirfd(dir), de->d_name, &cst, AT_SYMLINK_NOFOLLOW) == 0) {
+				if (S_ISDIR(cst.st_mode))
+					daemon_deny_below(d, rel, level, st.st_ino, true);
+			} else if (errno == ENOENT) {
+				d->vanished++;
+			} else {
+				/* cannot tell what it is: fail closed */
+				log_error("cgroup %s: cannot look at %s below it: %s; denied "
+					  "from above", rel, de->d_name, strerror(errno));
+				daemon_deny_below(d, rel, level, st.st_ino, false);
+				d->walk_incomplete = true;
+			}
 			continue;
 		}
 		cfd = openat(dirfd(dir), de->d_name,

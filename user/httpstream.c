@@ -139,6 +139,7 @@ static int hexval(uint8_t ch)
 }
 
 #define BODY_LINE_MAX 4096 /* a chunk extension; all trailer lines together */
+#define CHUNK_MAX 0x7fffffffULL /* clients send chunks of kilobytes */
 
 /*
  * Frame body bytes ourselves, strictly: the bytes go to the server as
@@ -173,10 +174,13 @@ static long body_take(struct httpstream *s, const uint8_t *buf, size_t len)
 		case B_SIZE:
 			h = hexval(ch);
 			if (h >= 0) {
-				/* 16 digits at most: no overflow */
+				/* 16 digits at most, and a size a server that
+				 * keeps it in an int reads as we do */
 				if (++s->digits > 16)
 					return -1;
 				s->left = s->left << 4 | (uint64_t)h;
+				if (s->left > CHUNK_MAX)
+					return -1;
 			} else if (s->digits && ch == ';') {
 				s->body = B_EXT;
 				s->line = 0;
@@ -272,6 +276,38 @@ static bool upgrades_to_h2c(const uint8_t *head, size_t len)
 	return false;
 }
 
+/*
+ * Transfer-Encoding as every server reads it: at most one field, and if
+ * there is one, "chunked" alone. http-parser takes "gzip, chunked" and an
+ * "identity" field before a "chunked" one as chunked; nginx refuses both,
+ * others read them otherwise. The head is strict (CRLF lines, names of
+ * token characters), so a field starts right after a CRLF.
+ */
+static bool te_plain(const uint8_t *head, size_t len)
+{
+	static const char name[] = "\r\ntransfer-encoding:";
+	const size_t nl = sizeof(name) - 1;
+	unsigned n = 0;
+
+	for (size_t i = 0; i + nl <= len; i++) {
+		size_t v, e;
+
+		if (strncasecmp((const char *)head + i, name, nl))
+			continue;
+		if (++n > 1)
+			return false;
+		for (v = i + nl; v < len && (head[v] == ' ' || head[v] == '\t'); v++)
+			;
+		for (e = v; e < len && head[e] != '\r'; e++)
+			;
+		while (e > v && (head[e - 1] == ' ' || head[e - 1] == '\t'))
+			e--;
+		if (e - v != 7 || strncasecmp((const char *)head + v, "chunked", 7))
+			return false;
+	}
+	return true;
+}
+
 /* A complete head (head_len bytes at head): start the body's framing. */
 static int head_done(struct httpstream *s, const uint8_t *head, size_t head_len)
 {
@@ -283,6 +319,8 @@ static int head_done(struct httpstream *s, const uint8_t *head, size_t head_len)
 	n = head_feed(s, head, head_len);
 	if (n < 0 || (size_t)n != head_len)
 		return HTTPSTREAM_MALFORMED; /* http-parser saw it otherwise */
+	if (!te_plain(head, head_len))
+		return HTTPSTREAM_MALFORMED;
 	if (s->p.upgrade) { /* Upgrade or CONNECT: ends with its head */
 		if (s->p.method != HTTP_CONNECT && upgrades_to_h2c(head, head_len))
 			return HTTPSTREAM_MALFORMED;

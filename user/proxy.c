@@ -428,6 +428,12 @@ static int bytes_may_name(const uint8_t *b, size_t n)
 		return n ? NAMES_UNDECIDED : NAMES_NO;
 	if (b[i] == 0x16)
 		return NAMES_YES; /* a TLS handshake record, parsed or not */
+	/* the PROXY protocol's header (v1 "PROXY ", v2 "\r\n\r\n\0\r\nQUIT\n",
+	 * whose start the blank lines above took), before what a server
+	 * listening with it then reads as HTTP or TLS */
+	if (!memcmp(b + i, "PROXY", n - i < 5 ? n - i : 5) ||
+	    (i >= 4 && !memcmp(b + i, "\0\r\nQUIT\n", n - i < 7 ? n - i : 7)))
+		return n - i < 5 ? NAMES_UNDECIDED : NAMES_YES;
 	for (tok = i; tok < n && is_tchar(b[tok]); tok++)
 		;
 	if (tok == i)

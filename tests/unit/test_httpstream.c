@@ -172,6 +172,29 @@ static void test_strict_chunks(void **state)
 			fail();
 		}
 	}
+	/* a chunk size a server keeping it in an int reads otherwise */
+	assert_int_equal(feed("allowed.test",
+			      "POST / HTTP/1.1\r\nHost: allowed.test\r\nTransfer-Encoding: chunked\r\n\r\n"
+			      "100000005\r\nhello\r\n0\r\n\r\n"),
+			 HTTPSTREAM_MALFORMED);
+	assert_int_equal(feed("allowed.test",
+			      "POST / HTTP/1.1\r\nHost: allowed.test\r\nTransfer-Encoding: chunked\r\n\r\n"
+			      "7fffffff\r\n"),
+			 HTTPSTREAM_OK);
+	/* Transfer-Encoding: one field, "chunked" alone (http-parser takes
+	 * these as chunked, nginx refuses them) */
+	assert_int_equal(feed("allowed.test",
+			      "POST / HTTP/1.1\r\nHost: allowed.test\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+			      "0\r\n\r\n"),
+			 HTTPSTREAM_MALFORMED);
+	assert_int_equal(feed("allowed.test",
+			      "POST / HTTP/1.1\r\nHost: allowed.test\r\nTransfer-Encoding: identity\r\n"
+			      "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+			 HTTPSTREAM_MALFORMED);
+	assert_int_equal(feed("allowed.test",
+			      "POST / HTTP/1.1\r\nHost: allowed.test\r\ntransfer-encoding:  Chunked \r\n\r\n"
+			      "0\r\n\r\n"),
+			 HTTPSTREAM_OK);
 	/* Transfer-Encoding in HTTP/1.0 is faulty framing (RFC 9112 6.1) */
 	assert_int_equal(feed("allowed.test",
 			      "POST / HTTP/1.0\r\nHost: allowed.test\r\nTransfer-Encoding: chunked\r\n\r\n"
