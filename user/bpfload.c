@@ -390,14 +390,15 @@ static bool cgroup_not_kept(const void *key, void *ctx)
 {
 	const struct keep_ctx *k = ctx;
 
-	return !bsearch(key, k->ids, k->n, sizeof(*k->ids), u64_cmp);
+	return !k->n || !bsearch(key, k->ids, k->n, sizeof(*k->ids), u64_cmp);
 }
 
 int egr_bpf_prune_cgroups(struct egr_bpf *b, uint64_t *keep, size_t n_keep)
 {
 	struct keep_ctx k = { keep, n_keep };
 
-	qsort(keep, n_keep, sizeof(*keep), u64_cmp);
+	if (n_keep) /* keep may be NULL then, which qsort must not get */
+		qsort(keep, n_keep, sizeof(*keep), u64_cmp);
 	/* the counts of cgroups that are gone, too (egr_bpf_forget_usage) */
 	map_delete_if(egr_map_fd(b->skel->maps.egr_usage), sizeof(__u64), cgroup_not_kept, &k);
 	return map_delete_if(egr_map_fd(b->skel->maps.egr_cgroups), sizeof(__u64),
@@ -416,7 +417,8 @@ int egr_bpf_settle_cgroups(struct egr_bpf *b, uint64_t *seen, size_t n_seen, boo
 	int unbound = 0;
 
 	*denied = 0;
-	qsort(seen, n_seen, sizeof(*seen), u64_cmp);
+	if (n_seen)
+		qsort(seen, n_seen, sizeof(*seen), u64_cmp);
 	/* Collect first: changing the map during get_next_key restarts it. */
 	while (!bpf_map_get_next_key(fd, have ? &cur : NULL, &next)) {
 		cur = next;

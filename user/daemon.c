@@ -727,20 +727,23 @@ static int daemon_watch_add(struct daemon *d, const char *abs, const char *rel, 
 	pthread_mutex_lock(&d->watch_lock);
 	w = realloc(d->watches, (d->n_watches + 1) * sizeof(*w));
 	if (w) {
+		long idx = (long)d->n_watches++;
+
 		d->watches = w;
-		w = &d->watches[d->n_watches];
-		w->wd = wd;
-		w->id = id;
-		w->path = path;
-		w->user = user;
-		daemon_wd_link(d, (long)d->n_watches);
-		daemon_path_link(d, (long)d->n_watches++);
+		w[idx].wd = wd;
+		w[idx].id = id;
+		w[idx].path = path;
+		w[idx].user = user;
+		daemon_wd_link(d, idx);
+		daemon_path_link(d, idx);
 	}
 	pthread_mutex_unlock(&d->watch_lock);
 	if (!w) {
 		free(path);
 		return -ENOMEM;
 	}
+	/* path is in d->watches[idx], freed by daemon_watch_remove */
+	// cppcheck-suppress memleak
 	return 0;
 }
 
@@ -1185,10 +1188,11 @@ static void daemon_prune_watches(struct daemon *d)
 	size_t dropped = 0;
 	long i;
 
-	qsort(d->walked, d->n_walked, sizeof(*d->walked), cmp_u64);
+	if (d->n_walked)
+		qsort(d->walked, d->n_walked, sizeof(*d->walked), cmp_u64);
 	for (i = (long)d->n_watches - 1; i >= 0; i--) {
-		if (bsearch(&d->watches[i].id, d->walked, d->n_walked, sizeof(*d->walked),
-			    cmp_u64))
+		if (d->n_walked && bsearch(&d->watches[i].id, d->walked, d->n_walked,
+					   sizeof(*d->walked), cmp_u64))
 			continue;
 		inotify_rm_watch(d->ino, d->watches[i].wd); /* EINVAL if gone already */
 		daemon_watch_remove(d, i);
