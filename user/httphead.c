@@ -34,6 +34,10 @@ struct head_ctx {
 	struct span host;      /* value of the first Host header */
 	unsigned int n_host;
 	bool cur_is_host;      /* the header being read is a Host header */
+	struct span te;        /* value of the first Transfer-Encoding */
+	unsigned int n_te;
+	bool cur_is_te, cur_is_upgrade;
+	bool h2c;              /* an Upgrade value names h2c */
 	bool done;
 };
 
@@ -61,8 +65,7 @@ static int on_url(http_parser *p, const char *at, size_t len)
 	return 0;
 }
 
-/* RFC 9110 5.6.2 tchar */
-static bool is_tchar(unsigned char ch)
+bool http_is_tchar(uint8_t ch)
 {
 	return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
 	       (ch >= '0' && ch <= '9') || (ch && strchr("!#$%&'*+-.^_`|~", ch));
@@ -77,11 +80,15 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
 	 * "Ho st" as names; servers that trim them would see a Host header
 	 * we did not (RFC 9112 5.1 says reject), so refuse the request. */
 	for (size_t i = 0; i < len; i++)
-		if (!is_tchar((unsigned char)at[i]))
+		if (!http_is_tchar((uint8_t)at[i]))
 			return -1;
 	c->cur_is_host = len == 4 && !strncasecmp(at, "host", 4);
 	if (c->cur_is_host)
 		c->n_host++;
+	c->cur_is_te = len == 17 && !strncasecmp(at, "transfer-encoding", 17);
+	if (c->cur_is_te)
+		c->n_te++;
+	c->cur_is_upgrade = len == 7 && !strncasecmp(at, "upgrade", 7);
 	return 0;
 }
 
@@ -91,6 +98,13 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
 
 	if (c->cur_is_host && c->n_host == 1)
 		span_add(&c->host, at, len);
+	if (c->cur_is_te && c->n_te == 1)
+		span_add(&c->te, at, len);
+	/* h2c anywhere in the value (a piece of one only with obs-fold,
+	 * which head_strict_len refuses) */
+	for (size_t i = 0; c->cur_is_upgrade && i + 3 <= len; i++)
+		if (!strncasecmp(at + i, "h2c", 3))
+			c->h2c = true;
 	return 0;
 }
 
@@ -392,6 +406,10 @@ int http_head_parse(const uint8_t *buf, size_t len, struct http_head_info *out)
 		memset(out, 0, sizeof(*out));
 		return ret;
 	}
+	trim(&c.te);
+	out->te_plain = c.n_te == 0 ||
+			(c.n_te == 1 && c.te.len == 7 && !strncasecmp(c.te.p, "chunked", 7));
+	out->upgrade_h2c = c.h2c;
 	snprintf(out->method, sizeof(out->method), "%s",
 		 http_method_str((enum http_method)p.method));
 	out->head_len = n + 1;

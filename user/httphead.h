@@ -29,10 +29,18 @@ struct http_head_info {
 	char host[256];   /* Host without port, brackets removed for IPv6 */
 	uint16_t port;    /* port from Host / absolute URI, 0 if none given */
 	bool host_valid;  /* has_host and hello_hostname_valid(host) */
+	bool te_plain;    /* no Transfer-Encoding, or one field "chunked" alone
+			   * (http-parser also takes "gzip, chunked" and an
+			   * identity field before a chunked one as chunked;
+			   * nginx refuses both, others read them otherwise) */
+	bool upgrade_h2c; /* an Upgrade field names h2c */
 	size_t head_len;  /* bytes up to and including the empty line */
 };
 
 int http_head_parse(const uint8_t *buf, size_t len, struct http_head_info *out);
+
+/* RFC 9110 5.6.2 tchar: a byte of a token (a method, a field name). */
+bool http_is_tchar(uint8_t ch);
 
 /* Cheap check: first bytes are an HTTP method token followed by a space. */
 bool http_head_looks_like_http(const uint8_t *buf, size_t len);

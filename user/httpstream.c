@@ -123,13 +123,6 @@ static long head_feed(struct httpstream *s, const uint8_t *buf, size_t len)
 	return (long)n;
 }
 
-/* RFC 9110 5.6.2 tchar */
-static bool is_tchar(uint8_t ch)
-{
-	return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-	       (ch >= '0' && ch <= '9') || (ch && strchr("!#$%&'*+-.^_`|~", ch));
-}
-
 static int hexval(uint8_t ch)
 {
 	if (ch >= '0' && ch <= '9')
@@ -218,7 +211,7 @@ static long body_take(struct httpstream *s, const uint8_t *buf, size_t len)
 		case B_TRAILER:
 			if (ch == '\r')
 				s->body = B_END_LF;
-			else if (is_tchar(ch))
+			else if (http_is_tchar(ch))
 				s->body = B_TR_NAME;
 			else
 				return -1;
@@ -226,7 +219,7 @@ static long body_take(struct httpstream *s, const uint8_t *buf, size_t len)
 		case B_TR_NAME:
 			if (ch == ':')
 				s->body = B_TR_VALUE;
-			else if (!is_tchar(ch))
+			else if (!http_is_tchar(ch))
 				return -1;
 			break;
 		case B_TR_VALUE:
@@ -255,61 +248,12 @@ static long body_take(struct httpstream *s, const uint8_t *buf, size_t len)
 	return (long)i;
 }
 
-/*
- * An upgrade to h2c (HTTP/2 over cleartext) would carry streams for any
- * :authority on the connection; WebSocket stays with this host. The head
- * is valid HTTP here (http-parser took it), so its Upgrade header is a
- * line of its own.
- */
-static bool upgrades_to_h2c(const uint8_t *head, size_t len)
-{
-	static const char name[] = "\r\nupgrade:";
-	size_t i, j;
-
-	for (i = 0; i + sizeof(name) - 1 <= len; i++) {
-		if (strncasecmp((const char *)head + i, name, sizeof(name) - 1))
-			continue;
-		for (j = i + sizeof(name) - 1; j + 3 <= len && head[j] != '\r'; j++)
-			if (!strncasecmp((const char *)head + j, "h2c", 3))
-				return true;
-	}
-	return false;
-}
-
-/*
- * Transfer-Encoding as every server reads it: at most one field, and if
- * there is one, "chunked" alone. http-parser takes "gzip, chunked" and an
- * "identity" field before a "chunked" one as chunked; nginx refuses both,
- * others read them otherwise. The head is strict (CRLF lines, names of
- * token characters), so a field starts right after a CRLF.
- */
-static bool te_plain(const uint8_t *head, size_t len)
-{
-	static const char name[] = "\r\ntransfer-encoding:";
-	const size_t nl = sizeof(name) - 1;
-	unsigned n = 0;
-
-	for (size_t i = 0; i + nl <= len; i++) {
-		size_t v, e;
-
-		if (strncasecmp((const char *)head + i, name, nl))
-			continue;
-		if (++n > 1)
-			return false;
-		for (v = i + nl; v < len && (head[v] == ' ' || head[v] == '\t'); v++)
-			;
-		for (e = v; e < len && head[e] != '\r'; e++)
-			;
-		while (e > v && (head[e - 1] == ' ' || head[e - 1] == '\t'))
-			e--;
-		if (e - v != 7 || strncasecmp((const char *)head + v, "chunked", 7))
-			return false;
-	}
-	return true;
-}
-
-/* A complete head (head_len bytes at head): start the body's framing. */
-static int head_done(struct httpstream *s, const uint8_t *head, size_t head_len)
+/* A complete head (head_len bytes at head, hh its reading): start the
+ * body's framing. An upgrade to h2c (HTTP/2 over cleartext) would carry
+ * streams for any :authority on the connection; WebSocket stays with
+ * this host. */
+static int head_done(struct httpstream *s, const uint8_t *head, size_t head_len,
+		     const struct http_head_info *hh)
 {
 	long n;
 
@@ -319,10 +263,10 @@ static int head_done(struct httpstream *s, const uint8_t *head, size_t head_len)
 	n = head_feed(s, head, head_len);
 	if (n < 0 || (size_t)n != head_len)
 		return HTTPSTREAM_MALFORMED; /* http-parser saw it otherwise */
-	if (!te_plain(head, head_len))
+	if (!hh->te_plain)
 		return HTTPSTREAM_MALFORMED;
 	if (s->p.upgrade) { /* Upgrade or CONNECT: ends with its head */
-		if (s->p.method != HTTP_CONNECT && upgrades_to_h2c(head, head_len))
+		if (s->p.method != HTTP_CONNECT && hh->upgrade_h2c)
 			return HTTPSTREAM_MALFORMED;
 		return HTTPSTREAM_TUNNEL;
 	}
@@ -405,7 +349,7 @@ int httpstream_feed(struct httpstream *s, const uint8_t *buf, size_t len)
 			s->result = HTTPSTREAM_OTHER_HOST;
 			break;
 		}
-		r = head_done(s, src, hh.head_len);
+		r = head_done(s, src, hh.head_len, &hh);
 		/* the head ends inside what this call added */
 		buf += hh.head_len - before;
 		len -= hh.head_len - before;
