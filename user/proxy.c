@@ -385,12 +385,6 @@ static void conn_decide(struct conn *c);
 static bool conn_decide_dns_name(struct conn *c, struct policy_decision *d);
 enum { NAMES_NO, NAMES_UNDECIDED, NAMES_YES };
 
-static bool is_tchar(uint8_t ch)
-{
-	return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-	       (ch && strchr("!#$%&'*+-.^_`|~", ch));
-}
-
 /* Blanks a lenient server may take for the one between request-line
  * parts (RFC 9112 3: SP, HTAB, VT, FF, CR). */
 static bool is_line_blank(uint8_t ch)
@@ -402,10 +396,17 @@ static bool is_line_blank(uint8_t ch)
  * HTTP/1.x, and the HTTP/2 preface's "PRI * HTTP/2.0". */
 static bool has_http_version(const uint8_t *b, size_t n)
 {
-	for (size_t k = 1; k + 5 <= n; k++)
-		if ((b[k] | 0x20) == 'h' && is_line_blank(b[k - 1]) &&
-		    !strncasecmp((const char *)b + k, "HTTP/", 5))
+	const uint8_t *q;
+	size_t k = 5;
+
+	/* by its '/', at b[k] with k >= 5, found with memchr: the tunnel
+	 * watch reads every byte of a WebSocket's stream */
+	while (k < n && (q = memchr(b + k, '/', n - k))) {
+		k = (size_t)(q - b);
+		if (is_line_blank(b[k - 5]) && !strncasecmp((const char *)b + k - 4, "HTTP", 4))
 			return true;
+		k++;
+	}
 	return false;
 }
 
@@ -434,7 +435,7 @@ static int bytes_may_name(const uint8_t *b, size_t n)
 	if (!memcmp(b + i, "PROXY", n - i < 5 ? n - i : 5) ||
 	    (i >= 4 && !memcmp(b + i, "\0\r\nQUIT\n", n - i < 7 ? n - i : 7)))
 		return n - i < 5 ? NAMES_UNDECIDED : NAMES_YES;
-	for (tok = i; tok < n && is_tchar(b[tok]); tok++)
+	for (tok = i; tok < n && http_is_tchar(b[tok]); tok++)
 		;
 	if (tok == i)
 		return NAMES_NO;
