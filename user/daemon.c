@@ -610,24 +610,6 @@ static long daemon_watch_find(const struct daemon *d, int wd)
 	return -1;
 }
 
-static void daemon_wd_link(struct daemon *d, long i)
-{
-	size_t b = daemon_wd_bucket(d->watches[i].wd);
-
-	d->watches[i].next = d->wd_head[b];
-	d->wd_head[b] = i;
-}
-
-static void daemon_wd_unlink(struct daemon *d, long i)
-{
-	long *p = &d->wd_head[daemon_wd_bucket(d->watches[i].wd)];
-
-	while (*p >= 0 && *p != i)
-		p = &d->watches[*p].next;
-	if (*p == i)
-		*p = d->watches[i].next;
-}
-
 static size_t daemon_path_bucket(const char *path)
 {
 	uint32_t h = 2166136261u; /* FNV-1a */
@@ -650,22 +632,40 @@ static long daemon_watch_find_path(const struct daemon *d, const char *path)
 	return -1;
 }
 
-static void daemon_path_link(struct daemon *d, long i)
+/* Watch i's bucket and link in the chain by wd (by_path false) or by
+ * path: the same hash chains, two keys. */
+static long *daemon_chain_head(struct daemon *d, long i, bool by_path)
 {
-	size_t b = daemon_path_bucket(d->watches[i].path);
-
-	d->watches[i].pnext = d->path_head[b];
-	d->path_head[b] = i;
+	return by_path ? &d->path_head[daemon_path_bucket(d->watches[i].path)]
+		       : &d->wd_head[daemon_wd_bucket(d->watches[i].wd)];
 }
 
-static void daemon_path_unlink(struct daemon *d, long i)
+static long *daemon_chain_next(struct daemon *d, long i, bool by_path)
 {
-	long *p = &d->path_head[daemon_path_bucket(d->watches[i].path)];
+	return by_path ? &d->watches[i].pnext : &d->watches[i].next;
+}
 
-	while (*p >= 0 && *p != i)
-		p = &d->watches[*p].pnext;
-	if (*p == i)
-		*p = d->watches[i].pnext;
+/* Put watch i in both chains, or take it out of both. */
+static void daemon_watch_link(struct daemon *d, long i)
+{
+	for (int k = 0; k < 2; k++) {
+		long *h = daemon_chain_head(d, i, k);
+
+		*daemon_chain_next(d, i, k) = *h;
+		*h = i;
+	}
+}
+
+static void daemon_watch_unlink(struct daemon *d, long i)
+{
+	for (int k = 0; k < 2; k++) {
+		long *p = daemon_chain_head(d, i, k);
+
+		while (*p >= 0 && *p != i)
+			p = daemon_chain_next(d, *p, k);
+		if (*p == i)
+			*p = *daemon_chain_next(d, i, k);
+	}
 }
 
 /* Forget watch i (its cgroup is gone). */
@@ -675,15 +675,12 @@ static void daemon_watch_remove(struct daemon *d, long i)
 	char *gone;
 
 	pthread_mutex_lock(&d->watch_lock);
-	daemon_wd_unlink(d, i);
-	daemon_path_unlink(d, i);
+	daemon_watch_unlink(d, i);
 	gone = d->watches[i].path;
 	if (i != last) {
-		daemon_wd_unlink(d, last);
-		daemon_path_unlink(d, last);
+		daemon_watch_unlink(d, last);
 		d->watches[i] = d->watches[last];
-		daemon_wd_link(d, i);
-		daemon_path_link(d, i);
+		daemon_watch_link(d, i);
 	}
 	d->n_watches--;
 	pthread_mutex_unlock(&d->watch_lock);
@@ -734,8 +731,7 @@ static int daemon_watch_add(struct daemon *d, const char *abs, const char *rel, 
 		w[idx].id = id;
 		w[idx].path = path;
 		w[idx].user = user;
-		daemon_wd_link(d, idx);
-		daemon_path_link(d, idx);
+		daemon_watch_link(d, idx);
 	}
 	pthread_mutex_unlock(&d->watch_lock);
 	if (!w) {
