@@ -507,6 +507,19 @@ static void cleanup_at_exit(void)
 	}
 }
 
+/* The fixture's callbacks and audit log, with cfg and upstream. */
+static void fixture_params(struct dnsproxy_params *p, struct config *cfg, const char *upstream)
+{
+	p->cfg = cfg;
+	p->policy_for = test_policy_for;
+	p->cgroup_name = test_cgroup_name;
+	p->origin_for_udp = test_origin_for_udp;
+	p->ctx = &F;
+	p->audit = F.audit;
+	p->port = 0;
+	p->upstream = upstream;
+}
+
 static int setup(void **state)
 {
 	static const char *const enforce_allow[] = {
@@ -577,18 +590,11 @@ static int setup(void **state)
 
 	cfg.resolve_timeout_ms = 3000;
 	F.cfg = cfg;
-	params.cfg = &F.cfg;
-	params.policy_for = test_policy_for;
-	params.cgroup_name = test_cgroup_name;
-	params.origin_for_udp = test_origin_for_udp;
-	params.ctx = &F;
-	params.audit = F.audit;
-	params.port = 0;
 	{
 		static char upstream[32];
 
 		snprintf(upstream, sizeof(upstream), "127.0.0.1:%u", F.upstream_port);
-		params.upstream = upstream;
+		fixture_params(&params, &F.cfg, upstream);
 	}
 	assert_int_equal(dnsproxy_create(&F.d, &params), 0);
 	F.port = dnsproxy_port(F.d);
@@ -1093,12 +1099,42 @@ static void test_audit_mode(void **state)
 	json_decref(o);
 }
 
+/* A second DNS proxy of the fixture's kind with its own upstream and
+ * resolve timeout, asked in F's place until other_proxy_end(). */
+struct other_proxy {
+	struct config cfg;
+	struct dnsproxy *d, *saved;
+	uint16_t saved_port;
+};
+
+static void other_proxy_start(struct other_proxy *x, const char *upstream, unsigned timeout_ms)
+{
+	struct dnsproxy_params params = { 0 };
+
+	x->cfg = (struct config)CONFIG_DEFAULTS;
+	x->cfg.resolve_timeout_ms = timeout_ms;
+	fixture_params(&params, &x->cfg, upstream);
+	assert_int_equal(dnsproxy_create(&x->d, &params), 0);
+	assert_int_equal(dnsproxy_start(x->d), 0);
+	x->saved = F.d;
+	x->saved_port = F.port;
+	F.d = x->d;
+	F.port = dnsproxy_port(x->d);
+}
+
+static void other_proxy_end(struct other_proxy *x)
+{
+	F.d = x->saved;
+	F.port = x->saved_port;
+	dnsproxy_destroy(x->d);
+}
+
 static void test_upstream_failure(void **state)
 {
 	struct dnsproxy_params params = { 0 };
 	struct config cfg = CONFIG_DEFAULTS;
-	struct dnsproxy *d, *saved = F.d;
-	uint16_t saved_port = F.port;
+	struct other_proxy x;
+	struct dnsproxy *d;
 	struct sockaddr_in sin = { .sin_family = AF_INET };
 	socklen_t sl = sizeof(sin);
 	struct dnsmsg_answer a;
@@ -1114,28 +1150,17 @@ static void test_upstream_failure(void **state)
 	close(hole);
 	snprintf(upstream, sizeof(upstream), "127.0.0.1:%u", ntohs(sin.sin_port));
 
-	cfg.resolve_timeout_ms = 600;
-	params.cfg = &cfg;
-	params.policy_for = test_policy_for;
-	params.cgroup_name = test_cgroup_name;
-	params.origin_for_udp = test_origin_for_udp;
-	params.ctx = &F;
-	params.audit = F.audit;
-	params.upstream = upstream;
-	assert_int_equal(dnsproxy_create(&d, &params), 0);
-	assert_int_equal(dnsproxy_start(d), 0);
-	F.d = d;
-	F.port = dnsproxy_port(d);
+	other_proxy_start(&x, upstream, 600);
 	assert_int_equal(ask(CG_ENFORCE, "www.allowed.test", DNSMSG_TXT, 0, &a), DNSMSG_SERVFAIL);
-	F.d = saved;
-	F.port = saved_port;
-	dnsproxy_destroy(d);
+	other_proxy_end(&x);
 	o = audit_find("www.allowed.test", "udp");
 	check_record(o, "udp", CG_ENFORCE, "deny", "upstream");
 	assert_non_null(strstr(jstr(o, "detail"), "TXT; upstream: "));
 	json_decref(o);
 
 	/* A bad upstream list is refused at create time. */
+	params.cfg = &cfg;
+	params.audit = F.audit;
 	params.upstream = "not an address";
 	assert_int_equal(dnsproxy_create(&d, &params), -EINVAL);
 }
@@ -1302,10 +1327,7 @@ static void fake_up_stop(struct fake_up *u)
  * names 127.0.0.1 gets it. */
 static void test_rebinding_past_kept_records(void **state)
 {
-	struct dnsproxy_params params = { 0 };
-	struct config cfg = CONFIG_DEFAULTS;
-	struct dnsproxy *d, *saved = F.d;
-	uint16_t saved_port = F.port;
+	struct other_proxy x;
 	static struct dnsmsg_answer a;
 	struct fake_up up;
 	char upstream[32];
@@ -1315,26 +1337,13 @@ static void test_rebinding_past_kept_records(void **state)
 
 	fake_up_start(&up);
 	snprintf(upstream, sizeof(upstream), "127.0.0.1:%u", up.port);
-	cfg.resolve_timeout_ms = 2000;
-	params.cfg = &cfg;
-	params.policy_for = test_policy_for;
-	params.cgroup_name = test_cgroup_name;
-	params.origin_for_udp = test_origin_for_udp;
-	params.ctx = &F;
-	params.audit = F.audit;
-	params.upstream = upstream;
-	assert_int_equal(dnsproxy_create(&d, &params), 0);
-	assert_int_equal(dnsproxy_start(d), 0);
-	F.d = d;
-	F.port = dnsproxy_port(d);
+	other_proxy_start(&x, upstream, 2000);
 	rc_rebind = ask(CG_ENFORCE, "many.allowed.test", DNSMSG_A, 4096, &a);
 	o = audit_find("many.allowed.test", "udp");
 	rc_cidr = ask(CG_CIDR, "many.allowed.test", DNSMSG_A, 4096, &a);
 	rc_pub = ask(CG_ENFORCE, "manypub.allowed.test", DNSMSG_A, 4096, &a);
 	n_pub = a.n_rr;
-	F.d = saved;
-	F.port = saved_port;
-	dnsproxy_destroy(d);
+	other_proxy_end(&x);
 	fake_up_stop(&up);
 
 	check_record(o, "udp", CG_ENFORCE, "deny", "private_addr");
