@@ -299,9 +299,11 @@ case_http_stream_smuggling() {
 	done
 	sleep 0.3
 	note "front end: $(oneline "$(log_new allowed.test | grep -o '"event": "[a-z_0-9]*"\|"host": "[^"]*"' | tr '\n' ' ')")"
-	log_new allowed.test | grep -q '"host": "evil.test"' &&
+	# grep -c: under pipefail grep -q's early exit could fail the pipe
+	# and hide a match
+	[ "$(log_new allowed.test | grep -c '"host": "evil.test"')" = 0 ] ||
 		fail "a request for evil.test reached the front end on a connection allowed for allowed.test"
-	log_new allowed.test | grep -q '"event": "h2_preface"' &&
+	[ "$(log_new allowed.test | grep -c '"event": "h2_preface"')" = 0 ] ||
 		fail "the HTTP/2 preface reached the front end after an Upgrade request"
 	[ "$E2E_RUNNER" = direct ] && return 0
 	[ "$(grep -c '"verdict":"deny"' "$CASE_AUDIT")" -ge 4 ] ||
@@ -324,7 +326,7 @@ case_dns_memory_tab_request_line() {
 		done' bash "${CLIENT[@]}")
 	note "agent: $(oneline "$out")"
 	sleep 0.3
-	log_new other.test | grep -q 'evil\.test' &&
+	[ "$(log_new other.test | grep -c 'evil\.test')" = 0 ] ||
 		fail "a request naming evil.test reached other.test's address: $(oneline "$(log_new other.test)")"
 	[ "$E2E_RUNNER" = direct ] && return 0
 	[ "$(grep -c '"verdict":"deny"' "$CASE_AUDIT")" -ge 5 ] ||
