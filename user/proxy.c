@@ -410,6 +410,32 @@ static bool has_http_version(const uint8_t *b, size_t n)
 	return false;
 }
 
+/* "GET" and a blank, any case, at b: an HTTP/0.9 request ("GET target",
+ * no version), which nginx and Apache still serve, by the host of an
+ * absolute-form target ("GET http://evil.test/") or the address's default
+ * site. */
+static bool is_get_at(const uint8_t *b, size_t n)
+{
+	return n >= 4 && !strncasecmp((const char *)b, "GET", 3) && is_line_blank(b[3]);
+}
+
+/* is_get_at at a line's start in b[0..n): after each LF, and at b itself
+ * if a line starts there. */
+static bool has_get_line(const uint8_t *b, size_t n, bool line_start)
+{
+	const uint8_t *q;
+	size_t k = 0;
+
+	if (line_start && is_get_at(b, n))
+		return true;
+	while (k < n && (q = memchr(b + k, '\n', n - k))) {
+		k = (size_t)(q - b) + 1;
+		if (is_get_at(b + k, n - k))
+			return true;
+	}
+	return false;
+}
+
 /*
  * Whether a client's first bytes could be, or begin, something an address
  * shared by many sites (a CDN) routes by a name in it: a TLS record, or an
@@ -443,6 +469,8 @@ static int bytes_may_name(const uint8_t *b, size_t n)
 		return NAMES_UNDECIDED;
 	if (!is_line_blank(b[tok]))
 		return NAMES_NO;
+	if (is_get_at(b + i, n - i))
+		return NAMES_YES; /* with a version or without (HTTP/0.9) */
 	for (eol = tok; eol < n && b[eol] != '\n'; eol++)
 		;
 	if (has_http_version(b + tok, eol - tok))
@@ -455,22 +483,25 @@ static int bytes_may_name(const uint8_t *b, size_t n)
  * server may have ignored the upgrade and read on: a later request for
  * another host on a shared address would reach it, as would the HTTP/2
  * preface ("PRI * HTTP/2.0") and its streams for any :authority. Either
- * needs a request line's version (has_http_version), which a WebSocket
- * client never sends in the clear (its frames are masked) and TLS never
- * shows; looked for across reads with the stream's last bytes carried
- * over.
+ * needs a request line's version (has_http_version) or, for HTTP/0.9,
+ * "GET" at a line's start (has_get_line), neither of which a WebSocket
+ * client sends in the clear (its frames are masked) or TLS shows; looked
+ * for across reads with the stream's last bytes carried over. The raw
+ * stream starts a line (the head before it ended with one).
  */
 static bool tunnel_request_line(struct conn *c, const uint8_t *b, size_t n)
 {
-	const size_t keep = 5; /* a blank and "HTTP" */
+	const size_t keep = 5; /* a blank and "HTTP", an LF and "GET" */
 	uint8_t joint[2 * sizeof(c->tw_carry)];
+	bool start = !c->tw_len;
 	size_t k, j = c->tw_len;
 
-	/* a version across the last read's end and this one's start */
+	/* a version or a GET across the last read's end and this one's start */
 	memcpy(joint, c->tw_carry, j);
 	for (k = 0; k < n && j < sizeof(joint); k++)
 		joint[j++] = b[k];
-	if (has_http_version(joint, j) || has_http_version(b, n))
+	if (has_http_version(joint, j) || has_http_version(b, n) ||
+	    has_get_line(joint, j, start) || has_get_line(b, n, start))
 		return true;
 	/* carry the stream's last bytes */
 	if (n >= keep) {

@@ -278,7 +278,8 @@ case_http_stream_smuggling() {
 		--send $'GET / HTTP/1.1\r\nHost: allowed.test\r\nConnection: close\r\n\r\n')
 	grep -q 'hello from allowed.test' <<<"$out" ||
 		fail "the front end did not answer through egressd: $(oneline "$out")"
-	for attack in chunk-ext-lf chunk-blank-lf upgrade-same-read upgrade-then-h2; do
+	for attack in chunk-ext-lf chunk-blank-lf upgrade-same-read upgrade-then-h2 \
+		upgrade-then-http09 upgrade-then-http09-split; do
 		case $attack in
 		chunk-ext-lf) # http-parser reads the extension on to the next CR
 			out=$(egr --allow allowed.test:8081 -- "${CLIENT[@]}" raw $ALLOWED4 8081 --timeout 2 \
@@ -294,6 +295,14 @@ case_http_stream_smuggling() {
 			out=$(egr --allow allowed.test:8081 -- "${CLIENT[@]}" raw $ALLOWED4 8081 --send2-after 200 \
 				--send $'GET / HTTP/1.1\r\nHost: allowed.test\r\nConnection: Upgrade\r\nUpgrade: x\r\n\r\n' \
 				--send2 $'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n') ;;
+		upgrade-then-http09) # an ignored upgrade, then an HTTP/0.9 line
+			out=$(egr --allow allowed.test:8081 -- "${CLIENT[@]}" raw $ALLOWED4 8081 --send2-after 200 \
+				--send $'GET / HTTP/1.1\r\nHost: allowed.test\r\nConnection: Upgrade\r\nUpgrade: x\r\n\r\n' \
+				--send2 $'GET http://evil.test/\r\n') ;;
+		upgrade-then-http09-split) # the same, "GET" across two reads
+			out=$(egr --allow allowed.test:8081 -- "${CLIENT[@]}" raw $ALLOWED4 8081 --send2-after 200 \
+				--send $'GET / HTTP/1.1\r\nHost: allowed.test\r\nConnection: Upgrade\r\nUpgrade: x\r\n\r\n\r\nG' \
+				--send2 $'ET http://evil.test/\r\n') ;;
 		esac
 		note "$attack: $(oneline "$out")"
 	done
@@ -306,7 +315,7 @@ case_http_stream_smuggling() {
 	[ "$(log_new allowed.test | grep -c '"event": "h2_preface"')" = 0 ] ||
 		fail "the HTTP/2 preface reached the front end after an Upgrade request"
 	[ "$E2E_RUNNER" = direct ] && return 0
-	[ "$(grep -c '"verdict":"deny"' "$CASE_AUDIT")" -ge 4 ] ||
+	[ "$(grep -c '"verdict":"deny"' "$CASE_AUDIT")" -ge 6 ] ||
 		fail "expected a deny record for each attack: $(head -c 1500 "$CASE_AUDIT")"
 }
 
@@ -314,13 +323,16 @@ case_http_stream_smuggling() {
 # an allowed name only if the client's bytes name nothing. A request line
 # with a tab between its parts (which HAProxy and Python's http.server take)
 # names a host all the same, as does one behind a PROXY protocol header
-# (a server listening with it reads the request after it).
+# (a server listening with it reads the request after it), and an HTTP/0.9
+# line with no version at all (nginx and Apache serve "GET http://host/"
+# for that host).
 case_dns_memory_tab_request_line() {
 	local out
 	log_mark other.test
 	out=$(egr --allow other.test -- bash -c 'getent hosts other.test >/dev/null || exit 9
 		for line in "GET / HTTP/1.1" "GET	/ HTTP/1.1" "GET /	HTTP/1.1" "GET / http/1.1" \
-			"PROXY TCP4 198.51.100.2 192.0.2.20 40000 80"$'"'"'\r\n'"'"'"GET / HTTP/1.1"; do
+			"PROXY TCP4 198.51.100.2 192.0.2.20 40000 80"$'"'"'\r\n'"'"'"GET / HTTP/1.1" \
+			"GET http://evil.test/"; do
 			"$@" raw '"$OTHER4"' 80 --timeout 3 \
 				--send "$line"$'"'"'\r\nHost: evil.test\r\nConnection: close\r\n\r\n'"'"'
 		done' bash "${CLIENT[@]}")
@@ -329,8 +341,8 @@ case_dns_memory_tab_request_line() {
 	[ "$(log_new other.test | grep -c 'evil\.test')" = 0 ] ||
 		fail "a request naming evil.test reached other.test's address: $(oneline "$(log_new other.test)")"
 	[ "$E2E_RUNNER" = direct ] && return 0
-	[ "$(grep -c '"verdict":"deny"' "$CASE_AUDIT")" -ge 5 ] ||
-		fail "expected five deny records: $(head -c 1500 "$CASE_AUDIT")"
+	[ "$(grep -c '"verdict":"deny"' "$CASE_AUDIT")" -ge 6 ] ||
+		fail "expected six deny records: $(head -c 1500 "$CASE_AUDIT")"
 }
 
 case_client_closes_before_accept() {

@@ -37,7 +37,8 @@ requests the lenient way nginx and HAProxy do (a line ends at LF, a CR
 before it dropped; a chunk's size line at LF, its extension ignored; an
 Upgrade it does not know ignored) and answering each request on a
 keep-alive connection (until Connection: close) by its own Host ("hello
-from <host>"), each logged
+from <host>"; an HTTP/0.9 "GET target" line by the host of an
+absolute-form target, as nginx does, then closing), each logged
 as a "request" event; the HTTP/2 preface is logged as "h2_preface" (a
 server with h2c would switch to HTTP/2 there).
 """
@@ -211,6 +212,17 @@ class Server:
                     break
             if first.startswith(b"PRI * HTTP/2.0"):
                 self.write(event="h2_preface", port=port, peer=list(peer[:2]))
+                return
+            parts = first.split()
+            if len(parts) == 2 and parts[0] == b"GET":
+                # HTTP/0.9, as nginx serves it: the host of an
+                # absolute-form target, or the default site; no headers
+                target = parts[1].decode("latin-1")
+                host = target.split("/")[2] if target.lower().startswith("http://") else None
+                self.write(event="request", port=port, peer=list(peer[:2]),
+                           request=first.decode("latin-1"), host=host, mode="vhost")
+                writer.write(("hello from %s\n" % host).encode())
+                await writer.drain()
                 return
             host, clen, chunked, close = None, 0, False, False
             while True:
