@@ -61,6 +61,7 @@
 #define DNSP_UDP_EDNS_CAP 4096
 #define DNSP_MEM_MAX 65536         /* remembered (cgroup, address) pairs */
 #define DNSP_MEM_BUCKETS 16384
+#define DNSP_MEM_TENANT_BUCKETS 256
 #define DNSP_TTL_CAP_S 3600
 #define DNSP_TTL_ZERO_MS 5000      /* TTL 0: long enough for the connect that follows */
 #define DNSP_HDR_LEN 12
@@ -68,9 +69,26 @@
 
 /* ---- remembered answers -------------------------------------------------- */
 
+/*
+ * Remembered answers are the tenants' to share: one tenant (origin_tenant:
+ * the bound cgroup the kernel charged, with every cgroup below it) holds
+ * at most max / (tenants holding any) of them and makes room among its
+ * own, so one that resolves without end (cgroups of its own times
+ * addresses of an allowed name) cannot push out the others'; a full
+ * memory gives up its oldest entry, which is then the greediest tenant's.
+ */
+struct mem_tenant {
+	struct mem_tenant *next;         /* bucket chain */
+	uint64_t id;
+	size_t n;
+	struct mem_entry *oldest, *newest; /* its entries, age order */
+};
+
 struct mem_entry {
 	struct mem_entry *hnext, *hprev; /* bucket chain */
 	struct mem_entry *onext, *oprev; /* age order: oldest first */
+	struct mem_entry *tnext, *tprev; /* the tenant's, age order */
+	struct mem_tenant *tenant;
 	uint64_t cgroup_id;
 	struct egr_addr addr;
 	uint64_t expiry_ms;              /* CLOCK_MONOTONIC */
@@ -80,9 +98,12 @@ struct mem_entry {
 struct name_mem {
 	pthread_mutex_t lock;
 	uint64_t seed;
+	size_t max;                      /* DNSP_MEM_MAX, or a test's */
 	struct mem_entry *buckets[DNSP_MEM_BUCKETS];
 	struct mem_entry *oldest, *newest;
 	size_t n;
+	struct mem_tenant *tenants[DNSP_MEM_TENANT_BUCKETS];
+	size_t n_tenants;                /* holding at least one entry */
 };
 
 /* ---- queries and connections -------------------------------------------- */
@@ -205,6 +226,7 @@ struct dnsproxy {
 };
 
 static void dq_finish(struct dq *x, const uint8_t *reply, size_t len);
+static uint64_t origin_tenant(const struct egr_origin *o);
 static uint64_t mix64(uint64_t h);
 static void tconn_update(struct tconn *tc);
 
@@ -308,6 +330,8 @@ static struct mem_entry *mem_find(struct name_mem *m, uint64_t cgroup_id,
 
 static void mem_unlink_age(struct name_mem *m, struct mem_entry *e)
 {
+	struct mem_tenant *t = e->tenant;
+
 	if (e->oprev)
 		e->oprev->onext = e->onext;
 	else
@@ -317,10 +341,21 @@ static void mem_unlink_age(struct name_mem *m, struct mem_entry *e)
 	else
 		m->newest = e->oprev;
 	e->onext = e->oprev = NULL;
+	if (e->tprev)
+		e->tprev->tnext = e->tnext;
+	else
+		t->oldest = e->tnext;
+	if (e->tnext)
+		e->tnext->tprev = e->tprev;
+	else
+		t->newest = e->tprev;
+	e->tnext = e->tprev = NULL;
 }
 
 static void mem_append_age(struct name_mem *m, struct mem_entry *e)
 {
+	struct mem_tenant *t = e->tenant;
+
 	e->oprev = m->newest;
 	e->onext = NULL;
 	if (m->newest)
@@ -328,6 +363,22 @@ static void mem_append_age(struct name_mem *m, struct mem_entry *e)
 	else
 		m->oldest = e;
 	m->newest = e;
+	e->tprev = t->newest;
+	e->tnext = NULL;
+	if (t->newest)
+		t->newest->tnext = e;
+	else
+		t->oldest = e;
+	t->newest = e;
+}
+
+static struct mem_tenant **mem_tenant_slot(struct name_mem *m, uint64_t id)
+{
+	struct mem_tenant **tp = &m->tenants[mix64(m->seed ^ ~id) % DNSP_MEM_TENANT_BUCKETS];
+
+	while (*tp && (*tp)->id != id)
+		tp = &(*tp)->next;
+	return tp;
 }
 
 static void mem_remove(struct name_mem *m, struct mem_entry *e)
@@ -342,14 +393,23 @@ static void mem_remove(struct name_mem *m, struct mem_entry *e)
 		e->hnext->hprev = e->hprev;
 	mem_unlink_age(m, e);
 	m->n--;
+	if (!--e->tenant->n) {
+		struct mem_tenant **tp = mem_tenant_slot(m, e->tenant->id);
+
+		*tp = e->tenant->next;
+		free(e->tenant);
+		m->n_tenants--;
+	}
 	free(e);
 }
 
 /* Insert or refresh; the newest answer wins (the agent connects to what it
- * was told last). Bounded: the oldest entry makes room. */
-static void mem_remember(struct name_mem *m, uint64_t cgroup_id, const struct egr_addr *a,
-			 const char *name, uint64_t expiry_ms)
+ * was told last). Bounded: the tenant's oldest entry makes room when it
+ * holds its share, the oldest of all when the memory is full. */
+static void mem_remember(struct name_mem *m, uint64_t cgroup_id, uint64_t tenant,
+			 const struct egr_addr *a, const char *name, uint64_t expiry_ms)
 {
+	struct mem_tenant **tp, *t;
 	struct mem_entry *e;
 	size_t b, nlen = strlen(name);
 
@@ -363,13 +423,34 @@ static void mem_remember(struct name_mem *m, uint64_t cgroup_id, const struct eg
 	}
 	if (e)
 		mem_remove(m, e);
-	while (m->n >= DNSP_MEM_MAX && m->oldest)
+	t = *mem_tenant_slot(m, tenant);
+	if (t && t->n >= m->max / m->n_tenants)
+		mem_remove(m, t->oldest); /* may free t */
+	while (m->n >= m->max && m->oldest)
 		mem_remove(m, m->oldest);
+	tp = mem_tenant_slot(m, tenant);
+	if (!*tp) {
+		*tp = calloc(1, sizeof(**tp));
+		if (!*tp) {
+			log_warn("dnsproxy: out of memory remembering %s", name);
+			goto out;
+		}
+		(*tp)->id = tenant;
+		m->n_tenants++;
+	}
+	t = *tp;
 	e = malloc(sizeof(*e) + nlen + 1);
 	if (!e) {
 		log_warn("dnsproxy: out of memory remembering %s", name);
+		if (!t->n) {
+			*tp = t->next;
+			free(t);
+			m->n_tenants--;
+		}
 		goto out;
 	}
+	e->tenant = t;
+	t->n++;
 	e->cgroup_id = cgroup_id;
 	e->addr = *a;
 	e->expiry_ms = expiry_ms;
@@ -843,8 +924,8 @@ static size_t dq_remember(struct dq *x, const struct dnsmsg_answer *a)
 			ttl = DNSP_TTL_CAP_S;
 		ms = ttl ? ttl * 1000 : DNSP_TTL_ZERO_MS;
 		if (x->has_origin)
-			mem_remember(&x->d->mem, x->origin.cgroup_id, &rr->addr, x->q.qname,
-				     now + ms);
+			mem_remember(&x->d->mem, x->origin.cgroup_id, origin_tenant(&x->origin),
+				     &rr->addr, x->q.qname, now + ms);
 		count++;
 	}
 	return count;
@@ -1779,6 +1860,7 @@ int dnsproxy_create(struct dnsproxy **out, const struct dnsproxy_params *params)
 				params->cfg->resolve_timeout_ms : 5000;
 	pthread_mutex_init(&d->ho_lock, NULL);
 	pthread_mutex_init(&d->mem.lock, NULL);
+	d->mem.max = params->mem_max ? params->mem_max : DNSP_MEM_MAX;
 	if (getrandom(&d->mem.seed, sizeof(d->mem.seed), GRND_NONBLOCK) < 0)
 		d->mem.seed = mono_ms() ^ (uint64_t)(uintptr_t)d;
 	d->ares_timer.data = d;

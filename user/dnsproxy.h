@@ -52,6 +52,9 @@ struct dnsproxy_params {
 	/* Upstream resolvers, c-ares csv ("192.0.2.53,[2001:db8::53]:53");
 	 * NULL = /etc/resolv.conf. */
 	const char *upstream;
+	/* (cgroup, address) pairs remembered for dnsproxy_name_for_addr(),
+	 * shared fairly among tenants; 0 = 65,536 (tests set fewer). */
+	size_t mem_max;
 };
 
 int dnsproxy_create(struct dnsproxy **out, const struct dnsproxy_params *params);

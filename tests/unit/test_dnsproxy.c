@@ -62,6 +62,7 @@ struct fixture {
 
 static struct fixture F;
 static int g_cg = CG_ENFORCE; /* read by the proxy thread, set between queries */
+static uint64_t g_charged;    /* likewise: the bound cgroup charged, 0 none */
 
 /* ---- callbacks ---------------------------------------------------------- */
 
@@ -76,6 +77,9 @@ static void fill_origin(struct egr_origin *o, uint64_t cg)
 	o->family = EGR_AF_INET;
 	o->flags = EGR_ORIGIN_UDP;
 	o->cgroup_id = cg;
+	o->charged_cgroup = __atomic_load_n(&g_charged, __ATOMIC_SEQ_CST);
+	if (o->charged_cgroup)
+		o->flags |= EGR_ORIGIN_CHARGED;
 	o->tgid = TEST_PID;
 	o->pid = TEST_PID;
 	o->uid = TEST_UID;
@@ -1099,21 +1103,24 @@ static void test_audit_mode(void **state)
 	json_decref(o);
 }
 
-/* A second DNS proxy of the fixture's kind with its own upstream and
- * resolve timeout, asked in F's place until other_proxy_end(). */
+/* A second DNS proxy of the fixture's kind with its own upstream, resolve
+ * timeout and name memory size (0: the default), asked in F's place until
+ * other_proxy_end(). */
 struct other_proxy {
 	struct config cfg;
 	struct dnsproxy *d, *saved;
 	uint16_t saved_port;
 };
 
-static void other_proxy_start(struct other_proxy *x, const char *upstream, unsigned timeout_ms)
+static void other_proxy_start(struct other_proxy *x, const char *upstream, unsigned timeout_ms,
+			      size_t mem_max)
 {
 	struct dnsproxy_params params = { 0 };
 
 	x->cfg = (struct config)CONFIG_DEFAULTS;
 	x->cfg.resolve_timeout_ms = timeout_ms;
 	fixture_params(&params, &x->cfg, upstream);
+	params.mem_max = mem_max;
 	assert_int_equal(dnsproxy_create(&x->d, &params), 0);
 	assert_int_equal(dnsproxy_start(x->d), 0);
 	x->saved = F.d;
@@ -1127,6 +1134,56 @@ static void other_proxy_end(struct other_proxy *x)
 	F.d = x->saved;
 	F.port = x->saved_port;
 	dnsproxy_destroy(x->d);
+}
+
+/* How many of big.test's 40 addresses cg has in the memory. */
+static int big_remembered(int cg)
+{
+	struct egr_addr big;
+	char addr[32];
+	int i, n = 0;
+
+	for (i = 0; i < 40; i++) {
+		snprintf(addr, sizeof(addr), "192.0.2.%d", 100 + i);
+		assert_int_equal(addr_parse(addr, &big), 0);
+		n += dnsproxy_name_for_addr(F.d, (uint64_t)cg, &big, NULL, 0);
+	}
+	return n;
+}
+
+/*
+ * The memory is shared among tenants (the bound cgroup charged, else the
+ * cgroup): one resolving a name of many addresses without end keeps its
+ * share (16 / 2 tenants here) and pushes out its own oldest, not another
+ * tenant's answers. Cgroups of one tenant share its share.
+ */
+static void test_name_memory_shared(void **state)
+{
+	struct other_proxy x;
+	struct dnsmsg_answer a;
+	struct egr_addr ip4;
+	char upstream[32];
+
+	snprintf(upstream, sizeof(upstream), "127.0.0.1:%u", F.upstream_port);
+	assert_int_equal(addr_parse("192.0.2.10", &ip4), 0);
+	other_proxy_start(&x, upstream, 3000, 16);
+	assert_int_equal(ask(CG_CIDR, "allowed.test", DNSMSG_A, 0, &a), DNSMSG_NOERROR);
+	assert_int_equal(ask(CG_ENFORCE, "big.test", DNSMSG_A, 4096, &a), DNSMSG_NOERROR);
+	assert_int_equal(a.n_rr, 40);
+	/* TTL 1 s (dnsmasq --local-ttl=1): asked at once */
+	assert_true(dnsproxy_name_for_addr(F.d, CG_CIDR, &ip4, NULL, 0));
+	assert_int_equal(big_remembered(CG_ENFORCE), 8);
+	other_proxy_end(&x);
+
+	/* both cgroups charged to one bound cgroup: one tenant, one share */
+	other_proxy_start(&x, upstream, 3000, 16);
+	__atomic_store_n(&g_charged, 77, __ATOMIC_SEQ_CST);
+	assert_int_equal(ask(CG_CIDR, "allowed.test", DNSMSG_A, 0, &a), DNSMSG_NOERROR);
+	assert_int_equal(ask(CG_ENFORCE, "big.test", DNSMSG_A, 4096, &a), DNSMSG_NOERROR);
+	__atomic_store_n(&g_charged, 0, __ATOMIC_SEQ_CST);
+	assert_false(dnsproxy_name_for_addr(F.d, CG_CIDR, &ip4, NULL, 0));
+	assert_int_equal(big_remembered(CG_ENFORCE), 16);
+	other_proxy_end(&x);
 }
 
 static void test_upstream_failure(void **state)
@@ -1150,7 +1207,7 @@ static void test_upstream_failure(void **state)
 	close(hole);
 	snprintf(upstream, sizeof(upstream), "127.0.0.1:%u", ntohs(sin.sin_port));
 
-	other_proxy_start(&x, upstream, 600);
+	other_proxy_start(&x, upstream, 600, 0);
 	assert_int_equal(ask(CG_ENFORCE, "www.allowed.test", DNSMSG_TXT, 0, &a), DNSMSG_SERVFAIL);
 	other_proxy_end(&x);
 	o = audit_find("www.allowed.test", "udp");
@@ -1337,7 +1394,7 @@ static void test_rebinding_past_kept_records(void **state)
 
 	fake_up_start(&up);
 	snprintf(upstream, sizeof(upstream), "127.0.0.1:%u", up.port);
-	other_proxy_start(&x, upstream, 2000);
+	other_proxy_start(&x, upstream, 2000, 0);
 	rc_rebind = ask(CG_ENFORCE, "many.allowed.test", DNSMSG_A, 4096, &a);
 	o = audit_find("many.allowed.test", "udp");
 	rc_cidr = ask(CG_CIDR, "many.allowed.test", DNSMSG_A, 4096, &a);
@@ -1397,6 +1454,7 @@ int main(void)
 		cmocka_unit_test(test_tcp_limits),
 		cmocka_unit_test(test_truncation),
 		cmocka_unit_test(test_name_memory),
+		cmocka_unit_test(test_name_memory_shared),
 		cmocka_unit_test(test_audit_mode),
 		cmocka_unit_test(test_upstream_failure),
 		cmocka_unit_test(test_rebinding_past_kept_records),
