@@ -1355,16 +1355,29 @@ static void fake_up_start(struct fake_up *u)
 	struct sockaddr_in sin = { .sin_family = AF_INET };
 	socklen_t sl = sizeof(sin);
 
+	int attempt;
+
 	memset(u, 0, sizeof(*u));
-	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	u->fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-	assert_true(u->fd >= 0);
-	assert_int_equal(bind(u->fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
-	assert_int_equal(getsockname(u->fd, (struct sockaddr *)&sin, &sl), 0);
-	u->port = ntohs(sin.sin_port);
-	u->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	assert_true(u->lfd >= 0);
-	assert_int_equal(bind(u->lfd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	/* the UDP port the kernel picks may be taken for TCP (another
+	 * test's connection on loopback): pick again */
+	for (attempt = 0; attempt < 50; attempt++) {
+		sin.sin_port = 0;
+		sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		u->fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+		assert_true(u->fd >= 0);
+		assert_int_equal(bind(u->fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+		sl = sizeof(sin);
+		assert_int_equal(getsockname(u->fd, (struct sockaddr *)&sin, &sl), 0);
+		u->port = ntohs(sin.sin_port);
+		u->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		assert_true(u->lfd >= 0);
+		if (!bind(u->lfd, (struct sockaddr *)&sin, sizeof(sin)))
+			break;
+		assert_int_equal(errno, EADDRINUSE);
+		close(u->lfd);
+		close(u->fd);
+	}
+	assert_true(attempt < 50);
 	assert_int_equal(listen(u->lfd, 8), 0);
 	assert_int_equal(pthread_create(&u->th, NULL, fake_up_main, u), 0);
 }
