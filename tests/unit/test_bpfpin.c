@@ -10,12 +10,14 @@
  * creates and removes; nothing is attached anywhere else.
  */
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <sched.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -242,6 +244,30 @@ static void test_settle_cgroups(void **state)
 	policy_free(p);
 }
 
+/* A run that died mid-test (a sanitizer's abort skips teardown) left its
+ * cgroup behind: remove those of this test whose process is gone. */
+static void remove_stale_cgroups(const char *mnt)
+{
+	char path[PATH_MAX + 320], rest;
+	struct dirent *de;
+	DIR *dir = opendir(mnt);
+	int pid;
+
+	if (!dir)
+		return;
+	while ((de = readdir(dir))) {
+		if (sscanf(de->d_name, "egressd-test.%d%c", &pid, &rest) != 1 || pid <= 0 ||
+		    !kill(pid, 0) || errno != ESRCH)
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", mnt, de->d_name);
+		cgroup_kill_all(path, 2000);
+		if (rmdir(path))
+			fprintf(stderr, "test_bpfpin: cannot remove %s: %s\n", path,
+				strerror(errno));
+	}
+	closedir(dir);
+}
+
 static int setup(void **state)
 {
 	char mnt[PATH_MAX - 64], err[256];
@@ -262,6 +288,7 @@ static int setup(void **state)
 		fprintf(stderr, "test_bpfpin: %s\n", err);
 		return -1;
 	}
+	remove_stale_cgroups(mnt);
 	snprintf(cgpath, sizeof(cgpath), "%s/egressd-test.%d", mnt, (int)getpid());
 	if (mkdir(cgpath, 0755))
 		return -1;
