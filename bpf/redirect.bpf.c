@@ -1037,7 +1037,11 @@ static __always_inline bool egr_udp_to_proxy(struct __sk_buff *skb, __u16 family
  * hook: it would keep its direct connection. So in enforce mode (and with
  * no policy at all) a packet of a TCP socket must go to the proxy, unless
  * a listener of the cgroup accepted the socket after the programs were
- * attached (INBOUND, set in sockops), and every UDP datagram must be
+ * attached (INBOUND, set in sockops) and it goes over loopback (a peer in
+ * the same network namespace) or the policy lets other hosts connect in
+ * ("inbound": "any"): an answer to a host outside is a channel out that
+ * no proxy sees (whoever can reach the listener reads what the agent
+ * writes). Every UDP datagram must be
  * addressed to the proxy, on loopback; a socket of any other protocol
  * may not send at all. A listener sends SYN-ACKs; request and time-wait
  * sockets are no full sockets: they pass. The policy is looked up for
@@ -1053,7 +1057,7 @@ static __always_inline int egr_egress_socket(struct __sk_buff *skb, __u16 family
 	__u8 dst[16];
 	__u16 port;
 	__u64 id;
-	bool audit;
+	bool audit, inbound;
 
 	if (!sk)
 		return 1;
@@ -1088,10 +1092,13 @@ static __always_inline int egr_egress_socket(struct __sk_buff *skb, __u16 family
 	/* Any other protocol: a socket made before the attach (a ping
 	 * socket, UDP-Lite, SCTP; sock_create refuses new ones). */
 	o = bpf_sk_storage_get(&egr_origins, sk, 0, 0);
-	if (o && proto == EGR_IPPROTO_TCP && (o->flags & EGR_ORIGIN_INBOUND))
+	inbound = o && proto == EGR_IPPROTO_TCP && (o->flags & EGR_ORIGIN_INBOUND);
+	if (inbound && skb->ifindex == 1)
 		return 1;
 	pid = egr_skb_policy(skb, &id);
 	pi = pid ? bpf_map_lookup_elem(&egr_policies, pid) : NULL;
+	if (inbound && pi && (pi->flags & EGR_POLICY_VALID) && (pi->flags & EGR_POLICY_INBOUND_ANY))
+		return 1;
 	audit = pi && (pi->flags & EGR_POLICY_VALID) && (pi->flags & EGR_POLICY_AUDIT);
 	if (audit && o && (o->flags & EGR_ORIGIN_DIRECT))
 		return 1; /* its connect() was logged as audit mode's */
@@ -1107,8 +1114,9 @@ static __always_inline int egr_egress_socket(struct __sk_buff *skb, __u16 family
 		if (proto != EGR_IPPROTO_TCP && (port = egr_skb_dst(skb, family, dst)) &&
 		    proto != EGR_IPPROTO_UDP)
 			port = 0; /* no UDP header there */
-		egr_emit_skb(skb, family, EGR_REASON_NOT_REDIRECTED, proto, dst, port,
-			     audit ? EGR_EVENT_AUDIT : EGR_EVENT_DENY);
+		egr_emit_skb(skb, family,
+			     inbound ? EGR_REASON_INBOUND : EGR_REASON_NOT_REDIRECTED, proto,
+			     dst, port, audit ? EGR_EVENT_AUDIT : EGR_EVENT_DENY);
 	} else if (!audit) {
 		egr_count(EGR_STAT_DENIED);
 	}

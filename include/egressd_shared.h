@@ -116,6 +116,11 @@ enum egr_reason {
 	 * and MLD reports carry the group addresses, chosen by the agent,
 	 * out of every interface it names, past the proxy */
 	EGR_REASON_MULTICAST = 27,
+	/* kernel: a packet of a connection a listener of the cgroup accepted
+	 * from another host (not over loopback), whose policy keeps inbound
+	 * connections local: answering it would carry data out past the
+	 * proxy */
+	EGR_REASON_INBOUND = 28,
 	EGR_REASON_MAX,
 };
 
@@ -204,6 +209,8 @@ struct egr_limits {
 #define EGR_POLICY_ANY_PORT (1U << 0) /* some allow rule matches every port */
 #define EGR_POLICY_AUDIT (1U << 1)    /* audit mode: log, never deny in kernel */
 #define EGR_POLICY_CIDRS (1U << 2)    /* egr_cidrs holds denials for this policy */
+#define EGR_POLICY_INBOUND_ANY (1U << 3) /* "inbound": "any": connections accepted
+					  * from other hosts may be answered */
 #define EGR_POLICY_VALID (1U << 31)   /* slot in use */
 
 struct egr_policy_info {

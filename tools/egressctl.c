@@ -323,11 +323,12 @@ static void print_status(json_t *s)
 
 		wn = l > wn ? l : wn;
 	}
-	printf("\n  %-*s  %-7s  %5s  %4s  %9s  %s\n", wn, "POLICY", "MODE", "ALLOW", "DENY",
-	       "INTERCEPT", "SOURCE");
+	printf("\n  %-*s  %-7s  %-7s  %5s  %4s  %9s  %s\n", wn, "POLICY", "MODE", "INBOUND",
+	       "ALLOW", "DENY", "INTERCEPT", "SOURCE");
 	for (i = 0; i < json_array_size(a) && (v = json_array_get(a, i)); i++)
-		printf("  %-*s  %-7s  %5lld  %4lld  %9lld  %s%s%s%s\n", wn, jstr(v, "name", "?"),
-		       jstr(v, "mode", "?"), jint(v, "allow"), jint(v, "deny"),
+		printf("  %-*s  %-7s  %-7s  %5lld  %4lld  %9lld  %s%s%s%s\n", wn,
+		       jstr(v, "name", "?"), jstr(v, "mode", "?"), jstr(v, "inbound", "?"),
+		       jint(v, "allow"), jint(v, "deny"),
 		       jint(v, "intercept"), jstr(v, "source", "?"),
 		       json_object_get(v, "file") ? " " : "", jstr(v, "file", ""),
 		       json_is_false(json_object_get(v, "used")) ? " (unused)" : "");

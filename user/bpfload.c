@@ -322,6 +322,8 @@ int egr_bpf_set_policy(struct egr_bpf *b, uint32_t policy_id, const struct polic
 		info.flags |= EGR_POLICY_ANY_PORT;
 	if (p->mode == POLICY_AUDIT)
 		info.flags |= EGR_POLICY_AUDIT;
+	if (p->inbound_any)
+		info.flags |= EGR_POLICY_INBOUND_ANY;
 	for (i = 0; !any_port && i < n; i++) {
 		struct egr_port_key k = { .policy_id = policy_id, .port = ports[i] };
 

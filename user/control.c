@@ -550,9 +550,10 @@ static json_t *status_json(struct control *c, const struct control_status *st)
 	for (i = 0; dc && i < dc->n_policies; i++) {
 		const struct dconfig_policy *p = &dc->policies[i];
 
-		json_array_append_new(a, json_pack("{s:s, s:s, s:I, s:I, s:I, s:s, s:s?, s:b}",
+		json_array_append_new(a, json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:s, s:s?, s:b}",
 			"name", p->name,
 			"mode", p->policy->mode == POLICY_AUDIT ? "audit" : "enforce",
+			"inbound", p->policy->inbound_any ? "any" : "local",
 			"allow", (json_int_t)p->policy->n_allow,
 			"deny", (json_int_t)p->policy->n_deny,
 			"intercept", (json_int_t)p->policy->n_intercept,

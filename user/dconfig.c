@@ -815,11 +815,11 @@ static int load_policy(struct ld *l, const char *name, const json_t *obj,
 		       const struct jpos *j, struct dconfig_policy *dp)
 {
 	/* inline: what a policy file holds (docs/policy.md) */
-	static const char *const known[] = { "mode", "allow", "deny", "intercept", "gateways",
-					     "upstream_ca", "file", "sandbox_runtime",
+	static const char *const known[] = { "mode", "inbound", "allow", "deny", "intercept",
+					     "gateways", "upstream_ca", "file", "sandbox_runtime",
 					     "deny_countries" };
-	static const char *const inline_only[] = { "allow", "deny", "intercept", "gateways",
-						   "upstream_ca", "deny_countries" };
+	static const char *const inline_only[] = { "inbound", "allow", "deny", "intercept",
+						   "gateways", "upstream_ca", "deny_countries" };
 	const json_t *file = json_object_get(obj, "file");
 	const json_t *srt = json_object_get(obj, "sandbox_runtime");
 	const json_t *ref = file ? file : srt;

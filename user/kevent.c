@@ -27,7 +27,8 @@ void kevent_to_record(const struct egr_event *e, struct audit_record *r)
 	r->comm[EGR_COMM_LEN] = '\0';
 	r->proto = (int)e->proto;
 	r->has_dst = e->reason != EGR_REASON_PROTO && e->op != EGR_OP_SETSOCKOPT &&
-		     (e->op != EGR_OP_EGRESS || e->reason == EGR_REASON_NOT_REDIRECTED);
+		     (e->op != EGR_OP_EGRESS || e->reason == EGR_REASON_NOT_REDIRECTED ||
+		      e->reason == EGR_REASON_INBOUND);
 	memcpy(r->dst.b, e->origin.dst_addr, 16);
 	r->dst_port = e->origin.dst_port;
 	r->verdict = e->type == EGR_EVENT_AUDIT ? EGR_VERDICT_AUDIT : EGR_VERDICT_DENY;
@@ -50,6 +51,8 @@ void kevent_to_record(const struct egr_event *e, struct audit_record *r)
 							     : "setsockopt IP_OPTIONS";
 	} else if (e->op == EGR_OP_EGRESS && e->reason == EGR_REASON_NOT_REDIRECTED) {
 		r->detail = "packet not bound for the proxy";
+	} else if (e->op == EGR_OP_EGRESS && e->reason == EGR_REASON_INBOUND) {
+		r->detail = "answer to an inbound connection from another host";
 	} else if (e->op == EGR_OP_EGRESS) {
 		r->detail = e->origin.family == EGR_AF_INET6 ? "packet with a routing header"
 							     : "packet with IP options";

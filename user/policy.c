@@ -1168,8 +1168,9 @@ static const char *esc(const char *s, char *buf, size_t len)
 	return buf;
 }
 
-static const char *const known_keys[] = { "name", "mode", "allow", "deny", "intercept",
-					   "upstream_ca", "gateways", "deny_countries" };
+static const char *const known_keys[] = { "name", "mode", "inbound", "allow", "deny",
+					   "intercept", "upstream_ca", "gateways",
+					   "deny_countries" };
 
 static bool policy_name_valid(const char *s)
 {
@@ -2071,7 +2072,7 @@ int policy_load_buffer(struct policy *p, const char *name, const char *buf,
 	struct policy *tmp = NULL;
 	struct jpos *pos = NULL;
 	char *newname = NULL, e[256];
-	bool has_mode = false;
+	bool has_mode = false, has_inbound = false, inbound_any = false;
 	enum policy_mode mode = POLICY_ENFORCE;
 	json_error_t jerr;
 	json_t *root, *v;
@@ -2157,6 +2158,24 @@ int policy_load_buffer(struct policy *p, const char *name, const char *buf,
 				goto out;
 			}
 			has_mode = true;
+		} else if (!strcmp(key, "inbound")) {
+			const char *s = json_string_value(v);
+
+			if (!s) {
+				egr_seterr(err, errlen, "%s:%d: inbound: expected a string, got %s",
+				       c.file, key_line(&c, key), jpos_json_type(v));
+				ret = -EINVAL;
+				goto out;
+			}
+			if (strcmp(s, "local") && strcmp(s, "any")) {
+				egr_seterr(err, errlen,
+				       "%s:%d: inbound: \"%s\": must be \"local\" or \"any\"",
+				       c.file, key_line(&c, key), esc(s, e, sizeof(e)));
+				ret = -EINVAL;
+				goto out;
+			}
+			inbound_any = !strcmp(s, "any");
+			has_inbound = true;
 		} else if (!strcmp(key, "allow") || !strcmp(key, "deny")) {
 			ret = load_rules(&c, tmp, !strcmp(key, "deny"), key, v);
 			if (ret)
@@ -2281,6 +2300,8 @@ int policy_load_buffer(struct policy *p, const char *name, const char *buf,
 	}
 	if (has_mode)
 		p->mode = mode;
+	if (has_inbound)
+		p->inbound_any = inbound_any;
 out:
 	free(newname);
 	policy_free(tmp);
@@ -2504,7 +2525,8 @@ int policy_write_json(const struct policy *p, FILE *out)
 	    json_object_set_new(o, "mode", json_string(p->mode == POLICY_AUDIT ?
 							"audit" : "enforce")) ||
 	    json_object_set_new(o, "allow", rules_json(p->allow, p->n_allow)) ||
-	    json_object_set_new(o, "deny", rules_json(p->deny, p->n_deny)))
+	    json_object_set_new(o, "deny", rules_json(p->deny, p->n_deny)) ||
+	    (p->inbound_any && json_object_set_new(o, "inbound", json_string("any"))))
 		goto out;
 	if (p->n_intercept) {
 		json_t *a = json_array();

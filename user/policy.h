@@ -91,6 +91,9 @@ struct policy_gateway {
 struct policy {
 	char *name;
 	enum policy_mode mode;
+	/* "inbound": "any": connections a listener of the cgroup accepts from
+	 * other hosts may be answered; false ("local"): only over loopback */
+	bool inbound_any;
 	struct policy_rule *allow;
 	size_t n_allow;
 	struct policy_rule *deny;

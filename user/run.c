@@ -14,7 +14,8 @@
  *   -> start the interception engine (if any host is intercepted), proxy
  *      workers and the kernel-event reader
  *   -> wait for CMD, forwarding signals
- *   -> kill what CMD left in the cgroup -> stop proxy -> detach -> rmdir
+ *   -> kill what CMD left in the cgroup -> stop proxy -> rmdir, the
+ *      programs left attached (run_teardown says why)
  *
  * egressd has threads by the time it clones (the descriptor broker's, the
  * kernel relay's loader): the child is a copy of a threaded process
@@ -98,6 +99,7 @@ struct run_opts {
 	const char *upstream_ca;
 	const char *geoip_country;
 	const char *geoip_asn;
+	const char *inbound; /* --inbound: "local", "any", NULL: the policy's */
 	char **cmd;
 };
 
@@ -172,6 +174,10 @@ void run_usage(FILE *out)
 "  -d, --deny RULE          deny RULE (repeatable); deny wins over allow\n"
 "  -p, --policy FILE        JSON policy file (docs/policy.md)\n"
 "      --with-default       also include the built-in default policy\n"
+"      --inbound WHO        who may connect to CMD's listeners and get answers:\n"
+"                           local (default: over loopback only) or any (other\n"
+"                           hosts too: whoever reaches the listener reads what\n"
+"                           CMD writes, past the proxy)\n"
 "\n"
 "TLS interception (docs/interception.md; the host must also be allowed):\n"
 "      --intercept HOST     terminate TLS to HOST (repeatable; *.example.com\n"
@@ -254,6 +260,7 @@ enum {
 	OPT_GATEWAY,
 	OPT_GEOIP_COUNTRY,
 	OPT_GEOIP_ASN,
+	OPT_INBOUND,
 };
 
 static int parse_uint(const char *opt, const char *s, unsigned min, unsigned max, unsigned *out)
@@ -279,6 +286,7 @@ static int run_parse(int argc, char **argv, struct run_opts *o, struct config *c
 		{ "deny", required_argument, NULL, 'd' },
 		{ "policy", required_argument, NULL, 'p' },
 		{ "with-default", no_argument, NULL, OPT_WITH_DEFAULT },
+		{ "inbound", required_argument, NULL, OPT_INBOUND },
 		{ "user", required_argument, NULL, 'u' },
 		{ "allow-root-agent", no_argument, NULL, OPT_ALLOW_ROOT },
 		{ "log", required_argument, NULL, 'l' },
@@ -330,6 +338,14 @@ static int run_parse(int argc, char **argv, struct run_opts *o, struct config *c
 			break;
 		case OPT_WITH_DEFAULT:
 			o->with_default = true;
+			break;
+		case OPT_INBOUND:
+			if (strcmp(optarg, "local") && strcmp(optarg, "any")) {
+				fprintf(stderr, "egressd: --inbound: '%s': must be local or any\n",
+					optarg);
+				return -EINVAL;
+			}
+			o->inbound = optarg;
 			break;
 		case 'u':
 			o->user = optarg;
@@ -635,6 +651,8 @@ static struct policy *run_build_policy(const struct run_opts *o)
 		}
 	}
 intercept:
+	if (o->inbound)
+		p->inbound_any = !strcmp(o->inbound, "any");
 	for (i = 0; i < o->n_gateway; i++)
 		if (run_add_gateway(p, o->gateway[i]))
 			goto fail;
@@ -1537,8 +1555,6 @@ out:
 
 static void run_teardown(struct run_state *s)
 {
-	bool left = false;
-
 	if (s->cgroup_created) {
 		int err = cgroup_kill_all(s->cgroup, 5000);
 
@@ -1546,7 +1562,6 @@ static void run_teardown(struct run_state *s)
 			log_warn("processes left in %s could not be killed: %s; its programs "
 				 "stay attached (they redirect to a closed port) until `egressd "
 				 "cleanup` removes it", s->cgroup, strerror(-err));
-			left = true;
 		}
 	}
 	/* after the kill: nothing left writes to the command's terminal */
@@ -1574,10 +1589,16 @@ static void run_teardown(struct run_state *s)
 		dnsproxy_destroy(s->dns);
 		s->dns = NULL;
 	}
-	/* Processes that survived the kill must stay enforced: closed. */
-	if (left)
-		egr_bpf_keep_attached(s->bpf);
-	egr_bpf_destroy(s->bpf); /* detaches what is still attached */
+	/*
+	 * Never detached: a socket outlives its process (an orphan still
+	 * sending what the egress check held back, an answer to a host that
+	 * connected in), and a removed cgroup keeps its programs for as long
+	 * as a socket of it lives (sockets hold the cgroup's BPF reference),
+	 * where a detach would let those bytes out. Processes that survived
+	 * the kill stay enforced the same way: closed.
+	 */
+	egr_bpf_keep_attached(s->bpf);
+	egr_bpf_destroy(s->bpf);
 	s->bpf = NULL;
 	if (s->cgroup_fd >= 0) {
 		close(s->cgroup_fd);

@@ -62,6 +62,7 @@ CASES=(
 	dns_unconnected_and_sendmmsg
 	source_route_refused
 	multicast_join_refused
+	inbound_from_network
 	conn_handoff_retries
 	bound_device_refused
 	dns_tunnel_blocked
@@ -742,6 +743,63 @@ case_multicast_join_refused() {
 	done
 	grep -q '"reason":"multicast".*multicast join' "$CASE_AUDIT" ||
 		fail "no audit record of the refused joins: $(oneline "$(tail -3 "$CASE_AUDIT")")"
+}
+
+# A listener of the agent answers a peer on its own host (loopback), but
+# not another host: whoever reaches the listener would read what the agent
+# writes, past the proxy. The handshake completes (the listener's SYN-ACK
+# is no full socket's), the answer is dropped and logged. The agent exits
+# at once, so the run ends while its socket still holds the answer: the
+# programs stay with the removed cgroup (a detach let it out). --inbound
+# any lets other hosts in.
+case_inbound_from_network() {
+	local port=$E2E_DIR/run/inbound-port-$$ res=$E2E_DIR/run/inbound-res-$$
+	local mode lo far apid opt=()
+	cat >"$E2E_DIR/bin/inbound_agent.py" <<'PY'
+import socket, sys
+s = socket.socket()
+s.bind(("0.0.0.0", 0))
+s.listen(4)
+s.settimeout(15)
+open(sys.argv[1], "w").write("%d\n" % s.getsockname()[1])
+for _ in range(2):
+    c, peer = s.accept()
+    c.settimeout(5)
+    c.sendall(c.recv(64).upper())
+    print("answered", peer[0], flush=True)
+PY
+	cat >"$E2E_DIR/bin/inbound_peer.py" <<'PY'
+import socket, sys
+try:
+    s = socket.create_connection((sys.argv[1], int(sys.argv[2])), 5)
+    s.settimeout(3)
+    s.sendall(b"ping")
+    print(s.recv(64).decode() or "closed")
+except OSError as e:
+    print("no answer:", e)
+PY
+	for mode in local any; do
+		rm -f "$port"
+		opt=()
+		[ $mode = any ] && opt=(--inbound any)
+		egr --allow allowed.test "${opt[@]}" -- \
+			"$E2E_PY" "$E2E_DIR/bin/inbound_agent.py" "$port" >"$res" 2>&1 &
+		apid=$!
+		bed_wait_file "$port" 10 || { kill $apid; fail "the agent did not listen: $(oneline "$(cat "$res")")"; }
+		lo=$(in_host "$E2E_PY" "$E2E_DIR/bin/inbound_peer.py" 127.0.0.1 "$(cat "$port")")
+		far=$(in_net "$E2E_PY" "$E2E_DIR/bin/inbound_peer.py" 198.51.100.2 "$(cat "$port")")
+		wait $apid
+		note "$mode: loopback: $lo; from the internet: $far; agent: $(oneline "$(cat "$res")")"
+		[ "$lo" = PING ] || fail "$mode: a peer on loopback got no answer: $lo"
+		if [ $mode = any ] || [ "$E2E_RUNNER" = direct ]; then
+			[ "$far" = PING ] || fail "$mode: a peer on the internet got no answer: $far"
+		else
+			[ "$far" != PING ] ||
+				fail "the agent answered a connection from the internet (inbound local)"
+			grep -q '"verdict":"deny".*"reason":"inbound"' "$CASE_AUDIT" ||
+				fail "no deny record for the answer: $(oneline "$(tail -3 "$CASE_AUDIT")")"
+		fi
+	done
 }
 
 # run_map_entries MAP: entries in MAP of the egressd run of this case
@@ -2333,7 +2391,7 @@ for fam, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1"),
 	note "egressctl status: $(oneline "$out")"
 	grep -q "attach points  *$DCG/agents\$" <<<"$out" ||
 		fail "egressctl status does not show the attach point: $(oneline "$out")"
-	grep -Eq "^  agents +enforce +1 +0 " <<<"$out" ||
+	grep -Eq "^  agents +enforce +local +1 +0 " <<<"$out" ||
 		fail "egressctl status does not show the policy: $(oneline "$out")"
 	# counted from the audit log since this daemon started: one allowed
 	# above, one denied here (records land when the connection closes)

@@ -511,6 +511,12 @@ static const struct {
 	{ "mode wrong type",
 	  "{\n  \"mode\": true\n}\n",
 	  "p.json:2: mode: expected a string, got a boolean" },
+	{ "bad inbound",
+	  "{\n  \"name\": \"x\",\n  \"inbound\": \"all\"\n}\n",
+	  "p.json:3: inbound: \"all\": must be \"local\" or \"any\"" },
+	{ "inbound wrong type",
+	  "{\n  \"inbound\": true\n}\n",
+	  "p.json:2: inbound: expected a string, got a boolean" },
 	{ "bad name",
 	  "{\n  \"name\": \"my policy\"\n}\n",
 	  "p.json:2: name: \"my policy\": must be 1-64 characters of A-Z a-z 0-9 . _ -" },
@@ -667,7 +673,7 @@ static void test_file_ok(void **state)
 	static const char text[] =
 		"{\n"
 		"  \"name\": \"dev-agent\",\n"
-		"  \"mode\": \"audit\",\n"
+		"  \"mode\": \"audit\", \"inbound\": \"any\",\n"
 		"  \"allow\": [\n"
 		"    \"Api.Example.com\",\n"
 		"    \"*.example.org:8443\",\n"
@@ -684,6 +690,7 @@ static void test_file_ok(void **state)
 					    sizeof(err)), 0);
 	assert_string_equal(p->name, "dev-agent");
 	assert_int_equal(p->mode, POLICY_AUDIT);
+	assert_true(p->inbound_any);
 	/* appended after what p had; duplicates tolerated */
 	assert_int_equal(p->n_allow, 1 + 5);
 	assert_int_equal(p->n_deny, 1 + 1);
@@ -703,11 +710,12 @@ static void test_file_ok(void **state)
 	policy_decide_name(p, "x.example.org", 8443, &d);
 	assert_int_equal(d.reason, EGR_REASON_RULE_ALLOW);
 
-	/* absent name/mode leave them as they are */
+	/* absent name/mode/inbound leave them as they are */
 	assert_int_equal(policy_load_buffer(p, "q.json", "{\"allow\": [\"more.test\"]}", 24,
 					    err, sizeof(err)), 0);
 	assert_string_equal(p->name, "dev-agent");
 	assert_int_equal(p->mode, POLICY_AUDIT);
+	assert_true(p->inbound_any);
 	assert_int_equal(p->n_allow, 7);
 	assert_string_equal(p->allow[6].source, "q.json:1");
 	policy_free(p);
