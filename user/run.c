@@ -117,7 +117,7 @@ struct run_child_env {
 	struct run_agent_file {
 		char path[PATH_MAX];
 		const char *what;
-	} agent_files[2];
+	} agent_files[3];
 	size_t n_agent_files;
 	/* Made before the spawn (run_child_prepare): the child of a
 	 * threaded process must not allocate or look up users. */
@@ -1869,6 +1869,10 @@ int run_main(int argc, char **argv)
 				   "the command could delete or replace this run's audit log");
 		run_agent_file_add(&s.child_env, o.policy_file,
 				   "the command could change the policy of the next run");
+		run_agent_file_add(&s.child_env, "/proc/self/exe",
+				   "the command could replace egressd itself, and the next "
+				   "`sudo egressd` would run its code as root (install it: "
+				   "sudo make install)");
 	}
 	e = run_child_prepare(&s.child_env, &u);
 	if (e) {

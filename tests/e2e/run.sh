@@ -1987,6 +1987,17 @@ case_run_log_path_safety() {
 	grep -qF "can write $d/policy.json: the command could change the policy" "$CASE_STDERR" ||
 		fail "no warning for the policy file: $(oneline "$(cat "$CASE_STDERR")")"
 	note "$(grep -F 'policy of the next run' "$CASE_STDERR" | head -1)"
+	grep -qF "egressd itself" "$CASE_STDERR" &&
+		fail "a warning for egressd's binary, which the command cannot write: $(oneline "$(cat "$CASE_STDERR")")"
+	# egressd itself in the command's directory: it could put its own
+	# program there, which the next sudo runs as root
+	cp "$EGRESSD" "$d/egressd"
+	: >"$CASE_STDERR"
+	EGRESSD=$d/egressd egr -- true ||
+		fail "the run failed: exit $?: $(oneline "$(cat "$CASE_STDERR")")"
+	grep -qF "can write $d, above $d/egressd: the command could replace egressd itself" "$CASE_STDERR" ||
+		fail "no warning for egressd's binary: $(oneline "$(cat "$CASE_STDERR")")"
+	rm -f "$d/egressd"
 	# further up: a root-owned directory in the command's one
 	mkdir "$d/conf"
 	mv "$d/policy.json" "$d/conf/policy.json"
