@@ -137,14 +137,6 @@ struct {
 	__uint(max_entries, 2 * 1024 * 1024);
 } egr_events SEC(".maps");
 
-enum egr_stat {
-	EGR_STAT_REDIRECTED = 0,
-	EGR_STAT_DENIED = 1,
-	EGR_STAT_EVENTS_LOST = 2,
-	EGR_STAT_CONNS_FULL = 3,
-	EGR_STAT_MAX,
-};
-
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, EGR_STAT_MAX);

@@ -124,6 +124,15 @@ enum egr_reason {
 	EGR_REASON_MAX,
 };
 
+/* egr_stats (a per-CPU array of u64): counters the programs keep */
+enum egr_stat {
+	EGR_STAT_REDIRECTED = 0,
+	EGR_STAT_DENIED = 1,
+	EGR_STAT_EVENTS_LOST = 2, /* the event ring was full */
+	EGR_STAT_CONNS_FULL = 3,
+	EGR_STAT_MAX,
+};
+
 /* struct egr_origin.flags */
 #define EGR_ORIGIN_V4MAPPED (1U << 0) /* connect6 to ::ffff:a.b.c.d */
 #define EGR_ORIGIN_KEYED (1U << 1)    /* sockops stored egr_conns key */

@@ -806,6 +806,35 @@ int egr_bpf_events_fd(const struct egr_bpf *b)
 	return b && b->rb ? ring_buffer__epoll_fd(b->rb) : -1;
 }
 
+int egr_bpf_percpu_sum(int map_fd, uint32_t key, uint64_t *out)
+{
+	int ncpu = libbpf_num_possible_cpus(), i, err = 0;
+	uint64_t *v;
+
+	if (ncpu <= 0)
+		return ncpu < 0 ? ncpu : -ENOENT;
+	v = calloc((size_t)ncpu, sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	if (bpf_map_lookup_elem(map_fd, &key, v)) {
+		err = -errno;
+	} else {
+		*out = 0;
+		for (i = 0; i < ncpu; i++)
+			*out += v[i];
+	}
+	free(v);
+	return err;
+}
+
+int egr_bpf_events_lost(struct egr_bpf *b, uint64_t *out)
+{
+	if (!b->loaded)
+		return -EINVAL;
+	return egr_bpf_percpu_sum(egr_map_fd(b->skel->maps.egr_stats), EGR_STAT_EVENTS_LOST,
+				  out);
+}
+
 int egr_bpf_poll(struct egr_bpf *b, int timeout_ms)
 {
 	int n = ring_buffer__poll(b->rb, timeout_ms);

@@ -113,6 +113,11 @@ int egr_bpf_events_open(struct egr_bpf *b, egr_bpf_event_fn fn, void *ctx);
 /* A descriptor that polls readable when events wait (egr_bpf_poll them). */
 int egr_bpf_events_fd(const struct egr_bpf *b);
 int egr_bpf_poll(struct egr_bpf *b, int timeout_ms);
+/* Kernel events the programs could not hand over (the ring was full):
+ * their decisions were enforced but are on no record. */
+int egr_bpf_events_lost(struct egr_bpf *b, uint64_t *out);
+/* The sum over CPUs of key in a per-CPU array of u64 (egr_stats), by fd. */
+int egr_bpf_percpu_sum(int map_fd, uint32_t key, uint64_t *out);
 void egr_bpf_destroy(struct egr_bpf *b); /* accepts NULL; detaches */
 
 /* Kernel feature probe: returns 0 or -errno with a message in err. */

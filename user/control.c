@@ -31,6 +31,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
+#include "bpfload.h"
 #include "config.h"
 #include "control.h"
 #include "jpos.h"
@@ -42,7 +43,6 @@
 /* Audit bytes counted per status request: a huge backlog is caught up
  * over several requests rather than stalling the main loop. */
 #define CONTROL_COUNT_CHUNK (16u << 20)
-#define CONTROL_STAT_DENIED 1 /* enum egr_stat in bpf/redirect.bpf.c */
 
 struct control_counts {
 	bool available;
@@ -221,30 +221,18 @@ static void counts_update(struct control *ctl)
 /* Sum of the per-CPU egr_stats[DENIED] counter, pinned by the loader. */
 static int kernel_denied(const struct control *ctl, unsigned long long *out)
 {
-	int fd, ncpu = libbpf_num_possible_cpus(), i;
-	uint32_t key = CONTROL_STAT_DENIED;
-	unsigned long long *v;
-	int err = 0;
+	uint64_t sum = 0;
+	int fd, err;
 
-	if (!ctl->stats_pin || ncpu <= 0)
+	if (!ctl->stats_pin)
 		return -ENOENT;
 	fd = bpf_obj_get(ctl->stats_pin);
 	if (fd < 0)
 		return -errno;
-	v = calloc((size_t)ncpu, sizeof(*v));
-	if (!v) {
-		close(fd);
-		return -ENOMEM;
-	}
-	if (bpf_map_lookup_elem(fd, &key, v)) {
-		err = -errno;
-	} else {
-		*out = 0;
-		for (i = 0; i < ncpu; i++)
-			*out += v[i];
-	}
-	free(v);
+	err = egr_bpf_percpu_sum(fd, EGR_STAT_DENIED, &sum);
 	close(fd);
+	if (!err)
+		*out = sum;
 	return err;
 }
 

@@ -23,6 +23,7 @@
 #include <bpf/libbpf.h>
 
 #include "log.h"
+#include "bpfload.h"
 #include "audit.h"
 #include "metrics.h"
 #include "proxy.h"
@@ -202,30 +203,18 @@ void metrics_set_sources(struct metrics *m, struct proxy *proxy, struct dnsproxy
 /* Per-CPU sums of the pinned egr_stats map. */
 static int read_kstats(const char *pin, uint64_t out[METRICS_KSTAT_MAX])
 {
-	int fd, ncpu = libbpf_num_possible_cpus(), i, err = 0;
-	uint64_t *v;
+	int fd, err = 0;
 	uint32_t k;
 
-	if (!pin || ncpu <= 0)
+	if (!pin)
 		return -ENOENT;
 	fd = bpf_obj_get(pin);
 	if (fd < 0)
 		return -errno;
-	v = calloc((size_t)ncpu, sizeof(*v));
-	if (!v) {
-		close(fd);
-		return -ENOMEM;
-	}
 	for (k = 0; k < METRICS_KSTAT_MAX && !err; k++) {
 		out[k] = 0;
-		if (bpf_map_lookup_elem(fd, &k, v)) {
-			err = -errno;
-			break;
-		}
-		for (i = 0; i < ncpu; i++)
-			out[k] += v[i];
+		err = egr_bpf_percpu_sum(fd, k, &out[k]);
 	}
-	free(v);
 	close(fd);
 	return err;
 }

@@ -24,7 +24,7 @@
 #define METRICS_MAX_CLIENTS 16
 #define METRICS_REQ_MAX 8192
 
-/* egr_stats in bpf/redirect.bpf.c (enum egr_stat), per-CPU sums. */
+/* egr_stats (enum egr_stat in egressd_shared.h), per-CPU sums. */
 enum metrics_kstat {
 	METRICS_KSTAT_REDIRECTED = 0,
 	METRICS_KSTAT_DENIED = 1,

@@ -143,6 +143,7 @@ struct run_state {
 	pthread_t events_thread;
 	bool events_running;
 	volatile sig_atomic_t events_stop;
+	uint64_t events_lost; /* reported so far (egr_bpf_events_lost) */
 	struct dnsproxy *dns;
 	/* TLS interception */
 	struct ca *ca;
@@ -817,6 +818,20 @@ static void run_on_event(void *ctx, const struct egr_event *e)
 	audit_write(s->audit, &r);
 }
 
+/* Kernel decisions the ring had no room for were enforced, but are on no
+ * record: say how many, as they are found (and the total at the end). */
+static void run_report_events_lost(struct run_state *s)
+{
+	uint64_t lost;
+
+	if (egr_bpf_events_lost(s->bpf, &lost) || lost <= s->events_lost)
+		return;
+	log_warn("%llu kernel decision%s enforced but not logged: the event ring was full "
+		 "(the command made refused attempts faster than egressd could record them)",
+		 (unsigned long long)(lost - s->events_lost), lost - s->events_lost == 1 ? "" : "s");
+	s->events_lost = lost;
+}
+
 static void *run_events_thread(void *arg)
 {
 	struct run_state *s = arg;
@@ -824,11 +839,15 @@ static void *run_events_thread(void *arg)
 
 	while (!s->events_stop) {
 		egr_bpf_poll(s->bpf, 100);
+		++ticks;
+		if (ticks % 10 == 0)
+			run_report_events_lost(s);
 		/* Hand-offs of clients that closed before we accepted. */
-		if (++ticks % 20 == 0)
+		if (ticks % 20 == 0)
 			egr_bpf_sweep_conns(s->bpf, 5000000000ull);
 	}
 	egr_bpf_poll(s->bpf, 0); /* what arrived while stopping */
+	run_report_events_lost(s);
 	return NULL;
 }
 
@@ -1940,6 +1959,10 @@ out:
 	run_teardown(&s);
 	if (s.audit && !o.quiet)
 		audit_print_summary(s.audit, stderr);
+	if (s.events_lost)
+		fprintf(stderr, "egressd: %llu kernel decision%s of this run %s on no record "
+			"(the event ring was full)\n", (unsigned long long)s.events_lost,
+			s.events_lost == 1 ? "" : "s", s.events_lost == 1 ? "is" : "are");
 	audit_close(s.audit);
 	policy_free(s.policy);
 	geo_close(s.geo);

@@ -215,14 +215,15 @@ bed_servers() {
 # Build the attacker programs (into build/e2e, then copied into the bed so
 # the unprivileged agent can run them).
 bed_build() {
-	local out=$E2E_REPO/build/e2e
+	local out=$E2E_REPO/build/e2e prog
 	mkdir -p "$out" || return 1
-	if [ ! -x "$out/uring_connect" ] ||
-		[ "$E2E_SRC/uring_connect.c" -nt "$out/uring_connect" ]; then
-		${CC:-cc} -O2 -g -std=gnu11 -Wall -Wextra -Werror \
-			-o "$out/uring_connect" "$E2E_SRC/uring_connect.c" || return 1
-	fi
-	cp "$out/uring_connect" "$E2E_DIR/bin/"
+	for prog in uring_connect deny_flood; do
+		if [ ! -x "$out/$prog" ] || [ "$E2E_SRC/$prog.c" -nt "$out/$prog" ]; then
+			${CC:-cc} -O2 -g -std=gnu11 -Wall -Wextra -Werror \
+				-o "$out/$prog" "$E2E_SRC/$prog.c" || return 1
+		fi
+		cp "$out/$prog" "$E2E_DIR/bin/"
+	done
 }
 
 # Beds of earlier runs that were SIGKILLed (their run.sh is gone): their

@@ -63,6 +63,7 @@ CASES=(
 	source_route_refused
 	multicast_join_refused
 	inbound_from_network
+	events_lost_reported
 	conn_handoff_retries
 	bound_device_refused
 	dns_tunnel_blocked
@@ -800,6 +801,25 @@ PY
 				fail "no deny record for the answer: $(oneline "$(tail -3 "$CASE_AUDIT")")"
 		fi
 	done
+}
+
+# A command refusing faster than egressd can record fills the kernel's
+# event ring: the refusals hold, and the run says how many are on no
+# record (on the build before it said nothing).
+case_events_lost_reported() {
+	local out
+	out=$(egr --allow allowed.test -- "$E2E_DIR/bin/deny_flood" "$EVIL4" 9 400000)
+	note "agent: $(oneline "$out"); $(grep -h 'on no record\|not logged' "$CASE_STDERR" | tail -2 | tr '\n' ' ')"
+	[ "$out" = "refused 400000 of 400000" ] || fail "not every send was refused: $out"
+	[ "$E2E_RUNNER" = direct ] && return 0
+	local logged
+	logged=$(grep -c '"reason":"udp"' "$CASE_AUDIT")
+	if [ "$logged" -lt 400000 ]; then
+		grep -q "kernel decisions of this run are on no record" "$CASE_STDERR" ||
+			fail "$logged of 400000 refusals logged, and no word of the rest: $(oneline "$(tail -3 "$CASE_STDERR")")"
+	else
+		note "every refusal was logged: the ring never filled"
+	fi
 }
 
 # run_map_entries MAP: entries in MAP of the egressd run of this case
