@@ -104,35 +104,16 @@ static bool is_value_char(unsigned char ch)
 	return ch == '\t' || (ch >= 0x20 && ch != 0x7f);
 }
 
-/*
- * Field names compared as servers behind CGI/WSGI-style gateways see them:
- * case-insensitive and with '_' equal to '-' (both become "HTTP_X_Y"), so
- * "X_Api_Key" cannot ride along next to the "X-Api-Key" we set.
- */
+/* Field names compared as a server may map them (reqrule_field_name_eq):
+ * "X_Api_Key" or "x.api.key" cannot ride along next to the "X-Api-Key"
+ * we set, nor "X.HTTP.Method.Override" past the override check. */
 static bool name_eq(const char *a, size_t alen, const char *b)
 {
-	size_t blen = strlen(b);
-
-	if (alen != blen)
-		return false;
-	for (size_t i = 0; i < alen; i++) {
-		unsigned char x = (unsigned char)a[i], y = (unsigned char)b[i];
-
-		if (x == '_')
-			x = '-';
-		if (y == '_')
-			y = '-';
-		if (x >= 'A' && x <= 'Z')
-			x += 'a' - 'A';
-		if (y >= 'A' && y <= 'Z')
-			y += 'a' - 'A';
-		if (x != y)
-			return false;
-	}
-	return true;
+	return reqrule_field_name_eq(a, alen, b);
 }
 
-/* A framing field spelled with '_': refuse rather than guess. */
+/* A framing field spelled with another separator ('_', '.'): refuse
+ * rather than guess. */
 static bool name_is(const char *name, const char *canon, bool *odd)
 {
 	if (!name_eq(name, strlen(name), canon))
@@ -667,7 +648,7 @@ static int check_framing(struct httpreq *r)
 		}
 	}
 	if (odd)
-		return refuse(r, 400, "framing field name with underscore");
+		return refuse(r, 400, "framing field name with another separator");
 	if (n_cl > 1)
 		return refuse(r, 400, "several Content-Length fields");
 	if (n_te > 1)

@@ -132,9 +132,9 @@ const struct httpreq_head *httpreq_head(const struct httpreq *r);
 
 /*
  * Let the pending request go upstream: appends its rewritten head to the
- * output. Every field named in sets (case-insensitive, '_' counted as
- * '-') and every Proxy-Authorization field is removed, then sets are
- * appended. A chunked body larger than max_body refuses the connection
+ * output. Every field named in sets (in any spelling
+ * reqrule_field_name_eq() takes for it: any case, any separator) and
+ * every Proxy-Authorization field is removed, then sets are appended. A chunked body larger than max_body refuses the connection
  * with 413 mid-body (HTTPREQ_NO_LIMIT: none). -EINVAL if a set name is no
  * token or a value holds control characters (still pending); -EPROTO if
  * no head pending. Refuses (state REFUSED, nothing emitted) with -EFBIG

@@ -265,6 +265,29 @@ static bool header_name_valid(const char *s)
 	return true;
 }
 
+static bool is_alnum(unsigned char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+}
+
+bool reqrule_field_name_eq(const char *a, size_t alen, const char *b)
+{
+	size_t blen = strlen(b);
+
+	if (alen != blen)
+		return false;
+	for (size_t i = 0; i < alen; i++) {
+		unsigned char x = (unsigned char)a[i], y = (unsigned char)b[i];
+
+		/* every separator is one: CGI's HTTP_X_Y, PHP's '.' to '_' */
+		if (!is_alnum(x) && !is_alnum(y))
+			continue;
+		if (ascii_lower(x) != ascii_lower(y))
+			return false;
+	}
+	return true;
+}
+
 bool reqrule_header_reserved(const char *header)
 {
 	/* Framing, routing and hop-by-hop fields: set by a credential they
@@ -278,19 +301,9 @@ bool reqrule_header_reserved(const char *header)
 
 	if (!header)
 		return false;
-	for (size_t i = 0; i < sizeof(reserved) / sizeof(reserved[0]); i++) {
-		const char *a = header, *b = reserved[i];
-
-		/* Case-insensitive, '_' as '-' (as httpreq compares names). */
-		for (; *a && *b; a++, b++) {
-			unsigned char x = ascii_lower((unsigned char)*a);
-
-			if ((x == '_' ? '-' : x) != (unsigned char)*b)
-				break;
-		}
-		if (!*a && !*b)
+	for (size_t i = 0; i < sizeof(reserved) / sizeof(reserved[0]); i++)
+		if (reqrule_field_name_eq(header, strlen(header), reserved[i]))
 			return true;
-	}
 	return false;
 }
 

@@ -139,10 +139,19 @@ int reqrule_init(struct reqrule *r, const char *name, const char *action,
 		 const char *methods, const char *globs, const char *max_body);
 
 /*
+ * Do field names a (alen bytes) and b name the same field for some
+ * server? Letters case-insensitive, digits exact, and every other byte
+ * (any separator: '-', '_', '.', '~', ...) the same: CGI-style gateways
+ * make "HTTP_X_Y" of "X-Y" and "X_Y", PHP maps '.' to '_' in $_SERVER
+ * names, Apache's CGI environment every non-alphanumeric byte.
+ */
+bool reqrule_field_name_eq(const char *a, size_t alen, const char *b);
+
+/*
  * Is header one a credential may not set? Host, Content-Length,
  * Transfer-Encoding, Connection, Upgrade, TE, Trailer, Keep-Alive,
- * Proxy-Connection, Proxy-Authorization, Expect: case-insensitive, '_'
- * counted as '-' (as servers behind CGI-style gateways read names).
+ * Proxy-Connection, Proxy-Authorization, Expect, in any spelling
+ * reqrule_field_name_eq() takes for them.
  */
 bool reqrule_header_reserved(const char *header);
 
