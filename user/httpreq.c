@@ -44,6 +44,7 @@ struct httpreq {
 	enum state st;
 	int status;
 	const char *reason;
+	char reason_buf[160];      /* a reason naming what the agent sent */
 	bool partial;
 
 	/* head being collected; NUL-terminated copies of its parts in strs */
@@ -125,9 +126,8 @@ static bool name_is(const char *name, const char *canon, bool *odd)
 
 /*
  * Does a Connection value list this field name? A hop that honours it
- * drops the field before the next one: "Connection: Content-Length"
- * re-frames the request behind us, "Connection: Authorization" strips
- * the credential we set.
+ * drops the field before the next one: "Connection: Authorization"
+ * strips the credential we set.
  */
 static bool connection_lists(const char *value, const char *name)
 {
@@ -158,6 +158,56 @@ static bool any_connection_lists(const struct httpreq *r, const char *name)
 		    connection_lists(r->fields[i].value, name))
 			return true;
 	return false;
+}
+
+/*
+ * The first Connection option other than close, keep-alive, upgrade and
+ * te (any case), into buf as the reason to refuse; NULL if none. A hop
+ * that honours Connection (Go's ReverseProxy, Traefik, Caddy, Apache)
+ * drops every field it names before the next one: Content-Length or
+ * Transfer-Encoding re-frame the request, Content-Type makes Rack read
+ * a text/plain body as a form, Authorization strips our credential.
+ */
+static const char *connection_bad_option(const struct httpreq *r, char *buf, size_t bufsz)
+{
+	static const char *const ok[] = { "close", "keep-alive", "upgrade", "te" };
+
+	for (size_t i = 0; i < r->h.n_fields; i++) {
+		const char *p = r->fields[i].value;
+
+		if (!name_eq(r->fields[i].name, strlen(r->fields[i].name), "connection"))
+			continue;
+		while (*p) {
+			const char *s, *e;
+			size_t k, n;
+
+			while (*p == ' ' || *p == '\t' || *p == ',')
+				p++;
+			s = p;
+			while (*p && *p != ',')
+				p++;
+			e = p;
+			while (e > s && (e[-1] == ' ' || e[-1] == '\t'))
+				e--;
+			if (e == s)
+				continue;
+			n = (size_t)(e - s);
+			for (k = 0; k < sizeof(ok) / sizeof(ok[0]); k++)
+				if (strlen(ok[k]) == n && !strncasecmp(s, ok[k], n))
+					break;
+			if (k < sizeof(ok) / sizeof(ok[0]))
+				continue;
+			/* the option as sent, tchars only (it goes to the
+			 * audit log and the client) */
+			k = (size_t)snprintf(buf, bufsz, "Connection names a field (only close, "
+					     "keep-alive, upgrade, te may be): ");
+			for (size_t j = 0; j < n && j < 64 && k + 1 < bufsz; j++)
+				buf[k++] = is_tchar((unsigned char)s[j]) ? s[j] : '?';
+			buf[k < bufsz ? k : bufsz - 1] = '\0';
+			return buf;
+		}
+	}
+	return NULL;
 }
 
 static int out_reserve(struct httpreq *r, size_t n)
@@ -604,6 +654,7 @@ static bool upgrade_only_websocket(const char *v)
 static int check_framing(struct httpreq *r)
 {
 	unsigned int n_cl = 0, n_te = 0, n_host = 0;
+	const char *bad;
 	bool odd = false;
 
 	for (size_t i = 0; i < r->h.n_fields; i++) {
@@ -659,10 +710,9 @@ static int check_framing(struct httpreq *r)
 		return refuse(r, 400, "Transfer-Encoding in HTTP/1.0");
 	if (n_host > 1)
 		return refuse(r, 400, "several Host fields");
-	if (any_connection_lists(r, "content-length") ||
-	    any_connection_lists(r, "transfer-encoding") ||
-	    any_connection_lists(r, "host"))
-		return refuse(r, 400, "Connection names a framing field");
+	bad = connection_bad_option(r, r->reason_buf, sizeof(r->reason_buf));
+	if (bad)
+		return refuse(r, 400, bad);
 	return 0;
 }
 

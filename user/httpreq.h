@@ -34,6 +34,10 @@
  *   after each feed/accept, send httpreq_out() upstream and
  *   httpreq_out_consume() what was written.
  *
+ * Connection: only the options close, keep-alive, upgrade and te (any
+ * case); any other names a field that a hop honouring Connection drops
+ * (Content-Type, Content-Length, a credential), refused with 400.
+ *
  * Upgrade: only to WebSocket. A request with an Upgrade field listing
  * any other protocol (h2c, connect-tcp, ...) is refused with 400, since
  * after the switch the bytes are relayed unchecked.
@@ -189,7 +193,8 @@ const char *httpreq_origin_form(const char *method, const char *target, bool *sl
 const uint8_t *httpreq_out(const struct httpreq *r, size_t *len);
 void httpreq_out_consume(struct httpreq *r, size_t n);
 
-/* After REFUSED: the HTTP status to answer and a short static reason. */
+/* After REFUSED: the HTTP status to answer and a short reason (static,
+ * or text in r naming what the agent sent: valid until httpreq_free). */
 int httpreq_status(const struct httpreq *r);
 const char *httpreq_reason(const struct httpreq *r);
 /*
