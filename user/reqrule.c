@@ -20,6 +20,7 @@
 #include <http_parser.h>
 
 #include "reqrule.h"
+#include "formscan.h"
 #include "safepath.h"
 #include "log.h"
 
@@ -811,58 +812,23 @@ bool reqrule_param_is_method(const char *name)
 /*
  * "_method" in the query string: Laravel and Symfony (through PHP's $_GET
  * names), gorilla's handler and a configured Express take the method from
- * it (Rails' Rack::MethodOverride only from a form body). Percent
- * escapes decoded in name and value. 0 none, 1 found (*out: the method),
- * -1 unknown or several that disagree. (One in a POST body: formscan.h,
- * checked against res->override_ok.)
+ * it (Rails' Rack::MethodOverride only from a form body). Read by the
+ * form body's scanner (formscan_query), so names are read the same way:
+ * leading spaces dropped and cut at a NUL whatever their length, the
+ * last of several counting as much as the first. 0 none, 1 found (*out:
+ * the method), -1 unknown, several that disagree, or a name too long to
+ * read. (One in a POST body: formscan.h, checked against
+ * res->override_ok.)
  */
 static int query_method_override(const char *target, const char **out)
 {
-	const char *q = strchr(target, '?'), *found = NULL;
+	const char *q = strchr(target, '?');
 
 	if (!q)
 		return 0;
 	/* (a '#' was refused before: the query runs to the end) */
-	for (q++; *q;) {
-		size_t len = strcspn(q, "&"), i, k = 0;
-		char buf[64];
-		bool key = true, is_method = false;
-
-		/* decode "name=value" into buf, checking the name on '=' */
-		for (i = 0; i < len && k + 1 < sizeof(buf); i++) {
-			int c = (unsigned char)q[i];
-
-			if (c == '%' && i + 2 < len && reqrule_hexval(q[i + 1]) >= 0 &&
-			    reqrule_hexval(q[i + 2]) >= 0) {
-				c = reqrule_hexval(q[i + 1]) << 4 | reqrule_hexval(q[i + 2]);
-				i += 2;
-			} else if (c == '+') {
-				c = ' ';
-			} else if (c == '=' && key) {
-				buf[k] = '\0';
-				is_method = reqrule_param_is_method(buf);
-				key = false;
-				k = 0;
-				continue;
-			}
-			buf[k++] = (char)c;
-		}
-		buf[k] = '\0';
-		if (is_method) {
-			const char *m = reqrule_method_name(buf);
-
-			if (!m || (found && strcmp(found, m)))
-				return -1;
-			found = m;
-		}
-		q += len;
-		if (*q == '&')
-			q++;
-	}
-	if (!found)
-		return 0;
-	*out = found;
-	return 1;
+	q++;
+	return formscan_query(q, strlen(q), out);
 }
 
 /*
@@ -925,7 +891,7 @@ int reqrule_check(const struct reqrule_host *h, const char *sni,
 		int q = query_method_override(req->target, &qm);
 
 		if (q < 0)
-			return fail(res, 400, "unknown or conflicting _method in the query");
+			return fail(res, 400, "unknown or conflicting _method in the query, or a name too long to read");
 		if (req->method_override) {
 			m = reqrule_method_name(req->method_override);
 			if (!m)

@@ -276,6 +276,13 @@ static int teardown(void **state)
 	return 0;
 }
 
+#define PLUS10 "++++++++++"
+#define PLUS70 PLUS10 PLUS10 PLUS10 PLUS10 PLUS10 PLUS10 PLUS10
+#define X10 "xxxxxxxxxx"
+#define X70 X10 X10 X10 X10 X10 X10 X10
+#define ZERO10 "0000000000"
+#define ZERO70 ZERO10 ZERO10 ZERO10 ZERO10 ZERO10 ZERO10 ZERO10
+
 static const struct check_case {
 	const char *what;
 	const char *method, *target, *host;
@@ -343,6 +350,13 @@ static const struct check_case {
 	{ "query %2Emethod", "GET", "/repos/acme/x?%2Emethod=DELETE", "api.test", -1, 403, "no-delete", NULL, NULL },
 	{ "query [method", "GET", "/repos/acme/x?[method=DELETE", "api.test", -1, 403, "no-delete", NULL, NULL },
 	{ "query +_method", "GET", "/repos/acme/x?+_method=DELETE", "api.test", -1, 403, "no-delete", NULL, NULL },
+	/* PHP drops a name's leading spaces and cuts it at a NUL, whatever
+	 * its length, and keeps the last of several: $_GET['_method'] */
+	{ "query _method after 70 spaces", "POST", "/repos/acme/r/issues?" PLUS70 "_method=DELETE", "api.test", 10, 403, "no-delete", NULL, NULL },
+	{ "query _method%00 and 70 more", "POST", "/repos/acme/r/issues?_method%00" X70 "=DELETE", "api.test", 10, 403, "no-delete", NULL, NULL },
+	{ "query _method twice, the last long", "POST", "/repos/acme/r/issues?_method=GET&" PLUS70 "_method=DELETE", "api.test", 10, 400, NULL, NULL, NULL },
+	{ "query long name, no _method", "POST", "/repos/acme/r/issues?" X70 "_method=DELETE", "api.test", 10, 0, "push-acme", "acme-token", NULL },
+	{ "query name too long to decide", "POST", "/repos/acme/r/issues?_method[" ZERO70 "]=DELETE", "api.test", 10, 400, NULL, NULL, NULL },
 	/* a fragment: never sent; Go reads on past it */
 	{ "fragment in the query", "POST", "/repos/acme/r/issues?a#&_method=DELETE", "api.test", 10, 400, NULL, NULL, NULL },
 	{ "dot-dot", "GET", "/repos/acme/../evil", "api.test", -1, 400, NULL, NULL, NULL },
