@@ -572,21 +572,95 @@ static void loose_path(const char *path, char *out, size_t outsz)
 	out[o] = '\0';
 }
 
-/* A rule's glob against the path as matched, and (a deny rule's, loose
- * given) against its loose reading, case-insensitively. */
-static bool glob_hit(const char *glob, const char *path, const char *loose)
+/*
+ * The normalized path with the escapes a glob can name decoded: every
+ * printable ASCII character but '/', '\\', '%', '?' and '#' (the pchar
+ * set's sub-delims "!$&'()*+,;=", ':' and '@' among them). Go's
+ * ServeMux, WSGI and others decode "%3A" before routing, so a rule
+ * denying "/v1/items/x:archive" must stop "/v1/items/x%3Aarchive" too. Never
+ * longer than path. The escapes themselves stay legitimate (S3 keys use
+ * "%3A"): only deny rules read this.
+ */
+static void decoded_path(const char *path, char *out, size_t outsz)
 {
-	return glob_match(glob, path, false) || (loose && glob_match(glob, loose, true));
+	size_t o = 0;
+
+	for (const char *p = path; *p && o + 1 < outsz; p++) {
+		int hi, lo, c;
+
+		if (*p == '%' && (hi = reqrule_hexval(p[1])) >= 0 &&
+		    (lo = reqrule_hexval(p[2])) >= 0) {
+			c = hi << 4 | lo;
+			if (c > 0x20 && c < 0x7f && !strchr("/\\%?#", c)) {
+				out[o++] = (char)c;
+				p += 2;
+				continue;
+			}
+		}
+		out[o++] = *p;
+	}
+	out[o] = '\0';
+}
+
+/* The readings of a path a deny rule must hold for (see loose_path,
+ * decoded_path), compared case-insensitively: as sent, loose, decoded,
+ * decoded then loose (";" from "%3B" cut too), loose then decoded
+ * (Tomcat cuts params before it decodes). */
+struct readings {
+	char buf[4][REQRULE_PATH_MAX];
+	const char *r[5];
+	size_t n;
+};
+
+static void readings_add(struct readings *rd, const char *p)
+{
+	for (size_t i = 0; i < rd->n; i++)
+		if (!strcmp(rd->r[i], p))
+			return;
+	rd->r[rd->n++] = p;
+}
+
+/* rd for path (which fits in REQRULE_PATH_MAX). */
+static void readings_init(struct readings *rd, const char *path)
+{
+	rd->n = 0;
+	readings_add(rd, path);
+	loose_path(path, rd->buf[0], sizeof(rd->buf[0]));
+	readings_add(rd, rd->buf[0]);
+	decoded_path(path, rd->buf[1], sizeof(rd->buf[1]));
+	readings_add(rd, rd->buf[1]);
+	loose_path(rd->buf[1], rd->buf[2], sizeof(rd->buf[2]));
+	readings_add(rd, rd->buf[2]);
+	decoded_path(rd->buf[0], rd->buf[3], sizeof(rd->buf[3]));
+	readings_add(rd, rd->buf[3]);
+}
+
+/* A rule's glob against the path as matched, and (a deny rule's, rd
+ * given) against every reading of it, case-insensitively. */
+static bool glob_hit(const char *glob, const char *path, const struct readings *rd)
+{
+	if (glob_match(glob, path, false))
+		return true;
+	for (size_t i = 0; rd && i < rd->n; i++)
+		if (glob_match(glob, rd->r[i], true))
+			return true;
+	return false;
 }
 
 bool reqrule_glob_match_loose(const char *glob, const char *path)
 {
-	char loose[REQRULE_PATH_MAX];
+	struct readings *rd;
+	bool hit;
 
-	if (!glob || !path || strlen(path) >= sizeof(loose))
+	if (!glob || !path || strlen(path) >= REQRULE_PATH_MAX)
 		return false;
-	loose_path(path, loose, sizeof(loose));
-	return glob_hit(glob, path, loose);
+	rd = malloc(sizeof(*rd));
+	if (!rd)
+		return false;
+	readings_init(rd, path);
+	hit = glob_hit(glob, path, rd);
+	free(rd);
+	return hit;
 }
 
 int reqrule_host_matches_port(const char *auth, const char *sni, uint16_t port)
@@ -754,9 +828,9 @@ static void pick_creds(const struct reqrule_host *h, struct reqrule_result *res)
 }
 
 /* The first rule for method idx whose globs match path (deny rules: or
- * its loose reading), NULL if none. */
+ * any of its readings), NULL if none. */
 static const struct reqrule *first_rule(const struct reqrule_host *h, int idx,
-					const char *path, const char *loose)
+					const char *path, const struct readings *loose)
 {
 	for (size_t i = 0; idx >= 0 && i < h->n_rules; i++) {
 		const struct reqrule *r = &h->rules[i];
@@ -840,7 +914,8 @@ static int query_method_override(const char *target, const char **out)
  */
 static uint64_t override_mask(const struct reqrule_host *h,
 			      const struct reqrule_request *req,
-			      const struct reqrule_result *res, const char *loose)
+			      const struct reqrule_result *res,
+			      const struct readings *loose)
 {
 	uint64_t ok = 0;
 	bool all = true;
@@ -864,7 +939,7 @@ int reqrule_check(const struct reqrule_host *h, const char *sni,
 {
 	const struct reqrule *r, *lim;
 	const char *omethod = NULL;
-	char loose[REQRULE_PATH_MAX];
+	static _Thread_local struct readings loose;
 	int idx, oidx = -1, err;
 
 	if (!res)
@@ -908,8 +983,8 @@ int reqrule_check(const struct reqrule_host *h, const char *sni,
 	}
 
 	idx = method_index(req->method, strlen(req->method));
-	loose_path(res->path, loose, sizeof(loose));
-	r = first_rule(h, idx, res->path, loose);
+	readings_init(&loose, res->path);
+	r = first_rule(h, idx, res->path, &loose);
 	if (!r) {
 		res->rule_name = "default";
 		return fail(res, 403, "no rule allows this request");
@@ -922,7 +997,7 @@ int reqrule_check(const struct reqrule_host *h, const char *sni,
 	if (oidx >= 0) {
 		/* A framework that honours the override acts as if it were
 		 * the method: the request must be allowed as both. */
-		const struct reqrule *o = first_rule(h, oidx, res->path, loose);
+		const struct reqrule *o = first_rule(h, oidx, res->path, &loose);
 
 		res->rule = o;
 		res->rule_name = o ? o->name : "default";
@@ -947,7 +1022,7 @@ int reqrule_check(const struct reqrule_host *h, const char *sni,
 	 * override. Allowed, but without credentials. */
 	if (strcmp(req->method, "TRACE") && !(omethod && !strcmp(omethod, "TRACE")))
 		pick_creds(h, res);
-	res->override_ok = override_mask(h, req, res, loose);
+	res->override_ok = override_mask(h, req, res, &loose);
 	res->reason = "allowed by rule";
 	return 0;
 }

@@ -26,10 +26,15 @@
  * (case-sensitive). A deny rule also matches a loose reading of it, the
  * one lenient servers act on: compared case-insensitively, each
  * segment's ";params" dropped, segments left empty and a trailing slash
- * dropped. So a rule denying everything under "/repos/acme/secret" also
- * stops "/repos/acme/SECRET/x" and "/repos/acme/secret;x/y", and deny
- * "/admin" stops "/admin/"; a request that matches an allow rule only
- * loosely gets the default denial (fail closed).
+ * dropped; and with the escapes a glob can name decoded (every printable
+ * ASCII character but '/', '\\', '%', '?', '#': the sub-delims, ':' and
+ * '@' among them), before and after the params are cut. So a rule
+ * denying everything under "/repos/acme/secret" also stops
+ * "/repos/acme/SECRET/x" and "/repos/acme/secret;x/y", deny "/admin"
+ * stops "/admin/", and deny "/v1/x:archive" stops "/v1/x%3Aarchive"; a
+ * request that matches an allow rule only loosely gets the default
+ * denial (fail closed). Such escapes are not refused: S3 keys and
+ * others use them.
  *
  * Credentials go only with an allowed request, never with TRACE (the
  * server may echo the request; also not when TRACE is the method

@@ -151,6 +151,17 @@ static const struct glob_case loose_cases[] = {
 	{ "/", "/;x", true },
 	{ "*", "*", true },
 	{ "*", "/", false },
+	/* reserved characters a glob names, percent-encoded: Go's ServeMux,
+	 * WSGI and others decode them before routing */
+	{ "/v1/items/*:archive", "/v1/items/x%3Aarchive", true },
+	{ "/v1/items/*:archive", "/v1/items/x%3AARCHIVE", true },
+	{ "/@acme/**", "/%40acme/secret", true },
+	{ "/a/!$&'()*+,;=", "/a/%21%24%26%27%28%29%2A%2B%2C%3B%3D", true },
+	{ "/a/b:c", "/a/b%3Ac;x", true },       /* params cut, then decoded */
+	{ "/admin", "/admin%3Bx", true },       /* decoded, then params cut */
+	{ "/a/{x}", "/a/%7Bx%7D", true },
+	{ "/v1/items/*:archive", "/v1/items/x%3Barchive", false },
+	{ "/v1/items/*:archive", "/v1/items/x%253Aarchive", false }, /* decoded once */
 };
 
 static void test_glob_loose_table(void **state)
@@ -241,6 +252,9 @@ static int setup(void **state)
 	struct reqrule r;
 
 	assert_int_equal(reqrule_host_init(&host, "api.test"), 0);
+	assert_int_equal(reqrule_init(&r, "no-archive", "deny", "*",
+				      "/repos/acme/*:archive /repos/@acme/**", NULL), 0);
+	assert_int_equal(reqrule_host_add_rule(&host, &r), 0);
 	assert_int_equal(reqrule_init(&r, "no-secrets", "deny", "*",
 				      "/repos/acme/secret/**", NULL), 0);
 	assert_int_equal(reqrule_host_add_rule(&host, &r), 0);
@@ -260,6 +274,8 @@ static int setup(void **state)
 	assert_int_equal(reqrule_host_add_rule(&host, &r), 0);
 	assert_int_equal(reqrule_init(&r, "trace", "allow", "TRACE", "/repos/acme/** /user",
 				      NULL), 0);
+	assert_int_equal(reqrule_host_add_rule(&host, &r), 0);
+	assert_int_equal(reqrule_init(&r, "colon", "allow", "GET", "/v1/a:b", NULL), 0);
 	assert_int_equal(reqrule_host_add_rule(&host, &r), 0);
 	assert_int_equal(reqrule_host_add_cred(&host, "github-token", "Authorization",
 					       "", "env:EGR_TEST_TOKEN"), 0);
@@ -321,6 +337,16 @@ static const struct check_case {
 	{ "allow stays exact: case", "GET", "/REPOS/acme/x", "api.test", -1, 403, "default", NULL, NULL },
 	{ "allow stays exact: slash", "GET", "/user/", "api.test", -1, 403, "default", NULL, NULL },
 	{ "allow stays exact: params", "GET", "/user;x", "api.test", -1, 403, "default", NULL, NULL },
+	/* escapes of reserved characters: a deny rule holds for them decoded
+	 * too, an allow rule only literally */
+	{ "deny ':' encoded", "POST", "/repos/acme/x%3Aarchive", "api.test", 10, 403, "no-archive", NULL, NULL },
+	{ "deny ':' encoded, else allowed", "GET", "/repos/acme/x%3Aarchive", "api.test", -1, 403, "no-archive", NULL, NULL },
+	{ "deny ':' encoded lower", "POST", "/repos/acme/x%3aarchive", "api.test", 10, 403, "no-archive", NULL, NULL },
+	{ "deny '@' encoded", "GET", "/repos/%40acme/secret", "api.test", -1, 403, "no-archive", NULL, NULL },
+	{ "deny ':' literal", "GET", "/repos/acme/x:archive", "api.test", -1, 403, "no-archive", NULL, NULL },
+	{ "allow ':' literal", "GET", "/v1/a:b", "api.test", -1, 0, "colon", "github-token", NULL },
+	{ "allow stays exact: ':' encoded", "GET", "/v1/a%3Ab", "api.test", -1, 403, "default", NULL, NULL },
+	{ "S3-style key with %3A", "GET", "/repos/acme/k%3Av1", "api.test", -1, 0, "read-acme", "acme-token", NULL },
 	/* A method override must be allowed as well as the method; the
 	 * credentials follow the method. */
 	{ "override denied", "GET", "/repos/acme/x", "api.test", -1, 403, "no-delete", NULL, "DELETE" },
