@@ -41,7 +41,11 @@ static void found_value(struct formscan *s, const char *v, size_t len, bool too_
 	memcpy(buf, v, len);
 	buf[len] = '\0';
 	m = reqrule_method_name(buf);
-	if (!m || (s->found && strcmp(s->found, m)))
+	if (m && (!strcmp(m, "HEAD") || !strcmp(m, "CONNECT")))
+		/* the answer would have no body, or be a tunnel, where
+		 * egressd reads a POST's (see reqrule_check) */
+		fs_bad(s, "_method naming HEAD or CONNECT");
+	else if (!m || (s->found && strcmp(s->found, m)))
 		fs_bad(s, "unknown method in _method, or several that disagree");
 	else
 		s->found = m;

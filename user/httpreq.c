@@ -315,10 +315,13 @@ static int cb_body(http_parser *p, const char *at, size_t len)
 	return 0;
 }
 
-/* A refusal of the scan: in audit mode only noted (the first). */
+/* A refusal of the scan: in audit mode only noted (the first) where the
+ * rules refuse (403). A body that cannot be read, or that names HEAD or
+ * CONNECT (400, 415), is refused in audit mode too: how the response is
+ * framed depends on the method the server acts on. */
 static int scan_fail(struct httpreq *r, int status, const char *reason)
 {
-	if (r->scan_audit) {
+	if (r->scan_audit && status == 403) {
 		if (!r->audit_status) {
 			r->audit_status = status;
 			r->audit_reason = reason;
@@ -693,6 +696,11 @@ static int check_framing(struct httpreq *r)
 
 			if (!m)
 				return refuse(r, 400, "unknown method in a method override field");
+			/* answered without a body, or with a tunnel, where
+			 * the engine reads the request line's method's
+			 * answer (reqrule_check refuses it too) */
+			if (!strcmp(m, "HEAD") || !strcmp(m, "CONNECT"))
+				return refuse(r, 400, "method override naming HEAD or CONNECT");
 			if (r->h.method_override && strcmp(r->h.method_override, m))
 				return refuse(r, 400, "method override fields disagree");
 			r->h.method_override = m;
@@ -1005,10 +1013,11 @@ int httpreq_accept(struct httpreq *r, const struct httpreq_set *sets,
 	return 0;
 }
 
-/* Refused before the body: in audit mode noted, and nothing read. */
+/* Refused before the body (a body that cannot be read): in audit mode
+ * too, as scan_fail. */
 static int scan_refuse_now(struct httpreq *r, int status, const char *reason)
 {
-	if (r->scan_audit) {
+	if (r->scan_audit && status == 403) {
 		r->audit_status = status;
 		r->audit_reason = reason;
 		return 0;
@@ -1027,7 +1036,9 @@ int httpreq_scan_body(struct httpreq *r, uint64_t override_ok, bool audit)
 		return -EINVAL;
 	r->scan_audit = audit;
 	r->audit_status = 0;
-	if (r->st != ST_BODY || override_ok == UINT64_MAX || strcmp(r->h.method, "POST"))
+	/* Also where every method is allowed (override_ok UINT64_MAX): a
+	 * _method naming HEAD or CONNECT is refused whatever the rules. */
+	if (r->st != ST_BODY || strcmp(r->h.method, "POST"))
 		return 0;
 	for (size_t i = 0; i < r->h.n_fields; i++) {
 		const char *n = r->h.fields[i].name;

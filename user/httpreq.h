@@ -46,9 +46,11 @@
  * request line's: X-Original-URL and X-Rewrite-URL are refused (400;
  * clients never send them, IIS and Symfony-style front ends take the
  * path from them); X-HTTP-Method-Override, X-HTTP-Method and
- * X-Method-Override must name a method http-parser knows (any case) and
- * agree with each other (else 400), and the head reports it, so the
- * rules can check the request under both methods.
+ * X-Method-Override must name a method http-parser knows (any case),
+ * not HEAD or CONNECT (the answer would be framed for another method
+ * than the request line's), and agree with each other (else 400), and
+ * the head reports it, so the rules can check the request under both
+ * methods.
  *
  * Header values are never logged or copied anywhere but the output.
  */
@@ -152,17 +154,21 @@ int httpreq_accept(struct httpreq *r, const struct httpreq_set *sets,
  * After a successful httpreq_accept(): read a POST body for a _method
  * (formscan.h) that frameworks take the method from. override_ok: bit i
  * set if the request is allowed as http-parser's method i too
- * (reqrule_result.override_ok; UINT64_MAX: no check). The body's last
- * byte is held back until its end, where a _method the mask does not
- * hold refuses the request with 403 (an unknown or conflicting one with
- * 400) before the server has all of it. Refuses at once (-EPERM, then
- * answer httpreq_status()) a POST with several Content-Type fields, a
- * multipart one whose boundary PHP and Rack read differently, JSON in a
- * charset other than UTF-8 (400), a Content-Encoding other than gzip or
- * deflate on a body that is read (415). 0: accepted (scanned or not).
- * audit: refuse nothing, hold
- * nothing back; what would have been refused is told by
- * httpreq_scan_audit() once the request ended (HTTPREQ_EV_END).
+ * (reqrule_result.override_ok; UINT64_MAX: every method). The body is
+ * read whatever the mask: a _method naming HEAD or CONNECT is refused
+ * with 400 (the server would answer without a body, or open a tunnel,
+ * where the engine reads a POST's answer). The body's last byte is held
+ * back until its end, where a _method the mask does not hold refuses
+ * the request with 403 (HEAD, CONNECT, an unknown or conflicting one
+ * with 400) before the server has all of it. Refuses at once (-EPERM,
+ * then answer httpreq_status()) a POST with several Content-Type fields,
+ * a multipart one whose boundary PHP and Rack read differently, JSON in
+ * a charset other than UTF-8 (400), a Content-Encoding other than gzip
+ * or deflate on a body that is read (415). 0: accepted (scanned or not).
+ * audit: hold nothing back, and refuse only what is not the rules'
+ * business (400, 415: the framing of the answer depends on it); a 403
+ * is told by httpreq_scan_audit() once the request ended
+ * (HTTPREQ_EV_END).
  */
 int httpreq_scan_body(struct httpreq *r, uint64_t override_ok, bool audit);
 /* After an audit-mode scan: the status enforce mode would have answered

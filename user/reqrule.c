@@ -976,6 +976,13 @@ int reqrule_check(const struct reqrule_host *h, const char *sni,
 			return fail(res, 400, "method override field and _method disagree");
 		if (!m)
 			m = qm;
+		/* A server acting on HEAD answers with a Content-Length and
+		 * no body, on CONNECT it opens a tunnel: egressd, reading the
+		 * answer as the request line's method's, would take the next
+		 * response's bytes for this one's body (and a fake 101 in
+		 * them for a switch). Also as the request's own method. */
+		if (m && (!strcmp(m, "HEAD") || !strcmp(m, "CONNECT")))
+			return fail(res, 400, "method override naming HEAD or CONNECT");
 		if (m && strcmp(m, req->method)) {
 			omethod = m;
 			oidx = method_index(m, strlen(m));

@@ -359,6 +359,14 @@ static const struct check_case {
 	{ "override empty", "GET", "/repos/acme/x", "api.test", -1, 400, NULL, NULL, "" },
 	{ "override's body limit", "GET", "/repos/acme/r/issues", "api.test", 65537, 413, "push-acme", NULL, "POST" },
 	{ "method's body limit", "POST", "/repos/acme/r/issues", "api.test", 65537, 413, "push-acme", NULL, "GET" },
+	/* HEAD or CONNECT as an override: the server answers without a body
+	 * (or opens a tunnel) where egressd reads a POST's response */
+	{ "override to HEAD", "POST", "/repos/acme/r/issues", "api.test", 10, 400, NULL, NULL, "HEAD" },
+	{ "override to head", "GET", "/repos/acme/x", "api.test", -1, 400, NULL, NULL, "head" },
+	{ "HEAD overridden to HEAD", "HEAD", "/repos/acme/x", "api.test", -1, 400, NULL, NULL, "HEAD" },
+	{ "override to CONNECT", "POST", "/repos/acme/r/issues", "api.test", 10, 400, NULL, NULL, "CONNECT" },
+	{ "query _method=HEAD", "POST", "/repos/acme/r/issues?_method=HEAD", "api.test", 10, 400, NULL, NULL, NULL },
+	{ "query _method=connect", "POST", "/repos/acme/r/issues?a=1&%5Fmethod=connect", "api.test", 10, 400, NULL, NULL, NULL },
 	/* TRACE echoes the request: allowed, never with credentials */
 	{ "trace without credentials", "TRACE", "/repos/acme/x", "api.test", -1, 0, "trace", NULL, NULL },
 	{ "override to trace", "POST", "/repos/acme/r/issues", "api.test", 10, 0, "push-acme", NULL, "TRACE" },
