@@ -105,9 +105,9 @@ $(BUILD)/fuzz/fuzz_hello: tests/fuzz/fuzz_hello.c user/hello.c | $(BUILD)/fuzz
 $(BUILD)/fuzz/fuzz_httphead: tests/fuzz/fuzz_httphead.c user/httphead.c user/hello.c | $(BUILD)/fuzz
 	$(call msg,FUZZ-CC,$@)
 	$(Q)$(CLANG) $(FUZZ_CFLAGS) $^ -lhttp_parser -o $@
-$(BUILD)/fuzz/fuzz_policy: tests/fuzz/fuzz_policy.c user/policy.c user/jpos.c user/reqrule.c user/safepath.c user/addr.c user/hello.c user/log.c | $(BUILD)/fuzz
+$(BUILD)/fuzz/fuzz_policy: tests/fuzz/fuzz_policy.c user/policy.c user/jpos.c user/reqrule.c user/formscan.c user/safepath.c user/addr.c user/hello.c user/log.c | $(BUILD)/fuzz
 	$(call msg,FUZZ-CC,$@)
-	$(Q)$(CLANG) $(FUZZ_CFLAGS) $^ -ljansson -lhttp_parser -lpthread -o $@
+	$(Q)$(CLANG) $(FUZZ_CFLAGS) $^ -ljansson -lhttp_parser -lpthread -lz -o $@
 
 $(BUILD)/fuzz/fuzz_dnsmsg: tests/fuzz/fuzz_dnsmsg.c user/dnsmsg.c user/addr.c | $(BUILD)/fuzz
 	$(call msg,FUZZ-CC,$@)
@@ -121,17 +121,17 @@ $(BUILD)/fuzz/fuzz_formscan: tests/fuzz/fuzz_formscan.c user/formscan.c user/req
 	$(call msg,FUZZ-CC,$@)
 	$(Q)$(CLANG) $(FUZZ_CFLAGS) $^ -lhttp_parser -lz -lpthread -o $@
 
-$(BUILD)/fuzz/fuzz_dconfig: tests/fuzz/fuzz_dconfig.c user/dconfig.c user/srt.c user/policy.c user/jpos.c user/reqrule.c user/safepath.c user/addr.c user/hello.c user/log.c user/geo.c | $(BUILD)/fuzz
+$(BUILD)/fuzz/fuzz_dconfig: tests/fuzz/fuzz_dconfig.c user/dconfig.c user/srt.c user/policy.c user/jpos.c user/reqrule.c user/formscan.c user/safepath.c user/addr.c user/hello.c user/log.c user/geo.c | $(BUILD)/fuzz
 	$(call msg,FUZZ-CC,$@)
-	$(Q)$(CLANG) $(FUZZ_CFLAGS) $^ -ljansson -lhttp_parser -lmaxminddb -lpthread -o $@
+	$(Q)$(CLANG) $(FUZZ_CFLAGS) $^ -ljansson -lhttp_parser -lmaxminddb -lpthread -lz -o $@
 
 $(BUILD)/fuzz/fuzz_httpstream: tests/fuzz/fuzz_httpstream.c user/httpstream.c user/httphead.c user/hello.c | $(BUILD)/fuzz
 	$(call msg,FUZZ-CC,$@)
 	$(Q)$(CLANG) $(FUZZ_CFLAGS) $^ -lhttp_parser -o $@
 
-$(BUILD)/fuzz/fuzz_auditjson: tests/fuzz/fuzz_auditjson.c user/audit.c user/safepath.c user/policy.c user/jpos.c user/reqrule.c user/addr.c user/hello.c user/log.c | $(BUILD)/fuzz
+$(BUILD)/fuzz/fuzz_auditjson: tests/fuzz/fuzz_auditjson.c user/audit.c user/safepath.c user/policy.c user/jpos.c user/reqrule.c user/formscan.c user/addr.c user/hello.c user/log.c | $(BUILD)/fuzz
 	$(call msg,FUZZ-CC,$@)
-	$(Q)$(CLANG) $(FUZZ_CFLAGS) $^ -ljansson -lhttp_parser -lpthread -o $@
+	$(Q)$(CLANG) $(FUZZ_CFLAGS) $^ -ljansson -lhttp_parser -lpthread -lz -o $@
 
 unit: $(UNIT_BINS)
 	$(Q)tests/run-unit.sh $(UNIT_BINS)

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
@@ -921,12 +922,53 @@ fail:
 	return ret;
 }
 
+/* An existing CA directory: whoever can write it can swap the key or
+ * the certificate, so it must be root's or ours and writable by neither
+ * group nor others (sticky or not). */
+static int check_private_dir(const char *dir, char *err, size_t errlen)
+{
+	struct statvfs sv;
+	struct stat st;
+
+	if (stat(dir, &st) < 0) {
+		int e = errno;
+
+		egr_seterr(err, errlen, "%s: %s", dir, strerror(e));
+		return -e;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		egr_seterr(err, errlen, "%s is not a directory", dir);
+		return -ENOTDIR;
+	}
+	if (st.st_uid != geteuid() && st.st_uid != 0) {
+		egr_seterr(err, errlen,
+		       "%s is owned by uid %u; the CA directory must be owned by root or "
+		       "the user running egressd and private (chown root %s, chmod 700 %s)",
+		       dir, (unsigned)st.st_uid, dir, dir);
+		return -EPERM;
+	}
+	/* (A read-only mount cannot be written whatever its modes: a
+	 * Kubernetes secret volume's directory is 1777, mounted read-only.) */
+	if ((st.st_mode & 022) && !(statvfs(dir, &sv) == 0 && (sv.f_flag & ST_RDONLY))) {
+		egr_seterr(err, errlen,
+		       "%s is writable by group or others (mode %04o); whoever can write "
+		       "it can swap the CA key or certificate: chmod 700 %s",
+		       dir, (unsigned)(st.st_mode & 07777), dir);
+		return -EPERM;
+	}
+	return 0;
+}
+
 int ca_load_dir(const char *dir, bool with_key, struct ca **out, char *err,
 		size_t errlen)
 {
 	char cert_path[PATH_MAX], key_path[PATH_MAX];
+	int ret;
 
 	*out = NULL;
+	ret = check_private_dir(dir, err, errlen);
+	if (ret)
+		return ret;
 	if (snprintf(cert_path, sizeof(cert_path), "%s/%s", dir, CA_CERT_NAME) >=
 		    (int)sizeof(cert_path) ||
 	    snprintf(key_path, sizeof(key_path), "%s/%s", dir, CA_KEY_NAME) >=

@@ -92,7 +92,9 @@ int ca_init(const char *dir, const struct ca_init_opts *opts, struct ca **out,
  */
 int ca_load(const char *cert_path, const char *key_path, struct ca **out,
 	    char *err, size_t errlen);
-/* ca_load(dir/ca.crt, with_key ? dir/ca.key : NULL, ...). */
+/* ca_load(dir/ca.crt, with_key ? dir/ca.key : NULL, ...), after checking
+ * dir: owned by root or the caller and not writable by group or others
+ * (-EPERM, err naming the fix), as ca_init() requires. */
 int ca_load_dir(const char *dir, bool with_key, struct ca **out, char *err,
 		size_t errlen);
 void ca_free(struct ca *ca); /* accepts NULL */

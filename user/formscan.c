@@ -41,7 +41,11 @@ static void found_value(struct formscan *s, const char *v, size_t len, bool too_
 	memcpy(buf, v, len);
 	buf[len] = '\0';
 	m = reqrule_method_name(buf);
-	if (!m || (s->found && strcmp(s->found, m)))
+	if (m && (!strcmp(m, "HEAD") || !strcmp(m, "CONNECT")))
+		/* the answer would have no body, or be a tunnel, where
+		 * egressd reads a POST's (see reqrule_check) */
+		fs_bad(s, "_method naming HEAD or CONNECT");
+	else if (!m || (s->found && strcmp(s->found, m)))
 		fs_bad(s, "unknown method in _method, or several that disagree");
 	else
 		s->found = m;
@@ -89,30 +93,45 @@ static void url_flush_pct(struct formscan_url *u)
 	u->pct = 0;
 }
 
-static void url_end_pair(struct formscan *s)
+/* Could a name too long to keep, that begins so, be _method? Past any
+ * brackets (Rack 2, qs), "_method" (also as PHP maps '.', ' ', '[')
+ * followed by a bracket: "_method[000...0]" is qs's array of one. */
+static bool url_long_name_may_be_method(const char *n)
 {
-	struct formscan_url *u = &s->u;
+	const char *p = n + strspn(n, "[]");
+	char c[8];
 
+	for (size_t i = 0; i < 7; i++) {
+		if (!p[i])
+			return false;
+		c[i] = p[i] == '.' || p[i] == ' ' || p[i] == '[' ? '_' : p[i];
+	}
+	c[7] = '\0';
+	/* PHP reads a long name whole (no _method); qs and Rack 2 read
+	 * brackets after it */
+	return !strcmp(c, "_method") && (p[7] == '[' || p[7] == ']');
+}
+
+static void url_end_pair(struct formscan *s, struct formscan_url *u)
+{
 	url_flush_pct(u);
 	u->name[u->name_len] = '\0';
 	if (u->in_value && !u->name_long) {
 		if (reqrule_param_is_method(u->name))
 			found_value(s, u->val, u->val_len, u->val_long);
-	} else if (u->in_value) {
-		/* too long to read whole: "_method[000...0]" is qs's array */
-		const char *p = u->name + strspn(u->name, "[]");
-
-		if (!strncmp(p, "_method", 7) && (p[7] == '[' || p[7] == ']'))
-			fs_bad(s, "a form field name too long to read");
+	} else if (u->in_value && url_long_name_may_be_method(u->name)) {
+		fs_bad(s, "a form field name too long to read");
 	}
 	u->name_len = u->val_len = 0;
 	u->name_long = u->val_long = u->in_value = false;
 }
 
-static void url_feed(struct formscan *s, const uint8_t *b, size_t len)
+/* One reading of the pairs: split at '&' (PHP, qs, Go), or at '&' and
+ * ';' too (u->semi: Rack 2). Both are read: a name PHP cuts at a NUL
+ * may hold a ';' ("_method%00;x=DELETE" is _method there). */
+static void url_feed_one(struct formscan *s, struct formscan_url *u, const uint8_t *b,
+			 size_t len)
 {
-	struct formscan_url *u = &s->u;
-
 	for (size_t i = 0; i < len; i++) {
 		uint8_t c = b[i];
 
@@ -147,8 +166,8 @@ static void url_feed(struct formscan *s, const uint8_t *b, size_t len)
 			}
 			url_flush_pct(u);
 		}
-		if (c == '&' || c == ';')
-			url_end_pair(s);
+		if (c == '&' || (c == ';' && u->semi))
+			url_end_pair(s, u);
 		else if (c == '=' && !u->in_value)
 			u->in_value = true;
 		else if (c == '+')
@@ -158,6 +177,32 @@ static void url_feed(struct formscan *s, const uint8_t *b, size_t len)
 		else
 			url_put(u, c);
 	}
+}
+
+static void url_feed(struct formscan *s, const uint8_t *b, size_t len)
+{
+	url_feed_one(s, &s->u, b, len);
+	url_feed_one(s, &s->us, b, len);
+}
+
+int formscan_query(const char *q, size_t len, const char **method)
+{
+	struct formscan *s;
+	int rc;
+
+	if (!q)
+		return 0;
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return -1;
+	s->kinds = FORMSCAN_URLENCODED;
+	s->us.semi = true;
+	/* no byte order mark is dropped from a query */
+	s->u.bom = s->us.bom = 3;
+	url_feed(s, (const uint8_t *)q, len);
+	rc = formscan_finish(s, method);
+	free(s);
+	return rc;
 }
 
 /* ---- multipart ---- */
@@ -845,6 +890,7 @@ int formscan_init(struct formscan *s, const char *ct, const char *ce)
 	}
 	if (!s->kinds)
 		return 0;
+	s->us.semi = true;
 	if (ce && *ce && strcasecmp(ce, "identity")) {
 		z_stream *z;
 
@@ -902,8 +948,10 @@ int formscan_finish(struct formscan *s, const char **method)
 	if (s->z && !s->z_ended)
 		fs_bad(s, "compressed body could not be decoded"); /* cut short */
 	formscan_free(s);
-	if (s->kinds & FORMSCAN_URLENCODED)
-		url_end_pair(s);
+	if (s->kinds & FORMSCAN_URLENCODED) {
+		url_end_pair(s, &s->u);
+		url_end_pair(s, &s->us);
+	}
 	if (s->kinds & FORMSCAN_MULTIPART) {
 		struct formscan_mp *m = &s->m;
 

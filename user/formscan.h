@@ -8,8 +8,9 @@
  * read it, and where they read it differently, the way any of them does:
  *   - a form (application/x-www-form-urlencoded as PHP or Rack cut the
  *     media type, or no Content-Type: Rack reads a POST without one as a
- *     form): pairs split at '&' (and ';', which older Rack split at), '+'
- *     and %XX decoded, the name as PHP, Rack 2 or qs make it ("+_method",
+ *     form): pairs split at '&', and read again split at '&' and ';'
+ *     (older Rack; PHP does not, and a name it cuts at a NUL may hold
+ *     one), '+' and %XX decoded, the name as PHP, Rack 2 or qs make it ("+_method",
  *     ".method", "[_method]" are "_method" there);
  *   - multipart (a "multipart/" type; PHP and Rack must agree on its
  *     boundary): every part whose header fields carry a name parameter
@@ -49,6 +50,7 @@ enum formscan_kind {
 #define FORMSCAN_DECODED_MAX (64ULL << 20) /* a compressed body, decoded */
 
 struct formscan_url {
+	bool semi;           /* pairs split at ';' too (Rack 2) */
 	uint8_t bom;         /* bytes of a leading byte order mark seen (3: done) */
 	bool in_value;
 	uint8_t pct;         /* 0, or 1/2 digits of a %XX seen */
@@ -119,7 +121,8 @@ struct formscan {
 	                      * method, a body that cannot be read */
 	const char *why;     /* the first of those (static text) */
 	const char *found;   /* the method (http-parser's name), or NULL */
-	struct formscan_url u;
+	struct formscan_url u;  /* pairs split at '&' (PHP, qs, Go) */
+	struct formscan_url us; /* ... and at ';' (Rack 2) */
 	struct formscan_mp m;
 	struct formscan_js j;
 	void *z;             /* zlib stream of a compressed body */
@@ -144,6 +147,15 @@ void formscan_feed(struct formscan *s, const uint8_t *b, size_t len);
  * name of it), -1 one that names no known method, or several that
  * disagree, or a body that cannot be read. Frees what init took. */
 int formscan_finish(struct formscan *s, const char **method);
+/*
+ * A query string (after '?', len bytes) read as a form: the _method
+ * Laravel and Symfony ($_GET), gorilla's handler and a configured Express
+ * take from it, names read as for a form body (leading spaces dropped,
+ * cut at a NUL, whatever their length). 0 none, 1 found (*method), -1
+ * unknown, several that disagree, or a name too long to read that may be
+ * _method.
+ */
+int formscan_query(const char *q, size_t len, const char **method);
 /* Frees what init took (also after finish; a zeroed s is fine). */
 void formscan_free(struct formscan *s);
 

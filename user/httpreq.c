@@ -44,6 +44,7 @@ struct httpreq {
 	enum state st;
 	int status;
 	const char *reason;
+	char reason_buf[160];      /* a reason naming what the agent sent */
 	bool partial;
 
 	/* head being collected; NUL-terminated copies of its parts in strs */
@@ -104,35 +105,16 @@ static bool is_value_char(unsigned char ch)
 	return ch == '\t' || (ch >= 0x20 && ch != 0x7f);
 }
 
-/*
- * Field names compared as servers behind CGI/WSGI-style gateways see them:
- * case-insensitive and with '_' equal to '-' (both become "HTTP_X_Y"), so
- * "X_Api_Key" cannot ride along next to the "X-Api-Key" we set.
- */
+/* Field names compared as a server may map them (reqrule_field_name_eq):
+ * "X_Api_Key" or "x.api.key" cannot ride along next to the "X-Api-Key"
+ * we set, nor "X.HTTP.Method.Override" past the override check. */
 static bool name_eq(const char *a, size_t alen, const char *b)
 {
-	size_t blen = strlen(b);
-
-	if (alen != blen)
-		return false;
-	for (size_t i = 0; i < alen; i++) {
-		unsigned char x = (unsigned char)a[i], y = (unsigned char)b[i];
-
-		if (x == '_')
-			x = '-';
-		if (y == '_')
-			y = '-';
-		if (x >= 'A' && x <= 'Z')
-			x += 'a' - 'A';
-		if (y >= 'A' && y <= 'Z')
-			y += 'a' - 'A';
-		if (x != y)
-			return false;
-	}
-	return true;
+	return reqrule_field_name_eq(a, alen, b);
 }
 
-/* A framing field spelled with '_': refuse rather than guess. */
+/* A framing field spelled with another separator ('_', '.'): refuse
+ * rather than guess. */
 static bool name_is(const char *name, const char *canon, bool *odd)
 {
 	if (!name_eq(name, strlen(name), canon))
@@ -144,9 +126,8 @@ static bool name_is(const char *name, const char *canon, bool *odd)
 
 /*
  * Does a Connection value list this field name? A hop that honours it
- * drops the field before the next one: "Connection: Content-Length"
- * re-frames the request behind us, "Connection: Authorization" strips
- * the credential we set.
+ * drops the field before the next one: "Connection: Authorization"
+ * strips the credential we set.
  */
 static bool connection_lists(const char *value, const char *name)
 {
@@ -177,6 +158,56 @@ static bool any_connection_lists(const struct httpreq *r, const char *name)
 		    connection_lists(r->fields[i].value, name))
 			return true;
 	return false;
+}
+
+/*
+ * The first Connection option other than close, keep-alive, upgrade and
+ * te (any case), into buf as the reason to refuse; NULL if none. A hop
+ * that honours Connection (Go's ReverseProxy, Traefik, Caddy, Apache)
+ * drops every field it names before the next one: Content-Length or
+ * Transfer-Encoding re-frame the request, Content-Type makes Rack read
+ * a text/plain body as a form, Authorization strips our credential.
+ */
+static const char *connection_bad_option(const struct httpreq *r, char *buf, size_t bufsz)
+{
+	static const char *const ok[] = { "close", "keep-alive", "upgrade", "te" };
+
+	for (size_t i = 0; i < r->h.n_fields; i++) {
+		const char *p = r->fields[i].value;
+
+		if (!name_eq(r->fields[i].name, strlen(r->fields[i].name), "connection"))
+			continue;
+		while (*p) {
+			const char *s, *e;
+			size_t k, n;
+
+			while (*p == ' ' || *p == '\t' || *p == ',')
+				p++;
+			s = p;
+			while (*p && *p != ',')
+				p++;
+			e = p;
+			while (e > s && (e[-1] == ' ' || e[-1] == '\t'))
+				e--;
+			if (e == s)
+				continue;
+			n = (size_t)(e - s);
+			for (k = 0; k < sizeof(ok) / sizeof(ok[0]); k++)
+				if (strlen(ok[k]) == n && !strncasecmp(s, ok[k], n))
+					break;
+			if (k < sizeof(ok) / sizeof(ok[0]))
+				continue;
+			/* the option as sent, tchars only (it goes to the
+			 * audit log and the client) */
+			k = (size_t)snprintf(buf, bufsz, "Connection names a field (only close, "
+					     "keep-alive, upgrade, te may be): ");
+			for (size_t j = 0; j < n && j < 64 && k + 1 < bufsz; j++)
+				buf[k++] = is_tchar((unsigned char)s[j]) ? s[j] : '?';
+			buf[k < bufsz ? k : bufsz - 1] = '\0';
+			return buf;
+		}
+	}
+	return NULL;
 }
 
 static int out_reserve(struct httpreq *r, size_t n)
@@ -284,10 +315,13 @@ static int cb_body(http_parser *p, const char *at, size_t len)
 	return 0;
 }
 
-/* A refusal of the scan: in audit mode only noted (the first). */
+/* A refusal of the scan: in audit mode only noted (the first) where the
+ * rules refuse (403). A body that cannot be read, or that names HEAD or
+ * CONNECT (400, 415), is refused in audit mode too: how the response is
+ * framed depends on the method the server acts on. */
 static int scan_fail(struct httpreq *r, int status, const char *reason)
 {
-	if (r->scan_audit) {
+	if (r->scan_audit && status == 403) {
 		if (!r->audit_status) {
 			r->audit_status = status;
 			r->audit_reason = reason;
@@ -623,6 +657,7 @@ static bool upgrade_only_websocket(const char *v)
 static int check_framing(struct httpreq *r)
 {
 	unsigned int n_cl = 0, n_te = 0, n_host = 0;
+	const char *bad;
 	bool odd = false;
 
 	for (size_t i = 0; i < r->h.n_fields; i++) {
@@ -661,13 +696,18 @@ static int check_framing(struct httpreq *r)
 
 			if (!m)
 				return refuse(r, 400, "unknown method in a method override field");
+			/* answered without a body, or with a tunnel, where
+			 * the engine reads the request line's method's
+			 * answer (reqrule_check refuses it too) */
+			if (!strcmp(m, "HEAD") || !strcmp(m, "CONNECT"))
+				return refuse(r, 400, "method override naming HEAD or CONNECT");
 			if (r->h.method_override && strcmp(r->h.method_override, m))
 				return refuse(r, 400, "method override fields disagree");
 			r->h.method_override = m;
 		}
 	}
 	if (odd)
-		return refuse(r, 400, "framing field name with underscore");
+		return refuse(r, 400, "framing field name with another separator");
 	if (n_cl > 1)
 		return refuse(r, 400, "several Content-Length fields");
 	if (n_te > 1)
@@ -678,10 +718,9 @@ static int check_framing(struct httpreq *r)
 		return refuse(r, 400, "Transfer-Encoding in HTTP/1.0");
 	if (n_host > 1)
 		return refuse(r, 400, "several Host fields");
-	if (any_connection_lists(r, "content-length") ||
-	    any_connection_lists(r, "transfer-encoding") ||
-	    any_connection_lists(r, "host"))
-		return refuse(r, 400, "Connection names a framing field");
+	bad = connection_bad_option(r, r->reason_buf, sizeof(r->reason_buf));
+	if (bad)
+		return refuse(r, 400, bad);
 	return 0;
 }
 
@@ -974,10 +1013,11 @@ int httpreq_accept(struct httpreq *r, const struct httpreq_set *sets,
 	return 0;
 }
 
-/* Refused before the body: in audit mode noted, and nothing read. */
+/* Refused before the body (a body that cannot be read): in audit mode
+ * too, as scan_fail. */
 static int scan_refuse_now(struct httpreq *r, int status, const char *reason)
 {
-	if (r->scan_audit) {
+	if (r->scan_audit && status == 403) {
 		r->audit_status = status;
 		r->audit_reason = reason;
 		return 0;
@@ -996,7 +1036,9 @@ int httpreq_scan_body(struct httpreq *r, uint64_t override_ok, bool audit)
 		return -EINVAL;
 	r->scan_audit = audit;
 	r->audit_status = 0;
-	if (r->st != ST_BODY || override_ok == UINT64_MAX || strcmp(r->h.method, "POST"))
+	/* Also where every method is allowed (override_ok UINT64_MAX): a
+	 * _method naming HEAD or CONNECT is refused whatever the rules. */
+	if (r->st != ST_BODY || strcmp(r->h.method, "POST"))
 		return 0;
 	for (size_t i = 0; i < r->h.n_fields; i++) {
 		const char *n = r->h.fields[i].name;

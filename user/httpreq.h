@@ -34,6 +34,10 @@
  *   after each feed/accept, send httpreq_out() upstream and
  *   httpreq_out_consume() what was written.
  *
+ * Connection: only the options close, keep-alive, upgrade and te (any
+ * case); any other names a field that a hop honouring Connection drops
+ * (Content-Type, Content-Length, a credential), refused with 400.
+ *
  * Upgrade: only to WebSocket. A request with an Upgrade field listing
  * any other protocol (h2c, connect-tcp, ...) is refused with 400, since
  * after the switch the bytes are relayed unchecked.
@@ -42,9 +46,11 @@
  * request line's: X-Original-URL and X-Rewrite-URL are refused (400;
  * clients never send them, IIS and Symfony-style front ends take the
  * path from them); X-HTTP-Method-Override, X-HTTP-Method and
- * X-Method-Override must name a method http-parser knows (any case) and
- * agree with each other (else 400), and the head reports it, so the
- * rules can check the request under both methods.
+ * X-Method-Override must name a method http-parser knows (any case),
+ * not HEAD or CONNECT (the answer would be framed for another method
+ * than the request line's), and agree with each other (else 400), and
+ * the head reports it, so the rules can check the request under both
+ * methods.
  *
  * Header values are never logged or copied anywhere but the output.
  */
@@ -132,9 +138,9 @@ const struct httpreq_head *httpreq_head(const struct httpreq *r);
 
 /*
  * Let the pending request go upstream: appends its rewritten head to the
- * output. Every field named in sets (case-insensitive, '_' counted as
- * '-') and every Proxy-Authorization field is removed, then sets are
- * appended. A chunked body larger than max_body refuses the connection
+ * output. Every field named in sets (in any spelling
+ * reqrule_field_name_eq() takes for it: any case, any separator) and
+ * every Proxy-Authorization field is removed, then sets are appended. A chunked body larger than max_body refuses the connection
  * with 413 mid-body (HTTPREQ_NO_LIMIT: none). -EINVAL if a set name is no
  * token or a value holds control characters (still pending); -EPROTO if
  * no head pending. Refuses (state REFUSED, nothing emitted) with -EFBIG
@@ -148,17 +154,21 @@ int httpreq_accept(struct httpreq *r, const struct httpreq_set *sets,
  * After a successful httpreq_accept(): read a POST body for a _method
  * (formscan.h) that frameworks take the method from. override_ok: bit i
  * set if the request is allowed as http-parser's method i too
- * (reqrule_result.override_ok; UINT64_MAX: no check). The body's last
- * byte is held back until its end, where a _method the mask does not
- * hold refuses the request with 403 (an unknown or conflicting one with
- * 400) before the server has all of it. Refuses at once (-EPERM, then
- * answer httpreq_status()) a POST with several Content-Type fields, a
- * multipart one whose boundary PHP and Rack read differently, JSON in a
- * charset other than UTF-8 (400), a Content-Encoding other than gzip or
- * deflate on a body that is read (415). 0: accepted (scanned or not).
- * audit: refuse nothing, hold
- * nothing back; what would have been refused is told by
- * httpreq_scan_audit() once the request ended (HTTPREQ_EV_END).
+ * (reqrule_result.override_ok; UINT64_MAX: every method). The body is
+ * read whatever the mask: a _method naming HEAD or CONNECT is refused
+ * with 400 (the server would answer without a body, or open a tunnel,
+ * where the engine reads a POST's answer). The body's last byte is held
+ * back until its end, where a _method the mask does not hold refuses
+ * the request with 403 (HEAD, CONNECT, an unknown or conflicting one
+ * with 400) before the server has all of it. Refuses at once (-EPERM,
+ * then answer httpreq_status()) a POST with several Content-Type fields,
+ * a multipart one whose boundary PHP and Rack read differently, JSON in
+ * a charset other than UTF-8 (400), a Content-Encoding other than gzip
+ * or deflate on a body that is read (415). 0: accepted (scanned or not).
+ * audit: hold nothing back, and refuse only what is not the rules'
+ * business (400, 415: the framing of the answer depends on it); a 403
+ * is told by httpreq_scan_audit() once the request ended
+ * (HTTPREQ_EV_END).
  */
 int httpreq_scan_body(struct httpreq *r, uint64_t override_ok, bool audit);
 /* After an audit-mode scan: the status enforce mode would have answered
@@ -189,7 +199,8 @@ const char *httpreq_origin_form(const char *method, const char *target, bool *sl
 const uint8_t *httpreq_out(const struct httpreq *r, size_t *len);
 void httpreq_out_consume(struct httpreq *r, size_t n);
 
-/* After REFUSED: the HTTP status to answer and a short static reason. */
+/* After REFUSED: the HTTP status to answer and a short reason (static,
+ * or text in r naming what the agent sent: valid until httpreq_free). */
 int httpreq_status(const struct httpreq *r);
 const char *httpreq_reason(const struct httpreq *r);
 /*

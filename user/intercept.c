@@ -1669,10 +1669,16 @@ static void on_head(struct ic_conn *c)
 		return;
 	}
 	/* A POST body's _method (Rails, Laravel) is checked at its end; in
-	 * audit mode only noted (EV_END), and not where the rules already
-	 * would refuse the request. */
-	if (e->verdict != EGR_VERDICT_AUDIT &&
-	    httpreq_scan_body(c->hr, res.override_ok, c->audit_mode)) {
+	 * audit mode a method the rules refuse is only noted (EV_END), and
+	 * not where they already would refuse the request; one naming HEAD
+	 * or CONNECT, or a body that cannot be read, is refused in every
+	 * mode: how the response is framed depends on it. A request that
+	 * carries a credential is checked as in enforce mode, audit mode or
+	 * not: credentials come only with an allow, and its head left with
+	 * one before the body could be read, so a _method the rules refuse
+	 * must not let the server have it whole. */
+	if (httpreq_scan_body(c->hr, e->verdict == EGR_VERDICT_AUDIT ? UINT64_MAX :
+			      res.override_ok, c->audit_mode && n == 0)) {
 		st = httpreq_status(c->hr);
 		e->creds[0] = '\0'; /* nothing went upstream */
 		fmt_str(why, sizeof(why), "%s (rule %s)", httpreq_reason(c->hr),

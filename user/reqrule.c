@@ -20,6 +20,7 @@
 #include <http_parser.h>
 
 #include "reqrule.h"
+#include "formscan.h"
 #include "safepath.h"
 #include "log.h"
 
@@ -265,6 +266,29 @@ static bool header_name_valid(const char *s)
 	return true;
 }
 
+static bool is_alnum(unsigned char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+}
+
+bool reqrule_field_name_eq(const char *a, size_t alen, const char *b)
+{
+	size_t blen = strlen(b);
+
+	if (alen != blen)
+		return false;
+	for (size_t i = 0; i < alen; i++) {
+		unsigned char x = (unsigned char)a[i], y = (unsigned char)b[i];
+
+		/* every separator is one: CGI's HTTP_X_Y, PHP's '.' to '_' */
+		if (!is_alnum(x) && !is_alnum(y))
+			continue;
+		if (ascii_lower(x) != ascii_lower(y))
+			return false;
+	}
+	return true;
+}
+
 bool reqrule_header_reserved(const char *header)
 {
 	/* Framing, routing and hop-by-hop fields: set by a credential they
@@ -278,19 +302,9 @@ bool reqrule_header_reserved(const char *header)
 
 	if (!header)
 		return false;
-	for (size_t i = 0; i < sizeof(reserved) / sizeof(reserved[0]); i++) {
-		const char *a = header, *b = reserved[i];
-
-		/* Case-insensitive, '_' as '-' (as httpreq compares names). */
-		for (; *a && *b; a++, b++) {
-			unsigned char x = ascii_lower((unsigned char)*a);
-
-			if ((x == '_' ? '-' : x) != (unsigned char)*b)
-				break;
-		}
-		if (!*a && !*b)
+	for (size_t i = 0; i < sizeof(reserved) / sizeof(reserved[0]); i++)
+		if (reqrule_field_name_eq(header, strlen(header), reserved[i]))
 			return true;
-	}
 	return false;
 }
 
@@ -558,21 +572,95 @@ static void loose_path(const char *path, char *out, size_t outsz)
 	out[o] = '\0';
 }
 
-/* A rule's glob against the path as matched, and (a deny rule's, loose
- * given) against its loose reading, case-insensitively. */
-static bool glob_hit(const char *glob, const char *path, const char *loose)
+/*
+ * The normalized path with the escapes a glob can name decoded: every
+ * printable ASCII character but '/', '\\', '%', '?' and '#' (the pchar
+ * set's sub-delims "!$&'()*+,;=", ':' and '@' among them). Go's
+ * ServeMux, WSGI and others decode "%3A" before routing, so a rule
+ * denying "/v1/items/x:archive" must stop "/v1/items/x%3Aarchive" too. Never
+ * longer than path. The escapes themselves stay legitimate (S3 keys use
+ * "%3A"): only deny rules read this.
+ */
+static void decoded_path(const char *path, char *out, size_t outsz)
 {
-	return glob_match(glob, path, false) || (loose && glob_match(glob, loose, true));
+	size_t o = 0;
+
+	for (const char *p = path; *p && o + 1 < outsz; p++) {
+		int hi, lo, c;
+
+		if (*p == '%' && (hi = reqrule_hexval(p[1])) >= 0 &&
+		    (lo = reqrule_hexval(p[2])) >= 0) {
+			c = hi << 4 | lo;
+			if (c > 0x20 && c < 0x7f && !strchr("/\\%?#", c)) {
+				out[o++] = (char)c;
+				p += 2;
+				continue;
+			}
+		}
+		out[o++] = *p;
+	}
+	out[o] = '\0';
+}
+
+/* The readings of a path a deny rule must hold for (see loose_path,
+ * decoded_path), compared case-insensitively: as sent, loose, decoded,
+ * decoded then loose (";" from "%3B" cut too), loose then decoded
+ * (Tomcat cuts params before it decodes). */
+struct readings {
+	char buf[4][REQRULE_PATH_MAX];
+	const char *r[5];
+	size_t n;
+};
+
+static void readings_add(struct readings *rd, const char *p)
+{
+	for (size_t i = 0; i < rd->n; i++)
+		if (!strcmp(rd->r[i], p))
+			return;
+	rd->r[rd->n++] = p;
+}
+
+/* rd for path (which fits in REQRULE_PATH_MAX). */
+static void readings_init(struct readings *rd, const char *path)
+{
+	rd->n = 0;
+	readings_add(rd, path);
+	loose_path(path, rd->buf[0], sizeof(rd->buf[0]));
+	readings_add(rd, rd->buf[0]);
+	decoded_path(path, rd->buf[1], sizeof(rd->buf[1]));
+	readings_add(rd, rd->buf[1]);
+	loose_path(rd->buf[1], rd->buf[2], sizeof(rd->buf[2]));
+	readings_add(rd, rd->buf[2]);
+	decoded_path(rd->buf[0], rd->buf[3], sizeof(rd->buf[3]));
+	readings_add(rd, rd->buf[3]);
+}
+
+/* A rule's glob against the path as matched, and (a deny rule's, rd
+ * given) against every reading of it, case-insensitively. */
+static bool glob_hit(const char *glob, const char *path, const struct readings *rd)
+{
+	if (glob_match(glob, path, false))
+		return true;
+	for (size_t i = 0; rd && i < rd->n; i++)
+		if (glob_match(glob, rd->r[i], true))
+			return true;
+	return false;
 }
 
 bool reqrule_glob_match_loose(const char *glob, const char *path)
 {
-	char loose[REQRULE_PATH_MAX];
+	struct readings *rd;
+	bool hit;
 
-	if (!glob || !path || strlen(path) >= sizeof(loose))
+	if (!glob || !path || strlen(path) >= REQRULE_PATH_MAX)
 		return false;
-	loose_path(path, loose, sizeof(loose));
-	return glob_hit(glob, path, loose);
+	rd = malloc(sizeof(*rd));
+	if (!rd)
+		return false;
+	readings_init(rd, path);
+	hit = glob_hit(glob, path, rd);
+	free(rd);
+	return hit;
 }
 
 int reqrule_host_matches_port(const char *auth, const char *sni, uint16_t port)
@@ -740,9 +828,9 @@ static void pick_creds(const struct reqrule_host *h, struct reqrule_result *res)
 }
 
 /* The first rule for method idx whose globs match path (deny rules: or
- * its loose reading), NULL if none. */
+ * any of its readings), NULL if none. */
 static const struct reqrule *first_rule(const struct reqrule_host *h, int idx,
-					const char *path, const char *loose)
+					const char *path, const struct readings *loose)
 {
 	for (size_t i = 0; idx >= 0 && i < h->n_rules; i++) {
 		const struct reqrule *r = &h->rules[i];
@@ -798,58 +886,23 @@ bool reqrule_param_is_method(const char *name)
 /*
  * "_method" in the query string: Laravel and Symfony (through PHP's $_GET
  * names), gorilla's handler and a configured Express take the method from
- * it (Rails' Rack::MethodOverride only from a form body). Percent
- * escapes decoded in name and value. 0 none, 1 found (*out: the method),
- * -1 unknown or several that disagree. (One in a POST body: formscan.h,
- * checked against res->override_ok.)
+ * it (Rails' Rack::MethodOverride only from a form body). Read by the
+ * form body's scanner (formscan_query), so names are read the same way:
+ * leading spaces dropped and cut at a NUL whatever their length, the
+ * last of several counting as much as the first. 0 none, 1 found (*out:
+ * the method), -1 unknown, several that disagree, or a name too long to
+ * read. (One in a POST body: formscan.h, checked against
+ * res->override_ok.)
  */
 static int query_method_override(const char *target, const char **out)
 {
-	const char *q = strchr(target, '?'), *found = NULL;
+	const char *q = strchr(target, '?');
 
 	if (!q)
 		return 0;
 	/* (a '#' was refused before: the query runs to the end) */
-	for (q++; *q;) {
-		size_t len = strcspn(q, "&"), i, k = 0;
-		char buf[64];
-		bool key = true, is_method = false;
-
-		/* decode "name=value" into buf, checking the name on '=' */
-		for (i = 0; i < len && k + 1 < sizeof(buf); i++) {
-			int c = (unsigned char)q[i];
-
-			if (c == '%' && i + 2 < len && reqrule_hexval(q[i + 1]) >= 0 &&
-			    reqrule_hexval(q[i + 2]) >= 0) {
-				c = reqrule_hexval(q[i + 1]) << 4 | reqrule_hexval(q[i + 2]);
-				i += 2;
-			} else if (c == '+') {
-				c = ' ';
-			} else if (c == '=' && key) {
-				buf[k] = '\0';
-				is_method = reqrule_param_is_method(buf);
-				key = false;
-				k = 0;
-				continue;
-			}
-			buf[k++] = (char)c;
-		}
-		buf[k] = '\0';
-		if (is_method) {
-			const char *m = reqrule_method_name(buf);
-
-			if (!m || (found && strcmp(found, m)))
-				return -1;
-			found = m;
-		}
-		q += len;
-		if (*q == '&')
-			q++;
-	}
-	if (!found)
-		return 0;
-	*out = found;
-	return 1;
+	q++;
+	return formscan_query(q, strlen(q), out);
 }
 
 /*
@@ -861,7 +914,8 @@ static int query_method_override(const char *target, const char **out)
  */
 static uint64_t override_mask(const struct reqrule_host *h,
 			      const struct reqrule_request *req,
-			      const struct reqrule_result *res, const char *loose)
+			      const struct reqrule_result *res,
+			      const struct readings *loose)
 {
 	uint64_t ok = 0;
 	bool all = true;
@@ -885,7 +939,7 @@ int reqrule_check(const struct reqrule_host *h, const char *sni,
 {
 	const struct reqrule *r, *lim;
 	const char *omethod = NULL;
-	char loose[REQRULE_PATH_MAX];
+	static _Thread_local struct readings loose;
 	int idx, oidx = -1, err;
 
 	if (!res)
@@ -912,7 +966,7 @@ int reqrule_check(const struct reqrule_host *h, const char *sni,
 		int q = query_method_override(req->target, &qm);
 
 		if (q < 0)
-			return fail(res, 400, "unknown or conflicting _method in the query");
+			return fail(res, 400, "unknown or conflicting _method in the query, or a name too long to read");
 		if (req->method_override) {
 			m = reqrule_method_name(req->method_override);
 			if (!m)
@@ -922,6 +976,13 @@ int reqrule_check(const struct reqrule_host *h, const char *sni,
 			return fail(res, 400, "method override field and _method disagree");
 		if (!m)
 			m = qm;
+		/* A server acting on HEAD answers with a Content-Length and
+		 * no body, on CONNECT it opens a tunnel: egressd, reading the
+		 * answer as the request line's method's, would take the next
+		 * response's bytes for this one's body (and a fake 101 in
+		 * them for a switch). Also as the request's own method. */
+		if (m && (!strcmp(m, "HEAD") || !strcmp(m, "CONNECT")))
+			return fail(res, 400, "method override naming HEAD or CONNECT");
 		if (m && strcmp(m, req->method)) {
 			omethod = m;
 			oidx = method_index(m, strlen(m));
@@ -929,8 +990,8 @@ int reqrule_check(const struct reqrule_host *h, const char *sni,
 	}
 
 	idx = method_index(req->method, strlen(req->method));
-	loose_path(res->path, loose, sizeof(loose));
-	r = first_rule(h, idx, res->path, loose);
+	readings_init(&loose, res->path);
+	r = first_rule(h, idx, res->path, &loose);
 	if (!r) {
 		res->rule_name = "default";
 		return fail(res, 403, "no rule allows this request");
@@ -943,7 +1004,7 @@ int reqrule_check(const struct reqrule_host *h, const char *sni,
 	if (oidx >= 0) {
 		/* A framework that honours the override acts as if it were
 		 * the method: the request must be allowed as both. */
-		const struct reqrule *o = first_rule(h, oidx, res->path, loose);
+		const struct reqrule *o = first_rule(h, oidx, res->path, &loose);
 
 		res->rule = o;
 		res->rule_name = o ? o->name : "default";
@@ -968,7 +1029,7 @@ int reqrule_check(const struct reqrule_host *h, const char *sni,
 	 * override. Allowed, but without credentials. */
 	if (strcmp(req->method, "TRACE") && !(omethod && !strcmp(omethod, "TRACE")))
 		pick_creds(h, res);
-	res->override_ok = override_mask(h, req, res, loose);
+	res->override_ok = override_mask(h, req, res, &loose);
 	res->reason = "allowed by rule";
 	return 0;
 }

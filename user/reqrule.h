@@ -26,10 +26,15 @@
  * (case-sensitive). A deny rule also matches a loose reading of it, the
  * one lenient servers act on: compared case-insensitively, each
  * segment's ";params" dropped, segments left empty and a trailing slash
- * dropped. So a rule denying everything under "/repos/acme/secret" also
- * stops "/repos/acme/SECRET/x" and "/repos/acme/secret;x/y", and deny
- * "/admin" stops "/admin/"; a request that matches an allow rule only
- * loosely gets the default denial (fail closed).
+ * dropped; and with the escapes a glob can name decoded (every printable
+ * ASCII character but '/', '\\', '%', '?', '#': the sub-delims, ':' and
+ * '@' among them), before and after the params are cut. So a rule
+ * denying everything under "/repos/acme/secret" also stops
+ * "/repos/acme/SECRET/x" and "/repos/acme/secret;x/y", deny "/admin"
+ * stops "/admin/", and deny "/v1/x:archive" stops "/v1/x%3Aarchive"; a
+ * request that matches an allow rule only loosely gets the default
+ * denial (fail closed). Such escapes are not refused: S3 keys and
+ * others use them.
  *
  * Credentials go only with an allowed request, never with TRACE (the
  * server may echo the request; also not when TRACE is the method
@@ -139,10 +144,19 @@ int reqrule_init(struct reqrule *r, const char *name, const char *action,
 		 const char *methods, const char *globs, const char *max_body);
 
 /*
+ * Do field names a (alen bytes) and b name the same field for some
+ * server? Letters case-insensitive, digits exact, and every other byte
+ * (any separator: '-', '_', '.', '~', ...) the same: CGI-style gateways
+ * make "HTTP_X_Y" of "X-Y" and "X_Y", PHP maps '.' to '_' in $_SERVER
+ * names, Apache's CGI environment every non-alphanumeric byte.
+ */
+bool reqrule_field_name_eq(const char *a, size_t alen, const char *b);
+
+/*
  * Is header one a credential may not set? Host, Content-Length,
  * Transfer-Encoding, Connection, Upgrade, TE, Trailer, Keep-Alive,
- * Proxy-Connection, Proxy-Authorization, Expect: case-insensitive, '_'
- * counted as '-' (as servers behind CGI-style gateways read names).
+ * Proxy-Connection, Proxy-Authorization, Expect, in any spelling
+ * reqrule_field_name_eq() takes for them.
  */
 bool reqrule_header_reserved(const char *header);
 

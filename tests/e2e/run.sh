@@ -86,6 +86,7 @@ CASES=(
 	inject_over_wildcard_credential
 	intercept_method_path_rules
 	intercept_body_method_override
+	intercept_audit_body_override_credential
 	intercept_domain_fronting
 	intercept_canonical_host
 	intercept_upstream_unverified
@@ -4809,6 +4810,71 @@ if ok != want:
 		o.get("http", {}).get("path") == "/public/au" and o["http"].get("status") == 200 and
 		"would be 403" in o.get("detail", "") and "_method" in o.get("detail", ""))' >/dev/null ||
 		fail "no audit-mode record of /public/au: $(grep public/au "$CASE_AUDIT" | head -c 600)"
+}
+
+# Audit mode with a credential: credentials come only with an allow. A
+# POST whose body names a method the rules refuse (_method=DELETE, which
+# enforce mode refuses at the body's end) must not reach the server whole
+# with the injected credential; a POST without one still gets it.
+case_intercept_audit_body_override_credential() {
+	need_egressd
+	local pol=$E2E_DIR/run/audit-cred-policy.json out tok reqs
+	tok="Bearer e2e-audit-$RANDOM$RANDOM$RANDOM"
+	cat >"$pol" <<'JSON'
+{
+  "mode": "audit",
+  "allow": ["allowed.test"],
+  "intercept": [
+    { "host": "allowed.test",
+      "rules": [
+        { "name": "read", "methods": ["GET", "HEAD"], "paths": ["/**"] },
+        { "name": "post-echo", "methods": ["POST"], "paths": ["/echo"] }
+      ],
+      "credentials": [ { "name": "bed-token", "header": "Authorization",
+                         "value": "env:E2E_AUTH" } ] }
+  ]
+}
+JSON
+	log_mark allowed.test
+	IC_ENV=(E2E_AUTH="$tok")
+	out=$(egr_ic --policy "$pol" -- sh -c '
+		c() { curl -sS --max-time 20 -w "\n@%{http_code}" "$@" 2>&1 | tr -d "\r" | tr "\n" " "; echo; }
+		echo "override: $(c -d "_method=DELETE&a=1" "https://allowed.test/echo?o=1")"
+		echo "plain: $(c -d "a=1" "https://allowed.test/echo?o=2")"
+		echo "json: $(c -H "Content-Type: application/json" -d "{\"a\":1}" "https://allowed.test/echo?o=3")"')
+	IC_ENV=()
+	note "$out"
+	sleep 0.3
+	reqs=$(ic_requests allowed.test)
+	# the server never has the override request whole with the credential
+	"$E2E_PY" -c 'import json, sys
+tok = sys.argv[1]
+seen = set()
+for l in sys.stdin:
+    o = json.loads(l)
+    h = {k.lower(): v for k, v in o["headers"]}
+    clen = int(h.get("content-length", "0"))
+    q = o["request"].split(" ")[1].split("?")[-1]
+    whole = o["body_len"] == clen
+    if q == "o=1" and whole and h.get("authorization") == tok:
+        sys.exit("POST with _method=DELETE reached the server whole with the credential")
+    if whole and h.get("authorization") == tok:
+        seen.add(q)
+if seen != {"o=2", "o=3"}:
+    sys.exit("credentialed complete requests: %s, want o=2 and o=3" % sorted(seen))
+' "$tok" <<<"$reqs" || fail "server side: $(oneline "$reqs" | sed "s/$tok/TOKEN/g" | head -c 700)"
+	grep -q "^override: .*@403" <<<"$out" ||
+		fail "override: expected 403: $(grep "^override:" <<<"$out" | sed "s/$tok/TOKEN/g" | head -c 300)"
+	for k in plain json; do
+		grep -q "^$k: .*@200" <<<"$out" ||
+			fail "$k: expected 200: $(grep "^$k:" <<<"$out" | sed "s/$tok/TOKEN/g" | head -c 300)"
+	done
+	audit_find '(o.get("verdict") == "deny" and o.get("http", {}).get("path") == "/echo" and
+		o["http"].get("status") == 403 and "_method" in o.get("detail", ""))' >/dev/null ||
+		fail "no audit record of the refused override: $(grep -F /echo "$CASE_AUDIT" | head -c 700)"
+	grep -qF "${tok#Bearer }" "$CASE_AUDIT" "$CASE_STDERR" &&
+		fail "the credential value is in the audit log or egressd's stderr"
+	return 0
 }
 
 case_intercept_domain_fronting() {

@@ -8,7 +8,8 @@
  * method do not depend on how the body is cut (the engine feeds whatever
  * TLS records hold), a method found is one http-parser knows, and the
  * compressed body reads as the plain one or stricter (its bytes as sent
- * are read too).
+ * are read too). The same bytes read as a query string (formscan_query)
+ * give the form's verdict.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -102,5 +103,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	CHECK(a == b && a == c);
 	if (a == 1)
 		CHECK(!strcmp(m1, m2));
+	/* a query string (reqrule's _method) reads as a form body, but for
+	 * the byte order mark a body may start with */
+	{
+		const char *mq = NULL;
+		int q = formscan_query((const char *)data, size, &mq);
+
+		CHECK(q >= -1 && q <= 1);
+		if (q == 1)
+			CHECK(mq && reqrule_method_name(mq) == mq);
+		if (ct == types[1] && (!size || data[0] != 0xef)) {
+			CHECK(q == a);
+			if (q == 1)
+				CHECK(!strcmp(mq, m1));
+		}
+	}
 	return 0;
 }

@@ -416,6 +416,42 @@ static void test_load_exposed_key_refused(void **state)
 	ca_free(ca);
 }
 
+/* Whoever can write the CA directory can swap the key or certificate:
+ * a directory writable by group or others, or owned by another user than
+ * root or the caller, is refused on load as on init. */
+static void test_load_open_dir_refused(void **state)
+{
+	struct fixture *f = *state;
+	static const mode_t modes[] = { 0770, 0707, 0777, 0730, 01777 };
+	char err[512], want[300];
+	struct ca *ca = NULL;
+
+	init_ca(f, NULL, 0);
+	snprintf(want, sizeof(want), "chmod 700 %s", f->dir);
+	for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++) {
+		for (int with_key = 0; with_key < 2; with_key++) {
+			err[0] = '\0';
+			assert_int_equal(chmod(f->dir, modes[i]), 0);
+			assert_int_equal(ca_load_dir(f->dir, with_key, &ca, err, sizeof(err)),
+					 -EPERM);
+			assert_null(ca);
+			if (!strstr(err, want))
+				fail_msg("mode %o: %s", (unsigned)modes[i], err);
+		}
+	}
+	assert_int_equal(chmod(f->dir, 0755), 0);
+	assert_int_equal(ca_load_dir(f->dir, true, &ca, err, sizeof(err)), 0);
+	ca_free(ca);
+	ca = NULL;
+	if (geteuid() == 0) {
+		assert_int_equal(chown(f->dir, 4242, 0), 0);
+		assert_int_equal(ca_load_dir(f->dir, true, &ca, err, sizeof(err)), -EPERM);
+		assert_null(ca);
+		assert_non_null(strstr(err, "owned by uid 4242"));
+		assert_int_equal(chown(f->dir, 0, 0), 0);
+	}
+}
+
 static void test_load_not_a_ca_refused(void **state)
 {
 	struct fixture *f = *state;
@@ -1283,6 +1319,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_load_reload, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_load_mismatch_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_load_exposed_key_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_load_open_dir_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_load_not_a_ca_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_leaf_verifies_and_fields, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_leaf_long_name, setup, teardown),

@@ -71,6 +71,17 @@ static void test_urlencoded(void **state)
 	EXPECT(URL, "[method=DELETE", 1, "DELETE");      /* an unclosed '[' too */
 	EXPECT(URL, "_method%00junk=DELETE", 1, "DELETE"); /* PHP stops at NUL */
 	EXPECT(URL, "a=1;_method=DELETE", 1, "DELETE");  /* older Rack's ';' */
+	/* PHP splits at '&' only, and cuts the name at a NUL: a ';' after
+	 * it is no separator there */
+	EXPECT(URL, "_method%00;x=DELETE", 1, "DELETE");
+	EXPECT(URL, "_method%00;x=GET&a;_method=DELETE", -1, NULL);
+	/* a long name: leading spaces dropped, nothing kept after a NUL */
+	EXPECT(URL, "++++++++++++++++++++++++++++++++++++++++++++++++++++++++++++++++++++++"
+		    "_method=DELETE", 1, "DELETE");
+	EXPECT(URL, "_method%00xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+		    "=DELETE", 1, "DELETE");
+	EXPECT(URL, "_method_of_payment_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+		    "=card", 0, NULL);
 	EXPECT(URL, "_method=DELETE&_method=delete", 1, "DELETE");
 	EXPECT(URL, "_method=DELETE&_method=PUT", -1, NULL); /* disagree */
 	EXPECT(URL, "_method=NOPE", -1, NULL);
@@ -93,6 +104,30 @@ static void test_urlencoded(void **state)
 	EXPECT(URL, "", 0, NULL);
 	EXPECT("", "_method=DELETE", 1, "DELETE");       /* Rack: no type is a form */
 	EXPECT(URL "; charset=utf-8", "_method=DELETE", 1, "DELETE");
+}
+
+/* The query string, read as a form (reqrule: $_GET['_method']). */
+static void test_query(void **state)
+{
+	static const struct { const char *q; int rc; const char *m; } c[] = {
+		{ "_method=DELETE", 1, "DELETE" },
+		{ "a=1&+%20_method=put", 1, "PUT" },
+		{ "_method%00;x=DELETE", 1, "DELETE" },
+		{ "_method=GET&++++++++++++++++++++++++++++++++++++++++++++++++++++++++++++++++_method=DELETE", -1, NULL },
+		{ "_method[00000000000000000000000000000000000000000000000000000000000000000000]=DELETE", -1, NULL },
+		{ "\xef\xbb\xbf_method=DELETE", 0, NULL }, /* no BOM dropped from a query */
+		{ "x_method=DELETE", 0, NULL },
+		{ "", 0, NULL },
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(c) / sizeof(c[0]); i++) {
+		const char *m = NULL;
+		int rc = formscan_query(c[i].q, strlen(c[i].q), &m);
+
+		if (rc != c[i].rc || (rc == 1 && strcmp(m, c[i].m)))
+			fail_msg("%s: %d %s", c[i].q, rc, m ? m : "-");
+	}
 }
 
 #define MP "multipart/form-data; boundary=XyZ"
@@ -369,6 +404,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_urlencoded),
+		cmocka_unit_test(test_query),
 		cmocka_unit_test(test_multipart),
 		cmocka_unit_test(test_multipart_long_header),
 		cmocka_unit_test(test_json),

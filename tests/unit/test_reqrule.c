@@ -151,6 +151,17 @@ static const struct glob_case loose_cases[] = {
 	{ "/", "/;x", true },
 	{ "*", "*", true },
 	{ "*", "/", false },
+	/* reserved characters a glob names, percent-encoded: Go's ServeMux,
+	 * WSGI and others decode them before routing */
+	{ "/v1/items/*:archive", "/v1/items/x%3Aarchive", true },
+	{ "/v1/items/*:archive", "/v1/items/x%3AARCHIVE", true },
+	{ "/@acme/**", "/%40acme/secret", true },
+	{ "/a/!$&'()*+,;=", "/a/%21%24%26%27%28%29%2A%2B%2C%3B%3D", true },
+	{ "/a/b:c", "/a/b%3Ac;x", true },       /* params cut, then decoded */
+	{ "/admin", "/admin%3Bx", true },       /* decoded, then params cut */
+	{ "/a/{x}", "/a/%7Bx%7D", true },
+	{ "/v1/items/*:archive", "/v1/items/x%3Barchive", false },
+	{ "/v1/items/*:archive", "/v1/items/x%253Aarchive", false }, /* decoded once */
 };
 
 static void test_glob_loose_table(void **state)
@@ -241,6 +252,9 @@ static int setup(void **state)
 	struct reqrule r;
 
 	assert_int_equal(reqrule_host_init(&host, "api.test"), 0);
+	assert_int_equal(reqrule_init(&r, "no-archive", "deny", "*",
+				      "/repos/acme/*:archive /repos/@acme/**", NULL), 0);
+	assert_int_equal(reqrule_host_add_rule(&host, &r), 0);
 	assert_int_equal(reqrule_init(&r, "no-secrets", "deny", "*",
 				      "/repos/acme/secret/**", NULL), 0);
 	assert_int_equal(reqrule_host_add_rule(&host, &r), 0);
@@ -261,6 +275,8 @@ static int setup(void **state)
 	assert_int_equal(reqrule_init(&r, "trace", "allow", "TRACE", "/repos/acme/** /user",
 				      NULL), 0);
 	assert_int_equal(reqrule_host_add_rule(&host, &r), 0);
+	assert_int_equal(reqrule_init(&r, "colon", "allow", "GET", "/v1/a:b", NULL), 0);
+	assert_int_equal(reqrule_host_add_rule(&host, &r), 0);
 	assert_int_equal(reqrule_host_add_cred(&host, "github-token", "Authorization",
 					       "", "env:EGR_TEST_TOKEN"), 0);
 	assert_int_equal(reqrule_host_add_cred(&host, "acme-token", "authorization",
@@ -275,6 +291,13 @@ static int teardown(void **state)
 	reqrule_host_free(&host);
 	return 0;
 }
+
+#define PLUS10 "++++++++++"
+#define PLUS70 PLUS10 PLUS10 PLUS10 PLUS10 PLUS10 PLUS10 PLUS10
+#define X10 "xxxxxxxxxx"
+#define X70 X10 X10 X10 X10 X10 X10 X10
+#define ZERO10 "0000000000"
+#define ZERO70 ZERO10 ZERO10 ZERO10 ZERO10 ZERO10 ZERO10 ZERO10
 
 static const struct check_case {
 	const char *what;
@@ -314,6 +337,16 @@ static const struct check_case {
 	{ "allow stays exact: case", "GET", "/REPOS/acme/x", "api.test", -1, 403, "default", NULL, NULL },
 	{ "allow stays exact: slash", "GET", "/user/", "api.test", -1, 403, "default", NULL, NULL },
 	{ "allow stays exact: params", "GET", "/user;x", "api.test", -1, 403, "default", NULL, NULL },
+	/* escapes of reserved characters: a deny rule holds for them decoded
+	 * too, an allow rule only literally */
+	{ "deny ':' encoded", "POST", "/repos/acme/x%3Aarchive", "api.test", 10, 403, "no-archive", NULL, NULL },
+	{ "deny ':' encoded, else allowed", "GET", "/repos/acme/x%3Aarchive", "api.test", -1, 403, "no-archive", NULL, NULL },
+	{ "deny ':' encoded lower", "POST", "/repos/acme/x%3aarchive", "api.test", 10, 403, "no-archive", NULL, NULL },
+	{ "deny '@' encoded", "GET", "/repos/%40acme/secret", "api.test", -1, 403, "no-archive", NULL, NULL },
+	{ "deny ':' literal", "GET", "/repos/acme/x:archive", "api.test", -1, 403, "no-archive", NULL, NULL },
+	{ "allow ':' literal", "GET", "/v1/a:b", "api.test", -1, 0, "colon", "github-token", NULL },
+	{ "allow stays exact: ':' encoded", "GET", "/v1/a%3Ab", "api.test", -1, 403, "default", NULL, NULL },
+	{ "S3-style key with %3A", "GET", "/repos/acme/k%3Av1", "api.test", -1, 0, "read-acme", "acme-token", NULL },
 	/* A method override must be allowed as well as the method; the
 	 * credentials follow the method. */
 	{ "override denied", "GET", "/repos/acme/x", "api.test", -1, 403, "no-delete", NULL, "DELETE" },
@@ -326,6 +359,14 @@ static const struct check_case {
 	{ "override empty", "GET", "/repos/acme/x", "api.test", -1, 400, NULL, NULL, "" },
 	{ "override's body limit", "GET", "/repos/acme/r/issues", "api.test", 65537, 413, "push-acme", NULL, "POST" },
 	{ "method's body limit", "POST", "/repos/acme/r/issues", "api.test", 65537, 413, "push-acme", NULL, "GET" },
+	/* HEAD or CONNECT as an override: the server answers without a body
+	 * (or opens a tunnel) where egressd reads a POST's response */
+	{ "override to HEAD", "POST", "/repos/acme/r/issues", "api.test", 10, 400, NULL, NULL, "HEAD" },
+	{ "override to head", "GET", "/repos/acme/x", "api.test", -1, 400, NULL, NULL, "head" },
+	{ "HEAD overridden to HEAD", "HEAD", "/repos/acme/x", "api.test", -1, 400, NULL, NULL, "HEAD" },
+	{ "override to CONNECT", "POST", "/repos/acme/r/issues", "api.test", 10, 400, NULL, NULL, "CONNECT" },
+	{ "query _method=HEAD", "POST", "/repos/acme/r/issues?_method=HEAD", "api.test", 10, 400, NULL, NULL, NULL },
+	{ "query _method=connect", "POST", "/repos/acme/r/issues?a=1&%5Fmethod=connect", "api.test", 10, 400, NULL, NULL, NULL },
 	/* TRACE echoes the request: allowed, never with credentials */
 	{ "trace without credentials", "TRACE", "/repos/acme/x", "api.test", -1, 0, "trace", NULL, NULL },
 	{ "override to trace", "POST", "/repos/acme/r/issues", "api.test", 10, 0, "push-acme", NULL, "TRACE" },
@@ -343,6 +384,13 @@ static const struct check_case {
 	{ "query %2Emethod", "GET", "/repos/acme/x?%2Emethod=DELETE", "api.test", -1, 403, "no-delete", NULL, NULL },
 	{ "query [method", "GET", "/repos/acme/x?[method=DELETE", "api.test", -1, 403, "no-delete", NULL, NULL },
 	{ "query +_method", "GET", "/repos/acme/x?+_method=DELETE", "api.test", -1, 403, "no-delete", NULL, NULL },
+	/* PHP drops a name's leading spaces and cuts it at a NUL, whatever
+	 * its length, and keeps the last of several: $_GET['_method'] */
+	{ "query _method after 70 spaces", "POST", "/repos/acme/r/issues?" PLUS70 "_method=DELETE", "api.test", 10, 403, "no-delete", NULL, NULL },
+	{ "query _method%00 and 70 more", "POST", "/repos/acme/r/issues?_method%00" X70 "=DELETE", "api.test", 10, 403, "no-delete", NULL, NULL },
+	{ "query _method twice, the last long", "POST", "/repos/acme/r/issues?_method=GET&" PLUS70 "_method=DELETE", "api.test", 10, 400, NULL, NULL, NULL },
+	{ "query long name, no _method", "POST", "/repos/acme/r/issues?" X70 "_method=DELETE", "api.test", 10, 0, "push-acme", "acme-token", NULL },
+	{ "query name too long to decide", "POST", "/repos/acme/r/issues?_method[" ZERO70 "]=DELETE", "api.test", 10, 400, NULL, NULL, NULL },
 	/* a fragment: never sent; Go reads on past it */
 	{ "fragment in the query", "POST", "/repos/acme/r/issues?a#&_method=DELETE", "api.test", 10, 400, NULL, NULL, NULL },
 	{ "dot-dot", "GET", "/repos/acme/../evil", "api.test", -1, 400, NULL, NULL, NULL },
@@ -520,6 +568,9 @@ static void test_parsers(void **state)
 		"TE", "Trailer", "Keep-Alive", "Proxy-Connection", "Proxy-Authorization",
 		"Expect", "host", "CONTENT-LENGTH", "transfer_encoding", "Keep_Alive",
 		"proxy_authorization", "te",
+		/* PHP maps '.' to '_' in $_SERVER names, Apache's CGI
+		 * environment every non-alphanumeric byte */
+		"Content.Length", "transfer~encoding", "Proxy!Authorization", "keep.alive",
 	};
 
 	for (size_t i = 0; i < sizeof(reserved) / sizeof(reserved[0]); i++) {
