@@ -30,6 +30,8 @@
 #define NETNS_MIN_GAP_MS 200     /* between scans: bounds the cost under churn */
 #define NETNS_RETRY_MS 10000     /* a namespace whose listeners failed */
 #define NETNS_MAX 65536          /* namespaces with listeners */
+#define NETNS_PER_CGROUP 16      /* of them, found through one cgroup's processes */
+#define NETNS_WARN_MS 60000      /* at most one warning about that cap per minute */
 #define NETNS_MAX_DUE 8
 
 struct netns_entry {
@@ -53,6 +55,7 @@ struct netns {
 	uint64_t due[NETNS_MAX_DUE];
 	size_t n_due;
 	bool warned_perm, warned_self;
+	uint64_t warned_cap_ms;  /* last NETNS_PER_CGROUP warning */
 	pid_t self_pid;
 };
 
@@ -344,6 +347,8 @@ void netns_scan_begin(struct netns *n, uint64_t now_ms)
 
 void netns_scan_cgroup(struct netns *n, const char *abs, const char *rel)
 {
+	uint64_t inos[NETNS_PER_CGROUP];
+	size_t n_inos = 0;
 	char path[4096];
 	FILE *f;
 	int pid;
@@ -355,6 +360,7 @@ void netns_scan_cgroup(struct netns *n, const char *abs, const char *rel)
 		return; /* removed meanwhile */
 	while (fscanf(f, "%d", &pid) == 1) {
 		struct stat st;
+		size_t k;
 
 		if (pid == n->self_pid && !n->warned_self) {
 			/* e.g. a DaemonSet pod below its own attach point */
@@ -379,6 +385,29 @@ void netns_scan_cgroup(struct netns *n, const char *abs, const char *rel)
 		}
 		if ((uint64_t)st.st_ino == n->self_ino && (uint64_t)st.st_dev == n->self_dev)
 			continue; /* ours: the daemon's own listeners serve it */
+		/*
+		 * A pod is one namespace; an agent can make as many as it
+		 * likes (unshare(CLONE_NEWUSER | CLONE_NEWNET)), each of
+		 * which would cost the daemon descriptors and a thread's
+		 * visit, and fill the table every tenant shares. Past the
+		 * cap the cgroup's further namespaces are not served: their
+		 * connections are refused (closed).
+		 */
+		for (k = 0; k < n_inos && inos[k] != (uint64_t)st.st_ino; k++)
+			;
+		if (k == n_inos) {
+			if (n_inos == NETNS_PER_CGROUP) {
+				if (!n->warned_cap_ms || n->now_ms >= n->warned_cap_ms + NETNS_WARN_MS) {
+					n->warned_cap_ms = n->now_ms ? n->now_ms : 1;
+					log_warn("netns: cgroup %s: its processes are in more than %d "
+						 "network namespaces; pid %d's and any further ones are "
+						 "not served (their connections are refused)", rel,
+						 NETNS_PER_CGROUP, pid);
+				}
+				continue;
+			}
+			inos[n_inos++] = (uint64_t)st.st_ino;
+		}
 		entry_seen(n, pid, (uint64_t)st.st_ino, rel);
 	}
 	fclose(f);

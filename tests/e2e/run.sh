@@ -102,6 +102,7 @@ CASES=(
 	run_log_path_safety
 	run_terminal
 	daemon_enforces_bindings
+	daemon_netns_per_cgroup
 	daemon_two_tenants_reload
 	daemon_reload_removes_attach_point
 	daemon_delegated_subtree
@@ -2350,6 +2351,45 @@ c.sendall(b"{\"ok\": true, \"reloaded\": true}\n")' "$d/c.sock" &
 	note "$(oneline "$out")"
 	wait
 	return 0
+}
+
+# An agent makes network namespaces of its own (unshare(CLONE_NEWUSER |
+# CLONE_NEWNET), no privilege needed): each one the daemon served cost it
+# descriptors and a slot in the table every pod shares. It serves at most
+# 16 found through one cgroup, says so, and another cgroup is served as
+# before.
+case_daemon_netns_per_cgroup() {
+	need_egressd
+	local out n apid dsock=$E2E_DIR/ctl/control.sock
+	daemon_bed daemon bpffs daemon agents
+	cat >"$DCFG" <<JSON
+{ "listen": { "control": "$dsock" },
+  "audit": { "path": "$CASE_AUDIT", "format": "json" },
+  "policies": { "agents": { "mode": "enforce", "allow": ["allowed.test"] } },
+  "bindings": [ { "cgroup": "$DCG/agents/job*", "policy": "agents" } ] }
+JSON
+	daemon_start || fail "daemon did not start: $(tail -3 "$CASE_STDERR")"
+	cg_run 'mkdir "$CG'"$DCG"'/agents/job1" "$CG'"$DCG"'/agents/job2"'
+	sleep 0.3
+	in_cg "$DCG/agents/job1" "$E2E_PY" -c 'import ctypes, os, time
+libc = ctypes.CDLL(None, use_errno=True)
+for i in range(40):
+    if os.fork() == 0:
+        if libc.unshare(0x10000000 | 0x40000000):
+            os._exit(1)
+        time.sleep(7)
+        os._exit(0)
+time.sleep(7.5)' &
+	apid=$!
+	sleep 5 # the daemon scans every 2 s
+	n=$(grep -c "listening on 127.0.0.1:$DAEMON_PORT" "$CASE_STDERR")
+	note "namespaces served: $n; $(grep -m1 'not served' "$CASE_STDERR")"
+	[ "$n" -le 16 ] || fail "the daemon served $n namespaces of one cgroup's processes"
+	grep -q "its processes are in more than 16 network namespaces" "$CASE_STDERR" ||
+		fail "no warning: $(tail -3 "$CASE_STDERR")"
+	out=$(in_cg "$DCG/agents/job2" curl -sS --max-time 5 --cacert "$E2E_CA" \
+		https://allowed.test/) || fail "job2 -> allowed.test: $(oneline "$out")"
+	wait "$apid"
 }
 
 case_daemon_enforces_bindings() {
