@@ -371,7 +371,7 @@ static int cmd_status(int argc, char **argv)
 	if (!json_is_true(json_object_get(reply, "ok")) || !json_is_object(s)) {
 		ret = ctl_failed(reply);
 	} else if (json) {
-		json_dumpf(s, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+		json_dumpf(s, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_ENSURE_ASCII);
 		printf("\n");
 	} else {
 		print_status(s);
@@ -407,20 +407,25 @@ static int cmd_reload(int argc, char **argv)
 /* --- conns, log -f -------------------------------------------------------- */
 
 /* Agent-chosen text (comm, SNI, Host) goes to a terminal: no control
- * bytes, no spaces that would shift columns. */
+ * bytes (C1 and bidirectional overrides in UTF-8 too), no spaces that
+ * would shift columns. */
 static const char *safe(const char *s, char *buf, size_t len)
 {
-	size_t o = 0;
+	size_t o = 0, hazard = 0;
 
 	if (!s || !*s)
 		return "-";
 	for (; *s && o + 5 < len; s++) {
 		unsigned char ch = (unsigned char)*s;
 
-		if (ch <= 0x20 || ch == 0x7f || ch == '\\')
+		if (!hazard)
+			hazard = egr_utf8_hazard((const unsigned char *)s);
+		if (ch <= 0x20 || ch == 0x7f || ch == '\\' || hazard)
 			o += (size_t)snprintf(buf + o, len - o, "\\x%02x", ch);
 		else
 			buf[o++] = (char)ch;
+		if (hazard)
+			hazard--;
 	}
 	buf[o] = '\0';
 	return buf;
@@ -551,7 +556,7 @@ static int cmd_conns(int argc, char **argv)
 		ret = ctl_failed(reply);
 	} else if (json) {
 		json_object_del(reply, "ok");
-		json_dumpf(reply, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+		json_dumpf(reply, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_ENSURE_ASCII);
 		printf("\n");
 	} else {
 		print_conns(a, jint(reply, "total"));

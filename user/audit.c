@@ -493,7 +493,18 @@ static void jb_str(struct jbuf *b, const char *str)
 	*d++ = '"';
 	for (; *p; p++) {
 		unsigned char c = *p;
+		size_t hz = c >= 0x80 ? egr_utf8_hazard(p) : 0;
 
+		if (hz) {
+			/* as \uXXXX: a log on a terminal obeys none of it */
+			unsigned cp = hz == 2 ? (unsigned)(p[1] & 0x3f) | 0x80
+					      : 0x2000u | ((unsigned)(p[1] & 0x3f) << 6) |
+							(unsigned)(p[2] & 0x3f);
+
+			d += sprintf(d, "\\u%04X", cp);
+			p += hz - 1;
+			continue;
+		}
 		if (c >= 0x20 && c != '"' && c != '\\') {
 			*d++ = (char)c;
 			continue;

@@ -30,21 +30,32 @@ void log_set_prefix(const char *prefix)
  * delegated subtree, SNI, DNS names): a control character in one must not
  * start a line of its own that reads as egressd's (a forged "egressd:
  * error: ..." in the journal) or steer the terminal. Other control
- * characters become \xNN; a newline (libbpf's multi-line verifier logs)
- * stays, but the line after it is indented, so it never starts like one
- * of ours.
+ * characters become \xNN, as do the bytes of a C1 control or a
+ * bidirectional override in UTF-8 (egr_utf8_hazard); a newline (libbpf's
+ * multi-line verifier logs) stays, but the line after it is indented, so
+ * it never starts like one of ours.
  */
 static void log_put_escaped(FILE *f, const char *s, size_t n)
 {
+	size_t hazard = 0;
+
 	for (size_t i = 0; i < n; i++) {
 		unsigned char c = (unsigned char)s[i];
 
+		/* s[i..n) may lack its NUL: look only inside it */
+		if (!hazard && c >= 0xc2 && i + 1 < n) {
+			char seq[4] = { s[i], s[i + 1], i + 2 < n ? s[i + 2] : 0, 0 };
+
+			hazard = egr_utf8_hazard((const unsigned char *)seq);
+		}
 		if (c == '\n')
 			fputs("\n  ", f);
-		else if ((c < 0x20 && c != '\t') || c == 0x7f)
+		else if ((c < 0x20 && c != '\t') || c == 0x7f || hazard)
 			fprintf(f, "\\x%02x", c);
 		else
 			fputc(c, f);
+		if (hazard)
+			hazard--;
 	}
 }
 

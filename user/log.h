@@ -36,4 +36,20 @@ void thread_name(pthread_t t, const char *fmt, ...) __attribute__((format(printf
 void egr_seterr(char *err, size_t errlen, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
+/* The length of what a terminal would obey rather than show at s, beyond
+ * ASCII controls, in valid UTF-8: a C1 control (U+0080-U+009F: CSI and
+ * the like) or a bidirectional override or isolate (U+202A-U+202E,
+ * U+2066-U+2069: text that reads otherwise than it is); 0 if none starts
+ * there. s is NUL-terminated. */
+static inline size_t egr_utf8_hazard(const unsigned char *s)
+{
+	if (s[0] == 0xc2 && s[1] >= 0x80 && s[1] <= 0x9f)
+		return 2;
+	if (s[0] == 0xe2 && s[1] == 0x80 && s[2] >= 0xaa && s[2] <= 0xae)
+		return 3;
+	if (s[0] == 0xe2 && s[1] == 0x81 && s[2] >= 0xa6 && s[2] <= 0xa9)
+		return 3;
+	return 0;
+}
+
 #endif

@@ -3162,7 +3162,7 @@ case_daemon_status_escapes_names() {
 JSON
 	daemon_start || fail "daemon did not start: $(tail -3 "$CASE_STDERR")"
 	E2E_TIMEOUT=12 in_cg "$DCG/agents/deleg" sh -c '
-		n=$(printf "x\033]0;PWNED\007\033[31mFORGED\033[0m\r  FAKE")
+		n=$(printf "x\033]0;PWNED\007\033[31mFORGED\033[0m\r  FAKE\302\2332J\342\200\256desrever")
 		d=/sys/fs/cgroup'"$DCG"'/agents/deleg/$n
 		mkdir "$d" && echo $$ >"$d/cgroup.procs" && exec unshare -Urn sleep 8' \
 		>"$E2E_DIR/run/dsn.out" 2>&1 &
@@ -3179,10 +3179,15 @@ JSON
 	note "status: $(grep FORGED "$E2E_DIR/run/dsn.status" | cat -v)"
 	LC_ALL=C grep -q $'[\x01-\x08\x0b-\x1f\x7f]' "$E2E_DIR/run/dsn.status" &&
 		fail "egressctl status printed control bytes: $(grep FORGED "$E2E_DIR/run/dsn.status" | cat -v)"
+	# C1 controls and bidirectional overrides, in UTF-8 (CSI, RLO)
+	LC_ALL=C grep -q $'\xc2\x9b\|\xe2\x80\xae' "$E2E_DIR/run/dsn.status" &&
+		fail "egressctl status printed a C1 control or a bidi override: $(grep FORGED "$E2E_DIR/run/dsn.status" | cat -v)"
 	grep -q FORGED "$CASE_STDERR" ||
 		fail "the daemon's log does not name the cgroup (the check below proves nothing)"
 	LC_ALL=C grep -q $'[\x01-\x08\x0b-\x1f\x7f]' "$CASE_STDERR" &&
 		fail "the daemon's log has control bytes: $(grep FORGED "$CASE_STDERR" | cat -v)"
+	LC_ALL=C grep -q $'\xc2\x9b\|\xe2\x80\xae' "$CASE_STDERR" &&
+		fail "the daemon's log has a C1 control or a bidi override: $(grep FORGED "$CASE_STDERR" | cat -v)"
 	return 0
 }
 

@@ -247,6 +247,8 @@ static void test_json_escapes_match_jansson(void **state)
 		"plain", "q\"uote", "back\\slash", "tab\tnl\nret\rbs\bff\f",
 		"\x01\x1f", "del\x7f", "caf\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80",
 		"\xef\xbf\xbf", "\xf4\x8f\xbf\xbf",
+		/* a terminal would obey these: C1 CSI, RLO, LRI, PDI */
+		"\xc2\x9b" "2J", "a\xe2\x80\xae" "b", "\xe2\x81\xa6\xe2\x81\xa9", "\xc2\x9f\xc2\xa0",
 		/* refused: overlong, surrogate, beyond U+10FFFF, cut, stray */
 		"\xc0\xaf", "\xc1\xbf", "\xe0\x80\xaf", "\xf0\x8f\xbf\xbf", "\xed\xa0\x80",
 		"\xf4\x90\x80\x80", "\xf5\x80\x80\x80", "\xe2\x82", "x\x80y", "\xff",
@@ -274,6 +276,11 @@ static void test_json_escapes_match_jansson(void **state)
 	assert_non_null(strstr(text, "\"detail\":\"\\u0001\\u001F\""));
 	assert_non_null(strstr(text, "\"detail\":\"del\x7f\""));
 	assert_non_null(strstr(text, "\"detail\":\"caf\xc3\xa9\""));
+	/* C1 controls and bidirectional overrides escaped, U+00A0 not */
+	assert_non_null(strstr(text, "\"detail\":\"\\u009B2J\""));
+	assert_non_null(strstr(text, "\"detail\":\"a\\u202Eb\""));
+	assert_non_null(strstr(text, "\"detail\":\"\\u2066\\u2069\""));
+	assert_non_null(strstr(text, "\"detail\":\"\\u009F\xc2\xa0\""));
 	assert_non_null(strstr(text, "\"detail\":\"\\\\xc0\\\\xaf\""));
 	assert_non_null(strstr(text, "\"detail\":\"a\\\\x20b\\\\x5c\\\\xff\""));
 	line = text;
