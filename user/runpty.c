@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "landlock.h"
 #include "log.h"
 #include "runpty.h"
 
@@ -188,6 +189,20 @@ int runpty_monitor_main(int argc, char **argv)
 			;
 		sigemptyset(&none);
 		sigprocmask(SIG_SETMASK, &none, NULL);
+		/* A Landlock domain of its own below the monitor's (scopes:
+		 * Linux 6.12+): the command cannot signal the monitor, whose
+		 * SIGSTOP would stop egressd with it while the command runs
+		 * on. The monitor still signals the command. Best effort. */
+		{
+			int abi = landlock_abi(), rs;
+
+			if (abi >= LANDLOCK_ABI_SCOPES && (rs = landlock_ruleset_for(abi)) >= 0) {
+				if (landlock_scope_apply(rs)) {
+					/* the command runs in the monitor's domain */
+				}
+				close(rs);
+			}
+		}
 		execvp(argv[0], argv);
 		e[0] = RUNPTY_FAIL_EXEC;
 		e[1] = errno;

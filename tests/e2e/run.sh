@@ -1934,6 +1934,12 @@ case_run_local_scope() {
 			sh -c "[ -e /proc/\$\$/fd/4 ] && echo fd4-inherited || echo fd4-closed"' \
 		bash "$EGRESSD" 2>>"$CASE_STDERR")
 	[ "$out" = fd4-closed ] || fail "an inherited socket reached the agent: $(oneline "$out")"
+	# nor signal its monitor (a stopped monitor stops egressd with it, or,
+	# with no terminal, leaves the command's end unseen); that the monitor
+	# still passes signals on is exit_status_passthrough's
+	out=$(E2E_TIMEOUT=15 egr --allow allowed.test -- sh -c 'kill -STOP $PPID 2>&1; echo "stop=$?"')
+	note "monitor: $(oneline "$out")"
+	grep -q "stop=1" <<<"$out" || fail "the command stopped its monitor: $(oneline "$out")"
 	return 0
 }
 
