@@ -119,6 +119,58 @@ int cgroup_self_path(char *path, size_t len)
 	return err;
 }
 
+/* What generic_permission decides for a user with no capabilities (kernfs,
+ * which cgroupfs is, has no ACLs): owner bits for the owner, group bits for
+ * a member of the file's group, other bits for the rest. */
+static bool cgroup_user_may_write(const struct stat *st, const struct cgroup_user *u)
+{
+	int i;
+
+	if (u->root)
+		return st->st_uid != 0 || (st->st_mode & (S_IWGRP | S_IWOTH));
+	if (st->st_uid == u->uid)
+		return st->st_mode & S_IWUSR;
+	if (st->st_gid == u->gid)
+		return st->st_mode & S_IWGRP;
+	for (i = 0; i < u->n_groups; i++)
+		if (st->st_gid == u->groups[i])
+			return st->st_mode & S_IWGRP;
+	return st->st_mode & S_IWOTH;
+}
+
+int cgroup_run_parent(const char *mnt, char *parent, const struct cgroup_user *u)
+{
+	size_t ml = strlen(mnt), len = strlen(parent), end = ml, above = ml;
+	char procs[PATH_MAX + 16];
+	const char *slash;
+	struct stat st;
+
+	if (len < ml || strncmp(parent, mnt, ml) || (len > ml && parent[ml] != '/'))
+		return -EINVAL;
+	/* From the root down: the first writable one is the highest. */
+	for (;;) {
+		if (snprintf(procs, sizeof(procs), "%.*s/cgroup.procs", (int)end, parent) >=
+		    (int)sizeof(procs))
+			return -ENAMETOOLONG;
+		/* one that cannot be checked counts as writable */
+		if (stat(procs, &st) || cgroup_user_may_write(&st, u)) {
+			if (end == ml) {
+				if (!u->root)
+					return -EACCES;
+				parent[ml] = '\0';
+				return 0;
+			}
+			parent[above] = '\0';
+			return 0;
+		}
+		if (end == len)
+			return 0;
+		above = end;
+		slash = strchr(parent + end + 1, '/');
+		end = slash ? (size_t)(slash - parent) : len;
+	}
+}
+
 int cgroup_create(const char *parent, char *path_out, size_t len, int *fd_out)
 {
 	int n, fd;

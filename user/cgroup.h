@@ -10,8 +10,10 @@
 #ifndef EGR_CGROUP_H
 #define EGR_CGROUP_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #define CGROUP_RUN_PREFIX "egressd.run."
 
@@ -21,6 +23,31 @@
 int cgroup_find_mount(char *mnt, size_t len, char *err, size_t errlen);
 /* The calling process's cgroup path ("/..." relative to the mount). */
 int cgroup_self_path(char *path, size_t len);
+/* The command's user, whose write access decides where a run's cgroup
+ * may go (cgroup_run_parent). */
+struct cgroup_user {
+	uid_t uid;
+	gid_t gid;
+	const gid_t *groups; /* supplementary groups */
+	int n_groups;
+	/* --allow-root-agent: root passes every permission check and can
+	 * leave any cgroup anyway; only cgroups a user other than root
+	 * could write are avoided, and the mount's root is never refused. */
+	bool root;
+};
+/*
+ * A process may move itself into another cgroup if its user can write the
+ * cgroup.procs of the destination and of the common ancestor of the two
+ * (the kernel's cgroup_procs_write_permission): one writable ancestor, at
+ * any height, is a way out of the cgroup below it. parent: the cgroup
+ * egressd was started from (a path below mnt, or mnt itself); on return,
+ * where the run's cgroup goes: unchanged if the user can write none of
+ * parent and its ancestors up to mnt, else the parent of the highest one
+ * it can write. -EACCES (parent unchanged) if the user can write mnt's
+ * root itself (a cgroup namespace whose root is delegated to it): no place
+ * in this hierarchy keeps the command in.
+ */
+int cgroup_run_parent(const char *mnt, char *parent, const struct cgroup_user *u);
 /* mkdir <parent>/egressd.run.<pid>; returns an O_DIRECTORY fd. */
 int cgroup_create(const char *parent, char *path_out, size_t len, int *fd_out);
 uint64_t cgroup_id(const char *path); /* 0 on error */

@@ -166,6 +166,9 @@ void run_usage(FILE *out)
 "CMD cannot ptrace processes outside the run, nor (Linux 6.12+) signal them\n"
 "or reach their abstract Unix sockets (Landlock); it never shares your\n"
 "shell's terminal: with one on 0/1/2 it gets its own (docs/local.md).\n"
+"CMD's cgroup goes above every cgroup CMD's user can write (it could move\n"
+"itself into one); if that user can write the hierarchy's root (a cgroup\n"
+"namespace delegated to it), egressd refuses to start.\n"
 "\n"
 "Policy (default: the built-in policy for coding agents, see\n"
 "`egressd policy show-default`; any of these replaces it):\n"
@@ -746,39 +749,76 @@ static int run_resolve_user(const struct run_opts *o, struct run_user *u)
 	return 0;
 }
 
-/* mount + cgroup path ("/" means the mount itself) */
-/*
- * A process may move itself between two cgroups if it can write both
- * their cgroup.procs and that of their common ancestor. Started from a
- * cgroup delegated to a user (a desktop terminal under user@UID.service),
- * a run's cgroup below it would let an agent of that user write itself
- * back out, unenforced. So the run's cgroup goes below the nearest
- * ancestor whose cgroup.procs only root can write.
- */
-static void run_parent_root_owned(char *parent, const char *mnt)
+/* The user's supplementary groups, as the command gets them (getgrouplist:
+ * the child cannot look users up). */
+static int run_user_groups(const struct run_user *u, gid_t **groups, int *n_groups)
 {
-	size_t ml = strlen(mnt);
-	char procs[PATH_MAX + 16];
-	struct stat st;
-	char *slash;
+	int ng = 32;
 
 	for (;;) {
-		snprintf(procs, sizeof(procs), "%s/cgroup.procs", parent);
-		if (stat(procs, &st) == 0 && st.st_uid == 0 &&
-		    !(st.st_mode & (S_IWGRP | S_IWOTH)))
-			return;
-		if (strlen(parent) <= ml)
-			return; /* the hierarchy's root: nothing above */
-		slash = strrchr(parent + ml, '/');
-		if (!slash)
-			return;
-		log_info("cgroup %s can be written by a user: the run's cgroup goes higher",
-			 parent + ml);
-		if (slash == parent + ml)
-			parent[ml] = '\0'; /* the root itself */
-		else
-			*slash = '\0';
+		int want = ng;
+		gid_t *g = realloc(*groups, (size_t)ng * sizeof(*g));
+
+		if (!g)
+			return -ENOMEM;
+		*groups = g;
+		if (getgrouplist(u->name, u->gid, *groups, &want) >= 0) {
+			*n_groups = want;
+			return 0;
+		}
+		if (want <= ng || want > 65536)
+			return -E2BIG;
+		ng = want;
 	}
+}
+
+/*
+ * Where the run's cgroup goes. Started from a cgroup delegated to a user (a
+ * desktop terminal under user@UID.service), a cgroup below it would let an
+ * agent of that user write itself back out; so would any cgroup above it
+ * that the user can write (cgroup_run_parent): the run's cgroup goes below
+ * every one the command's user can write. s->parent: the cgroup egressd
+ * runs in; 0 or RUN_EXIT_USAGE (said why).
+ */
+static int run_place_cgroup(struct run_state *s, const struct run_user *u)
+{
+	struct cgroup_user cu = { .uid = u->uid, .gid = u->gid, .root = u->is_root };
+	char was[PATH_MAX];
+	gid_t *groups = NULL;
+	int e, n = 0;
+
+	if (!u->is_root && u->name[0]) {
+		e = run_user_groups(u, &groups, &n);
+		if (e) {
+			fprintf(stderr, "egressd: cannot look up the groups of %s: %s\n", u->name,
+				strerror(-e));
+			free(groups);
+			return RUN_EXIT_USAGE;
+		}
+	}
+	cu.groups = groups;
+	cu.n_groups = n;
+	snprintf(was, sizeof(was), "%s", s->parent);
+	e = cgroup_run_parent(s->mount, s->parent, &cu);
+	free(groups);
+	if (e == -EACCES) {
+		fprintf(stderr, "egressd: the command's user (uid %u) can write %s/cgroup.procs, "
+			"the root of the cgroup hierarchy egressd sees (a cgroup namespace whose "
+			"root is delegated to that user?): the command could move itself out of "
+			"any cgroup egressd makes there, unenforced. Start egressd outside that "
+			"cgroup namespace, or from a hierarchy whose root only root can write\n",
+			(unsigned)u->uid, s->mount);
+		return RUN_EXIT_USAGE;
+	}
+	if (e) {
+		fprintf(stderr, "egressd: cannot place the run's cgroup below %s: %s\n", was,
+			strerror(-e));
+		return RUN_EXIT_USAGE;
+	}
+	if (strcmp(was, s->parent))
+		log_info("the command's user can write a cgroup above %s: the run's cgroup "
+			 "goes below %s", was, s->parent);
+	return 0;
 }
 
 static int run_join(char *out, size_t len, const char *mnt, const char *path)
@@ -1322,7 +1362,6 @@ static int run_child_prepare(struct run_child_env *env, const struct run_user *u
 	static const char *const user_env[] = { "USER", "LOGNAME", "HOME" };
 	size_t n = 0, cap = 8, k;
 	bool drop;
-	int ng;
 
 	for (char **e = environ; *e; e++)
 		cap++;
@@ -1351,22 +1390,7 @@ static int run_child_prepare(struct run_child_env *env, const struct run_user *u
 			return -ENOMEM;
 	if (u->is_root || !u->name[0])
 		return 0; /* root keeps its groups; a uid without a name gets none */
-	ng = 32;
-	for (;;) {
-		int want = ng;
-		gid_t *g = realloc(env->groups, (size_t)ng * sizeof(*g));
-
-		if (!g)
-			return -ENOMEM;
-		env->groups = g;
-		if (getgrouplist(u->name, u->gid, env->groups, &want) >= 0) {
-			env->n_groups = want;
-			return 0;
-		}
-		if (want <= ng || want > 65536)
-			return -E2BIG;
-		ng = want;
-	}
+	return run_user_groups(u, &env->groups, &env->n_groups);
 }
 
 static void run_child_env_free(struct run_child_env *env)
@@ -1783,7 +1807,8 @@ int run_main(int argc, char **argv)
 		fprintf(stderr, "egressd: cgroup path too long: %s%s\n", s.mount, self);
 		goto out;
 	}
-	run_parent_root_owned(s.parent, s.mount);
+	if (run_place_cgroup(&s, &u))
+		goto out;
 	cgroup_cleanup_stale(s.parent);
 	run_cleanup_icdirs();
 	if (strcmp(s.parent, s.mount))

@@ -94,6 +94,8 @@ CASES=(
 	kernel_relay
 	cleanup_after_kill
 	run_from_delegated_cgroup
+	run_writable_ancestor
+	run_delegated_cgroupns
 	run_local_scope
 	scope_separates_agents
 	run_warns_host_sockets
@@ -1832,6 +1834,92 @@ case_run_from_delegated_cgroup() {
 		fail "the agent is not in its run's cgroup: $(oneline "$(cat "$outf")")"
 	grep -q "^0::$dcg/egressd\.run\." "$outf" &&
 		fail "the run's cgroup is below the delegated one: $(oneline "$(cat "$outf")")"
+	return 0
+}
+
+# A cgroup the agent's user can write ABOVE the root-owned one egressd is
+# started from: the kernel lets a process move if its user can write the
+# cgroup.procs of the destination and of the common ancestor, whatever the
+# cgroups in between. The run's cgroup must go above the writable one; on
+# the build before, it went below the root-owned one and the agent wrote
+# itself into the writable one, out of enforcement.
+case_run_writable_ancestor() {
+	need_egressd
+	local dcg=/egressd-e2e-revdeleg-$$ gof=$E2E_DIR/run/revdeleg.go
+	local outf=$E2E_DIR/run/revdeleg.out mnt wpid
+	mnt=$(awk '$3 == "cgroup2" { print $2; exit }' /proc/mounts)
+	[ -n "$mnt" ] || skip "no cgroup2 mount visible to the agent"
+	trap "cg_kill_remove $dcg" EXIT
+	cg_run "mkdir -p \"\$CG$dcg/rootowned\" && chown nobody \"\$CG$dcg\" \"\$CG$dcg/cgroup.procs\"" ||
+		fail "cannot make $dcg (nobody's) with $dcg/rootowned (root's)"
+	rm -f "$gof"
+	: >"$outf"
+	chmod 666 "$outf"
+	(exec sh -c 'while [ ! -e "$1" ]; do sleep 0.05; done
+		exec unshare --net "$2" run --user nobody --allow allowed.test -- sh -c "
+			echo \$\$ >$3$4/cgroup.procs 2>/dev/null && echo moved || echo refused
+			grep ^0:: /proc/self/cgroup" >"$5"' \
+		sh "$gof" "$EGRESSD" "$mnt" "$dcg" "$outf" </dev/null 2>>"$CASE_STDERR") &
+	wpid=$!
+	bed_track $wpid
+	cg_run "echo $wpid >\"\$CG$dcg/rootowned/cgroup.procs\"" ||
+		fail "cannot move $wpid into $dcg/rootowned"
+	touch "$gof"
+	wait $wpid
+	note "agent: $(oneline "$(cat "$outf")")"
+	grep -qx refused "$outf" ||
+		fail "the agent moved itself into $dcg, out of its run's cgroup: $(oneline "$(cat "$outf")")"
+	grep -q "^0::.*/egressd\.run\.[0-9]*\$" "$outf" ||
+		fail "the agent is not in its run's cgroup: $(oneline "$(cat "$outf")")"
+	grep -q "^0::$dcg/" "$outf" &&
+		fail "the run's cgroup is below the writable $dcg: $(oneline "$(cat "$outf")")"
+	return 0
+}
+
+# A cgroup namespace whose root is delegated to the agent's user (egressd
+# started inside `unshare -C` from a cgroup nobody owns, cgroup2 mounted
+# there again, in a mount namespace of its own): every cgroup egressd could make is below a root the agent can
+# write. egressd must refuse to start (exit 2, saying why), not run the
+# command; on the build before, it ran it below that root and the agent
+# wrote itself into the root, out of enforcement.
+case_run_delegated_cgroupns() {
+	need_egressd
+	local dcg=/egressd-e2e-nsdeleg-$$ gof=$E2E_DIR/run/nsdeleg.go
+	local outf=$E2E_DIR/run/nsdeleg.out errf=$E2E_DIR/run/nsdeleg.err mnt wpid rc
+	mnt=$(awk '$3 == "cgroup2" { print $2; exit }' /proc/mounts)
+	[ -n "$mnt" ] || skip "no cgroup2 mount visible"
+	trap "cg_kill_remove $dcg" EXIT
+	cg_run "mkdir -p \"\$CG$dcg\" && chown nobody \"\$CG$dcg\" \"\$CG$dcg/cgroup.procs\"" ||
+		fail "cannot make $dcg (nobody's)"
+	rm -f "$gof"
+	: >"$outf"
+	chmod 666 "$outf"
+	(exec sh -c 'while [ ! -e "$1" ]; do sleep 0.05; done
+		exec unshare --net --cgroup --mount --propagation private sh -c '\''
+			umount -l "$2" && mount -t cgroup2 cgroup2 "$2" ||
+				{ echo "cannot mount cgroup2" >&2; exit 99; }
+			exec "$1" run --user nobody --allow allowed.test -- sh -c "
+				echo \$\$ >$2/cgroup.procs 2>/dev/null && echo moved || echo refused
+				grep ^0:: /proc/self/cgroup" >"$3"'\'' sh "$2" "$3" "$4"' \
+		sh "$gof" "$EGRESSD" "$mnt" "$outf" </dev/null 2>"$errf") &
+	wpid=$!
+	bed_track $wpid
+	cg_run "echo $wpid >\"\$CG$dcg/cgroup.procs\"" || fail "cannot move $wpid into $dcg"
+	touch "$gof"
+	wait $wpid
+	rc=$?
+	cat "$errf" >>"$CASE_STDERR"
+	note "exit $rc: $(oneline "$(cat "$errf")")"
+	[ $rc -ne 99 ] || fail "cannot mount cgroup2 in a cgroup namespace: $(oneline "$(cat "$errf")")"
+	grep -q moved "$outf" &&
+		fail "the agent moved itself to the namespace's root, out of its run's cgroup: $(oneline "$(cat "$outf")")"
+	[ -s "$outf" ] && fail "the command ran: $(oneline "$(cat "$outf")")"
+	[ $rc -eq 2 ] || fail "exit status $rc, want 2: $(oneline "$(cat "$errf")")"
+	grep -q "can write $mnt/cgroup.procs" "$errf" ||
+		fail "the refusal does not say why: $(oneline "$(cat "$errf")")"
+	# shellcheck disable=SC2016
+	cg_run 'ls -d "$CG'"$dcg"'"/egressd.run.* 2>/dev/null' &&
+		fail "a cgroup was left in $dcg"
 	return 0
 }
 

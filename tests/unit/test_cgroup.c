@@ -3,7 +3,8 @@
  * user/cgroup.c: cgroup_owner_alive() decides whether a run's cgroup (and
  * the agent in it) may be killed as left behind. A live egressd under
  * another file name must count as alive; an unrelated process that reused
- * the pid must not.
+ * the pid must not. cgroup_run_parent() places a run's cgroup below every
+ * cgroup the command's user can write.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -15,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <limits.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -83,10 +85,126 @@ static void test_owner_alive(void **state)
 	}
 }
 
+/*
+ * cgroup_run_parent on a directory tree standing for a hierarchy: root/a/b/c,
+ * each with a cgroup.procs whose mode says who may write it. The user is
+ * not the files' owner (another uid) unless a case says so.
+ */
+struct tree_case {
+	const char *name;
+	mode_t modes[4];  /* root, a, b, c */
+	int own;          /* index whose file the user owns (-1: none) */
+	int in_group;     /* the user is in the files' group */
+	const char *want; /* where the run's cgroup goes, below root; NULL: -EACCES */
+};
+
+static void test_run_parent(void **state)
+{
+	static const struct tree_case cases[] = {
+		{ "nothing writable: below the start", { 0644, 0644, 0644, 0644 }, -1, 0, "/a/b/c" },
+		{ "the start writable (a terminal's)", { 0644, 0644, 0644, 0666 }, -1, 0, "/a/b" },
+		/* the reviewer's repro: a writable cgroup above a root-owned one */
+		{ "writable above a protected one", { 0644, 0646, 0644, 0644 }, -1, 0, "" },
+		{ "two writable: below the highest", { 0644, 0644, 0646, 0646 }, -1, 0, "/a" },
+		{ "group write, user in the group", { 0644, 0644, 0664, 0644 }, -1, 1, "/a" },
+		{ "group write, user not in it", { 0644, 0644, 0664, 0644 }, -1, 0, "/a/b/c" },
+		/* owner bits alone count for the owner */
+		{ "owned by the user, writable", { 0644, 0644, 0644, 0644 }, 2, 0, "/a" },
+		{ "owned by the user, no owner write", { 0644, 0644, 0466, 0644 }, 2, 0, "/a/b/c" },
+		/* a cgroup namespace whose root is the user's */
+		{ "the root writable", { 0646, 0644, 0644, 0644 }, -1, 0, NULL },
+		{ "the root owned by the user", { 0644, 0644, 0644, 0644 }, 0, 0, NULL },
+	};
+	static const char *const rel[4] = { "", "/a", "/a/b", "/a/b/c" };
+	char tmpl[] = "/tmp/test_cgroup.XXXXXX", path[PATH_MAX], parent[PATH_MAX];
+	gid_t other_gid = getgid() + 1;
+	struct stat st;
+	size_t i;
+	int k, e;
+
+	(void)state;
+	assert_non_null(mkdtemp(tmpl));
+	for (k = 1; k < 4; k++) {
+		snprintf(path, sizeof(path), "%s%s", tmpl, rel[k]);
+		assert_int_equal(mkdir(path, 0755), 0);
+	}
+	for (k = 0; k < 4; k++) {
+		snprintf(path, sizeof(path), "%s%s/cgroup.procs", tmpl, rel[k]);
+		close(open(path, O_CREAT | O_WRONLY, 0644));
+	}
+	assert_int_equal(stat(path, &st), 0);
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		const struct tree_case *c = &cases[i];
+		struct cgroup_user u = { .uid = st.st_uid + 1, .gid = other_gid };
+
+		if (c->in_group) {
+			u.groups = &st.st_gid;
+			u.n_groups = 1;
+		}
+		for (k = 0; k < 4; k++) {
+			snprintf(path, sizeof(path), "%s%s/cgroup.procs", tmpl, rel[k]);
+			assert_int_equal(chmod(path, c->modes[k]), 0);
+		}
+		if (c->own >= 0) {
+			/* the user owns exactly that one: make it the files'
+			 * owner and give every other file write for others
+			 * off (they are 0644 in these cases) */
+			u.uid = st.st_uid;
+			for (k = 0; k < 4; k++) {
+				if (k == c->own)
+					continue;
+				snprintf(path, sizeof(path), "%s%s/cgroup.procs", tmpl, rel[k]);
+				assert_int_equal(chmod(path, 0444), 0);
+			}
+		}
+		snprintf(parent, sizeof(parent), "%s/a/b/c", tmpl);
+		e = cgroup_run_parent(tmpl, parent, &u);
+		if (!c->want) {
+			if (e != -EACCES)
+				fail_msg("%s: %d, want -EACCES", c->name, e);
+			snprintf(path, sizeof(path), "%s/a/b/c", tmpl);
+			assert_string_equal(parent, path); /* unchanged */
+			continue;
+		}
+		if (e)
+			fail_msg("%s: %d (%s)", c->name, e, strerror(-e));
+		snprintf(path, sizeof(path), "%s%s", tmpl, c->want);
+		if (strcmp(parent, path))
+			fail_msg("%s: %s, want %s", c->name, parent + strlen(tmpl), c->want);
+	}
+	/* started in the root itself */
+	{
+		struct cgroup_user u = { .uid = st.st_uid + 1, .gid = other_gid };
+
+		for (k = 0; k < 4; k++) {
+			snprintf(path, sizeof(path), "%s%s/cgroup.procs", tmpl, rel[k]);
+			assert_int_equal(chmod(path, 0644), 0);
+		}
+		snprintf(parent, sizeof(parent), "%s", tmpl);
+		assert_int_equal(cgroup_run_parent(tmpl, parent, &u), 0);
+		assert_string_equal(parent, tmpl);
+		/* a cgroup.procs that cannot be checked counts as writable */
+		snprintf(path, sizeof(path), "%s/a/cgroup.procs", tmpl);
+		unlink(path);
+		snprintf(parent, sizeof(parent), "%s/a/b/c", tmpl);
+		assert_int_equal(cgroup_run_parent(tmpl, parent, &u), 0);
+		assert_string_equal(parent, tmpl);
+		/* not below the mount */
+		assert_int_equal(cgroup_run_parent(tmpl, (char[]){ "/elsewhere" }, &u), -EINVAL);
+	}
+	for (k = 3; k >= 0; k--) {
+		snprintf(path, sizeof(path), "%s%s/cgroup.procs", tmpl, rel[k]);
+		unlink(path);
+		snprintf(path, sizeof(path), "%s%s", tmpl, rel[k]);
+		rmdir(path);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_owner_alive),
+		cmocka_unit_test(test_run_parent),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
