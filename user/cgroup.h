@@ -48,22 +48,38 @@ struct cgroup_user {
  * in this hierarchy keeps the command in.
  */
 int cgroup_run_parent(const char *mnt, char *parent, const struct cgroup_user *u);
-/* mkdir <parent>/egressd.run.<pid>; returns an O_DIRECTORY fd. */
+/*
+ * A run holds flock(LOCK_EX) on its cgroup's directory, and on its CA
+ * directory, for as long as it lives; the kernel drops it when the run dies,
+ * SIGKILL included. Only root may open those directories (mode 0711), so
+ * nothing the command starts can hold the lock in a dead run's place; the
+ * fds are O_CLOEXEC and the command gets none of them. The pid in a
+ * leftover's name (egressd.run.<pid>) does not make it live: a dead run's
+ * pid can be taken by anything, a process of its own command named
+ * "egressd" included. Only a ROOT process named egressd under that pid
+ * keeps it (a run of an egressd from before the lock holds none; the
+ * command cannot be root).
+ */
+/* Take the lock on an open directory: 0, or -EWOULDBLOCK if it is held. */
+int cgroup_run_lock(int fd);
+/* path's run (pid: the one in its name) is gone: an fd holding its lock
+ * (close it once path is removed); -EWOULDBLOCK while it lives; -errno. */
+int cgroup_run_claim(const char *path, int pid);
+/* mkdir <parent>/egressd.run.<pid> (0711) and take its lock; returns the
+ * O_DIRECTORY fd holding it, to keep open for the run's whole life. A
+ * leftover of a killed run with our pid is emptied and taken over. */
 int cgroup_create(const char *parent, char *path_out, size_t len, int *fd_out);
 uint64_t cgroup_id(const char *path); /* 0 on error */
 /* Kill every process in the cgroup (cgroup.kill, or SIGKILL each pid on
  * kernels before 5.14) and wait up to timeout_ms for it to become empty. */
 int cgroup_kill_all(const char *path, int timeout_ms);
 int cgroup_remove(const char *path);
-/* pid is a live egressd other than us: its comm or the file name of its
- * argv[0] has "egressd" in it (a renamed copy is still one; pid reuse by
- * another egressd counts as alive: we never remove what might be in use). */
-int cgroup_owner_alive(int pid);
-/* Remove egressd.run.* cgroups under parent whose egressd is gone.
+/* Remove egressd.run.* cgroups under parent whose run is gone (their lock
+ * is free), killing what is left in them.
  * Returns how many were removed. */
 int cgroup_cleanup_stale(const char *parent);
 /* The same under every cgroup of the hierarchy at mount (a run makes its
- * cgroup below the cgroup it was started from, anywhere). */
+ * cgroup below the cgroup it was started from, or higher, anywhere). */
 int cgroup_cleanup_tree(const char *mount);
 
 #endif

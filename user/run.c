@@ -149,6 +149,7 @@ struct run_state {
 	struct intercept *ic;
 	bool ic_started;
 	char icdir[PATH_MAX];    /* this run's directory: bundle (+ fresh CA) */
+	int icdir_fd;            /* holds its lock (cgroup.h) */
 	char bundle[PATH_MAX];
 	struct run_child_env child_env;
 	struct runpty pty;
@@ -960,7 +961,7 @@ static int run_rm_entry(const char *path, const struct stat *st, int flag, struc
 /*
  * A run killed with SIGKILL leaves its directory behind, and with it the
  * private key of its fresh CA: the next run (or egressd cleanup) removes
- * the directories of runs whose egressd is gone. Their names carry the pid.
+ * the directories of runs that are gone: whose lock is free (cgroup.h).
  */
 static int run_cleanup_icdirs(void)
 {
@@ -986,17 +987,23 @@ static int run_cleanup_icdirs(void)
 
 			if (strncmp(de->d_name, where[i].prefix, plen))
 				continue;
+			int fd;
+
 			pid = strtol(de->d_name + plen, &end, 10);
-			if (*end != '.' || pid <= 0 || pid > INT_MAX ||
-			    cgroup_owner_alive((int)pid))
+			if (*end != '.' || pid <= 0 || pid > INT_MAX)
 				continue;
 			snprintf(path, sizeof(path), "%s/%s", where[i].dir, de->d_name);
 			/* ours only: a root-owned directory, not a link */
 			if (lstat(path, &st) || !S_ISDIR(st.st_mode) || st.st_uid != 0)
 				continue;
+			/* its run holds the lock while it lives (cgroup.h) */
+			fd = cgroup_run_claim(path, (int)pid);
+			if (fd < 0)
+				continue;
 			nftw(path, run_rm_entry, 8, FTW_DEPTH | FTW_PHYS);
 			if (access(path, F_OK))
 				removed++;
+			close(fd);
 		}
 		closedir(d);
 	}
@@ -1011,27 +1018,52 @@ static int run_cleanup_icdirs(void)
  */
 static int run_make_icdir(struct run_state *s)
 {
-	struct stat st;
+	struct stat st, st_fd;
+	bool tmp = false;
+	int tries;
 
-	if (mkdir("/run/egressd", 0755) && errno != EEXIST)
-		goto tmp;
-	if (lstat("/run/egressd", &st) || !S_ISDIR(st.st_mode) || st.st_uid != 0 ||
+	if ((mkdir("/run/egressd", 0755) && errno != EEXIST) ||
+	    lstat("/run/egressd", &st) || !S_ISDIR(st.st_mode) || st.st_uid != 0 ||
 	    (st.st_mode & 022))
-		goto tmp;
-	snprintf(s->icdir, sizeof(s->icdir), "/run/egressd/run.%d.XXXXXX", (int)getpid());
-	if (mkdtemp(s->icdir))
-		goto made;
-tmp:
-	snprintf(s->icdir, sizeof(s->icdir), "/tmp/egressd-run.%d.XXXXXX", (int)getpid());
-	if (!mkdtemp(s->icdir)) {
-		int e = -errno;
+		tmp = true;
+	for (tries = 0; tries < 10; tries++) {
+		if (!tmp)
+			snprintf(s->icdir, sizeof(s->icdir), "/run/egressd/run.%d.XXXXXX",
+				 (int)getpid());
+		else
+			snprintf(s->icdir, sizeof(s->icdir), "/tmp/egressd-run.%d.XXXXXX",
+				 (int)getpid());
+		if (!mkdtemp(s->icdir)) {
+			int e = -errno;
 
-		fprintf(stderr, "egressd: cannot create a directory for the CA bundle: %s\n",
-			strerror(-e));
-		s->icdir[0] = '\0';
-		return e;
+			if (!tmp) {
+				tmp = true;
+				continue;
+			}
+			fprintf(stderr, "egressd: cannot create a directory for the CA bundle: %s\n",
+				strerror(-e));
+			s->icdir[0] = '\0';
+			return e;
+		}
+		/* Locked while this run lives (cgroup.h): another run's
+		 * cleanup that saw it before the lock may have removed it;
+		 * then another one. */
+		s->icdir_fd = open(s->icdir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (s->icdir_fd >= 0 && !cgroup_run_lock(s->icdir_fd) &&
+		    !fstat(s->icdir_fd, &st_fd) && !stat(s->icdir, &st) &&
+		    st.st_ino == st_fd.st_ino && st.st_dev == st_fd.st_dev)
+			break;
+		if (s->icdir_fd >= 0)
+			close(s->icdir_fd);
+		s->icdir_fd = -1;
 	}
-made:
+	if (s->icdir_fd < 0) {
+		fprintf(stderr, "egressd: cannot create and lock a directory for the CA bundle\n");
+		s->icdir[0] = '\0';
+		return -EBUSY;
+	}
+	/* 0711 (not readable): the agent can open the bundle by its name,
+	 * not list the directory, nor open it to hold its lock */
 	if (chmod(s->icdir, 0711)) {
 		int e = -errno;
 
@@ -1162,6 +1194,10 @@ static void run_teardown_intercept(struct run_state *s)
 			log_warn("cannot remove %s: remove it by hand (it may hold a CA key)",
 				 s->icdir);
 		s->icdir[0] = '\0';
+	}
+	if (s->icdir_fd >= 0) {
+		close(s->icdir_fd);
+		s->icdir_fd = -1;
 	}
 }
 
@@ -1624,10 +1660,6 @@ static void run_teardown(struct run_state *s)
 	egr_bpf_keep_attached(s->bpf);
 	egr_bpf_destroy(s->bpf);
 	s->bpf = NULL;
-	if (s->cgroup_fd >= 0) {
-		close(s->cgroup_fd);
-		s->cgroup_fd = -1;
-	}
 	if (s->cgroup_created) {
 		int err = cgroup_remove(s->cgroup);
 
@@ -1635,6 +1667,11 @@ static void run_teardown(struct run_state *s)
 			log_warn("cannot remove cgroup %s: %s (egressd cleanup removes it)",
 				 s->cgroup, strerror(-err));
 		s->cgroup_created = false;
+	}
+	/* last: the fd holds the lock that says this run lives (cgroup.h) */
+	if (s->cgroup_fd >= 0) {
+		close(s->cgroup_fd);
+		s->cgroup_fd = -1;
 	}
 }
 
@@ -1759,7 +1796,7 @@ static int run_check_stdio(void)
 
 int run_main(int argc, char **argv)
 {
-	struct run_state s = { .cfg = CONFIG_DEFAULTS, .cgroup_fd = -1,
+	struct run_state s = { .cfg = CONFIG_DEFAULTS, .cgroup_fd = -1, .icdir_fd = -1,
 			       .child_env.landlock_fd = -1,
 			       .pty = { .master = -1, .slave = -1, .stop = { -1, -1 } } };
 	struct run_opts o = { 0 };
@@ -1968,13 +2005,34 @@ out:
 	return ret;
 }
 
+static void run_cleanup_usage(FILE *out)
+{
+	fprintf(out,
+"Usage: egressd cleanup\n"
+"\n"
+"Remove what runs killed with SIGKILL left behind: their cgroups, anywhere in\n"
+"the cgroup hierarchy, killing what still runs in them (without network since\n"
+"egressd died), and their CA directories. A run is gone when the lock it held\n"
+"on its cgroup is free (the kernel drops it with the run): what runs under the\n"
+"pid in a leftover's name (egressd.run.PID) does not keep it, even a process\n"
+"named egressd, unless that process is root's (an egressd from before the\n"
+"lock). The next run started from the same cgroup does the same there.\n");
+}
+
 int run_cleanup_main(int argc, char **argv)
 {
 	char mnt[PATH_MAX], err[512];
 	int n = 0, r;
 
-	(void)argc;
-	(void)argv;
+	if (argc > 1 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
+		run_cleanup_usage(stdout);
+		return 0;
+	}
+	if (argc > 1) {
+		fprintf(stderr, "egressd: cleanup takes no arguments\n");
+		run_cleanup_usage(stderr);
+		return RUN_EXIT_USAGE;
+	}
 	if (geteuid() != 0) {
 		fprintf(stderr, "egressd: cleanup needs root\n");
 		return RUN_EXIT_USAGE;

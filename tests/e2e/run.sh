@@ -93,6 +93,7 @@ CASES=(
 	not_intercepted_passthrough
 	kernel_relay
 	cleanup_after_kill
+	cleanup_pid_reuse
 	run_from_delegated_cgroup
 	run_writable_ancestor
 	run_delegated_cgroupns
@@ -1797,6 +1798,105 @@ case_cleanup_after_kill() {
 	cg_run "test -d \"\$CG$ocg/egressd.run.$wpid\"" &&
 		fail "egressd cleanup left $ocg/egressd.run.$wpid: $(oneline "$out")"
 	grep -q "^removed [1-9][0-9]* leftover" <<<"$out" || fail "cleanup output: $(oneline "$out")"
+	return 0
+}
+
+# PID reuse: egressd is SIGKILLed, a process of its command takes egressd's
+# pid and names itself "egressd" (comm and argv[0]). Whatever it is, the run
+# is gone: the next run and `egressd cleanup` must kill what is left in its
+# cgroup and remove it. On the build before, a live "egressd" under the pid
+# in the cgroup's name kept it, and the command, through every cleanup.
+# (Had the monitor or the command inherited the lock's descriptor, the lock
+# would outlive egressd and this would fail too.)
+# Each round runs in namespaces of its own, so that the test can hand the
+# dead pid to the command (ns_last_pid) and nothing outside is touched: a
+# pid namespace, a cgroup namespace rooted at a cgroup of the test's (what
+# egressd cleans up is that tree only), loopback only.
+case_cleanup_pid_reuse() {
+	need_egressd
+	local pcg=/egressd-e2e-pidreuse-$$ dir=$E2E_DIR/run/pidreuse mnt how wpid rc out
+	mnt=$(awk '$3 == "cgroup2" { print $2; exit }' /proc/mounts)
+	[ -n "$mnt" ] || skip "no cgroup2 mount visible"
+	trap "cg_kill_remove $pcg" EXIT
+	cg_run "mkdir -p \"\$CG$pcg\"" || fail "cannot make $pcg"
+	mkdir -p "$dir"
+	chmod 777 "$dir"
+	# the command: waits, then forks once; the child names itself
+	# egressd and stays
+	cat >"$dir/agent.py" <<'PY'
+import ctypes, os, sys, time
+d = sys.argv[1]
+libc = ctypes.CDLL(None)
+with open(d + "/ready.tmp", "w") as f:
+    f.write(str(os.getpid()))
+os.rename(d + "/ready.tmp", d + "/ready")
+while not os.path.exists(d + "/fork"):
+    time.sleep(0.02)
+if os.fork() == 0:
+    libc.prctl(15, b"egressd", 0, 0, 0)  # PR_SET_NAME
+    with open(d + "/child.tmp", "w") as f:
+        f.write(str(os.getpid()))
+    os.rename(d + "/child.tmp", d + "/child")
+time.sleep(60)
+PY
+	# the round, as root inside the namespaces: $1 egressd, $2 the
+	# cgroup2 mount, $3 dir, $4 python, $5 run|cleanup
+	cat >"$dir/round.sh" <<'SH'
+umount -l "$2" && mount -t cgroup2 cgroup2 "$2" || { echo "cannot mount cgroup2"; exit 99; }
+rm -f "$3/ready" "$3/fork" "$3/child"
+"$1" run --user nobody --allow allowed.test -- "$4" "$3/agent.py" "$3" \
+	</dev/null >/dev/null 2>>"$3/egressd.err" &
+epid=$!
+i=0
+while [ ! -s "$3/ready" ]; do
+	i=$((i + 1)); [ $i -lt 300 ] || { echo "the command did not start"; exit 98; }
+	sleep 0.05
+done
+kill -KILL $epid
+wait $epid
+# no fork here until the command's: its child gets egressd's pid (a busy
+# wait on builtins, no sleep)
+echo $((epid - 1)) >/proc/sys/kernel/ns_last_pid
+: >"$3/fork"
+i=0
+while [ ! -s "$3/child" ]; do
+	i=$((i + 1)); [ $i -lt 3000000 ] || { echo "the command did not fork"; exit 98; }
+done
+child=$(cat "$3/child")
+[ "$child" = "$epid" ] || { echo "pid not reused: egressd $epid, child $child"; exit 97; }
+echo "egressd $epid killed; pid $epid now: $(cat /proc/$child/comm), $(grep ^0:: /proc/$child/cgroup)"
+if [ "$5" = run ]; then
+	"$1" run --user nobody --allow allowed.test -- true </dev/null >/dev/null 2>>"$3/egressd.err" ||
+		echo "the next run failed: $?"
+else
+	"$1" cleanup 2>&1
+fi
+for i in $(seq 30); do kill -0 "$child" 2>/dev/null || break; sleep 0.1; done
+kill -0 "$child" 2>/dev/null && echo "SURVIVED: pid $child ($(cat /proc/$child/comm)) still runs"
+[ -d "$2/egressd.run.$epid" ] && echo "LEFT: cgroup egressd.run.$epid"
+exit 0
+SH
+	for how in run cleanup; do
+		rm -f "$dir/go"
+		(exec sh -c 'while [ ! -e "$1/go" ]; do sleep 0.05; done
+			exec unshare --net --pid --fork --mount-proc --cgroup --propagation private \
+				sh "$1/round.sh" "$2" "$3" "$1" "$4" "$5"' \
+			sh "$dir" "$EGRESSD" "$mnt" "$E2E_PY" "$how" </dev/null >"$dir/out.$how" 2>&1) &
+		wpid=$!
+		bed_track $wpid
+		cg_run "echo $wpid >\"\$CG$pcg/cgroup.procs\"" || fail "cannot move $wpid into $pcg"
+		touch "$dir/go"
+		wait $wpid
+		rc=$?
+		out=$(cat "$dir/out.$how")
+		note "$how: $(oneline "$out")"
+		[ $rc -eq 97 ] && skip "$how: $(oneline "$out")"
+		[ $rc -eq 0 ] || fail "$how: round failed ($rc): $(oneline "$out") $(oneline "$(tail -3 "$dir/egressd.err")")"
+		grep -q "now: egressd," <<<"$out" || fail "$how: the command's child is not named egressd: $(oneline "$out")"
+		grep -q "SURVIVED\|LEFT" <<<"$out" &&
+			fail "after the $how, the killed run's cgroup and command remain: $(oneline "$out")"
+	done
+	cat "$dir/egressd.err" >>"$CASE_STDERR"
 	return 0
 }
 
