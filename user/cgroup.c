@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
@@ -119,29 +120,195 @@ int cgroup_self_path(char *path, size_t len)
 	return err;
 }
 
+/* What generic_permission decides for a user with no capabilities (kernfs,
+ * which cgroupfs is, has no ACLs): owner bits for the owner, group bits for
+ * a member of the file's group, other bits for the rest. */
+static bool cgroup_user_may_write(const struct stat *st, const struct cgroup_user *u)
+{
+	int i;
+
+	if (u->root)
+		return st->st_uid != 0 || (st->st_mode & (S_IWGRP | S_IWOTH));
+	if (st->st_uid == u->uid)
+		return st->st_mode & S_IWUSR;
+	if (st->st_gid == u->gid)
+		return st->st_mode & S_IWGRP;
+	for (i = 0; i < u->n_groups; i++)
+		if (st->st_gid == u->groups[i])
+			return st->st_mode & S_IWGRP;
+	return st->st_mode & S_IWOTH;
+}
+
+int cgroup_run_parent(const char *mnt, char *parent, const struct cgroup_user *u)
+{
+	size_t ml = strlen(mnt), len = strlen(parent), end = ml, above = ml;
+	char procs[PATH_MAX + 16];
+	const char *slash;
+	struct stat st;
+
+	if (len < ml || strncmp(parent, mnt, ml) || (len > ml && parent[ml] != '/'))
+		return -EINVAL;
+	/* From the root down: the first writable one is the highest. */
+	for (;;) {
+		if (snprintf(procs, sizeof(procs), "%.*s/cgroup.procs", (int)end, parent) >=
+		    (int)sizeof(procs))
+			return -ENAMETOOLONG;
+		/* one that cannot be checked counts as writable */
+		if (stat(procs, &st) || cgroup_user_may_write(&st, u)) {
+			if (end == ml) {
+				if (!u->root)
+					return -EACCES;
+				parent[ml] = '\0';
+				return 0;
+			}
+			parent[above] = '\0';
+			return 0;
+		}
+		if (end == len)
+			return 0;
+		above = end;
+		slash = strchr(parent + end + 1, '/');
+		end = slash ? (size_t)(slash - parent) : len;
+	}
+}
+
+int cgroup_run_lock(int fd)
+{
+	return flock(fd, LOCK_EX | LOCK_NB) ? -errno : 0;
+}
+
+/*
+ * A root process under pid whose comm, or the file name of its argv[0], has
+ * "egressd" in it (a renamed copy is one too): a run of an egressd from
+ * before the lock, which holds none, or another egressd that took the pid.
+ * The command cannot be root (or become root: no_new_privs), so naming its
+ * processes "egressd" does not make them pass.
+ */
+static bool cgroup_root_egressd(int pid)
+{
+	char p[64], line[256], argv0[PATH_MAX];
+	unsigned ruid = 1, euid = 1;
+	const char *base;
+	ssize_t n;
+	FILE *f;
+	int fd;
+
+	if (pid <= 0 || pid == getpid())
+		return false;
+	snprintf(p, sizeof(p), "/proc/%d/status", pid);
+	f = fopen(p, "re");
+	if (!f)
+		return false;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "Uid: %u %u", &ruid, &euid) == 2)
+			break;
+	fclose(f);
+	if (ruid != 0 || euid != 0)
+		return false;
+	snprintf(p, sizeof(p), "/proc/%d/comm", pid);
+	f = fopen(p, "re");
+	if (!f)
+		return false;
+	if (!fgets(line, sizeof(line), f))
+		line[0] = '\0';
+	fclose(f);
+	if (!strncmp(line, "egressd", 7))
+		return true;
+	snprintf(p, sizeof(p), "/proc/%d/cmdline", pid);
+	fd = open(p, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	n = read(fd, argv0, sizeof(argv0) - 1);
+	close(fd);
+	if (n <= 0)
+		return false;
+	argv0[n] = '\0'; /* argv[0] ends at the first NUL */
+	base = strrchr(argv0, '/');
+	base = base ? base + 1 : argv0;
+	return strstr(base, "egressd") != NULL;
+}
+
+int cgroup_run_claim(const char *path, int pid)
+{
+	int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	int e;
+
+	if (fd < 0)
+		return -errno;
+	e = cgroup_run_lock(fd);
+	if (!e && cgroup_root_egressd(pid))
+		e = -EWOULDBLOCK;
+	if (e) {
+		close(fd);
+		return e;
+	}
+	return fd;
+}
+
+/* fd (locked) is still the directory at path: another run's cleanup that
+ * claimed it between our mkdir and our lock removed it. */
+static bool cgroup_same_dir(int fd, const char *path)
+{
+	struct stat a, b;
+
+	return !fstat(fd, &a) && !stat(path, &b) && a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
+
 int cgroup_create(const char *parent, char *path_out, size_t len, int *fd_out)
 {
-	int n, fd;
+	struct timespec ts = { 0, 20 * 1000 * 1000 };
+	int n, fd, e, tries;
+	bool made;
 
 	n = snprintf(path_out, len, "%s/" CGROUP_RUN_PREFIX "%d", parent, (int)getpid());
 	if (n < 0 || (size_t)n >= len)
 		return -ENAMETOOLONG;
-	if (mkdir(path_out, 0755)) {
-		if (errno != EEXIST)
+	/* Up to 3 s for another run's cleanup that holds the name (it kills
+	 * and removes a leftover of ours) to finish. */
+	for (tries = 0; tries < 150; tries++) {
+		/* 0711: only root can open it, so only root can take its lock
+		 * (cgroup_run_lock); the command's processes could hold it
+		 * for a dead run otherwise. */
+		made = !mkdir(path_out, 0711);
+		if (!made && errno != EEXIST)
 			return -errno;
-		/* a previous run with our pid that was killed: reuse after
-		 * emptying it, it is ours */
-		cgroup_kill_all(path_out, 2000);
+		fd = open(path_out, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (fd < 0) {
+			if (errno == ENOENT)
+				continue;
+			e = -errno;
+			goto fail;
+		}
+		e = cgroup_run_lock(fd);
+		if (e == -EWOULDBLOCK || (!e && !cgroup_same_dir(fd, path_out))) {
+			close(fd);
+			nanosleep(&ts, NULL);
+			continue;
+		}
+		if (e)
+			goto fail_fd;
+		/* whatever the umask; a leftover of an egressd before the
+		 * lock may be 0755 */
+		if (fchmod(fd, 0711)) {
+			e = -errno;
+			goto fail_fd;
+		}
+		/* a previous run with our pid that was killed (its lock went
+		 * with it): ours now, emptied */
+		if (!made)
+			cgroup_kill_all(path_out, 2000);
+		*fd_out = fd;
+		return 0;
 	}
-	fd = open(path_out, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0) {
-		int err = -errno;
-
+	/* a live run holds it: an egressd with our pid in another pid
+	 * namespace, started from the same cgroup */
+	return -EBUSY;
+fail_fd:
+	close(fd);
+fail:
+	if (made)
 		rmdir(path_out);
-		return err;
-	}
-	*fd_out = fd;
-	return 0;
+	return e;
 }
 
 uint64_t cgroup_id(const char *path)
@@ -234,42 +401,6 @@ int cgroup_remove(const char *path)
 	return -EBUSY;
 }
 
-int cgroup_owner_alive(int pid)
-{
-	char p[64], comm[64] = "", argv0[PATH_MAX];
-	const char *base;
-	ssize_t n;
-	int fd;
-	FILE *f;
-
-	if (pid <= 0 || pid == getpid())
-		return 0;
-	snprintf(p, sizeof(p), "/proc/%d/comm", pid);
-	f = fopen(p, "re");
-	if (!f)
-		return 0;
-	if (!fgets(comm, sizeof(comm), f))
-		comm[0] = '\0';
-	fclose(f);
-	if (strncmp(comm, "egressd", 7) == 0)
-		return 1;
-	/* An installed or copied binary under another name (egressd-1.2,
-	 * a bench's /tmp/x-base-egressd: comm is the first 15 bytes of the
-	 * name) is still an egressd whose agent must not be killed. */
-	snprintf(p, sizeof(p), "/proc/%d/cmdline", pid);
-	fd = open(p, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return 0;
-	n = read(fd, argv0, sizeof(argv0) - 1);
-	close(fd);
-	if (n <= 0)
-		return 0;
-	argv0[n] = '\0'; /* argv[0] ends at the first NUL */
-	base = strrchr(argv0, '/');
-	base = base ? base + 1 : argv0;
-	return strstr(base, "egressd") != NULL;
-}
-
 int cgroup_cleanup_stale(const char *parent)
 {
 	char p[PATH_MAX];
@@ -283,21 +414,33 @@ int cgroup_cleanup_stale(const char *parent)
 	while ((de = readdir(d))) {
 		char *end;
 		long pid;
+		int fd, e;
 
 		if (strncmp(de->d_name, CGROUP_RUN_PREFIX, strlen(CGROUP_RUN_PREFIX)))
 			continue;
 		pid = strtol(de->d_name + strlen(CGROUP_RUN_PREFIX), &end, 10);
 		if (*end || pid <= 0 || pid > INT_MAX)
 			continue;
-		if (cgroup_owner_alive((int)pid))
+		if (snprintf(p, sizeof(p), "%s/%s", parent, de->d_name) >= (int)sizeof(p))
 			continue;
-		snprintf(p, sizeof(p), "%s/%s", parent, de->d_name);
-		if (cgroup_kill_all(p, 2000) == 0 && cgroup_remove(p) == 0) {
+		/* Its run holds the lock while it lives; what runs under the
+		 * pid in the name counts only if it is root's (cgroup.h). */
+		fd = cgroup_run_claim(p, (int)pid);
+		if (fd < 0) {
+			if (fd != -EWOULDBLOCK && fd != -ENOENT)
+				log_warn("cannot check %s: %s", p, strerror(-fd));
+			continue;
+		}
+		e = cgroup_kill_all(p, 2000);
+		if (!e)
+			e = cgroup_remove(p);
+		close(fd);
+		if (!e) {
 			log_info("removed %s left behind by a run that was killed", p);
 			removed++;
 		} else {
 			log_warn("cannot remove %s left behind by a killed run: %s",
-				 p, strerror(errno));
+				 p, strerror(-e));
 		}
 	}
 	closedir(d);

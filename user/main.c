@@ -31,7 +31,8 @@ static void usage(FILE *out)
 "  scope [--] CMD [ARG...]         run CMD unable to ptrace (6.12+: signal, reach\n"
 "                                  the abstract sockets of) processes outside it\n"
 "                                  (agents the daemon enforces; egressd scope --help)\n"
-"  cleanup                         remove what killed runs left (cgroups, CA dirs)\n"
+"  cleanup                         remove what killed runs left (cgroups, CA dirs;\n"
+"                                  egressd cleanup --help)\n"
 "  version                         print the version\n"
 "  help                            this text\n");
 }

@@ -150,6 +150,7 @@ struct run_state {
 	struct intercept *ic;
 	bool ic_started;
 	char icdir[PATH_MAX];    /* this run's directory: bundle (+ fresh CA) */
+	int icdir_fd;            /* holds its lock (cgroup.h) */
 	char bundle[PATH_MAX];
 	struct run_child_env child_env;
 	struct runpty pty;
@@ -167,6 +168,9 @@ void run_usage(FILE *out)
 "CMD cannot ptrace processes outside the run, nor (Linux 6.12+) signal them\n"
 "or reach their abstract Unix sockets (Landlock); it never shares your\n"
 "shell's terminal: with one on 0/1/2 it gets its own (docs/local.md).\n"
+"CMD's cgroup goes above every cgroup CMD's user can write (it could move\n"
+"itself into one); if that user can write the hierarchy's root (a cgroup\n"
+"namespace delegated to it), egressd refuses to start.\n"
 "\n"
 "Policy (default: the built-in policy for coding agents, see\n"
 "`egressd policy show-default`; any of these replaces it):\n"
@@ -747,39 +751,76 @@ static int run_resolve_user(const struct run_opts *o, struct run_user *u)
 	return 0;
 }
 
-/* mount + cgroup path ("/" means the mount itself) */
-/*
- * A process may move itself between two cgroups if it can write both
- * their cgroup.procs and that of their common ancestor. Started from a
- * cgroup delegated to a user (a desktop terminal under user@UID.service),
- * a run's cgroup below it would let an agent of that user write itself
- * back out, unenforced. So the run's cgroup goes below the nearest
- * ancestor whose cgroup.procs only root can write.
- */
-static void run_parent_root_owned(char *parent, const char *mnt)
+/* The user's supplementary groups, as the command gets them (getgrouplist:
+ * the child cannot look users up). */
+static int run_user_groups(const struct run_user *u, gid_t **groups, int *n_groups)
 {
-	size_t ml = strlen(mnt);
-	char procs[PATH_MAX + 16];
-	struct stat st;
-	char *slash;
+	int ng = 32;
 
 	for (;;) {
-		snprintf(procs, sizeof(procs), "%s/cgroup.procs", parent);
-		if (stat(procs, &st) == 0 && st.st_uid == 0 &&
-		    !(st.st_mode & (S_IWGRP | S_IWOTH)))
-			return;
-		if (strlen(parent) <= ml)
-			return; /* the hierarchy's root: nothing above */
-		slash = strrchr(parent + ml, '/');
-		if (!slash)
-			return;
-		log_info("cgroup %s can be written by a user: the run's cgroup goes higher",
-			 parent + ml);
-		if (slash == parent + ml)
-			parent[ml] = '\0'; /* the root itself */
-		else
-			*slash = '\0';
+		int want = ng;
+		gid_t *g = realloc(*groups, (size_t)ng * sizeof(*g));
+
+		if (!g)
+			return -ENOMEM;
+		*groups = g;
+		if (getgrouplist(u->name, u->gid, *groups, &want) >= 0) {
+			*n_groups = want;
+			return 0;
+		}
+		if (want <= ng || want > 65536)
+			return -E2BIG;
+		ng = want;
 	}
+}
+
+/*
+ * Where the run's cgroup goes. Started from a cgroup delegated to a user (a
+ * desktop terminal under user@UID.service), a cgroup below it would let an
+ * agent of that user write itself back out; so would any cgroup above it
+ * that the user can write (cgroup_run_parent): the run's cgroup goes below
+ * every one the command's user can write. s->parent: the cgroup egressd
+ * runs in; 0 or RUN_EXIT_USAGE (said why).
+ */
+static int run_place_cgroup(struct run_state *s, const struct run_user *u)
+{
+	struct cgroup_user cu = { .uid = u->uid, .gid = u->gid, .root = u->is_root };
+	char was[PATH_MAX];
+	gid_t *groups = NULL;
+	int e, n = 0;
+
+	if (!u->is_root && u->name[0]) {
+		e = run_user_groups(u, &groups, &n);
+		if (e) {
+			fprintf(stderr, "egressd: cannot look up the groups of %s: %s\n", u->name,
+				strerror(-e));
+			free(groups);
+			return RUN_EXIT_USAGE;
+		}
+	}
+	cu.groups = groups;
+	cu.n_groups = n;
+	snprintf(was, sizeof(was), "%s", s->parent);
+	e = cgroup_run_parent(s->mount, s->parent, &cu);
+	free(groups);
+	if (e == -EACCES) {
+		fprintf(stderr, "egressd: the command's user (uid %u) can write %s/cgroup.procs, "
+			"the root of the cgroup hierarchy egressd sees (a cgroup namespace whose "
+			"root is delegated to that user?): the command could move itself out of "
+			"any cgroup egressd makes there, unenforced. Start egressd outside that "
+			"cgroup namespace, or from a hierarchy whose root only root can write\n",
+			(unsigned)u->uid, s->mount);
+		return RUN_EXIT_USAGE;
+	}
+	if (e) {
+		fprintf(stderr, "egressd: cannot place the run's cgroup below %s: %s\n", was,
+			strerror(-e));
+		return RUN_EXIT_USAGE;
+	}
+	if (strcmp(was, s->parent))
+		log_info("the command's user can write a cgroup above %s: the run's cgroup "
+			 "goes below %s", was, s->parent);
+	return 0;
 }
 
 static int run_join(char *out, size_t len, const char *mnt, const char *path)
@@ -939,7 +980,7 @@ static int run_rm_entry(const char *path, const struct stat *st, int flag, struc
 /*
  * A run killed with SIGKILL leaves its directory behind, and with it the
  * private key of its fresh CA: the next run (or egressd cleanup) removes
- * the directories of runs whose egressd is gone. Their names carry the pid.
+ * the directories of runs that are gone: whose lock is free (cgroup.h).
  */
 static int run_cleanup_icdirs(void)
 {
@@ -965,17 +1006,23 @@ static int run_cleanup_icdirs(void)
 
 			if (strncmp(de->d_name, where[i].prefix, plen))
 				continue;
+			int fd;
+
 			pid = strtol(de->d_name + plen, &end, 10);
-			if (*end != '.' || pid <= 0 || pid > INT_MAX ||
-			    cgroup_owner_alive((int)pid))
+			if (*end != '.' || pid <= 0 || pid > INT_MAX)
 				continue;
 			snprintf(path, sizeof(path), "%s/%s", where[i].dir, de->d_name);
 			/* ours only: a root-owned directory, not a link */
 			if (lstat(path, &st) || !S_ISDIR(st.st_mode) || st.st_uid != 0)
 				continue;
+			/* its run holds the lock while it lives (cgroup.h) */
+			fd = cgroup_run_claim(path, (int)pid);
+			if (fd < 0)
+				continue;
 			nftw(path, run_rm_entry, 8, FTW_DEPTH | FTW_PHYS);
 			if (access(path, F_OK))
 				removed++;
+			close(fd);
 		}
 		closedir(d);
 	}
@@ -990,27 +1037,52 @@ static int run_cleanup_icdirs(void)
  */
 static int run_make_icdir(struct run_state *s)
 {
-	struct stat st;
+	struct stat st, st_fd;
+	bool tmp = false;
+	int tries;
 
-	if (mkdir("/run/egressd", 0755) && errno != EEXIST)
-		goto tmp;
-	if (lstat("/run/egressd", &st) || !S_ISDIR(st.st_mode) || st.st_uid != 0 ||
+	if ((mkdir("/run/egressd", 0755) && errno != EEXIST) ||
+	    lstat("/run/egressd", &st) || !S_ISDIR(st.st_mode) || st.st_uid != 0 ||
 	    (st.st_mode & 022))
-		goto tmp;
-	snprintf(s->icdir, sizeof(s->icdir), "/run/egressd/run.%d.XXXXXX", (int)getpid());
-	if (mkdtemp(s->icdir))
-		goto made;
-tmp:
-	snprintf(s->icdir, sizeof(s->icdir), "/tmp/egressd-run.%d.XXXXXX", (int)getpid());
-	if (!mkdtemp(s->icdir)) {
-		int e = -errno;
+		tmp = true;
+	for (tries = 0; tries < 10; tries++) {
+		if (!tmp)
+			snprintf(s->icdir, sizeof(s->icdir), "/run/egressd/run.%d.XXXXXX",
+				 (int)getpid());
+		else
+			snprintf(s->icdir, sizeof(s->icdir), "/tmp/egressd-run.%d.XXXXXX",
+				 (int)getpid());
+		if (!mkdtemp(s->icdir)) {
+			int e = -errno;
 
-		fprintf(stderr, "egressd: cannot create a directory for the CA bundle: %s\n",
-			strerror(-e));
-		s->icdir[0] = '\0';
-		return e;
+			if (!tmp) {
+				tmp = true;
+				continue;
+			}
+			fprintf(stderr, "egressd: cannot create a directory for the CA bundle: %s\n",
+				strerror(-e));
+			s->icdir[0] = '\0';
+			return e;
+		}
+		/* Locked while this run lives (cgroup.h): another run's
+		 * cleanup that saw it before the lock may have removed it;
+		 * then another one. */
+		s->icdir_fd = open(s->icdir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (s->icdir_fd >= 0 && !cgroup_run_lock(s->icdir_fd) &&
+		    !fstat(s->icdir_fd, &st_fd) && !stat(s->icdir, &st) &&
+		    st.st_ino == st_fd.st_ino && st.st_dev == st_fd.st_dev)
+			break;
+		if (s->icdir_fd >= 0)
+			close(s->icdir_fd);
+		s->icdir_fd = -1;
 	}
-made:
+	if (s->icdir_fd < 0) {
+		fprintf(stderr, "egressd: cannot create and lock a directory for the CA bundle\n");
+		s->icdir[0] = '\0';
+		return -EBUSY;
+	}
+	/* 0711 (not readable): the agent can open the bundle by its name,
+	 * not list the directory, nor open it to hold its lock */
 	if (chmod(s->icdir, 0711)) {
 		int e = -errno;
 
@@ -1141,6 +1213,10 @@ static void run_teardown_intercept(struct run_state *s)
 			log_warn("cannot remove %s: remove it by hand (it may hold a CA key)",
 				 s->icdir);
 		s->icdir[0] = '\0';
+	}
+	if (s->icdir_fd >= 0) {
+		close(s->icdir_fd);
+		s->icdir_fd = -1;
 	}
 }
 
@@ -1341,7 +1417,6 @@ static int run_child_prepare(struct run_child_env *env, const struct run_user *u
 	static const char *const user_env[] = { "USER", "LOGNAME", "HOME" };
 	size_t n = 0, cap = 8, k;
 	bool drop;
-	int ng;
 
 	for (char **e = environ; *e; e++)
 		cap++;
@@ -1370,22 +1445,7 @@ static int run_child_prepare(struct run_child_env *env, const struct run_user *u
 			return -ENOMEM;
 	if (u->is_root || !u->name[0])
 		return 0; /* root keeps its groups; a uid without a name gets none */
-	ng = 32;
-	for (;;) {
-		int want = ng;
-		gid_t *g = realloc(env->groups, (size_t)ng * sizeof(*g));
-
-		if (!g)
-			return -ENOMEM;
-		env->groups = g;
-		if (getgrouplist(u->name, u->gid, env->groups, &want) >= 0) {
-			env->n_groups = want;
-			return 0;
-		}
-		if (want <= ng || want > 65536)
-			return -E2BIG;
-		ng = want;
-	}
+	return run_user_groups(u, &env->groups, &env->n_groups);
 }
 
 static void run_child_env_free(struct run_child_env *env)
@@ -1619,10 +1679,6 @@ static void run_teardown(struct run_state *s)
 	egr_bpf_keep_attached(s->bpf);
 	egr_bpf_destroy(s->bpf);
 	s->bpf = NULL;
-	if (s->cgroup_fd >= 0) {
-		close(s->cgroup_fd);
-		s->cgroup_fd = -1;
-	}
 	if (s->cgroup_created) {
 		int err = cgroup_remove(s->cgroup);
 
@@ -1630,6 +1686,11 @@ static void run_teardown(struct run_state *s)
 			log_warn("cannot remove cgroup %s: %s (egressd cleanup removes it)",
 				 s->cgroup, strerror(-err));
 		s->cgroup_created = false;
+	}
+	/* last: the fd holds the lock that says this run lives (cgroup.h) */
+	if (s->cgroup_fd >= 0) {
+		close(s->cgroup_fd);
+		s->cgroup_fd = -1;
 	}
 }
 
@@ -1754,7 +1815,7 @@ static int run_check_stdio(void)
 
 int run_main(int argc, char **argv)
 {
-	struct run_state s = { .cfg = CONFIG_DEFAULTS, .cgroup_fd = -1,
+	struct run_state s = { .cfg = CONFIG_DEFAULTS, .cgroup_fd = -1, .icdir_fd = -1,
 			       .child_env.landlock_fd = -1,
 			       .pty = { .master = -1, .slave = -1, .stop = { -1, -1 } } };
 	struct run_opts o = { 0 };
@@ -1802,7 +1863,8 @@ int run_main(int argc, char **argv)
 		fprintf(stderr, "egressd: cgroup path too long: %s%s\n", s.mount, self);
 		goto out;
 	}
-	run_parent_root_owned(s.parent, s.mount);
+	if (run_place_cgroup(&s, &u))
+		goto out;
 	cgroup_cleanup_stale(s.parent);
 	run_cleanup_icdirs();
 	if (strcmp(s.parent, s.mount))
@@ -1970,13 +2032,34 @@ out:
 	return ret;
 }
 
+static void run_cleanup_usage(FILE *out)
+{
+	fprintf(out,
+"Usage: egressd cleanup\n"
+"\n"
+"Remove what runs killed with SIGKILL left behind: their cgroups, anywhere in\n"
+"the cgroup hierarchy, killing what still runs in them (without network since\n"
+"egressd died), and their CA directories. A run is gone when the lock it held\n"
+"on its cgroup is free (the kernel drops it with the run): what runs under the\n"
+"pid in a leftover's name (egressd.run.PID) does not keep it, even a process\n"
+"named egressd, unless that process is root's (an egressd from before the\n"
+"lock). The next run started from the same cgroup does the same there.\n");
+}
+
 int run_cleanup_main(int argc, char **argv)
 {
 	char mnt[PATH_MAX], err[512];
 	int n = 0, r;
 
-	(void)argc;
-	(void)argv;
+	if (argc > 1 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
+		run_cleanup_usage(stdout);
+		return 0;
+	}
+	if (argc > 1) {
+		fprintf(stderr, "egressd: cleanup takes no arguments\n");
+		run_cleanup_usage(stderr);
+		return RUN_EXIT_USAGE;
+	}
 	if (geteuid() != 0) {
 		fprintf(stderr, "egressd: cleanup needs root\n");
 		return RUN_EXIT_USAGE;

@@ -95,7 +95,10 @@ CASES=(
 	not_intercepted_passthrough
 	kernel_relay
 	cleanup_after_kill
+	cleanup_pid_reuse
 	run_from_delegated_cgroup
+	run_writable_ancestor
+	run_delegated_cgroupns
 	run_local_scope
 	scope_separates_agents
 	run_warns_host_sockets
@@ -1820,6 +1823,105 @@ case_cleanup_after_kill() {
 	return 0
 }
 
+# PID reuse: egressd is SIGKILLed, a process of its command takes egressd's
+# pid and names itself "egressd" (comm and argv[0]). Whatever it is, the run
+# is gone: the next run and `egressd cleanup` must kill what is left in its
+# cgroup and remove it. On the build before, a live "egressd" under the pid
+# in the cgroup's name kept it, and the command, through every cleanup.
+# (Had the monitor or the command inherited the lock's descriptor, the lock
+# would outlive egressd and this would fail too.)
+# Each round runs in namespaces of its own, so that the test can hand the
+# dead pid to the command (ns_last_pid) and nothing outside is touched: a
+# pid namespace, a cgroup namespace rooted at a cgroup of the test's (what
+# egressd cleans up is that tree only), loopback only.
+case_cleanup_pid_reuse() {
+	need_egressd
+	local pcg=/egressd-e2e-pidreuse-$$ dir=$E2E_DIR/run/pidreuse mnt how wpid rc out
+	mnt=$(awk '$3 == "cgroup2" { print $2; exit }' /proc/mounts)
+	[ -n "$mnt" ] || skip "no cgroup2 mount visible"
+	trap "cg_kill_remove $pcg" EXIT
+	cg_run "mkdir -p \"\$CG$pcg\"" || fail "cannot make $pcg"
+	mkdir -p "$dir"
+	chmod 777 "$dir"
+	# the command: waits, then forks once; the child names itself
+	# egressd and stays
+	cat >"$dir/agent.py" <<'PY'
+import ctypes, os, sys, time
+d = sys.argv[1]
+libc = ctypes.CDLL(None)
+with open(d + "/ready.tmp", "w") as f:
+    f.write(str(os.getpid()))
+os.rename(d + "/ready.tmp", d + "/ready")
+while not os.path.exists(d + "/fork"):
+    time.sleep(0.02)
+if os.fork() == 0:
+    libc.prctl(15, b"egressd", 0, 0, 0)  # PR_SET_NAME
+    with open(d + "/child.tmp", "w") as f:
+        f.write(str(os.getpid()))
+    os.rename(d + "/child.tmp", d + "/child")
+time.sleep(60)
+PY
+	# the round, as root inside the namespaces: $1 egressd, $2 the
+	# cgroup2 mount, $3 dir, $4 python, $5 run|cleanup
+	cat >"$dir/round.sh" <<'SH'
+umount -l "$2" && mount -t cgroup2 cgroup2 "$2" || { echo "cannot mount cgroup2"; exit 99; }
+rm -f "$3/ready" "$3/fork" "$3/child"
+"$1" run --user nobody --allow allowed.test -- "$4" "$3/agent.py" "$3" \
+	</dev/null >/dev/null 2>>"$3/egressd.err" &
+epid=$!
+i=0
+while [ ! -s "$3/ready" ]; do
+	i=$((i + 1)); [ $i -lt 300 ] || { echo "the command did not start"; exit 98; }
+	sleep 0.05
+done
+kill -KILL $epid
+wait $epid
+# no fork here until the command's: its child gets egressd's pid (a busy
+# wait on builtins, no sleep)
+echo $((epid - 1)) >/proc/sys/kernel/ns_last_pid
+: >"$3/fork"
+i=0
+while [ ! -s "$3/child" ]; do
+	i=$((i + 1)); [ $i -lt 3000000 ] || { echo "the command did not fork"; exit 98; }
+done
+child=$(cat "$3/child")
+[ "$child" = "$epid" ] || { echo "pid not reused: egressd $epid, child $child"; exit 97; }
+echo "egressd $epid killed; pid $epid now: $(cat /proc/$child/comm), $(grep ^0:: /proc/$child/cgroup)"
+if [ "$5" = run ]; then
+	"$1" run --user nobody --allow allowed.test -- true </dev/null >/dev/null 2>>"$3/egressd.err" ||
+		echo "the next run failed: $?"
+else
+	"$1" cleanup 2>&1
+fi
+for i in $(seq 30); do kill -0 "$child" 2>/dev/null || break; sleep 0.1; done
+kill -0 "$child" 2>/dev/null && echo "SURVIVED: pid $child ($(cat /proc/$child/comm)) still runs"
+[ -d "$2/egressd.run.$epid" ] && echo "LEFT: cgroup egressd.run.$epid"
+exit 0
+SH
+	for how in run cleanup; do
+		rm -f "$dir/go"
+		(exec sh -c 'while [ ! -e "$1/go" ]; do sleep 0.05; done
+			exec unshare --net --pid --fork --mount-proc --cgroup --propagation private \
+				sh "$1/round.sh" "$2" "$3" "$1" "$4" "$5"' \
+			sh "$dir" "$EGRESSD" "$mnt" "$E2E_PY" "$how" </dev/null >"$dir/out.$how" 2>&1) &
+		wpid=$!
+		bed_track $wpid
+		cg_run "echo $wpid >\"\$CG$pcg/cgroup.procs\"" || fail "cannot move $wpid into $pcg"
+		touch "$dir/go"
+		wait $wpid
+		rc=$?
+		out=$(cat "$dir/out.$how")
+		note "$how: $(oneline "$out")"
+		[ $rc -eq 97 ] && skip "$how: $(oneline "$out")"
+		[ $rc -eq 0 ] || fail "$how: round failed ($rc): $(oneline "$out") $(oneline "$(tail -3 "$dir/egressd.err")")"
+		grep -q "now: egressd," <<<"$out" || fail "$how: the command's child is not named egressd: $(oneline "$out")"
+		grep -q "SURVIVED\|LEFT" <<<"$out" &&
+			fail "after the $how, the killed run's cgroup and command remain: $(oneline "$out")"
+	done
+	cat "$dir/egressd.err" >>"$CASE_STDERR"
+	return 0
+}
+
 # Started from a cgroup delegated to the agent's user (a desktop terminal
 # under user@UID.service), the run's cgroup must not be below it: the
 # agent could write itself back into it, out of enforcement. A fresh
@@ -1854,6 +1956,92 @@ case_run_from_delegated_cgroup() {
 		fail "the agent is not in its run's cgroup: $(oneline "$(cat "$outf")")"
 	grep -q "^0::$dcg/egressd\.run\." "$outf" &&
 		fail "the run's cgroup is below the delegated one: $(oneline "$(cat "$outf")")"
+	return 0
+}
+
+# A cgroup the agent's user can write ABOVE the root-owned one egressd is
+# started from: the kernel lets a process move if its user can write the
+# cgroup.procs of the destination and of the common ancestor, whatever the
+# cgroups in between. The run's cgroup must go above the writable one; on
+# the build before, it went below the root-owned one and the agent wrote
+# itself into the writable one, out of enforcement.
+case_run_writable_ancestor() {
+	need_egressd
+	local dcg=/egressd-e2e-revdeleg-$$ gof=$E2E_DIR/run/revdeleg.go
+	local outf=$E2E_DIR/run/revdeleg.out mnt wpid
+	mnt=$(awk '$3 == "cgroup2" { print $2; exit }' /proc/mounts)
+	[ -n "$mnt" ] || skip "no cgroup2 mount visible to the agent"
+	trap "cg_kill_remove $dcg" EXIT
+	cg_run "mkdir -p \"\$CG$dcg/rootowned\" && chown nobody \"\$CG$dcg\" \"\$CG$dcg/cgroup.procs\"" ||
+		fail "cannot make $dcg (nobody's) with $dcg/rootowned (root's)"
+	rm -f "$gof"
+	: >"$outf"
+	chmod 666 "$outf"
+	(exec sh -c 'while [ ! -e "$1" ]; do sleep 0.05; done
+		exec unshare --net "$2" run --user nobody --allow allowed.test -- sh -c "
+			echo \$\$ >$3$4/cgroup.procs 2>/dev/null && echo moved || echo refused
+			grep ^0:: /proc/self/cgroup" >"$5"' \
+		sh "$gof" "$EGRESSD" "$mnt" "$dcg" "$outf" </dev/null 2>>"$CASE_STDERR") &
+	wpid=$!
+	bed_track $wpid
+	cg_run "echo $wpid >\"\$CG$dcg/rootowned/cgroup.procs\"" ||
+		fail "cannot move $wpid into $dcg/rootowned"
+	touch "$gof"
+	wait $wpid
+	note "agent: $(oneline "$(cat "$outf")")"
+	grep -qx refused "$outf" ||
+		fail "the agent moved itself into $dcg, out of its run's cgroup: $(oneline "$(cat "$outf")")"
+	grep -q "^0::.*/egressd\.run\.[0-9]*\$" "$outf" ||
+		fail "the agent is not in its run's cgroup: $(oneline "$(cat "$outf")")"
+	grep -q "^0::$dcg/" "$outf" &&
+		fail "the run's cgroup is below the writable $dcg: $(oneline "$(cat "$outf")")"
+	return 0
+}
+
+# A cgroup namespace whose root is delegated to the agent's user (egressd
+# started inside `unshare -C` from a cgroup nobody owns, cgroup2 mounted
+# there again, in a mount namespace of its own): every cgroup egressd could make is below a root the agent can
+# write. egressd must refuse to start (exit 2, saying why), not run the
+# command; on the build before, it ran it below that root and the agent
+# wrote itself into the root, out of enforcement.
+case_run_delegated_cgroupns() {
+	need_egressd
+	local dcg=/egressd-e2e-nsdeleg-$$ gof=$E2E_DIR/run/nsdeleg.go
+	local outf=$E2E_DIR/run/nsdeleg.out errf=$E2E_DIR/run/nsdeleg.err mnt wpid rc
+	mnt=$(awk '$3 == "cgroup2" { print $2; exit }' /proc/mounts)
+	[ -n "$mnt" ] || skip "no cgroup2 mount visible"
+	trap "cg_kill_remove $dcg" EXIT
+	cg_run "mkdir -p \"\$CG$dcg\" && chown nobody \"\$CG$dcg\" \"\$CG$dcg/cgroup.procs\"" ||
+		fail "cannot make $dcg (nobody's)"
+	rm -f "$gof"
+	: >"$outf"
+	chmod 666 "$outf"
+	(exec sh -c 'while [ ! -e "$1" ]; do sleep 0.05; done
+		exec unshare --net --cgroup --mount --propagation private sh -c '\''
+			umount -l "$2" && mount -t cgroup2 cgroup2 "$2" ||
+				{ echo "cannot mount cgroup2" >&2; exit 99; }
+			exec "$1" run --user nobody --allow allowed.test -- sh -c "
+				echo \$\$ >$2/cgroup.procs 2>/dev/null && echo moved || echo refused
+				grep ^0:: /proc/self/cgroup" >"$3"'\'' sh "$2" "$3" "$4"' \
+		sh "$gof" "$EGRESSD" "$mnt" "$outf" </dev/null 2>"$errf") &
+	wpid=$!
+	bed_track $wpid
+	cg_run "echo $wpid >\"\$CG$dcg/cgroup.procs\"" || fail "cannot move $wpid into $dcg"
+	touch "$gof"
+	wait $wpid
+	rc=$?
+	cat "$errf" >>"$CASE_STDERR"
+	note "exit $rc: $(oneline "$(cat "$errf")")"
+	[ $rc -ne 99 ] || fail "cannot mount cgroup2 in a cgroup namespace: $(oneline "$(cat "$errf")")"
+	grep -q moved "$outf" &&
+		fail "the agent moved itself to the namespace's root, out of its run's cgroup: $(oneline "$(cat "$outf")")"
+	[ -s "$outf" ] && fail "the command ran: $(oneline "$(cat "$outf")")"
+	[ $rc -eq 2 ] || fail "exit status $rc, want 2: $(oneline "$(cat "$errf")")"
+	grep -q "can write $mnt/cgroup.procs" "$errf" ||
+		fail "the refusal does not say why: $(oneline "$(cat "$errf")")"
+	# shellcheck disable=SC2016
+	cg_run 'ls -d "$CG'"$dcg"'"/egressd.run.* 2>/dev/null' &&
+		fail "a cgroup was left in $dcg"
 	return 0
 }
 
