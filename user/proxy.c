@@ -419,19 +419,23 @@ static bool is_get_at(const uint8_t *b, size_t n)
 	return n >= 4 && !strncasecmp((const char *)b, "GET", 3) && is_line_blank(b[3]);
 }
 
-/* is_get_at at a line's start in b[0..n): after each LF, and at b itself
- * if a line starts there. */
+/* is_get_at at a line's start in b[0..n): after each LF or CR (nginx
+ * and HAProxy skip both before a request line), and at b itself if a line
+ * starts there. */
 static bool has_get_line(const uint8_t *b, size_t n, bool line_start)
 {
+	static const uint8_t ends[] = { '\n', '\r' };
 	const uint8_t *q;
-	size_t k = 0;
+	size_t k, i;
 
 	if (line_start && is_get_at(b, n))
 		return true;
-	while (k < n && (q = memchr(b + k, '\n', n - k))) {
-		k = (size_t)(q - b) + 1;
-		if (is_get_at(b + k, n - k))
-			return true;
+	for (i = 0; i < sizeof(ends); i++) {
+		for (k = 0; k < n && (q = memchr(b + k, ends[i], n - k));) {
+			k = (size_t)(q - b) + 1;
+			if (is_get_at(b + k, n - k))
+				return true;
+		}
 	}
 	return false;
 }

@@ -286,7 +286,7 @@ case_http_stream_smuggling() {
 	grep -q 'hello from allowed.test' <<<"$out" ||
 		fail "the front end did not answer through egressd: $(oneline "$out")"
 	for attack in chunk-ext-lf chunk-blank-lf upgrade-same-read upgrade-then-h2 \
-		upgrade-then-http09 upgrade-then-http09-split; do
+		upgrade-then-http09 upgrade-then-http09-split upgrade-then-http09-cr; do
 		case $attack in
 		chunk-ext-lf) # http-parser reads the extension on to the next CR
 			out=$(egr --allow allowed.test:8081 -- "${CLIENT[@]}" raw $ALLOWED4 8081 --timeout 2 \
@@ -310,6 +310,10 @@ case_http_stream_smuggling() {
 			out=$(egr --allow allowed.test:8081 -- "${CLIENT[@]}" raw $ALLOWED4 8081 --send2-after 200 \
 				--send $'GET / HTTP/1.1\r\nHost: allowed.test\r\nConnection: Upgrade\r\nUpgrade: x\r\n\r\n\r\nG' \
 				--send2 $'ET http://evil.test/\r\n') ;;
+		upgrade-then-http09-cr) # a CR before it, which nginx skips like an LF
+			out=$(egr --allow allowed.test:8081 -- "${CLIENT[@]}" raw $ALLOWED4 8081 --send2-after 200 \
+				--send $'GET / HTTP/1.1\r\nHost: allowed.test\r\nConnection: Upgrade\r\nUpgrade: x\r\n\r\n\r' \
+				--send2 $'\rGET http://evil.test/\r\n') ;;
 		esac
 		note "$attack: $(oneline "$out")"
 	done
@@ -322,7 +326,7 @@ case_http_stream_smuggling() {
 	[ "$(log_new allowed.test | grep -c '"event": "h2_preface"')" = 0 ] ||
 		fail "the HTTP/2 preface reached the front end after an Upgrade request"
 	[ "$E2E_RUNNER" = direct ] && return 0
-	[ "$(grep -c '"verdict":"deny"' "$CASE_AUDIT")" -ge 6 ] ||
+	[ "$(grep -c '"verdict":"deny"' "$CASE_AUDIT")" -ge 7 ] ||
 		fail "expected a deny record for each attack: $(head -c 1500 "$CASE_AUDIT")"
 }
 
@@ -4718,8 +4722,16 @@ case_nothing_left_behind() {
 	now=$(cg_list_egressd)
 	now=$(comm -13 "$E2E_SNAP/cgroups" <(echo "$now") | grep .)
 	[ -z "$now" ] || left+="cgroups: $(echo "$now" | tr '\n' ' '); "
-	now=$(bpf_list_egr)
-	now=$(comm -13 "$E2E_SNAP/progs" <(echo "$now") | grep .)
+	# A run leaves its programs on its removed cgroup while a socket of it
+	# lives (an orphan closing, FIN_WAIT2 for up to tcp_fin_timeout):
+	# they go with the last one.
+	for ((i = 0; i < 70; i++)); do
+		now=$(bpf_list_egr)
+		now=$(comm -13 "$E2E_SNAP/progs" <(echo "$now") | grep .)
+		[ -z "$now" ] && break
+		sleep 1
+	done
+	[ "$i" -gt 0 ] && note "the last programs went after ${i} s"
 	[ -z "$now" ] || left+="BPF programs: $(echo "$now" | tr '\n' ' '); "
 	E2E_KEEP=1 bed_teardown 2>/dev/null
 	for ns in "$NS_HOST" "$NS_NET"; do
