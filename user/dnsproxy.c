@@ -71,11 +71,12 @@
 
 /*
  * Remembered answers are the tenants' to share: one tenant (origin_tenant:
- * the bound cgroup the kernel charged, with every cgroup below it) holds
- * at most max / (tenants holding any) of them and makes room among its
- * own, so one that resolves without end (cgroups of its own times
- * addresses of an allowed name) cannot push out the others'; a full
- * memory gives up its oldest entry, which is then the greediest tenant's.
+ * the bound cgroup the kernel charged, with every cgroup below it) holding
+ * max / (tenants holding any) of them or more makes room among its own,
+ * and a full memory gives up the oldest entry of the tenant holding the
+ * most; so one that resolves without end (cgroups of its own times
+ * addresses of an allowed name), or that filled the memory while it was
+ * alone, cannot push out the others'.
  */
 struct mem_tenant {
 	struct mem_tenant *next;         /* bucket chain */
@@ -372,6 +373,19 @@ static void mem_append_age(struct name_mem *m, struct mem_entry *e)
 	t->newest = e;
 }
 
+/* The tenant holding the most entries (m->n > 0). */
+static struct mem_tenant *mem_tenant_largest(struct name_mem *m)
+{
+	struct mem_tenant *t, *big = NULL;
+	size_t i;
+
+	for (i = 0; i < DNSP_MEM_TENANT_BUCKETS; i++)
+		for (t = m->tenants[i]; t; t = t->next)
+			if (!big || t->n > big->n)
+				big = t;
+	return big;
+}
+
 static struct mem_tenant **mem_tenant_slot(struct name_mem *m, uint64_t id)
 {
 	struct mem_tenant **tp = &m->tenants[mix64(m->seed ^ ~id) % DNSP_MEM_TENANT_BUCKETS];
@@ -426,8 +440,8 @@ static void mem_remember(struct name_mem *m, uint64_t cgroup_id, uint64_t tenant
 	t = *mem_tenant_slot(m, tenant);
 	if (t && t->n >= m->max / m->n_tenants)
 		mem_remove(m, t->oldest); /* may free t */
-	while (m->n >= m->max && m->oldest)
-		mem_remove(m, m->oldest);
+	while (m->n >= m->max && m->n)
+		mem_remove(m, mem_tenant_largest(m)->oldest);
 	tp = mem_tenant_slot(m, tenant);
 	if (!*tp) {
 		*tp = calloc(1, sizeof(**tp));

@@ -1184,6 +1184,18 @@ static void test_name_memory_shared(void **state)
 	assert_false(dnsproxy_name_for_addr(F.d, CG_CIDR, &ip4, NULL, 0));
 	assert_int_equal(big_remembered(CG_ENFORCE), 16);
 	other_proxy_end(&x);
+
+	/* a tenant that filled the memory alone: the next tenant's answers
+	 * push out its entries, not the other way round, also when it
+	 * resolves again and the newcomer's entries are the oldest */
+	other_proxy_start(&x, upstream, 3000, 16);
+	assert_int_equal(ask(CG_ENFORCE, "big.test", DNSMSG_A, 4096, &a), DNSMSG_NOERROR);
+	assert_int_equal(ask(CG_CIDR, "allowed.test", DNSMSG_A, 0, &a), DNSMSG_NOERROR);
+	assert_int_equal(ask(CG_ENFORCE, "big.test", DNSMSG_A, 4096, &a), DNSMSG_NOERROR);
+	assert_int_equal(ask(CG_CIDR, "rebind.test", DNSMSG_A, 0, &a), DNSMSG_NOERROR);
+	assert_true(dnsproxy_name_for_addr(F.d, CG_CIDR, &ip4, NULL, 0));
+	assert_true(big_remembered(CG_ENFORCE) <= 15);
+	other_proxy_end(&x);
 }
 
 static void test_upstream_failure(void **state)
