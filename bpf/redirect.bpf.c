@@ -21,6 +21,7 @@
  *   cgroup/sock_create                 only TCP and UDP sockets
  *   cgroup/setsockopt                  no IP options / IPv6 routing headers
  *   cgroup_skb/egress                  nor on any packet (source routing)
+ *   cgroup_skb/ingress                 no TCP from other hosts (inbound)
  *   cgroup/bind4, cgroup/bind6         not the proxy's port
  */
 #include "egr_helpers.bpf.h"
@@ -921,8 +922,9 @@ static __always_inline __u32 *egr_skb_policy(struct __sk_buff *skb, __u64 *id)
 	return pid;
 }
 
-static __always_inline void egr_emit_skb(struct __sk_buff *skb, __u16 family, __u32 reason,
-					 __u32 proto, const __u8 *dst, __u16 port, __u32 type)
+static __always_inline void egr_emit_skb_op(struct __sk_buff *skb, __u16 family, __u32 reason,
+					    __u32 proto, const __u8 *dst, __u16 port, __u32 type,
+					    __u32 op)
 {
 	struct egr_event *e;
 	__u64 id;
@@ -939,7 +941,7 @@ static __always_inline void egr_emit_skb(struct __sk_buff *skb, __u16 family, __
 	e->ts_ns = bpf_ktime_get_ns();
 	e->type = type;
 	e->reason = reason;
-	e->op = EGR_OP_EGRESS;
+	e->op = op;
 	e->origin.family = family;
 	e->origin.cgroup_id = id;
 	e->origin.policy_id = pid ? *pid : 0;
@@ -952,6 +954,12 @@ static __always_inline void egr_emit_skb(struct __sk_buff *skb, __u16 family, __
 			e->origin.family = EGR_AF_INET;
 	}
 	bpf_ringbuf_submit(e, 0);
+}
+
+static __always_inline void egr_emit_skb(struct __sk_buff *skb, __u16 family, __u32 reason,
+					 __u32 proto, const __u8 *dst, __u16 port, __u32 type)
+{
+	egr_emit_skb_op(skb, family, reason, proto, dst, port, type, EGR_OP_EGRESS);
 }
 
 /* A full socket's peer address, IPv4 stored v4-mapped. Context fields
@@ -1137,6 +1145,71 @@ int egr_egress(struct __sk_buff *skb)
 		return egr_egress_socket(skb, EGR_AF_INET6);
 	}
 	return 1;
+}
+
+/*
+ * A listener's SYN-ACKs come from request sockets (no full socket: they
+ * pass egr_egress) or, with SYN cookies, from no socket at all, and carry
+ * what the listener chose: the MSS (TCP_MAXSEG), the window, TTL and TOS,
+ * an IPv6 flow label. Whoever connects reads those bits, a few per SYN.
+ * So a TCP packet that came from another host (not over loopback) for a
+ * socket of the cgroup is dropped before TCP sees it: no handshake, no
+ * SYN-ACK, no cookie. The cgroup's own connections all go to the proxy,
+ * on loopback. "inbound": "any" lets other hosts in (egr_egress then
+ * passes the answers); audit mode lets them in, logged. Logged once per
+ * socket (the listener, for SYNs). Returns 1 to pass.
+ */
+SEC("cgroup_skb/ingress")
+int egr_ingress(struct __sk_buff *skb)
+{
+	struct egr_policy_info *pi;
+	struct bpf_sock *sk;
+	struct egr_origin *o;
+	__u32 *pid, logged, w[4] = {};
+	__u16 family, port = 0;
+	__u8 src[16], vihl = 0;
+	__u64 id;
+	bool audit;
+
+	if (skb->ifindex == 1)
+		return 1;
+	sk = skb->sk;
+	if (!sk)
+		return 1;
+	sk = bpf_sk_fullsock(sk);
+	if (!sk || *(volatile __u32 *)&sk->protocol != EGR_IPPROTO_TCP)
+		return 1;
+	pid = egr_skb_policy(skb, &id);
+	pi = pid ? bpf_map_lookup_elem(&egr_policies, pid) : NULL;
+	if (pi && (pi->flags & EGR_POLICY_VALID) && (pi->flags & EGR_POLICY_INBOUND_ANY))
+		return 1;
+	audit = pi && (pi->flags & EGR_POLICY_VALID) && (pi->flags & EGR_POLICY_AUDIT);
+	logged = audit ? EGR_INGRESS_LOGGED_AUDIT : EGR_INGRESS_LOGGED_DENY;
+	o = bpf_sk_storage_get(&egr_origins, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!o || !(o->egress_flags & logged)) {
+		if (o)
+			o->egress_flags |= logged;
+		if (skb->protocol == bpf_htons(EGR_ETH_P_IP)) {
+			family = EGR_AF_INET;
+			bpf_skb_load_bytes(skb, 0, &vihl, 1);
+			bpf_skb_load_bytes(skb, 12, w, 4);
+			egr_addr_set_v4(src, w[0]);
+			if (bpf_skb_load_bytes(skb, (vihl & 0x0f) * 4, &port, 2))
+				port = 0;
+		} else {
+			family = EGR_AF_INET6;
+			bpf_skb_load_bytes(skb, 8, w, 16);
+			egr_addr_set_v6(src, w);
+			if (bpf_skb_load_bytes(skb, 40, &port, 2))
+				port = 0;
+		}
+		egr_emit_skb_op(skb, family, EGR_REASON_INBOUND, EGR_IPPROTO_TCP, src,
+				bpf_ntohs(port), audit ? EGR_EVENT_AUDIT : EGR_EVENT_DENY,
+				EGR_OP_INGRESS);
+	} else if (!audit) {
+		egr_count(EGR_STAT_DENIED);
+	}
+	return audit;
 }
 
 /*

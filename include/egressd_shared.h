@@ -116,10 +116,11 @@ enum egr_reason {
 	 * and MLD reports carry the group addresses, chosen by the agent,
 	 * out of every interface it names, past the proxy */
 	EGR_REASON_MULTICAST = 27,
-	/* kernel: a packet of a connection a listener of the cgroup accepted
-	 * from another host (not over loopback), whose policy keeps inbound
-	 * connections local: answering it would carry data out past the
-	 * proxy */
+	/* kernel: TCP from another host (not over loopback) for a socket of
+	 * the cgroup (cgroup_skb/ingress: a listener's SYN-ACK would carry
+	 * bits the listener chose), or a packet of a connection a listener
+	 * accepted from one (egress), whose policy keeps inbound connections
+	 * local: answering would carry data out past the proxy */
 	EGR_REASON_INBOUND = 28,
 	EGR_REASON_MAX,
 };
@@ -151,6 +152,10 @@ enum egr_stat {
  * runs in softirq too, unlocked; flags has writers of its own) */
 #define EGR_EGRESS_LOGGED_DENY (1U << 0)  /* a not_redirected denial was sent */
 #define EGR_EGRESS_LOGGED_AUDIT (1U << 1) /* ... an audit record (audit mode) */
+/* and by cgroup_skb/ingress (the same socket's packets, the same CPU's
+ * softirq or its own task: flags it alone sets) */
+#define EGR_INGRESS_LOGGED_DENY (1U << 2)  /* an inbound denial was sent */
+#define EGR_INGRESS_LOGGED_AUDIT (1U << 3) /* ... an audit record */
 
 /*
  * Key of the hand-off hash (egr_conns): the client end of the redirected
@@ -266,6 +271,7 @@ enum egr_event_op {
 	EGR_OP_SETSOCKOPT = 4,
 	EGR_OP_EGRESS = 5,  /* a packet leaving a socket of the cgroup */
 	EGR_OP_BIND = 6,
+	EGR_OP_INGRESS = 7, /* a packet arriving for a socket of the cgroup */
 };
 
 /* Ring buffer record (egr_events) for kernel-side decisions. */

@@ -138,7 +138,7 @@ static const char *const reason_texts[] = {
 	[EGR_REASON_PROXY_PORT] = "bind to the proxy's port",
 	[EGR_REASON_NOT_REDIRECTED] = "packet not bound for the proxy on loopback (a socket connected before enforcement, or bound to a device)",
 	[EGR_REASON_MULTICAST] = "multicast group join (its IGMP/MLD reports would carry data out)",
-	[EGR_REASON_INBOUND] = "answer to a connection accepted from another host (the policy keeps inbound connections local)",
+	[EGR_REASON_INBOUND] = "TCP from another host to a listener of the cgroup, or an answer to it (the policy keeps inbound connections local)",
 };
 _Static_assert(sizeof(reason_texts) / sizeof(reason_texts[0]) == EGR_REASON_MAX,
 	       "every enum egr_reason value needs a text");

@@ -18,7 +18,7 @@
 #include "sockdiag.h"
 #include "redirect.skel.h"
 
-#define EGR_MAX_ATTACH 16
+#define EGR_MAX_ATTACH 24
 
 struct egr_bpf {
 	struct redirect_bpf *skel;

@@ -53,6 +53,8 @@ void kevent_to_record(const struct egr_event *e, struct audit_record *r)
 		r->detail = "packet not bound for the proxy";
 	} else if (e->op == EGR_OP_EGRESS && e->reason == EGR_REASON_INBOUND) {
 		r->detail = "answer to an inbound connection from another host";
+	} else if (e->op == EGR_OP_INGRESS) {
+		r->detail = "inbound TCP from another host";
 	} else if (e->op == EGR_OP_EGRESS) {
 		r->detail = e->origin.family == EGR_AF_INET6 ? "packet with a routing header"
 							     : "packet with IP options";

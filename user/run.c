@@ -867,8 +867,8 @@ static void run_report_events_lost(struct run_state *s)
 
 	if (egr_bpf_events_lost(s->bpf, &lost) || lost <= s->events_lost)
 		return;
-	log_warn("%llu kernel decision%s enforced but not logged: the event ring was full "
-		 "(the command made refused attempts faster than egressd could record them)",
+	log_warn("%llu kernel decision%s not logged: the event ring was full (each still "
+		 "held; the command made them faster than egressd could record them)",
 		 (unsigned long long)(lost - s->events_lost), lost - s->events_lost == 1 ? "" : "s");
 	s->events_lost = lost;
 }
