@@ -23,6 +23,7 @@
 struct egr_bpf {
 	struct redirect_bpf *skel;
 	char pin_dir[PATH_MAX - 64]; /* "" unless pinned (daemon) */
+	uint32_t conns_max; /* entries of egr_conns and egr_udp_socks */
 	int conns_fd;
 	bool loaded;
 	int cgroup_fd; /* dup of the cgroup we attached to, -1 if none */
@@ -77,7 +78,7 @@ static int egr_conns_create(struct egr_bpf *b)
 	}
 	b->conns_fd = bpf_map_create(BPF_MAP_TYPE_HASH, "egr_conns",
 				     sizeof(struct egr_conn_key),
-				     sizeof(struct egr_origin), EGR_MAX_CONNS, NULL);
+				     sizeof(struct egr_origin), b->conns_max, NULL);
 	if (b->conns_fd < 0) {
 		err = -errno;
 		log_error("cannot create BPF map egr_conns: %s", strerror(-err));
@@ -91,7 +92,7 @@ static int egr_conns_create(struct egr_bpf *b)
 	return 0;
 }
 
-static int egr_bpf_open(struct egr_bpf **out, const char *pin_dir)
+static int egr_bpf_open(struct egr_bpf **out, const char *pin_dir, uint32_t conns_max)
 {
 	struct bpf_map *m;
 	struct egr_bpf *b;
@@ -103,6 +104,7 @@ static int egr_bpf_open(struct egr_bpf **out, const char *pin_dir)
 		return -ENOMEM;
 	b->conns_fd = -1;
 	b->cgroup_fd = -1;
+	b->conns_max = conns_max && conns_max < EGR_MAX_CONNS ? conns_max : EGR_MAX_CONNS;
 	if (pin_dir) {
 		if (strlen(pin_dir) >= sizeof(b->pin_dir)) {
 			free(b);
@@ -120,6 +122,11 @@ static int egr_bpf_open(struct egr_bpf **out, const char *pin_dir)
 	err = egr_conns_create(b);
 	if (err)
 		goto fail;
+	err = bpf_map__set_max_entries(b->skel->maps.egr_udp_socks, b->conns_max);
+	if (err) {
+		log_error("cannot size map egr_udp_socks: %s", strerror(-err));
+		goto fail;
+	}
 	err = bpf_map__reuse_fd(b->skel->maps.egr_conns, b->conns_fd);
 	if (err) {
 		log_error("cannot reuse map egr_conns: %s", strerror(-err));
@@ -156,9 +163,9 @@ fail:
 	return err;
 }
 
-int egr_bpf_prepare(struct egr_bpf **out)
+int egr_bpf_prepare(struct egr_bpf **out, uint32_t conns_max)
 {
-	return egr_bpf_open(out, NULL);
+	return egr_bpf_open(out, NULL, conns_max);
 }
 
 int egr_bpf_prepare_pinned(struct egr_bpf **out, const char *pin_dir)
@@ -170,7 +177,7 @@ int egr_bpf_prepare_pinned(struct egr_bpf **out, const char *pin_dir)
 			  pin_dir, strerror(-err));
 		return err;
 	}
-	return egr_bpf_open(out, pin_dir);
+	return egr_bpf_open(out, pin_dir, EGR_MAX_CONNS);
 }
 
 int egr_bpf_conns_fd(const struct egr_bpf *b)

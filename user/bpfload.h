@@ -23,8 +23,11 @@
 struct egr_bpf;
 
 /* Create the object and the egr_conns hand-off map (so that the proxy can
- * be created with its fd before the programs are loaded). */
-int egr_bpf_prepare(struct egr_bpf **out);
+ * be created with its fd before the programs are loaded). conns_max: the
+ * entries of egr_conns and egr_udp_socks (at most EGR_MAX_CONNS; 0: that):
+ * one run needs its per-cgroup cap and a little, and its maps outlive it
+ * while a socket of its cgroup does (the programs stay attached). */
+int egr_bpf_prepare(struct egr_bpf **out, uint32_t conns_max);
 /* The same, for the daemon: every map is pinned under pin_dir (on a bpffs),
  * and maps already pinned there by a previous daemon are adopted. */
 int egr_bpf_prepare_pinned(struct egr_bpf **out, const char *pin_dir);

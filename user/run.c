@@ -1876,7 +1876,9 @@ int run_main(int argc, char **argv)
 			s.cfg.audit.path ? s.cfg.audit.path : "-", strerror(-e));
 		goto out;
 	}
-	if (egr_bpf_prepare(&s.bpf))
+	/* its cgroup's cap on open sockets of each kind (egr_bpf_set_limits),
+	 * and room for the few concurrent connects that pass it */
+	if (egr_bpf_prepare(&s.bpf, s.cfg.max_conns_per_cgroup + 1024))
 		goto out;
 
 	pp.cfg = &s.cfg;
