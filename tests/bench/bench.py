@@ -885,11 +885,13 @@ def bpf_map_entries(pid, name):
 # connect4/6 (which makes the origin record), sockops (several callbacks
 # per connection; the hand-off at TCP_CONNECT_CB), sock_release at close(),
 # setsockopt at each of the client's setsockopt() calls, egress at each
-# packet the client sends (source routing, bpf/redirect.bpf.c; reported
-# per packet, not summed per connection).
+# packet the client sends (source routing, bpf/redirect.bpf.c) and ingress
+# at each packet it receives (inbound TCP from other hosts); those two are
+# reported per packet, not summed per connection.
 KERNEL_PROGS = ("egr_connect4", "egr_connect6", "egr_sock_create",
                 "egr_sockops", "egr_sock_release", "egr_setsockopt",
-                "egr_egress")
+                "egr_egress", "egr_ingress")
+PER_PACKET_PROGS = ("egr_egress", "egr_ingress")
 
 
 def kernel_stats():
@@ -908,7 +910,7 @@ def kernel_stats():
                 # egress runs per packet, not per connection: its own
                 # line gives its average; keep-alive rows send thousands
                 # of packets per connection
-                if prog != "egr_egress":
+                if prog not in PER_PACKET_PROGS:
                     tot_ns += ns
                 if prog in ("egr_connect4", "egr_connect6"):
                     conns += cnt

@@ -38,8 +38,9 @@ die() { echo "connect4_stats: $*" >&2; exit 1; }
 [ -x "$EGRESSD" ] || die "$EGRESSD not built (make)"
 [ -z "$BASE" ] || [ -x "$BASE" ] || die "C4_BASE=$BASE is not executable"
 # Another egressd starting on the machine removes egressd.run.<pid> cgroups
-# whose <pid> is not a process named egressd* (user/cgroup.c): a copy
-# named otherwise would lose its cgroup mid-run.
+# of runs that hold no lock on them (user/cgroup.c); builds before the lock
+# hold none, and their cgroup is kept only while a root process named
+# egressd* has the pid: a copy named otherwise would lose it mid-run.
 for b in "$EGRESSD" $BASE; do
 	case ${b##*/} in
 	egressd*) ;;
