@@ -259,8 +259,11 @@ static bool mp_value_is_method(const char *v, size_t len)
 }
 
 /* A part's header field line: a name parameter, or a Content-ID (Rack
- * names a part by it, found anywhere in the line), that is _method? */
-static bool mp_field_names_method(const char *l, size_t len)
+ * names a part by it, found anywhere in the line), that is _method?
+ * *ext: the line has an RFC 2231 "name*" parameter ("name*=utf-8''_method",
+ * "name*0=_; name*1=method", percent escapes): Go's mime package (and
+ * busboy) decode and join them into the name, which is not read here. */
+static bool mp_field_names_method(const char *l, size_t len, bool *ext)
 {
 	for (size_t i = 0; i + 11 <= len; i++) {
 		size_t j = i + 11;
@@ -280,8 +283,10 @@ static bool mp_field_names_method(const char *l, size_t len)
 		j = i + 4;
 		while (j < len && is_blank(l[j]))
 			j++;
-		if (j < len && l[j] == '*')
+		if (j < len && l[j] == '*') {
+			*ext = true;
 			j++;
+		}
 		if (j >= len || l[j] != '=')
 			continue;
 		j++;
@@ -335,6 +340,7 @@ static void mp_line(struct formscan *s, bool nl)
 	const char *l = m->line;
 	size_t len = m->line_len;
 	bool cr = nl && len && !m->line_long && l[len - 1] == '\r';
+	bool ext = false;
 
 	if (m->line_delim) {
 		/* A line starting with the delimiter (after blanks, which
@@ -377,8 +383,12 @@ static void mp_line(struct formscan *s, bool nl)
 			return;
 		}
 		m->hdr_lines++;
-		if (mp_field_names_method(l, len - 1))
+		if (mp_field_names_method(l, len - 1, &ext))
 			m->part_is_method = true;
+		/* a name this does not decode may be _method: the safety
+		 * net's way, refused unless the part is read as _method */
+		if (ext)
+			m->hits++;
 		return;
 	case MP_CONTENT:
 		if (!m->part_is_method)
@@ -818,6 +828,14 @@ static int mp_boundary(struct formscan_mp *m, const char *ct)
 
 	if (boundary_php(ct, &a, &na) || boundary_rack(ct, &b, &nb) ||
 	    na != nb || memcmp(a, b, na) || !na || na > FORMSCAN_BOUNDARY_MAX)
+		return -EINVAL;
+	/* Go's mime.ParseMediaType (r.FormValue, gorilla's override
+	 * handler; busboy alike) reads the boundary otherwise: an RFC 2231
+	 * "boundary*0=Y" or "boundary*=" wins over "boundary=X", a quoted
+	 * '\' escapes ("a\"b" is a"b there, a\ in PHP and Rack), blanks
+	 * around an unquoted value are dropped ("X " is X). */
+	if (strcasestr(ct, "boundary*") || memchr(a, '\\', na) ||
+	    is_blank(a[0]) || is_blank(a[na - 1]))
 		return -EINVAL;
 	memcpy(m->boundary, "--", 2);
 	memcpy(m->boundary + 2, a, na);

@@ -311,6 +311,50 @@ static void test_parser_differences(void **state)
 		   "PATCH\r\n--XyZ--", 1, "PATCH");
 }
 
+/* Go's mime.ParseMediaType (r.FormValue, gorilla's override handler)
+ * reads a boundary and a part's name where PHP and Rack do not. */
+static void test_go_mime(void **state)
+{
+	struct formscan s;
+
+	(void)state;
+	/* RFC 2231 boundary: Go reads Y, PHP and Rack X */
+	assert_int_equal(formscan_init(&s, "multipart/form-data; boundary=X; boundary*0=Y",
+				       NULL), -EINVAL);
+	assert_int_equal(formscan_init(&s, "multipart/form-data; BOUNDARY*=utf-8''Y; "
+				       "boundary=X", NULL), -EINVAL);
+	/* a quoted backslash: Go a"b, PHP and Rack a\ */
+	assert_int_equal(formscan_init(&s, "multipart/form-data; boundary=\"a\\\"b\"", NULL),
+			 -EINVAL);
+	assert_int_equal(formscan_init(&s, "multipart/form-data; boundary=a\\b", NULL),
+			 -EINVAL);
+	/* blanks around the value: PHP and Rack "X ", Go X */
+	assert_int_equal(formscan_init(&s, "multipart/form-data; boundary=X ;a=b", NULL),
+			 -EINVAL);
+	assert_int_equal(formscan_init(&s, "multipart/form-data; boundary=X\t", NULL),
+			 -EINVAL);
+	assert_int_equal(formscan_init(&s, "multipart/form-data; boundary= X", NULL), -EINVAL);
+	/* still read: blanks inside quotes, a blank before the next one */
+	assert_int_equal(formscan_init(&s, "multipart/form-data; boundary=\"a b\"", NULL),
+			 FORMSCAN_MULTIPART);
+	assert_int_equal(formscan_init(&s, "multipart/form-data; boundary=X; a=b", NULL),
+			 FORMSCAN_MULTIPART);
+	/* RFC 2231 part names: Go decodes and joins them into _method */
+	EXPECT(MP, "--XyZ\r\nContent-Disposition: form-data; name*=utf-8''_method\r\n\r\n"
+		   "DELETE\r\n--XyZ--", -1, NULL);
+	EXPECT(MP, "--XyZ\r\nContent-Disposition: form-data; name*0=_; name*1=method\r\n\r\n"
+		   "DELETE\r\n--XyZ--", -1, NULL);
+	EXPECT(MP, "--XyZ\r\nContent-Disposition: form-data; name*=utf-8''%5Fmethod\r\n\r\n"
+		   "DELETE\r\n--XyZ--", -1, NULL);
+	EXPECT(MP, "--XyZ\r\nContent-Disposition: form-data; name=a; Name*=utf-8''b\r\n\r\n"
+		   "DELETE\r\n--XyZ--", -1, NULL);
+	/* a plain name next to it, or a filename*: read as before */
+	EXPECT(MP, "--XyZ\r\nContent-Disposition: form-data; name=_method; "
+		   "name*=utf-8''_method\r\n\r\nPUT\r\n--XyZ--", 1, "PUT");
+	EXPECT(MP, "--XyZ\r\nContent-Disposition: form-data; name=f; "
+		   "filename*=utf-8''a.txt\r\n\r\nDELETE\r\n--XyZ--", 0, NULL);
+}
+
 /* PHP splits lines at 5120 bytes: a delimiter after a long line. */
 static void test_multipart_long_line(void **state)
 {
@@ -410,6 +454,7 @@ int main(void)
 		cmocka_unit_test(test_json),
 		cmocka_unit_test(test_types),
 		cmocka_unit_test(test_parser_differences),
+		cmocka_unit_test(test_go_mime),
 		cmocka_unit_test(test_multipart_long_line),
 		cmocka_unit_test(test_gzip),
 	};
