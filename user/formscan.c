@@ -109,7 +109,7 @@ static bool url_long_name_may_be_method(const char *n)
 	c[7] = '\0';
 	/* PHP reads a long name whole (no _method); qs and Rack 2 read
 	 * brackets after it */
-	return !strcmp(c, "_method") && (p[7] == '[' || p[7] == ']');
+	return !strcasecmp(c, "_method") && (p[7] == '[' || p[7] == ']');
 }
 
 static void url_end_pair(struct formscan *s, struct formscan_url *u)
@@ -433,7 +433,7 @@ static void mp_net_check(struct formscan_mp *m, bool end)
 	}
 	if (at == m->hit_at)
 		return; /* counted already (at the line break before) */
-	if (n < 7 || memcmp(t + n - 6, "method", 6) || !t[n - 7] || !strchr("_. [", t[n - 7]))
+	if (n < 7 || strncasecmp(t + n - 6, "method", 6) || !t[n - 7] || !strchr("_. [", t[n - 7]))
 		return;
 	i = n - 7;
 	while (i > 0 && net_skip(t[i - 1]))
@@ -560,7 +560,7 @@ static void js_end_string(struct formscan *s)
 
 	j->st = JS_OUT;
 	if (j->str_is_key) {
-		j->key_is_method = !j->s_long && j->s_len == 7 && !memcmp(j->s, "_method", 7);
+		j->key_is_method = !j->s_long && j->s_len == 7 && !strncasecmp(j->s, "_method", 7);
 	} else if (j->want_value) {
 		j->want_value = false;
 		found_value(s, j->s, j->s_len, j->s_long);

@@ -355,6 +355,26 @@ static void test_go_mime(void **state)
 		   "filename*=utf-8''a.txt\r\n\r\nDELETE\r\n--XyZ--", 0, NULL);
 }
 
+/* Slim reads _METHOD, ASP.NET Core's form lookup ignores case. */
+static void test_method_any_case(void **state)
+{
+	const char *m;
+
+	(void)state;
+	EXPECT(URL, "_METHOD=DELETE", 1, "DELETE");
+	EXPECT(URL, "[_Method]=PUT", 1, "PUT");
+	EXPECT(URL, ".METHOD=DELETE", 1, "DELETE");
+	EXPECT(MP, "--XyZ\r\nContent-Disposition: form-data; name=\"_METHOD\"\r\n\r\n"
+		   "DELETE\r\n--XyZ--", 1, "DELETE");
+	/* the safety net too: a hidden _METHOD is refused */
+	EXPECT(MP, "--XyZ\r\nContent-Disposition: form-data; name=decoy; x=a\\name=_method\r\n"
+		   "\r\n\r\n--XyZ\r\nContent-Disposition: form-data; na\r\nme=_METHOD\r\n\r\n"
+		   "DELETE\r\n--XyZ--\r\n", -1, NULL);
+	EXPECT("application/json", "{\"_Method\":\"PATCH\"}", 1, "PATCH");
+	assert_int_equal(formscan_query("_mEtHoD=DELETE", 14, &m), 1);
+	assert_string_equal(m, "DELETE");
+}
+
 /* PHP splits lines at 5120 bytes: a delimiter after a long line. */
 static void test_multipart_long_line(void **state)
 {
@@ -455,6 +475,7 @@ int main(void)
 		cmocka_unit_test(test_types),
 		cmocka_unit_test(test_parser_differences),
 		cmocka_unit_test(test_go_mime),
+		cmocka_unit_test(test_method_any_case),
 		cmocka_unit_test(test_multipart_long_line),
 		cmocka_unit_test(test_gzip),
 	};
