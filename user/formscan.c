@@ -855,8 +855,12 @@ static int mp_boundary(struct formscan_mp *m, const char *ct)
 
 /* JSON is read as UTF-8 (Laravel); body-parser honours a charset (the
  * last one given, blanks allowed around '='): every "charset" in the
- * field must be one that says UTF-8. */
-static bool json_charset_ok(const char *ct)
+ * field must be one that says UTF-8. A form's charset is honoured by
+ * Tomcat (Spring) and ASP.NET: "%00_%00m%00e..." in UTF-16 is _method
+ * there. Every "charset" must be one in which "_method" and the method
+ * names are the ASCII bytes read here (form: also US-ASCII and
+ * ISO-8859-1). */
+static bool charset_ok(const char *ct, bool form)
 {
 	for (const char *p = ct; (p = strcasestr(p, "charset")); ) {
 		size_t n;
@@ -872,7 +876,8 @@ static bool json_charset_ok(const char *ct)
 		if (*p == '"')
 			p++;
 		n = strcspn(p, "\";, \t");
-		if (!span_is(p, n, "utf-8") && !span_is(p, n, "utf8"))
+		if (!span_is(p, n, "utf-8") && !span_is(p, n, "utf8") &&
+		    (!form || (!span_is(p, n, "us-ascii") && !span_is(p, n, "iso-8859-1"))))
 			return false;
 	}
 	return true;
@@ -903,9 +908,11 @@ int formscan_init(struct formscan *s, const char *ct, const char *ce)
 	}
 	if (has_json(ct)) {
 		s->kinds |= FORMSCAN_JSON;
-		if (!json_charset_ok(ct))
+		if (!charset_ok(ct, false))
 			return -EINVAL;
 	}
+	if ((s->kinds & (FORMSCAN_URLENCODED | FORMSCAN_MULTIPART)) && !charset_ok(ct, true))
+		return -EINVAL;
 	if (!s->kinds)
 		return 0;
 	s->us.semi = true;

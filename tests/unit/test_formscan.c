@@ -375,6 +375,38 @@ static void test_method_any_case(void **state)
 	assert_string_equal(m, "DELETE");
 }
 
+/* Tomcat (Spring) and ASP.NET decode a form in its charset: in UTF-16,
+ * "%00_%00m%00e..." is _method there. */
+static void test_form_charset(void **state)
+{
+	struct formscan s;
+
+	(void)state;
+	assert_int_equal(formscan_init(&s, URL "; charset=UTF-16", NULL), -EINVAL);
+	assert_int_equal(formscan_init(&s, URL "; charset=\"utf-16le\"", NULL), -EINVAL);
+	assert_int_equal(formscan_init(&s, URL "; charset = utf-32", NULL), -EINVAL);
+	assert_int_equal(formscan_init(&s, URL "; charset=utf-8; charset=utf-16", NULL),
+			 -EINVAL);
+	assert_int_equal(formscan_init(&s, URL "; x-charset=utf-16; charset=utf-8", NULL),
+			 -EINVAL);
+	assert_int_equal(formscan_init(&s, MP "; charset=utf-16", NULL), -EINVAL);
+	assert_int_equal(formscan_init(&s, "multipart/form-data; charset=UTF-16BE; boundary=B",
+				       NULL), -EINVAL);
+	assert_int_equal(formscan_init(&s, URL "; charset", NULL), -EINVAL);
+	/* charsets that read "_method" and the methods as the bytes do */
+	assert_int_equal(formscan_init(&s, URL "; charset=UTF-8", NULL), FORMSCAN_URLENCODED);
+	assert_int_equal(formscan_init(&s, URL "; charset=\"us-ascii\"", NULL),
+			 FORMSCAN_URLENCODED);
+	assert_int_equal(formscan_init(&s, URL "; Charset=ISO-8859-1", NULL),
+			 FORMSCAN_URLENCODED);
+	assert_int_equal(formscan_init(&s, MP "; charset=utf-8", NULL), FORMSCAN_MULTIPART);
+	/* a type not read is not refused for its charset */
+	assert_int_equal(formscan_init(&s, "text/plain; charset=utf-16", NULL), 0);
+	/* JSON: UTF-8 only, as before */
+	assert_int_equal(formscan_init(&s, "application/json; charset=iso-8859-1", NULL),
+			 -EINVAL);
+}
+
 /* PHP splits lines at 5120 bytes: a delimiter after a long line. */
 static void test_multipart_long_line(void **state)
 {
@@ -476,6 +508,7 @@ int main(void)
 		cmocka_unit_test(test_parser_differences),
 		cmocka_unit_test(test_go_mime),
 		cmocka_unit_test(test_method_any_case),
+		cmocka_unit_test(test_form_charset),
 		cmocka_unit_test(test_multipart_long_line),
 		cmocka_unit_test(test_gzip),
 	};
