@@ -68,7 +68,9 @@ static void test_urlencoded(void **state)
 	EXPECT(URL, "+_method=DELETE", 1, "DELETE");     /* PHP: leading spaces */
 	EXPECT(URL, "%20%20_method=DELETE", 1, "DELETE");
 	EXPECT(URL, ".method=DELETE", 1, "DELETE");      /* PHP: '.' is '_' */
-	EXPECT(URL, "[method=DELETE", 1, "DELETE");      /* an unclosed '[' too */
+	/* an unclosed '[' too (PHP 8.2 drops a name starting with '[':
+	 * reading it as _method only refuses more) */
+	EXPECT(URL, "[method=DELETE", 1, "DELETE");
 	EXPECT(URL, "_method%00junk=DELETE", 1, "DELETE"); /* PHP stops at NUL */
 	EXPECT(URL, "a=1;_method=DELETE", 1, "DELETE");  /* older Rack's ';' */
 	/* PHP splits at '&' only, and cuts the name at a NUL: a ';' after
