@@ -41,10 +41,12 @@ static void found_value(struct formscan *s, const char *v, size_t len, bool too_
 	memcpy(buf, v, len);
 	buf[len] = '\0';
 	m = reqrule_method_name(buf);
-	if (m && (!strcmp(m, "HEAD") || !strcmp(m, "CONNECT")))
+	if (m && (!strcmp(m, "HEAD") || !strcmp(m, "CONNECT"))) {
 		/* the answer would have no body, or be a tunnel, where
 		 * egressd reads a POST's (see reqrule_check) */
 		fs_bad(s, "_method naming HEAD or CONNECT");
+		s->head_or_connect = true;
+	}
 	else if (!m || (s->found && strcmp(s->found, m)))
 		fs_bad(s, "unknown method in _method, or several that disagree");
 	else
@@ -965,6 +967,8 @@ int formscan_finish(struct formscan *s, const char **method)
 		const char *rm = NULL;
 		int rr = formscan_finish(s->raw, &rm);
 
+		if (s->raw->head_or_connect)
+			s->head_or_connect = true;
 		if (rr < 0)
 			fs_bad(s, s->raw->why);
 		else if (rr > 0)

@@ -120,6 +120,7 @@ struct formscan {
 	bool bad;            /* several _method that disagree, an unknown
 	                      * method, a body that cannot be read */
 	const char *why;     /* the first of those (static text) */
+	bool head_or_connect; /* a _method read as naming HEAD or CONNECT */
 	const char *found;   /* the method (http-parser's name), or NULL */
 	struct formscan_url u;  /* pairs split at '&' (PHP, qs, Go) */
 	struct formscan_url us; /* ... and at ';' (Rack 2) */
