@@ -136,8 +136,9 @@ struct formscan {
  * What to read in a body with this Content-Type and Content-Encoding
  * value (NULL: none): fills s and returns its kinds (0: nothing to read).
  * -EINVAL: a body that cannot be read as its server reads it (a multipart
- * type whose boundary PHP and Rack read differently or not at all, JSON
- * in a charset other than UTF-8); -ENOTSUP: an encoding other than gzip
+ * type whose boundary PHP, Rack or Go read differently or not at all, JSON
+ * in a charset other than UTF-8, a form or multipart body in one other
+ * than UTF-8, US-ASCII, ISO-8859-1); -ENOTSUP: an encoding other than gzip
  * or deflate; -ENOMEM.
  */
 int formscan_init(struct formscan *s, const char *content_type,

@@ -162,8 +162,9 @@ int httpreq_accept(struct httpreq *r, const struct httpreq_set *sets,
  * the request with 403 (HEAD, CONNECT, an unknown or conflicting one
  * with 400) before the server has all of it. Refuses at once (-EPERM,
  * then answer httpreq_status()) a POST with several Content-Type fields,
- * a multipart one whose boundary PHP and Rack read differently, JSON in
- * a charset other than UTF-8 (400), a Content-Encoding other than gzip
+ * a multipart one whose boundary PHP, Rack or Go read differently, JSON in
+ * a charset other than UTF-8, a form in one other than UTF-8, US-ASCII,
+ * ISO-8859-1 (400), a Content-Encoding other than gzip
  * or deflate on a body that is read (415). 0: accepted (scanned or not).
  * audit: hold nothing back, and refuse only a _method naming HEAD or
  * CONNECT (400); a 403 is told by httpreq_scan_audit() once the request
