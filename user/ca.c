@@ -948,7 +948,9 @@ static int check_private_dir(const char *dir, char *err, size_t errlen)
 		return -EPERM;
 	}
 	/* (A read-only mount cannot be written whatever its modes: a
-	 * Kubernetes secret volume's directory is 1777, mounted read-only.) */
+	 * Kubernetes secret volume's directory is 1777, mounted read-only.
+	 * Only this mount is seen: one writable through another mount, a
+	 * hostPath, is the operator's to avoid; docs/interception.md.) */
 	if ((st.st_mode & 022) && !(statvfs(dir, &sv) == 0 && (sv.f_flag & ST_RDONLY))) {
 		egr_seterr(err, errlen,
 		       "%s is writable by group or others (mode %04o); whoever can write "

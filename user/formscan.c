@@ -41,10 +41,12 @@ static void found_value(struct formscan *s, const char *v, size_t len, bool too_
 	memcpy(buf, v, len);
 	buf[len] = '\0';
 	m = reqrule_method_name(buf);
-	if (m && (!strcmp(m, "HEAD") || !strcmp(m, "CONNECT")))
+	if (m && (!strcmp(m, "HEAD") || !strcmp(m, "CONNECT"))) {
 		/* the answer would have no body, or be a tunnel, where
 		 * egressd reads a POST's (see reqrule_check) */
 		fs_bad(s, "_method naming HEAD or CONNECT");
+		s->head_or_connect = true;
+	}
 	else if (!m || (s->found && strcmp(s->found, m)))
 		fs_bad(s, "unknown method in _method, or several that disagree");
 	else
@@ -109,7 +111,7 @@ static bool url_long_name_may_be_method(const char *n)
 	c[7] = '\0';
 	/* PHP reads a long name whole (no _method); qs and Rack 2 read
 	 * brackets after it */
-	return !strcmp(c, "_method") && (p[7] == '[' || p[7] == ']');
+	return !strcasecmp(c, "_method") && (p[7] == '[' || p[7] == ']');
 }
 
 static void url_end_pair(struct formscan *s, struct formscan_url *u)
@@ -259,8 +261,11 @@ static bool mp_value_is_method(const char *v, size_t len)
 }
 
 /* A part's header field line: a name parameter, or a Content-ID (Rack
- * names a part by it, found anywhere in the line), that is _method? */
-static bool mp_field_names_method(const char *l, size_t len)
+ * names a part by it, found anywhere in the line), that is _method?
+ * *ext: the line has an RFC 2231 "name*" parameter ("name*=utf-8''_method",
+ * "name*0=_; name*1=method", percent escapes): Go's mime package (and
+ * busboy) decode and join them into the name, which is not read here. */
+static bool mp_field_names_method(const char *l, size_t len, bool *ext)
 {
 	for (size_t i = 0; i + 11 <= len; i++) {
 		size_t j = i + 11;
@@ -280,8 +285,10 @@ static bool mp_field_names_method(const char *l, size_t len)
 		j = i + 4;
 		while (j < len && is_blank(l[j]))
 			j++;
-		if (j < len && l[j] == '*')
+		if (j < len && l[j] == '*') {
+			*ext = true;
 			j++;
+		}
 		if (j >= len || l[j] != '=')
 			continue;
 		j++;
@@ -335,6 +342,7 @@ static void mp_line(struct formscan *s, bool nl)
 	const char *l = m->line;
 	size_t len = m->line_len;
 	bool cr = nl && len && !m->line_long && l[len - 1] == '\r';
+	bool ext = false;
 
 	if (m->line_delim) {
 		/* A line starting with the delimiter (after blanks, which
@@ -377,8 +385,12 @@ static void mp_line(struct formscan *s, bool nl)
 			return;
 		}
 		m->hdr_lines++;
-		if (mp_field_names_method(l, len - 1))
+		if (mp_field_names_method(l, len - 1, &ext))
 			m->part_is_method = true;
+		/* a name this does not decode may be _method: the safety
+		 * net's way, refused unless the part is read as _method */
+		if (ext)
+			m->hits++;
 		return;
 	case MP_CONTENT:
 		if (!m->part_is_method)
@@ -423,7 +435,7 @@ static void mp_net_check(struct formscan_mp *m, bool end)
 	}
 	if (at == m->hit_at)
 		return; /* counted already (at the line break before) */
-	if (n < 7 || memcmp(t + n - 6, "method", 6) || !t[n - 7] || !strchr("_. [", t[n - 7]))
+	if (n < 7 || strncasecmp(t + n - 6, "method", 6) || !t[n - 7] || !strchr("_. [", t[n - 7]))
 		return;
 	i = n - 7;
 	while (i > 0 && net_skip(t[i - 1]))
@@ -550,7 +562,7 @@ static void js_end_string(struct formscan *s)
 
 	j->st = JS_OUT;
 	if (j->str_is_key) {
-		j->key_is_method = !j->s_long && j->s_len == 7 && !memcmp(j->s, "_method", 7);
+		j->key_is_method = !j->s_long && j->s_len == 7 && !strncasecmp(j->s, "_method", 7);
 	} else if (j->want_value) {
 		j->want_value = false;
 		found_value(s, j->s, j->s_len, j->s_long);
@@ -819,6 +831,14 @@ static int mp_boundary(struct formscan_mp *m, const char *ct)
 	if (boundary_php(ct, &a, &na) || boundary_rack(ct, &b, &nb) ||
 	    na != nb || memcmp(a, b, na) || !na || na > FORMSCAN_BOUNDARY_MAX)
 		return -EINVAL;
+	/* Go's mime.ParseMediaType (r.FormValue, gorilla's override
+	 * handler; busboy alike) reads the boundary otherwise: an RFC 2231
+	 * "boundary*0=Y" or "boundary*=" wins over "boundary=X", a quoted
+	 * '\' escapes ("a\"b" is a"b there, a\ in PHP and Rack), blanks
+	 * around an unquoted value are dropped ("X " is X). */
+	if (strcasestr(ct, "boundary*") || memchr(a, '\\', na) ||
+	    is_blank(a[0]) || is_blank(a[na - 1]))
+		return -EINVAL;
 	memcpy(m->boundary, "--", 2);
 	memcpy(m->boundary + 2, a, na);
 	m->blen = na + 2;
@@ -837,8 +857,12 @@ static int mp_boundary(struct formscan_mp *m, const char *ct)
 
 /* JSON is read as UTF-8 (Laravel); body-parser honours a charset (the
  * last one given, blanks allowed around '='): every "charset" in the
- * field must be one that says UTF-8. */
-static bool json_charset_ok(const char *ct)
+ * field must be one that says UTF-8. A form's charset is honoured by
+ * Tomcat (Spring) and ASP.NET: "%00_%00m%00e..." in UTF-16 is _method
+ * there. Every "charset" must be one in which "_method" and the method
+ * names are the ASCII bytes read here (form: also US-ASCII and
+ * ISO-8859-1). */
+static bool charset_ok(const char *ct, bool form)
 {
 	for (const char *p = ct; (p = strcasestr(p, "charset")); ) {
 		size_t n;
@@ -854,7 +878,8 @@ static bool json_charset_ok(const char *ct)
 		if (*p == '"')
 			p++;
 		n = strcspn(p, "\";, \t");
-		if (!span_is(p, n, "utf-8") && !span_is(p, n, "utf8"))
+		if (!span_is(p, n, "utf-8") && !span_is(p, n, "utf8") &&
+		    (!form || (!span_is(p, n, "us-ascii") && !span_is(p, n, "iso-8859-1"))))
 			return false;
 	}
 	return true;
@@ -885,9 +910,11 @@ int formscan_init(struct formscan *s, const char *ct, const char *ce)
 	}
 	if (has_json(ct)) {
 		s->kinds |= FORMSCAN_JSON;
-		if (!json_charset_ok(ct))
+		if (!charset_ok(ct, false))
 			return -EINVAL;
 	}
+	if ((s->kinds & (FORMSCAN_URLENCODED | FORMSCAN_MULTIPART)) && !charset_ok(ct, true))
+		return -EINVAL;
 	if (!s->kinds)
 		return 0;
 	s->us.semi = true;
@@ -940,6 +967,8 @@ int formscan_finish(struct formscan *s, const char **method)
 		const char *rm = NULL;
 		int rr = formscan_finish(s->raw, &rm);
 
+		if (s->raw->head_or_connect)
+			s->head_or_connect = true;
 		if (rr < 0)
 			fs_bad(s, s->raw->why);
 		else if (rr > 0)

@@ -120,6 +120,7 @@ struct formscan {
 	bool bad;            /* several _method that disagree, an unknown
 	                      * method, a body that cannot be read */
 	const char *why;     /* the first of those (static text) */
+	bool head_or_connect; /* a _method read as naming HEAD or CONNECT */
 	const char *found;   /* the method (http-parser's name), or NULL */
 	struct formscan_url u;  /* pairs split at '&' (PHP, qs, Go) */
 	struct formscan_url us; /* ... and at ';' (Rack 2) */
@@ -135,8 +136,9 @@ struct formscan {
  * What to read in a body with this Content-Type and Content-Encoding
  * value (NULL: none): fills s and returns its kinds (0: nothing to read).
  * -EINVAL: a body that cannot be read as its server reads it (a multipart
- * type whose boundary PHP and Rack read differently or not at all, JSON
- * in a charset other than UTF-8); -ENOTSUP: an encoding other than gzip
+ * type whose boundary PHP, Rack or Go read differently or not at all, JSON
+ * in a charset other than UTF-8, a form or multipart body in one other
+ * than UTF-8, US-ASCII, ISO-8859-1); -ENOTSUP: an encoding other than gzip
  * or deflate; -ENOMEM.
  */
 int formscan_init(struct formscan *s, const char *content_type,

@@ -85,6 +85,8 @@ struct httpreq {
 	/* a POST body read for _method (httpreq_scan_body) */
 	bool scanning;
 	bool scan_audit;           /* audit mode: note, never refuse */
+	bool scan_lenient;         /* audit mode, or every method allowed */
+	const char *unread;        /* a body forwarded unread: why (static) */
 	int audit_status;          /* what enforce mode would have answered */
 	const char *audit_reason;
 	uint64_t override_ok;
@@ -340,6 +342,15 @@ static int scan_verdict(struct httpreq *r)
 
 	r->scanning = false;
 	rc = formscan_finish(&r->fs, &m);
+	if (rc < 0 && r->fs.head_or_connect)
+		return scan_fail(r, 400, "_method naming HEAD or CONNECT");
+	if (rc < 0 && r->scan_lenient) {
+		/* Nothing the rules refuse can be in it: only a HEAD or a
+		 * CONNECT unseen would matter, and that desyncs nothing on
+		 * a connection that ends after this answer. */
+		r->unread = r->fs.why ? r->fs.why : "_method in the body cannot be read";
+		return 0;
+	}
 	if (rc < 0)
 		return scan_fail(r, 400, r->fs.why ? r->fs.why : "_method in the body cannot be read");
 	if (rc > 0) {
@@ -1013,13 +1024,18 @@ int httpreq_accept(struct httpreq *r, const struct httpreq_set *sets,
 	return 0;
 }
 
-/* Refused before the body (a body that cannot be read): in audit mode
- * too, as scan_fail. */
+/* Refused before the body (a body that cannot be read), unless lenient
+ * (audit mode, or every method allowed): then forwarded unread, and the
+ * caller ends the connection after its answer (httpreq_scan_unread). */
 static int scan_refuse_now(struct httpreq *r, int status, const char *reason)
 {
 	if (r->scan_audit && status == 403) {
 		r->audit_status = status;
 		r->audit_reason = reason;
+		return 0;
+	}
+	if (r->scan_lenient && (status == 400 || status == 415)) {
+		r->unread = reason;
 		return 0;
 	}
 	refuse(r, status, reason);
@@ -1035,6 +1051,8 @@ int httpreq_scan_body(struct httpreq *r, uint64_t override_ok, bool audit)
 	if (!r)
 		return -EINVAL;
 	r->scan_audit = audit;
+	r->scan_lenient = audit || override_ok == UINT64_MAX;
+	r->unread = NULL;
 	r->audit_status = 0;
 	/* Also where every method is allowed (override_ok UINT64_MAX): a
 	 * _method naming HEAD or CONNECT is refused whatever the rules. */
@@ -1132,6 +1150,11 @@ void httpreq_out_consume(struct httpreq *r, size_t n)
 	r->out_base += n;
 	if (r->out_off == r->out_len)
 		r->out_off = r->out_len = 0;
+}
+
+const char *httpreq_scan_unread(const struct httpreq *r)
+{
+	return r ? r->unread : NULL;
 }
 
 int httpreq_scan_audit(const struct httpreq *r, const char **reason)

@@ -162,15 +162,26 @@ int httpreq_accept(struct httpreq *r, const struct httpreq_set *sets,
  * the request with 403 (HEAD, CONNECT, an unknown or conflicting one
  * with 400) before the server has all of it. Refuses at once (-EPERM,
  * then answer httpreq_status()) a POST with several Content-Type fields,
- * a multipart one whose boundary PHP and Rack read differently, JSON in
- * a charset other than UTF-8 (400), a Content-Encoding other than gzip
+ * a multipart one whose boundary PHP, Rack or Go read differently, JSON in
+ * a charset other than UTF-8, a form in one other than UTF-8, US-ASCII,
+ * ISO-8859-1 (400), a Content-Encoding other than gzip
  * or deflate on a body that is read (415). 0: accepted (scanned or not).
- * audit: hold nothing back, and refuse only what is not the rules'
- * business (400, 415: the framing of the answer depends on it); a 403
- * is told by httpreq_scan_audit() once the request ended
- * (HTTPREQ_EV_END).
+ * audit: hold nothing back, and refuse only a _method naming HEAD or
+ * CONNECT (400); a 403 is told by httpreq_scan_audit() once the request
+ * ended (HTTPREQ_EV_END). In audit mode, or where every method is
+ * allowed, a body that cannot be read (400, 415 above) is not refused
+ * but forwarded: httpreq_scan_unread().
  */
 int httpreq_scan_body(struct httpreq *r, uint64_t override_ok, bool audit);
+/* A POST body forwarded although it could not be read for _method (in
+ * audit mode, or where every method is allowed: an encoding, a charset,
+ * a boundary or a multipart layout it cannot read): why (static text),
+ * else NULL; valid from httpreq_scan_body() to the next request's. Its
+ * server may have read a HEAD or a CONNECT there, so the caller must end
+ * the connection after this request's answer: no later request, no
+ * Upgrade, nothing a desynced framing could act on. A readable body
+ * naming HEAD or CONNECT is refused (400) all the same. */
+const char *httpreq_scan_unread(const struct httpreq *r);
 /* After an audit-mode scan: the status enforce mode would have answered
  * the last request with (0: none), *reason its static text. */
 int httpreq_scan_audit(const struct httpreq *r, const char **reason);

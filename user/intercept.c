@@ -126,6 +126,7 @@ struct ic_req {
 	char why[320];          /* denial / failure text (safe to show) */
 	bool is_head, is_connect, upgrade;
 	bool local;             /* answered by egressd with status + why */
+	bool close_after;       /* the connection ends after its answer */
 	bool resp_started;
 	bool body_open;         /* request body still streaming upstream */
 	int status;
@@ -219,6 +220,7 @@ struct ic_conn {
 	http_parser rp;
 	bool tunnel;
 	bool close_after_resp;
+	bool no_more_reqs;      /* a body forwarded unread: this is the last */
 
 	/* closing */
 	bool closing;
@@ -1754,8 +1756,8 @@ static bool requests(struct ic_conn *c)
 		c->creq_len = 0; /* nothing after a refusal goes anywhere */
 		return moved;
 	}
-	if (c->hr_mode == HR_UPGRADE || c->tunnel)
-		return false;
+	if (c->hr_mode == HR_UPGRADE || c->tunnel || c->no_more_reqs)
+		return false; /* (no_more_reqs: what follows waits for the close) */
 	if (!c->hr) {
 		c->hr = httpreq_new();
 		if (!c->hr) {
@@ -1805,6 +1807,29 @@ static bool requests(struct ic_conn *c)
 					cur->reason = status_reason(ss);
 					fmt_str(cur->why, sizeof(cur->why), "would be %d: %s", ss, sr);
 				}
+			}
+			if (httpreq_scan_unread(c->hr)) {
+				/* A body egressd could not read for _method
+				 * went up (audit mode, or every method
+				 * allowed): its server may act on a HEAD or a
+				 * CONNECT named there and frame its answer so.
+				 * Nothing more on this connection: no later
+				 * request, no Upgrade, for a desync to act on. */
+				c->no_more_reqs = true;
+				if (c->cur_up) {
+					struct ic_req *cur = c->cur_up;
+					size_t wl = strlen(cur->why);
+
+					cur->close_after = true;
+					fmt_str(cur->why + wl, sizeof(cur->why) - wl,
+						"%sbody not read for _method (%s): connection closed after this response",
+						wl ? "; " : "", httpreq_scan_unread(c->hr));
+				} else if (c->q_tail) {
+					c->q_tail->close_after = true;
+				} else {
+					c->close_after_resp = true;
+				}
+				return true;
 			}
 			moved = true;
 			continue;
@@ -1893,6 +1918,8 @@ static void resp_message_done(struct ic_conn *c)
 		 * the rest of that body must not be taken for a request. */
 		c->close_after_resp = true;
 	}
+	if (e->close_after)
+		c->close_after_resp = true; /* its body went up unread */
 	req_pop(c);
 }
 

@@ -856,7 +856,7 @@ bool reqrule_param_is_method(const char *name)
 	size_t k = 0;
 	const char *p = name + strspn(name, "[]");
 
-	if (!strncmp(p, "_method", 7)) {
+	if (!strncasecmp(p, "_method", 7)) {
 		/* after it: closing brackets, or qs's array of one
 		 * ("_method[]", "_method[0]": Express's getter takes the
 		 * array's first) */
@@ -880,7 +880,7 @@ bool reqrule_param_is_method(const char *name)
 		n[k++] = c;
 	}
 	n[k] = '\0';
-	return !strcmp(n, "_method");
+	return !strcasecmp(n, "_method");
 }
 
 /*

@@ -86,6 +86,7 @@ CASES=(
 	inject_over_wildcard_credential
 	intercept_method_path_rules
 	intercept_body_method_override
+	intercept_unread_body_closes
 	intercept_audit_body_override_credential
 	intercept_domain_fronting
 	intercept_canonical_host
@@ -5071,6 +5072,69 @@ if ok != want:
 		o.get("http", {}).get("path") == "/public/au" and o["http"].get("status") == 200 and
 		"would be 403" in o.get("detail", "") and "_method" in o.get("detail", ""))' >/dev/null ||
 		fail "no audit-mode record of /public/au: $(grep public/au "$CASE_AUDIT" | head -c 600)"
+}
+
+# Where every method is allowed, or in audit mode, a POST body egressd
+# cannot read for _method (LF-only multipart as google-api-python-client
+# sends uploads, JSON in Content-Encoding: br) is forwarded, not refused;
+# its server might act on a HEAD named there, so the connection ends after
+# its answer (the next request on it needs a new connection). A readable
+# _method=HEAD stays refused.
+case_intercept_unread_body_closes() {
+	need_egressd
+	local pol=$E2E_DIR/run/unread-policy.json out
+	cat >"$pol" <<'JSON'
+{
+  "allow": ["allowed.test"],
+  "intercept": [
+    { "host": "allowed.test",
+      "rules": [ { "name": "all", "methods": ["*"], "paths": ["/**"] } ] }
+  ]
+}
+JSON
+	log_mark allowed.test
+	out=$(egr_ic --policy "$pol" -- sh -c '
+		c() { curl -sS --max-time 20 -w "\n@%{http_code} #%{num_connects}" "$@" 2>&1 | tr -d "\r" | tr "\n" " "; echo; }
+		w="\n@%{http_code} #%{num_connects}"
+		echo "keep: $(c https://allowed.test/public/k1 --next -w "$w" https://allowed.test/public/k2)"
+		echo "lf: $(printf "%s\n%s\n\n%s\n%s" "--B" "Content-Type: application/json" "{}" "--B--" |
+			c -H "Content-Type: multipart/related; boundary=B" --data-binary @- https://allowed.test/public/lf \
+			--next -w "$w" https://allowed.test/public/after)"
+		echo "br: $(c -H "Content-Type: application/json" -H "Content-Encoding: br" -d "{}" https://allowed.test/public/br)"
+		echo "head: $(c -d "_method=HEAD" https://allowed.test/public/hd)"')
+	note "$out"
+	grep -q "^lf: hello from allowed.test *@200 #1 *hello from allowed.test *@200 #1" <<<"$out" ||
+		fail "lf: expected 200, then 200 on a new connection: $(grep "^lf:" <<<"$out" | head -c 300)"
+	# (a control: the bed server keeps a connection open between two GETs)
+	grep -q "^keep: .*@200 #1 .*@200 #0" <<<"$out" ||
+		note "keep-alive control did not reuse the connection: $(grep "^keep:" <<<"$out")"
+	grep -q "^br: hello from allowed.test *@200" <<<"$out" ||
+		fail "br: expected 200: $(grep "^br:" <<<"$out" | head -c 300)"
+	grep -q "^head: .*HEAD.*@400" <<<"$out" ||
+		fail "head: expected 400: $(grep "^head:" <<<"$out" | head -c 300)"
+	sleep 0.3
+	audit_find '(o.get("verdict") == "allow" and o.get("http", {}).get("path") == "/public/lf" and
+		o["http"].get("status") == 200 and
+		"connection closed after this response" in o.get("detail", ""))' >/dev/null ||
+		fail "no record of /public/lf naming the close: $(grep public/lf "$CASE_AUDIT" | head -c 600)"
+	# audit mode, rules that refuse DELETE: forwarded too, not 415
+	cat >"$pol" <<'JSON'
+{ "mode": "audit",
+  "allow": ["allowed.test"],
+  "intercept": [
+    { "host": "allowed.test",
+      "rules": [ { "name": "post", "methods": ["GET", "POST"], "paths": ["/**"] } ] }
+  ]
+}
+JSON
+	out=$(egr_ic --policy "$pol" -- curl -sS --max-time 20 -w "\n@%{http_code}" \
+		-H "Content-Type: application/json" -H "Content-Encoding: br" -d "{}" \
+		https://allowed.test/public/abr 2>&1)
+	note "audit br: $out"
+	grep -q '^@200' <<<"$out" || fail "audit mode br: expected 200: $(oneline "$out")"
+	audit_find '(o.get("http", {}).get("path") == "/public/abr" and o["http"].get("status") == 200 and
+		"connection closed after this response" in o.get("detail", ""))' >/dev/null ||
+		fail "no record of /public/abr naming the close: $(grep public/abr "$CASE_AUDIT" | head -c 600)"
 }
 
 # Audit mode with a credential: credentials come only with an allow. A

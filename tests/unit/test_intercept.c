@@ -1806,6 +1806,44 @@ static void test_audit_mode(void **state)
 	records_free(&rs);
 }
 
+/* Audit mode: a POST body egressd cannot read for _method (br) is
+ * forwarded, not refused (415), and the connection ends after its
+ * answer: the pipelined GET after it is never sent, for a server that
+ * read a HEAD in that body would desync the responses. */
+static void test_audit_unread_body_closes(void **state)
+{
+	static const char req[] =
+		"POST /admin/users HTTP/1.1\r\nHost: " HOST "\r\n"
+		"Content-Type: application/json\r\nContent-Encoding: br\r\n"
+		"Content-Length: 5\r\n\r\nhello"
+		"GET /repos/acme/after HTTP/1.1\r\nHost: " HOST "\r\n\r\n";
+	struct client cl;
+	struct resp r[2];
+	struct records rs;
+	bool eof = false;
+
+	(void)state;
+	F.pol_stub->mode = POLICY_AUDIT;
+	engine_start(true);
+	assert_int_equal(client_open(&cl, HOST, HOST), 0);
+	client_send(&cl, req, sizeof(req) - 1);
+	assert_int_equal(client_read(&cl, r, 2, &eof), 1);
+	F.pol_stub->mode = POLICY_ENFORCE;
+	assert_true(eof);
+	assert_int_equal(r[0].status, 200);
+	client_close(&cl);
+	engine_stop();
+
+	assert_int_equal(F.up.n_seen, 1);
+	assert_non_null(strstr(F.up.seen[0], "/admin/users"));
+	records_load(&rs);
+	assert_int_equal(rs.n, 1);
+	check_record(rs.rec[0], "audit", "rule_deny", "POST /admin/users status=200");
+	assert_non_null(strstr(jget(rs.rec[0], "detail"),
+			       "connection closed after this response"));
+	records_free(&rs);
+}
+
 /* The policy's upstream_ca is the trust store for its connections; a
  * file that cannot be loaded is a 502, never an unverified connection. */
 static void test_policy_upstream_ca(void **state)
@@ -2256,6 +2294,7 @@ int main(void)
 		cmocka_unit_test_teardown(test_body_limits_413, teardown),
 		cmocka_unit_test_teardown(test_timeouts, teardown),
 		cmocka_unit_test_teardown(test_audit_mode, teardown),
+		cmocka_unit_test_teardown(test_audit_unread_body_closes, teardown),
 		cmocka_unit_test_teardown(test_policy_upstream_ca, teardown),
 		cmocka_unit_test_teardown(test_many_connections, teardown),
 		cmocka_unit_test_teardown(test_client_half_close, teardown),

@@ -378,6 +378,7 @@ static const struct check_case {
 	{ "query _method unknown", "GET", "/repos/acme/x?_method=FOO", "api.test", -1, 400, NULL, NULL, NULL },
 	{ "query _method twice, disagreeing", "GET", "/repos/acme/x?_method=GET&_method=DELETE", "api.test", -1, 400, NULL, NULL, NULL },
 	{ "query _method and field disagree", "GET", "/repos/acme/x?_method=PUT", "api.test", -1, 400, NULL, NULL, "GET" },
+	{ "query _METHOD (Slim, ASP.NET Core)", "GET", "/repos/acme/x?_METHOD=DELETE", "api.test", -1, 403, "no-delete", NULL, NULL },
 	{ "query method_ is another name", "GET", "/repos/acme/x?x_method=DELETE", "api.test", -1, 0, "read-acme", "acme-token", NULL },
 	/* names as PHP makes them ($_GET: Laravel, Symfony) */
 	{ "query .method (PHP: _method)", "GET", "/repos/acme/x?.method=DELETE", "api.test", -1, 403, "no-delete", NULL, NULL },
