@@ -162,6 +162,27 @@ static bool any_connection_lists(const struct httpreq *r, const char *name)
 	return false;
 }
 
+/* The next element of a comma-separated field value at *p, blanks around
+ * it trimmed, empty ones skipped: its length (its start in *elem), 0 at
+ * the end. */
+static size_t list_next(const char **p, const char **elem)
+{
+	const char *s, *e;
+
+	while (**p == ' ' || **p == '\t' || **p == ',')
+		(*p)++;
+	if (!**p)
+		return 0;
+	s = *p;
+	while (**p && **p != ',')
+		(*p)++;
+	e = *p;
+	while (e > s && (e[-1] == ' ' || e[-1] == '\t'))
+		e--;
+	*elem = s;
+	return (size_t)(e - s);
+}
+
 /*
  * The first Connection option other than close, keep-alive, upgrade and
  * te (any case), into buf as the reason to refuse; NULL if none. A hop
@@ -175,25 +196,12 @@ static const char *connection_bad_option(const struct httpreq *r, char *buf, siz
 	static const char *const ok[] = { "close", "keep-alive", "upgrade", "te" };
 
 	for (size_t i = 0; i < r->h.n_fields; i++) {
-		const char *p = r->fields[i].value;
+		const char *p = r->fields[i].value, *s;
+		size_t k, n;
 
 		if (!name_eq(r->fields[i].name, strlen(r->fields[i].name), "connection"))
 			continue;
-		while (*p) {
-			const char *s, *e;
-			size_t k, n;
-
-			while (*p == ' ' || *p == '\t' || *p == ',')
-				p++;
-			s = p;
-			while (*p && *p != ',')
-				p++;
-			e = p;
-			while (e > s && (e[-1] == ' ' || e[-1] == '\t'))
-				e--;
-			if (e == s)
-				continue;
-			n = (size_t)(e - s);
+		while ((n = list_next(&p, &s))) {
 			for (k = 0; k < sizeof(ok) / sizeof(ok[0]); k++)
 				if (strlen(ok[k]) == n && !strncasecmp(s, ok[k], n))
 					break;
@@ -643,21 +651,11 @@ static bool is_url_rewrite(const char *name)
 static bool upgrade_only_websocket(const char *v)
 {
 	bool any = false;
+	const char *s;
+	size_t n;
 
-	while (*v) {
-		const char *s, *e;
-
-		while (*v == ' ' || *v == '\t' || *v == ',')
-			v++;
-		s = v;
-		while (*v && *v != ',')
-			v++;
-		e = v;
-		while (e > s && (e[-1] == ' ' || e[-1] == '\t'))
-			e--;
-		if (e == s)
-			continue;
-		if (e - s != 9 || strncasecmp(s, "websocket", 9))
+	while ((n = list_next(&v, &s))) {
+		if (n != 9 || strncasecmp(s, "websocket", 9))
 			return false;
 		any = true;
 	}
