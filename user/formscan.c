@@ -823,8 +823,63 @@ static int boundary_rack(const char *ct, const char **v, size_t *n)
 	return 0;
 }
 
+/*
+ * The boundary as Go's mime.ParseMediaType and the WHATWG MIME parser
+ * (undici: Node's fetch and Request.formData, Hono) read it: parameters
+ * after the first ';', split at ';' outside quoted strings, names in any
+ * case, a quoted value with '\' escapes. Returns how many parameters are
+ * named "boundary" (any case), the first one's value in buf (*n bytes; cut
+ * at cap, which then cannot match).
+ */
+static int boundary_mime(const char *ct, char *buf, size_t cap, size_t *n)
+{
+	const char *p = strchr(ct, ';'), *s, *e;
+	int count = 0;
+
+	*n = 0;
+	while (p && *p == ';') {
+		size_t k = 0;
+		bool is_b;
+
+		p++;
+		while (is_blank(*p))
+			p++;
+		for (s = p; *p && *p != '=' && *p != ';'; p++)
+			;
+		for (e = p; e > s && is_blank(e[-1]); e--)
+			;
+		is_b = e - s == 8 && !strncasecmp(s, "boundary", 8);
+		if (*p != '=')
+			continue;
+		p++;
+		while (is_blank(*p))
+			p++;
+		if (*p == '"') {
+			for (p++; *p && *p != '"'; p++) {
+				if (*p == '\\' && p[1])
+					p++;
+				if (is_b && !count && k < cap)
+					buf[k++] = *p;
+			}
+			if (*p == '"')
+				p++;
+		} else {
+			for (; *p && *p != ';' && !is_blank(*p); p++)
+				if (is_b && !count && k < cap)
+					buf[k++] = *p;
+		}
+		if (is_b && !count++)
+			*n = k;
+		while (*p && *p != ';')
+			p++;
+	}
+	return count;
+}
+
 static int mp_boundary(struct formscan_mp *m, const char *ct)
 {
+	char go[FORMSCAN_BOUNDARY_MAX + 1];
+	size_t ngo;
 	const char *a, *b;
 	size_t na, nb;
 
@@ -838,6 +893,10 @@ static int mp_boundary(struct formscan_mp *m, const char *ct)
 	 * around an unquoted value are dropped ("X " is X). */
 	if (strcasestr(ct, "boundary*") || memchr(a, '\\', na) ||
 	    is_blank(a[0]) || is_blank(a[na - 1]))
+		return -EINVAL;
+	/* and names the parameter in any case: "BOUNDARY=G; x=\"boundary=P;\""
+	 * is G there, P in PHP and Rack; two of them, one or the other */
+	if (boundary_mime(ct, go, sizeof(go), &ngo) != 1 || ngo != na || memcmp(go, a, na))
 		return -EINVAL;
 	memcpy(m->boundary, "--", 2);
 	memcpy(m->boundary + 2, a, na);

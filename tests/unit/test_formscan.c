@@ -336,6 +336,16 @@ static void test_go_mime(void **state)
 	assert_int_equal(formscan_init(&s, "multipart/form-data; boundary=X\t", NULL),
 			 -EINVAL);
 	assert_int_equal(formscan_init(&s, "multipart/form-data; boundary= X", NULL), -EINVAL);
+	/* the parameter named in another case (Go and WHATWG/undici fold
+	 * names): G there, P in PHP and Rack; or two of them */
+	assert_int_equal(formscan_init(&s, "multipart/form-data; BOUNDARY=G; x=\"boundary=P;\"",
+				       NULL), -EINVAL);
+	assert_int_equal(formscan_init(&s, "multipart/form-data; BOUNDARY=G; boundary=P", NULL),
+			 -EINVAL);
+	/* a boundary that says "Boundary" in its value (WebKit's) is fine */
+	assert_int_equal(formscan_init(&s, "multipart/form-data; "
+				       "boundary=----WebKitFormBoundary7MA4YWxkTrZu0gW", NULL),
+			 FORMSCAN_MULTIPART);
 	/* still read: blanks inside quotes, a blank before the next one */
 	assert_int_equal(formscan_init(&s, "multipart/form-data; boundary=\"a b\"", NULL),
 			 FORMSCAN_MULTIPART);
