@@ -245,13 +245,24 @@ int cgroup_run_claim(const char *path, int pid)
 	return fd;
 }
 
-/* fd (locked) is still the directory at path: another run's cleanup that
- * claimed it between our mkdir and our lock removed it. */
-static bool cgroup_same_dir(int fd, const char *path)
+int cgroup_lock_dir(const char *path)
 {
+	int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC), e;
 	struct stat a, b;
 
-	return !fstat(fd, &a) && !stat(path, &b) && a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+	if (fd < 0)
+		return -errno;
+	e = cgroup_run_lock(fd);
+	/* still the directory at path: another run's cleanup that claimed
+	 * it between our mkdir and our lock removed it */
+	if (!e && (fstat(fd, &a) || stat(path, &b) || a.st_dev != b.st_dev ||
+		   a.st_ino != b.st_ino))
+		e = -ESTALE;
+	if (e) {
+		close(fd);
+		return e;
+	}
+	return fd;
 }
 
 int cgroup_create(const char *parent, char *path_out, size_t len, int *fd_out)
@@ -272,21 +283,17 @@ int cgroup_create(const char *parent, char *path_out, size_t len, int *fd_out)
 		made = !mkdir(path_out, 0711);
 		if (!made && errno != EEXIST)
 			return -errno;
-		fd = open(path_out, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		if (fd < 0) {
-			if (errno == ENOENT)
-				continue;
-			e = -errno;
-			goto fail;
-		}
-		e = cgroup_run_lock(fd);
-		if (e == -EWOULDBLOCK || (!e && !cgroup_same_dir(fd, path_out))) {
-			close(fd);
+		fd = cgroup_lock_dir(path_out);
+		if (fd == -ENOENT)
+			continue;
+		if (fd == -EWOULDBLOCK || fd == -ESTALE) {
 			nanosleep(&ts, NULL);
 			continue;
 		}
-		if (e)
-			goto fail_fd;
+		if (fd < 0) {
+			e = fd;
+			goto fail;
+		}
 		/* whatever the umask; a leftover of an egressd before the
 		 * lock may be 0755 */
 		if (fchmod(fd, 0711)) {

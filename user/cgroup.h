@@ -62,6 +62,10 @@ int cgroup_run_parent(const char *mnt, char *parent, const struct cgroup_user *u
  */
 /* Take the lock on an open directory: 0, or -EWOULDBLOCK if it is held. */
 int cgroup_run_lock(int fd);
+/* Open the directory at path and take its lock: the fd, or -EWOULDBLOCK
+ * (held), -ESTALE (path is another directory by the time it was locked:
+ * removed and made again), -errno. */
+int cgroup_lock_dir(const char *path);
 /* path's run (pid: the one in its name) is gone: an fd holding its lock
  * (close it once path is removed); -EWOULDBLOCK while it lives; -errno. */
 int cgroup_run_claim(const char *path, int pid);

@@ -1037,7 +1037,7 @@ static int run_cleanup_icdirs(void)
  */
 static int run_make_icdir(struct run_state *s)
 {
-	struct stat st, st_fd;
+	struct stat st;
 	bool tmp = false;
 	int tries;
 
@@ -1067,13 +1067,9 @@ static int run_make_icdir(struct run_state *s)
 		/* Locked while this run lives (cgroup.h): another run's
 		 * cleanup that saw it before the lock may have removed it;
 		 * then another one. */
-		s->icdir_fd = open(s->icdir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		if (s->icdir_fd >= 0 && !cgroup_run_lock(s->icdir_fd) &&
-		    !fstat(s->icdir_fd, &st_fd) && !stat(s->icdir, &st) &&
-		    st.st_ino == st_fd.st_ino && st.st_dev == st_fd.st_dev)
-			break;
+		s->icdir_fd = cgroup_lock_dir(s->icdir);
 		if (s->icdir_fd >= 0)
-			close(s->icdir_fd);
+			break;
 		s->icdir_fd = -1;
 	}
 	if (s->icdir_fd < 0) {
