@@ -1202,6 +1202,28 @@ static int key_line(const struct load_ctx *c, const char *key)
 static int load_rule_object(const struct load_ctx *c, struct policy *tmp, const char *key,
 			    size_t idx, json_t *o);
 
+/* A top-level field that is one of two strings (mode, inbound): *second
+ * says which; -EINVAL with FILE:LINE: FIELD: reason otherwise. */
+static int load_choice(const struct load_ctx *c, const char *key, const json_t *v,
+		       const char *first, const char *second, bool *is_second)
+{
+	const char *s = json_string_value(v);
+	char e[256];
+
+	if (!s) {
+		egr_seterr(c->err, c->errlen, "%s:%d: %s: expected a string, got %s", c->file,
+			   key_line(c, key), key, jpos_json_type(v));
+		return -EINVAL;
+	}
+	if (strcmp(s, first) && strcmp(s, second)) {
+		egr_seterr(c->err, c->errlen, "%s:%d: %s: \"%s\": must be \"%s\" or \"%s\"",
+			   c->file, key_line(c, key), key, esc(s, e, sizeof(e)), first, second);
+		return -EINVAL;
+	}
+	*is_second = !strcmp(s, second);
+	return 0;
+}
+
 static int load_rules(const struct load_ctx *c, struct policy *tmp, bool deny,
 		      const char *key, json_t *arr)
 {
@@ -2138,43 +2160,17 @@ int policy_load_buffer(struct policy *p, const char *name, const char *buf,
 				goto out;
 			}
 		} else if (!strcmp(key, "mode")) {
-			const char *s = json_string_value(v);
+			bool audit;
 
-			if (!s) {
-				egr_seterr(err, errlen, "%s:%d: mode: expected a string, got %s",
-				       c.file, key_line(&c, key), jpos_json_type(v));
-				ret = -EINVAL;
+			ret = load_choice(&c, key, v, "enforce", "audit", &audit);
+			if (ret)
 				goto out;
-			}
-			if (!strcmp(s, "enforce")) {
-				mode = POLICY_ENFORCE;
-			} else if (!strcmp(s, "audit")) {
-				mode = POLICY_AUDIT;
-			} else {
-				egr_seterr(err, errlen,
-				       "%s:%d: mode: \"%s\": must be \"enforce\" or \"audit\"",
-				       c.file, key_line(&c, key), esc(s, e, sizeof(e)));
-				ret = -EINVAL;
-				goto out;
-			}
+			mode = audit ? POLICY_AUDIT : POLICY_ENFORCE;
 			has_mode = true;
 		} else if (!strcmp(key, "inbound")) {
-			const char *s = json_string_value(v);
-
-			if (!s) {
-				egr_seterr(err, errlen, "%s:%d: inbound: expected a string, got %s",
-				       c.file, key_line(&c, key), jpos_json_type(v));
-				ret = -EINVAL;
+			ret = load_choice(&c, key, v, "local", "any", &inbound_any);
+			if (ret)
 				goto out;
-			}
-			if (strcmp(s, "local") && strcmp(s, "any")) {
-				egr_seterr(err, errlen,
-				       "%s:%d: inbound: \"%s\": must be \"local\" or \"any\"",
-				       c.file, key_line(&c, key), esc(s, e, sizeof(e)));
-				ret = -EINVAL;
-				goto out;
-			}
-			inbound_any = !strcmp(s, "any");
 			has_inbound = true;
 		} else if (!strcmp(key, "allow") || !strcmp(key, "deny")) {
 			ret = load_rules(&c, tmp, !strcmp(key, "deny"), key, v);
