@@ -922,7 +922,9 @@ static __always_inline __u32 *egr_skb_policy(struct __sk_buff *skb, __u64 *id)
 	return pid;
 }
 
-static __always_inline void egr_emit_skb_op(struct __sk_buff *skb, __u16 family, __u32 reason,
+/* false: the ring had no room (counted lost): the caller may log the next
+ * packet instead */
+static __always_inline bool egr_emit_skb_op(struct __sk_buff *skb, __u16 family, __u32 reason,
 					    __u32 proto, const __u8 *dst, __u16 port, __u32 type,
 					    __u32 op)
 {
@@ -935,7 +937,7 @@ static __always_inline void egr_emit_skb_op(struct __sk_buff *skb, __u16 family,
 	e = bpf_ringbuf_reserve(&egr_events, sizeof(*e), 0);
 	if (!e) {
 		egr_count(EGR_STAT_EVENTS_LOST);
-		return;
+		return false;
 	}
 	__builtin_memset(e, 0, sizeof(*e));
 	e->ts_ns = bpf_ktime_get_ns();
@@ -954,12 +956,13 @@ static __always_inline void egr_emit_skb_op(struct __sk_buff *skb, __u16 family,
 			e->origin.family = EGR_AF_INET;
 	}
 	bpf_ringbuf_submit(e, 0);
+	return true;
 }
 
-static __always_inline void egr_emit_skb(struct __sk_buff *skb, __u16 family, __u32 reason,
+static __always_inline bool egr_emit_skb(struct __sk_buff *skb, __u16 family, __u32 reason,
 					 __u32 proto, const __u8 *dst, __u16 port, __u32 type)
 {
-	egr_emit_skb_op(skb, family, reason, proto, dst, port, type, EGR_OP_EGRESS);
+	return egr_emit_skb_op(skb, family, reason, proto, dst, port, type, EGR_OP_EGRESS);
 }
 
 /* A full socket's peer address, IPv4 stored v4-mapped. Context fields
@@ -1106,17 +1109,18 @@ static __always_inline int egr_egress_socket(struct __sk_buff *skb, __u16 family
 		o = bpf_sk_storage_get(&egr_origins, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	logged = audit ? EGR_EGRESS_LOGGED_AUDIT : EGR_EGRESS_LOGGED_DENY;
 	/* one record per socket and verdict (per packet if there is no
-	 * storage): a reload between audit and enforce is on record too */
+	 * storage): a reload between audit and enforce is on record too.
+	 * Marked once on record: a packet the ring had no room for leaves
+	 * the next one to be logged. */
 	if (!o || !(o->egress_flags & logged)) {
-		if (o)
-			o->egress_flags |= logged;
 		/* a TCP socket's peer is in dst already */
 		if (proto != EGR_IPPROTO_TCP && (port = egr_skb_dst(skb, family, dst)) &&
 		    proto != EGR_IPPROTO_UDP)
 			port = 0; /* no UDP header there */
-		egr_emit_skb(skb, family,
-			     inbound ? EGR_REASON_INBOUND : EGR_REASON_NOT_REDIRECTED, proto,
-			     dst, port, audit ? EGR_EVENT_AUDIT : EGR_EVENT_DENY);
+		if (egr_emit_skb(skb, family,
+				 inbound ? EGR_REASON_INBOUND : EGR_REASON_NOT_REDIRECTED, proto,
+				 dst, port, audit ? EGR_EVENT_AUDIT : EGR_EVENT_DENY) && o)
+			o->egress_flags |= logged;
 	} else if (!audit) {
 		egr_count(EGR_STAT_DENIED);
 	}
@@ -1187,8 +1191,6 @@ int egr_ingress(struct __sk_buff *skb)
 	logged = audit ? EGR_INGRESS_LOGGED_AUDIT : EGR_INGRESS_LOGGED_DENY;
 	o = bpf_sk_storage_get(&egr_origins, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!o || !(o->egress_flags & logged)) {
-		if (o)
-			o->egress_flags |= logged;
 		if (skb->protocol == bpf_htons(EGR_ETH_P_IP)) {
 			family = EGR_AF_INET;
 			bpf_skb_load_bytes(skb, 0, &vihl, 1);
@@ -1203,9 +1205,10 @@ int egr_ingress(struct __sk_buff *skb)
 			if (bpf_skb_load_bytes(skb, 40, &port, 2))
 				port = 0;
 		}
-		egr_emit_skb_op(skb, family, EGR_REASON_INBOUND, EGR_IPPROTO_TCP, src,
-				bpf_ntohs(port), audit ? EGR_EVENT_AUDIT : EGR_EVENT_DENY,
-				EGR_OP_INGRESS);
+		if (egr_emit_skb_op(skb, family, EGR_REASON_INBOUND, EGR_IPPROTO_TCP, src,
+				    bpf_ntohs(port), audit ? EGR_EVENT_AUDIT : EGR_EVENT_DENY,
+				    EGR_OP_INGRESS) && o)
+			o->egress_flags |= logged; /* once on record, as in egress */
 	} else if (!audit) {
 		egr_count(EGR_STAT_DENIED);
 	}
