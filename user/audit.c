@@ -374,6 +374,8 @@ static void format_text(const struct audit_record *r, const struct timespec *end
 		bprintf(b, " cgroup_id=%llu", (unsigned long long)r->cgroup_id);
 	if (r->http.method)
 		format_text_http(&r->http, b);
+	if (r->count > 1)
+		bprintf(b, " count=%llu", (unsigned long long)r->count);
 	if (r->detail) {
 		bputs(b, " detail=");
 		besc(b, r->detail);
@@ -689,6 +691,8 @@ static void format_json(const struct audit_record *r, const struct timespec *end
 	jb_kint(b, "duration_ms", (long long)duration_ms(&r->start, end));
 	if (r->http.method)
 		json_http(b, &r->http);
+	if (r->count > 1)
+		jb_kint(b, "count", (long long)r->count);
 	if (r->detail)
 		jb_kstr(b, "detail", r->detail);
 	/* GeoIP of the upstream address (docs/geoip.md): unknown is left out */
@@ -768,6 +772,9 @@ static void print_denial(const struct audit_record *r)
 		besc_mode(&b, r->detail, true);
 		bputs(&b, ")");
 	}
+	if (r->count > 1)
+		bprintf(&b, ", %llu times in %llu ms", (unsigned long long)r->count,
+			(unsigned long long)duration_ms(&r->start, &r->end));
 	fprintf(stderr, "%s\n", line);
 }
 
@@ -801,7 +808,7 @@ static void remember_denial(struct audit *a, const struct audit_record *r)
 	}
 	for (i = 0; i < a->n_dests; i++) {
 		if (!strcmp(a->dests[i].dest, dest)) {
-			a->dests[i].count++;
+			a->dests[i].count += r->count > 1 ? r->count : 1;
 			return;
 		}
 	}
@@ -828,7 +835,7 @@ static void remember_denial(struct audit *a, const struct audit_record *r)
 	snprintf(d->dest, sizeof(d->dest), "%s", dest);
 	esc_into(d->comm, sizeof(d->comm), r->comm[0] ? r->comm : "?");
 	d->pid = r->pid;
-	d->count = 1;
+	d->count = r->count > 1 ? r->count : 1;
 	rule[0] = '\0';
 	if (reason_allowable(r->reason)) {
 		const struct egr_addr *ap = r->has_dst ? &r->dst : NULL;

@@ -54,6 +54,9 @@ struct audit_record {
 	uint32_t asn;
 	const char *as_org;
 	bool geo_error;         /* a database reported an error for it */
+	/* Decisions this record stands for: 0 or 1 one; more for kernel
+	 * decisions folded (kfold.h), from start to end. */
+	uint64_t count;
 	/* Only in the audit file: not on stderr, not in the exit summary
 	 * (e.g. glibc's UDP connect() probes for address sorting). */
 	bool quiet;

@@ -106,11 +106,30 @@ struct control {
 
 /* --- counters ----------------------------------------------------------- */
 
+/* Decisions a record stands for: its "count" (count=N), else one. Agents'
+ * strings cannot forge the key: quotes in JSON strings and blanks in
+ * text fields are escaped. */
+static unsigned long long line_count(const char *s, size_t len)
+{
+	static const char jkey[] = "\"count\":", tkey[] = " count=";
+	const char *key = len && s[0] == '{' ? jkey : tkey;
+	size_t klen = strlen(key);
+	const char *v = memmem(s, len, key, klen);
+	unsigned long long n = 0;
+
+	if (!v)
+		return 1;
+	for (v += klen; v < s + len && *v >= '0' && *v <= '9' && n < (1ull << 50); v++)
+		n = n * 10 + (unsigned)(*v - '0');
+	return n ? n : 1;
+}
+
 /* JSON (compact, as audit.c writes it) or text ("TIME VERDICT pid=..."). */
 static void count_line(struct control_counts *c, const char *s, size_t len)
 {
 	static const char key[] = "\"verdict\":\"";
 	char verdict[8] = "";
+	unsigned long long n;
 	const char *v;
 	size_t i;
 
@@ -134,12 +153,13 @@ static void count_line(struct control_counts *c, const char *s, size_t len)
 			verdict[i] = v[i];
 		verdict[i] = '\0';
 	}
+	n = line_count(s, len);
 	if (!strcmp(verdict, "allow"))
-		c->allowed++;
+		c->allowed += n;
 	else if (!strcmp(verdict, "deny"))
-		c->denied++;
+		c->denied += n;
 	else if (!strcmp(verdict, "audit"))
-		c->audit++;
+		c->audit += n;
 }
 
 static void count_bytes(struct control_counts *c, const char *buf, size_t n)

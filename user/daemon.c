@@ -68,6 +68,7 @@
 #include "dnsproxy.h"
 #include "intercept.h"
 #include "kevent.h"
+#include "kfold.h"
 #include "log.h"
 #include "metrics.h"
 #include "netns.h"
@@ -99,6 +100,7 @@ struct daemon_delegation {
 
 struct daemon {
 	struct config cfg;
+	struct kfold *fold;      /* kernel decisions folded for the log */
 	const char *config_path;
 	char pin_dir[PATH_MAX];
 	char mount[PATH_MAX];
@@ -300,18 +302,32 @@ static int daemon_origin_for_udp(void *ctx, const struct sockaddr *peer, socklen
 
 /* A decision the kernel took alone (port, CIDR, loopback, UDP, socket
  * type, no binding): one audit record, like the proxy's. */
-static void daemon_on_event(void *ctx, const struct egr_event *e)
+static void daemon_emit_event(void *ctx, const struct egr_event *e, const struct kfold_span *sp)
 {
 	struct daemon *d = ctx;
 	const struct policy *p;
 	struct audit_record r;
-	char cgbuf[PATH_MAX];
+	char cgbuf[PATH_MAX], detail[256];
 
 	kevent_to_record(e, &r);
-	r.cgroup = daemon_cgroup_name(d, e->origin.cgroup_id, cgbuf, sizeof(cgbuf));
-	p = e->reason == EGR_REASON_NO_POLICY ? NULL : daemon_policy_for(d, &e->origin);
+	if (sp)
+		kevent_span(&r, sp, detail, sizeof(detail));
+	r.cgroup = r.cgroup_id ? daemon_cgroup_name(d, r.cgroup_id, cgbuf, sizeof(cgbuf)) : NULL;
+	p = e->reason == EGR_REASON_NO_POLICY || !r.cgroup_id ? NULL
+							       : daemon_policy_for(d, &e->origin);
 	r.policy = p ? p->name : NULL;
 	audit_write(d->audit, &r);
+}
+
+/* Folded (kfold.h): a flood of refusals is a few records a second. */
+static void daemon_on_event(void *ctx, const struct egr_event *e)
+{
+	struct daemon *d = ctx;
+
+	if (d->fold)
+		kfold_event(d->fold, e);
+	else
+		daemon_emit_event(d, e, NULL);
 }
 
 /* Every audit record, on its writer's thread (audit.h): never blocks. */
@@ -2074,6 +2090,11 @@ int daemon_main(int argc, char **argv)
 		goto out;
 	if (daemon_fill_bank(&d, d.dc, 0) || egr_bpf_set_limits(d.bpf, d.cfg.max_conns_per_cgroup))
 		goto out;
+	d.fold = kfold_new(0, 0, daemon_emit_event, &d);
+	if (!d.fold) {
+		fprintf(stderr, "egressd: out of memory\n");
+		goto out;
+	}
 	if (egr_bpf_events_open(d.bpf, daemon_on_event, &d))
 		goto out;
 	d.ino = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
@@ -2176,6 +2197,7 @@ int daemon_main(int argc, char **argv)
 			break;
 		}
 		egr_bpf_poll(d.bpf, 0); /* kernel decisions into the audit log */
+		kfold_tick(d.fold, kfold_now_ns(), false);
 		now_ms = daemon_now_ms();
 		if (now_ms >= next_sweep_ms) {
 			egr_bpf_sweep_conns(d.bpf, 5000000000ull);
@@ -2183,6 +2205,8 @@ int daemon_main(int argc, char **argv)
 		}
 	}
 out:
+	if (d.fold)
+		kfold_tick(d.fold, 0, true); /* repeats counted, not yet written */
 	/* Pods' listeners go while the proxy's workers still run. */
 	netns_destroy(d.ns);
 	if (sfd >= 0)
@@ -2226,6 +2250,7 @@ out:
 	free(d.ap_wds);
 	free(d.delegations);
 	audit_close(d.audit);
+	kfold_free(d.fold);
 	for (i = 0; i < d.n_retired; i++)
 		dconfig_free(d.retired[i]);
 	free(d.retired);

@@ -1,24 +1,64 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-3-Clause
 #include <netinet/in.h>
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 
 #include "kevent.h"
 
-void kevent_to_record(const struct egr_event *e, struct audit_record *r)
+/* bpf_ktime_get_ns() is CLOCK_MONOTONIC: how far behind the wall clock
+ * it is now (read once per record: a span's two ends shift alike). */
+static uint64_t wall_offset(void)
 {
-	uint64_t now_real, now_mono, at;
+	struct timespec r, m;
+
+	clock_gettime(CLOCK_REALTIME, &r);
+	clock_gettime(CLOCK_MONOTONIC, &m);
+	return ((uint64_t)r.tv_sec * 1000000000ull + (uint64_t)r.tv_nsec) -
+	       ((uint64_t)m.tv_sec * 1000000000ull + (uint64_t)m.tv_nsec);
+}
+
+static struct timespec wall_time(uint64_t offset, uint64_t mono_ns)
+{
+	uint64_t at = offset + mono_ns;
 	struct timespec ts;
 
+	ts.tv_sec = (time_t)(at / 1000000000ull);
+	ts.tv_nsec = (long)(at % 1000000000ull);
+	return ts;
+}
+
+void kevent_span(struct audit_record *r, const struct kfold_span *sp, char *detail, size_t len)
+{
+	uint64_t off = wall_offset();
+
+	r->count = sp->count;
+	r->start = wall_time(off, sp->first_ns);
+	r->end = wall_time(off, sp->last_ns);
+	if (!sp->mixed)
+		return;
+	/* what the decisions have in common, and no more */
+	r->has_dst = false;
+	r->pid = r->uid = 0;
+	r->comm[0] = '\0';
+	if (sp->any_cgroup)
+		r->cgroup_id = 0;
+	if (sp->any_cgroup)
+		snprintf(detail, len, "%s%sfrom several cgroups, destinations and processes not "
+			 "itemized (more kinds of decision in a second than egressd itemizes)",
+			 r->detail ? r->detail : "", r->detail ? "; " : "");
+	else
+		snprintf(detail, len, "%s%sdestinations and processes not itemized (the cgroup "
+			 "made more than %u kinds of decision in a second)",
+			 r->detail ? r->detail : "", r->detail ? "; " : "", sp->per_cgroup);
+	r->detail = detail;
+	r->quiet = false;
+}
+
+void kevent_to_record(const struct egr_event *e, struct audit_record *r)
+{
 	memset(r, 0, sizeof(*r));
-	/* bpf_ktime_get_ns() is CLOCK_MONOTONIC: shift it to wall time. */
-	clock_gettime(CLOCK_REALTIME, &ts);
-	now_real = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	now_mono = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-	at = now_real - (now_mono > e->ts_ns ? now_mono - e->ts_ns : 0);
-	r->start.tv_sec = (time_t)(at / 1000000000ull);
-	r->start.tv_nsec = (long)(at % 1000000000ull);
+	r->start = wall_time(wall_offset(), e->ts_ns);
 	r->end = r->start;
 	r->cgroup_id = e->origin.cgroup_id;
 	r->pid = e->origin.tgid;

@@ -166,7 +166,7 @@ void metrics_count_record(struct metrics *m, const struct audit_record *r)
 		return;
 	o = origin_of(r->origin);
 	if ((unsigned)r->verdict < M_VERDICTS && (unsigned)r->reason < EGR_REASON_MAX)
-		add(&m->conns[o][r->verdict][r->reason], 1);
+		add(&m->conns[o][r->verdict][r->reason], r->count > 1 ? r->count : 1);
 	if (r->bytes_up)
 		add(&m->bytes_up, r->bytes_up);
 	if (r->bytes_down)

@@ -1,0 +1,313 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-3-Clause
+/*
+ * Kernel decisions folded for the audit log (kfold.h). One open-addressing
+ * table per window, keyed with a random seed (the keys are the agent's
+ * choice: a sweep must not be able to pick colliding ones), emptied when
+ * the window ends.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "kfold.h"
+
+enum kf_kind {
+	KF_FREE = 0,
+	KF_EXACT,  /* one kind of decision: ev is the first, count the repeats */
+	KF_MIXED,  /* a cgroup's decisions past its kinds: ev is the first */
+	KF_CGROUP, /* how many EXACT kinds a cgroup has in this window */
+};
+
+struct kf_entry {
+	uint8_t kind;
+	uint32_t keys;     /* KF_CGROUP */
+	uint64_t hash;
+	uint64_t count;    /* EXACT: after the first; MIXED: all */
+	uint64_t first_ns; /* of those counted */
+	uint64_t last_ns;
+	struct egr_event ev;
+};
+
+/* Past the table: by kind alone, the last slot for whatever is left. */
+#define KF_ANY_SLOTS 16
+
+struct kfold {
+	kfold_emit_fn emit;
+	void *ctx;
+	uint64_t seed;
+	unsigned per_cgroup;
+	unsigned keys_max;   /* EXACT entries a window */
+	unsigned used_max;   /* all entries a window (EXACT + MIXED + CGROUP) */
+	size_t mask;         /* capacity - 1 */
+	struct kf_entry *t;
+	unsigned n_exact, n_used;
+	struct kf_entry any[KF_ANY_SLOTS];
+	bool window_open;
+	uint64_t window_start;
+	uint64_t decisions, records;
+};
+
+static uint64_t mix(uint64_t h, uint64_t v)
+{
+	h ^= v;
+	h *= 0x9e3779b97f4a7c15ull;
+	return h ^ (h >> 29);
+}
+
+static uint64_t hash_kind(const struct kfold *f, const struct egr_event *e, enum kf_kind kind)
+{
+	uint64_t h = mix(f->seed, kind);
+
+	h = mix(h, e->origin.cgroup_id);
+	if (kind == KF_CGROUP)
+		return mix(h, 0);
+	h = mix(h, (uint64_t)e->type << 32 | e->reason);
+	h = mix(h, (uint64_t)e->op << 32 | e->proto);
+	h = mix(h, e->origin.policy_id);
+	if (kind == KF_EXACT) {
+		uint64_t w[2];
+		char c[EGR_COMM_LEN];
+
+		memcpy(w, e->origin.dst_addr, sizeof(w));
+		h = mix(h, w[0]);
+		h = mix(h, w[1]);
+		h = mix(h, (uint64_t)e->origin.dst_port << 32 | e->origin.family);
+		h = mix(h, (uint64_t)e->origin.tgid << 32 | e->origin.uid);
+		memcpy(c, e->origin.comm, sizeof(c));
+		memcpy(w, c, sizeof(w));
+		h = mix(h, w[0]);
+		h = mix(h, w[1]);
+	}
+	return mix(h, 0);
+}
+
+static bool same_kind(const struct egr_event *a, const struct egr_event *b)
+{
+	return a->type == b->type && a->reason == b->reason && a->op == b->op &&
+	       a->proto == b->proto;
+}
+
+static bool same(const struct egr_event *a, const struct egr_event *b, enum kf_kind kind)
+{
+	if (a->origin.cgroup_id != b->origin.cgroup_id)
+		return false;
+	if (kind == KF_CGROUP)
+		return true;
+	if (!same_kind(a, b) || a->origin.policy_id != b->origin.policy_id)
+		return false;
+	if (kind == KF_MIXED)
+		return true;
+	return !memcmp(a->origin.dst_addr, b->origin.dst_addr, sizeof(a->origin.dst_addr)) &&
+	       a->origin.dst_port == b->origin.dst_port &&
+	       a->origin.family == b->origin.family && a->origin.tgid == b->origin.tgid &&
+	       a->origin.uid == b->origin.uid &&
+	       !memcmp(a->origin.comm, b->origin.comm, sizeof(a->origin.comm));
+}
+
+/* The entry of e's key of this kind, or a free slot for it (kind FREE);
+ * NULL never: the table is never full (used_max < capacity). */
+static struct kf_entry *slot(struct kfold *f, const struct egr_event *e, enum kf_kind kind,
+			     uint64_t *hash)
+{
+	uint64_t h = hash_kind(f, e, kind);
+	size_t i = (size_t)h & f->mask;
+
+	*hash = h;
+	for (;;) {
+		struct kf_entry *x = &f->t[i];
+
+		if (x->kind == KF_FREE)
+			return x;
+		if (x->kind == kind && x->hash == h && same(&x->ev, e, kind))
+			return x;
+		i = (i + 1) & f->mask;
+	}
+}
+
+static void take(struct kf_entry *x, const struct egr_event *e, enum kf_kind kind, uint64_t h)
+{
+	x->kind = (uint8_t)kind;
+	x->hash = h;
+	x->keys = 0;
+	x->count = 0;
+	x->first_ns = x->last_ns = 0;
+	x->ev = *e;
+}
+
+static void count(struct kf_entry *x, const struct egr_event *e)
+{
+	if (!x->count++)
+		x->first_ns = e->ts_ns;
+	x->last_ns = e->ts_ns > x->last_ns ? e->ts_ns : x->last_ns;
+}
+
+static void emit(struct kfold *f, const struct egr_event *e, const struct kfold_span *sp)
+{
+	f->records++;
+	f->emit(f->ctx, e, sp);
+}
+
+static void flush(struct kfold *f)
+{
+	unsigned left = f->n_used;
+	size_t i;
+
+	for (i = 0; i <= f->mask && left; i++) {
+		struct kf_entry *x = &f->t[i];
+		struct kfold_span sp = { x->count, x->first_ns, x->last_ns, x->kind == KF_MIXED,
+					 false, f->per_cgroup };
+
+		if (x->kind == KF_FREE)
+			continue;
+		if (x->kind != KF_CGROUP && x->count)
+			emit(f, &x->ev, &sp);
+		x->kind = KF_FREE; /* take() sets the rest */
+		left--;
+	}
+	for (i = 0; i < KF_ANY_SLOTS; i++) {
+		struct kf_entry *x = &f->any[i];
+		struct kfold_span sp = { x->count, x->first_ns, x->last_ns, true, true,
+					 f->per_cgroup };
+
+		if (x->count) {
+			/* the last slot may hold several kinds: say none */
+			if (i == KF_ANY_SLOTS - 1 && x->kind == KF_MIXED)
+				x->ev.reason = EGR_REASON_NONE;
+			emit(f, &x->ev, &sp);
+		}
+	}
+	memset(f->any, 0, sizeof(f->any));
+	f->n_exact = f->n_used = 0;
+	f->window_open = false;
+}
+
+/* Past the table: counted by kind alone. */
+static void count_any(struct kfold *f, const struct egr_event *e)
+{
+	struct kf_entry *x = NULL;
+	unsigned i;
+
+	for (i = 0; i < KF_ANY_SLOTS - 1; i++) {
+		x = &f->any[i];
+		if (!x->count) {
+			take(x, e, KF_EXACT, 0);
+			break;
+		}
+		if (same_kind(&x->ev, e))
+			break;
+	}
+	if (i == KF_ANY_SLOTS - 1) {
+		x = &f->any[i];
+		if (!x->count)
+			take(x, e, KF_EXACT, 0);
+		else if (!same_kind(&x->ev, e))
+			x->kind = KF_MIXED; /* kinds vary */
+	}
+	count(x, e);
+}
+
+void kfold_event(struct kfold *f, const struct egr_event *e)
+{
+	struct kf_entry *x, *cg;
+	uint64_t h, hc;
+
+	f->decisions++;
+	if (f->window_open && e->ts_ns >= f->window_start + KFOLD_WINDOW_MS * 1000000ull)
+		flush(f);
+	if (!f->window_open) {
+		f->window_open = true;
+		f->window_start = e->ts_ns;
+	}
+	x = slot(f, e, KF_EXACT, &h);
+	if (x->kind == KF_EXACT) {
+		count(x, e);
+		return;
+	}
+	cg = slot(f, e, KF_CGROUP, &hc);
+	if (cg->kind == KF_FREE) {
+		if (f->n_used >= f->used_max) {
+			count_any(f, e);
+			return;
+		}
+		take(cg, e, KF_CGROUP, hc);
+		f->n_used++;
+	}
+	if (cg->keys < f->per_cgroup && f->n_exact < f->keys_max && f->n_used < f->used_max) {
+		/* cg's slot is taken, so x (a free slot probed before it was)
+		 * may be cg now: look again */
+		x = slot(f, e, KF_EXACT, &h);
+		take(x, e, KF_EXACT, h);
+		f->n_exact++;
+		f->n_used++;
+		cg->keys++;
+		emit(f, e, &(struct kfold_span){ 1, e->ts_ns, e->ts_ns, false, false, 0 });
+		return;
+	}
+	x = slot(f, e, KF_MIXED, &h);
+	if (x->kind == KF_FREE) {
+		if (f->n_used >= f->used_max) {
+			count_any(f, e);
+			return;
+		}
+		take(x, e, KF_MIXED, h);
+		f->n_used++;
+	}
+	count(x, e);
+}
+
+void kfold_tick(struct kfold *f, uint64_t now_ns, bool force)
+{
+	if (f->window_open &&
+	    (force || now_ns >= f->window_start + KFOLD_WINDOW_MS * 1000000ull))
+		flush(f);
+}
+
+uint64_t kfold_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+void kfold_stats(const struct kfold *f, uint64_t *decisions, uint64_t *records)
+{
+	*decisions = f->decisions;
+	*records = f->records;
+}
+
+struct kfold *kfold_new(unsigned keys_per_cgroup, unsigned keys_max, kfold_emit_fn emit,
+			void *ctx)
+{
+	struct kfold *f = calloc(1, sizeof(*f));
+	size_t cap = 16;
+
+	if (!f)
+		return NULL;
+	f->per_cgroup = keys_per_cgroup ? keys_per_cgroup : KFOLD_KEYS_PER_CGROUP;
+	f->keys_max = keys_max ? keys_max : 4096;
+	/* MIXED and CGROUP entries beside the EXACT ones; load under a half */
+	f->used_max = f->keys_max * 2;
+	while (cap < (size_t)f->used_max * 2)
+		cap <<= 1;
+	f->mask = cap - 1;
+	f->t = calloc(cap, sizeof(*f->t));
+	if (!f->t) {
+		free(f);
+		return NULL;
+	}
+	if (getrandom(&f->seed, sizeof(f->seed), GRND_NONBLOCK) != sizeof(f->seed))
+		f->seed = (uint64_t)time(NULL) * 0x2545f4914f6cdd1dull ^ (uintptr_t)f;
+	f->emit = emit;
+	f->ctx = ctx;
+	return f;
+}
+
+void kfold_free(struct kfold *f)
+{
+	if (!f)
+		return;
+	free(f->t);
+	free(f);
+}

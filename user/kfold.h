@@ -1,0 +1,72 @@
+/* SPDX-License-Identifier: GPL-2.0 OR BSD-3-Clause */
+/*
+ * Kernel decisions folded for the audit log. A process makes refused
+ * connect()s and sends as fast as the kernel answers them (hundreds of
+ * thousands a second); a record each fills the disk at tens of MB/s. Per
+ * window (KFOLD_WINDOW_MS):
+ *
+ *  - the first decision of its kind (verdict, reason, operation, protocol,
+ *    cgroup, policy, process, destination) is written at once, as ever;
+ *  - the same decision again is counted, and when the window ends one
+ *    record stands for the repeats (its count, the first and last time);
+ *  - past keys_per_cgroup kinds in a window (a sweep of ports or
+ *    addresses, a fork per attempt), a cgroup's further new kinds are
+ *    counted by verdict, reason, operation, protocol and policy alone, a
+ *    record each at the window's end, without destination or process;
+ *  - past keys_max kinds in all, by verdict, reason, operation and
+ *    protocol alone (cgroup unknown).
+ *
+ * Nothing is dropped here: the counts of the records made add up to the
+ * decisions given. Not thread-safe: the events thread's.
+ */
+#ifndef EGR_KFOLD_H
+#define EGR_KFOLD_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "egressd_shared.h"
+
+#define KFOLD_WINDOW_MS 1000
+#define KFOLD_KEYS_PER_CGROUP 256
+
+/* What one record stands for. */
+struct kfold_span {
+	uint64_t count;    /* decisions (>= 1) */
+	uint64_t first_ns; /* bpf_ktime_get_ns() of the first and the last */
+	uint64_t last_ns;
+	/* destinations and processes vary: only the verdict, reason,
+	 * operation, protocol, policy (and cgroup unless any_cgroup) of the
+	 * event given are common to all */
+	bool mixed;
+	bool any_cgroup;
+	unsigned per_cgroup; /* the limit that made it mixed */
+};
+
+typedef void (*kfold_emit_fn)(void *ctx, const struct egr_event *e, const struct kfold_span *sp);
+
+struct kfold;
+
+/* keys_per_cgroup, keys_max: 0 for the defaults (KFOLD_KEYS_PER_CGROUP,
+ * 4096). NULL when out of memory. */
+struct kfold *kfold_new(unsigned keys_per_cgroup, unsigned keys_max, kfold_emit_fn emit,
+			void *ctx);
+void kfold_free(struct kfold *f);
+
+/* One decision from the ring: emitted now (count 1) if it is the first of
+ * its kind in this window, else counted. Ends the window first if e is
+ * past it. */
+void kfold_event(struct kfold *f, const struct egr_event *e);
+
+/* Ends the window if now_ns (CLOCK_MONOTONIC) is past it, or always with
+ * force (exit): the counted decisions are emitted. Call it at least every
+ * window (the events loop's tick). */
+void kfold_tick(struct kfold *f, uint64_t now_ns, bool force);
+
+/* CLOCK_MONOTONIC in ns: bpf_ktime_get_ns()'s clock, for kfold_tick. */
+uint64_t kfold_now_ns(void);
+
+/* Decisions handed to kfold_event and records emitted, so far. */
+void kfold_stats(const struct kfold *f, uint64_t *decisions, uint64_t *records);
+
+#endif
