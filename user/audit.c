@@ -762,7 +762,7 @@ static void print_denial(const struct audit_record *r)
 	if (r->reason == EGR_REASON_RULE_DENY && r->rule) {
 		bputs(&b, "denied by rule ");
 		besc(&b, r->rule);
-	} else if (r->reason == EGR_REASON_PORT) {
+	} else if (r->reason == EGR_REASON_PORT && r->has_dst) {
 		bprintf(&b, "no rule allows port %u", r->dst_port);
 	} else {
 		bputs(&b, reason_text(r->reason));
@@ -813,7 +813,7 @@ static void remember_denial(struct audit *a, const struct audit_record *r)
 		}
 	}
 	if (a->n_dests >= AUDIT_MAX_DESTS) {
-		a->dropped++;
+		a->dropped += r->count > 1 ? r->count : 1;
 		return;
 	}
 	if (a->n_dests == a->cap_dests) {
@@ -824,7 +824,7 @@ static void remember_denial(struct audit *a, const struct audit_record *r)
 			cap = AUDIT_MAX_DESTS;
 		nd = realloc(a->dests, cap * sizeof(*nd));
 		if (!nd) {
-			a->dropped++;
+			a->dropped += r->count > 1 ? r->count : 1;
 			return;
 		}
 		a->dests = nd;

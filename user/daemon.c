@@ -101,6 +101,7 @@ struct daemon_delegation {
 struct daemon {
 	struct config cfg;
 	struct kfold *fold;      /* kernel decisions folded for the log */
+	bool events_open;        /* the ring is read (egr_bpf_events_open) */
 	const char *config_path;
 	char pin_dir[PATH_MAX];
 	char mount[PATH_MAX];
@@ -2097,6 +2098,7 @@ int daemon_main(int argc, char **argv)
 	}
 	if (egr_bpf_events_open(d.bpf, daemon_on_event, &d))
 		goto out;
+	d.events_open = true;
 	d.ino = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
 	if (d.ino < 0) {
 		fprintf(stderr, "egressd: inotify: %s\n", strerror(errno));
@@ -2205,8 +2207,10 @@ int daemon_main(int argc, char **argv)
 		}
 	}
 out:
-	if (d.fold)
+	if (d.fold && d.bpf && d.events_open) {
+		egr_bpf_poll(d.bpf, 0); /* what the ring still holds */
 		kfold_tick(d.fold, 0, true); /* repeats counted, not yet written */
+	}
 	/* Pods' listeners go while the proxy's workers still run. */
 	netns_destroy(d.ns);
 	if (sfd >= 0)

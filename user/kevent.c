@@ -39,18 +39,23 @@ void kevent_span(struct audit_record *r, const struct kfold_span *sp, char *deta
 		return;
 	/* what the decisions have in common, and no more */
 	r->has_dst = false;
+	r->dst_port = 0;
 	r->pid = r->uid = 0;
 	r->comm[0] = '\0';
-	if (sp->any_cgroup)
+	if (sp->any_cgroup) {
 		r->cgroup_id = 0;
-	if (sp->any_cgroup)
 		snprintf(detail, len, "%s%sfrom several cgroups, destinations and processes not "
-			 "itemized (more kinds of decision in a second than egressd itemizes)",
-			 r->detail ? r->detail : "", r->detail ? "; " : "");
-	else
+			 "itemized (more kinds of decision in a second than egressd keeps apart)",
+			 r->detail && r->reason ? r->detail : "", r->detail && r->reason ? "; " : "");
+	} else if (sp->table_full) {
+		snprintf(detail, len, "%s%sdestinations and processes not itemized (all cgroups "
+			 "together made more than %u kinds of decision in a second)",
+			 r->detail ? r->detail : "", r->detail ? "; " : "", sp->keys_max);
+	} else {
 		snprintf(detail, len, "%s%sdestinations and processes not itemized (the cgroup "
 			 "made more than %u kinds of decision in a second)",
 			 r->detail ? r->detail : "", r->detail ? "; " : "", sp->per_cgroup);
+	}
 	r->detail = detail;
 	r->quiet = false;
 }

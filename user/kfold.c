@@ -21,7 +21,8 @@ enum kf_kind {
 
 struct kf_entry {
 	uint8_t kind;
-	uint32_t keys;     /* KF_CGROUP */
+	uint32_t keys;     /* KF_CGROUP: its EXACT kinds; KF_MIXED: 1 when the
+			    * table's limit made it, not the cgroup's */
 	uint64_t hash;
 	uint64_t count;    /* EXACT: after the first; MIXED: all */
 	uint64_t first_ns; /* of those counted */
@@ -135,11 +136,14 @@ static void take(struct kf_entry *x, const struct egr_event *e, enum kf_kind kin
 	x->ev = *e;
 }
 
+/* CPUs hand their events over out of order, by microseconds: the span is
+ * from the earliest to the latest. */
 static void count(struct kf_entry *x, const struct egr_event *e)
 {
-	if (!x->count++)
+	if (!x->count++ || e->ts_ns < x->first_ns)
 		x->first_ns = e->ts_ns;
-	x->last_ns = e->ts_ns > x->last_ns ? e->ts_ns : x->last_ns;
+	if (e->ts_ns > x->last_ns)
+		x->last_ns = e->ts_ns;
 }
 
 static void emit(struct kfold *f, const struct egr_event *e, const struct kfold_span *sp)
@@ -156,7 +160,8 @@ static void flush(struct kfold *f)
 	for (i = 0; i <= f->mask && left; i++) {
 		struct kf_entry *x = &f->t[i];
 		struct kfold_span sp = { x->count, x->first_ns, x->last_ns, x->kind == KF_MIXED,
-					 false, f->per_cgroup };
+					 false, x->kind == KF_MIXED && x->keys, f->per_cgroup,
+					 f->keys_max };
 
 		if (x->kind == KF_FREE)
 			continue;
@@ -167,12 +172,12 @@ static void flush(struct kfold *f)
 	}
 	for (i = 0; i < KF_ANY_SLOTS; i++) {
 		struct kf_entry *x = &f->any[i];
-		struct kfold_span sp = { x->count, x->first_ns, x->last_ns, true, true,
-					 f->per_cgroup };
+		struct kfold_span sp = { x->count, x->first_ns, x->last_ns, true, true, true,
+					 f->per_cgroup, f->keys_max };
 
 		if (x->count) {
-			/* the last slot may hold several kinds: say none */
-			if (i == KF_ANY_SLOTS - 1 && x->kind == KF_MIXED)
+			/* a last slot may hold several kinds of its verdict */
+			if (x->kind == KF_MIXED)
 				x->ev.reason = EGR_REASON_NONE;
 			emit(f, &x->ev, &sp);
 		}
@@ -182,13 +187,14 @@ static void flush(struct kfold *f)
 	f->window_open = false;
 }
 
-/* Past the table: counted by kind alone. */
+/* Past the table: counted by kind alone; past KF_ANY_SLOTS - 2 kinds, by
+ * verdict alone (the last two slots: denials, audit mode's). */
 static void count_any(struct kfold *f, const struct egr_event *e)
 {
 	struct kf_entry *x = NULL;
 	unsigned i;
 
-	for (i = 0; i < KF_ANY_SLOTS - 1; i++) {
+	for (i = 0; i < KF_ANY_SLOTS - 2; i++) {
 		x = &f->any[i];
 		if (!x->count) {
 			take(x, e, KF_EXACT, 0);
@@ -197,12 +203,12 @@ static void count_any(struct kfold *f, const struct egr_event *e)
 		if (same_kind(&x->ev, e))
 			break;
 	}
-	if (i == KF_ANY_SLOTS - 1) {
-		x = &f->any[i];
+	if (i == KF_ANY_SLOTS - 2) {
+		x = &f->any[KF_ANY_SLOTS - (e->type == EGR_EVENT_DENY ? 2 : 1)];
 		if (!x->count)
 			take(x, e, KF_EXACT, 0);
 		else if (!same_kind(&x->ev, e))
-			x->kind = KF_MIXED; /* kinds vary */
+			x->kind = KF_MIXED; /* kinds of this verdict vary */
 	}
 	count(x, e);
 }
@@ -241,7 +247,7 @@ void kfold_event(struct kfold *f, const struct egr_event *e)
 		f->n_exact++;
 		f->n_used++;
 		cg->keys++;
-		emit(f, e, &(struct kfold_span){ 1, e->ts_ns, e->ts_ns, false, false, 0 });
+		emit(f, e, &(struct kfold_span){ 1, e->ts_ns, e->ts_ns, false, false, false, 0, 0 });
 		return;
 	}
 	x = slot(f, e, KF_MIXED, &h);
@@ -251,6 +257,7 @@ void kfold_event(struct kfold *f, const struct egr_event *e)
 			return;
 		}
 		take(x, e, KF_MIXED, h);
+		x->keys = cg->keys < f->per_cgroup; /* the table's limit, not the cgroup's */
 		f->n_used++;
 	}
 	count(x, e);
@@ -286,7 +293,7 @@ struct kfold *kfold_new(unsigned keys_per_cgroup, unsigned keys_max, kfold_emit_
 	if (!f)
 		return NULL;
 	f->per_cgroup = keys_per_cgroup ? keys_per_cgroup : KFOLD_KEYS_PER_CGROUP;
-	f->keys_max = keys_max ? keys_max : 4096;
+	f->keys_max = keys_max ? keys_max : KFOLD_KEYS_MAX;
 	/* MIXED and CGROUP entries beside the EXACT ones; load under a half */
 	f->used_max = f->keys_max * 2;
 	while (cap < (size_t)f->used_max * 2)

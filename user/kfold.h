@@ -12,9 +12,14 @@
  *  - past keys_per_cgroup kinds in a window (a sweep of ports or
  *    addresses, a fork per attempt), a cgroup's further new kinds are
  *    counted by verdict, reason, operation, protocol and policy alone, a
- *    record each at the window's end, without destination or process;
- *  - past keys_max kinds in all, by verdict, reason, operation and
- *    protocol alone (cgroup unknown).
+ *    record each at the window's end, without destination or process (so
+ *    a decision made after that many others in a second is on record only
+ *    as one of a count: the price of a bounded log);
+ *  - likewise every cgroup's new kinds once the window holds keys_max
+ *    kinds in all (the record says it was the table's limit);
+ *  - past the table's room for those (cgroups x kinds), by verdict,
+ *    reason, operation and protocol alone, the cgroup unknown; past a few
+ *    such kinds, by verdict alone.
  *
  * Nothing is dropped here: the counts of the records made add up to the
  * decisions given. Not thread-safe: the events thread's.
@@ -28,7 +33,8 @@
 #include "egressd_shared.h"
 
 #define KFOLD_WINDOW_MS 1000
-#define KFOLD_KEYS_PER_CGROUP 256
+#define KFOLD_KEYS_PER_CGROUP 1024
+#define KFOLD_KEYS_MAX 8192
 
 /* What one record stands for. */
 struct kfold_span {
@@ -40,7 +46,9 @@ struct kfold_span {
 	 * event given are common to all */
 	bool mixed;
 	bool any_cgroup;
-	unsigned per_cgroup; /* the limit that made it mixed */
+	bool table_full;     /* mixed by keys_max, not by the cgroup's own */
+	unsigned per_cgroup; /* the limits */
+	unsigned keys_max;
 };
 
 typedef void (*kfold_emit_fn)(void *ctx, const struct egr_event *e, const struct kfold_span *sp);
@@ -48,7 +56,7 @@ typedef void (*kfold_emit_fn)(void *ctx, const struct egr_event *e, const struct
 struct kfold;
 
 /* keys_per_cgroup, keys_max: 0 for the defaults (KFOLD_KEYS_PER_CGROUP,
- * 4096). NULL when out of memory. */
+ * KFOLD_KEYS_MAX). NULL when out of memory. */
 struct kfold *kfold_new(unsigned keys_per_cgroup, unsigned keys_max, kfold_emit_fn emit,
 			void *ctx);
 void kfold_free(struct kfold *f);

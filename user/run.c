@@ -1968,7 +1968,7 @@ int run_main(int argc, char **argv)
 		goto out;
 	if (egr_bpf_attach(s.bpf, s.cgroup_fd))
 		goto out;
-	s.fold = kfold_new(0, 1024, run_emit_event, &s);
+	s.fold = kfold_new(0, 2048, run_emit_event, &s);
 	if (!s.fold) {
 		fprintf(stderr, "egressd: out of memory\n");
 		goto out;

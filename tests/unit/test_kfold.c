@@ -231,11 +231,103 @@ static void test_random_sums(void **state)
 	free(o.r);
 }
 
+/* One cgroup filling the whole window's table: another cgroup's decision
+ * is not itemized, and its record says the table's limit did it. */
+static void test_table_limit_named(void **state)
+{
+	struct out o = { 0 };
+	struct kfold *f = kfold_new(100, 16, collect, &o);
+	struct egr_event e;
+	char detail[256];
+	struct audit_record r;
+	unsigned i;
+
+	(void)state;
+	for (i = 0; i < 16; i++) {
+		e = ev(T0 + i, 7, 100, (uint16_t)(2000 + i));
+		kfold_event(f, &e);
+	}
+	assert_int_equal(o.n, 16);
+	e = ev(T0 + 100, 9, 300, 443);
+	kfold_event(f, &e);
+	assert_int_equal(o.n, 16); /* counted, not itemized */
+	kfold_tick(f, 0, true);
+	assert_int_equal(o.n, 17);
+	assert_true(o.r[16].sp.mixed);
+	assert_true(o.r[16].sp.table_full);
+	assert_int_equal(o.r[16].e.origin.cgroup_id, 9);
+	kevent_to_record(&o.r[16].e, &r);
+	kevent_span(&r, &o.r[16].sp, detail, sizeof(detail));
+	assert_non_null(strstr(r.detail, "all cgroups together made more than 16 kinds"));
+	assert_int_equal(r.dst_port, 0);
+	kfold_free(f);
+	free(o.r);
+}
+
+/* Past the table and its per-kind slots: denials and audit mode's
+ * decisions are still counted apart. */
+static void test_any_keeps_verdicts(void **state)
+{
+	struct out o = { 0 };
+	struct kfold *f = kfold_new(1, 2, collect, &o);
+	uint64_t deny = 0, audit = 0, got_deny = 0, got_audit = 0;
+	unsigned i;
+
+	(void)state;
+	for (i = 0; i < 3000; i++) {
+		struct egr_event e = ev(T0 + i, 1000 + i, 100, 53);
+
+		e.reason = i % EGR_REASON_MAX;
+		e.op = (i / EGR_REASON_MAX) % 8;
+		e.type = i % 3 ? EGR_EVENT_AUDIT : EGR_EVENT_DENY;
+		if (e.type == EGR_EVENT_DENY)
+			deny++;
+		else
+			audit++;
+		kfold_event(f, &e);
+	}
+	kfold_tick(f, 0, true);
+	for (i = 0; i < o.n; i++) {
+		if (o.r[i].e.type == EGR_EVENT_DENY)
+			got_deny += o.r[i].sp.count;
+		else
+			got_audit += o.r[i].sp.count;
+	}
+	assert_int_equal(got_deny, deny);
+	assert_int_equal(got_audit, audit);
+	kfold_free(f);
+	free(o.r);
+}
+
+/* Events out of order (CPUs hand theirs over late): the span is from the
+ * earliest to the latest. */
+static void test_span_out_of_order(void **state)
+{
+	struct out o = { 0 };
+	struct kfold *f = kfold_new(0, 0, collect, &o);
+	uint64_t at[] = { T0, T0 + 300 * MS, T0 + 200 * MS, T0 + 50 * MS };
+	unsigned i;
+
+	(void)state;
+	for (i = 0; i < 4; i++) {
+		struct egr_event e = ev(at[i], 7, 100, 53);
+
+		kfold_event(f, &e);
+	}
+	kfold_tick(f, 0, true);
+	assert_int_equal(o.n, 2);
+	assert_int_equal(o.r[1].sp.count, 3);
+	assert_int_equal(o.r[1].sp.first_ns, T0 + 50 * MS);
+	assert_int_equal(o.r[1].sp.last_ns, T0 + 300 * MS);
+	kfold_free(f);
+	free(o.r);
+}
+
 /* The records: count and span; a mixed one without destination or process. */
 static void test_records(void **state)
 {
 	struct egr_event e = ev(T0, 7, 100, 53);
-	struct kfold_span sp = { 42, T0, T0 + 250 * MS, false, false, 0 };
+	struct kfold_span sp = { 42, T0, T0 + 250 * MS, false, false, false, 0, 0 };
 	struct audit_record r;
 	char detail[256], *js;
 
@@ -286,6 +378,9 @@ int main(void)
 		cmocka_unit_test(test_sweep_mixed),
 		cmocka_unit_test(test_table_full),
 		cmocka_unit_test(test_random_sums),
+		cmocka_unit_test(test_table_limit_named),
+		cmocka_unit_test(test_any_keeps_verdicts),
+		cmocka_unit_test(test_span_out_of_order),
 		cmocka_unit_test(test_records),
 	};
 
