@@ -43,6 +43,8 @@
 
 #include "dnsmsg.h"
 #include "dnsproxy.h"
+#include "kevent.h"
+#include "kfold.h"
 #include "log.h"
 #include "loop.h"
 #include "sockdiag.h"
@@ -193,6 +195,11 @@ struct dnsproxy {
 	ares_channel channel;
 	bool channel_ok;
 	struct loop_timer ares_timer;
+	/* records folded as the kernel's are (kfold.h): a loop of queries is
+	 * a few records a second; fold_timer ends each second */
+	struct kfold *fold;
+	struct loop_timer fold_timer;
+	struct audit_record *fold_src; /* the query being folded, in dq_audit */
 	struct loop_timer_list *tl_idle;
 	struct loop_timer_list *tl_msg;
 	pthread_t thread;
@@ -671,6 +678,102 @@ static void dq_free(struct dq *x)
 	free(x);
 }
 
+/* A record kept through the fold's window: its strings copied. */
+struct dns_fold_copy {
+	struct audit_record r;
+	char s[];
+};
+
+static void *dns_fold_dup(void *src)
+{
+	const struct audit_record *r = src;
+	const char *strs[] = { r->cgroup, r->host, r->rule, r->policy, r->detail };
+	size_t len[5], total = 0, i;
+	struct dns_fold_copy *c;
+	char *p;
+
+	for (i = 0; i < 5; i++) {
+		len[i] = strs[i] ? strlen(strs[i]) + 1 : 0;
+		total += len[i];
+	}
+	c = malloc(sizeof(*c) + total);
+	if (!c)
+		return NULL;
+	c->r = *r;
+	p = c->s;
+	for (i = 0; i < 5; i++) {
+		const char *q = NULL;
+
+		if (strs[i]) {
+			memcpy(p, strs[i], len[i]);
+			q = p;
+			p += len[i];
+		}
+		switch (i) {
+		case 0: c->r.cgroup = q; break;
+		case 1: c->r.host = q; break;
+		case 2: c->r.rule = q; break;
+		case 3: c->r.policy = q; break;
+		default: c->r.detail = q; break;
+		}
+	}
+	c->r.origin = "dns";
+	return c;
+}
+
+/* A record the fold gives back: the query's own (the first of its kind in
+ * the window), or one standing for the repeats, or for the kinds past the
+ * cgroup's share (no name, destination or process). */
+static void dns_fold_emit(void *ctx, const struct egr_event *e, const struct kfold_span *sp)
+{
+	struct dnsproxy *d = ctx;
+	struct dns_fold_copy *c;
+	struct audit_record r;
+	char detail[256], why[sizeof(detail) + 8];
+
+	if (sp->payload && sp->payload == d->fold_src) {
+		/* the query's own record, the first of its kind: at once */
+		audit_write(d->params.audit, d->fold_src);
+		return;
+	}
+	c = sp->payload;
+	if (c) {
+		r = c->r;
+	} else {
+		/* its copy could not be made: what the event holds */
+		kevent_to_record(e, &r);
+		r.verdict = (enum egr_verdict)e->type;
+	}
+	if (sp->mixed) {
+		r.host = NULL;
+		r.rule = NULL;
+		r.detail = NULL;
+		r.bytes_up = r.bytes_down = 0;
+	} else {
+		/* the sizes of query and answer are part of the kind */
+		r.bytes_up *= sp->count;
+		r.bytes_down *= sp->count;
+	}
+	kevent_span(&r, sp, detail, sizeof(detail));
+	if (sp->mixed) {
+		snprintf(why, sizeof(why), "names, %s", detail);
+		r.detail = why;
+		if (sp->any_cgroup)
+			r.cgroup = NULL;
+	}
+	r.origin = "dns";
+	audit_write(d->params.audit, &r);
+}
+
+static void dns_fold_timer_cb(struct loop *l, struct loop_timer *t)
+{
+	struct dnsproxy *d = t->data;
+
+	kfold_tick(d->fold, kfold_now_ns(), false);
+	if (kfold_open(d->fold))
+		loop_timer_start_at(l, &d->fold_timer, loop_now_ms(l) + 100, dns_fold_timer_cb);
+}
+
 static void dq_audit(struct dq *x)
 {
 	struct dnsproxy *d = x->d;
@@ -716,6 +819,36 @@ static void dq_audit(struct dq *x)
 	r.origin = "dns";
 	r.bytes_up = x->raw_len;
 	r.bytes_down = x->bytes_down;
+	if (d->fold) {
+		struct egr_event e;
+		uint64_t tag = 0;
+
+		/* the kind: the event's fields, and a keyed hash of the rest */
+		memset(&e, 0, sizeof(e));
+		e.ts_ns = kfold_now_ns();
+		e.type = (uint32_t)r.verdict;
+		e.reason = (uint32_t)r.reason;
+		e.proto = (uint32_t)r.proto;
+		if (x->has_origin)
+			e.origin = x->origin;
+		e.origin.cgroup_id = r.cgroup_id;
+		tag = kfold_hash(d->fold, tag, r.host ? r.host : "", r.host ? strlen(r.host) + 1 : 0);
+		tag = kfold_hash(d->fold, tag, r.rule ? r.rule : "", r.rule ? strlen(r.rule) + 1 : 0);
+		tag = kfold_hash(d->fold, tag, r.policy ? r.policy : "",
+				 r.policy ? strlen(r.policy) + 1 : 0);
+		tag = kfold_hash(d->fold, tag, r.detail ? r.detail : "",
+				 r.detail ? strlen(r.detail) + 1 : 0);
+		tag = kfold_hash(d->fold, tag, &r.bytes_up, sizeof(r.bytes_up));
+		tag = kfold_hash(d->fold, tag, &r.bytes_down, sizeof(r.bytes_down));
+		d->fold_src = &r;
+		kfold_event_tagged(d->fold, &e, tag, &r);
+		d->fold_src = NULL;
+		if (kfold_open(d->fold) && !d->destroying && !loop_timer_active(&d->fold_timer))
+			loop_timer_start_at(d->loop, &d->fold_timer,
+					    loop_now_ms(d->loop) + KFOLD_WINDOW_MS + 1,
+					    dns_fold_timer_cb);
+		return;
+	}
 	audit_write(d->params.audit, &r);
 }
 
@@ -1878,6 +2011,15 @@ int dnsproxy_create(struct dnsproxy **out, const struct dnsproxy_params *params)
 	if (getrandom(&d->mem.seed, sizeof(d->mem.seed), GRND_NONBLOCK) < 0)
 		d->mem.seed = mono_ms() ^ (uint64_t)(uintptr_t)d;
 	d->ares_timer.data = d;
+	d->fold_timer.data = d;
+	if (params->audit) {
+		d->fold = kfold_new(0, 0, dns_fold_emit, d);
+		if (!d->fold) {
+			free(d);
+			return -ENOMEM;
+		}
+		kfold_set_payload(d->fold, dns_fold_dup, free);
+	}
 
 	err = loop_create(&d->loop);
 	if (err)
@@ -1990,6 +2132,12 @@ void dnsproxy_destroy(struct dnsproxy *d)
 	 * socket, which leaves the loop. */
 	if (d->channel_ok)
 		ares_destroy(d->channel);
+	/* the repeats counted in the last second, on record */
+	loop_timer_stop(&d->fold_timer);
+	if (d->fold)
+		kfold_tick(d->fold, 0, true);
+	kfold_free(d->fold);
+	d->fold = NULL;
 	/* Every query has been called back: only the list holds the sets. */
 	while (d->lsets)
 		lset_unlist(d, d->lsets);

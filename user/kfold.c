@@ -27,6 +27,8 @@ struct kf_entry {
 	uint64_t count;    /* EXACT: after the first; MIXED: all */
 	uint64_t first_ns; /* of those counted */
 	uint64_t last_ns;
+	uint64_t tag;
+	void *payload;     /* f->dup's copy of the first's src */
 	struct egr_event ev;
 };
 
@@ -44,6 +46,8 @@ struct kfold {
 	struct kf_entry *t;
 	unsigned n_exact, n_used;
 	struct kf_entry any[KF_ANY_SLOTS];
+	void *(*dup)(void *src);
+	void (*release)(void *payload);
 	bool window_open;
 	uint64_t window_start;
 	uint64_t decisions, records;
@@ -56,7 +60,8 @@ static uint64_t mix(uint64_t h, uint64_t v)
 	return h ^ (h >> 29);
 }
 
-static uint64_t hash_kind(const struct kfold *f, const struct egr_event *e, enum kf_kind kind)
+static uint64_t hash_kind(const struct kfold *f, const struct egr_event *e, uint64_t tag,
+			  enum kf_kind kind)
 {
 	uint64_t h = mix(f->seed, kind);
 
@@ -79,6 +84,7 @@ static uint64_t hash_kind(const struct kfold *f, const struct egr_event *e, enum
 		memcpy(w, c, sizeof(w));
 		h = mix(h, w[0]);
 		h = mix(h, w[1]);
+		h = mix(h, tag);
 	}
 	return mix(h, 0);
 }
@@ -89,8 +95,11 @@ static bool same_kind(const struct egr_event *a, const struct egr_event *b)
 	       a->proto == b->proto;
 }
 
-static bool same(const struct egr_event *a, const struct egr_event *b, enum kf_kind kind)
+static bool same(const struct kf_entry *x, const struct egr_event *b, uint64_t tag,
+		 enum kf_kind kind)
 {
+	const struct egr_event *a = &x->ev;
+
 	if (a->origin.cgroup_id != b->origin.cgroup_id)
 		return false;
 	if (kind == KF_CGROUP)
@@ -99,7 +108,8 @@ static bool same(const struct egr_event *a, const struct egr_event *b, enum kf_k
 		return false;
 	if (kind == KF_MIXED)
 		return true;
-	return !memcmp(a->origin.dst_addr, b->origin.dst_addr, sizeof(a->origin.dst_addr)) &&
+	return x->tag == tag &&
+	       !memcmp(a->origin.dst_addr, b->origin.dst_addr, sizeof(a->origin.dst_addr)) &&
 	       a->origin.dst_port == b->origin.dst_port &&
 	       a->origin.family == b->origin.family && a->origin.tgid == b->origin.tgid &&
 	       a->origin.uid == b->origin.uid &&
@@ -108,10 +118,10 @@ static bool same(const struct egr_event *a, const struct egr_event *b, enum kf_k
 
 /* The entry of e's key of this kind, or a free slot for it (kind FREE);
  * NULL never: the table is never full (used_max < capacity). */
-static struct kf_entry *slot(struct kfold *f, const struct egr_event *e, enum kf_kind kind,
-			     uint64_t *hash)
+static struct kf_entry *slot(struct kfold *f, const struct egr_event *e, uint64_t tag,
+			     enum kf_kind kind, uint64_t *hash)
 {
-	uint64_t h = hash_kind(f, e, kind);
+	uint64_t h = hash_kind(f, e, tag, kind);
 	size_t i = (size_t)h & f->mask;
 
 	*hash = h;
@@ -120,20 +130,30 @@ static struct kf_entry *slot(struct kfold *f, const struct egr_event *e, enum kf
 
 		if (x->kind == KF_FREE)
 			return x;
-		if (x->kind == kind && x->hash == h && same(&x->ev, e, kind))
+		if (x->kind == kind && x->hash == h && same(x, e, tag, kind))
 			return x;
 		i = (i + 1) & f->mask;
 	}
 }
 
-static void take(struct kf_entry *x, const struct egr_event *e, enum kf_kind kind, uint64_t h)
+static void take(struct kfold *f, struct kf_entry *x, const struct egr_event *e, uint64_t tag,
+		 void *src, enum kf_kind kind, uint64_t h)
 {
 	x->kind = (uint8_t)kind;
 	x->hash = h;
 	x->keys = 0;
 	x->count = 0;
 	x->first_ns = x->last_ns = 0;
+	x->tag = tag;
+	x->payload = kind != KF_CGROUP && f->dup && src ? f->dup(src) : NULL;
 	x->ev = *e;
+}
+
+static void drop(struct kfold *f, struct kf_entry *x)
+{
+	if (x->payload && f->release)
+		f->release(x->payload);
+	x->payload = NULL;
 }
 
 /* CPUs hand their events over out of order, by microseconds: the span is
@@ -161,19 +181,20 @@ static void flush(struct kfold *f)
 		struct kf_entry *x = &f->t[i];
 		struct kfold_span sp = { x->count, x->first_ns, x->last_ns, x->kind == KF_MIXED,
 					 false, x->kind == KF_MIXED && x->keys, f->per_cgroup,
-					 f->keys_max };
+					 f->keys_max, x->payload };
 
 		if (x->kind == KF_FREE)
 			continue;
 		if (x->kind != KF_CGROUP && x->count)
 			emit(f, &x->ev, &sp);
+		drop(f, x);
 		x->kind = KF_FREE; /* take() sets the rest */
 		left--;
 	}
 	for (i = 0; i < KF_ANY_SLOTS; i++) {
 		struct kf_entry *x = &f->any[i];
 		struct kfold_span sp = { x->count, x->first_ns, x->last_ns, true, true, true,
-					 f->per_cgroup, f->keys_max };
+					 f->per_cgroup, f->keys_max, x->payload };
 
 		if (x->count) {
 			/* a last slot may hold several kinds of its verdict */
@@ -181,39 +202,40 @@ static void flush(struct kfold *f)
 				x->ev.reason = EGR_REASON_NONE;
 			emit(f, &x->ev, &sp);
 		}
+		drop(f, x);
 	}
 	memset(f->any, 0, sizeof(f->any));
 	f->n_exact = f->n_used = 0;
 	f->window_open = false;
 }
 
-/* Past the table: counted by kind alone; past KF_ANY_SLOTS - 2 kinds, by
- * verdict alone (the last two slots: denials, audit mode's). */
-static void count_any(struct kfold *f, const struct egr_event *e)
+/* Past the table: counted by kind alone; past KF_ANY_SLOTS - 4 kinds, by
+ * verdict alone (the last four slots, by the type's low bits). */
+static void count_any(struct kfold *f, const struct egr_event *e, void *src)
 {
 	struct kf_entry *x = NULL;
 	unsigned i;
 
-	for (i = 0; i < KF_ANY_SLOTS - 2; i++) {
+	for (i = 0; i < KF_ANY_SLOTS - 4; i++) {
 		x = &f->any[i];
 		if (!x->count) {
-			take(x, e, KF_EXACT, 0);
+			take(f, x, e, 0, src, KF_EXACT, 0);
 			break;
 		}
 		if (same_kind(&x->ev, e))
 			break;
 	}
-	if (i == KF_ANY_SLOTS - 2) {
-		x = &f->any[KF_ANY_SLOTS - (e->type == EGR_EVENT_DENY ? 2 : 1)];
+	if (i == KF_ANY_SLOTS - 4) {
+		x = &f->any[KF_ANY_SLOTS - 4 + (e->type & 3)];
 		if (!x->count)
-			take(x, e, KF_EXACT, 0);
+			take(f, x, e, 0, src, KF_EXACT, 0);
 		else if (!same_kind(&x->ev, e))
 			x->kind = KF_MIXED; /* kinds of this verdict vary */
 	}
 	count(x, e);
 }
 
-void kfold_event(struct kfold *f, const struct egr_event *e)
+void kfold_event_tagged(struct kfold *f, const struct egr_event *e, uint64_t tag, void *src)
 {
 	struct kf_entry *x, *cg;
 	uint64_t h, hc;
@@ -225,42 +247,68 @@ void kfold_event(struct kfold *f, const struct egr_event *e)
 		f->window_open = true;
 		f->window_start = e->ts_ns;
 	}
-	x = slot(f, e, KF_EXACT, &h);
+	x = slot(f, e, tag, KF_EXACT, &h);
 	if (x->kind == KF_EXACT) {
 		count(x, e);
 		return;
 	}
-	cg = slot(f, e, KF_CGROUP, &hc);
+	cg = slot(f, e, 0, KF_CGROUP, &hc);
 	if (cg->kind == KF_FREE) {
 		if (f->n_used >= f->used_max) {
-			count_any(f, e);
+			count_any(f, e, src);
 			return;
 		}
-		take(cg, e, KF_CGROUP, hc);
+		take(f, cg, e, 0, NULL, KF_CGROUP, hc);
 		f->n_used++;
 	}
 	if (cg->keys < f->per_cgroup && f->n_exact < f->keys_max && f->n_used < f->used_max) {
 		/* cg's slot is taken, so x (a free slot probed before it was)
 		 * may be cg now: look again */
-		x = slot(f, e, KF_EXACT, &h);
-		take(x, e, KF_EXACT, h);
+		x = slot(f, e, tag, KF_EXACT, &h);
+		take(f, x, e, tag, src, KF_EXACT, h);
 		f->n_exact++;
 		f->n_used++;
 		cg->keys++;
-		emit(f, e, &(struct kfold_span){ 1, e->ts_ns, e->ts_ns, false, false, false, 0, 0 });
+		emit(f, e, &(struct kfold_span){ 1, e->ts_ns, e->ts_ns, false, false, false, 0, 0, src });
 		return;
 	}
-	x = slot(f, e, KF_MIXED, &h);
+	x = slot(f, e, 0, KF_MIXED, &h);
 	if (x->kind == KF_FREE) {
 		if (f->n_used >= f->used_max) {
-			count_any(f, e);
+			count_any(f, e, src);
 			return;
 		}
-		take(x, e, KF_MIXED, h);
+		take(f, x, e, 0, src, KF_MIXED, h);
 		x->keys = cg->keys < f->per_cgroup; /* the table's limit, not the cgroup's */
 		f->n_used++;
 	}
 	count(x, e);
+}
+
+void kfold_event(struct kfold *f, const struct egr_event *e)
+{
+	kfold_event_tagged(f, e, 0, NULL);
+}
+
+void kfold_set_payload(struct kfold *f, void *(*dup)(void *src), void (*release)(void *payload))
+{
+	f->dup = dup;
+	f->release = release;
+}
+
+uint64_t kfold_hash(const struct kfold *f, uint64_t h, const void *p, size_t len)
+{
+	const unsigned char *b = p;
+	uint64_t w;
+
+	h = mix(h ^ f->seed, len);
+	for (; len >= 8; b += 8, len -= 8) {
+		memcpy(&w, b, 8);
+		h = mix(h, w);
+	}
+	w = 0;
+	memcpy(&w, b, len);
+	return mix(h, w);
 }
 
 void kfold_tick(struct kfold *f, uint64_t now_ns, bool force)
@@ -268,6 +316,11 @@ void kfold_tick(struct kfold *f, uint64_t now_ns, bool force)
 	if (f->window_open &&
 	    (force || now_ns >= f->window_start + KFOLD_WINDOW_MS * 1000000ull))
 		flush(f);
+}
+
+bool kfold_open(const struct kfold *f)
+{
+	return f && f->window_open;
 }
 
 uint64_t kfold_now_ns(void)
@@ -313,8 +366,15 @@ struct kfold *kfold_new(unsigned keys_per_cgroup, unsigned keys_max, kfold_emit_
 
 void kfold_free(struct kfold *f)
 {
+	size_t i;
+
 	if (!f)
 		return;
+	for (i = 0; i <= f->mask; i++)
+		if (f->t[i].kind != KF_FREE)
+			drop(f, &f->t[i]);
+	for (i = 0; i < KF_ANY_SLOTS; i++)
+		drop(f, &f->any[i]);
 	free(f->t);
 	free(f);
 }

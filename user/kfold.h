@@ -28,6 +28,7 @@
 #define EGR_KFOLD_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "egressd_shared.h"
@@ -49,6 +50,9 @@ struct kfold_span {
 	bool table_full;     /* mixed by keys_max, not by the cgroup's own */
 	unsigned per_cgroup; /* the limits */
 	unsigned keys_max;
+	/* kfold_event_tagged's src for a record made at once; for one made
+	 * when the window ends, dup's copy of the first src of its kind */
+	void *payload;
 };
 
 typedef void (*kfold_emit_fn)(void *ctx, const struct egr_event *e, const struct kfold_span *sp);
@@ -66,10 +70,24 @@ void kfold_free(struct kfold *f);
  * past it. */
 void kfold_event(struct kfold *f, const struct egr_event *e);
 
+/* The same for decisions not from the kernel (DNS): tag is part of the
+ * kind (a keyed hash of what the event does not hold: a name, a detail),
+ * src what the emit callback needs to write the record; kept through the
+ * window with dup (kfold_set_payload) when the kind is new. The type
+ * field is the verdict's class for the last resort (1-3). */
+void kfold_event_tagged(struct kfold *f, const struct egr_event *e, uint64_t tag, void *src);
+void kfold_set_payload(struct kfold *f, void *(*dup)(void *src), void (*release)(void *payload));
+
+/* A keyed 64-bit hash of bytes for tags (the same seed as the table's). */
+uint64_t kfold_hash(const struct kfold *f, uint64_t h, const void *p, size_t len);
+
 /* Ends the window if now_ns (CLOCK_MONOTONIC) is past it, or always with
  * force (exit): the counted decisions are emitted. Call it at least every
  * window (the events loop's tick). */
 void kfold_tick(struct kfold *f, uint64_t now_ns, bool force);
+
+/* A window is open: decisions in it, or counts not yet emitted. */
+bool kfold_open(const struct kfold *f);
 
 /* CLOCK_MONOTONIC in ns: bpf_ktime_get_ns()'s clock, for kfold_tick. */
 uint64_t kfold_now_ns(void);

@@ -327,7 +327,7 @@ static void test_span_out_of_order(void **state)
 static void test_records(void **state)
 {
 	struct egr_event e = ev(T0, 7, 100, 53);
-	struct kfold_span sp = { 42, T0, T0 + 250 * MS, false, false, false, 0, 0 };
+	struct kfold_span sp = { 42, T0, T0 + 250 * MS, false, false, false, 0, 0, NULL };
 	struct audit_record r;
 	char detail[256], *js;
 
