@@ -149,6 +149,17 @@ static void take(struct kfold *f, struct kf_entry *x, const struct egr_event *e,
 	x->ev = *e;
 }
 
+/* A free slot taken for a CGROUP or MIXED entry, if the window has room. */
+static bool claim(struct kfold *f, struct kf_entry *x, const struct egr_event *e, uint64_t tag,
+		  void *src, enum kf_kind kind, uint64_t h)
+{
+	if (f->n_used >= f->used_max)
+		return false;
+	take(f, x, e, tag, src, kind, h);
+	f->n_used++;
+	return true;
+}
+
 static void drop(struct kfold *f, struct kf_entry *x)
 {
 	if (x->payload && f->release)
@@ -253,13 +264,9 @@ void kfold_event_tagged(struct kfold *f, const struct egr_event *e, uint64_t tag
 		return;
 	}
 	cg = slot(f, e, 0, KF_CGROUP, &hc);
-	if (cg->kind == KF_FREE) {
-		if (f->n_used >= f->used_max) {
-			count_any(f, e, src);
-			return;
-		}
-		take(f, cg, e, 0, NULL, KF_CGROUP, hc);
-		f->n_used++;
+	if (cg->kind == KF_FREE && !claim(f, cg, e, 0, NULL, KF_CGROUP, hc)) {
+		count_any(f, e, src);
+		return;
 	}
 	if (cg->keys < f->per_cgroup && f->n_exact < f->keys_max && f->n_used < f->used_max) {
 		/* cg's slot is taken, so x (a free slot probed before it was)
@@ -274,13 +281,11 @@ void kfold_event_tagged(struct kfold *f, const struct egr_event *e, uint64_t tag
 	}
 	x = slot(f, e, 0, KF_MIXED, &h);
 	if (x->kind == KF_FREE) {
-		if (f->n_used >= f->used_max) {
+		if (!claim(f, x, e, 0, src, KF_MIXED, h)) {
 			count_any(f, e, src);
 			return;
 		}
-		take(f, x, e, 0, src, KF_MIXED, h);
 		x->keys = cg->keys < f->per_cgroup; /* the table's limit, not the cgroup's */
-		f->n_used++;
 	}
 	count(x, e);
 }
