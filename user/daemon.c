@@ -102,6 +102,7 @@ struct daemon {
 	struct config cfg;
 	struct kfold *fold;      /* kernel decisions folded for the log */
 	bool events_open;        /* the ring is read (egr_bpf_events_open) */
+	void *fold_src;          /* the event being folded (daemon_on_event) */
 	const char *config_path;
 	char pin_dir[PATH_MAX];
 	char mount[PATH_MAX];
@@ -301,22 +302,75 @@ static int daemon_origin_for_udp(void *ctx, const struct sockaddr *peer, socklen
 	return 0;
 }
 
+/* The cgroup's and the policy's names for a kernel decision, as they are
+ * now (the policy id names a bank a reload may reuse). */
+static void daemon_event_names(struct daemon *d, const struct egr_event *e, char *cgbuf,
+			       size_t len, const char **cgroup, const char **policy)
+{
+	const struct policy *p;
+
+	*cgroup = e->origin.cgroup_id ? daemon_cgroup_name(d, e->origin.cgroup_id, cgbuf, len)
+				      : NULL;
+	p = e->reason == EGR_REASON_NO_POLICY || !e->origin.cgroup_id
+		    ? NULL
+		    : daemon_policy_for(d, &e->origin);
+	*policy = p ? p->name : NULL;
+}
+
+/* Kept through the fold's window for the records its end writes: the
+ * names at the first decision of a kind, not a second later (after a
+ * reload, or once the cgroup is gone). */
+struct daemon_names {
+	const char *cgroup, *policy;
+	char s[];
+};
+
+static void *daemon_names_dup(void *src)
+{
+	struct daemon *d = ((void **)src)[0];
+	const struct egr_event *e = ((void **)src)[1];
+	char cgbuf[PATH_MAX];
+	const char *cg, *pol;
+	size_t lc, lp;
+	struct daemon_names *n;
+
+	daemon_event_names(d, e, cgbuf, sizeof(cgbuf), &cg, &pol);
+	lc = cg ? strlen(cg) + 1 : 0;
+	lp = pol ? strlen(pol) + 1 : 0;
+	n = malloc(sizeof(*n) + lc + lp);
+	if (!n)
+		return NULL;
+	n->cgroup = cg ? memcpy(n->s, cg, lc) : NULL;
+	n->policy = pol ? memcpy(n->s + lc, pol, lp) : NULL;
+	return n;
+}
+
 /* A decision the kernel took alone (port, CIDR, loopback, UDP, socket
- * type, no binding): one audit record, like the proxy's. */
+ * type, no binding): one audit record, like the proxy's, or one for its
+ * repeats (kfold.h). */
 static void daemon_emit_event(void *ctx, const struct egr_event *e, const struct kfold_span *sp)
 {
 	struct daemon *d = ctx;
-	const struct policy *p;
 	struct audit_record r;
 	char cgbuf[PATH_MAX], detail[256];
+	const struct daemon_names *n = NULL;
 
 	kevent_to_record(e, &r);
-	if (sp)
+	if (sp) {
 		kevent_span(&r, sp, detail, sizeof(detail));
-	r.cgroup = r.cgroup_id ? daemon_cgroup_name(d, r.cgroup_id, cgbuf, sizeof(cgbuf)) : NULL;
-	p = e->reason == EGR_REASON_NO_POLICY || !r.cgroup_id ? NULL
-							       : daemon_policy_for(d, &e->origin);
-	r.policy = p ? p->name : NULL;
+		if (sp->payload != d->fold_src)
+			n = sp->payload; /* a copy; NULL if it could not be made */
+	}
+	if (n) {
+		r.cgroup = r.cgroup_id ? n->cgroup : NULL;
+		r.policy = n->policy;
+	} else {
+		daemon_event_names(d, e, cgbuf, sizeof(cgbuf), &r.cgroup, &r.policy);
+		if (!r.cgroup_id)
+			r.cgroup = NULL;
+	}
+	if (sp && sp->any_cgroup)
+		r.policy = NULL; /* several cgroups: several policies */
 	audit_write(d->audit, &r);
 }
 
@@ -324,11 +378,15 @@ static void daemon_emit_event(void *ctx, const struct egr_event *e, const struct
 static void daemon_on_event(void *ctx, const struct egr_event *e)
 {
 	struct daemon *d = ctx;
+	void *src[2] = { d, (void *)e };
 
-	if (d->fold)
-		kfold_event(d->fold, e);
-	else
+	if (!d->fold) {
 		daemon_emit_event(d, e, NULL);
+		return;
+	}
+	d->fold_src = src;
+	kfold_event_tagged(d->fold, e, 0, src);
+	d->fold_src = NULL;
 }
 
 /* Every audit record, on its writer's thread (audit.h): never blocks. */
@@ -2096,6 +2154,7 @@ int daemon_main(int argc, char **argv)
 		fprintf(stderr, "egressd: out of memory\n");
 		goto out;
 	}
+	kfold_set_payload(d.fold, daemon_names_dup, free);
 	if (egr_bpf_events_open(d.bpf, daemon_on_event, &d))
 		goto out;
 	d.events_open = true;

@@ -759,7 +759,7 @@ static void dns_fold_emit(void *ctx, const struct egr_event *e, const struct kfo
 		snprintf(why, sizeof(why), "names, %s", detail);
 		r.detail = why;
 		if (sp->any_cgroup)
-			r.cgroup = NULL;
+			r.cgroup = NULL, r.policy = NULL;
 	}
 	r.origin = "dns";
 	audit_write(d->params.audit, &r);
