@@ -2154,7 +2154,7 @@ int daemon_main(int argc, char **argv)
 		fprintf(stderr, "egressd: out of memory\n");
 		goto out;
 	}
-	kfold_set_payload(d.fold, daemon_names_dup, free);
+	kfold_set_payload(d.fold, daemon_names_dup, free, NULL);
 	if (egr_bpf_events_open(d.bpf, daemon_on_event, &d))
 		goto out;
 	d.events_open = true;

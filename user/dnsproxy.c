@@ -15,7 +15,9 @@
  *        rebinding); else remember (cgroup, address) -> asked name,
  *        restore the agent's ID, truncate for UDP if needed.
  *
- * Every query ends in exactly one audit record (dq_finish()).
+ * Every query ends in one audit decision (dq_finish()): its own record,
+ * or, repeated within a second, a count in one record for the repeats
+ * (kfold.h, dq_audit()).
  *
  * c-ares runs in our loop as in resolver.c: sock_state_cb registers its
  * sockets, ares_timeout() drives one "at" timer. A query's struct dq lives
@@ -721,6 +723,22 @@ static void *dns_fold_dup(void *src)
 	return c;
 }
 
+static bool same_str(const char *a, const char *b)
+{
+	return a == b || (a && b && !strcmp(a, b));
+}
+
+/* Whether a kept copy and a new query's record are the same kind: the
+ * tag is a hash of these, and a collision must not merge two names. */
+static bool dns_fold_equal(const void *payload, const void *src)
+{
+	const struct audit_record *a = &((const struct dns_fold_copy *)payload)->r, *b = src;
+
+	return same_str(a->host, b->host) && same_str(a->rule, b->rule) &&
+	       same_str(a->policy, b->policy) && same_str(a->detail, b->detail) &&
+	       a->bytes_up == b->bytes_up && a->bytes_down == b->bytes_down;
+}
+
 /* A record the fold gives back: the query's own (the first of its kind in
  * the window), or one standing for the repeats, or for the kinds past the
  * cgroup's share (no name, destination or process). */
@@ -743,6 +761,12 @@ static void dns_fold_emit(void *ctx, const struct egr_event *e, const struct kfo
 		/* its copy could not be made: what the event holds */
 		kevent_to_record(e, &r);
 		r.verdict = (enum egr_verdict)e->type;
+		r.detail = "name not kept (out of memory)";
+	}
+	if (sp->any_cgroup) {
+		/* by kind alone: the event's kind (reason none if kinds vary) */
+		r.reason = (enum egr_reason)e->reason;
+		r.proto = r.reason ? (int)e->proto : 0;
 	}
 	if (sp->mixed) {
 		r.host = NULL;
@@ -2015,10 +2039,12 @@ int dnsproxy_create(struct dnsproxy **out, const struct dnsproxy_params *params)
 	if (params->audit) {
 		d->fold = kfold_new(0, 0, dns_fold_emit, d);
 		if (!d->fold) {
+			pthread_mutex_destroy(&d->mem.lock);
+			pthread_mutex_destroy(&d->ho_lock);
 			free(d);
 			return -ENOMEM;
 		}
-		kfold_set_payload(d->fold, dns_fold_dup, free);
+		kfold_set_payload(d->fold, dns_fold_dup, free, dns_fold_equal);
 	}
 
 	err = loop_create(&d->loop);

@@ -44,6 +44,8 @@ void kevent_span(struct audit_record *r, const struct kfold_span *sp, char *deta
 	r->comm[0] = '\0';
 	if (sp->any_cgroup) {
 		r->cgroup_id = 0;
+		if (!r->reason)
+			r->proto = 0; /* kinds vary */
 		snprintf(detail, len, "%s%sfrom several cgroups, destinations and processes not "
 			 "itemized (more kinds of decision in a second than egressd keeps apart)",
 			 r->detail && r->reason ? r->detail : "", r->detail && r->reason ? "; " : "");

@@ -38,7 +38,7 @@ struct kf_entry {
 struct kfold {
 	kfold_emit_fn emit;
 	void *ctx;
-	uint64_t seed;
+	uint64_t key[2];     /* SipHash key, random */
 	unsigned per_cgroup;
 	unsigned keys_max;   /* EXACT entries a window */
 	unsigned used_max;   /* all entries a window (EXACT + MIXED + CGROUP) */
@@ -48,45 +48,102 @@ struct kfold {
 	struct kf_entry any[KF_ANY_SLOTS];
 	void *(*dup)(void *src);
 	void (*release)(void *payload);
+	bool (*equal)(const void *payload, const void *src);
 	bool window_open;
 	uint64_t window_start;
 	uint64_t decisions, records;
 };
 
-static uint64_t mix(uint64_t h, uint64_t v)
+/*
+ * SipHash-2-4 (Aumasson, Bernstein: "SipHash: a fast short-input PRF",
+ * 2012), from the paper: the kinds are the agent's choice, and a hash it
+ * could make collide would merge two names into one record (a name off
+ * the log) or pile its kinds onto one probe chain.
+ */
+#define SIP_ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
+#define SIP_ROUND                                                              \
+	do {                                                                   \
+		v0 += v1; v1 = SIP_ROTL(v1, 13); v1 ^= v0; v0 = SIP_ROTL(v0, 32); \
+		v2 += v3; v3 = SIP_ROTL(v3, 16); v3 ^= v2;                     \
+		v0 += v3; v3 = SIP_ROTL(v3, 21); v3 ^= v0;                     \
+		v2 += v1; v1 = SIP_ROTL(v1, 17); v1 ^= v2; v2 = SIP_ROTL(v2, 32); \
+	} while (0)
+
+static uint64_t le64(const unsigned char *p)
 {
-	h ^= v;
-	h *= 0x9e3779b97f4a7c15ull;
-	return h ^ (h >> 29);
+	uint64_t v = 0;
+	int i;
+
+	for (i = 7; i >= 0; i--)
+		v = v << 8 | p[i];
+	return v;
 }
+
+uint64_t kfold_siphash(const uint64_t key[2], const void *in, size_t len)
+{
+	const unsigned char *p = in;
+	uint64_t v0 = 0x736f6d6570736575ull ^ key[0], v1 = 0x646f72616e646f6dull ^ key[1];
+	uint64_t v2 = 0x6c7967656e657261ull ^ key[0], v3 = 0x7465646279746573ull ^ key[1];
+	uint64_t b = (uint64_t)len << 56, m;
+	size_t left = len & 7, i;
+
+	for (; len >= 8; p += 8, len -= 8) {
+		m = le64(p);
+		v3 ^= m;
+		SIP_ROUND;
+		SIP_ROUND;
+		v0 ^= m;
+	}
+	for (i = 0; i < left; i++)
+		b |= (uint64_t)p[i] << (8 * i);
+	v3 ^= b;
+	SIP_ROUND;
+	SIP_ROUND;
+	v0 ^= b;
+	v2 ^= 0xff;
+	SIP_ROUND;
+	SIP_ROUND;
+	SIP_ROUND;
+	SIP_ROUND;
+	return v0 ^ v1 ^ v2 ^ v3;
+}
+
+/* The fields of a kind, packed: what is hashed. */
+struct kf_key {
+	uint64_t kind;
+	uint64_t cgroup_id;
+	uint32_t type, reason, op, proto, policy_id, family;
+	uint8_t dst[16];
+	uint32_t dst_port, tgid, uid, pad;
+	char comm[EGR_COMM_LEN];
+	uint64_t tag;
+};
 
 static uint64_t hash_kind(const struct kfold *f, const struct egr_event *e, uint64_t tag,
 			  enum kf_kind kind)
 {
-	uint64_t h = mix(f->seed, kind);
+	struct kf_key k;
 
-	h = mix(h, e->origin.cgroup_id);
-	if (kind == KF_CGROUP)
-		return mix(h, 0);
-	h = mix(h, (uint64_t)e->type << 32 | e->reason);
-	h = mix(h, (uint64_t)e->op << 32 | e->proto);
-	h = mix(h, e->origin.policy_id);
-	if (kind == KF_EXACT) {
-		uint64_t w[2];
-		char c[EGR_COMM_LEN];
-
-		memcpy(w, e->origin.dst_addr, sizeof(w));
-		h = mix(h, w[0]);
-		h = mix(h, w[1]);
-		h = mix(h, (uint64_t)e->origin.dst_port << 32 | e->origin.family);
-		h = mix(h, (uint64_t)e->origin.tgid << 32 | e->origin.uid);
-		memcpy(c, e->origin.comm, sizeof(c));
-		memcpy(w, c, sizeof(w));
-		h = mix(h, w[0]);
-		h = mix(h, w[1]);
-		h = mix(h, tag);
+	memset(&k, 0, sizeof(k));
+	k.kind = kind;
+	k.cgroup_id = e->origin.cgroup_id;
+	if (kind != KF_CGROUP) {
+		k.type = e->type;
+		k.reason = e->reason;
+		k.op = e->op;
+		k.proto = e->proto;
+		k.policy_id = e->origin.policy_id;
 	}
-	return mix(h, 0);
+	if (kind == KF_EXACT) {
+		k.family = e->origin.family;
+		memcpy(k.dst, e->origin.dst_addr, sizeof(k.dst));
+		k.dst_port = e->origin.dst_port;
+		k.tgid = e->origin.tgid;
+		k.uid = e->origin.uid;
+		memcpy(k.comm, e->origin.comm, sizeof(k.comm));
+		k.tag = tag;
+	}
+	return kfold_siphash(f->key, &k, sizeof(k));
 }
 
 static bool same_kind(const struct egr_event *a, const struct egr_event *b)
@@ -95,8 +152,8 @@ static bool same_kind(const struct egr_event *a, const struct egr_event *b)
 	       a->proto == b->proto;
 }
 
-static bool same(const struct kf_entry *x, const struct egr_event *b, uint64_t tag,
-		 enum kf_kind kind)
+static bool same(const struct kfold *f, const struct kf_entry *x, const struct egr_event *b,
+		 uint64_t tag, void *src, enum kf_kind kind)
 {
 	const struct egr_event *a = &x->ev;
 
@@ -108,8 +165,10 @@ static bool same(const struct kf_entry *x, const struct egr_event *b, uint64_t t
 		return false;
 	if (kind == KF_MIXED)
 		return true;
-	return x->tag == tag &&
-	       !memcmp(a->origin.dst_addr, b->origin.dst_addr, sizeof(a->origin.dst_addr)) &&
+	/* the tag is a hash: the payload says whether it is the same */
+	if (x->tag != tag || (f->equal && x->payload && src && !f->equal(x->payload, src)))
+		return false;
+	return !memcmp(a->origin.dst_addr, b->origin.dst_addr, sizeof(a->origin.dst_addr)) &&
 	       a->origin.dst_port == b->origin.dst_port &&
 	       a->origin.family == b->origin.family && a->origin.tgid == b->origin.tgid &&
 	       a->origin.uid == b->origin.uid &&
@@ -119,7 +178,7 @@ static bool same(const struct kf_entry *x, const struct egr_event *b, uint64_t t
 /* The entry of e's key of this kind, or a free slot for it (kind FREE);
  * NULL never: the table is never full (used_max < capacity). */
 static struct kf_entry *slot(struct kfold *f, const struct egr_event *e, uint64_t tag,
-			     enum kf_kind kind, uint64_t *hash)
+			     void *src, enum kf_kind kind, uint64_t *hash)
 {
 	uint64_t h = hash_kind(f, e, tag, kind);
 	size_t i = (size_t)h & f->mask;
@@ -130,7 +189,7 @@ static struct kf_entry *slot(struct kfold *f, const struct egr_event *e, uint64_
 
 		if (x->kind == KF_FREE)
 			return x;
-		if (x->kind == kind && x->hash == h && same(x, e, tag, kind))
+		if (x->kind == kind && x->hash == h && same(f, x, e, tag, src, kind))
 			return x;
 		i = (i + 1) & f->mask;
 	}
@@ -258,12 +317,12 @@ void kfold_event_tagged(struct kfold *f, const struct egr_event *e, uint64_t tag
 		f->window_open = true;
 		f->window_start = e->ts_ns;
 	}
-	x = slot(f, e, tag, KF_EXACT, &h);
+	x = slot(f, e, tag, src, KF_EXACT, &h);
 	if (x->kind == KF_EXACT) {
 		count(x, e);
 		return;
 	}
-	cg = slot(f, e, 0, KF_CGROUP, &hc);
+	cg = slot(f, e, 0, NULL, KF_CGROUP, &hc);
 	if (cg->kind == KF_FREE && !claim(f, cg, e, 0, NULL, KF_CGROUP, hc)) {
 		count_any(f, e, src);
 		return;
@@ -271,7 +330,7 @@ void kfold_event_tagged(struct kfold *f, const struct egr_event *e, uint64_t tag
 	if (cg->keys < f->per_cgroup && f->n_exact < f->keys_max && f->n_used < f->used_max) {
 		/* cg's slot is taken, so x (a free slot probed before it was)
 		 * may be cg now: look again */
-		x = slot(f, e, tag, KF_EXACT, &h);
+		x = slot(f, e, tag, src, KF_EXACT, &h);
 		take(f, x, e, tag, src, KF_EXACT, h);
 		f->n_exact++;
 		f->n_used++;
@@ -279,7 +338,7 @@ void kfold_event_tagged(struct kfold *f, const struct egr_event *e, uint64_t tag
 		emit(f, e, &(struct kfold_span){ 1, e->ts_ns, e->ts_ns, false, false, false, 0, 0, src });
 		return;
 	}
-	x = slot(f, e, 0, KF_MIXED, &h);
+	x = slot(f, e, 0, NULL, KF_MIXED, &h);
 	if (x->kind == KF_FREE) {
 		if (!claim(f, x, e, 0, src, KF_MIXED, h)) {
 			count_any(f, e, src);
@@ -295,25 +354,19 @@ void kfold_event(struct kfold *f, const struct egr_event *e)
 	kfold_event_tagged(f, e, 0, NULL);
 }
 
-void kfold_set_payload(struct kfold *f, void *(*dup)(void *src), void (*release)(void *payload))
+void kfold_set_payload(struct kfold *f, void *(*dup)(void *src), void (*release)(void *payload),
+		       bool (*equal)(const void *payload, const void *src))
 {
 	f->dup = dup;
 	f->release = release;
+	f->equal = equal;
 }
 
 uint64_t kfold_hash(const struct kfold *f, uint64_t h, const void *p, size_t len)
 {
-	const unsigned char *b = p;
-	uint64_t w;
+	uint64_t key[2] = { f->key[0] ^ h, f->key[1] };
 
-	h = mix(h ^ f->seed, len);
-	for (; len >= 8; b += 8, len -= 8) {
-		memcpy(&w, b, 8);
-		h = mix(h, w);
-	}
-	w = 0;
-	memcpy(&w, b, len);
-	return mix(h, w);
+	return kfold_siphash(key, p, len);
 }
 
 void kfold_tick(struct kfold *f, uint64_t now_ns, bool force)
@@ -362,8 +415,11 @@ struct kfold *kfold_new(unsigned keys_per_cgroup, unsigned keys_max, kfold_emit_
 		free(f);
 		return NULL;
 	}
-	if (getrandom(&f->seed, sizeof(f->seed), GRND_NONBLOCK) != sizeof(f->seed))
-		f->seed = (uint64_t)time(NULL) * 0x2545f4914f6cdd1dull ^ (uintptr_t)f;
+	if (getrandom(f->key, sizeof(f->key), GRND_NONBLOCK) != sizeof(f->key)) {
+		free(f->t);
+		free(f);
+		return NULL; /* no key: an agent could aim collisions */
+	}
 	f->emit = emit;
 	f->ctx = ctx;
 	return f;

@@ -22,7 +22,8 @@
  *    such kinds, by verdict alone.
  *
  * Nothing is dropped here: the counts of the records made add up to the
- * decisions given. Not thread-safe: the events thread's.
+ * decisions given. Not thread-safe: one thread's (the events thread in a
+ * run, the main loop in the daemon, the DNS proxy's loop).
  */
 #ifndef EGR_KFOLD_H
 #define EGR_KFOLD_H
@@ -74,12 +75,17 @@ void kfold_event(struct kfold *f, const struct egr_event *e);
  * kind (a keyed hash of what the event does not hold: a name, a detail),
  * src what the emit callback needs to write the record; kept through the
  * window with dup (kfold_set_payload) when the kind is new. The type
- * field is the verdict's class for the last resort (1-3). */
+ * field is the verdict's class for the last resort (its low two bits). */
 void kfold_event_tagged(struct kfold *f, const struct egr_event *e, uint64_t tag, void *src);
-void kfold_set_payload(struct kfold *f, void *(*dup)(void *src), void (*release)(void *payload));
+/* equal (may be NULL): whether a kept payload and a new src are the same
+ * kind (what the tag hashes), so that a tag's collision cannot merge two. */
+void kfold_set_payload(struct kfold *f, void *(*dup)(void *src), void (*release)(void *payload),
+		       bool (*equal)(const void *payload, const void *src));
 
-/* A keyed 64-bit hash of bytes for tags (the same seed as the table's). */
+/* Tags: SipHash-2-4 of bytes under the fold's random key, chained
+ * through h (0 to start). */
 uint64_t kfold_hash(const struct kfold *f, uint64_t h, const void *p, size_t len);
+uint64_t kfold_siphash(const uint64_t key[2], const void *in, size_t len);
 
 /* Ends the window if now_ns (CLOCK_MONOTONIC) is past it, or always with
  * force (exit): the counted decisions are emitted. Call it at least every

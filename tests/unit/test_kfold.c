@@ -4,6 +4,7 @@
 #include <netinet/in.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -323,6 +324,74 @@ static void test_span_out_of_order(void **state)
 	free(o.r);
 }
 
+/* SipHash-2-4, the paper's test vector (appendix A): key 00..0f, the
+ * 15 bytes 00..0e. */
+static void test_siphash_vector(void **state)
+{
+	uint64_t key[2] = { 0x0706050403020100ull, 0x0f0e0d0c0b0a0908ull };
+	unsigned char in[15];
+	unsigned i;
+
+	(void)state;
+	for (i = 0; i < sizeof(in); i++)
+		in[i] = (unsigned char)i;
+	assert_int_equal(kfold_siphash(key, in, sizeof(in)), 0xa129ca6149be45e5ull);
+}
+
+static void *str_dup(void *src)
+{
+	return strdup(src);
+}
+
+static bool str_equal(const void *payload, const void *src)
+{
+	return !strcmp(payload, src);
+}
+
+struct seen {
+	unsigned n;
+	char names[8][32];
+	uint64_t counts[8];
+};
+
+static void collect_names(void *ctx, const struct egr_event *e, const struct kfold_span *sp)
+{
+	struct seen *o = ctx;
+
+	(void)e;
+	assert_true(o->n < 8);
+	snprintf(o->names[o->n], sizeof(o->names[0]), "%s", (const char *)sp->payload);
+	o->counts[o->n++] = sp->count;
+}
+
+/* Two names under one tag (a collision, forced here): two kinds, each
+ * with its own record and count, the repeats named by their own copy. */
+static void test_tag_collision_kept_apart(void **state)
+{
+	struct seen o = { 0 };
+	struct kfold *f = kfold_new(0, 0, collect_names, &o);
+	struct egr_event e = ev(T0, 7, 100, 53);
+	char a[] = "one.evil.test", b[] = "two.evil.test";
+
+	(void)state;
+	kfold_set_payload(f, str_dup, free, str_equal);
+	kfold_event_tagged(f, &e, 42, a);
+	kfold_event_tagged(f, &e, 42, b);
+	kfold_event_tagged(f, &e, 42, b);
+	kfold_event_tagged(f, &e, 42, a);
+	kfold_event_tagged(f, &e, 42, b);
+	assert_int_equal(o.n, 2);
+	assert_string_equal(o.names[0], "one.evil.test");
+	assert_string_equal(o.names[1], "two.evil.test");
+	kfold_tick(f, 0, true);
+	assert_int_equal(o.n, 4);
+	assert_true((!strcmp(o.names[2], "one.evil.test") && o.counts[2] == 1 &&
+		     !strcmp(o.names[3], "two.evil.test") && o.counts[3] == 2) ||
+		    (!strcmp(o.names[3], "one.evil.test") && o.counts[3] == 1 &&
+		     !strcmp(o.names[2], "two.evil.test") && o.counts[2] == 2));
+	kfold_free(f);
+}
+
 /* The records: count and span; a mixed one without destination or process. */
 static void test_records(void **state)
 {
@@ -381,6 +450,8 @@ int main(void)
 		cmocka_unit_test(test_table_limit_named),
 		cmocka_unit_test(test_any_keeps_verdicts),
 		cmocka_unit_test(test_span_out_of_order),
+		cmocka_unit_test(test_siphash_vector),
+		cmocka_unit_test(test_tag_collision_kept_apart),
 		cmocka_unit_test(test_records),
 	};
 
