@@ -1789,6 +1789,12 @@ static int daemon_reload(struct daemon *d, char *msg, size_t msglen)
 	/* Before the new policies are bound: their first connection finds
 	 * the CA they need. */
 	daemon_commit_ca(d, ca);
+	/* The kernel decisions folded so far are written under the names
+	 * they were made under: a bank the reload reuses is not theirs. */
+	if (d->events_open && d->fold) {
+		egr_bpf_poll(d->bpf, 0);
+		kfold_tick(d->fold, 0, true);
+	}
 	pthread_mutex_lock(&d->lock);
 	/* The config two reloads back may still be referenced by a live
 	 * connection: retire it, never free it while running. */
@@ -2151,7 +2157,7 @@ int daemon_main(int argc, char **argv)
 		goto out;
 	d.fold = kfold_new(0, 0, daemon_emit_event, &d);
 	if (!d.fold) {
-		fprintf(stderr, "egressd: out of memory\n");
+		fprintf(stderr, "egressd: audit log folding: %s\n", strerror(errno));
 		goto out;
 	}
 	kfold_set_payload(d.fold, daemon_names_dup, free, NULL);

@@ -2039,10 +2039,12 @@ int dnsproxy_create(struct dnsproxy **out, const struct dnsproxy_params *params)
 	if (params->audit) {
 		d->fold = kfold_new(0, 0, dns_fold_emit, d);
 		if (!d->fold) {
+			err = -errno;
+			log_error("dnsproxy: audit log folding: %s", strerror(-err));
 			pthread_mutex_destroy(&d->mem.lock);
 			pthread_mutex_destroy(&d->ho_lock);
 			free(d);
-			return -ENOMEM;
+			return err;
 		}
 		kfold_set_payload(d->fold, dns_fold_dup, free, dns_fold_equal);
 	}

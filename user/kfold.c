@@ -5,6 +5,7 @@
  * choice: a sweep must not be able to pick colliding ones), emptied when
  * the window ends.
  */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -166,8 +167,8 @@ static bool same(const struct kfold *f, const struct kf_entry *x, const struct e
 	if (kind == KF_MIXED)
 		return true;
 	/* the tag is a hash: the payload says whether it is the same */
-	if (x->tag != tag || (f->equal && x->payload && src && !f->equal(x->payload, src)))
-		return false;
+	if (x->tag != tag || (f->equal && src && (!x->payload || !f->equal(x->payload, src))))
+		return false; /* no copy (out of memory): nothing to match it by */
 	return !memcmp(a->origin.dst_addr, b->origin.dst_addr, sizeof(a->origin.dst_addr)) &&
 	       a->origin.dst_port == b->origin.dst_port &&
 	       a->origin.family == b->origin.family && a->origin.tgid == b->origin.tgid &&
@@ -400,6 +401,7 @@ struct kfold *kfold_new(unsigned keys_per_cgroup, unsigned keys_max, kfold_emit_
 {
 	struct kfold *f = calloc(1, sizeof(*f));
 	size_t cap = 16;
+	int err;
 
 	if (!f)
 		return NULL;
@@ -415,9 +417,20 @@ struct kfold *kfold_new(unsigned keys_per_cgroup, unsigned keys_max, kfold_emit_
 		free(f);
 		return NULL;
 	}
-	if (getrandom(f->key, sizeof(f->key), GRND_NONBLOCK) != sizeof(f->key)) {
+	/* blocking: before the pool is ready (early boot) this waits */
+	for (;;) {
+		ssize_t n = getrandom(f->key, sizeof(f->key), 0);
+
+		if (n == (ssize_t)sizeof(f->key))
+			break;
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n >= 0)
+			errno = EIO;
+		err = errno;
 		free(f->t);
 		free(f);
+		errno = err;
 		return NULL; /* no key: an agent could aim collisions */
 	}
 	f->emit = emit;

@@ -61,7 +61,8 @@ typedef void (*kfold_emit_fn)(void *ctx, const struct egr_event *e, const struct
 struct kfold;
 
 /* keys_per_cgroup, keys_max: 0 for the defaults (KFOLD_KEYS_PER_CGROUP,
- * KFOLD_KEYS_MAX). NULL when out of memory. */
+ * KFOLD_KEYS_MAX). NULL with errno set: out of memory, or no random key
+ * (getrandom). */
 struct kfold *kfold_new(unsigned keys_per_cgroup, unsigned keys_max, kfold_emit_fn emit,
 			void *ctx);
 void kfold_free(struct kfold *f);

@@ -1970,7 +1970,7 @@ int run_main(int argc, char **argv)
 		goto out;
 	s.fold = kfold_new(0, 2048, run_emit_event, &s);
 	if (!s.fold) {
-		fprintf(stderr, "egressd: out of memory\n");
+		fprintf(stderr, "egressd: audit log folding: %s\n", strerror(errno));
 		goto out;
 	}
 	if (egr_bpf_events_open(s.bpf, run_on_event, &s))

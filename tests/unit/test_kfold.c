@@ -392,6 +392,34 @@ static void test_tag_collision_kept_apart(void **state)
 	kfold_free(f);
 }
 
+static unsigned dup_calls;
+
+static void *dup_fails_first(void *src)
+{
+	return dup_calls++ ? strdup(src) : NULL;
+}
+
+/* A kind whose copy could not be made (out of memory) matches nothing:
+ * a second name under its tag is a kind of its own, not its repeat. */
+static void test_no_copy_no_merge(void **state)
+{
+	struct out o = { 0 };
+	struct kfold *f = kfold_new(0, 0, collect, &o);
+	struct egr_event e = ev(T0, 7, 100, 53);
+	char a[] = "a.evil.test", b[] = "b.evil.test";
+
+	(void)state;
+	dup_calls = 0;
+	kfold_set_payload(f, dup_fails_first, free, str_equal);
+	kfold_event_tagged(f, &e, 9, a);
+	kfold_event_tagged(f, &e, 9, b);
+	assert_int_equal(o.n, 2); /* both written at once */
+	kfold_tick(f, 0, true);
+	assert_int_equal(o.sum, 2);
+	kfold_free(f);
+	free(o.r);
+}
+
 /* The records: count and span; a mixed one without destination or process. */
 static void test_records(void **state)
 {
@@ -452,6 +480,7 @@ int main(void)
 		cmocka_unit_test(test_span_out_of_order),
 		cmocka_unit_test(test_siphash_vector),
 		cmocka_unit_test(test_tag_collision_kept_apart),
+		cmocka_unit_test(test_no_copy_no_merge),
 		cmocka_unit_test(test_records),
 	};
 
