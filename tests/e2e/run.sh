@@ -64,6 +64,7 @@ CASES=(
 	multicast_join_refused
 	inbound_from_network
 	events_lost_reported
+	events_lost_in_log
 	conn_handoff_retries
 	bound_device_refused
 	dns_tunnel_blocked
@@ -849,6 +850,57 @@ case_events_lost_reported() {
 	[ "${lost:-0}" = "$inlog" ] || fail "stderr says ${lost:-0} lost, the audit log $inlog"
 	[ "$records" -le 200 ] || fail "$records records for one refusal made $logged times"
 	return 0
+}
+
+# The ring overflows for real: the audit log is a FIFO nobody reads
+# while the command sweeps 2,000 ports (more records than the pipe holds:
+# the events thread waits on it) and then refuses 200,000 sends. Once
+# the FIFO is drained, the log itself says how many decisions the ring
+# lost, as stderr does, and the counts of the records and the lost add up.
+case_events_lost_in_log() {
+	[ "$E2E_RUNNER" = direct ] && return 0
+	local fifo=$E2E_DIR/lost.$$.fifo drained=$CASE_AUDIT.drained hold egr_pid cat_pid out
+	local records logged inlog lost sweep=2000 flood=200000
+	rm -f "$fifo"
+	mkfifo -m 600 "$fifo" || fail "mkfifo"
+	exec {hold}<>"$fifo" # a reader, so the open succeeds; it reads nothing
+	# shellcheck disable=SC2016
+	egr --log "$fifo" --allow allowed.test -- sh -c '
+"$1" -c "import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+n = 0
+for p in range(20000, 20000 + int(sys.argv[2])):
+    try:
+        s.sendto(b\"x\", (sys.argv[1], p))
+    except PermissionError:
+        n += 1
+print(\"swept\", n)" "$2" "$3"
+"$4" "$2" 9 "$5"' sh "$E2E_PY" "$EVIL4" "$sweep" "$E2E_DIR/bin/deny_flood" "$flood" \
+		>"$CASE_AUDIT.out" &
+	egr_pid=$!
+	sleep 6 # the sweep and the flood take about a second
+	cat "$fifo" >"$drained" {hold}>&- & # EOF once egressd closes it
+	cat_pid=$!
+	exec {hold}>&-
+	wait "$egr_pid"
+	wait "$cat_pid"
+	rm -f "$fifo"
+	out=$(cat "$CASE_AUDIT.out")
+	note "agent: $(oneline "$out")"
+	case $out in *"swept $sweep"*"refused $flood of $flood"*) ;;
+		*) fail "not every send was refused: $(oneline "$out")" ;; esac
+	read -r records logged <<<"$(audit_counts "$drained" udp)"
+	inlog=$(audit_counts "$drained" none kernel)
+	inlog=${inlog#* }
+	lost=$(sed -n 's/^egressd: \([0-9]*\) kernel decisions\{0,1\} of this run \(is\|are\) on no record.*/\1/p' \
+		"$CASE_STDERR" | tail -1)
+	note "$records records for $logged refusals; lost ${lost:-0} (stderr), $inlog (log)"
+	[ -n "$lost" ] && [ "$lost" -gt 0 ] || fail "the ring did not overflow: nothing tested"
+	[ "$inlog" = "$lost" ] || fail "stderr says $lost lost, the audit log $inlog"
+	[ $((logged + lost)) -eq $((sweep + flood)) ] ||
+		fail "logged $logged and lost $lost of $((sweep + flood)) refusals"
+	grep -q '"detail":"kernel decisions the event ring had no room for' "$drained" ||
+		fail "no record of the loss in the log"
 }
 
 # audit_counts FILE REASON [ORIGIN]: "RECORDS DECISIONS" of FILE's JSON
