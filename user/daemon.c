@@ -102,7 +102,6 @@ struct daemon {
 	struct config cfg;
 	struct kfold *fold;      /* kernel decisions folded for the log */
 	bool events_open;        /* the ring is read (egr_bpf_events_open) */
-	void *fold_src;          /* the event being folded (daemon_on_event) */
 	const char *config_path;
 	char pin_dir[PATH_MAX];
 	char mount[PATH_MAX];
@@ -325,10 +324,16 @@ struct daemon_names {
 	char s[];
 };
 
+/* What daemon_names_dup looks the names up with. */
+struct daemon_fold_src {
+	struct daemon *d;
+	const struct egr_event *e;
+};
+
 static void *daemon_names_dup(void *src)
 {
-	struct daemon *d = ((void **)src)[0];
-	const struct egr_event *e = ((void **)src)[1];
+	struct daemon *d = ((struct daemon_fold_src *)src)->d;
+	const struct egr_event *e = ((struct daemon_fold_src *)src)->e;
 	char cgbuf[PATH_MAX];
 	const char *cg, *pol;
 	size_t lc, lp;
@@ -353,14 +358,11 @@ static void daemon_emit_event(void *ctx, const struct egr_event *e, const struct
 	struct daemon *d = ctx;
 	struct audit_record r;
 	char cgbuf[PATH_MAX], detail[256];
-	const struct daemon_names *n = NULL;
+	const struct daemon_names *n;
 
 	kevent_to_record(e, &r);
-	if (sp) {
-		kevent_span(&r, sp, detail, sizeof(detail));
-		if (sp->payload != d->fold_src)
-			n = sp->payload; /* a copy; NULL if it could not be made */
-	}
+	kevent_span(&r, sp, detail, sizeof(detail));
+	n = sp->payload; /* NULL if it could not be made */
 	if (n) {
 		r.cgroup = r.cgroup_id ? n->cgroup : NULL;
 		r.policy = n->policy;
@@ -369,7 +371,7 @@ static void daemon_emit_event(void *ctx, const struct egr_event *e, const struct
 		if (!r.cgroup_id)
 			r.cgroup = NULL;
 	}
-	if (sp && sp->any_cgroup)
+	if (sp->any_cgroup)
 		r.policy = NULL; /* several cgroups: several policies */
 	audit_write(d->audit, &r);
 }
@@ -378,15 +380,9 @@ static void daemon_emit_event(void *ctx, const struct egr_event *e, const struct
 static void daemon_on_event(void *ctx, const struct egr_event *e)
 {
 	struct daemon *d = ctx;
-	void *src[2] = { d, (void *)e };
+	struct daemon_fold_src src = { d, e };
 
-	if (!d->fold) {
-		daemon_emit_event(d, e, NULL);
-		return;
-	}
-	d->fold_src = src;
-	kfold_event_tagged(d->fold, e, 0, src);
-	d->fold_src = NULL;
+	kfold_event_tagged(d->fold, e, 0, &src);
 }
 
 /* Every audit record, on its writer's thread (audit.h): never blocks. */

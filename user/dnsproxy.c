@@ -201,7 +201,6 @@ struct dnsproxy {
 	 * a few records a second; fold_timer ends each second */
 	struct kfold *fold;
 	struct loop_timer fold_timer;
-	struct audit_record *fold_src; /* the query being folded, in dq_audit */
 	struct loop_timer_list *tl_idle;
 	struct loop_timer_list *tl_msg;
 	pthread_t thread;
@@ -749,9 +748,9 @@ static void dns_fold_emit(void *ctx, const struct egr_event *e, const struct kfo
 	struct audit_record r;
 	char detail[256], why[sizeof(detail) + 8];
 
-	if (sp->payload && sp->payload == d->fold_src) {
+	if (sp->src) {
 		/* the query's own record, the first of its kind: at once */
-		audit_write(d->params.audit, d->fold_src);
+		audit_write(d->params.audit, sp->src);
 		return;
 	}
 	c = sp->payload;
@@ -796,6 +795,12 @@ static void dns_fold_timer_cb(struct loop *l, struct loop_timer *t)
 	kfold_tick(d->fold, kfold_now_ns(), false);
 	if (kfold_open(d->fold))
 		loop_timer_start_at(l, &d->fold_timer, loop_now_ms(l) + 100, dns_fold_timer_cb);
+}
+
+/* What dns_fold_equal compares, hashed into the kind's tag. */
+static uint64_t fold_tag_str(const struct kfold *f, uint64_t tag, const char *s)
+{
+	return kfold_hash(f, tag, s ? s : "", s ? strlen(s) + 1 : 0);
 }
 
 static void dq_audit(struct dq *x)
@@ -856,17 +861,13 @@ static void dq_audit(struct dq *x)
 		if (x->has_origin)
 			e.origin = x->origin;
 		e.origin.cgroup_id = r.cgroup_id;
-		tag = kfold_hash(d->fold, tag, r.host ? r.host : "", r.host ? strlen(r.host) + 1 : 0);
-		tag = kfold_hash(d->fold, tag, r.rule ? r.rule : "", r.rule ? strlen(r.rule) + 1 : 0);
-		tag = kfold_hash(d->fold, tag, r.policy ? r.policy : "",
-				 r.policy ? strlen(r.policy) + 1 : 0);
-		tag = kfold_hash(d->fold, tag, r.detail ? r.detail : "",
-				 r.detail ? strlen(r.detail) + 1 : 0);
+		tag = fold_tag_str(d->fold, tag, r.host);
+		tag = fold_tag_str(d->fold, tag, r.rule);
+		tag = fold_tag_str(d->fold, tag, r.policy);
+		tag = fold_tag_str(d->fold, tag, r.detail);
 		tag = kfold_hash(d->fold, tag, &r.bytes_up, sizeof(r.bytes_up));
 		tag = kfold_hash(d->fold, tag, &r.bytes_down, sizeof(r.bytes_down));
-		d->fold_src = &r;
 		kfold_event_tagged(d->fold, &e, tag, &r);
-		d->fold_src = NULL;
 		if (kfold_open(d->fold) && !d->destroying && !loop_timer_active(&d->fold_timer))
 			loop_timer_start_at(d->loop, &d->fold_timer,
 					    loop_now_ms(d->loop) + KFOLD_WINDOW_MS + 1,
@@ -2041,10 +2042,7 @@ int dnsproxy_create(struct dnsproxy **out, const struct dnsproxy_params *params)
 		if (!d->fold) {
 			err = -errno;
 			log_error("dnsproxy: audit log folding: %s", strerror(-err));
-			pthread_mutex_destroy(&d->mem.lock);
-			pthread_mutex_destroy(&d->ho_lock);
-			free(d);
-			return err;
+			goto fail;
 		}
 		kfold_set_payload(d->fold, dns_fold_dup, free, dns_fold_equal);
 	}

@@ -52,7 +52,6 @@ struct kfold {
 	bool (*equal)(const void *payload, const void *src);
 	bool window_open;
 	uint64_t window_start;
-	uint64_t decisions, records;
 };
 
 /*
@@ -176,15 +175,13 @@ static bool same(const struct kfold *f, const struct kf_entry *x, const struct e
 	       !memcmp(a->origin.comm, b->origin.comm, sizeof(a->origin.comm));
 }
 
-/* The entry of e's key of this kind, or a free slot for it (kind FREE);
- * NULL never: the table is never full (used_max < capacity). */
+/* The entry of e's key of this kind (hash h), or a free slot for it (kind
+ * FREE); NULL never: the table is never full (used_max < capacity). */
 static struct kf_entry *slot(struct kfold *f, const struct egr_event *e, uint64_t tag,
-			     void *src, enum kf_kind kind, uint64_t *hash)
+			     void *src, enum kf_kind kind, uint64_t h)
 {
-	uint64_t h = hash_kind(f, e, tag, kind);
 	size_t i = (size_t)h & f->mask;
 
-	*hash = h;
 	for (;;) {
 		struct kf_entry *x = &f->t[i];
 
@@ -237,12 +234,6 @@ static void count(struct kf_entry *x, const struct egr_event *e)
 		x->last_ns = e->ts_ns;
 }
 
-static void emit(struct kfold *f, const struct egr_event *e, const struct kfold_span *sp)
-{
-	f->records++;
-	f->emit(f->ctx, e, sp);
-}
-
 static void flush(struct kfold *f)
 {
 	unsigned left = f->n_used;
@@ -252,12 +243,12 @@ static void flush(struct kfold *f)
 		struct kf_entry *x = &f->t[i];
 		struct kfold_span sp = { x->count, x->first_ns, x->last_ns, x->kind == KF_MIXED,
 					 false, x->kind == KF_MIXED && x->keys, f->per_cgroup,
-					 f->keys_max, x->payload };
+					 f->keys_max, x->payload, NULL };
 
 		if (x->kind == KF_FREE)
 			continue;
 		if (x->kind != KF_CGROUP && x->count)
-			emit(f, &x->ev, &sp);
+			f->emit(f->ctx, &x->ev, &sp);
 		drop(f, x);
 		x->kind = KF_FREE; /* take() sets the rest */
 		left--;
@@ -265,13 +256,13 @@ static void flush(struct kfold *f)
 	for (i = 0; i < KF_ANY_SLOTS; i++) {
 		struct kf_entry *x = &f->any[i];
 		struct kfold_span sp = { x->count, x->first_ns, x->last_ns, true, true, true,
-					 f->per_cgroup, f->keys_max, x->payload };
+					 f->per_cgroup, f->keys_max, x->payload, NULL };
 
 		if (x->count) {
 			/* a last slot may hold several kinds of its verdict */
 			if (x->kind == KF_MIXED)
 				x->ev.reason = EGR_REASON_NONE;
-			emit(f, &x->ev, &sp);
+			f->emit(f->ctx, &x->ev, &sp);
 		}
 		drop(f, x);
 	}
@@ -311,19 +302,20 @@ void kfold_event_tagged(struct kfold *f, const struct egr_event *e, uint64_t tag
 	struct kf_entry *x, *cg;
 	uint64_t h, hc;
 
-	f->decisions++;
 	if (f->window_open && e->ts_ns >= f->window_start + KFOLD_WINDOW_MS * 1000000ull)
 		flush(f);
 	if (!f->window_open) {
 		f->window_open = true;
 		f->window_start = e->ts_ns;
 	}
-	x = slot(f, e, tag, src, KF_EXACT, &h);
+	h = hash_kind(f, e, tag, KF_EXACT);
+	x = slot(f, e, tag, src, KF_EXACT, h);
 	if (x->kind == KF_EXACT) {
 		count(x, e);
 		return;
 	}
-	cg = slot(f, e, 0, NULL, KF_CGROUP, &hc);
+	hc = hash_kind(f, e, 0, KF_CGROUP);
+	cg = slot(f, e, 0, NULL, KF_CGROUP, hc);
 	if (cg->kind == KF_FREE && !claim(f, cg, e, 0, NULL, KF_CGROUP, hc)) {
 		count_any(f, e, src);
 		return;
@@ -331,15 +323,18 @@ void kfold_event_tagged(struct kfold *f, const struct egr_event *e, uint64_t tag
 	if (cg->keys < f->per_cgroup && f->n_exact < f->keys_max && f->n_used < f->used_max) {
 		/* cg's slot is taken, so x (a free slot probed before it was)
 		 * may be cg now: look again */
-		x = slot(f, e, tag, src, KF_EXACT, &h);
+		x = slot(f, e, tag, src, KF_EXACT, h);
 		take(f, x, e, tag, src, KF_EXACT, h);
 		f->n_exact++;
 		f->n_used++;
 		cg->keys++;
-		emit(f, e, &(struct kfold_span){ 1, e->ts_ns, e->ts_ns, false, false, false, 0, 0, src });
+		f->emit(f->ctx, e,
+			&(struct kfold_span){ 1, e->ts_ns, e->ts_ns, false, false, false, 0, 0,
+					      x->payload, src });
 		return;
 	}
-	x = slot(f, e, 0, NULL, KF_MIXED, &h);
+	h = hash_kind(f, e, 0, KF_MIXED);
+	x = slot(f, e, 0, NULL, KF_MIXED, h);
 	if (x->kind == KF_FREE) {
 		if (!claim(f, x, e, 0, src, KF_MIXED, h)) {
 			count_any(f, e, src);
@@ -388,12 +383,6 @@ uint64_t kfold_now_ns(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-void kfold_stats(const struct kfold *f, uint64_t *decisions, uint64_t *records)
-{
-	*decisions = f->decisions;
-	*records = f->records;
 }
 
 struct kfold *kfold_new(unsigned keys_per_cgroup, unsigned keys_max, kfold_emit_fn emit,

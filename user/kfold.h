@@ -51,9 +51,12 @@ struct kfold_span {
 	bool table_full;     /* mixed by keys_max, not by the cgroup's own */
 	unsigned per_cgroup; /* the limits */
 	unsigned keys_max;
-	/* kfold_event_tagged's src for a record made at once; for one made
-	 * when the window ends, dup's copy of the first src of its kind */
+	/* dup's copy of the first src of its kind (NULL without dup, or if
+	 * the copy could not be made) */
 	void *payload;
+	/* the record made at once: kfold_event_tagged's src; NULL for one
+	 * made when the window ends */
+	void *src;
 };
 
 typedef void (*kfold_emit_fn)(void *ctx, const struct egr_event *e, const struct kfold_span *sp);
@@ -98,8 +101,5 @@ bool kfold_open(const struct kfold *f);
 
 /* CLOCK_MONOTONIC in ns: bpf_ktime_get_ns()'s clock, for kfold_tick. */
 uint64_t kfold_now_ns(void);
-
-/* Decisions handed to kfold_event and records emitted, so far. */
-void kfold_stats(const struct kfold *f, uint64_t *decisions, uint64_t *records);
 
 #endif

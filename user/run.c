@@ -857,8 +857,7 @@ static void run_emit_event(void *ctx, const struct egr_event *e, const struct kf
 	char cgbuf[PATH_MAX], detail[256];
 
 	kevent_to_record(e, &r);
-	if (sp)
-		kevent_span(&r, sp, detail, sizeof(detail));
+	kevent_span(&r, sp, detail, sizeof(detail));
 	r.cgroup = run_cgroup_name(s, r.cgroup_id, cgbuf, sizeof(cgbuf));
 	r.policy = s->policy->name;
 	audit_write(s->audit, &r);
@@ -868,10 +867,7 @@ static void run_on_event(void *ctx, const struct egr_event *e)
 {
 	struct run_state *s = ctx;
 
-	if (s->fold)
-		kfold_event(s->fold, e);
-	else
-		run_emit_event(s, e, NULL);
+	kfold_event(s->fold, e);
 }
 
 /* The audit log says it too (the file CI keeps): one record, count N, no
@@ -917,8 +913,7 @@ static void *run_events_thread(void *arg)
 
 	while (!s->events_stop) {
 		egr_bpf_poll(s->bpf, 100);
-		if (s->fold)
-			kfold_tick(s->fold, kfold_now_ns(), false);
+		kfold_tick(s->fold, kfold_now_ns(), false);
 		++ticks;
 		if (ticks % 10 == 0)
 			run_report_events_lost(s);
@@ -927,8 +922,7 @@ static void *run_events_thread(void *arg)
 			egr_bpf_sweep_conns(s->bpf, 5000000000ull);
 	}
 	egr_bpf_poll(s->bpf, 0); /* what arrived while stopping */
-	if (s->fold)
-		kfold_tick(s->fold, kfold_now_ns(), true);
+	kfold_tick(s->fold, kfold_now_ns(), true);
 	run_report_events_lost(s);
 	return NULL;
 }
