@@ -201,7 +201,7 @@ void metrics_set_sources(struct metrics *m, struct proxy *proxy, struct dnsproxy
 }
 
 /* Per-CPU sums of the pinned egr_stats map. */
-static int read_kstats(const char *pin, uint64_t out[METRICS_KSTAT_MAX])
+static int read_kstats(const char *pin, uint64_t out[EGR_STAT_MAX])
 {
 	int fd, err = 0;
 	uint32_t k;
@@ -211,7 +211,7 @@ static int read_kstats(const char *pin, uint64_t out[METRICS_KSTAT_MAX])
 	fd = bpf_obj_get(pin);
 	if (fd < 0)
 		return -errno;
-	for (k = 0; k < METRICS_KSTAT_MAX && !err; k++) {
+	for (k = 0; k < EGR_STAT_MAX && !err; k++) {
 		out[k] = 0;
 		err = egr_bpf_percpu_sum(fd, k, &out[k]);
 	}
@@ -342,13 +342,13 @@ char *metrics_render(const struct metrics *m, const struct metrics_snapshot *s, 
 		     "Connections the cgroup programs redirected to the proxy (pinned "
 		     "egr_stats map: since the pins were created).");
 		fprintf(f, "egressd_kernel_redirected_total %llu\n",
-			(unsigned long long)s->kernel[METRICS_KSTAT_REDIRECTED]);
+			(unsigned long long)s->kernel[EGR_STAT_REDIRECTED]);
 		head(f, "egressd_kernel_denied_total", "counter",
 		     "Connections and datagrams the cgroup programs refused themselves "
 		     "(port, CIDR, UDP, socket type, no policy), from the pinned egr_stats "
 		     "map; unlike origin=\"kernel\" records, counted even when events are lost.");
 		fprintf(f, "egressd_kernel_denied_total %llu\n",
-			(unsigned long long)s->kernel[METRICS_KSTAT_DENIED]);
+			(unsigned long long)s->kernel[EGR_STAT_DENIED]);
 	}
 
 	head(f, "egressd_errors_total", "counter",
@@ -369,9 +369,9 @@ char *metrics_render(const struct metrics *m, const struct metrics_snapshot *s, 
 			(unsigned long long)s->dns.upstream_failures);
 	if (s && s->has_kernel) {
 		fprintf(f, "egressd_errors_total{kind=\"kernel_events_lost\"} %llu\n",
-			(unsigned long long)s->kernel[METRICS_KSTAT_EVENTS_LOST]);
+			(unsigned long long)s->kernel[EGR_STAT_EVENTS_LOST]);
 		fprintf(f, "egressd_errors_total{kind=\"kernel_conns_full\"} %llu\n",
-			(unsigned long long)s->kernel[METRICS_KSTAT_CONNS_FULL]);
+			(unsigned long long)s->kernel[EGR_STAT_CONNS_FULL]);
 	}
 
 	if (s && s->has_audit)

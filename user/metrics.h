@@ -24,15 +24,6 @@
 #define METRICS_MAX_CLIENTS 16
 #define METRICS_REQ_MAX 8192
 
-/* egr_stats (enum egr_stat in egressd_shared.h), per-CPU sums. */
-enum metrics_kstat {
-	METRICS_KSTAT_REDIRECTED = 0,
-	METRICS_KSTAT_DENIED = 1,
-	METRICS_KSTAT_EVENTS_LOST = 2,
-	METRICS_KSTAT_CONNS_FULL = 3,
-	METRICS_KSTAT_MAX,
-};
-
 /* What is read at scrape time rather than counted. */
 struct metrics_snapshot {
 	bool has_proxy;
@@ -40,7 +31,7 @@ struct metrics_snapshot {
 	bool has_dns;
 	struct dnsproxy_stats dns;
 	bool has_kernel;
-	uint64_t kernel[METRICS_KSTAT_MAX];
+	uint64_t kernel[EGR_STAT_MAX]; /* egr_stats, per-CPU sums (enum egr_stat) */
 	bool has_audit;
 	uint64_t audit_write_errors;
 };

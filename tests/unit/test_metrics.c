@@ -94,10 +94,10 @@ static void test_counts_and_text(void **state)
 	s.dns.tcp = 1;
 	s.dns.upstream_failures = 1;
 	s.has_kernel = true;
-	s.kernel[METRICS_KSTAT_REDIRECTED] = 11;
-	s.kernel[METRICS_KSTAT_DENIED] = 6;
-	s.kernel[METRICS_KSTAT_EVENTS_LOST] = 0;
-	s.kernel[METRICS_KSTAT_CONNS_FULL] = 1;
+	s.kernel[EGR_STAT_REDIRECTED] = 11;
+	s.kernel[EGR_STAT_DENIED] = 6;
+	s.kernel[EGR_STAT_EVENTS_LOST] = 0;
+	s.kernel[EGR_STAT_CONNS_FULL] = 1;
 	t = render(m, &s);
 	print_message("%s", t);
 	has_line(t, "# TYPE egressd_connections_total counter");
