@@ -194,12 +194,12 @@ int runpty_monitor_main(int argc, char **argv)
 		 * SIGSTOP would stop egressd with it while the command runs
 		 * on. The monitor still signals the command. Best effort. */
 		{
-			int abi = landlock_abi(), rs;
+			int abi, rs = landlock_scope_ruleset(&abi);
 
-			if (abi >= LANDLOCK_ABI_SCOPES && (rs = landlock_ruleset_for(abi)) >= 0) {
-				if (landlock_scope_apply(rs)) {
-					/* the command runs in the monitor's domain */
-				}
+			if (rs >= 0) {
+				/* on failure the command runs in the monitor's domain */
+				if (abi >= LANDLOCK_ABI_SCOPES)
+					(void)landlock_scope_apply(rs);
 				close(rs);
 			}
 		}
