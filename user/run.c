@@ -787,24 +787,24 @@ static int run_user_groups(const struct run_user *u, gid_t **groups, int *n_grou
 static int run_place_cgroup(struct run_state *s, const struct run_user *u)
 {
 	struct cgroup_user cu = { .uid = u->uid, .gid = u->gid, .root = u->is_root };
+	struct run_child_env *env = &s->child_env;
 	char was[PATH_MAX];
-	gid_t *groups = NULL;
-	int e, n = 0;
+	int e;
 
+	/* the groups the command is given (run_child_prepare): the ones
+	 * judged here, looked up once */
 	if (!u->is_root && u->name[0]) {
-		e = run_user_groups(u, &groups, &n);
+		e = run_user_groups(u, &env->groups, &env->n_groups);
 		if (e) {
 			fprintf(stderr, "egressd: cannot look up the groups of %s: %s\n", u->name,
 				strerror(-e));
-			free(groups);
 			return RUN_EXIT_USAGE;
 		}
 	}
-	cu.groups = groups;
-	cu.n_groups = n;
+	cu.groups = env->groups;
+	cu.n_groups = env->n_groups;
 	snprintf(was, sizeof(was), "%s", s->parent);
 	e = cgroup_run_parent(s->mount, s->parent, &cu);
-	free(groups);
 	if (e == -EACCES) {
 		fprintf(stderr, "egressd: the command's user (uid %u) can write %s/cgroup.procs, "
 			"the root of the cgroup hierarchy egressd sees (a cgroup namespace whose "
@@ -1105,6 +1105,14 @@ static int run_make_icdir(struct run_state *s)
 		s->icdir_fd = cgroup_lock_dir(s->icdir);
 		if (s->icdir_fd >= 0)
 			break;
+		if (s->icdir_fd != -ENOENT && s->icdir_fd != -ESTALE &&
+		    s->icdir_fd != -EWOULDBLOCK) {
+			/* not a race with a cleanup (out of descriptors, ...):
+			 * the next would fail alike */
+			rmdir(s->icdir);
+			s->icdir_fd = -1;
+			break;
+		}
 		s->icdir_fd = -1;
 	}
 	if (s->icdir_fd < 0) {
@@ -1114,7 +1122,7 @@ static int run_make_icdir(struct run_state *s)
 	}
 	/* 0711 (not readable): the agent can open the bundle by its name,
 	 * not list the directory, nor open it to hold its lock */
-	if (chmod(s->icdir, 0711)) {
+	if (fchmod(s->icdir_fd, 0711)) {
 		int e = -errno;
 
 		fprintf(stderr, "egressd: chmod %s: %s\n", s->icdir, strerror(-e));
@@ -1474,8 +1482,9 @@ static int run_child_prepare(struct run_child_env *env, const struct run_user *u
 	for (k = 0; env->bundle && k < sizeof(run_ca_env) / sizeof(run_ca_env[0]); k++)
 		if (run_env_add(env->envp, &n, run_ca_env[k], env->bundle))
 			return -ENOMEM;
-	if (u->is_root || !u->name[0])
-		return 0; /* root keeps its groups; a uid without a name gets none */
+	if (u->is_root || !u->name[0] || env->groups)
+		return 0; /* root keeps its groups; a uid without a name gets none;
+			   * the others were looked up by run_place_cgroup */
 	return run_user_groups(u, &env->groups, &env->n_groups);
 }
 
