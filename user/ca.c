@@ -486,11 +486,49 @@ fail:
 /* ---------------------------------------------------------------------- */
 /* Files                                                                  */
 
+/* An existing CA directory: whoever can write it can swap the key or
+ * the certificate, so it must be root's or ours and writable by neither
+ * group nor others (sticky or not). */
+static int check_private_dir(const char *dir, char *err, size_t errlen)
+{
+	struct statvfs sv;
+	struct stat st;
+
+	if (stat(dir, &st) < 0) {
+		int e = errno;
+
+		egr_seterr(err, errlen, "%s: %s", dir, strerror(e));
+		return -e;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		egr_seterr(err, errlen, "%s is not a directory", dir);
+		return -ENOTDIR;
+	}
+	if (st.st_uid != geteuid() && st.st_uid != 0) {
+		egr_seterr(err, errlen,
+		       "%s is owned by uid %u; the CA directory must be owned by root or "
+		       "the user running egressd and private (chown root %s, chmod 700 %s)",
+		       dir, (unsigned)st.st_uid, dir, dir);
+		return -EPERM;
+	}
+	/* (A read-only mount cannot be written whatever its modes: a
+	 * Kubernetes secret volume's directory is 1777, mounted read-only.
+	 * Only this mount is seen: one writable through another mount, a
+	 * hostPath, is the operator's to avoid; docs/interception.md.) */
+	if ((st.st_mode & 022) && !(statvfs(dir, &sv) == 0 && (sv.f_flag & ST_RDONLY))) {
+		egr_seterr(err, errlen,
+		       "%s is writable by group or others (mode %04o); whoever can write "
+		       "it can swap the CA key or certificate: chmod 700 %s",
+		       dir, (unsigned)(st.st_mode & 07777), dir);
+		return -EPERM;
+	}
+	return 0;
+}
+
 /* mkdir -p, the last component private. */
 static int make_private_dir(const char *dir, char *err, size_t errlen)
 {
 	char path[PATH_MAX], *p;
-	struct stat st;
 
 	if (snprintf(path, sizeof(path), "%s", dir) >= (int)sizeof(path)) {
 		egr_seterr(err, errlen, "%s: path too long", dir);
@@ -514,25 +552,8 @@ static int make_private_dir(const char *dir, char *err, size_t errlen)
 		egr_seterr(err, errlen, "cannot create %s: %s", path, strerror(e));
 		return -e;
 	}
-	if (stat(path, &st) < 0) {
-		int e = errno;
-
-		egr_seterr(err, errlen, "%s: %s", path, strerror(e));
-		return -e;
-	}
-	if (!S_ISDIR(st.st_mode)) {
-		egr_seterr(err, errlen, "%s exists and is not a directory", path);
-		return -ENOTDIR;
-	}
 	/* Whoever can write the directory can swap the key or certificate. */
-	if ((st.st_mode & 022) || (st.st_uid != geteuid() && st.st_uid != 0)) {
-		egr_seterr(err, errlen,
-		       "%s is writable by others than its owner or owned by uid %u; "
-		       "use a private directory (chmod 700 %s)",
-		       path, (unsigned)st.st_uid, path);
-		return -EPERM;
-	}
-	return 0;
+	return check_private_dir(path, err, errlen);
 }
 
 typedef int (*pem_writer)(FILE *f, void *arg);
@@ -920,45 +941,6 @@ int ca_load(const char *cert_path, const char *key_path, struct ca **out,
 fail:
 	ca_free(ca);
 	return ret;
-}
-
-/* An existing CA directory: whoever can write it can swap the key or
- * the certificate, so it must be root's or ours and writable by neither
- * group nor others (sticky or not). */
-static int check_private_dir(const char *dir, char *err, size_t errlen)
-{
-	struct statvfs sv;
-	struct stat st;
-
-	if (stat(dir, &st) < 0) {
-		int e = errno;
-
-		egr_seterr(err, errlen, "%s: %s", dir, strerror(e));
-		return -e;
-	}
-	if (!S_ISDIR(st.st_mode)) {
-		egr_seterr(err, errlen, "%s is not a directory", dir);
-		return -ENOTDIR;
-	}
-	if (st.st_uid != geteuid() && st.st_uid != 0) {
-		egr_seterr(err, errlen,
-		       "%s is owned by uid %u; the CA directory must be owned by root or "
-		       "the user running egressd and private (chown root %s, chmod 700 %s)",
-		       dir, (unsigned)st.st_uid, dir, dir);
-		return -EPERM;
-	}
-	/* (A read-only mount cannot be written whatever its modes: a
-	 * Kubernetes secret volume's directory is 1777, mounted read-only.
-	 * Only this mount is seen: one writable through another mount, a
-	 * hostPath, is the operator's to avoid; docs/interception.md.) */
-	if ((st.st_mode & 022) && !(statvfs(dir, &sv) == 0 && (sv.f_flag & ST_RDONLY))) {
-		egr_seterr(err, errlen,
-		       "%s is writable by group or others (mode %04o); whoever can write "
-		       "it can swap the CA key or certificate: chmod 700 %s",
-		       dir, (unsigned)(st.st_mode & 07777), dir);
-		return -EPERM;
-	}
-	return 0;
 }
 
 int ca_load_dir(const char *dir, bool with_key, struct ca **out, char *err,
