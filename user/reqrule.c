@@ -610,6 +610,8 @@ struct readings {
 	char buf[4][REQRULE_PATH_MAX];
 	const char *r[5];
 	size_t n;
+	const char *path;
+	bool ready; /* made at the first deny rule that asks (most hosts have none) */
 };
 
 static void readings_add(struct readings *rd, const char *p)
@@ -620,9 +622,20 @@ static void readings_add(struct readings *rd, const char *p)
 	rd->r[rd->n++] = p;
 }
 
-/* rd for path (which fits in REQRULE_PATH_MAX). */
+/* rd for path (which fits in REQRULE_PATH_MAX), made when first needed. */
 static void readings_init(struct readings *rd, const char *path)
 {
+	rd->path = path;
+	rd->ready = false;
+}
+
+static void readings_make(struct readings *rd)
+{
+	const char *path = rd->path;
+
+	if (rd->ready)
+		return;
+	rd->ready = true;
 	rd->n = 0;
 	readings_add(rd, path);
 	loose_path(path, rd->buf[0], sizeof(rd->buf[0]));
@@ -637,10 +650,12 @@ static void readings_init(struct readings *rd, const char *path)
 
 /* A rule's glob against the path as matched, and (a deny rule's, rd
  * given) against every reading of it, case-insensitively. */
-static bool glob_hit(const char *glob, const char *path, const struct readings *rd)
+static bool glob_hit(const char *glob, const char *path, struct readings *rd)
 {
 	if (glob_match(glob, path, false))
 		return true;
+	if (rd)
+		readings_make(rd);
 	for (size_t i = 0; rd && i < rd->n; i++)
 		if (glob_match(glob, rd->r[i], true))
 			return true;
@@ -830,7 +845,7 @@ static void pick_creds(const struct reqrule_host *h, struct reqrule_result *res)
 /* The first rule for method idx whose globs match path (deny rules: or
  * any of its readings), NULL if none. */
 static const struct reqrule *first_rule(const struct reqrule_host *h, int idx,
-					const char *path, const struct readings *loose)
+					const char *path, struct readings *loose)
 {
 	for (size_t i = 0; idx >= 0 && i < h->n_rules; i++) {
 		const struct reqrule *r = &h->rules[i];
@@ -915,7 +930,7 @@ static int query_method_override(const char *target, const char **out)
 static uint64_t override_mask(const struct reqrule_host *h,
 			      const struct reqrule_request *req,
 			      const struct reqrule_result *res,
-			      const struct readings *loose)
+			      struct readings *loose)
 {
 	uint64_t ok = 0;
 	bool all = true;
