@@ -126,42 +126,6 @@ static bool name_is(const char *name, const char *canon, bool *odd)
 	return true;
 }
 
-/*
- * Does a Connection value list this field name? A hop that honours it
- * drops the field before the next one: "Connection: Authorization"
- * strips the credential we set.
- */
-static bool connection_lists(const char *value, const char *name)
-{
-	const char *p = value;
-
-	while (*p) {
-		const char *s, *e;
-
-		while (*p == ' ' || *p == '\t' || *p == ',')
-			p++;
-		s = p;
-		while (*p && *p != ',')
-			p++;
-		e = p;
-		while (e > s && (e[-1] == ' ' || e[-1] == '\t'))
-			e--;
-		if (e > s && name_eq(s, (size_t)(e - s), name))
-			return true;
-	}
-	return false;
-}
-
-static bool any_connection_lists(const struct httpreq *r, const char *name)
-{
-	for (size_t i = 0; i < r->h.n_fields; i++)
-		if (name_eq(r->fields[i].name, strlen(r->fields[i].name),
-			    "connection") &&
-		    connection_lists(r->fields[i].value, name))
-			return true;
-	return false;
-}
-
 /* The next element of a comma-separated field value at *p, blanks around
  * it trimmed, empty ones skipped: its length (its start in *elem), 0 at
  * the end. */
@@ -181,6 +145,34 @@ static size_t list_next(const char **p, const char **elem)
 		e--;
 	*elem = s;
 	return (size_t)(e - s);
+}
+
+/*
+ * Does a Connection value list this field name? A hop that honours it
+ * drops the field before the next one: "Connection: Authorization"
+ * strips the credential we set. (check_framing refuses every option but
+ * close, keep-alive, upgrade and te already: a second line, should that
+ * list ever grow.)
+ */
+static bool connection_lists(const char *value, const char *name)
+{
+	const char *p = value, *s;
+	size_t n;
+
+	while ((n = list_next(&p, &s)))
+		if (name_eq(s, n, name))
+			return true;
+	return false;
+}
+
+static bool any_connection_lists(const struct httpreq *r, const char *name)
+{
+	for (size_t i = 0; i < r->h.n_fields; i++)
+		if (name_eq(r->fields[i].name, strlen(r->fields[i].name),
+			    "connection") &&
+		    connection_lists(r->fields[i].value, name))
+			return true;
+	return false;
 }
 
 /*
