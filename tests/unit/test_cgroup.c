@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <limits.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -42,6 +43,8 @@ static pid_t spawn_named(const char *argv0, int as_root)
 		if (!as_root && geteuid() == 0 && (setgroups(0, NULL) ||
 		    setresgid(65534, 65534, 65534) || setresuid(65534, 65534, 65534)))
 			_exit(126);
+		/* as spawn_holder's (after the uid change, which clears it) */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		execl("/bin/sleep", argv0, "30", (char *)NULL);
 		_exit(127);
 	}
@@ -72,8 +75,12 @@ static pid_t spawn_holder(const char *path)
 		int fd = cgroup_run_claim(path, 0);
 
 		close(fds[0]);
+		/* gone with the test process, also when an assertion ends the
+		 * test before reap(): else it holds the runner's pipe open */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		alarm(60);
 		c = fd >= 0 ? 'y' : 'n';
-		if (write(fds[1], &c, 1) != 1)
+		if (write(fds[1], &c, 1) != 1 || c == 'n')
 			_exit(1);
 		for (;;)
 			pause();
