@@ -838,10 +838,8 @@ case_events_lost_reported() {
 	# refusal is a few records, not one each
 	local logged lost records inlog
 	read -r records logged <<<"$(audit_counts "$CASE_AUDIT" udp)"
-	inlog=$(audit_counts "$CASE_AUDIT" none kernel)
-	inlog=${inlog#* }
-	lost=$(sed -n 's/^egressd: \([0-9]*\) kernel decisions\{0,1\} of this run \(is\|are\) on no record.*/\1/p' \
-		"$CASE_STDERR" | tail -1)
+	read -r lost inlog <<<"$(events_lost "$CASE_AUDIT")"
+	[ "$lost" = - ] && lost=
 	note "$records records for $logged refusals, lost ${lost:-0} (log: $inlog)"
 	[ "$logged" -lt 400000 ] && [ -z "$lost" ] &&
 		fail "$logged of 400000 refusals logged, and no word of the rest: $(oneline "$(tail -3 "$CASE_STDERR")")"
@@ -890,10 +888,8 @@ print(\"swept\", n)" "$2" "$3"
 	case $out in *"swept $sweep"*"refused $flood of $flood"*) ;;
 		*) fail "not every send was refused: $(oneline "$out")" ;; esac
 	read -r records logged <<<"$(audit_counts "$drained" udp)"
-	inlog=$(audit_counts "$drained" none kernel)
-	inlog=${inlog#* }
-	lost=$(sed -n 's/^egressd: \([0-9]*\) kernel decisions\{0,1\} of this run \(is\|are\) on no record.*/\1/p' \
-		"$CASE_STDERR" | tail -1)
+	read -r lost inlog <<<"$(events_lost "$drained")"
+	[ "$lost" = - ] && lost=
 	note "$records records for $logged refusals; lost ${lost:-0} (stderr), $inlog (log)"
 	[ -n "$lost" ] && [ "$lost" -gt 0 ] || fail "the ring did not overflow: nothing tested"
 	[ "$inlog" = "$lost" ] || fail "stderr says $lost lost, the audit log $inlog"
@@ -901,6 +897,17 @@ print(\"swept\", n)" "$2" "$3"
 		fail "logged $logged and lost $lost of $((sweep + flood)) refusals"
 	grep -q '"detail":"kernel decisions the event ring had no room for' "$drained" ||
 		fail "no record of the loss in the log"
+}
+
+# events_lost FILE: "STDERR LOG": the kernel decisions the run says on
+# stderr were on no record (empty: it said none), and the count of FILE's
+# records that say so
+events_lost() {
+	local lost inlog
+	lost=$(sed -n 's/^egressd: \([0-9]*\) kernel decisions\{0,1\} of this run \(is\|are\) on no record.*/\1/p' \
+		"$CASE_STDERR" | tail -1)
+	inlog=$(audit_counts "$1" none kernel)
+	echo "${lost:--} ${inlog#* }"
 }
 
 # audit_counts FILE REASON [ORIGIN]: "RECORDS DECISIONS" of FILE's JSON
@@ -1986,7 +1993,7 @@ if [ "$5" = run ]; then
 	"$1" run --user nobody --allow allowed.test -- true </dev/null >/dev/null 2>>"$3/egressd.err" ||
 		echo "the next run failed: $?"
 else
-	"$1" cleanup 2>&1
+	"$1" cleanup 2>&1 || echo "cleanup failed: $?"
 fi
 for i in $(seq 30); do kill -0 "$child" 2>/dev/null || break; sleep 0.1; done
 kill -0 "$child" 2>/dev/null && echo "SURVIVED: pid $child ($(cat /proc/$child/comm)) still runs"
@@ -2012,6 +2019,8 @@ SH
 		grep -q "now: egressd," <<<"$out" || fail "$how: the command's child is not named egressd: $(oneline "$out")"
 		grep -q "SURVIVED\|LEFT" <<<"$out" &&
 			fail "after the $how, the killed run's cgroup and command remain: $(oneline "$out")"
+		grep -q "the next run failed\|cleanup failed" <<<"$out" &&
+			fail "$how: $(oneline "$out") $(oneline "$(tail -3 "$dir/egressd.err")")"
 	done
 	cat "$dir/egressd.err" >>"$CASE_STDERR"
 	return 0
@@ -2676,10 +2685,21 @@ for i in range(40):
         os._exit(0)
 time.sleep(7.5)' &
 	apid=$!
-	sleep 5 # the daemon scans every 2 s
+	# served at once, as the daemon's status lists them, over 5 s (it
+	# scans every 2 s; a scan that ran while the forks were unsharing may
+	# have served another set of 16 than the next: the count of
+	# "listening on" lines can pass 16, the namespaces served at once not)
+	local max=0 cur
+	for _ in $(seq 10); do
+		sleep 0.5
+		cur=$("$E2E_REPO/egressctl" status --socket "$dsock" --json |
+			"$E2E_PY" -c 'import json, sys; print(len(json.load(sys.stdin).get("netns") or []))')
+		[ "${cur:-0}" -gt "$max" ] && max=$cur
+	done
 	n=$(grep -c "listening on 127.0.0.1:$DAEMON_PORT" "$CASE_STDERR")
-	note "namespaces served: $n; $(grep -m1 'not served' "$CASE_STDERR")"
-	[ "$n" -le 16 ] || fail "the daemon served $n namespaces of one cgroup's processes"
+	note "namespaces served at once: at most $max ($n listeners opened); $(grep -m1 'not served' "$CASE_STDERR")"
+	[ "$max" -le 16 ] || fail "the daemon served $max namespaces of one cgroup's processes at once"
+	[ "$max" -ge 8 ] || fail "only $max of the 40 namespaces served: the cap was not what held them"
 	grep -q "its processes are in more than 16 network namespaces" "$CASE_STDERR" ||
 		fail "no warning: $(tail -3 "$CASE_STDERR")"
 	out=$(in_cg "$DCG/agents/job2" curl -sS --max-time 5 --cacert "$E2E_CA" \
@@ -5182,18 +5202,18 @@ JSON
 	out=$(egr_ic --policy "$pol" -- sh -c '
 		c() { curl -sS --max-time 20 -w "\n@%{http_code} #%{num_connects}" "$@" 2>&1 | tr -d "\r" | tr "\n" " "; echo; }
 		w="\n@%{http_code} #%{num_connects}"
-		echo "keep: $(c https://allowed.test/public/k1 --next -w "$w" https://allowed.test/public/k2)"
 		echo "lf: $(printf "%s\n%s\n\n%s\n%s" "--B" "Content-Type: application/json" "{}" "--B--" |
 			c -H "Content-Type: multipart/related; boundary=B" --data-binary @- https://allowed.test/public/lf \
 			--next -w "$w" https://allowed.test/public/after)"
 		echo "br: $(c -H "Content-Type: application/json" -H "Content-Encoding: br" -d "{}" https://allowed.test/public/br)"
 		echo "head: $(c -d "_method=HEAD" https://allowed.test/public/hd)"')
 	note "$out"
-	grep -q "^lf: hello from allowed.test *@200 #1 *hello from allowed.test *@200 #1" <<<"$out" ||
-		fail "lf: expected 200, then 200 on a new connection: $(grep "^lf:" <<<"$out" | head -c 300)"
-	# (a control: the bed server keeps a connection open between two GETs)
-	grep -q "^keep: .*@200 #1 .*@200 #0" <<<"$out" ||
-		note "keep-alive control did not reuse the connection: $(grep "^keep:" <<<"$out")"
+	# both answered; that the connection closes after the first is on
+	# the record below and in test_intercept's test_audit_unread_body_closes
+	# (curl reconnects here anyway: two GETs through the bed do not share
+	# a connection either, so num_connects cannot show it)
+	grep -q "^lf: hello from allowed.test *@200 #1 *hello from allowed.test *@200" <<<"$out" ||
+		fail "lf: expected 200, then 200: $(grep "^lf:" <<<"$out" | head -c 300)"
 	grep -q "^br: hello from allowed.test *@200" <<<"$out" ||
 		fail "br: expected 200: $(grep "^br:" <<<"$out" | head -c 300)"
 	grep -q "^head: .*HEAD.*@400" <<<"$out" ||
